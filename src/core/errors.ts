@@ -1,0 +1,58 @@
+/** Machine-readable error codes carried by every {@link StorageError}. */
+export type StorageErrorCode =
+  | "E_INVALID_KEY"
+  | "E_INVALID_VALUE"
+  | "E_INVALID_OPTION"
+  | "E_READONLY"
+  | "E_CONFLICT"
+  | "E_UNSUPPORTED"
+  | "E_TOO_LARGE"
+  | "E_UNAVAILABLE"
+  | "E_CORRUPT"
+  | "E_IO"
+  | "E_DRIVER";
+
+export interface StorageErrorOptions {
+  /** Name of the driver that raised or caused the error. */
+  driver?: string;
+  /** The key the failed operation was about, when there was one. */
+  key?: string;
+  /** The underlying error. */
+  cause?: unknown;
+}
+
+/**
+ * The one error type stowage throws. `code` says what went wrong,
+ * `driver` where, and `cause` keeps the original error.
+ */
+export class StorageError extends Error {
+  readonly code: StorageErrorCode;
+  driver?: string;
+  readonly key?: string;
+
+  constructor(code: StorageErrorCode, message: string, options: StorageErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "StorageError";
+    this.code = code;
+    this.driver = options.driver;
+    this.key = options.key;
+  }
+}
+
+/** True when `error` is a {@link StorageError}, optionally with the given code. */
+export function isStorageError(error: unknown, code?: StorageErrorCode): error is StorageError {
+  return error instanceof StorageError && (code === undefined || error.code === code);
+}
+
+/**
+ * Turns whatever a driver threw into a StorageError, keeping the original as
+ * `cause`, so callers can always branch on `code`.
+ */
+export function toStorageError(error: unknown, driver: string | undefined): StorageError {
+  if (error instanceof StorageError) {
+    if (error.driver === undefined) error.driver = driver;
+    return error;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new StorageError("E_DRIVER", `[${driver ?? "driver"}] ${message}`, { driver, cause: error });
+}

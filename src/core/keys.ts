@@ -1,0 +1,82 @@
+import { StorageError } from "./errors.js";
+
+/**
+ * Key rules, as unstorage has them: `/`, `\` and `:` all separate segments,
+ * runs of separators collapse, leading and trailing separators are dropped,
+ * and a `?query` suffix is stripped. Normalized keys use `:`.
+ */
+
+// Anything that needs the slow path of normalizeKey, or makes a key invalid.
+const NEEDS_WORK = /[?/\\\0]|::|^:|:$|(?:^|:)\.\.?(?::|$)/;
+
+export function normalizeKey(key: string | undefined | null): string {
+  if (!key) return "";
+  if (!NEEDS_WORK.test(key)) return key;
+  return (key.split("?")[0] ?? "").replace(/[/\\]/g, ":").replace(/:+/g, ":").replace(/^:|:$/g, "");
+}
+
+export function normalizeBaseKey(base: string | undefined | null): string {
+  const key = normalizeKey(base);
+  return key ? key + ":" : "";
+}
+
+export function joinKeys(...keys: string[]): string {
+  return normalizeKey(keys.join(":"));
+}
+
+export function hasDotSegment(key: string): boolean {
+  return key.split(":").some((segment) => segment === "." || segment === "..");
+}
+
+/**
+ * Normalizes a key that must name an item, refusing keys that normalize to
+ * nothing, hold a NUL byte, or have `.`/`..` segments.
+ */
+export function normalizeItemKey(key: unknown): string {
+  if (typeof key === "string" && key.length > 0 && !NEEDS_WORK.test(key)) return key;
+  if (typeof key !== "string") {
+    throw new StorageError("E_INVALID_KEY", `Invalid key: expected a string, got ${typeof key}`);
+  }
+  const normalized = normalizeKey(key);
+  if (!normalized || normalized.includes("\0") || hasDotSegment(normalized)) {
+    throw new StorageError("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, { key });
+  }
+  return normalized;
+}
+
+/** Normalizes a base (a key prefix ending in `:`, or `""` for everything). */
+export function normalizeItemBase(base: unknown): string {
+  if (base !== undefined && base !== null && typeof base !== "string") {
+    throw new StorageError("E_INVALID_KEY", `Invalid base: expected a string, got ${typeof base}`);
+  }
+  const normalized = normalizeBaseKey(base);
+  if (normalized.includes("\0") || hasDotSegment(normalized)) {
+    throw new StorageError("E_INVALID_KEY", `Invalid base: ${JSON.stringify(base)}`, { key: String(base) });
+  }
+  return normalized;
+}
+
+/** Number of `:` separators in a key: its depth below the root. */
+export function keyDepth(key: string): number {
+  let depth = 0;
+  for (let index = key.indexOf(":"); index !== -1; index = key.indexOf(":", index + 1)) depth++;
+  return depth;
+}
+
+export function filterKeyByDepth(key: string, depth: number | undefined): boolean {
+  return depth === undefined || keyDepth(key) <= depth;
+}
+
+/** Keys under `base` that are not meta keys (those end in `$`). */
+export function filterKeyByBase(key: string, base: string | undefined): boolean {
+  return (!base || key.startsWith(base)) && !isMetaKey(key);
+}
+
+/** Meta of `key` lives under `key$` where a driver has no native meta. */
+export function isMetaKey(key: string): boolean {
+  return key.charCodeAt(key.length - 1) === 36; // "$"
+}
+
+export function metaKeyOf(key: string): string {
+  return key + "$";
+}

@@ -1,0 +1,211 @@
+import type { MaybePromise } from "./maybePromise.js";
+import type { Serializer } from "./serializer.js";
+
+/** What `getItem` returns: anything the serializer can carry. */
+export type StorageValue = unknown;
+
+export type WatchEvent = "update" | "remove";
+export type WatchCallback = (event: WatchEvent, key: string) => unknown;
+export type Unwatch = () => MaybePromise<void>;
+
+/**
+ * Metadata of an item. `ttl` is the milliseconds left before it expires and
+ * `expires` the moment it does; `etag` identifies the stored version on
+ * drivers flagged `cas`.
+ */
+export interface StorageMeta {
+  atime?: Date;
+  mtime?: Date;
+  ctime?: Date;
+  birthtime?: Date;
+  size?: number;
+  ttl?: number;
+  expires?: Date;
+  etag?: string;
+  [key: string]: unknown;
+}
+
+/** Per-call options; drivers may read their own extra fields (unstorage's TransactionOptions). */
+export type TransactionOptions = Record<string, unknown>;
+
+export interface SetOptions extends TransactionOptions {
+  /** Time to live in milliseconds. */
+  ttl?: number;
+  /** Write only if the stored etag is this one (`E_CONFLICT` otherwise). */
+  ifMatch?: string;
+  /** `'*'`: write only if the key holds no value (`E_CONFLICT` otherwise). */
+  ifNoneMatch?: "*";
+}
+
+export interface RemoveOptions extends TransactionOptions {
+  removeMeta?: boolean;
+  ifMatch?: string;
+}
+
+export interface GetOptions extends TransactionOptions {
+  /** Read the key as of this version (drivers flagged `history`). */
+  version?: string;
+}
+
+export interface GetKeysOptions extends TransactionOptions {
+  maxDepth?: number;
+}
+
+export interface IterateKeysOptions extends GetKeysOptions {
+  /** Keys per yielded batch (default 1000). */
+  batchSize?: number;
+}
+
+/** What a driver can do; the core uses native support where a flag says so. */
+export interface DriverFlags {
+  /** `getKeys` honours `maxDepth` itself. */
+  maxDepth?: boolean;
+  /** Expiry is native; the driver reads `options.ttl` (ms) on writes and reports `ttl`/`expires` in getMeta. */
+  ttl?: boolean;
+  /** Every method returns its result synchronously (enables the sync API). */
+  sync?: boolean;
+  /** Writes honour `ifMatch`/`ifNoneMatch` atomically, and getMeta reports `etag`. */
+  cas?: boolean;
+  /** `commit(ops)` applies a batch all-or-nothing. */
+  transactions?: boolean;
+  /** `getItem(key, { version })` and `getHistory`. */
+  history?: boolean;
+  /** `watch` sees changes made by other processes too. */
+  watch?: boolean;
+  /** `false` when a key cannot hold a value while another key lives below it (`a` and `a:b`). */
+  nestedKeys?: boolean;
+}
+
+/** One operation of an atomic {@link Driver.commit}. */
+export type CommitOperation =
+  | { type: "set"; key: string; value: string; options: SetOptions }
+  | { type: "setRaw"; key: string; value: Uint8Array; options: SetOptions }
+  | { type: "remove"; key: string; options: RemoveOptions }
+  /** Fails the whole commit with E_CONFLICT unless the key's etag is `etag` (`null`: absent). */
+  | { type: "check"; key: string; etag: string | null };
+
+export interface HistoryEntry<T = StorageValue> {
+  version: string;
+  value: T | null;
+  date: Date;
+  message?: string;
+  author?: string;
+}
+
+/**
+ * A storage backend. The required part is unstorage's Driver, so drivers move
+ * between unstorage and stowage both ways; the rest is optional and declared
+ * through {@link DriverFlags}.
+ */
+export interface Driver<OptionsT = unknown, InstanceT = unknown> {
+  name?: string;
+  flags?: DriverFlags;
+  options?: OptionsT;
+  getInstance?: () => InstanceT;
+  hasItem: (key: string, opts: TransactionOptions) => MaybePromise<boolean>;
+  getItem: (key: string, opts?: TransactionOptions) => MaybePromise<unknown>;
+  getItems?: (
+    items: { key: string; options?: TransactionOptions }[],
+    commonOptions?: TransactionOptions,
+  ) => MaybePromise<{ key: string; value: unknown }[]>;
+  getItemRaw?: (key: string, opts: TransactionOptions) => MaybePromise<unknown>;
+  setItem?: (key: string, value: string, opts: TransactionOptions) => MaybePromise<void>;
+  setItems?: (
+    items: { key: string; value: string; options?: TransactionOptions }[],
+    commonOptions?: TransactionOptions,
+  ) => MaybePromise<void>;
+  setItemRaw?: (key: string, value: Uint8Array, opts: TransactionOptions) => MaybePromise<void>;
+  removeItem?: (key: string, opts: TransactionOptions) => MaybePromise<void>;
+  getMeta?: (key: string, opts: TransactionOptions) => MaybePromise<StorageMeta | null>;
+  getKeys: (base: string, opts: GetKeysOptions) => MaybePromise<string[]>;
+  clear?: (base: string, opts: TransactionOptions) => MaybePromise<void>;
+  dispose?: () => MaybePromise<void>;
+  watch?: (callback: WatchCallback) => MaybePromise<Unwatch>;
+  /** Pages through keys under `base` without holding them all. */
+  iterateKeys?: (base: string, opts: IterateKeysOptions) => AsyncIterable<string[]>;
+  /** Applies every operation or none (flag `transactions`). */
+  commit?: (operations: CommitOperation[], opts: TransactionOptions) => MaybePromise<void>;
+  /** Past versions of a key, newest first (flag `history`). */
+  getHistory?: (key: string, opts: { limit?: number }) => MaybePromise<HistoryEntry<unknown>[]>;
+}
+
+export interface CreateStorageOptions {
+  /** Driver mounted at the root (default: memory). */
+  driver?: Driver;
+  /** `'rich'` (default), `'json'` (unstorage's exact behaviour), or your own. */
+  serializer?: "rich" | "json" | Serializer;
+  /** Default time to live in milliseconds for every write that names none. */
+  ttl?: number;
+}
+
+export interface MountInfo {
+  base: string;
+  driver: Driver;
+}
+
+/** The handle a transaction callback receives. Writes land at commit, all or none. */
+export interface TransactionHandle {
+  hasItem(key: string): Promise<boolean>;
+  getItem<R = StorageValue>(key: string): Promise<R | null>;
+  getItemRaw(key: string): Promise<Uint8Array | null>;
+  setItem(key: string, value: unknown, opts?: SetOptions): Promise<void>;
+  setItemRaw(key: string, value: Uint8Array, opts?: SetOptions): Promise<void>;
+  removeItem(key: string, opts?: RemoveOptions): Promise<void>;
+}
+
+export interface UpdateOptions {
+  /** How many times to re-run `fn` after a conflicting write (default 10). */
+  retries?: number;
+  ttl?: number;
+}
+
+export type GetItemsInput = (string | { key: string; options?: TransactionOptions })[];
+export type SetItemsInput = { key: string; value: unknown; options?: SetOptions }[];
+
+/** The storage object: unstorage's Storage plus stowage's additions. */
+export interface Storage {
+  hasItem(key: string, opts?: TransactionOptions): Promise<boolean>;
+  getItem<R = StorageValue>(key: string, opts?: GetOptions): Promise<R | null>;
+  getItems<R = StorageValue>(items: GetItemsInput, commonOptions?: TransactionOptions): Promise<{ key: string; value: R | null }[]>;
+  getItemRaw(key: string, opts?: GetOptions): Promise<Uint8Array | null>;
+  setItem(key: string, value: unknown, opts?: SetOptions): Promise<void>;
+  setItems(items: SetItemsInput, commonOptions?: SetOptions): Promise<void>;
+  setItemRaw(key: string, value: Uint8Array | ArrayBuffer | ArrayBufferView | string, opts?: SetOptions): Promise<void>;
+  removeItem(key: string, opts?: RemoveOptions | boolean): Promise<void>;
+  getMeta(key: string, opts?: (TransactionOptions & { nativeOnly?: boolean }) | boolean): Promise<StorageMeta>;
+  setMeta(key: string, value: Record<string, unknown>, opts?: SetOptions): Promise<void>;
+  removeMeta(key: string, opts?: TransactionOptions): Promise<void>;
+  getKeys(base?: string, opts?: GetKeysOptions): Promise<string[]>;
+  iterateKeys(base?: string, opts?: IterateKeysOptions): AsyncIterableIterator<string[]>;
+  clear(base?: string, opts?: TransactionOptions): Promise<void>;
+  dispose(): Promise<void>;
+  watch(callback: WatchCallback): Promise<Unwatch>;
+  unwatch(): Promise<void>;
+  mount(base: string, driver: Driver): Storage;
+  unmount(base: string, dispose?: boolean): Promise<void>;
+  getMount(key?: string): MountInfo;
+  getMounts(base?: string, opts?: { parents?: boolean }): MountInfo[];
+
+  update<R = StorageValue>(key: string, fn: (current: R | null) => unknown, opts?: UpdateOptions): Promise<R | null>;
+  transaction<R>(fn: (tx: TransactionHandle) => Promise<R> | R, opts?: TransactionOptions): Promise<R>;
+  getHistory<R = StorageValue>(key: string, opts?: { limit?: number }): Promise<HistoryEntry<R>[]>;
+
+  hasItemSync(key: string, opts?: TransactionOptions): boolean;
+  getItemSync<R = StorageValue>(key: string, opts?: GetOptions): R | null;
+  getItemsSync<R = StorageValue>(items: GetItemsInput, commonOptions?: TransactionOptions): { key: string; value: R | null }[];
+  getItemRawSync(key: string, opts?: GetOptions): Uint8Array | null;
+  setItemSync(key: string, value: unknown, opts?: SetOptions): void;
+  setItemsSync(items: SetItemsInput, commonOptions?: SetOptions): void;
+  setItemRawSync(key: string, value: Uint8Array | ArrayBuffer | ArrayBufferView | string, opts?: SetOptions): void;
+  removeItemSync(key: string, opts?: RemoveOptions | boolean): void;
+  getMetaSync(key: string, opts?: (TransactionOptions & { nativeOnly?: boolean }) | boolean): StorageMeta;
+  getKeysSync(base?: string, opts?: GetKeysOptions): string[];
+  clearSync(base?: string, opts?: TransactionOptions): void;
+
+  keys: Storage["getKeys"];
+  get: Storage["getItem"];
+  set: Storage["setItem"];
+  has: Storage["hasItem"];
+  del: Storage["removeItem"];
+  remove: Storage["removeItem"];
+}

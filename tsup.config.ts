@@ -1,0 +1,20 @@
+import { defineConfig } from "tsup";
+
+export default defineConfig({
+  entry: {
+    index: "src/index.ts",
+    testing: "src/testing/index.ts",
+    "cli/main": "src/cli/main.ts",
+    "drivers/memory": "src/drivers/memory.ts",
+    "drivers/fs": "src/drivers/fs.ts",
+    "drivers/fs-lite": "src/drivers/fs-lite.ts",
+  },
+  format: ["esm"],
+  target: "node20",
+  dts: true,
+  clean: true,
+  sourcemap: true,
+  splitting: true,
+  // vitest is the kit's peer: the test runner of whoever runs the kit.
+  external: ["vitest"],
+});
