@@ -72,6 +72,8 @@ export interface DriverFlags {
   history?: boolean;
   /** `watch` sees changes made by other processes too. */
   watch?: boolean;
+  /** `clear(base)` removes only keys under `base` (unstorage's drivers clear everything). */
+  clearBase?: boolean;
   /** `false` when a key cannot hold a value while another key lives below it (`a` and `a:b`). */
   nestedKeys?: boolean;
 }

@@ -1,0 +1,107 @@
+import { StorageError } from "./errors.js";
+import { keyDepth, normalizeBaseKey } from "./keys.js";
+import type { Driver } from "./types.js";
+
+/** A driver mounted at a base, with what the core needs to know about it. */
+export interface Mount {
+  /** Normalized base ending in `:`, or `""` for the root. */
+  readonly base: string;
+  readonly driver: Driver;
+  readonly name: string;
+  /** Segments in `base`: how much deeper a key is from the root than from the driver. */
+  readonly depth: number;
+  readonly nativeTtl: boolean;
+  /** The driver has no watch of its own, so the core reports the writes made through it. */
+  readonly coreEvents: boolean;
+}
+
+/** A key resolved to its mount: `key` is the full normalized key, `rel` the driver's key. */
+export interface Located {
+  mount: Mount;
+  key: string;
+  rel: string;
+}
+
+/** A mount together with the part of a base that lies inside it. */
+export interface MountSlice {
+  mount: Mount;
+  /** Base relative to the mount (`""` when the mount lies wholly inside the base). */
+  relativeBase: string;
+}
+
+export function describeMount(base: string, driver: Driver): Mount {
+  if (!driver || typeof driver.getItem !== "function" || typeof driver.hasItem !== "function" || typeof driver.getKeys !== "function") {
+    throw new StorageError("E_INVALID_OPTION", "A driver needs at least hasItem, getItem and getKeys");
+  }
+  return {
+    base,
+    driver,
+    name: driver.name ?? "custom",
+    depth: base ? keyDepth(base) : 0,
+    nativeTtl: driver.flags?.ttl === true,
+    coreEvents: typeof driver.watch !== "function",
+  };
+}
+
+/**
+ * The mount points of a storage, longest base first, so the most specific
+ * mount wins (unstorage's precedence).
+ */
+export class MountTable {
+  root: Mount;
+  private mounts: Mount[] = [];
+
+  constructor(rootDriver: Driver) {
+    this.root = describeMount("", rootDriver);
+  }
+
+  /** All mounts, longest base first, the root last. */
+  list(): Mount[] {
+    return [...this.mounts, this.root];
+  }
+
+  get(base: string): Mount | undefined {
+    return base === "" ? this.root : this.mounts.find((mount) => mount.base === base);
+  }
+
+  add(base: string, driver: Driver): Mount {
+    base = normalizeBaseKey(base);
+    const mount = describeMount(base, driver);
+    if (!base) {
+      this.root = mount;
+      return mount;
+    }
+    if (this.get(base)) throw new StorageError("E_INVALID_OPTION", `Already mounted at ${base}`);
+    this.mounts.push(mount);
+    this.mounts.sort((a, b) => b.base.length - a.base.length);
+    return mount;
+  }
+
+  remove(base: string): Mount | undefined {
+    const mount = this.get(base);
+    if (!mount || mount === this.root) return undefined;
+    this.mounts = this.mounts.filter((other) => other !== mount);
+    return mount;
+  }
+
+  /** The mount that holds a normalized key. */
+  resolve(key: string): Mount {
+    for (const mount of this.mounts) {
+      if (key.startsWith(mount.base)) return mount;
+    }
+    return this.root;
+  }
+
+  /**
+   * Mounts below `base` and, with `parents`, the mounts that contain it,
+   * longest base first: unstorage's getMounts.
+   */
+  within(base: string, parents: boolean): MountSlice[] {
+    const slices: MountSlice[] = [];
+    for (const mount of this.list()) {
+      if (mount.base.startsWith(base)) slices.push({ mount, relativeBase: "" });
+      else if (parents && base.startsWith(mount.base)) slices.push({ mount, relativeBase: base.slice(mount.base.length) });
+    }
+    return slices;
+  }
+}

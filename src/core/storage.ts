@@ -1,0 +1,609 @@
+import { StorageError, toStorageError } from "./errors.js";
+import { filterKeyByDepth, isMetaKey, metaKeyOf, normalizeBaseKey, normalizeItemBase, normalizeItemKey, normalizeKey } from "./keys.js";
+import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
+import { MountTable, type Located, type Mount } from "./mounts.js";
+import { deserializeRaw, resolveSerializer, serializeRaw, toBytes } from "./serializer.js";
+import {
+  applySidecarChange,
+  checkTtl,
+  describeExpiry,
+  expiresOf,
+  isExpired,
+  parseSidecar,
+  planExpiry,
+  readSidecar,
+  withExpiry,
+} from "./ttl.js";
+import { runTransaction, runUpdate } from "./transaction.js";
+import type {
+  CreateStorageOptions,
+  Driver,
+  DriverFlags,
+  GetItemsInput,
+  GetKeysOptions,
+  GetOptions,
+  IterateKeysOptions,
+  RemoveOptions,
+  SetItemsInput,
+  SetOptions,
+  Storage,
+  StorageMeta,
+  TransactionOptions,
+} from "./types.js";
+import { Watchers } from "./watchers.js";
+
+/** The options object drivers get when the caller passed none (unstorage always passes one). */
+const NO_OPTIONS: TransactionOptions = Object.freeze({});
+
+
+/** A write on its way to a driver: serialized text or raw bytes. */
+type Payload = { raw: false; text: string } | { raw: true; bytes: Uint8Array };
+
+export interface CoreStorageOptions extends CreateStorageOptions {
+  driver: Driver;
+}
+
+function unsupported(mount: Mount, what: string, flag: keyof DriverFlags): StorageError {
+  return new StorageError("E_UNSUPPORTED", `${what} needs a driver flagged "${flag}"; ${mount.name} is not`, { driver: mount.name });
+}
+
+function readOnly(mount: Mount, key?: string): StorageError {
+  return new StorageError("E_READONLY", `Driver ${mount.name} is read-only`, { driver: mount.name, key });
+}
+
+function checkMaxDepth(maxDepth: unknown): number | undefined {
+  if (maxDepth === undefined) return undefined;
+  if (typeof maxDepth !== "number" || !Number.isInteger(maxDepth) || maxDepth < 0) {
+    throw new StorageError("E_INVALID_OPTION", `maxDepth must be a non-negative integer, got ${String(maxDepth)}`);
+  }
+  return maxDepth;
+}
+
+/** maxDepth as the mounted driver sees it (its keys are shallower by the mount's depth); -1: none fit. */
+function driverDepth(mount: Mount, maxDepth: number | undefined): number | undefined {
+  return maxDepth === undefined ? undefined : maxDepth - mount.depth;
+}
+
+function checkWriteOptions(mount: Mount, opts: SetOptions | RemoveOptions): void {
+  const ifNoneMatch = (opts as SetOptions).ifNoneMatch;
+  if (opts.ifMatch === undefined && ifNoneMatch === undefined) return;
+  if (!mount.driver.flags?.cas) throw unsupported(mount, "ifMatch / ifNoneMatch", "cas");
+  if (ifNoneMatch !== undefined && ifNoneMatch !== "*") {
+    throw new StorageError("E_INVALID_OPTION", `ifNoneMatch only accepts "*", got ${JSON.stringify(ifNoneMatch)}`);
+  }
+  if (opts.ifMatch !== undefined && typeof opts.ifMatch !== "string") {
+    throw new StorageError("E_INVALID_OPTION", "ifMatch must be an etag string");
+  }
+}
+
+/** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
+function reviveDates(meta: Record<string, unknown>): void {
+  for (const field of ["atime", "mtime", "ctime", "birthtime"]) {
+    if (typeof meta[field] === "string") meta[field] = new Date(meta[field] as string);
+  }
+}
+
+function batches<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
+ * Creates a storage over `options.driver`. Every operation is written once as
+ * a chain of steps that stays synchronous while the driver answers
+ * synchronously; the async API wraps it in a promise, the sync API insists
+ * that every driver involved is flagged `sync`.
+ */
+export function createCoreStorage(options: CoreStorageOptions): Storage {
+  const serializer = resolveSerializer(options.serializer);
+  const defaultTtl = checkTtl(options.ttl);
+  const table = new MountTable(options.driver);
+  const watchers = new Watchers();
+
+  function requireSync(mount: Mount): void {
+    if (!mount.driver.flags?.sync) throw unsupported(mount, "The sync API", "sync");
+  }
+
+  function locate(key: unknown, sync: boolean): Located {
+    const full = normalizeItemKey(key);
+    const mount = table.resolve(full);
+    if (sync) requireSync(mount);
+    return { mount, key: full, rel: mount.base ? full.slice(mount.base.length) : full };
+  }
+
+  function driverName(key: unknown): string | undefined {
+    return table.resolve(typeof key === "string" ? normalizeKey(key) : "").name;
+  }
+
+  /** Runs a step for the async API: its result or failure as a promise of StorageError. */
+  function toPromise<T>(key: unknown, step: () => MaybePromise<T>): Promise<T> {
+    try {
+      const result = step();
+      if (isPromise(result)) return result.catch((error: unknown) => Promise.reject(toStorageError(error, driverName(key))));
+      return Promise.resolve(result);
+    } catch (error) {
+      return Promise.reject(toStorageError(error, driverName(key)));
+    }
+  }
+
+  /** Runs a step for the sync API; a driver flagged sync that answered with a promise broke its promise. */
+  function toSync<T>(key: unknown, step: () => MaybePromise<T>): T {
+    let result: MaybePromise<T>;
+    try {
+      result = step();
+    } catch (error) {
+      throw toStorageError(error, driverName(key));
+    }
+    if (isPromise(result)) {
+      result.catch((cause: unknown) => process.emitWarning(`stowage: a sync driver's late failure: ${String(cause)}`));
+      throw new StorageError("E_DRIVER", `Driver ${driverName(key)} is flagged sync but answered with a promise`, { driver: driverName(key) });
+    }
+    return result;
+  }
+
+  // --- TTL kept by the core for drivers without native expiry -------------
+
+  function needsCoreTtl(loc: Located): boolean {
+    return !loc.mount.nativeTtl && !isMetaKey(loc.rel);
+  }
+
+  /** Removes an expired key and its sidecar; the key then reads as absent. */
+  function purge(loc: Located, opts: TransactionOptions): MaybePromise<void> {
+    const driver = loc.mount.driver;
+    if (!driver.removeItem) return;
+    return chain(driver.removeItem(loc.rel, opts), () =>
+      chain(driver.removeItem!(metaKeyOf(loc.rel), opts), () => watchers.report(loc.mount, "remove", loc.key)),
+    );
+  }
+
+  /** Passes a stored value on unless the core-kept expiry says it is gone. */
+  function unlessExpired<T>(loc: Located, stored: T, opts: TransactionOptions): MaybePromise<T | null> {
+    if (stored === null || stored === undefined) return null;
+    if (!needsCoreTtl(loc)) return stored;
+    return chain(readSidecar(loc.mount, loc.rel, serializer, opts), (sidecar) =>
+      isExpired(sidecar) ? chain(purge(loc, opts), () => null) : stored,
+    );
+  }
+
+  // --- reads ----------------------------------------------------------------
+
+  function hasItemStep(key: string, opts: TransactionOptions, sync: boolean): MaybePromise<boolean> {
+    const loc = locate(key, sync);
+    return chain(loc.mount.driver.hasItem(loc.rel, opts), (has) =>
+      has ? chain(unlessExpired(loc, true, opts), (alive) => alive === true) : false,
+    );
+  }
+
+  function readStep(loc: Located, opts: TransactionOptions, raw: boolean): MaybePromise<unknown> {
+    const driver = loc.mount.driver;
+    const stored = raw && driver.getItemRaw ? driver.getItemRaw(loc.rel, opts) : driver.getItem(loc.rel, opts);
+    return chain(stored, (value) => unlessExpired(loc, value, opts));
+  }
+
+  function getItemStep(key: string, opts: GetOptions, sync: boolean): MaybePromise<unknown> {
+    const loc = locate(key, sync);
+    if (opts.version !== undefined) return getVersion(loc, opts);
+    return chain(readStep(loc, opts, false), (stored) => (stored === null ? null : serializer.deserialize(stored)));
+  }
+
+  function getItemRawStep(key: string, opts: GetOptions, sync: boolean): MaybePromise<Uint8Array | null> {
+    const loc = locate(key, sync);
+    if (opts.version !== undefined) throw unsupported(loc.mount, "Reading raw past versions", "history");
+    return chain(readStep(loc, opts, true), deserializeRaw);
+  }
+
+  function getVersion(loc: Located, opts: GetOptions): MaybePromise<unknown> {
+    const driver = loc.mount.driver;
+    if (!driver.flags?.history || typeof driver.getItem !== "function") throw unsupported(loc.mount, "getItem with a version", "history");
+    return chain(driver.getItem(loc.rel, opts), (stored) => (stored === null || stored === undefined ? null : serializer.deserialize(stored)));
+  }
+
+  function normalizeGetItems(items: GetItemsInput, common: TransactionOptions, sync: boolean) {
+    if (!Array.isArray(items)) throw new StorageError("E_INVALID_OPTION", "getItems expects an array of keys");
+    return items.map((item) => {
+      const isString = typeof item === "string";
+      const loc = locate(isString ? item : item?.key, sync);
+      const itemOptions = isString ? undefined : item.options;
+      return { loc, options: itemOptions ? { ...common, ...itemOptions } : common };
+    });
+  }
+
+  function getItemsStep(items: GetItemsInput, common: TransactionOptions, sync: boolean) {
+    const entries = normalizeGetItems(items, common, sync);
+    const groups = new Map<Mount, typeof entries>();
+    for (const entry of entries) {
+      const group = groups.get(entry.loc.mount);
+      if (group) group.push(entry);
+      else groups.set(entry.loc.mount, [entry]);
+    }
+    const found = new Map<string, unknown>();
+    const reads = [...groups].map(([mount, group]) => chain(readGroup(mount, group, common), (values) => {
+      group.forEach((entry, index) => found.set(entry.loc.key, values[index]));
+    }));
+    return chain(all(reads), () =>
+      entries.map(({ loc }) => {
+        const stored = found.get(loc.key);
+        return { key: loc.key, value: stored === null || stored === undefined ? null : serializer.deserialize(stored) };
+      }),
+    );
+  }
+
+  /** Reads one mount's share of a getItems, in one driver call when the driver has getItems. */
+  function readGroup(mount: Mount, group: { loc: Located; options: TransactionOptions }[], common: TransactionOptions): MaybePromise<unknown[]> {
+    const driver = mount.driver;
+    if (!driver.getItems) return all(group.map(({ loc, options }) => readStep(loc, options, false)));
+    const withTtl = group.filter(({ loc }) => needsCoreTtl(loc));
+    const request = group.map(({ loc, options }) => ({ key: loc.rel, options }));
+    for (const { loc, options } of withTtl) request.push({ key: metaKeyOf(loc.rel), options });
+    return chain(driver.getItems(request, common), (results) => {
+      const byKey = new Map<string, unknown>();
+      for (const result of results) byKey.set(normalizeKey(result.key), result.value);
+      const values = group.map(({ loc }) => byKey.get(loc.rel) ?? null);
+      const expired = withTtl.filter(({ loc }) => byKey.get(loc.rel) != null && isExpired(parseSidecar(byKey.get(metaKeyOf(loc.rel)), serializer)));
+      if (expired.length === 0) return values;
+      const gone = new Set(expired.map(({ loc }) => loc.rel));
+      return chain(all(expired.map(({ loc, options }) => purge(loc, options))), () =>
+        group.map(({ loc }, index) => (gone.has(loc.rel) ? null : values[index])),
+      );
+    });
+  }
+
+  function getMetaStep(key: string, opts: (TransactionOptions & { nativeOnly?: boolean }) | boolean, sync: boolean): MaybePromise<StorageMeta> {
+    const options = typeof opts === "boolean" ? { nativeOnly: opts } : opts;
+    const loc = locate(key, sync);
+    const driver = loc.mount.driver;
+    const meta: StorageMeta = {};
+    return chain(driver.getMeta ? driver.getMeta(loc.rel, options) : null, (native) => {
+      if (native) Object.assign(meta, native);
+      if (options.nativeOnly && loc.mount.nativeTtl) return meta;
+      return chain(readSidecar(loc.mount, loc.rel, serializer, options), (sidecar) => {
+        if (needsCoreTtl(loc) && isExpired(sidecar)) return chain(purge(loc, options), () => ({}));
+        if (sidecar && !options.nativeOnly) {
+          reviveDates(sidecar);
+          Object.assign(meta, sidecar);
+        }
+        return needsCoreTtl(loc) ? describeExpiry(meta, expiresOf(sidecar)) : meta;
+      });
+    });
+  }
+
+  // --- writes ---------------------------------------------------------------
+
+  /** Options as the driver gets them: ttl only for drivers that expire keys themselves. */
+  function driverOptions(loc: Located, opts: SetOptions, ttl: number | undefined): SetOptions {
+    if (loc.mount.nativeTtl) return ttl === opts.ttl ? opts : { ...opts, ttl };
+    if (opts.ttl === undefined) return opts;
+    const stripped = { ...opts };
+    delete stripped.ttl;
+    return stripped;
+  }
+
+  function put(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
+    const driver = loc.mount.driver;
+    if (payload.raw) {
+      if (driver.setItemRaw) return driver.setItemRaw(loc.rel, payload.bytes, opts);
+      if (driver.setItem) return driver.setItem(loc.rel, serializeRaw(payload.bytes), opts);
+    } else if (driver.setItem) {
+      return driver.setItem(loc.rel, payload.text, opts);
+    }
+    throw readOnly(loc.mount, loc.key);
+  }
+
+  function writeStep(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
+    checkWriteOptions(loc.mount, opts);
+    const ttl = isMetaKey(loc.rel) ? checkTtl(opts.ttl) : (checkTtl(opts.ttl) ?? defaultTtl);
+    const written = put(loc, payload, driverOptions(loc, opts, ttl));
+    return chain(written, () => {
+      if (!needsCoreTtl(loc)) return watchers.report(loc.mount, "update", loc.key);
+      const expires = ttl === undefined ? undefined : Date.now() + ttl;
+      return chain(planExpiry(loc.mount, loc.rel, expires, serializer, NO_OPTIONS), (change) =>
+        chain(applySidecarChange(loc.mount, loc.rel, change, NO_OPTIONS), () => watchers.report(loc.mount, "update", loc.key)),
+      );
+    });
+  }
+
+  function setItemStep(key: string, value: unknown, opts: SetOptions, sync: boolean): MaybePromise<void> {
+    if (value === undefined) return removeItemStep(key, opts, sync);
+    const loc = locate(key, sync);
+    return writeStep(loc, { raw: false, text: serializer.serialize(value) }, opts);
+  }
+
+  function setItemRawStep(key: string, value: unknown, opts: SetOptions, sync: boolean): MaybePromise<void> {
+    if (value === undefined) return removeItemStep(key, opts, sync);
+    const loc = locate(key, sync);
+    return writeStep(loc, { raw: true, bytes: toBytes(value) }, opts);
+  }
+
+  function setItemsStep(items: SetItemsInput, common: SetOptions, sync: boolean): MaybePromise<void> {
+    if (!Array.isArray(items)) throw new StorageError("E_INVALID_OPTION", "setItems expects an array of { key, value }");
+    const entries = items.map((item) => {
+      const loc = locate(item?.key, sync);
+      if (item.value === undefined) throw new StorageError("E_INVALID_VALUE", `setItems: no value for ${loc.key}`, { key: loc.key });
+      const options: SetOptions = item.options ? { ...common, ...item.options } : common;
+      checkWriteOptions(loc.mount, options);
+      return { loc, text: serializer.serialize(item.value), options };
+    });
+    const groups = new Map<Mount, typeof entries>();
+    for (const entry of entries) {
+      const group = groups.get(entry.loc.mount);
+      if (group) group.push(entry);
+      else groups.set(entry.loc.mount, [entry]);
+    }
+    return chain(all([...groups].map(([mount, group]) => writeGroup(mount, group, common))), () => undefined);
+  }
+
+  /** Writes one mount's share of a setItems: one driver call when the driver has setItems and expires keys itself. */
+  function writeGroup(mount: Mount, group: { loc: Located; text: string; options: SetOptions }[], common: SetOptions): MaybePromise<void> {
+    const driver = mount.driver;
+    if (!driver.setItems || !mount.nativeTtl) {
+      return chain(all(group.map(({ loc, text, options }) => writeStep(loc, { raw: false, text }, options))), () => undefined);
+    }
+    const request = group.map(({ loc, text, options }) => {
+      const ttl = isMetaKey(loc.rel) ? checkTtl(options.ttl) : (checkTtl(options.ttl) ?? defaultTtl);
+      return { key: loc.rel, value: text, options: driverOptions(loc, options, ttl) };
+    });
+    const commonTtl = checkTtl(common.ttl) ?? defaultTtl;
+    return chain(driver.setItems(request, commonTtl === common.ttl ? common : { ...common, ttl: commonTtl }), () => {
+      for (const { loc } of group) watchers.report(mount, "update", loc.key);
+    });
+  }
+
+  function removeItemStep(key: string, opts: RemoveOptions | boolean, sync: boolean): MaybePromise<void> {
+    const options: RemoveOptions = typeof opts === "boolean" ? { removeMeta: opts } : opts;
+    const loc = locate(key, sync);
+    checkWriteOptions(loc.mount, options);
+    const driver = loc.mount.driver;
+    if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
+    return chain(driver.removeItem(loc.rel, options), () => {
+      const done = () => watchers.report(loc.mount, "remove", loc.key);
+      if (options.removeMeta) return chain(driver.removeItem!(metaKeyOf(loc.rel), options), done);
+      if (!needsCoreTtl(loc)) return done();
+      return chain(planExpiry(loc.mount, loc.rel, undefined, serializer, options), (change) =>
+        chain(applySidecarChange(loc.mount, loc.rel, change, options), done),
+      );
+    });
+  }
+
+  function setMetaStep(key: string, value: Record<string, unknown>, opts: SetOptions, sync: boolean): MaybePromise<void> {
+    if (value === null || typeof value !== "object") throw new StorageError("E_INVALID_VALUE", "Meta must be an object");
+    const loc = locate(key, sync);
+    const driver = loc.mount.driver;
+    if (!driver.setItem) throw readOnly(loc.mount, loc.key);
+    const write = (meta: Record<string, unknown>) => driver.setItem!(metaKeyOf(loc.rel), serializer.serialize(meta), opts);
+    if (!needsCoreTtl(loc)) return write(value);
+    // The core's expiry lives in the same sidecar: keep it.
+    return chain(readSidecar(loc.mount, loc.rel, serializer, opts), (current) => write(withExpiry(value, expiresOf(current)) ?? {}));
+  }
+
+  function removeMetaStep(key: string, opts: TransactionOptions): MaybePromise<void> {
+    const loc = locate(key, false);
+    const driver = loc.mount.driver;
+    if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
+    if (!needsCoreTtl(loc)) return driver.removeItem(metaKeyOf(loc.rel), opts);
+    return chain(readSidecar(loc.mount, loc.rel, serializer, opts), (current) => {
+      const keep = withExpiry(null, expiresOf(current));
+      return keep ? driver.setItem!(metaKeyOf(loc.rel), serializer.serialize(keep), opts) : driver.removeItem!(metaKeyOf(loc.rel), opts);
+    });
+  }
+
+  // --- listing ----------------------------------------------------------------
+
+  /** Drops expired keys (core-kept TTL) from a mount's listing, given which sidecars it holds. */
+  function dropExpired(mount: Mount, relKeys: string[], sidecars: Set<string>, opts: TransactionOptions): MaybePromise<string[]> {
+    if (mount.nativeTtl || sidecars.size === 0) return relKeys;
+    const checks = relKeys.map((rel) => {
+      if (!sidecars.has(metaKeyOf(rel))) return true;
+      const loc: Located = { mount, key: mount.base + rel, rel };
+      return chain(unlessExpired(loc, true, opts), (alive) => alive === true);
+    });
+    return chain(all(checks), (alive) => relKeys.filter((_, index) => alive[index]));
+  }
+
+  /** Turns one mount's raw listing into visible full keys under `base`. */
+  function visibleKeys(
+    mount: Mount,
+    rawKeys: string[],
+    base: string,
+    maxDepth: number | undefined,
+    masked: string[],
+    opts: TransactionOptions,
+  ): MaybePromise<string[]> {
+    const relKeys: string[] = [];
+    const sidecars = new Set<string>();
+    const depthFilter = maxDepth !== undefined && !mount.driver.flags?.maxDepth;
+    for (const raw of rawKeys) {
+      const rel = normalizeKey(raw);
+      if (isMetaKey(rel)) {
+        sidecars.add(rel);
+        continue;
+      }
+      const full = mount.base + rel;
+      if (base && !full.startsWith(base)) continue;
+      if (depthFilter && !filterKeyByDepth(full, maxDepth)) continue;
+      if (masked.length > 0 && masked.some((prefix) => full.startsWith(prefix))) continue;
+      relKeys.push(rel);
+    }
+    return chain(dropExpired(mount, relKeys, sidecars, opts), (alive) => (mount.base ? alive.map((rel) => mount.base + rel) : alive));
+  }
+
+  function getKeysStep(base: string | undefined, opts: GetKeysOptions, sync: boolean): MaybePromise<string[]> {
+    const normalizedBase = normalizeItemBase(base);
+    const maxDepth = checkMaxDepth(opts.maxDepth);
+    const slices = table.within(normalizedBase, true);
+    if (sync) slices.forEach(({ mount }) => requireSync(mount));
+    const listings = slices.map(({ mount, relativeBase }, index) => {
+      const depth = driverDepth(mount, maxDepth);
+      if (depth !== undefined && depth < 0) return [];
+      // Keys of a mount are hidden where a more specific mount (listed earlier) sits over them.
+      const masked = slices.slice(0, index).map((slice) => slice.mount.base);
+      const listing = mount.driver.getKeys(relativeBase, depth === opts.maxDepth ? opts : { ...opts, maxDepth: depth });
+      return chain(listing, (rawKeys) => visibleKeys(mount, rawKeys, normalizedBase, maxDepth, masked, opts));
+    });
+    return chain(all(listings), (lists) => (lists.length === 1 ? (lists[0] as string[]) : lists.flat()));
+  }
+
+  async function* iterateKeys(base: string | undefined, opts: IterateKeysOptions): AsyncIterableIterator<string[]> {
+    const normalizedBase = normalizeItemBase(base);
+    const maxDepth = checkMaxDepth(opts.maxDepth);
+    const batchSize = opts.batchSize ?? 1000;
+    if (!Number.isInteger(batchSize) || batchSize < 1) {
+      throw new StorageError("E_INVALID_OPTION", `batchSize must be a positive integer, got ${String(opts.batchSize)}`);
+    }
+    const slices = table.within(normalizedBase, true);
+    let pending: string[] = [];
+    for (const [index, { mount, relativeBase }] of slices.entries()) {
+      const depth = driverDepth(mount, maxDepth);
+      if (depth !== undefined && depth < 0) continue;
+      const masked = slices.slice(0, index).map((slice) => slice.mount.base);
+      const driverOpts = { ...opts, maxDepth: depth, batchSize };
+      const source = mount.driver.iterateKeys
+        ? mount.driver.iterateKeys(relativeBase, driverOpts)
+        : batches(await mount.driver.getKeys(relativeBase, driverOpts), batchSize);
+      for await (const rawBatch of source) {
+        const keys = await visibleKeys(mount, rawBatch, normalizedBase, maxDepth, masked, opts);
+        const alive = await dropExpiredUnseen(mount, keys, rawBatch, opts);
+        pending = pending.concat(alive);
+        while (pending.length >= batchSize) {
+          yield pending.slice(0, batchSize);
+          pending = pending.slice(batchSize);
+        }
+      }
+    }
+    if (pending.length > 0) yield pending;
+  }
+
+  /**
+   * A paged listing may hand a key and its sidecar out in different pages, so
+   * keys whose sidecar was not in the page have it looked up.
+   */
+  async function dropExpiredUnseen(mount: Mount, fullKeys: string[], rawBatch: string[], opts: TransactionOptions): Promise<string[]> {
+    if (mount.nativeTtl || fullKeys.length === 0) return fullKeys;
+    const seen = new Set(rawBatch.map(normalizeKey));
+    const unseen = fullKeys.filter((key) => !seen.has(metaKeyOf(key.slice(mount.base.length))));
+    if (unseen.length === 0) return fullKeys;
+    const checked = await Promise.all(unseen.map((key) => unlessExpired({ mount, key, rel: key.slice(mount.base.length) }, key, opts)));
+    const gone = new Set(unseen.filter((_, index) => checked[index] === null));
+    return gone.size === 0 ? fullKeys : fullKeys.filter((key) => !gone.has(key));
+  }
+
+  function clearStep(base: string | undefined, opts: TransactionOptions, sync: boolean): MaybePromise<void> {
+    const normalizedBase = normalizeItemBase(base);
+    const slices = table.within(normalizedBase, true);
+    if (sync) slices.forEach(({ mount }) => requireSync(mount));
+    return chain(all(slices.map(({ mount, relativeBase }) => clearMount(mount, relativeBase, opts))), () => undefined);
+  }
+
+  function clearMount(mount: Mount, relativeBase: string, opts: TransactionOptions): MaybePromise<void> {
+    const driver = mount.driver;
+    const report = watchers.watching && mount.coreEvents;
+    // A driver's clear may ignore its base (unstorage's do); only ones flagged clearBase are trusted with one.
+    const wholeClear = driver.clear && (relativeBase === "" || driver.flags?.clearBase);
+    if (wholeClear && !report) return driver.clear!(relativeBase, opts);
+    if (!wholeClear && !driver.removeItem) throw readOnly(mount);
+    return chain(driver.getKeys(relativeBase, opts), (rawKeys) => {
+      const keys = rawKeys.map(normalizeKey).filter((key) => key.startsWith(relativeBase));
+      const removed = wholeClear ? driver.clear!(relativeBase, opts) : all(keys.map((key) => driver.removeItem!(key, opts)));
+      return chain(removed, () => {
+        for (const key of keys) watchers.report(mount, "remove", mount.base + key);
+      });
+    });
+  }
+
+  // --- the storage object ---------------------------------------------------
+
+  const storage: Storage = {
+    hasItem: (key, opts = NO_OPTIONS) => toPromise(key, () => hasItemStep(key, opts, false)),
+    getItem: <R>(key: string, opts: GetOptions = NO_OPTIONS) => toPromise(key, () => getItemStep(key, opts, false) as MaybePromise<R | null>),
+    getItems: <R>(items: GetItemsInput, common: TransactionOptions = NO_OPTIONS) =>
+      toPromise(undefined, () => getItemsStep(items, common, false) as MaybePromise<{ key: string; value: R | null }[]>),
+    getItemRaw: (key, opts = NO_OPTIONS) => toPromise(key, () => getItemRawStep(key, opts, false)),
+    setItem: (key, value, opts = NO_OPTIONS) => toPromise(key, () => setItemStep(key, value, opts, false)),
+    setItems: (items, common = NO_OPTIONS) => toPromise(undefined, () => setItemsStep(items, common, false)),
+    setItemRaw: (key, value, opts = NO_OPTIONS) => toPromise(key, () => setItemRawStep(key, value, opts, false)),
+    removeItem: (key, opts = NO_OPTIONS) => toPromise(key, () => removeItemStep(key, opts, false)),
+    getMeta: (key, opts = NO_OPTIONS) => toPromise(key, () => getMetaStep(key, opts, false)),
+    setMeta: (key, value, opts = NO_OPTIONS) => toPromise(key, () => setMetaStep(key, value, opts, false)),
+    removeMeta: (key, opts = NO_OPTIONS) => toPromise(key, () => removeMetaStep(key, opts)),
+    getKeys: (base, opts = NO_OPTIONS) => toPromise(base, () => getKeysStep(base, opts, false)),
+    iterateKeys: (base, opts = NO_OPTIONS) => iterateKeysSafely(base, opts),
+    clear: (base, opts = NO_OPTIONS) => toPromise(base, () => clearStep(base, opts, false)),
+
+    hasItemSync: (key, opts = NO_OPTIONS) => toSync(key, () => hasItemStep(key, opts, true)),
+    getItemSync: <R>(key: string, opts: GetOptions = NO_OPTIONS) => toSync(key, () => getItemStep(key, opts, true) as MaybePromise<R | null>),
+    getItemsSync: <R>(items: GetItemsInput, common: TransactionOptions = NO_OPTIONS) =>
+      toSync(undefined, () => getItemsStep(items, common, true) as MaybePromise<{ key: string; value: R | null }[]>),
+    getItemRawSync: (key, opts = NO_OPTIONS) => toSync(key, () => getItemRawStep(key, opts, true)),
+    setItemSync: (key, value, opts = NO_OPTIONS) => toSync(key, () => setItemStep(key, value, opts, true)),
+    setItemsSync: (items, common = NO_OPTIONS) => toSync(undefined, () => setItemsStep(items, common, true)),
+    setItemRawSync: (key, value, opts = NO_OPTIONS) => toSync(key, () => setItemRawStep(key, value, opts, true)),
+    removeItemSync: (key, opts = NO_OPTIONS) => toSync(key, () => removeItemStep(key, opts, true)),
+    getMetaSync: (key, opts = NO_OPTIONS) => toSync(key, () => getMetaStep(key, opts, true)),
+    getKeysSync: (base, opts = NO_OPTIONS) => toSync(base, () => getKeysStep(base, opts, true)),
+    clearSync: (base, opts = NO_OPTIONS) => toSync(base, () => clearStep(base, opts, true)),
+
+    update: (key, fn, opts = {}) => toPromise(key, () => runUpdate(storage, locate(key, false).mount, key, fn, opts)),
+    transaction: (fn, opts = NO_OPTIONS) => toPromise(undefined, () => runTransaction(storage, transactionContext, fn, opts)),
+    getHistory: (key, opts = {}) =>
+      toPromise(key, () => {
+        const loc = locate(key, false);
+        const driver = loc.mount.driver;
+        if (!driver.flags?.history || !driver.getHistory) throw unsupported(loc.mount, "getHistory", "history");
+        return chain(driver.getHistory(loc.rel, opts), (entries) =>
+          entries.map((entry) => ({ ...entry, value: entry.value === null ? null : serializer.deserialize(entry.value) })),
+        ) as never;
+      }),
+
+    async dispose() {
+      await watchers.stop();
+      await Promise.all(table.list().map((mount) => mount.driver.dispose?.()));
+    },
+    watch: (callback) => watchers.add(callback, table.list()),
+    unwatch: () => watchers.stop(),
+    mount(base, driver) {
+      const mount = table.add(base, driver);
+      if (watchers.watching) {
+        watchers.start(mount).catch((error: unknown) => process.emitWarning(`stowage: watching ${mount.base} failed: ${String(error)}`));
+      }
+      return storage;
+    },
+    async unmount(base, dispose = true) {
+      const mount = table.remove(normalizeBaseKey(base));
+      if (!mount) return;
+      await watchers.stopMount(mount);
+      if (dispose) await mount.driver.dispose?.();
+    },
+    getMount(key = "") {
+      const mount = table.resolve(normalizeKey(key) + ":");
+      return { base: mount.base, driver: mount.driver };
+    },
+    getMounts(base = "", opts = {}) {
+      return table.within(normalizeBaseKey(base), opts.parents === true).map(({ mount }) => ({ base: mount.base, driver: mount.driver }));
+    },
+
+    keys: (base, opts) => storage.getKeys(base, opts),
+    get: (key, opts) => storage.getItem(key, opts),
+    set: (key, value, opts) => storage.setItem(key, value, opts),
+    has: (key, opts) => storage.hasItem(key, opts),
+    del: (key, opts) => storage.removeItem(key, opts),
+    remove: (key, opts) => storage.removeItem(key, opts),
+  };
+
+  async function* iterateKeysSafely(base: string | undefined, opts: IterateKeysOptions): AsyncIterableIterator<string[]> {
+    try {
+      yield* iterateKeys(base, opts);
+    } catch (error) {
+      throw toStorageError(error, driverName(base));
+    }
+  }
+
+  const transactionContext = {
+    serializer,
+    locate: (key: string) => locate(key, false),
+    report: (mount: Mount, event: "update" | "remove", key: string) => watchers.report(mount, event, key),
+    checkTtl: (ttl: unknown) => checkTtl(ttl) ?? defaultTtl,
+  };
+
+  return storage;
+}
+

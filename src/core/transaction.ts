@@ -1,0 +1,193 @@
+import { StorageError, isStorageError } from "./errors.js";
+import { metaKeyOf } from "./keys.js";
+import type { Located, Mount } from "./mounts.js";
+import type { Serializer } from "./serializer.js";
+import { toBytes } from "./serializer.js";
+import { planExpiry } from "./ttl.js";
+import type {
+  CommitOperation,
+  RemoveOptions,
+  SetOptions,
+  Storage,
+  TransactionHandle,
+  TransactionOptions,
+  UpdateOptions,
+} from "./types.js";
+
+/** What a transaction needs from the storage that runs it. */
+export interface TransactionContext {
+  serializer: Serializer;
+  locate(key: string): Located;
+  report(mount: Mount, event: "update" | "remove", key: string): void;
+  /** The ttl a write gets: its own, or the storage's default. */
+  checkTtl(ttl: unknown): number | undefined;
+}
+
+type BufferedWrite =
+  | { loc: Located; type: "set"; value: string; options: SetOptions }
+  | { loc: Located; type: "setRaw"; value: Uint8Array; options: SetOptions }
+  | { loc: Located; type: "remove"; options: RemoveOptions };
+
+/**
+ * Read-modify-write on etags: re-reads and re-runs `fn` when another writer
+ * got in between, up to `retries` times, then fails with E_CONFLICT.
+ */
+export async function runUpdate<R>(
+  storage: Storage,
+  mount: Mount,
+  key: string,
+  fn: (current: R | null) => unknown,
+  opts: UpdateOptions,
+): Promise<R | null> {
+  if (!mount.driver.flags?.cas) {
+    throw new StorageError("E_UNSUPPORTED", `update needs a driver flagged "cas"; ${mount.name} is not`, { driver: mount.name });
+  }
+  const retries = opts.retries ?? 10;
+  for (let attempt = 0; ; attempt++) {
+    const { etag } = await storage.getMeta(key, { nativeOnly: true });
+    const current = await storage.getItem<R>(key);
+    const next = await fn(current);
+    const guard: SetOptions = etag ? { ifMatch: etag } : { ifNoneMatch: "*" };
+    try {
+      if (next === undefined) {
+        if (etag) await storage.removeItem(key, { ifMatch: etag });
+        return null;
+      }
+      await storage.setItem(key, next, opts.ttl === undefined ? guard : { ...guard, ttl: opts.ttl });
+      return next as R;
+    } catch (error) {
+      if (!isStorageError(error, "E_CONFLICT") || attempt >= retries) throw error;
+    }
+  }
+}
+
+/**
+ * Runs `fn` against a handle that buffers writes (reads see them), then
+ * hands every write to the driver's atomic `commit`, guarded by the etags
+ * of what `fn` read: all land, or none do.
+ */
+export async function runTransaction<R>(
+  storage: Storage,
+  context: TransactionContext,
+  fn: (tx: TransactionHandle) => Promise<R> | R,
+  opts: TransactionOptions,
+): Promise<R> {
+  let mount: Mount | undefined;
+  let finished = false;
+  const writes = new Map<string, BufferedWrite>();
+  const reads = new Map<string, string | null>();
+
+  const enter = (key: string): Located => {
+    if (finished) throw new StorageError("E_INVALID_OPTION", "This transaction has already finished");
+    const loc = context.locate(key);
+    if (!mount) {
+      const driver = loc.mount.driver;
+      if (!driver.flags?.transactions || !driver.commit) {
+        throw new StorageError("E_UNSUPPORTED", `transaction needs a driver flagged "transactions"; ${loc.mount.name} is not`, {
+          driver: loc.mount.name,
+        });
+      }
+      mount = loc.mount;
+    } else if (loc.mount !== mount) {
+      throw new StorageError("E_UNSUPPORTED", `A transaction stays within one mount (${mount.base || "root"}), ${loc.key} is outside it`);
+    }
+    return loc;
+  };
+
+  // The etag is taken before the value, so a write in between shows up as a conflict at commit.
+  const observe = async (loc: Located): Promise<void> => {
+    if (reads.has(loc.key) || writes.has(loc.key) || !loc.mount.driver.flags?.cas) return;
+    const { etag } = await storage.getMeta(loc.key, { nativeOnly: true });
+    reads.set(loc.key, etag ?? null);
+  };
+
+  const readBuffered = (loc: Located, raw: boolean): unknown => {
+    const write = writes.get(loc.key)!;
+    if (write.type === "remove") return null;
+    if (write.type === "setRaw") return raw ? write.value.slice() : context.serializer.deserialize(write.value.slice());
+    return raw ? new TextEncoder().encode(write.value) : context.serializer.deserialize(write.value);
+  };
+
+  const tx: TransactionHandle = {
+    async hasItem(key) {
+      const loc = enter(key);
+      if (writes.has(loc.key)) return writes.get(loc.key)!.type !== "remove";
+      await observe(loc);
+      return storage.hasItem(loc.key);
+    },
+    async getItem<T>(key: string) {
+      const loc = enter(key);
+      if (writes.has(loc.key)) return readBuffered(loc, false) as T | null;
+      await observe(loc);
+      return storage.getItem<T>(loc.key);
+    },
+    async getItemRaw(key) {
+      const loc = enter(key);
+      if (writes.has(loc.key)) return readBuffered(loc, true) as Uint8Array | null;
+      await observe(loc);
+      return storage.getItemRaw(loc.key);
+    },
+    async setItem(key, value, options = {}) {
+      if (value === undefined) return tx.removeItem(key, options);
+      const loc = enter(key);
+      writes.delete(loc.key);
+      writes.set(loc.key, { loc, type: "set", value: context.serializer.serialize(value), options });
+    },
+    async setItemRaw(key, value, options = {}) {
+      const loc = enter(key);
+      writes.delete(loc.key);
+      writes.set(loc.key, { loc, type: "setRaw", value: toBytes(value).slice(), options });
+    },
+    async removeItem(key, options = {}) {
+      const loc = enter(key);
+      writes.delete(loc.key);
+      writes.set(loc.key, { loc, type: "remove", options });
+    },
+  };
+
+  let result: R;
+  try {
+    result = await fn(tx);
+  } finally {
+    finished = true;
+  }
+  if (!mount || writes.size === 0) return result;
+  const target = mount;
+  const operations = await planCommit(context, target, reads, [...writes.values()]);
+  await target.driver.commit!(operations, opts);
+  for (const write of writes.values()) context.report(target, write.type === "remove" ? "remove" : "update", write.loc.key);
+  return result;
+}
+
+/** The driver operations for a transaction: etag checks first, then the writes. */
+async function planCommit(
+  context: TransactionContext,
+  mount: Mount,
+  reads: Map<string, string | null>,
+  writes: BufferedWrite[],
+): Promise<CommitOperation[]> {
+  const operations: CommitOperation[] = [];
+  const relOf = (key: string) => key.slice(mount.base.length);
+  for (const [key, etag] of reads) operations.push({ type: "check", key: relOf(key), etag });
+  for (const write of writes) {
+    const rel = write.loc.rel;
+    const { ifMatch, ifNoneMatch } = write.options as SetOptions;
+    if (ifMatch !== undefined || ifNoneMatch !== undefined) {
+      if (!mount.driver.flags?.cas) throw new StorageError("E_UNSUPPORTED", `ifMatch / ifNoneMatch need a driver flagged "cas"`);
+      operations.push({ type: "check", key: rel, etag: ifMatch ?? null });
+    }
+    if (write.type === "remove") {
+      operations.push({ type: "remove", key: rel, options: write.options });
+      continue;
+    }
+    const ttl = context.checkTtl(write.options.ttl);
+    const options: SetOptions = { ...write.options, ttl: mount.nativeTtl ? ttl : undefined };
+    operations.push(write.type === "set" ? { type: "set", key: rel, value: write.value, options } : { type: "setRaw", key: rel, value: write.value, options });
+    if (!mount.nativeTtl) {
+      const change = await planExpiry(mount, rel, ttl === undefined ? undefined : Date.now() + ttl, context.serializer, {});
+      if (change?.type === "set") operations.push({ type: "set", key: metaKeyOf(rel), value: change.value, options: {} });
+      if (change?.type === "remove") operations.push({ type: "remove", key: metaKeyOf(rel), options: {} });
+    }
+  }
+  return operations;
+}

@@ -1,0 +1,98 @@
+import { StorageError } from "./errors.js";
+import { chain, type MaybePromise } from "./maybePromise.js";
+import type { Mount } from "./mounts.js";
+import { metaKeyOf } from "./keys.js";
+import type { Serializer } from "./serializer.js";
+import type { StorageMeta, TransactionOptions } from "./types.js";
+
+/**
+ * TTL for drivers without native expiry: the moment a key expires is kept in
+ * its meta sidecar (`key$`, where unstorage keeps meta), next to any meta the
+ * user set. Reads check it; an expired key is purged and reads as absent.
+ */
+
+/** Field of the sidecar that holds the expiry, in epoch milliseconds. */
+export const EXPIRES_FIELD = "expires";
+
+/** Validates a ttl option: a positive, finite number of milliseconds. */
+export function checkTtl(ttl: unknown): number | undefined {
+  if (ttl === undefined || ttl === null) return undefined;
+  if (typeof ttl !== "number" || !Number.isFinite(ttl) || ttl <= 0) {
+    throw new StorageError("E_INVALID_OPTION", `ttl must be a positive number of milliseconds, got ${String(ttl)}`);
+  }
+  return ttl;
+}
+
+export type Sidecar = Record<string, unknown>;
+
+export function readSidecar(mount: Mount, key: string, serializer: Serializer, opts: TransactionOptions): MaybePromise<Sidecar | null> {
+  return chain(mount.driver.getItem(metaKeyOf(key), opts), (stored) => parseSidecar(stored, serializer));
+}
+
+export function parseSidecar(stored: unknown, serializer: Serializer): Sidecar | null {
+  if (stored === null || stored === undefined) return null;
+  const value = serializer.deserialize(stored);
+  return value !== null && typeof value === "object" ? (value as Sidecar) : null;
+}
+
+export function expiresOf(sidecar: Sidecar | null): number | undefined {
+  const expires = sidecar?.[EXPIRES_FIELD];
+  if (typeof expires === "number") return expires;
+  if (expires instanceof Date) return expires.getTime();
+  return undefined;
+}
+
+export function isExpired(sidecar: Sidecar | null, now = Date.now()): boolean {
+  const expires = expiresOf(sidecar);
+  return expires !== undefined && expires <= now;
+}
+
+/** The sidecar `current` should become so it carries `expires` (or no expiry); null: remove it. */
+export function withExpiry(current: Sidecar | null, expires: number | undefined): Sidecar | null {
+  const next: Sidecar = { ...current };
+  if (expires === undefined) delete next[EXPIRES_FIELD];
+  else next[EXPIRES_FIELD] = expires;
+  return Object.keys(next).length > 0 ? next : null;
+}
+
+/** What has to happen to a key's sidecar: write this text, remove it, or nothing. */
+export type SidecarChange = { type: "set"; value: string } | { type: "remove" } | null;
+
+/**
+ * Works out the sidecar change that records `expires` for a key. A write
+ * without ttl has to drop an expiry left by an earlier write, so the sidecar
+ * is read; it is only rewritten when something changes.
+ */
+export function planExpiry(
+  mount: Mount,
+  key: string,
+  expires: number | undefined,
+  serializer: Serializer,
+  opts: TransactionOptions,
+): MaybePromise<SidecarChange> {
+  return chain(readSidecar(mount, key, serializer, opts), (current) => {
+    if (expires === undefined && expiresOf(current) === undefined) return null;
+    const next = withExpiry(current, expires);
+    if (next === null) return current === null ? null : { type: "remove" };
+    return { type: "set", value: serializer.serialize(next) };
+  });
+}
+
+export function applySidecarChange(mount: Mount, key: string, change: SidecarChange, opts: TransactionOptions): MaybePromise<void> {
+  if (change === null) return;
+  const driver = mount.driver;
+  if (change.type === "remove") return driver.removeItem?.(metaKeyOf(key), opts);
+  if (!driver.setItem) throw new StorageError("E_READONLY", `Driver ${mount.name} is read-only`, { driver: mount.name, key });
+  return driver.setItem(metaKeyOf(key), change.value, opts);
+}
+
+/** Adds `ttl` (ms left) and `expires` (a Date) to meta from an expiry moment. */
+export function describeExpiry(meta: StorageMeta, expires: number | undefined, now = Date.now()): StorageMeta {
+  if (expires === undefined) {
+    delete meta[EXPIRES_FIELD];
+    return meta;
+  }
+  meta.expires = new Date(expires);
+  meta.ttl = Math.max(0, expires - now);
+  return meta;
+}

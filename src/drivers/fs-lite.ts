@@ -1,0 +1,31 @@
+import { defineDriver } from "../core/defineDriver.js";
+import { FileStore } from "../fs/fileStore.js";
+import { fileMethods } from "../fs/fileMethods.js";
+
+export interface FsLiteOptions {
+  /** Directory that holds the keys. Required. */
+  base: string;
+  /** Refuse every write with E_READONLY. */
+  readOnly?: boolean;
+  /** Refuse clear() with E_READONLY. */
+  noClear?: boolean;
+  /** fsync each write before it is renamed into place. */
+  fsync?: boolean;
+  /** Leaves a path out of listings; gets the absolute path, as unstorage's fs-lite does. */
+  ignore?: (path: string) => boolean;
+}
+
+/**
+ * One file per key, without a file watcher (no chokidar): the core reports
+ * writes made through this process. Everything else is the fs driver's.
+ */
+export default defineDriver((options: FsLiteOptions) => {
+  const ignore = options?.ignore;
+  const files = new FileStore("fs-lite", { ...options, ignore: ignore ? (_relative, absolute) => ignore(absolute) : undefined });
+  return {
+    name: "fs-lite",
+    options,
+    flags: { maxDepth: true, sync: true, clearBase: true, nestedKeys: false },
+    ...fileMethods(files),
+  };
+});

@@ -1,0 +1,205 @@
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError } from "../core/errors.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import type { CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent } from "../core/types.js";
+
+export interface MemoryOptions {
+  /** How often expired keys nobody reads are swept out, in ms (default 30,000). */
+  sweepInterval?: number;
+}
+
+/** What the driver stores per key: text from setItem or bytes from setItemRaw. */
+export type MemoryValue = string | Uint8Array;
+
+interface EntryMeta {
+  version: number;
+  mtime: number;
+  expires?: number;
+}
+
+const DRIVER_NAME = "memory";
+
+function conflict(key: string, why: string): StorageError {
+  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
+}
+
+function copyOut(value: MemoryValue): MemoryValue {
+  return typeof value === "string" ? value : value.slice();
+}
+
+/**
+ * Keys in a Map. Every method answers synchronously (flag `sync`); expiry,
+ * etags, atomic commits and change events are native. Raw values are copied
+ * in and out, so no caller holds a reference into the store.
+ */
+export default defineDriver((options: MemoryOptions = {}) => {
+  const data = new Map<string, MemoryValue>();
+  const meta = new Map<string, EntryMeta>();
+  const listeners = new Set<WatchCallback>();
+  let expiring = 0;
+  let version = 0;
+  let sweeper: NodeJS.Timeout | undefined;
+
+  const emit = (event: WatchEvent, key: string) => {
+    for (const listener of listeners) listener(event, key);
+  };
+
+  const drop = (key: string) => {
+    if (meta.get(key)?.expires !== undefined) expiring--;
+    data.delete(key);
+    meta.delete(key);
+  };
+
+  const alive = (key: string, now = Date.now()): boolean => {
+    if (expiring === 0) return data.has(key);
+    const expires = meta.get(key)?.expires;
+    if (expires !== undefined && expires <= now) {
+      drop(key);
+      emit("remove", key);
+      return false;
+    }
+    return data.has(key);
+  };
+
+  const sweep = () => {
+    const now = Date.now();
+    for (const [key, entry] of meta) {
+      if (entry.expires !== undefined && entry.expires <= now) alive(key, now);
+    }
+    if (expiring === 0 && sweeper) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+  };
+
+  const etagOf = (key: string): string | null => (alive(key) ? String(meta.get(key)!.version) : null);
+
+  const checkGuard = (key: string, opts: SetOptions | undefined) => {
+    if (opts?.ifNoneMatch === "*" && alive(key)) throw conflict(key, "Key already exists");
+    if (opts?.ifMatch !== undefined && etagOf(key) !== opts.ifMatch) throw conflict(key, "Stored version differs");
+  };
+
+  const store = (key: string, value: MemoryValue, opts: SetOptions | undefined) => {
+    const previous = meta.get(key);
+    if (previous?.expires !== undefined) expiring--;
+    const entry: EntryMeta = { version: ++version, mtime: Date.now() };
+    if (opts?.ttl !== undefined) {
+      entry.expires = entry.mtime + opts.ttl;
+      expiring++;
+      sweeper ??= setInterval(sweep, options.sweepInterval ?? 30_000).unref();
+    }
+    data.set(key, value);
+    meta.set(key, entry);
+    emit("update", key);
+  };
+
+  const remove = (key: string) => {
+    if (!data.has(key)) return;
+    drop(key);
+    emit("remove", key);
+  };
+
+  const keysUnder = (base: string, maxDepth: number | undefined): string[] => {
+    const keys: string[] = [];
+    const now = Date.now();
+    for (const key of data.keys()) {
+      if (base && !key.startsWith(base)) continue;
+      if (maxDepth !== undefined && !filterKeyByDepth(key, maxDepth)) continue;
+      if (expiring > 0 && !alive(key, now)) continue;
+      keys.push(key);
+    }
+    return keys;
+  };
+
+  // Every guard is checked before anything is written, so a commit lands whole or not at all.
+  const applyCommit = (operations: CommitOperation[]) => {
+    for (const op of operations) {
+      if (op.type === "check") {
+        if (etagOf(op.key) !== op.etag) throw conflict(op.key, "Stored version differs");
+      } else {
+        checkGuard(op.key, op.options);
+      }
+    }
+    for (const op of operations) {
+      if (op.type === "set") store(op.key, op.value, op.options);
+      else if (op.type === "setRaw") store(op.key, op.value.slice(), op.options);
+      else if (op.type === "remove") remove(op.key);
+    }
+  };
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, watch: true, clearBase: true, nestedKeys: true },
+    getInstance: () => data,
+    hasItem: (key: string) => alive(key),
+    getItem: (key: string) => (alive(key) ? copyOut(data.get(key)!) : null),
+    getItemRaw: (key: string) => (alive(key) ? copyOut(data.get(key)!) : null),
+    getItems: (items: { key: string }[]) => items.map(({ key }) => ({ key, value: alive(key) ? copyOut(data.get(key)!) : null })),
+    setItem(key: string, value: string, opts: SetOptions) {
+      checkGuard(key, opts);
+      store(key, value, opts);
+    },
+    setItemRaw(key: string, value: Uint8Array, opts: SetOptions) {
+      checkGuard(key, opts);
+      store(key, value.slice(), opts);
+    },
+    setItems(items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) {
+      applyCommit(items.map(({ key, value, options }) => ({ type: "set", key, value, options: options ?? common })));
+    },
+    removeItem(key: string, opts: TransactionOptions & { ifMatch?: string }) {
+      checkGuard(key, opts);
+      remove(key);
+    },
+    getMeta(key: string): StorageMeta | null {
+      if (!alive(key)) return null;
+      const entry = meta.get(key)!;
+      const value = data.get(key)!;
+      const result: StorageMeta = {
+        mtime: new Date(entry.mtime),
+        etag: String(entry.version),
+        size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength,
+      };
+      if (entry.expires !== undefined) {
+        result.expires = new Date(entry.expires);
+        result.ttl = Math.max(0, entry.expires - Date.now());
+      }
+      return result;
+    },
+    getKeys: (base: string, opts: { maxDepth?: number }) => keysUnder(base ?? "", opts?.maxDepth),
+    async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
+      const size = opts.batchSize ?? 1000;
+      let batch: string[] = [];
+      // Map iteration tolerates writes between batches, so nothing is copied up front.
+      for (const key of data.keys()) {
+        if (base && !key.startsWith(base)) continue;
+        if (opts.maxDepth !== undefined && !filterKeyByDepth(key, opts.maxDepth)) continue;
+        if (!alive(key)) continue;
+        batch.push(key);
+        if (batch.length >= size) {
+          yield batch;
+          batch = [];
+        }
+      }
+      if (batch.length > 0) yield batch;
+    },
+    clear(base: string) {
+      for (const key of keysUnder(base ?? "", undefined)) remove(key);
+    },
+    commit: (operations: CommitOperation[]) => applyCommit(operations),
+    watch(callback: WatchCallback) {
+      listeners.add(callback);
+      return () => {
+        listeners.delete(callback);
+      };
+    },
+    dispose() {
+      if (sweeper) clearInterval(sweeper);
+      sweeper = undefined;
+      listeners.clear();
+      data.clear();
+      meta.clear();
+      expiring = 0;
+    },
+  };
+});

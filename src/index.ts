@@ -1,0 +1,25 @@
+/**
+ * stowage: one key-value storage API over memory, files, databases and Git.
+ * A superset of unstorage's Storage and Driver.
+ */
+import { createCoreStorage } from "./core/storage.js";
+import type { CreateStorageOptions, Storage } from "./core/types.js";
+import memory from "./drivers/memory.js";
+
+/**
+ * Creates a storage. Without a driver, keys live in memory (as in unstorage).
+ * @example
+ * const storage = createStorage({ driver: fsDriver({ base: "./data" }) });
+ * await storage.setItem("user:1", { name: "Ada" });
+ */
+export function createStorage(options: CreateStorageOptions = {}): Storage {
+  return createCoreStorage({ ...options, driver: options.driver ?? memory({}) });
+}
+
+export { defineDriver, type DriverFactory } from "./core/defineDriver.js";
+export { StorageError, isStorageError, type StorageErrorCode } from "./core/errors.js";
+export { normalizeKey, normalizeBaseKey, joinKeys, filterKeyByDepth, filterKeyByBase } from "./core/keys.js";
+export { prefixStorage } from "./core/prefix.js";
+export { snapshot, restoreSnapshot, type Snapshot } from "./core/snapshot.js";
+export { richSerializer, jsonSerializer, type Serializer } from "./core/serializer.js";
+export type * from "./core/types.js";
