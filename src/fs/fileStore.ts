@@ -203,8 +203,13 @@ export class FileStore {
     const dir = this.directoryFor(key, parts);
     const target = join(dir, parts[parts.length - 1]!);
     const temp = join(dir, TEMP_PREFIX + randomBytes(6).toString("hex"));
+    let fd: number;
     try {
-      const fd = openSync(temp, "wx", 0o666);
+      fd = openSync(temp, "wx", 0o666);
+    } catch (error) {
+      throw this.ioError(error, key, "write");
+    }
+    try {
       try {
         const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
         let offset = 0;

@@ -1,0 +1,581 @@
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { isStorageError, type StorageErrorCode } from "../core/errors.js";
+import { restoreSnapshot } from "../core/snapshot.js";
+import { createCoreStorage } from "../core/storage.js";
+import type { Driver, DriverFlags, Storage, WatchEvent } from "../core/types.js";
+
+/** What the tests of a driver see. */
+export interface DriverTestContext {
+  storage: Storage;
+  driver: Driver;
+}
+
+export interface DriverTestOptions {
+  /** Name of the describe block (default: the driver's name). */
+  name?: string;
+  /** Makes a driver over a fresh, empty store. Called once for the suite and once for the dispose test. */
+  driver: () => Driver | Promise<Driver>;
+  /** How long to wait for watch events and expiry, in ms (default 5000). */
+  timeout?: number;
+  /** TTL used by the expiry tests, in ms (default 200; raise it for drivers with coarse native expiry). */
+  ttl?: number;
+  /** Your driver's own tests, run with the same context. */
+  additionalTests?: (context: DriverTestContext) => void;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves once `check` passes, retrying until `timeout`; then fails with its last error. */
+async function eventually(check: () => void | Promise<void>, timeout: number): Promise<void> {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(25);
+    }
+  }
+}
+
+async function expectCode(action: () => unknown, code: StorageErrorCode): Promise<void> {
+  let caught: unknown;
+  try {
+    await action();
+  } catch (error) {
+    caught = error;
+  }
+  expect(caught, `expected a StorageError ${code}`).toBeDefined();
+  expect(isStorageError(caught), `expected a StorageError, got ${String(caught)}`).toBe(true);
+  expect((caught as { code: string }).code).toBe(code);
+}
+
+const sorted = (keys: string[]) => [...keys].sort();
+
+/**
+ * Registers the stowage driver contract as vitest tests: everything
+ * unstorage's driver tests check, plus the sync API, TTL, meta, CAS,
+ * transactions, watch, raw bytes, large values, many keys, odd keys and
+ * dispose. Capabilities are taken from `driver.flags`: a declared capability
+ * must work, an undeclared one must be refused with E_UNSUPPORTED.
+ */
+export function testDriver(options: DriverTestOptions): void {
+  const timeout = options.timeout ?? 5000;
+  const ttl = options.ttl ?? 200;
+  const context = {} as DriverTestContext;
+  let flags: DriverFlags = {};
+
+  describe(options.name ?? "driver contract", () => {
+    beforeAll(async () => {
+      context.driver = await options.driver();
+      context.storage = createCoreStorage({ driver: context.driver });
+      flags = context.driver.flags ?? {};
+    });
+
+    afterAll(async () => {
+      await context.storage?.dispose();
+    });
+
+    describe("unstorage's driver tests", () => {
+      it("init: restoreSnapshot", async () => {
+        await context.storage.clear();
+        await restoreSnapshot(context.storage, { initial: "backup" });
+      });
+
+      it("initial state", async () => {
+        expect(await context.storage.hasItem("initial")).toBe(true);
+        expect(await context.storage.getItem("initial")).toBe("backup");
+        expect(await context.storage.getKeys()).toMatchObject(["initial"]);
+      });
+
+      describe("with a clean store", () => {
+        beforeEach(async () => {
+          await context.storage.clear();
+        });
+
+        it("setItem", async () => {
+          await context.storage.setItem("s1:a", "test_data");
+          await context.storage.setItem("s2:a", "test_data");
+          await context.storage.setItem("s3:a?q=1", "test_data");
+          expect(await context.storage.hasItem("s1:a")).toBe(true);
+          expect(await context.storage.getItem("s1:a")).toBe("test_data");
+          expect(await context.storage.getItem("s3:a?q=2")).toBe("test_data");
+        });
+
+        it("getKeys", async () => {
+          await context.storage.setItem("s1:a", "test_data");
+          await context.storage.setItem("s2:a", "test_data");
+          await context.storage.setItem("s3:a?q=1", "test_data");
+          expect(sorted(await context.storage.getKeys())).toEqual(["s1:a", "s2:a", "s3:a"]);
+          expect(await context.storage.getKeys("s1")).toEqual(["s1:a"]);
+          expect(await context.storage.getKeys("s1:")).toEqual(["s1:a"]);
+        });
+
+        it("getKeys with maxDepth", async () => {
+          await context.storage.setItem("depth0_0", "test_data");
+          await context.storage.setItem("depth0:depth1:depth2_0", "test_data");
+          await context.storage.setItem("depth0:depth1:depth2_1", "test_data");
+          await context.storage.setItem("depth0:depth1_0", "test_data");
+          await context.storage.setItem("depth0:depth1_1", "test_data");
+          expect(sorted(await context.storage.getKeys(undefined, { maxDepth: 0 }))).toEqual(["depth0_0"]);
+          expect(sorted(await context.storage.getKeys(undefined, { maxDepth: 1 }))).toEqual(["depth0:depth1_0", "depth0:depth1_1", "depth0_0"]);
+          expect(sorted(await context.storage.getKeys(undefined, { maxDepth: 2 }))).toEqual([
+            "depth0:depth1:depth2_0",
+            "depth0:depth1:depth2_1",
+            "depth0:depth1_0",
+            "depth0:depth1_1",
+            "depth0_0",
+          ]);
+          expect(sorted(await context.storage.getKeys("depth0", { maxDepth: 1 }))).toEqual(["depth0:depth1_0", "depth0:depth1_1"]);
+        });
+
+        it("serializes objects", async () => {
+          await context.storage.setItem("/data/test.json", { a: "b" });
+          expect(await context.storage.getItem("/data/test.json")).toEqual({ a: "b" });
+        });
+
+        it("serializes primitives", async () => {
+          await context.storage.setItem("/data/true.json", true);
+          expect(await context.storage.getItem("/data/true.json")).toBe(true);
+        });
+
+        it("serializes with toJSON", async () => {
+          class WithToJSON {
+            toJSON() {
+              return "exported";
+            }
+          }
+          await context.storage.setItem("/data/serialized.json", new WithToJSON());
+          expect(await context.storage.getItem("/data/serialized.json")).toBe("exported");
+        });
+
+        it("refuses a class instance without toJSON", async () => {
+          class NoToJSON {
+            value = 1;
+          }
+          await expect(context.storage.setItem("/data/bad.json", new NoToJSON())).rejects.toThrow("Cannot stringify value");
+          expect(await context.storage.hasItem("/data/bad.json")).toBe(false);
+        });
+
+        it("raw support", async () => {
+          const value = new Uint8Array([1, 2, 3]);
+          await context.storage.setItemRaw("/data/raw.bin", value);
+          const stored = await context.storage.getItemRaw("/data/raw.bin");
+          expect(stored).toBeInstanceOf(Uint8Array);
+          expect([...stored!]).toEqual([1, 2, 3]);
+        });
+
+        it("setItems", async () => {
+          await context.storage.setItems([
+            { key: "t:1", value: "test_data_t1" },
+            { key: "t:2", value: "test_data_t2" },
+            { key: "t:3", value: "test_data_t3" },
+          ]);
+          expect(await context.storage.getItem("t:1")).toBe("test_data_t1");
+          expect(await context.storage.getItem("t:2")).toBe("test_data_t2");
+          expect(await context.storage.getItem("t:3")).toBe("test_data_t3");
+        });
+
+        it("getItems", async () => {
+          await context.storage.setItem("v1:a", "test_data_v1:a");
+          await context.storage.setItem("v2:a", "test_data_v2:a");
+          await context.storage.setItem("v3:a?q=1", "test_data_v3:a?q=1");
+          expect(await context.storage.getItems([{ key: "v1:a" }, "v2:a", { key: "v3:a?q=1" }, "v4:missing"])).toEqual([
+            { key: "v1:a", value: "test_data_v1:a" },
+            { key: "v2:a", value: "test_data_v2:a" },
+            { key: "v3:a", value: "test_data_v3:a?q=1" },
+            { key: "v4:missing", value: null },
+          ]);
+        });
+
+        it("falsy values", async () => {
+          const falsy = [null, 0, false, ""] as const;
+          for (const [index, value] of falsy.entries()) {
+            await context.storage.setItem(`falsy:${index}`, value);
+            expect(await context.storage.hasItem(`falsy:${index}`)).toBe(true);
+            expect(await context.storage.getItem(`falsy:${index}`)).toBe(value);
+          }
+        });
+
+        it("removeItem", async () => {
+          await context.storage.setItem("s1:a", "test_data");
+          await context.storage.removeItem("s1:a", { removeMeta: true });
+          expect(await context.storage.hasItem("s1:a")).toBe(false);
+          expect(await context.storage.getItem("s1:a")).toBe(null);
+          await context.storage.removeItem("s1:never-existed");
+        });
+
+        it("clear", async () => {
+          await context.storage.setItem("c1", 1);
+          await context.storage.setItem("c2:deep:er", 2);
+          await context.storage.clear();
+          expect(await context.storage.getKeys()).toEqual([]);
+          expect(await context.storage.getItem("c2:deep:er")).toBe(null);
+        });
+      });
+    });
+
+    describe("stowage's contract", () => {
+      beforeEach(async () => {
+        await context.storage.clear();
+      });
+
+      it("keeps strings and rich values exact", async () => {
+        const value = {
+          text: "456",
+          date: new Date("2020-01-02T03:04:05.006Z"),
+          map: new Map([["k", 1]]),
+          set: new Set([1, 2]),
+          big: 12345678901234567890n,
+          nan: Number.NaN,
+          inf: Number.NEGATIVE_INFINITY,
+          missing: undefined,
+        };
+        await context.storage.setItem("rich", value);
+        await context.storage.setItem("numeric-string", "456");
+        expect(await context.storage.getItem("rich")).toEqual(value);
+        expect(await context.storage.getItem("numeric-string")).toBe("456");
+      });
+
+      it("sync API, or E_UNSUPPORTED without the sync flag", async () => {
+        const storage = context.storage;
+        if (!flags.sync) {
+          await expectCode(() => storage.getItemSync("x"), "E_UNSUPPORTED");
+          await expectCode(() => storage.setItemSync("x", 1), "E_UNSUPPORTED");
+          await expectCode(() => storage.getKeysSync(), "E_UNSUPPORTED");
+          return;
+        }
+        storage.setItemSync("sync:a", { n: 1 });
+        storage.setItemsSync([{ key: "sync:b", value: 2 }]);
+        storage.setItemRawSync("sync:raw", new Uint8Array([9, 8]));
+        expect(storage.hasItemSync("sync:a")).toBe(true);
+        expect(storage.getItemSync("sync:a")).toEqual({ n: 1 });
+        expect(storage.getItemsSync(["sync:a", "sync:b"])).toEqual([
+          { key: "sync:a", value: { n: 1 } },
+          { key: "sync:b", value: 2 },
+        ]);
+        expect([...storage.getItemRawSync("sync:raw")!]).toEqual([9, 8]);
+        expect(sorted(storage.getKeysSync("sync"))).toEqual(["sync:a", "sync:b", "sync:raw"]);
+        expect(storage.getMetaSync("sync:a")).toBeTypeOf("object");
+        storage.removeItemSync("sync:a");
+        expect(storage.getItemSync("sync:a")).toBe(null);
+        storage.clearSync("sync");
+        expect(storage.getKeysSync()).toEqual([]);
+      });
+
+      it("expires items after their ttl", async () => {
+        const storage = context.storage;
+        await storage.setItem("ttl:short", "soon gone", { ttl });
+        await storage.setItems([{ key: "ttl:batch", value: 1, options: { ttl } }]);
+        await storage.setItem("ttl:long", "stays");
+        const meta = await storage.getMeta("ttl:short");
+        expect(meta.ttl).toBeGreaterThan(0);
+        expect(meta.ttl).toBeLessThanOrEqual(ttl);
+        expect(meta.expires).toBeInstanceOf(Date);
+        expect(await storage.getItem("ttl:short")).toBe("soon gone");
+        await sleep(ttl + 50);
+        await eventually(async () => {
+          expect(await storage.hasItem("ttl:short")).toBe(false);
+          expect(await storage.getItem("ttl:short")).toBe(null);
+          expect(await storage.getItems(["ttl:batch", "ttl:long"])).toEqual([
+            { key: "ttl:batch", value: null },
+            { key: "ttl:long", value: "stays" },
+          ]);
+          expect(await storage.getKeys("ttl")).toEqual(["ttl:long"]);
+        }, timeout);
+        const iterated: string[] = [];
+        for await (const batch of storage.iterateKeys("ttl")) iterated.push(...batch);
+        expect(iterated).toEqual(["ttl:long"]);
+      });
+
+      it("a write without ttl clears an earlier expiry", async () => {
+        const storage = context.storage;
+        await storage.setItem("ttl:reset", 1, { ttl });
+        await storage.setItem("ttl:reset", 2);
+        await sleep(ttl + 50);
+        expect(await storage.getItem("ttl:reset")).toBe(2);
+        expect((await storage.getMeta("ttl:reset")).expires).toBeUndefined();
+      });
+
+      it("refuses a bad ttl", async () => {
+        await expectCode(() => context.storage.setItem("ttl:bad", 1, { ttl: -5 }), "E_INVALID_OPTION");
+        await expectCode(() => context.storage.setItem("ttl:bad", 1, { ttl: Number.NaN }), "E_INVALID_OPTION");
+        expect(await context.storage.hasItem("ttl:bad")).toBe(false);
+      });
+
+      it("meta: setMeta, getMeta, removeMeta", async () => {
+        const storage = context.storage;
+        await storage.setItem("meta:a", "value");
+        await storage.setMeta("meta:a", { owner: "ada", count: 2 });
+        expect(await storage.getMeta("meta:a")).toMatchObject({ owner: "ada", count: 2 });
+        expect(await storage.getKeys("meta")).toEqual(["meta:a"]);
+        await storage.removeMeta("meta:a");
+        expect((await storage.getMeta("meta:a")).owner).toBeUndefined();
+        await storage.setMeta("meta:a", { owner: "ada" });
+        await storage.removeItem("meta:a", { removeMeta: true });
+        expect((await storage.getMeta("meta:a")).owner).toBeUndefined();
+        expect(await storage.getMeta("meta:missing")).toBeTypeOf("object");
+      });
+
+      it("CAS: etags, ifMatch, ifNoneMatch", async () => {
+        const storage = context.storage;
+        await storage.setItem("cas:a", 1);
+        if (!flags.cas) {
+          await expectCode(() => storage.setItem("cas:a", 2, { ifMatch: "x" }), "E_UNSUPPORTED");
+          await expectCode(() => storage.setItem("cas:a", 2, { ifNoneMatch: "*" }), "E_UNSUPPORTED");
+          await expectCode(() => storage.update("cas:a", () => 2), "E_UNSUPPORTED");
+          expect(await storage.getItem("cas:a")).toBe(1);
+          return;
+        }
+        const { etag } = await storage.getMeta("cas:a");
+        expect(typeof etag).toBe("string");
+        await storage.setItem("cas:a", 2, { ifMatch: etag });
+        await expectCode(() => storage.setItem("cas:a", 3, { ifMatch: etag }), "E_CONFLICT");
+        await expectCode(() => storage.setItem("cas:a", 3, { ifNoneMatch: "*" }), "E_CONFLICT");
+        await expectCode(() => storage.removeItem("cas:a", { ifMatch: etag }), "E_CONFLICT");
+        expect(await storage.getItem("cas:a")).toBe(2);
+        await storage.setItem("cas:new", 1, { ifNoneMatch: "*" });
+        expect(await storage.getItem("cas:new")).toBe(1);
+      });
+
+      it("CAS: exactly one of many concurrent writers wins an etag", async () => {
+        if (!flags.cas) return;
+        const storage = context.storage;
+        await storage.setItem("cas:race", 0);
+        const { etag } = await storage.getMeta("cas:race");
+        const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => storage.setItem("cas:race", i + 1, { ifMatch: etag })));
+        const won = results.filter((result) => result.status === "fulfilled");
+        expect(won).toHaveLength(1);
+        for (const result of results) {
+          if (result.status === "rejected") expect((result.reason as { code: string }).code).toBe("E_CONFLICT");
+        }
+      });
+
+      it("CAS: concurrent update() calls lose no increment", async () => {
+        if (!flags.cas) return;
+        const storage = context.storage;
+        const writers = 5;
+        const rounds = 10;
+        await Promise.all(
+          Array.from({ length: writers }, async () => {
+            for (let i = 0; i < rounds; i++) await storage.update<number>("cas:counter", (n) => (n ?? 0) + 1, { retries: 1000 });
+          }),
+        );
+        expect(await storage.getItem("cas:counter")).toBe(writers * rounds);
+      });
+
+      it("transactions: all writes or none", async () => {
+        const storage = context.storage;
+        if (!flags.transactions) {
+          await expectCode(() => storage.transaction(async (tx) => tx.setItem("tx:a", 1)), "E_UNSUPPORTED");
+          expect(await storage.hasItem("tx:a")).toBe(false);
+          return;
+        }
+        await storage.setItem("tx:gone", "x");
+        const result = await storage.transaction(async (tx) => {
+          await tx.setItem("tx:a", 1);
+          await tx.setItem("tx:b", { two: 2 });
+          await tx.removeItem("tx:gone");
+          expect(await tx.getItem("tx:a")).toBe(1);
+          expect(await tx.hasItem("tx:gone")).toBe(false);
+          return "done";
+        });
+        expect(result).toBe("done");
+        expect(await storage.getItems(["tx:a", "tx:b", "tx:gone"])).toEqual([
+          { key: "tx:a", value: 1 },
+          { key: "tx:b", value: { two: 2 } },
+          { key: "tx:gone", value: null },
+        ]);
+        await expect(
+          storage.transaction(async (tx) => {
+            await tx.setItem("tx:a", 100);
+            await tx.setItem("tx:c", 3);
+            throw new Error("changed my mind");
+          }),
+        ).rejects.toThrow("changed my mind");
+        expect(await storage.getItem("tx:a")).toBe(1);
+        expect(await storage.hasItem("tx:c")).toBe(false);
+      });
+
+      it("transactions: a conflicting write in between fails the whole commit", async () => {
+        if (!flags.transactions || !flags.cas) return;
+        const storage = context.storage;
+        await storage.setItem("tx:balance", 10);
+        await expectCode(
+          () =>
+            storage.transaction(async (tx) => {
+              const balance = (await tx.getItem<number>("tx:balance"))!;
+              await storage.setItem("tx:balance", 0);
+              await tx.setItem("tx:balance", balance - 5);
+              await tx.setItem("tx:log", "withdrew 5");
+            }),
+          "E_CONFLICT",
+        );
+        expect(await storage.getItem("tx:balance")).toBe(0);
+        expect(await storage.hasItem("tx:log")).toBe(false);
+      });
+
+      it("watch: events for setItem, setItems, removeItem and clear", async () => {
+        const storage = context.storage;
+        await storage.setItem("w:old", 1);
+        const events: string[] = [];
+        const unwatch = await storage.watch((event: WatchEvent, key: string) => events.push(`${event} ${key}`));
+        try {
+          // One write at a time: a watcher may fold a quick create-and-delete into nothing.
+          await storage.setItem("w:a", 1);
+          await eventually(() => expect(events).toContain("update w:a"), timeout);
+          await storage.setItems([
+            { key: "w:b", value: 2 },
+            { key: "w:c", value: 3 },
+          ]);
+          await eventually(() => expect(events).toEqual(expect.arrayContaining(["update w:b", "update w:c"])), timeout);
+          await storage.removeItem("w:a");
+          await eventually(() => expect(events).toContain("remove w:a"), timeout);
+          await storage.clear("w");
+          await eventually(() => {
+            expect(events).toContain("remove w:old");
+            expect(events).toContain("remove w:b");
+            expect(events).toContain("remove w:c");
+          }, timeout);
+        } finally {
+          await unwatch();
+        }
+        const seen = events.length;
+        await storage.setItem("w:after", 1);
+        await sleep(flags.watch ? 300 : 0);
+        expect(events.length).toBe(seen);
+      });
+
+      it("raw bytes: all 256 byte values", async () => {
+        const bytes = new Uint8Array(256 * 4);
+        for (let i = 0; i < bytes.length; i++) bytes[i] = i % 256;
+        await context.storage.setItemRaw("raw:all", bytes);
+        expect(Buffer.from((await context.storage.getItemRaw("raw:all"))!).equals(Buffer.from(bytes))).toBe(true);
+        await context.storage.setItemRaw("raw:buffer", Buffer.from([0, 255, 0]));
+        expect([...(await context.storage.getItemRaw("raw:buffer"))!]).toEqual([0, 255, 0]);
+      });
+
+      it("a value read or written cannot be changed from outside", async () => {
+        const bytes = new Uint8Array([1, 2, 3]);
+        await context.storage.setItemRaw("raw:own", bytes);
+        bytes[0] = 99;
+        const read = (await context.storage.getItemRaw("raw:own"))!;
+        read[1] = 99;
+        expect([...(await context.storage.getItemRaw("raw:own"))!]).toEqual([1, 2, 3]);
+        const object = { list: [1] };
+        await context.storage.setItem("obj:own", object);
+        object.list.push(2);
+        const got = (await context.storage.getItem<{ list: number[] }>("obj:own"))!;
+        got.list.push(3);
+        expect(await context.storage.getItem("obj:own")).toEqual({ list: [1] });
+      });
+
+      it("a 10 MB value", async () => {
+        const big = randomBytes(10 * 1024 * 1024);
+        await context.storage.setItemRaw("big:raw", big);
+        expect(Buffer.from((await context.storage.getItemRaw("big:raw"))!).equals(big)).toBe(true);
+        const text = big.toString("base64").slice(0, 10 * 1024 * 1024);
+        await context.storage.setItem("big:text", text);
+        expect(await context.storage.getItem("big:text")).toBe(text);
+      });
+
+      it("10,000 keys: getKeys and iterateKeys in batches", async () => {
+        const storage = context.storage;
+        const count = 10_000;
+        const items = Array.from({ length: count }, (_, i) => ({ key: `many:${i % 10}:${i}`, value: i }));
+        await storage.setItems(items);
+        expect((await storage.getKeys("many")).length).toBe(count);
+        const seen = new Set<string>();
+        for await (const batch of storage.iterateKeys("many", { batchSize: 700 })) {
+          expect(batch.length).toBeLessThanOrEqual(700);
+          for (const key of batch) seen.add(key);
+        }
+        expect(seen.size).toBe(count);
+        const values = await storage.getItems(items.slice(0, 1000).map((item) => item.key));
+        expect(values.map((entry) => entry.value)).toEqual(items.slice(0, 1000).map((item) => item.value));
+      });
+
+      it("unicode and emoji keys", async () => {
+        const keys = ["ключ", "日本語:キー", "emoji:🚀✨", "mixed:ä ö ü:ß", "space in key"];
+        for (const [index, key] of keys.entries()) await context.storage.setItem(key, index);
+        for (const [index, key] of keys.entries()) expect(await context.storage.getItem(key)).toBe(index);
+        expect(sorted(await context.storage.getKeys())).toEqual(sorted(keys.map((key) => key.replaceAll("/", ":"))));
+      });
+
+      it("a key that is a prefix of another key", async () => {
+        const storage = context.storage;
+        await storage.setItem("user:1", "profile");
+        await storage.setItem("user:10", "other user");
+        if (flags.nestedKeys === false) {
+          await expectCode(() => storage.setItem("user:1:settings", "dark"), "E_INVALID_KEY");
+          expect(await storage.getItem("user:1")).toBe("profile");
+          expect(sorted(await storage.getKeys("user"))).toEqual(["user:1", "user:10"]);
+          return;
+        }
+        await storage.setItem("user:1:settings", "dark");
+        expect(await storage.getItem("user:1")).toBe("profile");
+        expect(await storage.getItem("user:1:settings")).toBe("dark");
+        expect(sorted(await storage.getKeys("user"))).toEqual(sorted(["user:1", "user:1:settings", "user:10"]));
+        expect(await storage.getKeys("user:1")).toEqual(["user:1:settings"]);
+        await storage.removeItem("user:1");
+        expect(await storage.getItem("user:1:settings")).toBe("dark");
+      });
+
+      it("invalid keys are E_INVALID_KEY", async () => {
+        const storage = context.storage;
+        for (const key of ["", ":", "/", "a\0b", "../escape", "a:..:b", "./x"]) {
+          await expectCode(() => storage.getItem(key), "E_INVALID_KEY");
+          await expectCode(() => storage.setItem(key, 1), "E_INVALID_KEY");
+          await expectCode(() => storage.hasItem(key), "E_INVALID_KEY");
+          await expectCode(() => storage.removeItem(key), "E_INVALID_KEY");
+        }
+        await expectCode(() => storage.getItem(42 as unknown as string), "E_INVALID_KEY");
+        expect(await storage.getKeys()).toEqual([]);
+      });
+
+      it("clear(base) touches only base", async () => {
+        const storage = context.storage;
+        await storage.setItems([
+          { key: "a:1", value: 1 },
+          { key: "a:deep:2", value: 2 },
+          { key: "ab:1", value: 3 },
+          { key: "b:1", value: 4 },
+        ]);
+        await storage.clear("a");
+        expect(sorted(await storage.getKeys())).toEqual(["ab:1", "b:1"]);
+      });
+
+      it("works mounted below a base", async () => {
+        const driver = await options.driver();
+        const storage = createCoreStorage({ driver: context.driver });
+        storage.mount("mnt:sub", driver);
+        try {
+          await storage.setItem("mnt:sub:k:1", "mounted");
+          await storage.setItem("mnt:sub:k:2:3", "deeper");
+          expect(await storage.getItem("mnt:sub:k:1")).toBe("mounted");
+          expect(sorted(await storage.getKeys("mnt"))).toEqual(["mnt:sub:k:1", "mnt:sub:k:2:3"]);
+          expect(await storage.getKeys("mnt", { maxDepth: 3 })).toEqual(["mnt:sub:k:1"]);
+          expect(await context.storage.getKeys("mnt")).toEqual([]);
+          await storage.clear("mnt:sub:k:2");
+          expect(await storage.getKeys("mnt:sub")).toEqual(["mnt:sub:k:1"]);
+        } finally {
+          await storage.clear("mnt:sub");
+          await storage.unmount("mnt:sub", true);
+        }
+      });
+
+      it("dispose", async () => {
+        const driver = await options.driver();
+        const storage = createCoreStorage({ driver });
+        await storage.watch(() => undefined);
+        await storage.setItem("dispose:a", 1);
+        await storage.clear();
+        await expect(storage.dispose()).resolves.toBeUndefined();
+      });
+    });
+
+    options.additionalTests?.(context);
+  });
+}

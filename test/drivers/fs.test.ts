@@ -1,0 +1,115 @@
+import { mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { createStorage, isStorageError } from "../../src/index.js";
+import fsDriver from "../../src/drivers/fs.js";
+import { testDriver } from "../../src/testing/index.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+testDriver({ name: "fs", driver: () => fsDriver({ base: tempDir("fs-driver") }) });
+
+async function codeOf(action: () => Promise<unknown>): Promise<string | undefined> {
+  try {
+    await action();
+  } catch (error) {
+    return isStorageError(error) ? error.code : `not a StorageError: ${String(error)}`;
+  }
+  return undefined;
+}
+
+describe("fs driver", () => {
+  it("needs a base", () => {
+    expect(() => fsDriver({} as { base: string })).toThrow(/base directory/);
+  });
+
+  it("stores one plain file per key, readable by other tools", async () => {
+    const base = tempDir();
+    const storage = createStorage({ driver: fsDriver({ base }) });
+    await storage.setItem("users:ada", { name: "Ada" });
+    expect(readFileSync(join(base, "users", "ada"), "utf8")).toBe('{"name":"Ada"}');
+    writeFileSync(join(base, "users", "bob"), "hello");
+    expect(await storage.getItem("users:bob")).toBe("hello");
+  });
+
+  it("leaves no temp files behind and hides in-flight ones", async () => {
+    const base = tempDir();
+    const storage = createStorage({ driver: fsDriver({ base }) });
+    for (let i = 0; i < 20; i++) await storage.setItem("k", i);
+    writeFileSync(join(base, ".stowage-tmp-abandoned"), "x");
+    expect(readdirSync(base).sort()).toEqual([".stowage-tmp-abandoned", "k"]);
+    expect(await storage.getKeys()).toEqual(["k"]);
+    expect(await codeOf(() => storage.setItem(".stowage-tmp-x", 1))).toBe("E_INVALID_KEY");
+  });
+
+  it("ignores node_modules and .git by default, and custom globs", async () => {
+    const base = tempDir();
+    mkdirSync(join(base, "node_modules", "pkg"), { recursive: true });
+    writeFileSync(join(base, "node_modules", "pkg", "index.js"), "x");
+    mkdirSync(join(base, ".git"));
+    writeFileSync(join(base, ".git", "HEAD"), "x");
+    writeFileSync(join(base, "kept"), "1");
+    expect(await createStorage({ driver: fsDriver({ base }) }).getKeys()).toEqual(["kept"]);
+    const custom = createStorage({ driver: fsDriver({ base, ignore: ["**/node_modules/**", "**/.git/**", "kept"] }) });
+    expect(await custom.getKeys()).toEqual([]);
+    await createStorage({ driver: fsDriver({ base }) }).clear();
+    expect(readdirSync(base).sort()).toEqual([".git", "node_modules"]);
+  });
+
+  it("readOnly refuses writes, noClear refuses clear", async () => {
+    const base = tempDir();
+    writeFileSync(join(base, "a"), '"x"');
+    const readOnly = createStorage({ driver: fsDriver({ base, readOnly: true }) });
+    expect(await readOnly.getItem("a")).toBe("x");
+    expect(await codeOf(() => readOnly.setItem("a", 1))).toBe("E_READONLY");
+    expect(await codeOf(() => readOnly.removeItem("a"))).toBe("E_READONLY");
+    expect(await codeOf(() => readOnly.clear())).toBe("E_READONLY");
+    const noClear = createStorage({ driver: fsDriver({ base, noClear: true }) });
+    await noClear.setItem("b", 1);
+    expect(await codeOf(() => noClear.clear())).toBe("E_READONLY");
+    expect(await noClear.getKeys()).toHaveLength(2);
+  });
+
+  it("refuses keys that resolve outside base through a symlink", async () => {
+    const outside = tempDir("outside");
+    writeFileSync(join(outside, "secret"), '"top secret"');
+    const base = tempDir();
+    symlinkSync(outside, join(base, "link"));
+    symlinkSync(join(outside, "secret"), join(base, "file-link"));
+    const storage = createStorage({ driver: fsDriver({ base }) });
+    expect(await codeOf(() => storage.getItem("link:secret"))).toBe("E_INVALID_KEY");
+    expect(await codeOf(() => storage.getItem("file-link"))).toBe("E_INVALID_KEY");
+    expect(await codeOf(() => storage.setItem("link:new", 1))).toBe("E_INVALID_KEY");
+    expect(await storage.getKeys()).toEqual([]);
+    expect(readdirSync(outside)).toEqual(["secret"]);
+  });
+
+  it("getMeta reports the file's times and size", async () => {
+    const storage = createStorage({ driver: fsDriver({ base: tempDir() }) });
+    await storage.setItem("m", "12345");
+    const meta = await storage.getMeta("m");
+    for (const field of ["atime", "mtime", "ctime", "birthtime"]) expect(meta[field]).toBeInstanceOf(Date);
+    expect(meta.size).toBe(7);
+  });
+
+  it("getKeys walks only the base's directory", async () => {
+    const base = tempDir();
+    const storage = createStorage({ driver: fsDriver({ base }) });
+    await storage.setItems([
+      { key: "a:1", value: 1 },
+      { key: "b:1", value: 1 },
+    ]);
+    const driver = storage.getMount("").driver;
+    expect(await driver.getKeys("a:", {})).toEqual(["a:1"]);
+  });
+
+  it("watch reports changes made by another process", async () => {
+    const base = tempDir();
+    const storage = createStorage({ driver: fsDriver({ base }) });
+    const events: string[] = [];
+    const unwatch = await storage.watch((event, key) => events.push(`${event} ${key}`));
+    mkdirSync(join(base, "ext"));
+    writeFileSync(join(base, "ext", "file"), "1");
+    await expect.poll(() => events, { timeout: 5000 }).toContain("update ext:file");
+    await unwatch();
+  });
+});
