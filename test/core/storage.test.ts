@@ -1,0 +1,223 @@
+import { describe, expect, it } from "vitest";
+import fsLite from "../../src/drivers/fs-lite.js";
+import memory from "../../src/drivers/memory.js";
+import {
+  StorageError,
+  createStorage,
+  defineDriver,
+  joinKeys,
+  normalizeBaseKey,
+  normalizeKey,
+  prefixStorage,
+  restoreSnapshot,
+  snapshot,
+  type Driver,
+} from "../../src/index.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+/** A driver of unstorage's minimal shape: async, no flags, no meta. */
+const plainDriver = defineDriver(() => {
+  const data = new Map<string, string>();
+  return {
+    name: "plain",
+    hasItem: async (key: string) => data.has(key),
+    getItem: async (key: string) => data.get(key) ?? null,
+    setItem: async (key: string, value: string) => void data.set(key, value),
+    removeItem: async (key: string) => void data.delete(key),
+    getKeys: async () => [...data.keys()],
+    clear: async () => data.clear(),
+  };
+});
+
+async function codeOf(action: () => unknown): Promise<string | undefined> {
+  try {
+    await action();
+  } catch (error) {
+    return error instanceof StorageError ? error.code : `not a StorageError: ${String(error)}`;
+  }
+  return undefined;
+}
+
+describe("keys", () => {
+  it("normalizes like unstorage", () => {
+    expect(normalizeKey("/a/b\\c::d:?q=1")).toBe("a:b:c:d");
+    expect(normalizeKey(undefined)).toBe("");
+    expect(normalizeBaseKey("a/b")).toBe("a:b:");
+    expect(normalizeBaseKey("")).toBe("");
+    expect(joinKeys("a", "/b/", "c")).toBe("a:b:c");
+  });
+});
+
+describe("mounts", () => {
+  it("routes keys to the most specific mount and lists across mounts", async () => {
+    const storage = createStorage();
+    storage.mount("/mnt", memory({}));
+    storage.mount("/mnt/deep", memory({}));
+    await storage.setItem("root", 1);
+    await storage.setItem("mnt:a", 2);
+    await storage.setItem("mnt:deep:b", 3);
+    expect(storage.getMount("mnt:deep:b").base).toBe("mnt:deep:");
+    expect(storage.getMount("mnt:x").base).toBe("mnt:");
+    expect(storage.getMounts("mnt:deep", { parents: true }).map((m) => m.base)).toEqual(["mnt:deep:", "mnt:", ""]);
+    expect(storage.getMounts("mnt").map((m) => m.base)).toEqual(["mnt:deep:", "mnt:"]);
+    expect((await storage.getKeys()).sort()).toEqual(["mnt:a", "mnt:deep:b", "root"]);
+    expect(await storage.getKeys("mnt:deep")).toEqual(["mnt:deep:b"]);
+    expect((storage.getMount("mnt:deep:").driver.getInstance!() as Map<string, unknown>).get("b")).toBe("3");
+    expect(() => storage.mount("mnt", memory({}))).toThrow(/Already mounted/);
+    await storage.unmount("mnt:deep");
+    expect(await storage.getItem("mnt:deep:b")).toBe(null);
+  });
+
+  it("clear(base) reaches into the mount that holds the base", async () => {
+    const storage = createStorage();
+    storage.mount("mnt", plainDriver({}));
+    await storage.setItem("mnt:a:1", 1);
+    await storage.setItem("mnt:b:1", 1);
+    await storage.clear("mnt:a");
+    expect(await storage.getKeys()).toEqual(["mnt:b:1"]);
+  });
+
+  it("iterateKeys pages across mounts", async () => {
+    const storage = createStorage();
+    storage.mount("m", plainDriver({}));
+    await storage.setItems(Array.from({ length: 25 }, (_, i) => ({ key: `${i % 2 ? "m" : "r"}:${i}`, value: i })));
+    const batches: string[][] = [];
+    for await (const batch of storage.iterateKeys("", { batchSize: 10 })) batches.push(batch);
+    expect(batches.map((batch) => batch.length)).toEqual([10, 10, 5]);
+    expect(new Set(batches.flat()).size).toBe(25);
+    await expect(async () => {
+      for await (const batch of storage.iterateKeys("", { batchSize: 0 })) expect(batch).toBeUndefined();
+    }).rejects.toMatchObject({ code: "E_INVALID_OPTION" });
+  });
+});
+
+describe("errors", () => {
+  it("wraps a driver's own failure as E_DRIVER with driver and cause", async () => {
+    const cause = new Error("disk on fire");
+    const storage = createStorage({
+      driver: { ...plainDriver({}), name: "broken", getItem: async () => Promise.reject(cause) } as Driver,
+    });
+    const error = await storage.getItem("k").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StorageError);
+    expect(error).toMatchObject({ code: "E_DRIVER", driver: "broken", cause });
+  });
+
+  it("a driver without setItem is read-only", async () => {
+    const { setItem: _setItem, removeItem: _removeItem, clear: _clear, ...rest } = plainDriver({});
+    const storage = createStorage({ driver: rest as Driver });
+    expect(await codeOf(() => storage.setItem("k", 1))).toBe("E_READONLY");
+    expect(await codeOf(() => storage.removeItem("k"))).toBe("E_READONLY");
+    expect(await codeOf(() => storage.clear())).toBe("E_READONLY");
+  });
+
+  it("refuses what a driver cannot do, without emulating it", async () => {
+    const storage = createStorage({ driver: plainDriver({}) });
+    expect(await codeOf(() => storage.getItemSync("k"))).toBe("E_UNSUPPORTED");
+    expect(await codeOf(() => storage.setItem("k", 1, { ifNoneMatch: "*" }))).toBe("E_UNSUPPORTED");
+    expect(await codeOf(() => storage.transaction(async (tx) => tx.setItem("k", 1)))).toBe("E_UNSUPPORTED");
+    expect(await codeOf(() => storage.getHistory("k"))).toBe("E_UNSUPPORTED");
+    expect(await codeOf(() => storage.getItem("k", { version: "1" }))).toBe("E_UNSUPPORTED");
+    expect(await storage.hasItem("k")).toBe(false);
+  });
+
+  it("a transaction stays in one mount", async () => {
+    const storage = createStorage();
+    storage.mount("other", memory({}));
+    const code = await codeOf(() =>
+      storage.transaction(async (tx) => {
+        await tx.setItem("a", 1);
+        await tx.setItem("other:b", 2);
+      }),
+    );
+    expect(code).toBe("E_UNSUPPORTED");
+    expect(await storage.getKeys()).toEqual([]);
+  });
+
+  it("update gives up with E_CONFLICT after its retries", async () => {
+    const storage = createStorage();
+    await storage.setItem("k", 0);
+    let calls = 0;
+    const code = await codeOf(() =>
+      storage.update<number>(
+        "k",
+        async (n) => {
+          calls++;
+          await storage.setItem("k", 100 + calls);
+          return (n ?? 0) + 1;
+        },
+        { retries: 2 },
+      ),
+    );
+    expect(code).toBe("E_CONFLICT");
+    expect(calls).toBe(3);
+  });
+});
+
+describe("core TTL and events for drivers without them", () => {
+  it("keeps ttl in the meta sidecar next to user meta", async () => {
+    const storage = createStorage({ driver: plainDriver({}) });
+    await storage.setItem("k", 1, { ttl: 60_000 });
+    await storage.setMeta("k", { owner: "ada" });
+    const meta = await storage.getMeta("k");
+    expect(meta.owner).toBe("ada");
+    expect(meta.ttl).toBeGreaterThan(59_000);
+    await storage.removeMeta("k");
+    expect((await storage.getMeta("k")).expires).toBeInstanceOf(Date);
+    await storage.setItem("k", 2);
+    expect(await storage.getKeys()).toEqual(["k"]);
+    expect((await storage.getMeta("k")).expires).toBeUndefined();
+  });
+
+  it("purges expired items on read", async () => {
+    const driver = plainDriver({});
+    const storage = createStorage({ driver });
+    await storage.setItem("k", 1, { ttl: 10 });
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(await storage.getItem("k")).toBe(null);
+    expect(await driver.getKeys("", {})).toEqual([]);
+  });
+
+  it("reports setItems and clear to watchers", async () => {
+    const storage = createStorage({ driver: fsLite({ base: tempDir() }) });
+    const events: string[] = [];
+    await storage.watch((event, key) => events.push(`${event} ${key}`));
+    await storage.setItems([
+      { key: "a", value: 1 },
+      { key: "b:c", value: 2 },
+    ]);
+    await storage.clear();
+    expect(events).toEqual(expect.arrayContaining(["update a", "update b:c", "remove a", "remove b:c"]));
+    expect(events).toHaveLength(4);
+    await storage.unwatch();
+  });
+});
+
+describe("prefixStorage and snapshots", () => {
+  it("prefixStorage scopes keys, listings, batches and watch", async () => {
+    const storage = createStorage();
+    const users = prefixStorage(storage, "users");
+    const events: string[] = [];
+    await users.watch((event, key) => events.push(`${event} ${key}`));
+    await users.setItem("ada", { admin: true });
+    await users.setItems([{ key: "bob", value: 1 }]);
+    await storage.setItem("other", 1);
+    expect(await storage.getItem("users:ada")).toEqual({ admin: true });
+    expect((await users.getKeys()).sort()).toEqual(["ada", "bob"]);
+    expect(users.getItemSync("bob")).toBe(1);
+    expect(await users.getItems(["ada"])).toEqual([{ key: "ada", value: { admin: true } }]);
+    expect(events).toEqual(["update ada", "update bob"]);
+  });
+
+  it("snapshot and restoreSnapshot", async () => {
+    const storage = createStorage();
+    await storage.setItems([
+      { key: "s:a", value: 1 },
+      { key: "s:b:c", value: "two" },
+    ]);
+    const data = await snapshot(storage, "s");
+    expect(data).toEqual({ a: 1, "b:c": "two" });
+    const copy = createStorage();
+    await restoreSnapshot(copy, data, "restored");
+    expect(await copy.getItem("restored:b:c")).toBe("two");
+  });
+});
