@@ -4,6 +4,7 @@ export type StorageErrorCode =
   | "E_INVALID_VALUE"
   | "E_INVALID_OPTION"
   | "E_READONLY"
+  | "E_NOT_FOUND"
   | "E_CONFLICT"
   | "E_UNSUPPORTED"
   | "E_TOO_LARGE"

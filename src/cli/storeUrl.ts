@@ -1,0 +1,33 @@
+import { StorageError } from "../core/errors.js";
+import type { Driver } from "../core/types.js";
+
+/** The store the CLI uses when `--store` names none: files under ./.stowage. */
+export const DEFAULT_STORE = "fs:./.stowage";
+
+type DriverLoader = (location: string) => Promise<Driver>;
+
+// Drivers load on demand, so the CLI pays only for the one it uses.
+const SCHEMES: Record<string, DriverLoader> = {
+  memory: async () => (await import("../drivers/memory.js")).default({}),
+  fs: async (base) => (await import("../drivers/fs.js")).default({ base: requireLocation("fs", base) }),
+  "fs-lite": async (base) => (await import("../drivers/fs-lite.js")).default({ base: requireLocation("fs-lite", base) }),
+};
+
+function requireLocation(scheme: string, location: string): string {
+  if (!location) throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store needs a directory, as in ${scheme}:./data`);
+  return location;
+}
+
+/** Known store schemes, for help texts. */
+export const STORE_SCHEMES = Object.keys(SCHEMES);
+
+/** Opens the driver a store URL names: `<scheme>:<location>`, e.g. `fs:./data` or `memory:`. */
+export async function driverFromUrl(url: string): Promise<Driver> {
+  const colon = url.indexOf(":");
+  const scheme = colon === -1 ? url : url.slice(0, colon);
+  const loader = SCHEMES[scheme];
+  if (!loader) {
+    throw new StorageError("E_INVALID_OPTION", `Unknown store ${JSON.stringify(url)}; use one of ${STORE_SCHEMES.map((s) => s + ":").join(", ")}`);
+  }
+  return loader(colon === -1 ? "" : url.slice(colon + 1));
+}

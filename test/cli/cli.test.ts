@@ -1,0 +1,65 @@
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { tempDir } from "../helpers/tempDir.js";
+
+const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+// Absolute, so the loader is found from any working directory.
+const TSX = import.meta.resolve("tsx");
+
+/** Runs the CLI in its own process, as a user would. */
+function stowage(args: string[], options: { cwd?: string; input?: Buffer | string } = {}) {
+  const result = spawnSync(process.execPath, ["--import", TSX, MAIN, ...args], {
+    cwd: options.cwd,
+    input: options.input,
+  });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr.toString("utf8") };
+}
+
+describe("stowage CLI", () => {
+  it("set, get, keys, meta and del on the default store (fs:./.stowage)", () => {
+    const cwd = tempDir("cli");
+    expect(stowage(["set", "user:ada", '{"name":"Ada"}'], { cwd }).code).toBe(0);
+    expect(stowage(["set", "greeting", "hello world"], { cwd }).code).toBe(0);
+    expect(readFileSync(join(cwd, ".stowage", "user", "ada"), "utf8")).toBe('{"name":"Ada"}');
+    expect(stowage(["get", "user:ada"], { cwd }).stdout.toString()).toBe('{"name":"Ada"}\n');
+    expect(stowage(["get", "greeting"], { cwd }).stdout.toString()).toBe("hello world\n");
+    expect(stowage(["keys"], { cwd }).stdout.toString().split("\n").filter(Boolean).sort()).toEqual(["greeting", "user:ada"]);
+    const meta = JSON.parse(stowage(["meta", "greeting"], { cwd }).stdout.toString());
+    expect(meta.size).toBe(13);
+    expect(stowage(["del", "greeting"], { cwd }).code).toBe(0);
+    expect(stowage(["keys"], { cwd }).stdout.toString()).toBe("user:ada\n");
+  });
+
+  it("--store, --string, values from stdin", () => {
+    const dir = tempDir("cli-store");
+    const store = `fs-lite:${dir}`;
+    stowage(["set", "n", "456", "--string", "--store", store]);
+    stowage(["set", "from-stdin", "--store", store], { input: "[1,2]" });
+    expect(stowage(["get", "n", "--store", store]).stdout.toString()).toBe("456\n");
+    expect(readFileSync(join(dir, "n"), "utf8")).toBe('"456"');
+    expect(stowage(["get", "from-stdin", "--store", store]).stdout.toString()).toBe("[1,2]\n");
+  });
+
+  it("--raw moves bytes through stdin and stdout unchanged", () => {
+    const store = `fs:${tempDir("cli-raw")}`;
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    expect(stowage(["set", "bin", "--raw", "--store", store], { input: bytes }).code).toBe(0);
+    expect(stowage(["get", "bin", "--raw", "--store", store]).stdout.equals(bytes)).toBe(true);
+  });
+
+  it("errors are one line and a non-zero exit", () => {
+    const cwd = tempDir("cli-errors");
+    const missing = stowage(["get", "nope"], { cwd });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe('stowage: E_NOT_FOUND: No value at "nope"\n');
+    const invalid = stowage(["set", "a/../b", "1"], { cwd });
+    expect(invalid.code).toBe(1);
+    expect(invalid.stderr).toMatch(/^stowage: E_INVALID_KEY: .*\n$/);
+    const badStore = stowage(["get", "k", "--store", "nosuch:x"], { cwd });
+    expect(badStore.code).toBe(1);
+    expect(badStore.stderr.trim().split("\n")).toHaveLength(1);
+    expect(stowage(["frobnicate"], { cwd }).code).not.toBe(0);
+  });
+});
