@@ -62,7 +62,14 @@ function scan(value: unknown, depth: number): number {
   if (depth > MAX_DEPTH) throw cannotStringify(value, "nested too deep, or circular");
   let flags = 0;
   if (Array.isArray(value)) {
-    for (const item of value) flags |= scan(item, depth + 1);
+    for (let i = 0; i < value.length; i++) flags |= scan(value[i], depth + 1);
+    return flags;
+  }
+  // Plain objects first: they are what almost every value is made of.
+  const proto = Object.getPrototypeOf(value);
+  if ((proto === Object.prototype || proto === null) && typeof (value as { toJSON?: unknown }).toJSON !== "function") {
+    const keys = Object.keys(value);
+    for (let i = 0; i < keys.length; i++) flags |= scan((value as Record<string, unknown>)[keys[i]!], depth + 1);
     return flags;
   }
   if (isRichObject(value)) return RICH;
@@ -75,11 +82,7 @@ function scan(value: unknown, depth: number): number {
     return flags | RICH;
   }
   if (typeof (value as { toJSON?: unknown }).toJSON === "function") return HAS_TO_JSON;
-  if (!isPlainObject(value)) throw cannotStringify(value, "a class instance without toJSON()");
-  for (const key in value) {
-    if (Object.prototype.hasOwnProperty.call(value, key)) flags |= scan((value as Record<string, unknown>)[key], depth + 1);
-  }
-  return flags;
+  throw cannotStringify(value, "a class instance without toJSON()");
 }
 
 /** A copy of `value` with every toJSON() applied, as JSON.stringify would. */

@@ -116,30 +116,47 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     return table.resolve(typeof key === "string" ? normalizeKey(key) : "").name;
   }
 
-  /** Runs a step for the async API: its result or failure as a promise of StorageError. */
+  /**
+   * The async form of a step: its result or failure (as a StorageError) as a
+   * promise. Built once per method, so a call allocates no closure.
+   */
+  function asyncApi<A extends unknown[], T>(step: (sync: boolean, ...args: A) => MaybePromise<T>): (...args: A) => Promise<T> {
+    return (...args) => {
+      try {
+        const result = step(false, ...args);
+        if (isPromise(result)) return result.catch((error: unknown) => Promise.reject(toStorageError(error, driverName(args[0]))));
+        return Promise.resolve(result);
+      } catch (error) {
+        return Promise.reject(toStorageError(error, driverName(args[0])));
+      }
+    };
+  }
+
+  /** The sync form of a step; a driver flagged sync that answers with a promise broke its promise. */
+  function syncApi<A extends unknown[], T>(step: (sync: boolean, ...args: A) => MaybePromise<T>): (...args: A) => T {
+    return (...args) => {
+      let result: MaybePromise<T>;
+      try {
+        result = step(true, ...args);
+      } catch (error) {
+        throw toStorageError(error, driverName(args[0]));
+      }
+      if (isPromise(result)) {
+        const name = driverName(args[0]);
+        result.catch((cause: unknown) => process.emitWarning(`stowage: a sync driver's late failure: ${String(cause)}`));
+        throw new StorageError("E_DRIVER", `Driver ${name} is flagged sync but answered with a promise`, { driver: name });
+      }
+      return result;
+    };
+  }
+
+  /** For methods that are not plain steps: failures as StorageError promises. */
   function toPromise<T>(key: unknown, step: () => MaybePromise<T>): Promise<T> {
     try {
-      const result = step();
-      if (isPromise(result)) return result.catch((error: unknown) => Promise.reject(toStorageError(error, driverName(key))));
-      return Promise.resolve(result);
+      return Promise.resolve(step()).catch((error: unknown) => Promise.reject(toStorageError(error, driverName(key))));
     } catch (error) {
       return Promise.reject(toStorageError(error, driverName(key)));
     }
-  }
-
-  /** Runs a step for the sync API; a driver flagged sync that answered with a promise broke its promise. */
-  function toSync<T>(key: unknown, step: () => MaybePromise<T>): T {
-    let result: MaybePromise<T>;
-    try {
-      result = step();
-    } catch (error) {
-      throw toStorageError(error, driverName(key));
-    }
-    if (isPromise(result)) {
-      result.catch((cause: unknown) => process.emitWarning(`stowage: a sync driver's late failure: ${String(cause)}`));
-      throw new StorageError("E_DRIVER", `Driver ${driverName(key)} is flagged sync but answered with a promise`, { driver: driverName(key) });
-    }
-    return result;
   }
 
   // --- TTL kept by the core for drivers without native expiry -------------
@@ -168,7 +185,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   // --- reads ----------------------------------------------------------------
 
-  function hasItemStep(key: string, opts: TransactionOptions, sync: boolean): MaybePromise<boolean> {
+  function hasItemStep(sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<boolean> {
     const loc = locate(key, sync);
     return chain(loc.mount.driver.hasItem(loc.rel, opts), (has) =>
       has ? chain(unlessExpired(loc, true, opts), (alive) => alive === true) : false,
@@ -181,13 +198,13 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     return chain(stored, (value) => unlessExpired(loc, value, opts));
   }
 
-  function getItemStep(key: string, opts: GetOptions, sync: boolean): MaybePromise<unknown> {
+  function getItemStep(sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<unknown> {
     const loc = locate(key, sync);
     if (opts.version !== undefined) return getVersion(loc, opts);
     return chain(readStep(loc, opts, false), (stored) => (stored === null ? null : serializer.deserialize(stored)));
   }
 
-  function getItemRawStep(key: string, opts: GetOptions, sync: boolean): MaybePromise<Uint8Array | null> {
+  function getItemRawStep(sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<Uint8Array | null> {
     const loc = locate(key, sync);
     if (opts.version !== undefined) throw unsupported(loc.mount, "Reading raw past versions", "history");
     return chain(readStep(loc, opts, true), deserializeRaw);
@@ -209,7 +226,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     });
   }
 
-  function getItemsStep(items: GetItemsInput, common: TransactionOptions, sync: boolean) {
+  function getItemsStep(sync: boolean, items: GetItemsInput, common: TransactionOptions = NO_OPTIONS) {
     const entries = normalizeGetItems(items, common, sync);
     const groups = new Map<Mount, typeof entries>();
     for (const entry of entries) {
@@ -249,7 +266,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     });
   }
 
-  function getMetaStep(key: string, opts: (TransactionOptions & { nativeOnly?: boolean }) | boolean, sync: boolean): MaybePromise<StorageMeta> {
+  function getMetaStep(sync: boolean, key: string, opts: (TransactionOptions & { nativeOnly?: boolean }) | boolean = NO_OPTIONS): MaybePromise<StorageMeta> {
     const options = typeof opts === "boolean" ? { nativeOnly: opts } : opts;
     const loc = locate(key, sync);
     const driver = loc.mount.driver;
@@ -294,8 +311,13 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     checkWriteOptions(loc.mount, opts);
     const ttl = isMetaKey(loc.rel) ? checkTtl(opts.ttl) : (checkTtl(opts.ttl) ?? defaultTtl);
     const written = put(loc, payload, driverOptions(loc, opts, ttl));
+    if (!needsCoreTtl(loc)) {
+      // The common path, kept free of closures: it runs on every write.
+      if (isPromise(written)) return written.then(() => watchers.report(loc.mount, "update", loc.key));
+      watchers.report(loc.mount, "update", loc.key);
+      return;
+    }
     return chain(written, () => {
-      if (!needsCoreTtl(loc)) return watchers.report(loc.mount, "update", loc.key);
       const expires = ttl === undefined ? undefined : Date.now() + ttl;
       return chain(planExpiry(loc.mount, loc.rel, expires, serializer, NO_OPTIONS), (change) =>
         chain(applySidecarChange(loc.mount, loc.rel, change, NO_OPTIONS), () => watchers.report(loc.mount, "update", loc.key)),
@@ -303,19 +325,19 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     });
   }
 
-  function setItemStep(key: string, value: unknown, opts: SetOptions, sync: boolean): MaybePromise<void> {
-    if (value === undefined) return removeItemStep(key, opts, sync);
+  function setItemStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
+    if (value === undefined) return removeItemStep(sync, key, opts);
     const loc = locate(key, sync);
     return writeStep(loc, { raw: false, text: serializer.serialize(value) }, opts);
   }
 
-  function setItemRawStep(key: string, value: unknown, opts: SetOptions, sync: boolean): MaybePromise<void> {
-    if (value === undefined) return removeItemStep(key, opts, sync);
+  function setItemRawStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
+    if (value === undefined) return removeItemStep(sync, key, opts);
     const loc = locate(key, sync);
     return writeStep(loc, { raw: true, bytes: toBytes(value) }, opts);
   }
 
-  function setItemsStep(items: SetItemsInput, common: SetOptions, sync: boolean): MaybePromise<void> {
+  function setItemsStep(sync: boolean, items: SetItemsInput, common: SetOptions = NO_OPTIONS): MaybePromise<void> {
     if (!Array.isArray(items)) throw new StorageError("E_INVALID_OPTION", "setItems expects an array of { key, value }");
     const entries = items.map((item) => {
       const loc = locate(item?.key, sync);
@@ -349,7 +371,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     });
   }
 
-  function removeItemStep(key: string, opts: RemoveOptions | boolean, sync: boolean): MaybePromise<void> {
+  function removeItemStep(sync: boolean, key: string, opts: RemoveOptions | boolean = NO_OPTIONS): MaybePromise<void> {
     const options: RemoveOptions = typeof opts === "boolean" ? { removeMeta: opts } : opts;
     const loc = locate(key, sync);
     checkWriteOptions(loc.mount, options);
@@ -365,7 +387,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     });
   }
 
-  function setMetaStep(key: string, value: Record<string, unknown>, opts: SetOptions, sync: boolean): MaybePromise<void> {
+  function setMetaStep(sync: boolean, key: string, value: Record<string, unknown>, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
     if (value === null || typeof value !== "object") throw new StorageError("E_INVALID_VALUE", "Meta must be an object");
     const loc = locate(key, sync);
     const driver = loc.mount.driver;
@@ -376,8 +398,8 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     return chain(readSidecar(loc.mount, loc.rel, serializer, opts), (current) => write(withExpiry(value, expiresOf(current)) ?? {}));
   }
 
-  function removeMetaStep(key: string, opts: TransactionOptions): MaybePromise<void> {
-    const loc = locate(key, false);
+  function removeMetaStep(sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
+    const loc = locate(key, sync);
     const driver = loc.mount.driver;
     if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
     if (!needsCoreTtl(loc)) return driver.removeItem(metaKeyOf(loc.rel), opts);
@@ -427,7 +449,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     return chain(dropExpired(mount, relKeys, sidecars, opts), (alive) => (mount.base ? alive.map((rel) => mount.base + rel) : alive));
   }
 
-  function getKeysStep(base: string | undefined, opts: GetKeysOptions, sync: boolean): MaybePromise<string[]> {
+  function getKeysStep(sync: boolean, base?: string, opts: GetKeysOptions = NO_OPTIONS): MaybePromise<string[]> {
     const normalizedBase = normalizeItemBase(base);
     const maxDepth = checkMaxDepth(opts.maxDepth);
     const slices = table.within(normalizedBase, true);
@@ -487,7 +509,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     return gone.size === 0 ? fullKeys : fullKeys.filter((key) => !gone.has(key));
   }
 
-  function clearStep(base: string | undefined, opts: TransactionOptions, sync: boolean): MaybePromise<void> {
+  function clearStep(sync: boolean, base?: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
     const normalizedBase = normalizeItemBase(base);
     const slices = table.within(normalizedBase, true);
     if (sync) slices.forEach(({ mount }) => requireSync(mount));
@@ -513,34 +535,32 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   // --- the storage object ---------------------------------------------------
 
   const storage: Storage = {
-    hasItem: (key, opts = NO_OPTIONS) => toPromise(key, () => hasItemStep(key, opts, false)),
-    getItem: <R>(key: string, opts: GetOptions = NO_OPTIONS) => toPromise(key, () => getItemStep(key, opts, false) as MaybePromise<R | null>),
-    getItems: <R>(items: GetItemsInput, common: TransactionOptions = NO_OPTIONS) =>
-      toPromise(undefined, () => getItemsStep(items, common, false) as MaybePromise<{ key: string; value: R | null }[]>),
-    getItemRaw: (key, opts = NO_OPTIONS) => toPromise(key, () => getItemRawStep(key, opts, false)),
-    setItem: (key, value, opts = NO_OPTIONS) => toPromise(key, () => setItemStep(key, value, opts, false)),
-    setItems: (items, common = NO_OPTIONS) => toPromise(undefined, () => setItemsStep(items, common, false)),
-    setItemRaw: (key, value, opts = NO_OPTIONS) => toPromise(key, () => setItemRawStep(key, value, opts, false)),
-    removeItem: (key, opts = NO_OPTIONS) => toPromise(key, () => removeItemStep(key, opts, false)),
-    getMeta: (key, opts = NO_OPTIONS) => toPromise(key, () => getMetaStep(key, opts, false)),
-    setMeta: (key, value, opts = NO_OPTIONS) => toPromise(key, () => setMetaStep(key, value, opts, false)),
-    removeMeta: (key, opts = NO_OPTIONS) => toPromise(key, () => removeMetaStep(key, opts)),
-    getKeys: (base, opts = NO_OPTIONS) => toPromise(base, () => getKeysStep(base, opts, false)),
+    hasItem: asyncApi(hasItemStep),
+    getItem: asyncApi(getItemStep) as Storage["getItem"],
+    getItems: asyncApi(getItemsStep) as Storage["getItems"],
+    getItemRaw: asyncApi(getItemRawStep),
+    setItem: asyncApi(setItemStep),
+    setItems: asyncApi(setItemsStep),
+    setItemRaw: asyncApi(setItemRawStep),
+    removeItem: asyncApi(removeItemStep),
+    getMeta: asyncApi(getMetaStep),
+    setMeta: asyncApi(setMetaStep),
+    removeMeta: asyncApi(removeMetaStep),
+    getKeys: asyncApi(getKeysStep),
     iterateKeys: (base, opts = NO_OPTIONS) => iterateKeysSafely(base, opts),
-    clear: (base, opts = NO_OPTIONS) => toPromise(base, () => clearStep(base, opts, false)),
+    clear: asyncApi(clearStep),
 
-    hasItemSync: (key, opts = NO_OPTIONS) => toSync(key, () => hasItemStep(key, opts, true)),
-    getItemSync: <R>(key: string, opts: GetOptions = NO_OPTIONS) => toSync(key, () => getItemStep(key, opts, true) as MaybePromise<R | null>),
-    getItemsSync: <R>(items: GetItemsInput, common: TransactionOptions = NO_OPTIONS) =>
-      toSync(undefined, () => getItemsStep(items, common, true) as MaybePromise<{ key: string; value: R | null }[]>),
-    getItemRawSync: (key, opts = NO_OPTIONS) => toSync(key, () => getItemRawStep(key, opts, true)),
-    setItemSync: (key, value, opts = NO_OPTIONS) => toSync(key, () => setItemStep(key, value, opts, true)),
-    setItemsSync: (items, common = NO_OPTIONS) => toSync(undefined, () => setItemsStep(items, common, true)),
-    setItemRawSync: (key, value, opts = NO_OPTIONS) => toSync(key, () => setItemRawStep(key, value, opts, true)),
-    removeItemSync: (key, opts = NO_OPTIONS) => toSync(key, () => removeItemStep(key, opts, true)),
-    getMetaSync: (key, opts = NO_OPTIONS) => toSync(key, () => getMetaStep(key, opts, true)),
-    getKeysSync: (base, opts = NO_OPTIONS) => toSync(base, () => getKeysStep(base, opts, true)),
-    clearSync: (base, opts = NO_OPTIONS) => toSync(base, () => clearStep(base, opts, true)),
+    hasItemSync: syncApi(hasItemStep),
+    getItemSync: syncApi(getItemStep) as Storage["getItemSync"],
+    getItemsSync: syncApi(getItemsStep) as Storage["getItemsSync"],
+    getItemRawSync: syncApi(getItemRawStep),
+    setItemSync: syncApi(setItemStep),
+    setItemsSync: syncApi(setItemsStep),
+    setItemRawSync: syncApi(setItemRawStep),
+    removeItemSync: syncApi(removeItemStep),
+    getMetaSync: syncApi(getMetaStep),
+    getKeysSync: syncApi(getKeysStep),
+    clearSync: syncApi(clearStep),
 
     update: (key, fn, opts = {}) => toPromise(key, () => runUpdate(storage, locate(key, false).mount, key, fn, opts)),
     transaction: (fn, opts = NO_OPTIONS) => toPromise(undefined, () => runTransaction(storage, transactionContext, fn, opts)),

@@ -14,7 +14,7 @@ export type MemoryValue = string | Uint8Array;
 interface EntryMeta {
   version: number;
   mtime: number;
-  expires?: number;
+  expires: number | undefined;
 }
 
 const DRIVER_NAME = "memory";
@@ -41,6 +41,7 @@ export default defineDriver((options: MemoryOptions = {}) => {
   let sweeper: NodeJS.Timeout | undefined;
 
   const emit = (event: WatchEvent, key: string) => {
+    if (listeners.size === 0) return;
     for (const listener of listeners) listener(event, key);
   };
 
@@ -80,16 +81,23 @@ export default defineDriver((options: MemoryOptions = {}) => {
   };
 
   const store = (key: string, value: MemoryValue, opts: SetOptions | undefined) => {
-    const previous = meta.get(key);
-    if (previous?.expires !== undefined) expiring--;
-    const entry: EntryMeta = { version: ++version, mtime: Date.now() };
+    // An overwrite updates the key's meta in place: writes are the hot path.
+    let entry = meta.get(key);
+    if (entry === undefined) {
+      entry = { version: ++version, mtime: Date.now(), expires: undefined };
+      meta.set(key, entry);
+    } else {
+      if (entry.expires !== undefined) expiring--;
+      entry.version = ++version;
+      entry.mtime = Date.now();
+      entry.expires = undefined;
+    }
     if (opts?.ttl !== undefined) {
       entry.expires = entry.mtime + opts.ttl;
       expiring++;
       sweeper ??= setInterval(sweep, options.sweepInterval ?? 30_000).unref();
     }
     data.set(key, value);
-    meta.set(key, entry);
     emit("update", key);
   };
 

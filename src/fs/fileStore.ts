@@ -17,6 +17,7 @@ import {
   type Dirent,
 } from "node:fs";
 import { isAbsolute, join, resolve, sep } from "node:path";
+import { threadId } from "node:worker_threads";
 import { StorageError } from "../core/errors.js";
 import type { StorageMeta } from "../core/types.js";
 
@@ -43,6 +44,10 @@ export interface FileStoreOptions {
 }
 
 type ErrnoError = NodeJS.ErrnoException;
+
+// Temp names are unique per process and thread, and random across restarts; "wx" refuses any clash.
+const TEMP_TAG = `${process.pid}-${threadId}-${randomBytes(3).toString("hex")}-`;
+let tempCounter = 0;
 
 function errnoOf(error: unknown): string | undefined {
   return (error as ErrnoError)?.code;
@@ -120,6 +125,8 @@ export class FileStore {
     const path = this.pathOf(key);
     let real: string;
     try {
+      // A missing key is common (every TTL sidecar lookup): a stat that does not throw settles it cheaply.
+      if (statSync(path, { throwIfNoEntry: false }) === undefined) return undefined;
       real = realpathSync.native(path);
     } catch (error) {
       const errno = errnoOf(error);
@@ -202,7 +209,7 @@ export class FileStore {
     if (parts.length === 0) throw this.fail("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, key);
     const dir = this.directoryFor(key, parts);
     const target = join(dir, parts[parts.length - 1]!);
-    const temp = join(dir, TEMP_PREFIX + randomBytes(6).toString("hex"));
+    const temp = join(dir, `${TEMP_PREFIX}${TEMP_TAG}${(tempCounter++).toString(36)}`);
     let fd: number;
     try {
       fd = openSync(temp, "wx", 0o666);

@@ -1,0 +1,108 @@
+import { writeFileSync } from "node:fs";
+import { Bench } from "tinybench";
+import { makeTargets, type Target } from "./targets.js";
+
+/**
+ * `npm run bench [-- <filter>] [-- --json <file>]`: every workload for
+ * stowage and its peers in one process, with ops/s and ratios.
+ */
+
+const KEY_COUNT = 10_000;
+const BATCH = 1000;
+
+const keys = Array.from({ length: KEY_COUNT }, (_, i) => `bench:user:${String(i).padStart(6, "0")}`);
+// About 100 bytes of JSON per value.
+const valueOf = (i: number) => ({ id: i, name: `user-${String(i).padStart(6, "0")}`, email: `user${i}@example.com`, tags: ["a", "b"], active: true });
+
+type Workload = { name: string; run: (target: Target, i: number) => unknown };
+
+const batchKeys = (i: number) => keys.slice((i * BATCH) % KEY_COUNT, ((i * BATCH) % KEY_COUNT) + BATCH);
+
+const WORKLOADS: Workload[] = [
+  { name: "setItem", run: (t, i) => t.setItem(keys[i % KEY_COUNT]!, valueOf(i)) },
+  { name: "getItem", run: (t, i) => t.getItem(keys[i % KEY_COUNT]!) },
+  { name: "hasItem", run: (t, i) => t.hasItem(keys[i % KEY_COUNT]!) },
+  { name: "getKeys", run: (t) => t.getKeys() },
+  { name: `setItems(${BATCH})`, run: (t, i) => t.setItems(batchKeys(i).map((key, j) => ({ key, value: valueOf(j) }))) },
+  { name: `getItems(${BATCH})`, run: (t, i) => t.getItems(batchKeys(i)) },
+];
+
+/** The ratios the foundation issue sets as targets. */
+const GOALS: { workload: string; target: string; peer: string; min: number }[] = [
+  { workload: "getItem", target: "stowage memory", peer: "unstorage memory", min: 1.5 },
+  { workload: "setItem", target: "stowage memory", peer: "unstorage memory", min: 1.5 },
+  { workload: "getItem", target: "stowage memory (sync API)", peer: "Map + JSON", min: 0.7 },
+  { workload: "getItem", target: "stowage fs", peer: "unstorage fs-lite", min: 3 },
+  { workload: "setItem", target: "stowage fs", peer: "unstorage fs-lite", min: 1 },
+  { workload: "getKeys", target: "stowage fs", peer: "unstorage fs-lite", min: 1 },
+];
+
+function parseArgs(argv: string[]): { filter?: string; json?: string } {
+  const args: { filter?: string; json?: string } = {};
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--json") args.json = argv[++i];
+    else args.filter = argv[i];
+  }
+  return args;
+}
+
+async function populate(target: Target): Promise<void> {
+  for (let i = 0; i < KEY_COUNT; i += BATCH) {
+    await target.setItems(keys.slice(i, i + BATCH).map((key, j) => ({ key, value: valueOf(i + j) })));
+  }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const targets = makeTargets();
+  const workloads = WORKLOADS.filter((w) => !args.filter || w.name.startsWith(args.filter) || targets.some((t) => t.name.includes(args.filter!)));
+  const chosen = targets.filter((t) => !args.filter || WORKLOADS.some((w) => w.name.startsWith(args.filter!)) || t.name.includes(args.filter) || GOALS.some((g) => g.target.includes(args.filter!) && g.peer === t.name));
+  for (const target of chosen) await populate(target);
+
+  const results: Record<string, Record<string, number>> = {};
+  for (const workload of workloads) {
+    const bench = new Bench({ time: 600, warmupTime: 150, setup: () => (globalThis as { gc?: () => void }).gc?.() });
+    for (const target of chosen) {
+      let i = 0;
+      bench.add(target.name, () => workload.run(target, i++));
+    }
+    await bench.run();
+    results[workload.name] = {};
+    for (const task of bench.tasks) {
+      const result = task.result;
+      if (result.state !== "completed") throw new Error(`${workload.name} on ${task.name}: ${result.state}${"error" in result ? ` ${String(result.error)}` : ""}`);
+      results[workload.name]![task.name] = result.throughput.mean;
+    }
+    printWorkload(workload.name, chosen, results[workload.name]!);
+  }
+  const goals = printGoals(results);
+  for (const target of targets) target.close();
+  if (args.json) writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, keys: KEY_COUNT, results, goals }, null, 2));
+}
+
+const format = (n: number) => Math.round(n).toLocaleString("en-US");
+
+function printWorkload(name: string, targets: Target[], opsPerSecond: Record<string, number>): void {
+  console.log(`\n${name}`);
+  for (const target of targets) {
+    const ops = opsPerSecond[target.name]!;
+    const peerOps = target.peer ? opsPerSecond[target.peer] : undefined;
+    const ratio = peerOps ? `  ${(ops / peerOps).toFixed(2)}x ${target.peer}` : "";
+    console.log(`  ${target.name.padEnd(28)} ${format(ops).padStart(12)} ops/s${ratio}`);
+  }
+}
+
+function printGoals(results: Record<string, Record<string, number>>) {
+  console.log("\ntargets");
+  return GOALS.flatMap((goal) => {
+    const ops = results[goal.workload]?.[goal.target];
+    const peerOps = results[goal.workload]?.[goal.peer];
+    if (ops === undefined || peerOps === undefined) return [];
+    const ratio = ops / peerOps;
+    const met = ratio >= goal.min;
+    console.log(`  ${met ? "met " : "MISS"} ${goal.target} ${goal.workload}: ${ratio.toFixed(2)}x ${goal.peer} (goal >= ${goal.min}x)`);
+    return [{ ...goal, ratio, met }];
+  });
+}
+
+await main();
