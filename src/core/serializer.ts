@@ -44,20 +44,16 @@ function isRichObject(value: object): boolean {
  * without toJSON, cycles).
  */
 function scan(value: unknown, depth: number): number {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return 0;
-    case "number":
-      return Number.isFinite(value) && !Object.is(value, -0) ? 0 : RICH;
-    case "bigint":
-    case "undefined":
-      return RICH;
-    case "object":
-      break;
-    default:
-      throw cannotStringify(value, `a ${typeof value} cannot be stored`);
-  }
+  const type = typeof value;
+  if (type === "string" || type === "boolean") return 0;
+  // Finite and not -0: what JSON numbers carry exactly (NaN and ±Infinity fail `n - n === 0`).
+  if (type === "number") return (value as number) - (value as number) === 0 && (value !== 0 || 1 / (value as number) > 0) ? 0 : RICH;
+  if (type === "bigint" || type === "undefined") return RICH;
+  if (type !== "object") throw cannotStringify(value, `a ${type} cannot be stored`);
+  return scanObject(value as object | null, depth);
+}
+
+function scanObject(value: object | null, depth: number): number {
   if (value === null) return 0;
   if (depth > MAX_DEPTH) throw cannotStringify(value, "nested too deep, or circular");
   let flags = 0;
@@ -68,8 +64,8 @@ function scan(value: unknown, depth: number): number {
   // Plain objects first: they are what almost every value is made of.
   const proto = Object.getPrototypeOf(value);
   if ((proto === Object.prototype || proto === null) && typeof (value as { toJSON?: unknown }).toJSON !== "function") {
-    const keys = Object.keys(value);
-    for (let i = 0; i < keys.length; i++) flags |= scan((value as Record<string, unknown>)[keys[i]!], depth + 1);
+    const items = Object.values(value);
+    for (let i = 0; i < items.length; i++) flags |= scan(items[i], depth + 1);
     return flags;
   }
   if (isRichObject(value)) return RICH;

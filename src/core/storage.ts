@@ -32,6 +32,9 @@ import type {
 } from "./types.js";
 import { Watchers } from "./watchers.js";
 
+/** One settled promise serves every call that resolves to nothing. */
+const RESOLVED: Promise<undefined> = Promise.resolve(undefined);
+
 /** The options object drivers get when the caller passed none (unstorage always passes one). */
 const NO_OPTIONS: TransactionOptions = Object.freeze({});
 
@@ -120,29 +123,30 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
    * The async form of a step: its result or failure (as a StorageError) as a
    * promise. Built once per method, so a call allocates no closure.
    */
-  function asyncApi<A extends unknown[], T>(step: (sync: boolean, ...args: A) => MaybePromise<T>): (...args: A) => Promise<T> {
-    return (...args) => {
+  function asyncApi<A, B, C, T>(step: (sync: boolean, a: A, b?: B, c?: C) => MaybePromise<T>): (a: A, b?: B, c?: C) => Promise<T> {
+    // Fixed arity rather than rest arguments: no array per call on the hot path.
+    return (a, b, c) => {
       try {
-        const result = step(false, ...args);
-        if (isPromise(result)) return result.catch((error: unknown) => Promise.reject(toStorageError(error, driverName(args[0]))));
-        return Promise.resolve(result);
+        const result = step(false, a, b, c);
+        if (isPromise(result)) return result.catch((error: unknown) => Promise.reject(toStorageError(error, driverName(a))));
+        return result === undefined ? (RESOLVED as Promise<T>) : Promise.resolve(result);
       } catch (error) {
-        return Promise.reject(toStorageError(error, driverName(args[0])));
+        return Promise.reject(toStorageError(error, driverName(a)));
       }
     };
   }
 
   /** The sync form of a step; a driver flagged sync that answers with a promise broke its promise. */
-  function syncApi<A extends unknown[], T>(step: (sync: boolean, ...args: A) => MaybePromise<T>): (...args: A) => T {
-    return (...args) => {
+  function syncApi<A, B, C, T>(step: (sync: boolean, a: A, b?: B, c?: C) => MaybePromise<T>): (a: A, b?: B, c?: C) => T {
+    return (a, b, c) => {
       let result: MaybePromise<T>;
       try {
-        result = step(true, ...args);
+        result = step(true, a, b, c);
       } catch (error) {
-        throw toStorageError(error, driverName(args[0]));
+        throw toStorageError(error, driverName(a));
       }
       if (isPromise(result)) {
-        const name = driverName(args[0]);
+        const name = driverName(a);
         result.catch((cause: unknown) => process.emitWarning(`stowage: a sync driver's late failure: ${String(cause)}`));
         throw new StorageError("E_DRIVER", `Driver ${name} is flagged sync but answered with a promise`, { driver: name });
       }
@@ -387,7 +391,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     });
   }
 
-  function setMetaStep(sync: boolean, key: string, value: Record<string, unknown>, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
+  function setMetaStep(sync: boolean, key: string, value?: Record<string, unknown>, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
     if (value === null || typeof value !== "object") throw new StorageError("E_INVALID_VALUE", "Meta must be an object");
     const loc = locate(key, sync);
     const driver = loc.mount.driver;
