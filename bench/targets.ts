@@ -55,8 +55,8 @@ function mapCeiling(): Target {
 }
 
 export function makeTargets(): Target[] {
-  const stowageMemory = createStorage({ driver: memory({}) });
-  const stowageMemorySync = createStorage({ driver: memory({}) });
+  const stowageMemory = createStorage({ driver: memory() });
+  const stowageMemorySync = createStorage({ driver: memory() });
   const fsDir = tempBase("fs");
   const fsLiteDir = tempBase("fs-lite");
   const unstorageFsDir = tempBase("unstorage-fs-lite");

@@ -13,7 +13,7 @@ import memory from "./drivers/memory.js";
  * await storage.setItem("user:1", { name: "Ada" });
  */
 export function createStorage(options: CreateStorageOptions = {}): Storage {
-  return createCoreStorage({ ...options, driver: options.driver ?? memory({}) });
+  return createCoreStorage({ ...options, driver: options.driver ?? memory() });
 }
 
 export { defineDriver, type DriverFactory } from "./core/defineDriver.js";

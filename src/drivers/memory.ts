@@ -32,7 +32,8 @@ function copyOut(value: MemoryValue): MemoryValue {
  * etags, atomic commits and change events are native. Raw values are copied
  * in and out, so no caller holds a reference into the store.
  */
-export default defineDriver((options: MemoryOptions = {}) => {
+export default defineDriver((input: MemoryOptions | void) => {
+  const options: MemoryOptions = input ?? {};
   const data = new Map<string, MemoryValue>();
   const meta = new Map<string, EntryMeta>();
   const listeners = new Set<WatchCallback>();

@@ -7,7 +7,7 @@ import type { Driver } from "../../src/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 const drivers: [string, () => Driver][] = [
-  ["memory", () => memory({})],
+  ["memory", () => memory()],
   ["fs", () => fsDriver({ base: tempDir("in-unstorage-fs") })],
   ["fs-lite", () => fsLite({ base: tempDir("in-unstorage-fs-lite") })],
 ];

@@ -51,8 +51,8 @@ describe("keys", () => {
 describe("mounts", () => {
   it("routes keys to the most specific mount and lists across mounts", async () => {
     const storage = createStorage();
-    storage.mount("/mnt", memory({}));
-    storage.mount("/mnt/deep", memory({}));
+    storage.mount("/mnt", memory());
+    storage.mount("/mnt/deep", memory());
     await storage.setItem("root", 1);
     await storage.setItem("mnt:a", 2);
     await storage.setItem("mnt:deep:b", 3);
@@ -63,7 +63,7 @@ describe("mounts", () => {
     expect((await storage.getKeys()).sort()).toEqual(["mnt:a", "mnt:deep:b", "root"]);
     expect(await storage.getKeys("mnt:deep")).toEqual(["mnt:deep:b"]);
     expect((storage.getMount("mnt:deep:").driver.getInstance!() as Map<string, unknown>).get("b")).toBe("3");
-    expect(() => storage.mount("mnt", memory({}))).toThrow(/Already mounted/);
+    expect(() => storage.mount("mnt", memory())).toThrow(/Already mounted/);
     await storage.unmount("mnt:deep");
     expect(await storage.getItem("mnt:deep:b")).toBe(null);
   });
@@ -122,7 +122,7 @@ describe("errors", () => {
 
   it("a transaction stays in one mount", async () => {
     const storage = createStorage();
-    storage.mount("other", memory({}));
+    storage.mount("other", memory());
     const code = await codeOf(() =>
       storage.transaction(async (tx) => {
         await tx.setItem("a", 1);

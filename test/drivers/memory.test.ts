@@ -5,7 +5,7 @@ import { testDriver } from "../../src/testing/index.js";
 
 testDriver({
   name: "memory",
-  driver: () => memory({}),
+  driver: () => memory(),
   additionalTests: (context) => {
     it("getInstance returns the Map of stored values", async () => {
       await context.storage.setItem("instance", { a: 1 });
