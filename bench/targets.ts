@@ -9,20 +9,7 @@ import fsDriver from "../src/drivers/fs.js";
 import fsLite from "../src/drivers/fs-lite.js";
 import memory from "../src/drivers/memory.js";
 
-/** What every benchmarked store offers, sync or async. */
-export interface Target {
-  name: string;
-  /** The target whose numbers this one is compared with. */
-  peer?: string;
-  setItem(key: string, value: unknown): unknown;
-  getItem(key: string): unknown;
-  hasItem(key: string): unknown;
-  getKeys(): unknown;
-  setItems(items: { key: string; value: unknown }[]): unknown;
-  getItems(keys: string[]): unknown;
-  close(): void;
-}
-
+/** The operations every benchmarked store offers, sync or async. */
 interface KeyValueApi {
   setItem(key: string, value: unknown): unknown;
   getItem(key: string): unknown;
@@ -30,6 +17,13 @@ interface KeyValueApi {
   getKeys(): unknown;
   setItems(items: { key: string; value: unknown }[]): unknown;
   getItems(keys: string[]): unknown;
+}
+
+export interface Target extends KeyValueApi {
+  name: string;
+  /** The target whose numbers this one is compared with. */
+  peer?: string;
+  close(): void;
 }
 
 function target(name: string, peer: string | undefined, api: KeyValueApi, close: () => void = () => undefined): Target {

@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -81,6 +82,56 @@ describe("fs driver", () => {
     expect(await codeOf(() => storage.setItem("link:new", 1))).toBe("E_INVALID_KEY");
     expect(await storage.getKeys()).toEqual([]);
     expect(readdirSync(outside)).toEqual(["secret"]);
+  });
+
+  it("keys reach the driver confined: absolute paths land inside base, dot segments are refused", async () => {
+    const base = tempDir();
+    const driver = fsDriver({ base });
+    await driver.setItem!("/abs/path", "1", {});
+    expect(readFileSync(join(base, "abs", "path"), "utf8")).toBe("1");
+    for (const key of ["a/../../escape", "..", "a:.:b", "nul\0byte"]) {
+      let code: string | undefined;
+      try {
+        await driver.setItem!(key, "x", {});
+      } catch (error) {
+        code = isStorageError(error) ? error.code : String(error);
+      }
+      expect(code).toBe("E_INVALID_KEY");
+    }
+    expect(readdirSync(base)).toEqual(["abs"]);
+  });
+
+  it("a reader in another process never sees a half-written value", async () => {
+    const base = tempDir();
+    const storage = createStorage({ driver: fsDriver({ base }) });
+    const size = 2 * 1024 * 1024;
+    const [a, b] = ["a", "b"].map((char) => char.repeat(size));
+    await storage.setItemRaw("big", Buffer.from(a!));
+    // The child reads the file as fast as it can and reports any read that is not one whole value.
+    const reader = spawn(process.execPath, [
+      "-e",
+      `const fs = require("fs"); const file = process.argv[1]; let torn = 0, reads = 0;
+       const stop = Date.now() + 1500;
+       while (Date.now() < stop) { const text = fs.readFileSync(file, "latin1"); reads++;
+         if (text.length !== ${size} || (text !== "a".repeat(${size}) && text !== "b".repeat(${size}))) torn++; }
+       process.stdout.write(JSON.stringify({ torn, reads }));`,
+      join(base, "big"),
+    ]);
+    let output = "";
+    reader.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const done = new Promise((resolve) => reader.on("exit", resolve));
+    let writes = 0;
+    const until = Date.now() + 1200;
+    while (Date.now() < until) {
+      storage.setItemRawSync("big", Buffer.from(writes % 2 ? a! : b!));
+      writes++;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await done;
+    const { torn, reads } = JSON.parse(output) as { torn: number; reads: number };
+    expect(writes).toBeGreaterThan(5);
+    expect(reads).toBeGreaterThan(5);
+    expect(torn).toBe(0);
   });
 
   it("getMeta reports the file's times and size", async () => {
