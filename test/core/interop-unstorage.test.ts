@@ -59,7 +59,7 @@ describe.each(drivers)("stowage %s driver in unstorage", (_name, make) => {
     await storage.setItemRaw("raw", new Uint8Array([0, 1, 255]));
     expect([...((await storage.getItemRaw("raw")) as Uint8Array)]).toEqual([0, 1, 255]);
     await storage.setItem("m", 1);
-    expect((await storage.getMeta("m")).mtime).toBeInstanceOf(Date);
+    expect((await storage.getMeta("m")).size).toBe(1);
   });
 
   it("watch events reach unstorage's listeners", async () => {
