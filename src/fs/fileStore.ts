@@ -15,6 +15,7 @@ import {
   unlinkSync,
   writeSync,
   type Dirent,
+  type Stats,
 } from "node:fs";
 import { isAbsolute, join, resolve, sep } from "node:path";
 import { threadId } from "node:worker_threads";
@@ -120,13 +121,19 @@ export class FileStore {
     }
   }
 
-  /** The real path of an existing key's file, or undefined when there is none. */
-  private existing(key: string): string | undefined {
+  /**
+   * The real path and stats of an existing key's file (not a directory), or
+   * undefined when there is none. The stat settles a missing key without an
+   * exception (every TTL sidecar lookup is one); the real path keeps symlinks
+   * from leading out of base.
+   */
+  private existing(key: string): { real: string; stats: Stats } | undefined {
     const path = this.pathOf(key);
+    let stats: Stats | undefined;
     let real: string;
     try {
-      // A missing key is common (every TTL sidecar lookup): a stat that does not throw settles it cheaply.
-      if (statSync(path, { throwIfNoEntry: false }) === undefined) return undefined;
+      stats = statSync(path, { throwIfNoEntry: false });
+      if (stats === undefined || !stats.isFile()) return undefined;
       real = realpathSync.native(path);
     } catch (error) {
       const errno = errnoOf(error);
@@ -134,29 +141,21 @@ export class FileStore {
       throw this.ioError(error, key, "read");
     }
     this.assertInside(real, key);
-    return real;
+    return { real, stats };
   }
 
   has(key: string): boolean {
-    const real = this.existing(key);
-    if (real === undefined) return false;
-    try {
-      return statSync(real).isFile();
-    } catch (error) {
-      if (errnoOf(error) === "ENOENT") return false;
-      throw this.ioError(error, key, "stat");
-    }
+    return this.existing(key) !== undefined;
   }
 
   read(key: string): Buffer | null {
-    const real = this.existing(key);
-    if (real === undefined) return null;
+    const found = this.existing(key);
+    if (found === undefined) return null;
     try {
-      return readFileSync(real);
+      return readFileSync(found.real);
     } catch (error) {
-      const errno = errnoOf(error);
-      // A directory is where deeper keys live, not a value.
-      if (errno === "ENOENT" || errno === "EISDIR") return null;
+      // Removed since the stat: the key holds nothing now.
+      if (errnoOf(error) === "ENOENT") return null;
       throw this.ioError(error, key, "read");
     }
   }
@@ -167,16 +166,9 @@ export class FileStore {
   }
 
   meta(key: string): StorageMeta | null {
-    const real = this.existing(key);
-    if (real === undefined) return null;
-    try {
-      const stats = statSync(real);
-      if (!stats.isFile()) return null;
-      return { atime: stats.atime, mtime: stats.mtime, ctime: stats.ctime, birthtime: stats.birthtime, size: stats.size };
-    } catch (error) {
-      if (errnoOf(error) === "ENOENT") return null;
-      throw this.ioError(error, key, "stat");
-    }
+    const stats = this.existing(key)?.stats;
+    if (stats === undefined) return null;
+    return { atime: stats.atime, mtime: stats.mtime, ctime: stats.ctime, birthtime: stats.birthtime, size: stats.size };
   }
 
   private assertWritable(key?: string): void {
