@@ -89,7 +89,7 @@ async function main(): Promise<void> {
 
   const results: Record<string, Record<string, number>> = {};
   for (const workload of workloads) {
-    const bench = new Bench({ time: 600, warmupTime: 150, setup: () => (globalThis as { gc?: () => void }).gc?.() });
+    const bench = new Bench({ time: 1500, warmupTime: 500, setup: () => (globalThis as { gc?: () => void }).gc?.() });
     for (const target of chosen) {
       let i = 0;
       bench.add(target.name, () => workload.run(target, i++));

@@ -39,8 +39,8 @@ const RESOLVED: Promise<undefined> = Promise.resolve(undefined);
 const NO_OPTIONS: TransactionOptions = Object.freeze({});
 
 
-/** A write on its way to a driver: serialized text or raw bytes. */
-type Payload = { raw: false; text: string } | { raw: true; bytes: Uint8Array };
+/** A write on its way to a driver: serialized text, or raw bytes from setItemRaw. */
+type Payload = string | Uint8Array;
 
 export interface CoreStorageOptions extends CreateStorageOptions {
   driver: Driver;
@@ -199,13 +199,20 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function readStep(loc: Located, opts: TransactionOptions, raw: boolean): MaybePromise<unknown> {
     const driver = loc.mount.driver;
     const stored = raw && driver.getItemRaw ? driver.getItemRaw(loc.rel, opts) : driver.getItem(loc.rel, opts);
+    // Reads are the hottest path: no closure unless the driver is async or the core keeps TTL.
+    if (!isPromise(stored) && (stored === null || stored === undefined || !needsCoreTtl(loc))) return stored ?? null;
     return chain(stored, (value) => unlessExpired(loc, value, opts));
+  }
+
+  function deserializeStored(stored: unknown): unknown {
+    return stored === null ? null : serializer.deserialize(stored);
   }
 
   function getItemStep(sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<unknown> {
     const loc = locate(key, sync);
     if (opts.version !== undefined) return getVersion(loc, opts);
-    return chain(readStep(loc, opts, false), (stored) => (stored === null ? null : serializer.deserialize(stored)));
+    const stored = readStep(loc, opts, false);
+    return isPromise(stored) ? stored.then(deserializeStored) : deserializeStored(stored);
   }
 
   function getItemRawStep(sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<Uint8Array | null> {
@@ -302,11 +309,11 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function put(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
     const driver = loc.mount.driver;
-    if (payload.raw) {
-      if (driver.setItemRaw) return driver.setItemRaw(loc.rel, payload.bytes, opts);
-      if (driver.setItem) return driver.setItem(loc.rel, serializeRaw(payload.bytes), opts);
-    } else if (driver.setItem) {
-      return driver.setItem(loc.rel, payload.text, opts);
+    if (typeof payload === "string") {
+      if (driver.setItem) return driver.setItem(loc.rel, payload, opts);
+    } else {
+      if (driver.setItemRaw) return driver.setItemRaw(loc.rel, payload, opts);
+      if (driver.setItem) return driver.setItem(loc.rel, serializeRaw(payload), opts);
     }
     throw readOnly(loc.mount, loc.key);
   }
@@ -332,13 +339,13 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function setItemStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
     if (value === undefined) return removeItemStep(sync, key, opts);
     const loc = locate(key, sync);
-    return writeStep(loc, { raw: false, text: serializer.serialize(value) }, opts);
+    return writeStep(loc, serializer.serialize(value), opts);
   }
 
   function setItemRawStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
     if (value === undefined) return removeItemStep(sync, key, opts);
     const loc = locate(key, sync);
-    return writeStep(loc, { raw: true, bytes: toBytes(value) }, opts);
+    return writeStep(loc, toBytes(value), opts);
   }
 
   function setItemsStep(sync: boolean, items: SetItemsInput, common: SetOptions = NO_OPTIONS): MaybePromise<void> {
@@ -363,7 +370,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function writeGroup(mount: Mount, group: { loc: Located; text: string; options: SetOptions }[], common: SetOptions): MaybePromise<void> {
     const driver = mount.driver;
     if (!driver.setItems || !mount.nativeTtl) {
-      return chain(all(group.map(({ loc, text, options }) => writeStep(loc, { raw: false, text }, options))), () => undefined);
+      return chain(all(group.map(({ loc, text, options }) => writeStep(loc, text, options))), () => undefined);
     }
     const request = group.map(({ loc, text, options }) => {
       const ttl = isMetaKey(loc.rel) ? checkTtl(options.ttl) : (checkTtl(options.ttl) ?? defaultTtl);

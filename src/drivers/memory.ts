@@ -23,10 +23,6 @@ function conflict(key: string, why: string): StorageError {
   return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
 }
 
-function copyOut(value: MemoryValue): MemoryValue {
-  return typeof value === "string" ? value : value.slice();
-}
-
 /**
  * Keys in a Map. Every method answers synchronously (flag `sync`); expiry,
  * etags, atomic commits and change events are native. Raw values are copied
@@ -107,6 +103,13 @@ export default defineDriver((input: MemoryOptions | void) => {
     emit("remove", key);
   };
 
+  // One Map lookup for a live key; the expiry check only while some key can expire.
+  const read = (key: string): MemoryValue | null => {
+    const value = data.get(key);
+    if (value === undefined || (expiring > 0 && !alive(key))) return null;
+    return typeof value === "string" ? value : value.slice();
+  };
+
   const keysUnder = (base: string, maxDepth: number | undefined): string[] => {
     const keys: string[] = [];
     const now = Date.now();
@@ -141,9 +144,9 @@ export default defineDriver((input: MemoryOptions | void) => {
     flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, watch: true, clearBase: true, nestedKeys: true },
     getInstance: () => data,
     hasItem: (key: string) => alive(key),
-    getItem: (key: string) => (alive(key) ? copyOut(data.get(key)!) : null),
-    getItemRaw: (key: string) => (alive(key) ? copyOut(data.get(key)!) : null),
-    getItems: (items: { key: string }[]) => items.map(({ key }) => ({ key, value: alive(key) ? copyOut(data.get(key)!) : null })),
+    getItem: read,
+    getItemRaw: read,
+    getItems: (items: { key: string }[]) => items.map(({ key }) => ({ key, value: read(key) })),
     setItem(key: string, value: string, opts: SetOptions) {
       checkGuard(key, opts);
       store(key, value, opts);
