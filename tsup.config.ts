@@ -8,6 +8,7 @@ export default defineConfig({
     "drivers/memory": "src/drivers/memory.ts",
     "drivers/fs": "src/drivers/fs.ts",
     "drivers/fs-lite": "src/drivers/fs-lite.ts",
+    "drivers/sqlite": "src/drivers/sqlite.ts",
   },
   format: ["esm"],
   target: "node20",
@@ -15,6 +16,6 @@ export default defineConfig({
   clean: true,
   sourcemap: true,
   splitting: true,
-  // vitest is the kit's peer: the test runner of whoever runs the kit.
-  external: ["vitest"],
+  // Peers: the kit's test runner and the backends' clients, installed by whoever uses them.
+  external: ["vitest", "better-sqlite3"],
 });

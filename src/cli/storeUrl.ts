@@ -11,10 +11,11 @@ const SCHEMES: Record<string, DriverLoader> = {
   memory: async () => (await import("../drivers/memory.js")).default({}),
   fs: async (base) => (await import("../drivers/fs.js")).default({ base: requireLocation("fs", base) }),
   "fs-lite": async (base) => (await import("../drivers/fs-lite.js")).default({ base: requireLocation("fs-lite", base) }),
+  sqlite: async (path) => (await import("../drivers/sqlite.js")).default({ path: requireLocation("sqlite", path) }),
 };
 
 function requireLocation(scheme: string, location: string): string {
-  if (!location) throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store needs a directory, as in ${scheme}:./data`);
+  if (!location) throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store needs a location, as in ${scheme}:./data`);
   return location;
 }
 

@@ -1,0 +1,23 @@
+/**
+ * A second process for driver tests: `tsx storeWorker.ts <driver> <path> <mode> <count>`.
+ * mode "increment": `count` CAS increments of the key "counter".
+ * mode "write": writes key:0, key:1, … and prints each index once its write returned.
+ */
+import { createStorage, type Driver } from "../../src/index.js";
+
+const [driverName, path, mode, countText] = process.argv.slice(2);
+const drivers: Record<string, () => Promise<Driver>> = {
+  sqlite: async () => (await import("../../src/drivers/sqlite.js")).default({ path: path! }),
+};
+const storage = createStorage({ driver: await drivers[driverName!]!() });
+const count = Number(countText);
+
+if (mode === "increment") {
+  for (let i = 0; i < count; i++) await storage.update<number>("counter", (n) => (n ?? 0) + 1, { retries: 10_000 });
+} else if (mode === "write") {
+  for (let i = 0; i < count; i++) {
+    await storage.setItem(`key:${i}`, { i, padding: "x".repeat(200) });
+    process.stdout.write(`${i}\n`);
+  }
+}
+await storage.dispose();
