@@ -6,8 +6,10 @@ import unstorageFsLite from "unstorage/drivers/fs-lite";
 import unstorageMemory from "unstorage/drivers/memory";
 import { createStorage } from "../src/index.js";
 import fsDriver from "../src/drivers/fs.js";
+import Database from "better-sqlite3";
 import fsLite from "../src/drivers/fs-lite.js";
 import memory from "../src/drivers/memory.js";
+import sqlite from "../src/drivers/sqlite.js";
 
 /** The operations every benchmarked store offers, sync or async. */
 interface KeyValueApi {
@@ -48,6 +50,33 @@ function mapCeiling(): Target {
   });
 }
 
+/** better-sqlite3 used by hand the plain way: one key/value table, WAL, prepared statements, JSON. */
+function rawSqlite(path: string): Target {
+  const db = new Database(path);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.exec("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID");
+  const put = db.prepare<[string, string]>("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+  const get = db.prepare<[string], { value: string }>("SELECT value FROM kv WHERE key = ?");
+  const has = db.prepare<[string], { one: number }>("SELECT 1 AS one FROM kv WHERE key = ?");
+  const keys = db.prepare<[], { key: string }>("SELECT key FROM kv").pluck();
+  const putMany = db.transaction((items: { key: string; value: unknown }[]) => {
+    for (const { key, value } of items) put.run(key, JSON.stringify(value));
+  });
+  const read = (key: string) => {
+    const row = get.get(key);
+    return row ? JSON.parse(row.value) : null;
+  };
+  return target("better-sqlite3 (raw)", undefined, {
+    setItem: (key, value) => put.run(key, JSON.stringify(value)),
+    getItem: read,
+    hasItem: (key) => has.get(key) !== undefined,
+    getKeys: () => keys.all(),
+    setItems: (items) => putMany(items),
+    getItems: (keys) => keys.map((key) => ({ key, value: read(key) })),
+  }, () => db.close());
+}
+
 export function makeTargets(): Target[] {
   const stowageMemory = createStorage({ driver: memory() });
   const stowageMemorySync = createStorage({ driver: memory() });
@@ -56,6 +85,8 @@ export function makeTargets(): Target[] {
   const unstorageFsDir = tempBase("unstorage-fs-lite");
   const stowageFs = createStorage({ driver: fsDriver({ base: fsDir.base }) });
   const stowageFsLite = createStorage({ driver: fsLite({ base: fsLiteDir.base }) });
+  const sqliteDir = tempBase("sqlite");
+  const stowageSqlite = createStorage({ driver: sqlite({ path: join(sqliteDir.base, "stowage.db") }) });
   return [
     mapCeiling(),
     target("unstorage memory", undefined, createUnstorage({ driver: unstorageMemory() })),
@@ -71,5 +102,9 @@ export function makeTargets(): Target[] {
     target("unstorage fs-lite", undefined, createUnstorage({ driver: unstorageFsLite({ base: unstorageFsDir.base }) }), unstorageFsDir.remove),
     target("stowage fs", "unstorage fs-lite", stowageFs, fsDir.remove),
     target("stowage fs-lite", "unstorage fs-lite", stowageFsLite, fsLiteDir.remove),
+    rawSqlite(join(sqliteDir.base, "raw.db")),
+    target("stowage sqlite", "better-sqlite3 (raw)", stowageSqlite, () => {
+      void stowageSqlite.dispose().then(sqliteDir.remove);
+    }),
   ];
 }

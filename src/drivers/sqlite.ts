@@ -70,11 +70,14 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
 
   // A row is alive while it has no expiry or its expiry lies ahead.
   const alive = "(expires_at IS NULL OR expires_at > @now)";
+  const alivePositional = "(expires_at IS NULL OR expires_at > ?)";
   const statements = {
     get: db.prepare<{ key: string; now: number }, Row>(`SELECT value, version, mtime, expires_at FROM ${table} WHERE key = @key AND ${alive}`),
-    has: db.prepare<{ key: string; now: number }, { one: number }>(`SELECT 1 AS one FROM ${table} WHERE key = @key AND ${alive}`),
-    upsert: db.prepare(
-      `INSERT INTO ${table} (key, value, version, mtime, expires_at) VALUES (@key, @value, @first, @now, @expires)
+    // The hot paths take positional parameters and pluck one column: both measurably cheaper in better-sqlite3.
+    value: db.prepare<[string, number], string | Buffer>(`SELECT value FROM ${table} WHERE key = ? AND ${alivePositional}`).pluck(),
+    has: db.prepare<[string, number], number>(`SELECT 1 FROM ${table} WHERE key = ? AND ${alivePositional}`).pluck(),
+    upsert: db.prepare<[string, string | Uint8Array, number, number, number | null]>(
+      `INSERT INTO ${table} (key, value, version, mtime, expires_at) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = version + 1, mtime = excluded.mtime, expires_at = excluded.expires_at`,
     ),
     insertIfAbsent: db.prepare(
@@ -87,10 +90,10 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
     ),
     remove: db.prepare<{ key: string }>(`DELETE FROM ${table} WHERE key = @key`),
     removeIfVersion: db.prepare(`DELETE FROM ${table} WHERE key = @key AND version = @version AND ${alive}`),
-    keysInRange: db.prepare<{ from: string; to: string; now: number }, { key: string }>(
-      `SELECT key FROM ${table} WHERE key >= @from AND key < @to AND ${alive}`,
-    ),
-    allKeys: db.prepare<{ now: number }, { key: string }>(`SELECT key FROM ${table} WHERE ${alive}`),
+    keysInRange: db
+      .prepare<[string, string, number], string>(`SELECT key FROM ${table} WHERE key >= ? AND key < ? AND ${alivePositional}`)
+      .pluck(),
+    allKeys: db.prepare<[number], string>(`SELECT key FROM ${table} WHERE ${alivePositional}`).pluck(),
     pageInRange: db.prepare<{ after: string; to: string; now: number; limit: number }, { key: string }>(
       `SELECT key FROM ${table} WHERE key > @after AND key < @to AND ${alive} ORDER BY key LIMIT @limit`,
     ),
@@ -109,7 +112,7 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
 
   const read = (key: string): Row | undefined => statements.get.get({ key, now: Date.now() });
   // Text from setItem, bytes (a fresh Buffer) from setItemRaw.
-  const valueOf = (key: string): string | Buffer | null => read(key)?.value ?? null;
+  const valueOf = (key: string): string | Buffer | null => statements.value.get(key, Date.now()) ?? null;
 
   /** Writes one value under the guards its options carry; E_CONFLICT when a guard fails. */
   const write = (key: string, value: string | Uint8Array, opts: SetOptions | undefined) => {
@@ -126,7 +129,7 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
       if (statements.insertIfAbsent.run(params).changes === 0) throw conflict(key, "Key already exists");
       return;
     }
-    statements.upsert.run(params);
+    statements.upsert.run(key, value, params.first, now, params.expires);
   };
 
   const remove = (key: string, opts: RemoveOptions | undefined) => {
@@ -142,8 +145,7 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
 
   const keysUnder = (base: string): string[] => {
     const now = Date.now();
-    const rows = base ? statements.keysInRange.all({ from: base, to: prefixEnd(base), now }) : statements.allKeys.all({ now });
-    return rows.map((row) => row.key);
+    return base ? statements.keysInRange.all(base, prefixEnd(base), now) : statements.allKeys.all(now);
   };
 
   // Checks run inside the same IMMEDIATE transaction as the writes, so nothing can slip in between.
@@ -169,7 +171,7 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
     options,
     flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => db,
-    hasItem: (key: string) => statements.has.get({ key, now: Date.now() }) !== undefined,
+    hasItem: (key: string) => statements.has.get(key, Date.now()) !== undefined,
     getItem: valueOf,
     getItemRaw: valueOf,
     getItems: (items: { key: string }[]) => items.map(({ key }) => ({ key, value: valueOf(key) })),
