@@ -38,7 +38,6 @@ const RESOLVED: Promise<undefined> = Promise.resolve(undefined);
 /** The options object drivers get when the caller passed none (unstorage always passes one). */
 const NO_OPTIONS: TransactionOptions = Object.freeze({});
 
-
 /** A write on its way to a driver: serialized text, or raw bytes from setItemRaw. */
 type Payload = string | Uint8Array;
 
