@@ -1,10 +1,12 @@
 import { writeFileSync } from "node:fs";
 import { Bench } from "tinybench";
+import { runEmbedded } from "./embedded.js";
 import { makeTargets, type Target } from "./targets.js";
 
 /**
  * `npm run bench [-- <filter>] [-- --json <file>]`: every workload for
- * stowage and its peers in one process, with ops/s and ratios.
+ * stowage and its peers in one process, with ops/s and ratios, then the
+ * embedded drivers at scale (`-- embedded` runs only those).
  */
 
 const KEY_COUNT = 10_000;
@@ -87,6 +89,11 @@ async function populate(target: Target): Promise<void> {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.filter === "embedded") {
+    const embedded = await runEmbedded();
+    if (args.json) writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, embedded }, null, 2));
+    return;
+  }
   const targets = makeTargets();
   const { workloads, chosen } = select(args.filter, targets);
   for (const target of chosen) await populate(target);
@@ -109,7 +116,10 @@ async function main(): Promise<void> {
   }
   const goals = printGoals(results);
   for (const target of targets) target.close();
-  if (args.json) writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, keys: KEY_COUNT, results, goals }, null, 2));
+  const embedded = args.filter ? undefined : await runEmbedded();
+  if (args.json) {
+    writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, keys: KEY_COUNT, results, goals, embedded }, null, 2));
+  }
 }
 
 const format = (n: number) => Math.round(n).toLocaleString("en-US");
