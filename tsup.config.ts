@@ -9,6 +9,7 @@ export default defineConfig({
     "drivers/fs": "src/drivers/fs.ts",
     "drivers/fs-lite": "src/drivers/fs-lite.ts",
     "drivers/sqlite": "src/drivers/sqlite.ts",
+    "drivers/leveldb": "src/drivers/leveldb.ts",
   },
   format: ["esm"],
   target: "node20",
@@ -17,5 +18,5 @@ export default defineConfig({
   sourcemap: true,
   splitting: true,
   // Peers: the kit's test runner and the backends' clients, installed by whoever uses them.
-  external: ["vitest", "better-sqlite3"],
+  external: ["vitest", "better-sqlite3", "classic-level"],
 });

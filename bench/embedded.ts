@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Bench } from "tinybench";
 import { createStorage, type Driver, type Storage } from "../src/index.js";
+import leveldb from "../src/drivers/leveldb.js";
 import sqlite from "../src/drivers/sqlite.js";
 
 /**
@@ -16,7 +17,10 @@ const LATENCY_KEYS = 100_000;
 const SCALE_KEYS = 1_000_000;
 const GROUPS = 1000;
 
-const DRIVERS: { name: string; make: (dir: string) => Driver }[] = [{ name: "sqlite", make: (dir) => sqlite({ path: join(dir, "store.db") }) }];
+const DRIVERS: { name: string; make: (dir: string) => Driver }[] = [
+  { name: "sqlite", make: (dir) => sqlite({ path: join(dir, "store.db") }) },
+  { name: "leveldb", make: (dir) => leveldb({ path: join(dir, "db") }) },
+];
 
 const value = (i: number) => ({ id: i, name: `user-${String(i).padStart(7, "0")}`, email: `user${i}@example.com`, active: true });
 

@@ -59,6 +59,8 @@ const GOALS: { workload: string; target: string; peer: string; min: number }[] =
   { workload: "getKeys", target: "stowage fs", peer: "unstorage fs-lite", min: 1 },
   { workload: "getItem", target: "stowage sqlite", peer: "better-sqlite3 (raw)", min: 0.8 },
   { workload: "setItem", target: "stowage sqlite", peer: "better-sqlite3 (raw)", min: 0.8 },
+  { workload: "getItem", target: "stowage leveldb", peer: "classic-level (raw)", min: 0.8 },
+  { workload: "setItem", target: "stowage leveldb", peer: "classic-level (raw)", min: 0.8 },
 ];
 
 function parseArgs(argv: string[]): { filter?: string; json?: string } {

@@ -7,8 +7,10 @@ import unstorageMemory from "unstorage/drivers/memory";
 import { createStorage } from "../src/index.js";
 import fsDriver from "../src/drivers/fs.js";
 import Database from "better-sqlite3";
+import { ClassicLevel } from "classic-level";
 import fsLite from "../src/drivers/fs-lite.js";
 import memory from "../src/drivers/memory.js";
+import leveldb from "../src/drivers/leveldb.js";
 import sqlite from "../src/drivers/sqlite.js";
 
 /** The operations every benchmarked store offers, sync or async. */
@@ -77,6 +79,20 @@ function rawSqlite(path: string): Target {
   }, () => db.close());
 }
 
+/** classic-level used by hand: JSON values, batches for setItems, getMany for getItems. */
+function rawLevel(path: string): Target {
+  const db = new ClassicLevel<string, string>(path, { valueEncoding: "utf8" });
+  const parse = (text: string | undefined) => (text === undefined ? null : JSON.parse(text));
+  return target("classic-level (raw)", undefined, {
+    setItem: (key, value) => db.put(key, JSON.stringify(value)),
+    getItem: async (key) => parse(await db.get(key)),
+    hasItem: async (key) => (await db.get(key)) !== undefined,
+    getKeys: () => db.keys().all(),
+    setItems: (items) => db.batch(items.map(({ key, value }) => ({ type: "put" as const, key, value: JSON.stringify(value) }))),
+    getItems: async (keys) => (await db.getMany(keys)).map((text, index) => ({ key: keys[index], value: parse(text) })),
+  }, () => void db.close());
+}
+
 export function makeTargets(): Target[] {
   const stowageMemory = createStorage({ driver: memory() });
   const stowageMemorySync = createStorage({ driver: memory() });
@@ -87,6 +103,8 @@ export function makeTargets(): Target[] {
   const stowageFsLite = createStorage({ driver: fsLite({ base: fsLiteDir.base }) });
   const sqliteDir = tempBase("sqlite");
   const stowageSqlite = createStorage({ driver: sqlite({ path: join(sqliteDir.base, "stowage.db") }) });
+  const levelDir = tempBase("leveldb");
+  const stowageLevel = createStorage({ driver: leveldb({ path: join(levelDir.base, "stowage") }) });
   return [
     mapCeiling(),
     target("unstorage memory", undefined, createUnstorage({ driver: unstorageMemory() })),
@@ -105,6 +123,10 @@ export function makeTargets(): Target[] {
     rawSqlite(join(sqliteDir.base, "raw.db")),
     target("stowage sqlite", "better-sqlite3 (raw)", stowageSqlite, () => {
       void stowageSqlite.dispose().then(sqliteDir.remove);
+    }),
+    rawLevel(join(levelDir.base, "raw")),
+    target("stowage leveldb", "classic-level (raw)", stowageLevel, () => {
+      void stowageLevel.dispose().then(levelDir.remove);
     }),
   ];
 }

@@ -11,6 +11,7 @@ const SCHEMES: Record<string, DriverLoader> = {
   memory: async () => (await import("../drivers/memory.js")).default({}),
   fs: async (base) => (await import("../drivers/fs.js")).default({ base: requireLocation("fs", base) }),
   "fs-lite": async (base) => (await import("../drivers/fs-lite.js")).default({ base: requireLocation("fs-lite", base) }),
+  leveldb: async (path) => (await import("../drivers/leveldb.js")).default({ path: requireLocation("leveldb", path) }),
   sqlite: async (path) => (await import("../drivers/sqlite.js")).default({ path: requireLocation("sqlite", path) }),
 };
 

@@ -1,0 +1,188 @@
+import { ClassicLevel } from "classic-level";
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError } from "../core/errors.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import { serializeRaw } from "../core/serializer.js";
+import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+
+export interface LeveldbOptions {
+  /** Directory of the database (created if missing). Required. */
+  path: string;
+}
+
+/** The classic-level database `getInstance()` returns. */
+export type LeveldbDatabase = ClassicLevel<string, string>;
+
+const DRIVER_NAME = "leveldb";
+// Each key's record ("version" or "version,expires") lives under NUL + key: no stowage key can
+// hold NUL, so records sort before every key.
+const VERSION_PREFIX = "\u0000";
+const FIRST_KEY = "\u0001";
+
+type Operation = { type: "put"; key: string; value: string } | { type: "del"; key: string };
+
+function conflict(key: string, why: string): StorageError {
+  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
+}
+
+/** The smallest string greater than every string that starts with `prefix`. */
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+/** A new etag per write; random, so a key written again never reuses one. */
+function newVersion(): string {
+  return Math.floor(Math.random() * 2 ** 53).toString(36);
+}
+
+/**
+ * Keys in a LevelDB database through classic-level: async only, every write
+ * a batch that stores the value and its version together. LevelDB lets one
+ * process open a database, so writes queue through one in-process lock,
+ * which makes etag checks and the writes they guard atomic.
+ */
+export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOptions) => {
+  if (!options?.path) throw new StorageError("E_INVALID_OPTION", "The leveldb driver needs a path", { driver: DRIVER_NAME });
+  const db = new ClassicLevel<string, string>(options.path, { valueEncoding: "utf8" });
+  let queue: Promise<unknown> = Promise.resolve();
+
+  /** Runs writes one at a time; a failed one fails its caller and does not stop the queue. */
+  function exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = queue.then(work);
+    queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /** A key's etag and expiry, read from its record; expired keys have none. */
+  const parseRecord = (record: string | undefined, now: number): { version: string; expires?: number } | null => {
+    if (record === undefined) return null;
+    const comma = record.indexOf(",");
+    if (comma === -1) return { version: record };
+    const expires = Number(record.slice(comma + 1));
+    return expires <= now ? null : { version: record.slice(0, comma), expires };
+  };
+
+  /** The value of a key and its record, in one read; null when absent or expired. */
+  const read = async (key: string): Promise<{ value: string; version: string; expires?: number } | null> => {
+    const [value, record] = await db.getMany([key, VERSION_PREFIX + key]);
+    const parsed = parseRecord(record, Date.now());
+    return value === undefined || parsed === null ? null : { value, ...parsed };
+  };
+
+  const versionOf = async (key: string): Promise<string | null> => (await read(key))?.version ?? null;
+
+  const put = (key: string, value: string, opts: SetOptions | undefined): Operation[] => [
+    { type: "put", key, value },
+    { type: "put", key: VERSION_PREFIX + key, value: opts?.ttl === undefined ? newVersion() : `${newVersion()},${Date.now() + opts.ttl}` },
+  ];
+
+  /** Keys of a listing that have not expired: their records are read in one call. */
+  const unexpired = async (keys: string[]): Promise<string[]> => {
+    const records = await db.getMany(keys.map((key) => VERSION_PREFIX + key));
+    const now = Date.now();
+    return keys.filter((_, index) => records[index] === undefined || parseRecord(records[index], now) !== null);
+  };
+  const del = (key: string): Operation[] => [
+    { type: "del", key },
+    { type: "del", key: VERSION_PREFIX + key },
+  ];
+
+  /** Throws E_CONFLICT unless the guards of a write hold; runs inside the lock. */
+  async function checkGuards(key: string, opts: SetOptions | RemoveOptions | undefined): Promise<void> {
+    const ifMatch = opts?.ifMatch;
+    const ifNoneMatch = (opts as SetOptions | undefined)?.ifNoneMatch;
+    if (ifMatch === undefined && ifNoneMatch === undefined) return;
+    const version = await versionOf(key);
+    if (ifNoneMatch === "*" && version !== null) throw conflict(key, "Key already exists");
+    if (ifMatch !== undefined && version !== ifMatch) throw conflict(key, "Stored version differs");
+  }
+
+  const range = (base: string) => (base ? { gte: base, lt: prefixEnd(base) } : { gte: FIRST_KEY });
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    getInstance: () => db,
+    hasItem: async (key: string) => (await read(key)) !== null,
+    getItem: async (key: string) => (await read(key))?.value ?? null,
+    getItems: async (items: { key: string }[]) => {
+      const keys = items.map((item) => item.key);
+      const found = await db.getMany([...keys, ...keys.map((key) => VERSION_PREFIX + key)]);
+      const now = Date.now();
+      return keys.map((key, index) => {
+        const value = found[index];
+        const alive = value !== undefined && parseRecord(found[keys.length + index], now) !== null;
+        return { key, value: alive ? value : null };
+      });
+    },
+    setItem: (key: string, value: string, opts: SetOptions) =>
+      exclusive(async () => {
+        await checkGuards(key, opts);
+        await db.batch(put(key, value, opts));
+      }),
+    setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
+      exclusive(async () => {
+        for (const item of items) await checkGuards(item.key, item.options ?? common);
+        await db.batch(items.flatMap((item) => put(item.key, item.value, item.options ?? common)));
+      }),
+    removeItem: (key: string, opts: RemoveOptions) =>
+      exclusive(async () => {
+        await checkGuards(key, opts);
+        await db.batch(del(key));
+      }),
+    getMeta: async (key: string): Promise<StorageMeta | null> => {
+      const found = await read(key);
+      if (found === null) return null;
+      const meta: StorageMeta = { etag: found.version, size: Buffer.byteLength(found.value) };
+      if (found.expires !== undefined) {
+        meta.expires = new Date(found.expires);
+        meta.ttl = Math.max(0, found.expires - Date.now());
+      }
+      return meta;
+    },
+    getKeys: async (base: string, opts: { maxDepth?: number }) => {
+      const all = await db.keys(range(base ?? "")).all();
+      const keys = opts?.maxDepth === undefined ? all : all.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+      return unexpired(keys);
+    },
+    async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
+      const iterator = db.keys(range(base ?? ""));
+      try {
+        for (;;) {
+          const keys = await iterator.nextv(opts.batchSize ?? 1000);
+          if (keys.length === 0) return;
+          yield unexpired(opts.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth)));
+        }
+      } finally {
+        await iterator.close();
+      }
+    },
+    clear: (base: string) =>
+      exclusive(async () => {
+        await db.clear(range(base ?? ""));
+        await db.clear(base ? { gte: VERSION_PREFIX + base, lt: VERSION_PREFIX + prefixEnd(base) } : { gte: VERSION_PREFIX, lt: FIRST_KEY });
+      }),
+    commit: (operations: CommitOperation[]) =>
+      exclusive(async () => {
+        const batch: Operation[] = [];
+        for (const op of operations) {
+          if (op.type === "check") {
+            if ((await versionOf(op.key)) !== op.etag) throw conflict(op.key, "Stored version differs");
+            continue;
+          }
+          await checkGuards(op.key, op.options);
+          if (op.type === "remove") batch.push(...del(op.key));
+          else batch.push(...put(op.key, op.type === "set" ? op.value : serializeRaw(op.value), op.options));
+        }
+        await db.batch(batch);
+      }),
+    dispose: async () => {
+      await queue;
+      await db.close();
+    },
+  };
+});

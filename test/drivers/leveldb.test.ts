@@ -1,0 +1,30 @@
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { createStorage } from "../../src/index.js";
+import leveldb from "../../src/drivers/leveldb.js";
+import { testDriver } from "../../src/testing/index.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+testDriver({ name: "leveldb", driver: () => leveldb({ path: join(tempDir("leveldb"), "db") }) });
+
+describe("leveldb driver", () => {
+  it("reopens with what was written, and lists a prefix from its range", async () => {
+    const path = join(tempDir("leveldb-reopen"), "db");
+    const first = createStorage({ driver: leveldb({ path }) });
+    await first.setItems(Array.from({ length: 300 }, (_, i) => ({ key: `${i % 3 ? "x" : "y"}:${i}`, value: i })));
+    await first.dispose();
+    const second = createStorage({ driver: leveldb({ path }) });
+    expect((await second.getKeys("y")).length).toBe(100);
+    expect(await second.getItem("x:1")).toBe(1);
+    await second.dispose();
+  });
+});
+
+describe("leveldb transactions", () => {
+  it("carry raw values too", async () => {
+    const storage = createStorage({ driver: leveldb({ path: join(tempDir("leveldb-raw"), "db") }) });
+    await storage.transaction(async (tx) => tx.setItemRaw("bin", new Uint8Array([0, 255])));
+    expect([...(await storage.getItemRaw("bin"))!]).toEqual([0, 255]);
+    await storage.dispose();
+  });
+});
