@@ -96,7 +96,7 @@ async function main(): Promise<void> {
     if (args.json) writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, embedded }, null, 2));
     return;
   }
-  const targets = makeTargets();
+  const targets = await makeTargets();
   const { workloads, chosen } = select(args.filter, targets);
   for (const target of chosen) await populate(target);
 

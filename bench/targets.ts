@@ -12,6 +12,7 @@ import fsLite from "../src/drivers/fs-lite.js";
 import memory from "../src/drivers/memory.js";
 import leveldb from "../src/drivers/leveldb.js";
 import sqlite from "../src/drivers/sqlite.js";
+import { serverTargets } from "./servers.js";
 
 /** The operations every benchmarked store offers, sync or async. */
 interface KeyValueApi {
@@ -30,7 +31,7 @@ export interface Target extends KeyValueApi {
   close(): void;
 }
 
-function target(name: string, peer: string | undefined, api: KeyValueApi, close: () => void = () => undefined): Target {
+export function target(name: string, peer: string | undefined, api: KeyValueApi, close: () => void = () => undefined): Target {
   return { name, peer, ...api, close };
 }
 
@@ -93,7 +94,7 @@ function rawLevel(path: string): Target {
   }, () => void db.close());
 }
 
-export function makeTargets(): Target[] {
+export async function makeTargets(): Promise<Target[]> {
   const stowageMemory = createStorage({ driver: memory() });
   const stowageMemorySync = createStorage({ driver: memory() });
   const fsDir = tempBase("fs");
@@ -128,5 +129,6 @@ export function makeTargets(): Target[] {
     target("stowage leveldb", "classic-level (raw)", stowageLevel, () => {
       void stowageLevel.dispose().then(levelDir.remove);
     }),
+    ...(await serverTargets()),
   ];
 }

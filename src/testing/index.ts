@@ -424,6 +424,35 @@ export function testDriver(options: DriverTestOptions): void {
         expect(await storage.hasItem("tx:log")).toBe(false);
       });
 
+      test("history: past versions newest first, reads as of a version", async () => {
+        const storage = context.storage;
+        if (!flags.history) {
+          await expectCode(() => storage.getHistory("h:a"), "E_UNSUPPORTED");
+          await expectCode(() => storage.getItem("h:a", { version: "1" }), "E_UNSUPPORTED");
+          return;
+        }
+        await storage.setItem("h:a", 1);
+        await storage.setItem("h:other", "x");
+        await storage.setItem("h:a", { two: 2 });
+        await storage.setItem("h:a", "3");
+        const history = await storage.getHistory("h:a");
+        expect(history.map((entry) => entry.value)).toEqual(["3", { two: 2 }, 1]);
+        for (const entry of history) {
+          expect(typeof entry.version).toBe("string");
+          expect(entry.date).toBeInstanceOf(Date);
+        }
+        expect((await storage.getHistory("h:a", { limit: 2 })).map((entry) => entry.value)).toEqual(["3", { two: 2 }]);
+        expect(await storage.getItem("h:a", { version: history[2]!.version })).toBe(1);
+        expect(await storage.getItem("h:a", { version: history[1]!.version })).toEqual({ two: 2 });
+        // A removal is a version whose value is null; the key's earlier versions stay readable.
+        await storage.removeItem("h:a");
+        const afterRemove = await storage.getHistory("h:a", { limit: 2 });
+        expect(afterRemove.map((entry) => entry.value)).toEqual([null, "3"]);
+        expect(await storage.getItem("h:a", { version: afterRemove[0]!.version })).toBeNull();
+        expect(await storage.getItem("h:a", { version: history[0]!.version })).toBe("3");
+        expect(await storage.getHistory("h:never")).toEqual([]);
+      });
+
       test("watch: events for setItem, setItems, removeItem and clear", async () => {
         const storage = context.storage;
         await storage.setItem("w:old", 1);
