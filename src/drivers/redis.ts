@@ -1,0 +1,491 @@
+import { createHash } from "node:crypto";
+import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from "ioredis";
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback, WatchEvent } from "../core/types.js";
+
+export interface RedisDriverOptions {
+  /** Server URL, e.g. `redis://user:pass@127.0.0.1:6379/0` or `rediss://…` (default: ioredis's, `127.0.0.1:6379`). */
+  url?: string;
+  /** Prefix of every Redis key this driver owns: `app` stores `user:1` as `app:user:1`. Default none (the whole database). */
+  base?: string;
+  /** ms allowed for connecting and for each command (default 5000); past it an operation fails with `E_UNAVAILABLE`. */
+  timeout?: number;
+  /** ioredis options for the connection (or, with `cluster`, for every node): TLS, password, `db`, `sentinels`, … */
+  client?: RedisOptions;
+  /** Nodes of a Redis Cluster; the driver then connects through ioredis's `Cluster`. */
+  cluster?: ClusterNode[];
+  /** Options of ioredis's `Cluster` (with `cluster`). */
+  clusterOptions?: ClusterOptions;
+  /**
+   * How `watch` learns of changes made by any process: `"pubsub"` (default: every write also publishes
+   * on `channel` from the same script), `"keyspace"` (the server's keyspace notifications, which must be
+   * enabled, e.g. `notify-keyspace-events K$gx`; writers then publish nothing) or `"off"` (no native
+   * watch: the core reports this process's writes only).
+   */
+  watch?: "pubsub" | "keyspace" | "off";
+  /** Pub/sub channel of `watch: "pubsub"` (default `stowage:events:<db>`). */
+  channel?: string;
+  /** COUNT hint of each SCAN page (default 1000). */
+  scanCount?: number;
+}
+
+/** The ioredis client `getInstance()` returns. */
+export type RedisClient = Redis | Cluster;
+
+const DRIVER_NAME = "redis";
+const DEFAULT_TIMEOUT = 5000;
+
+interface Script {
+  lua: string;
+  sha: string;
+}
+
+function script(lua: string): Script {
+  return { lua, sha: createHash("sha1").update(lua).digest("hex") };
+}
+
+// Guards: "" none, "*" the key must be absent, else the sha1 of the stored bytes (the etag).
+const GUARD_FAILS = `local function fails(key, guard)
+  if guard == '' then return false end
+  local current = redis.call('GET', key)
+  if guard == '*' then return current ~= false end
+  return (not current) or redis.sha1hex(current) ~= guard
+end
+`;
+
+// KEYS[1]; ARGV: value, px ('' none), guard, channel ('' none), message. Returns 1, or 0 when the guard fails.
+const WRITE = script(`${GUARD_FAILS}
+if fails(KEYS[1], ARGV[3]) then return 0 end
+if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1`);
+
+// KEYS[1]; ARGV: guard, channel, message. Returns keys removed (0 or 1), or -1 when the guard fails.
+const REMOVE = script(`${GUARD_FAILS}
+if fails(KEYS[1], ARGV[1]) then return -1 end
+local removed = redis.call('UNLINK', KEYS[1])
+if removed == 1 and ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return removed`);
+
+// KEYS[1]. Returns nil, or {etag, pttl, size}.
+const META = script(`local value = redis.call('GET', KEYS[1])
+if not value then return nil end
+return {redis.sha1hex(value), redis.call('PTTL', KEYS[1]), string.len(value)}`);
+
+// KEYS: one per operation; ARGV[1] channel, then (kind, a, b) per operation: check (c, guard),
+// set (s, value, px) or remove (r). Every check runs before any write; returns the 1-based index of
+// the failed check, or 0 once everything is written.
+const BATCH = script(`${GUARD_FAILS}
+for i = 1, #KEYS do
+  if ARGV[3 * i - 1] == 'c' and fails(KEYS[i], ARGV[3 * i]) then return i end
+end
+local updated, removed = {}, {}
+for i = 1, #KEYS do
+  local kind = ARGV[3 * i - 1]
+  if kind == 's' then
+    if ARGV[3 * i + 1] == '' then redis.call('SET', KEYS[i], ARGV[3 * i])
+    else redis.call('SET', KEYS[i], ARGV[3 * i], 'PX', ARGV[3 * i + 1]) end
+    updated[#updated + 1] = KEYS[i]
+  elseif kind == 'r' and redis.call('UNLINK', KEYS[i]) == 1 then
+    removed[#removed + 1] = KEYS[i]
+  end
+end
+if ARGV[1] ~= '' then
+  if #updated > 0 then redis.call('PUBLISH', ARGV[1], 'u' .. table.concat(updated, '\\0')) end
+  if #removed > 0 then redis.call('PUBLISH', ARGV[1], 'r' .. table.concat(removed, '\\0')) end
+end
+return 0`);
+
+type BatchOp = { key: string; kind: "c" | "s" | "r"; value: string | Buffer; px: string };
+
+// Server replies that mean "try again later" rather than a broken request.
+const TRANSIENT_REPLY = /^(LOADING|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|BUSY|NOREPLICAS)\b/;
+
+/** Maps what ioredis threw to a StorageError: connection trouble is E_UNAVAILABLE. */
+function toStorageError(error: unknown, key?: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const isReply = error instanceof Error && error.name === "ReplyError";
+  let code: StorageErrorCode = "E_UNAVAILABLE";
+  if (isReply && message.startsWith("CROSSSLOT")) code = "E_UNSUPPORTED";
+  else if (isReply && message.startsWith("READONLY")) code = "E_READONLY";
+  else if (isReply && !TRANSIENT_REPLY.test(message)) code = "E_DRIVER";
+  const hint = code === "E_UNSUPPORTED" ? " (in a cluster, keys of one atomic operation must share a hash slot: use a {hash tag})" : "";
+  return new StorageError(code, `[redis] ${message}${hint}`, { driver: DRIVER_NAME, key, cause: error });
+}
+
+function conflict(key: string, why: string): StorageError {
+  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
+}
+
+function invalidOption(message: string): StorageError {
+  return new StorageError("E_INVALID_OPTION", message, { driver: DRIVER_NAME });
+}
+
+/** A prefix written into a SCAN MATCH or PSUBSCRIBE pattern: glob characters escaped. */
+function globEscape(text: string): string {
+  return text.replace(/[\\*?[\]]/g, "\\$&");
+}
+
+/** PX of a ttl in ms; Redis takes whole milliseconds. */
+function pxOf(opts: SetOptions | undefined): string {
+  return opts?.ttl === undefined ? "" : String(Math.max(1, Math.round(opts.ttl)));
+}
+
+/** The guard of a write: "" none, "*" create-only, else the etag the stored value must have. */
+function guardOf(opts: (SetOptions & RemoveOptions) | undefined): string {
+  if (opts?.ifMatch !== undefined) return opts.ifMatch;
+  return opts?.ifNoneMatch === "*" ? "*" : "";
+}
+
+/** Bytes as a Buffer view (ioredis sends only Buffers as binary), without a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function checkOptions(options: RedisDriverOptions): number {
+  const timeout = options.timeout ?? DEFAULT_TIMEOUT;
+  if (!Number.isFinite(timeout) || timeout <= 0) throw invalidOption(`timeout must be a positive number of ms, got ${String(options.timeout)}`);
+  if (options.client?.keyPrefix || options.clusterOptions?.redisOptions?.keyPrefix) {
+    throw invalidOption("Use the driver's base option instead of ioredis's keyPrefix (SCAN results do not carry keyPrefix)");
+  }
+  if (options.watch !== undefined && !["pubsub", "keyspace", "off"].includes(options.watch)) {
+    throw invalidOption(`watch must be "pubsub", "keyspace" or "off", got ${JSON.stringify(options.watch)}`);
+  }
+  if (options.watch === "keyspace" && options.cluster) {
+    throw invalidOption('watch: "keyspace" is not supported with cluster (notifications are per node); use "pubsub"');
+  }
+  return timeout;
+}
+
+function createClient(options: RedisDriverOptions, timeout: number): RedisClient {
+  // No offline queue and no resends: a command either reaches a ready server or fails at once, so a
+  // write reported as failed is never replayed later behind the caller's back.
+  const connection: RedisOptions = {
+    connectTimeout: timeout,
+    commandTimeout: timeout,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    lazyConnect: true,
+    ...options.client,
+  };
+  if (options.cluster) {
+    return new Cluster(options.cluster, {
+      enableOfflineQueue: false,
+      lazyConnect: true,
+      ...options.clusterOptions,
+      redisOptions: { ...connection, ...options.clusterOptions?.redisOptions },
+    });
+  }
+  return options.url ? new Redis(options.url, connection) : new Redis(connection);
+}
+
+/**
+ * Waits (at most `timeout` ms) until a connection is ready, connecting a lazy one. Connection
+ * errors are kept as the cause of the E_UNAVAILABLE that follows.
+ */
+function readyGate(connection: RedisClient, timeout: number, what: string) {
+  let waiting: Promise<void> | undefined;
+  let lastError: unknown;
+  connection.on("error", (error: unknown) => {
+    lastError = error;
+  });
+  const wait = () =>
+    new Promise<void>((resolve, reject) => {
+      const done = (error?: StorageError) => {
+        clearTimeout(timer);
+        connection.off("ready", onReady);
+        connection.off("end", onEnd);
+        waiting = undefined;
+        if (error) reject(error);
+        else resolve();
+      };
+      const onReady = () => done();
+      const onEnd = () => done(new StorageError("E_UNAVAILABLE", `${what}: the connection is closed`, { driver: DRIVER_NAME, cause: lastError }));
+      const timer = setTimeout(() => {
+        const reason = lastError instanceof Error ? `: ${lastError.message}` : "";
+        done(new StorageError("E_UNAVAILABLE", `${what}: not ready within ${timeout} ms${reason}`, { driver: DRIVER_NAME, cause: lastError }));
+      }, timeout);
+      connection.on("ready", onReady);
+      connection.on("end", onEnd);
+      if (connection.status === "wait") {
+        connection.connect().catch((error: unknown) => {
+          lastError = error;
+        });
+      }
+    });
+  return (): Promise<void> => {
+    if (connection.status === "ready") return Promise.resolve();
+    if (connection.status === "end") {
+      return Promise.reject(new StorageError("E_UNAVAILABLE", `${what}: the connection is closed`, { driver: DRIVER_NAME, cause: lastError }));
+    }
+    waiting ??= wait();
+    return waiting;
+  };
+}
+
+/** Closes a connection: QUIT lets pending replies arrive; a connection that cannot QUIT is dropped. */
+async function close(connection: RedisClient): Promise<void> {
+  if (connection.status === "ready") {
+    try {
+      await connection.quit();
+      return;
+    } catch (error) {
+      // The server is gone or slow: dropping the socket is all that is left to do.
+      process.emitWarning(`stowage redis: QUIT failed (${String(error)}), disconnecting`);
+    }
+  }
+  connection.disconnect();
+}
+
+/**
+ * Keys as plain Redis strings through ioredis: values readable with `redis-cli GET`, raw bytes
+ * stored as binary, native TTL (PX), CAS on an etag that is the SHA-1 of the stored bytes (checked
+ * in Lua scripts, so checks and writes are atomic on the server), transactions as one script, SCAN
+ * for listings, and watch across processes over pub/sub or keyspace notifications.
+ */
+export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriverOptions = {}) => {
+  const timeout = checkOptions(options);
+  const prefix = options.base ? options.base.replace(/:+$/, "") + ":" : "";
+  const isCluster = options.cluster !== undefined;
+  const scanCount = options.scanCount ?? 1000;
+  const client = createClient(options, timeout);
+  const ready = readyGate(client, timeout, "redis");
+  const watchMode = options.watch ?? "pubsub";
+  const db = isCluster ? 0 : ((client as Redis).options.db ?? 0);
+  const channel = watchMode === "pubsub" ? (options.channel ?? `stowage:events:${db}`) : "";
+
+  /** Runs a command once the connection is ready; failures become StorageErrors. */
+  function call<T>(work: () => Promise<T>, key?: string): Promise<T> {
+    const started = client.status === "ready" ? work() : ready().then(work);
+    return started.catch((error: unknown) => Promise.reject(toStorageError(error, key)));
+  }
+
+  function evalScript(target: Script, keys: string[], args: (string | Buffer)[]): Promise<unknown> {
+    return client.evalsha(target.sha, keys.length, ...keys, ...args).catch((error: unknown) => {
+      // The server lost its script cache (a restart, SCRIPT FLUSH): send the source once.
+      if (error instanceof Error && error.message.startsWith("NOSCRIPT")) return client.eval(target.lua, keys.length, ...keys, ...args);
+      throw error;
+    });
+  }
+
+  const runScript = (target: Script, keys: string[], args: (string | Buffer)[]) => call(() => evalScript(target, keys, args), keys[0]);
+
+  async function write(key: string, value: string | Buffer, opts: SetOptions | undefined): Promise<void> {
+    const full = prefix + key;
+    const guard = guardOf(opts);
+    const written = await runScript(WRITE, [full], [value, pxOf(opts), guard, channel, channel && "u" + full]);
+    if (written === 0) throw conflict(key, guard === "*" ? "Key already exists" : "Stored version differs");
+  }
+
+  async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
+    const full = prefix + key;
+    if ((await runScript(REMOVE, [full], [guardOf(opts), channel, channel && "r" + full])) === -1) throw conflict(key, "Stored version differs");
+  }
+
+  /** Applies operations in one script: every check first, then every write, all or nothing. */
+  async function batch(ops: BatchOp[]): Promise<void> {
+    if (ops.length === 0) return;
+    const args: (string | Buffer)[] = [channel];
+    for (const op of ops) args.push(op.kind, op.value, op.px);
+    const failed = await runScript(BATCH, ops.map((op) => prefix + op.key), args);
+    if (typeof failed === "number" && failed > 0) throw conflict(ops[failed - 1]!.key, "Stored version differs");
+  }
+
+  function setOps(key: string, value: string | Buffer, opts: SetOptions | undefined): BatchOp[] {
+    const guard = guardOf(opts);
+    const set: BatchOp = { key, kind: "s", value, px: pxOf(opts) };
+    return guard ? [{ key, kind: "c", value: guard, px: "" }, set] : [set];
+  }
+
+  function commitOps(op: CommitOperation): BatchOp[] {
+    if (op.type === "check") return [{ key: op.key, kind: "c", value: op.etag ?? "*", px: "" }];
+    if (op.type === "remove") {
+      const guard = guardOf(op.options);
+      const removeOp: BatchOp = { key: op.key, kind: "r", value: "", px: "" };
+      return guard ? [{ key: op.key, kind: "c", value: guard, px: "" }, removeOp] : [removeOp];
+    }
+    return setOps(op.key, op.type === "set" ? op.value : asBuffer(op.value), op.options);
+  }
+
+  /** The connections that hold keys: every master of a cluster, else the one client. */
+  async function nodes(): Promise<Redis[]> {
+    if (!isCluster) return [client as Redis];
+    await call(() => Promise.resolve());
+    return (client as Cluster).nodes("master");
+  }
+
+  /** Pages of full Redis keys under `base`, from SCAN on every node (a page may repeat a key). */
+  async function* scan(base: string, count: number): AsyncGenerator<{ node: Redis; keys: string[] }> {
+    const pattern = globEscape(prefix + base) + "*";
+    for (const node of await nodes()) {
+      let cursor = "0";
+      do {
+        const [next, keys] = await call(() => node.scan(cursor, "MATCH", pattern, "COUNT", count));
+        cursor = next;
+        if (keys.length > 0) yield { node, keys };
+      } while (cursor !== "0");
+    }
+  }
+
+  /** Removes one SCAN page with pipelined UNLINKs on the node that holds it (one key each: slots never mix), then reports it. */
+  async function unlinkPage(node: Redis, keys: string[]): Promise<void> {
+    const pipeline = node.pipeline();
+    for (const key of keys) pipeline.unlink(key);
+    const results = (await call(() => pipeline.exec())) ?? [];
+    const failed = results.find(([error]) => error);
+    if (failed) throw toStorageError(failed[0]);
+    const removed = keys.filter((_, index) => results[index]?.[1] === 1);
+    if (channel && removed.length > 0) await call(() => client.publish(channel, "r" + removed.join("\0")));
+  }
+
+  const watcher = createWatcher();
+
+  function createWatcher() {
+    const listeners = new Set<WatchCallback>();
+    let subscriber: RedisClient | undefined;
+    let starting: Promise<void> | undefined;
+    const keyspacePrefix = `__keyspace@${db}__:`;
+
+    const emit = (event: WatchEvent, fullKey: string) => {
+      if (!fullKey.startsWith(prefix)) return;
+      const key = fullKey.slice(prefix.length);
+      for (const listener of listeners) listener(event, key);
+    };
+    const onMessage = (_channel: string, message: string) => {
+      const event: WatchEvent = message[0] === "u" ? "update" : "remove";
+      for (const fullKey of message.slice(1).split("\0")) emit(event, fullKey);
+    };
+    const onKeyspace = (_pattern: string, source: string, operation: string) => {
+      const event = KEYSPACE_EVENTS[operation];
+      if (event) emit(event, source.slice(keyspacePrefix.length));
+    };
+
+    async function checkNotifications(): Promise<void> {
+      const reply = (await call(() => client.config("GET", "notify-keyspace-events"))) as string[];
+      const flags = reply[1] ?? "";
+      if (!flags.includes("K") || !(flags.includes("A") || ["g", "$", "x"].every((flag) => flags.includes(flag)))) {
+        throw new StorageError("E_UNSUPPORTED", `watch: "keyspace" needs notify-keyspace-events with K$gx (the server has "${flags}")`, {
+          driver: DRIVER_NAME,
+        });
+      }
+    }
+
+    async function start(): Promise<void> {
+      if (watchMode === "keyspace") await checkNotifications();
+      const connection = client.duplicate();
+      subscriber = connection;
+      await readyGate(connection, timeout, "redis watch")();
+      if (watchMode === "keyspace") {
+        connection.on("pmessage", onKeyspace);
+        await call(() => connection.psubscribe(keyspacePrefix + globEscape(prefix) + "*"));
+      } else {
+        connection.on("message", onMessage);
+        await call(() => connection.subscribe(channel));
+      }
+    }
+
+    async function stop(): Promise<void> {
+      const connection = subscriber;
+      subscriber = undefined;
+      starting = undefined;
+      if (connection) await close(connection);
+    }
+
+    return {
+      async add(callback: WatchCallback): Promise<Unwatch> {
+        listeners.add(callback);
+        try {
+          starting ??= start();
+          await starting;
+        } catch (error) {
+          listeners.delete(callback);
+          await stop();
+          throw toStorageError(error);
+        }
+        return async () => {
+          listeners.delete(callback);
+          if (listeners.size === 0) await stop();
+        };
+      },
+      stop,
+    };
+  }
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { ttl: true, cas: true, transactions: true, clearBase: true, nestedKeys: true, watch: watchMode !== "off" },
+    getInstance: () => client,
+    hasItem: async (key: string) => (await call(() => client.exists(prefix + key), key)) === 1,
+    getItem: (key: string) => call(() => client.get(prefix + key), key),
+    getItemRaw: (key: string) => call(() => client.getBuffer(prefix + key), key),
+    getItems: async (items: { key: string }[]) => {
+      const keys = items.map((item) => prefix + item.key);
+      if (keys.length === 0) return [];
+      // MGET is one command only when every key can live on one node.
+      const values = isCluster ? await Promise.all(keys.map((key) => call(() => client.get(key)))) : await call(() => client.mget(keys));
+      return items.map((item, index) => ({ key: item.key, value: values[index] ?? null }));
+    },
+    setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, asBuffer(value), opts),
+    setItems: async (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) => {
+      const guarded = items.some((item) => guardOf(item.options ?? common) !== "");
+      if (isCluster && !guarded) {
+        // Keys in different slots cannot share a script: each is written on its own.
+        await Promise.all(items.map((item) => write(item.key, item.value, item.options ?? common)));
+        return;
+      }
+      await batch(items.flatMap((item) => setOps(item.key, item.value, item.options ?? common)));
+    },
+    removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
+    getMeta: async (key: string): Promise<StorageMeta | null> => {
+      const reply = (await runScript(META, [prefix + key], [])) as [string, number, number] | null;
+      if (!reply) return null;
+      const [etag, pttl, size] = reply;
+      const meta: StorageMeta = { etag, size };
+      if (pttl >= 0) {
+        meta.ttl = pttl;
+        meta.expires = new Date(Date.now() + pttl);
+      }
+      return meta;
+    },
+    getKeys: async (base: string) => {
+      const keys = new Set<string>();
+      for await (const page of scan(base ?? "", scanCount)) for (const key of page.keys) keys.add(key.slice(prefix.length));
+      return [...keys];
+    },
+    async *iterateKeys(base: string, opts: { batchSize?: number }) {
+      for await (const page of scan(base ?? "", opts.batchSize ?? scanCount)) yield page.keys.map((key) => key.slice(prefix.length));
+    },
+    clear: async (base: string) => {
+      for await (const page of scan(base ?? "", scanCount)) await unlinkPage(page.node, page.keys);
+    },
+    commit: (operations: CommitOperation[]) => batch(operations.flatMap(commitOps)),
+    watch: watchMode === "off" ? undefined : (callback: WatchCallback) => watcher.add(callback),
+    dispose: async () => {
+      await watcher.stop();
+      await close(client);
+    },
+  };
+});
+
+/** Keyspace notifications that change what a key holds. */
+const KEYSPACE_EVENTS: Record<string, WatchEvent> = {
+  set: "update",
+  setrange: "update",
+  append: "update",
+  incrby: "update",
+  incrbyfloat: "update",
+  restore: "update",
+  rename_to: "update",
+  copy_to: "update",
+  move_to: "update",
+  del: "remove",
+  expired: "remove",
+  evicted: "remove",
+  rename_from: "remove",
+  move_from: "remove",
+};
