@@ -8,6 +8,8 @@ import { createStorage, type Driver } from "../../src/index.js";
 const [driverName, path, mode, countText] = process.argv.slice(2);
 const drivers: Record<string, () => Promise<Driver>> = {
   sqlite: async () => (await import("../../src/drivers/sqlite.js")).default({ path: path! }),
+  // Server drivers: `path` is the key prefix (etcd) or the bucket (nats-kv); servers from the tests' env.
+  etcd: async () => (await import("../../src/drivers/etcd.js")).default({ hosts: process.env.STOWAGE_ETCD_HOSTS, prefix: path! }),
 };
 const storage = createStorage({ driver: await drivers[driverName!]!() });
 const count = Number(countText);

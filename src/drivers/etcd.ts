@@ -1,0 +1,386 @@
+import {
+  ClientClosedError,
+  Etcd3,
+  GRPCDeadlineExceededError,
+  GRPCResourceExhastedError,
+  GRPCUnavailableError,
+  type ICompare,
+  type IKeyValue,
+  type IOptions,
+  type IRequestOp,
+  type Watcher,
+} from "etcd3";
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError } from "../core/errors.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions, StorageMeta, WatchCallback } from "../core/types.js";
+
+export interface EtcdOptions {
+  /** etcd endpoints with their scheme (default `http://127.0.0.1:2379`). */
+  hosts?: string | string[];
+  /** Prefix of every key this driver writes (default `stowage/`); `clear()` removes only keys under it. */
+  prefix?: string;
+  /**
+   * Milliseconds for connecting and for each call (default 5000). A server
+   * that does not answer fails the call with `E_UNAVAILABLE` after this long;
+   * the driver does not retry on its own.
+   */
+  timeout?: number;
+  /**
+   * Most operations in one etcd transaction: the server's `--max-txn-ops`
+   * (default 128). `setItems`, `getItems` and `clear` split their work into
+   * transactions of this size.
+   */
+  maxTxnOps?: number;
+  /** Further etcd3 client options (credentials, auth, grpcOptions, ...); `hosts` and the timeouts above win. */
+  client?: Omit<IOptions, "hosts">;
+}
+
+const DRIVER_NAME = "etcd";
+const NUL = Buffer.from([0]);
+
+/** etcd3's fault policy type, taken from its own options so cockatiel need not be imported. */
+type FaultPolicy = NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
+
+/**
+ * A policy that runs each call once. etcd3 retries and opens a circuit
+ * breaker by default, so a dead server could hold a call far longer than the
+ * timeout and keep failing calls for seconds after it is back; stowage fails
+ * fast with E_UNAVAILABLE and lets the caller decide.
+ */
+const once: FaultPolicy = {
+  _altReturn: undefined as never,
+  onSuccess: () => ({ dispose: () => undefined }),
+  onFailure: () => ({ dispose: () => undefined }),
+  // async: etcd3 hands in functions that throw synchronously and expects a rejected promise back.
+  execute: async (fn, signal) => fn({ signal: signal ?? new AbortController().signal }),
+};
+
+function conflict(key: string, why: string): StorageError {
+  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
+}
+
+/** Turns what etcd3 threw into a StorageError whose code says what the caller can do. */
+function toError(error: unknown, key?: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const options = { driver: DRIVER_NAME, key, cause: error };
+  if (
+    error instanceof GRPCUnavailableError ||
+    error instanceof GRPCDeadlineExceededError ||
+    error instanceof ClientClosedError ||
+    /ECONNREFUSED|No connection established|Failed to connect/i.test(message)
+  ) {
+    return new StorageError("E_UNAVAILABLE", `etcd is unavailable: ${message}`, options);
+  }
+  if (error instanceof GRPCResourceExhastedError || /request is too large|too many operations in txn|larger than max/i.test(message)) {
+    return new StorageError("E_TOO_LARGE", `etcd refused the request as too large: ${message} (see docs/etcd.md for --max-request-bytes and --max-txn-ops)`, options);
+  }
+  if (/compacted/i.test(message)) {
+    return new StorageError("E_NOT_FOUND", `That revision has been compacted away: ${message}`, options);
+  }
+  if (/future revision/i.test(message)) {
+    return new StorageError("E_NOT_FOUND", `That revision does not exist yet: ${message}`, options);
+  }
+  return new StorageError("E_DRIVER", `[etcd] ${message}`, options);
+}
+
+/** The smallest byte string greater than every string that starts with `prefix`. */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]! += 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  // All 0xff: no end; etcd reads range_end "\0" as "to the last key".
+  return NUL;
+}
+
+/** A revision given by the caller as a version or etag: a positive integer. */
+function parseRevision(text: unknown, what: string): number {
+  const revision = typeof text === "string" && /^[1-9][0-9]*$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(revision)) throw new StorageError("E_INVALID_OPTION", `${what} must be an etcd revision, got ${JSON.stringify(text)}`, { driver: DRIVER_NAME });
+  return revision;
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
+ * Keys in etcd (v3 API, through etcd3): one etcd key per stowage key under a
+ * prefix, values as bytes. The etag is the key's `mod_revision`; CAS and
+ * transactions are etcd transactions comparing revisions; TTL is a lease per
+ * write; history is read back through revisions until compaction removes
+ * them. A removal also writes a tombstone (`<prefix>\0<key>`) in the same
+ * revision, so history can step over deletions.
+ */
+export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
+  const timeout = options.timeout ?? 5000;
+  const maxTxnOps = options.maxTxnOps ?? 128;
+  const prefixText = options.prefix ?? "stowage/";
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new StorageError("E_INVALID_OPTION", "timeout must be a positive number of ms", { driver: DRIVER_NAME });
+  if (!Number.isInteger(maxTxnOps) || maxTxnOps < 2) throw new StorageError("E_INVALID_OPTION", "maxTxnOps must be an integer >= 2", { driver: DRIVER_NAME });
+  const prefix = Buffer.from(prefixText);
+  const tombPrefix = Buffer.concat([prefix, NUL]);
+  // Stowage keys never start with NUL, so user keys start at prefix + \x01.
+  const firstKey = Buffer.concat([prefix, Buffer.from([1])]);
+  const client = new Etcd3({
+    ...options.client,
+    hosts: options.hosts ?? "http://127.0.0.1:2379",
+    dialTimeout: timeout,
+    // Each unary call gets the timeout as its deadline; watch streams live on.
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
+    faultHandling: { host: () => once, global: once, ...options.client?.faultHandling },
+    grpcOptions: {
+      // Values bigger than gRPC's 4 MB default must come back; the server's --max-request-bytes bounds what goes in.
+      "grpc.max_receive_message_length": -1,
+      "grpc.max_send_message_length": -1,
+      // Reconnect quickly once the server is back, rather than after gRPC's default backoff of up to 2 minutes.
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": Math.min(timeout, 2000),
+      ...options.client?.grpcOptions,
+    },
+  });
+  const watchers = new Set<Watcher>();
+
+  const keyOf = (key: string): Buffer => Buffer.concat([prefix, Buffer.from(key)]);
+  const tombOf = (key: string): Buffer => Buffer.concat([tombPrefix, Buffer.from(key)]);
+  const userKey = (raw: Buffer): string => raw.subarray(prefix.length).toString();
+  const rangeOf = (base: string): { key: Buffer; range_end: Buffer } =>
+    base ? { key: keyOf(base), range_end: prefixEnd(keyOf(base)) } : { key: firstKey, range_end: prefixEnd(prefix) };
+
+  /** Runs one etcd call, turning its failure into a StorageError. */
+  async function call<T>(key: string | undefined, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      throw toError(error, key);
+    }
+  }
+
+  const read = (key: string, revision?: number): Promise<IKeyValue | undefined> =>
+    call(key, async () => (await client.kv.range({ key: keyOf(key), revision })).kvs[0]);
+
+  /** A lease that ends the key `ttl` ms from now, rounded up to etcd's whole seconds; 0 for none. */
+  async function leaseFor(ttl: number | undefined): Promise<string | number> {
+    if (ttl === undefined) return 0;
+    const granted = await call(undefined, () => client.leaseClient.leaseGrant({ TTL: Math.ceil(ttl / 1000) }));
+    return granted.ID;
+  }
+
+  /** Leases for a batch: one per distinct ttl. */
+  async function leasesFor(ttls: (number | undefined)[]): Promise<Map<number | undefined, string | number>> {
+    const distinct = [...new Set(ttls)];
+    const ids = await Promise.all(distinct.map(leaseFor));
+    return new Map(distinct.map((ttl, index) => [ttl, ids[index]!]));
+  }
+
+  const putOp = (key: string, value: string | Uint8Array, lease: string | number): IRequestOp => ({
+    request_put: { key: keyOf(key), value: Buffer.from(value as Uint8Array), lease },
+  });
+
+  /** Deleting a key writes its tombstone in the same revision; a nested txn does nothing for an absent key. */
+  const removeOp = (key: string): IRequestOp => ({
+    request_txn: {
+      compare: [{ key: keyOf(key), target: "Create", result: "Greater", create_revision: 0 }],
+      success: [{ request_delete_range: { key: keyOf(key) } }, { request_put: { key: tombOf(key), value: Buffer.alloc(0) } }],
+      failure: [],
+    },
+  });
+
+  /** The compare that holds when `key` is at `etag` (`null`: absent). */
+  const guard = (key: string, etag: string | null): ICompare =>
+    etag === null
+      ? { key: keyOf(key), target: "Create", result: "Equal", create_revision: 0 }
+      : { key: keyOf(key), target: "Mod", result: "Equal", mod_revision: parseRevision(etag, "etag") };
+
+  function guardsOf(key: string, opts: SetOptions | RemoveOptions | undefined): ICompare[] {
+    if (opts?.ifMatch !== undefined) return [guard(key, opts.ifMatch)];
+    if ((opts as SetOptions | undefined)?.ifNoneMatch === "*") return [guard(key, null)];
+    return [];
+  }
+
+  async function write(key: string, value: string | Uint8Array, opts: SetOptions | undefined): Promise<void> {
+    const lease = await leaseFor(opts?.ttl);
+    const compare = guardsOf(key, opts);
+    if (compare.length === 0) {
+      await call(key, () => client.kv.put({ key: keyOf(key), value: Buffer.from(value as Uint8Array), lease }));
+      return;
+    }
+    const result = await call(key, () => client.kv.txn({ compare, success: [putOp(key, value, lease)], failure: [] }));
+    if (!result.succeeded) throw conflict(key, opts?.ifMatch === undefined ? "Key already exists" : "Stored version differs");
+  }
+
+  async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
+    const compare = guardsOf(key, opts);
+    const result = await call(key, () => client.kv.txn({ compare, success: [removeOp(key)], failure: [] }));
+    if (!result.succeeded) throw conflict(key, "Stored version differs");
+  }
+
+  /** Pages through keys under `base`, `limit` at a time, in key order. */
+  async function* pages(base: string, limit: number): AsyncGenerator<string[]> {
+    const { key: start, range_end } = rangeOf(base);
+    let from = start;
+    for (;;) {
+      const page = await call(base, () => client.kv.range({ key: from, range_end, limit, keys_only: true }));
+      if (page.kvs.length === 0) return;
+      yield page.kvs.map((kv) => userKey(kv.key));
+      if (!page.more) return;
+      // The next page starts just after the last key of this one.
+      from = Buffer.concat([page.kvs[page.kvs.length - 1]!.key, NUL]);
+    }
+  }
+
+  async function keysUnder(base: string): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const page of pages(base, 10_000)) keys.push(...page);
+    return keys;
+  }
+
+  /** Runs ops in transactions of at most maxTxnOps each, side by side (not atomic as a whole). */
+  async function inTransactions(ops: IRequestOp[], perOp = 1): Promise<IRequestOp[][]> {
+    const groups = chunks(ops, Math.max(1, Math.floor(maxTxnOps / perOp)));
+    const results = await Promise.all(groups.map((success) => call(undefined, () => client.kv.txn({ compare: [], success, failure: [] }))));
+    return results.map((result) => result.responses as IRequestOp[]);
+  }
+
+  async function getItems(items: { key: string }[]): Promise<{ key: string; value: string | null }[]> {
+    const keys = items.map((item) => item.key);
+    const groups = chunks(keys, maxTxnOps);
+    const results = await Promise.all(
+      groups.map((group) => call(undefined, () => client.kv.txn({ compare: [], success: group.map((key) => ({ request_range: { key: keyOf(key) } })), failure: [] }))),
+    );
+    const values = results.flatMap((result) => result.responses.map((response) => response.response_range.kvs[0]?.value.toString() ?? null));
+    return keys.map((key, index) => ({ key, value: values[index] ?? null }));
+  }
+
+  /**
+   * Walks a key's versions back from `revision`: each value found leads to
+   * the revision before it, and where the key is absent its tombstone names
+   * the revision that removed it. Stops at the key's first write or at
+   * compaction.
+   */
+  async function history(key: string, limit: number): Promise<HistoryEntry<string>[]> {
+    const entries: HistoryEntry<string>[] = [];
+    let revision: number | undefined;
+    while (entries.length < limit) {
+      let found: IKeyValue | undefined;
+      let tomb: IKeyValue | undefined;
+      try {
+        found = await read(key, revision);
+        if (!found) tomb = (await client.kv.range({ key: tombOf(key), revision })).kvs[0];
+      } catch (error) {
+        const failure = toError(error, key);
+        // Older revisions are gone: the history ends here.
+        if (failure.code === "E_NOT_FOUND" && revision !== undefined) return entries;
+        throw failure;
+      }
+      const step = found ?? tomb;
+      if (!step) return entries;
+      const at = Number(step.mod_revision);
+      entries.push({ version: step.mod_revision, value: found ? found.value.toString() : null, date: new Date(0) });
+      if (at <= 1) return entries;
+      revision = at - 1;
+    }
+    return entries;
+  }
+
+  async function meta(key: string): Promise<StorageMeta | null> {
+    const found = await read(key);
+    if (!found) return null;
+    const result: StorageMeta = { etag: found.mod_revision, size: found.value.length };
+    if (found.lease !== "0") {
+      const lease = await call(key, () => client.leaseClient.leaseTimeToLive({ ID: found.lease }));
+      const seconds = Number(lease.TTL);
+      if (seconds >= 0) {
+        result.ttl = seconds * 1000;
+        result.expires = new Date(Date.now() + result.ttl);
+      }
+    }
+    return result;
+  }
+
+  async function watch(callback: WatchCallback): Promise<() => Promise<void>> {
+    const watcher = await call(undefined, () => client.watch().inRange({ start: prefix, end: prefixEnd(prefix) }).create());
+    watchers.add(watcher);
+    watcher.on("put", (kv) => {
+      if (kv.key.length > prefix.length && kv.key[prefix.length] !== 0) callback("update", userKey(kv.key));
+    });
+    watcher.on("delete", (kv) => {
+      if (kv.key.length > prefix.length && kv.key[prefix.length] !== 0) callback("remove", userKey(kv.key));
+    });
+    // A watch stream that breaks is re-opened by etcd3 from the last revision seen; failures to do so surface here.
+    watcher.on("error", (error) => process.emitWarning(`stowage etcd watch: ${String(error)}`));
+    return async () => {
+      watchers.delete(watcher);
+      await watcher.cancel();
+    };
+  }
+
+  async function commit(operations: CommitOperation[]): Promise<void> {
+    const compare: ICompare[] = [];
+    const writes = operations.filter((op) => op.type !== "check");
+    const leases = await leasesFor(writes.map((op) => (op.type === "remove" ? undefined : op.options.ttl)));
+    const success: IRequestOp[] = [];
+    for (const op of operations) {
+      if (op.type === "check") compare.push(guard(op.key, op.etag));
+      else if (op.type === "remove") success.push(removeOp(op.key));
+      else success.push(putOp(op.key, op.value, leases.get(op.options.ttl)!));
+    }
+    const result = await call(undefined, () => client.kv.txn({ compare, success, failure: [] }));
+    if (!result.succeeded) throw conflict(operations.find((op) => op.type === "check")?.key ?? "", "Stored version differs");
+  }
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { ttl: true, cas: true, transactions: true, history: true, watch: true, clearBase: true, nestedKeys: true },
+    getInstance: () => client,
+    hasItem: async (key: string) => (await call(key, () => client.kv.range({ key: keyOf(key), count_only: true }))).count !== "0",
+    getItem: async (key: string, opts?: { version?: unknown }) => {
+      const revision = opts?.version === undefined ? undefined : parseRevision(opts.version, "version");
+      return (await read(key, revision))?.value.toString() ?? null;
+    },
+    getItemRaw: async (key: string) => (await read(key))?.value ?? null,
+    getItems,
+    setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),
+    setItems: async (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) => {
+      const guarded = items.filter((item) => guardsOf(item.key, item.options ?? common).length > 0);
+      const plain = items.filter((item) => guardsOf(item.key, item.options ?? common).length === 0);
+      const leases = await leasesFor(plain.map((item) => (item.options ?? common).ttl));
+      await Promise.all([
+        inTransactions(plain.map((item) => putOp(item.key, item.value, leases.get((item.options ?? common).ttl)!))),
+        ...guarded.map((item) => write(item.key, item.value, item.options ?? common)),
+      ]);
+    },
+    removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
+    getMeta: meta,
+    getKeys: async (base: string, opts: { maxDepth?: number }) => {
+      const keys = await keysUnder(base ?? "");
+      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+    },
+    async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
+      for await (const page of pages(base ?? "", opts.batchSize ?? 1000)) {
+        yield opts.maxDepth === undefined ? page : page.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+      }
+    },
+    clear: async (base: string) => {
+      // Key by key, so every removal leaves its tombstone and watchers see each one.
+      for await (const page of pages(base ?? "", 10_000)) await inTransactions(page.map(removeOp), 2);
+    },
+    commit,
+    getHistory: (key: string, opts: { limit?: number }) => history(key, opts?.limit ?? Number.POSITIVE_INFINITY),
+    watch,
+    dispose: async () => {
+      await Promise.all([...watchers].map((watcher) => watcher.cancel()));
+      watchers.clear();
+      client.close();
+    },
+  };
+});

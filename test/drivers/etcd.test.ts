@@ -1,0 +1,267 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { Etcd3 } from "etcd3";
+import { afterAll, describe, expect, it } from "vitest";
+import { createStorage, isStorageError, normalizeKey, type Storage } from "../../src/index.js";
+import etcd from "../../src/drivers/etcd.js";
+import { testDriver } from "../../src/testing/index.js";
+import { reachable, serviceUp } from "../helpers/services.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+const hosts = process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379";
+// Every driver this file makes gets its own prefix, so parallel runs and test files never meet.
+const RUN = `stowage-test-${process.pid}-${Date.now().toString(36)}`;
+let made = 0;
+const freshPrefix = () => `${RUN}/${made++}/`;
+
+const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
+const TSX = import.meta.resolve("tsx");
+
+async function codeOf(action: () => Promise<unknown>): Promise<string> {
+  try {
+    await action();
+  } catch (error) {
+    if (isStorageError(error)) return error.code;
+    throw error;
+  }
+  return "none";
+}
+
+/** A loopback port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** A private etcd on free loopback ports with its own data dir: ours to stop and start. */
+async function privateEtcd() {
+  const dir = tempDir("etcd-private");
+  const [client, peer] = [await freePort(), await freePort()];
+  const url = `http://127.0.0.1:${client}`;
+  const peerUrl = `http://127.0.0.1:${peer}`;
+  const args = [
+    "--name", "stowage-private",
+    "--data-dir", join(dir, "data"),
+    "--listen-client-urls", url,
+    "--advertise-client-urls", url,
+    "--listen-peer-urls", peerUrl,
+    "--initial-advertise-peer-urls", peerUrl,
+    "--initial-cluster", `stowage-private=${peerUrl}`,
+  ];
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    child = spawn("etcd", args, { stdio: "ignore" });
+    const deadline = Date.now() + 15_000;
+    while (!(await reachable(url))) {
+      if (Date.now() > deadline) throw new Error("the private etcd did not start");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+  const stop = async () => {
+    const running = child;
+    child = undefined;
+    if (!running || running.exitCode !== null) return;
+    const exited = new Promise((resolve) => running.once("exit", resolve));
+    running.kill("SIGKILL");
+    await exited;
+  };
+  return { url, start, stop };
+}
+
+if (await serviceUp("etcd", hosts)) {
+  afterAll(async () => {
+    const admin = new Etcd3({ hosts });
+    await admin.delete().prefix(`${RUN}/`);
+    admin.close();
+  });
+
+  // etcd leases count whole seconds (2 s at least with default election settings).
+  testDriver({ name: "etcd", driver: () => etcd({ hosts, prefix: freshPrefix() }), ttl: 2000, timeout: 10_000 });
+
+  describe("etcd driver", () => {
+    const open: Storage[] = [];
+    const storageAt = (prefix: string, timeout?: number) => {
+      const storage = createStorage({ driver: etcd({ hosts, prefix, timeout }) });
+      open.push(storage);
+      return storage;
+    };
+    afterAll(async () => {
+      await Promise.all(open.map((storage) => storage.dispose()));
+    });
+
+    it("round-trips hostile keys and lists them by prefix", async () => {
+      const storage = storageAt(freshPrefix());
+      const keys = [
+        `long:${"k".repeat(1024)}`,
+        `quotes:'single':"double"`,
+        "pattern:%_\\*?[.]>",
+        "pattern:*",
+        "pattern:>",
+        "unicode:ключ:日本語:🚀",
+        "space: in : key ",
+        "dots:a.b..c.",
+      ];
+      for (const [index, key] of keys.entries()) await storage.setItem(key, index);
+      for (const [index, key] of keys.entries()) expect(await storage.getItem(key)).toBe(index);
+      expect((await storage.getKeys()).sort()).toEqual(keys.map(normalizeKey).sort());
+      expect((await storage.getKeys("pattern")).sort()).toEqual(["pattern:%_:*", "pattern:*", "pattern:>"].sort());
+    });
+
+    it("stores raw bytes as bytes and text as UTF-8, readable with any etcd client", async () => {
+      const prefix = freshPrefix();
+      const storage = storageAt(prefix);
+      const bytes = randomBytes(4096);
+      await storage.setItemRaw("bin", bytes);
+      await storage.setItem("text", "héllo");
+      const admin = new Etcd3({ hosts });
+      try {
+        expect((await admin.get(`${prefix}bin`).buffer())!.equals(bytes)).toBe(true);
+        // Text is stored as the serializer wrote it: JSON for a string value.
+        expect(await admin.get(`${prefix}text`).string()).toBe('"héllo"');
+      } finally {
+        admin.close();
+      }
+    });
+
+    it("a 10 MB value round-trips (the server needs --max-request-bytes above 10 MB)", async () => {
+      const storage = storageAt(freshPrefix());
+      const big = randomBytes(10 * 1024 * 1024);
+      await storage.setItemRaw("big", big);
+      expect(Buffer.from((await storage.getItemRaw("big"))!).equals(big)).toBe(true);
+    });
+
+    it("TTL: a lease per write, visible to etcd and in getMeta", async () => {
+      const prefix = freshPrefix();
+      const storage = storageAt(prefix);
+      await storage.setItem("lease:a", 1, { ttl: 3000 });
+      const meta = await storage.getMeta("lease:a");
+      expect(meta.ttl).toBeGreaterThan(0);
+      expect(meta.ttl).toBeLessThanOrEqual(3000);
+      const admin = new Etcd3({ hosts });
+      try {
+        const found = await admin.kv.range({ key: Buffer.from(`${prefix}lease:a`) });
+        expect(found.kvs[0]!.lease).not.toBe("0");
+      } finally {
+        admin.close();
+      }
+    });
+
+    it("watch sees writes made through another storage object", async () => {
+      const prefix = freshPrefix();
+      const writer = storageAt(prefix);
+      const watcher = storageAt(prefix);
+      const events: string[] = [];
+      const unwatch = await watcher.watch((event, key) => events.push(`${event} ${key}`));
+      await writer.setItem("x:1", "a");
+      await writer.removeItem("x:1");
+      await writer.setItem("x:2", "b", { ttl: 2000 });
+      const deadline = Date.now() + 10_000;
+      while (events.length < 4 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      await unwatch();
+      // The lease ending removes x:2: etcd reports that too.
+      expect(events).toEqual(["update x:1", "remove x:1", "update x:2", "remove x:2"]);
+    });
+
+    it("history walks revisions, steps over removals, and ends at compaction", async () => {
+      const prefix = freshPrefix();
+      const storage = storageAt(prefix);
+      await storage.setItem("h", "one");
+      await storage.removeItem("h");
+      await storage.setItem("h", "two");
+      await storage.setItem("h", "three");
+      const history = await storage.getHistory("h");
+      expect(history.map((entry) => entry.value)).toEqual(["three", "two", null, "one"]);
+      const admin = new Etcd3({ hosts });
+      try {
+        // Compacting to the newest revision drops every older one.
+        await admin.kv.compact({ revision: history[0]!.version, physical: true });
+      } finally {
+        admin.close();
+      }
+      expect(await codeOf(() => storage.getItem("h", { version: history[3]!.version }))).toBe("E_NOT_FOUND");
+      expect((await storage.getHistory("h")).map((entry) => entry.value)).toEqual(["three"]);
+      expect(await codeOf(() => storage.getItem("h", { version: "not-a-revision" }))).toBe("E_INVALID_OPTION");
+    });
+
+    it("a server that is not there fails with E_UNAVAILABLE within the timeout", async () => {
+      const port = await freePort();
+      const storage = createStorage({ driver: etcd({ hosts: `http://127.0.0.1:${port}`, timeout: 500 }) });
+      const started = Date.now();
+      expect(await codeOf(() => storage.getItem("a"))).toBe("E_UNAVAILABLE");
+      expect(await codeOf(() => storage.setItem("a", 1))).toBe("E_UNAVAILABLE");
+      // Not a speed check: a call must not outlive its timeout by much (no hang, no retry loop).
+      expect(Date.now() - started).toBeLessThan(5000);
+      await storage.dispose();
+    });
+
+    it("a server stopped mid-run: calls fail with E_UNAVAILABLE, work again after restart, and no acknowledged write is lost", async () => {
+      const server = await privateEtcd();
+      await server.start();
+      const storage = createStorage({ driver: etcd({ hosts: server.url, prefix: "fault/", timeout: 1000 }) });
+      try {
+        const acknowledged: number[] = [];
+        let stopped = false;
+        const writer = (async () => {
+          for (let i = 0; !stopped; i++) {
+            try {
+              await storage.setItem(`key:${i}`, i);
+              acknowledged.push(i);
+            } catch (error) {
+              expect(isStorageError(error, "E_UNAVAILABLE")).toBe(true);
+            }
+          }
+        })();
+        while (acknowledged.length < 50) await new Promise((resolve) => setTimeout(resolve, 10));
+        await server.stop();
+        const started = Date.now();
+        expect(await codeOf(() => storage.getItem("key:0"))).toBe("E_UNAVAILABLE");
+        expect(await codeOf(() => storage.setItem("during", 1))).toBe("E_UNAVAILABLE");
+        expect(Date.now() - started).toBeLessThan(10_000);
+        await server.start();
+        // The same storage object works again once the server is back.
+        const deadline = Date.now() + 20_000;
+        for (;;) {
+          const code = await codeOf(() => storage.setItem("after", "restart"));
+          if (code === "none") break;
+          expect(code).toBe("E_UNAVAILABLE");
+          if (Date.now() > deadline) throw new Error("etcd did not come back");
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        stopped = true;
+        await writer;
+        expect(await storage.getItem("after")).toBe("restart");
+        const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
+        expect(values.filter((entry, index) => entry.value !== acknowledged[index])).toEqual([]);
+      } finally {
+        await storage.dispose();
+        await server.stop();
+      }
+    }, 60_000);
+
+    it("dispose() leaves nothing that keeps the process alive", async () => {
+      const child = spawn(process.execPath, ["--import", TSX, WORKER, "etcd", freshPrefix(), "write", "20"], {
+        stdio: ["ignore", "pipe", "inherit"],
+        env: { ...process.env, STOWAGE_ETCD_HOSTS: hosts },
+      });
+      let output = "";
+      child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      const code = await new Promise<number | null>((resolve) => {
+        const timer = setTimeout(() => {
+          child.kill("SIGKILL");
+          resolve(null);
+        }, 30_000);
+        child.on("exit", (exitCode) => {
+          clearTimeout(timer);
+          resolve(exitCode);
+        });
+      });
+      expect(code).toBe(0);
+      expect(output.split("\n").filter(Boolean)).toHaveLength(20);
+    }, 40_000);
+  });
+}
