@@ -1,12 +1,379 @@
-import { randomUUID } from "node:crypto";
-import redis from "../../src/drivers/redis.js";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { Redis } from "ioredis";
+import { afterAll, describe, expect, it } from "vitest";
+import { createStorage, isStorageError, normalizeKey, type Storage, type WatchEvent } from "../../src/index.js";
+import redis, { type RedisDriverOptions } from "../../src/drivers/redis.js";
 import { testDriver } from "../../src/testing/index.js";
 import { serviceUp } from "../helpers/services.js";
+import { tempDir } from "../helpers/tempDir.js";
 
 const url = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 // One prefix per run of this file: parallel test files and earlier runs never see each other's keys.
-const runBase = `stowage-test:${randomUUID()}`;
+const RUN = `stowage-test:${randomUUID()}`;
+let made = 0;
+const freshBase = () => `${RUN}:${made++}`;
+
+const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
+const TSX = import.meta.resolve("tsx");
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function codeOf(action: () => Promise<unknown>): Promise<string> {
+  try {
+    await action();
+  } catch (error) {
+    if (isStorageError(error)) return error.code;
+    throw error;
+  }
+  return "none";
+}
+
+/** Resolves once `check` passes, retrying until `timeout`; then fails with its last error. */
+async function eventually(check: () => void | Promise<void>, timeout = 10_000): Promise<void> {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(50);
+    }
+  }
+}
+
+/** A child process's exit code, or null when it has not exited within `ms` (it is then killed). */
+function exitWithin(child: ChildProcess, ms: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      resolve(null);
+    }, ms);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
+/** A loopback port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function redisCli(port: number, args: string[]): string {
+  const result = spawnSync("redis-cli", ["-h", "127.0.0.1", "-p", String(port), ...args], { encoding: "utf8" });
+  return result.status === 0 ? result.stdout.trim() : "";
+}
+
+/** A private redis-server on a free loopback port with its own directory: ours to kill and restart. */
+async function privateRedis(extra: string[] = []) {
+  const port = await freePort();
+  const dir = tempDir("redis-private");
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--daemonize", "no", ...extra];
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    child = spawn("redis-server", args, { stdio: "ignore" });
+    const deadline = Date.now() + 15_000;
+    // PONG only once the dataset (the AOF) is loaded.
+    while (redisCli(port, ["ping"]) !== "PONG") {
+      if (Date.now() > deadline) throw new Error("the private redis-server did not start");
+      await sleep(50);
+    }
+  };
+  const kill = async () => {
+    const running = child;
+    child = undefined;
+    if (!running || running.exitCode !== null) return;
+    const exited = new Promise((resolve) => running.once("exit", resolve));
+    running.kill("SIGKILL");
+    await exited;
+  };
+  return { port, dir, url: `redis://127.0.0.1:${port}`, start, kill };
+}
+
+/** Events a storage's watcher has seen, as "event key" lines. */
+async function recordEvents(storage: Storage) {
+  const events: string[] = [];
+  const unwatch = await storage.watch((event: WatchEvent, key: string) => events.push(`${event} ${key}`));
+  return { events, unwatch };
+}
 
 if (await serviceUp("Redis", url)) {
-  testDriver({ name: "redis", driver: () => redis({ url, base: `${runBase}:kit` }) });
+  const make = (extra: Partial<RedisDriverOptions> = {}) => redis({ url, base: freshBase(), ...extra });
+
+  afterAll(async () => {
+    const cleanup = createStorage({ driver: redis({ url, base: RUN, watch: "off" }) });
+    await cleanup.clear();
+    await cleanup.dispose();
+  });
+
+  testDriver({ name: "redis", driver: () => redis({ url, base: `${RUN}:kit` }) });
+
+  describe("redis driver", () => {
+    it("stores plain values under base:key, readable by any Redis client", async () => {
+      const base = freshBase();
+      const storage = createStorage({ driver: redis({ url, base }) });
+      const raw = new Redis(url);
+      try {
+        await storage.setItem("user:1", { name: "ada" });
+        await storage.setItem("note", "hello");
+        await storage.setItemRaw("bin", new Uint8Array([0, 255, 10]));
+        await storage.setItem("short", 1, { ttl: 60_000 });
+        expect(await raw.get(`${base}:user:1`)).toBe('{"name":"ada"}');
+        expect(await raw.get(`${base}:note`)).toBe('"hello"');
+        expect([...(await raw.getBuffer(`${base}:bin`))!]).toEqual([0, 255, 10]);
+        expect(await raw.pttl(`${base}:short`)).toBeGreaterThan(59_000);
+        expect((await raw.keys(`${base}:*`)).sort()).toEqual([`${base}:bin`, `${base}:note`, `${base}:short`, `${base}:user:1`]);
+        // The etag is the SHA-1 of the stored bytes.
+        expect((await storage.getMeta("note")).etag).toBe(await raw.eval("return redis.sha1hex(redis.call('GET', KEYS[1]))", 1, `${base}:note`));
+      } finally {
+        raw.disconnect();
+        await storage.dispose();
+      }
+    });
+
+    it("hostile keys and 10 MB values round-trip exactly; glob characters in a base match nothing else", async () => {
+      const storage = createStorage({ driver: make() });
+      try {
+        const keys = [
+          "k".repeat(1024),
+          "ü".repeat(600),
+          "ключ:日本語:🚀✨",
+          `quotes'and"double"`,
+          "''''\"\"\"\"",
+          "100%_done_%%__",
+          "star*question?bracket[x]",
+          "***???[[[]]]",
+          "dots.in.the.key.",
+          "a*",
+          "a?",
+          "[ab]",
+          "back\\slash",
+        ];
+        for (const [index, key] of keys.entries()) await storage.setItem(key, { index, key });
+        for (const [index, key] of keys.entries()) expect(await storage.getItem(key)).toEqual({ index, key });
+        // Key rules apply first (`\\` separates, a `?query` suffix is dropped); the driver stores what they leave.
+        expect((await storage.getKeys()).sort()).toEqual([...new Set(keys.map(normalizeKey))].sort());
+
+        // Under a glob-like base, SCAN MATCH must not treat the base as a pattern.
+        await storage.setItems([
+          { key: "g:a*:1", value: 1 },
+          { key: "g:abc:2", value: 2 },
+          { key: "g:[ab]:5", value: 5 },
+          { key: "g:a:6", value: 6 },
+        ]);
+        expect(await storage.getKeys("g:a*")).toEqual(["g:a*:1"]);
+        expect(await storage.getKeys("g:[ab]")).toEqual(["g:[ab]:5"]);
+        await storage.clear("g:a*");
+        expect((await storage.getKeys("g")).sort()).toEqual(["g:[ab]:5", "g:a:6", "g:abc:2"]);
+
+        const bytes = randomBytes(10 * 1024 * 1024);
+        await storage.setItemRaw("big:raw", bytes);
+        expect(Buffer.from((await storage.getItemRaw("big:raw"))!).equals(bytes)).toBe(true);
+        const text = "ä🚀'\"\\%_*?[.\n\0".repeat(800_000);
+        await storage.setItem("big:text", text);
+        expect(await storage.getItem("big:text")).toBe(text);
+      } finally {
+        await storage.clear();
+        await storage.dispose();
+      }
+    });
+
+    it("a base option full of glob characters lists and clears only its own keys", async () => {
+      const root = freshBase();
+      const bases = [`${root}:a*?[x]\\`, `${root}:ab?[x]\\`, `${root}:a*?[x]\\z`, `${root}:aa?x\\`];
+      const stores = bases.map((base) => createStorage({ driver: redis({ url, base }) }));
+      try {
+        for (const [index, storage] of stores.entries()) await storage.setItems([{ key: "k", value: index }, { key: "deep:k", value: index }]);
+        for (const storage of stores) expect((await storage.getKeys()).sort()).toEqual(["deep:k", "k"]);
+        await stores[0]!.clear();
+        expect(await stores[0]!.getKeys()).toEqual([]);
+        for (const [index, storage] of stores.entries()) if (index > 0) expect(await storage.getItem("deep:k")).toBe(index);
+      } finally {
+        await Promise.all(stores.map((storage) => storage.dispose()));
+      }
+    });
+
+    it("watch sees writes made through another connection: set, setItems, remove, clear, transaction", async () => {
+      const base = freshBase();
+      const writer = createStorage({ driver: redis({ url, base }) });
+      const reader = createStorage({ driver: redis({ url, base }) });
+      const elsewhere = createStorage({ driver: redis({ url, base: freshBase() }) });
+      const { events, unwatch } = await recordEvents(reader);
+      try {
+        await writer.setItem("a", 1);
+        await elsewhere.setItem("a", "another base: not ours");
+        await writer.setItems([
+          { key: "b", value: 2 },
+          { key: "c:d", value: 3 },
+        ]);
+        await writer.removeItem("a");
+        await writer.removeItem("never-there");
+        await writer.transaction(async (tx) => {
+          await tx.setItem("t", 1);
+          await tx.removeItem("b");
+        });
+        await writer.clear("c");
+        await eventually(() =>
+          expect(events).toEqual(["update a", "update b", "update c:d", "remove a", "update t", "remove b", "remove c:d"]),
+        );
+      } finally {
+        await unwatch();
+        await Promise.all([writer.dispose(), reader.dispose(), elsewhere.dispose()]);
+      }
+    });
+
+    it("concurrent CAS increments from three processes lose nothing", async () => {
+      const base = freshBase();
+      const processes = 3;
+      const rounds = 30;
+      const env = { ...process.env, STOWAGE_REDIS_URL: url };
+      const codes = await Promise.all(
+        Array.from({ length: processes }, () =>
+          exitWithin(spawn(process.execPath, ["--import", TSX, WORKER, "redis", base, "increment", String(rounds)], { stdio: "inherit", env }), 60_000),
+        ),
+      );
+      expect(codes).toEqual([0, 0, 0]);
+      const storage = createStorage({ driver: redis({ url, base }) });
+      expect(await storage.getItem("counter")).toBe(processes * rounds);
+      await storage.dispose();
+    });
+
+    it("dispose closes every connection: a process that watched, wrote and disposed exits on its own", async () => {
+      const base = freshBase();
+      const script = join(tempDir("redis-child"), "child.mts");
+      const source = (path: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, path)).href);
+      writeFileSync(
+        script,
+        [
+          `import { createStorage } from ${source("../../src/index.ts")};`,
+          `import redis from ${source("../../src/drivers/redis.ts")};`,
+          `const storage = createStorage({ driver: redis({ url: ${JSON.stringify(url)}, base: ${JSON.stringify(base)} }) });`,
+          `await storage.watch(() => undefined);`,
+          `await storage.setItem("child", { written: true });`,
+          `await storage.getKeys();`,
+          `await storage.dispose();`,
+        ].join("\n"),
+      );
+      const child = spawn(process.execPath, ["--import", TSX, script], { stdio: "inherit" });
+      expect(await exitWithin(child, 15_000)).toBe(0);
+      const storage = createStorage({ driver: redis({ url, base }) });
+      expect(await storage.getItem("child")).toEqual({ written: true });
+      await storage.dispose();
+    });
+
+    it("refuses ioredis's keyPrefix, a bad timeout and an unknown watch mode", () => {
+      expect(() => redis({ url, client: { keyPrefix: "x:" } })).toThrow(/base option/);
+      expect(() => redis({ url, timeout: -1 })).toThrow(/timeout/);
+      expect(() => redis({ url, watch: "poll" as never })).toThrow(/watch must be/);
+    });
+
+    it("a server that accepts connections but never answers gives E_UNAVAILABLE, not a hang", async () => {
+      const sockets = new Set<import("node:net").Socket>();
+      const silent: Server = createServer((socket) => sockets.add(socket));
+      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+      const { port } = silent.address() as { port: number };
+      const storage = createStorage({ driver: redis({ url: `redis://127.0.0.1:${port}`, timeout: 300 }) });
+      try {
+        expect(await codeOf(() => storage.getItem("x"))).toBe("E_UNAVAILABLE");
+        expect(await codeOf(() => storage.setItem("x", 1))).toBe("E_UNAVAILABLE");
+        expect(await codeOf(() => storage.getKeys())).toBe("E_UNAVAILABLE");
+      } finally {
+        await storage.dispose();
+        for (const socket of sockets) socket.destroy();
+        await new Promise((resolve) => silent.close(resolve));
+      }
+    });
+
+    it("nothing listening gives E_UNAVAILABLE with the connection error as cause", async () => {
+      const storage = createStorage({ driver: redis({ url: `redis://127.0.0.1:${await freePort()}`, timeout: 500 }) });
+      try {
+        const error = await storage.getItem("x").catch((caught: unknown) => caught);
+        expect(isStorageError(error, "E_UNAVAILABLE")).toBe(true);
+        expect(String((error as Error).message)).toMatch(/ECONNREFUSED|not ready/);
+      } finally {
+        await storage.dispose();
+      }
+    });
+  });
+
+  describe("redis driver with a private server", () => {
+    it("a server killed mid-run: operations fail fast with E_UNAVAILABLE, recover after restart, and lose no acknowledged write", async () => {
+      const server = await privateRedis(["--appendonly", "yes", "--appendfsync", "always"]);
+      await server.start();
+      const timeout = 1000;
+      const storage = createStorage({ driver: redis({ url: server.url, base: "fault", timeout }) });
+      try {
+        // A writer runs until the kill; every write it saw acknowledged must survive.
+        const acknowledged: number[] = [];
+        let failures = 0;
+        let stop = false;
+        const writer = (async () => {
+          for (let i = 0; !stop; i++) {
+            try {
+              await storage.setItem(`key:${i}`, { i });
+              acknowledged.push(i);
+            } catch (error) {
+              if (!isStorageError(error, "E_UNAVAILABLE")) throw error;
+              failures++;
+              await sleep(20);
+            }
+          }
+        })();
+        await eventually(() => expect(acknowledged.length).toBeGreaterThan(200));
+        await server.kill();
+        await eventually(() => expect(failures).toBeGreaterThan(0));
+
+        // During the outage every kind of operation fails with E_UNAVAILABLE within the timeout.
+        for (const action of [() => storage.getItem("key:0"), () => storage.setItem("x", 1), () => storage.getKeys(), () => storage.getMeta("key:0")]) {
+          const started = Date.now();
+          expect(await codeOf(action)).toBe("E_UNAVAILABLE");
+          expect(Date.now() - started).toBeLessThan(timeout + 1000);
+        }
+
+        await server.start();
+        // The same storage object works again once the client has reconnected.
+        await eventually(async () => expect(await storage.getItem("key:0")).toEqual({ i: 0 }));
+        stop = true;
+        await writer;
+        const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
+        expect(values.filter((entry) => entry.value === null)).toEqual([]);
+      } finally {
+        await storage.dispose();
+        await server.kill();
+      }
+    });
+
+    it('watch: "keyspace" reports writes by any client and expirations; it refuses a server without notifications', async () => {
+      const server = await privateRedis(["--notify-keyspace-events", "KEA"]);
+      const plain = await privateRedis();
+      await Promise.all([server.start(), plain.start()]);
+      const storage = createStorage({ driver: redis({ url: server.url, base: "ks", watch: "keyspace" }) });
+      const unwatched = createStorage({ driver: redis({ url: plain.url, base: "ks", watch: "keyspace" }) });
+      const raw = new Redis(server.url);
+      try {
+        const { events, unwatch } = await recordEvents(storage);
+        await raw.set("ks:by-redis-cli", "1");
+        await storage.setItem("short", 1, { ttl: 50 });
+        await raw.set("other:key", "1");
+        await storage.removeItem("by-redis-cli");
+        await eventually(() => expect([...events].sort()).toEqual(["remove by-redis-cli", "remove short", "update by-redis-cli", "update short"]));
+        await unwatch();
+        expect(await codeOf(() => unwatched.watch(() => undefined))).toBe("E_UNSUPPORTED");
+      } finally {
+        raw.disconnect();
+        await Promise.all([storage.dispose(), unwatched.dispose()]);
+        await Promise.all([server.kill(), plain.kill()]);
+      }
+    });
+  });
 }

@@ -10,6 +10,7 @@ const drivers: Record<string, () => Promise<Driver>> = {
   sqlite: async () => (await import("../../src/drivers/sqlite.js")).default({ path: path! }),
   // Server drivers: `path` is the key prefix (etcd) or the bucket (nats-kv); servers from the tests' env.
   etcd: async () => (await import("../../src/drivers/etcd.js")).default({ hosts: process.env.STOWAGE_ETCD_HOSTS, prefix: path! }),
+  redis: async () => (await import("../../src/drivers/redis.js")).default({ url: process.env.STOWAGE_REDIS_URL, base: path! }),
 };
 const storage = createStorage({ driver: await drivers[driverName!]!() });
 const count = Number(countText);
