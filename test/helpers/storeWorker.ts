@@ -8,6 +8,9 @@ import { createStorage, type Driver } from "../../src/index.js";
 const [driverName, path, mode, countText] = process.argv.slice(2);
 const drivers: Record<string, () => Promise<Driver>> = {
   sqlite: async () => (await import("../../src/drivers/sqlite.js")).default({ path: path! }),
+  // For the server drivers, <path> names the table.
+  postgres: async () =>
+    (await import("../../src/drivers/postgres.js")).default({ url: process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test", table: path! }),
   // Server drivers: `path` is the key prefix (etcd) or the bucket (nats-kv); servers from the tests' env.
   etcd: async () => (await import("../../src/drivers/etcd.js")).default({ hosts: process.env.STOWAGE_ETCD_HOSTS, prefix: path! }),
   redis: async () => (await import("../../src/drivers/redis.js")).default({ url: process.env.STOWAGE_REDIS_URL, base: path! }),

@@ -1,0 +1,485 @@
+import pg from "pg";
+import type { Client as PgClient, Pool as PgPool, PoolClient, PoolConfig, QueryArrayConfig } from "pg";
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback } from "../core/types.js";
+
+export interface PostgresOptions extends Omit<PoolConfig, "connectionString"> {
+  /** Connection URL, e.g. `postgres://user:pass@host:5432/db` (or use pg's `host`, `user`, ... options). */
+  url?: string;
+  /** Table that holds the keys (default `stowage`): `[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters. */
+  table?: string;
+  /**
+   * Milliseconds allowed for connecting and for each statement (default 5000).
+   * A server that is down or does not answer gives `E_UNAVAILABLE` within it.
+   * Sets pg's `connectionTimeoutMillis`, `query_timeout` and `statement_timeout` unless given.
+   */
+  timeout?: number;
+  /** How often expired rows are deleted, in ms (default 60,000). */
+  purgeInterval?: number;
+}
+
+const DRIVER_NAME = "postgres";
+const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
+/** Under btree's limit on an index row (2704 bytes), with room for its header. */
+export const MAX_KEY_BYTES = 2600;
+const COLUMNS = ["expires_at", "key", "mtime", "raw", "value", "version"];
+
+// SQLSTATE codes (or their class, two characters) that mean "the server cannot serve this now".
+const UNAVAILABLE_STATES = new Set(["08", "53", "57P01", "57P02", "57P03", "57014", "55P03"]);
+const NODE_UNAVAILABLE = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+// pg reports lost connections and its own timeouts with messages, not codes.
+const UNAVAILABLE_MESSAGE = /connection terminated|timeout|not queryable|connection ended|ended by the server/i;
+
+function classify(error: unknown): StorageErrorCode {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code === "string") {
+    if (NODE_UNAVAILABLE.has(code) || UNAVAILABLE_STATES.has(code) || UNAVAILABLE_STATES.has(code.slice(0, 2))) return "E_UNAVAILABLE";
+    if (code === "40001" || code === "40P01") return "E_CONFLICT";
+    if (code === "54000") return "E_TOO_LARGE";
+    if (code === "22021") return "E_INVALID_VALUE";
+  }
+  return error instanceof Error && UNAVAILABLE_MESSAGE.test(error.message) ? "E_UNAVAILABLE" : "E_DRIVER";
+}
+
+/** Whatever pg threw, as a StorageError with the original as `cause`. */
+function toError(error: unknown, key?: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new StorageError(classify(error), `[postgres] ${message}`, { driver: DRIVER_NAME, key, cause: error });
+}
+
+function conflict(key: string, why: string): StorageError {
+  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
+}
+
+function checkKey(key: string): void {
+  if (key.length * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) > MAX_KEY_BYTES) {
+    throw new StorageError("E_INVALID_KEY", `Key too long: ${Buffer.byteLength(key)} bytes, postgres keys hold at most ${MAX_KEY_BYTES}`, {
+      driver: DRIVER_NAME,
+      key,
+    });
+  }
+}
+
+/** The smallest string above every string that starts with `prefix`, in byte (code point) order. */
+function prefixEnd(prefix: string): string {
+  const points = [...prefix];
+  while (points.length > 0) {
+    let next = points.pop()!.codePointAt(0)! + 1;
+    if (next >= 0xd800 && next <= 0xdfff) next = 0xe000;
+    if (next <= 0x10ffff) return points.join("") + String.fromCodePoint(next);
+  }
+  return "";
+}
+
+/** Why a table name is safe to put in SQL: it matched TABLE_NAME, and is quoted anyway. */
+const ident = (name: string) => `"${name}"`;
+
+/** The SQL of one table: every statement the driver runs, built once from the validated table name. */
+function statements(table: string) {
+  const t = ident(table);
+  const channel = `stowage.${table}`;
+  const alive = "(expires_at IS NULL OR expires_at > $2)";
+  const firstVersion = "(floor(random() * 281474976710656) + 1)::bigint";
+  const notify = (event: "u" | "r") => `SELECT pg_notify('${channel}', '${event}' || key) FROM w`;
+  const notifyCount = (event: "u" | "r") => `SELECT count(pg_notify('${channel}', '${event}' || key)) FROM w`;
+  const upsertTail = `ON CONFLICT (key) DO UPDATE SET value = excluded.value, raw = excluded.raw, version = s.version + 1,
+    mtime = excluded.mtime, expires_at = excluded.expires_at`;
+  return {
+    channel,
+    createTable: `CREATE TABLE IF NOT EXISTS ${t} (
+        key text COLLATE "C" PRIMARY KEY,
+        value text,
+        raw bytea,
+        version bigint NOT NULL,
+        mtime bigint NOT NULL,
+        expires_at bigint,
+        CHECK ((value IS NULL) <> (raw IS NULL)))`,
+    createIndex: `CREATE INDEX IF NOT EXISTS ${ident(`${table}_expires`)} ON ${t} (expires_at) WHERE expires_at IS NOT NULL`,
+    // $1 key, $2 now.
+    get: `SELECT value, raw FROM ${t} WHERE key = $1 AND ${alive}`,
+    has: `SELECT 1 FROM ${t} WHERE key = $1 AND ${alive}`,
+    meta: `SELECT version, mtime, expires_at, octet_length(value), octet_length(raw) FROM ${t} WHERE key = $1 AND ${alive}`,
+    getMany: `SELECT key, value, raw FROM ${t} WHERE key = ANY($1::text[]) AND ${alive}`,
+    // $1 key, $2 now, $3 text, $4 bytes, $5 expires_at.
+    upsert: `WITH w AS (INSERT INTO ${t} AS s (key, value, raw, version, mtime, expires_at) VALUES ($1, $3, $4, ${firstVersion}, $2, $5)
+      ${upsertTail} RETURNING key) ${notify("u")}`,
+    insertIfAbsent: `WITH w AS (INSERT INTO ${t} AS s (key, value, raw, version, mtime, expires_at) VALUES ($1, $3, $4, ${firstVersion}, $2, $5)
+      ON CONFLICT (key) DO UPDATE SET value = excluded.value, raw = excluded.raw, version = excluded.version, mtime = excluded.mtime,
+      expires_at = excluded.expires_at WHERE s.expires_at IS NOT NULL AND s.expires_at <= $2 RETURNING key) ${notify("u")}`,
+    // ... and $6 the expected version.
+    updateIfVersion: `WITH w AS (UPDATE ${t} SET value = $3, raw = $4, version = version + 1, mtime = $2, expires_at = $5
+      WHERE key = $1 AND version = $6 AND ${alive} RETURNING key) ${notify("u")}`,
+    // $1 keys, $2 now, $3 texts, $4 expiries: one statement for a whole batch.
+    upsertMany: `WITH w AS (INSERT INTO ${t} AS s (key, value, version, mtime, expires_at)
+      SELECT k, v, ${firstVersion}, $2, e FROM unnest($1::text[], $3::text[], $4::bigint[]) AS u(k, v, e)
+      ${upsertTail} RETURNING key) ${notifyCount("u")}`,
+    remove: `WITH w AS (DELETE FROM ${t} WHERE key = $1 RETURNING key) ${notify("r")}`,
+    // $1 key, $2 now, $3 version.
+    removeIfVersion: `WITH w AS (DELETE FROM ${t} WHERE key = $1 AND ${alive} AND version = $3 RETURNING key) ${notify("r")}`,
+    // $1 from, $2 now, $3 to.
+    keysInRange: `SELECT key FROM ${t} WHERE key >= $1 AND key < $3 AND ${alive}`,
+    pageInRange: `SELECT key FROM ${t} WHERE key > $1 AND key < $3 AND ${alive} ORDER BY key LIMIT $4`,
+    pageAll: `SELECT key FROM ${t} WHERE key > $1 AND ${alive} ORDER BY key LIMIT $3`,
+    allKeys: `SELECT key FROM ${t} WHERE expires_at IS NULL OR expires_at > $1`,
+    clearRange: `WITH w AS (DELETE FROM ${t} WHERE key >= $1 AND key < $2 RETURNING key) ${notifyCount("r")}`,
+    clearAll: `WITH w AS (DELETE FROM ${t} RETURNING key) ${notifyCount("r")}`,
+    purge: `DELETE FROM ${t} WHERE expires_at <= $1`,
+    // Transactions: lock a key's row, or hold an absent key with an already expired placeholder row.
+    lock: `SELECT version, expires_at FROM ${t} WHERE key = $1 FOR UPDATE`,
+    placeholder: `INSERT INTO ${t} (key, value, version, mtime, expires_at) VALUES ($1, '', ${firstVersion}, 0, 0) ON CONFLICT (key) DO NOTHING`,
+    dropPlaceholders: `DELETE FROM ${t} WHERE key = ANY($1::text[]) AND expires_at = 0`,
+  };
+}
+
+type Statements = ReturnType<typeof statements>;
+type Db = Pick<PoolClient, "query">;
+type Item = { key: string; value: string; options?: SetOptions };
+
+/** The last write to each key wins within a batch; sorted, so concurrent batches lock rows in one order. */
+function lastWriteEach(items: Item[]): Item[] {
+  const byKey = new Map<string, Item>();
+  for (const item of items) byKey.set(item.key, item);
+  return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+const expiresAt = (now: number, opts: SetOptions | undefined) => (opts?.ttl === undefined ? null : now + Math.ceil(opts.ttl));
+
+/**
+ * Keys in one PostgreSQL table (key, value, raw, version, mtime, expires_at)
+ * through a pg Pool: CAS on `version`, TTL on `expires_at`, atomic commits in
+ * one transaction on one pooled connection, watch through LISTEN/NOTIFY.
+ */
+export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions = {}) => {
+  const { url, table = "stowage", timeout = 5000, purgeInterval = 60_000, ...poolOptions } = options;
+  if (!TABLE_NAME.test(table)) throw new StorageError("E_INVALID_OPTION", `Invalid table name: ${JSON.stringify(table)}`, { driver: DRIVER_NAME });
+  const config: PoolConfig = {
+    keepAlive: true,
+    ...poolOptions,
+    connectionString: url,
+    connectionTimeoutMillis: poolOptions.connectionTimeoutMillis ?? timeout,
+    query_timeout: poolOptions.query_timeout ?? timeout,
+    statement_timeout: poolOptions.statement_timeout ?? timeout,
+  };
+  const pool = new pg.Pool(config);
+  // An idle connection that died (a server restart) is dropped by the pool and replaced on next use;
+  // the operations that need the server report their own errors.
+  pool.on("error", () => undefined);
+  const sql: Statements = statements(table);
+  const named = (name: keyof Statements, values: unknown[]): QueryArrayConfig => ({
+    name: `stowage_${table}_${name}`,
+    text: sql[name] as string,
+    values,
+    rowMode: "array",
+  });
+
+  let disposed = false;
+  let schema: Promise<void> | undefined;
+  /** Creates the table once, under an advisory lock, so processes starting together do not race. */
+  const ensureSchema = (): Promise<void> => {
+    if (disposed) return Promise.reject(new StorageError("E_UNAVAILABLE", "This postgres driver was disposed", { driver: DRIVER_NAME }));
+    schema ??= createSchema().catch((error: unknown) => {
+      schema = undefined; // a later operation tries again (the server may be back)
+      throw toError(error);
+    });
+    return schema;
+  };
+  let ready = false;
+  const createSchema = async () => {
+    const client = await pool.connect();
+    let failure: Error | undefined;
+    try {
+      await client.query("BEGIN");
+      await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [`stowage:${table}`]);
+      await client.query(sql.createTable);
+      const { rows } = await client.query<{ column_name: string }>(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+        [table],
+      );
+      const missing = COLUMNS.filter((column) => !rows.some((row) => row.column_name === column));
+      if (missing.length > 0) {
+        throw new StorageError("E_INVALID_OPTION", `Table ${table} exists without the columns ${missing.join(", ")}: not a stowage table`, {
+          driver: DRIVER_NAME,
+        });
+      }
+      await client.query(sql.createIndex);
+      await client.query("COMMIT");
+      ready = true;
+    } catch (error) {
+      failure = await rollback(client);
+      throw error;
+    } finally {
+      client.release(failure);
+    }
+  };
+
+  /** Runs one statement on the pool; errors come back as StorageErrors. */
+  const run = (name: keyof Statements, values: unknown[], key?: string, db: Db = pool) => {
+    const config = named(name, values);
+    const query = ready ? db.query(config) : ensureSchema().then(() => db.query(config));
+    return query.catch((error: unknown) => Promise.reject(toError(error, key)));
+  };
+
+  // Expired rows are invisible at once; this removes the ones nobody touches again.
+  const purger = setInterval(() => {
+    if (!ready) return;
+    run("purge", [Date.now()]).catch((error: unknown) => process.emitWarning(`stowage postgres: purging expired rows failed: ${String(error)}`));
+  }, purgeInterval).unref();
+
+  /** Writes one value under the guards its options carry; E_CONFLICT when a guard fails. */
+  const write = async (key: string, value: string | Uint8Array, opts: SetOptions | undefined, db: Db = pool) => {
+    checkKey(key);
+    const now = Date.now();
+    const text = typeof value === "string" ? value : null;
+    const bytes = typeof value === "string" ? null : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    const values = [key, now, text, bytes, expiresAt(now, opts)];
+    if (opts?.ifMatch !== undefined) {
+      if (!/^\d{1,18}$/.test(opts.ifMatch) || (await run("updateIfVersion", [...values, opts.ifMatch], key, db)).rowCount === 0) {
+        throw conflict(key, "Stored version differs");
+      }
+      return;
+    }
+    if (opts?.ifNoneMatch === "*") {
+      if ((await run("insertIfAbsent", values, key, db)).rowCount === 0) throw conflict(key, "Key already exists");
+      return;
+    }
+    await run("upsert", values, key, db);
+  };
+
+  const remove = async (key: string, opts: RemoveOptions | undefined, db: Db = pool) => {
+    if (opts?.ifMatch === undefined) {
+      await run("remove", [key], key, db);
+      return;
+    }
+    if (!/^\d{1,18}$/.test(opts.ifMatch) || (await run("removeIfVersion", [key, Date.now(), opts.ifMatch], key, db)).rowCount === 0) {
+      throw conflict(key, "Stored version differs");
+    }
+  };
+
+  const read = async (key: string): Promise<string | Buffer | null> => {
+    const { rows } = await run("get", [key, Date.now()], key);
+    const row = rows[0];
+    return row === undefined ? null : ((row[0] ?? row[1]) as string | Buffer);
+  };
+
+  /**
+   * Checks a key's etag inside a transaction and keeps it so until COMMIT: a
+   * live row is locked FOR UPDATE; an absent key gets an expired placeholder
+   * row (invisible to readers) that holds it against concurrent inserts.
+   */
+  const check = async (db: Db, key: string, etag: string | null, placeholders: string[]) => {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { rows } = await run("lock", [key], key, db);
+      const row = rows[0];
+      if (row !== undefined) {
+        const live = row[1] === null || Number(row[1]) > Date.now();
+        if ((live ? String(row[0]) : null) !== etag) throw conflict(key, "Stored version differs");
+        return;
+      }
+      if (etag !== null) throw conflict(key, "Stored version differs");
+      if ((await run("placeholder", [key], key, db)).rowCount === 1) {
+        placeholders.push(key);
+        return;
+      }
+    }
+    throw conflict(key, "Key changed while checked");
+  };
+
+  const commit = async (operations: CommitOperation[]) => {
+    if (!ready) await ensureSchema();
+    const client = await pool.connect().catch((error: unknown) => Promise.reject(toError(error)));
+    let failure: Error | undefined;
+    try {
+      await client.query("BEGIN");
+      const placeholders: string[] = [];
+      for (const op of operations) {
+        if (op.type === "check") await check(client, op.key, op.etag, placeholders);
+        else if (op.type === "remove") await remove(op.key, op.options, client);
+        else await write(op.key, op.value, op.options, client);
+      }
+      if (placeholders.length > 0) await run("dropPlaceholders", [placeholders], undefined, client);
+      await client.query("COMMIT");
+    } catch (error) {
+      failure = await rollback(client);
+      throw toError(error);
+    } finally {
+      client.release(failure);
+    }
+  };
+
+  const setItems = async (items: Item[], common: SetOptions = {}) => {
+    const batch = lastWriteEach(items);
+    const guarded = batch.some(({ options }) => (options ?? common).ifMatch !== undefined || (options ?? common).ifNoneMatch !== undefined);
+    if (guarded) {
+      // Guards need their checks: the whole batch goes through one transaction.
+      await commit(batch.map(({ key, value, options }) => ({ type: "set", key, value, options: options ?? common })));
+      return;
+    }
+    const now = Date.now();
+    batch.forEach(({ key }) => checkKey(key));
+    await run("upsertMany", [batch.map((item) => item.key), now, batch.map((item) => item.value), batch.map((item) => expiresAt(now, item.options ?? common))]);
+  };
+
+  const keysUnder = async (base: string): Promise<string[]> => {
+    const now = Date.now();
+    const { rows } = base ? await run("keysInRange", [base, now, prefixEnd(base)]) : await run("allKeys", [now]);
+    return rows.map((row) => row[0] as string);
+  };
+
+  const listeners = new Set<PgClient>();
+  const watch = async (callback: WatchCallback): Promise<Unwatch> => {
+    if (!ready) await ensureSchema();
+    const listener = new Listener(config, sql.channel, callback, listeners);
+    await listener.start();
+    return () => listener.stop();
+  };
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: true, clearBase: true, nestedKeys: true },
+    getInstance: () => pool,
+    hasItem: async (key: string) => (await run("has", [key, Date.now()], key)).rowCount! > 0,
+    getItem: read,
+    getItemRaw: read,
+    getItems: async (items: { key: string }[]) => {
+      const keys = items.map(({ key }) => key);
+      const { rows } = await run("getMany", [keys, Date.now()]);
+      const found = new Map(rows.map((row) => [row[0] as string, (row[1] ?? row[2]) as string | Buffer]));
+      return keys.map((key) => ({ key, value: found.get(key) ?? null }));
+    },
+    setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),
+    setItems,
+    removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
+    getMeta: async (key: string): Promise<StorageMeta | null> => {
+      const now = Date.now();
+      const row = (await run("meta", [key, now], key)).rows[0];
+      if (row === undefined) return null;
+      const meta: StorageMeta = { etag: String(row[0]), mtime: new Date(Number(row[1])), size: Number(row[3] ?? row[4]) };
+      if (row[2] !== null) {
+        meta.expires = new Date(Number(row[2]));
+        meta.ttl = Math.max(0, Number(row[2]) - now);
+      }
+      return meta;
+    },
+    getKeys: async (base: string, opts: { maxDepth?: number }) => {
+      const keys = await keysUnder(base ?? "");
+      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+    },
+    async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
+      const prefix = base ?? "";
+      // Keyset paging over the primary key: each page is one index range read.
+      const to = prefix ? prefixEnd(prefix) : undefined;
+      const limit = opts.batchSize ?? 1000;
+      let after = prefix;
+      for (;;) {
+        const now = Date.now();
+        const { rows } = to === undefined ? await run("pageAll", [after, now, limit]) : await run("pageInRange", [after, now, to, limit]);
+        if (rows.length === 0) return;
+        const keys = rows.map((row) => row[0] as string);
+        after = keys[keys.length - 1]!;
+        yield opts.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+        if (rows.length < limit) return;
+      }
+    },
+    clear: async (base: string) => {
+      if (base) await run("clearRange", [base, prefixEnd(base)]);
+      else await run("clearAll", []);
+    },
+    commit: (operations: CommitOperation[]) => commit(operations),
+    watch,
+    dispose: async () => {
+      if (disposed) return;
+      disposed = true;
+      clearInterval(purger);
+      await Promise.all([...listeners].map((client) => client.end()));
+      await pool.end();
+    },
+  };
+});
+
+/** Rolls back a failed transaction; when even that fails the connection is unusable, and the pool must drop it. */
+async function rollback(client: PoolClient): Promise<Error | undefined> {
+  try {
+    await client.query("ROLLBACK");
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+/**
+ * One LISTEN connection for a watch. Every write statement NOTIFYs
+ * `u<key>` or `r<key>` on the table's channel, so this sees the writes of
+ * every process. A lost connection is opened again every second until
+ * stopped (events sent while it was down are not replayed).
+ */
+class Listener {
+  private client: PgClient | undefined;
+  private stopped = false;
+  private retry: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly config: PoolConfig,
+    private readonly channel: string,
+    private readonly callback: WatchCallback,
+    private readonly clients: Set<PgClient>,
+  ) {}
+
+  /** Opens the connection and listens; the first attempt fails with E_UNAVAILABLE when the server does not answer. */
+  async start(initial = true): Promise<void> {
+    const client = new pg.Client(this.config);
+    client.on("notification", ({ payload }) => {
+      if (!this.stopped && payload) this.callback(payload[0] === "r" ? "remove" : "update", payload.slice(1));
+    });
+    client.on("error", () => this.lost(client));
+    client.on("end", () => this.lost(client));
+    this.client = client;
+    this.clients.add(client);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${ident(this.channel)}`);
+    } catch (error) {
+      if (initial) this.stopped = true;
+      this.discard(client);
+      throw toError(error);
+    }
+    if (this.stopped) await this.stop();
+  }
+
+  private discard(client: PgClient): void {
+    this.clients.delete(client);
+    if (this.client === client) this.client = undefined;
+    client.end().catch((error: unknown) => process.emitWarning(`stowage postgres: closing a LISTEN connection failed: ${String(error)}`));
+  }
+
+  /** The connection broke: open another, unless this one was already replaced or stopped. */
+  private lost(client: PgClient): void {
+    const current = this.client === client;
+    this.discard(client);
+    if (current) this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.retry) return;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      // A failed attempt is followed by the next one: the server may still be starting.
+      if (!this.stopped) this.start(false).catch(() => this.schedule());
+    }, 1000);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retry);
+    const client = this.client;
+    this.client = undefined;
+    if (client) {
+      this.clients.delete(client);
+      await client.end();
+    }
+  }
+}

@@ -1,0 +1,355 @@
+import { execFile, spawn } from "node:child_process";
+import { chownSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { createStorage, isStorageError, type Storage, type StorageErrorCode } from "../../src/index.js";
+import postgres, { MAX_KEY_BYTES } from "../../src/drivers/postgres.js";
+import { testDriver } from "../../src/testing/index.js";
+import { serviceUp } from "../helpers/services.js";
+
+const url = process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
+const TSX = import.meta.resolve("tsx");
+const SRC = join(import.meta.dirname, "../../src");
+
+// Tables unique to this run of this file, dropped at the end, so parallel runs never meet.
+const RUN = `${process.pid}_${Date.now().toString(36)}`;
+const tables: string[] = [];
+function freshTable(label: string): string {
+  const name = `stowage_${label}_${RUN}`;
+  tables.push(name);
+  return name;
+}
+
+async function codeOf(action: () => Promise<unknown>): Promise<StorageErrorCode | string> {
+  try {
+    await action();
+  } catch (error) {
+    return isStorageError(error) ? error.code : `not a StorageError: ${String(error)}`;
+  }
+  return "no error";
+}
+
+async function eventually(check: () => Promise<void> | void, timeout = 15_000): Promise<void> {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+/** Exit code and output of a child process, killed (and failed) if it is still running after `limit` ms. */
+function finish(child: ReturnType<typeof spawn>, limit: number): Promise<{ code: number | null; output: string }> {
+  let output = "";
+  child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), limit);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+/** A TCP port nobody listens on (taken from the OS, then released). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** A PostgreSQL cluster of this test's own, which it may stop and start (the shared one stays up). */
+async function privateCluster() {
+  const bin = "/usr/lib/postgresql/15/bin";
+  const dir = mkdtempSync(join(tmpdir(), "stowage-pg-"));
+  const { stdout: uid } = await run("id", ["-u", "postgres"]);
+  const { stdout: gid } = await run("id", ["-g", "postgres"]);
+  chownSync(dir, Number(uid), Number(gid));
+  const data = join(dir, "data");
+  const port = await freePort();
+  const asPostgres = (command: string, args: string[]) => run("runuser", ["-u", "postgres", "--", join(bin, command), ...args]);
+  await asPostgres("initdb", ["-D", data, "-U", "postgres", "-A", "trust", "--no-sync"]);
+  const ctl = (args: string[]) => asPostgres("pg_ctl", ["-D", data, "-w", ...args]);
+  const start = () => ctl(["-l", join(dir, "log"), "-o", `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start"]);
+  await start();
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    start,
+    stop: () => ctl(["-m", "immediate", "stop"]),
+    async remove() {
+      await ctl(["-m", "immediate", "stop"]).catch((error: unknown) => expect(String(error)).toMatch(/not running|No such file/i));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+if (await serviceUp("PostgreSQL", url)) {
+  const kitTable = freshTable("kit");
+  testDriver({ name: "postgres", driver: () => postgres({ url, table: kitTable }) });
+
+  afterAll(async () => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    for (const table of tables) await client.query(`DROP TABLE IF EXISTS "${table}"`);
+    await client.end();
+  });
+
+  describe("postgres driver", () => {
+    const open = (table = freshTable("t"), extra: Parameters<typeof postgres>[0] = {}): Storage =>
+      createStorage({ driver: postgres({ url, table, ...extra }) });
+
+    it("round-trips hostile keys, a 1 KB key and 10 MB values exactly; lists by range, not by pattern", async () => {
+      const storage = open();
+      const hostile = [`q'uote`, `d"ouble`, "per%cent", "under_score", "back\\slash", "star*", "quest\uff1f", "br[ack]et", "do.t", "ünï:cødé:🚀", "%:_"];
+      for (const [index, key] of hostile.entries()) await storage.setItem(`h:${key}`, index);
+      for (const [index, key] of hostile.entries()) expect(await storage.getItem(`h:${key}`)).toBe(index);
+      // Below the core's key rules (which strip "?" and split on "\\"), the driver takes any key as it is.
+      const driver = storage.getMount().driver;
+      const raw = [`a?b`, `c\\d`, `'; DROP TABLE x; --`, `$1`, `[*?]`];
+      for (const key of raw) await driver.setItem!(`raw:${key}`, JSON.stringify(key), {});
+      for (const key of raw) expect(await driver.getItem(`raw:${key}`, {})).toBe(JSON.stringify(key));
+      expect(((await driver.getKeys("raw:", {})) as string[]).sort()).toEqual(raw.map((key) => `raw:${key}`).sort());
+      await storage.setItem("h_x", "a LIKE 'h_%' would list this");
+      await storage.setItem("h%x", "and this");
+      await storage.setItem("%:_", "under a wildcard");
+      expect((await storage.getKeys("h")).sort()).toEqual(hostile.map((key) => `h:${key}`.replaceAll("\\", ":")).sort());
+      expect(await storage.getKeys("%")).toEqual(["%:_"]);
+
+      const longKey = `long:${"k".repeat(1019)}`;
+      const unicodeKey = `wide:${"é".repeat(1000)}`;
+      await storage.setItem(longKey, "1 KB");
+      await storage.setItem(unicodeKey, "2 KB of UTF-8");
+      expect(await storage.getItem(longKey)).toBe("1 KB");
+      expect(await storage.getItem(unicodeKey)).toBe("2 KB of UTF-8");
+      expect(await codeOf(() => storage.setItem(`huge:${"🚀".repeat(MAX_KEY_BYTES / 4)}`, 1))).toBe("E_INVALID_KEY");
+
+      const bytes = new Uint8Array(10 * 1024 * 1024).map((_, i) => (i * 7919) % 256);
+      await storage.setItemRaw("big:raw", bytes);
+      expect(Buffer.from((await storage.getItemRaw("big:raw"))!).equals(Buffer.from(bytes))).toBe(true);
+      const text = "ü'\"\\%_".repeat(2 * 1024 * 1024);
+      await storage.setItem("big:text", text);
+      expect(await storage.getItem("big:text")).toBe(text);
+      expect((await storage.getMeta("big:raw")).size).toBe(bytes.length);
+      await storage.dispose();
+    });
+
+    it("keeps JSON readable and raw bytes exact in the table", async () => {
+      const table = freshTable("layout");
+      const storage = open(table);
+      await storage.setItem("user:1", { name: "Ada", tags: ["x"] });
+      await storage.setItemRaw("blob", new Uint8Array([0, 1, 254, 255]));
+      await storage.setItem("temp", "soon", { ttl: 60_000 });
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      const { rows } = await client.query(`SELECT key, value, value::jsonb AS json, raw, version, mtime, expires_at FROM "${table}" ORDER BY key`);
+      await client.end();
+      expect(rows.map((row) => row.key)).toEqual(["blob", "temp", "user:1"]);
+      expect(rows[2].json).toEqual({ name: "Ada", tags: ["x"] });
+      expect(rows[2].raw).toBeNull();
+      expect([...rows[0].raw]).toEqual([0, 1, 254, 255]);
+      expect(rows[0].value).toBeNull();
+      expect(rows[1].expires_at).not.toBeNull();
+      expect((await storage.getMeta("user:1")).etag).toBe(String(rows[2].version));
+      await storage.dispose();
+    });
+
+    it("serves a prefix listing from the primary key index", async () => {
+      const table = freshTable("plan");
+      const storage = open(table);
+      await storage.setItems(Array.from({ length: 5000 }, (_, i) => ({ key: `p${i % 50}:${i}`, value: i })));
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query(`ANALYZE "${table}"`);
+      const { rows } = await client.query(
+        `EXPLAIN SELECT key FROM "${table}" WHERE key >= $1 AND key < $2 AND (expires_at IS NULL OR expires_at > $3)`,
+        ["p7:", "p7;", Date.now()],
+      );
+      await client.end();
+      expect(rows.map((row) => row["QUERY PLAN"]).join("\n")).toMatch(new RegExp(`Index.*${table}_pkey`));
+      expect((await storage.getKeys("p7")).length).toBe(100);
+      const pages: number[] = [];
+      for await (const batch of storage.iterateKeys("p7", { batchSize: 30 })) pages.push(batch.length);
+      expect(pages).toEqual([30, 30, 30, 10]);
+      await storage.dispose();
+    });
+
+    it("watch sees writes made through another storage object (LISTEN/NOTIFY)", async () => {
+      const table = freshTable("watch");
+      const watcher = open(table);
+      const writer = open(table);
+      const events: string[] = [];
+      const unwatch = await watcher.watch((event, key) => events.push(`${event} ${key}`));
+      await writer.setItem("w:a", 1);
+      await writer.setItems([
+        { key: "w:b", value: 2 },
+        { key: "w:c", value: 3 },
+      ]);
+      await writer.transaction(async (tx) => tx.setItem("w:tx", 4));
+      await writer.removeItem("w:a");
+      await writer.clear("w");
+      await eventually(() =>
+        expect(events).toEqual(["update w:a", "update w:b", "update w:c", "update w:tx", "remove w:a", "remove w:b", "remove w:c", "remove w:tx"]),
+      );
+      await unwatch();
+      await writer.setItem("w:after", 1);
+      await sleep(300);
+      expect(events).not.toContain("update w:after");
+      await Promise.all([watcher.dispose(), writer.dispose()]);
+    });
+
+    it("a transaction that read a key as absent fails if the key is created before it commits", async () => {
+      const table = freshTable("tx");
+      const storage = open(table);
+      const other = open(table);
+      const code = await codeOf(() =>
+        storage.transaction(async (tx) => {
+          expect(await tx.getItem("slot")).toBeNull();
+          await other.setItem("slot", "taken");
+          await tx.setItem("claim", "mine");
+        }),
+      );
+      expect(code).toBe("E_CONFLICT");
+      expect(await storage.getItem("claim")).toBeNull();
+      await storage.transaction(async (tx) => {
+        expect(await tx.getItem("free")).toBeNull();
+        await tx.setItem("claim", "mine");
+      });
+      expect((await storage.getKeys()).sort()).toEqual(["claim", "slot"]);
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      const { rows } = await client.query(`SELECT count(*)::int AS n FROM "${table}" WHERE expires_at = 0`);
+      await client.end();
+      expect(rows[0].n).toBe(0);
+      await Promise.all([storage.dispose(), other.dispose()]);
+    });
+
+    it("several processes starting at once on a fresh table: schema made once, CAS increments lose nothing", async () => {
+      const table = freshTable("procs");
+      const processes = 3;
+      const rounds = 30;
+      const results = await Promise.all(
+        Array.from({ length: processes }, () =>
+          finish(spawn(process.execPath, ["--import", TSX, WORKER, "postgres", table, "increment", String(rounds)], { stdio: ["ignore", "pipe", "inherit"] }), 60_000),
+        ),
+      );
+      expect(results.map((result) => result.code)).toEqual([0, 0, 0]);
+      const storage = open(table);
+      expect(await storage.getItem("counter")).toBe(processes * rounds);
+      await storage.dispose();
+    });
+
+    it("dispose ends the pool and the LISTEN connection: the process exits by itself", async () => {
+      const table = freshTable("exit");
+      const dir = mkdtempSync(join(tmpdir(), "stowage-pg-child-"));
+      const script = join(dir, "child.mts");
+      writeFileSync(
+        script,
+        `import { createStorage } from ${JSON.stringify(join(SRC, "index.ts"))};
+import postgres from ${JSON.stringify(join(SRC, "drivers/postgres.ts"))};
+const storage = createStorage({ driver: postgres({ url: ${JSON.stringify(url)}, table: ${JSON.stringify(table)} }) });
+let seen: () => void;
+const event = new Promise<void>((resolve) => (seen = resolve));
+await storage.watch((_event, key) => key === "child" && seen());
+await storage.setItem("child", 1);
+await event;
+await storage.dispose();
+console.log("disposed");
+`,
+      );
+      const result = await finish(spawn(process.execPath, ["--import", TSX, script], { stdio: ["ignore", "pipe", "inherit"] }), 20_000);
+      rmSync(dir, { recursive: true, force: true });
+      expect(result).toEqual({ code: 0, output: "disposed\n" });
+    });
+
+    it("a server that refuses or never answers gives E_UNAVAILABLE within the timeout", async () => {
+      const refused = open(freshTable("refused"), { url: `postgres://postgres@127.0.0.1:${await freePort()}/test`, timeout: 1000 });
+      expect(await codeOf(() => refused.getItem("a"))).toBe("E_UNAVAILABLE");
+      await refused.dispose();
+
+      // Accepts connections, then says nothing: only the timeout ends the wait.
+      const sockets: import("node:net").Socket[] = [];
+      const silent: Server = createServer((socket) => sockets.push(socket));
+      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+      const { port } = silent.address() as { port: number };
+      const storage = open(freshTable("silent"), { url: `postgres://postgres@127.0.0.1:${port}/test`, timeout: 1000 });
+      const started = Date.now();
+      expect(await codeOf(() => storage.setItem("a", 1))).toBe("E_UNAVAILABLE");
+      expect(Date.now() - started).toBeLessThan(1000 + 2000);
+      await storage.dispose();
+      sockets.forEach((socket) => socket.destroy());
+      await new Promise((resolve) => silent.close(resolve));
+    });
+
+    it("refuses a bad table name and a table of another layout", async () => {
+      expect(() => postgres({ url, table: `x"; DROP TABLE y; --` })).toThrow(/Invalid table name/);
+      const table = freshTable("foreign");
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query(`CREATE TABLE "${table}" (id int primary key, body text)`);
+      await client.end();
+      const storage = open(table);
+      expect(await codeOf(() => storage.getItem("a"))).toBe("E_INVALID_OPTION");
+      await storage.dispose();
+    });
+
+    it("survives a server stop: E_UNAVAILABLE during the outage, back after restart, no acknowledged write lost", { timeout: 120_000 }, async () => {
+      const cluster = await privateCluster();
+      const timeout = 2000;
+      const storage = createStorage({ driver: postgres({ url: cluster.url, table: "fault", timeout }) });
+      const events: string[] = [];
+      try {
+        await storage.watch((event, key) => events.push(`${event} ${key}`));
+        const acknowledged: number[] = [];
+        const failures = new Set<string>();
+        let writing = true;
+        const writer = (async () => {
+          for (let i = 0; writing; i++) {
+            try {
+              await storage.setItem(`key:${i}`, { i });
+              acknowledged.push(i);
+            } catch (error) {
+              failures.add(isStorageError(error) ? error.code : String(error));
+              await sleep(50);
+            }
+          }
+        })();
+        await eventually(() => expect(acknowledged.length).toBeGreaterThan(20));
+        await cluster.stop();
+        for (const action of [() => storage.getItem("key:0"), () => storage.setItem("during", 1), () => storage.getKeys()]) {
+          const started = Date.now();
+          expect(await codeOf(action)).toBe("E_UNAVAILABLE");
+          expect(Date.now() - started).toBeLessThan(timeout + 1000);
+        }
+        const beforeRestart = acknowledged.length;
+        await cluster.start();
+        await eventually(() => expect(acknowledged.length).toBeGreaterThan(beforeRestart + 20));
+        writing = false;
+        await writer;
+        expect([...failures]).toEqual(["E_UNAVAILABLE"]);
+        const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
+        expect(values.filter((entry) => entry.value === null)).toEqual([]);
+        // The watch reconnects too.
+        await eventually(async () => {
+          await storage.setItem("after-restart", Date.now());
+          expect(events).toContain("update after-restart");
+        });
+      } finally {
+        await storage.dispose();
+        await cluster.remove();
+      }
+    });
+  });
+}
