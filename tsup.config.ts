@@ -10,6 +10,7 @@ export default defineConfig({
     "drivers/fs-lite": "src/drivers/fs-lite.ts",
     "drivers/sqlite": "src/drivers/sqlite.ts",
     "drivers/leveldb": "src/drivers/leveldb.ts",
+    "drivers/lmdb": "src/drivers/lmdb.ts",
   },
   format: ["esm"],
   target: "node20",
@@ -18,5 +19,5 @@ export default defineConfig({
   sourcemap: true,
   splitting: true,
   // Peers: the kit's test runner and the backends' clients, installed by whoever uses them.
-  external: ["vitest", "better-sqlite3", "classic-level"],
+  external: ["vitest", "better-sqlite3", "classic-level", "lmdb"],
 });

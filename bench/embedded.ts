@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { Bench } from "tinybench";
 import { createStorage, type Driver, type Storage } from "../src/index.js";
 import leveldb from "../src/drivers/leveldb.js";
+import lmdb from "../src/drivers/lmdb.js";
 import sqlite from "../src/drivers/sqlite.js";
 
 /**
@@ -20,6 +21,7 @@ const GROUPS = 1000;
 const DRIVERS: { name: string; make: (dir: string) => Driver }[] = [
   { name: "sqlite", make: (dir) => sqlite({ path: join(dir, "store.db") }) },
   { name: "leveldb", make: (dir) => leveldb({ path: join(dir, "db") }) },
+  { name: "lmdb", make: (dir) => lmdb({ path: join(dir, "store.mdb") }) },
 ];
 
 const value = (i: number) => ({ id: i, name: `user-${String(i).padStart(7, "0")}`, email: `user${i}@example.com`, active: true });

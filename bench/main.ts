@@ -61,6 +61,13 @@ const GOALS: { workload: string; target: string; peer: string; min: number }[] =
   { workload: "setItem", target: "stowage sqlite", peer: "better-sqlite3 (raw)", min: 0.8 },
   { workload: "getItem", target: "stowage leveldb", peer: "classic-level (raw)", min: 0.8 },
   { workload: "setItem", target: "stowage leveldb", peer: "classic-level (raw)", min: 0.8 },
+  { workload: "getItem", target: "stowage redis", peer: "ioredis (raw)", min: 0.8 },
+  { workload: "setItem", target: "stowage redis", peer: "ioredis (raw)", min: 0.8 },
+  { workload: "setItems(1000)", target: "stowage redis", peer: "ioredis (raw)", min: 0.8 },
+  { workload: "getItem", target: "stowage redis (vs unstorage)", peer: "unstorage redis", min: 1.0 },
+  { workload: "setItem", target: "stowage redis (vs unstorage)", peer: "unstorage redis", min: 1.0 },
+  { workload: "getItem", target: "stowage lmdb", peer: "lmdb (raw)", min: 0.8 },
+  { workload: "setItem", target: "stowage lmdb", peer: "lmdb (raw)", min: 0.8 },
 ];
 
 function parseArgs(argv: string[]): { filter?: string; json?: string } {

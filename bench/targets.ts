@@ -8,9 +8,11 @@ import { createStorage } from "../src/index.js";
 import fsDriver from "../src/drivers/fs.js";
 import Database from "better-sqlite3";
 import { ClassicLevel } from "classic-level";
+import { open as openLmdb } from "lmdb";
 import fsLite from "../src/drivers/fs-lite.js";
 import memory from "../src/drivers/memory.js";
 import leveldb from "../src/drivers/leveldb.js";
+import lmdb from "../src/drivers/lmdb.js";
 import sqlite from "../src/drivers/sqlite.js";
 import { serverTargets } from "./servers.js";
 
@@ -94,6 +96,21 @@ function rawLevel(path: string): Target {
   }, () => void db.close());
 }
 
+/** lmdb-js used by hand: JSON text values, awaited puts, one transaction for setItems. */
+function rawLmdb(path: string): Target {
+  const root = openLmdb({ path, noSubdir: true });
+  const db = root.openDB<string, string>({ name: "kv" });
+  const parse = (text: string | undefined) => (text === undefined ? null : JSON.parse(text));
+  return target("lmdb (raw)", undefined, {
+    setItem: (key, value) => db.put(key, JSON.stringify(value)),
+    getItem: (key) => parse(db.get(key)),
+    hasItem: (key) => db.doesExist(key),
+    getKeys: () => Array.from(db.getKeys()),
+    setItems: (items) => db.transaction(() => items.forEach(({ key, value }) => db.putSync(key, JSON.stringify(value)))),
+    getItems: (keys) => keys.map((key) => ({ key, value: parse(db.get(key)) })),
+  }, () => void root.close());
+}
+
 export async function makeTargets(): Promise<Target[]> {
   const stowageMemory = createStorage({ driver: memory() });
   const stowageMemorySync = createStorage({ driver: memory() });
@@ -106,6 +123,8 @@ export async function makeTargets(): Promise<Target[]> {
   const stowageSqlite = createStorage({ driver: sqlite({ path: join(sqliteDir.base, "stowage.db") }) });
   const levelDir = tempBase("leveldb");
   const stowageLevel = createStorage({ driver: leveldb({ path: join(levelDir.base, "stowage") }) });
+  const lmdbDir = tempBase("lmdb");
+  const stowageLmdb = createStorage({ driver: lmdb({ path: join(lmdbDir.base, "stowage.mdb") }) });
   return [
     mapCeiling(),
     target("unstorage memory", undefined, createUnstorage({ driver: unstorageMemory() })),
@@ -128,6 +147,10 @@ export async function makeTargets(): Promise<Target[]> {
     rawLevel(join(levelDir.base, "raw")),
     target("stowage leveldb", "classic-level (raw)", stowageLevel, () => {
       void stowageLevel.dispose().then(levelDir.remove);
+    }),
+    rawLmdb(join(lmdbDir.base, "raw.mdb")),
+    target("stowage lmdb", "lmdb (raw)", stowageLmdb, () => {
+      void stowageLmdb.dispose().then(lmdbDir.remove);
     }),
     ...(await serverTargets()),
   ];

@@ -7,6 +7,8 @@ export interface Mount {
   /** Normalized base ending in `:`, or `""` for the root. */
   readonly base: string;
   readonly driver: Driver;
+  /** The driver as the async API writes through it: its `asyncWrites` preferred. */
+  readonly writer: Driver;
   readonly name: string;
   /** Segments in `base`: how much deeper a key is from the root than from the driver. */
   readonly depth: number;
@@ -20,6 +22,8 @@ export interface Located {
   mount: Mount;
   key: string;
   rel: string;
+  /** `mount.driver` for the sync API, `mount.writer` for the async one. */
+  writer: Driver;
 }
 
 /** A mount together with the part of a base that lies inside it. */
@@ -36,6 +40,7 @@ export function describeMount(base: string, driver: Driver): Mount {
   return {
     base,
     driver,
+    writer: driver.asyncWrites ? { ...driver, ...driver.asyncWrites } : driver,
     name: driver.name ?? "custom",
     depth: base ? keyDepth(base) : 0,
     nativeTtl: driver.flags?.ttl === true,

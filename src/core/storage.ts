@@ -111,7 +111,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     const full = normalizeItemKey(key);
     const mount = table.resolve(full);
     if (sync) requireSync(mount);
-    return { mount, key: full, rel: mount.base ? full.slice(mount.base.length) : full };
+    return { mount, key: full, rel: mount.base ? full.slice(mount.base.length) : full, writer: sync ? mount.driver : mount.writer };
   }
 
   function driverName(key: unknown): string | undefined {
@@ -307,7 +307,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function put(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
-    const driver = loc.mount.driver;
+    const driver = loc.writer;
     if (typeof payload === "string") {
       if (driver.setItem) return driver.setItem(loc.rel, payload, opts);
     } else {
@@ -362,12 +362,16 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
       if (group) group.push(entry);
       else groups.set(entry.loc.mount, [entry]);
     }
-    return chain(all([...groups].map(([mount, group]) => writeGroup(mount, group, common))), () => undefined);
+    return chain(all([...groups].map(([mount, group]) => writeGroup(mount, sync ? mount.driver : mount.writer, group, common))), () => undefined);
   }
 
   /** Writes one mount's share of a setItems: one driver call when the driver has setItems and expires keys itself. */
-  function writeGroup(mount: Mount, group: { loc: Located; text: string; options: SetOptions }[], common: SetOptions): MaybePromise<void> {
-    const driver = mount.driver;
+  function writeGroup(
+    mount: Mount,
+    driver: Driver,
+    group: { loc: Located; text: string; options: SetOptions }[],
+    common: SetOptions,
+  ): MaybePromise<void> {
     if (!driver.setItems || !mount.nativeTtl) {
       return chain(all(group.map(({ loc, text, options }) => writeStep(loc, text, options))), () => undefined);
     }
@@ -385,7 +389,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     const options: RemoveOptions = typeof opts === "boolean" ? { removeMeta: opts } : opts;
     const loc = locate(key, sync);
     checkWriteOptions(loc.mount, options);
-    const driver = loc.mount.driver;
+    const driver = loc.writer;
     if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
     return chain(driver.removeItem(loc.rel, options), () => {
       const done = () => watchers.report(loc.mount, "remove", loc.key);
@@ -426,7 +430,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     if (mount.nativeTtl || sidecars.size === 0) return relKeys;
     const checks = relKeys.map((rel) => {
       if (!sidecars.has(metaKeyOf(rel))) return true;
-      const loc: Located = { mount, key: mount.base + rel, rel };
+      const loc: Located = { mount, key: mount.base + rel, rel, writer: mount.driver };
       return chain(unlessExpired(loc, true, opts), (alive) => alive === true);
     });
     return chain(all(checks), (alive) => relKeys.filter((_, index) => alive[index]));
@@ -514,7 +518,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     const seen = new Set(rawBatch.map(normalizeKey));
     const unseen = fullKeys.filter((key) => !seen.has(metaKeyOf(key.slice(mount.base.length))));
     if (unseen.length === 0) return fullKeys;
-    const checked = await Promise.all(unseen.map((key) => unlessExpired({ mount, key, rel: key.slice(mount.base.length) }, key, opts)));
+    const checked = await Promise.all(unseen.map((key) => unlessExpired({ mount, key, rel: key.slice(mount.base.length), writer: mount.driver }, key, opts)));
     const gone = new Set(unseen.filter((_, index) => checked[index] === null));
     return gone.size === 0 ? fullKeys : fullKeys.filter((key) => !gone.has(key));
   }

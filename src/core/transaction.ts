@@ -154,7 +154,7 @@ export async function runTransaction<R>(
   if (!mount || writes.size === 0) return result;
   const target = mount;
   const operations = await planCommit(context, target, reads, [...writes.values()]);
-  await target.driver.commit!(operations, opts);
+  await target.writer.commit!(operations, opts);
   for (const write of writes.values()) context.report(target, write.type === "remove" ? "remove" : "update", write.loc.key);
   return result;
 }

@@ -129,7 +129,16 @@ export interface Driver<OptionsT = unknown, InstanceT = unknown> {
   commit?: (operations: CommitOperation[], opts: TransactionOptions) => MaybePromise<void>;
   /** Past versions of a key, newest first (flag `history`). */
   getHistory?: (key: string, opts: { limit?: number }) => MaybePromise<HistoryEntry<unknown>[]>;
+  /**
+   * Async forms of the writes of a driver flagged `sync`, which the async API
+   * prefers: lmdb commits awaited writes of one event turn in one background
+   * transaction, where its sync writes commit one by one.
+   */
+  asyncWrites?: AsyncWrites;
 }
+
+/** The writes a driver flagged `sync` may also offer in an async, batched form. */
+export type AsyncWrites = Partial<Pick<Driver, "setItem" | "setItemRaw" | "setItems" | "removeItem" | "commit">>;
 
 export interface CreateStorageOptions {
   /** Driver mounted at the root (default: memory). */

@@ -1,13 +1,15 @@
 import { ClassicLevel } from "classic-level";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
-import { filterKeyByDepth } from "../core/keys.js";
+import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
 import { serializeRaw } from "../core/serializer.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 
 export interface LeveldbOptions {
   /** Directory of the database (created if missing). Required. */
   path: string;
+  /** How often expired keys are deleted, in ms (default 60,000). */
+  purgeInterval?: number;
 }
 
 /** The classic-level database `getInstance()` returns. */
@@ -18,16 +20,15 @@ const DRIVER_NAME = "leveldb";
 // hold NUL, so records sort before every key.
 const VERSION_PREFIX = "\u0000";
 const FIRST_KEY = "\u0001";
+// The expiry index, NUL NUL + expiry (fixed width, so text order is time order) + NUL + key:
+// a record's key never starts with NUL NUL, since no stowage key holds NUL.
+const EXPIRY_PREFIX = "\u0000\u0000";
+const expiryEntry = (expires: number, key: string) => `${EXPIRY_PREFIX}${String(expires).padStart(16, "0")}\u0000${key}`;
 
 type Operation = { type: "put"; key: string; value: string } | { type: "del"; key: string };
 
 function conflict(key: string, why: string): StorageError {
   return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
-}
-
-/** The smallest string greater than every string that starts with `prefix`. */
-function prefixEnd(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
 /** A new etag per write; random, so a key written again never reuses one. */
@@ -74,10 +75,44 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
 
   const versionOf = async (key: string): Promise<string | null> => (await read(key))?.version ?? null;
 
-  const put = (key: string, value: string, opts: SetOptions | undefined): Operation[] => [
-    { type: "put", key, value },
-    { type: "put", key: VERSION_PREFIX + key, value: opts?.ttl === undefined ? newVersion() : `${newVersion()},${Date.now() + opts.ttl}` },
-  ];
+  const put = (key: string, value: string, opts: SetOptions | undefined): Operation[] => {
+    if (opts?.ttl === undefined) {
+      return [
+        { type: "put", key, value },
+        { type: "put", key: VERSION_PREFIX + key, value: newVersion() },
+      ];
+    }
+    const expires = Math.ceil(Date.now() + opts.ttl);
+    return [
+      { type: "put", key, value },
+      { type: "put", key: VERSION_PREFIX + key, value: `${newVersion()},${expires}` },
+      { type: "put", key: expiryEntry(expires, key), value: "" },
+    ];
+  };
+
+  /** Deletes keys whose expiry passed; an index entry whose key was rewritten since only goes itself. */
+  const purge = () =>
+    exclusive(async () => {
+      const due = await db.keys({ gt: EXPIRY_PREFIX, lt: expiryEntry(Date.now(), "\u0001") }).all();
+      if (due.length === 0) return;
+      const entries = due.map((entry) => ({
+        entry,
+        expires: Number(entry.slice(EXPIRY_PREFIX.length, EXPIRY_PREFIX.length + 16)),
+        key: entry.slice(EXPIRY_PREFIX.length + 17),
+      }));
+      const records = await db.getMany(entries.map(({ key }) => VERSION_PREFIX + key));
+      const batch: Operation[] = [];
+      entries.forEach(({ entry, expires, key }, index) => {
+        batch.push({ type: "del", key: entry });
+        if (parseRecord(records[index], -Infinity)?.expires === expires) batch.push(...del(key));
+      });
+      await db.batch(batch);
+    });
+  let purging: Promise<void> = Promise.resolve();
+  const purger = setInterval(() => {
+    // Expired keys stay hidden until a later purge succeeds; say why this one did not.
+    purging = purge().catch((error: unknown) => process.emitWarning(`stowage leveldb: purging expired keys failed: ${String(error)}`));
+  }, options.purgeInterval ?? 60_000).unref();
 
   /** Keys of a listing that have not expired: their records are read in one call. */
   const unexpired = async (keys: string[]): Promise<string[]> => {
@@ -181,6 +216,8 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
         await db.batch(batch);
       }),
     dispose: async () => {
+      clearInterval(purger);
+      await purging;
       await queue;
       await db.close();
     },

@@ -1,7 +1,7 @@
 import Database from "better-sqlite3";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
-import { filterKeyByDepth } from "../core/keys.js";
+import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 
 export interface SqliteOptions {
@@ -31,11 +31,6 @@ type Row = { value: string | Buffer; version: number; mtime: number; expires_at:
 
 function conflict(key: string, why: string): StorageError {
   return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
-}
-
-/** The smallest string greater than every string that starts with `prefix`. */
-function prefixEnd(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
 /** A fresh row's version: random, so a key deleted and written again does not reuse an etag. */

@@ -4,10 +4,17 @@ import { createStorage } from "../../src/index.js";
 import leveldb from "../../src/drivers/leveldb.js";
 import { testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { killWhileWriting } from "../helpers/workers.js";
 
 testDriver({ name: "leveldb", driver: () => leveldb({ path: join(tempDir("leveldb"), "db") }) });
 
 describe("leveldb driver", () => {
+  it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
+    for (let round = 0; round < 10; round++) {
+      await killWhileWriting("leveldb", join(tempDir("leveldb-crash"), "db"), (path) => leveldb({ path }));
+    }
+  });
+
   it("reopens with what was written, and lists a prefix from its range", async () => {
     const path = join(tempDir("leveldb-reopen"), "db");
     const first = createStorage({ driver: leveldb({ path }) });
@@ -17,6 +24,22 @@ describe("leveldb driver", () => {
     expect((await second.getKeys("y")).length).toBe(100);
     expect(await second.getItem("x:1")).toBe(1);
     await second.dispose();
+  });
+});
+
+describe("leveldb expiry", () => {
+  it("purges expired keys from the database, and keeps a key whose expiry a later write removed", async () => {
+    const driver = leveldb({ path: join(tempDir("leveldb-purge"), "db"), purgeInterval: 50 });
+    const storage = createStorage({ driver });
+    await storage.setItem("short", 1, { ttl: 20 });
+    await storage.setItem("kept", 1, { ttl: 20 });
+    await storage.setItem("kept", 2);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const db = driver.getInstance!();
+    expect(await db.get("short")).toBeUndefined();
+    expect(await db.keys({ lt: "\u0001" }).all()).toEqual(["\u0000kept"]);
+    expect(await storage.getItem("kept")).toBe(2);
+    await storage.dispose();
   });
 });
 

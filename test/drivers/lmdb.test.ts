@@ -1,0 +1,87 @@
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { createStorage, isStorageError } from "../../src/index.js";
+import lmdb from "../../src/drivers/lmdb.js";
+import { testDriver } from "../../src/testing/index.js";
+import { tempDir } from "../helpers/tempDir.js";
+import { killWhileWriting, runWorkers } from "../helpers/workers.js";
+
+testDriver({ name: "lmdb", driver: () => lmdb({ path: join(tempDir("lmdb"), "store.mdb") }) });
+
+describe("lmdb driver", () => {
+  it("several processes share one file: concurrent CAS increments lose nothing", async () => {
+    const path = join(tempDir("lmdb-multi"), "shared.mdb");
+    await createStorage({ driver: lmdb({ path }) }).dispose();
+    await runWorkers(3, ["lmdb", path, "increment", "40"]);
+    const storage = createStorage({ driver: lmdb({ path }) });
+    expect(await storage.getItem("counter")).toBe(3 * 40);
+    await storage.dispose();
+  });
+
+  it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
+    for (let round = 0; round < 10; round++) {
+      await killWhileWriting("lmdb", join(tempDir("lmdb-crash"), "crash.mdb"), (path) => lmdb({ path }));
+    }
+  });
+
+  it("commits writes awaited together in one batch, and the sync API sees them", async () => {
+    const storage = createStorage({ driver: lmdb({ path: join(tempDir("lmdb-batch"), "store.mdb") }) });
+    await Promise.all(Array.from({ length: 500 }, (_, i) => storage.setItem(`batch:${i}`, i)));
+    expect(storage.getKeysSync("batch")).toHaveLength(500);
+    expect(storage.getItemSync("batch:499")).toBe(499);
+    await storage.dispose();
+  });
+
+  it("a failed guard in a batch leaves the other writes of that batch in place", async () => {
+    const storage = createStorage({ driver: lmdb({ path: join(tempDir("lmdb-guard"), "store.mdb") }) });
+    await storage.setItem("taken", 1);
+    const results = await Promise.allSettled([
+      storage.setItem("a", 1),
+      storage.setItem("taken", 2, { ifNoneMatch: "*" }),
+      storage.setItem("b", 2),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(await storage.getItems(["a", "taken", "b"])).toEqual([
+      { key: "a", value: 1 },
+      { key: "taken", value: 1 },
+      { key: "b", value: 2 },
+    ]);
+    await storage.dispose();
+  });
+
+  it("purges expired keys from the file, and keeps a key whose expiry a later write removed", async () => {
+    const path = join(tempDir("lmdb-purge"), "store.mdb");
+    const driver = lmdb({ path, purgeInterval: 50 });
+    const storage = createStorage({ driver });
+    await storage.setItem("short", 1, { ttl: 20 });
+    await storage.setItem("kept", 1, { ttl: 20 });
+    await storage.setItem("kept", 2);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const db = driver.getInstance!();
+    expect(db.get("short")).toBeUndefined();
+    expect(await storage.getItem("kept")).toBe(2);
+    await storage.dispose();
+  });
+
+  it("refuses a key longer than LMDB allows with E_TOO_LARGE, and a missing path", async () => {
+    const storage = createStorage({ driver: lmdb({ path: join(tempDir("lmdb-key"), "store.mdb") }) });
+    const error = await storage.setItem("k".repeat(3000), 1).catch((caught: unknown) => caught);
+    expect(isStorageError(error, "E_TOO_LARGE")).toBe(true);
+    expect(storage.hasItemSync("k".repeat(1000))).toBe(false);
+    await storage.dispose();
+    expect(() => lmdb({ path: "" })).toThrow(/needs a path/);
+  });
+
+  it("reopens with what was written, and lists a prefix from its range in pages", async () => {
+    const path = join(tempDir("lmdb-reopen"), "store.mdb");
+    const first = createStorage({ driver: lmdb({ path }) });
+    await first.setItems(Array.from({ length: 2500 }, (_, i) => ({ key: `${i % 2 ? "odd" : "even"}:${i}`, value: i })));
+    await first.dispose();
+    const second = createStorage({ driver: lmdb({ path }) });
+    const pages: number[] = [];
+    for await (const batch of second.iterateKeys("odd", { batchSize: 500 })) pages.push(batch.length);
+    expect(pages).toEqual([500, 500, 250]);
+    expect(await second.getItem("even:2")).toBe(2);
+    await second.dispose();
+  });
+});
