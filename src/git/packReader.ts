@@ -1,0 +1,214 @@
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
+import { inflateSync } from "node:zlib";
+import { applyDelta } from "./delta.js";
+import { corrupt, ioError } from "./errors.js";
+import { LruCache } from "./lruCache.js";
+import { hashObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
+import { PackIndex } from "./packIndex.js";
+
+/** Finds an object outside this pack: the base of a REF_DELTA in a thin or mixed repository. */
+export type ObjectResolver = (id: ObjectId) => GitObject | undefined;
+
+/** Pack entry type numbers. */
+export const PackType = { commit: 1, tree: 2, blob: 3, tag: 4, ofsDelta: 6, refDelta: 7 } as const;
+const TYPE_NAMES: ReadonlyArray<ObjectType | undefined> = [undefined, "commit", "tree", "blob", "tag"];
+
+interface EntryHeader {
+  kind: number;
+  size: number;
+  /** Where the zlib data starts. */
+  dataAt: number;
+  /** OFS_DELTA: the base's offset. */
+  baseOffset?: number;
+  /** REF_DELTA: the base's id. */
+  baseId?: ObjectId;
+}
+
+/** Budget of the per-pack cache of delta bases (Git's core.deltaBaseCacheLimit is 96 MB). */
+const BASE_CACHE_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Reads objects from one packfile through its `.idx`: entries are read with
+ * positioned reads on an open descriptor, inflated, and delta chains
+ * (OFS_DELTA and REF_DELTA) resolved iteratively with a cache of bases.
+ */
+export class PackReader {
+  private readonly bases = new LruCache<number, GitObject>({ maxEntries: 4096, maxWeight: BASE_CACHE_BYTES });
+  private readonly size: number;
+  private fd: number | undefined;
+
+  private constructor(
+    /** Path of the `.pack` file. */
+    readonly packPath: string,
+    readonly index: PackIndex,
+    fd: number,
+  ) {
+    this.fd = fd;
+    this.size = fstatSync(fd).size;
+  }
+
+  /** Opens `pack-*.pack` and its `.idx`; checks header, object count and that both name the same checksum. */
+  static open(packPath: string): PackReader {
+    const idxPath = packPath.replace(/\.pack$/, ".idx");
+    let index: PackIndex;
+    let fd: number;
+    try {
+      index = PackIndex.parse(readFileSync(idxPath), idxPath);
+      fd = openSync(packPath, "r");
+    } catch (error) {
+      throw ioError(`Cannot open pack ${packPath}`, error);
+    }
+    const reader = new PackReader(packPath, index, fd);
+    try {
+      reader.checkEnvelope();
+    } catch (error) {
+      reader.close();
+      throw error;
+    }
+    return reader;
+  }
+
+  /** True when the pack holds `id`. */
+  has(id: ObjectId): boolean {
+    return this.index.find(id) >= 0;
+  }
+
+  /**
+   * Reads `id` from this pack, or `undefined` when it is not here. With
+   * `verify`, the result's hash is checked against `id` (`E_CORRUPT`).
+   */
+  read(id: ObjectId, external: ObjectResolver, verify = true): GitObject | undefined {
+    const position = this.index.find(id);
+    if (position < 0) return undefined;
+    const object = this.readAt(this.index.offsetAt(position), external);
+    if (verify && hashObject(object.type, object.body) !== id) throw corrupt(`Packed object ${id} in ${this.packPath} hashes to another id`);
+    return object;
+  }
+
+  /** Reads the object whose entry starts at `offset`, resolving its delta chain. */
+  readAt(offset: number, external: ObjectResolver): GitObject {
+    // Walk down the chain to a plain (or cached) base, then apply the deltas back up.
+    const deltas: Array<{ data: Buffer; baseOffset: number | undefined }> = [];
+    let base: GitObject | undefined;
+    for (let at = offset; base === undefined; ) {
+      base = this.bases.get(at);
+      if (base !== undefined) break;
+      const entry = this.readHeader(at);
+      const data = this.inflateEntry(at, entry);
+      const type = TYPE_NAMES[entry.kind];
+      if (type !== undefined) {
+        base = { type, body: data };
+        break;
+      }
+      if (deltas.length >= 10_000) throw corrupt(`Delta chain too long (a cycle?) in ${this.packPath}`);
+      const baseOffset = entry.baseOffset ?? this.offsetOf(entry.baseId as ObjectId);
+      deltas.push({ data, baseOffset });
+      if (baseOffset !== undefined) at = baseOffset;
+      else base = external(entry.baseId as ObjectId) ?? missingBase(entry.baseId as ObjectId, this.packPath);
+    }
+    return this.applyChain(base, deltas);
+  }
+
+  /** Applies deltas from the innermost out, caching each base on the way. */
+  private applyChain(base: GitObject, deltas: ReadonlyArray<{ data: Buffer; baseOffset: number | undefined }>): GitObject {
+    let object = base;
+    for (let i = deltas.length - 1; i >= 0; i--) {
+      const delta = deltas[i]!;
+      if (delta.baseOffset !== undefined) this.bases.set(delta.baseOffset, object, object.body.length);
+      object = { type: object.type, body: applyDelta(object.body, delta.data) };
+    }
+    return object;
+  }
+
+  private offsetOf(id: ObjectId): number | undefined {
+    const position = this.index.find(id);
+    return position < 0 ? undefined : this.index.offsetAt(position);
+  }
+
+  /** Closes the pack's descriptor. */
+  close(): void {
+    if (this.fd === undefined) return;
+    closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  private readBytes(offset: number, length: number): Buffer {
+    if (this.fd === undefined) throw ioError(`Cannot read ${this.packPath}`, new Error("pack is closed"));
+    const buffer = Buffer.allocUnsafe(length);
+    let done = 0;
+    try {
+      while (done < length) {
+        const n = readSync(this.fd, buffer, done, length - done, offset + done);
+        if (n === 0) break;
+        done += n;
+      }
+    } catch (error) {
+      throw ioError(`Cannot read ${this.packPath}`, error);
+    }
+    return done === length ? buffer : buffer.subarray(0, done);
+  }
+
+  /** Checks `PACK`, version 2 or 3, the object count and the trailer against the index. */
+  private checkEnvelope(): void {
+    const header = this.readBytes(0, 12);
+    const version = header.length === 12 ? header.readUInt32BE(4) : 0;
+    if (header.toString("latin1", 0, 4) !== "PACK" || (version !== 2 && version !== 3)) throw corrupt(`${this.packPath} is not a packfile`);
+    if (header.readUInt32BE(8) !== this.index.count) throw corrupt(`${this.packPath} and its index disagree on the object count`);
+    if (this.size < 32 || !this.readBytes(this.size - 20, 20).equals(this.index.packChecksum)) {
+      throw corrupt(`${this.packPath} does not match its index's checksum`);
+    }
+  }
+
+  /** Parses an entry's type, size and delta base reference. */
+  private readHeader(offset: number): EntryHeader {
+    const bytes = this.readBytes(offset, Math.min(32, this.size - offset));
+    let at = 0;
+    let byte = bytes[at++] ?? 0;
+    const kind = (byte >> 4) & 7;
+    let size = byte & 15;
+    let scale = 16;
+    while (byte & 0x80) {
+      if (at >= bytes.length) throw corrupt(`Truncated entry header at ${offset} in ${this.packPath}`);
+      byte = bytes[at++]!;
+      size += (byte & 0x7f) * scale;
+      scale *= 128;
+    }
+    if (kind === PackType.ofsDelta) return this.ofsHeader(bytes, at, offset, kind, size);
+    if (kind === PackType.refDelta) {
+      if (at + 20 > bytes.length) throw corrupt(`Truncated REF_DELTA at ${offset} in ${this.packPath}`);
+      return { kind, size, dataAt: offset + at + 20, baseId: bytes.toString("hex", at, at + 20) };
+    }
+    if (TYPE_NAMES[kind] === undefined) throw corrupt(`Unknown entry type ${kind} at ${offset} in ${this.packPath}`);
+    return { kind, size, dataAt: offset + at };
+  }
+
+  /** OFS_DELTA's base distance: big-endian base-128 where each continuation adds one (no redundant encodings). */
+  private ofsHeader(bytes: Buffer, at: number, offset: number, kind: number, size: number): EntryHeader {
+    let byte = bytes[at++] ?? 0;
+    let distance = byte & 0x7f;
+    while (byte & 0x80) {
+      if (at >= bytes.length) throw corrupt(`Truncated OFS_DELTA at ${offset} in ${this.packPath}`);
+      byte = bytes[at++]!;
+      distance = (distance + 1) * 128 + (byte & 0x7f);
+    }
+    if (distance <= 0 || distance > offset) throw corrupt(`OFS_DELTA base out of range at ${offset} in ${this.packPath}`);
+    return { kind, size, dataAt: offset + at, baseOffset: offset - distance };
+  }
+
+  /** Inflates an entry's data, bounded by where the next entry starts. */
+  private inflateEntry(offset: number, entry: EntryHeader): Buffer {
+    const end = this.index.entryEnd(offset, this.size);
+    let data: Buffer;
+    try {
+      data = inflateSync(this.readBytes(entry.dataAt, end - entry.dataAt));
+    } catch (error) {
+      throw corrupt(`Entry at ${offset} in ${this.packPath} does not inflate: ${(error as Error).message}`, error);
+    }
+    if (data.length !== entry.size) throw corrupt(`Entry at ${offset} in ${this.packPath} inflates to ${data.length} bytes, not ${entry.size}`);
+    return data;
+  }
+}
+
+function missingBase(id: ObjectId, packPath: string): never {
+  throw corrupt(`Delta base ${id} of an entry in ${packPath} is missing`);
+}

@@ -1,0 +1,284 @@
+import { createHash, type Hash } from "node:crypto";
+import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { constants, crc32, deflateSync } from "node:zlib";
+import { gitError, ioError } from "./errors.js";
+import { removeQuietly, writeAll } from "./fileUtil.js";
+import { hashObject, type ObjectId, type ObjectType } from "./objectId.js";
+import { PackType } from "./packReader.js";
+import { tempName } from "./tempName.js";
+
+/** Where a pack is staged before it is installed: in memory, in a temporary file, or memory first then a file. */
+export type PackMode = "memory" | "disk" | "auto";
+
+/** Options of a {@link PackWriter}. */
+export interface PackWriterOptions {
+  /** Staging mode (default `auto`). */
+  mode?: PackMode;
+  /** In `auto` mode, how many objects stay in memory before staging moves to a temporary file (default 10). */
+  memoryLimit?: number;
+  /** zlib level for entries (default 1, as Git's loose objects: bulk writes favour speed). */
+  level?: number;
+  /** fsync pack and index before they are renamed into place (default false). */
+  fsync?: boolean;
+}
+
+/** A pack installed in `objects/pack`. */
+export interface WrittenPack {
+  packPath: string;
+  idxPath: string;
+  /** The pack's SHA-1 (its name). */
+  checksum: string;
+  /** The ids it holds, in the order they were added. */
+  ids: ObjectId[];
+}
+
+interface Entry {
+  id: ObjectId;
+  offset: number;
+  crc: number;
+}
+
+const HEADER_SIZE = 12;
+const TYPE_NUMBERS: Record<ObjectType, number> = { commit: PackType.commit, tree: PackType.tree, blob: PackType.blob, tag: PackType.tag };
+
+/** An entry header: type and size in a little-endian base-128 varint whose first byte holds 4 size bits. */
+function entryHeader(type: ObjectType, size: number): Buffer {
+  const bytes: number[] = [];
+  let byte = (TYPE_NUMBERS[type] << 4) | (size & 15);
+  let rest = Math.floor(size / 16);
+  while (rest > 0) {
+    bytes.push(byte | 0x80);
+    byte = rest & 0x7f;
+    rest = Math.floor(rest / 128);
+  }
+  bytes.push(byte);
+  return Buffer.from(bytes);
+}
+
+function packHeader(count: number): Buffer {
+  const header = Buffer.alloc(HEADER_SIZE);
+  header.write("PACK", 0, "latin1");
+  header.writeUInt32BE(2, 4);
+  header.writeUInt32BE(count, 8);
+  return header;
+}
+
+/**
+ * Writes one packfile (version 2, whole objects, no deltas) and its `.idx`
+ * (version 2). Objects are staged per the mode; `finish()` installs pack and
+ * index by rename (pack first, so a reader that finds the index finds the
+ * pack); temporary files are removed on success and on failure.
+ */
+export class PackWriter {
+  private readonly entries: Entry[] = [];
+  private readonly seen = new Set<ObjectId>();
+  private chunks: Buffer[] | undefined = [];
+  private size = HEADER_SIZE;
+  private tempPack: string | undefined;
+  private fd: number | undefined;
+  private done = false;
+  private readonly mode: PackMode;
+  private readonly memoryLimit: number;
+
+  constructor(
+    /** The `objects/pack` directory. */
+    private readonly packDir: string,
+    private readonly options: PackWriterOptions = {},
+  ) {
+    this.mode = options.mode ?? "auto";
+    this.memoryLimit = options.memoryLimit ?? 10;
+    if (!["memory", "disk", "auto"].includes(this.mode)) throw gitError("E_INVALID_OPTION", `Unknown pack mode: ${String(this.mode)}`);
+    if (this.mode === "disk") this.toDisk();
+  }
+
+  /** Objects added so far. */
+  get count(): number {
+    return this.entries.length;
+  }
+
+  /** True while staging in memory. */
+  get inMemory(): boolean {
+    return this.chunks !== undefined;
+  }
+
+  /** Path of the temporary pack file, while there is one. */
+  get tempPath(): string | undefined {
+    return this.tempPack;
+  }
+
+  /** Adds an object (an id already added is skipped); returns its id. */
+  add(type: ObjectType, body: Uint8Array): ObjectId {
+    if (this.done) throw gitError("E_INVALID_OPTION", "This pack writer has finished");
+    const id = hashObject(type, body);
+    if (this.seen.has(id)) return id;
+    const header = entryHeader(type, body.length);
+    const data = deflateSync(body, { level: this.options.level ?? constants.Z_BEST_SPEED });
+    this.entries.push({ id, offset: this.size, crc: crc32(data, crc32(header)) });
+    this.seen.add(id);
+    this.append(header);
+    this.append(data);
+    if (this.chunks !== undefined && this.mode === "auto" && this.entries.length > this.memoryLimit) this.toDisk();
+    return id;
+  }
+
+  /** Writes the trailer and index and installs both; `undefined` (and nothing written) when no object was added. */
+  finish(): WrittenPack | undefined {
+    if (this.done) throw gitError("E_INVALID_OPTION", "This pack writer has finished");
+    this.done = true;
+    if (this.entries.length === 0) {
+      this.cleanup(undefined);
+      return undefined;
+    }
+    let tempIdx: string | undefined;
+    try {
+      const checksum = this.chunks !== undefined ? this.finishInMemory() : this.finishOnDisk();
+      tempIdx = join(this.packDir, tempName("tmp_idx_"));
+      writeFile(tempIdx, this.buildIndex(checksum), this.options.fsync === true);
+      const name = `pack-${checksum.toString("hex")}`;
+      const packPath = join(this.packDir, `${name}.pack`);
+      const idxPath = join(this.packDir, `${name}.idx`);
+      renameSync(this.tempPack as string, packPath);
+      this.tempPack = undefined;
+      renameSync(tempIdx, idxPath);
+      return { packPath, idxPath, checksum: checksum.toString("hex"), ids: this.entries.map((entry) => entry.id) };
+    } catch (error) {
+      if (tempIdx !== undefined) removeQuietly(tempIdx, error);
+      this.cleanup(error);
+      throw ioError("Cannot write pack", error);
+    }
+  }
+
+  /** Drops everything staged and removes the temporary file. */
+  abort(): void {
+    this.done = true;
+    this.cleanup(undefined);
+  }
+
+  private append(data: Buffer): void {
+    if (this.chunks !== undefined) this.chunks.push(data);
+    else this.writeToDisk(data);
+    this.size += data.length;
+  }
+
+  private writeToDisk(data: Buffer): void {
+    try {
+      writeAll(this.fd as number, data);
+    } catch (error) {
+      this.done = true;
+      this.cleanup(error);
+      throw ioError("Cannot write the temporary pack", error);
+    }
+  }
+
+  /** Moves staging into a temporary file in the pack directory (so the final rename stays on one file system). */
+  private toDisk(): void {
+    try {
+      mkdirSync(this.packDir, { recursive: true });
+      this.tempPack = join(this.packDir, tempName("tmp_pack_"));
+      this.fd = openSync(this.tempPack, "wx+", 0o444);
+    } catch (error) {
+      this.done = true;
+      this.cleanup(error);
+      throw ioError("Cannot create a temporary pack", error);
+    }
+    const staged = this.chunks ?? [];
+    this.chunks = undefined;
+    this.writeToDisk(packHeader(0));
+    for (const chunk of staged) this.writeToDisk(chunk);
+  }
+
+  private finishInMemory(): Buffer {
+    const chunks = [packHeader(this.entries.length), ...(this.chunks as Buffer[])];
+    const hash = createHash("sha1");
+    for (const chunk of chunks) hash.update(chunk);
+    const checksum = hash.digest();
+    mkdirSync(this.packDir, { recursive: true });
+    this.tempPack = join(this.packDir, tempName("tmp_pack_"));
+    writeFile(this.tempPack, Buffer.concat([...chunks, checksum]), this.options.fsync === true);
+    this.chunks = [];
+    return checksum;
+  }
+
+  /** Patches the object count into the header, hashes the file back from disk and appends the checksum. */
+  private finishOnDisk(): Buffer {
+    const fd = this.fd as number;
+    writeSync(fd, packHeader(this.entries.length), 0, HEADER_SIZE, 0);
+    const hash = createHash("sha1");
+    hashFile(fd, this.size, hash);
+    const checksum = hash.digest();
+    writeSync(fd, checksum, 0, 20, this.size);
+    if (this.options.fsync === true) fsyncSync(fd);
+    closeSync(fd);
+    this.fd = undefined;
+    return checksum;
+  }
+
+  /** The `.idx` v2: fanout, sorted ids, CRC-32s, offsets (64-bit ones in a table after), pack and index checksums. */
+  private buildIndex(packChecksum: Buffer): Buffer {
+    const sorted = [...this.entries].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const n = sorted.length;
+    const large = sorted.filter((entry) => entry.offset >= 0x80000000);
+    const out = Buffer.alloc(8 + 1024 + n * 28 + large.length * 8 + 40);
+    out.writeUInt32BE(0xff744f63, 0);
+    out.writeUInt32BE(2, 4);
+    const fanout = new Uint32Array(256);
+    for (const entry of sorted) fanout[parseInt(entry.id.slice(0, 2), 16)]! += 1;
+    let running = 0;
+    for (let i = 0; i < 256; i++) out.writeUInt32BE((running += fanout[i]!), 8 + i * 4);
+    const ids = 8 + 1024;
+    const crcs = ids + n * 20;
+    const offsets = crcs + n * 4;
+    const largeAt = offsets + n * 4;
+    let largeCount = 0;
+    sorted.forEach((entry, i) => {
+      out.write(entry.id, ids + i * 20, "hex");
+      out.writeUInt32BE(entry.crc >>> 0, crcs + i * 4);
+      if (entry.offset < 0x80000000) {
+        out.writeUInt32BE(entry.offset, offsets + i * 4);
+      } else {
+        out.writeUInt32BE((0x80000000 | largeCount) >>> 0, offsets + i * 4);
+        out.writeBigUInt64BE(BigInt(entry.offset), largeAt + largeCount++ * 8);
+      }
+    });
+    const tail = largeAt + large.length * 8;
+    packChecksum.copy(out, tail);
+    createHash("sha1").update(out.subarray(0, tail + 20)).digest().copy(out, tail + 20);
+    return out;
+  }
+
+  private cleanup(original: unknown): void {
+    this.chunks = undefined;
+    if (this.fd !== undefined) {
+      try {
+        closeSync(this.fd);
+      } catch (error) {
+        if (original instanceof Error) original.message += ` (and closing the temporary pack failed: ${(error as Error).message})`;
+      }
+      this.fd = undefined;
+    }
+    if (this.tempPack !== undefined) removeQuietly(this.tempPack, original);
+    this.tempPack = undefined;
+  }
+}
+
+function hashFile(fd: number, size: number, hash: Hash): void {
+  const buffer = Buffer.allocUnsafe(1 << 20);
+  for (let at = 0; at < size; ) {
+    const n = readSync(fd, buffer, 0, Math.min(buffer.length, size - at), at);
+    if (n === 0) throw new Error("temporary pack shrank while hashing");
+    hash.update(buffer.subarray(0, n));
+    at += n;
+  }
+}
+
+/** Creates `path` exclusively (read-only, as Git's packs are) with `data`. */
+function writeFile(path: string, data: Buffer, fsync: boolean): void {
+  const fd = openSync(path, "wx", 0o444);
+  try {
+    writeAll(fd, data);
+    if (fsync) fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

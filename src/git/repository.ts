@@ -1,0 +1,406 @@
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
+import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
+import { parseConfig } from "./config.js";
+import { corrupt, gitError, ioError, isErrno } from "./errors.js";
+import { readLooseObject, loosePath, writeLooseObject } from "./looseObjects.js";
+import { LruCache } from "./lruCache.js";
+import type { GitObject, ObjectId, ObjectType } from "./objectId.js";
+import { PackReader } from "./packReader.js";
+import { PackWriter, type PackMode, type PackWriterOptions, type WrittenPack } from "./packWriter.js";
+import { RefStore, type RefStoreOptions } from "./refs.js";
+import { decodeTag, encodeTag, type Tag } from "./tag.js";
+import { decodeTree, encodeTree, type TreeEntry } from "./tree.js";
+
+/** Options of an opened or created {@link Repository}. */
+export interface RepositoryOptions extends RefStoreOptions {
+  /** fsync new objects, packs and refs before they are renamed into place (default false, as Git). */
+  fsync?: boolean;
+  /** Check every object read against its id (default true): `E_CORRUPT` on mismatch. */
+  verify?: boolean;
+  /** Byte budget of the cache of recently read objects (default 32 MiB). */
+  cacheBytes?: number;
+  /** How many parsed trees are cached (default 2000; also bounded at 1,000,000 entries in all). */
+  treeCacheSize?: number;
+  /** `writeObjects` writes a pack from this many objects on, loose objects below it (default 50). */
+  packThreshold?: number;
+  /** Staging mode of packs written by `writeObjects` (default `auto`). */
+  packMode?: PackMode;
+  /** In `auto` mode, objects staged in memory before a temporary file is used (default 10). */
+  packMemoryLimit?: number;
+}
+
+/** Options of {@link Repository.init}. */
+export interface InitOptions extends RepositoryOptions {
+  /** The branch HEAD names (default `main`). */
+  initialBranch?: string;
+}
+
+/** Where a repository's files are. */
+interface Layout {
+  gitDir: string;
+  commonDir: string;
+}
+
+/**
+ * A Git repository read and written in-process: objects from a bounded LRU
+ * cache, then loose files, then packs (re-scanning `objects/pack` on a miss,
+ * since `git gc` may have repacked); refs through {@link RefStore}.
+ *
+ * Objects returned may come from the cache: treat their buffers as read-only.
+ */
+export class Repository {
+  /** The repository's refs. */
+  readonly refs: RefStore;
+  /** `objects/` */
+  readonly objectsDir: string;
+  private readonly packDir: string;
+  private readonly cache: LruCache<ObjectId, GitObject>;
+  private readonly trees: LruCache<ObjectId, readonly TreeEntry[]>;
+  private packs: PackReader[] = [];
+  private packStamp = "";
+  private readonly verify: boolean;
+  private readonly resolveBase = (id: ObjectId): GitObject | undefined => this.tryReadObject(id);
+
+  private constructor(
+    /** The git dir (a bare repository's directory, or a worktree's `.git`). */
+    readonly gitDir: string,
+    /** The directory holding objects and shared refs (differs from gitDir in linked worktrees). */
+    readonly commonDir: string,
+    private readonly options: RepositoryOptions,
+  ) {
+    this.objectsDir = join(commonDir, "objects");
+    this.packDir = join(this.objectsDir, "pack");
+    this.refs = new RefStore(gitDir, commonDir, options);
+    this.verify = options.verify ?? true;
+    this.cache = new LruCache({ maxEntries: 100_000, maxWeight: options.cacheBytes ?? 32 * 1024 * 1024 });
+    this.trees = new LruCache({ maxEntries: options.treeCacheSize ?? 2000, maxWeight: 1_000_000 });
+  }
+
+  /**
+   * Opens an existing repository: a bare repository, a `.git` directory, a
+   * worktree (its `.git` directory or `.git` file with `gitdir:`). SHA-256
+   * repositories and unknown formats are `E_UNSUPPORTED`; no repository is `E_NOT_FOUND`.
+   */
+  static open(path: string, options: RepositoryOptions = {}): Repository {
+    const layout = findLayout(resolve(path));
+    checkFormat(layout.commonDir);
+    return new Repository(layout.gitDir, layout.commonDir, options);
+  }
+
+  /**
+   * Creates a bare repository at `path` with the files `git init --bare`
+   * makes that Git needs (HEAD, config, objects/, refs/heads, refs/tags), or
+   * opens the repository already there.
+   */
+  static init(path: string, options: InitOptions = {}): Repository {
+    const dir = resolve(path);
+    if (isGitDir(dir)) return Repository.open(dir, options);
+    try {
+      for (const sub of ["objects/info", "objects/pack", "refs/heads", "refs/tags"]) mkdirSync(join(dir, sub), { recursive: true });
+      createOnce(join(dir, "config"), "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n");
+      // HEAD last: Git takes a directory for a repository once HEAD is there.
+      createOnce(join(dir, "HEAD"), `ref: refs/heads/${options.initialBranch ?? "main"}\n`);
+    } catch (error) {
+      throw ioError(`Cannot create a repository at ${dir}`, error);
+    }
+    return Repository.open(dir, options);
+  }
+
+  /** The object, or `undefined` when the repository does not have it. */
+  tryReadObject(id: ObjectId): GitObject | undefined {
+    const cached = this.cache.get(id);
+    if (cached !== undefined) return cached;
+    const object = this.readFromPacks(id) ?? readLooseObject(this.objectsDir, id, this.verify) ?? this.readAfterRescan(id);
+    if (object !== undefined) this.cache.set(id, object, object.body.length + 64);
+    return object;
+  }
+
+  /** The object; `E_NOT_FOUND` when it is missing, `E_CORRUPT` when it is damaged. */
+  readObject(id: ObjectId): GitObject {
+    return this.tryReadObject(id) ?? notFound(id);
+  }
+
+  /** True when the object exists (loose or packed). */
+  hasObject(id: ObjectId): boolean {
+    if (this.cache.has(id) || this.packs.some((pack) => pack.has(id)) || this.looseExists(id)) return true;
+    return this.rescanPacks() && this.packs.some((pack) => pack.has(id));
+  }
+
+  /** The object, checked to be of `type` (`E_CORRUPT` otherwise). */
+  readTyped(id: ObjectId, type: ObjectType): Buffer {
+    const object = this.readObject(id);
+    if (object.type !== type) throw corrupt(`Object ${id} is a ${object.type}, not a ${type}`);
+    return object.body;
+  }
+
+  readBlob(id: ObjectId): Buffer {
+    return this.readTyped(id, "blob");
+  }
+
+  /** A tree's entries, parsed once and cached (do not modify the array). */
+  readTree(id: ObjectId): readonly TreeEntry[] {
+    const cached = this.trees.get(id);
+    if (cached !== undefined) return cached;
+    const entries = decodeTree(this.readTyped(id, "tree"));
+    this.trees.set(id, entries, entries.length + 1);
+    return entries;
+  }
+
+  readCommit(id: ObjectId): Commit {
+    return decodeCommit(this.readTyped(id, "commit"));
+  }
+
+  readTag(id: ObjectId): Tag {
+    return decodeTag(this.readTyped(id, "tag"));
+  }
+
+  /** Writes one object as a loose file (an existing one is refreshed); returns its id. */
+  writeObject(type: ObjectType, body: Uint8Array): ObjectId {
+    return writeLooseObject(this.objectsDir, type, body, { fsync: this.options.fsync === true });
+  }
+
+  writeBlob(body: Uint8Array): ObjectId {
+    return this.writeObject("blob", body);
+  }
+
+  /** Writes a tree (entries in any order; Git's order is applied). */
+  writeTree(entries: readonly TreeEntry[]): ObjectId {
+    return this.writeObject("tree", encodeTree(entries));
+  }
+
+  writeCommit(commit: Commit): ObjectId {
+    return this.writeObject("commit", encodeCommit(commit));
+  }
+
+  writeTag(tag: Tag): ObjectId {
+    return this.writeObject("tag", encodeTag(tag));
+  }
+
+  /**
+   * Writes many objects at once: loose below `packThreshold` objects, else
+   * one pack (staged per `packMode`). Returns the ids in input order.
+   */
+  writeObjects(objects: Iterable<GitObject>, options: PackWriterOptions = {}): ObjectId[] {
+    const list = Array.isArray(objects) ? (objects as GitObject[]) : [...objects];
+    if (list.length < (this.options.packThreshold ?? 50)) return list.map((object) => this.writeObject(object.type, object.body));
+    const writer = this.packWriter(options);
+    let ids: ObjectId[];
+    try {
+      ids = list.map((object) => writer.add(object.type, object.body));
+    } catch (error) {
+      writer.abort();
+      throw error;
+    }
+    this.installPack(writer.finish());
+    return ids;
+  }
+
+  /** A writer for one pack in this repository; call `installPack(writer.finish())` to make it readable at once. */
+  packWriter(options: PackWriterOptions = {}): PackWriter {
+    return new PackWriter(this.packDir, {
+      mode: this.options.packMode,
+      memoryLimit: this.options.packMemoryLimit,
+      fsync: this.options.fsync,
+      ...options,
+    });
+  }
+
+  /** Makes a just-written pack readable without waiting for a rescan. */
+  installPack(pack: WrittenPack | undefined): void {
+    if (pack === undefined || this.packs.some((reader) => reader.packPath === pack.packPath)) return;
+    this.packs.unshift(PackReader.open(pack.packPath));
+  }
+
+  /** Packs currently open (after the last scan). */
+  get packFiles(): readonly string[] {
+    return this.packs.map((pack) => pack.packPath);
+  }
+
+  /** Forgets cached objects and trees (e.g. after an external rewrite). */
+  clearCache(): void {
+    this.cache.clear();
+    this.trees.clear();
+  }
+
+  /** Closes pack descriptors. The repository can still be used: packs reopen on the next miss. */
+  close(): void {
+    for (const pack of this.packs) pack.close();
+    this.packs = [];
+    this.packStamp = "";
+  }
+
+  // Packs first: a lookup in an index in memory costs less than a failed open of a loose file.
+  private readFromPacks(id: ObjectId): GitObject | undefined {
+    for (const pack of this.packs) {
+      const object = pack.read(id, this.resolveBase, this.verify);
+      if (object !== undefined) return object;
+    }
+    return undefined;
+  }
+
+  /** After a miss: `git gc` may have packed the object (and pruned its loose file) since our last scan. */
+  private readAfterRescan(id: ObjectId): GitObject | undefined {
+    if (!this.rescanPacks()) return undefined;
+    return this.readFromPacks(id) ?? readLooseObject(this.objectsDir, id, this.verify);
+  }
+
+  private looseExists(id: ObjectId): boolean {
+    try {
+      statSync(loosePath(this.objectsDir, id));
+      return true;
+    } catch (error) {
+      if (isErrno(error, "ENOENT", "ENOTDIR")) return false;
+      throw ioError(`Cannot stat object ${id}`, error);
+    }
+  }
+
+  /** Re-reads `objects/pack` when it changed; true when the set of packs changed. */
+  private rescanPacks(): boolean {
+    const stamp = dirStamp(this.packDir);
+    if (stamp === this.packStamp) return false;
+    const names = listPackNames(this.packDir);
+    const byPath = new Map(this.packs.map((pack) => [pack.packPath, pack]));
+    const next: PackReader[] = [];
+    for (const name of names) {
+      const path = join(this.packDir, name);
+      const reader = byPath.get(path) ?? openPackIfPresent(path);
+      byPath.delete(path);
+      if (reader !== undefined) next.push(reader);
+    }
+    for (const gone of byPath.values()) gone.close();
+    const changed = next.length !== this.packs.length || next.some((pack, i) => pack !== this.packs[i]);
+    this.packs = next;
+    this.packStamp = stamp;
+    return changed;
+  }
+}
+
+function notFound(id: ObjectId): never {
+  throw gitError("E_NOT_FOUND", `Object ${id} is not in the repository`);
+}
+
+/** `pack-*.pack` names that have their `.idx`, newest first (recent objects are the likely reads). */
+function listPackNames(packDir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(packDir);
+  } catch (error) {
+    if (isErrno(error, "ENOENT")) return [];
+    throw ioError(`Cannot list ${packDir}`, error);
+  }
+  const idx = new Set(names.filter((name) => name.startsWith("pack-") && name.endsWith(".idx")));
+  const packs = names.filter((name) => name.startsWith("pack-") && name.endsWith(".pack") && idx.has(name.replace(/\.pack$/, ".idx")));
+  const mtime = new Map(packs.map((name) => [name, statMtime(join(packDir, name))]));
+  return packs.sort((a, b) => (mtime.get(b) ?? 0) - (mtime.get(a) ?? 0));
+}
+
+function statMtime(path: string): number {
+  try {
+    return statSync(path).mtimeMs;
+  } catch (error) {
+    if (isErrno(error, "ENOENT")) return 0;
+    throw ioError(`Cannot stat ${path}`, error);
+  }
+}
+
+/** Opens a pack that a concurrent `git gc` may just have removed; `undefined` then. */
+function openPackIfPresent(path: string): PackReader | undefined {
+  try {
+    return PackReader.open(path);
+  } catch (error) {
+    if (error instanceof Error && isErrno(error.cause, "ENOENT")) return undefined;
+    throw error;
+  }
+}
+
+function dirStamp(dir: string): string {
+  try {
+    const stat = statSync(dir, { bigint: true });
+    return `${stat.ino}:${stat.mtimeNs}:${stat.ctimeNs}`;
+  } catch (error) {
+    if (isErrno(error, "ENOENT")) return "";
+    throw ioError(`Cannot stat ${dir}`, error);
+  }
+}
+
+/** Creates a file unless it exists (two processes may init the same directory at once). */
+function createOnce(path: string, content: string): void {
+  let fd: number;
+  try {
+    fd = openSync(path, "wx", 0o666);
+  } catch (error) {
+    if (isErrno(error, "EEXIST")) return;
+    throw error;
+  }
+  try {
+    writeSync(fd, content);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** "file", "dir", or undefined when nothing is there. */
+function kindOf(path: string): "file" | "dir" | "other" | undefined {
+  try {
+    const stat = statSync(path);
+    return stat.isFile() ? "file" : stat.isDirectory() ? "dir" : "other";
+  } catch (error) {
+    if (isErrno(error, "ENOENT", "ENOTDIR")) return undefined;
+    throw ioError(`Cannot stat ${path}`, error);
+  }
+}
+
+const isFile = (path: string): boolean => kindOf(path) === "file";
+const isDir = (path: string): boolean => kindOf(path) === "dir";
+
+/** A git dir has HEAD, and objects/ and refs/ (here or, in a linked worktree, through commondir). */
+function isGitDir(dir: string): boolean {
+  return isFile(join(dir, "HEAD")) && ((isDir(join(dir, "objects")) && isDir(join(dir, "refs"))) || isFile(join(dir, "commondir")));
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw ioError(`Cannot read ${path}`, error);
+  }
+}
+
+function findLayout(path: string): Layout {
+  const dotGit = join(path, ".git");
+  let gitDir: string;
+  if (isFile(dotGit)) {
+    const pointer = /^gitdir: *(.+?)\s*$/m.exec(readText(dotGit));
+    if (pointer === null) throw corrupt(`${dotGit} is not a "gitdir:" pointer`);
+    gitDir = resolve(path, pointer[1] as string);
+  } else if (isDir(dotGit) && isGitDir(dotGit)) {
+    gitDir = dotGit;
+  } else if (isGitDir(path)) {
+    gitDir = path;
+  } else {
+    throw gitError("E_NOT_FOUND", `Not a git repository: ${path}`);
+  }
+  const commonFile = join(gitDir, "commondir");
+  const common = isFile(commonFile) ? readText(commonFile).trim() : "";
+  return { gitDir, commonDir: common === "" ? gitDir : isAbsolute(common) ? common : resolve(gitDir, common) };
+}
+
+/** Refuses what this engine cannot read: SHA-256 objects, other ref storage, unknown format versions. */
+function checkFormat(commonDir: string): void {
+  let text = "";
+  try {
+    text = readFileSync(join(commonDir, "config"), "utf8");
+  } catch (error) {
+    if (!isErrno(error, "ENOENT")) throw ioError("Cannot read the repository config", error);
+  }
+  const config = parseConfig(text);
+  const version = Number(config.get("core.repositoryformatversion") ?? "0");
+  if (version !== 0 && version !== 1) throw gitError("E_UNSUPPORTED", `Repository format version ${version} is not supported`);
+  const format = (config.get("extensions.objectformat") ?? "sha1").toLowerCase();
+  if (format !== "sha1") {
+    throw gitError("E_UNSUPPORTED", `This repository uses ${format} object ids; stowage's Git engine reads SHA-1 repositories only`);
+  }
+  const refStorage = (config.get("extensions.refstorage") ?? "files").toLowerCase();
+  if (refStorage !== "files") throw gitError("E_UNSUPPORTED", `Ref storage "${refStorage}" is not supported (only "files")`);
+}
