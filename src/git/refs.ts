@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, rmdirSync } from "node:fs";
+import { readdirSync, readFileSync, rmdirSync, statSync } from "node:fs";
 import { dirname, join, sep } from "node:path";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
 import { removeQuietly } from "./fileUtil.js";
@@ -190,7 +190,7 @@ export class RefStore {
     try {
       const current = this.currentId(name);
       checkExpected(name, current, options.expected);
-      if (current === undefined) this.checkNoPackedConflict(name);
+      if (current === undefined) this.checkNoConflict(name);
       writeLock(lock, `${id}\n`, this.options.fsync === true);
       // Git appends the reflog line before the rename that publishes the ref.
       appendReflog(this.logPath(name), {
@@ -280,8 +280,9 @@ export class RefStore {
     return value?.id;
   }
 
-  /** Refuses to create `a/b` while `a` is packed, or `a` while `a/…` is packed (Git's D/F rule). */
-  private checkNoPackedConflict(name: string): void {
+  /** Refuses to create `a/b` while `a` exists, or `a` while `a/…` exists (Git's D/F rule; loose `a` blocks `a/b` at the lock). */
+  private checkNoConflict(name: string): void {
+    if (isDirectory(this.refPath(name))) throw gitError("E_CONFLICT", `Cannot create ${name}: refs exist under ${name}/`);
     const under = `${name}/`;
     for (const packedName of this.packed.read().keys()) {
       if (packedName.startsWith(under) || name.startsWith(`${packedName}/`)) {
@@ -374,6 +375,15 @@ export class RefStore {
 }
 
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch (error) {
+    if (isErrno(error, "ENOENT", "ENOTDIR")) return false;
+    throw ioError(`Cannot stat ${path}`, error);
+  }
+}
 
 function checkName(name: string): void {
   if (name === "HEAD") return;
