@@ -13,6 +13,7 @@ const drivers: Record<string, () => Promise<Driver>> = {
     (await import("../../src/drivers/postgres.js")).default({ url: process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test", table: path! }),
   // Server drivers: `path` is the key prefix (etcd) or the bucket (nats-kv); servers from the tests' env.
   etcd: async () => (await import("../../src/drivers/etcd.js")).default({ hosts: process.env.STOWAGE_ETCD_HOSTS, prefix: path! }),
+  "nats-kv": async () => (await import("../../src/drivers/nats-kv.js")).default({ servers: process.env.STOWAGE_NATS_SERVERS, bucket: path! }),
   leveldb: async () => (await import("../../src/drivers/leveldb.js")).default({ path: path! }),
   lmdb: async () => (await import("../../src/drivers/lmdb.js")).default({ path: path! }),
   redis: async () => (await import("../../src/drivers/redis.js")).default({ url: process.env.STOWAGE_REDIS_URL, base: path! }),
