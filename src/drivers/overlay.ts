@@ -1,0 +1,168 @@
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError } from "../core/errors.js";
+import { normalizeKey } from "../core/keys.js";
+import { all, chain, type MaybePromise } from "../core/maybePromise.js";
+import { serializeRaw } from "../core/serializer.js";
+import type { Driver, DriverFlags, GetKeysOptions, SetOptions, StorageMeta, TransactionOptions, Unwatch, WatchCallback } from "../core/types.js";
+
+export interface OverlayOptions {
+  /** Drivers read in order: the first layer holding a key (or its removal) answers. Required, at least one. */
+  layers: Driver[];
+  /** Index of the layer that takes every write and removal (default 0). */
+  writeTo?: number;
+}
+
+/**
+ * The value that marks a key removed in the write layer, masking lower
+ * layers: unstorage's overlay marker, so each library reads the other's
+ * masks. stowage's default serializer writes every string as JSON text
+ * (quoted), so no value a user stores through it can equal the marker.
+ */
+export const OVERLAY_REMOVED = "__OVERLAY_REMOVED__";
+
+const DRIVER_NAME = "overlay";
+const MARKER_BYTES = new TextEncoder().encode(OVERLAY_REMOVED);
+
+function isMarker(stored: unknown): boolean {
+  if (stored === OVERLAY_REMOVED) return true;
+  return stored instanceof Uint8Array && stored.length === MARKER_BYTES.length && Buffer.from(stored).equals(MARKER_BYTES);
+}
+
+/** What a layer says of a key: a value, a removal mark, or nothing (ask the next layer). */
+type Found = { layer: Driver; stored: unknown } | null;
+
+/** The flags every layer must share for the overlay to claim them. */
+function sharedFlags(layers: Driver[], writer: Driver): DriverFlags {
+  const every = (flag: keyof DriverFlags) => layers.every((layer) => layer.flags?.[flag] === true);
+  return {
+    sync: every("sync"),
+    maxDepth: every("maxDepth"),
+    watch: every("watch"),
+    // Expiry is the write layer's: an expired override lets the layer below show through.
+    ttl: writer.flags?.ttl === true,
+    clearBase: true,
+    // Keys are written to one layer only: nesting is that layer's to allow.
+    nestedKeys: writer.flags?.nestedKeys !== false,
+  };
+}
+
+/**
+ * Layers of drivers read as one store: reads go through the layers in order,
+ * writes land in the `writeTo` layer, and a removal leaves a mark there so
+ * the key does not reappear from a layer below, until it is written again.
+ * Stays synchronous (flag `sync`) when every layer is.
+ */
+export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) => {
+  const layers = options?.layers;
+  if (!Array.isArray(layers) || layers.length === 0) {
+    throw new StorageError("E_INVALID_OPTION", "The overlay driver needs at least one layer", { driver: DRIVER_NAME });
+  }
+  const writeIndex = options.writeTo ?? 0;
+  if (!Number.isInteger(writeIndex) || !layers[writeIndex]) {
+    throw new StorageError("E_INVALID_OPTION", `writeTo must index a layer (0 to ${layers.length - 1})`, { driver: DRIVER_NAME });
+  }
+  const writer: Driver = layers[writeIndex];
+  const below = layers.filter((_, index) => index !== writeIndex);
+
+  /** The first layer, from `index` on, that holds the key or its removal mark. */
+  function find(key: string, raw: boolean, index = 0): MaybePromise<Found> {
+    if (index === layers.length) return null;
+    const layer = layers[index]!;
+    const stored = raw && layer.getItemRaw ? layer.getItemRaw(key, {}) : layer.getItem(key, {});
+    return chain(stored, (value) => (value === null || value === undefined ? find(key, raw, index + 1) : { layer, stored: value }));
+  }
+
+  const read = (key: string, raw: boolean): MaybePromise<unknown> =>
+    chain(find(key, raw), (found) => (found === null || isMarker(found.stored) ? null : found.stored));
+
+  const readOnly = (method: string) => new StorageError("E_READONLY", `The overlay's write layer has no ${method}`, { driver: DRIVER_NAME });
+  const set = (key: string, value: string, opts: SetOptions): MaybePromise<void> => {
+    if (!writer.setItem) throw readOnly("setItem");
+    return writer.setItem(key, value, opts);
+  };
+  const remove = (key: string, opts: TransactionOptions): MaybePromise<void> => {
+    if (!writer.removeItem) throw readOnly("removeItem");
+    return writer.removeItem(key, opts);
+  };
+
+  /** Whether a layer other than the write layer still holds the key, so removing it needs a mark. */
+  function heldBelow(key: string, index = 0): MaybePromise<boolean> {
+    if (index === below.length) return false;
+    return chain(below[index]!.hasItem(key, {}), (has) => has || heldBelow(key, index + 1));
+  }
+
+  const mask = (key: string, opts: TransactionOptions) => set(key, OVERLAY_REMOVED, { ...opts, ttl: undefined });
+
+  /** Keys of every layer, once each, without the ones the write layer marks removed. */
+  function listKeys(base: string, opts: GetKeysOptions): MaybePromise<string[]> {
+    return chain(all(layers.map((layer) => layer.getKeys(base, opts))), (listings) => {
+      const seen = new Set<string>();
+      const fromWriter: string[] = [];
+      const keys: string[] = [];
+      listings.forEach((listing, index) => {
+        for (const raw of listing) {
+          const key = normalizeKey(raw);
+          if (seen.has(key)) continue;
+          seen.add(key);
+          // Only the write layer holds marks; a key it lists first may be one.
+          if (index === writeIndex) fromWriter.push(key);
+          else keys.push(key);
+        }
+      });
+      if (fromWriter.length === 0) return keys;
+      return chain(readValues(writer, fromWriter), (values) => [...keys, ...fromWriter.filter((_, index) => !isMarker(values[index]))]);
+    });
+  }
+
+  const readValues = (layer: Driver, keys: string[]): MaybePromise<unknown[]> =>
+    layer.getItems
+      ? chain(layer.getItems(keys.map((key) => ({ key }))), (found) => found.map((entry) => entry.value))
+      : all(keys.map((key) => layer.getItem(key, {})));
+
+  /** Layer events, with a removal mark written to the write layer reported as the removal it is. */
+  function watch(callback: WatchCallback): MaybePromise<Unwatch> {
+    const fromWriter: WatchCallback = (event, key) => {
+      if (event === "remove") return callback(event, key);
+      return chain(writer.getItem(key, {}), (stored) => callback(isMarker(stored) ? "remove" : "update", key));
+    };
+    const subscriptions = layers.map((layer) => layer.watch!(layer === writer ? fromWriter : callback));
+    return chain(all(subscriptions), (unwatches) => () => chain(all(unwatches.map((unwatch) => unwatch())), () => undefined));
+  }
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: sharedFlags(layers, writer),
+    getInstance: () => layers,
+    hasItem: (key: string) => chain(read(key, false), (value) => value !== null),
+    getItem: (key: string) => read(key, false),
+    getItemRaw: (key: string) => read(key, true),
+    setItem: set,
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) =>
+      writer.setItemRaw ? writer.setItemRaw(key, value, opts) : set(key, serializeRaw(value), opts),
+    setItems: (items: { key: string; value: string; options?: SetOptions }[], common?: SetOptions) => {
+      if (writer.setItems) return writer.setItems(items, common);
+      return chain(all(items.map((item) => set(item.key, item.value, item.options ?? common ?? {}))), () => undefined);
+    },
+    removeItem: (key: string, opts: TransactionOptions) => chain(heldBelow(key), (held) => (held ? mask(key, opts) : remove(key, opts))),
+    getMeta: (key: string, opts: TransactionOptions): MaybePromise<StorageMeta | null> =>
+      chain(find(key, false), (found) => {
+        if (found === null || isMarker(found.stored)) return null;
+        return found.layer.getMeta ? found.layer.getMeta(key, opts) : {};
+      }),
+    getKeys: (base: string, opts: GetKeysOptions) => listKeys(base ?? "", opts ?? {}),
+    clear: (base: string, opts: TransactionOptions) =>
+      // Keys that lower layers hold under base get marks; the write layer's own go.
+      chain(all(below.map((layer) => layer.getKeys(base, {}))), (listings) => {
+        const masked = [...new Set(listings.flat().map(normalizeKey))].filter((key) => key.startsWith(base ?? ""));
+        const cleared = writer.clear && (!base || writer.flags?.clearBase) ? writer.clear(base, opts) : clearOneByOne(base, opts);
+        return chain(cleared, () => chain(all(masked.map((key) => mask(key, opts))), () => undefined));
+      }),
+    ...(layers.every((layer) => typeof layer.watch === "function") ? { watch } : {}),
+    dispose: () => chain(all(layers.map((layer) => layer.dispose?.())), () => undefined),
+  };
+
+  function clearOneByOne(base: string, opts: TransactionOptions): MaybePromise<void> {
+    return chain(writer.getKeys(base, {}), (keys) => chain(all(keys.map((key) => remove(normalizeKey(key), opts))), () => undefined));
+  }
+});

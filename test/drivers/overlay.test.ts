@@ -1,0 +1,109 @@
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { createStorage as createUnstorage } from "unstorage";
+import unstorageMemory from "unstorage/drivers/memory";
+import unstorageOverlay from "unstorage/drivers/overlay";
+import { createStorage } from "../../src/index.js";
+import fsDriver from "../../src/drivers/fs.js";
+import memory from "../../src/drivers/memory.js";
+import overlay, { OVERLAY_REMOVED } from "../../src/drivers/overlay.js";
+import sqlite from "../../src/drivers/sqlite.js";
+import { testDriver } from "../../src/testing/index.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+testDriver({ name: "overlay (memory over memory)", driver: () => overlay({ layers: [memory(), memory()] }) });
+testDriver({
+  name: "overlay (sqlite over fs, async-style layers)",
+  driver: () => overlay({ layers: [sqlite({ path: join(tempDir("overlay-kit"), "top.db") }), fsDriver({ base: tempDir("overlay-kit-fs") })] }),
+});
+
+/** A top layer over a base layer holding `base:*` values. */
+async function layered() {
+  const top = memory();
+  const base = memory();
+  const baseStorage = createStorage({ driver: base });
+  await baseStorage.setItems([
+    { key: "base:a", value: "from base" },
+    { key: "base:b", value: { n: 1 } },
+    { key: "shared", value: "base" },
+  ]);
+  const storage = createStorage({ driver: overlay({ layers: [top, base] }) });
+  return { storage, top: createStorage({ driver: top }), base: baseStorage };
+}
+
+describe("overlay driver", () => {
+  it("reads through the layers in order and writes to the write layer", async () => {
+    const { storage, top, base } = await layered();
+    await storage.setItem("shared", "top");
+    expect(await storage.getItem("shared")).toBe("top");
+    expect(await base.getItem("shared")).toBe("base");
+    expect(await storage.getItem("base:a")).toBe("from base");
+    expect(await top.hasItem("base:a")).toBe(false);
+  });
+
+  it("a removal masks the key below until it is written again", async () => {
+    const { storage, top, base } = await layered();
+    await storage.removeItem("base:a");
+    expect(await storage.getItem("base:a")).toBeNull();
+    expect(await storage.hasItem("base:a")).toBe(false);
+    expect(await storage.getMeta("base:a")).toEqual({});
+    expect(await storage.getKeys("base")).toEqual(["base:b"]);
+    expect(await base.getItem("base:a")).toBe("from base");
+    await storage.setItem("base:a", "again");
+    expect(await storage.getItem("base:a")).toBe("again");
+    expect((await storage.getKeys("base")).sort()).toEqual(["base:a", "base:b"]);
+    // A key only the write layer held is removed outright, leaving no mark behind.
+    await storage.setItem("mine", 1);
+    await storage.removeItem("mine");
+    expect(await top.getKeys()).not.toContain("mine");
+  });
+
+  it("lists every layer's keys once, and clear(base) masks what lower layers hold under it", async () => {
+    const { storage, base } = await layered();
+    await storage.setItem("base:c", 3);
+    await storage.setItem("other", 4);
+    expect((await storage.getKeys()).sort()).toEqual(["base:a", "base:b", "base:c", "other", "shared"]);
+    await storage.clear("base");
+    expect((await storage.getKeys()).sort()).toEqual(["other", "shared"]);
+    expect((await base.getKeys("base")).sort()).toEqual(["base:a", "base:b"]);
+  });
+
+  it("getMeta comes from the layer that holds the value", async () => {
+    const { storage } = await layered();
+    await storage.setItem("short", 1, { ttl: 60_000 });
+    expect((await storage.getMeta("short")).ttl).toBeGreaterThan(0);
+    expect((await storage.getMeta("base:b")).etag).toEqual(expect.any(String));
+  });
+
+  it("reports a masking removal as a remove event", async () => {
+    const { storage } = await layered();
+    const events: string[] = [];
+    const unwatch = await storage.watch((event, key) => events.push(`${event} ${key}`));
+    await storage.removeItem("base:a");
+    await storage.setItem("base:a", 1);
+    await unwatch();
+    expect(events).toEqual(["remove base:a", "update base:a"]);
+  });
+
+  it("writes to the layer writeTo names", async () => {
+    const cache = memory();
+    const main = memory();
+    const storage = createStorage({ driver: overlay({ layers: [cache, main], writeTo: 1 }) });
+    await storage.setItem("k", 1);
+    expect(await createStorage({ driver: main }).getItem("k")).toBe(1);
+    expect(await createStorage({ driver: cache }).hasItem("k")).toBe(false);
+    expect(() => overlay({ layers: [memory()], writeTo: 3 })).toThrow(/writeTo/);
+    expect(() => overlay({ layers: [] })).toThrow(/at least one layer/);
+  });
+
+  it("shares removal marks with unstorage's overlay driver", async () => {
+    const top = unstorageMemory();
+    const base = unstorageMemory();
+    const theirs = createUnstorage({ driver: unstorageOverlay({ layers: [top, base] }) });
+    await createUnstorage({ driver: base }).setItem("k", "v");
+    await theirs.removeItem("k");
+    expect(await createUnstorage({ driver: top }).getItem("k")).toBe(OVERLAY_REMOVED);
+    const ours = createStorage({ driver: overlay({ layers: [top, base] }) });
+    expect(await ours.hasItem("k")).toBe(false);
+  });
+});
