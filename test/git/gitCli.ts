@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { isStorageError } from "../../src/core/errors.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 // Stock git, isolated from the user's and system's configuration.
@@ -47,9 +48,13 @@ export function gitInitBare(label = "git"): string {
   return dir;
 }
 
-/** A new repository with a worktree, made by stock git, with some history. */
-export function gitRepoWithHistory(label = "git-work"): string {
-  const dir = tempDir(label);
-  git(dir, ["init", "-q", "-b", "main"]);
-  return dir;
+/** The StorageError code `run` throws, or undefined when it returns (other errors propagate). */
+export function errorCode(run: () => unknown): string | undefined {
+  try {
+    run();
+  } catch (error) {
+    if (isStorageError(error)) return error.code;
+    throw error;
+  }
+  return undefined;
 }

@@ -4,20 +4,11 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { isStorageError } from "../../src/core/errors.js";
 import { isValidRefName, Repository, ZERO_ID } from "../../src/git/index.js";
-import { git, gitFails, gitInitBare } from "./gitCli.js";
+import { errorCode, git, gitFails, gitInitBare } from "./gitCli.js";
 
 const WORKER = join(import.meta.dirname, "casWorker.ts");
 const TSX = import.meta.resolve("tsx");
 
-function code(run: () => unknown): string | undefined {
-  try {
-    run();
-  } catch (error) {
-    if (isStorageError(error)) return error.code;
-    throw error;
-  }
-  return undefined;
-}
 
 /** Increments the counter held (as a blob) by `ref`, retrying on conflicts; awaits between read and write to interleave. */
 async function increment(repo: Repository, ref: string): Promise<void> {
@@ -100,9 +91,9 @@ describe("ref names", () => {
   it("an invalid name is refused with E_INVALID_KEY", () => {
     const repo = Repository.open(gitInitBare());
     const id = repo.writeBlob(Buffer.from("x"));
-    expect(code(() => repo.refs.update("refs/heads/a..b", id))).toBe("E_INVALID_KEY");
-    expect(code(() => repo.refs.update("heads/main", id))).toBe("E_INVALID_KEY");
-    expect(code(() => repo.refs.update("refs/heads/x", "nope"))).toBe("E_INVALID_VALUE");
+    expect(errorCode(() => repo.refs.update("refs/heads/a..b", id))).toBe("E_INVALID_KEY");
+    expect(errorCode(() => repo.refs.update("heads/main", id))).toBe("E_INVALID_KEY");
+    expect(errorCode(() => repo.refs.update("refs/heads/x", "nope"))).toBe("E_INVALID_VALUE");
   });
 });
 
@@ -114,13 +105,13 @@ describe("ref updates", () => {
     const ref = "refs/stowage/test";
     repo.refs.update(ref, a, { expected: null });
     expect(git(dir, ["rev-parse", ref])).toBe(a);
-    expect(code(() => repo.refs.update(ref, b, { expected: null }))).toBe("E_CONFLICT");
-    expect(code(() => repo.refs.update(ref, b, { expected: c }))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.update(ref, b, { expected: null }))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.update(ref, b, { expected: c }))).toBe("E_CONFLICT");
     repo.refs.update(ref, b, { expected: a });
     expect(git(dir, ["rev-parse", ref])).toBe(b);
     repo.refs.update(ref, c);
     expect(repo.refs.resolve(ref)).toBe(c);
-    expect(code(() => repo.refs.update("refs/stowage/new", a, { expected: b }))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.update("refs/stowage/new", a, { expected: b }))).toBe("E_CONFLICT");
     expect(repo.refs.resolve("refs/stowage/new")).toBeUndefined();
     expect(existsSync(join(dir, "refs/stowage/test.lock"))).toBe(false);
   });
@@ -132,7 +123,7 @@ describe("ref updates", () => {
     const lock = join(dir, "refs/heads/main.lock");
     writeFileSync(lock, "someone else\n");
     const started = Date.now();
-    expect(code(() => repo.refs.update("refs/heads/main", id))).toBe("E_UNAVAILABLE");
+    expect(errorCode(() => repo.refs.update("refs/heads/main", id))).toBe("E_UNAVAILABLE");
     expect(Date.now() - started).toBeGreaterThanOrEqual(90);
     expect(readFileSync(lock, "utf8")).toBe("someone else\n");
     await expect(repo.refs.updateAsync("refs/heads/main", id)).rejects.toMatchObject({ code: "E_UNAVAILABLE" });
@@ -154,13 +145,13 @@ describe("ref updates", () => {
     rmSync(join(dir, "refs/stowage/main.lock"));
     git(dir, ["update-ref", "refs/stowage/main", b, a]);
     expect(repo.refs.resolve("refs/stowage/main")).toBe(b);
-    expect(code(() => repo.refs.update("refs/stowage/main", a, { expected: a }))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.update("refs/stowage/main", a, { expected: a }))).toBe("E_CONFLICT");
   });
 
   it("reads packed-refs (with peeled tags) after git pack-refs --all; updates and deletes packed refs", () => {
     const dir = gitInitBare();
     const repo = Repository.open(dir);
-    const [a, b] = ["a", "b"].map((v) => commitOf(repo, v));
+    const [a, b] = ["a", "b"].map((v) => commitOf(repo, v)) as [string, string];
     git(dir, ["update-ref", "refs/heads/one", a]);
     git(dir, ["update-ref", "refs/heads/two", a]);
     git(dir, ["update-ref", "refs/stowage/kv/three", b]);
@@ -173,11 +164,11 @@ describe("ref updates", () => {
     expect(repo.refs.list("refs/tags/")).toEqual([{ name: "refs/tags/t1", id: tag, peeled: a }]);
     expect(repo.refs.list("refs/heads/").map((r) => r.name)).toEqual(["refs/heads/one", "refs/heads/two"]);
     // CAS against the packed value; the loose file then overrides it.
-    expect(code(() => repo.refs.update("refs/heads/one", b, { expected: b }))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.update("refs/heads/one", b, { expected: b }))).toBe("E_CONFLICT");
     repo.refs.update("refs/heads/one", b, { expected: a });
     expect(git(dir, ["rev-parse", "refs/heads/one"])).toBe(b);
     // Delete a packed-only ref: its line goes from packed-refs.
-    expect(code(() => repo.refs.delete("refs/heads/two", { expected: b }))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.delete("refs/heads/two", { expected: b }))).toBe("E_CONFLICT");
     expect(repo.refs.delete("refs/heads/two", { expected: a })).toBe(true);
     expect(gitFails(dir, ["rev-parse", "--verify", "-q", "refs/heads/two"]).status).not.toBe(0);
     expect(readFileSync(join(dir, "packed-refs"), "utf8")).not.toContain("refs/heads/two");
@@ -194,18 +185,18 @@ describe("ref updates", () => {
     const repo = Repository.open(dir);
     const id = repo.writeBlob(Buffer.from("x"));
     repo.refs.update("refs/stowage/a", id);
-    expect(code(() => repo.refs.update("refs/stowage/a/b", id))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.update("refs/stowage/a/b", id))).toBe("E_CONFLICT");
     repo.refs.update("refs/stowage/c/d", id);
-    expect(code(() => repo.refs.update("refs/stowage/c", id))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.update("refs/stowage/c", id))).toBe("E_CONFLICT");
     git(dir, ["pack-refs", "--all"]);
-    expect(code(() => repo.refs.update("refs/stowage/a/b", id))).toBe("E_CONFLICT");
+    expect(errorCode(() => repo.refs.update("refs/stowage/a/b", id))).toBe("E_CONFLICT");
     expect(git(dir, ["fsck", "--no-dangling"])).toBe("");
   });
 
   it("writes a reflog line per update that git reflog shows; deletion removes it", () => {
     const dir = gitInitBare();
     const repo = Repository.open(dir, { identity: { name: "Stow Age", email: "s@example.com" } });
-    const [a, b] = ["a", "b"].map((v) => commitOf(repo, v));
+    const [a, b] = ["a", "b"].map((v) => commitOf(repo, v)) as [string, string];
     const ref = "refs/stowage/logged";
     repo.refs.update(ref, a, { message: "create\nit" });
     repo.refs.update(ref, b, { expected: a, message: "second" });
