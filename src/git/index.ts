@@ -8,7 +8,7 @@ export { applyDelta } from "./delta.js";
 export { corrupt, isErrno } from "./errors.js";
 export { decodeHeaders, encodeHeaders, type HeaderBlock } from "./headers.js";
 export { commitLock, rollbackLock, tryLock, writeLock, type LockFile } from "./lockFile.js";
-export { freshenLooseObject, loosePath, parseLooseObject, readLooseObject, writeLooseObject, type LooseWriteOptions } from "./looseObjects.js";
+export { freshenFile, freshenLooseObject, loosePath, parseLooseObject, readLooseObject, writeLooseObject, type LooseWriteOptions } from "./looseObjects.js";
 export { LruCache, type LruCacheOptions } from "./lruCache.js";
 export {
   frameObject,

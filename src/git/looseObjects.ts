@@ -10,6 +10,8 @@ import { tempName } from "./tempName.js";
 export interface LooseWriteOptions {
   /** fsync each new object file before it is renamed into place (default false, as Git). */
   fsync?: boolean;
+  /** The object's id when the caller has hashed it already. */
+  id?: ObjectId;
 }
 
 /** `objects/ab/cdef…` for an id. */
@@ -47,15 +49,18 @@ export function readLooseObject(objectsDir: string, id: ObjectId, verify = true)
  * with a grace period keeps it (Git's "freshen"). False when it does not exist.
  */
 export function freshenLooseObject(objectsDir: string, id: ObjectId): boolean {
+  return freshenFile(loosePath(objectsDir, id));
+}
+
+/** Sets a file's mtime to now; false when it does not exist or is not ours to touch (Git then writes a copy). */
+export function freshenFile(path: string): boolean {
   const now = new Date();
   try {
-    utimesSync(loosePath(objectsDir, id), now, now);
+    utimesSync(path, now, now);
     return true;
   } catch (error) {
-    if (isErrno(error, "ENOENT", "ENOTDIR")) return false;
-    // Not ours to touch (another user's file): write a copy of our own, as Git does.
-    if (isErrno(error, "EPERM", "EACCES")) return false;
-    throw ioError(`Cannot refresh loose object ${id}`, error);
+    if (isErrno(error, "ENOENT", "ENOTDIR", "EPERM", "EACCES")) return false;
+    throw ioError(`Cannot refresh ${path}`, error);
   }
 }
 
@@ -65,7 +70,7 @@ export function freshenLooseObject(objectsDir: string, id: ObjectId): boolean {
  * mtime refreshed. Returns the id.
  */
 export function writeLooseObject(objectsDir: string, type: ObjectType, body: Uint8Array, options: LooseWriteOptions = {}): ObjectId {
-  const id = hashObject(type, body);
+  const id = options.id ?? hashObject(type, body);
   if (freshenLooseObject(objectsDir, id)) return id;
   const data = deflateSync(frameObject(type, body), { level: constants.Z_BEST_SPEED });
   const dir = join(objectsDir, id.slice(0, 2));

@@ -3,9 +3,9 @@ import { isAbsolute, join, resolve } from "node:path";
 import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
 import { parseConfig } from "./config.js";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
-import { readLooseObject, loosePath, writeLooseObject } from "./looseObjects.js";
+import { freshenFile, loosePath, readLooseObject, writeLooseObject } from "./looseObjects.js";
 import { LruCache } from "./lruCache.js";
-import type { GitObject, ObjectId, ObjectType } from "./objectId.js";
+import { hashObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
 import { PackReader } from "./packReader.js";
 import { PackWriter, type PackMode, type PackWriterOptions, type WrittenPack } from "./packWriter.js";
 import { RefStore, type RefStoreOptions } from "./refs.js";
@@ -155,9 +155,16 @@ export class Repository {
     return decodeTag(this.readTyped(id, "tag"));
   }
 
-  /** Writes one object as a loose file (an existing one is refreshed); returns its id. */
+  /**
+   * Writes one object as a loose file; returns its id. An object already
+   * packed has its pack's mtime refreshed instead, and a loose one its file's
+   * (Git's protection against a concurrent prune).
+   */
   writeObject(type: ObjectType, body: Uint8Array): ObjectId {
-    return writeLooseObject(this.objectsDir, type, body, { fsync: this.options.fsync === true });
+    const id = hashObject(type, body);
+    const pack = this.packs.find((reader) => reader.has(id));
+    if (pack !== undefined && freshenFile(pack.packPath)) return id;
+    return writeLooseObject(this.objectsDir, type, body, { fsync: this.options.fsync === true, id });
   }
 
   writeBlob(body: Uint8Array): ObjectId {

@@ -32,46 +32,60 @@ export function isTreeMode(mode: string): boolean {
 /** Parses a tree body into its entries, in stored order. */
 export function decodeTree(body: Buffer): TreeEntry[] {
   const entries: TreeEntry[] = [];
+  const end = body.length;
   let at = 0;
-  while (at < body.length) {
+  while (at < end) {
     const space = body.indexOf(0x20, at);
-    const nul = space < 0 ? -1 : body.indexOf(0, space + 1);
-    if (space < 0 || nul < 0 || nul + 21 > body.length) throw corrupt("Truncated tree entry");
-    const mode = body.toString("latin1", at, space);
-    const entry: TreeEntry = { mode, name: body.toString("utf8", space + 1, nul), id: body.toString("hex", nul + 1, nul + 21) };
-    if (!isUtf8(body.subarray(space + 1, nul))) entry.rawName = Buffer.from(body.subarray(space + 1, nul));
+    // Scan the name for its NUL, noting whether any byte is non-ASCII.
+    let nul = space + 1;
+    let high = 0;
+    while (nul < end && body[nul] !== 0) high |= body[nul++]!;
+    if (space < 0 || nul + 21 > end) throw corrupt("Truncated tree entry");
+    const entry: TreeEntry = {
+      mode: body.toString("latin1", at, space),
+      name: body.toString(high < 0x80 ? "latin1" : "utf8", space + 1, nul),
+      id: body.toString("hex", nul + 1, nul + 21),
+    };
+    if (high >= 0x80 && !isUtf8(body.subarray(space + 1, nul))) entry.rawName = Buffer.from(body.subarray(space + 1, nul));
     entries.push(entry);
     at = nul + 21;
   }
   return entries;
 }
 
-interface Named {
+/** An entry with its sort key: the name followed by `/` for a tree, NUL otherwise. */
+interface Keyed {
   entry: TreeEntry;
-  bytes: Buffer;
-  dir: boolean;
+  key: string;
+}
+
+/** True when JS string order (UTF-16 units) may differ from UTF-8 byte order: surrogates and U+E000 and above. */
+function needsByteOrder(key: string): boolean {
+  for (let i = 0; i < key.length; i++) if (key.charCodeAt(i) >= 0xd800) return true;
+  return false;
 }
 
 /**
  * Git's tree order (`base_name_compare`): bytewise on names, where a tree's
- * name compares as if it ended in `/`.
+ * name compares as if it ended in `/` (and a file's as if it ended in NUL).
  */
-function compareNamed(a: Named, b: Named): number {
-  const len = Math.min(a.bytes.length, b.bytes.length);
-  const common = a.bytes.compare(b.bytes, 0, len, 0, len);
-  if (common !== 0) return common;
-  const ca = a.bytes.length > len ? (a.bytes[len] as number) : a.dir ? SLASH : 0;
-  const cb = b.bytes.length > len ? (b.bytes[len] as number) : b.dir ? SLASH : 0;
-  return ca - cb;
+function sortKeyed(keyed: Keyed[]): void {
+  const bytewise = keyed.some((k) => k.entry.rawName !== undefined || needsByteOrder(k.key));
+  if (!bytewise) {
+    keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return;
+  }
+  const bytes = new Map(keyed.map((k) => [k, k.entry.rawName ? Buffer.concat([k.entry.rawName, Buffer.from(k.key.slice(-1))]) : Buffer.from(k.key, "utf8")]));
+  keyed.sort((a, b) => Buffer.compare(bytes.get(a) as Buffer, bytes.get(b) as Buffer));
 }
 
-/** The bytes of an entry's name, refusing names Git cannot store. */
-function nameBytes(entry: TreeEntry): Buffer {
-  const bytes = entry.rawName ?? Buffer.from(entry.name, "utf8");
-  if (bytes.length === 0 || bytes.includes(0) || bytes.includes(SLASH)) {
+/** Refuses names Git cannot store in a tree. */
+function checkName(entry: TreeEntry): void {
+  const raw = entry.rawName;
+  const bad = raw === undefined ? entry.name === "" || /[\0/]/.test(entry.name) : raw.length === 0 || raw.includes(0) || raw.includes(SLASH);
+  if (bad) {
     throw corrupt(`Invalid tree entry name: ${JSON.stringify(entry.name)}`);
   }
-  return bytes;
 }
 
 /**
@@ -79,21 +93,28 @@ function nameBytes(entry: TreeEntry): Buffer {
  * does not matter). Duplicate names are refused.
  */
 export function encodeTree(entries: readonly TreeEntry[]): Buffer {
-  const named: Named[] = entries.map((entry) => ({ entry, bytes: nameBytes(entry), dir: isTreeMode(entry.mode) }));
-  named.sort(compareNamed);
+  const keyed: Keyed[] = entries.map((entry) => {
+    checkName(entry);
+    return { entry, key: entry.name + (isTreeMode(entry.mode) ? "/" : "\0") };
+  });
+  sortKeyed(keyed);
   let size = 0;
-  for (const n of named) size += n.entry.mode.length + n.bytes.length + 22;
+  for (const { entry } of keyed) size += entry.mode.length + (entry.rawName?.length ?? Buffer.byteLength(entry.name)) + 22;
   const out = Buffer.allocUnsafe(size);
   let at = 0;
-  for (let i = 0; i < named.length; i++) {
-    const { entry, bytes } = named[i] as Named;
-    if (i > 0 && (named[i - 1] as Named).bytes.equals(bytes)) throw corrupt(`Duplicate tree entry: ${JSON.stringify(entry.name)}`);
+  for (let i = 0; i < keyed.length; i++) {
+    const { entry } = keyed[i] as Keyed;
+    if (i > 0 && sameName((keyed[i - 1] as Keyed).entry, entry)) throw corrupt(`Duplicate tree entry: ${JSON.stringify(entry.name)}`);
     at += out.write(entry.mode, at, "latin1");
     out[at++] = 0x20;
-    at += bytes.copy(out, at);
+    at += entry.rawName === undefined ? out.write(entry.name, at, "utf8") : entry.rawName.copy(out, at);
     out[at++] = 0;
-    if (out.write(entry.id, at, "hex") !== 20) throw corrupt(`Invalid object id in tree entry: ${entry.id}`);
+    if (out.write(entry.id, at, "hex") !== 20 || entry.id.length !== 40) throw corrupt(`Invalid object id in tree entry: ${entry.id}`);
     at += 20;
   }
   return out;
+}
+
+function sameName(a: TreeEntry, b: TreeEntry): boolean {
+  return a.rawName !== undefined || b.rawName !== undefined ? Buffer.from(a.rawName ?? a.name).equals(Buffer.from(b.rawName ?? b.name)) : a.name === b.name;
 }

@@ -59,6 +59,16 @@ describe("object model", () => {
     expect(decodeTree(encodeTree(entries)).map((e) => e.name)).toEqual(["Z", "a-", "a.b", "a", "a0", "b", "link", "mod", "ü"]);
   });
 
+  it("sorts by UTF-8 bytes where UTF-16 order differs (astral characters after U+E000)", () => {
+    const dir = gitInitBare();
+    const blob = git(dir, ["hash-object", "-w", "--stdin"], "x");
+    const names = ["\u{1F600}", "\uE000", "\uFFFD", "a", "\u00FC"];
+    const entries: TreeEntry[] = names.map((name) => ({ mode: TreeMode.file, name, id: blob }));
+    const expected = git(dir, ["mktree"], names.map((name) => `100644 blob ${blob}\t${name}\n`).join(""));
+    expect(hashObject("tree", encodeTree(entries))).toBe(expected);
+    expect(decodeTree(encodeTree(entries)).map((e) => e.name)).toEqual(["a", "\u00FC", "\uE000", "\uFFFD", "\u{1F600}"]);
+  });
+
   it("refuses duplicate and invalid tree names", () => {
     const id = "a".repeat(40);
     expect(() => encodeTree([{ mode: TreeMode.file, name: "x", id }, { mode: TreeMode.file, name: "x", id }])).toThrow(/Duplicate/);

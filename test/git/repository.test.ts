@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LruCache, loosePath, Repository, TreeMode, type GitObject } from "../../src/git/index.js";
@@ -98,6 +98,21 @@ describe("Repository objects", () => {
     expect(git(dir, ["show", "refs/stowage/default:k3"])).toBe("few 3");
     expect(git(dir, ["show", "refs/stowage/default:k504"])).toBe("many 499");
     expect(git(dir, ["fsck", "--strict", "--no-dangling"])).toBe("");
+  });
+
+  it("writing an object that is already packed refreshes the pack instead of writing a loose copy", () => {
+    const dir = gitInitBare();
+    const repo = Repository.open(dir, { packThreshold: 2 });
+    const [id] = repo.writeObjects([
+      { type: "blob", body: Buffer.from("packed") },
+      { type: "blob", body: Buffer.from("also packed") },
+    ]);
+    const pack = repo.packFiles[0]!;
+    const old = new Date(Date.now() - 3600_000);
+    utimesSync(pack, old, old);
+    expect(repo.writeBlob(Buffer.from("packed"))).toBe(id);
+    expect(existsSync(loosePath(repo.objectsDir, id!))).toBe(false);
+    expect(statSync(pack).mtimeMs).toBeGreaterThan(Date.now() - 60_000);
   });
 
   it("serves recent objects and parsed trees from its cache", () => {
