@@ -1,0 +1,259 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import { StorageError } from "../core/errors.js";
+import type { Serializer } from "../core/serializer.js";
+import type { RemoveOptions, SetOptions, Storage } from "../core/types.js";
+import { drained, readBody, sendBody } from "./body.js";
+import {
+  METHODS,
+  OCTET_STREAM,
+  READ_METHODS,
+  errorResponse,
+  metaHeaders,
+  parseCondition,
+  parseTarget,
+  ttlFromHeader,
+  type Target,
+} from "./protocol.js";
+
+/** What an `authorize` hook learns about a request. */
+export interface AuthorizeRequest {
+  /** `"read"` for GET and HEAD, `"write"` for PUT and DELETE (unstorage's names). */
+  type: "read" | "write";
+  method: "GET" | "HEAD" | "PUT" | "DELETE";
+  /** The normalized key, or for a listing or clear the base (`"a:b:"`, `""` for everything). */
+  key: string;
+  /** Whether `key` is a base. */
+  base: boolean;
+  /** The Node.js request, for headers, the socket's address and so on. */
+  request: IncomingMessage;
+}
+
+/** The settings a handler runs with; see {@link StorageServerOptions} for their meaning. */
+export interface HandlerSettings {
+  storage: Storage;
+  serializer: Serializer;
+  token: string | undefined;
+  authorize: ((request: AuthorizeRequest) => boolean | Promise<boolean>) | undefined;
+  readOnly: boolean;
+  maxBodySize: number;
+  basePath: string;
+  onError: (error: unknown, request: IncomingMessage) => void;
+  /** True once the server shuts down: requests still arriving are refused. */
+  closing: () => boolean;
+}
+
+type Method = AuthorizeRequest["method"];
+
+const TEXT = "text/plain; charset=utf-8";
+const JSON_TYPE = "application/json; charset=utf-8";
+const NO_SNIFF = "nosniff";
+
+/** A refusal decided by the protocol itself (status, code, extra headers). */
+class HttpRefusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: OutgoingHttpHeaders = {},
+  ) {
+    super(message);
+  }
+}
+
+function isMethod(method: string | undefined): method is Method {
+  return method === "GET" || method === "HEAD" || method === "PUT" || method === "DELETE";
+}
+
+/** SHA-256 of both sides first, so the comparison takes the same time whatever the length. */
+function sameToken(given: string, expected: Buffer): boolean {
+  return timingSafeEqual(createHash("sha256").update(given).digest(), expected);
+}
+
+function bearer(header: string | undefined): string | undefined {
+  if (!header || !/^bearer /i.test(header)) return undefined;
+  return header.slice(7).trim();
+}
+
+function sendJson(response: ServerResponse, status: number, body: unknown, headers: OutgoingHttpHeaders = {}): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { ...headers, "content-type": JSON_TYPE, "content-length": Buffer.byteLength(text), "x-content-type-options": NO_SNIFF });
+  response.end(response.req.method === "HEAD" ? undefined : text);
+}
+
+function sendText(response: ServerResponse, status: number, text: string, headers: OutgoingHttpHeaders = {}): void {
+  response.writeHead(status, { ...headers, "content-type": TEXT, "content-length": Buffer.byteLength(text), "x-content-type-options": NO_SNIFF });
+  response.end(text);
+}
+
+function notFound(): HttpRefusal {
+  return new HttpRefusal(404, "E_NOT_FOUND", "KV value not found");
+}
+
+/**
+ * Builds the request handler: unstorage's protocol on a stowage Storage,
+ * with ETags and conditional writes, auth, read-only mode and body limits.
+ */
+export function createHandler(settings: HandlerSettings): (request: IncomingMessage, response: ServerResponse) => Promise<void> {
+  const { storage, serializer } = settings;
+  const tokenDigest = settings.token === undefined ? undefined : createHash("sha256").update(settings.token).digest();
+
+  /** Checks everything that decides whether the request may run at all; returns its target. */
+  async function admit(request: IncomingMessage, method: Method): Promise<Target> {
+    if (tokenDigest && !sameToken(bearer(request.headers.authorization) ?? "", tokenDigest)) {
+      throw new HttpRefusal(401, "E_UNAUTHORIZED", "A valid bearer token is required", { "www-authenticate": 'Bearer realm="stowage"' });
+    }
+    const url = request.url ?? "/";
+    const query = url.indexOf("?");
+    const path = query === -1 ? url : url.slice(0, query);
+    if (!path.startsWith(settings.basePath)) throw notFound();
+    const target = parseTarget(path.slice(settings.basePath.length - 1));
+    if (target.base && (method === "HEAD" || method === "PUT")) {
+      throw new StorageError("E_INVALID_KEY", `Invalid key: ${method} is not allowed on a base key`);
+    }
+    const type = method === "GET" || method === "HEAD" ? "read" : "write";
+    if (type === "write" && settings.readOnly) {
+      throw new HttpRefusal(405, "E_READONLY", "This server is read-only", { allow: READ_METHODS });
+    }
+    if (settings.authorize && !(await settings.authorize({ type, method, key: target.key, base: target.base, request }))) {
+      throw new HttpRefusal(403, "E_FORBIDDEN", "Not allowed");
+    }
+    return target;
+  }
+
+  async function getValue(request: IncomingMessage, response: ServerResponse, key: string): Promise<void> {
+    const raw = request.headers.accept === OCTET_STREAM;
+    // Meta before value: a write in between leaves a stale etag, which fails a later If-Match instead of passing it.
+    const meta = await storage.getMeta(key, { nativeOnly: true });
+    const value = raw ? await storage.getItemRaw(key) : await storage.getItem(key);
+    if (value === null) throw notFound();
+    const headers: OutgoingHttpHeaders = metaHeaders(meta);
+    const wanted = request.headers["if-none-match"];
+    if (wanted !== undefined && headers.etag !== undefined && wanted === headers.etag) {
+      response.writeHead(304, headers);
+      response.end();
+      return;
+    }
+    const body = raw ? (value as Uint8Array) : Buffer.from(serializer.serialize(value));
+    headers["content-type"] = raw ? OCTET_STREAM : TEXT;
+    headers["content-length"] = body.byteLength;
+    headers["x-content-type-options"] = NO_SNIFF;
+    response.writeHead(200, headers);
+    await sendBody(response, body);
+  }
+
+  /** A listing streams out batch by batch; only a failure before the first byte still gets a status. */
+  async function listKeys(response: ServerResponse, base: string): Promise<void> {
+    const batches = storage.iterateKeys(base, { batchSize: 1000 });
+    let next = await batches.next();
+    response.writeHead(200, { "content-type": JSON_TYPE, "x-content-type-options": NO_SNIFF });
+    let first = true;
+    let text = "[";
+    while (!next.done) {
+      for (const key of next.value) {
+        text += (first ? "" : ",") + JSON.stringify(key.replaceAll(":", "/"));
+        first = false;
+      }
+      if (!response.write(text) && !(await drained(response))) {
+        await batches.return?.(undefined);
+        return;
+      }
+      text = "";
+      next = await batches.next();
+    }
+    response.end(text + "]");
+  }
+
+  async function head(response: ServerResponse, key: string): Promise<void> {
+    if (!(await storage.hasItem(key))) throw notFound();
+    const meta = await storage.getMeta(key, { nativeOnly: true });
+    const headers: OutgoingHttpHeaders = metaHeaders(meta);
+    // Without a length or chunked framing node:http closes the connection after a HEAD.
+    if (typeof meta.size === "number") headers["content-length"] = meta.size;
+    else headers["transfer-encoding"] = "chunked";
+    response.writeHead(200, headers);
+    response.end();
+  }
+
+  /** If-Match: `*` needs the current etag; a store without etags cannot answer it. */
+  async function currentEtag(key: string): Promise<string> {
+    const { etag } = await storage.getMeta(key, { nativeOnly: true });
+    if (typeof etag === "string") return etag;
+    if (await storage.hasItem(key)) throw new StorageError("E_UNSUPPORTED", "This store keeps no etags: conditional requests need a driver flagged cas");
+    throw new StorageError("E_CONFLICT", `No value at ${key}`, { key });
+  }
+
+  async function conditions(request: IncomingMessage, key: string): Promise<{ ifMatch?: string; ifNoneMatch?: "*" }> {
+    const ifMatch = parseCondition(request.headers["if-match"], "If-Match");
+    const ifNoneMatch = parseCondition(request.headers["if-none-match"], "If-None-Match");
+    if (ifNoneMatch !== undefined && ifNoneMatch !== "*") throw new StorageError("E_INVALID_OPTION", 'If-None-Match on a write only takes "*"');
+    const out: { ifMatch?: string; ifNoneMatch?: "*" } = {};
+    if (ifMatch !== undefined) out.ifMatch = ifMatch === "*" ? await currentEtag(key) : ifMatch;
+    if (ifNoneMatch) out.ifNoneMatch = "*";
+    return out;
+  }
+
+  async function put(request: IncomingMessage, response: ServerResponse, key: string): Promise<void> {
+    const options: SetOptions = await conditions(request, key);
+    const ttl = ttlFromHeader(request.headers["x-ttl"]);
+    if (ttl !== undefined) options.ttl = ttl;
+    const body = await readBody(request, settings.maxBodySize);
+    const type = request.headers["content-type"];
+    if (type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM) await storage.setItemRaw(key, body, options);
+    else await storage.setItem(key, serializer.deserialize(body.toString("utf8")), options);
+    sendText(response, 200, "OK");
+  }
+
+  async function remove(request: IncomingMessage, response: ServerResponse, target: Target): Promise<void> {
+    if (target.base) {
+      if (request.headers["if-match"] !== undefined || request.headers["if-none-match"] !== undefined) {
+        throw new StorageError("E_INVALID_OPTION", "Conditional headers apply to one key, not to a base");
+      }
+      await storage.clear(target.key);
+    } else {
+      const { ifMatch, ifNoneMatch } = await conditions(request, target.key);
+      // If-None-Match: * on a delete: go ahead only when there is nothing to delete.
+      if (ifNoneMatch && (await storage.hasItem(target.key))) throw new StorageError("E_CONFLICT", `A value exists at ${target.key}`);
+      const options: RemoveOptions = ifMatch === undefined ? {} : { ifMatch };
+      if (!ifNoneMatch) await storage.removeItem(target.key, options);
+    }
+    sendText(response, 200, "OK");
+  }
+
+  async function route(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const method = request.method;
+    if (settings.closing()) {
+      throw new HttpRefusal(503, "E_UNAVAILABLE", "The server is shutting down", { connection: "close", "retry-after": "1" });
+    }
+    if (!isMethod(method)) throw new HttpRefusal(405, "E_METHOD", `Method not allowed: ${method ?? ""}`, { allow: METHODS });
+    const target = await admit(request, method);
+    if (method === "GET") return target.base ? listKeys(response, target.key) : getValue(request, response, target.key);
+    if (method === "HEAD") return head(response, target.key);
+    if (method === "PUT") return put(request, response, target.key);
+    return remove(request, response, target);
+  }
+
+  function fail(request: IncomingMessage, response: ServerResponse, error: unknown): void {
+    if (response.headersSent) {
+      // Too late for a status: cut the connection so the client sees a broken response, not a short one.
+      response.destroy();
+      return;
+    }
+    const refusal = error instanceof HttpRefusal ? error : undefined;
+    const { status, body } = refusal ? { status: refusal.status, body: { code: refusal.code, message: refusal.message } } : errorResponse(error);
+    if (status === 500) settings.onError(error, request);
+    const headers: OutgoingHttpHeaders = { ...refusal?.headers };
+    // An unread body (too large, or refused before reading) would otherwise be drained: close instead.
+    if (!request.complete) headers.connection = "close";
+    sendJson(response, status, body, headers);
+  }
+
+  return async (request, response) => {
+    if (settings.closing()) response.shouldKeepAlive = false;
+    try {
+      await route(request, response);
+    } catch (error) {
+      fail(request, response, error);
+    }
+  };
+}

@@ -1,0 +1,135 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { StorageError } from "../core/errors.js";
+import { richSerializer, type Serializer } from "../core/serializer.js";
+import type { Storage } from "../core/types.js";
+import { createHandler, type AuthorizeRequest } from "./handler.js";
+
+export type { AuthorizeRequest } from "./handler.js";
+
+export interface StorageServerOptions {
+  /** Interface to listen on (default `127.0.0.1`: this machine only). */
+  host?: string;
+  /** Port (default 8787; 0 picks a free one). */
+  port?: number;
+  /** A bearer token every request must carry (`Authorization: Bearer <token>`); 401 otherwise. */
+  token?: string;
+  /** Decides each request after the token check: `false` answers 403. */
+  authorize?: (request: AuthorizeRequest) => boolean | Promise<boolean>;
+  /** Refuse PUT and DELETE with 405 (default false). */
+  readOnly?: boolean;
+  /** Largest request body in bytes (default 16 MiB); larger ones get 413. */
+  maxBodySize?: number;
+  /** URL path the keys live under (default `/`), e.g. `/storage/`. */
+  basePath?: string;
+  /** How values travel as text (default the rich serializer: JSON, tagged where JSON cannot carry a value). */
+  serializer?: Serializer;
+  /** How long `close()` lets in-flight requests run before cutting their connections, in ms (default 10,000). */
+  shutdownTimeout?: number;
+  /** Called with every failure answered with 500 (default: one line on stderr). */
+  onError?: (error: unknown, request: IncomingMessage) => void;
+}
+
+export interface StorageServer {
+  /** Starts listening; resolves with the server's URL. */
+  listen(): Promise<string>;
+  /** Stops accepting connections, lets in-flight requests finish, closes idle keep-alive connections. */
+  close(): Promise<void>;
+  /** The request handler, to mount in a server of your own (`http.createServer(server.handle)`). */
+  handle(request: IncomingMessage, response: ServerResponse): Promise<void>;
+  /** The URL it listens on (with the base path), once listening. */
+  readonly url: string | undefined;
+  /** The bound address, once listening. */
+  readonly address: AddressInfo | undefined;
+  /** The underlying node:http server. */
+  readonly server: Server;
+}
+
+const DEFAULT_PORT = 8787;
+const DEFAULT_MAX_BODY = 16 * 1024 * 1024;
+
+function normalizeBasePath(basePath: string | undefined): string {
+  const path = (basePath ?? "").replace(/^\/+|\/+$/g, "");
+  return path ? `/${path}/` : "/";
+}
+
+function checkSize(maxBodySize: number | undefined): number {
+  const size = maxBodySize ?? DEFAULT_MAX_BODY;
+  if (!Number.isSafeInteger(size) || size < 0) throw new StorageError("E_INVALID_OPTION", `maxBodySize must be a byte count, got ${String(maxBodySize)}`);
+  return size;
+}
+
+function logError(error: unknown, request: IncomingMessage): void {
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`stowage server: ${request.method ?? "?"} ${request.url ?? "?"}: ${message}\n`);
+}
+
+/**
+ * An HTTP server for a storage, speaking unstorage's protocol (so
+ * unstorage's `http` driver and stowage's both talk to it) plus ETags,
+ * conditional writes, auth, read-only mode, body limits and graceful
+ * shutdown. See docs/server.md.
+ * @example
+ * const server = createStorageServer(storage, { port: 8787, token: process.env.TOKEN });
+ * console.log(await server.listen());
+ */
+export function createStorageServer(storage: Storage, options: StorageServerOptions = {}): StorageServer {
+  const basePath = normalizeBasePath(options.basePath);
+  let closing = false;
+  const onError = options.onError ?? logError;
+  const handle = createHandler({
+    storage,
+    serializer: options.serializer ?? richSerializer,
+    token: options.token,
+    authorize: options.authorize,
+    readOnly: options.readOnly === true,
+    maxBodySize: checkSize(options.maxBodySize),
+    basePath,
+    onError,
+    closing: () => closing,
+  });
+  const server = createServer({ headersTimeout: 20_000, requestTimeout: 120_000 }, (request, response) => {
+    handle(request, response).catch((error: unknown) => onError(error, request));
+  });
+
+  const address = (): AddressInfo | undefined => {
+    const bound = server.address();
+    return bound !== null && typeof bound === "object" ? bound : undefined;
+  };
+
+  return {
+    handle,
+    server,
+    get address() {
+      return address();
+    },
+    get url() {
+      const bound = address();
+      if (!bound) return undefined;
+      const host = bound.family === "IPv6" ? `[${bound.address}]` : bound.address;
+      return `http://${host}:${bound.port}${basePath}`;
+    },
+    listen() {
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(options.port ?? DEFAULT_PORT, options.host ?? "127.0.0.1", () => {
+          server.off("error", reject);
+          resolve(this.url!);
+        });
+      });
+    },
+    close() {
+      closing = true;
+      return new Promise((resolve, reject) => {
+        if (!server.listening) return resolve();
+        const force = setTimeout(() => server.closeAllConnections(), options.shutdownTimeout ?? 10_000).unref();
+        server.close((error) => {
+          clearTimeout(force);
+          if (error) reject(new StorageError("E_IO", `Closing the server failed: ${error.message}`, { cause: error }));
+          else resolve();
+        });
+        server.closeIdleConnections();
+      });
+    },
+  };
+}

@@ -1,0 +1,291 @@
+import { randomBytes } from "node:crypto";
+import { createServer, request as httpRequest } from "node:http";
+import { connect } from "node:net";
+import type { AddressInfo } from "node:net";
+import { describe, expect, it } from "vitest";
+import { defineDriver } from "../../src/core/defineDriver.js";
+import { StorageError } from "../../src/core/errors.js";
+import { createCoreStorage } from "../../src/core/storage.js";
+import fsDriver from "../../src/drivers/fs.js";
+import memory from "../../src/drivers/memory.js";
+import { createStorageServer } from "../../src/server/index.js";
+import { tempDir } from "../helpers/tempDir.js";
+import { send, startServer } from "./helpers.js";
+
+const json = (body: Buffer) => JSON.parse(body.toString("utf8")) as unknown;
+
+describe("storage server: unstorage's protocol", () => {
+  it("PUT, GET, HEAD, DELETE and listings on bases ending in : or /", async () => {
+    const { url, storage } = await startServer();
+    expect((await send(url, "PUT", "/users/ada", { body: '{"name":"Ada"}' })).status).toBe(200);
+    await send(url, "PUT", "/users/bob", { body: "plain text" });
+    await send(url, "PUT", "/other", { body: "1" });
+    expect(await storage.getItem("users:ada")).toEqual({ name: "Ada" });
+    expect(await storage.getItem("users:bob")).toBe("plain text");
+
+    const got = await send(url, "GET", "/users:ada");
+    expect(got.status).toBe(200);
+    expect(got.body.toString()).toBe('{"name":"Ada"}');
+    expect(got.headers["content-type"]).toBe("text/plain; charset=utf-8");
+    expect((await send(url, "GET", "/users/bob")).body.toString()).toBe('"plain text"');
+
+    expect(json((await send(url, "GET", "/users/")).body)).toEqual(["users/ada", "users/bob"]);
+    expect(json((await send(url, "GET", "/users:")).body)).toEqual(["users/ada", "users/bob"]);
+    expect((json((await send(url, "GET", "/")).body) as string[]).sort()).toEqual(["other", "users/ada", "users/bob"]);
+
+    expect((await send(url, "HEAD", "/users/ada")).status).toBe(200);
+    expect((await send(url, "HEAD", "/users/nobody")).status).toBe(404);
+    const missing = await send(url, "GET", "/users/nobody");
+    expect(missing.status).toBe(404);
+    expect(json(missing.body)).toMatchObject({ code: "E_NOT_FOUND" });
+
+    expect((await send(url, "DELETE", "/users/ada")).status).toBe(200);
+    expect(await storage.hasItem("users:ada")).toBe(false);
+    expect((await send(url, "DELETE", "/users/")).status).toBe(200);
+    expect(await storage.getKeys()).toEqual(["other"]);
+  });
+
+  it("raw bytes with application/octet-stream, streamed out in chunks", async () => {
+    const { url, storage } = await startServer({ maxBodySize: 64 * 1024 * 1024 });
+    const big = randomBytes(20 * 1024 * 1024);
+    const put = await send(url, "PUT", "/blob", { body: big, headers: { "content-type": "application/octet-stream" } });
+    expect(put.status).toBe(200);
+    expect(Buffer.from((await storage.getItemRaw("blob"))!).equals(big)).toBe(true);
+    const got = await send(url, "GET", "/blob", { headers: { accept: "application/octet-stream" } });
+    expect(got.headers["content-type"]).toBe("application/octet-stream");
+    expect(Number(got.headers["content-length"])).toBe(big.length);
+    expect(got.body.equals(big)).toBe(true);
+  });
+
+  it("x-ttl in seconds on writes, and in meta headers", async () => {
+    const { url, storage } = await startServer();
+    await send(url, "PUT", "/session", { body: "x", headers: { "x-ttl": "60" } });
+    const meta = await storage.getMeta("session");
+    expect(meta.ttl).toBeGreaterThan(59_000);
+    expect(meta.ttl).toBeLessThanOrEqual(60_000);
+    const head = await send(url, "HEAD", "/session");
+    expect(Number(head.headers["x-ttl"])).toBeGreaterThan(59);
+    expect(head.headers["cache-control"]).toMatch(/^max-age=(59|60)$/);
+    await send(url, "PUT", "/short", { body: "x", headers: { "x-ttl": "0.25" } });
+    expect((await storage.getMeta("short")).ttl).toBeLessThanOrEqual(250);
+    expect((await send(url, "PUT", "/bad", { body: "x", headers: { "x-ttl": "soon" } })).status).toBe(400);
+  });
+
+  it("last-modified from the store's mtime", async () => {
+    const { url } = await startServer({ driver: fsDriver({ base: tempDir("server-fs") }) });
+    await send(url, "PUT", "/a", { body: "1" });
+    const head = await send(url, "HEAD", "/a");
+    expect(Date.now() - Date.parse(head.headers["last-modified"]!)).toBeLessThan(60_000);
+  });
+});
+
+describe("storage server: ETags and conditional writes", () => {
+  it("ETag on GET and HEAD; If-Match and If-None-Match: * on PUT and DELETE; 412 on conflict", async () => {
+    const { url, storage } = await startServer();
+    expect((await send(url, "PUT", "/k", { body: "1", headers: { "if-none-match": "*" } })).status).toBe(200);
+    expect((await send(url, "PUT", "/k", { body: "2", headers: { "if-none-match": "*" } })).status).toBe(412);
+    const etag = (await send(url, "GET", "/k")).headers.etag!;
+    expect(etag).toMatch(/^".+"$/);
+    expect((await send(url, "HEAD", "/k")).headers.etag).toBe(etag);
+    expect((await send(url, "GET", "/k", { headers: { "if-none-match": etag } })).status).toBe(304);
+
+    expect((await send(url, "PUT", "/k", { body: "2", headers: { "if-match": etag } })).status).toBe(200);
+    const stale = await send(url, "PUT", "/k", { body: "3", headers: { "if-match": etag } });
+    expect(stale.status).toBe(412);
+    expect(json(stale.body)).toMatchObject({ code: "E_CONFLICT" });
+    expect((await send(url, "DELETE", "/k", { headers: { "if-match": etag } })).status).toBe(412);
+    expect(await storage.getItem("k")).toBe(2);
+
+    expect((await send(url, "PUT", "/k", { body: "4", headers: { "if-match": "*" } })).status).toBe(200);
+    expect((await send(url, "PUT", "/absent", { body: "4", headers: { "if-match": "*" } })).status).toBe(412);
+    expect((await send(url, "DELETE", "/k", { headers: { "if-none-match": "*" } })).status).toBe(412);
+    const current = (await send(url, "HEAD", "/k")).headers.etag!;
+    expect((await send(url, "DELETE", "/k", { headers: { "if-match": current } })).status).toBe(200);
+    expect(await storage.hasItem("k")).toBe(false);
+    expect((await send(url, "PUT", "/k", { body: "5", headers: { "if-match": 'W/"1"' } })).status).toBe(400);
+    expect((await send(url, "PUT", "/k", { body: "5", headers: { "if-match": '"1", "2"' } })).status).toBe(400);
+  });
+
+  it("a store without CAS answers conditional writes with 501 and sends no ETag", async () => {
+    const { url, storage } = await startServer({ driver: fsDriver({ base: tempDir("server-nocas") }) });
+    await send(url, "PUT", "/k", { body: "1" });
+    expect((await send(url, "GET", "/k")).headers.etag).toBeUndefined();
+    const refused = await send(url, "PUT", "/k", { body: "2", headers: { "if-match": '"1"' } });
+    expect(refused.status).toBe(501);
+    expect(json(refused.body)).toMatchObject({ code: "E_UNSUPPORTED" });
+    expect((await send(url, "PUT", "/k", { body: "2", headers: { "if-match": "*" } })).status).toBe(501);
+    expect(await storage.getItem("k")).toBe(1);
+  });
+});
+
+describe("storage server: auth and read-only mode", () => {
+  it("a bearer token: 401 without it or with a wrong one", async () => {
+    const { url } = await startServer({ token: "s3cret" });
+    const none = await send(url, "GET", "/k");
+    expect(none.status).toBe(401);
+    expect(none.headers["www-authenticate"]).toMatch(/^Bearer/);
+    expect((await send(url, "GET", "/k", { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
+    expect((await send(url, "GET", "/k", { headers: { authorization: "Bearer s3cret-but-longer" } })).status).toBe(401);
+    expect((await send(url, "GET", "/k", { headers: { authorization: "Basic s3cret" } })).status).toBe(401);
+    expect((await send(url, "PUT", "/k", { body: "1", headers: { authorization: "Bearer s3cret" } })).status).toBe(200);
+    expect((await send(url, "GET", "/k", { headers: { authorization: "bearer s3cret" } })).status).toBe(200);
+  });
+
+  it("authorize hook: 403 when it refuses; it sees type, key and base", async () => {
+    const seen: string[] = [];
+    const { url } = await startServer({
+      authorize: ({ type, method, key, base }) => {
+        seen.push(`${type} ${method} ${key} ${base}`);
+        return type === "read" || key.startsWith("public:");
+      },
+    });
+    expect((await send(url, "PUT", "/private/x", { body: "1" })).status).toBe(403);
+    expect((await send(url, "PUT", "/public/x", { body: "1" })).status).toBe(200);
+    expect((await send(url, "GET", "/public/")).status).toBe(200);
+    expect(seen).toEqual(["write PUT private:x false", "write PUT public:x false", "read GET public: true"]);
+  });
+
+  it("read-only: 405 with Allow for writes, reads served", async () => {
+    const storage = createCoreStorage({ driver: memory() });
+    await storage.setItem("k", 1);
+    const server = createStorageServer(storage, { port: 0, readOnly: true });
+    const url = await server.listen();
+    try {
+      const refused = await send(url, "PUT", "/k", { body: "2" });
+      expect(refused.status).toBe(405);
+      expect(refused.headers.allow).toBe("GET, HEAD");
+      expect((await send(url, "DELETE", "/k")).status).toBe(405);
+      expect((await send(url, "GET", "/k")).body.toString()).toBe("1");
+      expect(await storage.getItem("k")).toBe(1);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+/** A store whose backend fails: down (E_UNAVAILABLE) or broken (a plain Error with a stack). */
+const failing = defineDriver(() => ({
+  name: "failing",
+  hasItem: () => true,
+  getItem: (key: string) => {
+    if (key.startsWith("down")) throw new StorageError("E_UNAVAILABLE", "backend down");
+    throw new Error("secret internals at /srv/app.js:42");
+  },
+  getKeys: () => [],
+}));
+
+describe("storage server: limits and errors", () => {
+  it("400 for invalid keys, 405 with Allow for unknown methods, 400 for PUT on a base", async () => {
+    const { url } = await startServer();
+    for (const path of ["/a/../b", "/..", "/a/%00b", "/%E0%A4%A", "/a/./b"]) {
+      const res = await send(url, "GET", path);
+      expect(res.status, path).toBe(400);
+      expect(json(res.body)).toMatchObject({ code: "E_INVALID_KEY" });
+    }
+    const post = await send(url, "POST", "/k", { body: "1" });
+    expect(post.status).toBe(405);
+    expect(post.headers.allow).toBe("GET, HEAD, PUT, DELETE");
+    expect((await send(url, "PUT", "/base/", { body: "1" })).status).toBe(400);
+  });
+
+  it("503 for E_UNAVAILABLE, 500 with { code, message } and no stack for other failures", async () => {
+    const errors: unknown[] = [];
+    const { url } = await startServer({ driver: failing(undefined), onError: (error) => errors.push(error) });
+    const down = await send(url, "GET", "/down");
+    expect(down.status).toBe(503);
+    expect(json(down.body)).toEqual({ code: "E_UNAVAILABLE", message: "backend down" });
+    const broken = await send(url, "GET", "/broken");
+    expect(broken.status).toBe(500);
+    const body = json(broken.body) as { code: string; message: string };
+    expect(Object.keys(body).sort()).toEqual(["code", "message"]);
+    expect(broken.body.toString()).not.toMatch(/at |\/srv\/app\.js/);
+    expect(errors).toHaveLength(1);
+  });
+
+  it("413 for a declared Content-Length over the limit, before reading the body", async () => {
+    const { url, storage } = await startServer({ maxBodySize: 1024 });
+    const res = await send(url, "PUT", "/k", { body: Buffer.alloc(4096) });
+    expect(res.status).toBe(413);
+    expect(json(res.body)).toMatchObject({ code: "E_TOO_LARGE" });
+    expect(await storage.hasItem("k")).toBe(false);
+    expect((await send(url, "PUT", "/k", { body: Buffer.alloc(1024, 97) })).status).toBe(200);
+  });
+
+  it("413 for a chunked body while it streams: the server answers long before the client is done", async () => {
+    const { url, storage } = await startServer({ maxBodySize: 1024 * 1024 });
+    const { hostname, port } = new URL(url);
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    let sent = 0;
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest({ host: hostname, port, method: "PUT", path: "/huge", headers: { "transfer-encoding": "chunked" } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+        req.destroy();
+      });
+      req.on("error", (error) => (sent > 0 ? undefined : reject(error)));
+      // Up to 256 MiB, written as fast as the socket takes it; stops once the answer is in.
+      const pump = () => {
+        while (sent < 256 * 1024 * 1024 && !req.destroyed) {
+          sent += chunk.length;
+          if (!req.write(chunk)) return void req.once("drain", pump);
+        }
+      };
+      pump();
+    });
+    expect(status).toBe(413);
+    expect(sent).toBeLessThan(64 * 1024 * 1024);
+    expect(await storage.hasItem("huge")).toBe(false);
+    expect((await send(url, "GET", "/")).status).toBe(200);
+  });
+});
+
+describe("storage server: embedding and shutdown", () => {
+  it("handle() mounts in a server of your own, under a base path", async () => {
+    const storage = createCoreStorage({ driver: memory() });
+    const storageServer = createStorageServer(storage, { basePath: "/kv" });
+    const own = createServer((req, res) => {
+      if (req.url?.startsWith("/kv/")) return void storageServer.handle(req, res);
+      res.end("app");
+    });
+    await new Promise<void>((resolve) => own.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(own.address() as AddressInfo).port}`;
+    try {
+      expect((await send(url, "PUT", "/kv/a/b", { body: "1" })).status).toBe(200);
+      expect(await storage.getItem("a:b")).toBe(1);
+      expect((await send(url, "GET", "/kv/")).body.toString()).toBe('["a/b"]');
+      expect((await send(url, "GET", "/elsewhere")).body.toString()).toBe("app");
+    } finally {
+      await new Promise((resolve) => own.close(resolve));
+    }
+  });
+
+  it("close(): in-flight requests finish, idle keep-alive connections close, new connections are refused", async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const base = memory();
+    const slow = { ...base, flags: { ...base.flags, sync: false }, getItem: async (key: string) => (key === "slow" ? (await gate, "1") : base.getItem(key)) };
+    const storage = createCoreStorage({ driver: slow });
+    const server = createStorageServer(storage, { port: 0 });
+    const url = await server.listen();
+    const { port } = new URL(url);
+
+    // An idle keep-alive connection: one request answered, socket left open.
+    const idle = connect(Number(port), "127.0.0.1");
+    await new Promise((resolve) => idle.once("connect", resolve));
+    idle.write("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    const idleClosed = new Promise((resolve) => idle.once("close", resolve));
+    idle.resume();
+
+    const inFlight = send(url, "GET", "/slow");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const closed = server.close();
+    await expect(send(url, "GET", "/x")).rejects.toMatchObject({ code: "ECONNREFUSED" });
+    await idleClosed;
+    release();
+    const answer = await inFlight;
+    expect(answer.status).toBe(200);
+    expect(answer.body.toString()).toBe("1");
+    expect(answer.headers.connection).toBe("close");
+    await closed;
+  });
+});
