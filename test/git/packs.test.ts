@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { PackIndex, PackWriter, Repository, type GitObject, type ObjectType } from "../../src/git/index.js";
 import { tempDir } from "../helpers/tempDir.js";
-import { git, gitBytes, gitInitBare } from "./gitCli.js";
+import { errorCode, git, gitBytes, gitInitBare } from "./gitCli.js";
 
 /** A worktree repository with history whose files change a little each commit (good delta material). */
 function repoWithHistory(commits = 12): string {
@@ -101,6 +101,34 @@ describe("pack reading", () => {
     expect(existsSync(join(dir, ".git", "objects", late.slice(0, 2), late.slice(2)))).toBe(false);
     expect(repo.readBlob(late).toString()).toBe("late\n");
     expect(repo.hasObject(late)).toBe(true);
+  });
+});
+
+describe("corrupt packs", () => {
+  function packedRepo(): { dir: string; ids: string[]; pack: string } {
+    const dir = gitInitBare();
+    const repo = Repository.open(dir, { packThreshold: 1 });
+    const ids = repo.writeObjects(Array.from({ length: 5 }, (_, i) => ({ type: "blob" as const, body: Buffer.from(`entry ${i} `.repeat(20)) })));
+    const pack = repo.packFiles[0]!;
+    chmodSync(pack, 0o644);
+    return { dir, ids, pack };
+  }
+
+  it("a damaged entry is E_CORRUPT", () => {
+    const { dir, ids, pack } = packedRepo();
+    const index = PackIndex.parse(readFileSync(pack.replace(/\.pack$/, ".idx")), pack);
+    const bytes = readFileSync(pack);
+    const offset = index.offsetAt(index.find(ids[2]!));
+    bytes[offset + 6] = bytes[offset + 6]! ^ 0xff;
+    writeFileSync(pack, bytes);
+    expect(errorCode(() => Repository.open(dir).readObject(ids[2]!))).toBe("E_CORRUPT");
+    expect(Repository.open(dir).readBlob(ids[1]!).toString()).toBe("entry 1 ".repeat(20));
+  });
+
+  it("a truncated pack is E_CORRUPT", () => {
+    const { dir, ids, pack } = packedRepo();
+    writeFileSync(pack, readFileSync(pack).subarray(0, -10));
+    expect(errorCode(() => Repository.open(dir).readObject(ids[0]!))).toBe("E_CORRUPT");
   });
 });
 
