@@ -11,6 +11,8 @@ export default defineConfig({
     "drivers/sqlite": "src/drivers/sqlite.ts",
     "drivers/leveldb": "src/drivers/leveldb.ts",
     "drivers/lmdb": "src/drivers/lmdb.ts",
+    "drivers/overlay": "src/drivers/overlay.ts",
+    "drivers/queue": "src/drivers/queue.ts",
   },
   format: ["esm"],
   target: "node20",

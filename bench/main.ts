@@ -1,12 +1,14 @@
 import { writeFileSync } from "node:fs";
 import { Bench } from "tinybench";
 import { runEmbedded } from "./embedded.js";
+import { runQueue } from "./queue.js";
 import { makeTargets, type Target } from "./targets.js";
 
 /**
  * `npm run bench [-- <filter>] [-- --json <file>]`: every workload for
  * stowage and its peers in one process, with ops/s and ratios, then the
- * embedded drivers at scale (`-- embedded` runs only those).
+ * suites of their own (the embedded drivers at scale, the queue; `-- embedded`
+ * or `-- queue` runs one alone).
  */
 
 const KEY_COUNT = 10_000;
@@ -49,6 +51,12 @@ const WORKLOADS: Workload[] = [
   { name: `getItems(${BATCH})`, ops: 1, run: (t, i) => t.getItems(batchKeys(i)) },
 ];
 
+/** Suites with workloads of their own, run after the rest or alone by name (`npm run bench -- queue`). */
+const SUITES: Record<string, () => Promise<unknown>> = {
+  embedded: runEmbedded,
+  queue: runQueue,
+};
+
 /** The ratios the foundation issue sets as targets. */
 const GOALS: { workload: string; target: string; peer: string; min: number }[] = [
   { workload: "getItem", target: "stowage memory", peer: "unstorage memory", min: 1.5 },
@@ -61,6 +69,12 @@ const GOALS: { workload: string; target: string; peer: string; min: number }[] =
   { workload: "setItem", target: "stowage sqlite", peer: "better-sqlite3 (raw)", min: 0.8 },
   { workload: "getItem", target: "stowage leveldb", peer: "classic-level (raw)", min: 0.8 },
   { workload: "setItem", target: "stowage leveldb", peer: "classic-level (raw)", min: 0.8 },
+  { workload: "getItem", target: "stowage nats-kv", peer: "@nats-io/kv (raw)", min: 0.8 },
+  { workload: "setItem", target: "stowage nats-kv", peer: "@nats-io/kv (raw)", min: 0.8 },
+  { workload: "setItems(1000)", target: "stowage nats-kv", peer: "@nats-io/kv (raw)", min: 0.8 },
+  { workload: "getItem", target: "stowage etcd", peer: "etcd3 (raw)", min: 0.8 },
+  { workload: "setItem", target: "stowage etcd", peer: "etcd3 (raw)", min: 0.8 },
+  { workload: "setItems(1000)", target: "stowage etcd", peer: "etcd3 (raw)", min: 0.8 },
   { workload: "getItem", target: "stowage redis", peer: "ioredis (raw)", min: 0.8 },
   { workload: "setItem", target: "stowage redis", peer: "ioredis (raw)", min: 0.8 },
   { workload: "setItems(1000)", target: "stowage redis", peer: "ioredis (raw)", min: 0.8 },
@@ -68,6 +82,12 @@ const GOALS: { workload: string; target: string; peer: string; min: number }[] =
   { workload: "setItem", target: "stowage redis (vs unstorage)", peer: "unstorage redis", min: 1.0 },
   { workload: "getItem", target: "stowage lmdb", peer: "lmdb (raw)", min: 0.8 },
   { workload: "setItem", target: "stowage lmdb", peer: "lmdb (raw)", min: 0.8 },
+  { workload: "getItem", target: "stowage postgres", peer: "pg (raw)", min: 0.8 },
+  { workload: "setItem", target: "stowage postgres", peer: "pg (raw)", min: 0.8 },
+  { workload: "setItems(1000)", target: "stowage postgres", peer: "pg (raw)", min: 0.8 },
+  { workload: "getItem", target: "stowage mysql", peer: "mysql2 (raw)", min: 0.8 },
+  { workload: "setItem", target: "stowage mysql", peer: "mysql2 (raw)", min: 0.8 },
+  { workload: "setItems(1000)", target: "stowage mysql", peer: "mysql2 (raw)", min: 0.8 },
 ];
 
 function parseArgs(argv: string[]): { filter?: string; json?: string } {
@@ -98,9 +118,10 @@ async function populate(target: Target): Promise<void> {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  if (args.filter === "embedded") {
-    const embedded = await runEmbedded();
-    if (args.json) writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, embedded }, null, 2));
+  const suite = args.filter === undefined ? undefined : SUITES[args.filter];
+  if (suite) {
+    const result = await suite();
+    if (args.json) writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, [args.filter!]: result }, null, 2));
     return;
   }
   const targets = await makeTargets();
@@ -125,9 +146,10 @@ async function main(): Promise<void> {
   }
   const goals = printGoals(results);
   for (const target of targets) target.close();
-  const embedded = args.filter ? undefined : await runEmbedded();
+  const suites: Record<string, unknown> = {};
+  if (!args.filter) for (const [name, run] of Object.entries(SUITES)) suites[name] = await run();
   if (args.json) {
-    writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, keys: KEY_COUNT, results, goals, embedded }, null, 2));
+    writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, keys: KEY_COUNT, results, goals, ...suites }, null, 2));
   }
 }
 

@@ -1,0 +1,347 @@
+import { StorageError, toStorageError } from "../core/errors.js";
+import { filterKeyByDepth, normalizeKey } from "../core/keys.js";
+import type { Driver, GetKeysOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
+
+export interface QueueOptions {
+  /** The driver the writes go to. Required. */
+  driver: Driver;
+  /** Writes per driver call when flushing (default 100). */
+  batchSize?: number;
+  /** ms from the first queued write to the flush that carries it (default 1000). */
+  flushInterval?: number;
+  /** Queued writes that trigger a flush at once; further writes wait for it (default 1000). */
+  maxQueueSize?: number;
+  /** true (default): a later write to a queued key replaces it; false: every write reaches the driver, in order. */
+  mergeUpdates?: boolean;
+  /**
+   * Called with each failed flush (the writes stay queued and the flush is
+   * retried with backoff) and each write the driver refuses for good (dropped).
+   */
+  onError?: (error: StorageError) => void;
+  /** First retry delay after a failed flush, in ms, doubling up to 30 s (default 100). */
+  retryDelay?: number;
+}
+
+/** What `getInstance()` returns: the queue's state, and `flush()`. */
+export interface QueueState {
+  /** Writes not yet on the driver (queued or in flight). */
+  readonly size: number;
+  /** Whether a flush is running. */
+  readonly flushing: boolean;
+  /** The wrapped driver. */
+  readonly driver: Driver;
+  /** Resolves once every write queued so far has reached the driver; rejects when a flush fails. */
+  flush(): Promise<void>;
+}
+
+/** The queue driver: a driver with `flush()`. */
+export interface QueueDriver extends Driver<QueueOptions, QueueState> {
+  flush(): Promise<void>;
+}
+
+type Write =
+  | { type: "set"; key: string; value: string; options: SetOptions; expires?: number }
+  | { type: "setRaw"; key: string; value: Uint8Array; options: SetOptions; expires?: number }
+  | { type: "remove"; key: string; options: TransactionOptions };
+
+const DRIVER_NAME = "queue";
+const MAX_RETRY_DELAY = 30_000;
+// Refusals that no retry can turn into success.
+const PERMANENT = new Set<string>(["E_INVALID_KEY", "E_INVALID_VALUE", "E_INVALID_OPTION", "E_TOO_LARGE", "E_READONLY", "E_UNSUPPORTED"]);
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value <= 0) throw new StorageError("E_INVALID_OPTION", `${name} must be a positive integer`, { driver: DRIVER_NAME });
+  return value;
+}
+
+/**
+ * Batches the writes to another driver: writes return once queued and reach
+ * the driver in batches (through its `setItems` where it has one), every
+ * `flushInterval` ms, whenever `maxQueueSize` writes wait, on `flush()` and on
+ * `dispose()`. Reads see queued writes. A failed flush keeps its writes
+ * queued, reports the error and retries with backoff: nothing is dropped.
+ */
+export default function queueDriver(options: QueueOptions): QueueDriver {
+  const driver = options?.driver;
+  if (!driver) throw new StorageError("E_INVALID_OPTION", "The queue driver needs a driver", { driver: DRIVER_NAME });
+  if (!driver.setItem || !driver.removeItem) throw new StorageError("E_READONLY", "The queue driver needs a writable driver", { driver: DRIVER_NAME });
+  const batchSize = positive("batchSize", options.batchSize, 100);
+  const flushInterval = positive("flushInterval", options.flushInterval, 1000);
+  const maxQueueSize = positive("maxQueueSize", options.maxQueueSize, 1000);
+  const mergeUpdates = options.mergeUpdates !== false;
+  const firstRetryDelay = positive("retryDelay", options.retryDelay, 100);
+
+  /** Writes waiting, oldest first. */
+  let queued: Write[] = [];
+  /** With mergeUpdates: the queued (not in-flight) write of each key, replaced in place by later writes. */
+  const queuedByKey = new Map<string, Write>();
+  /** The newest write of every key not yet on the driver, queued or in flight: what reads see. */
+  const latest = new Map<string, Write>();
+  let inFlight = 0;
+  let running: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let retryDelay = firstRetryDelay;
+  let failed: StorageError | undefined;
+
+  function enqueue(write: Write): Promise<void> | undefined {
+    // A full queue whose driver keeps failing takes no more: this write is refused, not half-accepted.
+    if (failed && queued.length + inFlight >= maxQueueSize) {
+      throw new StorageError("E_UNAVAILABLE", `The queue is full (${maxQueueSize}) and its driver is failing`, { driver: DRIVER_NAME, key: write.key, cause: failed });
+    }
+    latest.set(write.key, write);
+    const earlier = mergeUpdates ? queuedByKey.get(write.key) : undefined;
+    if (earlier) {
+      Object.assign(earlier, write);
+      latest.set(write.key, earlier);
+    } else {
+      queued.push(write);
+      if (mergeUpdates) queuedByKey.set(write.key, write);
+    }
+    // Backpressure: the writer that fills the queue waits for the flush (whose failure onError reports).
+    if (queued.length + inFlight >= maxQueueSize) return startFlush();
+    if (queued.length >= batchSize) void startFlush();
+    else schedule(flushInterval);
+    return undefined;
+  }
+
+  function schedule(delay: number): void {
+    // The timer holds the process open until the writes it carries are flushed.
+    if (timer === undefined) timer = setTimeout(() => ((timer = undefined), void startFlush()), delay);
+  }
+
+  /** A flush in the background: its failure is reported through onError and retried, not thrown. */
+  function startFlush(): Promise<void> {
+    return flush().catch(() => undefined);
+  }
+
+  function flush(): Promise<void> {
+    running ??= drain().finally(() => (running = undefined));
+    return running;
+  }
+
+  /**
+   * Sends batches until the queue is empty. A batch that fails for a passing
+   * reason goes back in front and is retried; one the driver refuses for
+   * good (an invalid key, a value too large) is sent write by write, so only
+   * the refused writes are dropped, each reported, and flush() rejects.
+   */
+  async function drain(): Promise<void> {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    let refused: StorageError | undefined;
+    while (queued.length > 0) {
+      const batch = take(batchSize);
+      try {
+        await send(batch);
+      } catch (error) {
+        const cause = toStorageError(error, driver!.name);
+        if (!PERMANENT.has(cause.code)) throw retryLater(batch, cause);
+        refused ??= await sendOneByOne(batch);
+      }
+      landed(batch);
+    }
+    if (refused) throw refused;
+  }
+
+  /** The next writes to send, out of the queue and in flight. */
+  function take(count: number): Write[] {
+    const batch = queued.slice(0, count);
+    queued = queued.slice(batch.length);
+    for (const write of batch) if (queuedByKey.get(write.key) === write) queuedByKey.delete(write.key);
+    inFlight = batch.length;
+    return batch;
+  }
+
+  function landed(batch: Write[]): void {
+    inFlight = 0;
+    retryDelay = firstRetryDelay;
+    failed = undefined;
+    batch.forEach(settled);
+  }
+
+  /** A write that is on the driver, or dropped: reads go to the driver again unless a newer write waits. */
+  function settled(write: Write): void {
+    if (latest.get(write.key) === write) latest.delete(write.key);
+  }
+
+  /** Puts a failed batch back in front, reports the failure and schedules a retry. */
+  function retryLater(batch: Write[], cause: StorageError): StorageError {
+    queued = [...batch, ...queued];
+    if (mergeUpdates) restoreMerge(batch);
+    inFlight = 0;
+    failed = new StorageError(cause.code, `Flushing the queue failed; its writes stay queued and are retried: ${cause.message}`, {
+      driver: DRIVER_NAME,
+      cause,
+    });
+    options.onError?.(failed);
+    schedule(retryDelay);
+    retryDelay = Math.min(retryDelay * 2, MAX_RETRY_DELAY);
+    return failed;
+  }
+
+  /** Sends a refused batch write by write; returns the first refusal after dropping each refused write. */
+  async function sendOneByOne(batch: Write[]): Promise<StorageError | undefined> {
+    let first: StorageError | undefined;
+    for (const [index, write] of batch.entries()) {
+      try {
+        await send([write]);
+        settled(write);
+      } catch (error) {
+        const cause = toStorageError(error, driver!.name);
+        if (!PERMANENT.has(cause.code)) throw retryLater(batch.slice(index), cause);
+        settled(write);
+        const refusal = new StorageError(cause.code, `The queued write of ${JSON.stringify(write.key)} was refused by the driver and dropped: ${cause.message}`, {
+          driver: DRIVER_NAME,
+          key: write.key,
+          cause,
+        });
+        options.onError?.(refusal);
+        first ??= refusal;
+      }
+    }
+    return first;
+  }
+
+  /** A failed batch's writes merge again with later writes of the same keys, which stay newest. */
+  function restoreMerge(batch: Write[]): void {
+    for (const write of batch) {
+      const newer = queuedByKey.get(write.key);
+      if (newer === undefined) {
+        queuedByKey.set(write.key, write);
+      } else {
+        // The newer write is queued further back: the failed one is superseded.
+        queued.splice(queued.indexOf(write), 1);
+      }
+    }
+  }
+
+  /** One batch to the driver, in order: runs of plain sets go through setItems. */
+  async function send(batch: Write[]): Promise<void> {
+    let run: { key: string; value: string; options?: SetOptions }[] = [];
+    const sendRun = async () => {
+      if (run.length === 0) return;
+      const items = run;
+      run = [];
+      if (driver!.setItems && items.length > 1) await driver!.setItems(items, {});
+      else for (const item of items) await driver!.setItem!(item.key, item.value, item.options ?? {});
+    };
+    for (const write of batch) {
+      if (write.type === "remove") {
+        await sendRun();
+        await driver!.removeItem!(write.key, write.options);
+        continue;
+      }
+      const options = remainingTtl(write);
+      if (options === null) continue;
+      if (write.type === "set") {
+        run.push({ key: write.key, value: write.value, options });
+      } else {
+        await sendRun();
+        if (driver!.setItemRaw) await driver!.setItemRaw(write.key, write.value, options);
+        else throw new StorageError("E_UNSUPPORTED", "The queued driver cannot store raw values", { driver: DRIVER_NAME, key: write.key });
+      }
+    }
+    await sendRun();
+  }
+
+  /** A queued write's ttl counts from when it was written, not from the flush; null when it expired in the queue. */
+  function remainingTtl(write: Exclude<Write, { type: "remove" }>): SetOptions | null {
+    if (write.expires === undefined) return write.options;
+    const ttl = write.expires - Date.now();
+    return ttl > 0 ? { ...write.options, ttl } : null;
+  }
+
+  const expiresOf = (opts: SetOptions) => (opts.ttl === undefined ? undefined : Date.now() + opts.ttl);
+
+  /** The queued value of a key: undefined when nothing is queued for it, null when queued for removal or expired. */
+  function pending(key: string): string | Uint8Array | null | undefined {
+    const write = latest.get(key);
+    if (write === undefined) return undefined;
+    if (write.type === "remove") return null;
+    if (write.expires !== undefined && write.expires <= Date.now()) return null;
+    return write.value;
+  }
+
+  const read = (key: string, opts: TransactionOptions, raw: boolean) => {
+    const value = pending(key);
+    // Queued bytes are the queue's own: callers get a copy.
+    if (value instanceof Uint8Array) return new Uint8Array(value);
+    if (value !== undefined) return value;
+    return raw && driver.getItemRaw ? driver.getItemRaw(key, opts) : driver.getItem(key, opts);
+  };
+
+  const state: QueueState = {
+    get size() {
+      return queued.length + inFlight;
+    },
+    get flushing() {
+      return running !== undefined;
+    },
+    driver,
+    flush,
+  };
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    // Expiry is the driver's, counted from the write; the rest cannot hold across a queue.
+    flags: { ttl: driver.flags?.ttl === true, maxDepth: driver.flags?.maxDepth === true, clearBase: driver.flags?.clearBase === true, nestedKeys: driver.flags?.nestedKeys },
+    getInstance: () => state,
+    flush,
+    hasItem: async (key: string, opts: TransactionOptions) => {
+      const value = pending(key);
+      return value === undefined ? driver.hasItem(key, opts) : value !== null;
+    },
+    getItem: (key: string, opts: TransactionOptions = {}) => read(key, opts, false),
+    getItemRaw: (key: string, opts: TransactionOptions) => read(key, opts, true),
+    setItem: (key: string, value: string, opts: SetOptions) => enqueue({ type: "set", key, value, options: opts, expires: expiresOf(opts) }),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) =>
+      enqueue({ type: "setRaw", key, value: new Uint8Array(value), options: opts, expires: expiresOf(opts) }),
+    setItems: async (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) => {
+      for (const item of items) {
+        const opts = item.options ?? common;
+        await enqueue({ type: "set", key: item.key, value: item.value, options: opts, expires: expiresOf(opts) });
+      }
+    },
+    removeItem: (key: string, opts: TransactionOptions) => enqueue({ type: "remove", key, options: opts }),
+    getMeta: async (key: string, opts: TransactionOptions): Promise<StorageMeta | null> => {
+      const write = latest.get(key);
+      if (write === undefined) return driver.getMeta ? driver.getMeta(key, opts) : {};
+      const value = pending(key);
+      if (value === null || value === undefined || write.type === "remove") return null;
+      const meta: StorageMeta = { size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength };
+      if (write.expires !== undefined) {
+        meta.expires = new Date(write.expires);
+        meta.ttl = Math.max(0, write.expires - Date.now());
+      }
+      return meta;
+    },
+    getKeys: async (base: string, opts: GetKeysOptions) => {
+      const keys = new Set((await driver.getKeys(base, opts)).map(normalizeKey));
+      for (const [key, write] of latest) {
+        if (!key.startsWith(base ?? "")) continue;
+        if (pending(key) === null || write.type === "remove") keys.delete(key);
+        else if (opts?.maxDepth === undefined || filterKeyByDepth(key, opts.maxDepth)) keys.add(key);
+      }
+      return [...keys];
+    },
+    clear: async (base: string, opts: TransactionOptions) => {
+      // Queued writes land first, so the clear removes them like everything else under base.
+      await flush();
+      if (driver.clear) return driver.clear(base, opts);
+      for (const key of await driver.getKeys(base, {})) await driver.removeItem!(key, opts);
+    },
+    dispose: async () => {
+      try {
+        await flush();
+      } catch (error) {
+        // No retries after dispose: the writes stay queued, and the rejection says so.
+        if (timer !== undefined) clearTimeout(timer);
+        timer = undefined;
+        throw error;
+      }
+      await driver.dispose?.();
+    },
+  };
+}

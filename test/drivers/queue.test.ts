@@ -1,0 +1,171 @@
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { createStorage, isStorageError, type Driver, type StorageError } from "../../src/index.js";
+import fsDriver from "../../src/drivers/fs.js";
+import memory from "../../src/drivers/memory.js";
+import sqlite from "../../src/drivers/sqlite.js";
+import queue from "../../src/drivers/queue.js";
+import { testDriver } from "../../src/testing/index.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+testDriver({ name: "queue over memory", driver: () => queue({ driver: memory(), flushInterval: 20 }) });
+testDriver({
+  name: "queue over sqlite, every update in order",
+  driver: () => queue({ driver: sqlite({ path: join(tempDir("queue-kit"), "store.db") }), mergeUpdates: false, batchSize: 7 }),
+});
+
+/** A real memory driver that records the writes reaching it, and can be told to fail them. */
+function recorded() {
+  const inner = memory();
+  const calls: string[] = [];
+  let failures = 0;
+  const fail = () => {
+    if (failures > 0) {
+      failures--;
+      throw new Error("backend down");
+    }
+  };
+  const driver: Driver = {
+    ...inner,
+    setItem: (key, value, opts) => {
+      fail();
+      calls.push(`set ${key}=${value}`);
+      return inner.setItem!(key, value, opts);
+    },
+    setItems: (items, common) => {
+      fail();
+      calls.push(`setItems ${items.map((item) => `${item.key}=${item.value}`).join(",")}`);
+      return inner.setItems!(items, common);
+    },
+    removeItem: (key, opts) => {
+      fail();
+      calls.push(`remove ${key}`);
+      return inner.removeItem!(key, opts);
+    },
+  };
+  return { driver, inner: createStorage({ driver: inner }), calls, failNext: (n: number) => (failures = n) };
+}
+
+describe("queue driver", () => {
+  it("reads see queued writes and removals before they reach the driver", async () => {
+    const { driver, inner } = recorded();
+    await inner.setItem("old", "x");
+    const q = queue({ driver, flushInterval: 60_000 });
+    const storage = createStorage({ driver: q });
+    await storage.setItem("a", { n: 1 });
+    await storage.removeItem("old");
+    expect(await storage.getItem("a")).toEqual({ n: 1 });
+    expect(await storage.hasItem("old")).toBe(false);
+    expect((await storage.getKeys()).sort()).toEqual(["a"]);
+    expect(await inner.getKeys()).toEqual(["old"]);
+    expect(q.getInstance!().size).toBe(2);
+    await q.flush();
+    expect(q.getInstance!().size).toBe(0);
+    expect(await inner.getKeys()).toEqual(["a"]);
+    await storage.dispose();
+  });
+
+  it("mergeUpdates: the latest write of a key wins; without it, every update reaches the driver in order", async () => {
+    const merged = recorded();
+    const mergedQueue = queue({ driver: merged.driver, flushInterval: 60_000 });
+    for (let i = 0; i < 5; i++) await mergedQueue.setItem!("k", String(i), {});
+    await mergedQueue.setItem!("j", "x", {});
+    await mergedQueue.flush();
+    expect(merged.calls).toEqual(["setItems k=4,j=x"]);
+
+    const ordered = recorded();
+    const orderedQueue = queue({ driver: ordered.driver, flushInterval: 60_000, mergeUpdates: false });
+    await orderedQueue.setItem!("k", "0", {});
+    await orderedQueue.setItem!("k", "1", {});
+    await orderedQueue.removeItem!("k", {});
+    await orderedQueue.setItem!("k", "2", {});
+    await orderedQueue.flush();
+    expect(ordered.calls).toEqual(["setItems k=0,k=1", "remove k", "set k=2"]);
+  });
+
+  it("flushes by itself after flushInterval, in batches of batchSize", async () => {
+    const { driver, calls, inner } = recorded();
+    const q = queue({ driver, flushInterval: 30, batchSize: 2 });
+    await q.setItem!("a", "1", {});
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(calls).toEqual(["set a=1"]);
+    for (const key of ["b", "c", "d"]) await q.setItem!(key, key, {});
+    await q.flush();
+    expect(calls.slice(1)).toEqual(["setItems b=b,c=c", "set d=d"]);
+    expect((await inner.getKeys()).sort()).toEqual(["a", "b", "c", "d"]);
+  });
+
+  it("reaching maxQueueSize flushes at once", async () => {
+    const { driver, inner } = recorded();
+    const q = queue({ driver, flushInterval: 60_000, maxQueueSize: 10, batchSize: 100 });
+    for (let i = 0; i < 10; i++) await q.setItem!(`k${i}`, String(i), {});
+    expect((await inner.getKeys()).length).toBe(10);
+    expect(q.getInstance!().size).toBe(0);
+  });
+
+  it("a failed flush keeps the writes, reports the error, rejects flush() and retries with backoff", async () => {
+    const { driver, inner, failNext } = recorded();
+    const errors: StorageError[] = [];
+    const q = queue({ driver, flushInterval: 60_000, retryDelay: 20, onError: (error) => errors.push(error) });
+    const storage = createStorage({ driver: q });
+    await storage.setItem("kept", "value");
+    failNext(2);
+    const flushed = await q.flush().catch((error: unknown) => error);
+    expect(isStorageError(flushed)).toBe(true);
+    expect(String((flushed as Error).message)).toMatch(/stay queued/);
+    expect(await storage.getItem("kept")).toBe("value");
+    expect(q.getInstance!().size).toBe(1);
+    // Two failures (the flush and the first retry), then the second retry lands it.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(errors.length).toBe(2);
+    expect(await inner.getItem("kept")).toBe("value");
+    expect(q.getInstance!().size).toBe(0);
+  });
+
+  it("a full queue whose driver keeps failing refuses further writes with E_UNAVAILABLE", async () => {
+    const { driver, failNext } = recorded();
+    const q = queue({ driver, flushInterval: 60_000, maxQueueSize: 3, retryDelay: 60_000, onError: () => undefined });
+    const storage = createStorage({ driver: q });
+    failNext(1_000);
+    for (let i = 0; i < 3; i++) await storage.setItem(`k${i}`, i);
+    const refused = await storage.setItem("k3", 3).catch((error: unknown) => error);
+    expect(isStorageError(refused, "E_UNAVAILABLE")).toBe(true);
+    expect(await storage.hasItem("k3")).toBe(false);
+    expect(await storage.getItem("k0")).toBe(0);
+    failNext(0);
+    await q.flush();
+    await storage.dispose();
+  });
+
+  it("dispose flushes everything to disk first", async () => {
+    const base = tempDir("queue-dispose");
+    const storage = createStorage({ driver: queue({ driver: fsDriver({ base }), flushInterval: 60_000 }) });
+    await storage.setItems(Array.from({ length: 250 }, (_, i) => ({ key: `k:${i}`, value: i })));
+    await storage.dispose();
+    const reopened = createStorage({ driver: fsDriver({ base }) });
+    expect((await reopened.getKeys("k")).length).toBe(250);
+    expect(await reopened.getItem("k:249")).toBe(249);
+  });
+
+  it("a write the driver refuses for good is dropped and reported; the rest of its batch lands", async () => {
+    const base = tempDir("queue-refused");
+    const errors: StorageError[] = [];
+    const q = queue({ driver: fsDriver({ base }), flushInterval: 60_000, onError: (error) => errors.push(error) });
+    const storage = createStorage({ driver: q });
+    await storage.setItem("a", 1);
+    await storage.setItem("a:b", 2);
+    await storage.setItem("c", 3);
+    const flushed = await q.flush().catch((error: unknown) => error);
+    expect(isStorageError(flushed, "E_INVALID_KEY")).toBe(true);
+    expect(errors.map((error) => error.key)).toEqual(["a:b"]);
+    expect(q.getInstance!().size).toBe(0);
+    const direct = createStorage({ driver: fsDriver({ base }) });
+    expect((await direct.getKeys()).sort()).toEqual(["a", "c"]);
+    await storage.dispose();
+  });
+
+  it("refuses bad options", () => {
+    expect(() => queue({ driver: undefined as unknown as Driver })).toThrow(/needs a driver/);
+    expect(() => queue({ driver: memory(), batchSize: 0 })).toThrow(/batchSize/);
+  });
+});
