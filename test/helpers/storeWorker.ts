@@ -11,6 +11,7 @@ const drivers: Record<string, () => Promise<Driver>> = {
   // For the server drivers, <path> names the table.
   postgres: async () =>
     (await import("../../src/drivers/postgres.js")).default({ url: process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test", table: path! }),
+  mysql: async () => (await import("../../src/drivers/mysql.js")).default({ url: process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test", table: path! }),
   // Server drivers: `path` is the key prefix (etcd) or the bucket (nats-kv); servers from the tests' env.
   etcd: async () => (await import("../../src/drivers/etcd.js")).default({ hosts: process.env.STOWAGE_ETCD_HOSTS, prefix: path! }),
   "nats-kv": async () => (await import("../../src/drivers/nats-kv.js")).default({ servers: process.env.STOWAGE_NATS_SERVERS, bucket: path! }),

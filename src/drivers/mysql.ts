@@ -1,0 +1,417 @@
+import mysql from "mysql2/promise";
+import type { ExecuteValues, Pool, PoolConnection, PoolOptions, ResultSetHeader, RowDataPacket } from "mysql2/promise";
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+
+export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
+  /** Connection URL, e.g. `mysql://user:pass@host:3306/db` (or use mysql2's `host`, `user`, ... options). */
+  url?: string;
+  /** Table that holds the keys (default `stowage`): `[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters. */
+  table?: string;
+  /**
+   * Milliseconds allowed for connecting and for each statement (default 5000).
+   * A server that is down or does not answer gives `E_UNAVAILABLE` within it.
+   * Sets mysql2's `connectTimeout` unless given, and each statement's `timeout`.
+   */
+  timeout?: number;
+  /** How often expired rows are deleted, in ms (default 60,000). */
+  purgeInterval?: number;
+}
+
+const DRIVER_NAME = "mysql";
+const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
+/** InnoDB's limit on an index key (DYNAMIC rows): the key column is VARBINARY of this many bytes. */
+export const MAX_KEY_BYTES = 3072;
+const COLUMNS = ["expires_at", "key", "mtime", "raw", "value", "version"];
+/** What a statement carries besides its values, at most: SQL text and escaping of a row's other fields. */
+const STATEMENT_OVERHEAD = 1024;
+
+const UNAVAILABLE_CODES = new Set([
+  "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN",
+  "PROTOCOL_CONNECTION_LOST", "PROTOCOL_SEQUENCE_TIMEOUT", "PROTOCOL_ENQUEUE_AFTER_FATAL_ERROR", "PROTOCOL_ENQUEUE_AFTER_QUIT",
+  "ER_SERVER_SHUTDOWN", "ER_CON_COUNT_ERROR", "ER_CONNECTION_KILLED", "ER_LOCK_WAIT_TIMEOUT", "ER_STATEMENT_TIMEOUT",
+]);
+// mysql2 reports a connection it closed itself with messages, not codes.
+const UNAVAILABLE_MESSAGE = /closed state|pool is closed|connection lost|timeout/i;
+
+function classify(error: unknown): StorageErrorCode {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code === "string") {
+    if (UNAVAILABLE_CODES.has(code)) return "E_UNAVAILABLE";
+    if (code === "ER_LOCK_DEADLOCK") return "E_CONFLICT";
+    if (code === "ER_NET_PACKET_TOO_LARGE" || code === "ER_DATA_TOO_LONG" || code === "ER_TOO_LONG_KEY") return "E_TOO_LARGE";
+  }
+  return error instanceof Error && UNAVAILABLE_MESSAGE.test(error.message) ? "E_UNAVAILABLE" : "E_DRIVER";
+}
+
+/** Whatever mysql2 threw, as a StorageError with the original as `cause`. */
+function toError(error: unknown, key?: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new StorageError(classify(error), `[mysql] ${message}`, { driver: DRIVER_NAME, key, cause: error });
+}
+
+function conflict(key: string, why: string): StorageError {
+  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
+}
+
+function checkKey(key: string): void {
+  if (key.length * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) > MAX_KEY_BYTES) {
+    throw new StorageError("E_INVALID_KEY", `Key too long: ${Buffer.byteLength(key)} bytes, mysql keys hold at most ${MAX_KEY_BYTES}`, {
+      driver: DRIVER_NAME,
+      key,
+    });
+  }
+}
+
+/** The smallest byte string above every key that starts with `prefix` (keys compare as bytes). */
+function prefixEnd(prefix: string): Buffer {
+  const bytes = Buffer.from(prefix);
+  for (let end = bytes.length; end > 0; end--) {
+    if (bytes[end - 1]! < 0xff) {
+      const next = Buffer.from(bytes.subarray(0, end));
+      next[end - 1]!++;
+      return next;
+    }
+  }
+  return Buffer.alloc(0);
+}
+
+/** The SQL of one table, built once from the validated (and quoted) table name. */
+function statements(table: string) {
+  const t = `\`${table}\``;
+  const alive = "(expires_at IS NULL OR expires_at > ?)";
+  const firstVersion = "FLOOR(1 + RAND() * 281474976710656)";
+  const columns = "(`key`, value, raw, version, mtime, expires_at)";
+  return {
+    // Keys compare as bytes (VARBINARY), so a prefix is one range of the primary key.
+    createTable: `CREATE TABLE IF NOT EXISTS ${t} (
+      \`key\` VARBINARY(${MAX_KEY_BYTES}) NOT NULL,
+      value LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+      raw LONGBLOB NULL,
+      version BIGINT NOT NULL,
+      mtime BIGINT NOT NULL,
+      expires_at BIGINT NULL,
+      PRIMARY KEY (\`key\`),
+      KEY \`${table}_expires\` (expires_at)
+    ) ENGINE=InnoDB ROW_FORMAT=DYNAMIC`,
+    columns: "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?",
+    maxPacket: "SELECT @@max_allowed_packet AS size",
+    // key, now
+    get: `SELECT value, raw FROM ${t} WHERE \`key\` = ? AND ${alive}`,
+    has: `SELECT 1 AS one FROM ${t} WHERE \`key\` = ? AND ${alive}`,
+    meta: `SELECT version, mtime, expires_at, OCTET_LENGTH(value) AS text_size, OCTET_LENGTH(raw) AS raw_size FROM ${t} WHERE \`key\` = ? AND ${alive}`,
+    // keys (expanded by mysql2), now
+    getMany: `SELECT \`key\`, value, raw FROM ${t} WHERE \`key\` IN (?) AND ${alive}`,
+    // key, text, bytes, now, expires_at
+    upsert: `INSERT INTO ${t} ${columns} VALUES (?, ?, ?, ${firstVersion}, ?, ?)
+      ON DUPLICATE KEY UPDATE value = VALUES(value), raw = VALUES(raw), version = version + 1, mtime = VALUES(mtime), expires_at = VALUES(expires_at)`,
+    insert: `INSERT INTO ${t} ${columns} VALUES (?, ?, ?, ${firstVersion}, ?, ?)`,
+    // rows of [key, text, null, first version, now, expires_at] (expanded by mysql2)
+    upsertMany: `INSERT INTO ${t} ${columns} VALUES ?
+      ON DUPLICATE KEY UPDATE value = VALUES(value), raw = VALUES(raw), version = version + 1, mtime = VALUES(mtime), expires_at = VALUES(expires_at)`,
+    // text, bytes, now, expires_at, key, version, now
+    updateIfVersion: `UPDATE ${t} SET value = ?, raw = ?, version = version + 1, mtime = ?, expires_at = ? WHERE \`key\` = ? AND version = ? AND ${alive}`,
+    // key, now
+    dropExpired: `DELETE FROM ${t} WHERE \`key\` = ? AND expires_at <= ?`,
+    remove: `DELETE FROM ${t} WHERE \`key\` = ?`,
+    // key, version, now
+    removeIfVersion: `DELETE FROM ${t} WHERE \`key\` = ? AND version = ? AND ${alive}`,
+    // from, to, now
+    keysInRange: `SELECT \`key\` FROM ${t} WHERE \`key\` >= ? AND \`key\` < ? AND ${alive}`,
+    allKeys: `SELECT \`key\` FROM ${t} WHERE ${alive}`,
+    // after, to, now, limit
+    pageInRange: `SELECT \`key\` FROM ${t} WHERE \`key\` > ? AND \`key\` < ? AND ${alive} ORDER BY \`key\` LIMIT ?`,
+    pageAll: `SELECT \`key\` FROM ${t} WHERE \`key\` > ? AND ${alive} ORDER BY \`key\` LIMIT ?`,
+    clearRange: `DELETE FROM ${t} WHERE \`key\` >= ? AND \`key\` < ?`,
+    clearAll: `DELETE FROM ${t}`,
+    purge: `DELETE FROM ${t} WHERE expires_at <= ?`,
+    // Inside a transaction: locks the row, or (REPEATABLE READ) the gap where an absent key would go.
+    lock: `SELECT version, expires_at FROM ${t} WHERE \`key\` = ? FOR UPDATE`,
+  };
+}
+
+type Statements = ReturnType<typeof statements>;
+type Db = Pick<PoolConnection, "execute" | "query">;
+type Item = { key: string; value: string; options?: SetOptions };
+type Row = RowDataPacket & Record<string, unknown>;
+
+/** The last write to each key wins within a batch; sorted, so concurrent batches lock rows in one order. */
+function lastWriteEach(items: Item[]): Item[] {
+  const byKey = new Map<string, Item>();
+  for (const item of items) byKey.set(item.key, item);
+  return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** A fresh row's version: random, so a key deleted and written again does not reuse an etag. */
+const firstVersion = () => Math.floor(Math.random() * 2 ** 48) + 1;
+const expiresAt = (now: number, opts: SetOptions | undefined) => (opts?.ttl === undefined ? null : now + Math.ceil(opts.ttl));
+const keyOf = (row: Row) => (row.key as Buffer).toString("utf8");
+
+/**
+ * Keys in one MariaDB/MySQL (InnoDB) table through a mysql2 pool: CAS on
+ * `version`, TTL on `expires_at`, multi-row upserts for batches, atomic
+ * commits in one transaction with `SELECT ... FOR UPDATE` checks. No change
+ * feed: the core reports this process's writes to watchers.
+ */
+export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => {
+  const { url, table = "stowage", timeout = 5000, purgeInterval = 60_000, ...poolOptions } = options;
+  if (!TABLE_NAME.test(table)) throw new StorageError("E_INVALID_OPTION", `Invalid table name: ${JSON.stringify(table)}`, { driver: DRIVER_NAME });
+  const pool = mysql.createPool({ ...poolOptions, uri: url, connectTimeout: poolOptions.connectTimeout ?? timeout });
+  const sql = statements(table);
+
+  let disposed = false;
+  let ready = false;
+  let maxPacket = 0;
+  let schema: Promise<void> | undefined;
+  const ensureSchema = (): Promise<void> => {
+    if (disposed) return Promise.reject(new StorageError("E_UNAVAILABLE", "This mysql driver was disposed", { driver: DRIVER_NAME }));
+    schema ??= createSchema().catch((error: unknown) => {
+      schema = undefined; // a later operation tries again (the server may be back)
+      throw toError(error);
+    });
+    return schema;
+  };
+  // CREATE TABLE IF NOT EXISTS is atomic in InnoDB (metadata lock): processes starting together do not race.
+  const createSchema = async () => {
+    await pool.query({ sql: sql.createTable, timeout });
+    const [columns] = await pool.execute<Row[]>({ sql: sql.columns, timeout }, [table]);
+    const missing = COLUMNS.filter((column) => !columns.some((row) => String(row.name).toLowerCase() === column));
+    if (missing.length > 0) {
+      throw new StorageError("E_INVALID_OPTION", `Table ${table} exists without the columns ${missing.join(", ")}: not a stowage table`, {
+        driver: DRIVER_NAME,
+      });
+    }
+    const [packet] = await pool.query<Row[]>({ sql: sql.maxPacket, timeout });
+    maxPacket = Number(packet[0]!.size);
+    ready = true;
+  };
+
+  /** Runs one prepared statement (or, with `expand`, one whose array values mysql2 expands); errors as StorageErrors. */
+  const run = <T extends Row[] | ResultSetHeader>(name: keyof Statements, values: unknown[], key?: string, db: Db = pool, expand = false) => {
+    const query = () => (expand ? db.query<T>({ sql: sql[name], timeout }, values) : db.execute<T>({ sql: sql[name], timeout }, values as ExecuteValues[]));
+    return (ready ? query() : ensureSchema().then(query)).then(
+      ([result]) => result,
+      (error: unknown) => Promise.reject(toError(error, key)),
+    );
+  };
+
+  // Expired rows are invisible at once; this removes the ones nobody touches again.
+  const purger = setInterval(() => {
+    if (!ready) return;
+    run("purge", [Date.now()]).catch((error: unknown) => process.emitWarning(`stowage mysql: purging expired rows failed: ${String(error)}`));
+  }, purgeInterval).unref();
+
+  /** Refuses before sending what the server would refuse: a statement above its max_allowed_packet. */
+  const checkSize = (key: string, bytes: number) => {
+    if (ready && bytes + Buffer.byteLength(key) + STATEMENT_OVERHEAD > maxPacket) {
+      throw new StorageError("E_TOO_LARGE", `Value of ${bytes} bytes exceeds the server's max_allowed_packet (${maxPacket})`, {
+        driver: DRIVER_NAME,
+        key,
+      });
+    }
+  };
+
+  /** Writes one value under the guards its options carry; E_CONFLICT when a guard fails. */
+  const write = async (key: string, value: string | Uint8Array, opts: SetOptions | undefined, db: Db = pool) => {
+    checkKey(key);
+    if (!ready) await ensureSchema();
+    const text = typeof value === "string" ? value : null;
+    const bytes = typeof value === "string" ? null : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    checkSize(key, text === null ? bytes!.byteLength : Buffer.byteLength(text));
+    const now = Date.now();
+    const expires = expiresAt(now, opts);
+    if (opts?.ifMatch !== undefined) {
+      const version = opts.ifMatch;
+      if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("updateIfVersion", [text, bytes, now, expires, key, version, now], key, db)).affectedRows === 0) {
+        throw conflict(key, "Stored version differs");
+      }
+      return;
+    }
+    if (opts?.ifNoneMatch === "*") {
+      // An expired row counts as absent: it goes first, then the insert fails only on a live one.
+      await run("dropExpired", [key, now], key, db);
+      await run("insert", [key, text, bytes, now, expires], key, db).catch((error: StorageError) => {
+        throw (error.cause as { code?: string })?.code === "ER_DUP_ENTRY" ? conflict(key, "Key already exists") : error;
+      });
+      return;
+    }
+    await run("upsert", [key, text, bytes, now, expires], key, db);
+  };
+
+  const remove = async (key: string, opts: RemoveOptions | undefined, db: Db = pool) => {
+    if (opts?.ifMatch === undefined) {
+      await run("remove", [key], key, db);
+      return;
+    }
+    const version = opts.ifMatch;
+    if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("removeIfVersion", [key, version, Date.now()], key, db)).affectedRows === 0) {
+      throw conflict(key, "Stored version differs");
+    }
+  };
+
+  const read = async (key: string): Promise<string | Buffer | null> => {
+    const row = (await run<Row[]>("get", [key, Date.now()], key))[0];
+    return row === undefined ? null : ((row.value ?? row.raw) as string | Buffer);
+  };
+
+  /** Runs `fn` in one transaction on one connection: COMMIT when it returns, ROLLBACK when it throws. */
+  const inTransaction = async (fn: (db: Db) => Promise<void>) => {
+    if (!ready) await ensureSchema();
+    const connection = await pool.getConnection().catch((error: unknown) => Promise.reject(toError(error)));
+    let broken = false;
+    try {
+      // Gap locks (REPEATABLE READ) are what keep a key checked as absent absent until COMMIT.
+      await connection.query({ sql: "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", timeout });
+      await connection.query({ sql: "START TRANSACTION", timeout });
+      await fn(connection);
+      await connection.query({ sql: "COMMIT", timeout });
+    } catch (error) {
+      broken = !(await connection.query({ sql: "ROLLBACK", timeout }).then(
+        () => true,
+        () => false, // the connection is unusable: it is destroyed below rather than returned to the pool
+      ));
+      throw toError(error);
+    } finally {
+      if (broken) connection.destroy();
+      else connection.release();
+    }
+  };
+
+  const check = async (db: Db, key: string, etag: string | null) => {
+    const row = (await run<Row[]>("lock", [key], key, db))[0];
+    const live = row !== undefined && (row.expires_at === null || Number(row.expires_at) > Date.now());
+    if ((live ? String(row.version) : null) !== etag) throw conflict(key, "Stored version differs");
+  };
+
+  const commit = (operations: CommitOperation[]) =>
+    inTransaction(async (db) => {
+      for (const op of operations) {
+        if (op.type === "check") await check(db, op.key, op.etag);
+        else if (op.type === "remove") await remove(op.key, op.options, db);
+        else await write(op.key, op.value, op.options, db);
+      }
+    });
+
+  /**
+   * Rows in statements that each fit in max_allowed_packet, counting every
+   * byte twice (escaping may double a value); rows too large for that are
+   * left to single prepared statements, which send values unescaped.
+   */
+  const plan = (batch: Item[], common: SetOptions) => {
+    const now = Date.now();
+    const budget = maxPacket - STATEMENT_OVERHEAD;
+    const parts: unknown[][][] = [];
+    const large: Item[] = [];
+    let size = Number.POSITIVE_INFINITY; // the first row opens the first statement
+    for (const item of batch) {
+      const rowSize = 2 * (Buffer.byteLength(item.value) + Buffer.byteLength(item.key)) + 64;
+      if (rowSize > budget / 2) {
+        large.push(item);
+        continue;
+      }
+      if (size + rowSize > budget) {
+        parts.push([]);
+        size = 0;
+      }
+      parts[parts.length - 1]!.push([item.key, item.value, null, firstVersion(), now, expiresAt(now, item.options ?? common)]);
+      size += rowSize;
+    }
+    return { parts, large };
+  };
+
+  const setItems = async (items: Item[], common: SetOptions = {}) => {
+    const batch = lastWriteEach(items);
+    const guarded = batch.some(({ options }) => (options ?? common).ifMatch !== undefined || (options ?? common).ifNoneMatch !== undefined);
+    if (guarded) {
+      await commit(batch.map(({ key, value, options }) => ({ type: "set", key, value, options: options ?? common })));
+      return;
+    }
+    batch.forEach(({ key }) => checkKey(key));
+    if (!ready) await ensureSchema();
+    const { parts, large } = plan(batch, common);
+    if (parts.length === 1 && large.length === 0) {
+      await run("upsertMany", [parts[0]], undefined, pool, true);
+      return;
+    }
+    // More than one statement: one transaction keeps the batch all-or-nothing.
+    await inTransaction(async (db) => {
+      for (const part of parts) await run("upsertMany", [part], undefined, db, true);
+      for (const item of large) await write(item.key, item.value, item.options ?? common, db);
+    });
+  };
+
+  const keysUnder = async (base: string): Promise<string[]> => {
+    const now = Date.now();
+    const rows = base ? await run<Row[]>("keysInRange", [Buffer.from(base), prefixEnd(base), now]) : await run<Row[]>("allKeys", [now]);
+    return rows.map(keyOf);
+  };
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    getInstance: () => pool,
+    hasItem: async (key: string) => (await run<Row[]>("has", [key, Date.now()], key)).length > 0,
+    getItem: read,
+    getItemRaw: read,
+    getItems: async (items: { key: string }[]) => {
+      const keys = items.map(({ key }) => key);
+      if (keys.length === 0) return [];
+      const rows = await run<Row[]>("getMany", [keys, Date.now()], undefined, pool, true);
+      const found = new Map(rows.map((row) => [keyOf(row), (row.value ?? row.raw) as string | Buffer]));
+      return keys.map((key) => ({ key, value: found.get(key) ?? null }));
+    },
+    setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),
+    setItems,
+    removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
+    getMeta: async (key: string): Promise<StorageMeta | null> => {
+      const now = Date.now();
+      const row = (await run<Row[]>("meta", [key, now], key))[0];
+      if (row === undefined) return null;
+      const meta: StorageMeta = { etag: String(row.version), mtime: new Date(Number(row.mtime)), size: Number(row.text_size ?? row.raw_size) };
+      if (row.expires_at !== null) {
+        meta.expires = new Date(Number(row.expires_at));
+        meta.ttl = Math.max(0, Number(row.expires_at) - now);
+      }
+      return meta;
+    },
+    getKeys: async (base: string, opts: { maxDepth?: number }) => {
+      const keys = await keysUnder(base ?? "");
+      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+    },
+    async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
+      const prefix = base ?? "";
+      // Keyset paging over the primary key: each page is one index range read.
+      const to = prefix ? prefixEnd(prefix) : undefined;
+      const limit = opts.batchSize ?? 1000;
+      let after: Buffer = Buffer.from(prefix);
+      for (;;) {
+        const now = Date.now();
+        const rows =
+          to === undefined
+            ? await run<Row[]>("pageAll", [after, now, limit], undefined, pool, true)
+            : await run<Row[]>("pageInRange", [after, to, now, limit], undefined, pool, true);
+        if (rows.length === 0) return;
+        after = rows[rows.length - 1]!.key as Buffer;
+        const keys = rows.map(keyOf);
+        yield opts.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+        if (rows.length < limit) return;
+      }
+    },
+    clear: async (base: string) => {
+      if (base) await run("clearRange", [Buffer.from(base), prefixEnd(base)]);
+      else await run("clearAll", []);
+    },
+    commit: (operations: CommitOperation[]) => commit(operations),
+    dispose: async () => {
+      if (disposed) return;
+      disposed = true;
+      clearInterval(purger);
+      await pool.end();
+    },
+  };
+});

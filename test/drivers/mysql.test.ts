@@ -1,0 +1,242 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import mysql2 from "mysql2/promise";
+import { afterAll, describe, expect, it } from "vitest";
+import { createStorage, isStorageError, type Storage, type StorageErrorCode } from "../../src/index.js";
+import mysql, { MAX_KEY_BYTES } from "../../src/drivers/mysql.js";
+import { testDriver } from "../../src/testing/index.js";
+import { serviceUp } from "../helpers/services.js";
+
+const url = process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
+const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
+const TSX = import.meta.resolve("tsx");
+const SRC = join(import.meta.dirname, "../../src");
+
+// Tables unique to this run of this file, dropped at the end, so parallel runs never meet.
+const RUN = `${process.pid}_${Date.now().toString(36)}`;
+const tables: string[] = [];
+function freshTable(label: string): string {
+  const name = `stowage_${label}_${RUN}`;
+  tables.push(name);
+  return name;
+}
+
+async function codeOf(action: () => Promise<unknown>): Promise<StorageErrorCode | string> {
+  try {
+    await action();
+  } catch (error) {
+    return isStorageError(error) ? error.code : `not a StorageError: ${String(error)}`;
+  }
+  return "no error";
+}
+
+/** Exit code and output of a child process, killed (and failed) if it is still running after `limit` ms. */
+function finish(child: ReturnType<typeof spawn>, limit: number): Promise<{ code: number | null; output: string }> {
+  let output = "";
+  child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), limit);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+async function sql(statement: string, values: unknown[] = []) {
+  const connection = await mysql2.createConnection({ uri: url });
+  try {
+    const [rows] = await connection.query(statement, values);
+    return rows as Record<string, unknown>[];
+  } finally {
+    await connection.end();
+  }
+}
+
+if (await serviceUp("MariaDB/MySQL", url)) {
+  const kitTable = freshTable("kit");
+  testDriver({ name: "mysql", driver: () => mysql({ url, table: kitTable }) });
+
+  afterAll(async () => {
+    for (const table of tables) await sql(`DROP TABLE IF EXISTS \`${table}\``);
+  });
+
+  describe("mysql driver", () => {
+    const open = (table = freshTable("t"), extra: Parameters<typeof mysql>[0] = {}): Storage => createStorage({ driver: mysql({ url, table, ...extra }) });
+
+    it("round-trips hostile keys, long and 4-byte unicode keys and 10 MB values exactly; lists by range", async () => {
+      const storage = open();
+      const hostile = [`q'uote`, `d"ouble`, "per%cent", "under_score", "star*", "br[ack]et", "do.t", "ünï:cødé:🚀", "`tick`"];
+      for (const [index, key] of hostile.entries()) await storage.setItem(`h:${key}`, index);
+      for (const [index, key] of hostile.entries()) expect(await storage.getItem(`h:${key}`)).toBe(index);
+      await storage.setItem("h_x", "a LIKE 'h_%' would list this");
+      await storage.setItem("%:_", "under a wildcard");
+      expect((await storage.getKeys("h")).sort()).toEqual(hostile.map((key) => `h:${key}`).sort());
+      expect(await storage.getKeys("%")).toEqual(["%:_"]);
+      // Below the core's key rules the driver takes any key as it is.
+      const driver = storage.getMount().driver;
+      const raw = [`a?b`, `c\\d`, `'; DROP TABLE x; --`, `[*?]`];
+      for (const key of raw) await driver.setItem!(`raw:${key}`, JSON.stringify(key), {});
+      for (const key of raw) expect(await driver.getItem(`raw:${key}`, {})).toBe(JSON.stringify(key));
+      expect(((await driver.getKeys("raw:", {})) as string[]).sort()).toEqual(raw.map((key) => `raw:${key}`).sort());
+
+      // 1 KB of characters, 4 bytes each, does not fit InnoDB's 3072-byte key: refused clearly; 3072 bytes fit.
+      const widest = `w:${"🚀".repeat((MAX_KEY_BYTES - 4) / 4)}ab`;
+      expect(Buffer.byteLength(widest)).toBe(MAX_KEY_BYTES);
+      await storage.setItem(widest, "fits");
+      expect(await storage.getItem(widest)).toBe("fits");
+      expect(await storage.getKeys("w")).toEqual([widest]);
+      expect(await codeOf(() => storage.setItem(`w:${"🚀".repeat(1024)}`, 1))).toBe("E_INVALID_KEY");
+      await storage.setItem(`k:${"k".repeat(1022)}`, "1 KB");
+      expect(await storage.getItem(`k:${"k".repeat(1022)}`)).toBe("1 KB");
+
+      const bytes = new Uint8Array(10 * 1024 * 1024).map((_, i) => (i * 7919) % 256);
+      await storage.setItemRaw("big:raw", bytes);
+      expect(Buffer.from((await storage.getItemRaw("big:raw"))!).equals(Buffer.from(bytes))).toBe(true);
+      const text = "ü'\"\\%_\u0000".repeat(1024 * 1024);
+      await storage.setItem("big:text", text);
+      expect(await storage.getItem("big:text")).toBe(text);
+      expect((await storage.getMeta("big:raw")).size).toBe(bytes.length);
+      await storage.dispose();
+    });
+
+    it("refuses a value above max_allowed_packet with E_TOO_LARGE; splits a large batch into statements that fit", async () => {
+      const storage = open();
+      const [{ size }] = (await sql("SELECT @@max_allowed_packet AS size")) as [{ size: number }];
+      await storage.getItem("warm-up");
+      expect(await codeOf(() => storage.setItemRaw("too:big", new Uint8Array(Number(size) + 1)))).toBe("E_TOO_LARGE");
+      expect(await storage.hasItem("too:big")).toBe(false);
+      // Together far above one packet, each well below it.
+      const part = "x".repeat(Math.floor(Number(size) / 5));
+      const items = Array.from({ length: 8 }, (_, i) => ({ key: `batch:${i}`, value: `${i}${part}` }));
+      await storage.setItems(items);
+      expect((await storage.getItems(items.map((item) => item.key))).map((entry) => entry.value)).toEqual(items.map((item) => item.value));
+      await storage.dispose();
+    });
+
+    it("keeps JSON readable and raw bytes exact in the table, and lists from the primary key", async () => {
+      const table = freshTable("layout");
+      const storage = open(table);
+      await storage.setItem("user:1", { name: "Ada", tags: ["x"] });
+      await storage.setItemRaw("blob", new Uint8Array([0, 1, 254, 255]));
+      await storage.setItem("temp", "soon", { ttl: 60_000 });
+      const rows = await sql(`SELECT CAST(\`key\` AS CHAR) AS k, value, JSON_VALUE(value, '$.name') AS name, raw, version, expires_at FROM \`${table}\` ORDER BY \`key\``);
+      expect(rows.map((row) => row.k)).toEqual(["blob", "temp", "user:1"]);
+      expect(rows[2]!.name).toBe("Ada");
+      expect(JSON.parse(rows[2]!.value as string)).toEqual({ name: "Ada", tags: ["x"] });
+      expect([...(rows[0]!.raw as Buffer)]).toEqual([0, 1, 254, 255]);
+      expect(rows[1]!.expires_at).not.toBeNull();
+      expect((await storage.getMeta("user:1")).etag).toBe(String(rows[2]!.version));
+      const plan = await sql(`EXPLAIN SELECT \`key\` FROM \`${table}\` WHERE \`key\` >= ? AND \`key\` < ? AND (expires_at IS NULL OR expires_at > ?)`, [
+        Buffer.from("user:"),
+        Buffer.from("user;"),
+        Date.now(),
+      ]);
+      expect(plan[0]!.key).toBe("PRIMARY");
+      expect(plan[0]!.type).toBe("range");
+      await storage.dispose();
+    });
+
+    it("lists a prefix in pages", async () => {
+      const storage = open();
+      await storage.setItems(Array.from({ length: 2500 }, (_, i) => ({ key: `${i % 2 ? "odd" : "even"}:${i}`, value: i })));
+      const pages: number[] = [];
+      for await (const batch of storage.iterateKeys("odd", { batchSize: 500 })) pages.push(batch.length);
+      expect(pages).toEqual([500, 500, 250]);
+      expect((await storage.getKeys("even")).length).toBe(1250);
+      await storage.dispose();
+    });
+
+    it("a transaction that read a key as absent fails if the key is created before it commits", async () => {
+      const table = freshTable("tx");
+      const storage = open(table);
+      const other = open(table);
+      const code = await codeOf(() =>
+        storage.transaction(async (tx) => {
+          expect(await tx.getItem("slot")).toBeNull();
+          await other.setItem("slot", "taken");
+          await tx.setItem("claim", "mine");
+        }),
+      );
+      expect(code).toBe("E_CONFLICT");
+      expect(await storage.getItem("claim")).toBeNull();
+      await storage.transaction(async (tx) => {
+        expect(await tx.getItem("free")).toBeNull();
+        await tx.setItem("claim", "mine");
+      });
+      expect((await storage.getKeys()).sort()).toEqual(["claim", "slot"]);
+      await Promise.all([storage.dispose(), other.dispose()]);
+    });
+
+    it("several processes starting at once on a fresh table: schema made once, CAS increments lose nothing", async () => {
+      const table = freshTable("procs");
+      const processes = 3;
+      const rounds = 30;
+      const results = await Promise.all(
+        Array.from({ length: processes }, () =>
+          finish(spawn(process.execPath, ["--import", TSX, WORKER, "mysql", table, "increment", String(rounds)], { stdio: ["ignore", "pipe", "inherit"] }), 60_000),
+        ),
+      );
+      expect(results.map((result) => result.code)).toEqual([0, 0, 0]);
+      const storage = open(table);
+      expect(await storage.getItem("counter")).toBe(processes * rounds);
+      await storage.dispose();
+    });
+
+    it("dispose ends the pool: the process exits by itself", async () => {
+      const table = freshTable("exit");
+      const dir = mkdtempSync(join(tmpdir(), "stowage-mysql-child-"));
+      const script = join(dir, "child.mts");
+      writeFileSync(
+        script,
+        `import { createStorage } from ${JSON.stringify(join(SRC, "index.ts"))};
+import mysql from ${JSON.stringify(join(SRC, "drivers/mysql.ts"))};
+const storage = createStorage({ driver: mysql({ url: ${JSON.stringify(url)}, table: ${JSON.stringify(table)} }) });
+await storage.watch(() => undefined);
+await storage.setItem("child", 1);
+await storage.transaction(async (tx) => tx.setItem("child", 2));
+await storage.dispose();
+console.log("disposed");
+`,
+      );
+      const result = await finish(spawn(process.execPath, ["--import", TSX, script], { stdio: ["ignore", "pipe", "inherit"] }), 20_000);
+      rmSync(dir, { recursive: true, force: true });
+      expect(result).toEqual({ code: 0, output: "disposed\n" });
+    });
+
+    it("a server that refuses or never answers gives E_UNAVAILABLE within the timeout", async () => {
+      const closed = createServer();
+      await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+      const { port: freePort } = closed.address() as { port: number };
+      await new Promise((resolve) => closed.close(resolve));
+      const refused = open(freshTable("refused"), { url: `mysql://root@127.0.0.1:${freePort}/test`, timeout: 1000 });
+      expect(await codeOf(() => refused.getItem("a"))).toBe("E_UNAVAILABLE");
+      await refused.dispose();
+
+      // Accepts connections, then says nothing: only the timeout ends the wait.
+      const sockets: Socket[] = [];
+      const silent: Server = createServer((socket) => sockets.push(socket));
+      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+      const { port } = silent.address() as { port: number };
+      const storage = open(freshTable("silent"), { url: `mysql://root@127.0.0.1:${port}/test`, timeout: 1000 });
+      const started = Date.now();
+      expect(await codeOf(() => storage.setItem("a", 1))).toBe("E_UNAVAILABLE");
+      expect(Date.now() - started).toBeLessThan(1000 + 2000);
+      await storage.dispose();
+      sockets.forEach((socket) => socket.destroy());
+      await new Promise((resolve) => silent.close(resolve));
+    });
+
+    it("refuses a bad table name and a table of another layout", async () => {
+      expect(() => mysql({ url, table: "x`; DROP TABLE y; --" })).toThrow(/Invalid table name/);
+      const table = freshTable("foreign");
+      await sql(`CREATE TABLE \`${table}\` (id int primary key, body text)`);
+      const storage = open(table);
+      expect(await codeOf(() => storage.getItem("a"))).toBe("E_INVALID_OPTION");
+      await storage.dispose();
+    });
+  });
+}
