@@ -197,6 +197,13 @@ if (await serviceUp("PostgreSQL", url)) {
         { key: "w:b", value: 2 },
         { key: "w:c", value: 3 },
       ]);
+      // A batch arrives in notifications of many keys each: odd keys and more than one payload's worth.
+      const many = Array.from({ length: 40 }, (_, i) => `m:${i}:9:é🚀:${"x".repeat(i * 50)}y`);
+      await writer.setItems(many.map((key) => ({ key, value: 1 })));
+      await eventually(() => expect(events.slice(3).sort()).toEqual(many.map((key) => `update ${key}`).sort()));
+      await writer.clear("m");
+      await eventually(() => expect(events.length).toBe(3 + 80));
+      events.splice(3);
       await writer.transaction(async (tx) => tx.setItem("w:tx", 4));
       await writer.removeItem("w:a");
       await writer.clear("w");
