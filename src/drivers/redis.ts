@@ -18,23 +18,38 @@ export interface RedisDriverOptions {
   /** Options of ioredis's `Cluster` (with `cluster`). */
   clusterOptions?: ClusterOptions;
   /**
-   * How `watch` learns of changes made by any process: `"pubsub"` (default: every write also publishes
-   * on `channel` from the same script), `"keyspace"` (the server's keyspace notifications, which must be
-   * enabled, e.g. `notify-keyspace-events K$gx`; writers then publish nothing) or `"off"` (no native
-   * watch: the core reports this process's writes only).
+   * How `watch` learns of changes made by any process (see docs/redis.md):
+   * - `"tracking"` (default without `cluster`): the server's client-side-caching invalidations
+   *   (`CLIENT TRACKING … BCAST PREFIX <base>`, Redis 6+): every change under `base`, by any client,
+   *   expirations included, at no cost to writers; no server configuration needed.
+   * - `"pubsub"` (default with `cluster`): every write also publishes on `channel`, from the same
+   *   script; sees only writers that use this mode too.
+   * - `"keyspace"`: keyspace notifications, which the server must have enabled (`notify-keyspace-events K$gx`).
+   * - `"off"`: no native watch: the core reports this process's own writes.
    */
-  watch?: "pubsub" | "keyspace" | "off";
+  watch?: WatchMode;
   /** Pub/sub channel of `watch: "pubsub"` (default `stowage:events:<db>`). */
   channel?: string;
   /** COUNT hint of each SCAN page (default 1000). */
   scanCount?: number;
 }
 
+export type WatchMode = "tracking" | "pubsub" | "keyspace" | "off";
+
 /** The ioredis client `getInstance()` returns. */
 export type RedisClient = Redis | Cluster;
 
 const DRIVER_NAME = "redis";
 const DEFAULT_TIMEOUT = 5000;
+// Where the server sends tracking invalidations for RESP2 connections.
+const INVALIDATE_CHANNEL = "__redis__:invalidate";
+
+const nothing = (): void => undefined;
+
+/** Failures of background work (re-subscribing, classifying events) have no caller to go to. */
+function warn(error: unknown): void {
+  process.emitWarning(`stowage redis watch: ${error instanceof Error ? error.message : String(error)}`);
+}
 
 interface Script {
   lua: string;
@@ -97,6 +112,20 @@ if ARGV[1] ~= '' then
 end
 return 0`);
 
+// KEYS: the keys; ARGV[1] channel, ARGV[i + 1] the value of KEYS[i]. Plain writes without guards or TTL:
+// MSET, in slices that stay under Lua's limit on unpacked values.
+const SET_MANY = script(`local slice = {}
+for i = 1, #KEYS do
+  slice[#slice + 1] = KEYS[i]
+  slice[#slice + 1] = ARGV[i + 1]
+  if #slice == 2000 or i == #KEYS then
+    redis.call('MSET', unpack(slice))
+    slice = {}
+  end
+end
+if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], 'u' .. table.concat(KEYS, '\\0')) end
+return 0`);
+
 type BatchOp = { key: string; kind: "c" | "s" | "r"; value: string | Buffer; px: string };
 
 // Server replies that mean "try again later" rather than a broken request.
@@ -150,11 +179,11 @@ function checkOptions(options: RedisDriverOptions): number {
   if (options.client?.keyPrefix || options.clusterOptions?.redisOptions?.keyPrefix) {
     throw invalidOption("Use the driver's base option instead of ioredis's keyPrefix (SCAN results do not carry keyPrefix)");
   }
-  if (options.watch !== undefined && !["pubsub", "keyspace", "off"].includes(options.watch)) {
-    throw invalidOption(`watch must be "pubsub", "keyspace" or "off", got ${JSON.stringify(options.watch)}`);
+  if (options.watch !== undefined && !["tracking", "pubsub", "keyspace", "off"].includes(options.watch)) {
+    throw invalidOption(`watch must be "tracking", "pubsub", "keyspace" or "off", got ${JSON.stringify(options.watch)}`);
   }
-  if (options.watch === "keyspace" && options.cluster) {
-    throw invalidOption('watch: "keyspace" is not supported with cluster (notifications are per node); use "pubsub"');
+  if ((options.watch === "keyspace" || options.watch === "tracking") && options.cluster) {
+    throw invalidOption(`watch: "${options.watch}" is not supported with cluster (it is per node); use "pubsub"`);
   }
   return timeout;
 }
@@ -253,7 +282,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   const scanCount = options.scanCount ?? 1000;
   const client = createClient(options, timeout);
   const ready = readyGate(client, timeout, "redis");
-  const watchMode = options.watch ?? "pubsub";
+  const watchMode: WatchMode = options.watch ?? (isCluster ? "pubsub" : "tracking");
   const db = isCluster ? 0 : ((client as Redis).options.db ?? 0);
   const channel = watchMode === "pubsub" ? (options.channel ?? `stowage:events:${db}`) : "";
 
@@ -273,16 +302,27 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
 
   const runScript = (target: Script, keys: string[], args: (string | Buffer)[]) => call(() => evalScript(target, keys, args), keys[0]);
 
-  async function write(key: string, value: string | Buffer, opts: SetOptions | undefined): Promise<void> {
+  /** Writes one value: a plain SET, or the WRITE script when a guard must be checked or an event published. */
+  function write(key: string, value: string | Buffer, opts: SetOptions | undefined): Promise<void> {
     const full = prefix + key;
     const guard = guardOf(opts);
-    const written = await runScript(WRITE, [full], [value, pxOf(opts), guard, channel, channel && "u" + full]);
-    if (written === 0) throw conflict(key, guard === "*" ? "Key already exists" : "Stored version differs");
+    if (guard === "" && channel === "") {
+      const px = pxOf(opts);
+      return call(() => (px === "" ? client.set(full, value) : client.set(full, value, "PX", px)), key).then(nothing);
+    }
+    return runScript(WRITE, [full], [value, pxOf(opts), guard, channel, channel && "u" + full]).then((written) => {
+      if (written === 0) throw conflict(key, guard === "*" ? "Key already exists" : "Stored version differs");
+    });
   }
 
   async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
     const full = prefix + key;
-    if ((await runScript(REMOVE, [full], [guardOf(opts), channel, channel && "r" + full])) === -1) throw conflict(key, "Stored version differs");
+    const guard = guardOf(opts);
+    if (guard === "" && channel === "") {
+      await call(() => client.unlink(full), key);
+      return;
+    }
+    if ((await runScript(REMOVE, [full], [guard, channel, channel && "r" + full])) === -1) throw conflict(key, "Stored version differs");
   }
 
   /** Applies operations in one script: every check first, then every write, all or nothing. */
@@ -345,8 +385,9 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
 
   function createWatcher() {
     const listeners = new Set<WatchCallback>();
-    let subscriber: RedisClient | undefined;
+    let connections: RedisClient[] = [];
     let starting: Promise<void> | undefined;
+    let classifying: Promise<void> = Promise.resolve();
     const keyspacePrefix = `__keyspace@${db}__:`;
 
     const emit = (event: WatchEvent, fullKey: string) => {
@@ -362,6 +403,20 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
       const event = KEYSPACE_EVENTS[operation];
       if (event) emit(event, source.slice(keyspacePrefix.length));
     };
+    // An invalidation names keys, not what happened to them: whether a key still exists tells an
+    // update from a removal. One message at a time, so events keep the server's order.
+    const onInvalidated = (_channel: Buffer, message: Buffer[] | Buffer | null) => {
+      // null is FLUSHDB / FLUSHALL, which names no key.
+      if (!Array.isArray(message)) return;
+      const keys = message.map(String);
+      classifying = classifying.then(() => classify(keys)).catch(warn);
+    };
+    async function classify(keys: string[]): Promise<void> {
+      const pipeline = client.pipeline();
+      for (const key of keys) pipeline.exists(key);
+      const results = (await call(() => pipeline.exec())) ?? [];
+      keys.forEach((key, index) => emit(results[index]?.[1] === 1 ? "update" : "remove", key));
+    }
 
     async function checkNotifications(): Promise<void> {
       const reply = (await call(() => client.config("GET", "notify-keyspace-events"))) as string[];
@@ -373,32 +428,68 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
       }
     }
 
-    async function start(): Promise<void> {
-      if (watchMode === "keyspace") await checkNotifications();
-      const connection = client.duplicate();
-      subscriber = connection;
+    /** A connection of the watcher's own (a subscribed one takes no other commands), once ready. */
+    async function open(override: Partial<RedisOptions> = {}): Promise<RedisClient> {
+      const connection = isCluster ? client.duplicate() : (client as Redis).duplicate(override);
+      connections.push(connection);
       await readyGate(connection, timeout, "redis watch")();
+      return connection;
+    }
+
+    async function startSubscriber(): Promise<void> {
+      if (watchMode === "keyspace") await checkNotifications();
+      const subscriber = await open();
       if (watchMode === "keyspace") {
-        connection.on("pmessage", onKeyspace);
-        await call(() => connection.psubscribe(keyspacePrefix + globEscape(prefix) + "*"));
+        subscriber.on("pmessage", onKeyspace);
+        await subscriber.psubscribe(keyspacePrefix + globEscape(prefix) + "*");
       } else {
-        connection.on("message", onMessage);
-        await call(() => connection.subscribe(channel));
+        subscriber.on("message", onMessage);
+        await subscriber.subscribe(channel);
       }
     }
 
+    /**
+     * Tracking in broadcast mode: the server sends the names of changed keys under the prefix to the
+     * subscriber. Both connections are set up again whenever either reconnects (a new subscriber has
+     * a new client id to redirect to).
+     */
+    async function startTracking(): Promise<void> {
+      const subscriber = (await open({ autoResubscribe: false })) as Redis;
+      const tracker = (await open()) as Redis;
+      subscriber.on("messageBuffer", onInvalidated);
+      let redirect = "";
+      const sync = async () => {
+        // The connection that is not ready yet syncs again when it is.
+        if (subscriber.status !== "ready" || tracker.status !== "ready") return;
+        if (!redirect) {
+          redirect = String(await subscriber.client("ID"));
+          await subscriber.subscribe(INVALIDATE_CHANNEL);
+        }
+        await tracker.call("CLIENT", "TRACKING", "OFF");
+        await tracker.call("CLIENT", "TRACKING", "ON", "REDIRECT", redirect, "BCAST", ...(prefix ? ["PREFIX", prefix] : []));
+      };
+      let syncing: Promise<void> = Promise.resolve();
+      const resync = () => (syncing = syncing.then(sync, sync));
+      subscriber.on("ready", () => {
+        redirect = "";
+        resync().catch(warn);
+      });
+      tracker.on("ready", () => resync().catch(warn));
+      await resync();
+    }
+
     async function stop(): Promise<void> {
-      const connection = subscriber;
-      subscriber = undefined;
+      const open = connections;
+      connections = [];
       starting = undefined;
-      if (connection) await close(connection);
+      await Promise.all(open.map(close));
     }
 
     return {
       async add(callback: WatchCallback): Promise<Unwatch> {
         listeners.add(callback);
         try {
-          starting ??= start();
+          starting ??= watchMode === "tracking" ? startTracking() : startSubscriber();
           await starting;
         } catch (error) {
           listeners.delete(callback);
@@ -438,7 +529,20 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
         await Promise.all(items.map((item) => write(item.key, item.value, item.options ?? common)));
         return;
       }
-      await batch(items.flatMap((item) => setOps(item.key, item.value, item.options ?? common)));
+      if (guarded || items.some((item) => (item.options ?? common).ttl !== undefined)) {
+        await batch(items.flatMap((item) => setOps(item.key, item.value, item.options ?? common)));
+        return;
+      }
+      if (items.length === 0) return;
+      if (channel === "") {
+        await call(() => client.mset(items.flatMap((item) => [prefix + item.key, item.value])));
+        return;
+      }
+      await runScript(
+        SET_MANY,
+        items.map((item) => prefix + item.key),
+        [channel, ...items.map((item) => item.value)],
+      );
     },
     removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
     getMeta: async (key: string): Promise<StorageMeta | null> => {

@@ -203,34 +203,48 @@ if (await serviceUp("Redis", url)) {
       }
     });
 
-    it("watch sees writes made through another connection: set, setItems, remove, clear, transaction", async () => {
-      const base = freshBase();
-      const writer = createStorage({ driver: redis({ url, base }) });
-      const reader = createStorage({ driver: redis({ url, base }) });
-      const elsewhere = createStorage({ driver: redis({ url, base: freshBase() }) });
-      const { events, unwatch } = await recordEvents(reader);
-      try {
-        await writer.setItem("a", 1);
-        await elsewhere.setItem("a", "another base: not ours");
-        await writer.setItems([
-          { key: "b", value: 2 },
-          { key: "c:d", value: 3 },
-        ]);
-        await writer.removeItem("a");
-        await writer.removeItem("never-there");
-        await writer.transaction(async (tx) => {
-          await tx.setItem("t", 1);
-          await tx.removeItem("b");
-        });
-        await writer.clear("c");
-        await eventually(() =>
-          expect(events).toEqual(["update a", "update b", "update c:d", "remove a", "update t", "remove b", "remove c:d"]),
-        );
-      } finally {
-        await unwatch();
-        await Promise.all([writer.dispose(), reader.dispose(), elsewhere.dispose()]);
-      }
-    });
+    for (const mode of ["tracking", "pubsub"] as const) {
+      it(`watch (${mode}) sees writes made through another connection: set, setItems, remove, clear, transaction`, async () => {
+        const base = freshBase();
+        const writer = createStorage({ driver: redis({ url, base, watch: mode }) });
+        const reader = createStorage({ driver: redis({ url, base, watch: mode }) });
+        const elsewhere = createStorage({ driver: redis({ url, base: freshBase(), watch: mode }) });
+        const raw = new Redis(url);
+        const { events, unwatch } = await recordEvents(reader);
+        const expected: string[] = [];
+        // One step at a time: tracking learns an event's kind by looking at the key afterwards, and
+        // names the keys of one atomic write in its own order.
+        const step = async (action: () => Promise<unknown>, ...seen: string[]) => {
+          await action();
+          expected.push(...seen);
+          await eventually(() => expect([...events].sort()).toEqual([...expected].sort()));
+        };
+        try {
+          await step(() => writer.setItem("a", 1), "update a");
+          await step(() => elsewhere.setItem("a", "another base: not ours"));
+          await step(() => writer.setItems([{ key: "b", value: 2 }, { key: "c:d", value: 3 }]), "update b", "update c:d");
+          await step(() => writer.removeItem("a"), "remove a");
+          await step(() => writer.removeItem("never-there"));
+          await step(() => writer.transaction(async (tx) => {
+            await tx.setItem("t", 1);
+            await tx.removeItem("b");
+          }), "update t", "remove b");
+          await step(() => writer.clear("c"), "remove c:d");
+          if (mode === "tracking") {
+            // Tracking sees every client and the server's own expirations.
+            await step(() => raw.set(`${base}:by-redis-cli`, "1"), "update by-redis-cli");
+            await step(() => writer.setItem("short", 1, { ttl: 50 }), "update short");
+            await step(() => sleep(0), "remove short");
+          }
+          await sleep(200);
+          expect([...events].sort()).toEqual([...expected].sort());
+        } finally {
+          raw.disconnect();
+          await unwatch();
+          await Promise.all([writer.dispose(), reader.dispose(), elsewhere.dispose()]);
+        }
+      });
+    }
 
     it("concurrent CAS increments from three processes lose nothing", async () => {
       const base = freshBase();
@@ -312,6 +326,8 @@ if (await serviceUp("Redis", url)) {
       await server.start();
       const timeout = 1000;
       const storage = createStorage({ driver: redis({ url: server.url, base: "fault", timeout }) });
+      const watching = createStorage({ driver: redis({ url: server.url, base: "fault", timeout }) });
+      const { events, unwatch } = await recordEvents(watching);
       try {
         // A writer runs until the kill; every write it saw acknowledged must survive.
         const acknowledged: number[] = [];
@@ -347,7 +363,14 @@ if (await serviceUp("Redis", url)) {
         await writer;
         const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
         expect(values.filter((entry) => entry.value === null)).toEqual([]);
+        // The watcher's connections came back too, and tracking was set up again on them.
+        await eventually(async () => {
+          await storage.setItem("after-restart", Date.now());
+          expect(events).toContain("update after-restart");
+        });
       } finally {
+        await unwatch();
+        await watching.dispose();
         await storage.dispose();
         await server.kill();
       }
