@@ -63,6 +63,143 @@ const SERVERS: ServerBench[] = [
       ];
     },
   },
+  {
+    // stowage's nats-kv driver against @nats-io/kv used by hand: put/get of JSON, puts published concurrently for setItems.
+    name: "NATS",
+    address: process.env.STOWAGE_NATS_SERVERS ?? "127.0.0.1:4222",
+    targets: async () => {
+      const servers = process.env.STOWAGE_NATS_SERVERS ?? "127.0.0.1:4222";
+      const [{ connect }, { Kvm }, { createStorage }, { default: natsKv }, { target }] = await Promise.all([
+        import("@nats-io/transport-node"),
+        import("@nats-io/kv"),
+        import("../src/index.js"),
+        import("../src/drivers/nats-kv.js"),
+        import("./targets.js"),
+      ]);
+      const nc = await connect({ servers });
+      const raw = await new Kvm(nc).create(`bench-raw-${process.pid}`, { history: 10 });
+      const natsKey = (key: string) => key.replaceAll(":", ".");
+      const read = async (key: string) => {
+        const entry = await raw.get(natsKey(key));
+        return entry?.operation === "PUT" ? entry.json() : null;
+      };
+      const stowage = createStorage({ driver: natsKv({ servers, bucket: `bench-stowage-${process.pid}` }) });
+      const warn = (error: unknown) => console.warn(`bench: removing a NATS bucket failed: ${String(error)}`);
+      return [
+        target("@nats-io/kv (raw)", undefined, {
+          setItem: (key, value) => raw.put(natsKey(key), JSON.stringify(value)),
+          getItem: read,
+          hasItem: async (key) => (await raw.get(natsKey(key)))?.operation === "PUT",
+          getKeys: async () => {
+            const keys: string[] = [];
+            for await (const key of await raw.keys()) keys.push(key);
+            return keys;
+          },
+          setItems: (items) => Promise.all(items.map(({ key, value }) => raw.put(natsKey(key), JSON.stringify(value)))),
+          getItems: (keys) => Promise.all(keys.map(async (key) => ({ key, value: await read(key) }))),
+        }, () => void raw.destroy().then(() => nc.close(), warn)),
+        target("stowage nats-kv", "@nats-io/kv (raw)", stowage, () => {
+          // The driver connects on first use: a run that never touched it has no bucket to remove.
+          const instance = stowage.getMount().driver.getInstance!() as { kv: { destroy(): Promise<boolean> } } | undefined;
+          void (instance ? instance.kv.destroy() : Promise.resolve(true)).then(() => stowage.dispose(), warn);
+        }),
+      ];
+    },
+  },
+  {
+    // stowage's etcd driver against etcd3 used by hand: put/get of JSON, setItems as txns of 128 puts (etcd's default --max-txn-ops).
+    name: "etcd",
+    address: process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379",
+    targets: async () => {
+      const hosts = process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379";
+      const [{ Etcd3 }, { createStorage }, { default: etcd }, { target }] = await Promise.all([
+        import("etcd3"),
+        import("../src/index.js"),
+        import("../src/drivers/etcd.js"),
+        import("./targets.js"),
+      ]);
+      const client = new Etcd3({ hosts });
+      const rawPrefix = `stowage-bench-raw-${process.pid}/`;
+      const stowagePrefix = `stowage-bench-${process.pid}/`;
+      const raw = client.namespace(rawPrefix);
+      const groups = <T>(items: T[]) => Array.from({ length: Math.ceil(items.length / 128) }, (_, i) => items.slice(i * 128, (i + 1) * 128));
+      const read = async (key: string) => {
+        const text = await raw.get(key).string();
+        return text === null ? null : JSON.parse(text);
+      };
+      const stowage = createStorage({ driver: etcd({ hosts, prefix: stowagePrefix }) });
+      const warn = (error: unknown) => console.warn(`bench: removing etcd keys failed: ${String(error)}`);
+      return [
+        target("etcd3 (raw)", undefined, {
+          setItem: (key, value) => raw.put(key).value(JSON.stringify(value)),
+          getItem: read,
+          hasItem: (key) => raw.get(key).exists(),
+          getKeys: () => raw.getAll().keys(),
+          setItems: (items) =>
+            Promise.all(
+              groups(items).map((group) =>
+                client.kv.txn({
+                  compare: [],
+                  success: group.map(({ key, value }) => ({ request_put: { key: Buffer.from(rawPrefix + key), value: Buffer.from(JSON.stringify(value)) } })),
+                  failure: [],
+                }),
+              ),
+            ),
+          getItems: async (keys) => {
+            const results = await Promise.all(
+              groups(keys).map((group) =>
+                client.kv.txn({ compare: [], success: group.map((key) => ({ request_range: { key: Buffer.from(rawPrefix + key) } })), failure: [] }),
+              ),
+            );
+            const values = results.flatMap((result) => result.responses.map((response) => response.response_range.kvs[0]?.value.toString() ?? null));
+            return keys.map((key, index) => ({ key, value: values[index] === null ? null : JSON.parse(values[index]!) }));
+          },
+        }, () => void client.delete().prefix(rawPrefix).then(() => client.close(), warn)),
+        target("stowage etcd", "etcd3 (raw)", stowage, () => {
+          // The raw target closes its own client first; stowage's client cleans up its prefix.
+          const own = stowage.getMount().driver.getInstance!() as InstanceType<typeof Etcd3>;
+          void own.delete().prefix(stowagePrefix).then(() => stowage.dispose(), warn);
+        }),
+      ];
+    },
+  },
+  {
+    name: "MariaDB/MySQL",
+    address: process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test",
+    targets: async () => {
+      // mysql2 used by hand: a plain key/value table, JSON text, one multi-row INSERT ... ON DUPLICATE KEY UPDATE for setItems.
+      const url = process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
+      const raw = mysql2.createPool({ uri: url });
+      const kv = `bench_raw_kv_${process.pid}`;
+      await raw.query(`CREATE TABLE ${kv} (\`key\` VARBINARY(3072) PRIMARY KEY, value LONGTEXT NOT NULL)`);
+      type Rows = (mysql2.RowDataPacket & { key: Buffer; value: string })[];
+      const stowage = createStorage({ driver: mysql({ url, table: `bench_stowage_${process.pid}` }) });
+      const stowagePool = stowage.getMount().driver.getInstance!() as mysql2.Pool;
+      const warn = (error: unknown) => console.warn(`bench: dropping a MariaDB table failed: ${String(error)}`);
+      return [
+        target("mysql2 (raw)", undefined, {
+          setItem: (key, value) =>
+            raw.execute(`INSERT INTO ${kv} (\`key\`, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)`, [key, JSON.stringify(value)]),
+          getItem: async (key) => {
+            const [rows] = await raw.execute<Rows>(`SELECT value FROM ${kv} WHERE \`key\` = ?`, [key]);
+            return rows[0] ? JSON.parse(rows[0].value) : null;
+          },
+          hasItem: async (key) => (await raw.execute<Rows>(`SELECT 1 FROM ${kv} WHERE \`key\` = ?`, [key]))[0].length > 0,
+          getKeys: async () => (await raw.query<Rows>(`SELECT \`key\` FROM ${kv}`))[0].map((row) => row.key.toString()),
+          setItems: (items) =>
+            raw.query(`INSERT INTO ${kv} (\`key\`, value) VALUES ? ON DUPLICATE KEY UPDATE value = VALUES(value)`, [
+              items.map(({ key, value }) => [key, JSON.stringify(value)]),
+            ]),
+          getItems: async (keys) => {
+            const [rows] = await raw.query<Rows>(`SELECT \`key\`, value FROM ${kv} WHERE \`key\` IN (?)`, [keys]);
+            const found = new Map(rows.map((row) => [row.key.toString(), JSON.parse(row.value)]));
+            return keys.map((key) => ({ key, value: found.get(key) ?? null }));
+          },
+        }, () => void raw.query(`DROP TABLE ${kv}`).then(() => raw.end(), warn)),
+        target("stowage mysql", "mysql2 (raw)", stowage, () => void stowagePool.query(`DROP TABLE bench_stowage_${process.pid}`).then(() => stowage.dispose(), warn)),
+      ];
+    },
+  },
 ];
 
 export async function serverTargets(): Promise<Target[]> {

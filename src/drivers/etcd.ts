@@ -126,7 +126,6 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
   if (!Number.isFinite(timeout) || timeout <= 0) throw new StorageError("E_INVALID_OPTION", "timeout must be a positive number of ms", { driver: DRIVER_NAME });
   if (!Number.isInteger(maxTxnOps) || maxTxnOps < 2) throw new StorageError("E_INVALID_OPTION", "maxTxnOps must be an integer >= 2", { driver: DRIVER_NAME });
   const prefix = Buffer.from(prefixText);
-  const tombPrefix = Buffer.concat([prefix, NUL]);
   // Stowage keys never start with NUL, so user keys start at prefix + \x01.
   const firstKey = Buffer.concat([prefix, Buffer.from([1])]);
   const client = new Etcd3({
@@ -148,8 +147,8 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
   });
   const watchers = new Set<Watcher>();
 
-  const keyOf = (key: string): Buffer => Buffer.concat([prefix, Buffer.from(key)]);
-  const tombOf = (key: string): Buffer => Buffer.concat([tombPrefix, Buffer.from(key)]);
+  const keyOf = (key: string): Buffer => Buffer.from(prefixText + key);
+  const tombOf = (key: string): Buffer => Buffer.from(`${prefixText}\0${key}`);
   const userKey = (raw: Buffer): string => raw.subarray(prefix.length).toString();
   const rangeOf = (base: string): { key: Buffer; range_end: Buffer } =>
     base ? { key: keyOf(base), range_end: prefixEnd(keyOf(base)) } : { key: firstKey, range_end: prefixEnd(prefix) };
@@ -351,8 +350,9 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),
     setItems: async (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) => {
-      const guarded = items.filter((item) => guardsOf(item.key, item.options ?? common).length > 0);
-      const plain = items.filter((item) => guardsOf(item.key, item.options ?? common).length === 0);
+      const guarded: typeof items = [];
+      const plain: typeof items = [];
+      for (const item of items) (guardsOf(item.key, item.options ?? common).length > 0 ? guarded : plain).push(item);
       const leases = await leasesFor(plain.map((item) => (item.options ?? common).ttl));
       await Promise.all([
         inTransactions(plain.map((item) => putOp(item.key, item.value, leases.get((item.options ?? common).ttl)!))),
