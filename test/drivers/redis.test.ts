@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Redis } from "ioredis";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStorage, isStorageError, normalizeKey, type Storage, type WatchEvent } from "../../src/index.js";
 import redis, { type RedisDriverOptions } from "../../src/drivers/redis.js";
 import { testDriver } from "../../src/testing/index.js";
@@ -75,9 +75,9 @@ function redisCli(port: number, args: string[]): string {
 }
 
 /** A private redis-server on a free loopback port with its own directory: ours to kill and restart. */
-async function privateRedis(extra: string[] = []) {
-  const port = await freePort();
-  const dir = tempDir("redis-private");
+async function privateRedis(extra: string[] = [], port?: number, directory?: string) {
+  port ??= await freePort();
+  const dir = directory ?? tempDir("redis-private");
   const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--daemonize", "no", ...extra];
   let child: ChildProcess | undefined;
   const start = async () => {
@@ -98,6 +98,48 @@ async function privateRedis(extra: string[] = []) {
     await exited;
   };
   return { port, dir, url: `redis://127.0.0.1:${port}`, start, kill };
+}
+
+/** A loopback port that is free, and whose cluster bus port (+10000) is free too. */
+async function freeClusterPort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 30_000);
+    if ((await portFree(port)) && (await portFree(port + 10_000))) return port;
+  }
+}
+
+function portFree(port: number): Promise<boolean> {
+  const server = createServer();
+  return new Promise((resolve) => {
+    // A port in use is the answer the probe asks for, not a failure of it.
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+/** Three private cluster-enabled redis-servers joined into one cluster (no replicas). */
+async function privateCluster() {
+  const servers: Awaited<ReturnType<typeof privateRedis>>[] = [];
+  for (let i = 0; i < 3; i++) {
+    const port = await freeClusterPort();
+    const dir = tempDir("redis-cluster");
+    const args = ["--cluster-enabled", "yes", "--cluster-config-file", join(dir, "nodes.conf"), "--cluster-node-timeout", "2000"];
+    servers.push(await privateRedis(args, port, dir));
+  }
+  await Promise.all(servers.map((server) => server.start()));
+  const addresses = servers.map((server) => `127.0.0.1:${server.port}`);
+  const created = spawnSync("redis-cli", ["--cluster", "create", ...addresses, "--cluster-replicas", "0", "--cluster-yes"], { encoding: "utf8" });
+  if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stderr}${created.stdout}`);
+  const deadline = Date.now() + 30_000;
+  while (!servers.every((server) => redisCli(server.port, ["cluster", "info"]).includes("cluster_state:ok"))) {
+    if (Date.now() > deadline) throw new Error("the private cluster did not become ready");
+    await sleep(100);
+  }
+  return {
+    nodes: servers.map((server) => ({ host: "127.0.0.1", port: server.port })),
+    ports: servers.map((server) => server.port),
+    stop: () => Promise.all(servers.map((server) => server.kill())),
+  };
 }
 
 /** Events a storage's watcher has seen, as "event key" lines. */
@@ -396,6 +438,64 @@ if (await serviceUp("Redis", url)) {
         raw.disconnect();
         await Promise.all([storage.dispose(), unwatched.dispose()]);
         await Promise.all([server.kill(), plain.kill()]);
+      }
+    });
+  });
+
+  describe("redis cluster (three private nodes)", () => {
+    let cluster: Awaited<ReturnType<typeof privateCluster>> | undefined;
+    const nodes: { host: string; port: number }[] = [];
+    beforeAll(async () => {
+      cluster = await privateCluster();
+      nodes.push(...cluster.nodes);
+    }, 60_000);
+    afterAll(async () => {
+      await cluster?.stop();
+    });
+
+    // A base that is a hash tag puts every key in one slot: the whole contract holds, transactions included.
+    testDriver({ name: "redis cluster, one hash tag", driver: () => redis({ cluster: nodes, base: "{kit}" }) });
+    // Keys spread over the nodes: everything but multi-slot transactions (tested below) holds.
+    testDriver({
+      name: "redis cluster, sharded",
+      driver: () => redis({ cluster: nodes, base: "sharded" }),
+      skip: ["transactions: all writes or none", "transactions: a conflicting write in between fails the whole commit"],
+    });
+
+    it("spreads keys over the nodes; atomic writes across slots are E_UNSUPPORTED, within a hash tag they work", async () => {
+      const storage = createStorage({ driver: redis({ cluster: nodes, base: "spread" }) });
+      try {
+        await storage.setItems(Array.from({ length: 300 }, (_, i) => ({ key: `k:${i}`, value: i })));
+        const perNode = cluster!.ports.map((port) => Number(redisCli(port, ["dbsize"])));
+        expect(perNode.every((count) => count > 0)).toBe(true);
+        expect(perNode.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(300);
+        expect((await storage.getKeys("k")).length).toBe(300);
+        expect((await storage.getItems(["k:1", "k:299", "k:none"])).map((entry) => entry.value)).toEqual([1, 299, null]);
+
+        const across = storage.transaction(async (tx) => {
+          await tx.setItem("x:1", 1);
+          await tx.setItem("y:2", 2);
+        });
+        expect(await codeOf(() => across)).toBe("E_UNSUPPORTED");
+        expect(await storage.getItems(["x:1", "y:2"])).toEqual([
+          { key: "x:1", value: null },
+          { key: "y:2", value: null },
+        ]);
+        await storage.transaction(async (tx) => {
+          await tx.setItem("{order-7}:head", { total: 3 });
+          await tx.setItem("{order-7}:line:1", "apple");
+        });
+        expect(await storage.getItem("{order-7}:line:1")).toBe("apple");
+
+        // CAS is per key, so it works wherever the key lives.
+        const { etag } = await storage.getMeta("k:5");
+        await storage.setItem("k:5", "changed", { ifMatch: etag });
+        expect(await codeOf(() => storage.setItem("k:5", "again", { ifMatch: etag }))).toBe("E_CONFLICT");
+
+        await storage.clear();
+        expect(await storage.getKeys()).toEqual([]);
+      } finally {
+        await storage.dispose();
       }
     });
   });
