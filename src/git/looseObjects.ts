@@ -1,10 +1,10 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, utimesSync } from "node:fs";
 import { join } from "node:path";
-import { constants, deflateSync, inflateSync } from "node:zlib";
 import { corrupt, ioError, isErrno } from "./errors.js";
 import { frameObject, hashObject, unframeObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
 import { removeQuietly, writeAll } from "./fileUtil.js";
 import { tempName } from "./tempName.js";
+import { deflateObject, inflateObject } from "./zlib.js";
 
 /** Options for writing loose objects. */
 export interface LooseWriteOptions {
@@ -21,12 +21,7 @@ export function loosePath(objectsDir: string, id: ObjectId): string {
 
 /** Inflates a loose object file's bytes and checks header and (optionally) id. */
 export function parseLooseObject(data: Buffer, id: ObjectId, verify = true): GitObject {
-  let framed: Buffer;
-  try {
-    framed = inflateSync(data);
-  } catch (error) {
-    throw corrupt(`Loose object ${id} does not inflate: ${(error as Error).message}`, error);
-  }
+  const framed = inflateObject(data, `Loose object ${id}`);
   const object = unframeObject(framed, `loose object ${id}`);
   if (verify && hashObject(object.type, object.body) !== id) throw corrupt(`Loose object ${id} hashes to another id`);
   return object;
@@ -72,7 +67,7 @@ export function freshenFile(path: string): boolean {
 export function writeLooseObject(objectsDir: string, type: ObjectType, body: Uint8Array, options: LooseWriteOptions = {}): ObjectId {
   const id = options.id ?? hashObject(type, body);
   if (freshenLooseObject(objectsDir, id)) return id;
-  const data = deflateSync(frameObject(type, body), { level: constants.Z_BEST_SPEED });
+  const data = deflateObject(frameObject(type, body));
   const dir = join(objectsDir, id.slice(0, 2));
   const temp = join(dir, tempName("tmp_obj_"));
   try {

@@ -1,10 +1,10 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
-import { inflateSync } from "node:zlib";
 import { applyDelta } from "./delta.js";
 import { corrupt, ioError } from "./errors.js";
 import { LruCache } from "./lruCache.js";
 import { hashObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
 import { PackIndex } from "./packIndex.js";
+import { inflateObject } from "./zlib.js";
 
 /** Finds an object outside this pack: the base of a REF_DELTA in a thin or mixed repository. */
 export type ObjectResolver = (id: ObjectId) => GitObject | undefined;
@@ -93,8 +93,12 @@ export class PackReader {
     for (let at = offset; base === undefined; ) {
       base = this.bases.get(at);
       if (base !== undefined) break;
-      const entry = this.readHeader(at);
-      const data = this.inflateEntry(at, entry);
+      // One positioned read per entry: header and zlib data, bounded by the next entry.
+      const end = this.index.entryEnd(at, this.size);
+      if (at < 12 || end <= at || end > this.size - 20) throw corrupt(`Entry offset ${at} out of range in ${this.packPath}`);
+      const raw = this.readBytes(at, end - at);
+      const entry = this.parseHeader(raw, at);
+      const data = this.inflateEntry(raw, at, entry);
       const type = TYPE_NAMES[entry.kind];
       if (type !== undefined) {
         base = { type, body: data };
@@ -159,9 +163,8 @@ export class PackReader {
     }
   }
 
-  /** Parses an entry's type, size and delta base reference. */
-  private readHeader(offset: number): EntryHeader {
-    const bytes = this.readBytes(offset, Math.min(32, this.size - offset));
+  /** Parses an entry's type, size and delta base reference from its bytes. */
+  private parseHeader(bytes: Buffer, offset: number): EntryHeader {
     let at = 0;
     let byte = bytes[at++] ?? 0;
     const kind = (byte >> 4) & 7;
@@ -195,15 +198,9 @@ export class PackReader {
     return { kind, size, dataAt: offset + at, baseOffset: offset - distance };
   }
 
-  /** Inflates an entry's data, bounded by where the next entry starts. */
-  private inflateEntry(offset: number, entry: EntryHeader): Buffer {
-    const end = this.index.entryEnd(offset, this.size);
-    let data: Buffer;
-    try {
-      data = inflateSync(this.readBytes(entry.dataAt, end - entry.dataAt));
-    } catch (error) {
-      throw corrupt(`Entry at ${offset} in ${this.packPath} does not inflate: ${(error as Error).message}`, error);
-    }
+  /** Inflates an entry's data (`raw` holds the entry from its header on). */
+  private inflateEntry(raw: Buffer, offset: number, entry: EntryHeader): Buffer {
+    const data = inflateObject(raw.subarray(entry.dataAt - offset), `Entry at ${offset} in ${this.packPath}`);
     if (data.length !== entry.size) throw corrupt(`Entry at ${offset} in ${this.packPath} inflates to ${data.length} bytes, not ${entry.size}`);
     return data;
   }

@@ -1,12 +1,13 @@
 import { createHash, type Hash } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { constants, crc32, deflateSync } from "node:zlib";
+import { crc32 } from "node:zlib";
 import { gitError, ioError } from "./errors.js";
 import { removeQuietly, writeAll } from "./fileUtil.js";
 import { hashObject, type ObjectId, type ObjectType } from "./objectId.js";
 import { PackType } from "./packReader.js";
 import { tempName } from "./tempName.js";
+import { deflateObject } from "./zlib.js";
 
 /** Where a pack is staged before it is installed: in memory, in a temporary file, or memory first then a file. */
 export type PackMode = "memory" | "disk" | "auto";
@@ -17,7 +18,7 @@ export interface PackWriterOptions {
   mode?: PackMode;
   /** In `auto` mode, how many objects stay in memory before staging moves to a temporary file (default 10). */
   memoryLimit?: number;
-  /** zlib level for entries (default 1, as Git's loose objects: bulk writes favour speed). */
+  /** zlib level for entries above 1 KiB (default 1, as Git's loose objects: bulk writes favour speed); smaller ones are stored. */
   level?: number;
   /** fsync pack and index before they are renamed into place (default false). */
   fsync?: boolean;
@@ -40,6 +41,7 @@ interface Entry {
 }
 
 const HEADER_SIZE = 12;
+const FLUSH_BYTES = 1 << 20;
 const TYPE_NUMBERS: Record<ObjectType, number> = { commit: PackType.commit, tree: PackType.tree, blob: PackType.blob, tag: PackType.tag };
 
 /** An entry header: type and size in a little-endian base-128 varint whose first byte holds 4 size bits. */
@@ -73,7 +75,9 @@ function packHeader(count: number): Buffer {
 export class PackWriter {
   private readonly entries: Entry[] = [];
   private readonly seen = new Set<ObjectId>();
-  private chunks: Buffer[] | undefined = [];
+  /** Staged bytes not yet in the temporary file (all of them in memory mode). */
+  private chunks: Buffer[] = [];
+  private pending = 0;
   private size = HEADER_SIZE;
   private tempPack: string | undefined;
   private fd: number | undefined;
@@ -99,7 +103,7 @@ export class PackWriter {
 
   /** True while staging in memory. */
   get inMemory(): boolean {
-    return this.chunks !== undefined;
+    return this.tempPack === undefined;
   }
 
   /** Path of the temporary pack file, while there is one. */
@@ -113,12 +117,12 @@ export class PackWriter {
     const id = hashObject(type, body);
     if (this.seen.has(id)) return id;
     const header = entryHeader(type, body.length);
-    const data = deflateSync(body, { level: this.options.level ?? constants.Z_BEST_SPEED });
+    const data = deflateObject(body, this.options.level);
     this.entries.push({ id, offset: this.size, crc: crc32(data, crc32(header)) });
     this.seen.add(id);
     this.append(header);
     this.append(data);
-    if (this.chunks !== undefined && this.mode === "auto" && this.entries.length > this.memoryLimit) this.toDisk();
+    if (this.fd === undefined && this.mode === "auto" && this.entries.length > this.memoryLimit) this.toDisk();
     return id;
   }
 
@@ -132,7 +136,7 @@ export class PackWriter {
     }
     let tempIdx: string | undefined;
     try {
-      const checksum = this.chunks !== undefined ? this.finishInMemory() : this.finishOnDisk();
+      const checksum = this.fd === undefined ? this.finishInMemory() : this.finishOnDisk();
       tempIdx = join(this.packDir, tempName("tmp_idx_"));
       writeFile(tempIdx, this.buildIndex(checksum), this.options.fsync === true);
       const name = `pack-${checksum.toString("hex")}`;
@@ -156,19 +160,23 @@ export class PackWriter {
   }
 
   private append(data: Buffer): void {
-    if (this.chunks !== undefined) this.chunks.push(data);
-    else this.writeToDisk(data);
+    this.chunks.push(data);
+    this.pending += data.length;
     this.size += data.length;
+    if (this.fd !== undefined && this.pending >= FLUSH_BYTES) this.flush();
   }
 
-  private writeToDisk(data: Buffer): void {
+  /** Writes the staged chunks to the temporary file in one call (a write per entry costs more than the copy). */
+  private flush(): void {
     try {
-      writeAll(this.fd as number, data);
+      writeAll(this.fd as number, this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.pending));
     } catch (error) {
       this.done = true;
       this.cleanup(error);
       throw ioError("Cannot write the temporary pack", error);
     }
+    this.chunks = [];
+    this.pending = 0;
   }
 
   /** Moves staging into a temporary file in the pack directory (so the final rename stays on one file system). */
@@ -182,14 +190,13 @@ export class PackWriter {
       this.cleanup(error);
       throw ioError("Cannot create a temporary pack", error);
     }
-    const staged = this.chunks ?? [];
-    this.chunks = undefined;
-    this.writeToDisk(packHeader(0));
-    for (const chunk of staged) this.writeToDisk(chunk);
+    this.chunks.unshift(packHeader(0));
+    this.pending += HEADER_SIZE;
+    this.flush();
   }
 
   private finishInMemory(): Buffer {
-    const chunks = [packHeader(this.entries.length), ...(this.chunks as Buffer[])];
+    const chunks = [packHeader(this.entries.length), ...this.chunks];
     const hash = createHash("sha1");
     for (const chunk of chunks) hash.update(chunk);
     const checksum = hash.digest();
@@ -197,11 +204,13 @@ export class PackWriter {
     this.tempPack = join(this.packDir, tempName("tmp_pack_"));
     writeFile(this.tempPack, Buffer.concat([...chunks, checksum]), this.options.fsync === true);
     this.chunks = [];
+    this.pending = 0;
     return checksum;
   }
 
   /** Patches the object count into the header, hashes the file back from disk and appends the checksum. */
   private finishOnDisk(): Buffer {
+    this.flush();
     const fd = this.fd as number;
     writeSync(fd, packHeader(this.entries.length), 0, HEADER_SIZE, 0);
     const hash = createHash("sha1");
@@ -248,7 +257,8 @@ export class PackWriter {
   }
 
   private cleanup(original: unknown): void {
-    this.chunks = undefined;
+    this.chunks = [];
+    this.pending = 0;
     if (this.fd !== undefined) {
       try {
         closeSync(this.fd);

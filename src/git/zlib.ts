@@ -1,0 +1,65 @@
+import { constants, deflateSync, inflateSync } from "node:zlib";
+import { corrupt } from "./errors.js";
+
+/**
+ * Objects up to this size are written as one *stored* (uncompressed) zlib
+ * block: for small bodies, setting up a zlib stream costs far more than the
+ * few bytes compression saves, and `git gc` recompresses them when it packs.
+ */
+export const STORED_MAX = 1024;
+const MOD_ADLER = 65521;
+// Largest run of bytes whose sums cannot lose precision before the modulo (zlib's NMAX).
+const NMAX = 5552;
+
+/** Adler-32, the checksum that ends a zlib stream. */
+export function adler32(data: Uint8Array, start = 0, end = data.length): number {
+  let a = 1;
+  let b = 0;
+  for (let i = start; i < end; ) {
+    const stop = Math.min(end, i + NMAX);
+    for (; i < stop; i++) {
+      a += data[i]!;
+      b += a;
+    }
+    a %= MOD_ADLER;
+    b %= MOD_ADLER;
+  }
+  return (b * 65536 + a) >>> 0;
+}
+
+/** A zlib stream holding `data` in one stored block (`data` must be at most 65535 bytes). */
+function storedStream(data: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(data.length + 11);
+  out[0] = 0x78; // deflate, 32 KiB window
+  out[1] = 0x01; // no dictionary, fastest; (0x78 * 256 + 0x01) % 31 === 0
+  out[2] = 0x01; // final block, stored
+  out.writeUInt16LE(data.length, 3);
+  out.writeUInt16LE(data.length ^ 0xffff, 5);
+  out.set(data, 7);
+  out.writeUInt32BE(adler32(data), 7 + data.length);
+  return out;
+}
+
+/** Deflates an object's bytes: a stored block up to {@link STORED_MAX} bytes, zlib at `level` above. */
+export function deflateObject(data: Uint8Array, level: number = constants.Z_BEST_SPEED): Buffer {
+  return data.length <= STORED_MAX ? storedStream(data) : deflateSync(data, { level });
+}
+
+/**
+ * Inflates a zlib stream (trailing bytes after its end are ignored). A single
+ * stored block — what we write for small objects — is unwrapped without zlib.
+ */
+export function inflateObject(data: Buffer, what: string): Buffer {
+  if (data.length >= 11 && data[0] === 0x78 && data[1] === 0x01 && data[2] === 0x01) {
+    const length = data.readUInt16LE(3);
+    if ((length ^ 0xffff) === data.readUInt16LE(5) && data.length >= length + 11) {
+      if (adler32(data, 7, 7 + length) !== data.readUInt32BE(7 + length)) throw corrupt(`${what} fails its zlib checksum`);
+      return data.subarray(7, 7 + length);
+    }
+  }
+  try {
+    return inflateSync(data);
+  } catch (error) {
+    throw corrupt(`${what} does not inflate: ${(error as Error).message}`, error);
+  }
+}

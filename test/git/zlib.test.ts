@@ -1,0 +1,43 @@
+import { randomBytes } from "node:crypto";
+import { deflateSync, inflateSync } from "node:zlib";
+import { describe, expect, it } from "vitest";
+import { adler32, deflateObject, inflateObject, STORED_MAX } from "../../src/git/zlib.js";
+import { Repository } from "../../src/git/index.js";
+import { errorCode, git, gitBytes, gitInitBare } from "./gitCli.js";
+
+describe("zlib streams", () => {
+  it("adler32 matches zlib's trailer", () => {
+    for (const size of [0, 1, 100, 5552, 5553, 70_000]) {
+      const data = randomBytes(size);
+      expect(adler32(data)).toBe(deflateSync(data).readUInt32BE(deflateSync(data).length - 4));
+    }
+  });
+
+  it("small objects are stored blocks zlib inflates; large ones are deflated; both inflate back", () => {
+    for (const size of [0, 1, STORED_MAX, STORED_MAX + 1, 200_000]) {
+      const data = Buffer.alloc(size, "ab");
+      const stream = deflateObject(data);
+      expect(inflateSync(stream).equals(data)).toBe(true);
+      expect(inflateObject(stream, "test").equals(data)).toBe(true);
+      if (size > STORED_MAX) expect(stream.length).toBeLessThan(size);
+    }
+  });
+
+  it("a stored block with a bad checksum is E_CORRUPT", () => {
+    const stream = deflateObject(Buffer.from("hello"));
+    stream[stream.length - 1] = stream[stream.length - 1]! ^ 1;
+    expect(errorCode(() => inflateObject(stream, "test"))).toBe("E_CORRUPT");
+  });
+
+  it("git reads large and small loose objects we write", () => {
+    const dir = gitInitBare();
+    const repo = Repository.open(dir);
+    const large = randomBytes(300_000);
+    const text = Buffer.from("text ".repeat(10_000));
+    for (const body of [large, text, Buffer.from("tiny")]) {
+      const id = repo.writeBlob(body);
+      expect(gitBytes(dir, ["cat-file", "blob", id]).equals(body)).toBe(true);
+    }
+    expect(git(dir, ["fsck", "--strict"])).toMatch(/^(dangling blob [0-9a-f]{40}\n?){3}$/);
+  });
+});
