@@ -1,12 +1,11 @@
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
 import { parseConfig } from "./config.js";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
-import { freshenFile, loosePath, readLooseObject, writeLooseObject } from "./looseObjects.js";
 import { LruCache } from "./lruCache.js";
 import { hashObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
-import { PackReader } from "./packReader.js";
+import { ObjectStore, readAlternates } from "./objectStore.js";
 import { PackWriter, type PackMode, type PackWriterOptions, type WrittenPack } from "./packWriter.js";
 import { RefStore, type RefStoreOptions } from "./refs.js";
 import { decodeTag, encodeTag, type Tag } from "./tag.js";
@@ -44,8 +43,9 @@ interface Layout {
 
 /**
  * A Git repository read and written in-process: objects from a bounded LRU
- * cache, then loose files, then packs (re-scanning `objects/pack` on a miss,
- * since `git gc` may have repacked); refs through {@link RefStore}.
+ * cache, then packs, then loose files — the repository's own, then those of
+ * its alternates — re-scanning `objects/pack` on a miss, since `git gc` may
+ * have repacked; refs through {@link RefStore}.
  *
  * Objects returned may come from the cache: treat their buffers as read-only.
  */
@@ -54,12 +54,11 @@ export class Repository {
   readonly refs: RefStore;
   /** `objects/` */
   readonly objectsDir: string;
-  private readonly packDir: string;
+  /** The repository's object store, then those its alternates name (read only). */
+  private readonly stores: ObjectStore[];
+  private readonly primary: ObjectStore;
   private readonly cache: LruCache<ObjectId, GitObject>;
   private readonly trees: LruCache<ObjectId, readonly TreeEntry[]>;
-  private packs: PackReader[] = [];
-  private packStamp = "";
-  private readonly verify: boolean;
   private readonly resolveBase = (id: ObjectId): GitObject | undefined => this.tryReadObject(id);
 
   private constructor(
@@ -70,9 +69,10 @@ export class Repository {
     private readonly options: RepositoryOptions,
   ) {
     this.objectsDir = join(commonDir, "objects");
-    this.packDir = join(this.objectsDir, "pack");
+    const storeOptions = { verify: options.verify ?? true, fsync: options.fsync === true };
+    this.primary = new ObjectStore(this.objectsDir, storeOptions);
+    this.stores = [this.primary, ...readAlternates(this.objectsDir).map((dir) => new ObjectStore(dir, storeOptions))];
     this.refs = new RefStore(gitDir, commonDir, options);
-    this.verify = options.verify ?? true;
     this.cache = new LruCache({ maxEntries: 100_000, maxWeight: options.cacheBytes ?? 32 * 1024 * 1024 });
     this.trees = new LruCache({ maxEntries: options.treeCacheSize ?? 2000, maxWeight: 1_000_000 });
   }
@@ -111,7 +111,7 @@ export class Repository {
   tryReadObject(id: ObjectId): GitObject | undefined {
     const cached = this.cache.get(id);
     if (cached !== undefined) return cached;
-    const object = this.readFromPacks(id) ?? readLooseObject(this.objectsDir, id, this.verify) ?? this.readAfterRescan(id);
+    const object = this.readKnown(id) ?? this.readAfterRescan(id);
     if (object !== undefined) this.cache.set(id, object, object.body.length + 64);
     return object;
   }
@@ -123,8 +123,8 @@ export class Repository {
 
   /** True when the object exists (loose or packed). */
   hasObject(id: ObjectId): boolean {
-    if (this.cache.has(id) || this.packs.some((pack) => pack.has(id)) || this.looseExists(id)) return true;
-    return this.rescanPacks() && this.packs.some((pack) => pack.has(id));
+    if (this.cache.has(id) || this.stores.some((store) => store.has(id))) return true;
+    return this.stores.some((store) => store.rescan() && store.has(id));
   }
 
   /** The object, checked to be of `type` (`E_CORRUPT` otherwise). */
@@ -162,9 +162,9 @@ export class Repository {
    */
   writeObject(type: ObjectType, body: Uint8Array): ObjectId {
     const id = hashObject(type, body);
-    const pack = this.packs.find((reader) => reader.has(id));
-    if (pack !== undefined && freshenFile(pack.packPath)) return id;
-    return writeLooseObject(this.objectsDir, type, body, { fsync: this.options.fsync === true, id });
+    // An object in an alternate is freshened there, as Git does; otherwise it is written here.
+    if (this.stores.some((store) => store !== this.primary && store.freshen(id))) return id;
+    return this.primary.writeLoose(type, body, id);
   }
 
   writeBlob(body: Uint8Array): ObjectId {
@@ -205,7 +205,7 @@ export class Repository {
 
   /** A writer for one pack in this repository; call `installPack(writer.finish())` to make it readable at once. */
   packWriter(options: PackWriterOptions = {}): PackWriter {
-    return new PackWriter(this.packDir, {
+    return new PackWriter(this.primary.packDir, {
       mode: this.options.packMode,
       memoryLimit: this.options.packMemoryLimit,
       fsync: this.options.fsync,
@@ -215,13 +215,12 @@ export class Repository {
 
   /** Makes a just-written pack readable without waiting for a rescan. */
   installPack(pack: WrittenPack | undefined): void {
-    if (pack === undefined || this.packs.some((reader) => reader.packPath === pack.packPath)) return;
-    this.packs.unshift(PackReader.open(pack.packPath));
+    this.primary.installPack(pack);
   }
 
-  /** Packs currently open (after the last scan). */
+  /** This repository's packs open now (after the last scan). */
   get packFiles(): readonly string[] {
-    return this.packs.map((pack) => pack.packPath);
+    return this.primary.packFiles;
   }
 
   /** Forgets cached objects and trees (e.g. after an external rewrite). */
@@ -232,15 +231,13 @@ export class Repository {
 
   /** Closes pack descriptors. The repository can still be used: packs reopen on the next miss. */
   close(): void {
-    for (const pack of this.packs) pack.close();
-    this.packs = [];
-    this.packStamp = "";
+    for (const store of this.stores) store.close();
   }
 
   // Packs first: a lookup in an index in memory costs less than a failed open of a loose file.
-  private readFromPacks(id: ObjectId): GitObject | undefined {
-    for (const pack of this.packs) {
-      const object = pack.read(id, this.resolveBase, this.verify);
+  private readKnown(id: ObjectId): GitObject | undefined {
+    for (const store of this.stores) {
+      const object = store.readPacked(id, this.resolveBase) ?? store.readLoose(id);
       if (object !== undefined) return object;
     }
     return undefined;
@@ -248,87 +245,18 @@ export class Repository {
 
   /** After a miss: `git gc` may have packed the object (and pruned its loose file) since our last scan. */
   private readAfterRescan(id: ObjectId): GitObject | undefined {
-    if (!this.rescanPacks()) return undefined;
-    return this.readFromPacks(id) ?? readLooseObject(this.objectsDir, id, this.verify);
+    for (const store of this.stores) {
+      if (!store.rescan()) continue;
+      const object = store.readPacked(id, this.resolveBase) ?? store.readLoose(id);
+      if (object !== undefined) return object;
+    }
+    return undefined;
   }
 
-  private looseExists(id: ObjectId): boolean {
-    try {
-      statSync(loosePath(this.objectsDir, id));
-      return true;
-    } catch (error) {
-      if (isErrno(error, "ENOENT", "ENOTDIR")) return false;
-      throw ioError(`Cannot stat object ${id}`, error);
-    }
-  }
-
-  /** Re-reads `objects/pack` when it changed; true when the set of packs changed. */
-  private rescanPacks(): boolean {
-    const stamp = dirStamp(this.packDir);
-    if (stamp === this.packStamp) return false;
-    const names = listPackNames(this.packDir);
-    const byPath = new Map(this.packs.map((pack) => [pack.packPath, pack]));
-    const next: PackReader[] = [];
-    for (const name of names) {
-      const path = join(this.packDir, name);
-      const reader = byPath.get(path) ?? openPackIfPresent(path);
-      byPath.delete(path);
-      if (reader !== undefined) next.push(reader);
-    }
-    for (const gone of byPath.values()) gone.close();
-    const changed = next.length !== this.packs.length || next.some((pack, i) => pack !== this.packs[i]);
-    this.packs = next;
-    this.packStamp = stamp;
-    return changed;
-  }
 }
 
 function notFound(id: ObjectId): never {
   throw gitError("E_NOT_FOUND", `Object ${id} is not in the repository`);
-}
-
-/** `pack-*.pack` names that have their `.idx`, newest first (recent objects are the likely reads). */
-function listPackNames(packDir: string): string[] {
-  let names: string[];
-  try {
-    names = readdirSync(packDir);
-  } catch (error) {
-    if (isErrno(error, "ENOENT")) return [];
-    throw ioError(`Cannot list ${packDir}`, error);
-  }
-  const idx = new Set(names.filter((name) => name.startsWith("pack-") && name.endsWith(".idx")));
-  const packs = names.filter((name) => name.startsWith("pack-") && name.endsWith(".pack") && idx.has(name.replace(/\.pack$/, ".idx")));
-  const mtime = new Map(packs.map((name) => [name, statMtime(join(packDir, name))]));
-  return packs.sort((a, b) => (mtime.get(b) ?? 0) - (mtime.get(a) ?? 0));
-}
-
-function statMtime(path: string): number {
-  try {
-    return statSync(path).mtimeMs;
-  } catch (error) {
-    if (isErrno(error, "ENOENT")) return 0;
-    throw ioError(`Cannot stat ${path}`, error);
-  }
-}
-
-/** Opens a pack that a concurrent `git gc` may just have removed; `undefined` then. */
-function openPackIfPresent(path: string): PackReader | undefined {
-  try {
-    return PackReader.open(path);
-  } catch (error) {
-    if (error instanceof Error && isErrno(error.cause, "ENOENT")) return undefined;
-    throw error;
-  }
-}
-
-function dirStamp(dir: string): string {
-  try {
-    const stat = statSync(dir, { bigint: true });
-    return `${stat.ino}:${stat.mtimeNs}:${stat.ctimeNs}`;
-  } catch (error) {
-    if (isErrno(error, "ENOENT")) return "";
-    throw ioError(`Cannot stat ${dir}`, error);
-  }
 }
 
 /** Creates a file unless it exists (two processes may init the same directory at once). */

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LruCache, loosePath, Repository, TreeMode, type GitObject } from "../../src/git/index.js";
@@ -69,6 +69,24 @@ describe("Repository.open", () => {
     expect(repo.readCommit(repo.refs.resolve("HEAD")!).message).toBe("on side\n");
     expect(repo.refs.resolve("refs/heads/main")).toBe(git(main, ["rev-parse", "main"]));
     expect(repo.objectsDir).toBe(join(main, ".git", "objects"));
+  });
+
+  it("reads objects through alternates (git clone --shared) and writes its own", () => {
+    const source = worktreeRepo();
+    git(source, ["gc", "-q"]);
+    const clone = join(tempDir("git-shared"), "clone");
+    git(source, ["clone", "-q", "--shared", source, clone]);
+    expect(readFileSync(join(clone, ".git", "objects", "info", "alternates"), "utf8")).toContain(source);
+    const repo = Repository.open(clone);
+    const head = repo.refs.resolve("HEAD")!;
+    const tree = repo.readTree(repo.readCommit(head).tree);
+    expect(repo.readBlob(tree[0]!.id).toString()).toBe("content\n");
+    const id = repo.writeBlob(Buffer.from("only in the clone"));
+    expect(existsSync(loosePath(repo.objectsDir, id))).toBe(true);
+    expect(git(clone, ["cat-file", "-p", id])).toBe("only in the clone");
+    // An object the alternate holds is not copied into the clone.
+    expect(repo.writeBlob(Buffer.from("content\n"))).toBe(tree[0]!.id);
+    expect(existsSync(loosePath(repo.objectsDir, tree[0]!.id))).toBe(false);
   });
 
   it("refuses what is not a repository (E_NOT_FOUND) and a SHA-256 repository (E_UNSUPPORTED)", () => {
