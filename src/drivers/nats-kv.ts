@@ -25,6 +25,8 @@ export interface NatsKvOptions {
   history?: number;
   /** Age in ms after which the server drops every entry of the bucket (JetStream `max_age`); applies when the bucket is created. */
   ttl?: number;
+  /** Copies of the bucket in a JetStream cluster: 1 (default), 3 or 5; applies when the bucket is created. */
+  replicas?: number;
   /** Milliseconds for connecting and for each operation (default 5000); a server that does not answer gives `E_UNAVAILABLE`. */
   timeout?: number;
   /** Further options for `connect()` of `@nats-io/transport-node` (user, pass, token, tls, name, ...). */
@@ -189,7 +191,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
     try {
       const js = jetstream(nc, { timeout });
       const jsm = await jetstreamManager(nc, { timeout });
-      const kv = await new Kvm(js).create(bucket, { history: historyDepth, ttl: options.ttl ?? 0, timeout });
+      const kv = await new Kvm(js).create(bucket, { history: historyDepth, ttl: options.ttl ?? 0, replicas: options.replicas ?? 1, timeout });
       return { nc, js, jsm, kv };
     } catch (error) {
       await nc.close();

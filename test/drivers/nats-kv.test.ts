@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -9,7 +9,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { createStorage, isStorageError, normalizeKey, type Storage } from "../../src/index.js";
 import natsKv, { decodeKey, encodeKey } from "../../src/drivers/nats-kv.js";
 import { testDriver } from "../../src/testing/index.js";
-import { serviceUp } from "../helpers/services.js";
+import { reachable, serviceUp } from "../helpers/services.js";
+import { tempDir } from "../helpers/tempDir.js";
 
 const servers = process.env.STOWAGE_NATS_SERVERS ?? "127.0.0.1:4222";
 // Every driver this file makes gets its own bucket, so parallel runs and test files never meet.
@@ -32,6 +33,40 @@ async function codeOf(action: () => Promise<unknown>): Promise<string> {
     throw error;
   }
   return "none";
+}
+
+/** A loopback port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const { port } = probe.address() as { port: number };
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/** A private nats-server with JetStream on a free loopback port and its own store: ours to stop and start. */
+async function privateNats() {
+  const dir = tempDir("nats-private");
+  const port = await freePort();
+  const address = `127.0.0.1:${port}`;
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], { stdio: "ignore" });
+    const deadline = Date.now() + 15_000;
+    while (!(await reachable(address))) {
+      if (Date.now() > deadline) throw new Error("the private nats-server did not start");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+  const stop = async () => {
+    const running = child;
+    child = undefined;
+    if (!running || running.exitCode !== null) return;
+    const exited = new Promise((resolve) => running.once("exit", resolve));
+    running.kill("SIGKILL");
+    await exited;
+  };
+  return { address, start, stop };
 }
 
 describe("nats-kv key encoding", () => {
@@ -192,10 +227,7 @@ if (await serviceUp("NATS", servers)) {
     });
 
     it("a server that is not there fails with E_UNAVAILABLE within the timeout", async () => {
-      const probe = createServer();
-      await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-      const { port } = probe.address() as { port: number };
-      await new Promise((resolve) => probe.close(resolve));
+      const port = await freePort();
       const storage = createStorage({ driver: natsKv({ servers: `127.0.0.1:${port}`, timeout: 500 }) });
       const started = Date.now();
       expect(await codeOf(() => storage.getItem("a"))).toBe("E_UNAVAILABLE");
@@ -204,6 +236,50 @@ if (await serviceUp("NATS", servers)) {
       expect(Date.now() - started).toBeLessThan(5000);
       await storage.dispose();
     });
+
+    it("a server stopped mid-run: calls fail with E_UNAVAILABLE, work again after restart, and no acknowledged write is lost", async () => {
+      const server = await privateNats();
+      await server.start();
+      const storage = createStorage({ driver: natsKv({ servers: server.address, bucket: "fault", timeout: 1000 }) });
+      try {
+        const acknowledged: number[] = [];
+        let stopped = false;
+        const writer = (async () => {
+          for (let i = 0; !stopped; i++) {
+            try {
+              await storage.setItem(`key:${i}`, i);
+              acknowledged.push(i);
+            } catch (error) {
+              expect(isStorageError(error, "E_UNAVAILABLE")).toBe(true);
+            }
+          }
+        })();
+        while (acknowledged.length < 50) await new Promise((resolve) => setTimeout(resolve, 10));
+        await server.stop();
+        const started = Date.now();
+        expect(await codeOf(() => storage.getItem("key:0"))).toBe("E_UNAVAILABLE");
+        expect(await codeOf(() => storage.setItem("during", 1))).toBe("E_UNAVAILABLE");
+        expect(Date.now() - started).toBeLessThan(10_000);
+        await server.start();
+        // The same storage object works again once the client has reconnected.
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          const code = await codeOf(() => storage.setItem("after", "restart"));
+          if (code === "none") break;
+          expect(code).toBe("E_UNAVAILABLE");
+          if (Date.now() > deadline) throw new Error("NATS did not come back");
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        stopped = true;
+        await writer;
+        expect(await storage.getItem("after")).toBe("restart");
+        const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
+        expect(values.filter((entry, index) => entry.value !== acknowledged[index])).toEqual([]);
+      } finally {
+        await storage.dispose();
+        await server.stop();
+      }
+    }, 90_000);
 
     it("dispose() leaves nothing that keeps the process alive", async () => {
       const child = spawn(process.execPath, ["--import", TSX, WORKER, "nats-kv", freshBucket(), "write", "20"], {
