@@ -1,0 +1,363 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { setTimeout as sleep } from "node:timers/promises";
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import { normalizeKey } from "../core/keys.js";
+import type { DriverFlags, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
+
+export interface HttpOptions {
+  /** URL the keys live under, e.g. `http://127.0.0.1:8787/` (a stowage or unstorage storage server). Required. */
+  base: string;
+  /** Headers sent with every request. */
+  headers?: Record<string, string>;
+  /** Bearer token, sent as `Authorization: Bearer <token>`. */
+  token?: string;
+  /** How long one call may take, retries included, in ms (default 10,000); then `E_UNAVAILABLE`. */
+  timeout?: number;
+  /** How many times a failed request is tried again (default 2); see docs/http.md for which ones are. */
+  retries?: number;
+  /**
+   * What answers at `base` (default `"stowage"`): a stowage server keeps TTL,
+   * etags and base-scoped clears, so the driver declares `ttl`, `cas` and
+   * `clearBase`; against `"unstorage"`'s server it declares none of them.
+   */
+  server?: "stowage" | "unstorage";
+  /** Requests in flight at once for getItems and setItems (default 16). */
+  concurrency?: number;
+}
+
+const DRIVER_NAME = "http";
+const OCTET_STREAM = "application/octet-stream";
+const TEXT = "text/plain; charset=utf-8";
+/** Answers that say the server did not do the work and may do it if asked again. */
+const RETRY_STATUSES = new Set([502, 503, 504]);
+/** Network failures that happen before a request reaches the server, so any request may be sent again. */
+const CONNECT_ERRORS = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"]);
+/** Keep-alive connections per server; more requests wait for one. */
+const MAX_SOCKETS = 32;
+
+const STOWAGE_FLAGS: DriverFlags = { ttl: true, cas: true, clearBase: true };
+
+const CODE_BY_STATUS: Record<number, StorageErrorCode> = {
+  400: "E_INVALID_OPTION",
+  405: "E_READONLY",
+  412: "E_CONFLICT",
+  413: "E_TOO_LARGE",
+  501: "E_UNSUPPORTED",
+  502: "E_UNAVAILABLE",
+  503: "E_UNAVAILABLE",
+  504: "E_UNAVAILABLE",
+};
+
+const KNOWN_CODES = new Set<string>([
+  "E_INVALID_KEY",
+  "E_INVALID_VALUE",
+  "E_INVALID_OPTION",
+  "E_READONLY",
+  "E_NOT_FOUND",
+  "E_CONFLICT",
+  "E_UNSUPPORTED",
+  "E_TOO_LARGE",
+  "E_UNAVAILABLE",
+  "E_CORRUPT",
+  "E_IO",
+  "E_DRIVER",
+]);
+
+interface Call {
+  method: "GET" | "HEAD" | "PUT" | "DELETE";
+  path: string;
+  headers?: Record<string, string>;
+  body?: string | Uint8Array;
+  /** A conditional write: after an ambiguous failure it may have happened, so it is not sent again. */
+  conditional?: boolean;
+}
+
+/** A base as a URL path ending in `/`, which asks for a listing (or a clear); `""` for the root. */
+function basePath(base: string): string {
+  const path = keyPath(base);
+  return path ? path + "/" : "";
+}
+
+/** A key as a URL path: each segment percent-encoded, `/` between them (unstorage's encoding). */
+function keyPath(key: string): string {
+  return key
+    .split(":")
+    .filter(Boolean)
+    .map((segment) => encodeURIComponent(segment))
+    .join("/");
+}
+
+/** One answer, its body read whole (the server bounds bodies; large values are what the caller asked for). */
+interface Answer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+function networkCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" ? code : undefined;
+}
+
+function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** An entity tag from a header, back to the store's etag (the server percent-encodes it). */
+function parseEtag(value: string | undefined): string | undefined {
+  const match = value ? /^(?:W\/)?"(.*)"$/.exec(value) : null;
+  if (!match) return undefined;
+  try {
+    return decodeURIComponent(match[1]!);
+  } catch (error) {
+    throw new StorageError("E_CORRUPT", `Malformed ETag from the server: ${value}`, { driver: DRIVER_NAME, cause: error });
+  }
+}
+
+function conditionHeaders(headers: Record<string, string>, opts: SetOptions | RemoveOptions | undefined): boolean {
+  if (opts?.ifMatch !== undefined) headers["if-match"] = `"${encodeURIComponent(opts.ifMatch)}"`;
+  if ((opts as SetOptions | undefined)?.ifNoneMatch === "*") headers["if-none-match"] = "*";
+  return opts?.ifMatch !== undefined || (opts as SetOptions | undefined)?.ifNoneMatch === "*";
+}
+
+/** The `{ code, message }` of an error answer (h3 sends `statusMessage`); a body that is not JSON says nothing. */
+function errorBody(body: Buffer): { code?: unknown; message?: unknown; statusMessage?: unknown } | undefined {
+  const text = body.toString("utf8");
+  if (!text.startsWith("{")) return undefined;
+  return parseJson(body) as { code?: unknown; message?: unknown; statusMessage?: unknown };
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch (error) {
+    throw new StorageError("E_CORRUPT", "The server answered with malformed JSON", { driver: DRIVER_NAME, cause: error });
+  }
+}
+
+/** Runs `task` over `items` with at most `limit` in flight, results in order. */
+async function mapLimited<T, R>(items: T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await task(items[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/**
+ * A store behind an HTTP storage server: stowage's (`stowage serve`,
+ * `stowage/server`) or unstorage's. Speaks unstorage's protocol over
+ * node:http with keep-alive connections, adds timeouts, retries for requests
+ * that are safe to repeat, and ETag-based CAS. See docs/http.md.
+ */
+export default defineDriver((options: HttpOptions) => {
+  if (!options?.base) throw new StorageError("E_INVALID_OPTION", "The http driver needs a base URL", { driver: DRIVER_NAME });
+  let base: URL;
+  try {
+    base = new URL(options.base.replace(/\/*$/, "/"));
+  } catch (error) {
+    throw new StorageError("E_INVALID_OPTION", `Invalid base URL: ${options.base}`, { driver: DRIVER_NAME, cause: error });
+  }
+  if (base.protocol !== "http:" && base.protocol !== "https:") {
+    throw new StorageError("E_INVALID_OPTION", `The http driver speaks http: and https:, not ${base.protocol}`, { driver: DRIVER_NAME });
+  }
+  const secure = base.protocol === "https:";
+  const agent = secure ? new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }) : new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS });
+  const send = secure ? httpsRequest : httpRequest;
+  const timeout = options.timeout ?? 10_000;
+  const retries = options.retries ?? 2;
+  const concurrency = options.concurrency ?? 16;
+  const stowage = (options.server ?? "stowage") === "stowage";
+  const common: Record<string, string> = { ...options.headers };
+  if (options.token !== undefined) common.authorization = `Bearer ${options.token}`;
+  const disposed = new AbortController();
+
+  const unavailable = (call: Call, why: string, cause?: unknown) =>
+    new StorageError("E_UNAVAILABLE", `${call.method} ${base.href}${call.path}: ${why}`, { driver: DRIVER_NAME, cause });
+
+  /** Turns an error answer into a StorageError, keeping the server's code when it sent one. */
+  function failure(call: Call, answer: Answer): StorageError {
+    let code: StorageErrorCode = CODE_BY_STATUS[answer.status] ?? "E_DRIVER";
+    let message = `${answer.status}`;
+    if (header(answer.headers, "content-type")?.startsWith("application/json")) {
+      const body = errorBody(answer.body);
+      if (typeof body?.code === "string" && KNOWN_CODES.has(body.code)) code = body.code as StorageErrorCode;
+      const text = body?.message ?? body?.statusMessage;
+      if (typeof text === "string") message += `: ${text}`;
+    }
+    if (answer.status === 401 || answer.status === 403) message += " (check the token)";
+    return new StorageError(code, `${call.method} ${base.href}${call.path}: ${message}`, { driver: DRIVER_NAME });
+  }
+
+  /** One request and its whole answer; the signal bounds both. */
+  function exchange(call: Call, signal: AbortSignal): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const headers = { ...common, ...call.headers };
+      const req = send(new URL(call.path, base), { method: call.method, headers, agent, signal }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }));
+        res.on("error", reject);
+      });
+      req.on("error", reject);
+      req.end(call.body);
+    });
+  }
+
+  // Calls beyond MAX_SOCKETS wait here, and their timeout starts when they leave: a burst of
+  // many calls against a busy server is slow, not failed. When the server stopped answering,
+  // a call that already waited `timeout` fails at once, so a burst against a dead server drains.
+  const waiting: (() => void)[] = [];
+  let active = 0;
+  let answering = true;
+
+  async function acquire(call: Call): Promise<void> {
+    const queued = Date.now();
+    if (active < MAX_SOCKETS) active++;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    if (disposed.signal.aborted || (!answering && Date.now() - queued > timeout)) {
+      release();
+      throw unavailable(call, disposed.signal.aborted ? "the driver was disposed" : `the server has not answered for ${timeout} ms`);
+    }
+  }
+
+  function release(): void {
+    const next = waiting.shift();
+    if (next) next();
+    else active--;
+  }
+
+  /** Sends a call, retrying what is safe to retry, all within `timeout`. 404 is an answer, not a failure. */
+  async function request(call: Call): Promise<Answer> {
+    await acquire(call);
+    try {
+      const answer = await attempts(call);
+      answering = true;
+      return answer;
+    } catch (error) {
+      answering = !(error instanceof StorageError && error.code === "E_UNAVAILABLE");
+      throw error;
+    } finally {
+      release();
+    }
+  }
+
+  async function attempts(call: Call): Promise<Answer> {
+    const signal = AbortSignal.any([AbortSignal.timeout(timeout), disposed.signal]);
+    for (let attempt = 0; ; attempt++) {
+      let answer: Answer;
+      try {
+        answer = await exchange(call, signal);
+      } catch (error) {
+        if (signal.aborted) throw unavailable(call, disposed.signal.aborted ? "the driver was disposed" : `no answer within ${timeout} ms`, error);
+        const safe = !call.conditional || CONNECT_ERRORS.has(networkCode(error) ?? "");
+        if (!safe || attempt >= retries) throw unavailable(call, `request failed (${networkCode(error) ?? String(error)})`, error);
+        await backoff(attempt, signal, call);
+        continue;
+      }
+      if (answer.status < 300 || answer.status === 404) return answer;
+      if (RETRY_STATUSES.has(answer.status) && !call.conditional && attempt < retries) {
+        await backoff(attempt, signal, call);
+        continue;
+      }
+      throw failure(call, answer);
+    }
+  }
+
+  async function backoff(attempt: number, signal: AbortSignal, call: Call): Promise<void> {
+    const delay = Math.min(1000, 50 * 2 ** attempt) * (0.5 + Math.random() / 2);
+    try {
+      await sleep(delay, undefined, { signal });
+    } catch (error) {
+      throw unavailable(call, `no answer within ${timeout} ms`, error);
+    }
+  }
+
+  async function get(key: string, headers?: Record<string, string>): Promise<Buffer | null> {
+    const answer = await request({ method: "GET", path: keyPath(key), headers });
+    return answer.status === 404 ? null : answer.body;
+  }
+
+  async function getText(key: string): Promise<string | null> {
+    return (await get(key))?.toString("utf8") ?? null;
+  }
+
+  async function put(key: string, body: string | Uint8Array, type: string, opts: SetOptions | undefined): Promise<void> {
+    const headers: Record<string, string> = { "content-type": type };
+    const conditional = conditionHeaders(headers, opts);
+    // x-ttl is in seconds, as unstorage has it; fractions carry stowage's milliseconds exactly.
+    if (opts?.ttl !== undefined) headers["x-ttl"] = String(opts.ttl / 1000);
+    await request({ method: "PUT", path: keyPath(key), headers, body, conditional });
+  }
+
+  const head = (key: string) => request({ method: "HEAD", path: keyPath(key) });
+
+  function metaOf(answer: Answer): StorageMeta {
+    const meta: StorageMeta = {};
+    const modified = header(answer.headers, "last-modified");
+    if (modified) meta.mtime = new Date(modified);
+    const ttl = Number(header(answer.headers, "x-ttl"));
+    if (ttl > 0) {
+      meta.ttl = Math.round(ttl * 1000);
+      meta.expires = new Date(Date.now() + meta.ttl);
+    }
+    const etag = parseEtag(header(answer.headers, "etag"));
+    if (etag !== undefined) meta.etag = etag;
+    const length = header(answer.headers, "content-length");
+    if (stowage && length !== undefined) meta.size = Number(length);
+    return meta;
+  }
+
+  async function listKeys(prefix: string): Promise<string[]> {
+    const answer = await request({ method: "GET", path: basePath(prefix) });
+    const keys = answer.status === 404 ? [] : parseJson(answer.body);
+    return Array.isArray(keys) ? keys.map((key) => normalizeKey(String(key))) : [];
+  }
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: stowage ? STOWAGE_FLAGS : {},
+    getInstance: () => agent,
+    hasItem: async (key: string) => (await head(key)).status !== 404,
+    getItem: (key: string) => getText(key),
+    async getItemRaw(key: string) {
+      const body = await get(key, { accept: OCTET_STREAM });
+      return body === null ? null : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+    },
+    getItems: (items: { key: string }[]) => mapLimited(items, concurrency, async ({ key }) => ({ key, value: await getText(key) })),
+    setItem: (key: string, value: string, opts: SetOptions) => put(key, value, TEXT, opts),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => put(key, value, OCTET_STREAM, opts),
+    async setItems(items: { key: string; value: string; options?: SetOptions }[], commonOptions?: SetOptions) {
+      await mapLimited(items, concurrency, ({ key, value, options: own }) => put(key, value, TEXT, own ?? commonOptions));
+    },
+    async removeItem(key: string, opts: RemoveOptions & TransactionOptions) {
+      const headers: Record<string, string> = {};
+      const conditional = conditionHeaders(headers, opts);
+      const answer = await request({ method: "DELETE", path: keyPath(key), headers, conditional });
+      // A conditional delete of an absent key: the etag cannot match.
+      if (answer.status === 404 && conditional) throw new StorageError("E_CONFLICT", `No value at ${key}`, { driver: DRIVER_NAME, key });
+    },
+    async getMeta(key: string) {
+      const answer = await head(key);
+      return answer.status === 404 ? null : metaOf(answer);
+    },
+    getKeys: (prefix: string) => listKeys(prefix ?? ""),
+    async clear(prefix: string) {
+      await request({ method: "DELETE", path: basePath(prefix ?? "") });
+    },
+    dispose() {
+      disposed.abort();
+      for (const next of waiting.splice(0)) next();
+      agent.destroy();
+    },
+  };
+});

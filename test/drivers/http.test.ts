@@ -1,0 +1,139 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createStorage as createUnstorage } from "unstorage";
+import { createStorageServer as createUnstorageServer } from "unstorage/server";
+import { afterAll, describe, expect, it } from "vitest";
+import { isStorageError, type StorageError } from "../../src/core/errors.js";
+import { createCoreStorage } from "../../src/core/storage.js";
+import http from "../../src/drivers/http.js";
+import { testDriver } from "../../src/testing/index.js";
+import { startServer } from "../server/helpers.js";
+
+const servers: Server[] = [];
+
+/** A node:http server on an ephemeral loopback port, closed when the file ends. */
+async function listen(server: Server): Promise<string> {
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+}
+
+afterAll(async () => {
+  for (const server of servers.splice(0)) {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+/** unstorage's own server (h3) over unstorage's memory driver. */
+async function unstorageServer(): Promise<string> {
+  const { handle } = createUnstorageServer(createUnstorage());
+  return listen(createServer(handle));
+}
+
+testDriver({
+  name: "http driver against a stowage server (memory)",
+  driver: async () => http({ base: (await startServer()).url }),
+});
+
+// unstorage's server stores a string body verbatim and reads it back with destr, so the
+// string "456" comes back as the number 456: unstorage's behaviour, not the driver's.
+testDriver({
+  name: "http driver against unstorage's server",
+  driver: async () => http({ base: await unstorageServer(), server: "unstorage" }),
+  skip: ["keeps strings and rich values exact"],
+});
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<StorageError> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(isStorageError(error), String(error)).toBe(true);
+  expect((error as StorageError).code).toBe(code);
+  return error as StorageError;
+}
+
+describe("http driver", () => {
+  it("a refused connection is E_UNAVAILABLE", async () => {
+    const url = await listen(createServer());
+    const dead = servers.pop()!;
+    await new Promise((resolve) => dead.close(resolve));
+    const storage = createCoreStorage({ driver: http({ base: url, retries: 1 }) });
+    await expectCode(storage.getItem("k"), "E_UNAVAILABLE");
+    await expectCode(storage.setItem("k", 1), "E_UNAVAILABLE");
+  });
+
+  it("a server that never answers is E_UNAVAILABLE within the timeout, never a hang", async () => {
+    // Accepts connections, reads requests, answers nothing.
+    const silent = createServer(() => undefined);
+    const url = await listen(silent);
+    const storage = createCoreStorage({ driver: http({ base: url, timeout: 300 }) });
+    const started = Date.now();
+    const error = await expectCode(storage.getItem("k"), "E_UNAVAILABLE");
+    expect(error.message).toMatch(/no answer within 300 ms/);
+    expect(Date.now() - started).toBeLessThan(5000);
+    // A burst beyond the connection limit drains once the server is known to be silent.
+    const burst = await Promise.allSettled(Array.from({ length: 100 }, (_, i) => storage.hasItem(`k${i}`)));
+    expect(burst.every((result) => result.status === "rejected")).toBe(true);
+  });
+
+  it("retries idempotent requests on 503, never a conditional write", async () => {
+    const { server: target, storage: remote } = await startServer();
+    await remote.setItem("k", "v");
+    let failures = 2;
+    let seen = 0;
+    const flaky = createServer((req, res) => {
+      seen++;
+      if (failures-- > 0) {
+        res.writeHead(503, { "content-type": "application/json" });
+        return void res.end('{"code":"E_UNAVAILABLE","message":"busy"}');
+      }
+      void target.handle(req, res);
+    });
+    const storage = createCoreStorage({ driver: http({ base: await listen(flaky), retries: 3 }) });
+    expect(await storage.getItem("k")).toBe("v");
+    expect(seen).toBe(3);
+    failures = 1;
+    seen = 0;
+    const { etag } = await remote.getMeta("k");
+    await expectCode(storage.setItem("k", "w", { ifMatch: etag }), "E_UNAVAILABLE");
+    expect(seen).toBe(1);
+    expect(await remote.getItem("k")).toBe("v");
+  });
+
+  it("token, read-only server and body limit map to errors", async () => {
+    const { url } = await startServer({ token: "t0ken", maxBodySize: 1000 });
+    const good = createCoreStorage({ driver: http({ base: url, token: "t0ken" }) });
+    await good.setItem("k", 1);
+    expect(await good.getItem("k")).toBe(1);
+    await expectCode(good.setItemRaw("big", new Uint8Array(5000)), "E_TOO_LARGE");
+    const bad = createCoreStorage({ driver: http({ base: url, token: "wrong" }) });
+    expect((await expectCode(bad.getItem("k"), "E_DRIVER")).message).toMatch(/401.*token/);
+
+    const readOnly = await startServer({ readOnly: true });
+    const reader = createCoreStorage({ driver: http({ base: readOnly.url }) });
+    await expectCode(reader.setItem("k", 1), "E_READONLY");
+  });
+
+  it("ttl travels as x-ttl seconds and keeps milliseconds", async () => {
+    const { url, storage: remote } = await startServer();
+    const storage = createCoreStorage({ driver: http({ base: url }) });
+    await storage.setItem("k", 1, { ttl: 1500 });
+    const meta = await remote.getMeta("k");
+    expect(meta.ttl).toBeGreaterThan(1000);
+    expect(meta.ttl).toBeLessThanOrEqual(1500);
+    const seen = await storage.getMeta("k");
+    expect(seen.ttl).toBeLessThanOrEqual(1500);
+    expect(seen.expires).toBeInstanceOf(Date);
+  });
+
+  it("a server over an unreachable store answers 503, which the client sees as E_UNAVAILABLE", async () => {
+    const url = await listen(createServer());
+    const dead = servers.pop()!;
+    await new Promise((resolve) => dead.close(resolve));
+    const { url: front } = await startServer({ driver: http({ base: url, retries: 0, timeout: 500 }) });
+    const storage = createCoreStorage({ driver: http({ base: front, retries: 0 }) });
+    await expectCode(storage.getItem("k"), "E_UNAVAILABLE");
+  });
+});
