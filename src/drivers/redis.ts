@@ -46,6 +46,13 @@ const INVALIDATE_CHANNEL = "__redis__:invalidate";
 
 const nothing = (): void => undefined;
 
+/** A server without CLIENT TRACKING (before Redis 6, some proxies, an ACL without CLIENT) cannot watch this way. */
+function noTracking(error: unknown): never {
+  if (!(error instanceof Error) || error.name !== "ReplyError") throw error;
+  const message = error.message;
+  throw new StorageError("E_UNSUPPORTED", `watch: "tracking" needs CLIENT TRACKING (${message}); use watch: "pubsub"`, { driver: DRIVER_NAME, cause: error });
+}
+
 /** Failures of background work (re-subscribing, classifying events) have no caller to go to. */
 function warn(error: unknown): void {
   process.emitWarning(`stowage redis watch: ${error instanceof Error ? error.message : String(error)}`);
@@ -462,11 +469,11 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
         // The connection that is not ready yet syncs again when it is.
         if (subscriber.status !== "ready" || tracker.status !== "ready") return;
         if (!redirect) {
-          redirect = String(await subscriber.client("ID"));
+          redirect = String(await subscriber.client("ID").catch(noTracking));
           await subscriber.subscribe(INVALIDATE_CHANNEL);
         }
         await tracker.call("CLIENT", "TRACKING", "OFF");
-        await tracker.call("CLIENT", "TRACKING", "ON", "REDIRECT", redirect, "BCAST", ...(prefix ? ["PREFIX", prefix] : []));
+        await tracker.call("CLIENT", "TRACKING", "ON", "REDIRECT", redirect, "BCAST", ...(prefix ? ["PREFIX", prefix] : [])).catch(noTracking);
       };
       let syncing: Promise<void> = Promise.resolve();
       const resync = () => (syncing = syncing.then(sync, sync));
