@@ -174,6 +174,9 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
   }
   if (!Number.isFinite(timeout) || timeout <= 0) throw new StorageError("E_INVALID_OPTION", "timeout must be a positive number of ms", { driver: DRIVER_NAME });
   const stream = `KV_${bucket}`;
+  // How old an unnamed chunk set must be before a later large write collects it: twice the
+  // time a writer may take to publish the entry that names its chunks.
+  const chunkGrace = 2 * timeout;
   const subjectPrefix = `$KV.${bucket}.`;
   let opening: Promise<NatsKvInstance> | undefined;
   let instance: NatsKvInstance | undefined;
@@ -329,6 +332,30 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
       await conn.jsm.streams.purge(stream, { filter: subjectOf(`${CHUNK_TOKEN}.${natsKey}.${id}.*`) });
       throw error;
     }
+    // The write stands; a failed clean-up only leaves chunks for the next one.
+    await collectChunks(conn, natsKey).catch((error: unknown) => process.emitWarning(`stowage nats-kv: collecting old chunks failed: ${String(error)}`));
+  }
+
+  /**
+   * Purges the chunk sets of a key that no version the bucket keeps names any
+   * more. A set is only collected once its newest chunk is older than
+   * `chunkGrace`, so a concurrent writer that has published its chunks but
+   * not yet the entry that names them keeps them.
+   */
+  async function collectChunks(conn: NatsKvInstance, natsKey: string): Promise<void> {
+    const named = new Set<string>();
+    for await (const message of lastPerSubject(conn, subjectOf(natsKey), DeliverPolicy.All, true)) {
+      const manifest = message.headers?.get(CHUNKS);
+      if (manifest) named.add(manifest.split(" ")[0]!);
+    }
+    const newest = new Map<string, number>();
+    for await (const message of lastPerSubject(conn, chunkFilter(natsKey), DeliverPolicy.LastPerSubject, true)) {
+      const id = message.subject.split(".").at(-2)!;
+      newest.set(id, Math.max(newest.get(id) ?? 0, message.time.getTime()));
+    }
+    const cutoff = Date.now() - chunkGrace;
+    const unnamed = [...newest].filter(([id, time]) => !named.has(id) && time < cutoff).map(([id]) => id);
+    await Promise.all(unnamed.map((id) => conn.jsm.streams.purge(stream, { filter: subjectOf(`${CHUNK_TOKEN}.${natsKey}.${id}.*`) })));
   }
 
   async function write(key: string, value: string | Uint8Array, opts: SetOptions | undefined): Promise<void> {

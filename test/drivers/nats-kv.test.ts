@@ -166,6 +166,33 @@ if (await serviceUp("NATS", servers)) {
       }
     });
 
+    it("a large write collects the chunk sets no kept version names any more", async () => {
+      const bucket = freshBucket();
+      // history 1: only the newest version is kept; timeout 1000 ms: sets older than 2 s are collected.
+      const storage = createStorage({ driver: natsKv({ servers, bucket, history: 1, timeout: 1000 }) });
+      open.push(storage);
+      const nc = await connect({ servers });
+      try {
+        const kv = await new Kvm(nc).open(bucket);
+        const chunkSets = async () => {
+          const ids = new Set<string>();
+          for await (const key of await kv.keys("=chunks.>")) ids.add(key.split(".").at(-2)!);
+          return ids.size;
+        };
+        await storage.setItemRaw("big", randomBytes(2 * 1024 * 1024));
+        await storage.setItemRaw("big", randomBytes(2 * 1024 * 1024));
+        // The first set is unnamed but young: a writer could still be about to name it.
+        expect(await chunkSets()).toBe(2);
+        await new Promise((resolve) => setTimeout(resolve, 2100));
+        const last = randomBytes(2 * 1024 * 1024);
+        await storage.setItemRaw("big", last);
+        expect(await chunkSets()).toBe(1);
+        expect(Buffer.from((await storage.getItemRaw("big"))!).equals(last)).toBe(true);
+      } finally {
+        await nc.close();
+      }
+    });
+
     it("CAS guards a chunked write too", async () => {
       const storage = storageAt(freshBucket());
       await storage.setItem("c", 1);
