@@ -146,14 +146,14 @@ export class RefStore {
   update(name: string, id: ObjectId, options: RefUpdateOptions = {}): void {
     checkId(id);
     const target = this.followSymbolic(name);
-    this.retrySync(() => this.tryUpdate(target, id, options));
+    this.retrySync(() => this.tryUpdate(target, id, options, name));
   }
 
   /** {@link update}, waiting for a held lock without blocking the event loop. */
   async updateAsync(name: string, id: ObjectId, options: RefUpdateOptions = {}): Promise<void> {
     checkId(id);
     const target = this.followSymbolic(name);
-    await this.retryAsync(() => this.tryUpdate(target, id, options));
+    await this.retryAsync(() => this.tryUpdate(target, id, options, name));
   }
 
   /**
@@ -184,7 +184,7 @@ export class RefStore {
   }
 
   /** One attempt at a CAS update; HELD when another writer has the lock. */
-  private tryUpdate(name: string, id: ObjectId, options: RefUpdateOptions): Attempt<void> {
+  private tryUpdate(name: string, id: ObjectId, options: RefUpdateOptions, via: string): Attempt<void> {
     const lock = tryLock(this.refPath(name));
     if (lock === undefined) return HELD;
     try {
@@ -192,13 +192,11 @@ export class RefStore {
       checkExpected(name, current, options.expected);
       if (current === undefined) this.checkNoConflict(name);
       writeLock(lock, `${id}\n`, this.options.fsync === true);
-      // Git appends the reflog line before the rename that publishes the ref.
-      appendReflog(this.logPath(name), {
-        old: current ?? ZERO_ID,
-        new: id,
-        who: this.who(options),
-        message: options.message ?? "",
-      });
+      // Git appends the reflog line before the rename that publishes the ref,
+      // and logs an update made through a symbolic ref (HEAD) in that ref's log too.
+      const line = { old: current ?? ZERO_ID, new: id, who: this.who(options), message: options.message ?? "" };
+      appendReflog(this.logPath(name), line);
+      if (via !== name) appendReflog(this.logPath(via), line);
     } catch (error) {
       rollbackLock(lock, error);
       throw error;

@@ -4,7 +4,7 @@ import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
 import { parseConfig } from "./config.js";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
 import { LruCache } from "./lruCache.js";
-import { hashObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
+import { hashObject, isObjectId, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
 import { ObjectStore, readAlternates } from "./objectStore.js";
 import { PackWriter, type PackMode, type PackWriterOptions, type WrittenPack } from "./packWriter.js";
 import { RefStore, type RefStoreOptions } from "./refs.js";
@@ -107,10 +107,11 @@ export class Repository {
     return Repository.open(dir, options);
   }
 
-  /** The object, or `undefined` when the repository does not have it. */
+  /** The object, or `undefined` when the repository does not have it. `E_INVALID_KEY` for a malformed id. */
   tryReadObject(id: ObjectId): GitObject | undefined {
     const cached = this.cache.get(id);
     if (cached !== undefined) return cached;
+    if (!isObjectId(id)) throw gitError("E_INVALID_KEY", `Not a SHA-1 object id: ${JSON.stringify(id)}`);
     const object = this.readKnown(id) ?? this.readAfterRescan(id);
     if (object !== undefined) this.cache.set(id, object, object.body.length + 64);
     return object;
@@ -123,6 +124,7 @@ export class Repository {
 
   /** True when the object exists (loose or packed). */
   hasObject(id: ObjectId): boolean {
+    if (!isObjectId(id)) return false;
     if (this.cache.has(id) || this.stores.some((store) => store.has(id))) return true;
     return this.stores.some((store) => store.rescan() && store.has(id));
   }

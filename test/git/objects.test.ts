@@ -216,5 +216,8 @@ describe("corrupt objects", () => {
     expect(() => repo.readTree(blob)).toThrow(expect.objectContaining({ code: "E_CORRUPT" }));
     expect(repo.hasObject(blob)).toBe(true);
     expect(repo.hasObject("2".repeat(40))).toBe(false);
+    expect(repo.hasObject("../../config")).toBe(false);
+    expect(() => repo.readObject("../../HEAD")).toThrow(expect.objectContaining({ code: "E_INVALID_KEY" }));
+    expect(() => repo.readObject(blob.toUpperCase())).toThrow(expect.objectContaining({ code: "E_INVALID_KEY" }));
   });
 });

@@ -216,8 +216,10 @@ describe("ref updates", () => {
     const repo = Repository.open(dir);
     const id = repo.writeBlob(Buffer.from("x"));
     expect(repo.refs.read("HEAD")).toEqual({ symbolic: "refs/heads/main" });
-    repo.refs.update("HEAD", id, { expected: null });
+    repo.refs.update("HEAD", id, { expected: null, message: "via HEAD" });
     expect(git(dir, ["rev-parse", "refs/heads/main"])).toBe(id);
+    expect(repo.refs.reflog("HEAD").map((entry) => entry.message)).toEqual(["via HEAD"]);
+    expect(repo.refs.reflog("refs/heads/main").map((entry) => entry.message)).toEqual(["via HEAD"]);
     repo.refs.setSymbolic("HEAD", "refs/heads/other");
     expect(git(dir, ["symbolic-ref", "HEAD"])).toBe("refs/heads/other");
     expect(repo.refs.resolve("HEAD")).toBeUndefined();
