@@ -22,6 +22,7 @@ export {
   type ObjectId,
   type ObjectType,
 } from "./objectId.js";
+export { ObjectStore, readAlternates, type ObjectStoreOptions } from "./objectStore.js";
 export { parsePackedRefs, PackedRefsCache, removeFromPackedRefs, type PackedRef } from "./packedRefs.js";
 export { PackIndex } from "./packIndex.js";
 export { PackReader, PackType, type ObjectResolver } from "./packReader.js";
@@ -33,3 +34,4 @@ export { Repository, type InitOptions, type RepositoryOptions } from "./reposito
 export { formatSignature, formatTimezone, parseSignature, signatureNow, type Signature } from "./signature.js";
 export { decodeTag, encodeTag, type Tag } from "./tag.js";
 export { decodeTree, encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./tree.js";
+export { adler32, deflateObject, inflateObject, STORED_MAX } from "./zlib.js";

@@ -40,6 +40,7 @@ export class LruCache<K, V> {
     return slot.value;
   }
 
+  /** True when `key` is held (without touching its recency). */
   has(key: K): boolean {
     return this.map.has(key);
   }
@@ -53,6 +54,7 @@ export class LruCache<K, V> {
     this.evict();
   }
 
+  /** Drops `key`; false when it was not held. */
   delete(key: K): boolean {
     const slot = this.map.get(key);
     if (slot === undefined) return false;
@@ -61,6 +63,7 @@ export class LruCache<K, V> {
     return true;
   }
 
+  /** Drops everything. */
   clear(): void {
     this.map.clear();
     this.weight = 0;

@@ -46,6 +46,7 @@ export class ObjectStore {
     return undefined;
   }
 
+  /** The loose object, or `undefined` when there is no such file. */
   readLoose(id: ObjectId): GitObject | undefined {
     return readLooseObject(this.objectsDir, id, this.options.verify);
   }

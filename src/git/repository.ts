@@ -136,6 +136,7 @@ export class Repository {
     return object.body;
   }
 
+  /** A blob's bytes (`E_NOT_FOUND`, or `E_CORRUPT` when `id` is not a blob). */
   readBlob(id: ObjectId): Buffer {
     return this.readTyped(id, "blob");
   }
@@ -149,10 +150,12 @@ export class Repository {
     return entries;
   }
 
+  /** A parsed commit. */
   readCommit(id: ObjectId): Commit {
     return decodeCommit(this.readTyped(id, "commit"));
   }
 
+  /** A parsed annotated tag. */
   readTag(id: ObjectId): Tag {
     return decodeTag(this.readTyped(id, "tag"));
   }
@@ -169,6 +172,7 @@ export class Repository {
     return this.primary.writeLoose(type, body, id);
   }
 
+  /** Writes a blob (loose); returns its id. */
   writeBlob(body: Uint8Array): ObjectId {
     return this.writeObject("blob", body);
   }
@@ -178,10 +182,12 @@ export class Repository {
     return this.writeObject("tree", encodeTree(entries));
   }
 
+  /** Writes a commit (loose); returns its id. */
   writeCommit(commit: Commit): ObjectId {
     return this.writeObject("commit", encodeCommit(commit));
   }
 
+  /** Writes an annotated tag object (loose); returns its id. */
   writeTag(tag: Tag): ObjectId {
     return this.writeObject("tag", encodeTag(tag));
   }
