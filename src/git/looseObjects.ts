@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, utimesSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 import { corrupt, ioError, isErrno } from "./errors.js";
 import { frameObject, hashObject, unframeObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
@@ -49,6 +49,8 @@ export function freshenLooseObject(objectsDir: string, id: ObjectId): boolean {
 
 /** Sets a file's mtime to now; false when it does not exist or is not ours to touch (Git then writes a copy). */
 export function freshenFile(path: string): boolean {
+  // existsSync does not throw: a miss (the common case when writing) costs no exception.
+  if (!existsSync(path)) return false;
   const now = new Date();
   try {
     utimesSync(path, now, now);
