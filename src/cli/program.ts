@@ -1,7 +1,9 @@
 import { Command, Option } from "commander";
 import { StorageError } from "../core/errors.js";
+import { normalizeBaseKey } from "../core/keys.js";
 import { createCoreStorage } from "../core/storage.js";
 import type { Storage } from "../core/types.js";
+import { createStorageServer } from "../server/index.js";
 import { DEFAULT_STORE, STORE_SCHEMES, driverFromUrl } from "./storeUrl.js";
 
 /** Where the CLI reads and writes, so tests and embedders can swap them. */
@@ -62,7 +64,70 @@ function parseDepth(value: string): number {
   return depth;
 }
 
-/** The `stowage` command: get, set, del, keys and meta against a store URL. */
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new StorageError("E_INVALID_OPTION", `--port takes 0-65535, got ${value}`);
+  return port;
+}
+
+/** Resolves on the first SIGINT or SIGTERM, and stops listening for them. */
+function interrupted(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve(signal);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}
+
+interface ServeOptions extends StoreOptions {
+  host: string;
+  port: number;
+  token?: string;
+  readOnly?: boolean;
+}
+
+/** `stowage serve`: the store over HTTP until SIGINT or SIGTERM, then a graceful shutdown. */
+async function serve(io: CliIo, options: ServeOptions): Promise<void> {
+  const signal = interrupted();
+  await withStorage(options, async (storage) => {
+    const token = options.token ?? process.env.STOWAGE_TOKEN;
+    const server = createStorageServer(storage, { host: options.host, port: options.port, token, readOnly: options.readOnly === true });
+    const url = await server.listen();
+    await write(io, `stowage: serving ${options.store} at ${url}${token ? " (bearer token required)" : ""}${options.readOnly ? " (read-only)" : ""}\n`);
+    await signal;
+    await server.close();
+  });
+}
+
+/** `stowage watch`: one JSON line per change under `base`, until SIGINT or SIGTERM. */
+async function watchChanges(io: CliIo, base: string | undefined, options: StoreOptions): Promise<void> {
+  const signal = interrupted();
+  const prefix = normalizeBaseKey(base);
+  await withStorage(options, async (storage) => {
+    const { driver } = storage.getMount("");
+    if (!driver.flags?.watch) {
+      throw new StorageError("E_UNSUPPORTED", `${options.store} has no change feed (its driver is not flagged "watch"); watch an fs: store, for instance`);
+    }
+    let lines = Promise.resolve();
+    const unwatch = await storage.watch((event, key) => {
+      if (prefix && !key.startsWith(prefix)) return;
+      lines = lines.then(() => write(io, JSON.stringify({ event, key }) + "\n"));
+    });
+    process.stderr.write(`stowage: watching ${options.store}${prefix ? ` under ${prefix}` : ""}\n`);
+    // A change feed need not hold the event loop open; the command runs until it is interrupted.
+    const keepAlive = setInterval(() => undefined, 1 << 30);
+    await signal;
+    clearInterval(keepAlive);
+    await unwatch();
+    await lines;
+  });
+}
+
+/** The `stowage` command: get, set, del, keys, meta, serve and watch against a store URL. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command("stowage")
     .description("Read and write a stowage store from the shell.")
@@ -133,6 +198,22 @@ export function buildProgram(io: CliIo): Command {
         await write(io, JSON.stringify(await storage.getMeta(key)) + "\n");
       }),
     );
+
+  program
+    .command("serve")
+    .description("serve the store over HTTP (unstorage's protocol; see docs/server.md) until SIGINT or SIGTERM")
+    .addOption(store())
+    .option("--host <host>", "interface to listen on", "127.0.0.1")
+    .option("-p, --port <port>", "port (0 picks a free one)", parsePort, 8787)
+    .option("--token <token>", "require Authorization: Bearer <token> (default: $STOWAGE_TOKEN)")
+    .option("--read-only", "refuse PUT and DELETE")
+    .action((options: ServeOptions) => serve(io, options));
+
+  program
+    .command("watch [base]")
+    .description("print changes under base as JSON lines until SIGINT or SIGTERM")
+    .addOption(store())
+    .action((base: string | undefined, options: StoreOptions) => watchChanges(io, base, options));
 
   return program;
 }

@@ -110,10 +110,13 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
       return `http://${host}:${bound.port}${basePath}`;
     },
     listen() {
+      const host = options.host ?? "127.0.0.1";
+      const port = options.port ?? DEFAULT_PORT;
       return new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(options.port ?? DEFAULT_PORT, options.host ?? "127.0.0.1", () => {
-          server.off("error", reject);
+        const failed = (error: Error) => reject(new StorageError("E_IO", `Cannot listen on ${host}:${port}: ${error.message}`, { cause: error }));
+        server.once("error", failed);
+        server.listen(port, host, () => {
+          server.off("error", failed);
           resolve(this.url!);
         });
       });

@@ -1,0 +1,120 @@
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { tempDir } from "../helpers/tempDir.js";
+
+const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+const TSX = import.meta.resolve("tsx");
+
+interface Running {
+  child: ChildProcessWithoutNullStreams;
+  stdout: string;
+  stderr: string;
+}
+
+const running: Running[] = [];
+
+/** Starts the CLI as a long-running child process, collecting what it prints. */
+function start(args: string[], cwd: string): Running {
+  const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd });
+  const run: Running = { child, stdout: "", stderr: "" };
+  child.stdout.on("data", (chunk: Buffer) => (run.stdout += chunk.toString("utf8")));
+  child.stderr.on("data", (chunk: Buffer) => (run.stderr += chunk.toString("utf8")));
+  running.push(run);
+  return run;
+}
+
+afterEach(() => {
+  for (const { child } of running.splice(0)) if (child.exitCode === null) child.kill("SIGKILL");
+});
+
+/** Resolves with the first match of `pattern` in what `read` returns, polling until 20 s have passed. */
+async function waitFor(read: () => string, pattern: RegExp): Promise<RegExpMatchArray> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const match = pattern.exec(read());
+    if (match) return match;
+    if (Date.now() > deadline) throw new Error(`no ${pattern} in: ${read()}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+function exited(child: ChildProcessWithoutNullStreams): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null) return Promise.resolve({ code: child.exitCode, signal: null });
+  return new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+}
+
+async function serve(cwd: string, extra: string[] = []): Promise<{ child: ChildProcessWithoutNullStreams; url: string }> {
+  const run = start(["serve", "--port", "0", ...extra], cwd);
+  const [, url] = await waitFor(() => run.stdout, /serving .* at (http:\/\/\S+\/)/);
+  return { child: run.child, url: url! };
+}
+
+describe("stowage serve", () => {
+  it("serves the default store (fs:./.stowage), prints its URL, exits cleanly on SIGTERM", async () => {
+    const cwd = tempDir("cli-serve");
+    const { child, url } = await serve(cwd);
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+    expect((await fetch(url + "greeting", { method: "PUT", body: "hello" })).status).toBe(200);
+    expect(await (await fetch(url + "greeting")).text()).toBe('"hello"');
+    expect(await (await fetch(url)).json()).toEqual(["greeting"]);
+    child.kill("SIGTERM");
+    expect(await exited(child)).toEqual({ code: 0, signal: null });
+    expect(readFileSync(join(cwd, ".stowage", "greeting"), "utf8")).toBe('"hello"');
+  });
+
+  it("--token and --read-only; SIGINT also shuts down cleanly", async () => {
+    const cwd = tempDir("cli-serve-auth");
+    spawnSync(process.execPath, ["--import", TSX, MAIN, "set", "k", "1"], { cwd });
+    const { child, url } = await serve(cwd, ["--token", "s3cret", "--read-only"]);
+    expect((await fetch(url + "k")).status).toBe(401);
+    const auth = { authorization: "Bearer s3cret" };
+    expect(await (await fetch(url + "k", { headers: auth })).text()).toBe("1");
+    expect((await fetch(url + "k", { method: "PUT", body: "2", headers: auth })).status).toBe(405);
+    child.kill("SIGINT");
+    expect(await exited(child)).toEqual({ code: 0, signal: null });
+  });
+
+  it("a port in use is one error line and exit code 1", async () => {
+    const cwd = tempDir("cli-serve-busy");
+    const { child, url } = await serve(cwd);
+    const port = new URL(url).port;
+    const second = spawnSync(process.execPath, ["--import", TSX, MAIN, "serve", "--port", port], { cwd });
+    expect(second.status).toBe(1);
+    expect(second.stderr.toString()).toMatch(/^stowage: E_IO: Cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE.*\n$/);
+    child.kill("SIGTERM");
+    expect((await exited(child)).code).toBe(0);
+  });
+});
+
+describe("stowage watch", () => {
+  it("prints changes under a base as JSON lines until interrupted", async () => {
+    const cwd = tempDir("cli-watch");
+    const run = start(["watch", "a"], cwd);
+    await waitFor(() => run.stderr, /watching/);
+    const set = (args: string[]) => spawnSync(process.execPath, ["--import", TSX, MAIN, ...args], { cwd });
+    set(["set", "other", "1"]);
+    set(["set", "a:b", "1"]);
+    set(["set", "a:c", "2"]);
+    set(["del", "a:c"]);
+    await waitFor(() => run.stdout, /\{"event":"remove","key":"a:c"\}\n/);
+    run.child.kill("SIGINT");
+    expect(await exited(run.child)).toEqual({ code: 0, signal: null });
+    const events = run.stdout.trim().split("\n").map((line) => JSON.parse(line) as unknown);
+    expect(events).toEqual(
+      expect.arrayContaining([
+        { event: "update", key: "a:b" },
+        { event: "update", key: "a:c" },
+        { event: "remove", key: "a:c" },
+      ]),
+    );
+    expect(events).not.toContainEqual({ event: "update", key: "other" });
+  });
+
+  it("refuses a store without a change feed", () => {
+    const result = spawnSync(process.execPath, ["--import", TSX, MAIN, "watch", "--store", `fs-lite:${tempDir("cli-watch-lite")}`]);
+    expect(result.status).toBe(1);
+    expect(result.stderr.toString()).toMatch(/^stowage: E_UNSUPPORTED: .*\n$/);
+  });
+});
