@@ -227,6 +227,7 @@ export class RefStore {
       throw error;
     }
     rollbackLock(lock);
+    this.pruneAfterDelete(name);
     return true;
   }
 
@@ -246,7 +247,14 @@ export class RefStore {
   private removeLooseAndLog(name: string): void {
     removeQuietly(this.refPath(name), undefined);
     removeQuietly(this.logPath(name), undefined);
-    this.pruneEmptyDirs(dirname(this.logPath(name)), join(this.dirFor(name), "logs"));
+  }
+
+  /** Removes the directories a deletion left empty, below `refs/<x>/` and `logs/refs/<x>/` (as Git does). */
+  private pruneAfterDelete(name: string): void {
+    const top = name.split("/").slice(0, 2).join("/");
+    const base = this.dirFor(name);
+    this.pruneEmptyDirs(dirname(join(base, name)), join(base, top));
+    this.pruneEmptyDirs(dirname(join(base, "logs", name)), join(base, "logs", top));
   }
 
   /** Removes directories left empty by a deletion, up to `stop`; a non-empty one ends the walk. */
@@ -280,7 +288,9 @@ export class RefStore {
 
   /** Refuses to create `a/b` while `a` exists, or `a` while `a/…` exists (Git's D/F rule; loose `a` blocks `a/b` at the lock). */
   private checkNoConflict(name: string): void {
-    if (isDirectory(this.refPath(name))) throw gitError("E_CONFLICT", `Cannot create ${name}: refs exist under ${name}/`);
+    if (isDirectory(this.refPath(name)) && !removeIfEmpty(this.refPath(name))) {
+      throw gitError("E_CONFLICT", `Cannot create ${name}: refs exist under ${name}/`);
+    }
     const under = `${name}/`;
     for (const packedName of this.packed.read().keys()) {
       if (packedName.startsWith(under) || name.startsWith(`${packedName}/`)) {
@@ -373,6 +383,18 @@ export class RefStore {
 }
 
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
+/** Removes an empty directory (a leftover of deleted refs); false when it holds something. */
+function removeIfEmpty(dir: string): boolean {
+  try {
+    rmdirSync(dir);
+    return true;
+  } catch (error) {
+    if (isErrno(error, "ENOENT")) return true;
+    if (isErrno(error, "ENOTEMPTY", "EEXIST")) return false;
+    throw ioError(`Cannot remove ${dir}`, error);
+  }
+}
 
 function isDirectory(path: string): boolean {
   try {

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { isStorageError } from "../../src/core/errors.js";
@@ -190,6 +190,18 @@ describe("ref updates", () => {
     expect(errorCode(() => repo.refs.update("refs/stowage/c", id))).toBe("E_CONFLICT");
     git(dir, ["pack-refs", "--all"]);
     expect(errorCode(() => repo.refs.update("refs/stowage/a/b", id))).toBe("E_CONFLICT");
+    // Once c/d is deleted, its emptied directories go, and c can be created.
+    expect(repo.refs.delete("refs/stowage/c/d")).toBe(true);
+    repo.refs.update("refs/stowage/c", id, { expected: null });
+    expect(git(dir, ["rev-parse", "refs/stowage/c"])).toBe(id);
+    // An empty directory left by a crash does not block a ref either.
+    mkdirSync(join(dir, "refs/stowage/e"));
+    repo.refs.update("refs/stowage/e", id, { expected: null });
+    repo.refs.update("refs/stowage/x/y/z", id);
+    repo.refs.delete("refs/stowage/x/y/z");
+    expect(existsSync(join(dir, "refs/stowage/x"))).toBe(false);
+    expect(existsSync(join(dir, "logs/refs/stowage/x"))).toBe(false);
+    expect(existsSync(join(dir, "refs/stowage"))).toBe(true);
     expect(git(dir, ["fsck", "--no-dangling"])).toBe("");
   });
 
