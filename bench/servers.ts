@@ -1,3 +1,8 @@
+import pg from "pg";
+import mysql2 from "mysql2/promise";
+import mysql from "../src/drivers/mysql.js";
+import postgres from "../src/drivers/postgres.js";
+import { createStorage } from "../src/index.js";
 import { reachable } from "../test/helpers/services.js";
 import { target, type Target } from "./targets.js";
 
@@ -14,6 +19,41 @@ interface ServerBench {
 }
 
 const SERVERS: ServerBench[] = [
+  {
+    name: "PostgreSQL",
+    address: process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test",
+    targets: async () => {
+      // pg used by hand: a plain key/value table, JSON text, one multi-row INSERT ... ON CONFLICT for setItems.
+      const url = process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+      const raw = new pg.Pool({ connectionString: url });
+      const kv = `bench_raw_kv_${process.pid}`;
+      await raw.query(`CREATE TABLE ${kv} (key text PRIMARY KEY, value text NOT NULL)`);
+      const upsert = `ON CONFLICT (key) DO UPDATE SET value = excluded.value`;
+      const parse = (row: { value: string } | undefined) => (row ? JSON.parse(row.value) : null);
+      const stowage = createStorage({ driver: postgres({ url, table: `bench_stowage_${process.pid}` }) });
+      const stowagePool = stowage.getMount().driver.getInstance!() as pg.Pool;
+      const warn = (error: unknown) => console.warn(`bench: dropping a PostgreSQL table failed: ${String(error)}`);
+      return [
+        target("pg (raw)", undefined, {
+          setItem: (key, value) => raw.query(`INSERT INTO ${kv} (key, value) VALUES ($1, $2) ${upsert}`, [key, JSON.stringify(value)]),
+          getItem: async (key) => parse((await raw.query(`SELECT value FROM ${kv} WHERE key = $1`, [key])).rows[0]),
+          hasItem: async (key) => (await raw.query(`SELECT 1 FROM ${kv} WHERE key = $1`, [key])).rowCount! > 0,
+          getKeys: async () => (await raw.query(`SELECT key FROM ${kv}`)).rows.map((row) => row.key),
+          setItems: (items) =>
+            raw.query(
+              `INSERT INTO ${kv} (key, value) VALUES ${items.map((_, i) => `($${2 * i + 1}, $${2 * i + 2})`).join(", ")} ${upsert}`,
+              items.flatMap(({ key, value }) => [key, JSON.stringify(value)]),
+            ),
+          getItems: async (keys) => {
+            const { rows } = await raw.query(`SELECT key, value FROM ${kv} WHERE key = ANY($1)`, [keys]);
+            const found = new Map(rows.map((row) => [row.key, parse(row)]));
+            return keys.map((key) => ({ key, value: found.get(key) ?? null }));
+          },
+        }, () => void raw.query(`DROP TABLE ${kv}`).then(() => raw.end(), warn)),
+        target("stowage postgres", "pg (raw)", stowage, () => void stowagePool.query(`DROP TABLE IF EXISTS bench_stowage_${process.pid}`).then(() => stowage.dispose(), warn)),
+      ];
+    },
+  },
   {
     // stowage's redis driver against ioredis used by hand (same GET/SET/MGET/MSET with JSON) and against unstorage's redis driver.
     name: "Redis",
@@ -196,7 +236,7 @@ const SERVERS: ServerBench[] = [
             return keys.map((key) => ({ key, value: found.get(key) ?? null }));
           },
         }, () => void raw.query(`DROP TABLE ${kv}`).then(() => raw.end(), warn)),
-        target("stowage mysql", "mysql2 (raw)", stowage, () => void stowagePool.query(`DROP TABLE bench_stowage_${process.pid}`).then(() => stowage.dispose(), warn)),
+        target("stowage mysql", "mysql2 (raw)", stowage, () => void stowagePool.query(`DROP TABLE IF EXISTS bench_stowage_${process.pid}`).then(() => stowage.dispose(), warn)),
       ];
     },
   },
