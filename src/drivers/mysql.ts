@@ -85,6 +85,13 @@ function statements(table: string) {
   const alive = "(expires_at IS NULL OR expires_at > ?)";
   const firstVersion = "FLOOR(1 + RAND() * 281474976710656)";
   const columns = "(`key`, value, raw, version, mtime, expires_at)";
+  const tagged = "CONCAT(IFNULL(expires_at, ''), IF(raw IS NULL, 't', 'b'), IFNULL(value, raw)) AS tagged";
+  // Rewriting what is stored (same value, same expiry) changes nothing, so InnoDB skips the write, as it
+  // does for a plain table; any change moves the version. MySQL assigns left to right, seeing values
+  // already assigned, so version and mtime come first, while value, raw and expires_at are still the old ones.
+  const same = "(value <=> VALUES(value) AND raw <=> VALUES(raw) AND expires_at <=> VALUES(expires_at))";
+  const upsertTail = `ON DUPLICATE KEY UPDATE version = IF(${same}, version, version + 1), mtime = IF(${same}, mtime, VALUES(mtime)),
+    value = VALUES(value), raw = VALUES(raw), expires_at = VALUES(expires_at)`;
   return {
     // Keys compare as bytes (VARBINARY), so a prefix is one range of the primary key.
     createTable: `CREATE TABLE IF NOT EXISTS ${t} (
@@ -99,19 +106,21 @@ function statements(table: string) {
     ) ENGINE=InnoDB ROW_FORMAT=DYNAMIC`,
     columns: "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?",
     maxPacket: "SELECT @@max_allowed_packet AS size",
+    // key. Reads ask for one column and send one parameter: mysql2 pays for each column of every result
+    // set (its definition comes with each) and for each parameter, so the expiry, a tag ("t" text, "b"
+    // bytes) and the value come as one binary column, and the caller checks the expiry.
+    get: `SELECT ${tagged} FROM ${t} WHERE \`key\` = ?`,
+    // key (expiry checked by the caller)
+    has: `SELECT expires_at FROM ${t} WHERE \`key\` = ?`,
     // key, now
-    get: `SELECT value, raw FROM ${t} WHERE \`key\` = ? AND ${alive}`,
-    has: `SELECT 1 AS one FROM ${t} WHERE \`key\` = ? AND ${alive}`,
     meta: `SELECT version, mtime, expires_at, OCTET_LENGTH(value) AS text_size, OCTET_LENGTH(raw) AS raw_size FROM ${t} WHERE \`key\` = ? AND ${alive}`,
     // keys (expanded by mysql2), now
-    getMany: `SELECT \`key\`, value, raw FROM ${t} WHERE \`key\` IN (?) AND ${alive}`,
+    getMany: `SELECT \`key\`, ${tagged} FROM ${t} WHERE \`key\` IN (?)`,
     // key, text, bytes, now, expires_at
-    upsert: `INSERT INTO ${t} ${columns} VALUES (?, ?, ?, ${firstVersion}, ?, ?)
-      ON DUPLICATE KEY UPDATE value = VALUES(value), raw = VALUES(raw), version = version + 1, mtime = VALUES(mtime), expires_at = VALUES(expires_at)`,
+    upsert: `INSERT INTO ${t} ${columns} VALUES (?, ?, ?, ${firstVersion}, ?, ?) ${upsertTail}`,
     insert: `INSERT INTO ${t} ${columns} VALUES (?, ?, ?, ${firstVersion}, ?, ?)`,
     // rows of [key, text, null, first version, now, expires_at] (expanded by mysql2)
-    upsertMany: `INSERT INTO ${t} ${columns} VALUES ?
-      ON DUPLICATE KEY UPDATE value = VALUES(value), raw = VALUES(raw), version = version + 1, mtime = VALUES(mtime), expires_at = VALUES(expires_at)`,
+    upsertMany: `INSERT INTO ${t} ${columns} VALUES ? ${upsertTail}`,
     // text, bytes, now, expires_at, key, version, now
     updateIfVersion: `UPDATE ${t} SET value = ?, raw = ?, version = version + 1, mtime = ?, expires_at = ? WHERE \`key\` = ? AND version = ? AND ${alive}`,
     // key, now
@@ -148,6 +157,15 @@ function lastWriteEach(items: Item[]): Item[] {
 /** A fresh row's version: random, so a key deleted and written again does not reuse an etag. */
 const firstVersion = () => Math.floor(Math.random() * 2 ** 48) + 1;
 const expiresAt = (now: number, opts: SetOptions | undefined) => (opts?.ttl === undefined ? null : now + Math.ceil(opts.ttl));
+const alive = (row: Row) => row.expires_at === null || Number(row.expires_at) > Date.now();
+/** A stored value from its tagged form `[expires_at digits]t<text>` or `[expires_at digits]b<bytes>`; null once expired. */
+const untag = (row: Row): string | Buffer | null => {
+  const tagged = row.tagged as Buffer;
+  let at = 0;
+  while (tagged[at]! >= 0x30 && tagged[at]! <= 0x39) at++;
+  if (at > 0 && Number(tagged.toString("latin1", 0, at)) <= Date.now()) return null;
+  return tagged[at] === 0x74 ? tagged.toString("utf8", at + 1) : tagged.subarray(at + 1);
+};
 const keyOf = (row: Row) => (row.key as Buffer).toString("utf8");
 
 /**
@@ -159,7 +177,8 @@ const keyOf = (row: Row) => (row.key as Buffer).toString("utf8");
 export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => {
   const { url, table = "stowage", timeout = 5000, purgeInterval = 60_000, ...poolOptions } = options;
   if (!TABLE_NAME.test(table)) throw new StorageError("E_INVALID_OPTION", `Invalid table name: ${JSON.stringify(table)}`, { driver: DRIVER_NAME });
-  const pool = mysql.createPool({ ...poolOptions, uri: url, connectTimeout: poolOptions.connectTimeout ?? timeout });
+  // trace: false spares a stack capture per statement; failures carry the driver error as `cause` anyway.
+  const pool = mysql.createPool({ trace: false, ...poolOptions, uri: url, connectTimeout: poolOptions.connectTimeout ?? timeout });
   const sql = statements(table);
 
   let disposed = false;
@@ -253,8 +272,8 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
   };
 
   const read = async (key: string): Promise<string | Buffer | null> => {
-    const row = (await run<Row[]>("get", [key, Date.now()], key))[0];
-    return row === undefined ? null : ((row.value ?? row.raw) as string | Buffer);
+    const row = (await run<Row[]>("get", [key], key))[0];
+    return row === undefined ? null : untag(row);
   };
 
   /** Runs `fn` in one transaction on one connection: COMMIT when it returns, ROLLBACK when it throws. */
@@ -282,8 +301,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
 
   const check = async (db: Db, key: string, etag: string | null) => {
     const row = (await run<Row[]>("lock", [key], key, db))[0];
-    const live = row !== undefined && (row.expires_at === null || Number(row.expires_at) > Date.now());
-    if ((live ? String(row.version) : null) !== etag) throw conflict(key, "Stored version differs");
+    if ((row !== undefined && alive(row) ? String(row.version) : null) !== etag) throw conflict(key, "Stored version differs");
   };
 
   const commit = (operations: CommitOperation[]) =>
@@ -354,14 +372,17 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     options,
     flags: { maxDepth: true, ttl: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => pool,
-    hasItem: async (key: string) => (await run<Row[]>("has", [key, Date.now()], key)).length > 0,
+    hasItem: async (key: string) => {
+      const row = (await run<Row[]>("has", [key], key))[0];
+      return row !== undefined && alive(row);
+    },
     getItem: read,
     getItemRaw: read,
     getItems: async (items: { key: string }[]) => {
       const keys = items.map(({ key }) => key);
       if (keys.length === 0) return [];
-      const rows = await run<Row[]>("getMany", [keys, Date.now()], undefined, pool, true);
-      const found = new Map(rows.map((row) => [keyOf(row), (row.value ?? row.raw) as string | Buffer]));
+      const rows = await run<Row[]>("getMany", [keys], undefined, pool, true);
+      const found = new Map(rows.map((row) => [keyOf(row), untag(row)]));
       return keys.map((key) => ({ key, value: found.get(key) ?? null }));
     },
     setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),

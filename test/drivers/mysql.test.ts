@@ -140,6 +140,22 @@ if (await serviceUp("MariaDB/MySQL", url)) {
       await storage.dispose();
     });
 
+    it("a rewrite of identical content keeps the etag (InnoDB skips it); any change moves it", async () => {
+      const storage = open();
+      await storage.setItem("same", { v: 1 });
+      const { etag } = await storage.getMeta("same");
+      await storage.setItem("same", { v: 1 });
+      await storage.setItems([{ key: "same", value: { v: 1 } }]);
+      expect((await storage.getMeta("same")).etag).toBe(etag);
+      await storage.setItem("same", { v: 1 }, { ttl: 60_000 });
+      const withTtl = (await storage.getMeta("same")).etag;
+      expect(withTtl).not.toBe(etag);
+      await storage.setItems([{ key: "same", value: { v: 2 } }]);
+      expect((await storage.getMeta("same")).etag).not.toBe(withTtl);
+      expect((await storage.getMeta("same")).expires).toBeUndefined();
+      await storage.dispose();
+    });
+
     it("lists a prefix in pages", async () => {
       const storage = open();
       await storage.setItems(Array.from({ length: 2500 }, (_, i) => ({ key: `${i % 2 ? "odd" : "even"}:${i}`, value: i })));
