@@ -1,5 +1,5 @@
 import { execFile, spawn } from "node:child_process";
-import { chownSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -71,16 +71,26 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+// The server binaries for the fault test's private cluster (Debian's layout by default).
+const PG_BIN = process.env.STOWAGE_POSTGRES_BIN ?? "/usr/lib/postgresql/15/bin";
+const canRunCluster = existsSync(join(PG_BIN, "initdb"));
+if (!canRunCluster && process.env.STOWAGE_REQUIRE_SERVICES === "1") throw new Error(`No PostgreSQL server binaries at ${PG_BIN} (STOWAGE_POSTGRES_BIN)`);
+if (!canRunCluster) console.warn(`[stowage tests] no PostgreSQL binaries at ${PG_BIN}: the postgres fault test is skipped`);
+
 /** A PostgreSQL cluster of this test's own, which it may stop and start (the shared one stays up). */
 async function privateCluster() {
-  const bin = "/usr/lib/postgresql/15/bin";
   const dir = mkdtempSync(join(tmpdir(), "stowage-pg-"));
-  const { stdout: uid } = await run("id", ["-u", "postgres"]);
-  const { stdout: gid } = await run("id", ["-g", "postgres"]);
-  chownSync(dir, Number(uid), Number(gid));
+  // PostgreSQL refuses to run as root: as root, the cluster is the postgres user's.
+  const root = process.getuid?.() === 0;
+  if (root) {
+    const { stdout: uid } = await run("id", ["-u", "postgres"]);
+    const { stdout: gid } = await run("id", ["-g", "postgres"]);
+    chownSync(dir, Number(uid), Number(gid));
+  }
   const data = join(dir, "data");
   const port = await freePort();
-  const asPostgres = (command: string, args: string[]) => run("runuser", ["-u", "postgres", "--", join(bin, command), ...args]);
+  const asPostgres = (command: string, args: string[]) =>
+    root ? run("runuser", ["-u", "postgres", "--", join(PG_BIN, command), ...args]) : run(join(PG_BIN, command), args);
   await asPostgres("initdb", ["-D", data, "-U", "postgres", "-A", "trust", "--no-sync"]);
   const ctl = (args: string[]) => asPostgres("pg_ctl", ["-D", data, "-w", ...args]);
   const start = () => ctl(["-l", join(dir, "log"), "-o", `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start"]);
@@ -312,7 +322,7 @@ console.log("disposed");
       await storage.dispose();
     });
 
-    it("survives a server stop: E_UNAVAILABLE during the outage, back after restart, no acknowledged write lost", { timeout: 120_000 }, async () => {
+    it.skipIf(!canRunCluster)("survives a server stop: E_UNAVAILABLE during the outage, back after restart, no acknowledged write lost", { timeout: 120_000 }, async () => {
       const cluster = await privateCluster();
       const timeout = 2000;
       const storage = createStorage({ driver: postgres({ url: cluster.url, table: "fault", timeout }) });
