@@ -1,7 +1,8 @@
-import { readdirSync, readFileSync, rmdirSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, rmdirSync, statSync, type BigIntStats } from "node:fs";
 import { dirname, join, sep } from "node:path";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
 import { removeQuietly } from "./fileUtil.js";
+import { LruCache } from "./lruCache.js";
 import { commitLock, rollbackLock, tryLock, writeLock, type LockFile } from "./lockFile.js";
 import { isObjectId, ZERO_ID, type ObjectId } from "./objectId.js";
 import { PackedRefsCache, removeFromPackedRefs, type PackedRef } from "./packedRefs.js";
@@ -69,6 +70,7 @@ type Attempt<T> = T | typeof HELD;
  */
 export class RefStore {
   private readonly packed: PackedRefsCache;
+  private readonly loose = new LruCache<string, { stamp: string; value: RefValue }>({ maxEntries: 10_000 });
   private readonly identity: Identity;
   private readonly lockTimeout: number;
 
@@ -309,19 +311,23 @@ export class RefStore {
     throw corrupt(`Symbolic ref ${name} nests too deep`);
   }
 
+  /**
+   * A loose ref's value. A stat decides whether the file changed since it was
+   * last parsed (Git replaces ref files by rename, so the inode or ctime
+   * changes); a missing file costs no exception (refs packed by `git gc`).
+   */
   private readLoose(name: string): RefValue | undefined {
-    let text: string;
-    try {
-      text = readFileSync(this.refPath(name), "utf8");
-    } catch (error) {
-      if (isErrno(error, "ENOENT", "ENOTDIR", "EISDIR")) return undefined;
-      throw ioError(`Cannot read ref ${name}`, error);
-    }
-    const value = text.trimEnd();
-    if (value.startsWith("ref: ")) return { symbolic: value.slice(5).trim() };
-    if (isObjectId(value)) return { id: value };
-    throw corrupt(`Ref ${name} holds neither an id nor a symbolic ref`);
+    const path = this.refPath(name);
+    const stat = statIfPresent(path);
+    if (stat === undefined || stat.isDirectory()) return undefined;
+    const stamp = `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+    const cached = this.loose.get(name);
+    if (cached?.stamp === stamp) return cached.value;
+    const value = parseRefFile(name, readIfPresent(path));
+    if (value !== undefined) this.loose.set(name, { stamp, value });
+    return value;
   }
+
 
   private readPacked(name: string): RefValue | undefined {
     const packed = this.packed.read().get(name);
@@ -384,6 +390,34 @@ export class RefStore {
 
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 
+function statIfPresent(path: string): BigIntStats | undefined {
+  try {
+    return statSync(path, { bigint: true, throwIfNoEntry: false });
+  } catch (error) {
+    if (isErrno(error, "ENOENT", "ENOTDIR")) return undefined;
+    throw ioError(`Cannot stat ${path}`, error);
+  }
+}
+
+/** A ref file's text; `undefined` when it vanished (deleted or replaced between stat and read). */
+function readIfPresent(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    if (isErrno(error, "ENOENT", "ENOTDIR", "EISDIR")) return undefined;
+    throw ioError(`Cannot read ${path}`, error);
+  }
+}
+
+/** `<id>` or `ref: <name>`, with trailing whitespace; anything else is `E_CORRUPT`. */
+function parseRefFile(name: string, text: string | undefined): RefValue | undefined {
+  if (text === undefined) return undefined;
+  const value = text.trimEnd();
+  if (value.startsWith("ref: ")) return { symbolic: value.slice(5).trim() };
+  if (isObjectId(value)) return { id: value };
+  throw corrupt(`Ref ${name} holds neither an id nor a symbolic ref`);
+}
+
 /** Removes an empty directory (a leftover of deleted refs); false when it holds something. */
 function removeIfEmpty(dir: string): boolean {
   try {
@@ -397,12 +431,7 @@ function removeIfEmpty(dir: string): boolean {
 }
 
 function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch (error) {
-    if (isErrno(error, "ENOENT", "ENOTDIR")) return false;
-    throw ioError(`Cannot stat ${path}`, error);
-  }
+  return statIfPresent(path)?.isDirectory() === true;
 }
 
 function checkName(name: string): void {
