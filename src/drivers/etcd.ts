@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import {
   ClientClosedError,
   Etcd3,
@@ -32,12 +33,21 @@ export interface EtcdOptions {
    * transactions of this size.
    */
   maxTxnOps?: number;
+  /**
+   * Values longer than this many bytes are stored in chunks of this size
+   * (default 1 MiB), each its own request: etcd refuses requests above
+   * `--max-request-bytes` (1.5 MiB by default), and etcd 3.4.22+ cannot
+   * replay a WAL entry above 10 MiB on restart.
+   */
+  chunkSize?: number;
   /** Further etcd3 client options (credentials, auth, grpcOptions, ...); `hosts` and the timeouts above win. */
   client?: Omit<IOptions, "hosts">;
 }
 
 const DRIVER_NAME = "etcd";
 const NUL = Buffer.from([0]);
+/** Most bytes of values in one transaction that setItems builds (etcd's default request limit is 1.5 MiB). */
+const TXN_BYTES = 1024 * 1024;
 
 /** etcd3's fault policy type, taken from its own options so cockatiel need not be imported. */
 type FaultPolicy = NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
@@ -124,7 +134,9 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
   const maxTxnOps = options.maxTxnOps ?? 128;
   const prefixText = options.prefix ?? "stowage/";
   if (!Number.isFinite(timeout) || timeout <= 0) throw new StorageError("E_INVALID_OPTION", "timeout must be a positive number of ms", { driver: DRIVER_NAME });
-  if (!Number.isInteger(maxTxnOps) || maxTxnOps < 2) throw new StorageError("E_INVALID_OPTION", "maxTxnOps must be an integer >= 2", { driver: DRIVER_NAME });
+  if (!Number.isInteger(maxTxnOps) || maxTxnOps < 4) throw new StorageError("E_INVALID_OPTION", "maxTxnOps must be an integer >= 4", { driver: DRIVER_NAME });
+  const chunkSize = options.chunkSize ?? 1024 * 1024;
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new StorageError("E_INVALID_OPTION", "chunkSize must be a positive integer", { driver: DRIVER_NAME });
   const prefix = Buffer.from(prefixText);
   // Stowage keys never start with NUL, so user keys start at prefix + \x01.
   const firstKey = Buffer.concat([prefix, Buffer.from([1])]);
@@ -149,6 +161,11 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
 
   const keyOf = (key: string): Buffer => Buffer.from(prefixText + key);
   const tombOf = (key: string): Buffer => Buffer.from(`${prefixText}\0${key}`);
+  // A chunked value: the key holds an empty value, its manifest "<id> <count> <size>" is written in
+  // the same revision, and chunk n of set id lives at <prefix>\0\0<key>\0<id>\0<n>.
+  const manifestOf = (key: string): Buffer => Buffer.from(`${prefixText}\0\0${key}`);
+  const chunksOf = (key: string): string => `${prefixText}\0\0${key}\0`;
+  const chunkOf = (key: string, id: string, index: number): Buffer => Buffer.from(`${chunksOf(key)}${id}\0${index}`);
   const userKey = (raw: Buffer): string => raw.subarray(prefix.length).toString();
   const rangeOf = (base: string): { key: Buffer; range_end: Buffer } =>
     base ? { key: keyOf(base), range_end: prefixEnd(keyOf(base)) } : { key: firstKey, range_end: prefixEnd(prefix) };
@@ -164,6 +181,30 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
 
   const read = (key: string, revision?: number): Promise<IKeyValue | undefined> =>
     call(key, async () => (await client.kv.range({ key: keyOf(key), revision })).kvs[0]);
+
+  /** The manifest of a chunked value, when `found` is one: written in the very revision of the key's empty value. */
+  async function manifestFor(key: string, found: IKeyValue): Promise<{ id: string; count: number; size: number } | null> {
+    if (found.value.length > 0) return null;
+    const manifest = (await call(key, () => client.kv.range({ key: manifestOf(key), revision: found.mod_revision }))).kvs[0];
+    if (!manifest || manifest.mod_revision !== found.mod_revision) return null;
+    const [id, count, size] = manifest.value.toString().split(" ");
+    return { id: id!, count: Number(count), size: Number(size) };
+  }
+
+  /** The bytes of a stored value, gathered from its chunks as of its own revision when it has them. */
+  async function bytesOf(key: string, found: IKeyValue): Promise<Buffer> {
+    const manifest = await manifestFor(key, found);
+    if (!manifest) return found.value;
+    const parts = await Promise.all(
+      Array.from({ length: manifest.count }, (_, index) =>
+        call(key, async () => (await client.kv.range({ key: chunkOf(key, manifest.id, index), revision: found.mod_revision })).kvs[0]),
+      ),
+    );
+    if (parts.some((part) => part === undefined)) throw new StorageError("E_CORRUPT", `Chunks of ${key} are missing`, { driver: DRIVER_NAME, key });
+    const value = Buffer.concat(parts.map((part) => part!.value));
+    if (value.length !== manifest.size) throw new StorageError("E_CORRUPT", `Chunked value of ${key} has the wrong size`, { driver: DRIVER_NAME, key });
+    return value;
+  }
 
   /** A lease that ends the key `ttl` ms from now, rounded up to etcd's whole seconds; 0 for none. */
   async function leaseFor(ttl: number | undefined): Promise<string | number> {
@@ -183,14 +224,58 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     request_put: { key: keyOf(key), value: Buffer.from(value as Uint8Array), lease },
   });
 
-  /** Deleting a key writes its tombstone in the same revision; a nested txn does nothing for an absent key. */
+  /** Deletes every chunk set of a key whose id sorts before `before` (all of them without it). */
+  const dropChunksOp = (key: string, before?: string): IRequestOp => {
+    const start = Buffer.from(chunksOf(key));
+    return { request_delete_range: { key: start, range_end: before === undefined ? prefixEnd(start) : Buffer.from(chunksOf(key) + before) } };
+  };
+
+  /**
+   * Deleting a key writes its tombstone in the same revision and drops its
+   * chunks; a nested txn does nothing for an absent key.
+   */
   const removeOp = (key: string): IRequestOp => ({
     request_txn: {
       compare: [{ key: keyOf(key), target: "Create", result: "Greater", create_revision: 0 }],
-      success: [{ request_delete_range: { key: keyOf(key) } }, { request_put: { key: tombOf(key), value: Buffer.alloc(0) } }],
+      success: [
+        { request_delete_range: { key: keyOf(key) } },
+        { request_put: { key: tombOf(key), value: Buffer.alloc(0) } },
+        { request_delete_range: { key: manifestOf(key) } },
+        dropChunksOp(key),
+      ],
       failure: [],
     },
   });
+  const REMOVE_OPS = 4;
+
+  /** A write as transaction parts: the ops that store it and the compares it needs to land. */
+  interface Staged {
+    ops: IRequestOp[];
+    compare: ICompare[];
+  }
+
+  /**
+   * Prepares the write of a value. A value above chunkSize has its chunks
+   * written first, under a new id that sorts after every older one; the
+   * transaction then stores the empty value and its manifest, drops the
+   * key's older chunk sets, and checks the new set is still there (a
+   * concurrent large write to the same key may have dropped it).
+   */
+  async function stage(key: string, bytes: Buffer, lease: string | number): Promise<Staged> {
+    if (bytes.length <= chunkSize) return { ops: [putOp(key, bytes, lease)], compare: [] };
+    const id = `${Date.now().toString(36).padStart(9, "0")}${randomBytes(4).toString("hex")}`;
+    const count = Math.ceil(bytes.length / chunkSize);
+    await Promise.all(
+      Array.from({ length: count }, (_, index) =>
+        // Chunks share the key's lease, so they end with it.
+        call(key, () => client.kv.put({ key: chunkOf(key, id, index), value: bytes.subarray(index * chunkSize, (index + 1) * chunkSize), lease })),
+      ),
+    );
+    return {
+      ops: [putOp(key, Buffer.alloc(0), lease), { request_put: { key: manifestOf(key), value: Buffer.from(`${id} ${count} ${bytes.length}`), lease } }, dropChunksOp(key, id)],
+      compare: [{ key: chunkOf(key, id, 0), target: "Create", result: "Greater", create_revision: 0 }],
+    };
+  }
 
   /** The compare that holds when `key` is at `etag` (`null`: absent). */
   const guard = (key: string, etag: string | null): ICompare =>
@@ -206,13 +291,37 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
 
   async function write(key: string, value: string | Uint8Array, opts: SetOptions | undefined): Promise<void> {
     const lease = await leaseFor(opts?.ttl);
-    const compare = guardsOf(key, opts);
-    if (compare.length === 0) {
-      await call(key, () => client.kv.put({ key: keyOf(key), value: Buffer.from(value as Uint8Array), lease }));
+    const guards = guardsOf(key, opts);
+    const bytes = Buffer.from(value as Uint8Array);
+    if (guards.length === 0 && bytes.length <= chunkSize) {
+      await call(key, () => client.kv.put({ key: keyOf(key), value: bytes, lease }));
       return;
     }
-    const result = await call(key, () => client.kv.txn({ compare, success: [putOp(key, value, lease)], failure: [] }));
-    if (!result.succeeded) throw conflict(key, opts?.ifMatch === undefined ? "Key already exists" : "Stored version differs");
+    // A large write whose chunks a concurrent large write dropped is tried again.
+    for (let attempt = 0; ; attempt++) {
+      const staged = await stage(key, bytes, lease);
+      const result = await call(key, () => client.kv.txn({ compare: [...guards, ...staged.compare], success: staged.ops, failure: [] }));
+      if (result.succeeded) return;
+      if (staged.compare.length === 0 || attempt >= 3 || !(await chunksDropped(key, staged))) {
+        await unstage(key, staged);
+        throw conflict(key, opts?.ifMatch === undefined ? "Key already exists" : "Stored version differs");
+      }
+    }
+  }
+
+  /** Deletes the chunks a staged write wrote ahead, once its transaction failed. */
+  async function unstage(key: string, staged: Staged): Promise<void> {
+    if (staged.compare.length === 0) return;
+    // The set's keys all start with its first chunk's key minus the trailing "0".
+    const first = staged.compare[0]!.key!;
+    const set = first.subarray(0, first.length - 1);
+    await call(key, () => client.kv.deleteRange({ key: set, range_end: prefixEnd(set) }));
+  }
+
+  /** Whether the chunk set a staged write checks for is gone. */
+  async function chunksDropped(key: string, staged: Staged): Promise<boolean> {
+    const first = staged.compare[0]!.key!;
+    return (await call(key, () => client.kv.range({ key: first, count_only: true }))).count === "0";
   }
 
   async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
@@ -241,11 +350,26 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     return keys;
   }
 
-  /** Runs ops in transactions of at most maxTxnOps each, side by side (not atomic as a whole). */
-  async function inTransactions(ops: IRequestOp[], perOp = 1): Promise<IRequestOp[][]> {
-    const groups = chunks(ops, Math.max(1, Math.floor(maxTxnOps / perOp)));
-    const results = await Promise.all(groups.map((success) => call(undefined, () => client.kv.txn({ compare: [], success, failure: [] }))));
-    return results.map((result) => result.responses as IRequestOp[]);
+  /**
+   * Runs ops in transactions side by side (not atomic as a whole), each with
+   * at most maxTxnOps operations and about TXN_BYTES of values.
+   */
+  async function inTransactions(ops: IRequestOp[], perOp = 1): Promise<void> {
+    const groups: IRequestOp[][] = [];
+    let group: IRequestOp[] = [];
+    let bytes = 0;
+    for (const op of ops) {
+      const size = op.request_put?.value?.length ?? 0;
+      if (group.length > 0 && ((group.length + 1) * perOp > maxTxnOps || bytes + size > TXN_BYTES)) {
+        groups.push(group);
+        group = [];
+        bytes = 0;
+      }
+      group.push(op);
+      bytes += size;
+    }
+    if (group.length > 0) groups.push(group);
+    await Promise.all(groups.map((success) => call(undefined, () => client.kv.txn({ compare: [], success, failure: [] }))));
   }
 
   async function getItems(items: { key: string }[]): Promise<{ key: string; value: string | null }[]> {
@@ -254,8 +378,10 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     const results = await Promise.all(
       groups.map((group) => call(undefined, () => client.kv.txn({ compare: [], success: group.map((key) => ({ request_range: { key: keyOf(key) } })), failure: [] }))),
     );
-    const values = results.flatMap((result) => result.responses.map((response) => response.response_range.kvs[0]?.value.toString() ?? null));
-    return keys.map((key, index) => ({ key, value: values[index] ?? null }));
+    const found = results.flatMap((result) => result.responses.map((response) => response.response_range.kvs[0]));
+    // Empty values may be chunked ones: those are read in full.
+    const values = await Promise.all(found.map((kv, index) => (kv === undefined ? null : kv.value.length > 0 ? kv.value : bytesOf(keys[index]!, kv))));
+    return keys.map((key, index) => ({ key, value: values[index]?.toString() ?? null }));
   }
 
   /**
@@ -282,7 +408,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
       const step = found ?? tomb;
       if (!step) return entries;
       const at = Number(step.mod_revision);
-      entries.push({ version: step.mod_revision, value: found ? found.value.toString() : null, date: new Date(0) });
+      entries.push({ version: step.mod_revision, value: found ? (await bytesOf(key, found)).toString() : null, date: new Date(0) });
       if (at <= 1) return entries;
       revision = at - 1;
     }
@@ -292,7 +418,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
   async function meta(key: string): Promise<StorageMeta | null> {
     const found = await read(key);
     if (!found) return null;
-    const result: StorageMeta = { etag: found.mod_revision, size: found.value.length };
+    const result: StorageMeta = { etag: found.mod_revision, size: (await manifestFor(key, found))?.size ?? found.value.length };
     if (found.lease !== "0") {
       const lease = await call(key, () => client.leaseClient.leaseTimeToLive({ ID: found.lease }));
       const seconds = Number(lease.TTL);
@@ -326,13 +452,22 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     const writes = operations.filter((op) => op.type !== "check");
     const leases = await leasesFor(writes.map((op) => (op.type === "remove" ? undefined : op.options.ttl)));
     const success: IRequestOp[] = [];
+    const stagedAll: Staged[] = [];
     for (const op of operations) {
       if (op.type === "check") compare.push(guard(op.key, op.etag));
       else if (op.type === "remove") success.push(removeOp(op.key));
-      else success.push(putOp(op.key, op.value, leases.get(op.options.ttl)!));
+      else {
+        // Chunks of large values are written ahead; only the entries that name them are in the transaction.
+        const staged = await stage(op.key, Buffer.from(op.value as Uint8Array), leases.get(op.options.ttl)!);
+        stagedAll.push(staged);
+        success.push(...staged.ops);
+        compare.push(...staged.compare);
+      }
     }
     const result = await call(undefined, () => client.kv.txn({ compare, success, failure: [] }));
-    if (!result.succeeded) throw conflict(operations.find((op) => op.type === "check")?.key ?? "", "Stored version differs");
+    if (result.succeeded) return;
+    await Promise.all(stagedAll.map((staged) => unstage("", staged)));
+    throw conflict(operations.find((op) => op.type === "check")?.key ?? "", "Stored version differs");
   }
 
   return {
@@ -343,16 +478,20 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     hasItem: async (key: string) => (await call(key, () => client.kv.range({ key: keyOf(key), count_only: true }))).count !== "0",
     getItem: async (key: string, opts?: { version?: unknown }) => {
       const revision = opts?.version === undefined ? undefined : parseRevision(opts.version, "version");
-      return (await read(key, revision))?.value.toString() ?? null;
+      const found = await read(key, revision);
+      return found ? (await bytesOf(key, found)).toString() : null;
     },
-    getItemRaw: async (key: string) => (await read(key))?.value ?? null,
+    getItemRaw: async (key: string) => {
+      const found = await read(key);
+      return found ? bytesOf(key, found) : null;
+    },
     getItems,
     setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),
     setItems: async (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) => {
       const guarded: typeof items = [];
       const plain: typeof items = [];
-      for (const item of items) (guardsOf(item.key, item.options ?? common).length > 0 ? guarded : plain).push(item);
+      for (const item of items) (guardsOf(item.key, item.options ?? common).length > 0 || Buffer.byteLength(item.value) > chunkSize ? guarded : plain).push(item);
       const leases = await leasesFor(plain.map((item) => (item.options ?? common).ttl));
       await Promise.all([
         inTransactions(plain.map((item) => putOp(item.key, item.value, leases.get((item.options ?? common).ttl)!))),
@@ -372,7 +511,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     },
     clear: async (base: string) => {
       // Key by key, so every removal leaves its tombstone and watchers see each one.
-      for await (const page of pages(base ?? "", 10_000)) await inTransactions(page.map(removeOp), 2);
+      for await (const page of pages(base ?? "", 10_000)) await inTransactions(page.map(removeOp), REMOVE_OPS);
     },
     commit,
     getHistory: (key: string, opts: { limit?: number }) => history(key, opts?.limit ?? Number.POSITIVE_INFINITY),
