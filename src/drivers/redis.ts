@@ -280,7 +280,7 @@ async function close(connection: RedisClient): Promise<void> {
  * Keys as plain Redis strings through ioredis: values readable with `redis-cli GET`, raw bytes
  * stored as binary, native TTL (PX), CAS on an etag that is the SHA-1 of the stored bytes (checked
  * in Lua scripts, so checks and writes are atomic on the server), transactions as one script, SCAN
- * for listings, and watch across processes over pub/sub or keyspace notifications.
+ * for listings, and watch across processes through client tracking, pub/sub or keyspace notifications.
  */
 export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriverOptions = {}) => {
   const timeout = checkOptions(options);
@@ -299,6 +299,12 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     return started.catch((error: unknown) => Promise.reject(toStorageError(error, key)));
   }
 
+  /** `call` for commands whose reply says nothing (SET, UNLINK): one promise less on the write path. */
+  function callVoid(work: () => Promise<unknown>, key: string): Promise<void> {
+    const started = client.status === "ready" ? work() : ready().then(work);
+    return started.then(nothing, (error: unknown) => Promise.reject(toStorageError(error, key)));
+  }
+
   function evalScript(target: Script, keys: string[], args: (string | Buffer)[]): Promise<unknown> {
     return client.evalsha(target.sha, keys.length, ...keys, ...args).catch((error: unknown) => {
       // The server lost its script cache (a restart, SCRIPT FLUSH): send the source once.
@@ -315,7 +321,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     const guard = guardOf(opts);
     if (guard === "" && channel === "") {
       const px = pxOf(opts);
-      return call(() => (px === "" ? client.set(full, value) : client.set(full, value, "PX", px)), key).then(nothing);
+      return callVoid(() => (px === "" ? client.set(full, value) : client.set(full, value, "PX", px)), key);
     }
     return runScript(WRITE, [full], [value, pxOf(opts), guard, channel, channel && "u" + full]).then((written) => {
       if (written === 0) throw conflict(key, guard === "*" ? "Key already exists" : "Stored version differs");
@@ -325,10 +331,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
     const full = prefix + key;
     const guard = guardOf(opts);
-    if (guard === "" && channel === "") {
-      await call(() => client.unlink(full), key);
-      return;
-    }
+    if (guard === "" && channel === "") return callVoid(() => client.unlink(full), key);
     if ((await runScript(REMOVE, [full], [guard, channel, channel && "r" + full])) === -1) throw conflict(key, "Stored version differs");
   }
 
