@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { corrupt } from "./errors.js";
 import type { ObjectId } from "./objectId.js";
 
@@ -103,4 +104,50 @@ export class PackIndex {
     for (let i = 0; i < this.count; i++) offsets[i] = this.offsetAt(i);
     return offsets.sort();
   }
+}
+
+/** One object of a pack, as its index records it. */
+export interface PackIndexEntry {
+  id: ObjectId;
+  /** Where its entry starts in the pack. */
+  offset: number;
+  /** CRC-32 of the entry's bytes (header and zlib data). */
+  crc: number;
+}
+
+/**
+ * Encodes a `.idx` v2: fanout, sorted ids, CRC-32s, 32-bit offsets (from
+ * 2 GiB on, the high bit set and an index into the 64-bit table that
+ * follows), the pack's checksum and the index's own.
+ */
+export function encodePackIndex(entries: readonly PackIndexEntry[], packChecksum: Buffer): Buffer {
+  const sorted = [...entries].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const n = sorted.length;
+  const largeCount = sorted.filter((entry) => entry.offset >= LARGE).length;
+  const out = Buffer.alloc(HEADER + FANOUT + n * 28 + largeCount * 8 + 40);
+  out.writeUInt32BE(MAGIC, 0);
+  out.writeUInt32BE(2, 4);
+  const fanout = new Uint32Array(256);
+  for (const entry of sorted) fanout[parseInt(entry.id.slice(0, 2), 16)]! += 1;
+  let running = 0;
+  for (let i = 0; i < 256; i++) out.writeUInt32BE((running += fanout[i]!), HEADER + i * 4);
+  const ids = HEADER + FANOUT;
+  const crcs = ids + n * 20;
+  const offsets = crcs + n * 4;
+  const largeAt = offsets + n * 4;
+  let large = 0;
+  sorted.forEach((entry, i) => {
+    out.write(entry.id, ids + i * 20, "hex");
+    out.writeUInt32BE(entry.crc >>> 0, crcs + i * 4);
+    if (entry.offset < LARGE) {
+      out.writeUInt32BE(entry.offset, offsets + i * 4);
+    } else {
+      out.writeUInt32BE(LARGE + large, offsets + i * 4);
+      out.writeBigUInt64BE(BigInt(entry.offset), largeAt + large++ * 8);
+    }
+  });
+  const tail = largeAt + largeCount * 8;
+  packChecksum.copy(out, tail);
+  createHash("sha1").update(out.subarray(0, tail + 20)).digest().copy(out, tail + 20);
+  return out;
 }

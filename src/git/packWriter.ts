@@ -5,6 +5,7 @@ import { crc32 } from "node:zlib";
 import { gitError, ioError } from "./errors.js";
 import { removeQuietly, writeAll } from "./fileUtil.js";
 import { hashObject, type ObjectId, type ObjectType } from "./objectId.js";
+import { encodePackIndex, type PackIndexEntry } from "./packIndex.js";
 import { PackType } from "./packReader.js";
 import { tempName } from "./tempName.js";
 import { deflateObject } from "./zlib.js";
@@ -34,11 +35,6 @@ export interface WrittenPack {
   ids: ObjectId[];
 }
 
-interface Entry {
-  id: ObjectId;
-  offset: number;
-  crc: number;
-}
 
 const HEADER_SIZE = 12;
 const FLUSH_BYTES = 1 << 20;
@@ -73,7 +69,7 @@ function packHeader(count: number): Buffer {
  * pack); temporary files are removed on success and on failure.
  */
 export class PackWriter {
-  private readonly entries: Entry[] = [];
+  private readonly entries: PackIndexEntry[] = [];
   private readonly seen = new Set<ObjectId>();
   /** Staged bytes not yet in the temporary file (all of them in memory mode). */
   private chunks: Buffer[] = [];
@@ -138,7 +134,7 @@ export class PackWriter {
     try {
       const checksum = this.fd === undefined ? this.finishInMemory() : this.finishOnDisk();
       tempIdx = join(this.packDir, tempName("tmp_idx_"));
-      writeFile(tempIdx, this.buildIndex(checksum), this.options.fsync === true);
+      writeFile(tempIdx, encodePackIndex(this.entries, checksum), this.options.fsync === true);
       const name = `pack-${checksum.toString("hex")}`;
       const packPath = join(this.packDir, `${name}.pack`);
       const idxPath = join(this.packDir, `${name}.idx`);
@@ -221,39 +217,6 @@ export class PackWriter {
     closeSync(fd);
     this.fd = undefined;
     return checksum;
-  }
-
-  /** The `.idx` v2: fanout, sorted ids, CRC-32s, offsets (64-bit ones in a table after), pack and index checksums. */
-  private buildIndex(packChecksum: Buffer): Buffer {
-    const sorted = [...this.entries].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const n = sorted.length;
-    const large = sorted.filter((entry) => entry.offset >= 0x80000000);
-    const out = Buffer.alloc(8 + 1024 + n * 28 + large.length * 8 + 40);
-    out.writeUInt32BE(0xff744f63, 0);
-    out.writeUInt32BE(2, 4);
-    const fanout = new Uint32Array(256);
-    for (const entry of sorted) fanout[parseInt(entry.id.slice(0, 2), 16)]! += 1;
-    let running = 0;
-    for (let i = 0; i < 256; i++) out.writeUInt32BE((running += fanout[i]!), 8 + i * 4);
-    const ids = 8 + 1024;
-    const crcs = ids + n * 20;
-    const offsets = crcs + n * 4;
-    const largeAt = offsets + n * 4;
-    let largeCount = 0;
-    sorted.forEach((entry, i) => {
-      out.write(entry.id, ids + i * 20, "hex");
-      out.writeUInt32BE(entry.crc >>> 0, crcs + i * 4);
-      if (entry.offset < 0x80000000) {
-        out.writeUInt32BE(entry.offset, offsets + i * 4);
-      } else {
-        out.writeUInt32BE((0x80000000 | largeCount) >>> 0, offsets + i * 4);
-        out.writeBigUInt64BE(BigInt(entry.offset), largeAt + largeCount++ * 8);
-      }
-    });
-    const tail = largeAt + large.length * 8;
-    packChecksum.copy(out, tail);
-    createHash("sha1").update(out.subarray(0, tail + 20)).digest().copy(out, tail + 20);
-    return out;
   }
 
   private cleanup(original: unknown): void {

@@ -2,6 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileS
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { PackIndex, PackWriter, Repository, type GitObject, type ObjectType } from "../../src/git/index.js";
+import { encodePackIndex } from "../../src/git/packIndex.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { errorCode, git, gitBytes, gitInitBare } from "./gitCli.js";
 
@@ -206,6 +207,24 @@ describe("pack writing", () => {
       expect(readdirSync(packDir).sort()).toEqual([`pack-${checksum}.pack`]);
     });
   }
+
+  it("an index records offsets from 2 GiB on in its 64-bit table", () => {
+    const entries = [
+      { id: "a".repeat(40), offset: 12, crc: 1 },
+      { id: "b".repeat(40), offset: 0x7fffffff, crc: 2 },
+      { id: "c".repeat(40), offset: 0x80000000, crc: 3 },
+      { id: "0".repeat(39) + "1", offset: 2 ** 40 + 5, crc: 0xffffffff },
+    ];
+    const data = encodePackIndex(entries, Buffer.alloc(20, 7));
+    const index = PackIndex.parse(data, "test.idx");
+    expect(data.length).toBe(8 + 1024 + 4 * 28 + 2 * 8 + 40);
+    for (const entry of entries) {
+      const position = index.find(entry.id);
+      expect([index.idAt(position), index.offsetAt(position), index.crcAt(position)]).toEqual([entry.id, entry.offset, entry.crc]);
+    }
+    expect(index.packChecksum).toEqual(Buffer.alloc(20, 7));
+    expect(index.find("d".repeat(40))).toBe(-1);
+  });
 
   it("an unknown mode is refused", () => {
     expect(() => new PackWriter(tempDir(), { mode: "cloud" as "disk" })).toThrow(expect.objectContaining({ code: "E_INVALID_OPTION" }));
