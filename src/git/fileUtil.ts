@@ -1,4 +1,5 @@
-import { unlinkSync, writeSync } from "node:fs";
+import { rmdirSync, unlinkSync, writeSync } from "node:fs";
+import { dirname, sep } from "node:path";
 import { ioError, isErrno } from "./errors.js";
 
 /** Writes all of `data` at the file's position (a write may be partial). */
@@ -18,5 +19,17 @@ export function removeQuietly(path: string, original: unknown): void {
     if (isErrno(error, "ENOENT")) return;
     if (!(original instanceof Error)) throw ioError(`Cannot remove ${path}`, error);
     original.message += ` (and ${path} could not be removed: ${(error as Error).message})`;
+  }
+}
+
+/** Removes directories left empty (by a ref deletion), from `dir` up to but not including `stop`; a non-empty one ends the walk. */
+export function pruneEmptyDirs(dir: string, stop: string): void {
+  for (let current = dir; current.startsWith(stop + sep); current = dirname(current)) {
+    try {
+      rmdirSync(current);
+    } catch (error) {
+      if (isErrno(error, "ENOTEMPTY", "EEXIST", "ENOENT")) return;
+      throw ioError(`Cannot remove ${current}`, error);
+    }
   }
 }

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, rmdirSync, statSync, type BigIntStats } from "node:fs";
-import { dirname, join, sep } from "node:path";
+import { dirname, join } from "node:path";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
-import { removeQuietly } from "./fileUtil.js";
+import { pruneEmptyDirs, removeQuietly } from "./fileUtil.js";
 import { LruCache } from "./lruCache.js";
 import { commitLock, rollbackLock, tryLock, writeLock, type LockFile } from "./lockFile.js";
 import { isObjectId, ZERO_ID, type ObjectId } from "./objectId.js";
@@ -255,20 +255,8 @@ export class RefStore {
   private pruneAfterDelete(name: string): void {
     const top = name.split("/").slice(0, 2).join("/");
     const base = this.dirFor(name);
-    this.pruneEmptyDirs(dirname(join(base, name)), join(base, top));
-    this.pruneEmptyDirs(dirname(join(base, "logs", name)), join(base, "logs", top));
-  }
-
-  /** Removes directories left empty by a deletion, up to `stop`; a non-empty one ends the walk. */
-  private pruneEmptyDirs(dir: string, stop: string): void {
-    for (let current = dir; current.startsWith(stop + sep); current = dirname(current)) {
-      try {
-        rmdirSync(current);
-      } catch (error) {
-        if (isErrno(error, "ENOTEMPTY", "EEXIST", "ENOENT")) return;
-        throw ioError(`Cannot remove ${current}`, error);
-      }
-    }
+    pruneEmptyDirs(dirname(join(base, name)), join(base, top));
+    pruneEmptyDirs(dirname(join(base, "logs", name)), join(base, "logs", top));
   }
 
   private commit(lock: LockFile, content: string): void {
