@@ -1,10 +1,11 @@
+import { spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { PackIndex, PackWriter, Repository, type GitObject, type ObjectType } from "../../src/git/index.js";
 import { encodePackIndex } from "../../src/git/packIndex.js";
 import { tempDir } from "../helpers/tempDir.js";
-import { errorCode, git, gitBytes, gitInitBare } from "./gitCli.js";
+import { errorCode, git, gitBytes, gitEnv, gitInitBare } from "./gitCli.js";
 
 /** A worktree repository with history whose files change a little each commit (good delta material). */
 function repoWithHistory(commits = 12): string {
@@ -102,6 +103,33 @@ describe("pack reading", () => {
     expect(existsSync(join(dir, ".git", "objects", late.slice(0, 2), late.slice(2)))).toBe(false);
     expect(repo.readBlob(late).toString()).toBe("late\n");
     expect(repo.hasObject(late)).toBe(true);
+  });
+});
+
+describe("reading while git gc runs", () => {
+  it("every object stays readable while git gc packs and prunes loose objects and old packs", async () => {
+    const dir = repoWithHistory(20);
+    git(dir, ["repack", "-q"]);
+    for (let i = 0; i < 200; i++) writeFileSync(join(dir, `extra-${i}.txt`), `extra ${i}\n`);
+    git(dir, ["add", "-A"]);
+    git(dir, ["commit", "-q", "-m", "extras"]);
+    const ids = allIds(dir);
+    const repo = Repository.open(dir);
+    const expected = new Map(ids.map((id) => [id, repo.readObject(id).body]));
+    const fresh = Repository.open(dir, { cacheBytes: 0 });
+    const gc = spawn("git", ["gc", "-q", "--prune=now"], { cwd: dir, env: gitEnv, stdio: "ignore" });
+    let done = false;
+    const exited = new Promise<number | null>((resolve) => gc.on("exit", (status) => resolve(status)));
+    void exited.then(() => (done = true));
+    let rounds = 0;
+    while (!done || rounds === 0) {
+      for (const id of ids) expect(fresh.readObject(id).body.equals(expected.get(id)!)).toBe(true);
+      rounds++;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await exited).toBe(0);
+    expect(readdirSync(join(dir, ".git", "objects")).filter((name) => /^[0-9a-f]{2}$/.test(name))).toEqual([]);
+    for (const id of ids) expect(fresh.readObject(id).body.equals(expected.get(id)!)).toBe(true);
   });
 });
 
