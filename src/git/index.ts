@@ -24,7 +24,7 @@ export {
 } from "./objectId.js";
 export { ObjectStore, readAlternates, type ObjectStoreOptions } from "./objectStore.js";
 export { parsePackedRefs, PackedRefsCache, removeFromPackedRefs, type PackedRef } from "./packedRefs.js";
-export { PackIndex } from "./packIndex.js";
+export { encodePackIndex, PackIndex, type PackIndexEntry } from "./packIndex.js";
 export { PackReader, PackType, type ObjectResolver } from "./packReader.js";
 export { PackWriter, type PackMode, type PackWriterOptions, type WrittenPack } from "./packWriter.js";
 export { isValidRefName, refNameProblem, type RefNameOptions } from "./refName.js";
