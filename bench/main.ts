@@ -1,6 +1,7 @@
 import { writeFileSync } from "node:fs";
 import { Bench } from "tinybench";
 import { runEmbedded } from "./embedded.js";
+import { runHttp } from "./http.js";
 import { runQueue } from "./queue.js";
 import { makeTargets, type Target } from "./targets.js";
 
@@ -55,6 +56,7 @@ const WORKLOADS: Workload[] = [
 const SUITES: Record<string, () => Promise<unknown>> = {
   embedded: runEmbedded,
   queue: runQueue,
+  http: runHttp,
 };
 
 /** The ratios the foundation issue sets as targets. */

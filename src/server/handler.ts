@@ -48,6 +48,8 @@ type Method = AuthorizeRequest["method"];
 const TEXT = "text/plain; charset=utf-8";
 const JSON_TYPE = "application/json; charset=utf-8";
 const NO_SNIFF = "nosniff";
+/** Text values longer than this are sent as bytes in chunks, like raw ones. */
+const LARGE_TEXT = 64 * 1024;
 
 /** A refusal decided by the protocol itself (status, code, extra headers). */
 class HttpRefusal extends Error {
@@ -134,12 +136,21 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
       response.end();
       return;
     }
-    const body = raw ? (value as Uint8Array) : Buffer.from(serializer.serialize(value));
-    headers["content-type"] = raw ? OCTET_STREAM : TEXT;
-    headers["content-length"] = body.byteLength;
     headers["x-content-type-options"] = NO_SNIFF;
+    if (raw) {
+      const bytes = value as Uint8Array;
+      headers["content-type"] = OCTET_STREAM;
+      headers["content-length"] = bytes.byteLength;
+      response.writeHead(200, headers);
+      return sendBody(response, bytes);
+    }
+    // Text goes out as a string: node:http then sends head and body in one write.
+    const text = serializer.serialize(value);
+    headers["content-type"] = TEXT;
+    headers["content-length"] = Buffer.byteLength(text);
     response.writeHead(200, headers);
-    await sendBody(response, body);
+    if (text.length <= LARGE_TEXT) response.end(text);
+    else await sendBody(response, Buffer.from(text));
   }
 
   /** A listing streams out batch by batch; only a failure before the first byte still gets a status. */

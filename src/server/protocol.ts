@@ -34,7 +34,9 @@ export function parseTarget(path: string): Target {
   }
   const last = decoded.charCodeAt(decoded.length - 1);
   const base = last === 58 /* : */ || last === 47; /* / */
-  return { key: base ? normalizeItemBase(decoded) : normalizeItemKey(decoded), base };
+  // "/a/b" as "a:b" up front, so a plain key takes the core's fast path.
+  const key = decoded.slice(1).replaceAll("/", ":");
+  return { key: base ? normalizeItemBase(key) : normalizeItemKey(key), base };
 }
 
 /** The `x-ttl` header: seconds (unstorage's unit; may be fractional) to the core's milliseconds. */

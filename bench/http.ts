@@ -1,0 +1,147 @@
+import { execFile } from "node:child_process";
+import { createRequire } from "node:module";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Result } from "autocannon";
+import { createStorage as createUnstorage } from "unstorage";
+import { createStorageServer as createUnstorageServer } from "unstorage/server";
+import { createStorage, type Driver } from "../src/index.js";
+import memory from "../src/drivers/memory.js";
+import { createStorageServer } from "../src/server/index.js";
+
+/**
+ * `npm run bench -- http`: stowage's storage server against unstorage's
+ * (`unstorage/server`, on h3), both over the same driver (stowage's memory
+ * driver, which mounts in unstorage too), loaded by autocannon on loopback:
+ * GET and PUT of ~100-byte JSON values, 50 connections. autocannon runs
+ * in a child process, so this process's CPU time is the server's alone:
+ * besides req/s, the CPU each request costs the server, which other load on
+ * the machine does not blur. Goal: stowage >= 1.2x unstorage in req/s.
+ */
+
+const CONNECTIONS = 50;
+const DURATION = 3;
+/** Runs per server and workload, alternating servers; the best run counts, as other load on the machine only ever slows a run down. */
+const ROUNDS = 3;
+const KEYS = 1000;
+const GOAL = 1.2;
+
+const valueOf = (i: number) => ({ id: i, name: `user-${String(i).padStart(6, "0")}`, email: `user${i}@example.com`, city: "Lisbon", tags: ["a", "b"], active: true });
+const BODY = JSON.stringify(valueOf(1));
+
+interface Running {
+  url: string;
+  close: () => Promise<void>;
+}
+
+async function listen(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+}
+
+function closer(server: Server): () => Promise<void> {
+  return () => {
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(() => resolve()));
+  };
+}
+
+async function stowageServer(driver: Driver): Promise<Running> {
+  const storage = createStorage({ driver });
+  for (let i = 0; i < KEYS; i++) await storage.setItem(`bench:user:${i}`, valueOf(i));
+  const server = createStorageServer(storage, { port: 0 });
+  const url = await server.listen();
+  return { url, close: () => server.close() };
+}
+
+async function unstorageServer(driver: Driver): Promise<Running> {
+  const storage = createUnstorage({ driver: driver as Parameters<typeof createUnstorage>[0] extends { driver?: infer D } ? D : never });
+  for (let i = 0; i < KEYS; i++) await storage.setItem(`bench:user:${i}`, valueOf(i));
+  const server = createServer(createUnstorageServer(storage).handle);
+  return { url: await listen(server), close: closer(server) };
+}
+
+const AUTOCANNON = createRequire(import.meta.url).resolve("autocannon/autocannon.js");
+
+/** One autocannon run in its own process; any error or non-2xx answer fails it. */
+function autocannon(url: string, method: "GET" | "PUT"): Promise<Result> {
+  const args = [AUTOCANNON, "-c", String(CONNECTIONS), "-d", String(DURATION), "-j", "-m", method];
+  if (method === "PUT") args.push("-b", BODY, "-H", "content-type=application/json");
+  args.push(`${url}bench/user/1`);
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, args, { maxBuffer: 16 * 1024 * 1024 }, (error, stdout) => {
+      if (error) return reject(error);
+      const result = JSON.parse(stdout) as Result;
+      if (result.errors > 0 || result.non2xx > 0) reject(new Error(`${method} ${url}: ${result.errors} errors, ${result.non2xx} non-2xx answers`));
+      else resolve(result);
+    });
+  });
+}
+
+interface Run {
+  /** Requests per second. */
+  rate: number;
+  /** Server CPU time per request, in microseconds. */
+  cpu: number;
+}
+
+async function load(url: string, method: "GET" | "PUT"): Promise<Run> {
+  const before = process.cpuUsage();
+  const result = await autocannon(url, method);
+  const used = process.cpuUsage(before);
+  return { rate: result.requests.average, cpu: (used.user + used.system) / result.requests.total };
+}
+
+export interface HttpBenchResult {
+  workload: string;
+  /** Best req/s of each server. */
+  stowage: number;
+  unstorage: number;
+  ratio: number;
+  /** Least server CPU per request, in µs. */
+  stowageCpu: number;
+  unstorageCpu: number;
+  met: boolean;
+}
+
+const format = (n: number) => Math.round(n).toLocaleString("en-US");
+
+const SERVERS = { unstorage: unstorageServer, stowage: stowageServer } as const;
+
+/** The best of ROUNDS runs of one workload on each server, the servers taking turns to go first. */
+async function measure(method: "GET" | "PUT"): Promise<Record<keyof typeof SERVERS, Run>> {
+  const best = { unstorage: { rate: 0, cpu: Infinity }, stowage: { rate: 0, cpu: Infinity } };
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? (["unstorage", "stowage"] as const) : (["stowage", "unstorage"] as const);
+    for (const name of order) {
+      const server = await SERVERS[name](memory());
+      try {
+        const run = await load(server.url, method);
+        best[name] = { rate: Math.max(best[name].rate, run.rate), cpu: Math.min(best[name].cpu, run.cpu) };
+      } finally {
+        await server.close();
+      }
+    }
+  }
+  return best;
+}
+
+/** Runs GET and PUT against both servers and prints req/s, server CPU per request and ratios. */
+export async function runHttp(): Promise<HttpBenchResult[]> {
+  const results: HttpBenchResult[] = [];
+  console.log(`\nHTTP storage servers: ${CONNECTIONS} connections, best of ${ROUNDS} runs of ${DURATION} s, ${BODY.length}-byte values, memory driver`);
+  for (const method of ["GET", "PUT"] as const) {
+    const { stowage, unstorage } = await measure(method);
+    const ratio = stowage.rate / unstorage.rate;
+    results.push({ workload: method, stowage: stowage.rate, unstorage: unstorage.rate, ratio, stowageCpu: stowage.cpu, unstorageCpu: unstorage.cpu, met: ratio >= GOAL });
+    console.log(
+      `  ${method.padEnd(4)} stowage ${format(stowage.rate).padStart(8)} req/s ${stowage.cpu.toFixed(0).padStart(5)} µs CPU/req` +
+        `   unstorage ${format(unstorage.rate).padStart(8)} req/s ${unstorage.cpu.toFixed(0).padStart(5)} µs CPU/req` +
+        `   ${ratio.toFixed(2)}x req/s, ${(unstorage.cpu / stowage.cpu).toFixed(2)}x less CPU`,
+    );
+  }
+  for (const result of results) {
+    console.log(`  ${result.met ? "met " : "MISS"} stowage server ${result.workload}: ${result.ratio.toFixed(2)}x unstorage server (goal >= ${GOAL}x)`);
+  }
+  return results;
+}
