@@ -18,6 +18,13 @@ export interface PostgresOptions extends Omit<PoolConfig, "connectionString"> {
   timeout?: number;
   /** How often expired rows are deleted, in ms (default 60,000). */
   purgeInterval?: number;
+  /**
+   * Whether writes NOTIFY watchers in every process (default `true`). With
+   * `false` writes send nothing (NOTIFY serializes committing writers on a
+   * server-wide lock), the driver is not flagged `watch`, and watchers see
+   * the writes of this process only.
+   */
+  notify?: boolean;
 }
 
 const DRIVER_NAME = "postgres";
@@ -78,16 +85,19 @@ function prefixEnd(prefix: string): string {
 const ident = (name: string) => `"${name}"`;
 
 /** The SQL of one table: every statement the driver runs, built once from the validated table name. */
-function statements(table: string) {
+function statements(table: string, notifies: boolean) {
   const t = ident(table);
   const channel = `stowage.${table}`;
   const alive = "(expires_at IS NULL OR expires_at > $2)";
   const firstVersion = "(floor(random() * 281474976710656) + 1)::bigint";
-  const notify = (event: "u" | "r") => `SELECT pg_notify('${channel}', '${event}' || key) FROM w`;
+  const notify = (event: "u" | "r") => (notifies ? `SELECT pg_notify('${channel}', '${event}' || key) FROM w` : "SELECT 1 FROM w");
   // A batch NOTIFYs its keys in groups, each `U` or `R` then `<bytes>:<key>` repeated: one notification
   // per row would cost a third of a 1000-row write; a group stays under the 8000-byte payload limit.
-  const notifyBatch = (event: "U" | "R") => `, n AS (SELECT key, sum(octet_length(key) + 6) OVER (ROWS UNBOUNDED PRECEDING) AS c FROM w)
-    SELECT count(*) FROM (SELECT pg_notify('${channel}', '${event}' || string_agg(octet_length(key) || ':' || key, '')) FROM n GROUP BY c / 5000) g`;
+  const notifyBatch = (event: "U" | "R") =>
+    notifies
+      ? `, n AS (SELECT key, sum(octet_length(key) + 6) OVER (ROWS UNBOUNDED PRECEDING) AS c FROM w)
+    SELECT count(*) FROM (SELECT pg_notify('${channel}', '${event}' || string_agg(octet_length(key) || ':' || key, '')) FROM n GROUP BY c / 5000) g`
+      : "SELECT count(*) FROM w";
   const upsertTail = `ON CONFLICT (key) DO UPDATE SET value = excluded.value, raw = excluded.raw, version = s.version + 1,
     mtime = excluded.mtime, expires_at = excluded.expires_at`;
   return {
@@ -158,7 +168,7 @@ const expiresAt = (now: number, opts: SetOptions | undefined) => (opts?.ttl === 
  * one transaction on one pooled connection, watch through LISTEN/NOTIFY.
  */
 export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions = {}) => {
-  const { url, table = "stowage", timeout = 5000, purgeInterval = 60_000, ...poolOptions } = options;
+  const { url, table = "stowage", timeout = 5000, purgeInterval = 60_000, notify = true, ...poolOptions } = options;
   if (!TABLE_NAME.test(table)) throw new StorageError("E_INVALID_OPTION", `Invalid table name: ${JSON.stringify(table)}`, { driver: DRIVER_NAME });
   const config: PoolConfig = {
     keepAlive: true,
@@ -172,7 +182,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
   // An idle connection that died (a server restart) is dropped by the pool and replaced on next use;
   // the operations that need the server report their own errors.
   pool.on("error", () => undefined);
-  const sql: Statements = statements(table);
+  const sql: Statements = statements(table, notify);
   const named = (name: keyof Statements, values: unknown[]): QueryArrayConfig => ({
     name: `stowage_${table}_${name}`,
     text: sql[name] as string,
@@ -346,7 +356,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
   return {
     name: DRIVER_NAME,
     options,
-    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: true, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: notify, clearBase: true, nestedKeys: true },
     getInstance: () => pool,
     hasItem: async (key: string) => (await run("has", [key, Date.now()], key)).rowCount! > 0,
     getItem: read,
@@ -397,7 +407,8 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
       else await run("clearAll", []);
     },
     commit: (operations: CommitOperation[]) => commit(operations),
-    watch,
+    // Without NOTIFY there is nothing to listen to: the core reports this process's writes instead.
+    watch: notify ? watch : undefined,
     dispose: async () => {
       if (disposed) return;
       disposed = true;

@@ -227,6 +227,29 @@ if (await serviceUp("PostgreSQL", url)) {
       await Promise.all([watcher.dispose(), writer.dispose()]);
     });
 
+    it("notify: false sends no NOTIFY: not flagged watch, watchers see this process's writes only", async () => {
+      const table = freshTable("quiet");
+      const quiet = postgres({ url, table, notify: false });
+      expect(quiet.flags?.watch).toBe(false);
+      expect(quiet.watch).toBeUndefined();
+      const storage = createStorage({ driver: quiet });
+      const other = open(table);
+      const listener = open(table);
+      const events: string[] = [];
+      const heard: string[] = [];
+      await storage.watch((event, key) => events.push(`${event} ${key}`));
+      await listener.watch((event, key) => heard.push(`${event} ${key}`));
+      await storage.setItem("q:a", 1);
+      await storage.setItems([{ key: "q:b", value: 2 }]);
+      await other.setItem("q:other", 3);
+      await storage.clear("q");
+      await eventually(() => expect(heard).toContain("update q:other"));
+      expect(events.slice(0, 2)).toEqual(["update q:a", "update q:b"]);
+      expect(events.slice(2).sort()).toEqual(["remove q:a", "remove q:b", "remove q:other"]);
+      expect(heard).toEqual(["update q:other"]);
+      await Promise.all([storage.dispose(), other.dispose(), listener.dispose()]);
+    });
+
     it("a transaction that read a key as absent fails if the key is created before it commits", async () => {
       const table = freshTable("tx");
       const storage = open(table);
