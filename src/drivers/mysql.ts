@@ -347,6 +347,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
       await commit(batch.map(({ key, value, options }) => ({ type: "set", key, value, options: options ?? common })));
       return;
     }
+    if (batch.length === 0) return;
     batch.forEach(({ key }) => checkKey(key));
     if (!ready) await ensureSchema();
     const { parts, large } = plan(batch, common);
