@@ -1,10 +1,11 @@
 // A child process that increments a counter ref N times by compare-and-swap,
-// through stowage's engine or through the stock git CLI: `casWorker.ts <dir> <ref> <count> engine|git`.
+// through stowage's engine or through the stock git CLI: `casWorker.ts <dir> <ref> <count> engine|git [print]`.
+// With `print`, the engine prints each value once its update has returned.
 import { execFileSync } from "node:child_process";
 import { isStorageError } from "../../src/core/errors.js";
 import { Repository, ZERO_ID } from "../../src/git/index.js";
 
-const [dir, ref, countText, mode] = process.argv.slice(2) as [string, string, string, string];
+const [dir, ref, countText, mode, print] = process.argv.slice(2) as [string, string, string, string, string | undefined];
 const count = Number(countText);
 
 function engine(): void {
@@ -16,6 +17,7 @@ function engine(): void {
     try {
       repo.refs.update(ref, next, { expected: current ?? null, message: `increment to ${value + 1}` });
       done++;
+      if (print === "print") process.stdout.write(`${value + 1}\n`);
     } catch (error) {
       if (!isStorageError(error, "E_CONFLICT")) throw error;
     }
