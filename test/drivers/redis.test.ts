@@ -5,6 +5,8 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Redis } from "ioredis";
+import { createStorage as createUnstorage, type Driver as UnstorageDriver } from "unstorage";
+import unstorageRedis from "unstorage/drivers/redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStorage, isStorageError, normalizeKey, type Storage, type WatchEvent } from "../../src/index.js";
 import redis, { type RedisDriverOptions } from "../../src/drivers/redis.js";
@@ -335,6 +337,39 @@ if (await serviceUp("Redis", url)) {
       const storage = createStorage({ driver: redis({ url, base }) });
       expect(await storage.getItem("child")).toEqual({ written: true });
       await storage.dispose();
+    });
+
+    it("shares its layout with unstorage's redis driver, and mounts in unstorage", async () => {
+      const base = freshBase();
+      const theirs = createUnstorage({ driver: unstorageRedis({ url, base }) });
+      const ours = createStorage({ driver: redis({ url, base }) });
+      const mounted = createUnstorage({ driver: redis({ url, base: freshBase() }) as unknown as UnstorageDriver });
+      try {
+        await theirs.setItem("u:obj", { x: 1 });
+        await theirs.setItem("u:text", "plain text");
+        await theirs.setItem("u:n", 456);
+        expect(await ours.getItems(["u:obj", "u:text", "u:n"])).toEqual([
+          { key: "u:obj", value: { x: 1 } },
+          { key: "u:text", value: "plain text" },
+          { key: "u:n", value: 456 },
+        ]);
+        await ours.setItem("s:obj", { y: [2] });
+        await ours.setItem("s:text", "456");
+        expect(await theirs.getItem("s:obj")).toEqual({ y: [2] });
+        expect(await theirs.getItem("s:text")).toBe("456");
+        expect((await theirs.getKeys("s")).sort()).toEqual(["s:obj", "s:text"]);
+
+        await mounted.setItem("m:a", { z: 3 });
+        await mounted.setItemRaw("m:raw", new Uint8Array([0, 1, 255]));
+        expect(await mounted.getItem("m:a")).toEqual({ z: 3 });
+        expect([...((await mounted.getItemRaw("m:raw")) as Uint8Array)]).toEqual([0, 1, 255]);
+        expect((await mounted.getKeys("m")).sort()).toEqual(["m:a", "m:raw"]);
+        await mounted.clear();
+        expect(await mounted.getKeys()).toEqual([]);
+      } finally {
+        await theirs.clear();
+        await Promise.all([theirs.dispose(), ours.dispose(), mounted.dispose()]);
+      }
     });
 
     it("refuses ioredis's keyPrefix, a bad timeout and an unknown watch mode", () => {
