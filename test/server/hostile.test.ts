@@ -85,6 +85,7 @@ function sendRaw(port: number, hostile: Hostile): Promise<number | null> {
       reject(new Error(`${hostile.name}: no answer and no close within 10 s`));
     }, 10_000);
     socket.on("data", (chunk: Buffer) => (answer += chunk.toString("latin1")));
+    // A reset is the expected end of a refused upload; what matters is the status read before it.
     socket.on("error", () => undefined);
     socket.on("close", () => {
       clearTimeout(timer);

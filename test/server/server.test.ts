@@ -222,6 +222,7 @@ describe("storage server: limits and errors", () => {
         resolve(res.statusCode!);
         req.destroy();
       });
+      // Once the 413 is in, the server closes the upload: a reset mid-write is expected then.
       req.on("error", (error) => (sent > 0 ? undefined : reject(error)));
       // Up to 256 MiB, written as fast as the socket takes it; stops once the answer is in.
       const pump = () => {
