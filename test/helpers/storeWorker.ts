@@ -16,6 +16,7 @@ const drivers: Record<string, () => Promise<Driver>> = {
   etcd: async () => (await import("../../src/drivers/etcd.js")).default({ hosts: process.env.STOWAGE_ETCD_HOSTS, prefix: path! }),
   "nats-kv": async () => (await import("../../src/drivers/nats-kv.js")).default({ servers: process.env.STOWAGE_NATS_SERVERS, bucket: path! }),
   leveldb: async () => (await import("../../src/drivers/leveldb.js")).default({ path: path! }),
+  "git-refs": async () => (await import("../../src/drivers/git-refs.js")).default({ dir: path! }),
   lmdb: async () => (await import("../../src/drivers/lmdb.js")).default({ path: path! }),
   redis: async () => (await import("../../src/drivers/redis.js")).default({ url: process.env.STOWAGE_REDIS_URL, base: path! }),
 };

@@ -1,0 +1,225 @@
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError } from "../core/errors.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import { isValidRefName, type Repository } from "../git/index.js";
+import { basePath, keyPath, pathKey } from "../git/keyNames.js";
+import { openOrInit } from "../git/openStore.js";
+import { listRefNames } from "../git/refList.js";
+import { commitRefs, commitRefsEach, type RefChange } from "../git/refTransaction.js";
+
+export interface GitRefsOptions {
+  /** An existing repository or worktree, or where a new bare repository is created. Required. */
+  dir: string;
+  /** Ref prefix the keys live under (default `refs/stowage/kv/`; must end in `/`). */
+  prefix?: string;
+  /** fsync blobs and ref files before they are renamed into place (default false, as Git). */
+  fsync?: boolean;
+  /** How long a write waits for ref locks other writers hold, in ms (default 5000), before `E_UNAVAILABLE`. */
+  lockTimeout?: number;
+  /** Keep a reflog per key ref (`logs/refs/stowage/kv/…`; default false, as Git outside heads, remotes and notes). */
+  reflog?: boolean;
+}
+
+const DRIVER_NAME = "git-refs";
+const DEFAULT_PREFIX = "refs/stowage/kv/";
+
+function invalidOption(message: string): StorageError {
+  return new StorageError("E_INVALID_OPTION", message, { driver: DRIVER_NAME });
+}
+
+/** The expected value a write's guards ask for: `undefined` (none), `null` (absent) or an etag (blob id). */
+function expectation(opts: SetOptions | RemoveOptions | undefined): string | null | undefined {
+  if (opts?.ifMatch !== undefined) return opts.ifMatch;
+  return (opts as SetOptions | undefined)?.ifNoneMatch === "*" ? null : undefined;
+}
+
+/**
+ * One ref per key under a prefix (`user:1` → `refs/stowage/kv/user/1%`),
+ * pointing at a blob that holds the value: every write is a compare-and-swap
+ * with Git's own lock protocol, so stowage processes and stock `git
+ * update-ref` serialize; the etag is the blob id. `setItems`, `clear` and
+ * transactions take every ref's lock first and change all refs or none.
+ * See docs/git-refs.md for the key encoding.
+ */
+export default defineDriver<GitRefsOptions, Repository>((options: GitRefsOptions) => {
+  if (!options?.dir) throw invalidOption("The git-refs driver needs a dir");
+  const prefix = options.prefix ?? DEFAULT_PREFIX;
+  if (!prefix.startsWith("refs/") || !prefix.endsWith("/") || !isValidRefName(`${prefix}x`)) {
+    throw invalidOption(`Invalid ref prefix: ${JSON.stringify(prefix)} (a valid ref name prefix under refs/, ending in /)`);
+  }
+  const repo = openOrInit(options.dir, { fsync: options.fsync === true });
+  const transaction = {
+    fsync: options.fsync === true,
+    lockTimeout: options.lockTimeout ?? 5000,
+    reflogMessage: options.reflog === true ? "stowage: git-refs" : undefined,
+  };
+
+  const refOf = (key: string): string => prefix + keyPath(key);
+  const idOf = (key: string): string | undefined => repo.refs.read(refOf(key))?.id;
+
+  const valueOf = (key: string): Buffer | undefined => {
+    const id = idOf(key);
+    return id === undefined ? undefined : repo.readBlob(id);
+  };
+
+  /** Adds a condition to a ref's change; two different conditions on one key can never both hold. */
+  const require = (change: RefChange, wanted: string | null | undefined, key: string): void => {
+    if (wanted === undefined) return;
+    if (change.expected !== undefined && change.expected !== wanted) {
+      throw new StorageError("E_CONFLICT", `Conflicting conditions on one key: ${key}`, { driver: DRIVER_NAME, key });
+    }
+    change.expected = wanted;
+  };
+
+  /** All operations as one ref transaction; the new blobs are written first (as one pack when many). */
+  const commit = (operations: CommitOperation[]): void => {
+    const changes = new Map<string, RefChange>();
+    const bodies = new Map<string, Buffer>();
+    for (const op of operations) {
+      const name = refOf(op.key);
+      const change = changes.get(name) ?? { name };
+      changes.set(name, change);
+      require(change, op.type === "check" ? op.etag : expectation(op.options), op.key);
+      if (op.type === "set" || op.type === "setRaw") {
+        bodies.set(name, Buffer.from(op.value));
+      } else if (op.type === "remove") {
+        bodies.delete(name);
+        change.id = null;
+      }
+    }
+    const names = [...bodies.keys()];
+    const ids = repo.writeObjects(names.map((name) => ({ type: "blob" as const, body: bodies.get(name) as Buffer })));
+    names.forEach((name, index) => ((changes.get(name) as RefChange).id = ids[index] as string));
+    commitRefs(repo.refs, [...changes.values()], transaction);
+  };
+
+  const write = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): void => {
+    const id = repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value);
+    const change: RefChange = { name: refOf(key), id };
+    const expected = expectation(opts);
+    if (expected !== undefined) change.expected = expected;
+    commitRefs(repo.refs, [change], transaction);
+  };
+
+  const remove = (key: string, opts: RemoveOptions | undefined): void => {
+    const name = refOf(key);
+    const expected = expectation(opts);
+    // Removing what is not there needs no lock (and no directories made for one).
+    if (expected === undefined && repo.refs.read(name) === undefined) return;
+    commitRefs(repo.refs, [expected === undefined ? { name, id: null } : { name, id: null, expected }], transaction);
+  };
+
+  /** A write waiting for the next group commit; `body` undefined removes the key. */
+  type Pending = { name: string; body?: Buffer; expected?: string | null; resolve: () => void; reject: (error: unknown) => void };
+  let pending: Pending[] = [];
+
+  /**
+   * Group commit for the async API: writes issued in the same event-loop
+   * turn (a setItems, concurrent callers) share one pack of blobs and one
+   * ref transaction, each write on its own condition; each promise settles
+   * once its ref is published.
+   */
+  const enqueue = (key: string, body: Buffer | undefined, opts: SetOptions | RemoveOptions | undefined): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      const entry: Pending = { name: refOf(key), resolve, reject };
+      if (body !== undefined) entry.body = body;
+      const expected = expectation(opts);
+      if (expected !== undefined) entry.expected = expected;
+      pending.push(entry);
+      if (pending.length === 1) setImmediate(flush);
+    });
+
+  /** Commits what is queued, in rounds that hold each ref once (a later write to a ref waits for the next round). */
+  const flush = (): void => {
+    let batch = pending;
+    pending = [];
+    while (batch.length > 0) {
+      const seen = new Set<string>();
+      const round: Pending[] = [];
+      const later: Pending[] = [];
+      for (const entry of batch) {
+        if (seen.has(entry.name)) later.push(entry);
+        else {
+          seen.add(entry.name);
+          round.push(entry);
+        }
+      }
+      commitRound(round);
+      batch = later;
+    }
+  };
+
+  const commitRound = (round: Pending[]): void => {
+    try {
+      const writes = round.filter((entry) => entry.body !== undefined);
+      const ids = repo.writeObjects(writes.map((entry) => ({ type: "blob" as const, body: entry.body as Buffer })));
+      const idOf = new Map(writes.map((entry, index) => [entry, ids[index] as string]));
+      const changes = round.map((entry): RefChange => {
+        const change: RefChange = { name: entry.name, id: idOf.get(entry) ?? null };
+        if (entry.expected !== undefined) change.expected = entry.expected;
+        return change;
+      });
+      const failures = commitRefsEach(repo.refs, changes, transaction);
+      for (const entry of round) {
+        const failure = failures.get(entry.name);
+        if (failure === undefined) entry.resolve();
+        else entry.reject(failure);
+      }
+    } catch (error) {
+      for (const entry of round) entry.reject(error);
+    }
+  };
+
+  const keysUnder = (base: string): string[] => {
+    const keys: string[] = [];
+    for (const name of listRefNames(repo.refs, prefix + basePath(base))) {
+      const key = pathKey(name.slice(prefix.length));
+      if (key !== undefined && key.startsWith(base)) keys.push(key);
+    }
+    return keys;
+  };
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    getInstance: () => repo,
+    hasItem: (key: string) => idOf(key) !== undefined,
+    getItem: (key: string) => valueOf(key)?.toString("utf8") ?? null,
+    // A copy: the engine's object cache shares its buffers.
+    getItemRaw: (key: string) => {
+      const body = valueOf(key);
+      return body === undefined ? null : Buffer.from(body);
+    },
+    getItems: (items: { key: string }[]) => items.map(({ key }) => ({ key, value: valueOf(key)?.toString("utf8") ?? null })),
+    setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),
+    setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
+      commit(items.map((item) => ({ type: "set", key: item.key, value: item.value, options: item.options ?? common }))),
+    removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
+    getMeta: (key: string): StorageMeta | null => {
+      const id = idOf(key);
+      return id === undefined ? null : { etag: id, size: repo.readBlob(id).length };
+    },
+    getKeys: (base: string, opts: { maxDepth?: number }) => {
+      const keys = keysUnder(base ?? "");
+      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+    },
+    clear: (base: string) => {
+      const names = keysUnder(base ?? "").map(refOf);
+      commitRefs(repo.refs, names.map((name) => ({ name, id: null })), transaction);
+    },
+    commit,
+    asyncWrites: {
+      setItem: (key: string, value: string, opts: SetOptions) => enqueue(key, Buffer.from(value, "utf8"), opts),
+      // A copy: the caller may change its bytes before the group commit runs.
+      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => enqueue(key, Buffer.from(value), opts),
+      removeItem: (key: string, opts: RemoveOptions) => enqueue(key, undefined, opts),
+    },
+    dispose: () => {
+      if (pending.length > 0) flush();
+      repo.close();
+    },
+  };
+});
