@@ -35,3 +35,6 @@ export { formatSignature, formatTimezone, parseSignature, signatureNow, type Sig
 export { decodeTag, encodeTag, type Tag } from "./tag.js";
 export { decodeTree, encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./tree.js";
 export { adler32, deflateObject, inflateObject, STORED_MAX } from "./zlib.js";
+export { decodeKeyName, encodeKeyName, isBucketName, keyToNames, VALUE_ENTRY } from "./keyPath.js";
+export { EMPTY_TREE, KeyTree, treeObjects, type KeyEdit, type NewTree } from "./keyTree.js";
+export { KeyValueRepo, namesOf, type KeyValueRepoOptions, type WriteUnit } from "./kvStore.js";

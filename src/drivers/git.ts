@@ -1,0 +1,129 @@
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError } from "../core/errors.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
+import { isValidRefName, KeyValueRepo, type WriteUnit } from "../git/index.js";
+
+export interface GitDriverOptions {
+  /** A repository (bare, a `.git` directory or a worktree); a bare repository is created there when there is none. Required. */
+  dir: string;
+  /** The ref whose commits hold the keys (default `refs/stowage/default`). */
+  ref?: string;
+  /** Author and committer of stowage's commits (default `stowage <stowage@localhost>`). */
+  author?: { name: string; email: string };
+  /**
+   * Commit message template (default `"stowage: {op} {key}"`): `{op}` is
+   * `set`, `remove`, `setItems`, `clear`, `commit` or, for a group commit of
+   * different operations, `batch`; `{key}` the key (the first one and
+   * `(+N more)` when a commit changes several; the base for a clear, `*` for
+   * all); `{count}` the number of keys changed.
+   */
+  message?: string;
+  /** fsync objects, packs and the ref before they are renamed into place (default false, as Git). */
+  fsync?: boolean;
+  /** A directory holding more entries than this is split into 256 hash buckets (default 1024; see docs/git.md). */
+  fanout?: number;
+  /** How long a write waits for a ref lock held by another writer, in ms (default 5000). */
+  lockTimeout?: number;
+  /** How often a watch polls the ref besides file-system notifications, in ms (default 500). */
+  pollInterval?: number;
+}
+
+/** The git driver: a Driver, plus `maintenance()`. */
+export type GitDriver = Driver<GitDriverOptions, KeyValueRepo>;
+
+const DRIVER_NAME = "git";
+
+function invalid(message: string): StorageError {
+  return new StorageError("E_INVALID_OPTION", message, { driver: DRIVER_NAME });
+}
+
+function checkOptions(options: GitDriverOptions): void {
+  if (!options?.dir || typeof options.dir !== "string") throw invalid("The git driver needs a dir");
+  const ref = options.ref ?? "refs/stowage/default";
+  if (!ref.startsWith("refs/") || !isValidRefName(ref)) throw invalid(`Not a valid ref name: ${JSON.stringify(ref)}`);
+  const fanout = options.fanout ?? 1024;
+  if (!Number.isInteger(fanout) || fanout < 16) throw invalid("fanout must be an integer of at least 16");
+}
+
+const setOp = (key: string, value: string | Uint8Array, options: SetOptions | undefined): CommitOperation =>
+  typeof value === "string" ? { type: "set", key, value, options: options ?? {} } : { type: "setRaw", key, value, options: options ?? {} };
+
+const versionOf = (opts: TransactionOptions | undefined): string | undefined => {
+  const version = opts?.version;
+  if (version === undefined) return undefined;
+  if (typeof version !== "string") throw invalid("version must be a commit id");
+  return version;
+};
+
+/**
+ * A versioned key-value store in a Git repository: every write is a commit
+ * on `ref` whose tree holds one blob per key, so `git log`, `git show` and
+ * `git fsck` read it. Synchronous (the engine is); the async API coalesces
+ * writes made together into one commit. The etag is the value's blob id.
+ */
+export default defineDriver<GitDriverOptions, KeyValueRepo>((options: GitDriverOptions): GitDriver => {
+  checkOptions(options);
+  const store = new KeyValueRepo({
+    dir: options.dir,
+    ref: options.ref ?? "refs/stowage/default",
+    author: options.author ?? { name: "stowage", email: "stowage@localhost" },
+    message: options.message ?? "stowage: {op} {key}",
+    fsync: options.fsync === true,
+    fanout: options.fanout ?? 1024,
+    lockTimeout: options.lockTimeout ?? 5000,
+    pollInterval: options.pollInterval ?? 500,
+  });
+
+  const units = {
+    set: (key: string, value: string | Uint8Array, opts: SetOptions | undefined): WriteUnit => ({ op: "set", ops: [setOp(key, value, opts)] }),
+    setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions | undefined): WriteUnit => ({
+      op: "setItems",
+      ops: items.map((item) => setOp(item.key, item.value, item.options ?? common)),
+    }),
+    remove: (key: string, opts: RemoveOptions | undefined): WriteUnit => ({ op: "remove", ops: [{ type: "remove", key, options: opts ?? {} }] }),
+    commit: (operations: CommitOperation[]): WriteUnit => ({ op: "commit", ops: operations }),
+  };
+  const now = (unit: WriteUnit): void => store.commitSync([unit]);
+  const later = (unit: WriteUnit): Promise<void> => store.enqueue(unit);
+
+  const getMeta = (key: string): StorageMeta | null => {
+    const id = store.valueId(key);
+    if (id === undefined) return null;
+    const time = store.tipTime();
+    return { etag: id, size: store.repo.readBlob(id).length, ...(time === undefined ? {} : { mtime: new Date(time) }) };
+  };
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { sync: true, cas: true, transactions: true, history: true, watch: true, maxDepth: true, clearBase: true, nestedKeys: true },
+    getInstance: () => store,
+    hasItem: (key: string) => store.valueId(key) !== undefined,
+    getItem: (key: string, opts?: TransactionOptions) => store.read(key, versionOf(opts))?.toString("utf8") ?? null,
+    getItemRaw: (key: string, opts?: TransactionOptions) => {
+      const bytes = store.read(key, versionOf(opts));
+      // The blob may be shared with the object cache: hand out a copy.
+      return bytes === null ? null : new Uint8Array(bytes);
+    },
+    getItems: (items: { key: string; options?: TransactionOptions }[]) =>
+      items.map(({ key, options: opts }) => ({ key, value: store.read(key, versionOf(opts))?.toString("utf8") ?? null })),
+    setItem: (key: string, value: string, opts: SetOptions) => now(units.set(key, value, opts)),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => now(units.set(key, value, opts)),
+    setItems: (items: { key: string; value: string; options?: SetOptions }[], common?: SetOptions) => now(units.setItems(items, common)),
+    removeItem: (key: string, opts: RemoveOptions) => now(units.remove(key, opts)),
+    commit: (operations: CommitOperation[]) => now(units.commit(operations)),
+    clear: (base: string) => now({ op: "clear", ops: [], clearBase: (base ?? "").replace(/:+$/, "") }),
+    getMeta,
+    getKeys: (base: string, opts: { maxDepth?: number }) => store.list(base ?? "", opts?.maxDepth),
+    getHistory: (key: string, opts: { limit?: number }) => store.history(key, opts?.limit ?? Number.POSITIVE_INFINITY),
+    watch: (callback) => store.watch(callback),
+    asyncWrites: {
+      setItem: (key: string, value: string, opts: SetOptions) => later(units.set(key, value, opts)),
+      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => later(units.set(key, value, opts)),
+      setItems: (items: { key: string; value: string; options?: SetOptions }[], common?: SetOptions) => later(units.setItems(items, common)),
+      removeItem: (key: string, opts: RemoveOptions) => later(units.remove(key, opts)),
+      commit: (operations: CommitOperation[]) => later(units.commit(operations)),
+    },
+    dispose: () => store.close(),
+  };
+});

@@ -1,0 +1,511 @@
+import { mkdirSync, statSync, watch as watchFs, type FSWatcher } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { isStorageError, StorageError } from "../core/errors.js";
+import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions } from "../core/types.js";
+import { encodeCommit, type Commit } from "./commit.js";
+import { keyToNames } from "./keyPath.js";
+import { EMPTY_TREE, KeyTree, treeObjects, type KeyEdit, type NewTree } from "./keyTree.js";
+import { LruCache } from "./lruCache.js";
+import { hashObject, isObjectId, type GitObject, type ObjectId } from "./objectId.js";
+import type { Identity } from "./refs.js";
+import { Repository } from "./repository.js";
+import { signatureNow } from "./signature.js";
+
+/** Options of a {@link KeyValueRepo}. */
+export interface KeyValueRepoOptions {
+  /** Repository (bare, `.git`, or worktree); a bare one is created when none is there. */
+  dir: string;
+  /** The ref whose commits hold the keys. */
+  ref: string;
+  /** Author and committer of the commits (and the reflog identity). */
+  author: Identity;
+  /** Commit message template: `{op}`, `{key}` and `{count}` are replaced. */
+  message: string;
+  /** fsync objects and the ref. */
+  fsync: boolean;
+  /** Entries before a directory fans out into buckets. */
+  fanout: number;
+  /** How long a write waits for a ref lock held elsewhere, in ms. */
+  lockTimeout: number;
+  /** How often watch polls the ref, in ms, besides file-system notifications. */
+  pollInterval: number;
+}
+
+/** The commit a ref points at, with what reads need of it. */
+interface Tip {
+  id: ObjectId | undefined;
+  tree: ObjectId;
+  /** Committer time, ms. */
+  time: number;
+  /** The ref file's identity when this was read ("" forces a re-read). */
+  stamp: string;
+}
+
+/** One caller's share of a commit: its operations land together or not at all. */
+export interface WriteUnit {
+  op: string;
+  ops: CommitOperation[];
+  /** Set for a clear: every key below this base goes ("" for all). */
+  clearBase?: string;
+}
+
+interface Pending extends WriteUnit {
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** A commit built on a tip, not yet on the ref. */
+interface Prepared {
+  tree: ObjectId;
+  objects: GitObject[];
+  made: NewTree[];
+  failed: Map<WriteUnit, StorageError>;
+  changedKeys: string[];
+  units: WriteUnit[];
+}
+
+/** A commit written, not yet on the ref. */
+interface Written {
+  id: ObjectId;
+  message: string;
+  time: number;
+}
+
+type Listener = (event: "update" | "remove", key: string) => void;
+
+const MAX_ATTEMPTS = 10_000;
+const MAX_LOOKED = 100_000;
+const NO_TIP: Tip = { id: undefined, tree: EMPTY_TREE, time: 0, stamp: "" };
+
+function conflict(key: string, why: string): StorageError {
+  return new StorageError("E_CONFLICT", `${why}: ${key}`, { key });
+}
+
+function bytesOf(value: string | Uint8Array): Buffer {
+  return typeof value === "string" ? Buffer.from(value, "utf8") : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+}
+
+/**
+ * A key-value store in one ref of a Git repository: each commit's tree holds
+ * the keys (layout in {@link KeyTree}); writes build a new tree and commit on
+ * the tip, then move the ref by compare-and-swap, re-applying on the new tip
+ * when another writer moved it first.
+ */
+export class KeyValueRepo {
+  readonly repo: Repository;
+  readonly keys: KeyTree;
+  private tip: Tip = NO_TIP;
+  private readonly refFile: string;
+  private readonly packedRefsFile: string;
+  private readonly commits = new LruCache<ObjectId, Commit>({ maxEntries: 20_000 });
+  private readonly queue: Pending[] = [];
+  private scheduled = false;
+  private flushing: Promise<void> | undefined;
+  private readonly listeners = new Set<Listener>();
+  private watching: { seen: Tip; stop: () => void } | undefined;
+  private looked: { root: ObjectId; ids: Map<string, ObjectId | undefined> } = { root: EMPTY_TREE, ids: new Map() };
+
+  constructor(private readonly options: KeyValueRepoOptions) {
+    const repoOptions = { fsync: options.fsync, identity: options.author, lockTimeout: options.lockTimeout };
+    this.repo = openOrInit(options.dir, repoOptions);
+    this.keys = new KeyTree(this.repo, options.fanout);
+    this.refFile = this.repo.refs.refPath(options.ref);
+    this.packedRefsFile = join(this.repo.commonDir, "packed-refs");
+  }
+
+  // --- the tip ----------------------------------------------------------------
+
+  /** Which file holds the ref now, and its identity: unchanged identity, unchanged ref. */
+  private stamp(): string {
+    const loose = statSync(this.refFile, { throwIfNoEntry: false });
+    if (loose !== undefined) return `${loose.ino}:${loose.mtimeMs}:${loose.ctimeMs}:${loose.size}`;
+    const packed = statSync(this.packedRefsFile, { throwIfNoEntry: false });
+    return packed === undefined ? "none" : `p${packed.ino}:${packed.mtimeMs}:${packed.ctimeMs}:${packed.size}`;
+  }
+
+  /** The tip, re-read only when the ref file changed since the last read. */
+  current(): Tip {
+    const stamp = this.stamp();
+    return stamp === this.tip.stamp ? this.tip : this.load(stamp);
+  }
+
+  /** The tip as the ref holds it now. */
+  fresh(): Tip {
+    return this.load(this.stamp());
+  }
+
+  private load(stamp: string): Tip {
+    const id = this.repo.refs.resolve(this.options.ref);
+    if (id === this.tip.id) this.tip = { ...this.tip, stamp };
+    else if (id === undefined) this.tip = { ...NO_TIP, stamp };
+    else {
+      const commit = this.commit(id);
+      this.tip = { id, tree: commit.tree, time: commit.committer.timestamp * 1000, stamp };
+    }
+    return this.tip;
+  }
+
+  /** A parsed commit (cached: commits never change). */
+  commit(id: ObjectId): Commit {
+    let commit = this.commits.get(id);
+    if (commit === undefined) {
+      commit = this.repo.readCommit(id);
+      this.commits.set(id, commit);
+    }
+    return commit;
+  }
+
+  // --- reads ------------------------------------------------------------------
+
+  /** The root tree of `version` (a commit id), or of the tip. */
+  private rootOf(version: string | undefined): ObjectId {
+    if (version === undefined) return this.current().tree;
+    if (!isObjectId(version)) throw new StorageError("E_INVALID_OPTION", `A version is a commit id (40 hex digits), got ${JSON.stringify(version)}`);
+    return this.commit(version).tree;
+  }
+
+  /** The blob id of a key's value (its etag), or undefined. */
+  valueId(key: string, version?: string): ObjectId | undefined {
+    if (version !== undefined) return this.keys.valueAt(this.rootOf(version), namesOf(key));
+    const root = this.current().tree;
+    // Keys looked up in this root tree: a hot read skips the tree walk.
+    if (root !== this.looked.root || this.looked.ids.size > MAX_LOOKED) this.looked = { root, ids: new Map() };
+    let id = this.looked.ids.get(key);
+    if (id === undefined && !this.looked.ids.has(key)) {
+      id = this.keys.valueAt(root, namesOf(key));
+      this.looked.ids.set(key, id);
+    }
+    return id;
+  }
+
+  /** A key's bytes (shared with the cache: copy before handing out), or null. */
+  read(key: string, version?: string): Buffer | null {
+    const id = this.valueId(key, version);
+    return id === undefined ? null : this.repo.readBlob(id);
+  }
+
+  /** Keys below `base` (a key prefix, with or without its trailing `:`). */
+  list(base: string, maxDepth: number | undefined): string[] {
+    const trimmed = base.replace(/:+$/, "");
+    const root = this.current().tree;
+    const dir = trimmed === "" ? root : this.keys.dirAt(root, namesOf(trimmed));
+    const out: string[] = [];
+    if (dir !== undefined) this.keys.listKeys(dir, trimmed === "" ? "" : `${trimmed}:`, maxDepth, out);
+    return out;
+  }
+
+  /** The tip's commit time (ms), or undefined without commits. */
+  tipTime(): number | undefined {
+    const tip = this.current();
+    return tip.id === undefined ? undefined : tip.time;
+  }
+
+  /**
+   * The commits of the first-parent chain that changed `key`, newest first:
+   * each commit's value is compared with its parent's, directories the two
+   * share being resolved once.
+   */
+  history(key: string, limit: number): HistoryEntry<string>[] {
+    const names = namesOf(key);
+    const memo = new Map<string, ObjectId | undefined>();
+    const out: HistoryEntry<string>[] = [];
+    let id = this.current().id;
+    if (id === undefined || limit <= 0) return out;
+    let commit = this.commit(id);
+    let value = this.keys.valueAt(commit.tree, names, memo);
+    while (out.length < limit) {
+      const parentId = commit.parents[0];
+      const parent = parentId === undefined ? undefined : this.commit(parentId);
+      const before = parent === undefined ? undefined : this.keys.valueAt(parent.tree, names, memo);
+      if (before !== value) out.push(this.historyEntry(id, commit, value));
+      if (parent === undefined || parentId === undefined) break;
+      id = parentId;
+      commit = parent;
+      value = before;
+    }
+    return out;
+  }
+
+  private historyEntry(id: ObjectId, commit: Commit, value: ObjectId | undefined): HistoryEntry<string> {
+    return {
+      version: id,
+      value: value === undefined ? null : this.repo.readBlob(value).toString("utf8"),
+      date: new Date(commit.committer.timestamp * 1000),
+      message: commit.message.trimEnd(),
+      author: `${commit.author.name} <${commit.author.email}>`,
+    };
+  }
+
+  // --- writes -----------------------------------------------------------------
+
+  /** Commits units now, waiting for held locks by blocking; the first unit's failure is thrown. */
+  commitSync(units: WriteUnit[]): void {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const base = this.fresh();
+      const prepared = this.prepare(base, units);
+      const failure = prepared.failed.values().next().value;
+      if (failure !== undefined) throw failure;
+      if (prepared.tree === base.tree) return;
+      const written = this.writeCommit(base, prepared);
+      try {
+        this.repo.refs.update(this.options.ref, written.id, { expected: base.id ?? null, message: written.message });
+      } catch (error) {
+        if (this.moved(error, base)) continue;
+        throw error;
+      }
+      this.committed(written, prepared.tree);
+      return;
+    }
+    throw this.tooBusy();
+  }
+
+  /**
+   * Queues a unit for the next group commit: units queued in the same event
+   * turn land in one commit; the promise settles once that commit is on the ref.
+   */
+  enqueue(unit: WriteUnit): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ ...unit, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Resolves when every queued write has been committed or failed. */
+  async drain(): Promise<void> {
+    while (this.flushing !== undefined || this.queue.length > 0) {
+      if (this.flushing === undefined) this.schedule();
+      await this.flushing;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.flushing !== undefined) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flushing = this.flush().finally(() => {
+        this.flushing = undefined;
+        if (this.queue.length > 0) this.schedule();
+      });
+    });
+  }
+
+  /** Commits the queued units as one commit (a clear goes alone), re-applying them when the ref moved. */
+  private async flush(): Promise<void> {
+    // A clear goes alone, so the writes queued before it stay before it.
+    const clearAt = this.queue.findIndex((unit) => unit.clearBase !== undefined);
+    const batch = this.queue.splice(0, clearAt === 0 ? 1 : clearAt < 0 ? this.queue.length : clearAt);
+    try {
+      const failed = await this.commitAsync(batch);
+      for (const unit of batch) {
+        const failure = failed.get(unit);
+        if (failure === undefined) unit.resolve();
+        else unit.reject(failure);
+      }
+    } catch (error) {
+      for (const unit of batch) unit.reject(error);
+    }
+  }
+
+  private async commitAsync(units: Pending[]): Promise<Map<WriteUnit, StorageError>> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const base = this.fresh();
+      const prepared = this.prepare(base, units);
+      if (prepared.tree === base.tree) return prepared.failed;
+      const written = this.writeCommit(base, prepared);
+      try {
+        await this.repo.refs.updateAsync(this.options.ref, written.id, { expected: base.id ?? null, message: written.message });
+      } catch (error) {
+        if (this.moved(error, base)) continue;
+        throw error;
+      }
+      this.committed(written, prepared.tree);
+      return prepared.failed;
+    }
+    throw this.tooBusy();
+  }
+
+  /** True for a lost compare-and-swap: the ref no longer holds the tip the commit was built on. */
+  private moved(error: unknown, base: Tip): boolean {
+    return isStorageError(error, "E_CONFLICT") && this.fresh().id !== base.id;
+  }
+
+  private tooBusy(): StorageError {
+    return new StorageError("E_UNAVAILABLE", `${this.options.ref} kept moving: gave up after ${MAX_ATTEMPTS} attempts`);
+  }
+
+  /**
+   * Applies units on a tip in order: each unit's guards are checked against
+   * the tip plus the units before it; a unit whose guard fails is left out.
+   */
+  private prepare(base: Tip, units: WriteUnit[]): Prepared {
+    const overlay = new Map<string, ObjectId | null>();
+    const objects: GitObject[] = [];
+    const blobs = new Set<ObjectId>();
+    const failed = new Map<WriteUnit, StorageError>();
+    const accepted: WriteUnit[] = [];
+    const made: NewTree[] = [];
+    let tree = base.id === undefined ? undefined : base.tree;
+    for (const unit of units) {
+      if (unit.clearBase !== undefined) {
+        tree = this.keys.clear(tree, unit.clearBase === "" ? [] : namesOf(unit.clearBase), made);
+        accepted.push(unit);
+        continue;
+      }
+      const failure = this.guardFailure(unit.ops, overlay, tree);
+      if (failure !== undefined) {
+        failed.set(unit, failure);
+        continue;
+      }
+      for (const op of unit.ops) {
+        if (op.type === "remove") overlay.set(op.key, null);
+        else if (op.type === "set" || op.type === "setRaw") {
+          const body = bytesOf(op.value);
+          const id = hashObject("blob", body);
+          if (!blobs.has(id)) objects.push({ type: "blob", body });
+          blobs.add(id);
+          overlay.set(op.key, id);
+        }
+      }
+      accepted.push(unit);
+    }
+    const edits: KeyEdit[] = [];
+    for (const [key, value] of overlay) edits.push({ names: namesOf(key), value });
+    if (edits.length > 0) tree = this.keys.apply(tree, edits, made);
+    return { tree: tree ?? EMPTY_TREE, objects, made, failed, changedKeys: [...overlay.keys()], units: accepted };
+  }
+
+  /** The first guard of a unit that no longer holds, checked before any of its writes apply. */
+  private guardFailure(ops: CommitOperation[], overlay: Map<string, ObjectId | null>, tree: ObjectId | undefined): StorageError | undefined {
+    const etagOf = (key: string): ObjectId | undefined => {
+      if (overlay.has(key)) return overlay.get(key) ?? undefined;
+      return tree === undefined ? undefined : this.keys.valueAt(tree, namesOf(key));
+    };
+    for (const op of ops) {
+      if (op.type === "check") {
+        if ((etagOf(op.key) ?? null) !== op.etag) return conflict(op.key, "Stored version differs");
+        continue;
+      }
+      const { ifMatch } = op.options as SetOptions | RemoveOptions;
+      const ifNoneMatch = (op.options as SetOptions).ifNoneMatch;
+      if (ifNoneMatch === "*" && etagOf(op.key) !== undefined) return conflict(op.key, "Key already exists");
+      if (ifMatch !== undefined && etagOf(op.key) !== ifMatch) return conflict(op.key, "Stored version differs");
+    }
+    return undefined;
+  }
+
+  /** Writes a prepared commit's objects (one pack when there are many); returns the commit id and message. */
+  private writeCommit(base: Tip, prepared: Prepared): Written {
+    const who = signatureNow(this.options.author.name, this.options.author.email);
+    const message = this.message(prepared);
+    const body = encodeCommit({ tree: prepared.tree, parents: base.id === undefined ? [] : [base.id], author: who, committer: who, extraHeaders: [], message: `${message}\n` });
+    this.repo.writeObjects([...prepared.objects, ...treeObjects(uniqueTrees(prepared.made)), { type: "commit", body }]);
+    for (const tree of prepared.made) this.keys.remember(tree.id, tree.entries);
+    return { id: hashObject("commit", body), message, time: who.timestamp * 1000 };
+  }
+
+  /** The commit message from the template: `{op}` (one op, or `batch`), `{key}` (the first key, `(+N more)`), `{count}`. */
+  private message(prepared: Prepared): string {
+    const ops = new Set(prepared.units.map((unit) => unit.op));
+    const op = ops.size === 1 ? (ops.values().next().value as string) : "batch";
+    const clear = prepared.units.find((unit) => unit.clearBase !== undefined);
+    const keys = prepared.changedKeys;
+    const first = clear !== undefined ? clear.clearBase || "*" : (keys[0] ?? "");
+    const key = keys.length > 1 ? `${first} (+${keys.length - 1} more)` : first;
+    return this.options.message.replaceAll("{op}", op).replaceAll("{key}", key).replaceAll("{count}", String(keys.length));
+  }
+
+  private committed(written: Written, tree: ObjectId): void {
+    // The ref file changed under us: the next read re-checks it (stamp ""), reusing the tree when the id is still ours.
+    this.tip = { id: written.id, tree, time: written.time, stamp: "" };
+    if (this.watching !== undefined) this.check();
+  }
+
+  // --- watch ------------------------------------------------------------------
+
+  /** Calls `listener` for every key a ref move changes, whoever moved it. */
+  watch(listener: Listener): () => void {
+    this.listeners.add(listener);
+    if (this.watching === undefined) this.startWatching();
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) this.stopWatching();
+    };
+  }
+
+  private startWatching(): void {
+    const watchers: FSWatcher[] = [];
+    const refDir = dirname(this.refFile);
+    mkdirSync(refDir, { recursive: true });
+    const onChange = (file: string) => (_event: string, name: string | Buffer | null) => {
+      if (name === null || String(name) === file) this.check();
+    };
+    watchers.push(watchFs(refDir, { persistent: false }, onChange(basename(this.refFile))));
+    watchers.push(watchFs(dirname(this.packedRefsFile), { persistent: false }, onChange("packed-refs")));
+    for (const watcher of watchers) watcher.on("error", (error) => process.emitWarning(`stowage git: watching ${this.options.ref} failed, polling only: ${String(error)}`));
+    const poll = setInterval(() => this.check(), this.options.pollInterval).unref();
+    this.watching = {
+      seen: this.fresh(),
+      stop: () => {
+        clearInterval(poll);
+        for (const watcher of watchers) watcher.close();
+      },
+    };
+  }
+
+  private stopWatching(): void {
+    this.watching?.stop();
+    this.watching = undefined;
+  }
+
+  /** Emits the keys that changed between the last tip seen and the ref now. */
+  private check(): void {
+    const watching = this.watching;
+    if (watching === undefined) return;
+    try {
+      const tip = this.fresh();
+      if (tip.id === watching.seen.id) return;
+      const from = watching.seen.tree;
+      watching.seen = tip;
+      this.keys.diff(from, tip.tree, (key, _before, after) => {
+        for (const listener of this.listeners) listener(after === undefined ? "remove" : "update", key);
+      });
+    } catch (error) {
+      // A failed look (a repack in progress) is retried by the next notification or poll.
+      process.emitWarning(`stowage git: reading ${this.options.ref} for watch failed: ${String(error)}`);
+    }
+  }
+
+  /** Stops watching, waits for queued writes, closes pack files. */
+  async close(): Promise<void> {
+    this.listeners.clear();
+    this.stopWatching();
+    await this.drain();
+    this.repo.close();
+  }
+}
+
+/** A tree made twice in one commit (e.g. the empty tree) is written once. */
+function uniqueTrees(made: NewTree[]): NewTree[] {
+  const seen = new Set<ObjectId>();
+  return made.filter((tree) => !seen.has(tree.id) && seen.add(tree.id) !== undefined);
+}
+
+/** A key's entry names; an empty segment cannot be a tree entry. */
+export function namesOf(key: string): string[] {
+  if (key === "" || key.startsWith(":") || key.endsWith(":") || key.includes("::")) {
+    throw new StorageError("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, { key });
+  }
+  return keyToNames(key);
+}
+
+function openOrInit(dir: string, options: { fsync: boolean; identity: Identity; lockTimeout: number }): Repository {
+  try {
+    return Repository.open(dir, options);
+  } catch (error) {
+    if (!isStorageError(error, "E_NOT_FOUND")) throw error;
+  }
+  return Repository.init(dir, options);
+}
+
