@@ -14,7 +14,30 @@ const SCHEMES: Record<string, DriverLoader> = {
   leveldb: async (path) => (await import("../drivers/leveldb.js")).default({ path: requireLocation("leveldb", path) }),
   lmdb: async (path) => (await import("../drivers/lmdb.js")).default({ path: requireLocation("lmdb", path) }),
   sqlite: async (path) => (await import("../drivers/sqlite.js")).default({ path: requireLocation("sqlite", path) }),
+  // Server stores take the whole URL, as their clients do.
+  redis: async (rest) => (await import("../drivers/redis.js")).default({ url: `redis:${rest}` }),
+  rediss: async (rest) => (await import("../drivers/redis.js")).default({ url: `rediss:${rest}` }),
+  postgres: async (rest) => (await import("../drivers/postgres.js")).default({ url: `postgres:${rest}` }),
+  postgresql: async (rest) => (await import("../drivers/postgres.js")).default({ url: `postgresql:${rest}` }),
+  mysql: async (rest) => (await import("../drivers/mysql.js")).default({ url: `mysql:${rest}` }),
+  http: async (rest) => (await import("../drivers/http.js")).default({ base: `http:${rest}` }),
+  https: async (rest) => (await import("../drivers/http.js")).default({ base: `https:${rest}` }),
+  nats: async (rest) => {
+    const { host, path } = serverLocation("nats", rest);
+    return (await import("../drivers/nats-kv.js")).default({ servers: host, bucket: path || undefined });
+  },
+  etcd: async (rest) => {
+    const { host, path } = serverLocation("etcd", rest);
+    return (await import("../drivers/etcd.js")).default({ hosts: `http://${host}`, prefix: path || undefined });
+  },
 };
+
+/** `//host:port/name` → the host and the name after it (a bucket, a prefix). */
+function serverLocation(scheme: string, rest: string): { host: string; path: string } {
+  const match = /^\/\/([^/]+)\/?(.*)$/.exec(rest);
+  if (!match) throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store takes ${scheme}://host:port/name`);
+  return { host: match[1]!, path: decodeURIComponent(match[2]!) };
+}
 
 function requireLocation(scheme: string, location: string): string {
   if (!location) throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store needs a location, as in ${scheme}:./data`);
