@@ -1,0 +1,209 @@
+import { defineDriver } from "../core/defineDriver.js";
+import { StorageError } from "../core/errors.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import { hashObject, isObjectId, isValidRefName, type Repository } from "../git/index.js";
+import { basePath, keyPath, pathKey } from "../git/keyNames.js";
+import { openOrInit } from "../git/openStore.js";
+import { TreeRef, type NameChange, type TreeLayout } from "../git/treeRef.js";
+
+export interface GitObjectsOptions {
+  /** An existing repository or worktree, or where a new bare repository is created. Required. */
+  dir: string;
+  /** The index ref whose commits hold every stored blob (default `refs/stowage/objects`). */
+  ref?: string;
+  /**
+   * `keyed` (default): any key, its value's blob recorded under `keys/` in the
+   * index tree. `content`: keys are the values' own blob ids (`setItem` with
+   * another key is `E_INVALID_KEY`), recorded under `blobs/`.
+   */
+  mode?: "keyed" | "content";
+  /** fsync objects and the ref before they are renamed into place (default false, as Git). */
+  fsync?: boolean;
+}
+
+/** The content-addressed store: what `getInstance()` returns, and {@link gitObjectStore}. */
+export interface GitObjectStore {
+  repo: Repository;
+  /** Stores bytes as a blob recorded in the index; returns its object id (as `git hash-object`). */
+  put(bytes: Uint8Array | string): string;
+  /** The bytes of a stored blob, checked against its id (`E_CORRUPT` on mismatch); null when the index does not hold it. */
+  get(id: string): Uint8Array | null;
+  /** True when the index holds the blob. */
+  has(id: string): boolean;
+  /** Drops the blob from the index (`git gc` may then prune it). False when it was not there. */
+  delete(id: string): boolean;
+}
+
+const DRIVER_NAME = "git-objects";
+const KEYS = "keys/";
+const BLOBS = "blobs/";
+
+/** `blobs/<id>` names fan out as `blobs/ab/cdef…` in the tree (as objects/ does); keys are their own paths. */
+const LAYOUT: TreeLayout = {
+  nameOf: (path) => (/^blobs\/[0-9a-f]{2}\/[0-9a-f]{38}$/.test(path) ? BLOBS + path.slice(6, 8) + path.slice(9) : path),
+  pathOf: (name) => (name.startsWith(BLOBS) && isObjectId(name.slice(6)) ? `${BLOBS}${name.slice(6, 8)}/${name.slice(8)}` : name),
+};
+
+function fail(code: "E_INVALID_KEY" | "E_INVALID_OPTION", message: string, key?: string): StorageError {
+  return new StorageError(code, message, { driver: DRIVER_NAME, key });
+}
+
+function expectation(opts: SetOptions | RemoveOptions | undefined): string | null | undefined {
+  if (opts?.ifMatch !== undefined) return opts.ifMatch;
+  return (opts as SetOptions | undefined)?.ifNoneMatch === "*" ? null : undefined;
+}
+
+function open(options: GitObjectsOptions): { repo: Repository; index: TreeRef } {
+  if (!options?.dir) throw fail("E_INVALID_OPTION", "The git-objects driver needs a dir");
+  const ref = options.ref ?? "refs/stowage/objects";
+  if (!ref.startsWith("refs/") || !isValidRefName(ref)) throw fail("E_INVALID_OPTION", `Invalid index ref: ${JSON.stringify(ref)}`);
+  const repo = openOrInit(options.dir, { fsync: options.fsync === true });
+  return { repo, index: new TreeRef(repo, { ref, layout: LAYOUT, message: "stowage: git-objects" }) };
+}
+
+function storeOf(repo: Repository, index: TreeRef): GitObjectStore {
+  const name = (id: string): string => {
+    if (!isObjectId(id)) throw fail("E_INVALID_KEY", `Not an object id: ${JSON.stringify(id)}`, id);
+    return BLOBS + id;
+  };
+  return {
+    repo,
+    put(bytes) {
+      const id = repo.writeBlob(typeof bytes === "string" ? Buffer.from(bytes, "utf8") : bytes);
+      index.apply([{ name: BLOBS + id, id }]);
+      return id;
+    },
+    get: (id) => (index.get(name(id)) === undefined ? null : Buffer.from(repo.readBlob(id))),
+    has: (id) => index.get(name(id)) !== undefined,
+    delete(id) {
+      if (index.get(name(id)) === undefined) return false;
+      index.apply([{ name: name(id), id: null }]);
+      return true;
+    },
+  };
+}
+
+/** The content-addressed store alone, without a Driver around it. */
+export function gitObjectStore(options: Omit<GitObjectsOptions, "mode">): GitObjectStore {
+  const { repo, index } = open(options);
+  return storeOf(repo, index);
+}
+
+/**
+ * Blobs kept reachable by an index ref (default `refs/stowage/objects`)
+ * whose commits hold a tree of every stored blob, so `git gc` never prunes
+ * them: `keys/<key path>` in keyed mode (any key), `blobs/ab/cdef…` for
+ * content-addressed puts. Every write is one commit moved by CAS (writes in
+ * the same event-loop turn share one); reads check each object against its
+ * id. See docs/git-objects.md.
+ */
+export default defineDriver<GitObjectsOptions, GitObjectStore>((options: GitObjectsOptions) => {
+  const { repo, index } = open(options);
+  const store = storeOf(repo, index);
+  const content = options.mode === "content";
+  if (options.mode !== undefined && options.mode !== "keyed" && !content) throw fail("E_INVALID_OPTION", `Unknown mode: ${String(options.mode)}`);
+
+  /** The index name of a key; in content mode the key must be an object id. */
+  const nameOf = (key: string): string => {
+    if (!content) return KEYS + keyPath(key);
+    if (!isObjectId(key)) throw fail("E_INVALID_KEY", `Keys of a content-addressed store are blob ids, got ${JSON.stringify(key)}`, key);
+    return BLOBS + key;
+  };
+  const keyOf = (name: string): string | undefined => {
+    if (content) return name.startsWith(BLOBS) ? name.slice(BLOBS.length) : undefined;
+    return name.startsWith(KEYS) ? pathKey(name.slice(KEYS.length)) : undefined;
+  };
+
+  /** The blob id a key holds; in content mode a key that is no object id (the core's `id$` sidecars) holds nothing. */
+  const idOf = (key: string): string | undefined => (content && !isObjectId(key) ? undefined : index.get(nameOf(key)));
+
+  const blobOf = (key: string): Buffer | undefined => {
+    const id = idOf(key);
+    return id === undefined ? undefined : repo.readBlob(id);
+  };
+
+  /** Writes the value's blob; in content mode it must be the key's content. */
+  const change = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): NameChange => {
+    const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
+    if (content && hashObject("blob", bytes) !== key) throw fail("E_INVALID_KEY", `Key ${key} is not the blob id of its value`, key);
+    const result: NameChange = { name: nameOf(key), id: repo.writeBlob(bytes) };
+    const expected = expectation(opts);
+    if (expected !== undefined) result.expected = expected;
+    return result;
+  };
+  const removal = (key: string, opts: RemoveOptions | undefined): NameChange => {
+    const expected = expectation(opts);
+    // Removing a name that cannot exist (a sidecar key in content mode) changes nothing.
+    const name = content && !isObjectId(key) ? BLOBS + key : nameOf(key);
+    return expected === undefined ? { name, id: null } : { name, id: null, expected };
+  };
+
+  const commit = (operations: CommitOperation[]): void => {
+    const changes = new Map<string, NameChange>();
+    for (const op of operations) {
+      const next = op.type === "check" ? undefined : op.type === "remove" ? removal(op.key, op.options) : change(op.key, op.value, op.options);
+      const name = nameOf(op.key);
+      const previous = changes.get(name);
+      const wanted = op.type === "check" ? op.etag : next?.expected;
+      const expected = previous?.expected ?? wanted;
+      if (previous?.expected !== undefined && wanted !== undefined && previous.expected !== wanted) {
+        throw new StorageError("E_CONFLICT", `Conflicting conditions on one key: ${op.key}`, { driver: DRIVER_NAME, key: op.key });
+      }
+      // A check alone writes back the value it requires: a no-op once the check holds.
+      const merged: NameChange = next ?? previous ?? { name, id: op.type === "check" ? op.etag : null };
+      changes.set(name, expected === undefined ? { name, id: merged.id } : { name, id: merged.id, expected });
+    }
+    index.apply([...changes.values()]);
+  };
+
+  const keysUnder = (base: string): string[] => {
+    const keys: string[] = [];
+    const start = content ? BLOBS : KEYS + basePath(base);
+    for (const name of index.current().keys()) {
+      if (!name.startsWith(start)) continue;
+      const key = keyOf(name);
+      if (key !== undefined && key.startsWith(base)) keys.push(key);
+    }
+    return keys;
+  };
+
+  const driver: Driver<GitObjectsOptions, GitObjectStore> = {
+    name: DRIVER_NAME,
+    options,
+    flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    getInstance: () => store,
+    hasItem: (key: string) => idOf(key) !== undefined,
+    getItem: (key: string) => blobOf(key)?.toString("utf8") ?? null,
+    getItemRaw: (key: string) => {
+      const body = blobOf(key);
+      return body === undefined ? null : Buffer.from(body);
+    },
+    setItem: (key: string, value: string, opts: SetOptions) => void index.apply([change(key, value, opts)]),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => void index.apply([change(key, value, opts)]),
+    setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
+      void index.apply(items.map((item) => change(item.key, item.value, item.options ?? common))),
+    removeItem: (key: string, opts: RemoveOptions) => void index.apply([removal(key, opts)]),
+    getMeta: (key: string): StorageMeta | null => {
+      const id = idOf(key);
+      return id === undefined ? null : { etag: id, size: repo.readBlob(id).length };
+    },
+    getKeys: (base: string, opts: { maxDepth?: number }) => {
+      const keys = keysUnder(base ?? "");
+      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+    },
+    clear: (base: string) => void index.apply(keysUnder(base ?? "").map((key) => ({ name: nameOf(key), id: null }))),
+    commit,
+    // Writes of one event-loop turn (a setItems through the core, concurrent callers) share one commit.
+    asyncWrites: {
+      setItem: (key: string, value: string, opts: SetOptions) => index.enqueue(change(key, value, opts)),
+      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => index.enqueue(change(key, value, opts)),
+      removeItem: (key: string, opts: RemoveOptions) => index.enqueue(removal(key, opts)),
+    },
+    dispose: () => {
+      index.flush();
+      repo.close();
+    },
+  };
+  return driver;
+});

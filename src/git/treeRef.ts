@@ -1,0 +1,248 @@
+import { isStorageError, type StorageError } from "../core/errors.js";
+import { gitError } from "./errors.js";
+import { hashObject, type GitObject, type ObjectId } from "./objectId.js";
+import type { Identity } from "./refs.js";
+import type { Repository } from "./repository.js";
+import { signatureNow } from "./signature.js";
+import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./tree.js";
+
+/**
+ * A ref whose commits hold a tree of blobs, seen as a flat map from names
+ * to blob ids, and changed by new commits moved onto the ref by
+ * compare-and-swap. Shared by the git-objects index and the git-notes
+ * drivers; the {@link TreeLayout} says how names map onto tree paths
+ * (nested key paths; notes fanned out by hex).
+ */
+
+/** How names map onto tree paths. */
+export interface TreeLayout {
+  /** The name a blob at `path` has; `path` itself for entries the layout does not own (kept as they are). */
+  nameOf(path: string): string;
+  /** The tree path of `name`, given how many names the tree will hold. */
+  pathOf(name: string, count: number): string;
+}
+
+/** One change: `id` null removes the name; `expected` (null: absent) is checked against the tip it lands on. */
+export interface NameChange {
+  name: string;
+  id: ObjectId | null;
+  expected?: ObjectId | null;
+}
+
+export interface TreeRefOptions {
+  /** The ref (e.g. `refs/stowage/objects`, `refs/notes/stowage`). */
+  ref: string;
+  layout: TreeLayout;
+  /** Commit message of every commit. */
+  message: string;
+  /** Author and committer (default `stowage <stowage@localhost>`). */
+  identity?: Identity;
+}
+
+/** What a tip holds: its names, and the trees it is made of (not written again). */
+interface State {
+  tip: ObjectId | undefined;
+  names: Map<string, ObjectId>;
+  trees: Set<ObjectId>;
+}
+
+type Pending = { change: NameChange; resolve: () => void; reject: (error: unknown) => void };
+
+/** The flat view and CAS-committed changes of one tree-holding ref. */
+export class TreeRef {
+  private state: State = { tip: undefined, names: new Map(), trees: new Set() };
+  private pending: Pending[] = [];
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly options: TreeRefOptions,
+  ) {}
+
+  /** The names and blob ids at the ref's tip now (re-read when the ref moved). */
+  current(): ReadonlyMap<string, ObjectId> {
+    return this.load().names;
+  }
+
+  /** The blob id a name holds at the tip. */
+  get(name: string): ObjectId | undefined {
+    return this.load().names.get(name);
+  }
+
+  /** The commit the ref points at. */
+  tip(): ObjectId | undefined {
+    return this.load().tip;
+  }
+
+  /**
+   * Applies changes as one commit. `isolate` false: all or nothing (a failed
+   * expectation is `E_CONFLICT`). `isolate` true: a change whose expectation
+   * fails is left out and reported by index. When the ref moved under us the
+   * changes are re-applied on the new tip, so no concurrent writer is lost.
+   */
+  apply(changes: readonly NameChange[], isolate = false): Map<number, StorageError> {
+    for (;;) {
+      const state = this.load();
+      const failures = new Map<number, StorageError>();
+      const names = new Map(state.names);
+      changes.forEach((change, index) => {
+        const failure = checkExpected(change, state.names.get(change.name));
+        if (failure === undefined) return;
+        if (!isolate) throw failure;
+        failures.set(index, failure);
+      });
+      changes.forEach((change, index) => {
+        if (failures.has(index)) return;
+        if (change.id === null) names.delete(change.name);
+        else names.set(change.name, change.id);
+      });
+      if (failures.size === changes.length || sameNames(names, state.names)) return failures;
+      if (this.publish(state, names)) return failures;
+    }
+  }
+
+  /**
+   * Queues a change for the next group commit: changes made in the same
+   * event-loop turn land in one commit, each on its own expectation.
+   */
+  enqueue(change: NameChange): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ change, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  /** Commits what is queued now (also called by dispose). */
+  flush(): void {
+    let batch = this.pending;
+    this.pending = [];
+    while (batch.length > 0) {
+      // A round holds each name once: a later change of a name waits for the next round.
+      const seen = new Set<string>();
+      const round: Pending[] = [];
+      const later: Pending[] = [];
+      for (const entry of batch) {
+        if (seen.has(entry.change.name)) later.push(entry);
+        else {
+          seen.add(entry.change.name);
+          round.push(entry);
+        }
+      }
+      this.commitRound(round);
+      batch = later;
+    }
+  }
+
+  private commitRound(round: Pending[]): void {
+    try {
+      const failures = this.apply(
+        round.map((entry) => entry.change),
+        true,
+      );
+      round.forEach((entry, index) => {
+        const failure = failures.get(index);
+        if (failure === undefined) entry.resolve();
+        else entry.reject(failure);
+      });
+    } catch (error) {
+      for (const entry of round) entry.reject(error);
+    }
+  }
+
+  /** Writes the tree and commit for `names` and moves the ref from `state.tip`; false when the ref moved first. */
+  private publish(state: State, names: Map<string, ObjectId>): boolean {
+    const objects: GitObject[] = [];
+    const trees = new Set<ObjectId>();
+    const tree = buildTree(this.layoutPaths(names), state.trees, objects, trees);
+    const who = signatureNow(this.options.identity?.name ?? "stowage", this.options.identity?.email ?? "stowage@localhost");
+    const commitBody = {
+      tree,
+      parents: state.tip === undefined ? [] : [state.tip],
+      author: who,
+      committer: who,
+      extraHeaders: [],
+      message: `${this.options.message}\n`,
+    };
+    this.repo.writeObjects(objects);
+    const commit = this.repo.writeCommit(commitBody);
+    try {
+      this.repo.refs.update(this.options.ref, commit, { expected: state.tip ?? null, message: this.options.message });
+    } catch (error) {
+      if (isStorageError(error, "E_CONFLICT")) return false;
+      throw error;
+    }
+    this.state = { tip: commit, names, trees };
+    return true;
+  }
+
+  private layoutPaths(names: Map<string, ObjectId>): Map<string, ObjectId> {
+    const paths = new Map<string, ObjectId>();
+    for (const [name, id] of names) paths.set(this.options.layout.pathOf(name, names.size), id);
+    return paths;
+  }
+
+  /** The state at the ref's tip, read again only when the ref moved. */
+  private load(): State {
+    const tip = this.repo.refs.resolve(this.options.ref);
+    if (tip === this.state.tip) return this.state;
+    const names = new Map<string, ObjectId>();
+    const trees = new Set<ObjectId>();
+    if (tip !== undefined) this.walk(this.repo.readCommit(tip).tree, "", names, trees);
+    this.state = { tip, names, trees };
+    return this.state;
+  }
+
+  private walk(tree: ObjectId, prefix: string, names: Map<string, ObjectId>, trees: Set<ObjectId>): void {
+    trees.add(tree);
+    for (const entry of this.repo.readTree(tree)) {
+      const path = prefix + entry.name;
+      if (isTreeMode(entry.mode)) this.walk(entry.id, `${path}/`, names, trees);
+      else names.set(this.options.layout.nameOf(path), entry.id);
+    }
+  }
+}
+
+function checkExpected(change: NameChange, current: ObjectId | undefined): StorageError | undefined {
+  if (change.expected === undefined) return undefined;
+  if ((change.expected ?? undefined) === current) return undefined;
+  return gitError("E_CONFLICT", `${change.name} is ${current ?? "absent"}, expected ${change.expected ?? "absent"}`);
+}
+
+function sameNames(a: ReadonlyMap<string, ObjectId>, b: ReadonlyMap<string, ObjectId>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [name, id] of a) if (b.get(name) !== id) return false;
+  return true;
+}
+
+interface Dir {
+  files: TreeEntry[];
+  dirs: Map<string, Dir>;
+}
+
+/**
+ * Builds the nested trees of `paths` (path → blob id); trees not in `known`
+ * are added to `objects` to be written. Returns the root tree's id.
+ */
+export function buildTree(paths: ReadonlyMap<string, ObjectId>, known: ReadonlySet<ObjectId>, objects: GitObject[], made: Set<ObjectId>): ObjectId {
+  const root: Dir = { files: [], dirs: new Map() };
+  for (const [path, id] of paths) {
+    const parts = path.split("/");
+    let dir = root;
+    for (const part of parts.slice(0, -1)) {
+      let next = dir.dirs.get(part);
+      if (next === undefined) dir.dirs.set(part, (next = { files: [], dirs: new Map() }));
+      dir = next;
+    }
+    dir.files.push({ mode: TreeMode.file, name: parts[parts.length - 1] as string, id });
+  }
+  return writeDir(root, known, objects, made);
+}
+
+function writeDir(dir: Dir, known: ReadonlySet<ObjectId>, objects: GitObject[], made: Set<ObjectId>): ObjectId {
+  const entries = [...dir.files];
+  for (const [name, sub] of dir.dirs) entries.push({ mode: TreeMode.tree, name, id: writeDir(sub, known, objects, made) });
+  const body = encodeTree(entries);
+  const id = hashObject("tree", body);
+  if (!known.has(id) && !made.has(id)) objects.push({ type: "tree", body });
+  made.add(id);
+  return id;
+}

@@ -1,0 +1,128 @@
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { deflateSync } from "node:zlib";
+import { describe, expect, it } from "vitest";
+import gitObjects, { gitObjectStore } from "../../src/drivers/git-objects.js";
+import { createStorage, isStorageError } from "../../src/index.js";
+import { testDriver } from "../../src/testing/index.js";
+import { git, gitBytes, gitInitBare } from "../git/gitCli.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+// This machine's disk takes ~1 ms per file created: repositories go to tmpfs where there is one.
+if (existsSync("/dev/shm")) process.env.TMPDIR = "/dev/shm";
+
+const INDEX = "refs/stowage/objects";
+
+function codeOf(run: () => unknown): string | undefined {
+  try {
+    run();
+  } catch (error) {
+    if (isStorageError(error)) return error.code;
+    throw error;
+  }
+  return undefined;
+}
+
+const suiteDir = tempDir("git-objects-kit");
+testDriver({
+  name: "git-objects (keyed)",
+  driver: () => gitObjects({ dir: suiteDir }),
+  additionalTests: (context) => {
+    it("after the suite: git fsck --strict is clean, git reads the index, every key survives git gc", async () => {
+      const storage = context.storage;
+      await storage.setItem("after:suite", { ok: true });
+      git(suiteDir, ["fsck", "--strict", "--no-progress"]);
+      expect(git(suiteDir, ["cat-file", "-p", `${INDEX}:keys/after/suite%`])).toBe('{"ok":true}');
+      expect(git(suiteDir, ["ls-tree", "-r", "--name-only", INDEX])).toContain("keys/after/suite%");
+      const keys = await storage.getKeys();
+      const before = await storage.getItems(keys);
+      git(suiteDir, ["gc", "--prune=now", "--aggressive", "--quiet"]);
+      expect(await storage.getItems(keys)).toEqual(before);
+      git(suiteDir, ["fsck", "--strict", "--no-progress"]);
+    });
+  },
+});
+
+describe("git-objects content-addressed store", () => {
+  it("put returns git's blob id; get, has and delete; everything reachable from the index ref", () => {
+    const dir = gitInitBare("git-objects-put");
+    const store = gitObjectStore({ dir });
+    const all256 = new Uint8Array(256).map((_, i) => i);
+    const values: (string | Uint8Array)[] = ["hello", "$(touch /tmp/pwned) `id` 'q' \"q\"\n", all256, new Uint8Array(0)];
+    const ids = values.map((value) => store.put(value));
+    values.forEach((value, index) => {
+      expect(ids[index]).toBe(git(dir, ["hash-object", "--stdin"], value));
+      expect(Buffer.from(store.get(ids[index]!)!).equals(Buffer.from(value))).toBe(true);
+      expect(gitBytes(dir, ["cat-file", "blob", ids[index]!]).equals(Buffer.from(value))).toBe(true);
+      expect(store.has(ids[index]!)).toBe(true);
+    });
+    expect(git(dir, ["ls-tree", "-r", "--name-only", INDEX])).toContain(`blobs/${ids[0]!.slice(0, 2)}/${ids[0]!.slice(2)}`);
+    expect(store.delete(ids[0]!)).toBe(true);
+    expect(store.delete(ids[0]!)).toBe(false);
+    expect(store.has(ids[0]!)).toBe(false);
+    expect(store.get(ids[0]!)).toBeNull();
+    expect(codeOf(() => store.get("not-an-id"))).toBe("E_INVALID_KEY");
+    git(dir, ["gc", "--prune=now", "--quiet"]);
+    // Deleted from the index and pruned by gc; the others are kept.
+    expect(git(dir, ["cat-file", "-t", ids[1]!])).toBe("blob");
+    expect(Buffer.from(gitObjectStore({ dir }).get(ids[2]!)!).equals(Buffer.from(all256))).toBe(true);
+    git(dir, ["fsck", "--strict", "--no-progress"]);
+  });
+
+  it("get detects a damaged object: E_CORRUPT", () => {
+    const dir = gitInitBare("git-objects-corrupt");
+    const id = gitObjectStore({ dir }).put("the real content");
+    const path = join(dir, "objects", id.slice(0, 2), id.slice(2));
+    const forged = deflateSync(Buffer.from("blob 16\0the fake content"));
+    rmSync(path, { force: true });
+    writeFileSync(path, forged);
+    expect(readFileSync(path).equals(forged)).toBe(true);
+    expect(codeOf(() => gitObjectStore({ dir }).get(id))).toBe("E_CORRUPT");
+  });
+
+  it("as a driver in content mode: keys are blob ids; another key is E_INVALID_KEY", async () => {
+    const dir = gitInitBare("git-objects-content");
+    const storage = createStorage({ driver: gitObjects({ dir, mode: "content" }) });
+    const text = '"stored"';
+    const id = git(dir, ["hash-object", "--stdin"], text);
+    await storage.setItemRaw(id, Buffer.from(text));
+    expect(await storage.getItem(id)).toBe("stored");
+    expect(await storage.getKeys()).toEqual([id]);
+    const error = await storage.setItem("e".repeat(40), "other").catch((caught: unknown) => caught);
+    expect(isStorageError(error, "E_INVALID_KEY")).toBe(true);
+    const named = await storage.setItem("user:1", "x").catch((caught: unknown) => caught);
+    expect(isStorageError(named, "E_INVALID_KEY")).toBe(true);
+    await storage.dispose();
+  });
+});
+
+describe("git-objects keyed mode", () => {
+  it("concurrent writers in one process land in one commit each turn; the index history is a commit chain", async () => {
+    const dir = gitInitBare("git-objects-group");
+    const storage = createStorage({ driver: gitObjects({ dir }) });
+    await Promise.all(Array.from({ length: 100 }, (_, i) => storage.setItem(`k:${i}`, i)));
+    expect(Number(git(dir, ["rev-list", "--count", INDEX]))).toBe(1);
+    await storage.setItem("k:0", "changed");
+    expect(Number(git(dir, ["rev-list", "--count", INDEX]))).toBe(2);
+    expect(git(dir, ["cat-file", "-p", `${INDEX}:keys/k/0%`])).toBe('"changed"');
+    expect((await storage.getKeys("k")).length).toBe(100);
+    await storage.dispose();
+  });
+
+  it("a commit that moved the index under us is re-applied on the new tip (no lost write)", async () => {
+    const dir = gitInitBare("git-objects-moved");
+    const first = createStorage({ driver: gitObjects({ dir }) });
+    const second = createStorage({ driver: gitObjects({ dir }) });
+    await first.setItem("a", 1);
+    await second.setItem("b", 2);
+    await first.setItem("c", 3);
+    expect((await second.getKeys()).sort()).toEqual(["a", "b", "c"]);
+    const { etag } = await first.getMeta("a");
+    await second.setItem("a", 10);
+    const error = await first.setItem("a", 11, { ifMatch: etag }).catch((caught: unknown) => caught);
+    expect(isStorageError(error, "E_CONFLICT")).toBe(true);
+    expect(await first.getItem("a")).toBe(10);
+    await first.dispose();
+    await second.dispose();
+  });
+});
