@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { StorageError } from "../core/errors.js";
 import type { Serializer } from "../core/serializer.js";
-import type { RemoveOptions, SetOptions, Storage } from "../core/types.js";
+import type { RemoveOptions, SetOptions, Storage, StorageMeta } from "../core/types.js";
 import { drained, readBody, sendBody } from "./body.js";
 import {
   METHODS,
@@ -48,6 +48,10 @@ type Method = AuthorizeRequest["method"];
 const TEXT = "text/plain; charset=utf-8";
 const JSON_TYPE = "application/json; charset=utf-8";
 const NO_SNIFF = "nosniff";
+/** getMeta without the user's meta sidecar: the headers need only native meta and expiry. */
+const NATIVE_ONLY = { nativeOnly: true } as const;
+/** What a request handled in one turn resolves to. */
+const DONE: Promise<void> = Promise.resolve();
 /** Text values longer than this are sent as bytes in chunks, like raw ones. */
 const LARGE_TEXT = 64 * 1024;
 
@@ -101,7 +105,7 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
   const tokenDigest = settings.token === undefined ? undefined : createHash("sha256").update(settings.token).digest();
 
   /** Checks everything that decides whether the request may run at all; returns its target. */
-  async function admit(request: IncomingMessage, method: Method): Promise<Target> {
+  function admit(request: IncomingMessage, method: Method): Target | Promise<Target> {
     if (tokenDigest && !sameToken(bearer(request.headers.authorization) ?? "", tokenDigest)) {
       throw new HttpRefusal(401, "E_UNAUTHORIZED", "A valid bearer token is required", { "www-authenticate": 'Bearer realm="stowage"' });
     }
@@ -117,17 +121,38 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
     if (type === "write" && settings.readOnly) {
       throw new HttpRefusal(405, "E_READONLY", "This server is read-only", { allow: READ_METHODS });
     }
-    if (settings.authorize && !(await settings.authorize({ type, method, key: target.key, base: target.base, request }))) {
-      throw new HttpRefusal(403, "E_FORBIDDEN", "Not allowed");
-    }
-    return target;
+    if (!settings.authorize) return target;
+    return Promise.resolve(settings.authorize({ type, method, key: target.key, base: target.base, request })).then((allowed) => {
+      if (!allowed) throw new HttpRefusal(403, "E_FORBIDDEN", "Not allowed");
+      return target;
+    });
   }
 
-  async function getValue(request: IncomingMessage, response: ServerResponse, key: string): Promise<void> {
+  /** Whether the key's driver answers synchronously: then a request runs start to end in one turn, no promise in between. */
+  function isSync(key: string): boolean {
+    return storage.getMount(key).driver.flags?.sync === true;
+  }
+
+  /** Writes take the sync API too, unless the driver batches async writes (lmdb), which the async API uses. */
+  function writesSync(key: string): boolean {
+    const { driver } = storage.getMount(key);
+    return driver.flags?.sync === true && driver.asyncWrites === undefined;
+  }
+
+  function getValue(request: IncomingMessage, response: ServerResponse, key: string): void | Promise<void> {
     const raw = request.headers.accept === OCTET_STREAM;
     // Meta before value: a write in between leaves a stale etag, which fails a later If-Match instead of passing it.
-    const meta = await storage.getMeta(key, { nativeOnly: true });
-    const value = raw ? await storage.getItemRaw(key) : await storage.getItem(key);
+    if (isSync(key)) {
+      const meta = storage.getMetaSync(key, NATIVE_ONLY);
+      return sendValue(request, response, meta, raw ? storage.getItemRawSync(key) : storage.getItemSync(key), raw);
+    }
+    return storage.getMeta(key, NATIVE_ONLY).then(async (meta) => {
+      const value = raw ? await storage.getItemRaw(key) : await storage.getItem(key);
+      return sendValue(request, response, meta, value, raw);
+    });
+  }
+
+  function sendValue(request: IncomingMessage, response: ServerResponse, meta: StorageMeta, value: unknown, raw: boolean): void | Promise<void> {
     if (value === null) throw notFound();
     const headers: OutgoingHttpHeaders = metaHeaders(meta);
     const wanted = request.headers["if-none-match"];
@@ -150,7 +175,7 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
     headers["content-length"] = Buffer.byteLength(text);
     response.writeHead(200, headers);
     if (text.length <= LARGE_TEXT) response.end(text);
-    else await sendBody(response, Buffer.from(text));
+    else return sendBody(response, Buffer.from(text));
   }
 
   /** A listing streams out batch by batch; only a failure before the first byte still gets a status. */
@@ -175,9 +200,13 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
     response.end(text + "]");
   }
 
-  async function head(response: ServerResponse, key: string): Promise<void> {
-    if (!(await storage.hasItem(key))) throw notFound();
-    const meta = await storage.getMeta(key, { nativeOnly: true });
+  function head(response: ServerResponse, key: string): void | Promise<void> {
+    if (isSync(key)) return sendMeta(response, storage.hasItemSync(key) ? storage.getMetaSync(key, NATIVE_ONLY) : null);
+    return storage.hasItem(key).then(async (has) => sendMeta(response, has ? await storage.getMeta(key, NATIVE_ONLY) : null));
+  }
+
+  function sendMeta(response: ServerResponse, meta: StorageMeta | null): void {
+    if (meta === null) throw notFound();
     const headers: OutgoingHttpHeaders = metaHeaders(meta);
     // Without a length or chunked framing node:http closes the connection after a HEAD.
     if (typeof meta.size === "number") headers["content-length"] = meta.size;
@@ -188,7 +217,7 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
 
   /** If-Match: `*` needs the current etag; a store without etags cannot answer it. */
   async function currentEtag(key: string): Promise<string> {
-    const { etag } = await storage.getMeta(key, { nativeOnly: true });
+    const { etag } = await storage.getMeta(key, NATIVE_ONLY);
     if (typeof etag === "string") return etag;
     if (await storage.hasItem(key)) throw new StorageError("E_UNSUPPORTED", "This store keeps no etags: conditional requests need a driver flagged cas");
     throw new StorageError("E_CONFLICT", `No value at ${key}`, { key });
@@ -205,13 +234,17 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
   }
 
   async function put(request: IncomingMessage, response: ServerResponse, key: string): Promise<void> {
-    const options: SetOptions = await conditions(request, key);
+    const conditional = request.headers["if-match"] !== undefined || request.headers["if-none-match"] !== undefined;
+    const options: SetOptions = conditional ? await conditions(request, key) : {};
     const ttl = ttlFromHeader(request.headers["x-ttl"]);
     if (ttl !== undefined) options.ttl = ttl;
     const body = await readBody(request, settings.maxBodySize);
     const type = request.headers["content-type"];
-    if (type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM) await storage.setItemRaw(key, body, options);
-    else await storage.setItem(key, serializer.deserialize(body.toString("utf8")), options);
+    const raw = type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM;
+    const value = raw ? body : serializer.deserialize(body.toString("utf8"));
+    if (!writesSync(key)) await (raw ? storage.setItemRaw(key, body, options) : storage.setItem(key, value, options));
+    else if (raw) storage.setItemRawSync(key, body, options);
+    else storage.setItemSync(key, value, options);
     sendText(response, 200, "OK");
   }
 
@@ -231,13 +264,18 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
     sendText(response, 200, "OK");
   }
 
-  async function route(request: IncomingMessage, response: ServerResponse): Promise<void> {
+  function route(request: IncomingMessage, response: ServerResponse): void | Promise<void> {
     const method = request.method;
     if (settings.closing()) {
       throw new HttpRefusal(503, "E_UNAVAILABLE", "The server is shutting down", { connection: "close", "retry-after": "1" });
     }
     if (!isMethod(method)) throw new HttpRefusal(405, "E_METHOD", `Method not allowed: ${method ?? ""}`, { allow: METHODS });
-    const target = await admit(request, method);
+    const target = admit(request, method);
+    if (target instanceof Promise) return target.then((admitted) => dispatch(request, response, method, admitted));
+    return dispatch(request, response, method, target);
+  }
+
+  function dispatch(request: IncomingMessage, response: ServerResponse, method: Method, target: Target): void | Promise<void> {
     if (method === "GET") return target.base ? listKeys(response, target.key) : getValue(request, response, target.key);
     if (method === "HEAD") return head(response, target.key);
     if (method === "PUT") return put(request, response, target.key);
@@ -259,12 +297,14 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
     sendJson(response, status, body, headers);
   }
 
-  return async (request, response) => {
+  return (request, response) => {
     if (settings.closing()) response.shouldKeepAlive = false;
     try {
-      await route(request, response);
+      const done = route(request, response);
+      if (done) return done.catch((error: unknown) => fail(request, response, error));
     } catch (error) {
       fail(request, response, error);
     }
+    return DONE;
   };
 }
