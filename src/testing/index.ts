@@ -32,7 +32,7 @@ export interface DriverTestOptions {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Resolves once `check` passes, retrying until `timeout`; then fails with its last error. */
-async function eventually(check: () => void | Promise<void>, timeout: number): Promise<void> {
+export async function eventually(check: () => void | Promise<void>, timeout = 10_000): Promise<void> {
   const deadline = Date.now() + timeout;
   for (;;) {
     try {

@@ -1,14 +1,16 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
 import { afterAll, describe, expect, it } from "vitest";
-import { createStorage, isStorageError, normalizeKey, type Storage } from "../../src/index.js";
+import { createStorage, normalizeKey, type Storage } from "../../src/index.js";
 import etcd from "../../src/drivers/etcd.js";
 import { testDriver } from "../../src/testing/index.js";
 import { reachable, serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { codeOf, freePort } from "../helpers/checks.js";
+import { survivesOutage } from "../helpers/outage.js";
+import { exitsOnItsOwn } from "../helpers/workers.js";
 
 const hosts = process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379";
 // Every driver this file makes gets its own prefix, so parallel runs and test files never meet.
@@ -16,27 +18,6 @@ const RUN = `stowage-test-${process.pid}-${Date.now().toString(36)}`;
 let made = 0;
 const freshPrefix = () => `${RUN}/${made++}/`;
 
-const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
-const TSX = import.meta.resolve("tsx");
-
-async function codeOf(action: () => Promise<unknown>): Promise<string> {
-  try {
-    await action();
-  } catch (error) {
-    if (isStorageError(error)) return error.code;
-    throw error;
-  }
-  return "none";
-}
-
-/** A loopback port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** A private etcd on free loopback ports with its own data dir: ours to stop and start. */
 async function privateEtcd() {
@@ -231,39 +212,7 @@ if (await serviceUp("etcd", hosts)) {
       await server.start();
       const storage = createStorage({ driver: etcd({ hosts: server.url, prefix: "fault/", timeout: 1000 }) });
       try {
-        const acknowledged: number[] = [];
-        let stopped = false;
-        const writer = (async () => {
-          for (let i = 0; !stopped; i++) {
-            try {
-              await storage.setItem(`key:${i}`, i);
-              acknowledged.push(i);
-            } catch (error) {
-              expect(isStorageError(error, "E_UNAVAILABLE")).toBe(true);
-            }
-          }
-        })();
-        while (acknowledged.length < 50) await new Promise((resolve) => setTimeout(resolve, 10));
-        await server.stop();
-        const started = Date.now();
-        expect(await codeOf(() => storage.getItem("key:0"))).toBe("E_UNAVAILABLE");
-        expect(await codeOf(() => storage.setItem("during", 1))).toBe("E_UNAVAILABLE");
-        expect(Date.now() - started).toBeLessThan(10_000);
-        await server.start();
-        // The same storage object works again once the server is back.
-        const deadline = Date.now() + 20_000;
-        for (;;) {
-          const code = await codeOf(() => storage.setItem("after", "restart"));
-          if (code === "none") break;
-          expect(code).toBe("E_UNAVAILABLE");
-          if (Date.now() > deadline) throw new Error("etcd did not come back");
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-        stopped = true;
-        await writer;
-        expect(await storage.getItem("after")).toBe("restart");
-        const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
-        expect(values.filter((entry, index) => entry.value !== acknowledged[index])).toEqual([]);
+        await survivesOutage(storage, server, 20_000);
       } finally {
         await storage.dispose();
         await server.stop();
@@ -271,24 +220,7 @@ if (await serviceUp("etcd", hosts)) {
     }, 60_000);
 
     it("dispose() leaves nothing that keeps the process alive", async () => {
-      const child = spawn(process.execPath, ["--import", TSX, WORKER, "etcd", freshPrefix(), "write", "20"], {
-        stdio: ["ignore", "pipe", "inherit"],
-        env: { ...process.env, STOWAGE_ETCD_HOSTS: hosts },
-      });
-      let output = "";
-      child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      const code = await new Promise<number | null>((resolve) => {
-        const timer = setTimeout(() => {
-          child.kill("SIGKILL");
-          resolve(null);
-        }, 30_000);
-        child.on("exit", (exitCode) => {
-          clearTimeout(timer);
-          resolve(exitCode);
-        });
-      });
-      expect(code).toBe(0);
-      expect(output.split("\n").filter(Boolean)).toHaveLength(20);
+      await exitsOnItsOwn("etcd", freshPrefix(), { STOWAGE_ETCD_HOSTS: hosts });
     }, 40_000);
   });
 }

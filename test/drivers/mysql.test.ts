@@ -5,9 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mysql2 from "mysql2/promise";
 import { afterAll, describe, expect, it } from "vitest";
-import { createStorage, isStorageError, type Storage, type StorageErrorCode } from "../../src/index.js";
+import { createStorage, type Storage } from "../../src/index.js";
 import mysql, { MAX_KEY_BYTES } from "../../src/drivers/mysql.js";
 import { testDriver } from "../../src/testing/index.js";
+import { codeOf, finish } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
 
 const url = process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
@@ -22,28 +23,6 @@ function freshTable(label: string): string {
   const name = `stowage_${label}_${RUN}`;
   tables.push(name);
   return name;
-}
-
-async function codeOf(action: () => Promise<unknown>): Promise<StorageErrorCode | string> {
-  try {
-    await action();
-  } catch (error) {
-    return isStorageError(error) ? error.code : `not a StorageError: ${String(error)}`;
-  }
-  return "no error";
-}
-
-/** Exit code and output of a child process, killed (and failed) if it is still running after `limit` ms. */
-function finish(child: ReturnType<typeof spawn>, limit: number): Promise<{ code: number | null; output: string }> {
-  let output = "";
-  child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill("SIGKILL"), limit);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
 }
 
 async function sql(statement: string, values: unknown[] = []) {

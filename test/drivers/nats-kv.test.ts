@@ -1,16 +1,17 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
-import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, describe, expect, it } from "vitest";
-import { createStorage, isStorageError, normalizeKey, type Storage } from "../../src/index.js";
+import { createStorage, normalizeKey, type Storage } from "../../src/index.js";
 import natsKv, { decodeKey, encodeKey } from "../../src/drivers/nats-kv.js";
 import { testDriver } from "../../src/testing/index.js";
 import { reachable, serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { codeOf, freePort } from "../helpers/checks.js";
+import { survivesOutage } from "../helpers/outage.js";
+import { exitsOnItsOwn } from "../helpers/workers.js";
 
 const servers = process.env.STOWAGE_NATS_SERVERS ?? "127.0.0.1:4222";
 // Every driver this file makes gets its own bucket, so parallel runs and test files never meet.
@@ -22,27 +23,6 @@ const freshBucket = () => {
   return bucket;
 };
 
-const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
-const TSX = import.meta.resolve("tsx");
-
-async function codeOf(action: () => Promise<unknown>): Promise<string> {
-  try {
-    await action();
-  } catch (error) {
-    if (isStorageError(error)) return error.code;
-    throw error;
-  }
-  return "none";
-}
-
-/** A loopback port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 /** A private nats-server with JetStream on a free loopback port and its own store: ours to stop and start. */
 async function privateNats() {
@@ -269,39 +249,7 @@ if (await serviceUp("NATS", servers)) {
       await server.start();
       const storage = createStorage({ driver: natsKv({ servers: server.address, bucket: "fault", timeout: 1000 }) });
       try {
-        const acknowledged: number[] = [];
-        let stopped = false;
-        const writer = (async () => {
-          for (let i = 0; !stopped; i++) {
-            try {
-              await storage.setItem(`key:${i}`, i);
-              acknowledged.push(i);
-            } catch (error) {
-              expect(isStorageError(error, "E_UNAVAILABLE")).toBe(true);
-            }
-          }
-        })();
-        while (acknowledged.length < 50) await new Promise((resolve) => setTimeout(resolve, 10));
-        await server.stop();
-        const started = Date.now();
-        expect(await codeOf(() => storage.getItem("key:0"))).toBe("E_UNAVAILABLE");
-        expect(await codeOf(() => storage.setItem("during", 1))).toBe("E_UNAVAILABLE");
-        expect(Date.now() - started).toBeLessThan(10_000);
-        await server.start();
-        // The same storage object works again once the client has reconnected.
-        const deadline = Date.now() + 30_000;
-        for (;;) {
-          const code = await codeOf(() => storage.setItem("after", "restart"));
-          if (code === "none") break;
-          expect(code).toBe("E_UNAVAILABLE");
-          if (Date.now() > deadline) throw new Error("NATS did not come back");
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-        stopped = true;
-        await writer;
-        expect(await storage.getItem("after")).toBe("restart");
-        const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
-        expect(values.filter((entry, index) => entry.value !== acknowledged[index])).toEqual([]);
+        await survivesOutage(storage, server, 30_000);
       } finally {
         await storage.dispose();
         await server.stop();
@@ -309,24 +257,7 @@ if (await serviceUp("NATS", servers)) {
     }, 90_000);
 
     it("dispose() leaves nothing that keeps the process alive", async () => {
-      const child = spawn(process.execPath, ["--import", TSX, WORKER, "nats-kv", freshBucket(), "write", "20"], {
-        stdio: ["ignore", "pipe", "inherit"],
-        env: { ...process.env, STOWAGE_NATS_SERVERS: servers },
-      });
-      let output = "";
-      child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      const code = await new Promise<number | null>((resolve) => {
-        const timer = setTimeout(() => {
-          child.kill("SIGKILL");
-          resolve(null);
-        }, 30_000);
-        child.on("exit", (exitCode) => {
-          clearTimeout(timer);
-          resolve(exitCode);
-        });
-      });
-      expect(code).toBe(0);
-      expect(output.split("\n").filter(Boolean)).toHaveLength(20);
+      await exitsOnItsOwn("nats-kv", freshBucket(), { STOWAGE_NATS_SERVERS: servers });
     }, 40_000);
   });
 }

@@ -6,9 +6,10 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { createStorage, isStorageError, type Storage, type StorageErrorCode } from "../../src/index.js";
+import { createStorage, isStorageError, type Storage } from "../../src/index.js";
 import postgres, { MAX_KEY_BYTES } from "../../src/drivers/postgres.js";
-import { testDriver } from "../../src/testing/index.js";
+import { eventually, testDriver } from "../../src/testing/index.js";
+import { codeOf, finish, freePort } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
 
 const url = process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -25,50 +26,6 @@ function freshTable(label: string): string {
   const name = `stowage_${label}_${RUN}`;
   tables.push(name);
   return name;
-}
-
-async function codeOf(action: () => Promise<unknown>): Promise<StorageErrorCode | string> {
-  try {
-    await action();
-  } catch (error) {
-    return isStorageError(error) ? error.code : `not a StorageError: ${String(error)}`;
-  }
-  return "no error";
-}
-
-async function eventually(check: () => Promise<void> | void, timeout = 15_000): Promise<void> {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await sleep(100);
-    }
-  }
-}
-
-/** Exit code and output of a child process, killed (and failed) if it is still running after `limit` ms. */
-function finish(child: ReturnType<typeof spawn>, limit: number): Promise<{ code: number | null; output: string }> {
-  let output = "";
-  child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill("SIGKILL"), limit);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
-
-/** A TCP port nobody listens on (taken from the OS, then released). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 // The server binaries for the fault test's private cluster (Debian's layout by default).

@@ -10,9 +10,11 @@ import unstorageRedis from "unstorage/drivers/redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStorage, isStorageError, normalizeKey, type Storage, type WatchEvent } from "../../src/index.js";
 import redis, { type RedisDriverOptions } from "../../src/drivers/redis.js";
-import { testDriver } from "../../src/testing/index.js";
+import { eventually, testDriver } from "../../src/testing/index.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { runWorkers } from "../helpers/workers.js";
+import { codeOf, finish, freePort } from "../helpers/checks.js";
 
 const url = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 // One prefix per run of this file: parallel test files and earlier runs never see each other's keys.
@@ -20,56 +22,8 @@ const RUN = `stowage-test:${randomUUID()}`;
 let made = 0;
 const freshBase = () => `${RUN}:${made++}`;
 
-const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
 const TSX = import.meta.resolve("tsx");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function codeOf(action: () => Promise<unknown>): Promise<string> {
-  try {
-    await action();
-  } catch (error) {
-    if (isStorageError(error)) return error.code;
-    throw error;
-  }
-  return "none";
-}
-
-/** Resolves once `check` passes, retrying until `timeout`; then fails with its last error. */
-async function eventually(check: () => void | Promise<void>, timeout = 10_000): Promise<void> {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await sleep(50);
-    }
-  }
-}
-
-/** A child process's exit code, or null when it has not exited within `ms` (it is then killed). */
-function exitWithin(child: ChildProcess, ms: number): Promise<number | null> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      resolve(null);
-    }, ms);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve(code);
-    });
-  });
-}
-
-/** A loopback port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function redisCli(port: number, args: string[]): string {
   const result = spawnSync("redis-cli", ["-h", "127.0.0.1", "-p", String(port), ...args], { encoding: "utf8" });
@@ -304,13 +258,7 @@ if (await serviceUp("Redis", url)) {
       const base = freshBase();
       const processes = 3;
       const rounds = 30;
-      const env = { ...process.env, STOWAGE_REDIS_URL: url };
-      const codes = await Promise.all(
-        Array.from({ length: processes }, () =>
-          exitWithin(spawn(process.execPath, ["--import", TSX, WORKER, "redis", base, "increment", String(rounds)], { stdio: "inherit", env }), 60_000),
-        ),
-      );
-      expect(codes).toEqual([0, 0, 0]);
+      await runWorkers(processes, ["redis", base, "increment", String(rounds)], { STOWAGE_REDIS_URL: url });
       const storage = createStorage({ driver: redis({ url, base }) });
       expect(await storage.getItem("counter")).toBe(processes * rounds);
       await storage.dispose();
@@ -333,7 +281,7 @@ if (await serviceUp("Redis", url)) {
         ].join("\n"),
       );
       const child = spawn(process.execPath, ["--import", TSX, script], { stdio: "inherit" });
-      expect(await exitWithin(child, 15_000)).toBe(0);
+      expect((await finish(child, 15_000)).code).toBe(0);
       const storage = createStorage({ driver: redis({ url, base }) });
       expect(await storage.getItem("child")).toEqual({ written: true });
       await storage.dispose();

@@ -2,20 +2,21 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { expect } from "vitest";
 import { createStorage, type Driver } from "../../src/index.js";
+import { finish } from "./checks.js";
 
 const WORKER = join(import.meta.dirname, "storeWorker.ts");
 const TSX = import.meta.resolve("tsx");
 
-/** Starts storeWorker.ts in its own process: `args` are `<driver> <path> <mode> <count>`. */
-export function startWorker(args: string[]): ChildProcess {
-  return spawn(process.execPath, ["--import", TSX, WORKER, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+/** Starts storeWorker.ts in its own process: `args` are `<driver> <path> <mode> <count>`; `env` adds variables. */
+export function startWorker(args: string[], env: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, ["--import", TSX, WORKER, ...args], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } });
 }
 
 /** Runs workers side by side and resolves when all exited cleanly. */
-export async function runWorkers(count: number, args: string[]): Promise<void> {
+export async function runWorkers(count: number, args: string[], env: Record<string, string> = {}): Promise<void> {
   await Promise.all(
     Array.from({ length: count }, () => {
-      const child = startWorker(args);
+      const child = startWorker(args, env);
       return new Promise<void>((resolve, reject) => child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`worker exited ${code}`)))));
     }),
   );
@@ -55,4 +56,11 @@ export async function killWhileWriting(driverName: string, path: string, open: (
     await storage.dispose();
   }
   return acknowledged.length;
+}
+
+/** A worker that writes `count` keys and must then exit by itself: nothing left open keeps it alive. */
+export async function exitsOnItsOwn(driverName: string, location: string, env: Record<string, string>, count = 20): Promise<void> {
+  const { code, output } = await finish(startWorker([driverName, location, "write", String(count)], env), 30_000);
+  expect(code).toBe(0);
+  expect(output.split("\n").filter(Boolean)).toHaveLength(count);
 }

@@ -1,0 +1,51 @@
+import { expect } from "vitest";
+import { isStorageError, type Storage } from "../../src/index.js";
+import { codeOf } from "./checks.js";
+
+/** A server a test may stop and start again. */
+export interface StoppableServer {
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+/**
+ * Stops a server while a writer runs against it: calls during the outage
+ * fail with E_UNAVAILABLE (none hangs), the same storage works again once the
+ * server is back within `recovery` ms, and every write acknowledged before
+ * the stop reads back.
+ */
+export async function survivesOutage(storage: Storage, server: StoppableServer, recovery = 20_000): Promise<void> {
+  const acknowledged: number[] = [];
+  let stopped = false;
+  const writer = (async () => {
+    for (let i = 0; !stopped; i++) {
+      try {
+        await storage.setItem(`key:${i}`, i);
+        acknowledged.push(i);
+      } catch (error) {
+        expect(isStorageError(error, "E_UNAVAILABLE")).toBe(true);
+      }
+    }
+  })();
+  while (acknowledged.length < 50) await new Promise((resolve) => setTimeout(resolve, 10));
+  await server.stop();
+  const started = Date.now();
+  expect(await codeOf(() => storage.getItem("key:0"))).toBe("E_UNAVAILABLE");
+  expect(await codeOf(() => storage.setItem("during", 1))).toBe("E_UNAVAILABLE");
+  // Not a speed check: calls must end near their timeout, never hang.
+  expect(Date.now() - started).toBeLessThan(10_000);
+  await server.start();
+  const deadline = Date.now() + recovery;
+  for (;;) {
+    const code = await codeOf(() => storage.setItem("after", "restart"));
+    if (code === "none") break;
+    expect(code).toBe("E_UNAVAILABLE");
+    if (Date.now() > deadline) throw new Error("the server did not come back");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  stopped = true;
+  await writer;
+  expect(await storage.getItem("after")).toBe("restart");
+  const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
+  expect(values.filter((entry, index) => entry.value !== acknowledged[index])).toEqual([]);
+}
