@@ -1,7 +1,7 @@
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
-import { isValidRefName, KeyValueRepo, type WriteUnit } from "../git/index.js";
+import { isValidRefName, KeyValueRepo, type MaintenanceOptions, type MaintenanceResult, type WriteUnit } from "../git/index.js";
 
 export interface GitDriverOptions {
   /** A repository (bare, a `.git` directory or a worktree); a bare repository is created there when there is none. Required. */
@@ -26,10 +26,15 @@ export interface GitDriverOptions {
   lockTimeout?: number;
   /** How often a watch polls the ref besides file-system notifications, in ms (default 500). */
   pollInterval?: number;
+  /** When this process has more packs open than this after a commit, small packs are merged (default 32; 0: never). */
+  packLimit?: number;
 }
 
 /** The git driver: a Driver, plus `maintenance()`. */
-export type GitDriver = Driver<GitDriverOptions, KeyValueRepo>;
+export type GitDriver = Driver<GitDriverOptions, KeyValueRepo> & {
+  /** Packs loose objects, merges packs, prunes unreachable loose objects older than `grace` (docs/git.md). */
+  maintenance(options?: MaintenanceOptions): MaintenanceResult;
+};
 
 const DRIVER_NAME = "git";
 
@@ -61,7 +66,7 @@ const versionOf = (opts: TransactionOptions | undefined): string | undefined => 
  * `git fsck` read it. Synchronous (the engine is); the async API coalesces
  * writes made together into one commit. The etag is the value's blob id.
  */
-export default defineDriver<GitDriverOptions, KeyValueRepo>((options: GitDriverOptions): GitDriver => {
+const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
   checkOptions(options);
   const store = new KeyValueRepo({
     dir: options.dir,
@@ -72,6 +77,7 @@ export default defineDriver<GitDriverOptions, KeyValueRepo>((options: GitDriverO
     fanout: options.fanout ?? 1024,
     lockTimeout: options.lockTimeout ?? 5000,
     pollInterval: options.pollInterval ?? 500,
+    packLimit: options.packLimit ?? 32,
   });
 
   const units = {
@@ -124,6 +130,9 @@ export default defineDriver<GitDriverOptions, KeyValueRepo>((options: GitDriverO
       removeItem: (key: string, opts: RemoveOptions) => later(units.remove(key, opts)),
       commit: (operations: CommitOperation[]) => later(units.commit(operations)),
     },
+    maintenance: (maintenanceOptions?: MaintenanceOptions) => store.maintenance(maintenanceOptions),
     dispose: () => store.close(),
   };
-});
+};
+
+export default defineDriver<GitDriverOptions, KeyValueRepo>(gitDriver) as (options: GitDriverOptions) => GitDriver;

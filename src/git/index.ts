@@ -38,3 +38,4 @@ export { adler32, deflateObject, inflateObject, STORED_MAX } from "./zlib.js";
 export { decodeKeyName, encodeKeyName, isBucketName, keyToNames, VALUE_ENTRY } from "./keyPath.js";
 export { EMPTY_TREE, KeyTree, treeObjects, type KeyEdit, type NewTree } from "./keyTree.js";
 export { KeyValueRepo, namesOf, type KeyValueRepoOptions, type WriteUnit } from "./kvStore.js";
+export { maintain, reachableObjects, type MaintenanceOptions, type MaintenanceResult } from "./maintenance.js";

@@ -6,6 +6,7 @@ import { encodeCommit, type Commit } from "./commit.js";
 import { keyToNames } from "./keyPath.js";
 import { EMPTY_TREE, KeyTree, treeObjects, type KeyEdit, type NewTree } from "./keyTree.js";
 import { LruCache } from "./lruCache.js";
+import { maintain, type MaintenanceOptions, type MaintenanceResult } from "./maintenance.js";
 import { hashObject, isObjectId, type GitObject, type ObjectId } from "./objectId.js";
 import type { Identity } from "./refs.js";
 import { Repository } from "./repository.js";
@@ -29,6 +30,8 @@ export interface KeyValueRepoOptions {
   lockTimeout: number;
   /** How often watch polls the ref, in ms, besides file-system notifications. */
   pollInterval: number;
+  /** Packs open past which a commit runs a (geometric) pack merge; 0: never. */
+  packLimit: number;
 }
 
 /** The commit a ref points at, with what reads need of it. */
@@ -106,7 +109,8 @@ export class KeyValueRepo {
   private looked: { root: ObjectId; ids: Map<string, ObjectId | undefined> } = { root: EMPTY_TREE, ids: new Map() };
 
   constructor(private readonly options: KeyValueRepoOptions) {
-    const repoOptions = { fsync: options.fsync, identity: options.author, lockTimeout: options.lockTimeout };
+    // Every commit's objects go into one pack: two new files instead of one per object (blob, trees, commit).
+    const repoOptions = { fsync: options.fsync, identity: options.author, lockTimeout: options.lockTimeout, packThreshold: 1, packMode: "memory" as const };
     this.repo = openOrInit(options.dir, repoOptions);
     this.keys = new KeyTree(this.repo, options.fanout);
     this.refFile = this.repo.refs.refPath(options.ref);
@@ -420,6 +424,24 @@ export class KeyValueRepo {
     // The ref file changed under us: the next read re-checks it (stamp ""), reusing the tree when the id is still ours.
     this.tip = { id: written.id, tree, time: written.time, stamp: "" };
     if (this.watching !== undefined) this.check();
+    if (this.options.packLimit > 0 && this.repo.packFiles.length > this.options.packLimit) this.autoMaintain();
+  }
+
+  /** Merges small packs after a commit; a failure leaves the packs as they were and the commit done. */
+  private autoMaintain(): void {
+    try {
+      maintain(this.repo, { loose: false });
+    } catch (error) {
+      process.emitWarning(`stowage git: merging packs failed (the data is intact, it stays in more packs): ${String(error)}`);
+    }
+  }
+
+  /**
+   * Packs loose objects, merges packs and prunes unreachable loose objects
+   * older than the grace period (see {@link maintain}).
+   */
+  maintenance(options: MaintenanceOptions = {}): MaintenanceResult {
+    return maintain(this.repo, { prune: true, ...options });
   }
 
   // --- watch ------------------------------------------------------------------

@@ -1,12 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createStorage, isStorageError, type Storage } from "../../src/index.js";
 import git from "../../src/drivers/git.js";
 import { encodeKeyName, Repository } from "../../src/git/index.js";
 import { testDriver } from "../../src/testing/index.js";
-import { git as gitCli, gitBytes } from "../git/gitCli.js";
+import { git as gitCli, gitBytes, gitFails } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, runWorkers } from "../helpers/workers.js";
 
@@ -378,6 +378,52 @@ describe("git driver", () => {
       fsck(dir);
     }
   }, 300_000);
+
+  it("keeps the number of packs bounded: one pack per commit, small packs merged past packLimit", async () => {
+    const dir = tempDir("git-packs");
+    const driver = git({ dir, packLimit: 8 });
+    const storage = createStorage({ driver });
+    for (let i = 0; i < 60; i++) await storage.setItem(`p:${i % 20}`, i);
+    const packs = Number(/^packs: (\d+)$/m.exec(gitCli(dir, ["count-objects", "-v"]))![1]);
+    expect(packs).toBeGreaterThan(0);
+    expect(packs).toBeLessThanOrEqual(9);
+    expect(gitCli(dir, ["count-objects", "-v"])).toMatch(/^count: 0$/m);
+    for (let i = 40; i < 60; i++) expect(await storage.getItem(`p:${i % 20}`)).toBe(i);
+    expect((await storage.getHistory("p:3")).map((entry) => entry.value)).toEqual([43, 23, 3]);
+    fsck(dir);
+    await storage.dispose();
+  });
+
+  it("maintenance(): packs loose objects, prunes old unreachable ones, keeps everything reachable, with another instance's writes in flight", async () => {
+    const dir = tempDir("git-maintenance");
+    const driver = git({ dir });
+    const storage = createStorage({ driver });
+    for (let i = 0; i < 10; i++) await storage.setItem(`m:${i}`, i);
+    // Loose objects written by stock git: one reachable through a commit of ours, one unreachable and old, one unreachable and new.
+    const kept = gitCli(dir, ["hash-object", "-w", "--stdin"], "kept by a commit");
+    const old = gitCli(dir, ["hash-object", "-w", "--stdin"], "old garbage");
+    const fresh = gitCli(dir, ["hash-object", "-w", "--stdin"], "new garbage");
+    const past = new Date(Date.now() - 30 * 24 * 3600 * 1000);
+    utimesSync(join(dir, "objects", old.slice(0, 2), old.slice(2)), past, past);
+    utimesSync(join(dir, "objects", kept.slice(0, 2), kept.slice(2)), past, past);
+    const writer = open(dir);
+    const writing = (async () => {
+      for (let i = 0; i < 30; i++) await writer.setItem(`w:${i}`, i);
+    })();
+    await storage.setItemRaw("m:kept", new TextEncoder().encode("kept by a commit"));
+    const result = driver.maintenance({ all: true });
+    await writing;
+    expect(result.looseObjectsPruned).toBe(1);
+    expect(result.looseObjectsPacked).toBeGreaterThanOrEqual(2);
+    expect(gitFails(dir, ["cat-file", "-e", old]).status).not.toBe(0);
+    expect(gitCli(dir, ["cat-file", "-p", fresh])).toBe("new garbage");
+    expect(gitCli(dir, ["cat-file", "-p", kept])).toBe("kept by a commit");
+    const reopened = open(dir);
+    for (let i = 0; i < 10; i++) expect(await reopened.getItem(`m:${i}`)).toBe(i);
+    for (let i = 0; i < 30; i++) expect(await reopened.getItem(`w:${i}`)).toBe(i);
+    fsck(dir);
+    await Promise.all([storage.dispose(), writer.dispose(), reopened.dispose()]);
+  });
 
   it("refuses bad options", () => {
     expect(() => git({ dir: "" })).toThrow(/needs a dir/);
