@@ -201,7 +201,12 @@ export async function runGit(): Promise<Record<string, unknown>> {
       await bulk.setItem("warm", 1);
       const elapsed = await timed(() => bulk.setItems(Array.from({ length: count }, (_, i) => ({ key: `bulk:${i}`, value: value(i) }))));
       results[`setItems${count}`] = elapsed;
-      console.log(`  setItems(${count}) ${ms(elapsed)}`);
+      // The core hands setItems to a driver without native TTL key by key (group commit makes them one commit); the driver's own setItems:
+      const driver = git({ dir: repo(`bulk-driver-${count}`) });
+      const direct = await timed(() => driver.asyncWrites!.setItems!(Array.from({ length: count }, (_, i) => ({ key: `bulk:${i}`, value: JSON.stringify(value(i)) }))));
+      await driver.dispose!();
+      results[`driverSetItems${count}`] = direct;
+      console.log(`  setItems(${count}) ${ms(elapsed)} through storage.setItems, ${ms(direct)} through the driver's setItems`);
       goal(`setItems(${count})`, elapsed, count === 1000 ? "< 100 ms" : "< 500 ms", elapsed < (count === 1000 ? 100 : 500));
       await bulk.dispose();
     }
