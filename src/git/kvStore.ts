@@ -463,9 +463,18 @@ export class KeyValueRepo {
     const onChange = (file: string) => (_event: string, name: string | Buffer | null) => {
       if (name === null || String(name) === file) this.check();
     };
-    watchers.push(watchFs(refDir, { persistent: false }, onChange(basename(this.refFile))));
-    watchers.push(watchFs(dirname(this.packedRefsFile), { persistent: false }, onChange("packed-refs")));
-    for (const watcher of watchers) watcher.on("error", (error) => process.emitWarning(`stowage git: watching ${this.options.ref} failed, polling only: ${String(error)}`));
+    const notifyFailed = (error: unknown) => process.emitWarning(`stowage git: watching ${this.options.ref} failed, polling only: ${String(error)}`);
+    for (const [dir, file] of [
+      [refDir, basename(this.refFile)],
+      [dirname(this.packedRefsFile), "packed-refs"],
+    ] as const) {
+      try {
+        watchers.push(watchFs(dir, { persistent: false }, onChange(file)).on("error", notifyFailed));
+      } catch (error) {
+        // No notifications here (e.g. inotify watches exhausted): the poll below still sees every move.
+        notifyFailed(error);
+      }
+    }
     const poll = setInterval(() => this.check(), this.options.pollInterval).unref();
     this.watching = {
       seen: this.fresh(),
