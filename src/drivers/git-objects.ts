@@ -4,6 +4,7 @@ import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 import { hashObject, isObjectId, isValidRefName, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
+import { expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange, type TreeLayout } from "../git/treeRef.js";
 
@@ -42,23 +43,22 @@ const BLOBS = "blobs/";
 /** `blobs/<id>` names fan out as `blobs/ab/cdef…` in the tree (as objects/ does); keys are their own paths. */
 const LAYOUT: TreeLayout = {
   nameOf: (path) => (/^blobs\/[0-9a-f]{2}\/[0-9a-f]{38}$/.test(path) ? BLOBS + path.slice(6, 8) + path.slice(9) : path),
-  pathOf: (name) => (name.startsWith(BLOBS) && isObjectId(name.slice(6)) ? `${BLOBS}${name.slice(6, 8)}/${name.slice(8)}` : name),
+  pathsOf: (names) => {
+    const paths = new Map<string, string>();
+    for (const [name, id] of names) paths.set(name.startsWith(BLOBS) && isObjectId(name.slice(6)) ? `${BLOBS}${name.slice(6, 8)}/${name.slice(8)}` : name, id);
+    return paths;
+  },
 };
 
 function fail(code: "E_INVALID_KEY" | "E_INVALID_OPTION", message: string, key?: string): StorageError {
   return new StorageError(code, message, { driver: DRIVER_NAME, key });
 }
 
-function expectation(opts: SetOptions | RemoveOptions | undefined): string | null | undefined {
-  if (opts?.ifMatch !== undefined) return opts.ifMatch;
-  return (opts as SetOptions | undefined)?.ifNoneMatch === "*" ? null : undefined;
-}
-
 function open(options: GitObjectsOptions): { repo: Repository; index: TreeRef } {
   if (!options?.dir) throw fail("E_INVALID_OPTION", "The git-objects driver needs a dir");
   const ref = options.ref ?? "refs/stowage/objects";
   if (!ref.startsWith("refs/") || !isValidRefName(ref)) throw fail("E_INVALID_OPTION", `Invalid index ref: ${JSON.stringify(ref)}`);
-  const repo = openOrInit(options.dir, { fsync: options.fsync === true });
+  const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
   return { repo, index: new TreeRef(repo, { ref, layout: LAYOUT, message: "stowage: git-objects" }) };
 }
 
@@ -139,23 +139,8 @@ export default defineDriver<GitObjectsOptions, GitObjectStore>((options: GitObje
     return expected === undefined ? { name, id: null } : { name, id: null, expected };
   };
 
-  const commit = (operations: CommitOperation[]): void => {
-    const changes = new Map<string, NameChange>();
-    for (const op of operations) {
-      const next = op.type === "check" ? undefined : op.type === "remove" ? removal(op.key, op.options) : change(op.key, op.value, op.options);
-      const name = nameOf(op.key);
-      const previous = changes.get(name);
-      const wanted = op.type === "check" ? op.etag : next?.expected;
-      const expected = previous?.expected ?? wanted;
-      if (previous?.expected !== undefined && wanted !== undefined && previous.expected !== wanted) {
-        throw new StorageError("E_CONFLICT", `Conflicting conditions on one key: ${op.key}`, { driver: DRIVER_NAME, key: op.key });
-      }
-      // A check alone writes back the value it requires: a no-op once the check holds.
-      const merged: NameChange = next ?? previous ?? { name, id: op.type === "check" ? op.etag : null };
-      changes.set(name, expected === undefined ? { name, id: merged.id } : { name, id: merged.id, expected });
-    }
-    index.apply([...changes.values()]);
-  };
+  const commit = (operations: CommitOperation[]): void =>
+    void index.apply(foldOperations(operations, nameOf, (op) => (op.type === "remove" ? removal(op.key, op.options) : change(op.key, op.value, op.options)), DRIVER_NAME));
 
   const keysUnder = (base: string): string[] => {
     const keys: string[] = [];

@@ -4,6 +4,7 @@ import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 import { isValidRefName, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
+import { expectation } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { listRefNames } from "../git/refList.js";
 import { commitRefs, commitRefsEach, type RefChange } from "../git/refTransaction.js";
@@ -26,12 +27,6 @@ const DEFAULT_PREFIX = "refs/stowage/kv/";
 
 function invalidOption(message: string): StorageError {
   return new StorageError("E_INVALID_OPTION", message, { driver: DRIVER_NAME });
-}
-
-/** The expected value a write's guards ask for: `undefined` (none), `null` (absent) or an etag (blob id). */
-function expectation(opts: SetOptions | RemoveOptions | undefined): string | null | undefined {
-  if (opts?.ifMatch !== undefined) return opts.ifMatch;
-  return (opts as SetOptions | undefined)?.ifNoneMatch === "*" ? null : undefined;
 }
 
 /**

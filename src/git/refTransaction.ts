@@ -241,3 +241,33 @@ function publish(refs: RefStore, entries: readonly Entry[], held: Set<LockFile>)
     pruneEmptyDirs(dirname(refs.logPath(change.name)), join(refs.commonDir, "logs", "refs"));
   }
 }
+
+/**
+ * Holds `<name>.lock` while `compute` derives the ref's next value from its
+ * current one, then publishes it: other writers (stowage or git) wait on the
+ * lock instead of building work a compare-and-swap would throw away. `id`
+ * undefined leaves the ref as it is. Returns `compute`'s result.
+ */
+export function updateRefWith<T>(
+  refs: RefStore,
+  name: string,
+  compute: (current: ObjectId | undefined) => { id?: ObjectId; result: T },
+  options: RefTransactionOptions = {},
+): T {
+  checkChange({ name });
+  const [lock] = acquireAll(refs, [{ name }], options.lockTimeout ?? 1000) as [LockFile];
+  let outcome: { id?: ObjectId; result: T };
+  let entry: Entry;
+  try {
+    const current = checkCurrent(refs, { name });
+    outcome = compute(current);
+    entry = { change: { name, id: outcome.id }, lock, current };
+    if (outcome.id !== undefined) writeUpdates(refs, [entry], options);
+  } catch (error) {
+    rollbackLock(lock, error);
+    throw error;
+  }
+  if (outcome.id === undefined) rollbackLock(lock);
+  else publish(refs, [entry], new Set([lock]));
+  return outcome.result;
+}

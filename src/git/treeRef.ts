@@ -1,6 +1,7 @@
-import { isStorageError, type StorageError } from "../core/errors.js";
+import type { StorageError } from "../core/errors.js";
 import { gitError } from "./errors.js";
 import { hashObject, type GitObject, type ObjectId } from "./objectId.js";
+import { updateRefWith } from "./refTransaction.js";
 import type { Identity } from "./refs.js";
 import type { Repository } from "./repository.js";
 import { signatureNow } from "./signature.js";
@@ -8,8 +9,8 @@ import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./tree.js";
 
 /**
  * A ref whose commits hold a tree of blobs, seen as a flat map from names
- * to blob ids, and changed by new commits moved onto the ref by
- * compare-and-swap. Shared by the git-objects index and the git-notes
+ * to blob ids, and changed by new commits built while holding the ref's
+ * lock (Git's protocol), on top of whatever the tip is then. Shared by the git-objects index and the git-notes
  * drivers; the {@link TreeLayout} says how names map onto tree paths
  * (nested key paths; notes fanned out by hex).
  */
@@ -18,8 +19,8 @@ import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./tree.js";
 export interface TreeLayout {
   /** The name a blob at `path` has; `path` itself for entries the layout does not own (kept as they are). */
   nameOf(path: string): string;
-  /** The tree path of `name`, given how many names the tree will hold. */
-  pathOf(name: string, count: number): string;
+  /** The tree paths of all names (a layout may place a name by the others, as notes' fan-out does). */
+  pathsOf(names: ReadonlyMap<string, ObjectId>): Map<string, ObjectId>;
 }
 
 /** One change: `id` null removes the name; `expected` (null: absent) is checked against the tip it lands on. */
@@ -27,6 +28,8 @@ export interface NameChange {
   name: string;
   id: ObjectId | null;
   expected?: ObjectId | null;
+  /** Entries set (or, with id null, removed) together with this change, on its condition alone. */
+  also?: { name: string; id: ObjectId | null }[];
 }
 
 export interface TreeRefOptions {
@@ -37,6 +40,10 @@ export interface TreeRefOptions {
   message: string;
   /** Author and committer (default `stowage <stowage@localhost>`). */
   identity?: Identity;
+  /** How long to wait for the ref's lock, in ms (default 5000), before `E_UNAVAILABLE`. */
+  lockTimeout?: number;
+  /** fsync the ref file before its rename. */
+  fsync?: boolean;
 }
 
 /** What a tip holds: its names, and the trees it is made of (not written again). */
@@ -76,28 +83,37 @@ export class TreeRef {
   /**
    * Applies changes as one commit. `isolate` false: all or nothing (a failed
    * expectation is `E_CONFLICT`). `isolate` true: a change whose expectation
-   * fails is left out and reported by index. When the ref moved under us the
-   * changes are re-applied on the new tip, so no concurrent writer is lost.
+   * fails is left out and reported by index. The commit is built on the tip
+   * read under the ref's lock, so no concurrent writer (process, or stock
+   * git, which honours the lock) is lost.
    */
   apply(changes: readonly NameChange[], isolate = false): Map<number, StorageError> {
-    for (;;) {
-      const state = this.load();
-      const failures = new Map<number, StorageError>();
-      const names = new Map(state.names);
-      changes.forEach((change, index) => {
-        const failure = checkExpected(change, state.names.get(change.name));
-        if (failure === undefined) return;
-        if (!isolate) throw failure;
-        failures.set(index, failure);
-      });
-      changes.forEach((change, index) => {
-        if (failures.has(index)) return;
-        if (change.id === null) names.delete(change.name);
-        else names.set(change.name, change.id);
-      });
-      if (failures.size === changes.length || sameNames(names, state.names)) return failures;
-      if (this.publish(state, names)) return failures;
-    }
+    const options = this.options;
+    return updateRefWith(
+      this.repo.refs,
+      options.ref,
+      () => {
+        const state = this.load();
+        const failures = new Map<number, StorageError>();
+        changes.forEach((change, index) => {
+          const failure = checkExpected(change, state.names.get(change.name));
+          if (failure === undefined) return;
+          if (!isolate) throw failure;
+          failures.set(index, failure);
+        });
+        const names = new Map(state.names);
+        changes.forEach((change, index) => {
+          if (failures.has(index)) return;
+          for (const entry of [change, ...(change.also ?? [])]) {
+            if (entry.id === null) names.delete(entry.name);
+            else names.set(entry.name, entry.id);
+          }
+        });
+        if (failures.size === changes.length || sameNames(names, state.names)) return { result: failures };
+        return { id: this.write(state, names), result: failures };
+      },
+      { lockTimeout: options.lockTimeout ?? 5000, fsync: options.fsync === true, reflogMessage: options.message, identity: options.identity },
+    );
   }
 
   /**
@@ -148,36 +164,24 @@ export class TreeRef {
     }
   }
 
-  /** Writes the tree and commit for `names` and moves the ref from `state.tip`; false when the ref moved first. */
-  private publish(state: State, names: Map<string, ObjectId>): boolean {
+  /** Writes the tree and commit for `names` on top of `state` (under the ref's lock); returns the commit. */
+  private write(state: State, names: Map<string, ObjectId>): ObjectId {
     const objects: GitObject[] = [];
     const trees = new Set<ObjectId>();
-    const tree = buildTree(this.layoutPaths(names), state.trees, objects, trees);
+    const tree = buildTree(this.options.layout.pathsOf(names), state.trees, objects, trees);
     const who = signatureNow(this.options.identity?.name ?? "stowage", this.options.identity?.email ?? "stowage@localhost");
-    const commitBody = {
+    this.repo.writeObjects(objects);
+    const commit = this.repo.writeCommit({
       tree,
       parents: state.tip === undefined ? [] : [state.tip],
       author: who,
       committer: who,
       extraHeaders: [],
       message: `${this.options.message}\n`,
-    };
-    this.repo.writeObjects(objects);
-    const commit = this.repo.writeCommit(commitBody);
-    try {
-      this.repo.refs.update(this.options.ref, commit, { expected: state.tip ?? null, message: this.options.message });
-    } catch (error) {
-      if (isStorageError(error, "E_CONFLICT")) return false;
-      throw error;
-    }
+    });
+    // Should publishing fail, the next load sees the ref's real tip differ and reads it again.
     this.state = { tip: commit, names, trees };
-    return true;
-  }
-
-  private layoutPaths(names: Map<string, ObjectId>): Map<string, ObjectId> {
-    const paths = new Map<string, ObjectId>();
-    for (const [name, id] of names) paths.set(this.options.layout.pathOf(name, names.size), id);
-    return paths;
+    return commit;
   }
 
   /** The state at the ref's tip, read again only when the ref moved. */

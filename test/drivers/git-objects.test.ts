@@ -5,23 +5,13 @@ import { describe, expect, it } from "vitest";
 import gitObjects, { gitObjectStore } from "../../src/drivers/git-objects.js";
 import { createStorage, isStorageError } from "../../src/index.js";
 import { testDriver } from "../../src/testing/index.js";
-import { git, gitBytes, gitInitBare } from "../git/gitCli.js";
+import { errorCode, git, gitBytes, gitInitBare } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 // This machine's disk takes ~1 ms per file created: repositories go to tmpfs where there is one.
 if (existsSync("/dev/shm")) process.env.TMPDIR = "/dev/shm";
 
 const INDEX = "refs/stowage/objects";
-
-function codeOf(run: () => unknown): string | undefined {
-  try {
-    run();
-  } catch (error) {
-    if (isStorageError(error)) return error.code;
-    throw error;
-  }
-  return undefined;
-}
 
 const suiteDir = tempDir("git-objects-kit");
 testDriver({
@@ -61,7 +51,7 @@ describe("git-objects content-addressed store", () => {
     expect(store.delete(ids[0]!)).toBe(false);
     expect(store.has(ids[0]!)).toBe(false);
     expect(store.get(ids[0]!)).toBeNull();
-    expect(codeOf(() => store.get("not-an-id"))).toBe("E_INVALID_KEY");
+    expect(errorCode(() => store.get("not-an-id"))).toBe("E_INVALID_KEY");
     git(dir, ["gc", "--prune=now", "--quiet"]);
     // Deleted from the index and pruned by gc; the others are kept.
     expect(git(dir, ["cat-file", "-t", ids[1]!])).toBe("blob");
@@ -77,7 +67,7 @@ describe("git-objects content-addressed store", () => {
     rmSync(path, { force: true });
     writeFileSync(path, forged);
     expect(readFileSync(path).equals(forged)).toBe(true);
-    expect(codeOf(() => gitObjectStore({ dir }).get(id))).toBe("E_CORRUPT");
+    expect(errorCode(() => gitObjectStore({ dir }).get(id))).toBe("E_CORRUPT");
   });
 
   it("as a driver in content mode: keys are blob ids; another key is E_INVALID_KEY", async () => {

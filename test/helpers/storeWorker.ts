@@ -2,6 +2,7 @@
  * A second process for driver tests: `tsx storeWorker.ts <driver> <path> <mode> <count>`.
  * mode "increment": `count` CAS increments of the key "counter".
  * mode "write": writes key:0, key:1, … and prints each index once its write returned.
+ * mode "unique": writes w<pid>:0, w<pid>:1, … (keys no other worker writes).
  */
 import { createStorage, type Driver } from "../../src/index.js";
 
@@ -16,6 +17,7 @@ const drivers: Record<string, () => Promise<Driver>> = {
   etcd: async () => (await import("../../src/drivers/etcd.js")).default({ hosts: process.env.STOWAGE_ETCD_HOSTS, prefix: path! }),
   "nats-kv": async () => (await import("../../src/drivers/nats-kv.js")).default({ servers: process.env.STOWAGE_NATS_SERVERS, bucket: path! }),
   leveldb: async () => (await import("../../src/drivers/leveldb.js")).default({ path: path! }),
+  "git-notes": async () => (await import("../../src/drivers/git-notes.js")).default({ dir: path! }),
   "git-refs": async () => (await import("../../src/drivers/git-refs.js")).default({ dir: path! }),
   lmdb: async () => (await import("../../src/drivers/lmdb.js")).default({ path: path! }),
   git: async () => (await import("../../src/drivers/git.js")).default({ dir: path! }),
@@ -26,6 +28,8 @@ const count = Number(countText);
 
 if (mode === "increment") {
   for (let i = 0; i < count; i++) await storage.update<number>("counter", (n) => (n ?? 0) + 1, { retries: 10_000 });
+} else if (mode === "unique") {
+  for (let i = 0; i < count; i++) await storage.setItem(`w${process.pid}:${i}`, i);
 } else if (mode === "write") {
   for (let i = 0; i < count; i++) {
     await storage.setItem(`key:${i}`, { i, padding: "x".repeat(200) });

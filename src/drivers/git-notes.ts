@@ -1,0 +1,196 @@
+import { StorageError } from "../core/errors.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import { hashObject, isObjectId, isValidRefName, type ObjectId, type Repository } from "../git/index.js";
+import { NOTES_LAYOUT } from "../git/notesLayout.js";
+import { expectation, foldOperations } from "../git/driverSupport.js";
+import { openOrInit } from "../git/openStore.js";
+import { TreeRef, type NameChange } from "../git/treeRef.js";
+
+export interface GitNotesOptions {
+  /** An existing repository or worktree, or where a new bare repository is created. Required. */
+  dir: string;
+  /** The notes ref (default `refs/notes/stowage`). */
+  ref?: string;
+  /** A separate store on `<ref>-<namespace>` (e.g. `refs/notes/stowage-receipts`). */
+  namespace?: string;
+  /** fsync objects and the ref before they are renamed into place (default false, as Git). */
+  fsync?: boolean;
+}
+
+/** The note of one object (a commit, usually): what {@link GitNotesDriver.notesFor} returns. */
+export interface ObjectNote {
+  /** The annotated object's id. */
+  readonly id: ObjectId;
+  /** The note's text, or null when the object has none. */
+  get(): string | null;
+  /** Sets the note (one commit on the notes ref). */
+  set(text: string): void;
+  /** Removes the note; false when there was none. */
+  remove(): boolean;
+}
+
+/** The git-notes driver, with the notes of real commits. */
+export interface GitNotesDriver extends Driver<GitNotesOptions, Repository> {
+  /**
+   * The note of `commitish`: a full object id, `HEAD`, a branch or tag name
+   * (`main`, `v1.0`) or a full ref name. `E_NOT_FOUND` when it names nothing.
+   */
+  notesFor(commitish: string): ObjectNote;
+}
+
+const DRIVER_NAME = "git-notes";
+/** Non-note entries of the notes tree holding each key's blob, so `git gc` keeps the annotated objects. */
+const KEYS = "stowage-keys/";
+
+function fail(code: "E_INVALID_KEY" | "E_INVALID_OPTION" | "E_NOT_FOUND", message: string, key?: string): StorageError {
+  return new StorageError(code, message, { driver: DRIVER_NAME, key });
+}
+
+/** True when UTF-8 carries the key exactly (no lone surrogate). */
+function isWellFormed(key: string): boolean {
+  return !/\p{Surrogate}/u.test(key);
+}
+
+/** The bytes of a key's blob; a key UTF-8 cannot carry exactly (a lone surrogate) is refused. */
+function keyBytes(key: string): Buffer {
+  if (!isWellFormed(key)) throw fail("E_INVALID_KEY", `A git-notes key must be valid Unicode: ${JSON.stringify(key)}`, key);
+  return Buffer.from(key, "utf8");
+}
+
+function notesRef(options: GitNotesOptions): string {
+  const ref = `${options.ref ?? "refs/notes/stowage"}${options.namespace === undefined ? "" : `-${options.namespace}`}`;
+  if (!ref.startsWith("refs/") || !isValidRefName(ref)) throw fail("E_INVALID_OPTION", `Invalid notes ref: ${JSON.stringify(ref)}`);
+  return ref;
+}
+
+/**
+ * Values as Git notes: a key annotates the blob holding the key's bytes,
+ * so `git notes --ref=<ref> show $(printf %s "<key>" | git hash-object --stdin)`
+ * prints its value. Every write is a commit on the notes ref moved by
+ * compare-and-swap and re-applied when another writer (stock git included)
+ * moved it first, so concurrent writers never lose a note. See docs/git-notes.md.
+ */
+export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
+  if (!options?.dir) throw fail("E_INVALID_OPTION", "The git-notes driver needs a dir");
+  const ref = notesRef(options);
+  const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
+  const notes = new TreeRef(repo, { ref, layout: NOTES_LAYOUT, message: "Notes added by stowage" });
+  const keyCache = new Map<ObjectId, string | null>();
+
+  const idOf = (key: string): ObjectId => hashObject("blob", keyBytes(key));
+  const noteOf = (key: string): ObjectId | undefined => (isWellFormed(key) ? notes.get(idOf(key)) : undefined);
+
+  /** The key an annotated object stands for: the text of a blob that hashes back to it; null for anything else. */
+  const keyOfObject = (id: ObjectId): string | null => {
+    const cached = keyCache.get(id);
+    if (cached !== undefined) return cached;
+    const object = repo.tryReadObject(id);
+    const text = object?.type === "blob" ? object.body.toString("utf8") : null;
+    const key = text !== null && !text.includes("\0") && hashObject("blob", Buffer.from(text, "utf8")) === id ? text : null;
+    keyCache.set(id, key);
+    return key;
+  };
+
+  const change = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): NameChange => {
+    const keyBlob = repo.writeBlob(keyBytes(key));
+    keyCache.set(keyBlob, key);
+    const result: NameChange = { name: keyBlob, id: repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value), also: [{ name: KEYS + keyBlob, id: keyBlob }] };
+    const expected = expectation(opts);
+    if (expected !== undefined) result.expected = expected;
+    return result;
+  };
+  const removal = (key: string, opts: RemoveOptions | undefined): NameChange => {
+    const id = idOf(key);
+    const result: NameChange = { name: id, id: null, also: [{ name: KEYS + id, id: null }] };
+    const expected = expectation(opts);
+    if (expected !== undefined) result.expected = expected;
+    return result;
+  };
+
+  const commit = (operations: CommitOperation[]): void =>
+    void notes.apply(foldOperations(operations, idOf, (op) => (op.type === "remove" ? removal(op.key, op.options) : change(op.key, op.value, op.options)), DRIVER_NAME));
+
+  const keysUnder = (base: string): string[] => {
+    const keys: string[] = [];
+    for (const name of notes.current().keys()) {
+      if (!isObjectId(name)) continue;
+      const key = keyOfObject(name);
+      if (key !== null && key.startsWith(base)) keys.push(key);
+    }
+    return keys;
+  };
+
+  /** A full id, `HEAD`, or a name resolved as git does: `refs/<name>`, `refs/tags/`, `refs/heads/`, `refs/remotes/`. */
+  const resolve = (commitish: string): ObjectId => {
+    if (isObjectId(commitish) && repo.hasObject(commitish)) return commitish;
+    const candidates = commitish === "HEAD" || commitish.startsWith("refs/") ? [commitish] : [`refs/${commitish}`, `refs/tags/${commitish}`, `refs/heads/${commitish}`, `refs/remotes/${commitish}`];
+    for (const name of candidates) {
+      if (name !== "HEAD" && !isValidRefName(name)) continue;
+      const id = repo.refs.resolve(name);
+      if (id !== undefined) return id;
+    }
+    throw fail("E_NOT_FOUND", `Not a commit or ref: ${JSON.stringify(commitish)}`);
+  };
+
+  const notesFor = (commitish: string): ObjectNote => {
+    const id = resolve(commitish);
+    return {
+      id,
+      get: () => {
+        const note = notes.get(id);
+        return note === undefined ? null : repo.readBlob(note).toString("utf8");
+      },
+      set: (text: string) => void notes.apply([{ name: id, id: repo.writeBlob(Buffer.from(text, "utf8")) }]),
+      remove: () => {
+        if (notes.get(id) === undefined) return false;
+        notes.apply([{ name: id, id: null }]);
+        return true;
+      },
+    };
+  };
+
+  const blobOf = (key: string): Buffer | undefined => {
+    const note = noteOf(key);
+    return note === undefined ? undefined : repo.readBlob(note);
+  };
+
+  return {
+    name: DRIVER_NAME,
+    options,
+    flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    getInstance: () => repo,
+    notesFor,
+    hasItem: (key: string) => noteOf(key) !== undefined,
+    getItem: (key: string) => blobOf(key)?.toString("utf8") ?? null,
+    getItemRaw: (key: string) => {
+      const body = blobOf(key);
+      return body === undefined ? null : Buffer.from(body);
+    },
+    setItem: (key: string, value: string, opts: SetOptions) => void notes.apply([change(key, value, opts)]),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => void notes.apply([change(key, value, opts)]),
+    setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
+      void notes.apply(items.map((item) => change(item.key, item.value, item.options ?? common))),
+    removeItem: (key: string, opts: RemoveOptions) => void notes.apply([removal(key, opts)]),
+    getMeta: (key: string): StorageMeta | null => {
+      const note = noteOf(key);
+      return note === undefined ? null : { etag: note, size: repo.readBlob(note).length };
+    },
+    getKeys: (base: string, opts: { maxDepth?: number }) => {
+      const keys = keysUnder(base ?? "");
+      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+    },
+    clear: (base: string) => void notes.apply(keysUnder(base ?? "").map((key) => removal(key, undefined))),
+    commit,
+    // Writes of one event-loop turn (a setItems through the core, concurrent callers) share one notes commit.
+    asyncWrites: {
+      setItem: (key: string, value: string, opts: SetOptions) => notes.enqueue(change(key, value, opts)),
+      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => notes.enqueue(change(key, value, opts)),
+      removeItem: (key: string, opts: RemoveOptions) => notes.enqueue(removal(key, opts)),
+    },
+    dispose: () => {
+      notes.flush();
+      repo.close();
+    },
+  };
+}
