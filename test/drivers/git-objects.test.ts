@@ -87,6 +87,22 @@ describe("git-objects content-addressed store", () => {
 });
 
 describe("git-objects keyed mode", () => {
+  it("hostile keys and values round-trip; git fsck --strict accepts the index tree", async () => {
+    const dir = gitInitBare("git-objects-hostile");
+    const storage = createStorage({ driver: gitObjects({ dir }) });
+    const keys = [".git", ".gitmodules", "..x", "x.lock", "a@{1}", "sp ace", "git~1", "ключ:🚀", "100%", "nl\nhere", "tab\there", "'\"q\"'", "`id`"];
+    const all256 = new Uint8Array(256).map((_, i) => i);
+    for (const key of keys) await storage.setItemRaw(key, Buffer.concat([Buffer.from(`$(${key})\0`), all256]));
+    for (const key of keys) {
+      const expected = Buffer.concat([Buffer.from(`$(${key})\0`), all256]);
+      expect(Buffer.from((await storage.getItemRaw(key))!).equals(expected)).toBe(true);
+    }
+    expect((await storage.getKeys()).sort()).toEqual([...keys].sort());
+    git(dir, ["fsck", "--strict", "--no-progress"]);
+    await storage.dispose();
+  });
+
+
   it("concurrent writers in one process land in one commit each turn; the index history is a commit chain", async () => {
     const dir = gitInitBare("git-objects-group");
     const storage = createStorage({ driver: gitObjects({ dir }) });
