@@ -4,10 +4,11 @@ import { isStorageError, StorageError } from "../core/errors.js";
 import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions } from "../core/types.js";
 import { encodeCommit, type Commit } from "./commit.js";
 import { keyToNames } from "./keyPath.js";
-import { EMPTY_TREE, KeyTree, treeObjects, type KeyEdit, type NewTree } from "./keyTree.js";
+import { EMPTY_TREE, KeyTree, type KeyEdit, type NewTree } from "./keyTree.js";
 import { LruCache } from "./lruCache.js";
 import { maintain, type MaintenanceOptions, type MaintenanceResult } from "./maintenance.js";
-import { hashObject, isObjectId, type GitObject, type ObjectId } from "./objectId.js";
+import { isObjectId, type ObjectId } from "./objectId.js";
+import type { PackWriter } from "./packWriter.js";
 import type { Identity } from "./refs.js";
 import { Repository } from "./repository.js";
 import { signatureNow } from "./signature.js";
@@ -60,7 +61,6 @@ interface Pending extends WriteUnit {
 /** A commit built on a tip, not yet on the ref. */
 interface Prepared {
   tree: ObjectId;
-  objects: GitObject[];
   made: NewTree[];
   failed: Map<WriteUnit, StorageError>;
   changedKeys: string[];
@@ -109,8 +109,7 @@ export class KeyValueRepo {
   private looked: { root: ObjectId; ids: Map<string, ObjectId | undefined> } = { root: EMPTY_TREE, ids: new Map() };
 
   constructor(private readonly options: KeyValueRepoOptions) {
-    // Every commit's objects go into one pack: two new files instead of one per object (blob, trees, commit).
-    const repoOptions = { fsync: options.fsync, identity: options.author, lockTimeout: options.lockTimeout, packThreshold: 1, packMode: "memory" as const };
+    const repoOptions = { fsync: options.fsync, identity: options.author, lockTimeout: options.lockTimeout };
     this.repo = openOrInit(options.dir, repoOptions);
     this.keys = new KeyTree(this.repo, options.fanout);
     this.refFile = this.repo.refs.refPath(options.ref);
@@ -246,18 +245,17 @@ export class KeyValueRepo {
   commitSync(units: WriteUnit[]): void {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const base = this.fresh();
-      const prepared = this.prepare(base, units);
-      const failure = prepared.failed.values().next().value;
+      const written = this.build(base, units);
+      if (written === undefined) return;
+      const failure = written.failed.values().next().value;
       if (failure !== undefined) throw failure;
-      if (prepared.tree === base.tree) return;
-      const written = this.writeCommit(base, prepared);
       try {
         this.repo.refs.update(this.options.ref, written.id, { expected: base.id ?? null, message: written.message });
       } catch (error) {
         if (this.moved(error, base)) continue;
         throw error;
       }
-      this.committed(written, prepared.tree);
+      this.committed(written);
       return;
     }
     throw this.tooBusy();
@@ -315,19 +313,38 @@ export class KeyValueRepo {
   private async commitAsync(units: Pending[]): Promise<Map<WriteUnit, StorageError>> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const base = this.fresh();
-      const prepared = this.prepare(base, units);
-      if (prepared.tree === base.tree) return prepared.failed;
-      const written = this.writeCommit(base, prepared);
+      const written = this.build(base, units);
+      if (written === undefined || written.tree === base.tree) return written?.failed ?? new Map();
       try {
         await this.repo.refs.updateAsync(this.options.ref, written.id, { expected: base.id ?? null, message: written.message });
       } catch (error) {
         if (this.moved(error, base)) continue;
         throw error;
       }
-      this.committed(written, prepared.tree);
-      return prepared.failed;
+      this.committed(written);
+      return written.failed;
     }
     throw this.tooBusy();
+  }
+
+  /**
+   * Builds the commit of units on a tip, written as one pack (two new files
+   * instead of one per object: blobs, trees, commit): undefined
+   * when no unit changes anything (and none failed); a failed unit is listed.
+   */
+  private build(base: Tip, units: WriteUnit[]): (Written & { tree: ObjectId; failed: Map<WriteUnit, StorageError> }) | undefined {
+    const pack = this.repo.packWriter({ mode: "memory" });
+    try {
+      const prepared = this.prepare(base, units, pack);
+      if (prepared.tree === base.tree) {
+        pack.abort();
+        return prepared.failed.size === 0 ? undefined : { id: "", message: "", time: 0, tree: base.tree, failed: prepared.failed };
+      }
+      return { ...this.writeCommit(base, prepared, pack), tree: prepared.tree, failed: prepared.failed };
+    } catch (error) {
+      pack.abort();
+      throw error;
+    }
   }
 
   /** True for a lost compare-and-swap: the ref no longer holds the tip the commit was built on. */
@@ -343,10 +360,8 @@ export class KeyValueRepo {
    * Applies units on a tip in order: each unit's guards are checked against
    * the tip plus the units before it; a unit whose guard fails is left out.
    */
-  private prepare(base: Tip, units: WriteUnit[]): Prepared {
+  private prepare(base: Tip, units: WriteUnit[], pack: PackWriter): Prepared {
     const overlay = new Map<string, ObjectId | null>();
-    const objects: GitObject[] = [];
-    const blobs = new Set<ObjectId>();
     const failed = new Map<WriteUnit, StorageError>();
     const accepted: WriteUnit[] = [];
     const made: NewTree[] = [];
@@ -365,11 +380,8 @@ export class KeyValueRepo {
       for (const op of unit.ops) {
         if (op.type === "remove") overlay.set(op.key, null);
         else if (op.type === "set" || op.type === "setRaw") {
-          const body = bytesOf(op.value);
-          const id = hashObject("blob", body);
-          if (!blobs.has(id)) objects.push({ type: "blob", body });
-          blobs.add(id);
-          overlay.set(op.key, id);
+          // The pack writer hashes each object once and gives its id.
+          overlay.set(op.key, pack.add("blob", bytesOf(op.value)));
         }
       }
       accepted.push(unit);
@@ -377,7 +389,7 @@ export class KeyValueRepo {
     const edits: KeyEdit[] = [];
     for (const [key, value] of overlay) edits.push({ names: namesOf(key), value });
     if (edits.length > 0) tree = this.keys.apply(tree, edits, made);
-    return { tree: tree ?? EMPTY_TREE, objects, made, failed, changedKeys: [...overlay.keys()], units: accepted };
+    return { tree: tree ?? EMPTY_TREE, made, failed, changedKeys: [...overlay.keys()], units: accepted };
   }
 
   /** The first guard of a unit that no longer holds, checked before any of its writes apply. */
@@ -399,14 +411,16 @@ export class KeyValueRepo {
     return undefined;
   }
 
-  /** Writes a prepared commit's objects (one pack when there are many); returns the commit id and message. */
-  private writeCommit(base: Tip, prepared: Prepared): Written {
+  /** Writes a prepared commit's trees and the commit into its pack (blobs are in it already) and installs the pack. */
+  private writeCommit(base: Tip, prepared: Prepared, pack: PackWriter): Written {
     const who = signatureNow(this.options.author.name, this.options.author.email);
     const message = this.message(prepared);
     const body = encodeCommit({ tree: prepared.tree, parents: base.id === undefined ? [] : [base.id], author: who, committer: who, extraHeaders: [], message: `${message}\n` });
-    this.repo.writeObjects([...prepared.objects, ...treeObjects(uniqueTrees(prepared.made)), { type: "commit", body }]);
+    for (const tree of prepared.made) pack.add("tree", tree.body);
+    const id = pack.add("commit", body);
+    this.repo.installPack(pack.finish());
     for (const tree of prepared.made) this.keys.remember(tree.id, tree.entries);
-    return { id: hashObject("commit", body), message, time: who.timestamp * 1000 };
+    return { id, message, time: who.timestamp * 1000 };
   }
 
   /** The commit message from the template: `{op}` (one op, or `batch`), `{key}` (the first key, `(+N more)`), `{count}`. */
@@ -420,9 +434,9 @@ export class KeyValueRepo {
     return this.options.message.replaceAll("{op}", op).replaceAll("{key}", key).replaceAll("{count}", String(keys.length));
   }
 
-  private committed(written: Written, tree: ObjectId): void {
+  private committed(written: Written & { tree: ObjectId }): void {
     // The ref file changed under us: the next read re-checks it (stamp ""), reusing the tree when the id is still ours.
-    this.tip = { id: written.id, tree, time: written.time, stamp: "" };
+    this.tip = { id: written.id, tree: written.tree, time: written.time, stamp: "" };
     if (this.watching !== undefined) this.check();
     if (this.options.packLimit > 0 && this.repo.packFiles.length > this.options.packLimit) this.autoMaintain();
   }
@@ -515,12 +529,6 @@ export class KeyValueRepo {
     await this.drain();
     this.repo.close();
   }
-}
-
-/** A tree made twice in one commit (e.g. the empty tree) is written once. */
-function uniqueTrees(made: NewTree[]): NewTree[] {
-  const seen = new Set<ObjectId>();
-  return made.filter((tree) => !seen.has(tree.id) && seen.add(tree.id) !== undefined);
 }
 
 /** A key's entry names; an empty segment cannot be a tree entry. */
