@@ -57,3 +57,8 @@ export function toStorageError(error: unknown, driver: string | undefined): Stor
   const message = error instanceof Error ? error.message : String(error);
   return new StorageError("E_DRIVER", `[${driver ?? "driver"}] ${message}`, { driver, cause: error });
 }
+
+/** The E_CONFLICT a driver throws when a CAS guard or a transaction check fails. */
+export function conflictError(driver: string, key: string, why: string): StorageError {
+  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver, key });
+}

@@ -12,7 +12,7 @@ import {
   type Watcher,
 } from "etcd3";
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError } from "../core/errors.js";
+import { conflictError, StorageError } from "../core/errors.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions, StorageMeta, WatchCallback } from "../core/types.js";
 
@@ -65,10 +65,6 @@ const once: FaultPolicy = {
   // async: etcd3 hands in functions that throw synchronously and expects a rejected promise back.
   execute: async (fn, signal) => fn({ signal: signal ?? new AbortController().signal }),
 };
-
-function conflict(key: string, why: string): StorageError {
-  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
-}
 
 /** Turns what etcd3 threw into a StorageError whose code says what the caller can do. */
 function toError(error: unknown, key?: string): StorageError {
@@ -304,7 +300,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
       if (result.succeeded) return;
       if (staged.compare.length === 0 || attempt >= 3 || !(await chunksDropped(key, staged))) {
         await unstage(key, staged);
-        throw conflict(key, opts?.ifMatch === undefined ? "Key already exists" : "Stored version differs");
+        throw conflictError(DRIVER_NAME, key, opts?.ifMatch === undefined ? "Key already exists" : "Stored version differs");
       }
     }
   }
@@ -327,7 +323,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
   async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
     const compare = guardsOf(key, opts);
     const result = await call(key, () => client.kv.txn({ compare, success: [removeOp(key)], failure: [] }));
-    if (!result.succeeded) throw conflict(key, "Stored version differs");
+    if (!result.succeeded) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   }
 
   /** Pages through keys under `base`, `limit` at a time, in key order. */
@@ -467,7 +463,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     const result = await call(undefined, () => client.kv.txn({ compare, success, failure: [] }));
     if (result.succeeded) return;
     await Promise.all(stagedAll.map((staged) => unstage("", staged)));
-    throw conflict(operations.find((op) => op.type === "check")?.key ?? "", "Stored version differs");
+    throw conflictError(DRIVER_NAME, operations.find((op) => op.type === "check")?.key ?? "", "Stored version differs");
   }
 
   return {

@@ -1,6 +1,6 @@
 import { ClassicLevel } from "classic-level";
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError } from "../core/errors.js";
+import { conflictError, StorageError } from "../core/errors.js";
 import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
 import { serializeRaw } from "../core/serializer.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
@@ -26,10 +26,6 @@ const EXPIRY_PREFIX = "\u0000\u0000";
 const expiryEntry = (expires: number, key: string) => `${EXPIRY_PREFIX}${String(expires).padStart(16, "0")}\u0000${key}`;
 
 type Operation = { type: "put"; key: string; value: string } | { type: "del"; key: string };
-
-function conflict(key: string, why: string): StorageError {
-  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
-}
 
 /** A new etag per write; random, so a key written again never reuses one. */
 function newVersion(): string {
@@ -131,8 +127,8 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
     const ifNoneMatch = (opts as SetOptions | undefined)?.ifNoneMatch;
     if (ifMatch === undefined && ifNoneMatch === undefined) return;
     const version = await versionOf(key);
-    if (ifNoneMatch === "*" && version !== null) throw conflict(key, "Key already exists");
-    if (ifMatch !== undefined && version !== ifMatch) throw conflict(key, "Stored version differs");
+    if (ifNoneMatch === "*" && version !== null) throw conflictError(DRIVER_NAME, key, "Key already exists");
+    if (ifMatch !== undefined && version !== ifMatch) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   }
 
   const range = (base: string) => (base ? { gte: base, lt: prefixEnd(base) } : { gte: FIRST_KEY });
@@ -206,7 +202,7 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
         const batch: Operation[] = [];
         for (const op of operations) {
           if (op.type === "check") {
-            if ((await versionOf(op.key)) !== op.etag) throw conflict(op.key, "Stored version differs");
+            if ((await versionOf(op.key)) !== op.etag) throw conflictError(DRIVER_NAME, op.key, "Stored version differs");
             continue;
           }
           await checkGuards(op.key, op.options);

@@ -1,6 +1,6 @@
 import { open, type Database, type RootDatabase } from "lmdb";
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError } from "../core/errors.js";
+import { conflictError, StorageError } from "../core/errors.js";
 import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 
@@ -37,10 +37,6 @@ type ExpiryKey = [number, string];
 const DRIVER_NAME = "lmdb";
 // LMDB's key limit is 1978 bytes; lmdb-js's ordered-binary encoding adds a type byte.
 const MAX_KEY_BYTES = 1977;
-
-function conflict(key: string, why: string): StorageError {
-  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
-}
 
 /** A new etag per write: random, so a key deleted and written again never reuses one. */
 function newVersion(): number {
@@ -109,8 +105,8 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     const ifNoneMatch = (opts as SetOptions | undefined)?.ifNoneMatch;
     if (ifMatch === undefined && ifNoneMatch === undefined) return null;
     const current = read(key);
-    if (ifNoneMatch === "*" && current !== null) return conflict(key, "Key already exists");
-    if (ifMatch !== undefined && (current === null || String(current.version) !== ifMatch)) return conflict(key, "Stored version differs");
+    if (ifNoneMatch === "*" && current !== null) return conflictError(DRIVER_NAME, key, "Key already exists");
+    if (ifMatch !== undefined && (current === null || String(current.version) !== ifMatch)) return conflictError(DRIVER_NAME, key, "Stored version differs");
     return null;
   };
 
@@ -119,7 +115,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     for (const op of operations) {
       if (op.type === "check") {
         const current = read(op.key);
-        if ((current === null ? null : String(current.version)) !== op.etag) return conflict(op.key, "Stored version differs");
+        if ((current === null ? null : String(current.version)) !== op.etag) return conflictError(DRIVER_NAME, op.key, "Stored version differs");
       } else {
         const failure = guardFailure(op.key, op.options);
         if (failure) return failure;

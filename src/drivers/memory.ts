@@ -1,5 +1,5 @@
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError } from "../core/errors.js";
+import { conflictError } from "../core/errors.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent } from "../core/types.js";
 
@@ -18,10 +18,6 @@ interface EntryMeta {
 }
 
 const DRIVER_NAME = "memory";
-
-function conflict(key: string, why: string): StorageError {
-  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
-}
 
 /**
  * Keys in a Map. Every method answers synchronously (flag `sync`); expiry,
@@ -73,8 +69,8 @@ export default defineDriver((input: MemoryOptions | void) => {
   const etagOf = (key: string): string | null => (alive(key) ? String(meta.get(key)!.version) : null);
 
   const checkGuard = (key: string, opts: SetOptions | undefined) => {
-    if (opts?.ifNoneMatch === "*" && alive(key)) throw conflict(key, "Key already exists");
-    if (opts?.ifMatch !== undefined && etagOf(key) !== opts.ifMatch) throw conflict(key, "Stored version differs");
+    if (opts?.ifNoneMatch === "*" && alive(key)) throw conflictError(DRIVER_NAME, key, "Key already exists");
+    if (opts?.ifMatch !== undefined && etagOf(key) !== opts.ifMatch) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   };
 
   const store = (key: string, value: MemoryValue, opts: SetOptions | undefined) => {
@@ -126,7 +122,7 @@ export default defineDriver((input: MemoryOptions | void) => {
   const applyCommit = (operations: CommitOperation[]) => {
     for (const op of operations) {
       if (op.type === "check") {
-        if (etagOf(op.key) !== op.etag) throw conflict(op.key, "Stored version differs");
+        if (etagOf(op.key) !== op.etag) throw conflictError(DRIVER_NAME, op.key, "Stored version differs");
       } else {
         checkGuard(op.key, op.options);
       }

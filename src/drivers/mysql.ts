@@ -1,7 +1,7 @@
 import mysql from "mysql2/promise";
 import type { ExecuteValues, Pool, PoolConnection, PoolOptions, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 
@@ -51,10 +51,6 @@ function toError(error: unknown, key?: string): StorageError {
   if (error instanceof StorageError) return error;
   const message = error instanceof Error ? error.message : String(error);
   return new StorageError(classify(error), `[mysql] ${message}`, { driver: DRIVER_NAME, key, cause: error });
-}
-
-function conflict(key: string, why: string): StorageError {
-  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
 }
 
 function checkKey(key: string): void {
@@ -245,7 +241,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     if (opts?.ifMatch !== undefined) {
       const version = opts.ifMatch;
       if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("updateIfVersion", [text, bytes, now, expires, key, version, now], key, db)).affectedRows === 0) {
-        throw conflict(key, "Stored version differs");
+        throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
       return;
     }
@@ -253,7 +249,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
       // An expired row counts as absent: it goes first, then the insert fails only on a live one.
       await run("dropExpired", [key, now], key, db);
       await run("insert", [key, text, bytes, now, expires], key, db).catch((error: StorageError) => {
-        throw (error.cause as { code?: string })?.code === "ER_DUP_ENTRY" ? conflict(key, "Key already exists") : error;
+        throw (error.cause as { code?: string })?.code === "ER_DUP_ENTRY" ? conflictError(DRIVER_NAME, key, "Key already exists") : error;
       });
       return;
     }
@@ -267,7 +263,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     }
     const version = opts.ifMatch;
     if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("removeIfVersion", [key, version, Date.now()], key, db)).affectedRows === 0) {
-      throw conflict(key, "Stored version differs");
+      throw conflictError(DRIVER_NAME, key, "Stored version differs");
     }
   };
 
@@ -301,7 +297,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
 
   const check = async (db: Db, key: string, etag: string | null) => {
     const row = (await run<Row[]>("lock", [key], key, db))[0];
-    if ((row !== undefined && alive(row) ? String(row.version) : null) !== etag) throw conflict(key, "Stored version differs");
+    if ((row !== undefined && alive(row) ? String(row.version) : null) !== etag) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   };
 
   const commit = (operations: CommitOperation[]) =>

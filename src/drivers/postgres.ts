@@ -1,7 +1,7 @@
 import pg from "pg";
 import type { Client as PgClient, Pool as PgPool, PoolClient, PoolConfig, QueryArrayConfig } from "pg";
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback, WatchEvent } from "../core/types.js";
 
@@ -55,10 +55,6 @@ function toError(error: unknown, key?: string): StorageError {
   if (error instanceof StorageError) return error;
   const message = error instanceof Error ? error.message : String(error);
   return new StorageError(classify(error), `[postgres] ${message}`, { driver: DRIVER_NAME, key, cause: error });
-}
-
-function conflict(key: string, why: string): StorageError {
-  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
 }
 
 function checkKey(key: string): void {
@@ -252,12 +248,12 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     const values = [key, now, text, bytes, expiresAt(now, opts)];
     if (opts?.ifMatch !== undefined) {
       if (!/^\d{1,18}$/.test(opts.ifMatch) || (await run("updateIfVersion", [...values, opts.ifMatch], key, db)).rowCount === 0) {
-        throw conflict(key, "Stored version differs");
+        throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
       return;
     }
     if (opts?.ifNoneMatch === "*") {
-      if ((await run("insertIfAbsent", values, key, db)).rowCount === 0) throw conflict(key, "Key already exists");
+      if ((await run("insertIfAbsent", values, key, db)).rowCount === 0) throw conflictError(DRIVER_NAME, key, "Key already exists");
       return;
     }
     await run("upsert", values, key, db);
@@ -269,7 +265,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
       return;
     }
     if (!/^\d{1,18}$/.test(opts.ifMatch) || (await run("removeIfVersion", [key, Date.now(), opts.ifMatch], key, db)).rowCount === 0) {
-      throw conflict(key, "Stored version differs");
+      throw conflictError(DRIVER_NAME, key, "Stored version differs");
     }
   };
 
@@ -290,16 +286,16 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
       const row = rows[0];
       if (row !== undefined) {
         const live = row[1] === null || Number(row[1]) > Date.now();
-        if ((live ? String(row[0]) : null) !== etag) throw conflict(key, "Stored version differs");
+        if ((live ? String(row[0]) : null) !== etag) throw conflictError(DRIVER_NAME, key, "Stored version differs");
         return;
       }
-      if (etag !== null) throw conflict(key, "Stored version differs");
+      if (etag !== null) throw conflictError(DRIVER_NAME, key, "Stored version differs");
       if ((await run("placeholder", [key], key, db)).rowCount === 1) {
         placeholders.push(key);
         return;
       }
     }
-    throw conflict(key, "Key changed while checked");
+    throw conflictError(DRIVER_NAME, key, "Key changed while checked");
   };
 
   const commit = async (operations: CommitOperation[]) => {

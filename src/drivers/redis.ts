@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from "ioredis";
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback, WatchEvent } from "../core/types.js";
 
 export interface RedisDriverOptions {
@@ -149,10 +149,6 @@ function toStorageError(error: unknown, key?: string): StorageError {
   else if (isReply && !TRANSIENT_REPLY.test(message)) code = "E_DRIVER";
   const hint = code === "E_UNSUPPORTED" ? " (in a cluster, keys of one atomic operation must share a hash slot: use a {hash tag})" : "";
   return new StorageError(code, `[redis] ${message}${hint}`, { driver: DRIVER_NAME, key, cause: error });
-}
-
-function conflict(key: string, why: string): StorageError {
-  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
 }
 
 function invalidOption(message: string): StorageError {
@@ -324,7 +320,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
       return callVoid(() => (px === "" ? client.set(full, value) : client.set(full, value, "PX", px)), key);
     }
     return runScript(WRITE, [full], [value, pxOf(opts), guard, channel, channel && "u" + full]).then((written) => {
-      if (written === 0) throw conflict(key, guard === "*" ? "Key already exists" : "Stored version differs");
+      if (written === 0) throw conflictError(DRIVER_NAME, key, guard === "*" ? "Key already exists" : "Stored version differs");
     });
   }
 
@@ -332,7 +328,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     const full = prefix + key;
     const guard = guardOf(opts);
     if (guard === "" && channel === "") return callVoid(() => client.unlink(full), key);
-    if ((await runScript(REMOVE, [full], [guard, channel, channel && "r" + full])) === -1) throw conflict(key, "Stored version differs");
+    if ((await runScript(REMOVE, [full], [guard, channel, channel && "r" + full])) === -1) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   }
 
   /** Applies operations in one script: every check first, then every write, all or nothing. */
@@ -341,7 +337,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     const args: (string | Buffer)[] = [channel];
     for (const op of ops) args.push(op.kind, op.value, op.px);
     const failed = await runScript(BATCH, ops.map((op) => prefix + op.key), args);
-    if (typeof failed === "number" && failed > 0) throw conflict(ops[failed - 1]!.key, "Stored version differs");
+    if (typeof failed === "number" && failed > 0) throw conflictError(DRIVER_NAME, ops[failed - 1]!.key, "Stored version differs");
   }
 
   function setOps(key: string, value: string | Buffer, opts: SetOptions | undefined): BatchOp[] {

@@ -1,6 +1,6 @@
 import Database from "better-sqlite3";
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError } from "../core/errors.js";
+import { conflictError, StorageError } from "../core/errors.js";
 import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 
@@ -28,10 +28,6 @@ const DRIVER_NAME = "sqlite";
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 type Row = { value: string | Buffer; version: number; mtime: number; expires_at: number | null };
-
-function conflict(key: string, why: string): StorageError {
-  return new StorageError("E_CONFLICT", `${why}: ${key}`, { driver: DRIVER_NAME, key });
-}
 
 /** A fresh row's version: random, so a key deleted and written again does not reuse an etag. */
 function firstVersion(): number {
@@ -116,12 +112,12 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
     if (opts?.ifMatch !== undefined) {
       const version = Number(opts.ifMatch);
       if (!Number.isSafeInteger(version) || statements.updateIfVersion.run({ ...params, version }).changes === 0) {
-        throw conflict(key, "Stored version differs");
+        throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
       return;
     }
     if (opts?.ifNoneMatch === "*") {
-      if (statements.insertIfAbsent.run(params).changes === 0) throw conflict(key, "Key already exists");
+      if (statements.insertIfAbsent.run(params).changes === 0) throw conflictError(DRIVER_NAME, key, "Key already exists");
       return;
     }
     statements.upsert.run(key, value, params.first, now, params.expires);
@@ -134,7 +130,7 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
     }
     const version = Number(opts.ifMatch);
     if (!Number.isSafeInteger(version) || statements.removeIfVersion.run({ key, version, now: Date.now() }).changes === 0) {
-      throw conflict(key, "Stored version differs");
+      throw conflictError(DRIVER_NAME, key, "Stored version differs");
     }
   };
 
@@ -148,7 +144,7 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
     for (const op of operations) {
       if (op.type === "check") {
         const row = read(op.key);
-        if ((row === undefined ? null : String(row.version)) !== op.etag) throw conflict(op.key, "Stored version differs");
+        if ((row === undefined ? null : String(row.version)) !== op.etag) throw conflictError(DRIVER_NAME, op.key, "Stored version differs");
       } else if (op.type === "remove") {
         remove(op.key, op.options);
       } else {
