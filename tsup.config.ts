@@ -4,6 +4,7 @@ export default defineConfig({
   entry: {
     index: "src/index.ts",
     testing: "src/testing/index.ts",
+    server: "src/server/index.ts",
     "cli/main": "src/cli/main.ts",
     "drivers/memory": "src/drivers/memory.ts",
     "drivers/fs": "src/drivers/fs.ts",
@@ -18,6 +19,7 @@ export default defineConfig({
     "drivers/mysql": "src/drivers/mysql.ts",
     "drivers/nats-kv": "src/drivers/nats-kv.ts",
     "drivers/etcd": "src/drivers/etcd.ts",
+    "drivers/http": "src/drivers/http.ts",
   },
   format: ["esm"],
   target: "node20",

@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
@@ -61,5 +62,21 @@ describe("stowage CLI", () => {
     expect(badStore.code).toBe(1);
     expect(badStore.stderr.trim().split("\n")).toHaveLength(1);
     expect(stowage(["frobnicate"], { cwd }).code).not.toBe(0);
+  });
+
+  const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
+  const etcdHost = new URL(process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379").host;
+  it("reaches server stores by URL: redis:// and etcd://host/prefix", async () => {
+    const run = `cli-${process.pid}-${Date.now().toString(36)}`;
+    const stores = [];
+    if (await serviceUp("Redis", redisUrl)) stores.push(redisUrl);
+    if (await serviceUp("etcd", `http://${etcdHost}`)) stores.push(`etcd://${etcdHost}/${run}/`);
+    for (const store of stores) {
+      const key = `${run}:greeting`;
+      expect(stowage(["set", key, '"hi"', "--store", store]).code).toBe(0);
+      expect(stowage(["get", key, "--store", store]).stdout.toString()).toBe("hi\n");
+      expect(stowage(["del", key, "--store", store]).code).toBe(0);
+    }
+    expect(stowage(["keys", "--store", "etcd:nohost"]).stderr).toMatch(/etcd:\/\/host:port\/name/);
   });
 });
