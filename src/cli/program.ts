@@ -36,6 +36,11 @@ function parseValue(text: string, asString: boolean): unknown {
 /** Strings print as themselves, everything else as JSON. */
 function formatValue(value: unknown): string {
   if (typeof value === "string") return value;
+  return formatJsonLine(value);
+}
+
+/** JSON on one line; BigInts as their digits, which JSON cannot carry. */
+function formatJsonLine(value: unknown): string {
   return JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? item.toString() : item));
 }
 
@@ -62,6 +67,12 @@ function parseDepth(value: string): number {
   const depth = Number(value);
   if (!Number.isInteger(depth) || depth < 0) throw new StorageError("E_INVALID_OPTION", `--max-depth takes an integer >= 0, got ${value}`);
   return depth;
+}
+
+function parseLimit(value: string): number {
+  const limit = Number(value);
+  if (!Number.isInteger(limit) || limit < 1) throw new StorageError("E_INVALID_OPTION", `--limit takes an integer >= 1, got ${value}`);
+  return limit;
 }
 
 function parsePort(value: string): number {
@@ -196,6 +207,20 @@ export function buildProgram(io: CliIo): Command {
       withStorage(options, async (storage) => {
         if (!(await storage.hasItem(key))) throw new StorageError("E_NOT_FOUND", `No value at ${JSON.stringify(key)}`, { key });
         await write(io, JSON.stringify(await storage.getMeta(key)) + "\n");
+      }),
+    );
+
+  program
+    .command("log <key>")
+    .description("print a key's history, newest first, one JSON line per version (stores with history: git, etcd, nats)")
+    .addOption(store())
+    .option("-n, --limit <n>", "at most this many versions", parseLimit)
+    .action((key: string, options: StoreOptions & { limit?: number }) =>
+      withStorage(options, async (storage) => {
+        for (const entry of await storage.getHistory(key, { limit: options.limit })) {
+          const line = { version: entry.version, date: entry.date.toISOString(), author: entry.author, message: entry.message, value: entry.value };
+          await write(io, formatJsonLine(line) + "\n");
+        }
       }),
     );
 

@@ -12,6 +12,7 @@ const SCHEMES: Record<string, DriverLoader> = {
   fs: async (base) => (await import("../drivers/fs.js")).default({ base: requireLocation("fs", base) }),
   "fs-lite": async (base) => (await import("../drivers/fs-lite.js")).default({ base: requireLocation("fs-lite", base) }),
   leveldb: async (path) => (await import("../drivers/leveldb.js")).default({ path: requireLocation("leveldb", path) }),
+  git: async (dir) => (await import("../drivers/git.js")).default({ dir: requireLocation("git", dir) }),
   lmdb: async (path) => (await import("../drivers/lmdb.js")).default({ path: requireLocation("lmdb", path) }),
   sqlite: async (path) => (await import("../drivers/sqlite.js")).default({ path: requireLocation("sqlite", path) }),
   // Server stores take the whole URL, as their clients do.

@@ -319,7 +319,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function writeStep(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
     checkWriteOptions(loc.mount, opts);
-    const ttl = isMetaKey(loc.rel) ? checkTtl(opts.ttl) : (checkTtl(opts.ttl) ?? defaultTtl);
+    const ttl = ttlOf(loc, opts);
     const written = put(loc, payload, driverOptions(loc, opts, ttl));
     if (!needsCoreTtl(loc)) {
       // The common path, kept free of closures: it runs on every write.
@@ -327,12 +327,20 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
       watchers.report(loc.mount, "update", loc.key);
       return;
     }
-    return chain(written, () => {
-      const expires = ttl === undefined ? undefined : Date.now() + ttl;
-      return chain(planExpiry(loc.mount, loc.rel, expires, serializer, NO_OPTIONS), (change) =>
-        chain(applySidecarChange(loc.mount, loc.rel, change, NO_OPTIONS), () => watchers.report(loc.mount, "update", loc.key)),
-      );
-    });
+    return chain(written, () => keepExpiry(loc, ttl));
+  }
+
+  /** The ttl a write carries: its own, else the storage's default (never for meta sidecars). */
+  function ttlOf(loc: Located, opts: SetOptions): number | undefined {
+    return isMetaKey(loc.rel) ? checkTtl(opts.ttl) : (checkTtl(opts.ttl) ?? defaultTtl);
+  }
+
+  /** After a value is written to a driver without native expiry: its sidecar keeps (or drops) the expiry, then the event goes out. */
+  function keepExpiry(loc: Located, ttl: number | undefined): MaybePromise<void> {
+    const expires = ttl === undefined ? undefined : Date.now() + ttl;
+    return chain(planExpiry(loc.mount, loc.rel, expires, serializer, NO_OPTIONS), (change) =>
+      chain(applySidecarChange(loc.mount, loc.rel, change, NO_OPTIONS), () => watchers.report(loc.mount, "update", loc.key)),
+    );
   }
 
   function setItemStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
@@ -372,16 +380,20 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     group: { loc: Located; text: string; options: SetOptions }[],
     common: SetOptions,
   ): MaybePromise<void> {
-    if (!driver.setItems || !mount.nativeTtl) {
+    if (!driver.setItems) {
       return chain(all(group.map(({ loc, text, options }) => writeStep(loc, text, options))), () => undefined);
     }
-    const request = group.map(({ loc, text, options }) => {
-      const ttl = isMetaKey(loc.rel) ? checkTtl(options.ttl) : (checkTtl(options.ttl) ?? defaultTtl);
-      return { key: loc.rel, value: text, options: driverOptions(loc, options, ttl) };
-    });
+    // One driver call for the values (one commit on git); expiries the core keeps follow per key.
+    const ttls = group.map(({ loc, options }) => ttlOf(loc, options));
+    const request = group.map(({ loc, text, options }, index) => ({ key: loc.rel, value: text, options: driverOptions(loc, options, ttls[index]) }));
     const commonTtl = checkTtl(common.ttl) ?? defaultTtl;
-    return chain(driver.setItems(request, commonTtl === common.ttl ? common : { ...common, ttl: commonTtl }), () => {
-      for (const { loc } of group) watchers.report(mount, "update", loc.key);
+    const commonOptions = mount.nativeTtl ? (commonTtl === common.ttl ? common : { ...common, ttl: commonTtl }) : driverOptions(group[0]!.loc, common, undefined);
+    return chain(driver.setItems(request, commonOptions), () => {
+      if (mount.nativeTtl) {
+        for (const { loc } of group) watchers.report(mount, "update", loc.key);
+        return;
+      }
+      return chain(all(group.map(({ loc }, index) => (isMetaKey(loc.rel) ? watchers.report(mount, "update", loc.key) : keepExpiry(loc, ttls[index])))), () => undefined);
     });
   }
 

@@ -79,4 +79,15 @@ describe("stowage CLI", () => {
     }
     expect(stowage(["keys", "--store", "etcd:nohost"]).stderr).toMatch(/etcd:\/\/host:port\/name/);
   });
+
+  it("log prints a key's history on a git store, newest first", () => {
+    const store = `git:${tempDir("cli-git")}`;
+    for (const value of ["1", "2", "3"]) expect(stowage(["set", "counter", value, "--store", store]).code).toBe(0);
+    const lines = stowage(["log", "counter", "--store", store, "--limit", "2"]).stdout.toString().trim().split("\n").map((line) => JSON.parse(line));
+    expect(lines.map((entry) => entry.value)).toEqual([3, 2]);
+    expect(lines[0].version).toMatch(/^[0-9a-f]{40}$/);
+    const refused = stowage(["log", "counter", "--store", `fs:${tempDir("cli-fs")}`]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/E_UNSUPPORTED/);
+  });
 });

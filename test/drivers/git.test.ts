@@ -89,7 +89,7 @@ describe("git driver", () => {
     expect(gitCli(dir, ["log", "--format=%an <%ae>|%s", REF]).split("\n")).toEqual([
       "Grace <grace@example.com>|kv clear * (0)",
       "Grace <grace@example.com>|kv remove a (1)",
-      "Grace <grace@example.com>|kv set c (+1 more) (2)",
+      "Grace <grace@example.com>|kv setItems c (+1 more) (2)",
       "Grace <grace@example.com>|kv set b (1)",
       "Grace <grace@example.com>|kv set a (1)",
     ]);
