@@ -18,6 +18,13 @@ export interface RedisDriverOptions {
   /** Options of ioredis's `Cluster` (with `cluster`). */
   clusterOptions?: ClusterOptions;
   /**
+   * With `cluster` and a base that is not a hash tag: declare transactions
+   * anyway, for keys that share a hash tag (`{order-7}:…`); a transaction over
+   * several slots then fails with `E_UNSUPPORTED`. Default false: the
+   * `transactions` flag is only declared where every key is in one slot.
+   */
+  clusterTransactions?: boolean;
+  /**
    * How `watch` learns of changes made by any process (see docs/redis.md):
    * - `"tracking"` (default without `cluster`): the server's client-side-caching invalidations
    *   (`CLIENT TRACKING … BCAST PREFIX <base>`, Redis 6+): every change under `base`, by any client,
@@ -281,6 +288,8 @@ async function close(connection: RedisClient): Promise<void> {
 export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriverOptions = {}) => {
   const timeout = checkOptions(options);
   const prefix = options.base ? options.base.replace(/:+$/, "") + ":" : "";
+  // A cluster runs a multi-key script only when its keys share a slot: every key does when the base is a hash tag.
+  const atomicAcrossKeys = !options.cluster || /^[^{]*\{[^}]+\}/.test(prefix) || options.clusterTransactions === true;
   const isCluster = options.cluster !== undefined;
   const scanCount = options.scanCount ?? 1000;
   const client = createClient(options, timeout);
@@ -514,7 +523,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   return {
     name: DRIVER_NAME,
     options,
-    flags: { ttl: true, cas: true, transactions: true, clearBase: true, nestedKeys: true, watch: watchMode !== "off" },
+    flags: { ttl: true, cas: true, transactions: atomicAcrossKeys, clearBase: true, nestedKeys: true, watch: watchMode !== "off" },
     getInstance: () => client,
     hasItem: async (key: string) => (await call(() => client.exists(prefix + key), key)) === 1,
     getItem: (key: string) => call(() => client.get(prefix + key), key),

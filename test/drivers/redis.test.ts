@@ -468,15 +468,11 @@ if (await serviceUp("Redis", url)) {
 
     // A base that is a hash tag puts every key in one slot: the whole contract holds, transactions included.
     testDriver({ name: "redis cluster, one hash tag", driver: () => redis({ cluster: nodes, base: "{kit}" }) });
-    // Keys spread over the nodes: everything but multi-slot transactions (tested below) holds.
-    testDriver({
-      name: "redis cluster, sharded",
-      driver: () => redis({ cluster: nodes, base: "sharded" }),
-      skip: ["transactions: all writes or none", "transactions: a conflicting write in between fails the whole commit"],
-    });
+    // Keys spread over the nodes: no transactions flag (keys of one transaction may sit in different slots), the rest holds.
+    testDriver({ name: "redis cluster, sharded", driver: () => redis({ cluster: nodes, base: "sharded" }) });
 
     it("spreads keys over the nodes; atomic writes across slots are E_UNSUPPORTED, within a hash tag they work", async () => {
-      const storage = createStorage({ driver: redis({ cluster: nodes, base: "spread" }) });
+      const storage = createStorage({ driver: redis({ cluster: nodes, base: "spread", clusterTransactions: true }) });
       try {
         await storage.setItems(Array.from({ length: 300 }, (_, i) => ({ key: `k:${i}`, value: i })));
         const perNode = cluster!.ports.map((port) => Number(redisCli(port, ["dbsize"])));
