@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
@@ -9,7 +8,7 @@ import { testDriver } from "../../src/testing/index.js";
 import { reachable, serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { codeOf, freePort } from "../helpers/checks.js";
-import { survivesOutage } from "../helpers/outage.js";
+import { privateServer, survivesOutage } from "../helpers/outage.js";
 import { exitsOnItsOwn } from "../helpers/workers.js";
 
 const hosts = process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379";
@@ -34,24 +33,7 @@ async function privateEtcd() {
     "--initial-advertise-peer-urls", peerUrl,
     "--initial-cluster", `stowage-private=${peerUrl}`,
   ];
-  let child: ChildProcess | undefined;
-  const start = async () => {
-    child = spawn("etcd", args, { stdio: "ignore" });
-    const deadline = Date.now() + 15_000;
-    while (!(await reachable(url))) {
-      if (Date.now() > deadline) throw new Error("the private etcd did not start");
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  };
-  const stop = async () => {
-    const running = child;
-    child = undefined;
-    if (!running || running.exitCode !== null) return;
-    const exited = new Promise((resolve) => running.once("exit", resolve));
-    running.kill("SIGKILL");
-    await exited;
-  };
-  return { url, start, stop };
+  return { url, ...privateServer("etcd", "etcd", args, () => reachable(url)) };
 }
 
 if (await serviceUp("etcd", hosts)) {

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -10,7 +9,7 @@ import { testDriver } from "../../src/testing/index.js";
 import { reachable, serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { codeOf, freePort } from "../helpers/checks.js";
-import { survivesOutage } from "../helpers/outage.js";
+import { privateServer, survivesOutage } from "../helpers/outage.js";
 import { exitsOnItsOwn } from "../helpers/workers.js";
 
 const servers = process.env.STOWAGE_NATS_SERVERS ?? "127.0.0.1:4222";
@@ -29,24 +28,8 @@ async function privateNats() {
   const dir = tempDir("nats-private");
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
-  let child: ChildProcess | undefined;
-  const start = async () => {
-    child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], { stdio: "ignore" });
-    const deadline = Date.now() + 15_000;
-    while (!(await reachable(address))) {
-      if (Date.now() > deadline) throw new Error("the private nats-server did not start");
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  };
-  const stop = async () => {
-    const running = child;
-    child = undefined;
-    if (!running || running.exitCode !== null) return;
-    const exited = new Promise((resolve) => running.once("exit", resolve));
-    running.kill("SIGKILL");
-    await exited;
-  };
-  return { address, start, stop };
+  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir];
+  return { address, ...privateServer("nats-server", "nats-server", args, () => reachable(address)) };
 }
 
 describe("nats-kv key encoding", () => {

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
@@ -15,6 +15,7 @@ import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { runWorkers } from "../helpers/workers.js";
 import { codeOf, finish, freePort } from "../helpers/checks.js";
+import { privateServer } from "../helpers/outage.js";
 
 const url = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 // One prefix per run of this file: parallel test files and earlier runs never see each other's keys.
@@ -35,25 +36,9 @@ async function privateRedis(extra: string[] = [], port?: number, directory?: str
   port ??= await freePort();
   const dir = directory ?? tempDir("redis-private");
   const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--daemonize", "no", ...extra];
-  let child: ChildProcess | undefined;
-  const start = async () => {
-    child = spawn("redis-server", args, { stdio: "ignore" });
-    const deadline = Date.now() + 15_000;
-    // PONG only once the dataset (the AOF) is loaded.
-    while (redisCli(port, ["ping"]) !== "PONG") {
-      if (Date.now() > deadline) throw new Error("the private redis-server did not start");
-      await sleep(50);
-    }
-  };
-  const kill = async () => {
-    const running = child;
-    child = undefined;
-    if (!running || running.exitCode !== null) return;
-    const exited = new Promise((resolve) => running.once("exit", resolve));
-    running.kill("SIGKILL");
-    await exited;
-  };
-  return { port, dir, url: `redis://127.0.0.1:${port}`, start, kill };
+  // PONG only once the dataset (the AOF) is loaded.
+  const server = privateServer("redis-server", "redis-server", args, () => redisCli(port, ["ping"]) === "PONG");
+  return { port, dir, url: `redis://127.0.0.1:${port}`, start: server.start, kill: server.stop };
 }
 
 /** A loopback port that is free, and whose cluster bus port (+10000) is free too. */

@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from "node:child_process";
 import { expect } from "vitest";
 import { isStorageError, type Storage } from "../../src/index.js";
 import { codeOf } from "./checks.js";
@@ -48,4 +49,30 @@ export async function survivesOutage(storage: Storage, server: StoppableServer, 
   expect(await storage.getItem("after")).toBe("restart");
   const values = await storage.getItems(acknowledged.map((i) => `key:${i}`));
   expect(values.filter((entry, index) => entry.value !== acknowledged[index])).toEqual([]);
+}
+
+/**
+ * A server process of the test's own (never a shared one): `start` spawns
+ * `command args` and resolves once `ready()` holds, `stop` SIGKILLs it.
+ */
+export function privateServer(name: string, command: string, args: string[], ready: () => boolean | Promise<boolean>): StoppableServer {
+  let child: ChildProcess | undefined;
+  return {
+    async start() {
+      child = spawn(command, args, { stdio: "ignore" });
+      const deadline = Date.now() + 15_000;
+      while (!(await ready())) {
+        if (Date.now() > deadline) throw new Error(`the private ${name} did not start`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
+    async stop() {
+      const running = child;
+      child = undefined;
+      if (!running || running.exitCode !== null) return;
+      const exited = new Promise((resolve) => running.once("exit", resolve));
+      running.kill("SIGKILL");
+      await exited;
+    },
+  };
 }
