@@ -75,6 +75,14 @@ function parseLimit(value: string): number {
   return limit;
 }
 
+/** `--prune`: milliseconds, or `now` as in `git gc --prune=now`. */
+function parseGrace(value: string): number {
+  if (value === "now") return 0;
+  const ms = Number(value);
+  if (!Number.isFinite(ms) || ms < 0) throw new StorageError("E_INVALID_OPTION", `--prune takes milliseconds >= 0 or "now", got ${value}`);
+  return ms;
+}
+
 function parsePort(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new StorageError("E_INVALID_OPTION", `--port takes 0-65535, got ${value}`);
@@ -138,7 +146,26 @@ async function watchChanges(io: CliIo, base: string | undefined, options: StoreO
   });
 }
 
-/** The `stowage` command: get, set, del, keys, meta, serve and watch against a store URL. */
+/** A driver that can pack and prune itself: the git drivers. */
+interface Maintainable {
+  maintenance(options: { all?: boolean; prune?: boolean; grace?: number }): unknown;
+}
+
+function isMaintainable(driver: object): driver is Maintainable {
+  return typeof (driver as Partial<Maintainable>).maintenance === "function";
+}
+
+/** `stowage gc`: the store's own maintenance, printed as JSON. */
+async function collectGarbage(io: CliIo, options: StoreOptions & { prune?: number }): Promise<void> {
+  await withStorage(options, async (storage) => {
+    const { driver } = storage.getMount("");
+    if (!isMaintainable(driver)) throw new StorageError("E_UNSUPPORTED", `${options.store} has no maintenance to run (gc packs and prunes git: stores)`);
+    const result = driver.maintenance({ all: true, prune: true, grace: options.prune });
+    await write(io, JSON.stringify(result) + "\n");
+  });
+}
+
+/** The `stowage` command: get, set, del, keys, meta, log, gc, serve and watch against a store URL. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command("stowage")
     .description("Read and write a stowage store from the shell.")
@@ -223,6 +250,13 @@ export function buildProgram(io: CliIo): Command {
         }
       }),
     );
+
+  program
+    .command("gc")
+    .description("pack the store's objects into one pack and prune unreachable ones (git: stores)")
+    .addOption(store())
+    .option("--prune <ms|now>", "prune unreachable objects older than this (default two weeks, as git gc)", parseGrace)
+    .action((options: StoreOptions & { prune?: number }) => collectGarbage(io, options));
 
   program
     .command("serve")

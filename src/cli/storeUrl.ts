@@ -1,8 +1,8 @@
 import { StorageError } from "../core/errors.js";
 import type { Driver } from "../core/types.js";
 
-/** The store the CLI uses when `--store` names none: files under ./.stowage. */
-export const DEFAULT_STORE = "fs:./.stowage";
+/** The store the CLI uses when `--store` names none: a Git repository at ./.stowage (a bare one is created there). */
+export const DEFAULT_STORE = "git:./.stowage";
 
 type DriverLoader = (location: string) => Promise<Driver>;
 

@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { git } from "../git/gitCli.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 
@@ -19,11 +20,11 @@ function stowage(args: string[], options: { cwd?: string; input?: Buffer | strin
 }
 
 describe("stowage CLI", () => {
-  it("set, get, keys, meta and del on the default store (fs:./.stowage)", () => {
+  it("set, get, keys, meta and del on the default store (git:./.stowage)", () => {
     const cwd = tempDir("cli");
     expect(stowage(["set", "user:ada", '{"name":"Ada"}'], { cwd }).code).toBe(0);
     expect(stowage(["set", "greeting", "hello world"], { cwd }).code).toBe(0);
-    expect(readFileSync(join(cwd, ".stowage", "user", "ada"), "utf8")).toBe('{"name":"Ada"}');
+    expect(git(join(cwd, ".stowage"), ["show", "refs/stowage/default:user/ada"])).toBe('{"name":"Ada"}');
     expect(stowage(["get", "user:ada"], { cwd }).stdout.toString()).toBe('{"name":"Ada"}\n');
     expect(stowage(["get", "greeting"], { cwd }).stdout.toString()).toBe("hello world\n");
     expect(stowage(["keys"], { cwd }).stdout.toString().split("\n").filter(Boolean).sort()).toEqual(["greeting", "user:ada"]);
@@ -89,5 +90,25 @@ describe("stowage CLI", () => {
     const refused = stowage(["log", "counter", "--store", `fs:${tempDir("cli-fs")}`]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/E_UNSUPPORTED/);
+  });
+
+  it("gc merges a git store's packs into one that stock git verifies", () => {
+    const cwd = tempDir("cli-gc");
+    const dir = join(cwd, ".stowage");
+    for (const value of ["1", "2", "3"]) expect(stowage(["set", `k${value}`, value], { cwd }).code).toBe(0);
+    // Each CLI write is one commit, written as a small pack.
+    expect(git(dir, ["count-objects", "-v"])).toMatch(/^packs: 3$/m);
+    const done = stowage(["gc", "--prune", "now"], { cwd });
+    expect(done.stderr).toBe("");
+    expect(JSON.parse(done.stdout.toString())).toMatchObject({ packsMerged: 3, looseObjectsPruned: 0 });
+    const counts = git(dir, ["count-objects", "-v"]);
+    expect(counts).toMatch(/^count: 0$/m);
+    expect(counts).toMatch(/^packs: 1$/m);
+    git(dir, ["fsck", "--strict"]);
+    expect(stowage(["get", "k2"], { cwd }).stdout.toString()).toBe("2\n");
+    const refused = stowage(["gc", "--store", `fs:${tempDir("cli-gc-fs")}`]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/E_UNSUPPORTED/);
+    expect(stowage(["gc", "--prune", "soon"], { cwd }).stderr).toMatch(/E_INVALID_OPTION/);
   });
 });

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { git } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
@@ -52,7 +52,7 @@ async function serve(cwd: string, extra: string[] = []): Promise<{ child: ChildP
 }
 
 describe("stowage serve", () => {
-  it("serves the default store (fs:./.stowage), prints its URL, exits cleanly on SIGTERM", async () => {
+  it("serves the default store (git:./.stowage), prints its URL, exits cleanly on SIGTERM", async () => {
     const cwd = tempDir("cli-serve");
     const { child, url } = await serve(cwd);
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
@@ -61,7 +61,7 @@ describe("stowage serve", () => {
     expect(await (await fetch(url)).json()).toEqual(["greeting"]);
     child.kill("SIGTERM");
     expect(await exited(child)).toEqual({ code: 0, signal: null });
-    expect(readFileSync(join(cwd, ".stowage", "greeting"), "utf8")).toBe('"hello"');
+    expect(git(join(cwd, ".stowage"), ["show", "refs/stowage/default:greeting"])).toBe('"hello"');
   });
 
   it("--token and --read-only; SIGINT also shuts down cleanly", async () => {
