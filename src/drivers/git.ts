@@ -1,7 +1,16 @@
 import { defineDriver } from "../core/defineDriver.js";
-import { StorageError } from "../core/errors.js";
+import { StorageError, toStorageError } from "../core/errors.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
-import { isValidRefName, KeyValueRepo, type MaintenanceOptions, type MaintenanceResult, type WriteUnit } from "../git/index.js";
+import {
+  isValidRefName,
+  KeyValueRepo,
+  syncRef,
+  type MaintenanceOptions,
+  type MaintenanceResult,
+  type SyncOptions,
+  type SyncResult,
+  type WriteUnit,
+} from "../git/index.js";
 
 export interface GitDriverOptions {
   /** A repository (bare, a `.git` directory or a worktree); a bare repository is created there when there is none. Required. */
@@ -30,10 +39,17 @@ export interface GitDriverOptions {
   packLimit?: number;
 }
 
-/** The git driver: a Driver, plus `maintenance()`. */
+/** The git driver: a Driver, plus `maintenance()` and `sync()`. */
 export type GitDriver = Driver<GitDriverOptions, KeyValueRepo> & {
   /** Packs loose objects, merges packs, prunes unreachable loose objects older than `grace` (docs/git.md). */
   maintenance(options?: MaintenanceOptions): MaintenanceResult;
+  /**
+   * Syncs the ref with the same ref on `remote` (a configured remote, a URL
+   * or a path) through the stock `git` CLI: fetch, per-key merge by
+   * `options.policy` (default `latest`), push (docs/git.md, "Sync"). Writes
+   * queued before the call are committed first.
+   */
+  sync(remote: string, options?: SyncOptions): Promise<SyncResult>;
 };
 
 const DRIVER_NAME = "git";
@@ -68,10 +84,12 @@ const versionOf = (opts: TransactionOptions | undefined): string | undefined => 
  */
 const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
   checkOptions(options);
+  const ref = options.ref ?? "refs/stowage/default";
+  const author = options.author ?? { name: "stowage", email: "stowage@localhost" };
   const store = new KeyValueRepo({
     dir: options.dir,
-    ref: options.ref ?? "refs/stowage/default",
-    author: options.author ?? { name: "stowage", email: "stowage@localhost" },
+    ref,
+    author,
     message: options.message ?? "stowage: {op} {key}",
     fsync: options.fsync === true,
     fanout: options.fanout ?? 1024,
@@ -131,6 +149,13 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
       commit: (operations: CommitOperation[]) => later(units.commit(operations)),
     },
     maintenance: (maintenanceOptions?: MaintenanceOptions) => store.maintenance(maintenanceOptions),
+    sync: async (remote: string, syncOptions?: SyncOptions) => {
+      await store.drain();
+      const target = { repo: store.repo, keys: store.keys, readCommit: (id: string) => store.commit(id), author, ref };
+      return syncRef(target, remote, syncOptions).catch((error: unknown) => {
+        throw toStorageError(error, DRIVER_NAME);
+      });
+    },
     dispose: () => store.close(),
   };
 };
