@@ -1,10 +1,12 @@
-import { readdirSync, statSync, unlinkSync, type Stats } from "node:fs";
+import { readdirSync, statSync, unlinkSync, utimesSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { decodeCommit } from "./commit.js";
 import { ioError, isErrno } from "./errors.js";
-import { loosePath } from "./looseObjects.js";
-import { isObjectId, ZERO_ID, type ObjectId } from "./objectId.js";
+import { indexObjectIds } from "./indexFile.js";
+import { loosePath, writeLooseObject } from "./looseObjects.js";
+import { isObjectId, ZERO_ID, type ObjectId, type ObjectType } from "./objectId.js";
 import { PackReader } from "./packReader.js";
+import type { PackWriter } from "./packWriter.js";
 import { readReflog } from "./reflog.js";
 import { decodeTag } from "./tag.js";
 import type { Repository } from "./repository.js";
@@ -27,6 +29,10 @@ export interface MaintenanceResult {
   packsMerged: number;
   looseObjectsPacked: number;
   looseObjectsPruned: number;
+  /** Unreachable objects of merged packs dropped (their pack older than the grace period). */
+  packedObjectsPruned: number;
+  /** Unreachable objects of merged packs written back as loose objects, to age out from their pack's mtime. */
+  packedObjectsLoosened: number;
   /** The new pack, when one was written. */
   pack?: string;
 }
@@ -39,6 +45,12 @@ interface PackFile {
   size: number;
 }
 
+/** What pruning needs: the age limit, and the reachable set computed once, after the listing. */
+interface Pruning {
+  cutoff: number;
+  reachable(): Set<ObjectId>;
+}
+
 /**
  * Packs loose objects and merges packs into one new pack, then deletes what
  * it merged — safe while other writers run: objects are only ever removed
@@ -47,18 +59,30 @@ interface PackFile {
  * that removed a file first is not an error. Packs to merge are chosen
  * geometrically (each pack kept must be at least twice the size of all the
  * smaller ones together), so repeated runs rewrite little.
+ *
+ * With `prune`, unreachable objects go as `git gc` lets them go: a loose one
+ * older than `grace` is deleted; one in a merged pack is dropped when the
+ * pack is older than `grace`, and otherwise written out as a loose object
+ * carrying the pack's mtime, so it is pruned once that age passes. Ages are
+ * checked again just before a deletion: a writer that reused an object
+ * meanwhile has refreshed its file (Git's freshen), and the object stays.
  */
 export function maintain(repo: Repository, options: MaintenanceOptions = {}): MaintenanceResult {
   const packDir = join(repo.objectsDir, "pack");
   const packs = selectPacks(listPacks(packDir), options.all === true);
   const loose = options.loose === false ? [] : listLoose(repo.objectsDir);
-  const pruned = options.prune === true ? prunable(repo, loose, options.grace ?? TWO_WEEKS) : new Set<ObjectId>();
-  const toPack = loose.filter((id) => !pruned.has(id));
-  const result: MaintenanceResult = { packsMerged: 0, looseObjectsPacked: 0, looseObjectsPruned: 0 };
+  let reachable: Set<ObjectId> | undefined;
+  const pruning: Pruning | undefined =
+    options.prune === true ? { cutoff: Date.now() - (options.grace ?? TWO_WEEKS), reachable: () => (reachable ??= reachableObjects(repo)) } : undefined;
+  // Pruning packs only reachable loose objects: the others stay loose, to age out by their own mtime.
+  const toPack = pruning ? loose.filter((id) => pruning.reachable().has(id)) : loose;
+  const pruned = pruning ? olderThan(repo, loose.filter((id) => !pruning.reachable().has(id)), pruning.cutoff) : [];
+  const result: MaintenanceResult = { packsMerged: 0, looseObjectsPacked: 0, looseObjectsPruned: 0, packedObjectsPruned: 0, packedObjectsLoosened: 0 };
   if (packs.length + toPack.length >= 2 || (packs.length === 0 && toPack.length > 0)) {
     const writer = repo.packWriter({ mode: "disk" });
+    const dropped = new Map<PackFile, ObjectId[]>();
     try {
-      for (const pack of packs) copyPack(repo, pack, writer.add.bind(writer));
+      for (const pack of packs) dropped.set(pack, mergePack(repo, pack, writer, pruning, result));
       for (const id of toPack) {
         const object = repo.readObject(id);
         writer.add(object.type, object.body);
@@ -70,16 +94,66 @@ export function maintain(repo: Repository, options: MaintenanceOptions = {}): Ma
     const written = writer.finish();
     repo.installPack(written);
     result.pack = written?.packPath;
-    for (const pack of packs) if (`${pack.base}.pack` !== written?.packPath) removePack(pack.base);
+    for (const pack of packs) {
+      if (`${pack.base}.pack` === written?.packPath) continue;
+      result.packedObjectsPruned += dropUnreachable(repo, pack, dropped.get(pack) ?? [], pruning, result);
+      removePack(pack.base);
+    }
     for (const id of toPack) removeFile(loosePath(repo.objectsDir, id));
     result.packsMerged = packs.length;
     result.looseObjectsPacked = toPack.length;
     // A lookup of an id no pack holds makes the stores rescan objects/pack and close the packs just removed.
     repo.hasObject(ZERO_ID);
   }
-  for (const id of pruned) removeFile(loosePath(repo.objectsDir, id));
-  result.looseObjectsPruned = pruned.size;
+  for (const id of pruned) if (removeIfOld(loosePath(repo.objectsDir, id), pruning!.cutoff)) result.looseObjectsPruned++;
   return result;
+}
+
+/**
+ * Copies a pack into the writer: every object without pruning, else the
+ * reachable ones, loosening the unreachable ones of a young pack. Returns
+ * the unreachable ids of an old pack, to drop.
+ */
+function mergePack(repo: Repository, pack: PackFile, writer: PackWriter, pruning: Pruning | undefined, result: MaintenanceResult): ObjectId[] {
+  const dropped: ObjectId[] = [];
+  const mtime = pruning ? statIfPresent(`${pack.base}.pack`)?.mtimeMs : undefined;
+  copyPack(repo, pack, (id, type, body) => {
+    if (pruning === undefined || pruning.reachable().has(id)) writer.add(type, body);
+    else if (mtime !== undefined && mtime < pruning.cutoff) dropped.push(id);
+    else if (loosen(repo, id, type, body, mtime ?? Date.now())) result.packedObjectsLoosened++;
+  });
+  return dropped;
+}
+
+/**
+ * Counts the unreachable objects of an old pack as pruned — unless the pack
+ * was refreshed since the merge began (a writer reused one of its objects),
+ * in which case they are written out as loose objects, young.
+ */
+function dropUnreachable(repo: Repository, pack: PackFile, ids: ObjectId[], pruning: Pruning | undefined, result: MaintenanceResult): number {
+  if (ids.length === 0 || pruning === undefined) return 0;
+  const mtime = statIfPresent(`${pack.base}.pack`)?.mtimeMs;
+  if (mtime === undefined || mtime < pruning.cutoff) return ids.length;
+  const reader = PackReader.open(`${pack.base}.pack`);
+  try {
+    for (const id of ids) {
+      const object = reader.read(id, (base) => repo.tryReadObject(base))!;
+      if (loosen(repo, id, object.type, object.body, mtime)) result.packedObjectsLoosened++;
+    }
+  } finally {
+    reader.close();
+  }
+  return 0;
+}
+
+/** Writes an object out of a pack as a loose object dated `mtime`; false when it already is loose (its own date stands). */
+function loosen(repo: Repository, id: ObjectId, type: ObjectType, body: Buffer, mtime: number): boolean {
+  const path = loosePath(repo.objectsDir, id);
+  if (statIfPresent(path) !== undefined) return false;
+  writeLooseObject(repo.objectsDir, type, body, { id });
+  const date = new Date(mtime);
+  utimesSync(path, date, date);
+  return true;
 }
 
 /** Packs of a pack directory (with their index, without a `.keep`), smallest first. */
@@ -110,7 +184,7 @@ function selectPacks(packs: PackFile[], all: boolean): PackFile[] {
 }
 
 /** Adds every object of a pack to the writer (deltas resolved: the new pack holds whole objects). */
-function copyPack(repo: Repository, pack: PackFile, add: (type: "blob" | "tree" | "commit" | "tag", body: Buffer) => unknown): void {
+function copyPack(repo: Repository, pack: PackFile, add: (id: ObjectId, type: ObjectType, body: Buffer) => void): void {
   let reader: PackReader;
   try {
     reader = PackReader.open(`${pack.base}.pack`);
@@ -123,7 +197,7 @@ function copyPack(repo: Repository, pack: PackFile, add: (type: "blob" | "tree" 
     const resolve = (id: ObjectId) => repo.tryReadObject(id);
     for (let i = 0; i < reader.index.count; i++) {
       const object = reader.readAt(reader.index.offsetAt(i), resolve);
-      add(object.type, object.body);
+      add(reader.index.idAt(i), object.type, object.body);
     }
   } finally {
     reader.close();
@@ -140,20 +214,20 @@ function listLoose(objectsDir: string): ObjectId[] {
   return ids;
 }
 
-/** Loose objects that no ref, no reflog entry and no HEAD reaches, older than `grace`. */
-function prunable(repo: Repository, loose: ObjectId[], grace: number): Set<ObjectId> {
-  const cutoff = Date.now() - grace;
-  const old = loose.filter((id) => (statIfPresent(loosePath(repo.objectsDir, id))?.mtimeMs ?? Date.now()) < cutoff);
-  if (old.length === 0) return new Set();
-  const reachable = reachableObjects(repo);
-  return new Set(old.filter((id) => !reachable.has(id)));
+/** The loose objects among `ids` whose file is older than the cutoff. */
+function olderThan(repo: Repository, ids: ObjectId[], cutoff: number): ObjectId[] {
+  return ids.filter((id) => (statIfPresent(loosePath(repo.objectsDir, id))?.mtimeMs ?? Date.now()) < cutoff);
 }
 
-/** Every object reachable from refs, HEAD and the reflogs. */
+/**
+ * Every object reachable from refs, HEAD and the reflogs, and every object
+ * a worktree's index holds (staged files, cache-tree), as git prune keeps them.
+ */
 export function reachableObjects(repo: Repository): Set<ObjectId> {
   const roots: ObjectId[] = [];
   const head = repo.refs.resolve("HEAD");
   if (head !== undefined) roots.push(head);
+  for (const index of indexFiles(repo)) roots.push(...indexObjectIds(index));
   for (const ref of repo.refs.list("refs/")) {
     roots.push(ref.id);
     if (ref.peeled !== undefined) roots.push(ref.peeled);
@@ -176,6 +250,22 @@ export function reachableObjects(repo: Repository): Set<ObjectId> {
     }
   }
   return seen;
+}
+
+/** The index files of the main worktree and of linked worktrees. */
+function indexFiles(repo: Repository): string[] {
+  const worktrees = join(repo.commonDir, "worktrees");
+  return [join(repo.gitDir, "index"), join(repo.commonDir, "index"), ...namesIn(worktrees).map((name) => join(worktrees, name, "index"))].filter(
+    (path, i, all) => all.indexOf(path) === i,
+  );
+}
+
+/** Deletes a file still older than the cutoff; false when it was refreshed or is gone. */
+function removeIfOld(path: string, cutoff: number): boolean {
+  const mtime = statIfPresent(path)?.mtimeMs;
+  if (mtime === undefined || mtime >= cutoff) return false;
+  removeFile(path);
+  return true;
 }
 
 function removePack(base: string): void {
