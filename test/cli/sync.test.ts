@@ -1,0 +1,54 @@
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { git, gitInitBare } from "../git/gitCli.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
+// Absolute, so the loader is found from any working directory.
+const TSX = import.meta.resolve("tsx");
+const REF = "refs/stowage/default";
+
+/** Runs the CLI in its own process, as a user would. */
+function stowage(args: string[]) {
+  const result = spawnSync(process.execPath, ["--import", TSX, MAIN, ...args]);
+  return { code: result.status, stdout: result.stdout.toString("utf8"), stderr: result.stderr.toString("utf8") };
+}
+
+/** `stowage sync`'s JSON line; the command must succeed. */
+function sync(remote: string, store: string, ...more: string[]) {
+  const run = stowage(["sync", remote, "--store", store, ...more]);
+  expect(run.stderr).toBe("");
+  expect(run.code).toBe(0);
+  return JSON.parse(run.stdout);
+}
+
+describe("stowage sync", () => {
+  it("pushes, fast-forwards and merges two git stores through a bare remote", () => {
+    const remote = gitInitBare("cli-sync-remote");
+    const a = `git:${tempDir("cli-sync-a")}`;
+    const b = `git:${tempDir("cli-sync-b")}`;
+    expect(stowage(["set", "k", "base", "--store", a]).code).toBe(0);
+    expect(sync(remote, a)).toMatchObject({ fetched: null, pushed: true });
+    expect(sync(remote, b)).toMatchObject({ fastForwarded: true, pushed: false });
+    stowage(["set", "k", "from-a", "--store", a]);
+    stowage(["set", "k", "from-b", "--store", b]);
+    stowage(["set", "only-b", "1", "--store", b]);
+    sync(remote, a);
+    expect(sync(remote, b, "--policy", "theirs")).toMatchObject({ merged: true, pushed: true, conflicts: ["k"] });
+    sync(remote, a);
+    expect(stowage(["get", "k", "--store", a]).stdout).toBe("from-a\n");
+    expect(stowage(["get", "only-b", "--store", a]).stdout).toBe("1\n");
+    expect(git(a.slice(4), ["rev-parse", `${REF}^{tree}`])).toBe(git(b.slice(4), ["rev-parse", `${REF}^{tree}`]));
+  });
+
+  it("refuses stores that are not git: and reports an unreachable remote", () => {
+    const notGit = stowage(["sync", gitInitBare("cli-sync-remote"), "--store", `fs:${tempDir("cli-sync-fs")}`]);
+    expect(notGit.code).toBe(1);
+    expect(notGit.stderr).toMatch(/^stowage: E_UNSUPPORTED: .*git: stores/);
+    const unreachable = stowage(["sync", join(tempDir("cli-sync-none"), "missing"), "--store", `git:${tempDir("cli-sync-a")}`]);
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toMatch(/^stowage: E_UNAVAILABLE: git fetch/);
+    expect(stowage(["sync", "origin", "--policy", "newest", "--store", `git:${tempDir("cli-sync-a")}`]).code).not.toBe(0);
+  });
+});
