@@ -98,6 +98,9 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
     packLimit: options.packLimit ?? 32,
   });
 
+  const target = { repo: store.repo, keys: store.keys, readCommit: (id: string) => store.commit(id), author, ref };
+  let syncing: Promise<unknown> = Promise.resolve();
+
   const units = {
     set: (key: string, value: string | Uint8Array, opts: SetOptions | undefined): WriteUnit => ({ op: "set", ops: [setOp(key, value, opts)] }),
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions | undefined): WriteUnit => ({
@@ -149,10 +152,14 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
       commit: (operations: CommitOperation[]) => later(units.commit(operations)),
     },
     maintenance: (maintenanceOptions?: MaintenanceOptions) => store.maintenance(maintenanceOptions),
-    sync: async (remote: string, syncOptions?: SyncOptions) => {
-      await store.drain();
-      const target = { repo: store.repo, keys: store.keys, readCommit: (id: string) => store.commit(id), author, ref };
-      return syncRef(target, remote, syncOptions).catch((error: unknown) => {
+    sync: (remote: string, syncOptions?: SyncOptions) => {
+      // One sync at a time per driver: two would fetch into the same tracking ref.
+      const run = syncing.then(async () => {
+        await store.drain();
+        return syncRef(target, remote, syncOptions);
+      });
+      syncing = run.catch(() => undefined);
+      return run.catch((error: unknown) => {
         throw toStorageError(error, DRIVER_NAME);
       });
     },

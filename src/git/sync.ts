@@ -77,7 +77,8 @@ async function integrate(target: SyncTarget, theirs: ObjectId | undefined, polic
  * Syncs `target.ref` with the same ref on `remote` (a configured remote, a
  * URL or a path): fetch it, merge it into the local ref per key, push the
  * result with a lease on the commit fetched. A push refused because the
- * remote moved is retried from the fetch (`retries` times), then `E_CONFLICT`.
+ * remote moved is retried from the fetch (`retries` times), then
+ * `E_CONFLICT`; a refusal while the remote did not move is `E_CONFLICT` at once.
  */
 export async function syncRef(target: SyncTarget, remote: string, options: SyncOptions = {}): Promise<SyncResult> {
   const policy = checkPolicy(options.policy);
@@ -85,9 +86,11 @@ export async function syncRef(target: SyncTarget, remote: string, options: SyncO
   const conflicts = new Set<string>();
   let merged = false;
   let fastForwarded = false;
-  let refusal = "";
+  let refused: { at: ObjectId | undefined; summary: string } | undefined;
   for (let attempt = 0; attempt <= retries; attempt++) {
     const fetched = await fetchRef(target.repo, remote, target.ref, options);
+    // Refused although the remote did not move: a hook or a setting, which another round will not change.
+    if (refused !== undefined && fetched === refused.at) throw notTaken(remote, target.ref, `${refused.summary}, and the remote ref did not move`);
     const step = await integrate(target, fetched, policy, remote);
     for (const key of step.conflicts) conflicts.add(key);
     merged ||= step.merged;
@@ -96,7 +99,11 @@ export async function syncRef(target: SyncTarget, remote: string, options: SyncO
     if (step.tip === undefined || step.tip === fetched) return { ...result, pushed: false };
     const pushed = await pushRef(target.repo, remote, target.ref, step.tip, fetched, options);
     if (pushed.ok) return { ...result, pushed: true };
-    refusal = pushed.summary;
+    refused = { at: fetched, summary: pushed.summary };
   }
-  throw gitError("E_CONFLICT", `${redactRemote(remote)} refused ${target.ref} ${retries + 1} times (last: ${refusal}); its ref keeps moving`);
+  throw notTaken(remote, target.ref, `${retries + 1} times, last ${refused?.summary}; its ref keeps moving`);
+}
+
+function notTaken(remote: string, ref: string, why: string): Error {
+  return gitError("E_CONFLICT", `${redactRemote(remote)} refused the push of ${ref}: ${why}`);
 }

@@ -99,6 +99,32 @@ async function values(storage: Storage): Promise<Record<string, unknown>> {
   return out;
 }
 
+/**
+ * A pre-push hook in A's repository that pushes B's ref to the remote first,
+ * once: A's push, leased on the commit it fetched, is then refused. Returns
+ * the file the hook creates when it has run.
+ */
+function letOtherPushFirst(a: Clone, b: Clone, remote: string): string {
+  const marker = join(tempDir("sync-hook"), "pushed");
+  mkdirSync(join(a.dir, "hooks"), { recursive: true });
+  const hook = join(a.dir, "hooks", "pre-push");
+  writeFileSync(
+    hook,
+    [
+      "#!/usr/bin/env node",
+      'const { execFileSync } = require("node:child_process");',
+      'const { existsSync, writeFileSync } = require("node:fs");',
+      `if (!existsSync(${JSON.stringify(marker)})) {`,
+      `  writeFileSync(${JSON.stringify(marker)}, "");`,
+      `  execFileSync("git", ["--git-dir", ${JSON.stringify(b.dir)}, "push", "-q", ${JSON.stringify(remote)}, ${JSON.stringify(`${REF}:${REF}`)}], { stdio: "inherit" });`,
+      "}",
+      "",
+    ].join("\n"),
+  );
+  chmodSync(hook, 0o755);
+  return marker;
+}
+
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -110,6 +136,12 @@ describe("git driver sync", () => {
     expect(gitCli(remote, ["rev-parse", REF])).toBe(gitCli(a.dir, ["rev-parse", REF]));
     expect(await a.sync()).toMatchObject({ pushed: false, merged: false, fastForwarded: false, conflicts: [] });
     expect(gitCli(a.dir, ["rev-parse", trackingRef(remote, REF)])).toBe(gitCli(remote, ["rev-parse", REF]));
+    // Syncs of one driver run one after the other; a write queued before a sync is in it.
+    void a.storage.setItem("queued", 1);
+    const [first, second] = await Promise.all([a.sync(), a.sync()]);
+    expect(first).toMatchObject({ pushed: true });
+    expect(second).toMatchObject({ pushed: false, tip: first.tip });
+    expect(gitCli(remote, ["show", `${REF}:queued`])).toBe("1");
   });
 
   it("merges edits made apart per key and both clones end with identical trees (latest wins)", async () => {
@@ -207,24 +239,7 @@ describe("git driver sync", () => {
     const { remote, a, b } = await pair({ k: "base" });
     await a.storage.setItem("fromA", "A");
     await b.storage.setItem("fromB", "B");
-    // A pre-push hook in A's repository lets B push first, once: A's push, leased on the commit it fetched, is refused.
-    const marker = join(tempDir("sync-hook"), "pushed");
-    mkdirSync(join(a.dir, "hooks"));
-    const hook = join(a.dir, "hooks", "pre-push");
-    writeFileSync(
-      hook,
-      [
-        "#!/usr/bin/env node",
-        'const { execFileSync } = require("node:child_process");',
-        'const { existsSync, writeFileSync } = require("node:fs");',
-        `if (!existsSync(${JSON.stringify(marker)})) {`,
-        `  writeFileSync(${JSON.stringify(marker)}, "");`,
-        `  execFileSync("git", ["--git-dir", ${JSON.stringify(b.dir)}, "push", "-q", ${JSON.stringify(remote)}, ${JSON.stringify(`${REF}:${REF}`)}], { stdio: "inherit" });`,
-        "}",
-        "",
-      ].join("\n"),
-    );
-    chmodSync(hook, 0o755);
+    const marker = letOtherPushFirst(a, b, remote);
     const result = await a.sync();
     expect(existsSync(marker)).toBe(true);
     expect(result).toMatchObject({ pushed: true, merged: true });
@@ -233,14 +248,26 @@ describe("git driver sync", () => {
     expect(await values(b.storage)).toEqual({ fromA: "A", fromB: "B", k: "base" });
   });
 
-  it("gives up with E_CONFLICT when the remote keeps refusing the push", async () => {
+  it("is E_CONFLICT when the remote moved before every push of the rounds allowed", async () => {
+    const { remote, a, b } = await pair({ k: "base" });
+    await a.storage.setItem("fromA", "A");
+    await b.storage.setItem("fromB", "B");
+    const marker = letOtherPushFirst(a, b, remote);
+    const error = await a.sync({ retries: 0 }).catch((failure: unknown) => failure);
+    expect(existsSync(marker)).toBe(true);
+    expect(isStorageError(error, "E_CONFLICT")).toBe(true);
+    expect((error as Error).message).toMatch(/1 times, last .*keeps moving/);
+    expect(await a.sync()).toMatchObject({ pushed: true, merged: true });
+  });
+
+  it("is E_CONFLICT at once when the remote refuses the push without having moved", async () => {
     const { remote, a } = await pair({ k: "base" });
     writeFileSync(join(remote, "hooks", "pre-receive"), "#!/bin/sh\necho no >&2\nexit 1\n");
     chmodSync(join(remote, "hooks", "pre-receive"), 0o755);
     await a.storage.setItem("k", "A");
-    const error = await a.sync({ retries: 1 }).catch((failure: unknown) => failure);
+    const error = await a.sync().catch((failure: unknown) => failure);
     expect(isStorageError(error, "E_CONFLICT")).toBe(true);
-    expect((error as Error).message).toMatch(/refused refs\/stowage\/default 2 times/);
+    expect((error as Error).message).toMatch(/pre-receive hook declined.*did not move/);
   });
 
   it("re-merges when the local ref moves during the merge", async () => {
