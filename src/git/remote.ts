@@ -7,13 +7,14 @@ import { isValidRefName } from "./refName.js";
 import type { Repository } from "./repository.js";
 
 /**
- * Remotes through the stock `git` CLI (docs/git-engine.md, "Remotes"): every
+ * Remotes through the stock `git` CLI (docs/git-engine.md, "Remotes and merges"): every
  * transport, credential helper and ssh setup git has works, and this module
  * never opens a connection itself. git runs with an argument array (no
  * shell), `--` before the remote, `GIT_TERMINAL_PROMPT=0` (a missing
  * credential fails instead of waiting on a prompt), `LC_ALL=C` (messages
  * stay English, so the two this module reads are recognized) and
- * `protocol.ext.allow=never` (an `ext::` URL would run a command).
+ * `protocol.ext.allow=never` (an `ext::` URL would run a command); variables
+ * such as `GIT_DIR` inherited from a hook are dropped.
  */
 
 /** Options of a fetch or push. */
@@ -66,8 +67,22 @@ function checkRefspec(refspec: string): void {
   }
 }
 
+/** Variables that point git at another repository's files (set inside a git hook, for one): `--git-dir` alone must decide. */
+const LOCATION_VARIABLES = [
+  "GIT_DIR",
+  "GIT_WORK_TREE",
+  "GIT_COMMON_DIR",
+  "GIT_OBJECT_DIRECTORY",
+  "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+  "GIT_INDEX_FILE",
+  "GIT_NAMESPACE",
+  "GIT_SHALLOW_FILE",
+];
+
 function gitEnv(options: RemoteOptions): NodeJS.ProcessEnv {
-  return { ...process.env, ...options.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", LANGUAGE: "C" };
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of LOCATION_VARIABLES) delete env[name];
+  return { ...env, ...options.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", LANGUAGE: "C" };
 }
 
 /** Runs stock git on the repository; resolves with its exit code and output (a spawn failure is `E_UNAVAILABLE`). */

@@ -288,6 +288,22 @@ describe("git driver sync", () => {
     expect(gitCli(b.dir, ["show", `${REF}^1:local/during`])).toBe('"merge"');
   });
 
+  it("ignores GIT_DIR and GIT_OBJECT_DIRECTORY inherited from a git hook", async () => {
+    const remote = gitInitBare("sync-remote");
+    const elsewhere = gitInitBare("sync-elsewhere");
+    const a = clone(remote);
+    await a.storage.setItem("k", "v");
+    vi.stubEnv("GIT_DIR", elsewhere);
+    vi.stubEnv("GIT_OBJECT_DIRECTORY", join(elsewhere, "objects"));
+    try {
+      expect(await a.sync()).toMatchObject({ pushed: true });
+    } finally {
+      vi.unstubAllEnvs();
+    }
+    expect(gitCli(remote, ["show", `${REF}:k`])).toBe('"v"');
+    expect(gitCli(elsewhere, ["for-each-ref"])).toBe("");
+  });
+
   it("the driver's reads and watch see the ref the sync moved", async () => {
     const { a, b } = await pair({ k: "base" });
     const events: string[] = [];
