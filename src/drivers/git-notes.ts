@@ -1,7 +1,8 @@
 import { StorageError } from "../core/errors.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
-import { hashObject, isObjectId, isValidRefName, type ObjectId, type Repository } from "../git/index.js";
+import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
+import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type ObjectId, type Repository } from "../git/index.js";
 import { NOTES_LAYOUT } from "../git/notesLayout.js";
 import { expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
@@ -16,6 +17,8 @@ export interface GitNotesOptions {
   namespace?: string;
   /** fsync objects and the ref before they are renamed into place (default false, as Git). */
   fsync?: boolean;
+  /** Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (default 6700, git's `gc.auto`; 0: never). */
+  looseLimit?: number;
 }
 
 /** The note of one object (a commit, usually): what {@link GitNotesDriver.notesFor} returns. */
@@ -30,8 +33,8 @@ export interface ObjectNote {
   remove(): boolean;
 }
 
-/** The git-notes driver, with the notes of real commits. */
-export interface GitNotesDriver extends Driver<GitNotesOptions, Repository> {
+/** The git-notes driver, with the notes of real commits and `maintenance()`. */
+export interface GitNotesDriver extends Driver<GitNotesOptions, Repository>, Maintainable {
   /**
    * The note of `commitish`: a full object id, `HEAD`, a branch or tag name
    * (`main`, `v1.0`) or a full ref name. `E_NOT_FOUND` when it names nothing.
@@ -75,7 +78,8 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   if (!options?.dir) throw fail("E_INVALID_OPTION", "The git-notes driver needs a dir");
   const ref = notesRef(options);
   const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
-  const notes = new TreeRef(repo, { ref, layout: NOTES_LAYOUT, message: "Notes added by stowage" });
+  const maintenance = new AutoMaintenance(repo, looseLimitOption(options.looseLimit, DRIVER_NAME));
+  const notes = new TreeRef(repo, { ref, layout: NOTES_LAYOUT, message: "Notes added by stowage", maintenance });
   const keyCache = new Map<ObjectId, string | null>();
 
   const idOf = (key: string): ObjectId => hashObject("blob", keyBytes(key));
@@ -161,6 +165,7 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => repo,
     notesFor,
+    maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     hasItem: (key: string) => noteOf(key) !== undefined,
     getItem: (key: string) => blobOf(key)?.toString("utf8") ?? null,
     getItemRaw: (key: string) => {

@@ -1,8 +1,8 @@
-import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
-import { hashObject, isObjectId, isValidRefName, type Repository } from "../git/index.js";
+import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
+import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
 import { expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
@@ -21,6 +21,8 @@ export interface GitObjectsOptions {
   mode?: "keyed" | "content";
   /** fsync objects and the ref before they are renamed into place (default false, as Git). */
   fsync?: boolean;
+  /** Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (default 6700, git's `gc.auto`; 0: never). */
+  looseLimit?: number;
 }
 
 /** The content-addressed store: what `getInstance()` returns, and {@link gitObjectStore}. */
@@ -54,12 +56,13 @@ function fail(code: "E_INVALID_KEY" | "E_INVALID_OPTION", message: string, key?:
   return new StorageError(code, message, { driver: DRIVER_NAME, key });
 }
 
-function open(options: GitObjectsOptions): { repo: Repository; index: TreeRef } {
+function open(options: GitObjectsOptions): { repo: Repository; index: TreeRef; maintenance: AutoMaintenance } {
   if (!options?.dir) throw fail("E_INVALID_OPTION", "The git-objects driver needs a dir");
   const ref = options.ref ?? "refs/stowage/objects";
   if (!ref.startsWith("refs/") || !isValidRefName(ref)) throw fail("E_INVALID_OPTION", `Invalid index ref: ${JSON.stringify(ref)}`);
   const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
-  return { repo, index: new TreeRef(repo, { ref, layout: LAYOUT, message: "stowage: git-objects" }) };
+  const maintenance = new AutoMaintenance(repo, looseLimitOption(options.looseLimit, DRIVER_NAME));
+  return { repo, index: new TreeRef(repo, { ref, layout: LAYOUT, message: "stowage: git-objects", maintenance }), maintenance };
 }
 
 function storeOf(repo: Repository, index: TreeRef): GitObjectStore {
@@ -98,8 +101,11 @@ export function gitObjectStore(options: Omit<GitObjectsOptions, "mode">): GitObj
  * the same event-loop turn share one); reads check each object against its
  * id. See docs/git-objects.md.
  */
-export default defineDriver<GitObjectsOptions, GitObjectStore>((options: GitObjectsOptions) => {
-  const { repo, index } = open(options);
+/** The git-objects driver, with `maintenance()`. */
+export type GitObjectsDriver = Driver<GitObjectsOptions, GitObjectStore> & Maintainable;
+
+export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver {
+  const { repo, index, maintenance } = open(options);
   const store = storeOf(repo, index);
   const content = options.mode === "content";
   if (options.mode !== undefined && options.mode !== "keyed" && !content) throw fail("E_INVALID_OPTION", `Unknown mode: ${String(options.mode)}`);
@@ -153,11 +159,12 @@ export default defineDriver<GitObjectsOptions, GitObjectStore>((options: GitObje
     return keys;
   };
 
-  const driver: Driver<GitObjectsOptions, GitObjectStore> = {
+  return {
     name: DRIVER_NAME,
     options,
     flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => store,
+    maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     hasItem: (key: string) => idOf(key) !== undefined,
     getItem: (key: string) => blobOf(key)?.toString("utf8") ?? null,
     getItemRaw: (key: string) => {
@@ -190,5 +197,4 @@ export default defineDriver<GitObjectsOptions, GitObjectStore>((options: GitObje
       repo.close();
     },
   };
-  return driver;
-});
+}

@@ -1,8 +1,8 @@
-import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
 import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
-import { isValidRefName, type Repository } from "../git/index.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
+import { isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
 import { expectation } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
@@ -20,7 +20,12 @@ export interface GitRefsOptions {
   lockTimeout?: number;
   /** Keep a reflog per key ref (`logs/refs/stowage/kv/…`; default false, as Git outside heads, remotes and notes). */
   reflog?: boolean;
+  /** Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (default 6700, git's `gc.auto`; 0: never). */
+  looseLimit?: number;
 }
+
+/** The git-refs driver, with `maintenance()`. */
+export type GitRefsDriver = Driver<GitRefsOptions, Repository> & Maintainable;
 
 const DRIVER_NAME = "git-refs";
 const DEFAULT_PREFIX = "refs/stowage/kv/";
@@ -37,13 +42,14 @@ function invalidOption(message: string): StorageError {
  * transactions take every ref's lock first and change all refs or none.
  * See docs/git-refs.md for the key encoding.
  */
-export default defineDriver<GitRefsOptions, Repository>((options: GitRefsOptions) => {
+export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   if (!options?.dir) throw invalidOption("The git-refs driver needs a dir");
   const prefix = options.prefix ?? DEFAULT_PREFIX;
   if (!prefix.startsWith("refs/") || !prefix.endsWith("/") || !isValidRefName(`${prefix}x`)) {
     throw invalidOption(`Invalid ref prefix: ${JSON.stringify(prefix)} (a valid ref name prefix under refs/, ending in /)`);
   }
   const repo = openOrInit(options.dir, { fsync: options.fsync === true });
+  const maintenance = new AutoMaintenance(repo, looseLimitOption(options.looseLimit, DRIVER_NAME));
   const transaction = {
     fsync: options.fsync === true,
     lockTimeout: options.lockTimeout ?? 5000,
@@ -87,6 +93,7 @@ export default defineDriver<GitRefsOptions, Repository>((options: GitRefsOptions
     const ids = repo.writeObjects(names.map((name) => ({ type: "blob" as const, body: bodies.get(name) as Buffer })));
     names.forEach((name, index) => ((changes.get(name) as RefChange).id = ids[index] as string));
     commitRefs(repo.refs, [...changes.values()], transaction);
+    maintenance.wrote();
   };
 
   const write = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): void => {
@@ -95,6 +102,7 @@ export default defineDriver<GitRefsOptions, Repository>((options: GitRefsOptions
     const expected = expectation(opts);
     if (expected !== undefined) change.expected = expected;
     commitRefs(repo.refs, [change], transaction);
+    maintenance.wrote();
   };
 
   const remove = (key: string, opts: RemoveOptions | undefined): void => {
@@ -143,6 +151,7 @@ export default defineDriver<GitRefsOptions, Repository>((options: GitRefsOptions
       commitRound(round);
       batch = later;
     }
+    maintenance.wrote();
   };
 
   const commitRound = (round: Pending[]): void => {
@@ -180,6 +189,7 @@ export default defineDriver<GitRefsOptions, Repository>((options: GitRefsOptions
     options,
     flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => repo,
+    maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     hasItem: (key: string) => idOf(key) !== undefined,
     getItem: (key: string) => valueOf(key)?.toString("utf8") ?? null,
     // A copy: the engine's object cache shares its buffers.
@@ -217,4 +227,4 @@ export default defineDriver<GitRefsOptions, Repository>((options: GitRefsOptions
       repo.close();
     },
   };
-});
+}

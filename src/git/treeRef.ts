@@ -1,4 +1,5 @@
 import type { StorageError } from "../core/errors.js";
+import type { AutoMaintenance } from "./autoMaintenance.js";
 import { gitError } from "./errors.js";
 import { hashObject, type GitObject, type ObjectId } from "./objectId.js";
 import { updateRefWith } from "./refTransaction.js";
@@ -44,6 +45,8 @@ export interface TreeRefOptions {
   lockTimeout?: number;
   /** fsync the ref file before its rename. */
   fsync?: boolean;
+  /** Told of every commit, to pack the loose objects commits leave once they pile up. */
+  maintenance?: AutoMaintenance;
 }
 
 /** What a tip holds: its names, and the trees it is made of (not written again). */
@@ -88,6 +91,12 @@ export class TreeRef {
    * git, which honours the lock) is lost.
    */
   apply(changes: readonly NameChange[], isolate = false): Map<number, StorageError> {
+    const failures = this.update(changes, isolate);
+    this.options.maintenance?.wrote();
+    return failures;
+  }
+
+  private update(changes: readonly NameChange[], isolate: boolean): Map<number, StorageError> {
     const options = this.options;
     return updateRefWith(
       this.repo.refs,
