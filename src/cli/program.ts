@@ -3,6 +3,7 @@ import { StorageError } from "../core/errors.js";
 import { normalizeBaseKey } from "../core/keys.js";
 import { createCoreStorage } from "../core/storage.js";
 import type { Storage } from "../core/types.js";
+import type { Maintainable } from "../git/autoMaintenance.js";
 import { createStorageServer } from "../server/index.js";
 import { DEFAULT_STORE, STORE_SCHEMES, driverFromUrl } from "./storeUrl.js";
 
@@ -144,11 +145,6 @@ async function watchChanges(io: CliIo, base: string | undefined, options: StoreO
     await unwatch();
     await lines;
   });
-}
-
-/** A driver that can pack and prune itself: the git drivers. */
-interface Maintainable {
-  maintenance(options: { all?: boolean; prune?: boolean; grace?: number }): unknown;
 }
 
 function isMaintainable(driver: object): driver is Maintainable {
