@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createStorage, isStorageError, type Storage } from "../../src/index.js";
 import git, { type GitDriver } from "../../src/drivers/git.js";
-import { fetchRefspecs, pushRefspecs, Repository, trackingRef, type SyncOptions } from "../../src/git/index.js";
+import { EMPTY_TREE, fetchRefspecs, mergeBase, pushRefspecs, Repository, trackingRef, type ObjectId, type SyncOptions } from "../../src/git/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { git as gitCli, gitInitBare } from "./gitCli.js";
 
@@ -351,5 +351,44 @@ describe("git driver sync", () => {
     expect(gitCli(other.gitDir, ["notes", "--ref=refs/notes/receipts", "show", tip])).toBe("checked");
     expect(await codeOf(fetchRefspecs(other, remote, ["+refs/notes/none:refs/notes/none"]))).toBe("E_NOT_FOUND");
     expect(await codeOf(fetchRefspecs(other, remote, ["--upload-pack=x"]))).toBe("E_INVALID_OPTION");
+  });
+});
+
+describe("mergeBase", () => {
+  /** Commits with chosen times and parents, in a new repository. */
+  function history() {
+    const repo = Repository.init(tempDir("merge-base"));
+    const tree = repo.writeTree([]);
+    expect(tree).toBe(EMPTY_TREE);
+    const commit = (time: number, ...parents: ObjectId[]) => {
+      const who = { name: "t", email: "t@x", timestamp: time, timezone: "+0000" };
+      return repo.writeCommit({ tree, parents, author: who, committer: who, extraHeaders: [], message: `${time}\n` });
+    };
+    return { repo, commit, read: (id: ObjectId) => repo.readCommit(id) };
+  }
+
+  it("finds the fork point, an ancestor, and nothing for unrelated histories; agrees with git merge-base", () => {
+    const { repo, commit, read } = history();
+    const root = commit(1);
+    const fork = commit(2, root);
+    const left = commit(5, commit(3, fork));
+    const right = commit(7, commit(6, commit(4, fork)));
+    expect(mergeBase(read, left, right)).toBe(fork);
+    expect(mergeBase(read, left, fork)).toBe(fork);
+    expect(mergeBase(read, left, left)).toBe(left);
+    expect(mergeBase(read, left, commit(9))).toBeUndefined();
+    expect(gitCli(repo.gitDir, ["merge-base", left, right])).toBe(fork);
+  });
+
+  it("takes the newest of the best common ancestors of a criss-cross merge", () => {
+    const { repo, commit, read } = history();
+    const root = commit(1);
+    const a1 = commit(2, root);
+    const b1 = commit(3, root);
+    // Each side merged the other's first commit: a1 and b1 are both best common ancestors.
+    const a2 = commit(4, a1, b1);
+    const b2 = commit(5, b1, a1);
+    expect(mergeBase(read, commit(6, a2), commit(7, b2))).toBe(b1);
+    expect(gitCli(repo.gitDir, ["merge-base", "--all", a2, b2]).split("\n").sort()).toEqual([a1, b1].sort());
   });
 });
