@@ -1,10 +1,9 @@
 import { StorageError } from "../core/errors.js";
-import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type ObjectId, type Repository } from "../git/index.js";
 import { NOTES_LAYOUT } from "../git/notesLayout.js";
-import { expectation, foldOperations } from "../git/driverSupport.js";
+import { blobReads, expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange } from "../git/treeRef.js";
 
@@ -154,10 +153,6 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     };
   };
 
-  const blobOf = (key: string): Buffer | undefined => {
-    const note = noteOf(key);
-    return note === undefined ? undefined : repo.readBlob(note);
-  };
 
   return {
     name: DRIVER_NAME,
@@ -166,25 +161,12 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     getInstance: () => repo,
     notesFor,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
-    hasItem: (key: string) => noteOf(key) !== undefined,
-    getItem: (key: string) => blobOf(key)?.toString("utf8") ?? null,
-    getItemRaw: (key: string) => {
-      const body = blobOf(key);
-      return body === undefined ? null : Buffer.from(body);
-    },
+    ...blobReads(repo, noteOf, keysUnder),
     setItem: (key: string, value: string, opts: SetOptions) => void notes.apply([change(key, value, opts)]),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => void notes.apply([change(key, value, opts)]),
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
       void notes.apply(items.map((item) => change(item.key, item.value, item.options ?? common))),
     removeItem: (key: string, opts: RemoveOptions) => void notes.apply([removal(key, opts)]),
-    getMeta: (key: string): StorageMeta | null => {
-      const note = noteOf(key);
-      return note === undefined ? null : { etag: note, size: repo.readBlob(note).length };
-    },
-    getKeys: (base: string, opts: { maxDepth?: number }) => {
-      const keys = keysUnder(base ?? "");
-      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-    },
     clear: (base: string) => void notes.apply(keysUnder(base ?? "").map((key) => removal(key, undefined))),
     commit,
     // Writes of one event-loop turn (a setItems through the core, concurrent callers) share one notes commit.

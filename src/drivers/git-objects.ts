@@ -1,10 +1,9 @@
 import { StorageError } from "../core/errors.js";
-import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { expectation, foldOperations } from "../git/driverSupport.js";
+import { blobReads, expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange, type TreeLayout } from "../git/treeRef.js";
 
@@ -124,10 +123,6 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
   /** The blob id a key holds; in content mode a key that is no object id (the core's `id$` sidecars) holds nothing. */
   const idOf = (key: string): string | undefined => (content && !isObjectId(key) ? undefined : index.get(nameOf(key)));
 
-  const blobOf = (key: string): Buffer | undefined => {
-    const id = idOf(key);
-    return id === undefined ? undefined : repo.readBlob(id);
-  };
 
   /** Writes the value's blob; in content mode it must be the key's content. */
   const change = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): NameChange => {
@@ -165,25 +160,12 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
     flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => store,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
-    hasItem: (key: string) => idOf(key) !== undefined,
-    getItem: (key: string) => blobOf(key)?.toString("utf8") ?? null,
-    getItemRaw: (key: string) => {
-      const body = blobOf(key);
-      return body === undefined ? null : Buffer.from(body);
-    },
+    ...blobReads(repo, idOf, keysUnder),
     setItem: (key: string, value: string, opts: SetOptions) => void index.apply([change(key, value, opts)]),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => void index.apply([change(key, value, opts)]),
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
       void index.apply(items.map((item) => change(item.key, item.value, item.options ?? common))),
     removeItem: (key: string, opts: RemoveOptions) => void index.apply([removal(key, opts)]),
-    getMeta: (key: string): StorageMeta | null => {
-      const id = idOf(key);
-      return id === undefined ? null : { etag: id, size: repo.readBlob(id).length };
-    },
-    getKeys: (base: string, opts: { maxDepth?: number }) => {
-      const keys = keysUnder(base ?? "");
-      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-    },
     clear: (base: string) => void index.apply(keysUnder(base ?? "").map((key) => ({ name: nameOf(key), id: null }))),
     commit,
     // Writes of one event-loop turn (a setItems through the core, concurrent callers) share one commit.

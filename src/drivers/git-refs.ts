@@ -1,10 +1,9 @@
 import { StorageError } from "../core/errors.js";
-import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { expectation } from "../git/driverSupport.js";
+import { blobReads, expectation } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { listRefNames } from "../git/refList.js";
 import { commitRefs, commitRefsEach, type RefChange } from "../git/refTransaction.js";
@@ -59,10 +58,6 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   const refOf = (key: string): string => prefix + keyPath(key);
   const idOf = (key: string): string | undefined => repo.refs.read(refOf(key))?.id;
 
-  const valueOf = (key: string): Buffer | undefined => {
-    const id = idOf(key);
-    return id === undefined ? undefined : repo.readBlob(id);
-  };
 
   /** Adds a condition to a ref's change; two different conditions on one key can never both hold. */
   const require = (change: RefChange, wanted: string | null | undefined, key: string): void => {
@@ -190,27 +185,12 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
     flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => repo,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
-    hasItem: (key: string) => idOf(key) !== undefined,
-    getItem: (key: string) => valueOf(key)?.toString("utf8") ?? null,
-    // A copy: the engine's object cache shares its buffers.
-    getItemRaw: (key: string) => {
-      const body = valueOf(key);
-      return body === undefined ? null : Buffer.from(body);
-    },
-    getItems: (items: { key: string }[]) => items.map(({ key }) => ({ key, value: valueOf(key)?.toString("utf8") ?? null })),
+    ...blobReads(repo, idOf, keysUnder),
     setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
       commit(items.map((item) => ({ type: "set", key: item.key, value: item.value, options: item.options ?? common }))),
     removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
-    getMeta: (key: string): StorageMeta | null => {
-      const id = idOf(key);
-      return id === undefined ? null : { etag: id, size: repo.readBlob(id).length };
-    },
-    getKeys: (base: string, opts: { maxDepth?: number }) => {
-      const keys = keysUnder(base ?? "");
-      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-    },
     clear: (base: string) => {
       const names = keysUnder(base ?? "").map(refOf);
       commitRefs(repo.refs, names.map((name) => ({ name, id: null })), transaction);

@@ -1,5 +1,8 @@
 import { StorageError } from "../core/errors.js";
-import type { CommitOperation, RemoveOptions, SetOptions } from "../core/types.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import type { ObjectId } from "./objectId.js";
+import type { Repository } from "./repository.js";
 import type { NameChange } from "./treeRef.js";
 
 /** The old value a write's guards ask for: `undefined` (none), `null` (absent) or an etag. */
@@ -37,4 +40,45 @@ export function foldOperations(
     changes.set(name, entry);
   }
   return [...changes.values()];
+}
+
+/** The read methods of a driver whose keys each name one blob. */
+export interface BlobReads {
+  hasItem(key: string): boolean;
+  getItem(key: string): string | null;
+  getItemRaw(key: string): Uint8Array | null;
+  getItems(items: { key: string }[]): { key: string; value: string | null }[];
+  getMeta(key: string): StorageMeta | null;
+  getKeys(base: string, opts: { maxDepth?: number }): string[];
+}
+
+/**
+ * Reads for the drivers whose keys name blobs (git-refs, git-notes,
+ * git-objects), from where a key's blob id is and which keys lie under a
+ * base: the etag is the blob id, raw values are copies (the object cache
+ * shares its buffers).
+ */
+export function blobReads(repo: Repository, idOf: (key: string) => ObjectId | undefined, keysUnder: (base: string) => string[]): BlobReads {
+  const blobOf = (key: string): Buffer | undefined => {
+    const id = idOf(key);
+    return id === undefined ? undefined : repo.readBlob(id);
+  };
+  const textOf = (key: string): string | null => blobOf(key)?.toString("utf8") ?? null;
+  return {
+    hasItem: (key) => idOf(key) !== undefined,
+    getItem: textOf,
+    getItemRaw: (key) => {
+      const body = blobOf(key);
+      return body === undefined ? null : Buffer.from(body);
+    },
+    getItems: (items) => items.map(({ key }) => ({ key, value: textOf(key) })),
+    getMeta: (key) => {
+      const id = idOf(key);
+      return id === undefined ? null : { etag: id, size: repo.readBlob(id).length };
+    },
+    getKeys: (base, opts) => {
+      const keys = keysUnder(base ?? "");
+      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
+    },
+  };
 }
