@@ -6,6 +6,7 @@ import type { Storage } from "../core/types.js";
 import type { Maintainable } from "../git/autoMaintenance.js";
 import { createStorageServer } from "../server/index.js";
 import { DEFAULT_STORE, STORE_SCHEMES, driverFromUrl } from "./storeUrl.js";
+import { registerSync } from "./sync.js";
 
 /** Where the CLI reads and writes, so tests and embedders can swap them. */
 export interface CliIo {
@@ -161,7 +162,7 @@ async function collectGarbage(io: CliIo, options: StoreOptions & { prune?: numbe
   });
 }
 
-/** The `stowage` command: get, set, del, keys, meta, log, gc, serve and watch against a store URL. */
+/** The `stowage` command: get, set, del, keys, meta, log, gc, serve, watch and sync against a store URL. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command("stowage")
     .description("Read and write a stowage store from the shell.")
@@ -270,5 +271,6 @@ export function buildProgram(io: CliIo): Command {
     .addOption(store())
     .action((base: string | undefined, options: StoreOptions) => watchChanges(io, base, options));
 
+  registerSync(program, io);
   return program;
 }
