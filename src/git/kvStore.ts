@@ -2,7 +2,10 @@ import { mkdirSync, statSync, watch as watchFs, type FSWatcher } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isStorageError, StorageError } from "../core/errors.js";
 import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions } from "../core/types.js";
+import { bloomKey, bloomMaybe, type BloomKey } from "./bloom.js";
 import { encodeCommit, type Commit } from "./commit.js";
+import { writeCommitGraph, type CommitGraph, type CommitGraphWritten } from "./commitGraph.js";
+import { keyRoute } from "./keyRoute.js";
 import { keyToNames } from "./keyPath.js";
 import { EMPTY_TREE, KeyTree, type KeyEdit, type NewTree } from "./keyTree.js";
 import { LruCache } from "./lruCache.js";
@@ -67,6 +70,17 @@ interface Prepared {
   units: WriteUnit[];
 }
 
+/** A commit of a history walk and its first parent. */
+interface HistoryStep {
+  id: ObjectId;
+  tree: ObjectId;
+  /** Position in the commit-graph, or -1. */
+  at: number;
+  parent: ObjectId | undefined;
+  /** The parent's position in the commit-graph, or -1 (unknown). */
+  parentAt: number;
+}
+
 /** A commit written, not yet on the ref. */
 interface Written {
   id: ObjectId;
@@ -78,6 +92,8 @@ type Listener = (event: "update" | "remove", key: string) => void;
 
 const MAX_ATTEMPTS = 10_000;
 const MAX_LOOKED = 100_000;
+/** Commits outside the commit-graph before a pack merge also rewrites it: a history walk reads each such commit. */
+const GRAPH_EVERY = 256;
 const NO_TIP: Tip = { id: undefined, tree: EMPTY_TREE, time: 0, stamp: "" };
 
 function conflict(key: string, why: string): StorageError {
@@ -106,6 +122,7 @@ export class KeyValueRepo {
   private flushing: Promise<void> | undefined;
   private readonly listeners = new Set<Listener>();
   private watching: { seen: Tip; stop: () => void } | undefined;
+  private commitsSinceGraph = 0;
   private looked: { root: ObjectId; ids: Map<string, ObjectId | undefined> } = { root: EMPTY_TREE, ids: new Map() };
 
   constructor(private readonly options: KeyValueRepoOptions) {
@@ -206,27 +223,51 @@ export class KeyValueRepo {
   /**
    * The commits of the first-parent chain that changed `key`, newest first:
    * each commit's value is compared with its parent's, directories the two
-   * share being resolved once.
+   * share being resolved once. Commits in the commit-graph are walked from
+   * its records (no commit object read), and one whose changed-path filter
+   * proves the key's route untouched costs no tree read either.
    */
   history(key: string, limit: number): HistoryEntry<string>[] {
     const names = namesOf(key);
     const memo = new Map<string, ObjectId | undefined>();
     const out: HistoryEntry<string>[] = [];
-    let id = this.current().id;
-    if (id === undefined || limit <= 0) return out;
-    let commit = this.commit(id);
-    let value = this.keys.valueAt(commit.tree, names, memo);
-    while (out.length < limit) {
-      const parentId = commit.parents[0];
-      const parent = parentId === undefined ? undefined : this.commit(parentId);
-      const before = parent === undefined ? undefined : this.keys.valueAt(parent.tree, names, memo);
-      if (before !== value) out.push(this.historyEntry(id, commit, value));
-      if (parent === undefined || parentId === undefined) break;
-      id = parentId;
-      commit = parent;
+    const tip = this.current().id;
+    if (tip === undefined || limit <= 0) return out;
+    const graph = this.repo.commitGraph();
+    let step: HistoryStep | undefined = this.historyStep(graph, tip, -1);
+    let value = this.keys.valueAt(step.tree, names, memo);
+    let probe = this.routeProbe(graph, step.tree, names);
+    while (step !== undefined && out.length < limit) {
+      const parent: HistoryStep | undefined = step.parent === undefined ? undefined : this.historyStep(graph, step.parent, step.parentAt);
+      let before = value;
+      // Without a filter saying "untouched", compare the parent's value (and find the key's route there).
+      if (parent === undefined || probe === undefined || step.at < 0 || bloomMaybe(graph!.filterAt(step.at)!, probe)) {
+        before = parent === undefined ? undefined : this.keys.valueAt(parent.tree, names, memo);
+        if (parent !== undefined) probe = this.routeProbe(graph, parent.tree, names);
+      }
+      if (before !== value) out.push(this.historyEntry(step.id, this.commit(step.id), value));
+      step = parent;
       value = before;
     }
     return out;
+  }
+
+  /** A commit of a history walk, from the commit-graph when it holds it (`at` its position there, else -1). */
+  private historyStep(graph: CommitGraph | undefined, id: ObjectId, knownAt: number): HistoryStep {
+    const at = knownAt >= 0 ? knownAt : (graph?.position(id) ?? -1);
+    if (at >= 0) {
+      const parentAt = graph!.firstParentAt(at);
+      return { id, at, tree: graph!.treeAt(at), parent: parentAt < 0 ? undefined : graph!.idAt(parentAt), parentAt };
+    }
+    const commit = this.commit(id);
+    return { id, at, tree: commit.tree, parent: commit.parents[0], parentAt: -1 };
+  }
+
+  /** The key's route in a root tree, hashed for the graph's filters; undefined when there are none or no route. */
+  private routeProbe(graph: CommitGraph | undefined, root: ObjectId, names: string[]): BloomKey | undefined {
+    if (graph?.bloom === undefined) return undefined;
+    const route = keyRoute(this.keys, root, names);
+    return route === undefined ? undefined : bloomKey(route, graph.bloom);
   }
 
   private historyEntry(id: ObjectId, commit: Commit, value: ObjectId | undefined): HistoryEntry<string> {
@@ -437,25 +478,40 @@ export class KeyValueRepo {
   private committed(written: Written & { tree: ObjectId }): void {
     // The ref file changed under us: the next read re-checks it (stamp ""), reusing the tree when the id is still ours.
     this.tip = { id: written.id, tree: written.tree, time: written.time, stamp: "" };
+    this.commitsSinceGraph++;
     if (this.watching !== undefined) this.check();
     if (this.options.packLimit > 0 && this.repo.packFiles.length > this.options.packLimit) this.autoMaintain();
   }
 
-  /** Merges small packs after a commit; a failure leaves the packs as they were and the commit done. */
+  /**
+   * Merges small packs after a commit, and rewrites the commit-graph once
+   * {@link GRAPH_EVERY} commits of this process are outside it; a failure
+   * leaves the packs and the graph as they were and the commit done.
+   */
   private autoMaintain(): void {
     try {
       maintain(this.repo, { loose: false });
+      if (this.commitsSinceGraph >= GRAPH_EVERY || this.repo.commitGraph() === undefined) this.writeGraph();
     } catch (error) {
-      process.emitWarning(`stowage git: merging packs failed (the data is intact, it stays in more packs): ${String(error)}`);
+      process.emitWarning(`stowage git: maintenance after a commit failed (the data is intact, reads may be slower): ${String(error)}`);
     }
+  }
+
+  private writeGraph(): CommitGraphWritten | undefined {
+    const written = writeCommitGraph(this.repo);
+    if (written !== undefined) this.commitsSinceGraph = 0;
+    return written;
   }
 
   /**
    * Packs loose objects, merges packs and prunes unreachable loose objects
-   * older than the grace period (see {@link maintain}).
+   * older than the grace period (see {@link maintain}), then writes the
+   * commit-graph (with changed-path filters) that history walks read.
    */
-  maintenance(options: MaintenanceOptions = {}): MaintenanceResult {
-    return maintain(this.repo, { prune: true, ...options });
+  maintenance(options: MaintenanceOptions = {}): MaintenanceResult & { commitGraph?: CommitGraphWritten } {
+    const result = maintain(this.repo, { prune: true, ...options });
+    const commitGraph = this.writeGraph();
+    return commitGraph === undefined ? result : { ...result, commitGraph };
   }
 
   // --- watch ------------------------------------------------------------------

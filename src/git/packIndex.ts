@@ -47,20 +47,7 @@ export class PackIndex {
 
   /** Position of `id` in the sorted table, or -1. */
   find(id: ObjectId): number {
-    const key = Buffer.from(id, "hex");
-    if (key.length !== 20) return -1;
-    const first = key[0]!;
-    let lo = first === 0 ? 0 : this.data.readUInt32BE(HEADER + (first - 1) * 4);
-    let hi = this.data.readUInt32BE(HEADER + first * 4);
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      const at = this.idsAt + mid * 20;
-      const order = key.compare(this.data, at, at + 20);
-      if (order === 0) return mid;
-      if (order < 0) hi = mid;
-      else lo = mid + 1;
-    }
-    return -1;
+    return findSortedId(this.data, HEADER, this.idsAt, id);
   }
 
   /** The id at a position of the sorted table. */
@@ -104,6 +91,28 @@ export class PackIndex {
     for (let i = 0; i < this.count; i++) offsets[i] = this.offsetAt(i);
     return offsets.sort();
   }
+}
+
+/**
+ * Position of `id` in a table of sorted 20-byte ids at `idsAt`, narrowed by
+ * the 256-entry fanout of cumulative counts at `fanoutAt` (as `.idx` and
+ * commit-graph files lay them out); -1 when absent.
+ */
+export function findSortedId(data: Buffer, fanoutAt: number, idsAt: number, id: ObjectId): number {
+  const key = Buffer.from(id, "hex");
+  if (key.length !== 20) return -1;
+  const first = key[0]!;
+  let lo = first === 0 ? 0 : data.readUInt32BE(fanoutAt + (first - 1) * 4);
+  let hi = data.readUInt32BE(fanoutAt + first * 4);
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const at = idsAt + mid * 20;
+    const order = key.compare(data, at, at + 20);
+    if (order === 0) return mid;
+    if (order < 0) hi = mid;
+    else lo = mid + 1;
+  }
+  return -1;
 }
 
 /** One object of a pack, as its index records it. */

@@ -24,6 +24,14 @@ interface EntryHeader {
   baseId?: ObjectId;
 }
 
+/** The first read of an entry: its header and, for most objects, all of its zlib data. */
+const PROBE_BYTES = 4096;
+
+/** At least the length of a zlib stream holding `size` bytes, as zlib and Git write them (deflateBound, generously). */
+function zlibBound(size: number): number {
+  return size + Math.ceil(size / 1024) + 64;
+}
+
 /** Budget of the per-pack cache of delta bases (Git's core.deltaBaseCacheLimit is 96 MB). */
 const BASE_CACHE_BYTES = 32 * 1024 * 1024;
 
@@ -93,12 +101,7 @@ export class PackReader {
     for (let at = offset; base === undefined; ) {
       base = this.bases.get(at);
       if (base !== undefined) break;
-      // One positioned read per entry: header and zlib data, bounded by the next entry.
-      const end = this.index.entryEnd(at, this.size);
-      if (at < 12 || end <= at || end > this.size - 20) throw corrupt(`Entry offset ${at} out of range in ${this.packPath}`);
-      const raw = this.readBytes(at, end - at);
-      const entry = this.parseHeader(raw, at);
-      const data = this.inflateEntry(raw, at, entry);
+      const { entry, data } = this.inflateAt(at);
       const type = TYPE_NAMES[entry.kind];
       if (type !== undefined) {
         base = { type, body: data };
@@ -122,6 +125,29 @@ export class PackReader {
       object = { type: object.type, body: applyDelta(object.body, delta.data) };
     }
     return object;
+  }
+
+  /**
+   * Reads and inflates the entry at `at` with one positioned read, sized
+   * from its header (a zlib stream is at most a little longer than what it
+   * holds); the entry's exact extent — the next entry's offset, which takes
+   * sorting the index's offsets once — only when a stream runs longer.
+   */
+  private inflateAt(at: number): { entry: EntryHeader; data: Buffer } {
+    const limit = this.size - 20;
+    if (at < 12 || at >= limit) throw corrupt(`Entry offset ${at} out of range in ${this.packPath}`);
+    let raw = this.readBytes(at, Math.min(PROBE_BYTES, limit - at));
+    const entry = this.parseHeader(raw, at);
+    const wanted = Math.min(limit - at, entry.dataAt - at + zlibBound(entry.size));
+    if (wanted > raw.length) raw = this.readBytes(at, wanted);
+    try {
+      return { entry, data: this.inflateEntry(raw, at, entry) };
+    } catch (error) {
+      const end = this.index.entryEnd(at, this.size);
+      // Everything up to the next entry was read already: the entry itself is damaged.
+      if (end - at <= raw.length || end > limit) throw error;
+      return { entry, data: this.inflateEntry(this.readBytes(at, end - at), at, entry) };
+    }
   }
 
   private offsetOf(id: ObjectId): number | undefined {

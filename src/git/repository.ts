@@ -1,6 +1,8 @@
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
+import { isStorageError } from "../core/errors.js";
 import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
+import { CommitGraph, commitGraphPath } from "./commitGraph.js";
 import { parseConfig } from "./config.js";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
 import { LruCache } from "./lruCache.js";
@@ -60,6 +62,7 @@ export class Repository {
   private readonly cache: LruCache<ObjectId, GitObject>;
   private readonly trees: LruCache<ObjectId, readonly TreeEntry[]>;
   private readonly resolveBase = (id: ObjectId): GitObject | undefined => this.tryReadObject(id);
+  private graph: { stamp: string; graph: CommitGraph | undefined } = { stamp: "", graph: undefined };
 
   private constructor(
     /** The git dir (a bare repository's directory, or a worktree's `.git`). */
@@ -231,6 +234,20 @@ export class Repository {
     return this.primary.packFiles;
   }
 
+  /**
+   * The repository's commit-graph file (`objects/info/commit-graph`), re-read
+   * when the file changed; undefined when there is none. A graph that does
+   * not parse is set aside with a warning, as Git does: history then walks
+   * the commits themselves.
+   */
+  commitGraph(): CommitGraph | undefined {
+    const path = commitGraphPath(this.objectsDir);
+    const stamp = fileStamp(path);
+    if (stamp === this.graph.stamp) return this.graph.graph;
+    this.graph = { stamp, graph: stamp === "" ? undefined : loadGraph(path) };
+    return this.graph.graph;
+  }
+
   /** Forgets cached objects and trees (e.g. after an external rewrite). */
   clearCache(): void {
     this.cache.clear();
@@ -261,6 +278,34 @@ export class Repository {
     return undefined;
   }
 
+}
+
+/** A file's identity (inode, size, times); "" when there is no file. */
+function fileStamp(path: string): string {
+  try {
+    const stat = statSync(path, { bigint: true, throwIfNoEntry: false });
+    return stat === undefined ? "" : `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+  } catch (error) {
+    throw ioError(`Cannot stat ${path}`, error);
+  }
+}
+
+function loadGraph(path: string): CommitGraph | undefined {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (error) {
+    // Replaced or removed by git between the stat and the read: the next call sees the new file.
+    if (isErrno(error, "ENOENT")) return undefined;
+    throw ioError(`Cannot read ${path}`, error);
+  }
+  try {
+    return CommitGraph.parse(data);
+  } catch (error) {
+    if (!isStorageError(error, "E_CORRUPT")) throw error;
+    process.emitWarning(`stowage git: ${path} is ignored: ${error.message}`);
+    return undefined;
+  }
 }
 
 function notFound(id: ObjectId): never {
