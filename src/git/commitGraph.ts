@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { bloomFilter, DEFAULT_BLOOM, MAX_CHANGED_PATHS, withLeadingDirs, type BloomSettings } from "./bloom.js";
+import type { Commit } from "./commit.js";
 import { corrupt } from "./errors.js";
 import { commitLock, rollbackLock, tryLock, writeLock } from "./lockFile.js";
 import type { ObjectId } from "./objectId.js";
@@ -186,6 +187,18 @@ export interface CommitGraphWritten {
   reused: number;
 }
 
+/** Options of {@link writeCommitGraph}. */
+export interface CommitGraphOptions {
+  /** The commits whose history the graph holds (default: HEAD and every ref, tags peeled). */
+  tips?: readonly ObjectId[];
+  /** Reads a commit (default: from the repository; a caller with a cache of its own commits passes it). */
+  readCommit?: (id: ObjectId) => Commit;
+  /** Reads a tree's entries (default: from the repository). */
+  readTree?: TreeReader;
+}
+
+type TreeReader = (id: ObjectId) => readonly TreeEntry[];
+
 /** A commit being written, with its first parent's tree for the filter. */
 interface Node extends GraphCommit {
   id: ObjectId;
@@ -203,13 +216,14 @@ interface Node extends GraphCommit {
  * that lock, or where Git itself would not use a graph (a shallow
  * repository, replace refs, grafts).
  */
-export function writeCommitGraph(repo: Repository, tips?: readonly ObjectId[]): CommitGraphWritten | undefined {
+export function writeCommitGraph(repo: Repository, options: CommitGraphOptions = {}): CommitGraphWritten | undefined {
   if (!graphUsable(repo)) return undefined;
   const path = commitGraphPath(repo.objectsDir);
   const previous = repo.commitGraph();
   const keepFilters = previous?.bloom !== undefined && sameSettings(previous.bloom, DEFAULT_BLOOM);
-  const nodes = collect(repo, tips ?? refTips(repo), previous);
-  const filters = computeFilters(repo, nodes, keepFilters);
+  const readCommit = options.readCommit ?? ((id: ObjectId) => repo.readCommit(id));
+  const nodes = collect(readCommit, options.tips ?? refTips(repo), previous);
+  const filters = computeFilters(options.readTree ?? ((id: ObjectId) => repo.readTree(id)), nodes, keepFilters);
   const bytes = encodeGraph(nodes.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)), filters);
   const lock = tryLock(path);
   if (lock === undefined) return undefined;
@@ -250,18 +264,18 @@ function refTips(repo: Repository): ObjectId[] {
  * kept, else computed against its first parent — in walk order, so that a
  * commit's trees are still cached when its parent's filter needs them.
  */
-function computeFilters(repo: Repository, nodes: readonly Node[], keep: boolean): Map<ObjectId, Uint8Array> {
+function computeFilters(readTree: TreeReader, nodes: readonly Node[], keep: boolean): Map<ObjectId, Uint8Array> {
   const tree = new Map(nodes.map((node) => [node.id, node.tree]));
   const filters = new Map<ObjectId, Uint8Array>();
   for (const node of nodes) {
     const parentTree = node.parents.length === 0 ? undefined : tree.get(node.parents[0]!);
-    filters.set(node.id, keep && node.filter !== undefined ? node.filter : bloomFilter(changedPaths(repo, parentTree, node.tree), DEFAULT_BLOOM));
+    filters.set(node.id, keep && node.filter !== undefined ? node.filter : bloomFilter(changedPaths(readTree, parentTree, node.tree), DEFAULT_BLOOM));
   }
   return filters;
 }
 
 /** Every commit reachable from `tips`, tips first and each before its parents; from the previous graph where it has them. */
-function collect(repo: Repository, tips: readonly ObjectId[], previous: CommitGraph | undefined): Node[] {
+function collect(readCommit: (id: ObjectId) => Commit, tips: readonly ObjectId[], previous: CommitGraph | undefined): Node[] {
   const nodes = new Map<ObjectId, Node>();
   const pending = [...tips];
   while (pending.length > 0) {
@@ -274,7 +288,7 @@ function collect(repo: Repository, tips: readonly ObjectId[], previous: CommitGr
       // An empty filter is one Git did not compute: compute it here.
       if (node.filter?.length === 0) delete node.filter;
     } else {
-      const commit = repo.readCommit(id);
+      const commit = readCommit(id);
       node = { id, tree: commit.tree, parents: commit.parents, time: commit.committer.timestamp };
     }
     nodes.set(id, node);
@@ -389,35 +403,35 @@ function withChecksum(body: Buffer): Buffer {
  * trees above them); `undefined` past {@link MAX_CHANGED_PATHS} files, or
  * when a name is not UTF-8 (the filter then says "maybe" to everything).
  */
-export function changedPaths(repo: Repository, from: ObjectId | undefined, to: ObjectId): Set<string> | undefined {
+export function changedPaths(readTree: TreeReader, from: ObjectId | undefined, to: ObjectId): Set<string> | undefined {
   const files: string[] = [];
-  if (!diffTrees(repo, from, to, "", files)) return undefined;
+  if (!diffTrees(readTree, from, to, "", files)) return undefined;
   const paths = new Set<string>();
   for (const file of files) withLeadingDirs(file, paths);
   return paths;
 }
 
 /** Adds the changed files below two trees to `out`; false once there are too many (or an unhashable name). */
-function diffTrees(repo: Repository, from: ObjectId | undefined, to: ObjectId | undefined, prefix: string, out: string[]): boolean {
+function diffTrees(readTree: TreeReader, from: ObjectId | undefined, to: ObjectId | undefined, prefix: string, out: string[]): boolean {
   const before = new Map<string, TreeEntry>();
-  for (const entry of from === undefined ? [] : repo.readTree(from)) before.set(entry.name, entry);
-  for (const entry of to === undefined ? [] : repo.readTree(to)) {
+  for (const entry of from === undefined ? [] : readTree(from)) before.set(entry.name, entry);
+  for (const entry of to === undefined ? [] : readTree(to)) {
     const old = before.get(entry.name);
     before.delete(entry.name);
     if (old?.id === entry.id && old.mode === entry.mode) continue;
-    if (!changedEntry(repo, old, entry, prefix, out)) return false;
+    if (!changedEntry(readTree, old, entry, prefix, out)) return false;
   }
-  for (const old of before.values()) if (!changedEntry(repo, old, undefined, prefix, out)) return false;
+  for (const old of before.values()) if (!changedEntry(readTree, old, undefined, prefix, out)) return false;
   return true;
 }
 
-function changedEntry(repo: Repository, old: TreeEntry | undefined, entry: TreeEntry | undefined, prefix: string, out: string[]): boolean {
+function changedEntry(readTree: TreeReader, old: TreeEntry | undefined, entry: TreeEntry | undefined, prefix: string, out: string[]): boolean {
   if (old?.rawName !== undefined || entry?.rawName !== undefined) return false;
   const path = prefix + (entry ?? old)!.name;
   const oldTree = old !== undefined && isTreeMode(old.mode) ? old.id : undefined;
   const newTree = entry !== undefined && isTreeMode(entry.mode) ? entry.id : undefined;
   // A side that is not a tree is one changed file; trees are walked (a tree against nothing lists all its files).
   if ((old !== undefined && oldTree === undefined) || (entry !== undefined && newTree === undefined)) out.push(path);
-  if ((oldTree !== undefined || newTree !== undefined) && !diffTrees(repo, oldTree, newTree, `${path}/`, out)) return false;
+  if ((oldTree !== undefined || newTree !== undefined) && !diffTrees(readTree, oldTree, newTree, `${path}/`, out)) return false;
   return out.length <= MAX_CHANGED_PATHS;
 }

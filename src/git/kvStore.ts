@@ -456,9 +456,11 @@ export class KeyValueRepo {
   private writeCommit(base: Tip, prepared: Prepared, pack: PackWriter): Written {
     const who = signatureNow(this.options.author.name, this.options.author.email);
     const message = this.message(prepared);
-    const body = encodeCommit({ tree: prepared.tree, parents: base.id === undefined ? [] : [base.id], author: who, committer: who, extraHeaders: [], message: `${message}\n` });
+    const commit: Commit = { tree: prepared.tree, parents: base.id === undefined ? [] : [base.id], author: who, committer: who, extraHeaders: [], message: `${message}\n` };
     for (const tree of prepared.made) pack.add("tree", tree.body);
-    const id = pack.add("commit", body);
+    const id = pack.add("commit", encodeCommit(commit));
+    // Commits never change: cached now, the next history walk or commit-graph write need not read it back.
+    this.commits.set(id, commit);
     this.repo.installPack(pack.finish());
     for (const tree of prepared.made) this.keys.remember(tree.id, tree.entries);
     return { id, message, time: who.timestamp * 1000 };
@@ -498,7 +500,8 @@ export class KeyValueRepo {
   }
 
   private writeGraph(): CommitGraphWritten | undefined {
-    const written = writeCommitGraph(this.repo);
+    // This store's commits and trees come from its caches: the ones it just wrote are there.
+    const written = writeCommitGraph(this.repo, { readCommit: (id) => this.commit(id), readTree: (id) => this.keys.tree(id).entries });
     if (written !== undefined) this.commitsSinceGraph = 0;
     return written;
   }

@@ -39,11 +39,8 @@ export class ObjectStore {
 
   /** The object from the packs open now; `external` finds REF_DELTA bases outside them. */
   readPacked(id: ObjectId, external: ObjectResolver): GitObject | undefined {
-    for (const pack of this.packs) {
-      const object = pack.read(id, external, this.options.verify);
-      if (object !== undefined) return object;
-    }
-    return undefined;
+    const pack = this.packWith(id);
+    return pack?.read(id, external, this.options.verify);
   }
 
   /** The loose object, or `undefined` when there is no such file. */
@@ -58,7 +55,26 @@ export class ObjectStore {
 
   /** The open pack holding `id`, if any. */
   packWith(id: ObjectId): PackReader | undefined {
-    return this.packs.find((pack) => pack.has(id));
+    // holds() may drop a pack: walk the list as it was.
+    const packs = this.packs;
+    for (const pack of packs) if (this.holds(pack, id)) return pack;
+    return undefined;
+  }
+
+  /**
+   * True when the pack holds `id`. A pack installed lazily that a concurrent
+   * merge removed before its first use is dropped (its objects are in the
+   * merged pack, which the caller's rescan finds).
+   */
+  private holds(pack: PackReader, id: ObjectId): boolean {
+    try {
+      return pack.has(id);
+    } catch (error) {
+      if (!(error instanceof Error && isErrno(error.cause, "ENOENT"))) throw error;
+      this.packs = this.packs.filter((other) => other !== pack);
+      this.packStamp = "";
+      return false;
+    }
   }
 
   /**
@@ -77,10 +93,10 @@ export class ObjectStore {
     return writeLooseObject(this.objectsDir, type, body, { fsync: this.options.fsync, id });
   }
 
-  /** Opens a pack just written here, so it is read without waiting for a rescan. */
+  /** Adds a pack just written here, so it is read without waiting for a rescan (opened at its first use). */
   installPack(pack: WrittenPack | undefined): void {
     if (pack === undefined || this.packs.some((reader) => reader.packPath === pack.packPath)) return;
-    this.packs.unshift(PackReader.open(pack.packPath));
+    this.packs.unshift(PackReader.lazy(pack.packPath));
   }
 
   /** Re-reads `objects/pack` when it changed; true when the set of packs changed. */

@@ -32,6 +32,17 @@ function zlibBound(size: number): number {
   return size + Math.ceil(size / 1024) + 64;
 }
 
+/** Packs up to this size are read whole on first use (the git driver writes one small pack per commit). */
+const WHOLE_PACK_BYTES = 256 * 1024;
+
+/** An opened pack: its index, descriptor, size, and its bytes when it is small. */
+interface OpenPack {
+  index: PackIndex;
+  fd: number;
+  size: number;
+  content: Buffer | undefined;
+}
+
 /** Budget of the per-pack cache of delta bases (Git's core.deltaBaseCacheLimit is 96 MB). */
 const BASE_CACHE_BYTES = 32 * 1024 * 1024;
 
@@ -42,38 +53,31 @@ const BASE_CACHE_BYTES = 32 * 1024 * 1024;
  */
 export class PackReader {
   private readonly bases = new LruCache<number, GitObject>({ maxEntries: 4096, maxWeight: BASE_CACHE_BYTES });
-  private readonly size: number;
-  private fd: number | undefined;
+  private file: OpenPack | undefined;
 
   private constructor(
     /** Path of the `.pack` file. */
     readonly packPath: string,
-    readonly index: PackIndex,
-    fd: number,
-  ) {
-    this.fd = fd;
-    this.size = fstatSync(fd).size;
-  }
+  ) {}
 
   /** Opens `pack-*.pack` and its `.idx`; checks header, object count and that both name the same checksum. */
   static open(packPath: string): PackReader {
-    const idxPath = packPath.replace(/\.pack$/, ".idx");
-    let index: PackIndex;
-    let fd: number;
-    try {
-      index = PackIndex.parse(readFileSync(idxPath), idxPath);
-      fd = openSync(packPath, "r");
-    } catch (error) {
-      throw ioError(`Cannot open pack ${packPath}`, error);
-    }
-    const reader = new PackReader(packPath, index, fd);
-    try {
-      reader.checkEnvelope();
-    } catch (error) {
-      reader.close();
-      throw error;
-    }
+    const reader = new PackReader(packPath);
+    reader.opened();
     return reader;
+  }
+
+  /**
+   * A reader that opens the pack (as {@link open}) at its first use: a pack
+   * this process just wrote is often merged away before anything reads it.
+   */
+  static lazy(packPath: string): PackReader {
+    return new PackReader(packPath);
+  }
+
+  /** The pack's index. */
+  get index(): PackIndex {
+    return this.opened().index;
   }
 
   /** True when the pack holds `id`. */
@@ -134,7 +138,8 @@ export class PackReader {
    * sorting the index's offsets once — only when a stream runs longer.
    */
   private inflateAt(at: number): { entry: EntryHeader; data: Buffer } {
-    const limit = this.size - 20;
+    const size = this.opened().size;
+    const limit = size - 20;
     if (at < 12 || at >= limit) throw corrupt(`Entry offset ${at} out of range in ${this.packPath}`);
     let raw = this.readBytes(at, Math.min(PROBE_BYTES, limit - at));
     const entry = this.parseHeader(raw, at);
@@ -143,7 +148,7 @@ export class PackReader {
     try {
       return { entry, data: this.inflateEntry(raw, at, entry) };
     } catch (error) {
-      const end = this.index.entryEnd(at, this.size);
+      const end = this.index.entryEnd(at, size);
       // Everything up to the next entry was read already: the entry itself is damaged.
       if (end - at <= raw.length || end > limit) throw error;
       return { entry, data: this.inflateEntry(this.readBytes(at, end - at), at, entry) };
@@ -155,20 +160,52 @@ export class PackReader {
     return position < 0 ? undefined : this.index.offsetAt(position);
   }
 
-  /** Closes the pack's descriptor. */
+  /** Closes the pack's descriptor (a later use opens it again). */
   close(): void {
-    if (this.fd === undefined) return;
-    closeSync(this.fd);
-    this.fd = undefined;
+    if (this.file === undefined) return;
+    closeSync(this.file.fd);
+    this.file = undefined;
+  }
+
+  private opened(): OpenPack {
+    if (this.file !== undefined) return this.file;
+    const idxPath = this.packPath.replace(/\.pack$/, ".idx");
+    let index: PackIndex;
+    let fd: number;
+    try {
+      index = PackIndex.parse(readFileSync(idxPath), idxPath);
+      fd = openSync(this.packPath, "r");
+    } catch (error) {
+      throw ioError(`Cannot open pack ${this.packPath}`, error);
+    }
+    const file: OpenPack = { index, fd, size: 0, content: undefined };
+    this.file = file;
+    try {
+      file.size = fstatSync(fd).size;
+      this.checkEnvelope(file);
+    } catch (error) {
+      this.close();
+      throw ioError(`Cannot open pack ${this.packPath}`, error);
+    }
+    return file;
   }
 
   private readBytes(offset: number, length: number): Buffer {
-    if (this.fd === undefined) throw ioError(`Cannot read ${this.packPath}`, new Error("pack is closed"));
+    const file = this.opened();
+    // A small pack is read whole once: a scan of it (a merge) then costs one read, not one per entry.
+    if (file.size <= WHOLE_PACK_BYTES) {
+      file.content ??= this.readFromDisk(file, 0, file.size);
+      return file.content.subarray(offset, Math.min(offset + length, file.size));
+    }
+    return this.readFromDisk(file, offset, length);
+  }
+
+  private readFromDisk(file: OpenPack, offset: number, length: number): Buffer {
     const buffer = Buffer.allocUnsafe(length);
     let done = 0;
     try {
       while (done < length) {
-        const n = readSync(this.fd, buffer, done, length - done, offset + done);
+        const n = readSync(file.fd, buffer, done, length - done, offset + done);
         if (n === 0) break;
         done += n;
       }
@@ -179,12 +216,12 @@ export class PackReader {
   }
 
   /** Checks `PACK`, version 2 or 3, the object count and the trailer against the index. */
-  private checkEnvelope(): void {
-    const header = this.readBytes(0, 12);
+  private checkEnvelope(file: OpenPack): void {
+    const header = this.readFromDisk(file, 0, 12);
     const version = header.length === 12 ? header.readUInt32BE(4) : 0;
     if (header.toString("latin1", 0, 4) !== "PACK" || (version !== 2 && version !== 3)) throw corrupt(`${this.packPath} is not a packfile`);
-    if (header.readUInt32BE(8) !== this.index.count) throw corrupt(`${this.packPath} and its index disagree on the object count`);
-    if (this.size < 32 || !this.readBytes(this.size - 20, 20).equals(this.index.packChecksum)) {
+    if (header.readUInt32BE(8) !== file.index.count) throw corrupt(`${this.packPath} and its index disagree on the object count`);
+    if (file.size < 32 || !this.readFromDisk(file, file.size - 20, 20).equals(file.index.packChecksum)) {
       throw corrupt(`${this.packPath} does not match its index's checksum`);
     }
   }

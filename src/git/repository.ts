@@ -229,6 +229,11 @@ export class Repository {
     this.primary.installPack(pack);
   }
 
+  /** Re-reads `objects/pack` where it changed (packs added or removed by a merge here or by `git gc`). */
+  rescanPacks(): void {
+    for (const store of this.stores) store.rescan();
+  }
+
   /** This repository's packs open now (after the last scan). */
   get packFiles(): readonly string[] {
     return this.primary.packFiles;

@@ -104,6 +104,22 @@ describe("pack reading", () => {
     expect(repo.readBlob(late).toString()).toBe("late\n");
     expect(repo.hasObject(late)).toBe(true);
   });
+
+  it("finds an object whose just-written pack git repack merged away before anything read it", () => {
+    const dir = gitInitBare("pack-lazy");
+    const repo = Repository.open(dir);
+    const writer = repo.packWriter({ mode: "memory" });
+    const id = writer.add("blob", Buffer.from("written, never read"));
+    const written = writer.finish()!;
+    repo.installPack(written);
+    git(dir, ["update-ref", "refs/keep", id]);
+    // A second object, so the new pack differs from the one merged into it.
+    git(dir, ["update-ref", "refs/other", git(dir, ["hash-object", "-w", "--stdin"], "loose")]);
+    git(dir, ["repack", "-a", "-d", "-q"]);
+    expect(existsSync(written.packPath)).toBe(false);
+    expect(repo.readBlob(id).toString()).toBe("written, never read");
+    expect(repo.packFiles).not.toContain(written.packPath);
+  });
 });
 
 describe("reading while git gc runs", () => {
