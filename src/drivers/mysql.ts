@@ -2,6 +2,7 @@ import mysql from "mysql2/promise";
 import type { ExecuteValues, Pool, PoolConnection, PoolOptions, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
+import { Deadlines } from "../core/deadlines.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 
@@ -13,7 +14,7 @@ export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
   /**
    * Milliseconds allowed for connecting and for each statement (default 5000).
    * A server that is down or does not answer gives `E_UNAVAILABLE` within it.
-   * Sets mysql2's `connectTimeout` unless given, and each statement's `timeout`.
+   * Sets mysql2's `connectTimeout` unless given; statements are timed by the driver.
    */
   timeout?: number;
   /** How often expired rows are deleted, in ms (default 60,000). */
@@ -114,9 +115,14 @@ function statements(table: string) {
     getMany: `SELECT \`key\`, ${tagged} FROM ${t} WHERE \`key\` IN (?)`,
     // key, text, bytes, now, expires_at
     upsert: `INSERT INTO ${t} ${columns} VALUES (?, ?, ?, ${firstVersion}, ?, ?) ${upsertTail}`,
+    // key, text, now: the common write (text, no expiry) sends three values, not five.
+    upsertText: `INSERT INTO ${t} ${columns} VALUES (?, ?, NULL, ${firstVersion}, ?, NULL) ${upsertTail}`,
     insert: `INSERT INTO ${t} ${columns} VALUES (?, ?, ?, ${firstVersion}, ?, ?)`,
-    // rows of [key, text, null, first version, now, expires_at] (expanded by mysql2)
-    upsertMany: `INSERT INTO ${t} ${columns} VALUES ? ${upsertTail}`,
+    // now, then the rows as one JSON array of [key, text, expires_at]: one prepared statement for every
+    // batch size, and the values travel unescaped (escaping 1000 rows into SQL text cost more than the server's work).
+    upsertMany: `INSERT INTO ${t} ${columns} SELECT CAST(j.k AS BINARY), j.v, NULL, ${firstVersion}, ?, j.e FROM JSON_TABLE(?, '$[*]' COLUMNS (
+      k VARCHAR(${MAX_KEY_BYTES}) CHARACTER SET utf8mb4 PATH '$[0]', v LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$[1]', e BIGINT PATH '$[2]')) AS j
+      ${upsertTail}`,
     // text, bytes, now, expires_at, key, version, now
     updateIfVersion: `UPDATE ${t} SET value = ?, raw = ?, version = version + 1, mtime = ?, expires_at = ? WHERE \`key\` = ? AND version = ? AND ${alive}`,
     // key, now
@@ -150,8 +156,6 @@ function lastWriteEach(items: Item[]): Item[] {
   return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
-/** A fresh row's version: random, so a key deleted and written again does not reuse an etag. */
-const firstVersion = () => Math.floor(Math.random() * 2 ** 48) + 1;
 const expiresAt = (now: number, opts: SetOptions | undefined) => (opts?.ttl === undefined ? null : now + Math.ceil(opts.ttl));
 const alive = (row: Row) => row.expires_at === null || Number(row.expires_at) > Date.now();
 /** A stored value from its tagged form `[expires_at digits]t<text>` or `[expires_at digits]b<bytes>`; null once expired. */
@@ -163,6 +167,24 @@ const untag = (row: Row): string | Buffer | null => {
   return tagged[at] === 0x74 ? tagged.toString("utf8", at + 1) : tagged.subarray(at + 1);
 };
 const keyOf = (row: Row) => (row.key as Buffer).toString("utf8");
+
+type BatchRow = [key: string, text: string, expiresAt: number | null];
+
+// With the u flag a surrogate pair is one code point outside this range: only lone halves match.
+const LONE_SURROGATE = /[\ud800-\udfff]/gu;
+const wellFormed = (text: string) => text.replace(LONE_SURROGATE, "\ufffd");
+
+/**
+ * Rows of a batch as one JSON text (one JSON.stringify of the whole array is
+ * several times cheaper than joining rows). JSON.stringify writes a lone
+ * surrogate as a `\ud…` escape, which the server's JSON parser refuses: those
+ * strings send U+FFFD instead, as mysql2 does for single statements.
+ */
+function batchJson(rows: BatchRow[]): string {
+  const json = JSON.stringify(rows);
+  if (!json.includes("\\ud")) return json;
+  return JSON.stringify(rows.map(([key, text, expires]) => [wellFormed(key), wellFormed(text), expires]));
+}
 
 /**
  * Keys in one MariaDB/MySQL (InnoDB) table through a mysql2 pool: CAS on
@@ -176,6 +198,8 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
   // trace: false spares a stack capture per statement; failures carry the driver error as `cause` anyway.
   const pool = mysql.createPool({ trace: false, ...poolOptions, uri: url, connectTimeout: poolOptions.connectTimeout ?? timeout });
   const sql = statements(table);
+  // Statement timeouts without mysql2's timer per statement.
+  const deadlines = new Deadlines(timeout, () => new StorageError("E_UNAVAILABLE", `[mysql] No answer within ${timeout} ms`, { driver: DRIVER_NAME }));
 
   let disposed = false;
   let ready = false;
@@ -206,7 +230,8 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
 
   /** Runs one prepared statement (or, with `expand`, one whose array values mysql2 expands); errors as StorageErrors. */
   const run = <T extends Row[] | ResultSetHeader>(name: keyof Statements, values: unknown[], key?: string, db: Db = pool, expand = false) => {
-    const query = () => (expand ? db.query<T>({ sql: sql[name], timeout }, values) : db.execute<T>({ sql: sql[name], timeout }, values as ExecuteValues[]));
+    // Plain SQL text, not an options object: mysql2 copies an options object on every call.
+    const query = () => deadlines.within(expand ? db.query<T>(sql[name], values) : db.execute<T>(sql[name], values as ExecuteValues[]));
     return (ready ? query() : ensureSchema().then(query)).then(
       ([result]) => result,
       (error: unknown) => Promise.reject(toError(error, key)),
@@ -229,31 +254,38 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     }
   };
 
-  /** Writes one value under the guards its options carry; E_CONFLICT when a guard fails. */
-  const write = async (key: string, value: string | Uint8Array, opts: SetOptions | undefined, db: Db = pool) => {
+  /**
+   * Writes one value under the guards its options carry; E_CONFLICT when a
+   * guard fails. An unguarded write is one statement, returned as it is: no
+   * async frame of its own on the hottest write path.
+   */
+  const write = (key: string, value: string | Uint8Array, opts: SetOptions | undefined, db: Db = pool): Promise<unknown> => {
     checkKey(key);
-    if (!ready) await ensureSchema();
+    if (!ready) return ensureSchema().then(() => write(key, value, opts, db));
     const text = typeof value === "string" ? value : null;
-    const bytes = typeof value === "string" ? null : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-    checkSize(key, text === null ? bytes!.byteLength : Buffer.byteLength(text));
+    const bytes = text === null ? Buffer.from((value as Uint8Array).buffer, (value as Uint8Array).byteOffset, (value as Uint8Array).byteLength) : null;
+    // 3 bytes per UTF-16 unit at most: a short text needs no exact count.
+    if (text === null || (text.length + key.length) * 3 + STATEMENT_OVERHEAD > maxPacket) checkSize(key, text === null ? bytes!.byteLength : Buffer.byteLength(text));
     const now = Date.now();
     const expires = expiresAt(now, opts);
-    if (opts?.ifMatch !== undefined) {
+    if (opts?.ifMatch !== undefined || opts?.ifNoneMatch !== undefined) return writeGuarded(key, text, bytes, now, expires, opts, db);
+    if (text !== null && expires === null) return run("upsertText", [key, text, now], key, db);
+    return run("upsert", [key, text, bytes, now, expires], key, db);
+  };
+
+  const writeGuarded = async (key: string, text: string | null, bytes: Buffer | null, now: number, expires: number | null, opts: SetOptions, db: Db) => {
+    if (opts.ifMatch !== undefined) {
       const version = opts.ifMatch;
       if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("updateIfVersion", [text, bytes, now, expires, key, version, now], key, db)).affectedRows === 0) {
         throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
       return;
     }
-    if (opts?.ifNoneMatch === "*") {
-      // An expired row counts as absent: it goes first, then the insert fails only on a live one.
-      await run("dropExpired", [key, now], key, db);
-      await run("insert", [key, text, bytes, now, expires], key, db).catch((error: StorageError) => {
-        throw (error.cause as { code?: string })?.code === "ER_DUP_ENTRY" ? conflictError(DRIVER_NAME, key, "Key already exists") : error;
-      });
-      return;
-    }
-    await run("upsert", [key, text, bytes, now, expires], key, db);
+    // ifNoneMatch "*": an expired row counts as absent: it goes first, then the insert fails only on a live one.
+    await run("dropExpired", [key, now], key, db);
+    await run("insert", [key, text, bytes, now, expires], key, db).catch((error: StorageError) => {
+      throw (error.cause as { code?: string })?.code === "ER_DUP_ENTRY" ? conflictError(DRIVER_NAME, key, "Key already exists") : error;
+    });
   };
 
   const remove = async (key: string, opts: RemoveOptions | undefined, db: Db = pool) => {
@@ -310,30 +342,38 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     });
 
   /**
-   * Rows in statements that each fit in max_allowed_packet, counting every
-   * byte twice (escaping may double a value); rows too large for that are
-   * left to single prepared statements, which send values unescaped.
+   * A batch's rows as JSON arrays that each fit in max_allowed_packet (the
+   * values go unescaped, as one parameter); rows too large for that once in
+   * JSON are left to single prepared statements.
    */
   const plan = (batch: Item[], common: SetOptions) => {
     const now = Date.now();
+    const rows = batch.map((item): BatchRow => [item.key, item.value, expiresAt(now, item.options ?? common)]);
     const budget = maxPacket - STATEMENT_OVERHEAD;
-    const parts: unknown[][][] = [];
+    // JSON spends at most 6 bytes on a UTF-16 unit (`\u0000`): a batch within that bound is one statement, measured no further.
+    let bound = 0;
+    for (const item of batch) bound += (item.key.length + item.value.length) * 6 + 32;
+    if (bound <= budget) return { now, statements: [batchJson(rows)], large: [] };
+    const statements: string[] = [];
     const large: Item[] = [];
-    let size = Number.POSITIVE_INFINITY; // the first row opens the first statement
-    for (const item of batch) {
-      const rowSize = 2 * (Buffer.byteLength(item.value) + Buffer.byteLength(item.key)) + 64;
-      if (rowSize > budget / 2) {
-        large.push(item);
-        continue;
+    let group: BatchRow[] = [];
+    let size = 2;
+    rows.forEach((row, index) => {
+      const rowSize = Buffer.byteLength(JSON.stringify(row)) + 1;
+      if (rowSize > budget - 2) {
+        large.push(batch[index]!);
+        return;
       }
       if (size + rowSize > budget) {
-        parts.push([]);
-        size = 0;
+        statements.push(batchJson(group));
+        group = [];
+        size = 2;
       }
-      parts[parts.length - 1]!.push([item.key, item.value, null, firstVersion(), now, expiresAt(now, item.options ?? common)]);
+      group.push(row);
       size += rowSize;
-    }
-    return { parts, large };
+    });
+    if (group.length > 0) statements.push(batchJson(group));
+    return { now, statements, large };
   };
 
   const setItems = async (items: Item[], common: SetOptions = {}) => {
@@ -346,14 +386,14 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     if (batch.length === 0) return;
     batch.forEach(({ key }) => checkKey(key));
     if (!ready) await ensureSchema();
-    const { parts, large } = plan(batch, common);
-    if (parts.length === 1 && large.length === 0) {
-      await run("upsertMany", [parts[0]], undefined, pool, true);
+    const { now, statements, large } = plan(batch, common);
+    if (statements.length === 1 && large.length === 0) {
+      await run("upsertMany", [now, statements[0]]);
       return;
     }
     // More than one statement: one transaction keeps the batch all-or-nothing.
     await inTransaction(async (db) => {
-      for (const part of parts) await run("upsertMany", [part], undefined, db, true);
+      for (const rows of statements) await run("upsertMany", [now, rows], undefined, db);
       for (const item of large) await write(item.key, item.value, item.options ?? common, db);
     });
   };
@@ -382,8 +422,9 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
       const found = new Map(rows.map((row) => [keyOf(row), untag(row)]));
       return keys.map((key) => ({ key, value: found.get(key) ?? null }));
     },
-    setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
-    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),
+    // The statement's result header resolves these promises: callers of a void promise ignore it, and no `.then` is spent dropping it.
+    setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts) as Promise<void>,
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts) as Promise<void>,
     setItems,
     removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
     getMeta: async (key: string): Promise<StorageMeta | null> => {
@@ -429,6 +470,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
       if (disposed) return;
       disposed = true;
       clearInterval(purger);
+      deadlines.stop();
       await pool.end();
     },
   };

@@ -82,6 +82,26 @@ if (await serviceUp("MariaDB/MySQL", url)) {
       await storage.dispose();
     });
 
+    it("setItems carries hostile keys and values, per-item expiry, and lone surrogates as setItem does", async () => {
+      const storage = open();
+      const hostile: Record<string, string> = { "b:q'uote": `"\\'`, "b:nul": "a\u0000b", "b:ünï:🚀": "🚀ü", "b:ctl": "\u0001\u001f\n\t", "b:lone": "x\ud800y" };
+      await storage.setItems(Object.entries(hostile).map(([key, value]) => ({ key, value })));
+      for (const [key, value] of Object.entries(hostile)) expect(await storage.getItem(key)).toBe(value);
+      await storage.setItems([
+        { key: "b:ttl", value: 1, options: { ttl: 60_000 } },
+        { key: "b:none", value: 2 },
+      ]);
+      expect((await storage.getMeta("b:ttl")).ttl).toBeGreaterThan(0);
+      expect((await storage.getMeta("b:none")).ttl).toBeUndefined();
+      // Below the core a lone surrogate reaches the driver as it is: a batch stores U+FFFD for it, as a single write does.
+      const driver = storage.getMount().driver;
+      await driver.setItems!([{ key: "lone:\ud800", value: "v\udc00" }], {});
+      await driver.setItem!("single:\ud800", "v\udc00", {});
+      expect(await driver.getItem("lone:\ufffd", {})).toBe("v\ufffd");
+      expect(await driver.getItem("single:\ufffd", {})).toBe("v\ufffd");
+      await storage.dispose();
+    });
+
     it("refuses a value above max_allowed_packet with E_TOO_LARGE; splits a large batch into statements that fit", async () => {
       const storage = open();
       const [{ size }] = (await sql("SELECT @@max_allowed_packet AS size")) as [{ size: number }];
@@ -223,6 +243,25 @@ console.log("disposed");
       await storage.dispose();
       sockets.forEach((socket) => socket.destroy());
       await new Promise((resolve) => silent.close(resolve));
+    });
+
+    it("a statement that waits past the timeout (its row locked by another session) fails with E_UNAVAILABLE", async () => {
+      const table = freshTable("locked");
+      const storage = open(table, { timeout: 500 });
+      await storage.setItem("held", 1);
+      const holder = await mysql2.createConnection({ uri: url });
+      try {
+        await holder.query("START TRANSACTION");
+        await holder.query(`SELECT * FROM \`${table}\` WHERE \`key\` = ? FOR UPDATE`, [Buffer.from("held")]);
+        const started = Date.now();
+        expect(await codeOf(() => storage.setItem("held", 2))).toBe("E_UNAVAILABLE");
+        expect(Date.now() - started).toBeLessThan(500 + 2000);
+        expect(await storage.getItem("other")).toBeNull();
+      } finally {
+        await holder.query("ROLLBACK");
+        await holder.end();
+      }
+      await storage.dispose();
     });
 
     it("refuses a bad table name and a table of another layout", async () => {
