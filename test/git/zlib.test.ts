@@ -23,6 +23,17 @@ describe("zlib streams", () => {
     }
   });
 
+  it("deflating a buffer inflateObject returned hands back the stream it came from; a copy is deflated afresh", () => {
+    const body = Buffer.from("tree-like text ".repeat(300));
+    const stream = deflateSync(body, { level: 9 });
+    const inflated = inflateObject(Buffer.concat([stream, Buffer.from("next entry")]), "test");
+    expect(deflateObject(inflated).equals(stream)).toBe(true);
+    const copy = Buffer.from(inflated);
+    const fresh = deflateObject(copy);
+    expect(fresh.equals(stream)).toBe(false);
+    expect(inflateSync(fresh).equals(body)).toBe(true);
+  });
+
   it("a stored block with a bad checksum is E_CORRUPT", () => {
     const stream = deflateObject(Buffer.from("hello"));
     stream[stream.length - 1] = stream[stream.length - 1]! ^ 1;
