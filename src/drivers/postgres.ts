@@ -1,7 +1,8 @@
 import pg from "pg";
-import type { Client as PgClient, Pool as PgPool, PoolClient, PoolConfig, QueryArrayConfig } from "pg";
+import type { Client as PgClient, Pool as PgPool, PoolClient, PoolConfig, QueryArrayConfig, QueryConfig, QueryResultRow } from "pg";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
+import { Deadlines } from "../core/deadlines.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback, WatchEvent } from "../core/types.js";
 
@@ -13,7 +14,8 @@ export interface PostgresOptions extends Omit<PoolConfig, "connectionString"> {
   /**
    * Milliseconds allowed for connecting and for each statement (default 5000).
    * A server that is down or does not answer gives `E_UNAVAILABLE` within it.
-   * Sets pg's `connectionTimeoutMillis`, `query_timeout` and `statement_timeout` unless given.
+   * Sets pg's `connectionTimeoutMillis` and `statement_timeout` unless given; the driver times each statement
+   * itself (pg's `query_timeout` arms a timer per query, which costs more than the rest of a point read).
    */
   timeout?: number;
   /** How often expired rows are deleted, in ms (default 60,000). */
@@ -171,7 +173,6 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     ...poolOptions,
     connectionString: url,
     connectionTimeoutMillis: poolOptions.connectionTimeoutMillis ?? timeout,
-    query_timeout: poolOptions.query_timeout ?? timeout,
     statement_timeout: poolOptions.statement_timeout ?? timeout,
   };
   const pool = new pg.Pool(config);
@@ -179,6 +180,9 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
   // the operations that need the server report their own errors.
   pool.on("error", () => undefined);
   const sql: Statements = statements(table, notify);
+  // Statement timeouts without pg's timer per query; the rare statements outside `run` keep pg's own.
+  const deadlines = new Deadlines(timeout, () => new StorageError("E_UNAVAILABLE", `[postgres] No answer within ${timeout} ms`, { driver: DRIVER_NAME }));
+  const timed = <R extends QueryResultRow = QueryResultRow>(client: PoolClient, text: string, values?: unknown[]) => timedQuery<R>(client, timeout, text, values);
   const named = (name: keyof Statements, values: unknown[]): QueryArrayConfig => ({
     name: `stowage_${table}_${name}`,
     text: sql[name] as string,
@@ -202,10 +206,11 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     const client = await pool.connect();
     let failure: Error | undefined;
     try {
-      await client.query("BEGIN");
-      await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [`stowage:${table}`]);
-      await client.query(sql.createTable);
-      const { rows } = await client.query<{ column_name: string }>(
+      await timed(client, "BEGIN");
+      await timed(client, "SELECT pg_advisory_xact_lock(hashtext($1))", [`stowage:${table}`]);
+      await timed(client, sql.createTable);
+      const { rows } = await timed<{ column_name: string }>(
+        client,
         "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
         [table],
       );
@@ -215,11 +220,11 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
           driver: DRIVER_NAME,
         });
       }
-      await client.query(sql.createIndex);
-      await client.query("COMMIT");
+      await timed(client, sql.createIndex);
+      await timed(client, "COMMIT");
       ready = true;
     } catch (error) {
-      failure = await rollback(client);
+      failure = await rollback(client, timeout);
       throw error;
     } finally {
       client.release(failure);
@@ -229,7 +234,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
   /** Runs one statement on the pool; errors come back as StorageErrors. */
   const run = (name: keyof Statements, values: unknown[], key?: string, db: Db = pool) => {
     const config = named(name, values);
-    const query = ready ? db.query(config) : ensureSchema().then(() => db.query(config));
+    const query = ready ? deadlines.within(db.query(config)) : ensureSchema().then(() => deadlines.within(db.query(config)));
     return query.catch((error: unknown) => Promise.reject(toError(error, key)));
   };
 
@@ -303,7 +308,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     const client = await pool.connect().catch((error: unknown) => Promise.reject(toError(error)));
     let failure: Error | undefined;
     try {
-      await client.query("BEGIN");
+      await timed(client, "BEGIN");
       const placeholders: string[] = [];
       for (const op of operations) {
         if (op.type === "check") await check(client, op.key, op.etag, placeholders);
@@ -311,9 +316,9 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
         else await write(op.key, op.value, op.options, client);
       }
       if (placeholders.length > 0) await run("dropPlaceholders", [placeholders], undefined, client);
-      await client.query("COMMIT");
+      await timed(client, "COMMIT");
     } catch (error) {
-      failure = await rollback(client);
+      failure = await rollback(client, timeout);
       throw toError(error);
     } finally {
       client.release(failure);
@@ -409,16 +414,23 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
       if (disposed) return;
       disposed = true;
       clearInterval(purger);
+      deadlines.stop();
       await Promise.all([...listeners].map((client) => client.end()));
       await pool.end();
     },
   };
 });
 
+/** A statement under pg's own per-query timeout: for the few outside `run` (schema, BEGIN, COMMIT, ROLLBACK). */
+function timedQuery<R extends QueryResultRow = QueryResultRow>(client: PoolClient, timeout: number, text: string, values?: unknown[]) {
+  const config: QueryConfig & { query_timeout: number } = { text, values, query_timeout: timeout };
+  return client.query<R>(config);
+}
+
 /** Rolls back a failed transaction; when even that fails the connection is unusable, and the pool must drop it. */
-async function rollback(client: PoolClient): Promise<Error | undefined> {
+async function rollback(client: PoolClient, timeout: number): Promise<Error | undefined> {
   try {
-    await client.query("ROLLBACK");
+    await timedQuery(client, timeout, "ROLLBACK");
     return undefined;
   } catch (error) {
     return error instanceof Error ? error : new Error(String(error));
