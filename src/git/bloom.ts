@@ -80,13 +80,17 @@ export function bloomKey(path: string, settings: BloomSettings): BloomKey {
   return key;
 }
 
-/** False when the filter proves the key's path unchanged; true for "maybe" (an empty filter proves nothing). */
-export function bloomMaybe(filter: Uint8Array, key: BloomKey): boolean {
-  if (filter.length === 0) return true;
-  const bits = filter.length * 8;
-  for (const hash of key) {
-    const bit = hash % bits;
-    if ((filter[bit >>> 3]! & (1 << (bit & 7))) === 0) return false;
+/**
+ * False when the filter — `length` bytes of `data` from `start` (the whole
+ * array by default) — proves the key's path unchanged; true for "maybe"
+ * (an empty filter proves nothing).
+ */
+export function bloomMaybe(data: Uint8Array, key: BloomKey, start = 0, length = data.length - start): boolean {
+  if (length === 0) return true;
+  const bits = length * 8;
+  for (let i = 0; i < key.length; i++) {
+    const bit = key[i]! % bits;
+    if ((data[start + (bit >>> 3)]! & (1 << (bit & 7))) === 0) return false;
   }
   return true;
 }

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { bloomFilter, DEFAULT_BLOOM, MAX_CHANGED_PATHS, withLeadingDirs, type BloomSettings } from "./bloom.js";
+import { bloomFilter, bloomMaybe, DEFAULT_BLOOM, MAX_CHANGED_PATHS, withLeadingDirs, type BloomKey, type BloomSettings } from "./bloom.js";
 import type { Commit } from "./commit.js";
 import { corrupt } from "./errors.js";
 import { commitLock, rollbackLock, tryLock, writeLock } from "./lockFile.js";
@@ -155,12 +155,23 @@ export class CommitGraph {
 
   /** The changed-path filter of the commit at a position; undefined without filters (an empty one proves nothing). */
   filterAt(position: number): Uint8Array | undefined {
+    const span = this.filterSpan(position);
+    return span === undefined ? undefined : this.data.subarray(span.start, span.end);
+  }
+
+  /** False when the commit's filter proves the probed path untouched by it; true for "maybe" (and without filters). */
+  mayHaveChanged(position: number, key: BloomKey): boolean {
+    const span = this.filterSpan(position);
+    return span === undefined || bloomMaybe(this.data, key, span.start, span.end - span.start);
+  }
+
+  private filterSpan(position: number): Span | undefined {
     if (this.bloomIndex === undefined || this.bloomData === undefined) return undefined;
     const end = this.data.readUInt32BE(this.bloomIndex.start + position * 4);
     const start = position === 0 ? 0 : this.data.readUInt32BE(this.bloomIndex.start + (position - 1) * 4);
-    const from = this.bloomData.start + BDAT_HEADER + start;
-    if (start > end || this.bloomData.start + BDAT_HEADER + end > this.bloomData.end) notGraph("its BIDX points outside BDAT");
-    return this.data.subarray(from, from + (end - start));
+    const from = this.bloomData.start + BDAT_HEADER;
+    if (start > end || from + end > this.bloomData.end) notGraph("its BIDX points outside BDAT");
+    return { start: from + start, end: from + end };
   }
 
   private parentPosition(value: number): number {

@@ -2,7 +2,7 @@ import { mkdirSync, statSync, watch as watchFs, type FSWatcher } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isStorageError, StorageError } from "../core/errors.js";
 import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions } from "../core/types.js";
-import { bloomKey, bloomMaybe, type BloomKey } from "./bloom.js";
+import { bloomKey, type BloomKey } from "./bloom.js";
 import { encodeCommit, type Commit } from "./commit.js";
 import { writeCommitGraph, type CommitGraph, type CommitGraphWritten } from "./commitGraph.js";
 import { keyRoute } from "./keyRoute.js";
@@ -238,13 +238,11 @@ export class KeyValueRepo {
     let value = this.keys.valueAt(step.tree, names, memo);
     let probe = this.routeProbe(graph, step.tree, names);
     while (step !== undefined && out.length < limit) {
+      // Commits whose filter proves the key's route untouched hold the same value as their parent: passed by position.
+      if (probe !== undefined && step.at >= 0) step = this.historyStep(graph, "", untouchedRun(graph!, step.at, probe));
       const parent: HistoryStep | undefined = step.parent === undefined ? undefined : this.historyStep(graph, step.parent, step.parentAt);
-      let before = value;
-      // Without a filter saying "untouched", compare the parent's value (and find the key's route there).
-      if (parent === undefined || probe === undefined || step.at < 0 || bloomMaybe(graph!.filterAt(step.at)!, probe)) {
-        before = parent === undefined ? undefined : this.keys.valueAt(parent.tree, names, memo);
-        if (parent !== undefined) probe = this.routeProbe(graph, parent.tree, names);
-      }
+      const before = parent === undefined ? undefined : this.keys.valueAt(parent.tree, names, memo);
+      if (parent !== undefined) probe = this.routeProbe(graph, parent.tree, names);
       if (before !== value) out.push(this.historyEntry(step.id, this.commit(step.id), value));
       step = parent;
       value = before;
@@ -252,12 +250,12 @@ export class KeyValueRepo {
     return out;
   }
 
-  /** A commit of a history walk, from the commit-graph when it holds it (`at` its position there, else -1). */
+  /** A commit of a history walk, from the commit-graph when it holds it (`at`, or `knownAt`, its position there; else -1). */
   private historyStep(graph: CommitGraph | undefined, id: ObjectId, knownAt: number): HistoryStep {
     const at = knownAt >= 0 ? knownAt : (graph?.position(id) ?? -1);
     if (at >= 0) {
       const parentAt = graph!.firstParentAt(at);
-      return { id, at, tree: graph!.treeAt(at), parent: parentAt < 0 ? undefined : graph!.idAt(parentAt), parentAt };
+      return { id: graph!.idAt(at), at, tree: graph!.treeAt(at), parent: parentAt < 0 ? undefined : graph!.idAt(parentAt), parentAt };
     }
     const commit = this.commit(id);
     return { id, at, tree: commit.tree, parent: commit.parents[0], parentAt: -1 };
@@ -588,6 +586,16 @@ export class KeyValueRepo {
     await this.drain();
     this.repo.close();
   }
+}
+
+/**
+ * From the commit at `at`, the first on its first-parent chain whose filter
+ * may hold the probed path (or the root commit): every commit before it
+ * left the path, and so the key's value, as its parent had it.
+ */
+function untouchedRun(graph: CommitGraph, at: number, probe: BloomKey): number {
+  for (let parent = graph.firstParentAt(at); parent >= 0 && !graph.mayHaveChanged(at, probe); parent = graph.firstParentAt(at)) at = parent;
+  return at;
 }
 
 /** A key's entry names; an empty segment cannot be a tree entry. */
