@@ -550,7 +550,13 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
       }
       if (items.length === 0) return;
       if (channel === "") {
-        await call(() => client.mset(items.flatMap((item) => [prefix + item.key, item.value])));
+        // One flat argument list, filled in place: flatMap would make an array per item.
+        const args = new Array<string>(2 * items.length);
+        items.forEach((item, index) => {
+          args[2 * index] = prefix + item.key;
+          args[2 * index + 1] = item.value;
+        });
+        await call(() => client.mset(args));
         return;
       }
       await runScript(

@@ -4,7 +4,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, describe, expect, it } from "vitest";
 import { createStorage, normalizeKey, type Storage } from "../../src/index.js";
-import natsKv, { decodeKey, encodeKey } from "../../src/drivers/nats-kv.js";
+import natsKv, { decodeKey, encodeKey, encodeToken } from "../../src/drivers/nats-kv.js";
 import { testDriver } from "../../src/testing/index.js";
 import { reachable, serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
@@ -39,6 +39,11 @@ describe("nats-kv key encoding", () => {
     expect(encodeKey("space in:ключ")).toBe("space=20in.=D0=BA=D0=BB=D1=8E=D1=87");
     for (const key of ["a.b..c.", "=3D", "*:>", "'\"%_\\*?[.>", "🚀✨", "x".repeat(1024), "-_", "A=B=C"]) {
       expect(encodeKey(key)).toMatch(/^[-_=.A-Za-z0-9]+$/);
+      expect(decodeKey(encodeKey(key))).toBe(key);
+    }
+    // Keys of plain characters take a shortcut that must agree with the per-token encoding.
+    for (const key of ["user:1", "a::b", ":x:", "under_score-dash:9", ""]) {
+      expect(encodeKey(key)).toBe(key.split(":").map(encodeToken).join("."));
       expect(decodeKey(encodeKey(key))).toBe(key);
     }
   });
