@@ -3,7 +3,7 @@ import type { ExecuteValues, Pool, PoolConnection, PoolOptions, ResultSetHeader,
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { Deadlines } from "../core/deadlines.js";
-import { filterKeyByDepth } from "../core/keys.js";
+import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "../core/tableDriver.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 
 export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
@@ -48,20 +48,8 @@ function classify(error: unknown): StorageErrorCode {
 }
 
 /** Whatever mysql2 threw, as a StorageError with the original as `cause`. */
-function toError(error: unknown, key?: string): StorageError {
-  if (error instanceof StorageError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new StorageError(classify(error), `[mysql] ${message}`, { driver: DRIVER_NAME, key, cause: error });
-}
-
-function checkKey(key: string): void {
-  if (key.length * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) > MAX_KEY_BYTES) {
-    throw new StorageError("E_INVALID_KEY", `Key too long: ${Buffer.byteLength(key)} bytes, mysql keys hold at most ${MAX_KEY_BYTES}`, {
-      driver: DRIVER_NAME,
-      key,
-    });
-  }
-}
+const toError = errorWrapper(DRIVER_NAME, classify);
+const checkKey = (key: string) => checkKeyBytes(key, MAX_KEY_BYTES, DRIVER_NAME);
 
 /** The smallest byte string above every key that starts with `prefix` (keys compare as bytes). */
 function prefixEnd(prefix: string): Buffer {
@@ -146,17 +134,7 @@ function statements(table: string) {
 
 type Statements = ReturnType<typeof statements>;
 type Db = Pick<PoolConnection, "execute" | "query">;
-type Item = { key: string; value: string; options?: SetOptions };
 type Row = RowDataPacket & Record<string, unknown>;
-
-/** The last write to each key wins within a batch; sorted, so concurrent batches lock rows in one order. */
-function lastWriteEach(items: Item[]): Item[] {
-  const byKey = new Map<string, Item>();
-  for (const item of items) byKey.set(item.key, item);
-  return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-}
-
-const expiresAt = (now: number, opts: SetOptions | undefined) => (opts?.ttl === undefined ? null : now + Math.ceil(opts.ttl));
 const alive = (row: Row) => row.expires_at === null || Number(row.expires_at) > Date.now();
 /** A stored value from its tagged form `[expires_at digits]t<text>` or `[expires_at digits]b<bytes>`; null once expired. */
 const untag = (row: Row): string | Buffer | null => {
@@ -201,18 +179,8 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
   // Statement timeouts without mysql2's timer per statement.
   const deadlines = new Deadlines(timeout, () => new StorageError("E_UNAVAILABLE", `[mysql] No answer within ${timeout} ms`, { driver: DRIVER_NAME }));
 
-  let disposed = false;
   let ready = false;
   let maxPacket = 0;
-  let schema: Promise<void> | undefined;
-  const ensureSchema = (): Promise<void> => {
-    if (disposed) return Promise.reject(new StorageError("E_UNAVAILABLE", "This mysql driver was disposed", { driver: DRIVER_NAME }));
-    schema ??= createSchema().catch((error: unknown) => {
-      schema = undefined; // a later operation tries again (the server may be back)
-      throw toError(error);
-    });
-    return schema;
-  };
   // CREATE TABLE IF NOT EXISTS is atomic in InnoDB (metadata lock): processes starting together do not race.
   const createSchema = async () => {
     await pool.query({ sql: sql.createTable, timeout });
@@ -227,6 +195,8 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     maxPacket = Number(packet[0]!.size);
     ready = true;
   };
+  const schema = schemaOnce(DRIVER_NAME, createSchema, toError);
+  const ensureSchema = schema.ensure;
 
   /** Runs one prepared statement (or, with `expand`, one whose array values mysql2 expands); errors as StorageErrors. */
   const run = <T extends Row[] | ResultSetHeader>(name: keyof Statements, values: unknown[], key?: string, db: Db = pool, expand = false) => {
@@ -346,7 +316,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
    * values go unescaped, as one parameter); rows too large for that once in
    * JSON are left to single prepared statements.
    */
-  const plan = (batch: Item[], common: SetOptions) => {
+  const plan = (batch: BatchItem[], common: SetOptions) => {
     const now = Date.now();
     const rows = batch.map((item): BatchRow => [item.key, item.value, expiresAt(now, item.options ?? common)]);
     const budget = maxPacket - STATEMENT_OVERHEAD;
@@ -355,7 +325,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     for (const item of batch) bound += (item.key.length + item.value.length) * 6 + 32;
     if (bound <= budget) return { now, statements: [batchJson(rows)], large: [] };
     const statements: string[] = [];
-    const large: Item[] = [];
+    const large: BatchItem[] = [];
     let group: BatchRow[] = [];
     let size = 2;
     rows.forEach((row, index) => {
@@ -376,10 +346,9 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     return { now, statements, large };
   };
 
-  const setItems = async (items: Item[], common: SetOptions = {}) => {
+  const setItems = async (items: BatchItem[], common: SetOptions = {}) => {
     const batch = lastWriteEach(items);
-    const guarded = batch.some(({ options }) => (options ?? common).ifMatch !== undefined || (options ?? common).ifNoneMatch !== undefined);
-    if (guarded) {
+    if (hasGuards(batch, common)) {
       await commit(batch.map(({ key, value, options }) => ({ type: "set", key, value, options: options ?? common })));
       return;
     }
@@ -438,28 +407,18 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
       }
       return meta;
     },
-    getKeys: async (base: string, opts: { maxDepth?: number }) => {
-      const keys = await keysUnder(base ?? "");
-      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-    },
-    async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
+    getKeys: async (base: string, opts: { maxDepth?: number }) => withinDepth(await keysUnder(base ?? ""), opts?.maxDepth),
+    iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
       const prefix = base ?? "";
-      // Keyset paging over the primary key: each page is one index range read.
       const to = prefix ? prefixEnd(prefix) : undefined;
-      const limit = opts.batchSize ?? 1000;
-      let after: Buffer = Buffer.from(prefix);
-      for (;;) {
+      return keysetPages<Buffer>(Buffer.from(prefix), opts.batchSize ?? 1000, opts.maxDepth, async (after, limit) => {
         const now = Date.now();
         const rows =
           to === undefined
             ? await run<Row[]>("pageAll", [after, now, limit], undefined, pool, true)
             : await run<Row[]>("pageInRange", [after, to, now, limit], undefined, pool, true);
-        if (rows.length === 0) return;
-        after = rows[rows.length - 1]!.key as Buffer;
-        const keys = rows.map(keyOf);
-        yield opts.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-        if (rows.length < limit) return;
-      }
+        return { keys: rows.map(keyOf), last: rows[rows.length - 1]?.key as Buffer };
+      });
     },
     clear: async (base: string) => {
       if (base) await run("clearRange", [Buffer.from(base), prefixEnd(base)]);
@@ -467,8 +426,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     },
     commit: (operations: CommitOperation[]) => commit(operations),
     dispose: async () => {
-      if (disposed) return;
-      disposed = true;
+      if (!schema.dispose()) return;
       clearInterval(purger);
       deadlines.stop();
       await pool.end();

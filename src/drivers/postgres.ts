@@ -3,7 +3,7 @@ import type { Client as PgClient, Pool as PgPool, PoolClient, PoolConfig, QueryA
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { Deadlines } from "../core/deadlines.js";
-import { filterKeyByDepth } from "../core/keys.js";
+import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "../core/tableDriver.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback, WatchEvent } from "../core/types.js";
 
 export interface PostgresOptions extends Omit<PoolConfig, "connectionString"> {
@@ -53,20 +53,8 @@ function classify(error: unknown): StorageErrorCode {
 }
 
 /** Whatever pg threw, as a StorageError with the original as `cause`. */
-function toError(error: unknown, key?: string): StorageError {
-  if (error instanceof StorageError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new StorageError(classify(error), `[postgres] ${message}`, { driver: DRIVER_NAME, key, cause: error });
-}
-
-function checkKey(key: string): void {
-  if (key.length * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) > MAX_KEY_BYTES) {
-    throw new StorageError("E_INVALID_KEY", `Key too long: ${Buffer.byteLength(key)} bytes, postgres keys hold at most ${MAX_KEY_BYTES}`, {
-      driver: DRIVER_NAME,
-      key,
-    });
-  }
-}
+const toError = errorWrapper(DRIVER_NAME, classify);
+const checkKey = (key: string) => checkKeyBytes(key, MAX_KEY_BYTES, DRIVER_NAME);
 
 /** The smallest string above every string that starts with `prefix`, in byte (code point) order. */
 function prefixEnd(prefix: string): string {
@@ -149,16 +137,6 @@ function statements(table: string, notifies: boolean) {
 
 type Statements = ReturnType<typeof statements>;
 type Db = Pick<PoolClient, "query">;
-type Item = { key: string; value: string; options?: SetOptions };
-
-/** The last write to each key wins within a batch; sorted, so concurrent batches lock rows in one order. */
-function lastWriteEach(items: Item[]): Item[] {
-  const byKey = new Map<string, Item>();
-  for (const item of items) byKey.set(item.key, item);
-  return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-}
-
-const expiresAt = (now: number, opts: SetOptions | undefined) => (opts?.ttl === undefined ? null : now + Math.ceil(opts.ttl));
 
 /**
  * Keys in one PostgreSQL table (key, value, raw, version, mtime, expires_at)
@@ -190,18 +168,8 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     rowMode: "array",
   });
 
-  let disposed = false;
-  let schema: Promise<void> | undefined;
-  /** Creates the table once, under an advisory lock, so processes starting together do not race. */
-  const ensureSchema = (): Promise<void> => {
-    if (disposed) return Promise.reject(new StorageError("E_UNAVAILABLE", "This postgres driver was disposed", { driver: DRIVER_NAME }));
-    schema ??= createSchema().catch((error: unknown) => {
-      schema = undefined; // a later operation tries again (the server may be back)
-      throw toError(error);
-    });
-    return schema;
-  };
   let ready = false;
+  /** Creates the table under an advisory lock, so processes starting together do not race. */
   const createSchema = async () => {
     const client = await pool.connect();
     let failure: Error | undefined;
@@ -230,6 +198,8 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
       client.release(failure);
     }
   };
+  const schema = schemaOnce(DRIVER_NAME, createSchema, toError);
+  const ensureSchema = schema.ensure;
 
   /** Runs one statement on the pool; errors come back as StorageErrors. */
   const run = (name: keyof Statements, values: unknown[], key?: string, db: Db = pool) => {
@@ -325,10 +295,9 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     }
   };
 
-  const setItems = async (items: Item[], common: SetOptions = {}) => {
+  const setItems = async (items: BatchItem[], common: SetOptions = {}) => {
     const batch = lastWriteEach(items);
-    const guarded = batch.some(({ options }) => (options ?? common).ifMatch !== undefined || (options ?? common).ifNoneMatch !== undefined);
-    if (guarded) {
+    if (hasGuards(batch, common)) {
       // Guards need their checks: the whole batch goes through one transaction.
       await commit(batch.map(({ key, value, options }) => ({ type: "set", key, value, options: options ?? common })));
       return;
@@ -383,25 +352,16 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
       }
       return meta;
     },
-    getKeys: async (base: string, opts: { maxDepth?: number }) => {
-      const keys = await keysUnder(base ?? "");
-      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-    },
-    async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
+    getKeys: async (base: string, opts: { maxDepth?: number }) => withinDepth(await keysUnder(base ?? ""), opts?.maxDepth),
+    iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
       const prefix = base ?? "";
-      // Keyset paging over the primary key: each page is one index range read.
       const to = prefix ? prefixEnd(prefix) : undefined;
-      const limit = opts.batchSize ?? 1000;
-      let after = prefix;
-      for (;;) {
+      return keysetPages(prefix, opts.batchSize ?? 1000, opts.maxDepth, async (after, limit) => {
         const now = Date.now();
         const { rows } = to === undefined ? await run("pageAll", [after, now, limit]) : await run("pageInRange", [after, now, to, limit]);
-        if (rows.length === 0) return;
         const keys = rows.map((row) => row[0] as string);
-        after = keys[keys.length - 1]!;
-        yield opts.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-        if (rows.length < limit) return;
-      }
+        return { keys, last: keys[keys.length - 1]! };
+      });
     },
     clear: async (base: string) => {
       if (base) await run("clearRange", [base, prefixEnd(base)]);
@@ -411,8 +371,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     // Without NOTIFY there is nothing to listen to: the core reports this process's writes instead.
     watch: notify ? watch : undefined,
     dispose: async () => {
-      if (disposed) return;
-      disposed = true;
+      if (!schema.dispose()) return;
       clearInterval(purger);
       deadlines.stop();
       await Promise.all([...listeners].map((client) => client.end()));
