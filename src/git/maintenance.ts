@@ -1,6 +1,7 @@
 import { readdirSync, statSync, unlinkSync, utimesSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { decodeCommit } from "./commit.js";
+import { writeCommitGraph } from "./commitGraph.js";
 import { ioError, isErrno } from "./errors.js";
 import { indexObjectIds } from "./indexFile.js";
 import { loosePath, writeLooseObject } from "./looseObjects.js";
@@ -106,6 +107,8 @@ export function maintain(repo: Repository, options: MaintenanceOptions = {}): Ma
     repo.hasObject(ZERO_ID);
   }
   for (const id of pruned) if (removeIfOld(loosePath(repo.objectsDir, id), pruning!.cutoff)) result.looseObjectsPruned++;
+  // A commit-graph may list a commit that was reachable when it was written and is pruned now: rewrite it, as git gc does.
+  if (result.looseObjectsPruned + result.packedObjectsPruned > 0 && repo.commitGraph() !== undefined) writeCommitGraph(repo);
   return result;
 }
 

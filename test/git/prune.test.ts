@@ -53,6 +53,23 @@ describe("maintenance prunes inside packs", () => {
     expect(git(dir, ["cat-file", "-p", reachable])).toBe("kept");
   });
 
+  it("rewrites the commit-graph when a commit it lists is pruned, so git commit-graph verify still passes", () => {
+    const dir = gitInitBare("prune-graph");
+    commitFile(dir, "kept");
+    const blob = git(dir, ["hash-object", "-w", "--stdin"], "on a branch deleted later");
+    const tree = git(dir, ["mktree"], `100644 blob ${blob}\tfile\n`);
+    const lost = git(dir, ["commit-tree", tree, "-p", "refs/heads/main", "-m", "lost"]);
+    git(dir, ["update-ref", "refs/heads/gone", lost]);
+    git(dir, ["commit-graph", "write", "--reachable"]);
+    git(dir, ["update-ref", "-d", "refs/heads/gone"]);
+    const past = new Date(Date.now() - 30 * DAY);
+    for (const id of [blob, tree, lost]) utimesSync(loosePath(join(dir, "objects"), id), past, past);
+    expect(maintain(Repository.open(dir), { prune: true })).toMatchObject({ looseObjectsPruned: 3 });
+    expect(gitFails(dir, ["cat-file", "-e", lost]).status).not.toBe(0);
+    git(dir, ["commit-graph", "verify"]);
+    git(dir, ["fsck", "--strict"]);
+  });
+
   it("without prune, merging keeps every object, reachable or not", () => {
     const dir = gitInitBare("prune-off");
     commitFile(dir, "kept");
