@@ -1,29 +1,15 @@
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import mysql2 from "mysql2/promise";
 import { afterAll, describe, expect, it } from "vitest";
 import { createStorage, type Storage } from "../../src/index.js";
 import mysql, { MAX_KEY_BYTES } from "../../src/drivers/mysql.js";
 import { testDriver } from "../../src/testing/index.js";
-import { codeOf, finish } from "../helpers/checks.js";
+import { codeOf } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
+import { absentKeyHeldUntilCommit, casAcrossProcesses, exitsAfterDispose, runTables, unavailableWithinTimeout } from "../helpers/tableDrivers.js";
 
 const url = process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
-const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
-const TSX = import.meta.resolve("tsx");
-const SRC = join(import.meta.dirname, "../../src");
-
-// Tables unique to this run of this file, dropped at the end, so parallel runs never meet.
-const RUN = `${process.pid}_${Date.now().toString(36)}`;
-const tables: string[] = [];
-function freshTable(label: string): string {
-  const name = `stowage_${label}_${RUN}`;
-  tables.push(name);
-  return name;
-}
+// Tables unique to this run of this file, dropped at the end.
+const { tables, fresh: freshTable } = runTables();
 
 async function sql(statement: string, values: unknown[] = []) {
   const connection = await mysql2.createConnection({ uri: url });
@@ -169,80 +155,27 @@ if (await serviceUp("MariaDB/MySQL", url)) {
       const table = freshTable("tx");
       const storage = open(table);
       const other = open(table);
-      const code = await codeOf(() =>
-        storage.transaction(async (tx) => {
-          expect(await tx.getItem("slot")).toBeNull();
-          await other.setItem("slot", "taken");
-          await tx.setItem("claim", "mine");
-        }),
-      );
-      expect(code).toBe("E_CONFLICT");
-      expect(await storage.getItem("claim")).toBeNull();
-      await storage.transaction(async (tx) => {
-        expect(await tx.getItem("free")).toBeNull();
-        await tx.setItem("claim", "mine");
-      });
-      expect((await storage.getKeys()).sort()).toEqual(["claim", "slot"]);
+      await absentKeyHeldUntilCommit(storage, other);
       await Promise.all([storage.dispose(), other.dispose()]);
     });
 
     it("several processes starting at once on a fresh table: schema made once, CAS increments lose nothing", async () => {
-      const table = freshTable("procs");
-      const processes = 3;
-      const rounds = 30;
-      const results = await Promise.all(
-        Array.from({ length: processes }, () =>
-          finish(spawn(process.execPath, ["--import", TSX, WORKER, "mysql", table, "increment", String(rounds)], { stdio: ["ignore", "pipe", "inherit"] }), 60_000),
-        ),
-      );
-      expect(results.map((result) => result.code)).toEqual([0, 0, 0]);
-      const storage = open(table);
-      expect(await storage.getItem("counter")).toBe(processes * rounds);
-      await storage.dispose();
+      await casAcrossProcesses("mysql", freshTable("procs"), (table) => open(table));
     });
 
     it("dispose ends the pool: the process exits by itself", async () => {
-      const table = freshTable("exit");
-      const dir = mkdtempSync(join(tmpdir(), "stowage-mysql-child-"));
-      const script = join(dir, "child.mts");
-      writeFileSync(
-        script,
-        `import { createStorage } from ${JSON.stringify(join(SRC, "index.ts"))};
-import mysql from ${JSON.stringify(join(SRC, "drivers/mysql.ts"))};
-const storage = createStorage({ driver: mysql({ url: ${JSON.stringify(url)}, table: ${JSON.stringify(table)} }) });
-await storage.watch(() => undefined);
+      await exitsAfterDispose(
+        "mysql",
+        { url, table: freshTable("exit") },
+        `await storage.watch(() => undefined);
 await storage.setItem("child", 1);
-await storage.transaction(async (tx) => tx.setItem("child", 2));
-await storage.dispose();
-console.log("disposed");
-`,
+await storage.transaction(async (tx) => tx.setItem("child", 2));`,
       );
-      const result = await finish(spawn(process.execPath, ["--import", TSX, script], { stdio: ["ignore", "pipe", "inherit"] }), 20_000);
-      rmSync(dir, { recursive: true, force: true });
-      expect(result).toEqual({ code: 0, output: "disposed\n" });
     });
 
     it("a server that refuses or never answers gives E_UNAVAILABLE within the timeout", async () => {
-      const closed = createServer();
-      await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
-      const { port: freePort } = closed.address() as { port: number };
-      await new Promise((resolve) => closed.close(resolve));
-      const refused = open(freshTable("refused"), { url: `mysql://root@127.0.0.1:${freePort}/test`, timeout: 1000 });
-      expect(await codeOf(() => refused.getItem("a"))).toBe("E_UNAVAILABLE");
-      await refused.dispose();
-
-      // Accepts connections, then says nothing: only the timeout ends the wait.
-      const sockets: Socket[] = [];
-      const silent: Server = createServer((socket) => sockets.push(socket));
-      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
-      const { port } = silent.address() as { port: number };
-      const storage = open(freshTable("silent"), { url: `mysql://root@127.0.0.1:${port}/test`, timeout: 1000 });
-      const started = Date.now();
-      expect(await codeOf(() => storage.setItem("a", 1))).toBe("E_UNAVAILABLE");
-      expect(Date.now() - started).toBeLessThan(1000 + 2000);
-      await storage.dispose();
-      sockets.forEach((socket) => socket.destroy());
-      await new Promise((resolve) => silent.close(resolve));
+      const timeout = 1000;
+      await unavailableWithinTimeout((port) => `mysql://root@127.0.0.1:${port}/test`, (at) => open(freshTable("down"), { url: at, timeout }), timeout);
     });
 
     it("a statement that waits past the timeout (its row locked by another session) fails with E_UNAVAILABLE", async () => {

@@ -1,6 +1,5 @@
-import { execFile, spawn } from "node:child_process";
-import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:net";
+import { execFile } from "node:child_process";
+import { chownSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -9,24 +8,15 @@ import { afterAll, describe, expect, it } from "vitest";
 import { createStorage, isStorageError, type Storage } from "../../src/index.js";
 import postgres, { MAX_KEY_BYTES } from "../../src/drivers/postgres.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
-import { codeOf, finish, freePort } from "../helpers/checks.js";
+import { codeOf, freePort } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
+import { absentKeyHeldUntilCommit, casAcrossProcesses, exitsAfterDispose, runTables, unavailableWithinTimeout } from "../helpers/tableDrivers.js";
 
 const url = process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const WORKER = join(import.meta.dirname, "../helpers/storeWorker.ts");
-const TSX = import.meta.resolve("tsx");
-const SRC = join(import.meta.dirname, "../../src");
-
-// Tables unique to this run of this file, dropped at the end, so parallel runs never meet.
-const RUN = `${process.pid}_${Date.now().toString(36)}`;
-const tables: string[] = [];
-function freshTable(label: string): string {
-  const name = `stowage_${label}_${RUN}`;
-  tables.push(name);
-  return name;
-}
+// Tables unique to this run of this file, dropped at the end.
+const { tables, fresh: freshTable } = runTables();
 
 // The server binaries for the fault test's private cluster (Debian's layout by default).
 const PG_BIN = process.env.STOWAGE_POSTGRES_BIN ?? "/usr/lib/postgresql/15/bin";
@@ -211,20 +201,7 @@ if (await serviceUp("PostgreSQL", url)) {
       const table = freshTable("tx");
       const storage = open(table);
       const other = open(table);
-      const code = await codeOf(() =>
-        storage.transaction(async (tx) => {
-          expect(await tx.getItem("slot")).toBeNull();
-          await other.setItem("slot", "taken");
-          await tx.setItem("claim", "mine");
-        }),
-      );
-      expect(code).toBe("E_CONFLICT");
-      expect(await storage.getItem("claim")).toBeNull();
-      await storage.transaction(async (tx) => {
-        expect(await tx.getItem("free")).toBeNull();
-        await tx.setItem("claim", "mine");
-      });
-      expect((await storage.getKeys()).sort()).toEqual(["claim", "slot"]);
+      await absentKeyHeldUntilCommit(storage, other);
       const client = new pg.Client({ connectionString: url });
       await client.connect();
       const { rows } = await client.query(`SELECT count(*)::int AS n FROM "${table}" WHERE expires_at = 0`);
@@ -234,60 +211,24 @@ if (await serviceUp("PostgreSQL", url)) {
     });
 
     it("several processes starting at once on a fresh table: schema made once, CAS increments lose nothing", async () => {
-      const table = freshTable("procs");
-      const processes = 3;
-      const rounds = 30;
-      const results = await Promise.all(
-        Array.from({ length: processes }, () =>
-          finish(spawn(process.execPath, ["--import", TSX, WORKER, "postgres", table, "increment", String(rounds)], { stdio: ["ignore", "pipe", "inherit"] }), 60_000),
-        ),
-      );
-      expect(results.map((result) => result.code)).toEqual([0, 0, 0]);
-      const storage = open(table);
-      expect(await storage.getItem("counter")).toBe(processes * rounds);
-      await storage.dispose();
+      await casAcrossProcesses("postgres", freshTable("procs"), (table) => open(table));
     });
 
     it("dispose ends the pool and the LISTEN connection: the process exits by itself", async () => {
-      const table = freshTable("exit");
-      const dir = mkdtempSync(join(tmpdir(), "stowage-pg-child-"));
-      const script = join(dir, "child.mts");
-      writeFileSync(
-        script,
-        `import { createStorage } from ${JSON.stringify(join(SRC, "index.ts"))};
-import postgres from ${JSON.stringify(join(SRC, "drivers/postgres.ts"))};
-const storage = createStorage({ driver: postgres({ url: ${JSON.stringify(url)}, table: ${JSON.stringify(table)} }) });
-let seen: () => void;
+      await exitsAfterDispose(
+        "postgres",
+        { url, table: freshTable("exit") },
+        `let seen: () => void;
 const event = new Promise<void>((resolve) => (seen = resolve));
 await storage.watch((_event, key) => key === "child" && seen());
 await storage.setItem("child", 1);
-await event;
-await storage.dispose();
-console.log("disposed");
-`,
+await event;`,
       );
-      const result = await finish(spawn(process.execPath, ["--import", TSX, script], { stdio: ["ignore", "pipe", "inherit"] }), 20_000);
-      rmSync(dir, { recursive: true, force: true });
-      expect(result).toEqual({ code: 0, output: "disposed\n" });
     });
 
     it("a server that refuses or never answers gives E_UNAVAILABLE within the timeout", async () => {
-      const refused = open(freshTable("refused"), { url: `postgres://postgres@127.0.0.1:${await freePort()}/test`, timeout: 1000 });
-      expect(await codeOf(() => refused.getItem("a"))).toBe("E_UNAVAILABLE");
-      await refused.dispose();
-
-      // Accepts connections, then says nothing: only the timeout ends the wait.
-      const sockets: import("node:net").Socket[] = [];
-      const silent: Server = createServer((socket) => sockets.push(socket));
-      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
-      const { port } = silent.address() as { port: number };
-      const storage = open(freshTable("silent"), { url: `postgres://postgres@127.0.0.1:${port}/test`, timeout: 1000 });
-      const started = Date.now();
-      expect(await codeOf(() => storage.setItem("a", 1))).toBe("E_UNAVAILABLE");
-      expect(Date.now() - started).toBeLessThan(1000 + 2000);
-      await storage.dispose();
-      sockets.forEach((socket) => socket.destroy());
-      await new Promise((resolve) => silent.close(resolve));
+      const timeout = 1000;
+      await unavailableWithinTimeout((port) => `postgres://postgres@127.0.0.1:${port}/test`, (at) => open(freshTable("down"), { url: at, timeout }), timeout);
     });
 
     it("refuses a bad table name and a table of another layout", async () => {
