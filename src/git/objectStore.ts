@@ -99,10 +99,15 @@ export class ObjectStore {
     this.packs.unshift(PackReader.lazy(pack.packPath));
   }
 
-  /** Re-reads `objects/pack` when it changed; true when the set of packs changed. */
-  rescan(): boolean {
+  /**
+   * Re-reads `objects/pack` when it changed (or always, with `force`: a
+   * directory's times tick coarsely, so a pack renamed in by another process
+   * within the tick of our last scan leaves them as they were); true when
+   * the set of packs changed.
+   */
+  rescan(force = false): boolean {
     const stamp = dirStamp(this.packDir);
-    if (stamp === this.packStamp) return false;
+    if (stamp === this.packStamp && !force) return false;
     const byPath = new Map(this.packs.map((pack) => [pack.packPath, pack]));
     const next: PackReader[] = [];
     for (const name of listPackNames(this.packDir)) {

@@ -32,16 +32,18 @@ function zlibBound(size: number): number {
   return size + Math.ceil(size / 1024) + 64;
 }
 
-/** Packs up to this size are read whole on first use (the git driver writes one small pack per commit). */
-const WHOLE_PACK_BYTES = 256 * 1024;
+/** Packs up to this size are read whole on first use: a scan of one (a merge) then costs one read, not one per entry. */
+const WHOLE_PACK_BYTES = 1024 * 1024;
 
-/** An opened pack: its index, descriptor, size, and its bytes when it is small. */
+/** An opened pack: its index, descriptor and size. */
 interface OpenPack {
   index: PackIndex;
   fd: number;
   size: number;
-  content: Buffer | undefined;
 }
+
+/** Whole small packs' bytes, by open pack, within a budget shared by every reader. */
+const packContents = new LruCache<OpenPack, Buffer>({ maxEntries: 4096, maxWeight: 32 * 1024 * 1024 });
 
 /** Budget of the per-pack cache of delta bases (Git's core.deltaBaseCacheLimit is 96 MB). */
 const BASE_CACHE_BYTES = 32 * 1024 * 1024;
@@ -163,6 +165,7 @@ export class PackReader {
   /** Closes the pack's descriptor (a later use opens it again). */
   close(): void {
     if (this.file === undefined) return;
+    packContents.delete(this.file);
     closeSync(this.file.fd);
     this.file = undefined;
   }
@@ -178,7 +181,7 @@ export class PackReader {
     } catch (error) {
       throw ioError(`Cannot open pack ${this.packPath}`, error);
     }
-    const file: OpenPack = { index, fd, size: 0, content: undefined };
+    const file: OpenPack = { index, fd, size: 0 };
     this.file = file;
     try {
       file.size = fstatSync(fd).size;
@@ -190,14 +193,16 @@ export class PackReader {
     return file;
   }
 
+  /** Bytes of the pack: a small pack's from its contents read whole (kept in a shared, bounded cache), else read at `offset`. */
   private readBytes(offset: number, length: number): Buffer {
     const file = this.opened();
-    // A small pack is read whole once: a scan of it (a merge) then costs one read, not one per entry.
-    if (file.size <= WHOLE_PACK_BYTES) {
-      file.content ??= this.readFromDisk(file, 0, file.size);
-      return file.content.subarray(offset, Math.min(offset + length, file.size));
+    if (file.size > WHOLE_PACK_BYTES) return this.readFromDisk(file, offset, length);
+    let content = packContents.get(file);
+    if (content === undefined) {
+      content = this.readFromDisk(file, 0, file.size);
+      packContents.set(file, content, content.length);
     }
-    return this.readFromDisk(file, offset, length);
+    return content.subarray(offset, Math.min(offset + length, file.size));
   }
 
   private readFromDisk(file: OpenPack, offset: number, length: number): Buffer {

@@ -120,9 +120,14 @@ export class Repository {
     return object;
   }
 
-  /** The object; `E_NOT_FOUND` when it is missing, `E_CORRUPT` when it is damaged. */
+  /**
+   * The object; `E_NOT_FOUND` when it is missing, `E_CORRUPT` when it is
+   * damaged. An object expected to exist (a ref names it) that no known
+   * pack holds gets one full rescan of `objects/pack` even when the
+   * directory looks unchanged (see {@link ObjectStore.rescan}).
+   */
   readObject(id: ObjectId): GitObject {
-    return this.tryReadObject(id) ?? notFound(id);
+    return this.tryReadObject(id) ?? this.readAfterRescan(id, true) ?? notFound(id);
   }
 
   /** True when the object exists (loose or packed). */
@@ -274,9 +279,9 @@ export class Repository {
   }
 
   /** After a miss: `git gc` may have packed the object (and pruned its loose file) since our last scan. */
-  private readAfterRescan(id: ObjectId): GitObject | undefined {
+  private readAfterRescan(id: ObjectId, force = false): GitObject | undefined {
     for (const store of this.stores) {
-      if (!store.rescan()) continue;
+      if (!store.rescan(force)) continue;
       const object = store.readPacked(id, this.resolveBase) ?? store.readLoose(id);
       if (object !== undefined) return object;
     }

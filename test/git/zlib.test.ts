@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { deflateSync, inflateSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { adler32, deflateObject, inflateObject, STORED_MAX } from "../../src/git/zlib.js";
-import { Repository } from "../../src/git/index.js";
+import { encodeTree, hashObject, Repository, TreeMode } from "../../src/git/index.js";
 import { errorCode, git, gitBytes, gitInitBare } from "./gitCli.js";
 
 describe("zlib streams", () => {
@@ -32,6 +32,20 @@ describe("zlib streams", () => {
     const fresh = deflateObject(copy);
     expect(fresh.equals(stream)).toBe(false);
     expect(inflateSync(fresh).equals(body)).toBe(true);
+  });
+
+  it("tree-like bodies (binary ids) up to 16 KiB are stored, text is deflated; git reads both", () => {
+    const dir = gitInitBare();
+    const repo = Repository.open(dir);
+    const entries = Array.from({ length: 100 }, (_, i) => ({ mode: TreeMode.file, name: `k${i}`, id: hashObject("blob", Buffer.from(String(i))) }));
+    const tree = encodeTree(entries);
+    expect(tree.length).toBeGreaterThan(STORED_MAX);
+    expect(deflateObject(tree)[2]).toBe(0x01);
+    const json = Buffer.from(JSON.stringify(entries));
+    expect(deflateObject(json).length).toBeLessThan(json.length / 2);
+    const id = repo.writeTree(entries);
+    expect(gitBytes(dir, ["cat-file", "tree", id]).equals(tree)).toBe(true);
+    git(dir, ["fsck", "--strict"]);
   });
 
   it("a stored block with a bad checksum is E_CORRUPT", () => {
