@@ -111,6 +111,8 @@ function toError(error: unknown, key?: string): StorageError {
   return new StorageError("E_DRIVER", `[nats-kv] ${message}`, options);
 }
 
+const nothing = (): void => undefined;
+
 /** An async queue: a producer pushes, a consumer iterates; `end` closes it (with an error to fail the consumer). */
 function channel<T>() {
   const items: T[] = [];
@@ -364,9 +366,25 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
     await Promise.all(unnamed.map((id) => conn.jsm.streams.purge(stream, { filter: subjectOf(`${CHUNK_TOKEN}.${natsKey}.${id}.*`) })));
   }
 
-  async function write(key: string, value: string | Uint8Array, opts: SetOptions | undefined): Promise<void> {
+  /**
+   * The common write, once connected: no guard, no expiry, a value within one
+   * message: one publish, without the async frames of the general path.
+   */
+  function writePlain(conn: NatsKvInstance, key: string, natsKey: string, bytes: Uint8Array): Promise<void> {
+    return conn.js.publish(subjectOf(natsKey), bytes).then(nothing, (error: unknown) => Promise.reject(toError(error, key)));
+  }
+
+  function write(key: string, value: string | Uint8Array, opts: SetOptions | undefined): Promise<void> {
     const natsKey = natsKeyOf(key);
     const bytes = typeof value === "string" ? Buffer.from(value) : value;
+    const plain = opts?.ifMatch === undefined && opts?.ifNoneMatch === undefined && opts?.ttl === undefined;
+    if (plain && instance && !instance.nc.isClosed() && bytes.length <= (instance.nc.info?.max_payload ?? 1024 * 1024) - HEADER_ROOM) {
+      return writePlain(instance, key, natsKey, bytes);
+    }
+    return writeGuarded(key, natsKey, bytes, opts);
+  }
+
+  async function writeGuarded(key: string, natsKey: string, bytes: Uint8Array, opts: SetOptions | undefined): Promise<void> {
     await run(key, async (conn) => {
       if (opts?.ifMatch !== undefined) {
         const seq = /^[1-9][0-9]*$/.test(opts.ifMatch) ? Number(opts.ifMatch) : Number.NaN;
