@@ -193,7 +193,7 @@ export class RefStore {
       const current = this.currentId(name);
       checkExpected(name, current, options.expected);
       if (current === undefined) this.checkNoConflict(name);
-      writeLock(lock, `${id}\n`, this.options.fsync === true);
+      writeLock(lock, `${id}\n`, this.options.fsync === true, true);
       // Git appends the reflog line before the rename that publishes the ref,
       // and logs an update made through a symbolic ref (HEAD) in that ref's log too.
       const line = { old: current ?? ZERO_ID, new: id, who: this.who(options), message: options.message ?? "" };
@@ -204,6 +204,18 @@ export class RefStore {
       throw error;
     }
     commitLock(lock);
+    this.rememberWritten(name, id, lock);
+  }
+
+  /**
+   * Caches the value just renamed into place, under the file's stamp as it
+   * is now — only while the file there is still the lock we wrote (its
+   * inode): another writer may already have replaced it. The next read is
+   * then a stat, not a stat and a read.
+   */
+  private rememberWritten(name: string, id: ObjectId, lock: LockFile): void {
+    const stat = statIfPresent(this.refPath(name));
+    if (stat !== undefined && lock.ino !== undefined && stat.ino === lock.ino) this.loose.set(name, { stamp: refStamp(stat), value: { id } });
   }
 
   /** One attempt at a CAS deletion. */
@@ -308,7 +320,7 @@ export class RefStore {
     const path = this.refPath(name);
     const stat = statIfPresent(path);
     if (stat === undefined || stat.isDirectory()) return undefined;
-    const stamp = `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+    const stamp = refStamp(stat);
     const cached = this.loose.get(name);
     if (cached?.stamp === stamp) return cached.value;
     const value = parseRefFile(name, readIfPresent(path));
@@ -385,6 +397,11 @@ function statIfPresent(path: string): BigIntStats | undefined {
     if (isErrno(error, "ENOENT", "ENOTDIR")) return undefined;
     throw ioError(`Cannot stat ${path}`, error);
   }
+}
+
+/** A ref file's identity: Git replaces ref files by rename, so a new version has a new inode or ctime. */
+function refStamp(stat: BigIntStats): string {
+  return `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
 }
 
 /** A ref file's text; `undefined` when it vanished (deleted or replaced between stat and read). */
