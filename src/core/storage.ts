@@ -2,7 +2,7 @@ import { StorageError, toStorageError } from "./errors.js";
 import { filterKeyByDepth, isMetaKey, metaKeyOf, normalizeBaseKey, normalizeItemBase, normalizeItemKey, normalizeKey } from "./keys.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
 import { MountTable, type Located, type Mount } from "./mounts.js";
-import { deserializeRaw, resolveSerializer, serializeRaw, toBytes } from "./serializer.js";
+import { deserializeRaw, resolveSerializer, serializeRaw, toBytes, type Serializer } from "./serializer.js";
 import {
   applySidecarChange,
   checkTtl,
@@ -44,6 +44,39 @@ type Payload = string | Uint8Array;
 export interface CoreStorageOptions extends CreateStorageOptions {
   driver: Driver;
 }
+
+/** A stored entry as {@link DirectAccess.read} finds it. */
+export interface StoredEntry {
+  /** What the driver stored: text in the storage's serializer format (or a driver's own value), or bytes for a raw read. */
+  stored: unknown;
+  /** The driver's meta (etag, mtime, size) and the expiry, as `getMeta(key, { nativeOnly: true })` has them. */
+  meta: StorageMeta;
+}
+
+/**
+ * Paths for code that moves stored text without decoding it into values
+ * and encoding it again (the HTTP server). Each answers synchronously when
+ * the key's driver does, and fails with a StorageError as the public API
+ * does. Not part of the Storage API: get it with {@link getDirectAccess}.
+ */
+export interface DirectAccess {
+  /** The serializer the stored text is in. */
+  readonly serializer: Serializer;
+  /** The meta of `key`, then its stored form (bytes when `raw`), from one key lookup; null when absent. */
+  read(key: string, raw: boolean): MaybePromise<StoredEntry | null>;
+  /** Stores text that is already in the serializer's format, as setItem stores a value's text. */
+  writeText(key: string, text: string, opts: SetOptions): MaybePromise<void>;
+}
+
+const directAccess = new WeakMap<Storage, DirectAccess>();
+
+/** The direct paths of a storage made by createCoreStorage; undefined for any other Storage. */
+export function getDirectAccess(storage: Storage): DirectAccess | undefined {
+  return directAccess.get(storage);
+}
+
+/** getMeta for a read that only needs native meta and expiry. */
+const NATIVE_ONLY = Object.freeze({ nativeOnly: true });
 
 function unsupported(mount: Mount, what: string, flag: keyof DriverFlags): StorageError {
   return new StorageError("E_UNSUPPORTED", `${what} needs a driver flagged "${flag}"; ${mount.name} is not`, { driver: mount.name });
@@ -150,6 +183,18 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
         throw new StorageError("E_DRIVER", `Driver ${name} is flagged sync but answered with a promise`, { driver: name });
       }
       return result;
+    };
+  }
+
+  /** The form of a step for direct access: sync where the driver is, failures as StorageError either way. */
+  function directApi<A, B, C, T>(step: (sync: boolean, a: A, b: B, c?: C) => MaybePromise<T>): (a: A, b: B, c?: C) => MaybePromise<T> {
+    return (a, b, c) => {
+      try {
+        const result = step(false, a, b, c);
+        return isPromise(result) ? result.catch((error: unknown) => Promise.reject(toStorageError(error, driverName(a)))) : result;
+      } catch (error) {
+        throw toStorageError(error, driverName(a));
+      }
     };
   }
 
@@ -278,21 +323,52 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function getMetaStep(sync: boolean, key: string, opts: (TransactionOptions & { nativeOnly?: boolean }) | boolean = NO_OPTIONS): MaybePromise<StorageMeta> {
     const options = typeof opts === "boolean" ? { nativeOnly: opts } : opts;
-    const loc = locate(key, sync);
+    return metaOf(locate(key, sync), options);
+  }
+
+  function metaOf(loc: Located, options: TransactionOptions & { nativeOnly?: boolean }): MaybePromise<StorageMeta> {
     const driver = loc.mount.driver;
-    const meta: StorageMeta = {};
-    return chain(driver.getMeta ? driver.getMeta(loc.rel, options) : null, (native) => {
-      if (native) Object.assign(meta, native);
-      if (options.nativeOnly && loc.mount.nativeTtl) return meta;
-      return chain(readSidecar(loc.mount, loc.rel, serializer, options), (sidecar) => {
-        if (needsCoreTtl(loc) && isExpired(sidecar)) return chain(purge(loc, options), () => ({}));
-        if (sidecar && !options.nativeOnly) {
-          reviveDates(sidecar);
-          Object.assign(meta, sidecar);
-        }
-        return needsCoreTtl(loc) ? describeExpiry(meta, expiresOf(sidecar)) : meta;
-      });
+    const native = driver.getMeta ? driver.getMeta(loc.rel, options) : null;
+    // Sync drivers answer without a closure: the server reads meta on every GET.
+    return isPromise(native) ? native.then((found) => completeMeta(loc, found, options)) : completeMeta(loc, native, options);
+  }
+
+  /** Native meta plus what the sidecar adds: the user's meta, and the expiry the core keeps. */
+  function completeMeta(loc: Located, native: StorageMeta | null | undefined, options: TransactionOptions & { nativeOnly?: boolean }): MaybePromise<StorageMeta> {
+    const meta: StorageMeta = native ? { ...native } : {};
+    if (options.nativeOnly && loc.mount.nativeTtl) return meta;
+    return chain(readSidecar(loc.mount, loc.rel, serializer, options), (sidecar) => {
+      if (needsCoreTtl(loc) && isExpired(sidecar)) return chain(purge(loc, options), () => ({}));
+      if (sidecar && !options.nativeOnly) {
+        reviveDates(sidecar);
+        Object.assign(meta, sidecar);
+      }
+      return needsCoreTtl(loc) ? describeExpiry(meta, expiresOf(sidecar)) : meta;
     });
+  }
+
+  // --- direct access: stored text in and out, for the server ----------------
+
+  function readEntryStep(sync: boolean, key: string, raw: boolean): MaybePromise<StoredEntry | null> {
+    const loc = locate(key, sync);
+    // Meta before value: a write in between leaves a stale etag, which fails a later If-Match instead of passing it.
+    const meta = metaOf(loc, NATIVE_ONLY);
+    return isPromise(meta) ? meta.then((found) => entryOf(loc, found, raw)) : entryOf(loc, meta, raw);
+  }
+
+  function entryOf(loc: Located, meta: StorageMeta, raw: boolean): MaybePromise<StoredEntry | null> {
+    const stored = readStep(loc, NO_OPTIONS, raw);
+    if (isPromise(stored)) return stored.then((found) => toEntry(found, meta, raw));
+    return toEntry(stored, meta, raw);
+  }
+
+  function toEntry(stored: unknown, meta: StorageMeta, raw: boolean): StoredEntry | null {
+    if (stored === null) return null;
+    return { stored: raw ? deserializeRaw(stored) : stored, meta };
+  }
+
+  function writeTextStep(sync: boolean, key: string, text: string, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
+    return writeStep(locate(key, sync), text, opts);
   }
 
   // --- writes ---------------------------------------------------------------
@@ -642,6 +718,12 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
       throw toStorageError(error, driverName(base));
     }
   }
+
+  directAccess.set(storage, {
+    serializer,
+    read: directApi(readEntryStep),
+    writeText: directApi(writeTextStep),
+  });
 
   const transactionContext = {
     serializer,

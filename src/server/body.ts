@@ -8,6 +8,49 @@ function tooLarge(limit: number): StorageError {
   return new StorageError("E_TOO_LARGE", `Request body exceeds the limit of ${limit} bytes`);
 }
 
+/** A body being read: kept on the request, so the listeners are shared functions and a request allocates none. */
+interface Reading {
+  chunks: Buffer[];
+  size: number;
+  limit: number;
+  resolve: (body: Buffer) => void;
+  reject: (error: StorageError) => void;
+}
+
+const READING = Symbol("stowage.reading");
+
+type ReadingRequest = IncomingMessage & { [READING]?: Reading };
+
+function stop(request: ReadingRequest, error: StorageError): void {
+  request.off("data", onData);
+  request.off("end", onEnd);
+  request.off("close", onClose);
+  request.pause();
+  request[READING]!.reject(error);
+}
+
+function onData(this: ReadingRequest, chunk: Buffer): void {
+  const reading = this[READING]!;
+  reading.size += chunk.length;
+  if (reading.size > reading.limit) stop(this, tooLarge(reading.limit));
+  else reading.chunks.push(chunk);
+}
+
+function onEnd(this: ReadingRequest): void {
+  const { chunks, size, resolve } = this[READING]!;
+  this.off("close", onClose);
+  resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+}
+
+// A client that goes away mid-upload: nothing is written, nobody is answered.
+function onClose(this: ReadingRequest): void {
+  if (!this.complete) stop(this, new StorageError("E_UNAVAILABLE", "The client disconnected before the body was complete"));
+}
+
+function onError(this: ReadingRequest, error: Error): void {
+  stop(this, new StorageError("E_UNAVAILABLE", "Reading the request body failed", { cause: error }));
+}
+
 /**
  * Reads a request body, refusing it as soon as it passes `limit`: a declared
  * Content-Length over the limit fails before a byte is read, a chunked body
@@ -21,31 +64,12 @@ export function readBody(request: IncomingMessage, limit: number): Promise<Buffe
     return Promise.reject(tooLarge(limit));
   }
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const stop = (error: StorageError) => {
-      request.off("data", onData);
-      request.off("end", onEnd);
-      request.pause();
-      reject(error);
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) stop(tooLarge(limit));
-      else chunks.push(chunk);
-    };
-    const onEnd = () => {
-      request.off("close", onClose);
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
-    };
-    // A client that goes away mid-upload: nothing is written, nobody is answered.
-    const onClose = () => {
-      if (!request.complete) stop(new StorageError("E_UNAVAILABLE", "The client disconnected before the body was complete"));
-    };
-    request.on("data", onData);
-    request.once("end", onEnd);
-    request.once("close", onClose);
-    request.once("error", (error) => stop(new StorageError("E_UNAVAILABLE", "Reading the request body failed", { cause: error })));
+    const reading: ReadingRequest = request;
+    reading[READING] = { chunks: [], size: 0, limit, resolve, reject };
+    reading.on("data", onData);
+    reading.on("end", onEnd);
+    reading.on("close", onClose);
+    reading.once("error", onError);
   });
 }
 

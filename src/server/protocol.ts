@@ -71,15 +71,14 @@ export function parseCondition(header: string | string[] | undefined, name: stri
   }
 }
 
-/** Response headers for an item's meta: unstorage's last-modified, x-ttl and cache-control, and an ETag. */
-export function metaHeaders(meta: StorageMeta): Record<string, string> {
-  const headers: Record<string, string> = {};
-  if (meta.mtime) headers["last-modified"] = new Date(meta.mtime).toUTCString();
+/** Response headers for an item's meta, as a flat `[name, value, ...]` list: unstorage's last-modified, x-ttl and cache-control, and an ETag. */
+export function metaHeaders(meta: StorageMeta): (string | number)[] {
+  const headers: (string | number)[] = [];
+  if (meta.mtime) headers.push("last-modified", new Date(meta.mtime).toUTCString());
   if (typeof meta.ttl === "number" && meta.ttl > 0) {
-    headers["x-ttl"] = String(meta.ttl / 1000);
-    headers["cache-control"] = `max-age=${Math.floor(meta.ttl / 1000)}`;
+    headers.push("x-ttl", String(meta.ttl / 1000), "cache-control", `max-age=${Math.floor(meta.ttl / 1000)}`);
   }
-  if (typeof meta.etag === "string") headers.etag = formatEtag(meta.etag);
+  if (typeof meta.etag === "string") headers.push("etag", formatEtag(meta.etag));
   return headers;
 }
 
