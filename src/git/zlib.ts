@@ -100,9 +100,11 @@ export function inflateObject(data: Buffer, what: string): Buffer {
     const length = data.readUInt16LE(3);
     if ((length ^ 0xffff) === data.readUInt16LE(5) && data.length >= length + 11) {
       if (adler32(data, 7, 7 + length) !== data.readUInt32BE(7 + length)) throw corrupt(`${what} fails its zlib checksum`);
-      const body = data.subarray(7, 7 + length);
-      // A view into a much larger read (a pack's read-ahead) would keep all of it alive with the object: copy.
-      return data.buffer.byteLength > 2 * length + 64 ? Buffer.from(body) : body;
+      const view = data.subarray(7, 7 + length);
+      // A view into a much larger read (a whole small pack) would keep all of it alive with the object: copy.
+      const body = data.buffer.byteLength > 2 * length + 64 ? Buffer.from(view) : view;
+      if (length > STORED_MAX) inflatedFrom.set(body, Buffer.from(data.subarray(0, length + 11)));
+      return body;
     }
   }
   let inflated: { buffer: Buffer; engine: { bytesWritten: number } };
