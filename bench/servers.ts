@@ -23,7 +23,7 @@ const SERVERS: ServerBench[] = [
     name: "PostgreSQL",
     address: process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test",
     targets: async () => {
-      // pg used by hand, doing what the driver must per write: a key/value table whose upsert also bumps a
+      // pg used by hand as well as it goes (named prepared statements, as the driver's), doing what the driver must per write: a key/value table whose upsert also bumps a
       // version (the etag), sets mtime and clears an expiry; reads skip expired rows; one multi-row
       // INSERT ... ON CONFLICT for setItems. Both sides leave out NOTIFY (notify: false): its cost is the
       // server's, measured apart in docs/postgres.md.
@@ -40,17 +40,19 @@ const SERVERS: ServerBench[] = [
       return [
         target("pg (raw)", undefined, {
           setItem: (key, value) =>
-            raw.query(`INSERT INTO ${kv} (key, value, version, mtime) VALUES ($1, $2, 1, $3) ${upsert}`, [key, JSON.stringify(value), Date.now()]),
-          getItem: async (key) => parse((await raw.query(`SELECT value FROM ${kv} WHERE key = $1 AND ${alive}`, [key, Date.now()])).rows[0]),
-          hasItem: async (key) => (await raw.query(`SELECT 1 FROM ${kv} WHERE key = $1 AND ${alive}`, [key, Date.now()])).rowCount! > 0,
-          getKeys: async () => (await raw.query(`SELECT key FROM ${kv} WHERE expires_at IS NULL OR expires_at > $1`, [Date.now()])).rows.map((row) => row.key),
+            raw.query({ name: `${kv}_set`, text: `INSERT INTO ${kv} (key, value, version, mtime) VALUES ($1, $2, 1, $3) ${upsert}`, values: [key, JSON.stringify(value), Date.now()] }),
+          getItem: async (key) => parse((await raw.query({ name: `${kv}_get`, text: `SELECT value FROM ${kv} WHERE key = $1 AND ${alive}`, values: [key, Date.now()] })).rows[0]),
+          hasItem: async (key) => (await raw.query({ name: `${kv}_has`, text: `SELECT 1 FROM ${kv} WHERE key = $1 AND ${alive}`, values: [key, Date.now()] })).rowCount! > 0,
+          getKeys: async () =>
+            (await raw.query({ name: `${kv}_keys`, text: `SELECT key FROM ${kv} WHERE expires_at IS NULL OR expires_at > $1`, values: [Date.now()] })).rows.map((row) => row.key),
+          // One statement per batch size: left unnamed, as a program writing batches of any size would.
           setItems: (items) =>
             raw.query(
               `INSERT INTO ${kv} (key, value, version, mtime) VALUES ${items.map((_, i) => `($${2 * i + 2}, $${2 * i + 3}, 1, $1)`).join(", ")} ${upsert}`,
               [Date.now(), ...items.flatMap(({ key, value }) => [key, JSON.stringify(value)])],
             ),
           getItems: async (keys) => {
-            const { rows } = await raw.query(`SELECT key, value FROM ${kv} WHERE key = ANY($1) AND ${alive}`, [keys, Date.now()]);
+            const { rows } = await raw.query({ name: `${kv}_many`, text: `SELECT key, value FROM ${kv} WHERE key = ANY($1) AND ${alive}`, values: [keys, Date.now()] });
             const found = new Map(rows.map((row) => [row.key, parse(row)]));
             return keys.map((key) => ({ key, value: found.get(key) ?? null }));
           },
