@@ -8,6 +8,7 @@ import {
   checkTtl,
   describeExpiry,
   expiresOf,
+  expiryChange,
   isExpired,
   parseSidecar,
   planExpiry,
@@ -469,8 +470,47 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
         for (const { loc } of group) watchers.report(mount, "update", loc.key);
         return;
       }
-      return chain(all(group.map(({ loc }, index) => (isMetaKey(loc.rel) ? watchers.report(mount, "update", loc.key) : keepExpiry(loc, ttls[index])))), () => undefined);
+      const expiring: { loc: Located; ttl: number | undefined }[] = [];
+      group.forEach(({ loc }, index) => {
+        if (isMetaKey(loc.rel)) watchers.report(mount, "update", loc.key);
+        else expiring.push({ loc, ttl: ttls[index] });
+      });
+      return keepExpiries(mount, expiring);
     });
+  }
+
+  /**
+   * keepExpiry for the keys of one setItems: their sidecars read in one
+   * driver getItems and rewritten in one setItems (one commit on git), not
+   * one call per key.
+   */
+  function keepExpiries(mount: Mount, entries: { loc: Located; ttl: number | undefined }[]): MaybePromise<void> {
+    const driver = mount.driver;
+    if (!driver.getItems || entries.length === 0) return chain(all(entries.map(({ loc, ttl }) => keepExpiry(loc, ttl))), () => undefined);
+    const now = Date.now();
+    return chain(driver.getItems(entries.map(({ loc }) => ({ key: metaKeyOf(loc.rel) })), NO_OPTIONS), (results) => {
+      const sidecars = new Map<string, unknown>();
+      for (const result of results) sidecars.set(normalizeKey(result.key), result.value);
+      const sets: { key: string; value: string }[] = [];
+      const removals: MaybePromise<void>[] = [];
+      for (const { loc, ttl } of entries) {
+        const change = expiryChange(parseSidecar(sidecars.get(metaKeyOf(loc.rel)), serializer), ttl === undefined ? undefined : now + ttl, serializer);
+        if (change?.type === "set") sets.push({ key: metaKeyOf(loc.rel), value: change.value });
+        else if (change) removals.push(applySidecarChange(mount, loc.rel, change, NO_OPTIONS));
+      }
+      return chain(all([...removals, writeSidecars(mount, sets)]), () => {
+        for (const { loc } of entries) watchers.report(mount, "update", loc.key);
+      });
+    });
+  }
+
+  /** Writes sidecar texts in one driver call where the driver has setItems. */
+  function writeSidecars(mount: Mount, sets: { key: string; value: string }[]): MaybePromise<void> {
+    const driver = mount.driver;
+    if (sets.length === 0) return;
+    if (driver.setItems) return driver.setItems(sets, NO_OPTIONS);
+    if (!driver.setItem) throw readOnly(mount);
+    return chain(all(sets.map(({ key, value }) => driver.setItem!(key, value, NO_OPTIONS))), () => undefined);
   }
 
   function removeItemStep(sync: boolean, key: string, opts: RemoveOptions | boolean = NO_OPTIONS): MaybePromise<void> {

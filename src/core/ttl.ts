@@ -70,12 +70,15 @@ export function planExpiry(
   serializer: Serializer,
   opts: TransactionOptions,
 ): MaybePromise<SidecarChange> {
-  return chain(readSidecar(mount, key, serializer, opts), (current) => {
-    if (expires === undefined && expiresOf(current) === undefined) return null;
-    const next = withExpiry(current, expires);
-    if (next === null) return current === null ? null : { type: "remove" };
-    return { type: "set", value: serializer.serialize(next) };
-  });
+  return chain(readSidecar(mount, key, serializer, opts), (current) => expiryChange(current, expires, serializer));
+}
+
+/** The change that turns the sidecar `current` into one recording `expires`. */
+export function expiryChange(current: Sidecar | null, expires: number | undefined, serializer: Serializer): SidecarChange {
+  if (expires === undefined && expiresOf(current) === undefined) return null;
+  const next = withExpiry(current, expires);
+  if (next === null) return current === null ? null : { type: "remove" };
+  return { type: "set", value: serializer.serialize(next) };
 }
 
 export function applySidecarChange(mount: Mount, key: string, change: SidecarChange, opts: TransactionOptions): MaybePromise<void> {

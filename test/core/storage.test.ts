@@ -29,6 +29,36 @@ const plainDriver = defineDriver(() => {
   };
 });
 
+/** plainDriver with getItems and setItems, counting the calls that read and write values. */
+function batchingDriver() {
+  const data = new Map<string, string>();
+  const calls = { getItem: 0, getItems: 0, setItem: 0, setItems: 0 };
+  const driver = defineDriver(() => ({
+    name: "batching",
+    hasItem: async (key: string) => data.has(key),
+    getItem: async (key: string) => {
+      calls.getItem++;
+      return data.get(key) ?? null;
+    },
+    getItems: async (items: { key: string }[]) => {
+      calls.getItems++;
+      return items.map(({ key }) => ({ key, value: data.get(key) ?? null }));
+    },
+    setItem: async (key: string, value: string) => {
+      calls.setItem++;
+      data.set(key, value);
+    },
+    setItems: async (items: { key: string; value: string }[]) => {
+      calls.setItems++;
+      for (const { key, value } of items) data.set(key, value);
+    },
+    removeItem: async (key: string) => void data.delete(key),
+    getKeys: async () => [...data.keys()],
+    clear: async () => data.clear(),
+  }))({});
+  return { driver, calls, data };
+}
+
 async function codeOf(action: () => unknown): Promise<string | undefined> {
   try {
     await action();
@@ -166,6 +196,36 @@ describe("core TTL and events for drivers without them", () => {
     await storage.setItem("k", 2);
     expect(await storage.getKeys()).toEqual(["k"]);
     expect((await storage.getMeta("k")).expires).toBeUndefined();
+  });
+
+  it("setItems keeps and clears expiries as setItem does, reading and writing the sidecars in one driver call each", async () => {
+    const { driver, calls, data } = batchingDriver();
+    const storage = createStorage({ driver });
+    await storage.setItem("expiring", 0, { ttl: 60_000 });
+    await storage.setItem("owned", 0, { ttl: 60_000 });
+    await storage.setMeta("owned", { owner: "ada" });
+    await storage.setItem("unchanged", 0, { ttl: 60_000 });
+    Object.assign(calls, { getItem: 0, getItems: 0, setItem: 0, setItems: 0 });
+
+    await storage.setItems([
+      { key: "expiring", value: 1 },
+      { key: "owned", value: 2 },
+      { key: "fresh", value: 3, options: { ttl: 30_000 } },
+      { key: "plain", value: 4 },
+    ]);
+    expect(calls).toEqual({ getItem: 0, getItems: 1, setItem: 0, setItems: 2 });
+    expect(await storage.getItem("owned")).toBe(2);
+    expect((await storage.getMeta("expiring")).ttl).toBeUndefined();
+    expect(data.has("expiring$")).toBe(false);
+    const owned = await storage.getMeta("owned");
+    expect(owned.owner).toBe("ada");
+    expect(owned.ttl).toBeUndefined();
+    expect((await storage.getMeta("fresh")).ttl).toBeGreaterThan(29_000);
+    expect(data.has("plain$")).toBe(false);
+    expect((await storage.getMeta("unchanged")).ttl).toBeGreaterThan(59_000);
+
+    await storage.setItems([{ key: "plain", value: 5 }], { ttl: 10_000 });
+    expect((await storage.getMeta("plain")).ttl).toBeGreaterThan(9_000);
   });
 
   it("purges expired items on read", async () => {
