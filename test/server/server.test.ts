@@ -5,7 +5,10 @@ import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import { defineDriver } from "../../src/core/defineDriver.js";
 import { StorageError } from "../../src/core/errors.js";
+import { prefixStorage } from "../../src/core/prefix.js";
+import { richSerializer } from "../../src/core/serializer.js";
 import { createCoreStorage } from "../../src/core/storage.js";
+import http from "../../src/drivers/http.js";
 import fsDriver from "../../src/drivers/fs.js";
 import memory from "../../src/drivers/memory.js";
 import { createStorageServer } from "../../src/server/index.js";
@@ -76,6 +79,75 @@ describe("storage server: unstorage's protocol", () => {
     await send(url, "PUT", "/a", { body: "1" });
     const head = await send(url, "HEAD", "/a");
     expect(Date.now() - Date.parse(head.headers["last-modified"]!)).toBeLessThan(60_000);
+  });
+});
+
+describe("storage server: stored text in and out", () => {
+  it("GET answers stored JSON text as stored; other text through the serializer", async () => {
+    const driver = memory();
+    const { url, storage } = await startServer({ driver });
+    // Written past the serializer, as another tool would: spaced JSON, a bare string (unstorage's way), a rich value.
+    await driver.setItem!("spaced", '{ "b": 1, "a": [1, 2] }', {});
+    await driver.setItem!("bare", "hello", {});
+    await storage.setItem("when", new Date(0));
+    expect((await send(url, "GET", "/spaced")).body.toString()).toBe('{ "b": 1, "a": [1, 2] }');
+    expect((await send(url, "GET", "/bare")).body.toString()).toBe('"hello"');
+    const when = (await send(url, "GET", "/when")).body.toString();
+    expect(when).toBe(await driver.getItem("when", {}));
+    const client = createCoreStorage({ driver: http({ base: url }) });
+    expect(await client.getItem("when")).toEqual(new Date(0));
+    expect(await client.getItem("spaced")).toEqual({ b: 1, a: [1, 2] });
+  });
+
+  it("PUT stores JSON text as sent; a bare string and a tagged envelope go through the serializer", async () => {
+    const driver = memory();
+    const { url, storage } = await startServer({ driver });
+    await send(url, "PUT", "/spaced", { body: '{ "a": 1 }' });
+    expect(await driver.getItem("spaced", {})).toBe('{ "a": 1 }');
+    expect(await storage.getItem("spaced")).toEqual({ a: 1 });
+    await send(url, "PUT", "/bare", { body: "hello" });
+    expect(await driver.getItem("bare", {})).toBe('"hello"');
+    const envelope = richSerializer.serialize(new Map([["k", 1]]));
+    await send(url, "PUT", "/map", { body: envelope });
+    expect(await storage.getItem("map")).toEqual(new Map([["k", 1]]));
+    const broken = await send(url, "PUT", "/broken", { body: '{"$stowage":1,"json":{},"meta":{"values":"nonsense"}}' });
+    expect(broken.status).toBe(500);
+    expect(await storage.hasItem("broken")).toBe(false);
+  });
+
+  it("a driver without native expiry: the core's TTL holds on the direct path", async () => {
+    const { url } = await startServer({ driver: fsDriver({ base: tempDir("server-ttl") }) });
+    await send(url, "PUT", "/short", { body: '{"a":1}', headers: { "x-ttl": "0.05" } });
+    expect((await send(url, "GET", "/short")).body.toString()).toBe('{"a":1}');
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    expect((await send(url, "GET", "/short")).status).toBe(404);
+  });
+
+  it("a Storage that is not stowage's own (a prefixed view) is served through the public API", async () => {
+    const storage = createCoreStorage({ driver: memory() });
+    const server = createStorageServer(prefixStorage(storage, "app"), { port: 0 });
+    const url = await server.listen();
+    try {
+      expect((await send(url, "PUT", "/k", { body: '{"a":1}' })).status).toBe(200);
+      expect(await storage.getItem("app:k")).toEqual({ a: 1 });
+      const got = await send(url, "GET", "/k");
+      expect(got.body.toString()).toBe('{"a":1}');
+      expect(got.headers.etag).toMatch(/^".+"$/);
+      expect((await send(url, "GET", "/k", { headers: { accept: "application/octet-stream" } })).body.toString()).toBe('{"a":1}');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("answers finished in the same turn go out together, each on its own connection", async () => {
+    const { url, storage } = await startServer();
+    const keys = Array.from({ length: 100 }, (_, i) => `k${i}`);
+    await storage.setItems(keys.map((key, i) => ({ key, value: { i } })));
+    const answers = await Promise.all(keys.map((key) => send(url, "GET", `/${key}`)));
+    expect(answers.map((answer) => json(answer.body))).toEqual(keys.map((_, i) => ({ i })));
+    const writes = await Promise.all(keys.map((key, i) => send(url, "PUT", `/${key}`, { body: String(-i) })));
+    expect(writes.every((answer) => answer.status === 200 && answer.body.toString() === "OK")).toBe(true);
+    expect(await storage.getItem("k99")).toBe(-99);
   });
 });
 
