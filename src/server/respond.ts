@@ -23,9 +23,12 @@ function flush(): void {
     const body = endingBodies[i];
     // A client gone in the meantime has nobody to answer.
     if (response.destroyed) continue;
-    // write, then end: head and body leave in one plain write, where end(body) makes a writev of two buffers.
-    if (body !== undefined) response.write(body);
-    response.end();
+    try {
+      response.end(body);
+    } catch (error) {
+      // One response that cannot end must not leave the rest of the batch unanswered: its connection is cut, with the cause.
+      response.destroy(error instanceof Error ? error : new Error(String(error)));
+    }
   }
 }
 
