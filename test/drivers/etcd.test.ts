@@ -36,6 +36,15 @@ async function privateEtcd() {
   return { url, ...privateServer("etcd", "etcd", args, () => reachable(url)) };
 }
 
+// Runs without a server too, so the file always has a suite (vitest fails a file with none).
+describe("etcd options", () => {
+  it("refuses a bad timeout, maxTxnOps or chunkSize before connecting", async () => {
+    expect(await codeOf(() => etcd({ hosts, timeout: 0 }))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => etcd({ hosts, maxTxnOps: 2 }))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => etcd({ hosts, chunkSize: 0 }))).toBe("E_INVALID_OPTION");
+  });
+});
+
 if (await serviceUp("etcd", hosts)) {
   afterAll(async () => {
     const admin = new Etcd3({ hosts });
