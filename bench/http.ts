@@ -33,7 +33,7 @@ import { createStorageServer } from "../src/server/index.js";
 const CONNECTIONS = 50;
 const DURATION = 3;
 /** Runs per server and workload, alternating servers; the best run counts, as other load on the machine only ever slows a run down. */
-const ROUNDS = 3;
+const ROUNDS = 5;
 const KEYS = 1000;
 const GOAL = 1.2;
 
