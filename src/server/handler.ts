@@ -12,6 +12,7 @@ import {
   OCTET_STREAM,
   READ_METHODS,
   errorResponse,
+  formatEtag,
   metaHeaders,
   parseCondition,
   parseTarget,
@@ -182,7 +183,7 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
     if (entry === null) throw notFound();
     const headers = metaHeaders(entry.meta);
     const wanted = request.headers["if-none-match"];
-    if (wanted !== undefined && typeof entry.meta.etag === "string" && wanted === headers[headers.length - 1]) {
+    if (wanted !== undefined && typeof entry.meta.etag === "string" && wanted === formatEtag(entry.meta.etag)) {
       return sendHead(response, 304, headers, undefined);
     }
     headers.push("x-content-type-options", NO_SNIFF);
