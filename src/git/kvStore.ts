@@ -1,4 +1,4 @@
-import { mkdirSync, watch as watchFs, type FSWatcher } from "node:fs";
+import { mkdirSync, statSync, watch as watchFs, type FSWatcher } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isStorageError, StorageError } from "../core/errors.js";
 import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions } from "../core/types.js";
@@ -44,6 +44,8 @@ interface Tip {
   tree: ObjectId;
   /** Committer time, ms. */
   time: number;
+  /** The ref file's identity when this was read ("" forces a re-read). */
+  stamp: string;
 }
 
 /** One caller's share of a commit: its operations land together or not at all. */
@@ -92,7 +94,7 @@ const MAX_ATTEMPTS = 10_000;
 const MAX_LOOKED = 100_000;
 /** Commits outside the commit-graph before a pack merge also rewrites it: a history walk reads each such commit. */
 const GRAPH_EVERY = 256;
-const NO_TIP: Tip = { id: undefined, tree: EMPTY_TREE, time: 0 };
+const NO_TIP: Tip = { id: undefined, tree: EMPTY_TREE, time: 0, stamp: "" };
 
 function conflict(key: string, why: string): StorageError {
   return new StorageError("E_CONFLICT", `${why}: ${key}`, { key });
@@ -133,25 +135,34 @@ export class KeyValueRepo {
 
   // --- the tip ----------------------------------------------------------------
 
-  /**
-   * The tip as the ref holds it now: one stat of the ref file (the ref store
-   * re-reads a ref only when its file changed, and knows the value of its
-   * own last update), the commit read only when the ref moved.
-   */
-  current(): Tip {
-    const id = this.repo.refs.resolve(this.options.ref);
-    if (id === this.tip.id) return this.tip;
-    if (id === undefined) this.tip = NO_TIP;
-    else {
-      const commit = this.commit(id);
-      this.tip = { id, tree: commit.tree, time: commit.committer.timestamp * 1000 };
-    }
-    return this.tip;
+  /** Which file holds the ref now, and its identity: unchanged identity, unchanged ref. */
+  private stamp(): string {
+    const loose = statSync(this.refFile, { throwIfNoEntry: false });
+    if (loose !== undefined) return `${loose.ino}:${loose.mtimeMs}:${loose.ctimeMs}:${loose.size}`;
+    const packed = statSync(this.packedRefsFile, { throwIfNoEntry: false });
+    return packed === undefined ? "none" : `p${packed.ino}:${packed.mtimeMs}:${packed.ctimeMs}:${packed.size}`;
   }
 
-  /** The tip as the ref holds it now (what a commit builds on). */
+  /** The tip, re-read only when the ref file changed since the last read. */
+  current(): Tip {
+    const stamp = this.stamp();
+    return stamp === this.tip.stamp ? this.tip : this.load(stamp);
+  }
+
+  /** The tip as the ref holds it now. */
   fresh(): Tip {
-    return this.current();
+    return this.load(this.stamp());
+  }
+
+  private load(stamp: string): Tip {
+    const id = this.repo.refs.resolve(this.options.ref);
+    if (id === this.tip.id) this.tip = { ...this.tip, stamp };
+    else if (id === undefined) this.tip = { ...NO_TIP, stamp };
+    else {
+      const commit = this.commit(id);
+      this.tip = { id, tree: commit.tree, time: commit.committer.timestamp * 1000, stamp };
+    }
+    return this.tip;
   }
 
   /** A parsed commit (cached: commits never change). */
@@ -465,7 +476,8 @@ export class KeyValueRepo {
   }
 
   private committed(written: Written & { tree: ObjectId }): void {
-    this.tip = { id: written.id, tree: written.tree, time: written.time };
+    // The ref file changed under us: the next read re-checks it (stamp ""), reusing the tree when the id is still ours.
+    this.tip = { id: written.id, tree: written.tree, time: written.time, stamp: "" };
     this.commitsSinceGraph++;
     if (this.watching !== undefined) this.check();
     if (this.options.packLimit > 0 && this.repo.packFiles.length > this.options.packLimit) this.autoMaintain();
