@@ -76,14 +76,17 @@ function statements(table: string, notifies: boolean) {
   const channel = `stowage.${table}`;
   const alive = "(expires_at IS NULL OR expires_at > $2)";
   const firstVersion = "(floor(random() * 281474976710656) + 1)::bigint";
-  const notify = (event: "u" | "r") => (notifies ? `SELECT pg_notify('${channel}', '${event}' || key) FROM w` : "SELECT 1 FROM w");
+  // A write NOTIFYs the keys it wrote from the same statement. Without NOTIFY it is the plain statement
+  // (no CTE, no RETURNING for the server to build); callers read only its row count, the same either way.
+  const notifying = (write: string, event: "u" | "r") =>
+    notifies ? `WITH w AS (${write} RETURNING key) SELECT pg_notify('${channel}', '${event}' || key) FROM w` : write;
   // A batch NOTIFYs its keys in groups, each `U` or `R` then `<bytes>:<key>` repeated: one notification
   // per row would cost a third of a 1000-row write; a group stays under the 8000-byte payload limit.
-  const notifyBatch = (event: "U" | "R") =>
+  const notifyingBatch = (write: string, event: "U" | "R") =>
     notifies
-      ? `, n AS (SELECT key, sum(octet_length(key) + 6) OVER (ROWS UNBOUNDED PRECEDING) AS c FROM w)
+      ? `WITH w AS (${write} RETURNING key), n AS (SELECT key, sum(octet_length(key) + 6) OVER (ROWS UNBOUNDED PRECEDING) AS c FROM w)
     SELECT count(*) FROM (SELECT pg_notify('${channel}', '${event}' || string_agg(octet_length(key) || ':' || key, '')) FROM n GROUP BY c / 5000) g`
-      : "SELECT count(*) FROM w";
+      : write;
   const upsertTail = `ON CONFLICT (key) DO UPDATE SET value = excluded.value, raw = excluded.raw, version = s.version + 1,
     mtime = excluded.mtime, expires_at = excluded.expires_at`;
   return {
@@ -103,30 +106,30 @@ function statements(table: string, notifies: boolean) {
     meta: `SELECT version, mtime, expires_at, octet_length(value), octet_length(raw) FROM ${t} WHERE key = $1 AND ${alive}`,
     getMany: `SELECT key, value, raw FROM ${t} WHERE key = ANY($1::text[]) AND ${alive}`,
     // $1 key, $2 now, $3 text, $4 bytes, $5 expires_at.
-    upsert: `WITH w AS (INSERT INTO ${t} AS s (key, value, raw, version, mtime, expires_at) VALUES ($1, $3, $4, ${firstVersion}, $2, $5)
-      ${upsertTail} RETURNING key) ${notify("u")}`,
-    insertIfAbsent: `WITH w AS (INSERT INTO ${t} AS s (key, value, raw, version, mtime, expires_at) VALUES ($1, $3, $4, ${firstVersion}, $2, $5)
+    upsert: notifying(`INSERT INTO ${t} AS s (key, value, raw, version, mtime, expires_at) VALUES ($1, $3, $4, ${firstVersion}, $2, $5)
+      ${upsertTail}`, "u"),
+    insertIfAbsent: notifying(`INSERT INTO ${t} AS s (key, value, raw, version, mtime, expires_at) VALUES ($1, $3, $4, ${firstVersion}, $2, $5)
       ON CONFLICT (key) DO UPDATE SET value = excluded.value, raw = excluded.raw, version = excluded.version, mtime = excluded.mtime,
-      expires_at = excluded.expires_at WHERE s.expires_at IS NOT NULL AND s.expires_at <= $2 RETURNING key) ${notify("u")}`,
+      expires_at = excluded.expires_at WHERE s.expires_at IS NOT NULL AND s.expires_at <= $2`, "u"),
     // ... and $6 the expected version.
-    updateIfVersion: `WITH w AS (UPDATE ${t} SET value = $3, raw = $4, version = version + 1, mtime = $2, expires_at = $5
-      WHERE key = $1 AND version = $6 AND ${alive} RETURNING key) ${notify("u")}`,
+    updateIfVersion: notifying(`UPDATE ${t} SET value = $3, raw = $4, version = version + 1, mtime = $2, expires_at = $5
+      WHERE key = $1 AND version = $6 AND ${alive}`, "u"),
     // $1 keys, $2 now, $3 texts, $4 expiries, each a JSON array (cheaper to send than pg's array literals):
     // one statement for a whole batch.
-    upsertMany: `WITH w AS (INSERT INTO ${t} AS s (key, value, version, mtime, expires_at)
+    upsertMany: notifyingBatch(`INSERT INTO ${t} AS s (key, value, version, mtime, expires_at)
       SELECT k, v, ${firstVersion}, $2, e::bigint
       FROM ROWS FROM (json_array_elements_text($1::json), json_array_elements_text($3::json), json_array_elements_text($4::json)) AS u(k, v, e)
-      ${upsertTail} RETURNING key) ${notifyBatch("U")}`,
-    remove: `WITH w AS (DELETE FROM ${t} WHERE key = $1 RETURNING key) ${notify("r")}`,
+      ${upsertTail}`, "U"),
+    remove: notifying(`DELETE FROM ${t} WHERE key = $1`, "r"),
     // $1 key, $2 now, $3 version.
-    removeIfVersion: `WITH w AS (DELETE FROM ${t} WHERE key = $1 AND ${alive} AND version = $3 RETURNING key) ${notify("r")}`,
+    removeIfVersion: notifying(`DELETE FROM ${t} WHERE key = $1 AND ${alive} AND version = $3`, "r"),
     // $1 from, $2 now, $3 to.
     keysInRange: `SELECT key FROM ${t} WHERE key >= $1 AND key < $3 AND ${alive}`,
     pageInRange: `SELECT key FROM ${t} WHERE key > $1 AND key < $3 AND ${alive} ORDER BY key LIMIT $4`,
     pageAll: `SELECT key FROM ${t} WHERE key > $1 AND ${alive} ORDER BY key LIMIT $3`,
     allKeys: `SELECT key FROM ${t} WHERE expires_at IS NULL OR expires_at > $1`,
-    clearRange: `WITH w AS (DELETE FROM ${t} WHERE key >= $1 AND key < $2 RETURNING key) ${notifyBatch("R")}`,
-    clearAll: `WITH w AS (DELETE FROM ${t} RETURNING key) ${notifyBatch("R")}`,
+    clearRange: notifyingBatch(`DELETE FROM ${t} WHERE key >= $1 AND key < $2`, "R"),
+    clearAll: notifyingBatch(`DELETE FROM ${t}`, "R"),
     purge: `DELETE FROM ${t} WHERE expires_at <= $1`,
     // Transactions: lock a key's row, or hold an absent key with an already expired placeholder row.
     lock: `SELECT version, expires_at FROM ${t} WHERE key = $1 FOR UPDATE`,

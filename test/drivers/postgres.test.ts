@@ -56,6 +56,9 @@ async function privateCluster() {
 if (await serviceUp("PostgreSQL", url)) {
   const kitTable = freshTable("kit");
   testDriver({ name: "postgres", driver: () => postgres({ url, table: kitTable }) });
+  // Without NOTIFY the writes are plain statements (no CTE): the kit's CAS and transactions hold there too.
+  const quietKitTable = freshTable("kitquiet");
+  testDriver({ name: "postgres (notify: false)", driver: () => postgres({ url, table: quietKitTable, notify: false }) });
 
   afterAll(async () => {
     const client = new pg.Client({ connectionString: url });
