@@ -9,6 +9,7 @@ import { keyRoute } from "./keyRoute.js";
 import { keyToNames } from "./keyPath.js";
 import { EMPTY_TREE, KeyTree, type KeyEdit, type NewTree } from "./keyTree.js";
 import { LruCache } from "./lruCache.js";
+import { stableStamp } from "./fileStamp.js";
 import { maintain, type MaintenanceOptions, type MaintenanceResult } from "./maintenance.js";
 import { isObjectId, type ObjectId } from "./objectId.js";
 import type { PackWriter } from "./packWriter.js";
@@ -123,6 +124,8 @@ export class KeyValueRepo {
   private readonly listeners = new Set<Listener>();
   private watching: { seen: Tip; stop: () => void } | undefined;
   private commitsSinceGraph = 0;
+  /** Makes each racy stamp unique. */
+  private racyReads = 0;
   private looked: { root: ObjectId; ids: Map<string, ObjectId | undefined> } = { root: EMPTY_TREE, ids: new Map() };
 
   constructor(private readonly options: KeyValueRepoOptions) {
@@ -135,12 +138,17 @@ export class KeyValueRepo {
 
   // --- the tip ----------------------------------------------------------------
 
-  /** Which file holds the ref now, and its identity: unchanged identity, unchanged ref. */
+  /**
+   * Which file holds the ref now, and its identity: unchanged identity,
+   * unchanged ref. A racy file (see {@link stableStamp}) gets a stamp of
+   * its own each time, so it is read again.
+   */
   private stamp(): string {
-    const loose = statSync(this.refFile, { throwIfNoEntry: false });
-    if (loose !== undefined) return `${loose.ino}:${loose.mtimeMs}:${loose.ctimeMs}:${loose.size}`;
-    const packed = statSync(this.packedRefsFile, { throwIfNoEntry: false });
-    return packed === undefined ? "none" : `p${packed.ino}:${packed.mtimeMs}:${packed.ctimeMs}:${packed.size}`;
+    const loose = statSync(this.refFile, { bigint: true, throwIfNoEntry: false });
+    if (loose !== undefined) return stableStamp(loose) ?? `racy:${++this.racyReads}`;
+    const packed = statSync(this.packedRefsFile, { bigint: true, throwIfNoEntry: false });
+    if (packed === undefined) return "none";
+    return `p${stableStamp(packed) ?? `racy:${++this.racyReads}`}`;
   }
 
   /** The tip, re-read only when the ref file changed since the last read. */

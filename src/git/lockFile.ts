@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, renameSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync } from "node:fs";
 import { dirname } from "node:path";
 import { gitError, ioError, isErrno } from "./errors.js";
 import { removeQuietly, writeAll } from "./fileUtil.js";
@@ -8,8 +8,6 @@ export interface LockFile {
   path: string;
   lockPath: string;
   fd: number | undefined;
-  /** The lock file's inode, when {@link writeLock} was asked for it: after the rename, `<file>` is ours while it has this inode. */
-  ino?: bigint;
 }
 
 /**
@@ -38,13 +36,12 @@ function openExclusive(lockPath: string): number {
   }
 }
 
-/** Writes the lock's new content (the lock stays held); with `identify`, records its inode in `lock.ino`. */
-export function writeLock(lock: LockFile, data: string | Buffer, fsync = false, identify = false): void {
+/** Writes the lock's new content (the lock stays held). */
+export function writeLock(lock: LockFile, data: string | Buffer, fsync = false): void {
   const fd = lock.fd;
   if (fd === undefined) throw gitError("E_INVALID_OPTION", `Lock ${lock.lockPath} is closed`);
   writeAll(fd, typeof data === "string" ? Buffer.from(data, "utf8") : data);
   if (fsync) fsyncSync(fd);
-  if (identify) lock.ino = fstatSync(fd, { bigint: true }).ino;
   closeSync(fd);
   lock.fd = undefined;
 }

@@ -1,5 +1,6 @@
 import { readFileSync, statSync } from "node:fs";
 import { corrupt, ioError, isErrno } from "./errors.js";
+import { stableStamp } from "./fileStamp.js";
 import { isObjectId, type ObjectId } from "./objectId.js";
 
 /** One line of `packed-refs`, with the peeled id of an annotated tag when Git recorded it (`^` line). */
@@ -46,7 +47,8 @@ export function removeFromPackedRefs(text: string, name: string): string {
  * inode, size or nanosecond mtime: Git replaces the file by rename).
  */
 export class PackedRefsCache {
-  private stamp = "";
+  /** The parsed file's stamp: "" for no file, undefined when it was racy (not to be trusted again). */
+  private stamp: string | undefined = "";
   private refs = new Map<string, PackedRef>();
 
   constructor(private readonly path: string) {}
@@ -54,7 +56,7 @@ export class PackedRefsCache {
   /** The current packed refs (empty when there is no file). */
   read(): Map<string, PackedRef> {
     const stamp = this.currentStamp();
-    if (stamp === this.stamp) return this.refs;
+    if (stamp !== undefined && stamp === this.stamp) return this.refs;
     let text: string;
     try {
       text = stamp === "" ? "" : readFileSync(this.path, "utf8");
@@ -77,10 +79,10 @@ export class PackedRefsCache {
     }
   }
 
-  private currentStamp(): string {
+  /** "" when there is no file; undefined when it is racy (see {@link stableStamp}). */
+  private currentStamp(): string | undefined {
     try {
-      const stat = statSync(this.path, { bigint: true });
-      return `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+      return stableStamp(statSync(this.path, { bigint: true }));
     } catch (error) {
       if (isErrno(error, "ENOENT")) return "";
       throw ioError(`Cannot stat ${this.path}`, error);

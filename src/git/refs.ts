@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, rmdirSync, statSync, type BigIntStats } from
 import { dirname, join } from "node:path";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
 import { pruneEmptyDirs, removeQuietly } from "./fileUtil.js";
+import { stableStamp } from "./fileStamp.js";
 import { LruCache } from "./lruCache.js";
 import { commitLock, rollbackLock, tryLock, writeLock, type LockFile } from "./lockFile.js";
 import { isObjectId, ZERO_ID, type ObjectId } from "./objectId.js";
@@ -193,7 +194,7 @@ export class RefStore {
       const current = this.currentId(name);
       checkExpected(name, current, options.expected);
       if (current === undefined) this.checkNoConflict(name);
-      writeLock(lock, `${id}\n`, this.options.fsync === true, true);
+      writeLock(lock, `${id}\n`, this.options.fsync === true);
       // Git appends the reflog line before the rename that publishes the ref,
       // and logs an update made through a symbolic ref (HEAD) in that ref's log too.
       const line = { old: current ?? ZERO_ID, new: id, who: this.who(options), message: options.message ?? "" };
@@ -204,18 +205,6 @@ export class RefStore {
       throw error;
     }
     commitLock(lock);
-    this.rememberWritten(name, id, lock);
-  }
-
-  /**
-   * Caches the value just renamed into place, under the file's stamp as it
-   * is now — only while the file there is still the lock we wrote (its
-   * inode): another writer may already have replaced it. The next read is
-   * then a stat, not a stat and a read.
-   */
-  private rememberWritten(name: string, id: ObjectId, lock: LockFile): void {
-    const stat = statIfPresent(this.refPath(name));
-    if (stat !== undefined && lock.ino !== undefined && stat.ino === lock.ino) this.loose.set(name, { stamp: refStamp(stat), value: { id } });
   }
 
   /** One attempt at a CAS deletion. */
@@ -223,7 +212,7 @@ export class RefStore {
     const lock = tryLock(this.refPath(name));
     if (lock === undefined) return HELD;
     try {
-      const loose = this.readLoose(name);
+      const loose = this.readLoose(name, true);
       const packed = this.packed.read().get(name);
       const current = loose?.id ?? (loose === undefined ? packed?.id : undefined);
       if (loose?.symbolic === undefined) checkExpected(name, current, options.expected);
@@ -281,9 +270,9 @@ export class RefStore {
     commitLock(lock);
   }
 
-  /** The id the ref holds now (loose first, then packed); a symbolic ref here is a conflict. */
+  /** The id the ref holds now (loose first, then packed), read under its lock: never from a cache. A symbolic ref here is a conflict. */
   private currentId(name: string): ObjectId | undefined {
-    const value = this.readLoose(name) ?? this.readPacked(name);
+    const value = this.readLoose(name, true) ?? this.readPacked(name);
     if (value?.symbolic !== undefined) throw gitError("E_CONFLICT", `${name} became a symbolic ref during the update`);
     return value?.id;
   }
@@ -314,17 +303,20 @@ export class RefStore {
   /**
    * A loose ref's value. A stat decides whether the file changed since it was
    * last parsed (Git replaces ref files by rename, so the inode or ctime
-   * changes); a missing file costs no exception (refs packed by `git gc`).
+   * changes), unless the file is racy (see {@link stableStamp}) or the
+   * caller holds the ref's lock (`fresh`: a compare-and-swap reads the
+   * file itself). A missing file costs no exception (refs packed by `git gc`).
    */
-  private readLoose(name: string): RefValue | undefined {
+  private readLoose(name: string, fresh = false): RefValue | undefined {
     const path = this.refPath(name);
     const stat = statIfPresent(path);
     if (stat === undefined || stat.isDirectory()) return undefined;
-    const stamp = refStamp(stat);
+    const stamp = stableStamp(stat);
     const cached = this.loose.get(name);
-    if (cached?.stamp === stamp) return cached.value;
+    if (!fresh && stamp !== undefined && cached !== undefined && cached.stamp === stamp) return cached.value;
     const value = parseRefFile(name, readIfPresent(path));
-    if (value !== undefined) this.loose.set(name, { stamp, value });
+    if (value !== undefined && stamp !== undefined) this.loose.set(name, { stamp, value });
+    else this.loose.delete(name);
     return value;
   }
 
@@ -397,11 +389,6 @@ function statIfPresent(path: string): BigIntStats | undefined {
     if (isErrno(error, "ENOENT", "ENOTDIR")) return undefined;
     throw ioError(`Cannot stat ${path}`, error);
   }
-}
-
-/** A ref file's identity: Git replaces ref files by rename, so a new version has a new inode or ctime. */
-function refStamp(stat: BigIntStats): string {
-  return `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
 }
 
 /** A ref file's text; `undefined` when it vanished (deleted or replaced between stat and read). */
