@@ -44,6 +44,8 @@ interface PackFile {
   /** Path without the `.pack` / `.idx` extension. */
   base: string;
   size: number;
+  /** Files beside the pack and its index that go with it (`.rev`, `.bitmap`). */
+  extras: string[];
 }
 
 /** What pruning needs: the age limit, and the reachable set computed once, after the listing. */
@@ -98,13 +100,13 @@ export function maintain(repo: Repository, options: MaintenanceOptions = {}): Ma
     for (const pack of packs) {
       if (`${pack.base}.pack` === written?.packPath) continue;
       result.packedObjectsPruned += dropUnreachable(repo, pack, dropped.get(pack) ?? [], pruning, result);
-      removePack(pack.base);
+      removePack(pack);
     }
     for (const id of toPack) removeFile(loosePath(repo.objectsDir, id));
     result.packsMerged = packs.length;
     result.looseObjectsPacked = toPack.length;
-    // A lookup of an id no pack holds makes the stores rescan objects/pack and close the packs just removed.
-    repo.hasObject(ZERO_ID);
+    // Close the packs just removed.
+    repo.rescanPacks();
   }
   for (const id of pruned) if (removeIfOld(loosePath(repo.objectsDir, id), pruning!.cutoff)) result.looseObjectsPruned++;
   // A commit-graph may list a commit that was reachable when it was written and is pruned now: rewrite it, as git gc does.
@@ -115,16 +117,34 @@ export function maintain(repo: Repository, options: MaintenanceOptions = {}): Ma
 /**
  * Copies a pack into the writer: every object without pruning, else the
  * reachable ones, loosening the unreachable ones of a young pack. Returns
- * the unreachable ids of an old pack, to drop.
+ * the unreachable ids of an old pack, to drop. Whole entries are copied as
+ * stored (checked against the index's CRC), deltas resolved.
  */
 function mergePack(repo: Repository, pack: PackFile, writer: PackWriter, pruning: Pruning | undefined, result: MaintenanceResult): ObjectId[] {
+  const reader = openPack(pack);
+  if (reader === undefined) return [];
   const dropped: ObjectId[] = [];
   const mtime = pruning ? statIfPresent(`${pack.base}.pack`)?.mtimeMs : undefined;
-  copyPack(repo, pack, (id, type, body) => {
-    if (pruning === undefined || pruning.reachable().has(id)) writer.add(type, body);
-    else if (mtime !== undefined && mtime < pruning.cutoff) dropped.push(id);
-    else if (loosen(repo, id, type, body, mtime ?? Date.now())) result.packedObjectsLoosened++;
-  });
+  const resolve = (id: ObjectId) => repo.tryReadObject(id);
+  try {
+    for (let i = 0; i < reader.index.count; i++) {
+      const id = reader.index.idAt(i);
+      if (pruning === undefined || pruning.reachable().has(id)) {
+        const stored = reader.storedEntry(i);
+        if (stored !== undefined) writer.addStored(stored);
+        else {
+          const object = reader.readAt(reader.index.offsetAt(i), resolve);
+          writer.add(object.type, object.body);
+        }
+      } else if (mtime !== undefined && mtime < pruning.cutoff) dropped.push(id);
+      else {
+        const object = reader.readAt(reader.index.offsetAt(i), resolve);
+        if (loosen(repo, id, object.type, object.body, mtime ?? Date.now())) result.packedObjectsLoosened++;
+      }
+    }
+  } finally {
+    reader.close();
+  }
   return dropped;
 }
 
@@ -169,7 +189,8 @@ function listPacks(packDir: string): PackFile[] {
     const stem = name.slice(0, -5);
     if (!present.has(`${stem}.idx`) || present.has(`${stem}.keep`) || present.has(`${stem}.promisor`)) continue;
     const size = statIfPresent(join(packDir, name))?.size;
-    if (size !== undefined) packs.push({ base: join(packDir, stem), size });
+    const extras = [".rev", ".bitmap"].filter((extension) => present.has(stem + extension));
+    if (size !== undefined) packs.push({ base: join(packDir, stem), size, extras });
   }
   return packs.sort((a, b) => a.size - b.size);
 }
@@ -186,24 +207,13 @@ function selectPacks(packs: PackFile[], all: boolean): PackFile[] {
   return cut >= 2 ? packs.slice(0, cut) : [];
 }
 
-/** Adds every object of a pack to the writer (deltas resolved: the new pack holds whole objects). */
-function copyPack(repo: Repository, pack: PackFile, add: (id: ObjectId, type: ObjectType, body: Buffer) => void): void {
-  let reader: PackReader;
+/** Opens a pack to merge; undefined when a concurrent run merged it away (its objects are in that run's pack). */
+function openPack(pack: PackFile): PackReader | undefined {
   try {
-    reader = PackReader.open(`${pack.base}.pack`);
+    return PackReader.open(`${pack.base}.pack`);
   } catch (error) {
-    // Merged away by a concurrent run: its objects are in that run's pack.
-    if (error instanceof Error && isErrno(error.cause, "ENOENT")) return;
+    if (error instanceof Error && isErrno(error.cause, "ENOENT")) return undefined;
     throw error;
-  }
-  try {
-    const resolve = (id: ObjectId) => repo.tryReadObject(id);
-    for (let i = 0; i < reader.index.count; i++) {
-      const object = reader.readAt(reader.index.offsetAt(i), resolve);
-      add(reader.index.idAt(i), object.type, object.body);
-    }
-  } finally {
-    reader.close();
   }
 }
 
@@ -271,9 +281,9 @@ function removeIfOld(path: string, cutoff: number): boolean {
   return true;
 }
 
-function removePack(base: string): void {
+function removePack(pack: PackFile): void {
   // The index goes first: a reader lists packs by their index, and never finds one whose pack is gone.
-  for (const extension of [".idx", ".pack", ".rev", ".bitmap"]) removeFile(`${base}${extension}`);
+  for (const extension of [".idx", ".pack", ...pack.extras]) removeFile(`${pack.base}${extension}`);
 }
 
 function removeFile(path: string): void {

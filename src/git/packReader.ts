@@ -1,4 +1,5 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
+import { crc32 } from "node:zlib";
 import { applyDelta } from "./delta.js";
 import { corrupt, ioError } from "./errors.js";
 import { LruCache } from "./lruCache.js";
@@ -22,6 +23,16 @@ interface EntryHeader {
   baseOffset?: number;
   /** REF_DELTA: the base's id. */
   baseId?: ObjectId;
+}
+
+/** A whole (not deltified) pack entry as stored: see {@link PackReader.storedEntry}. */
+export interface StoredEntry {
+  id: ObjectId;
+  type: ObjectType;
+  /** The inflated size. */
+  size: number;
+  /** The zlib stream. */
+  data: Buffer;
 }
 
 /** The first read of an entry: its header and, for most objects, all of its zlib data. */
@@ -155,6 +166,23 @@ export class PackReader {
       if (end - at <= raw.length || end > limit) throw error;
       return { entry, data: this.inflateEntry(this.readBytes(at, end - at), at, entry) };
     }
+  }
+
+  /**
+   * The entry at an index position as it is stored — its type, size and
+   * zlib stream, checked against the index's CRC — so a merge copies it
+   * without inflating and deflating; `undefined` for a delta (whose base
+   * may not be in the new pack).
+   */
+  storedEntry(position: number): StoredEntry | undefined {
+    const file = this.opened();
+    const offset = file.index.offsetAt(position);
+    const raw = this.readBytes(offset, file.index.entryEnd(offset, file.size) - offset);
+    const entry = this.parseHeader(raw, offset);
+    const type = TYPE_NAMES[entry.kind];
+    if (type === undefined) return undefined;
+    if (crc32(raw) !== file.index.crcAt(position)) throw corrupt(`Entry at ${offset} in ${this.packPath} does not match its CRC`);
+    return { id: file.index.idAt(position), type, size: entry.size, data: raw.subarray(entry.dataAt - offset) };
   }
 
   private offsetOf(id: ObjectId): number | undefined {

@@ -2,11 +2,11 @@ import { createHash, type Hash } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
-import { gitError, ioError } from "./errors.js";
+import { gitError, ioError, isErrno } from "./errors.js";
 import { removeQuietly, writeAll } from "./fileUtil.js";
 import { hashObject, type ObjectId, type ObjectType } from "./objectId.js";
 import { encodePackIndex, type PackIndexEntry } from "./packIndex.js";
-import { PackType } from "./packReader.js";
+import { PackType, type StoredEntry } from "./packReader.js";
 import { tempName } from "./tempName.js";
 import { deflateObject } from "./zlib.js";
 
@@ -112,14 +112,22 @@ export class PackWriter {
     if (this.done) throw gitError("E_INVALID_OPTION", "This pack writer has finished");
     const id = hashObject(type, body);
     if (this.seen.has(id)) return id;
-    const header = entryHeader(type, body.length);
-    const data = deflateObject(body, this.options.level);
+    this.appendEntry(id, entryHeader(type, body.length), deflateObject(body, this.options.level));
+    return id;
+  }
+
+  /** Adds an entry copied from another pack as stored (its zlib stream kept; an id already added is skipped). */
+  addStored(entry: StoredEntry): void {
+    if (this.done) throw gitError("E_INVALID_OPTION", "This pack writer has finished");
+    if (!this.seen.has(entry.id)) this.appendEntry(entry.id, entryHeader(entry.type, entry.size), entry.data);
+  }
+
+  private appendEntry(id: ObjectId, header: Buffer, data: Buffer): void {
     this.entries.push({ id, offset: this.size, crc: crc32(data, crc32(header)) });
     this.seen.add(id);
     this.append(header);
     this.append(data);
     if (this.fd === undefined && this.mode === "auto" && this.entries.length > this.memoryLimit) this.toDisk();
-    return id;
   }
 
   /** Writes the trailer and index and installs both; `undefined` (and nothing written) when no object was added. */
@@ -178,9 +186,8 @@ export class PackWriter {
   /** Moves staging into a temporary file in the pack directory (so the final rename stays on one file system). */
   private toDisk(): void {
     try {
-      mkdirSync(this.packDir, { recursive: true });
-      this.tempPack = join(this.packDir, tempName("tmp_pack_"));
-      this.fd = openSync(this.tempPack, "wx+", 0o444);
+      const tempPack = (this.tempPack = join(this.packDir, tempName("tmp_pack_")));
+      this.fd = inPackDir(this.packDir, () => openSync(tempPack, "wx+", 0o444));
     } catch (error) {
       this.done = true;
       this.cleanup(error);
@@ -196,9 +203,9 @@ export class PackWriter {
     const hash = createHash("sha1");
     for (const chunk of chunks) hash.update(chunk);
     const checksum = hash.digest();
-    mkdirSync(this.packDir, { recursive: true });
-    this.tempPack = join(this.packDir, tempName("tmp_pack_"));
-    writeFile(this.tempPack, Buffer.concat([...chunks, checksum]), this.options.fsync === true);
+    const tempPack = (this.tempPack = join(this.packDir, tempName("tmp_pack_")));
+    const data = Buffer.concat([...chunks, checksum]);
+    inPackDir(this.packDir, () => writeFile(tempPack, data, this.options.fsync === true));
     this.chunks = [];
     this.pending = 0;
     return checksum;
@@ -242,6 +249,17 @@ function hashFile(fd: number, size: number, hash: Hash): void {
     if (n === 0) throw new Error("temporary pack shrank while hashing");
     hash.update(buffer.subarray(0, n));
     at += n;
+  }
+}
+
+/** Runs `create` in the pack directory, making the directory only when it is missing (a mkdir per pack costs more than its write). */
+function inPackDir<T>(packDir: string, create: () => T): T {
+  try {
+    return create();
+  } catch (error) {
+    if (!isErrno(error, "ENOENT")) throw error;
+    mkdirSync(packDir, { recursive: true });
+    return create();
   }
 }
 
