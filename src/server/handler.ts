@@ -254,17 +254,25 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
     return out;
   }
 
-  async function put(request: IncomingMessage, response: ServerResponse, key: string): Promise<void> {
-    const conditional = request.headers["if-match"] !== undefined || request.headers["if-none-match"] !== undefined;
-    const options: SetOptions = conditional ? await conditions(request, key) : {};
+  function put(request: IncomingMessage, response: ServerResponse, key: string): Promise<void> {
+    const headers = request.headers;
+    if (headers["if-match"] !== undefined || headers["if-none-match"] !== undefined) {
+      return conditions(request, key).then((options) => store(request, response, key, options));
+    }
+    return store(request, response, key, {});
+  }
+
+  /** Reads a PUT's body and stores it; one promise (the body's) when the driver is sync. */
+  function store(request: IncomingMessage, response: ServerResponse, key: string, options: SetOptions): Promise<void> {
     const ttl = ttlFromHeader(request.headers["x-ttl"]);
     if (ttl !== undefined) options.ttl = ttl;
-    const body = await readBody(request, settings.maxBodySize);
-    const type = request.headers["content-type"];
-    const raw = type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM;
-    const written = raw ? storage.setItemRaw(key, body, options) : writeText(key, body.toString("utf8"), options);
-    if (isPromise(written)) await written;
-    sendOk(response);
+    return readBody(request, settings.maxBodySize).then((body) => {
+      const type = request.headers["content-type"];
+      const raw = type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM;
+      const written = raw ? storage.setItemRaw(key, body, options) : writeText(key, body.toString("utf8"), options);
+      if (isPromise(written)) return written.then(() => sendOk(response));
+      sendOk(response);
+    });
   }
 
   /** Stores a PUT's text: as sent where it is plain JSON in the storage's own format, else as the value the serializer reads from it. */

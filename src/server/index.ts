@@ -1,11 +1,38 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { StorageError } from "../core/errors.js";
 import { richSerializer, type Serializer } from "../core/serializer.js";
 import type { Storage } from "../core/types.js";
 import { createHandler, type AuthorizeRequest } from "./handler.js";
 
 export type { AuthorizeRequest } from "./handler.js";
+
+type Handler = (request: IncomingMessage, response: ServerResponse) => void | Promise<void>;
+
+/** The last request in flight on a connection, on the socket itself (no map lookup per request). */
+const TAIL = Symbol("stowage.tail");
+type OrderedSocket = Socket & { [TAIL]?: Promise<void> };
+
+/**
+ * Runs requests pipelined on one connection one after the other, as HTTP
+ * orders them: a GET sent right behind a PUT must see the PUT's value, not
+ * race its body. A request with nothing in flight before it runs at once.
+ */
+function inConnectionOrder(serve: Handler): Handler {
+  return (request, response) => {
+    const socket = request.socket as OrderedSocket;
+    const before = socket[TAIL];
+    const result = before === undefined ? serve(request, response) : before.then(() => serve(request, response));
+    if (result === undefined) return undefined;
+    // The tail only orders the requests: each request's own failure still reaches its caller through `result`.
+    const release = (): void => {
+      if (socket[TAIL] === tail) socket[TAIL] = undefined;
+    };
+    const tail = result.then(release, release);
+    socket[TAIL] = tail;
+    return result;
+  };
+}
 
 export interface StorageServerOptions {
   /** Interface to listen on (default `127.0.0.1`: this machine only). */
@@ -79,7 +106,7 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
   const basePath = normalizeBasePath(options.basePath);
   let closing = false;
   const onError = options.onError ?? logError;
-  const serve = createHandler({
+  const serve = inConnectionOrder(createHandler({
     storage,
     serializer: options.serializer ?? richSerializer,
     token: options.token,
@@ -89,7 +116,7 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
     basePath,
     onError,
     closing: () => closing,
-  });
+  }));
   const handle = (request: IncomingMessage, response: ServerResponse): Promise<void> => serve(request, response) ?? DONE;
   const server = createServer({ headersTimeout: 20_000, requestTimeout: 120_000 }, (request, response) => {
     // No promise for a request answered in one turn (a sync driver): the common case costs no microtask.

@@ -149,6 +149,29 @@ describe("storage server: stored text in and out", () => {
     expect(writes.every((answer) => answer.status === 200 && answer.body.toString() === "OK")).toBe(true);
     expect(await storage.getItem("k99")).toBe(-99);
   });
+
+  it("requests pipelined on one connection run in order: a GET right behind a PUT sees its value", async () => {
+    const { url } = await startServer();
+    const { port } = new URL(url);
+    for (let round = 0; round < 20; round++) {
+      const body = JSON.stringify({ round });
+      const wire =
+        `PUT /p${round} HTTP/1.1\r\nHost: x\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}` +
+        `GET /p${round} HTTP/1.1\r\nHost: x\r\n\r\n` +
+        `DELETE /p${round} HTTP/1.1\r\nHost: x\r\n\r\n` +
+        `GET /p${round} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+      const text = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), "127.0.0.1", () => socket.end(wire));
+        const chunks: Buffer[] = [];
+        socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+        socket.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+        socket.on("error", reject);
+      });
+      const responses = text.split(/(?=HTTP\/1\.1 )/);
+      expect(responses.map((response) => response.slice(9, 12))).toEqual(["200", "200", "200", "404"]);
+      expect(responses[1]!.endsWith(`\r\n\r\n${body}`)).toBe(true);
+    }
+  });
 });
 
 describe("storage server: ETags and conditional writes", () => {
