@@ -7,6 +7,7 @@ import {
   syncRef,
   type MaintenanceOptions,
   type MaintenanceResult,
+  type CommitGraphWritten,
   type SyncOptions,
   type SyncResult,
   type WriteUnit,
@@ -41,8 +42,11 @@ export interface GitDriverOptions {
 
 /** The git driver: a Driver, plus `maintenance()` and `sync()`. */
 export type GitDriver = Driver<GitDriverOptions, KeyValueRepo> & {
-  /** Packs loose objects, merges packs, prunes unreachable loose objects older than `grace` (docs/git.md). */
-  maintenance(options?: MaintenanceOptions): MaintenanceResult;
+  /**
+   * Packs loose objects, merges packs, prunes unreachable objects older than
+   * `grace`, and writes the commit-graph history walks read (docs/git.md).
+   */
+  maintenance(options?: MaintenanceOptions): MaintenanceResult & { commitGraph?: CommitGraphWritten };
   /**
    * Syncs the ref with the same ref on `remote` (a configured remote, a URL
    * or a path) through the stock `git` CLI: fetch, per-key merge by

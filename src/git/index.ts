@@ -39,6 +39,9 @@ export { decodeKeyName, encodeKeyName, isBucketName, keyToNames, VALUE_ENTRY } f
 export { EMPTY_TREE, KeyTree, treeObjects, type KeyEdit, type NewTree } from "./keyTree.js";
 export { KeyValueRepo, namesOf, type KeyValueRepoOptions, type WriteUnit } from "./kvStore.js";
 export { maintain, reachableObjects, type MaintenanceOptions, type MaintenanceResult } from "./maintenance.js";
+export { AutoMaintenance, DEFAULT_LOOSE_LIMIT, estimateLoose, type Maintainable } from "./autoMaintenance.js";
+export { CommitGraph, commitGraphPath, writeCommitGraph, type CommitGraphOptions, type CommitGraphWritten, type GraphCommit } from "./commitGraph.js";
+export { indexObjectIds } from "./indexFile.js";
 export { mergeBase, mergeCommits, threeWay, type Conflict, type MergeContext, type MergeOutcome, type MergePolicy, type MergeResolver } from "./merge.js";
 export { fetchRef, fetchRefspecs, pushRef, pushRefspecs, redactRemote, trackingRef, type PushedRef, type PushOptions, type RemoteOptions } from "./remote.js";
 export { syncRef, type SyncOptions, type SyncResult, type SyncTarget } from "./sync.js";
