@@ -161,14 +161,17 @@ async function main(): Promise<void> {
     printWorkload(workload.name, chosen, best);
   }
   const goals = printGoals(results);
-  for (const target of targets) {
-    try {
-      target.close();
-    } catch (error) {
-      // One target failing to close must not leave the others' tables and keys behind.
-      console.warn(`bench: closing ${target.name} failed: ${String(error)}`);
-    }
-  }
+  // Every target closes before the suites run: a teardown left running would race their load (and time out under it).
+  await Promise.all(
+    targets.map(async (target) => {
+      try {
+        await target.close();
+      } catch (error) {
+        // One target failing to close must not leave the others' tables and keys behind.
+        console.warn(`bench: closing ${target.name} failed: ${String(error)}`);
+      }
+    }),
+  );
   const suites: Record<string, unknown> = {};
   if (!args.filter) for (const [name, run] of Object.entries(SUITES)) suites[name] = await run();
   if (args.json) {

@@ -56,8 +56,8 @@ const SERVERS: ServerBench[] = [
             const found = new Map(rows.map((row) => [row.key, parse(row)]));
             return keys.map((key) => ({ key, value: found.get(key) ?? null }));
           },
-        }, () => void raw.query(`DROP TABLE ${kv}`).then(() => raw.end(), warn)),
-        target("stowage postgres", "pg (raw)", stowage, () => void stowagePool.query(`DROP TABLE IF EXISTS bench_stowage_${process.pid}`).then(() => stowage.dispose(), warn)),
+        }, () => raw.query(`DROP TABLE ${kv}`).then(() => raw.end(), warn)),
+        target("stowage postgres", "pg (raw)", stowage, () => stowagePool.query(`DROP TABLE IF EXISTS bench_stowage_${process.pid}`).then(() => stowage.dispose(), warn)),
       ];
     },
   },
@@ -100,7 +100,7 @@ const SERVERS: ServerBench[] = [
           getKeys: rawKeys,
           setItems: (items) => raw.mset(items.flatMap(({ key, value }) => [rawPrefix + key, JSON.stringify(value)])),
           getItems: async (keys) => (await raw.mget(keys.map((key) => rawPrefix + key))).map((text, index) => ({ key: keys[index], value: parse(text) })),
-        }, () => void rawKeys().then(async (keys) => {
+        }, () => rawKeys().then(async (keys) => {
           for (let i = 0; i < keys.length; i += 1000) await raw.unlink(keys.slice(i, i + 1000).map((key) => rawPrefix + key));
           await raw.quit();
         })),
@@ -145,7 +145,7 @@ const SERVERS: ServerBench[] = [
           },
           setItems: (items) => Promise.all(items.map(({ key, value }) => raw.put(natsKey(key), JSON.stringify(value)))),
           getItems: (keys) => Promise.all(keys.map(async (key) => ({ key, value: await read(key) }))),
-        }, () => void raw.destroy().then(() => nc.close(), warn)),
+        }, () => raw.destroy().then(() => nc.close(), warn)),
         target("stowage nats-kv", "@nats-io/kv (raw)", stowage, () => {
           // The driver connects on first use: a run that never touched it has no bucket to remove.
           const instance = stowage.getMount().driver.getInstance!() as { kv: { destroy(): Promise<boolean> } } | undefined;
@@ -202,7 +202,7 @@ const SERVERS: ServerBench[] = [
             const values = results.flatMap((result) => result.responses.map((response) => response.response_range.kvs[0]?.value.toString() ?? null));
             return keys.map((key, index) => ({ key, value: values[index] === null ? null : JSON.parse(values[index]!) }));
           },
-        }, () => void client.delete().prefix(rawPrefix).then(() => client.close(), warn)),
+        }, () => client.delete().prefix(rawPrefix).then(() => client.close(), warn)),
         target("stowage etcd", "etcd3 (raw)", stowage, () => {
           // The raw target closes its own client first; stowage's client cleans up its prefix.
           const own = stowage.getMount().driver.getInstance!() as InstanceType<typeof Etcd3>;
@@ -247,8 +247,8 @@ const SERVERS: ServerBench[] = [
             const found = new Map(rows.map((row) => [row.key.toString(), JSON.parse(row.value)]));
             return keys.map((key) => ({ key, value: found.get(key) ?? null }));
           },
-        }, () => void raw.query(`DROP TABLE ${kv}`).then(() => raw.end(), warn)),
-        target("stowage mysql", "mysql2 (raw)", stowage, () => void stowagePool.query(`DROP TABLE IF EXISTS bench_stowage_${process.pid}`).then(() => stowage.dispose(), warn)),
+        }, () => raw.query(`DROP TABLE ${kv}`).then(() => raw.end(), warn)),
+        target("stowage mysql", "mysql2 (raw)", stowage, () => stowagePool.query(`DROP TABLE IF EXISTS bench_stowage_${process.pid}`).then(() => stowage.dispose(), warn)),
       ];
     },
   },

@@ -30,10 +30,11 @@ export interface Target extends KeyValueApi {
   name: string;
   /** The target whose numbers this one is compared with. */
   peer?: string;
-  close(): void;
+  /** Drops what the target wrote and closes it; the suites start once every close has settled. */
+  close(): unknown;
 }
 
-export function target(name: string, peer: string | undefined, api: KeyValueApi, close: () => void = () => undefined): Target {
+export function target(name: string, peer: string | undefined, api: KeyValueApi, close: () => unknown = () => undefined): Target {
   return { name, peer, ...api, close };
 }
 
