@@ -5,6 +5,7 @@ export default defineConfig({
     index: "src/index.ts",
     testing: "src/testing/index.ts",
     server: "src/server/index.ts",
+    git: "src/git/index.ts",
     "cli/main": "src/cli/main.ts",
     "drivers/memory": "src/drivers/memory.ts",
     "drivers/fs": "src/drivers/fs.ts",
