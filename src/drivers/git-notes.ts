@@ -3,7 +3,7 @@ import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type ObjectId, type Repository } from "../git/index.js";
 import { NOTES_LAYOUT } from "../git/notesLayout.js";
-import { blobReads, expectation, foldOperations } from "../git/driverSupport.js";
+import { BLOB_DRIVER_FLAGS, blobReads, expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange } from "../git/treeRef.js";
 
@@ -153,11 +153,10 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     };
   };
 
-
   return {
     name: DRIVER_NAME,
     options,
-    flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    flags: BLOB_DRIVER_FLAGS,
     getInstance: () => repo,
     notesFor,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),

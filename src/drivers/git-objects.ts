@@ -3,7 +3,7 @@ import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { blobReads, expectation, foldOperations } from "../git/driverSupport.js";
+import { BLOB_DRIVER_FLAGS, blobReads, expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange, type TreeLayout } from "../git/treeRef.js";
 
@@ -157,7 +157,7 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
   return {
     name: DRIVER_NAME,
     options,
-    flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    flags: BLOB_DRIVER_FLAGS,
     getInstance: () => store,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     ...blobReads(repo, idOf, keysUnder),

@@ -3,7 +3,7 @@ import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { blobReads, expectation } from "../git/driverSupport.js";
+import { BLOB_DRIVER_FLAGS, blobReads, expectation } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { listRefNames } from "../git/refList.js";
 import { commitRefs, commitRefsEach, type RefChange } from "../git/refTransaction.js";
@@ -182,7 +182,7 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   return {
     name: DRIVER_NAME,
     options,
-    flags: { maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    flags: BLOB_DRIVER_FLAGS,
     getInstance: () => repo,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     ...blobReads(repo, idOf, keysUnder),

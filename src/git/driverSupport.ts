@@ -1,6 +1,6 @@
 import { StorageError } from "../core/errors.js";
 import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import type { CommitOperation, DriverFlags, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 import type { ObjectId } from "./objectId.js";
 import type { Repository } from "./repository.js";
 import type { NameChange } from "./treeRef.js";
@@ -41,6 +41,9 @@ export function foldOperations(
   }
   return [...changes.values()];
 }
+
+/** What the drivers whose keys each name one blob (git-refs, git-notes, git-objects) can do. */
+export const BLOB_DRIVER_FLAGS: DriverFlags = Object.freeze({ maxDepth: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true });
 
 /** The read methods of a driver whose keys each name one blob. */
 export interface BlobReads {

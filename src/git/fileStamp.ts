@@ -13,5 +13,10 @@ const RACY_NS = 100_000_000n;
  */
 export function stableStamp(stat: BigIntStats): string | undefined {
   if (BigInt(Date.now()) * 1_000_000n - stat.ctimeNs < RACY_NS) return undefined;
+  return statStamp(stat);
+}
+
+/** A file's identity as of a stat: inode, size, mtime and ctime (racy or not; see {@link stableStamp}). */
+export function statStamp(stat: BigIntStats): string {
   return `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
 }

@@ -3,6 +3,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { isStorageError } from "../core/errors.js";
 import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
 import { CommitGraph, commitGraphPath } from "./commitGraph.js";
+import { statStamp } from "./fileStamp.js";
 import { parseConfig } from "./config.js";
 import { corrupt, gitError, ioError, isErrno } from "./errors.js";
 import { LruCache } from "./lruCache.js";
@@ -294,7 +295,7 @@ export class Repository {
 function fileStamp(path: string): string {
   try {
     const stat = statSync(path, { bigint: true, throwIfNoEntry: false });
-    return stat === undefined ? "" : `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+    return stat === undefined ? "" : statStamp(stat);
   } catch (error) {
     throw ioError(`Cannot stat ${path}`, error);
   }
