@@ -2,10 +2,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Bench } from "tinybench";
-import { createStorage, type Driver, type Storage } from "../src/index.js";
-import leveldb from "../src/drivers/leveldb.js";
-import lmdb from "../src/drivers/lmdb.js";
-import sqlite from "../src/drivers/sqlite.js";
+import { createStorage, type Driver, type Storage } from "stowage";
+import leveldb from "stowage/drivers/leveldb";
+import lmdb from "stowage/drivers/lmdb";
+import sqlite from "stowage/drivers/sqlite";
 
 /**
  * The embedded drivers at scale: latencies with 100,000 keys stored (the

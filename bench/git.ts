@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { createStorage, type Storage } from "../src/index.js";
-import git from "../src/drivers/git.js";
-import { encodeCommit, hashObject, keyToNames, KeyTree, Repository, signatureNow, treeObjects, type GitObject, type ObjectId } from "../src/git/index.js";
+import { createStorage, type Storage } from "stowage";
+import git from "stowage/drivers/git";
+import { encodeCommit, hashObject, keyToNames, KeyTree, Repository, signatureNow, treeObjects, type GitObject, type ObjectId } from "stowage/git";
 
 /**
  * The git driver against its peers (issue #4): one `git` CLI call per step

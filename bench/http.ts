@@ -8,9 +8,9 @@ import { join } from "node:path";
 import type { Result } from "autocannon";
 import { createStorage as createUnstorage } from "unstorage";
 import { createStorageServer as createUnstorageServer } from "unstorage/server";
-import { createStorage, type Driver } from "../src/index.js";
-import memory from "../src/drivers/memory.js";
-import { createStorageServer } from "../src/server/index.js";
+import { createStorage, type Driver } from "stowage";
+import memory from "stowage/drivers/memory";
+import { createStorageServer } from "stowage/server";
 
 /**
  * `npm run bench -- http`: stowage's storage server against unstorage's

@@ -11,6 +11,12 @@ import { makeTargets, type Target } from "./targets.js";
  * stowage and its peers in one process, with ops/s and ratios, then the
  * suites of their own (the embedded drivers at scale, the queue; `-- embedded`
  * or `-- queue` runs one alone).
+ *
+ * stowage is imported by its package name, so this runs the build in dist/
+ * (npm's `prebench` makes it first), as the peers run their published
+ * builds. Run from the sources through tsx, every named closure made per
+ * call also costs an `Object.defineProperty` (tsx keeps function names),
+ * which no user pays.
  */
 
 const KEY_COUNT = 10_000;

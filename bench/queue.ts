@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Bench } from "tinybench";
-import { createStorage } from "../src/index.js";
-import fsDriver from "../src/drivers/fs.js";
-import queue from "../src/drivers/queue.js";
+import { createStorage } from "stowage";
+import fsDriver from "stowage/drivers/fs";
+import queue from "stowage/drivers/queue";
 
 /**
  * The queue driver over fs against fs direct: rounds of 100 setItem calls as

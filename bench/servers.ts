@@ -1,8 +1,8 @@
 import pg from "pg";
 import mysql2 from "mysql2/promise";
-import mysql from "../src/drivers/mysql.js";
-import postgres from "../src/drivers/postgres.js";
-import { createStorage } from "../src/index.js";
+import mysql from "stowage/drivers/mysql";
+import postgres from "stowage/drivers/postgres";
+import { createStorage } from "stowage";
 import { reachable } from "../test/helpers/services.js";
 import { target, type Target } from "./targets.js";
 
@@ -69,8 +69,8 @@ const SERVERS: ServerBench[] = [
       const url = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
       const [{ Redis }, { createStorage }, { default: redis }, { createStorage: createUnstorage }, { default: unstorageRedis }] = await Promise.all([
         import("ioredis"),
-        import("../src/index.js"),
-        import("../src/drivers/redis.js"),
+        import("stowage"),
+        import("stowage/drivers/redis"),
         import("unstorage"),
         import("unstorage/drivers/redis"),
       ]);
@@ -119,8 +119,8 @@ const SERVERS: ServerBench[] = [
       const [{ connect }, { Kvm }, { createStorage }, { default: natsKv }, { target }] = await Promise.all([
         import("@nats-io/transport-node"),
         import("@nats-io/kv"),
-        import("../src/index.js"),
-        import("../src/drivers/nats-kv.js"),
+        import("stowage"),
+        import("stowage/drivers/nats-kv"),
         import("./targets.js"),
       ]);
       // The client at its best, as the driver runs it: no Error made ahead of each request for its stack.
@@ -162,8 +162,8 @@ const SERVERS: ServerBench[] = [
       const hosts = process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379";
       const [{ Etcd3 }, { createStorage }, { default: etcd }, { target }] = await Promise.all([
         import("etcd3"),
-        import("../src/index.js"),
-        import("../src/drivers/etcd.js"),
+        import("stowage"),
+        import("stowage/drivers/etcd"),
         import("./targets.js"),
       ]);
       const client = new Etcd3({ hosts });

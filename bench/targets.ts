@@ -4,16 +4,16 @@ import { join } from "node:path";
 import { createStorage as createUnstorage } from "unstorage";
 import unstorageFsLite from "unstorage/drivers/fs-lite";
 import unstorageMemory from "unstorage/drivers/memory";
-import { createStorage } from "../src/index.js";
-import fsDriver from "../src/drivers/fs.js";
+import { createStorage } from "stowage";
+import fsDriver from "stowage/drivers/fs";
 import Database from "better-sqlite3";
 import { ClassicLevel } from "classic-level";
 import { open as openLmdb } from "lmdb";
-import fsLite from "../src/drivers/fs-lite.js";
-import memory from "../src/drivers/memory.js";
-import leveldb from "../src/drivers/leveldb.js";
-import lmdb from "../src/drivers/lmdb.js";
-import sqlite from "../src/drivers/sqlite.js";
+import fsLite from "stowage/drivers/fs-lite";
+import memory from "stowage/drivers/memory";
+import leveldb from "stowage/drivers/leveldb";
+import lmdb from "stowage/drivers/lmdb";
+import sqlite from "stowage/drivers/sqlite";
 import { serverTargets } from "./servers.js";
 
 /** The operations every benchmarked store offers, sync or async. */

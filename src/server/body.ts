@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { IncomingMessage, type ServerResponse } from "node:http";
 import { StorageError } from "../core/errors.js";
 
 /** Responses larger than this are written in chunks of this size, following the socket's backpressure. */
@@ -51,11 +51,91 @@ function onError(this: ReadingRequest, error: Error): void {
   stop(this, new StorageError("E_UNAVAILABLE", "Reading the request body failed", { cause: error }));
 }
 
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The storage server's request class (node:http's `IncomingMessage` option).
+ * node:http's parser hands a request's body to `push`, which a plain
+ * request passes through the Readable machinery (listeners, flowing mode,
+ * `end` a tick later). The server reads every body whole, so here `push`
+ * keeps the chunks and the body is handed over the moment the parser
+ * finishes the message (docs/server.md has the measurements). The stream
+ * itself still ends, so node:http's own bookkeeping is as for any request;
+ * it just carries no data.
+ */
+export class CapturingRequest extends IncomingMessage {
+  /** The largest body kept; a larger one fails the capture and pauses the socket. */
+  static limit = Infinity;
+  // Plain fields, set only when used: a GET, with no body, allocates nothing here.
+  private chunks: Buffer[] | undefined;
+  private size = 0;
+  private received: Buffer | undefined;
+  private failure: StorageError | undefined;
+  private waiting: { resolve: (body: Buffer) => void; reject: (error: StorageError) => void } | undefined;
+
+  // The parser pushes Buffers, then null at the end of the message.
+  override push(chunk: Buffer | null): boolean {
+    if (chunk === null) {
+      this.finish();
+      return super.push(null);
+    }
+    if (this.failure) return false;
+    this.size += chunk.length;
+    const limit = (this.constructor as typeof CapturingRequest).limit;
+    if (this.size > limit) {
+      // false stops the parser reading the socket: the caller answers 413 and closes the connection.
+      this.fail(tooLarge(limit));
+      return false;
+    }
+    (this.chunks ??= []).push(chunk);
+    return true;
+  }
+
+  // A client that goes away mid-upload: node:http destroys its request, and the body fails.
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (!this.complete) this.fail(new StorageError("E_UNAVAILABLE", "The client disconnected before the body was complete", { cause: error ?? undefined }));
+    super._destroy(error, callback);
+  }
+
+  /** The whole body, once the parser has finished the message. */
+  body(): Promise<Buffer> {
+    if (this.received) return Promise.resolve(this.received);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  private finish(): void {
+    if (this.failure || this.received) return;
+    const chunks = this.chunks;
+    this.chunks = undefined;
+    this.received = chunks === undefined ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size);
+    this.waiting?.resolve(this.received);
+  }
+
+  private fail(error: StorageError): void {
+    if (this.failure || this.received) return;
+    this.chunks = undefined;
+    this.failure = error;
+    this.waiting?.reject(error);
+  }
+}
+
+/** A request class for a server whose bodies may be at most `limit` bytes. */
+export function capturingRequests(limit: number): typeof CapturingRequest {
+  return class extends CapturingRequest {
+    static override limit = limit;
+  };
+}
+
 /**
  * Reads a request body, refusing it as soon as it passes `limit`: a declared
  * Content-Length over the limit fails before a byte is read, a chunked body
  * fails at the chunk that crosses it. The rest is left unread (paused); the
- * caller answers 413 and closes the connection.
+ * caller answers 413 and closes the connection. A {@link CapturingRequest}
+ * already holds its body; any other request (the handler mounted in a server
+ * of the caller's own) is read as a stream.
  */
 export function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(request.headers["content-length"]);
@@ -63,6 +143,7 @@ export function readBody(request: IncomingMessage, limit: number): Promise<Buffe
     request.pause();
     return Promise.reject(tooLarge(limit));
   }
+  if (request instanceof CapturingRequest) return request.body();
   return new Promise((resolve, reject) => {
     const reading: ReadingRequest = request;
     reading[READING] = { chunks: [], size: 0, limit, resolve, reject };

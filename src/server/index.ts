@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { StorageError } from "../core/errors.js";
 import { richSerializer, type Serializer } from "../core/serializer.js";
 import type { Storage } from "../core/types.js";
+import { capturingRequests } from "./body.js";
 import { createHandler, type AuthorizeRequest } from "./handler.js";
 
 export type { AuthorizeRequest } from "./handler.js";
@@ -17,20 +18,25 @@ type OrderedSocket = Socket & { [TAIL]?: Promise<void> };
  * Runs requests pipelined on one connection one after the other, as HTTP
  * orders them: a GET sent right behind a PUT must see the PUT's value, not
  * race its body. A request with nothing in flight before it runs at once.
+ * What it returns settles once the request is answered and never rejects: a
+ * failure the handler let through goes to `onError`.
  */
-function inConnectionOrder(serve: Handler): Handler {
+function inConnectionOrder(serve: Handler, onError: (error: unknown, request: IncomingMessage) => void): Handler {
   return (request, response) => {
     const socket = request.socket as OrderedSocket;
     const before = socket[TAIL];
     const result = before === undefined ? serve(request, response) : before.then(() => serve(request, response));
     if (result === undefined) return undefined;
-    // The tail only orders the requests: each request's own failure still reaches its caller through `result`.
     const release = (): void => {
       if (socket[TAIL] === tail) socket[TAIL] = undefined;
     };
-    const tail = result.then(release, release);
+    // One promise both orders the requests and reports a failure.
+    const tail: Promise<void> = result.then(release, (error: unknown) => {
+      release();
+      onError(error, request);
+    });
     socket[TAIL] = tail;
-    return result;
+    return tail;
   };
 }
 
@@ -104,6 +110,7 @@ function logError(error: unknown, request: IncomingMessage): void {
  */
 export function createStorageServer(storage: Storage, options: StorageServerOptions = {}): StorageServer {
   const basePath = normalizeBasePath(options.basePath);
+  const maxBodySize = checkSize(options.maxBodySize);
   let closing = false;
   const onError = options.onError ?? logError;
   const serve = inConnectionOrder(createHandler({
@@ -112,16 +119,14 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
     token: options.token,
     authorize: options.authorize,
     readOnly: options.readOnly === true,
-    maxBodySize: checkSize(options.maxBodySize),
+    maxBodySize,
     basePath,
     onError,
     closing: () => closing,
-  }));
+  }), onError);
   const handle = (request: IncomingMessage, response: ServerResponse): Promise<void> => serve(request, response) ?? DONE;
-  const server = createServer({ headersTimeout: 20_000, requestTimeout: 120_000 }, (request, response) => {
-    // No promise for a request answered in one turn (a sync driver): the common case costs no microtask.
-    serve(request, response)?.catch((error: unknown) => onError(error, request));
-  });
+  // serve() never rejects; a request answered in one turn (a sync driver) makes no promise at all.
+  const server = createServer({ headersTimeout: 20_000, requestTimeout: 120_000, IncomingMessage: capturingRequests(maxBodySize) }, serve);
 
   const address = (): AddressInfo | undefined => {
     const bound = server.address();
