@@ -1,5 +1,4 @@
 import { writeFileSync } from "node:fs";
-import { Bench } from "tinybench";
 import { runEmbedded } from "./embedded.js";
 import { runGit } from "./git.js";
 import { runHttp } from "./http.js";
@@ -35,8 +34,19 @@ const values = Array.from({ length: KEY_COUNT }, (_, i) => ({
 // that skips rewriting identical bytes (SQLite does) must not be timed on no-op writes.
 const valueOf = (i: number) => values[(i + Math.floor(i / KEY_COUNT)) % KEY_COUNT];
 
-/** Passes per workload; each target's best pass counts. */
-const PASSES = 3;
+/**
+ * Each workload runs in slices: every target in turn runs for SLICE_MS, the
+ * order rotating, SLICES times over (after WARMUP_SLICES untimed ones), and a
+ * target's ops/s are its operations over its time in all slices. Load that
+ * comes and goes on the machine, and the scheduler's habit of sometimes
+ * running a client and its server on one core (a round trip then takes half
+ * as long on this VM), so fall on every target alike. Best-of passes of half
+ * a second, run one target after the other, let one lucky pass decide a
+ * ratio: the same redis driver measured 0.9x and 1.8x of itself that way.
+ */
+const SLICES = 40;
+const SLICE_MS = 25;
+const WARMUP_SLICES = 4;
 
 /** `ops` operations per sample, so the harness's own per-sample cost does not blur the ratios. */
 type Workload = { name: string; ops: number; run: (target: Target, i: number) => unknown };
@@ -144,27 +154,8 @@ async function main(): Promise<void> {
 
   const results: Record<string, Record<string, number>> = {};
   for (const workload of workloads) {
-    const best: Record<string, number> = {};
-    const counters = new Map(chosen.map((target) => [target, 0]));
-    // Short passes taking turns, best of each: load that comes and goes on the machine slows one pass, not one target.
-    for (let pass = 0; pass < PASSES; pass++) {
-      const bench = new Bench({ time: 500, iterations: 10, warmupTime: pass === 0 ? 500 : 100, setup: () => (globalThis as { gc?: () => void }).gc?.() });
-      for (const target of chosen) {
-        bench.add(target.name, () => {
-          const i = counters.get(target)!;
-          counters.set(target, i + 1);
-          return workload.run(target, i);
-        });
-      }
-      await bench.run();
-      for (const task of bench.tasks) {
-        const result = task.result;
-        if (result.state !== "completed") throw new Error(`${workload.name} on ${task.name}: ${result.state}${"error" in result ? ` ${String(result.error)}` : ""}`);
-        best[task.name] = Math.max(best[task.name] ?? 0, result.throughput.mean * workload.ops);
-      }
-    }
-    results[workload.name] = best;
-    printWorkload(workload.name, chosen, best);
+    results[workload.name] = await measure(workload, chosen);
+    printWorkload(workload.name, chosen, results[workload.name]!);
   }
   const goals = printGoals(results);
   // Every target closes before the suites run: a teardown left running would race their load (and time out under it).
@@ -183,6 +174,39 @@ async function main(): Promise<void> {
   if (args.json) {
     writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, keys: KEY_COUNT, results, goals, ...suites }, null, 2));
   }
+}
+
+const collectGarbage = (globalThis as { gc?: (options?: { type: "minor" | "major" }) => void }).gc;
+
+/** Ops/s of each target on `workload`, measured in interleaved slices (see SLICES). */
+async function measure(workload: Workload, targets: Target[]): Promise<Record<string, number>> {
+  const next = targets.map(() => 0);
+  const ops = targets.map(() => 0);
+  const ms = targets.map(() => 0);
+  collectGarbage?.({ type: "major" });
+  for (let slice = -WARMUP_SLICES; slice < SLICES; slice++) {
+    for (let turn = 0; turn < targets.length; turn++) {
+      const t = (slice + WARMUP_SLICES + turn) % targets.length;
+      // The young garbage of the target before stays out of this one's time.
+      collectGarbage?.({ type: "minor" });
+      const start = performance.now();
+      let now = start;
+      let done = 0;
+      try {
+        do {
+          await workload.run(targets[t]!, next[t]!++);
+          done += workload.ops;
+          now = performance.now();
+        } while (now - start < SLICE_MS);
+      } catch (error) {
+        throw new Error(`${workload.name} on ${targets[t]!.name} failed`, { cause: error });
+      }
+      if (slice < 0) continue;
+      ops[t]! += done;
+      ms[t]! += now - start;
+    }
+  }
+  return Object.fromEntries(targets.map((target, t) => [target.name, (ops[t]! / ms[t]!) * 1000]));
 }
 
 const format = (n: number) => Math.round(n).toLocaleString("en-US");

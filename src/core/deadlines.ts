@@ -1,5 +1,10 @@
 import type { StorageError } from "./errors.js";
 
+/** How often deadlines of `timeout` ms are checked: a quarter of it, 100 ms at most, so a call fails at most that late. */
+export function deadlineTick(timeout: number): number {
+  return Math.max(1, Math.min(100, timeout / 4));
+}
+
 interface Waiting {
   at: number;
   fail: (error: StorageError) => void;
@@ -26,7 +31,7 @@ export class Deadlines {
     private readonly timeout: number,
     private readonly timedOut: () => StorageError,
   ) {
-    this.tick = Math.max(1, Math.min(100, timeout / 4));
+    this.tick = deadlineTick(timeout);
   }
 
   /** What `call` settles to, or a rejection with `timedOut()` once it has taken longer than the timeout. */

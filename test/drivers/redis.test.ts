@@ -416,6 +416,32 @@ if (await serviceUp("Redis", url)) {
       }
     });
 
+    it("a server that stops answering a ready connection: commands fail with E_UNAVAILABLE within the timeout, and work again once it answers", async () => {
+      const server = await privateRedis();
+      await server.start();
+      const timeout = 400;
+      const storage = createStorage({ driver: redis({ url: server.url, base: "hang", timeout }) });
+      try {
+        await storage.setItem("k", "before");
+        // CLIENT PAUSE holds every client's commands unanswered, as a hung server would.
+        expect(redisCli(server.port, ["client", "pause", "2500", "ALL"])).toBe("OK");
+        const started = Date.now();
+        const results = await Promise.all([codeOf(() => storage.getItem("k")), codeOf(() => storage.setItem("other", "during")), codeOf(() => storage.hasItem("k"))]);
+        const waited = Date.now() - started;
+        expect(results).toEqual(["E_UNAVAILABLE", "E_UNAVAILABLE", "E_UNAVAILABLE"]);
+        // The timeout, plus at most one watchdog tick (100 ms) and some slack for a loaded machine.
+        expect(waited).toBeGreaterThanOrEqual(timeout - 50);
+        expect(waited).toBeLessThan(timeout + 600);
+        redisCli(server.port, ["client", "unpause"]);
+        await eventually(async () => expect(await storage.getItem("k")).toBe("before"));
+        await storage.setItem("k", "after");
+        expect(await storage.getItem("k")).toBe("after");
+      } finally {
+        await storage.dispose();
+        await server.kill();
+      }
+    });
+
     it('watch: "keyspace" reports writes by any client and expirations; it refuses a server without notifications', async () => {
       const server = await privateRedis(["--notify-keyspace-events", "KEA"]);
       const plain = await privateRedis();
