@@ -71,7 +71,7 @@ export class CapturingRequest extends IncomingMessage {
   private size = 0;
   private received: Buffer | undefined;
   private failure: StorageError | undefined;
-  private waiting: { resolve: (body: Buffer) => void; reject: (error: StorageError) => void } | undefined;
+  private waiting: { use: (body: Buffer) => void; reject: (error: StorageError) => void } | undefined;
 
   // The parser pushes Buffers, then null at the end of the message.
   override push(chunk: Buffer | null): boolean {
@@ -97,13 +97,11 @@ export class CapturingRequest extends IncomingMessage {
     super._destroy(error, callback);
   }
 
-  /** The whole body, once the parser has finished the message. */
-  body(): Promise<Buffer> {
-    if (this.received) return Promise.resolve(this.received);
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
-    });
+  /** Calls `use` with the whole body once the parser has finished the message (at once if it has), or `reject` if the body fails. */
+  deliver(use: (body: Buffer) => void, reject: (error: StorageError) => void): void {
+    if (this.received) use(this.received);
+    else if (this.failure) reject(this.failure);
+    else this.waiting = { use, reject };
   }
 
   private finish(): void {
@@ -111,7 +109,7 @@ export class CapturingRequest extends IncomingMessage {
     const chunks = this.chunks;
     this.chunks = undefined;
     this.received = chunks === undefined ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size);
-    this.waiting?.resolve(this.received);
+    this.waiting?.use(this.received);
   }
 
   private fail(error: StorageError): void {
@@ -130,28 +128,40 @@ export function capturingRequests(limit: number): typeof CapturingRequest {
 }
 
 /**
- * Reads a request body, refusing it as soon as it passes `limit`: a declared
- * Content-Length over the limit fails before a byte is read, a chunked body
- * fails at the chunk that crosses it. The rest is left unread (paused); the
- * caller answers 413 and closes the connection. A {@link CapturingRequest}
- * already holds its body; any other request (the handler mounted in a server
- * of the caller's own) is read as a stream.
+ * Reads a request body and hands it to `use`; the promise settles as `use`
+ * returns (one promise for both). The body is refused as soon as it passes
+ * `limit`: a declared Content-Length over the limit fails before a byte is
+ * read, a chunked body fails at the chunk that crosses it. The rest is left
+ * unread (paused); the caller answers 413 and closes the connection. A
+ * {@link CapturingRequest} is handed its body by the parser; any other
+ * request (the handler mounted in a server of the caller's own) is read as a
+ * stream.
  */
-export function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
+export function readBody<T>(request: IncomingMessage, limit: number, use: (body: Buffer) => T | PromiseLike<T>): Promise<T> {
   const declared = Number(request.headers["content-length"]);
   if (declared > limit) {
     request.pause();
     return Promise.reject(tooLarge(limit));
   }
-  if (request instanceof CapturingRequest) return request.body();
-  return new Promise((resolve, reject) => {
+  if (request instanceof CapturingRequest) {
+    return new Promise<T>((resolve, reject) => {
+      request.deliver((body) => {
+        try {
+          resolve(use(body));
+        } catch (error) {
+          reject(error);
+        }
+      }, reject);
+    });
+  }
+  return new Promise<Buffer>((resolve, reject) => {
     const reading: ReadingRequest = request;
     reading[READING] = { chunks: [], size: 0, limit, resolve, reject };
     reading.on("data", onData);
     reading.on("end", onEnd);
     reading.on("close", onClose);
     reading.once("error", onError);
-  });
+  }).then(use);
 }
 
 /** Waits until the socket takes more data, or the response is gone. */

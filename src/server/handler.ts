@@ -117,13 +117,23 @@ function notFound(): HttpRefusal {
   return new HttpRefusal(404, "E_NOT_FOUND", "KV value not found");
 }
 
+/** A request handler in two parts, so the caller can fold the failure path into a promise it makes anyway. */
+export interface RequestHandler {
+  /**
+   * Answers a request: returns nothing when it was answered within the call
+   * (a sync driver), else a promise that settles once it is. A failure thrown
+   * or rejected here must be passed to `fail`, which answers it.
+   */
+  serve(request: IncomingMessage, response: ServerResponse): void | Promise<void>;
+  /** Answers a failed request with its status (or cuts the connection if the answer had begun). */
+  fail(request: IncomingMessage, response: ServerResponse, error: unknown): void;
+}
+
 /**
  * Builds the request handler: unstorage's protocol on a stowage Storage,
  * with ETags and conditional writes, auth, read-only mode and body limits.
- * It returns nothing when the request was answered within the call (a sync
- * driver), else a promise that settles once it is; it never rejects.
  */
-export function createHandler(settings: HandlerSettings): (request: IncomingMessage, response: ServerResponse) => void | Promise<void> {
+export function createHandler(settings: HandlerSettings): RequestHandler {
   const { storage, serializer } = settings;
   const tokenDigest = settings.token === undefined ? undefined : createHash("sha256").update(settings.token).digest();
 
@@ -266,7 +276,7 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
   function store(request: IncomingMessage, response: ServerResponse, key: string, options: SetOptions): Promise<void> {
     const ttl = ttlFromHeader(request.headers["x-ttl"]);
     if (ttl !== undefined) options.ttl = ttl;
-    return readBody(request, settings.maxBodySize).then((body) => {
+    return readBody(request, settings.maxBodySize, (body) => {
       const type = request.headers["content-type"];
       const raw = type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM;
       const written = raw ? storage.setItemRaw(key, body, options) : writeText(key, body.toString("utf8"), options);
@@ -330,13 +340,13 @@ export function createHandler(settings: HandlerSettings): (request: IncomingMess
     sendJson(response, status, body, headers);
   }
 
-  return (request, response) => {
+  const serve = (request: IncomingMessage, response: ServerResponse): void | Promise<void> => {
     if (settings.closing()) response.shouldKeepAlive = false;
     try {
-      const done = route(request, response);
-      if (done) return done.catch((error: unknown) => fail(request, response, error));
+      return route(request, response);
     } catch (error) {
       fail(request, response, error);
     }
   };
+  return { serve, fail };
 }

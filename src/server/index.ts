@@ -4,7 +4,7 @@ import { StorageError } from "../core/errors.js";
 import { richSerializer, type Serializer } from "../core/serializer.js";
 import type { Storage } from "../core/types.js";
 import { capturingRequests } from "./body.js";
-import { createHandler, type AuthorizeRequest } from "./handler.js";
+import { createHandler, type AuthorizeRequest, type RequestHandler } from "./handler.js";
 
 export type { AuthorizeRequest } from "./handler.js";
 
@@ -18,22 +18,27 @@ type OrderedSocket = Socket & { [TAIL]?: Promise<void> };
  * Runs requests pipelined on one connection one after the other, as HTTP
  * orders them: a GET sent right behind a PUT must see the PUT's value, not
  * race its body. A request with nothing in flight before it runs at once.
- * What it returns settles once the request is answered and never rejects: a
- * failure the handler let through goes to `onError`.
+ * What it returns settles once the request is answered and never rejects:
+ * a failure is answered by the handler's `fail`, and should that throw too,
+ * reported to `onError`.
  */
-function inConnectionOrder(serve: Handler, onError: (error: unknown, request: IncomingMessage) => void): Handler {
+function inConnectionOrder(handler: RequestHandler, onError: (error: unknown, request: IncomingMessage) => void): Handler {
   return (request, response) => {
     const socket = request.socket as OrderedSocket;
     const before = socket[TAIL];
-    const result = before === undefined ? serve(request, response) : before.then(() => serve(request, response));
+    const result = before === undefined ? handler.serve(request, response) : before.then(() => handler.serve(request, response));
     if (result === undefined) return undefined;
     const release = (): void => {
       if (socket[TAIL] === tail) socket[TAIL] = undefined;
     };
-    // One promise both orders the requests and reports a failure.
+    // One promise both orders the requests and answers a failure, before the next request on the connection runs.
     const tail: Promise<void> = result.then(release, (error: unknown) => {
       release();
-      onError(error, request);
+      try {
+        handler.fail(request, response, error);
+      } catch (failure) {
+        onError(failure, request);
+      }
     });
     socket[TAIL] = tail;
     return tail;
