@@ -184,11 +184,26 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+/** ioredis options the driver sets and a caller may not change (see createClient). */
+const FIXED_CLIENT_OPTIONS = [
+  ["maxRetriesPerRequest", 0],
+  ["enableOfflineQueue", false],
+  ["autoResendUnfulfilledCommands", false],
+] as const;
+
 function checkOptions(options: RedisDriverOptions): number {
   const timeout = options.timeout ?? DEFAULT_TIMEOUT;
   if (!Number.isFinite(timeout) || timeout <= 0) throw invalidOption(`timeout must be a positive number of ms, got ${String(options.timeout)}`);
   if (options.client?.keyPrefix || options.clusterOptions?.redisOptions?.keyPrefix) {
     throw invalidOption("Use the driver's base option instead of ioredis's keyPrefix (SCAN results do not carry keyPrefix)");
+  }
+  const clients: (Partial<Record<(typeof FIXED_CLIENT_OPTIONS)[number][0], unknown>> | undefined)[] = [options.client, options.clusterOptions, options.clusterOptions?.redisOptions];
+  for (const client of clients) {
+    for (const [name, allowed] of FIXED_CLIENT_OPTIONS) {
+      if (client?.[name] !== undefined && client[name] !== allowed) {
+        throw invalidOption(`ioredis's ${name} must stay ${String(allowed)}: the driver's timeout relies on commands failing once, never queued or resent`);
+      }
+    }
   }
   if (options.watch !== undefined && !["tracking", "pubsub", "keyspace", "off"].includes(options.watch)) {
     throw invalidOption(`watch must be "tracking", "pubsub", "keyspace" or "off", got ${JSON.stringify(options.watch)}`);
@@ -223,40 +238,44 @@ function createClient(options: RedisDriverOptions, timeout: number): RedisClient
 }
 
 /**
- * Fails the commands of a connection that stopped answering, with one interval for all of a
- * driver's connections. ioredis's own `commandTimeout` arms and clears a timer for every command,
- * about 5% of a GET's client CPU. Redis answers a connection's commands in order, so the
- * connection is stuck exactly when its oldest command has waited past the timeout: then it is
- * cut, which fails every command on it (E_UNAVAILABLE) and lets ioredis reconnect. A command is
- * first seen at a tick, so it fails at most one tick (a quarter of the timeout, 100 ms at most)
- * after the timeout.
+ * Fails the commands of a connection that keeps one waiting past the timeout, with one interval
+ * for all of a driver's connections. ioredis's own `commandTimeout` arms and clears a timer for
+ * every command, about 5% of a GET's client CPU. Each tick marks the newest command queued on a
+ * connection with the time; Redis answers a connection's commands in order, so the oldest mark
+ * still queued bounds from below how long every command ahead of it has waited. Once that passes
+ * the timeout the connection is cut, which fails every command on it (E_UNAVAILABLE) and lets
+ * ioredis reconnect. That holds for a hung server and for one that answers, but too slowly for
+ * what is queued behind: a command fails at most two ticks (a tick is a quarter of the timeout,
+ * 100 ms at most) after its timeout.
  */
 function replyWatchdog(timeout: number) {
-  const watched = new Map<Redis, { oldest: unknown; since: number }>();
+  // Per connection, commands seen queued at a tick and when, oldest first (a Map keeps insertion order).
+  const watched = new Map<Redis, Map<unknown, number>>();
   const tick = deadlineTick(timeout);
   let timer: NodeJS.Timeout | undefined;
   const check = (): void => {
     const now = Date.now();
-    for (const [connection, seen] of watched) {
+    for (const [connection, marks] of watched) {
       // Closed for good (disposed, or a watch connection replaced): nothing more to watch.
       if (connection.status === "end") {
         watched.delete(connection);
         continue;
       }
-      const oldest = connection.commandQueue.peekFront();
-      if (oldest !== seen.oldest) {
-        seen.oldest = oldest;
-        seen.since = now;
-      } else if (oldest !== undefined && now - seen.since >= timeout) {
-        seen.oldest = undefined;
+      const queue = connection.commandQueue;
+      const oldest = oldestWaiting(queue, marks);
+      if (oldest !== undefined && now - oldest >= timeout) {
+        marks.clear();
         connection.stream.destroy(new Error(`No reply within ${timeout} ms`));
+        continue;
       }
+      const newest = queue.peekBack();
+      if (newest !== undefined) marks.set(newest, marks.get(newest) ?? now);
     }
   };
   return {
     watch(connection: RedisClient): void {
       if (connection instanceof Cluster) return;
-      watched.set(connection, { oldest: undefined, since: 0 });
+      watched.set(connection, new Map());
       // unref: the watchdog never keeps a process alive on its own (the connections do, while open).
       timer ??= setInterval(check, tick).unref();
     },
@@ -266,6 +285,28 @@ function replyWatchdog(timeout: number) {
       watched.clear();
     },
   };
+}
+
+/**
+ * When the oldest marked command still queued was marked, after dropping the marks of commands
+ * no longer queued (answered, or failed with their connection). The queue runs in mark order, so
+ * the first marked command met walking it from the front is the oldest still waiting.
+ */
+function oldestWaiting(queue: Redis["commandQueue"], marks: Map<unknown, number>): number | undefined {
+  if (marks.size === 0) return undefined;
+  let oldest: unknown;
+  for (let index = 0; index < queue.length; index++) {
+    const command = queue.peekAt(index);
+    if (marks.has(command)) {
+      oldest = command;
+      break;
+    }
+  }
+  for (const command of marks.keys()) {
+    if (command === oldest) return marks.get(command);
+    marks.delete(command);
+  }
+  return undefined;
 }
 
 /**
@@ -641,9 +682,12 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     commit: (operations: CommitOperation[]) => batch(operations.flatMap(commitOps)),
     watch: watchMode === "off" ? undefined : (callback: WatchCallback) => watcher.add(callback),
     dispose: async () => {
-      await watcher.stop();
-      await close(client);
-      watchdog.stop();
+      try {
+        await watcher.stop();
+        await close(client);
+      } finally {
+        watchdog.stop();
+      }
     },
   };
 });

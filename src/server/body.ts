@@ -3,6 +3,8 @@ import { StorageError } from "../core/errors.js";
 
 /** Responses larger than this are written in chunks of this size, following the socket's backpressure. */
 const CHUNK = 64 * 1024;
+/** Body bytes a request keeps before anyone reads it (node's own request buffer size); past it the socket pauses. */
+const HIGH_WATER = 16 * 1024;
 
 function tooLarge(limit: number): StorageError {
   return new StorageError("E_TOO_LARGE", `Request body exceeds the limit of ${limit} bytes`);
@@ -61,7 +63,9 @@ const EMPTY = Buffer.alloc(0);
  * keeps the chunks and the body is handed over the moment the parser
  * finishes the message (docs/server.md has the measurements). The stream
  * itself still ends, so node:http's own bookkeeping is as for any request;
- * it just carries no data.
+ * it just carries no data. A body nobody reads yet (a request pipelined
+ * behind others, waiting its turn) keeps at most {@link HIGH_WATER} bytes
+ * before the socket pauses, as a plain request's buffer would.
  */
 export class CapturingRequest extends IncomingMessage {
   /** The largest body kept; a larger one fails the capture and pauses the socket. */
@@ -72,6 +76,7 @@ export class CapturingRequest extends IncomingMessage {
   private received: Buffer | undefined;
   private failure: StorageError | undefined;
   private waiting: { use: (body: Buffer) => void; reject: (error: StorageError) => void } | undefined;
+  private stalled = false;
 
   // The parser pushes Buffers, then null at the end of the message.
   override push(chunk: Buffer | null): boolean {
@@ -84,21 +89,28 @@ export class CapturingRequest extends IncomingMessage {
     const limit = (this.constructor as typeof CapturingRequest).limit;
     if (this.size > limit) {
       // false stops the parser reading the socket: the caller answers 413 and closes the connection.
-      this.fail(tooLarge(limit));
+      this.refuse(tooLarge(limit));
       return false;
     }
     (this.chunks ??= []).push(chunk);
-    return true;
+    // false pauses the socket until a reader comes (deliver resumes it): a waiting request holds a bounded buffer.
+    if (this.waiting === undefined && this.size >= HIGH_WATER) this.stalled = true;
+    return !this.stalled;
   }
 
   // A client that goes away mid-upload: node:http destroys its request, and the body fails.
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (!this.complete) this.fail(new StorageError("E_UNAVAILABLE", "The client disconnected before the body was complete", { cause: error ?? undefined }));
+    if (!this.complete) this.refuse(new StorageError("E_UNAVAILABLE", "The client disconnected before the body was complete", { cause: error ?? undefined }));
     super._destroy(error, callback);
   }
 
   /** Calls `use` with the whole body once the parser has finished the message (at once if it has), or `reject` if the body fails. */
   deliver(use: (body: Buffer) => void, reject: (error: StorageError) => void): void {
+    if (this.stalled) {
+      this.stalled = false;
+      // node:http's server re-pauses a socket it paused itself (a client not reading its responses).
+      this.socket.resume();
+    }
     if (this.received) use(this.received);
     else if (this.failure) reject(this.failure);
     else this.waiting = { use, reject };
@@ -112,7 +124,8 @@ export class CapturingRequest extends IncomingMessage {
     this.waiting?.use(this.received);
   }
 
-  private fail(error: StorageError): void {
+  /** Fails the body with `error` (also before any of it is read): nothing more is kept, and the socket pauses at the next chunk. */
+  refuse(error: StorageError): void {
     if (this.failure || this.received) return;
     this.chunks = undefined;
     this.failure = error;
@@ -140,8 +153,10 @@ export function capturingRequests(limit: number): typeof CapturingRequest {
 export function readBody<T>(request: IncomingMessage, limit: number, use: (body: Buffer) => T | PromiseLike<T>): Promise<T> {
   const declared = Number(request.headers["content-length"]);
   if (declared > limit) {
-    request.pause();
-    return Promise.reject(tooLarge(limit));
+    const error = tooLarge(limit);
+    if (request instanceof CapturingRequest) request.refuse(error);
+    else request.pause();
+    return Promise.reject(error);
   }
   if (request instanceof CapturingRequest) {
     return new Promise<T>((resolve, reject) => {

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { StorageError } from "../core/errors.js";
 import { isPromise, type MaybePromise } from "../core/maybePromise.js";
-import { RICH_MARKER, richSerializer, type Serializer } from "../core/serializer.js";
+import { BASE64_PREFIX, hasOwnMarker, RICH_MARKER, richSerializer, type Serializer } from "../core/serializer.js";
 import { getDirectAccess, type StoredEntry } from "../core/storage.js";
 import type { RemoveOptions, SetOptions, Storage, StorageMeta } from "../core/types.js";
 import { drained, readBody, sendBody } from "./body.js";
@@ -110,8 +110,10 @@ function isPlainJson(text: string): boolean {
     // Not JSON: a bare string, which the serializer turns into JSON.
     return false;
   }
-  return parsed === null || typeof parsed !== "object" || !Object.prototype.hasOwnProperty.call(parsed, RICH_MARKER);
+  return !hasOwnMarker(parsed);
 }
+
+const SPACE = /\s/;
 
 /**
  * Whether `text`, stored as it is, certainly reads back as the value the
@@ -120,10 +122,26 @@ function isPlainJson(text: string): boolean {
  * reads a body: JSON as JSON, anything else as unstorage reads a string it
  * stored verbatim (destr). Only an envelope (its marker, perhaps spelled
  * with \u escapes) and destr's short literals (`undefined` means a removal)
- * need the serializer to look.
+ * need the serializer to look, and text a store would not keep as it is.
  */
 function readsBackAsSent(text: string): boolean {
-  return text.length >= 16 && !text.includes(RICH_MARKER) && !text.includes("\\u");
+  return (
+    text.length >= 16 &&
+    // Padding could hide a short literal ("  undefined  " is a removal): destr trims before it looks.
+    !SPACE.test(text[0]!) &&
+    !SPACE.test(text[text.length - 1]!) &&
+    !text.includes(RICH_MARKER) &&
+    !text.includes("\\u") &&
+    // A NUL is refused by some stores' text columns (the serializer escapes it), and raw reads take base64: text for bytes.
+    !text.includes("\0") &&
+    !text.startsWith(BASE64_PREFIX)
+  );
+}
+
+/** Whether a request comes with a body (a request without one is not complete yet while it is served in the parser's turn). */
+function carriesBody(request: IncomingMessage): boolean {
+  const length = request.headers["content-length"];
+  return request.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
 }
 
 function notFound(): HttpRefusal {
@@ -349,7 +367,7 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
     if (status === 500) settings.onError(error, request);
     const headers: OutgoingHttpHeaders = { ...refusal?.headers };
     // An unread body (too large, or refused before reading) would otherwise be drained: close instead.
-    if (!request.complete) headers.connection = "close";
+    if (!request.complete && carriesBody(request)) headers.connection = "close";
     sendJson(response, status, body, headers);
   }
 

@@ -18,9 +18,10 @@ type OrderedSocket = Socket & { [TAIL]?: Promise<void> };
  * Runs requests pipelined on one connection one after the other, as HTTP
  * orders them: a GET sent right behind a PUT must see the PUT's value, not
  * race its body. A request with nothing in flight before it runs at once.
- * What it returns settles once the request is answered and never rejects:
- * a failure is answered by the handler's `fail`, and should that throw too,
- * reported to `onError`.
+ * What it returns settles once the request is answered and never rejects
+ * (a rejection would stop every request behind it): a failure is answered
+ * by the handler's `fail`, and should that throw too, reported to `onError`,
+ * which must not throw (see {@link guardedOnError}).
  */
 function inConnectionOrder(handler: RequestHandler, onError: (error: unknown, request: IncomingMessage) => void): Handler {
   return (request, response) => {
@@ -37,6 +38,8 @@ function inConnectionOrder(handler: RequestHandler, onError: (error: unknown, re
       try {
         handler.fail(request, response, error);
       } catch (failure) {
+        // No answer could be sent: cut the connection rather than leave the client waiting.
+        response.destroy();
         onError(failure, request);
       }
     });
@@ -99,6 +102,20 @@ function checkSize(maxBodySize: number | undefined): number {
   return size;
 }
 
+/** The caller's `onError`, made safe to call: one that throws is reported on stderr instead, never thrown into a request. */
+function guardedOnError(onError: StorageServerOptions["onError"]): (error: unknown, request: IncomingMessage) => void {
+  if (onError === undefined) return logError;
+  return (error, request) => {
+    try {
+      onError(error, request);
+    } catch (failure) {
+      // Both go to stderr: the failure the hook was handed, and what the hook threw.
+      logError(error, request);
+      logError(failure, request);
+    }
+  };
+}
+
 function logError(error: unknown, request: IncomingMessage): void {
   const message = error instanceof Error ? error.message : String(error);
   process.stderr.write(`stowage server: ${request.method ?? "?"} ${request.url ?? "?"}: ${message}\n`);
@@ -117,7 +134,7 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
   const basePath = normalizeBasePath(options.basePath);
   const maxBodySize = checkSize(options.maxBodySize);
   let closing = false;
-  const onError = options.onError ?? logError;
+  const onError = guardedOnError(options.onError);
   const serve = inConnectionOrder(createHandler({
     storage,
     serializer: options.serializer ?? richSerializer,

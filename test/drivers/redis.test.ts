@@ -305,8 +305,13 @@ if (await serviceUp("Redis", url)) {
       }
     });
 
-    it("refuses ioredis's keyPrefix, a bad timeout and an unknown watch mode", () => {
+    it("refuses ioredis's keyPrefix, retries, offline queue and resends, a bad timeout and an unknown watch mode", () => {
       expect(() => redis({ url, client: { keyPrefix: "x:" } })).toThrow(/base option/);
+      expect(() => redis({ url, client: { maxRetriesPerRequest: 3 } })).toThrow(/maxRetriesPerRequest must stay 0/);
+      expect(() => redis({ url, client: { maxRetriesPerRequest: null } })).toThrow(/maxRetriesPerRequest/);
+      expect(() => redis({ url, client: { enableOfflineQueue: true } })).toThrow(/enableOfflineQueue/);
+      expect(() => redis({ url, cluster: [{ port: 7000 }], clusterOptions: { redisOptions: { autoResendUnfulfilledCommands: true } } })).toThrow(/autoResend/);
+      expect(() => redis({ url, client: { maxRetriesPerRequest: 0, enableOfflineQueue: false } })).not.toThrow();
       expect(() => redis({ url, timeout: -1 })).toThrow(/timeout/);
       expect(() => redis({ url, watch: "poll" as never })).toThrow(/watch must be/);
     });
@@ -429,13 +434,44 @@ if (await serviceUp("Redis", url)) {
         const results = await Promise.all([codeOf(() => storage.getItem("k")), codeOf(() => storage.setItem("other", "during")), codeOf(() => storage.hasItem("k"))]);
         const waited = Date.now() - started;
         expect(results).toEqual(["E_UNAVAILABLE", "E_UNAVAILABLE", "E_UNAVAILABLE"]);
-        // The timeout, plus at most one watchdog tick (100 ms) and some slack for a loaded machine.
+        // The timeout, plus at most two watchdog ticks (100 ms each) and some slack for a loaded machine.
         expect(waited).toBeGreaterThanOrEqual(timeout - 50);
         expect(waited).toBeLessThan(timeout + 600);
         redisCli(server.port, ["client", "unpause"]);
         await eventually(async () => expect(await storage.getItem("k")).toBe("before"));
         await storage.setItem("k", "after");
         expect(await storage.getItem("k")).toBe("after");
+      } finally {
+        await storage.dispose();
+        await server.kill();
+      }
+    });
+
+    it("a server that answers, but each command slowly: a command queued behind them still fails within its timeout", async () => {
+      const server = await privateRedis();
+      await server.start();
+      const timeout = 400;
+      const storage = createStorage({ driver: redis({ url: server.url, base: "slow", timeout }) });
+      const client = storage.getMount("").driver.getInstance!() as Redis;
+      // Keeps the server busy for 300 ms (under the timeout) and then answers.
+      const busy = "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - s > 300000 return 1";
+      try {
+        await storage.setItem("k", "before");
+        // Redis answers commands that arrive in one read of its socket together, which looks hung, not slow. Each
+        // script carries 20 KB, more than Redis reads at once (16 KB), so it runs them and answers one by one.
+        const pad = "x".repeat(20_000);
+        const slow = [1, 2, 3, 4].map(() => client.eval(busy, 0, pad).then(() => "answered", () => "failed"));
+        const started = Date.now();
+        const behind = await codeOf(() => storage.getItem("k"));
+        const waited = Date.now() - started;
+        expect(behind).toBe("E_UNAVAILABLE");
+        // The scripts ahead of it take until 1,200 ms; it fails at its timeout plus at most two ticks (100 ms each) and slack.
+        expect(waited).toBeLessThan(timeout + 400);
+        // The first script was answered in time; the connection was cut under a later one.
+        const answers = await Promise.all(slow);
+        expect(answers[0]).toBe("answered");
+        expect(answers.slice(1)).toContain("failed");
+        await eventually(async () => expect(await storage.getItem("k")).toBe("before"));
       } finally {
         await storage.dispose();
         await server.kill();

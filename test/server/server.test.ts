@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { createServer, request as httpRequest } from "node:http";
 import { connect } from "node:net";
-import type { AddressInfo } from "node:net";
-import { describe, expect, it } from "vitest";
+import type { AddressInfo, Socket } from "node:net";
+import { describe, expect, it, vi } from "vitest";
 import { defineDriver } from "../../src/core/defineDriver.js";
 import { StorageError } from "../../src/core/errors.js";
 import { prefixStorage } from "../../src/core/prefix.js";
@@ -11,7 +11,7 @@ import { createCoreStorage } from "../../src/core/storage.js";
 import http from "../../src/drivers/http.js";
 import fsDriver from "../../src/drivers/fs.js";
 import memory from "../../src/drivers/memory.js";
-import { createStorageServer } from "../../src/server/index.js";
+import { createStorageServer, type StorageServer } from "../../src/server/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { send, startServer } from "./helpers.js";
 
@@ -131,6 +131,10 @@ describe("storage server: stored text in and out", () => {
       '"caf\u00e9 and more than sixteen characters"',
       "1234567890123456789012345",
       "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]",
+      "undefined          ",
+      "\n\t   NULL   \t\n  \n",
+      "a NUL \0 inside a sentence",
+      "base64:aGVsbG8gd29ybGQgYWdhaW4=",
     ];
     for (const [i, body] of bodies.entries()) {
       const expected = richSerializer.deserialize(body);
@@ -147,6 +151,10 @@ describe("storage server: stored text in and out", () => {
     }
     // A long body that is not JSON is stored verbatim, as unstorage stores a string.
     expect(await driver.getItem("v1", {})).toBe("a sentence that is not JSON at all");
+    // Text a store could refuse (a NUL) goes through the serializer, which escapes it.
+    expect(await driver.getItem("v14", {})).not.toContain("\0");
+    // Text that a raw read would take for base64 bytes is stored as a string, not as the bytes.
+    expect(Buffer.from((await storage.getItemRaw("v15"))!).toString()).not.toBe("hello world again");
   });
 
   it("a driver without native expiry: the core's TTL holds on the direct path", async () => {
@@ -186,7 +194,6 @@ describe("storage server: stored text in and out", () => {
 
   it("requests pipelined on one connection run in order: a GET right behind two PUTs sees the second's value", async () => {
     const { url } = await startServer();
-    const { port } = new URL(url);
     for (let round = 0; round < 20; round++) {
       const first = JSON.stringify({ round });
       const second = JSON.stringify({ round, again: true });
@@ -199,17 +206,70 @@ describe("storage server: stored text in and out", () => {
         `GET /p${round} HTTP/1.1\r\nHost: x\r\n\r\n` +
         `DELETE /p${round} HTTP/1.1\r\nHost: x\r\n\r\n` +
         `GET /p${round} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
-      const text = await new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(port), "127.0.0.1", () => socket.end(wire));
-        const chunks: Buffer[] = [];
-        socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-        socket.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-        socket.on("error", reject);
-      });
-      const responses = text.split(/(?=HTTP\/1\.1 )/);
+      const responses = (await exchange(url, wire)).split(/(?=HTTP\/1\.1 )/);
       expect(responses.map((response) => response.slice(9, 12))).toEqual(["200", "200", "200", "200", "404"]);
       expect(responses[2]!.endsWith(`\r\n\r\n${second}`)).toBe(true);
     }
+  });
+});
+
+/** A driver over a Map whose writes to keys starting with `slow` wait for `gate`: a request that stays in flight. */
+const gated = defineDriver((gate: Promise<void>) => {
+  const data = new Map<string, string>();
+  return {
+    name: "gated",
+    hasItem: (key: string) => data.has(key),
+    getItem: (key: string) => data.get(key) ?? null,
+    setItem: async (key: string, value: string) => {
+      if (key.startsWith("slow")) await gate;
+      data.set(key, value);
+    },
+    removeItem: (key: string) => void data.delete(key),
+    getKeys: () => [...data.keys()],
+  };
+});
+
+/** The server side of each connection a server accepts. */
+function acceptedSockets(server: StorageServer): Socket[] {
+  const sockets: Socket[] = [];
+  server.server.on("connection", (socket: Socket) => sockets.push(socket));
+  return sockets;
+}
+
+/** Sends `wire` on one connection and resolves with everything the server answers until it closes. */
+function exchange(url: string, wire: string): Promise<string> {
+  const { port } = new URL(url);
+  return new Promise<string>((resolve, reject) => {
+    const socket = connect(Number(port), "127.0.0.1", () => socket.end(wire));
+    const chunks: Buffer[] = [];
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    socket.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    socket.on("error", reject);
+  });
+}
+
+describe("storage server: pipelined bodies", () => {
+  it("a body pipelined behind a request still in flight is not read past a small buffer until its turn", async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const { url, server, storage } = await startServer({ driver: gated(gate) });
+    const sockets = acceptedSockets(server);
+    const big = "x".repeat(4 * 1024 * 1024);
+    const wire =
+      "PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1" +
+      `PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: ${big.length}\r\nConnection: close\r\n\r\n${big}`;
+    const answered = exchange(url, wire);
+    // Give the client time to send as much as the server will take.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(sockets).toHaveLength(1);
+    expect(sockets[0]!.bytesRead).toBeLessThan(512 * 1024);
+    expect(await storage.hasItem("big")).toBe(false);
+    open();
+    const responses = (await answered).split(/(?=HTTP\/1\.1 )/);
+    expect(responses.map((response) => response.slice(9, 12))).toEqual(["200", "200"]);
+    expect(sockets[0]!.bytesRead).toBeGreaterThan(big.length);
+    expect(await storage.getItem("big")).toBe(big);
+    expect(await storage.getItem("slow")).toBe(1);
   });
 });
 
@@ -336,13 +396,52 @@ describe("storage server: limits and errors", () => {
     expect(errors).toHaveLength(1);
   });
 
+  it("a refusal of a request without a body keeps the connection; one whose body was not read closes it", async () => {
+    const { url } = await startServer({ maxBodySize: 4 });
+    const wire =
+      "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n" +
+      "GET /a/../b HTTP/1.1\r\nHost: x\r\n\r\n" +
+      "PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" +
+      "PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789" +
+      "GET /k HTTP/1.1\r\nHost: x\r\n\r\n";
+    const responses = (await exchange(url, wire)).split(/(?=HTTP\/1\.1 )/);
+    expect(responses.map((response) => response.slice(9, 12))).toEqual(["404", "400", "200", "413"]);
+    expect(responses.slice(0, 3).every((response) => !/connection: close/i.test(response))).toBe(true);
+    expect(responses[3]).toMatch(/connection: close/i);
+  });
+
+  it("an onError hook that throws: the failure is still answered, logged, and the requests behind it served", async () => {
+    const { url } = await startServer({
+      driver: failing(undefined),
+      onError: () => {
+        throw new Error("hook broke");
+      },
+    });
+    const logged: string[] = [];
+    const write = vi.spyOn(process.stderr, "write").mockImplementation((line) => logged.push(String(line)) > 0);
+    try {
+      const wire = "GET /broken HTTP/1.1\r\nHost: x\r\n\r\nGET /down HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+      const responses = (await exchange(url, wire)).split(/(?=HTTP\/1\.1 )/);
+      expect(responses.map((response) => response.slice(9, 12))).toEqual(["500", "503"]);
+    } finally {
+      write.mockRestore();
+    }
+    expect(logged).toEqual(["stowage server: GET /broken: [failing] secret internals at /srv/app.js:42\n", "stowage server: GET /broken: hook broke\n"]);
+  });
+
   it("413 for a declared Content-Length over the limit, before reading the body", async () => {
-    const { url, storage } = await startServer({ maxBodySize: 1024 });
+    const { url, server, storage } = await startServer({ maxBodySize: 1024 });
     const res = await send(url, "PUT", "/k", { body: Buffer.alloc(4096) });
     expect(res.status).toBe(413);
     expect(json(res.body)).toMatchObject({ code: "E_TOO_LARGE" });
     expect(await storage.hasItem("k")).toBe(false);
     expect((await send(url, "PUT", "/k", { body: Buffer.alloc(1024, 97) })).status).toBe(200);
+    // A client that sends its 64 MiB anyway: the server reads little of it before it answers and closes.
+    const sockets = acceptedSockets(server);
+    const huge = `PUT /huge HTTP/1.1\r\nHost: x\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n${"y".repeat(8 * 1024 * 1024)}`;
+    const answer = await exchange(url, huge).catch((error: Error) => error.message);
+    expect(answer).toMatch(/^HTTP\/1\.1 413|ECONNRESET|EPIPE/);
+    expect(sockets[0]!.bytesRead).toBeLessThan(1024 * 1024);
   });
 
   it("413 for a chunked body while it streams: the server answers long before the client is done", async () => {
