@@ -194,17 +194,6 @@ const FIXED_CLIENT_OPTIONS = [
 function checkOptions(options: RedisDriverOptions): number {
   const timeout = options.timeout ?? DEFAULT_TIMEOUT;
   if (!Number.isFinite(timeout) || timeout <= 0) throw invalidOption(`timeout must be a positive number of ms, got ${String(options.timeout)}`);
-  if (options.client?.keyPrefix || options.clusterOptions?.redisOptions?.keyPrefix) {
-    throw invalidOption("Use the driver's base option instead of ioredis's keyPrefix (SCAN results do not carry keyPrefix)");
-  }
-  const clients: (Partial<Record<(typeof FIXED_CLIENT_OPTIONS)[number][0], unknown>> | undefined)[] = [options.client, options.clusterOptions, options.clusterOptions?.redisOptions];
-  for (const client of clients) {
-    for (const [name, allowed] of FIXED_CLIENT_OPTIONS) {
-      if (client?.[name] !== undefined && client[name] !== allowed) {
-        throw invalidOption(`ioredis's ${name} must stay ${String(allowed)}: the driver's timeout relies on commands failing once, never queued or resent`);
-      }
-    }
-  }
   if (options.watch !== undefined && !["tracking", "pubsub", "keyspace", "off"].includes(options.watch)) {
     throw invalidOption(`watch must be "tracking", "pubsub", "keyspace" or "off", got ${JSON.stringify(options.watch)}`);
   }
@@ -212,6 +201,26 @@ function checkOptions(options: RedisDriverOptions): number {
     throw invalidOption(`watch: "${options.watch}" is not supported with cluster (it is per node); use "pubsub"`);
   }
   return timeout;
+}
+
+type ClientSettings = Partial<Record<(typeof FIXED_CLIENT_OPTIONS)[number][0] | "keyPrefix", unknown>>;
+
+/**
+ * Refuses settings that undo the driver's design, as ioredis took them: from
+ * the options or from the URL's query string (which ioredis lets win).
+ */
+function checkClientSettings(client: RedisClient): void {
+  const settings: ClientSettings[] = client instanceof Cluster ? [client.options, client.options.redisOptions ?? {}] : [client.options];
+  for (const set of settings) {
+    if (set.keyPrefix) {
+      throw invalidOption("Use the driver's base option instead of ioredis's keyPrefix (SCAN results do not carry keyPrefix)");
+    }
+    for (const [name, allowed] of FIXED_CLIENT_OPTIONS) {
+      if (set[name] !== undefined && set[name] !== allowed) {
+        throw invalidOption(`ioredis's ${name} must stay ${String(allowed)}: the driver's timeout relies on commands failing once, never queued or resent`);
+      }
+    }
+  }
 }
 
 function createClient(options: RedisDriverOptions, timeout: number): RedisClient {
@@ -227,14 +236,18 @@ function createClient(options: RedisDriverOptions, timeout: number): RedisClient
   };
   if (options.cluster) {
     // ioredis makes a cluster's node connections itself, out of the reply watchdog's reach: they time out per command.
-    return new Cluster(options.cluster, {
+    const cluster = new Cluster(options.cluster, {
       enableOfflineQueue: false,
       lazyConnect: true,
       ...options.clusterOptions,
       redisOptions: { commandTimeout: timeout, ...connection, ...options.clusterOptions?.redisOptions },
     });
+    checkClientSettings(cluster);
+    return cluster;
   }
-  return options.url ? new Redis(options.url, connection) : new Redis(connection);
+  const client = options.url ? new Redis(options.url, connection) : new Redis(connection);
+  checkClientSettings(client);
+  return client;
 }
 
 /**

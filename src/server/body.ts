@@ -63,9 +63,10 @@ const EMPTY = Buffer.alloc(0);
  * keeps the chunks and the body is handed over the moment the parser
  * finishes the message (docs/server.md has the measurements). The stream
  * itself still ends, so node:http's own bookkeeping is as for any request;
- * it just carries no data. A body nobody reads yet (a request pipelined
- * behind others, waiting its turn) keeps at most {@link HIGH_WATER} bytes
- * before the socket pauses, as a plain request's buffer would.
+ * it just carries no data. Once a body nobody reads yet (a request
+ * pipelined behind others, waiting its turn) holds {@link HIGH_WATER}
+ * bytes, the socket pauses until its turn comes or the body is whole, as
+ * it would for a plain request's full buffer.
  */
 export class CapturingRequest extends IncomingMessage {
   /** The largest body kept; a larger one fails the capture and pauses the socket. */
@@ -81,12 +82,19 @@ export class CapturingRequest extends IncomingMessage {
   // The parser pushes Buffers, then null at the end of the message.
   override push(chunk: Buffer | null): boolean {
     if (chunk === null) {
+      // The body is whole: what follows on the socket is the next request's, which decides for itself.
+      this.unstall();
       this.finish();
       return super.push(null);
     }
     if (this.failure) return false;
-    this.size += chunk.length;
     const limit = (this.constructor as typeof CapturingRequest).limit;
+    // A declared length over the limit is refused at the first chunk, whether or not anyone reads the body yet.
+    if (this.size === 0 && Number(this.headers["content-length"]) > limit) {
+      this.refuse(tooLarge(limit));
+      return false;
+    }
+    this.size += chunk.length;
     if (this.size > limit) {
       // false stops the parser reading the socket: the caller answers 413 and closes the connection.
       this.refuse(tooLarge(limit));
@@ -106,11 +114,7 @@ export class CapturingRequest extends IncomingMessage {
 
   /** Calls `use` with the whole body once the parser has finished the message (at once if it has), or `reject` if the body fails. */
   deliver(use: (body: Buffer) => void, reject: (error: StorageError) => void): void {
-    if (this.stalled) {
-      this.stalled = false;
-      // node:http's server re-pauses a socket it paused itself (a client not reading its responses).
-      this.socket.resume();
-    }
+    this.unstall();
     if (this.received) use(this.received);
     else if (this.failure) reject(this.failure);
     else this.waiting = { use, reject };
@@ -122,6 +126,13 @@ export class CapturingRequest extends IncomingMessage {
     this.chunks = undefined;
     this.received = chunks === undefined ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size);
     this.waiting?.use(this.received);
+  }
+
+  private unstall(): void {
+    if (!this.stalled) return;
+    this.stalled = false;
+    // node:http's server re-pauses a socket it paused itself (a client not reading its responses).
+    this.socket.resume();
   }
 
   /** Fails the body with `error` (also before any of it is read): nothing more is kept, and the socket pauses at the next chunk. */

@@ -27,7 +27,18 @@ function inConnectionOrder(handler: RequestHandler, onError: (error: unknown, re
   return (request, response) => {
     const socket = request.socket as OrderedSocket;
     const before = socket[TAIL];
-    const result = before === undefined ? handler.serve(request, response) : before.then(() => handler.serve(request, response));
+    let result: void | Promise<void>;
+    if (before === undefined) {
+      try {
+        result = handler.serve(request, response);
+      } catch (failure) {
+        // serve answers its own failures; this is one answering them threw.
+        cutConnection(response, failure, request, onError);
+        return undefined;
+      }
+    } else {
+      result = before.then(() => handler.serve(request, response));
+    }
     if (result === undefined) return undefined;
     const release = (): void => {
       if (socket[TAIL] === tail) socket[TAIL] = undefined;
@@ -38,14 +49,19 @@ function inConnectionOrder(handler: RequestHandler, onError: (error: unknown, re
       try {
         handler.fail(request, response, error);
       } catch (failure) {
-        // No answer could be sent: cut the connection rather than leave the client waiting.
-        response.destroy();
-        onError(failure, request);
+        onError(error, request);
+        cutConnection(response, failure, request, onError);
       }
     });
     socket[TAIL] = tail;
     return tail;
   };
+}
+
+/** No answer could be sent: cuts the connection rather than leave the client waiting, and reports why. */
+function cutConnection(response: ServerResponse, failure: unknown, request: IncomingMessage, onError: (error: unknown, request: IncomingMessage) => void): void {
+  response.destroy();
+  onError(failure, request);
 }
 
 export interface StorageServerOptions {
@@ -67,7 +83,7 @@ export interface StorageServerOptions {
   serializer?: Serializer;
   /** How long `close()` lets in-flight requests run before cutting their connections, in ms (default 10,000). */
   shutdownTimeout?: number;
-  /** Called with every failure answered with 500 (default: one line on stderr). */
+  /** Called with every failure answered with 500 (default: one line on stderr); if it throws or rejects, both errors go to stderr. */
   onError?: (error: unknown, request: IncomingMessage) => void;
 }
 
@@ -102,16 +118,24 @@ function checkSize(maxBodySize: number | undefined): number {
   return size;
 }
 
-/** The caller's `onError`, made safe to call: one that throws is reported on stderr instead, never thrown into a request. */
+/**
+ * The caller's `onError`, made safe to call: one that throws, or returns a
+ * promise that rejects, is reported on stderr instead, never thrown into a
+ * request nor left an unhandled rejection.
+ */
 function guardedOnError(onError: StorageServerOptions["onError"]): (error: unknown, request: IncomingMessage) => void {
   if (onError === undefined) return logError;
   return (error, request) => {
-    try {
-      onError(error, request);
-    } catch (failure) {
-      // Both go to stderr: the failure the hook was handed, and what the hook threw.
+    // Both go to stderr: the failure the hook was handed, and what the hook threw.
+    const hookFailed = (failure: unknown): void => {
       logError(error, request);
       logError(failure, request);
+    };
+    try {
+      const returned: unknown = onError(error, request);
+      if (returned instanceof Promise) returned.catch(hookFailed);
+    } catch (failure) {
+      hookFailed(failure);
     }
   };
 }

@@ -99,6 +99,25 @@ function canRunPrivateServers(): boolean {
   return false;
 }
 
+// Options are checked when the driver is made, before any connection: no server needed.
+describe("redis driver options", () => {
+  it("refuses ioredis's keyPrefix, retries, offline queue and resends (as options or in the URL), a bad timeout and an unknown watch mode", async () => {
+    expect(() => redis({ url, client: { keyPrefix: "x:" } })).toThrow(/base option/);
+    expect(() => redis({ url: `${url}?keyPrefix=x:` })).toThrow(/base option/);
+    expect(() => redis({ url, client: { maxRetriesPerRequest: 3 } })).toThrow(/maxRetriesPerRequest must stay 0/);
+    expect(() => redis({ url, client: { maxRetriesPerRequest: null } })).toThrow(/maxRetriesPerRequest/);
+    expect(() => redis({ url: `${url}?maxRetriesPerRequest=5` })).toThrow(/maxRetriesPerRequest/);
+    expect(() => redis({ url, client: { enableOfflineQueue: true } })).toThrow(/enableOfflineQueue/);
+    expect(() => redis({ url: `${url}?enableOfflineQueue=true` })).toThrow(/enableOfflineQueue/);
+    expect(() => redis({ url, cluster: [{ port: 7000 }], clusterOptions: { redisOptions: { autoResendUnfulfilledCommands: true } } })).toThrow(/autoResend/);
+    expect(() => redis({ url, cluster: [{ port: 7000 }], clusterOptions: { enableOfflineQueue: true } })).toThrow(/enableOfflineQueue/);
+    expect(() => redis({ url, timeout: -1 })).toThrow(/timeout/);
+    expect(() => redis({ url, watch: "poll" as never })).toThrow(/watch must be/);
+    const accepted = redis({ url, client: { maxRetriesPerRequest: 0, enableOfflineQueue: false } });
+    await accepted.dispose?.();
+  });
+});
+
 if (await serviceUp("Redis", url)) {
   const privateServers = canRunPrivateServers();
   const make = (extra: Partial<RedisDriverOptions> = {}) => redis({ url, base: freshBase(), ...extra });
@@ -303,17 +322,6 @@ if (await serviceUp("Redis", url)) {
         await theirs.clear();
         await Promise.all([theirs.dispose(), ours.dispose(), mounted.dispose()]);
       }
-    });
-
-    it("refuses ioredis's keyPrefix, retries, offline queue and resends, a bad timeout and an unknown watch mode", () => {
-      expect(() => redis({ url, client: { keyPrefix: "x:" } })).toThrow(/base option/);
-      expect(() => redis({ url, client: { maxRetriesPerRequest: 3 } })).toThrow(/maxRetriesPerRequest must stay 0/);
-      expect(() => redis({ url, client: { maxRetriesPerRequest: null } })).toThrow(/maxRetriesPerRequest/);
-      expect(() => redis({ url, client: { enableOfflineQueue: true } })).toThrow(/enableOfflineQueue/);
-      expect(() => redis({ url, cluster: [{ port: 7000 }], clusterOptions: { redisOptions: { autoResendUnfulfilledCommands: true } } })).toThrow(/autoResend/);
-      expect(() => redis({ url, client: { maxRetriesPerRequest: 0, enableOfflineQueue: false } })).not.toThrow();
-      expect(() => redis({ url, timeout: -1 })).toThrow(/timeout/);
-      expect(() => redis({ url, watch: "poll" as never })).toThrow(/watch must be/);
     });
 
     it("a server that accepts connections but never answers gives E_UNAVAILABLE, not a hang", async () => {

@@ -12,6 +12,7 @@ import http from "../../src/drivers/http.js";
 import fsDriver from "../../src/drivers/fs.js";
 import memory from "../../src/drivers/memory.js";
 import { createStorageServer, type StorageServer } from "../../src/server/index.js";
+import { eventually } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { send, startServer } from "./helpers.js";
 
@@ -271,6 +272,42 @@ describe("storage server: pipelined bodies", () => {
     expect(await storage.getItem("big")).toBe(big);
     expect(await storage.getItem("slow")).toBe(1);
   });
+  it("a request whose body stalled the connection and is refused before it is read leaves the connection reading", async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const { url } = await startServer({ driver: gated(gate) });
+    const socket = connect(Number(new URL(url).port), "127.0.0.1");
+    let received = "";
+    const answers = (count: number) =>
+      new Promise<string[]>((resolve, reject) => {
+        const check = () => {
+          const responses = received.split(/(?=HTTP\/1\.1 )/).filter(Boolean);
+          if (responses.length >= count) {
+            socket.off("data", onData);
+            resolve(responses.map((response) => response.slice(9, 12)));
+          }
+        };
+        const onData = (chunk: Buffer) => {
+          received += chunk.toString("latin1");
+          check();
+        };
+        socket.on("data", onData);
+        socket.once("error", reject);
+        check();
+      });
+    // A whole 20 KiB body behind a write in flight: it stalls the connection, then its key is refused (400) unread.
+    socket.write(`PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1PUT /a/../b HTTP/1.1\r\nHost: x\r\nContent-Length: 20480\r\n\r\n${"z".repeat(20480)}`);
+    const first = answers(2);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    open();
+    expect(await first).toEqual(["200", "400"]);
+    // A request sent afterwards on the same connection is read and answered.
+    received = "";
+    socket.write("GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const late = await Promise.race([answers(1), new Promise<string[]>((resolve) => setTimeout(() => resolve(["none"]), 2000))]);
+    socket.destroy();
+    expect(late).toEqual(["200"]);
+  });
 });
 
 describe("storage server: ETags and conditional writes", () => {
@@ -396,6 +433,28 @@ describe("storage server: limits and errors", () => {
     expect(errors).toHaveLength(1);
   });
 
+  it("an async onError hook that rejects: both errors are logged, no unhandled rejection", async () => {
+    let rejected!: () => void;
+    const hookDone = new Promise<void>((resolve) => (rejected = resolve));
+    const { url } = await startServer({
+      driver: failing(undefined),
+      onError: async () => {
+        rejected();
+        throw new Error("async hook broke");
+      },
+    });
+    const logged: string[] = [];
+    const write = vi.spyOn(process.stderr, "write").mockImplementation((line) => logged.push(String(line)) > 0);
+    try {
+      expect((await send(url, "GET", "/broken")).status).toBe(500);
+      await hookDone;
+      await eventually(() => expect(logged).toHaveLength(2));
+    } finally {
+      write.mockRestore();
+    }
+    expect(logged[1]).toBe("stowage server: GET /broken: async hook broke\n");
+  });
+
   it("a refusal of a request without a body keeps the connection; one whose body was not read closes it", async () => {
     const { url } = await startServer({ maxBodySize: 4 });
     const wire =
@@ -430,16 +489,17 @@ describe("storage server: limits and errors", () => {
   });
 
   it("413 for a declared Content-Length over the limit, before reading the body", async () => {
-    const { url, server, storage } = await startServer({ maxBodySize: 1024 });
+    const { url, storage } = await startServer({ maxBodySize: 1024 });
     const res = await send(url, "PUT", "/k", { body: Buffer.alloc(4096) });
     expect(res.status).toBe(413);
     expect(json(res.body)).toMatchObject({ code: "E_TOO_LARGE" });
     expect(await storage.hasItem("k")).toBe(false);
     expect((await send(url, "PUT", "/k", { body: Buffer.alloc(1024, 97) })).status).toBe(200);
-    // A client that sends its 64 MiB anyway: the server reads little of it before it answers and closes.
-    const sockets = acceptedSockets(server);
+    // A client that sends its 64 MiB anyway, to a server taking up to 16 MiB: the server keeps none and reads little of it.
+    const large = await startServer();
+    const sockets = acceptedSockets(large.server);
     const huge = `PUT /huge HTTP/1.1\r\nHost: x\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n${"y".repeat(8 * 1024 * 1024)}`;
-    const answer = await exchange(url, huge).catch((error: Error) => error.message);
+    const answer = await exchange(large.url, huge).catch((error: Error) => error.message);
     expect(answer).toMatch(/^HTTP\/1\.1 413|ECONNRESET|EPIPE/);
     expect(sockets[0]!.bytesRead).toBeLessThan(1024 * 1024);
   });
