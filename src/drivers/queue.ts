@@ -81,6 +81,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
   let inFlight = 0;
   let running: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let soon: NodeJS.Immediate | undefined;
   let retryDelay = firstRetryDelay;
   let failed: StorageError | undefined;
 
@@ -100,14 +101,30 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     }
     // Backpressure: the writer that fills the queue waits for the flush (whose failure onError reports).
     if (queued.length + inFlight >= maxQueueSize) return startFlush();
-    if (queued.length >= batchSize) void startFlush();
+    if (queued.length >= batchSize) flushSoon();
     else schedule(flushInterval);
     return undefined;
+  }
+
+  function cancelScheduled(): void {
+    clearTimeout(timer);
+    clearImmediate(soon);
+    timer = undefined;
+    soon = undefined;
   }
 
   function schedule(delay: number): void {
     // The timer holds the process open until the writes it carries are flushed.
     if (timer === undefined) timer = setTimeout(() => ((timer = undefined), void startFlush()), delay);
+  }
+
+  /**
+   * A full batch is sent on the event loop's next turn, not inside the write
+   * that filled it: starting a batch (100 file writes, say) costs the writer
+   * more than its own write, and writes made meanwhile join the queue.
+   */
+  function flushSoon(): void {
+    soon ??= setImmediate(() => ((soon = undefined), void startFlush()));
   }
 
   /** A flush in the background: its failure is reported through onError and retried, not thrown. */
@@ -127,8 +144,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
    * the refused writes are dropped, each reported, and flush() rejects.
    */
   async function drain(): Promise<void> {
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
+    cancelScheduled();
     let refused: StorageError | undefined;
     while (queued.length > 0) {
       const batch = take(batchSize);
@@ -337,8 +353,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
         await flush();
       } catch (error) {
         // No retries after dispose: the writes stay queued, and the rejection says so.
-        if (timer !== undefined) clearTimeout(timer);
-        timer = undefined;
+        cancelScheduled();
         throw error;
       }
       await driver.dispose?.();

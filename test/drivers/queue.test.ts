@@ -5,7 +5,7 @@ import fsDriver from "../../src/drivers/fs.js";
 import memory from "../../src/drivers/memory.js";
 import sqlite from "../../src/drivers/sqlite.js";
 import queue from "../../src/drivers/queue.js";
-import { testDriver } from "../../src/testing/index.js";
+import { eventually, testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 testDriver({ name: "queue over memory", driver: () => queue({ driver: memory(), flushInterval: 20 }) });
@@ -93,6 +93,17 @@ describe("queue driver", () => {
     await q.flush();
     expect(calls.slice(1)).toEqual(["setItems b=b,c=c", "set d=d"]);
     expect((await inner.getKeys()).sort()).toEqual(["a", "b", "c", "d"]);
+  });
+
+  it("batchSize writes waiting start a flush on the next turn, long before flushInterval", async () => {
+    const { driver, calls, inner } = recorded();
+    const q = queue({ driver, flushInterval: 60_000, batchSize: 3 });
+    for (const key of ["a", "b", "c"]) await q.setItem!(key, key, {});
+    // The write that filled the batch returned without sending it.
+    expect(calls).toEqual([]);
+    await eventually(() => expect(calls).toEqual(["setItems a=a,b=b,c=c"]));
+    expect((await inner.getKeys()).sort()).toEqual(["a", "b", "c"]);
+    expect(q.getInstance!().size).toBe(0);
   });
 
   it("reaching maxQueueSize flushes at once", async () => {
