@@ -42,14 +42,17 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
   if (!options?.path) throw new StorageError("E_INVALID_OPTION", "The leveldb driver needs a path", { driver: DRIVER_NAME });
   const db = new ClassicLevel<string, string>(options.path, { valueEncoding: "utf8" });
   let queue: Promise<unknown> = Promise.resolve();
+  let pending = 0;
+  const settled = (): void => void pending--;
 
-  /** Runs writes one at a time; a failed one fails its caller and does not stop the queue. */
+  /**
+   * Runs writes one at a time; a failed one fails its caller and does not
+   * stop the queue. With none pending a write starts at once, a turn sooner.
+   */
   function exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = queue.then(work);
-    queue = run.then(
-      () => undefined,
-      () => undefined,
-    );
+    const run = pending === 0 ? work() : queue.then(work);
+    pending++;
+    queue = run.then(settled, settled);
     return run;
   }
 
@@ -131,6 +134,12 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
     if (ifMatch !== undefined && version !== ifMatch) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   }
 
+  /** Writes one key's batch once its guards hold; an unguarded write reads nothing first. */
+  function guardedWrite(key: string, opts: SetOptions | RemoveOptions | undefined, batch: Operation[]): Promise<void> {
+    const unguarded = opts?.ifMatch === undefined && (opts as SetOptions | undefined)?.ifNoneMatch === undefined;
+    return unguarded ? db.batch(batch) : checkGuards(key, opts).then(() => db.batch(batch));
+  }
+
   const range = (base: string) => (base ? { gte: base, lt: prefixEnd(base) } : { gte: FIRST_KEY });
 
   return {
@@ -150,21 +159,13 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
         return { key, value: alive ? value : null };
       });
     },
-    setItem: (key: string, value: string, opts: SetOptions) =>
-      exclusive(async () => {
-        await checkGuards(key, opts);
-        await db.batch(put(key, value, opts));
-      }),
+    setItem: (key: string, value: string, opts: SetOptions) => exclusive(() => guardedWrite(key, opts, put(key, value, opts))),
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
       exclusive(async () => {
         for (const item of items) await checkGuards(item.key, item.options ?? common);
         await db.batch(items.flatMap((item) => put(item.key, item.value, item.options ?? common)));
       }),
-    removeItem: (key: string, opts: RemoveOptions) =>
-      exclusive(async () => {
-        await checkGuards(key, opts);
-        await db.batch(del(key));
-      }),
+    removeItem: (key: string, opts: RemoveOptions) => exclusive(() => guardedWrite(key, opts, del(key))),
     getMeta: async (key: string): Promise<StorageMeta | null> => {
       const found = await read(key);
       if (found === null) return null;
