@@ -1,26 +1,20 @@
-import { execFile, spawnSync } from "node:child_process";
+import { execFile, fork, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Result } from "autocannon";
-import { createStorage as createUnstorage } from "unstorage";
-import { createStorageServer as createUnstorageServer } from "unstorage/server";
-import { createStorage, type Driver } from "stowage";
-import memory from "stowage/drivers/memory";
-import { createStorageServer } from "stowage/server";
+import { valueOf, type ServerKind, type ServerMessage } from "./httpServer.js";
 
 /**
  * `npm run bench -- http`: stowage's storage server against unstorage's
  * (`unstorage/server`, on h3), both over the same driver (stowage's memory
- * driver, which mounts in unstorage too) in this process, loaded on
- * loopback: GET and PUT of ~100-byte JSON values, 50 connections. The load
- * generator runs in a child process, so this process's CPU time is the
- * server's alone: besides req/s, the CPU each request costs the server,
- * which other load on the machine blurs least. Goal: stowage >= 1.2x
- * unstorage in req/s.
+ * driver, which mounts in unstorage too), each in a process of its own
+ * (bench/httpServer.ts), loaded on loopback: GET and PUT of ~100-byte JSON
+ * values, 50 connections. Besides req/s, each server's CPU time per
+ * request, which other load on the machine blurs least. Goal: stowage >=
+ * 1.2x unstorage in req/s.
  *
  * Two generators, each run where it is installed: autocannon (a
  * devDependency) and wrk (`apt-get install wrk`). autocannon spends more
@@ -39,42 +33,52 @@ const DURATION = 2;
  * server decide: unstorage's PUT ranged from 28k to 33k req/s in one bench.)
  */
 const ROUNDS = 8;
-const KEYS = 1000;
+/** Seconds of untimed load each server takes first, so neither is timed while its code warms up. */
+const WARMUP = 1;
 const GOAL = 1.2;
 
-const valueOf = (i: number) => ({ id: i, name: `user-${String(i).padStart(6, "0")}`, email: `user${i}@example.com`, city: "Lisbon", tags: ["a", "b"], active: true });
 const BODY = JSON.stringify(valueOf(1));
+const SERVER_SCRIPT = fileURLToPath(new URL("./httpServer.ts", import.meta.url));
 
-interface Running {
+/** A server process: its URL, its CPU time so far (µs), and a way to end it. */
+interface ServerProcess {
   url: string;
-  close: () => Promise<void>;
+  cpu: () => Promise<number>;
+  close: () => void;
 }
 
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+/** The next message of a server process; its exit before one fails the bench. */
+function nextMessage(child: ChildProcess): Promise<ServerMessage> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (message: ServerMessage) => {
+      child.off("exit", onExit);
+      resolve(message);
+    };
+    const onExit = (code: number | null) => {
+      child.off("message", onMessage);
+      reject(new Error(`bench server process exited with ${String(code)}`));
+    };
+    child.once("message", onMessage);
+    child.once("exit", onExit);
+  });
 }
 
-function closer(server: Server): () => Promise<void> {
-  return () => {
-    server.closeAllConnections();
-    return new Promise((resolve) => server.close(() => resolve()));
+/** Starts a server in a process of its own (this one's node flags, so tsx and the bench tsconfig apply). */
+async function startServer(kind: ServerKind): Promise<ServerProcess> {
+  const child = fork(SERVER_SCRIPT, [kind], { execArgv: process.execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const started = await nextMessage(child);
+  if (!("url" in started)) throw new Error(`bench server ${kind} sent ${JSON.stringify(started)} before its URL`);
+  return {
+    url: started.url,
+    cpu: async () => {
+      const reply = nextMessage(child);
+      child.send("cpu");
+      const message = await reply;
+      if (!("cpu" in message)) throw new Error(`bench server ${kind} answered ${JSON.stringify(message)} for its CPU time`);
+      return message.cpu;
+    },
+    close: () => void child.send("close"),
   };
-}
-
-async function stowageServer(driver: Driver): Promise<Running> {
-  const storage = createStorage({ driver });
-  for (let i = 0; i < KEYS; i++) await storage.setItem(`bench:user:${i}`, valueOf(i));
-  const server = createStorageServer(storage, { port: 0 });
-  const url = await server.listen();
-  return { url, close: () => server.close() };
-}
-
-async function unstorageServer(driver: Driver): Promise<Running> {
-  const storage = createUnstorage({ driver: driver as Parameters<typeof createUnstorage>[0] extends { driver?: infer D } ? D : never });
-  for (let i = 0; i < KEYS; i++) await storage.setItem(`bench:user:${i}`, valueOf(i));
-  const server = createServer(createUnstorageServer(storage).handle);
-  return { url: await listen(server), close: closer(server) };
 }
 
 const AUTOCANNON = createRequire(import.meta.url).resolve("autocannon/autocannon.js");
@@ -90,8 +94,8 @@ interface Load {
   total: number;
 }
 
-/** A load generator: runs `method` against `url` for DURATION seconds in a child process; any error or non-2xx answer fails it. */
-type Generator = (url: string, method: Method) => Promise<Load>;
+/** A load generator: runs `method` against `url` for `seconds` in a child process; any error or non-2xx answer fails it. */
+type Generator = (url: string, method: Method, seconds: number) => Promise<Load>;
 
 function run(file: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -99,8 +103,8 @@ function run(file: string, args: string[]): Promise<string> {
   });
 }
 
-const autocannon: Generator = async (url, method) => {
-  const args = [AUTOCANNON, "-c", String(CONNECTIONS), "-d", String(DURATION), "-j", "-m", method];
+const autocannon: Generator = async (url, method, seconds) => {
+  const args = [AUTOCANNON, "-c", String(CONNECTIONS), "-d", String(seconds), "-j", "-m", method];
   if (method === "PUT") args.push("-b", BODY, "-H", "content-type=application/json");
   args.push(url + PATH);
   const result = JSON.parse(await run(process.execPath, args)) as Result;
@@ -116,8 +120,8 @@ function wrkScript(dir: string): string {
 }
 
 function wrk(script: string): Generator {
-  return async (url, method) => {
-    const args = ["-t1", `-c${CONNECTIONS}`, `-d${DURATION}s`];
+  return async (url, method, seconds) => {
+    const args = ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`];
     if (method === "PUT") args.push("-s", script);
     const out = await run("wrk", [...args, url + PATH]);
     const total = /(\d+) requests in/.exec(out);
@@ -149,13 +153,12 @@ interface Totals {
   cpu: number;
 }
 
-async function load(generator: Generator, url: string, method: Method, totals: Totals): Promise<void> {
-  const before = process.cpuUsage();
-  const result = await generator(url, method);
-  const used = process.cpuUsage(before);
+async function load(generator: Generator, server: ServerProcess, method: Method, totals: Totals): Promise<void> {
+  const before = await server.cpu();
+  const result = await generator(server.url, method, DURATION);
+  totals.cpu += (await server.cpu()) - before;
   totals.requests += result.total;
   totals.seconds += result.total / result.rate;
-  totals.cpu += used.user + used.system;
 }
 
 export interface HttpBenchResult {
@@ -173,21 +176,25 @@ export interface HttpBenchResult {
 
 const format = (n: number) => Math.round(n).toLocaleString("en-US");
 
-const SERVERS = { unstorage: unstorageServer, stowage: stowageServer } as const;
-
-/** Each server's req/s and CPU per request over ROUNDS runs of one workload, the servers taking turns to go first. */
-async function measure(generator: Generator, method: Method): Promise<Record<keyof typeof SERVERS, Run>> {
+/**
+ * Each server's req/s and CPU per request over ROUNDS runs of one workload,
+ * the servers taking turns to go first, each in a fresh process warmed up
+ * by WARMUP seconds of the same load.
+ */
+async function measure(generator: Generator, method: Method): Promise<Record<ServerKind, Run>> {
   const totals = { unstorage: { requests: 0, seconds: 0, cpu: 0 }, stowage: { requests: 0, seconds: 0, cpu: 0 } };
-  for (let round = 0; round < ROUNDS; round++) {
-    const order = round % 2 === 0 ? (["unstorage", "stowage"] as const) : (["stowage", "unstorage"] as const);
-    for (const name of order) {
-      const server = await SERVERS[name](memory());
-      try {
-        await load(generator, server.url, method, totals[name]);
-      } finally {
-        await server.close();
-      }
+  const servers: Partial<Record<ServerKind, ServerProcess>> = {};
+  try {
+    servers.unstorage = await startServer("unstorage");
+    servers.stowage = await startServer("stowage");
+    for (const server of [servers.unstorage, servers.stowage]) await generator(server.url, method, WARMUP);
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? (["unstorage", "stowage"] as const) : (["stowage", "unstorage"] as const);
+      for (const name of order) await load(generator, servers[name]!, method, totals[name]);
     }
+  } finally {
+    servers.unstorage?.close();
+    servers.stowage?.close();
   }
   const run = ({ requests, seconds, cpu }: Totals): Run => ({ rate: requests / seconds, cpu: cpu / requests });
   return { unstorage: run(totals.unstorage), stowage: run(totals.stowage) };
@@ -201,7 +208,7 @@ export async function runHttp(): Promise<HttpBenchResult[]> {
   if (hasWrk()) generators.push(["wrk", wrk(wrkScript(dir))]);
   else console.log("\n(wrk is not installed: autocannon alone, whose own cost per request caps both servers' req/s)");
   try {
-    console.log(`\nHTTP storage servers: ${CONNECTIONS} connections, ${ROUNDS} alternating runs of ${DURATION} s each, totals, ${BODY.length}-byte values, memory driver`);
+    console.log(`\nHTTP storage servers, each in its own process: ${CONNECTIONS} connections, ${ROUNDS} alternating runs of ${DURATION} s each after ${WARMUP} s of warm-up, totals, ${BODY.length}-byte values, memory driver`);
     for (const [name, generator] of generators) {
       for (const method of ["GET", "PUT"] as const) {
         const { stowage, unstorage } = await measure(generator, method);
