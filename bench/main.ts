@@ -47,6 +47,15 @@ const valueOf = (i: number) => values[(i + Math.floor(i / KEY_COUNT)) % KEY_COUN
 const SLICES = 40;
 const SLICE_MS = 25;
 const WARMUP_SLICES = 4;
+/**
+ * Slow operations (a batch of 1,000 writes to a server takes 15-50 ms) get
+ * slices on until each target has run this many samples or for MAX_MS: 40
+ * slices of one or two samples left a server's passing stall (NATS syncing
+ * its files, say) a quarter of one target's time, and ratios of 0.5x-1.45x
+ * of the same code.
+ */
+const MIN_SAMPLES = 100;
+const MAX_MS = 4000;
 
 /** `ops` operations per sample, so the harness's own per-sample cost does not blur the ratios. */
 type Workload = { name: string; ops: number; run: (target: Target, i: number) => unknown };
@@ -210,8 +219,10 @@ async function measureGroup(workload: Workload, targets: Target[]): Promise<Reco
   const next = targets.map(() => 0);
   const ops = targets.map(() => 0);
   const ms = targets.map(() => 0);
+  const samples = targets.map(() => 0);
+  const enough = () => targets.every((_, t) => samples[t]! >= MIN_SAMPLES || ms[t]! >= MAX_MS);
   collectGarbage?.({ type: "major" });
-  for (let slice = -WARMUP_SLICES; slice < SLICES; slice++) {
+  for (let slice = -WARMUP_SLICES; slice < SLICES || !enough(); slice++) {
     for (let turn = 0; turn < targets.length; turn++) {
       const t = (slice + WARMUP_SLICES + turn) % targets.length;
       // The young garbage of the target before stays out of this one's time.
@@ -219,10 +230,12 @@ async function measureGroup(workload: Workload, targets: Target[]): Promise<Reco
       const start = performance.now();
       let now = start;
       let done = 0;
+      let runs = 0;
       try {
         do {
           await workload.run(targets[t]!, next[t]!++);
           done += workload.ops;
+          runs++;
           now = performance.now();
         } while (now - start < SLICE_MS);
       } catch (error) {
@@ -231,6 +244,7 @@ async function measureGroup(workload: Workload, targets: Target[]): Promise<Reco
       if (slice < 0) continue;
       ops[t]! += done;
       ms[t]! += now - start;
+      samples[t]! += runs;
     }
   }
   return Object.fromEntries(targets.map((target, t) => [target.name, (ops[t]! / ms[t]!) * 1000]));
