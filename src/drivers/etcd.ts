@@ -426,8 +426,31 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     return result;
   }
 
+  /**
+   * Opens a watch stream within the timeout. etcd3's own `create()` waits
+   * for the stream to connect or fail, but while the server is down the
+   * stream only retries, so it would wait for as long as the outage lasts.
+   */
+  async function openWatcher(): Promise<Watcher> {
+    const watcher = client.watch().inRange({ start: prefix, end: prefixEnd(prefix) }).watcher();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        watcher.once("connected", () => resolve());
+        watcher.once("error", reject);
+        timer = setTimeout(() => reject(new StorageError("E_UNAVAILABLE", `etcd did not open a watch within ${timeout} ms`, { driver: DRIVER_NAME })), timeout);
+      });
+    } catch (error) {
+      await watcher.cancel().catch((failure: unknown) => process.emitWarning(`stowage etcd: closing a watch that did not open failed: ${String(failure)}`));
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+    return watcher;
+  }
+
   async function watch(callback: WatchCallback): Promise<() => Promise<void>> {
-    const watcher = await call(undefined, () => client.watch().inRange({ start: prefix, end: prefixEnd(prefix) }).create());
+    const watcher = await call(undefined, openWatcher);
     watchers.add(watcher);
     watcher.on("put", (kv) => {
       if (kv.key.length > prefix.length && kv.key[prefix.length] !== 0) callback("update", userKey(kv.key));

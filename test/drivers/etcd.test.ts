@@ -203,7 +203,7 @@ if (await serviceUp("etcd", hosts)) {
       await server.start();
       const storage = createStorage({ driver: etcd({ hosts: server.url, prefix: "fault/", timeout: 1000 }) });
       try {
-        await survivesOutage(storage, server, 20_000);
+        await survivesOutage(storage, server, { timeout: 1000, recovery: 20_000 });
       } finally {
         await storage.dispose();
         await server.stop();

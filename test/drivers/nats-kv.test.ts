@@ -237,7 +237,7 @@ if (await serviceUp("NATS", servers)) {
       await server.start();
       const storage = createStorage({ driver: natsKv({ servers: server.address, bucket: "fault", timeout: 1000 }) });
       try {
-        await survivesOutage(storage, server, 30_000);
+        await survivesOutage(storage, server, { timeout: 1000, recovery: 30_000 });
       } finally {
         await storage.dispose();
         await server.stop();
