@@ -83,6 +83,12 @@ if (await serviceUp("etcd", hosts)) {
       for (const [index, key] of keys.entries()) expect(await storage.getItem(key)).toBe(index);
       expect((await storage.getKeys()).sort()).toEqual(keys.map(normalizeKey).sort());
       expect((await storage.getKeys("pattern")).sort()).toEqual(["pattern:%_:*", "pattern:*", "pattern:>"].sort());
+      // Below the core's key rules (which strip "?" and split on "\\"), the driver takes any key as it is.
+      const driver = storage.getMount().driver;
+      const raw = ["a?b", "c\\d", "[*?]", "x.y>z", `'"%_`, "tab\tkey"];
+      for (const key of raw) await driver.setItem!(`raw:${key}`, JSON.stringify(key), {});
+      for (const key of raw) expect(await driver.getItem(`raw:${key}`, {})).toBe(JSON.stringify(key));
+      expect(((await driver.getKeys("raw:", {})) as string[]).sort()).toEqual(raw.map((key) => `raw:${key}`).sort());
     });
 
     it("stores raw bytes as bytes and text as UTF-8, readable with any etcd client", async () => {

@@ -92,6 +92,12 @@ if (await serviceUp("NATS", servers)) {
       for (const [index, key] of keys.entries()) expect(await storage.getItem(key)).toBe(index);
       expect((await storage.getKeys()).sort()).toEqual(keys.map(normalizeKey).sort());
       expect((await storage.getKeys("pattern")).sort()).toEqual(["pattern:%_:*", "pattern:*", "pattern:>"].sort());
+      // Below the core's key rules (which strip "?" and split on "\\"), the driver takes any key as it is.
+      const driver = storage.getMount().driver;
+      const raw = ["a?b", "c\\d", "[*?]", "x.y>z", `'"%_`, "tab\tkey"];
+      for (const key of raw) await driver.setItem!(`raw:${key}`, JSON.stringify(key), {});
+      for (const key of raw) expect(await driver.getItem(`raw:${key}`, {})).toBe(JSON.stringify(key));
+      expect(((await driver.getKeys("raw:", {})) as string[]).sort()).toEqual(raw.map((key) => `raw:${key}`).sort());
     });
 
     it("stores values as bytes, readable with any NATS KV client", async () => {

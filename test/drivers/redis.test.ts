@@ -354,6 +354,27 @@ if (await serviceUp("Redis", url)) {
   });
 
   describe.runIf(privateServers)("redis driver with a private server", () => {
+    it("lists and clears with SCAN and UNLINK (never KEYS), and batches with MGET and MSET", async () => {
+      const server = await privateRedis();
+      await server.start();
+      const storage = createStorage({ driver: redis({ url: server.url, base: "cmds", watch: "off" }) });
+      try {
+        const keys = Array.from({ length: 50 }, (_, i) => `k${i}`);
+        await storage.setItems(keys.map((key, i) => ({ key, value: i })));
+        expect((await storage.getItems(keys)).map((entry) => entry.value)).toEqual(keys.map((_, i) => i));
+        expect((await storage.getKeys()).length).toBe(50);
+        await storage.clear();
+        expect(await storage.getKeys()).toEqual([]);
+        // The server's own count of each command it ran.
+        const ran = new Set([...redisCli(server.port, ["info", "commandstats"]).matchAll(/^cmdstat_(\w+):calls=/gm)].map((match) => match[1]));
+        expect(ran.has("keys")).toBe(false);
+        for (const command of ["scan", "unlink", "mget", "mset"]) expect(ran.has(command), command).toBe(true);
+      } finally {
+        await storage.dispose();
+        await server.kill();
+      }
+    });
+
     it("a server killed mid-run: operations fail fast with E_UNAVAILABLE, recover after restart, and lose no acknowledged write", async () => {
       const server = await privateRedis(["--appendonly", "yes", "--appendfsync", "always"]);
       await server.start();
