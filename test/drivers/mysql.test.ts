@@ -2,7 +2,7 @@ import mysql2 from "mysql2/promise";
 import { afterAll, describe, expect, it } from "vitest";
 import { createStorage, type Storage } from "../../src/index.js";
 import mysql, { MAX_KEY_BYTES } from "../../src/drivers/mysql.js";
-import { testDriver } from "../../src/testing/index.js";
+import { eventually, testDriver } from "../../src/testing/index.js";
 import { codeOf } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
 import { absentKeyHeldUntilCommit, casAcrossProcesses, exitsAfterDispose, runTables, unavailableWithinTimeout } from "../helpers/tableDrivers.js";
@@ -31,6 +31,18 @@ if (await serviceUp("MariaDB/MySQL", url)) {
 
   describe("mysql driver", () => {
     const open = (table = freshTable("t"), extra: Parameters<typeof mysql>[0] = {}): Storage => createStorage({ driver: mysql({ url, table, ...extra }) });
+
+    it("purges expired rows from the table every purgeInterval", async () => {
+      const table = freshTable("purge");
+      const storage = open(table, { purgeInterval: 100 });
+      try {
+        await storage.setItem("gone", 1, { ttl: 50 });
+        await storage.setItem("kept", 2);
+        await eventually(async () => expect(((await sql(`SELECT CONVERT(\`key\` USING utf8mb4) AS k FROM \`${table}\``)) as { k: string }[]).map((row) => row.k)).toEqual(["kept"]));
+      } finally {
+        await storage.dispose();
+      }
+    });
 
     it("round-trips hostile keys, long and 4-byte unicode keys and 10 MB values exactly; lists by range", async () => {
       const storage = open();

@@ -106,6 +106,21 @@ if (await serviceUp("PostgreSQL", url)) {
       await storage.dispose();
     });
 
+    it("purges expired rows from the table every purgeInterval", async () => {
+      const table = freshTable("purge");
+      const storage = open(table, { purgeInterval: 100 });
+      await storage.setItem("gone", 1, { ttl: 50 });
+      await storage.setItem("kept", 2);
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await eventually(async () => expect((await client.query(`SELECT key FROM "${table}"`)).rows.map((row) => row.key)).toEqual(["kept"]));
+      } finally {
+        await client.end();
+        await storage.dispose();
+      }
+    });
+
     it("keeps JSON readable and raw bytes exact in the table", async () => {
       const table = freshTable("layout");
       const storage = open(table);
