@@ -5,7 +5,7 @@ import { connect } from "@nats-io/transport-node";
 import { afterAll, describe, expect, it } from "vitest";
 import { createStorage, normalizeKey, type Storage } from "../../src/index.js";
 import natsKv, { decodeKey, encodeKey, encodeToken } from "../../src/drivers/nats-kv.js";
-import { testDriver } from "../../src/testing/index.js";
+import { eventually, testDriver } from "../../src/testing/index.js";
 import { reachable, serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { codeOf, freePort } from "../helpers/checks.js";
@@ -98,6 +98,21 @@ if (await serviceUp("NATS", servers)) {
       for (const key of raw) await driver.setItem!(`raw:${key}`, JSON.stringify(key), {});
       for (const key of raw) expect(await driver.getItem(`raw:${key}`, {})).toBe(JSON.stringify(key));
       expect(((await driver.getKeys("raw:", {})) as string[]).sort()).toEqual(raw.map((key) => `raw:${key}`).sort());
+    });
+
+    it("the ttl option is the bucket's max_age: the server drops every entry older than it", async () => {
+      const bucket = freshBucket();
+      const storage = createStorage({ driver: natsKv({ servers, bucket, ttl: 1000 }) });
+      open.push(storage);
+      await storage.setItem("short", "lived");
+      expect(await storage.getItem("short")).toBe("lived");
+      const nc = await connect({ servers });
+      try {
+        expect((await (await new Kvm(nc).open(bucket)).status()).ttl).toBe(1000);
+      } finally {
+        await nc.close();
+      }
+      await eventually(async () => expect(await storage.hasItem("short")).toBe(false), 10_000);
     });
 
     it("stores values as bytes, readable with any NATS KV client", async () => {
