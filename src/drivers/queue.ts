@@ -132,9 +132,14 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     return flush().catch(() => undefined);
   }
 
+  /**
+   * Resolves once everything queued so far is on the driver. A write queued
+   * as a drain ends (its queue empty, its promise not yet settled) is not in
+   * that drain, so a flush that finds writes left after it drains again.
+   */
   function flush(): Promise<void> {
     running ??= drain().finally(() => (running = undefined));
-    return running;
+    return running.then(() => (queued.length > 0 ? flush() : undefined));
   }
 
   /**

@@ -106,6 +106,30 @@ describe("queue driver", () => {
     expect(q.getInstance!().size).toBe(0);
   });
 
+  it("flush() waits for a write queued at any moment of the flush before it, even as that flush ends", async () => {
+    // A write and a flush() made some microtasks after a flush began: at one of these depths they land in
+    // the moment the earlier flush has sent everything but not yet finished.
+    for (let depth = 0; depth < 12; depth++) {
+      const inner = memory();
+      const q = queue({ driver: inner, flushInterval: 60_000 });
+      await q.setItem!("a", "1", {});
+      const first = q.flush();
+      expect(q.getInstance!().flushing).toBe(true);
+      let later: Promise<void> | undefined;
+      const step = (left: number): void => {
+        if (left > 0) return void queueMicrotask(() => step(left - 1));
+        void q.setItem!("b", "2", {});
+        later = q.flush();
+      };
+      step(depth);
+      await first;
+      while (later === undefined) await Promise.resolve();
+      await later;
+      expect(await inner.getItem!("b", {}), `depth ${depth}`).toBe("2");
+      expect(q.getInstance!().flushing).toBe(false);
+    }
+  });
+
   it("reaching maxQueueSize flushes at once", async () => {
     const { driver, inner } = recorded();
     const q = queue({ driver, flushInterval: 60_000, maxQueueSize: 10, batchSize: 100 });
