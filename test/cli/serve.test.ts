@@ -1,7 +1,12 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { join } from "node:path";
+import { createStorage as createUnstorage } from "unstorage";
+import unstorageHttp from "unstorage/drivers/http";
 import { afterEach, describe, expect, it } from "vitest";
+import { createStorage } from "../../src/index.js";
+import fsDriver from "../../src/drivers/fs.js";
 import { git } from "../git/gitCli.js";
+import { freePort } from "../helpers/checks.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
@@ -62,6 +67,33 @@ describe("stowage serve", () => {
     child.kill("SIGTERM");
     expect(await exited(child)).toEqual({ code: 0, signal: null });
     expect(git(join(cwd, ".stowage"), ["show", "refs/stowage/default:greeting"])).toBe('"hello"');
+  });
+
+  it("unstorage's own http driver against `stowage serve --store fs:<dir> --host --port`", async () => {
+    const cwd = tempDir("cli-serve-unstorage");
+    const dir = join(cwd, "data");
+    const port = await freePort();
+    const run = start(["serve", "--store", `fs:${dir}`, "--host", "127.0.0.1", "--port", String(port)], cwd);
+    const [, url] = await waitFor(() => run.stdout, /serving .* at (http:\/\/\S+\/)/);
+    expect(url).toBe(`http://127.0.0.1:${port}/`);
+    const client = createUnstorage({ driver: unstorageHttp({ base: url! }) });
+    await client.setItem("users:ada", { name: "Ada", langs: ["en"] });
+    await client.setItem("users:bob", "plain text");
+    await client.setItemRaw("files:blob", new Uint8Array([0, 1, 2, 255]));
+    expect(await client.getItem("users:ada")).toEqual({ name: "Ada", langs: ["en"] });
+    expect(await client.getItem("users:bob")).toBe("plain text");
+    expect(await client.hasItem("users:ada")).toBe(true);
+    expect((await client.getKeys("users")).sort()).toEqual(["users:ada", "users:bob"]);
+    await client.removeItem("users:bob");
+    expect(await client.hasItem("users:bob")).toBe(false);
+    run.child.kill("SIGTERM");
+    expect((await exited(run.child)).code).toBe(0);
+    // What the server stored is in the fs store the flag named.
+    const stored = createStorage({ driver: fsDriver({ base: dir }) });
+    expect(await stored.getItem("users:ada")).toEqual({ name: "Ada", langs: ["en"] });
+    expect([...(await stored.getItemRaw("files:blob"))!]).toEqual([0, 1, 2, 255]);
+    expect(await stored.getKeys("users")).toEqual(["users:ada"]);
+    await stored.dispose();
   });
 
   it("--token and --read-only; SIGINT also shuts down cleanly", async () => {
