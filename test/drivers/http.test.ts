@@ -106,6 +106,16 @@ describe("http driver", () => {
     expect(await remote.getItem("k")).toBe("v");
   });
 
+  it("sends its headers option with every request", async () => {
+    const { url } = await startServer({ authorize: ({ request }) => request.headers["x-tenant"] === "acme" });
+    const tenant = createCoreStorage({ driver: http({ base: url, headers: { "x-tenant": "acme" } }) });
+    await tenant.setItem("k", 1);
+    expect(await tenant.getItem("k")).toBe(1);
+    expect(await tenant.getKeys()).toEqual(["k"]);
+    const stranger = createCoreStorage({ driver: http({ base: url }) });
+    expect((await expectCode(stranger.getItem("k"), "E_DRIVER")).message).toMatch(/403/);
+  });
+
   it("token, read-only server and body limit map to errors", async () => {
     const { url } = await startServer({ token: "t0ken", maxBodySize: 1000 });
     const good = createCoreStorage({ driver: http({ base: url, token: "t0ken" }) });

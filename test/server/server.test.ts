@@ -553,6 +553,28 @@ describe("storage server: embedding and shutdown", () => {
     }
   });
 
+  it("close(): a request that arrives on an open connection meanwhile is answered 503 with Retry-After", async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const { url, server } = await startServer({ driver: gated(gate) });
+    const socket = connect(Number(new URL(url).port), "127.0.0.1");
+    let received = "";
+    socket.on("data", (chunk: Buffer) => (received += chunk.toString("latin1")));
+    const ended = new Promise((resolve) => socket.once("close", resolve));
+    socket.write("PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const closed = server.close();
+    socket.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    open();
+    await ended;
+    await closed;
+    const responses = received.split(/(?=HTTP\/1\.1 )/);
+    expect(responses.map((response) => response.slice(9, 12))).toEqual(["200", "503"]);
+    expect(responses[1]).toMatch(/retry-after: 1/i);
+    expect(responses[1]).toMatch(/connection: close/i);
+  });
+
   it("close(): in-flight requests finish, idle keep-alive connections close, new connections are refused", async () => {
     let release: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => (release = resolve));
