@@ -4,7 +4,7 @@ import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { Deadlines } from "../core/deadlines.js";
 import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "../core/tableDriver.js";
-import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback } from "../core/types.js";
 
 export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
   /** Connection URL, e.g. `mysql://user:pass@host:3306/db` (or use mysql2's `host`, `user`, ... options). */
@@ -19,9 +19,27 @@ export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
   timeout?: number;
   /** How often expired rows are deleted, in ms (default 60,000). */
   purgeInterval?: number;
+  /**
+   * Whether watchers see writes from every process and client (default
+   * `false`: only this storage object's own writes). With it, triggers on
+   * the table log each change to `<table>_changes`, which watching drivers
+   * read every `pollInterval` ms: every write to the table, whoever makes
+   * it, then also inserts a row there.
+   */
+  watch?: boolean;
+  /** How often a watching driver reads the change log, in ms (default 100). */
+  pollInterval?: number;
 }
 
 const DRIVER_NAME = "mysql";
+/** How long the change log keeps a change: far longer than any poll takes to read it. */
+const CHANGE_RETENTION = 10 * 60_000;
+/**
+ * How long a poll waits for a change id below ones it has read: ids are taken
+ * at insert and appear at commit, so a slower transaction's change shows up
+ * late, and one rolled back never does.
+ */
+const GAP_GRACE = 2000;
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
 /** InnoDB's limit on an index key (DYNAMIC rows): the key column is VARBINARY of this many bytes. */
 export const MAX_KEY_BYTES = 3072;
@@ -67,6 +85,7 @@ function prefixEnd(prefix: string): Buffer {
 /** The SQL of one table, built once from the validated (and quoted) table name. */
 function statements(table: string) {
   const t = `\`${table}\``;
+  const c = `\`${table}_changes\``;
   const alive = "(expires_at IS NULL OR expires_at > ?)";
   const firstVersion = "FLOOR(1 + RAND() * 281474976710656)";
   const columns = "(`key`, value, raw, version, mtime, expires_at)";
@@ -129,10 +148,128 @@ function statements(table: string) {
     purge: `DELETE FROM ${t} WHERE expires_at <= ?`,
     // Inside a transaction: locks the row, or (REPEATABLE READ) the gap where an absent key would go.
     lock: `SELECT version, expires_at FROM ${t} WHERE \`key\` = ? FOR UPDATE`,
+    // The change log the triggers write (with the watch option).
+    createChanges: `CREATE TABLE IF NOT EXISTS ${c} (
+      id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+      \`key\` VARBINARY(${MAX_KEY_BYTES}) NOT NULL,
+      removed BOOLEAN NOT NULL,
+      at BIGINT NOT NULL,
+      PRIMARY KEY (id),
+      KEY \`${table}_changes_at\` (at)
+    ) ENGINE=InnoDB ROW_FORMAT=DYNAMIC`,
+    triggers: (["INSERT", "UPDATE", "DELETE"] as const).map((event) => {
+      const row = event === "DELETE" ? "OLD" : "NEW";
+      return `CREATE TRIGGER \`${table}_after_${event.toLowerCase()}\` AFTER ${event} ON ${t} FOR EACH ROW
+        INSERT INTO ${c} (\`key\`, removed, at) VALUES (${row}.\`key\`, ${event === "DELETE"}, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED))`;
+    }),
+    lastChange: `SELECT COALESCE(MAX(id), 0) AS id FROM ${c}`,
+    // after, limit
+    changesAfter: `SELECT id, \`key\`, removed FROM ${c} WHERE id > ? ORDER BY id LIMIT ?`,
+    // before
+    pruneChanges: `DELETE FROM ${c} WHERE at < ?`,
   };
 }
 
 type Statements = ReturnType<typeof statements>;
+
+/**
+ * Reads the change log for a driver's watchers, every `interval` ms while
+ * any watch: from the last change there when the first watcher came, in id
+ * order. Ids are taken at insert and appear at commit, so an id below ones
+ * read may appear later: the cursor waits at it up to GAP_GRACE ms before
+ * passing it (a rolled-back write never fills it).
+ */
+class ChangePoller {
+  private readonly callbacks = new Set<WatchCallback>();
+  private cursor = 0;
+  /** Ids above the cursor already reported. */
+  private readonly reported = new Set<number>();
+  private gapSince = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private starting: Promise<void> | undefined;
+  private polling = false;
+
+  constructor(
+    private readonly last: () => Promise<number>,
+    private readonly after: (id: number) => Promise<Row[]>,
+    private readonly interval: number,
+  ) {}
+
+  async add(callback: WatchCallback): Promise<Unwatch> {
+    this.callbacks.add(callback);
+    // Watchers that come together share one start.
+    this.starting ??= this.start();
+    try {
+      await this.starting;
+    } catch (error) {
+      this.callbacks.delete(callback);
+      if (this.callbacks.size === 0) this.stop();
+      throw error;
+    }
+    return () => {
+      this.callbacks.delete(callback);
+      if (this.callbacks.size === 0) this.stop();
+    };
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.starting = undefined;
+    this.callbacks.clear();
+  }
+
+  private async start(): Promise<void> {
+    const cursor = await this.last();
+    // Every watcher left (or the driver was disposed) while the log was read.
+    if (this.callbacks.size === 0) return;
+    this.cursor = cursor;
+    this.reported.clear();
+    this.gapSince = 0;
+    this.timer = setInterval(() => void this.poll(), this.interval);
+  }
+
+  private async poll(): Promise<void> {
+    // A slow read is not overtaken by the next tick's.
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      for (const row of await this.after(this.cursor)) {
+        const id = Number(row.id);
+        if (this.reported.has(id)) continue;
+        this.reported.add(id);
+        const key = keyOf(row);
+        for (const callback of this.callbacks) callback(Number(row.removed) === 1 ? "remove" : "update", key);
+      }
+      this.advance(Date.now());
+    } catch (error) {
+      // The next tick reads again from the same cursor: nothing is skipped.
+      process.emitWarning(`stowage mysql: reading the change log failed: ${String(error)}`);
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /** Moves the cursor over the ids reported, and past a gap waited on for GAP_GRACE. */
+  private advance(now: number): void {
+    for (;;) {
+      if (this.reported.delete(this.cursor + 1)) {
+        this.cursor++;
+        this.gapSince = 0;
+      } else if (this.reported.size === 0) {
+        return;
+      } else if (this.gapSince === 0) {
+        this.gapSince = now;
+        return;
+      } else if (now - this.gapSince < GAP_GRACE) {
+        return;
+      } else {
+        this.cursor = Math.min(...this.reported) - 1;
+        this.gapSince = 0;
+      }
+    }
+  }
+}
 type Db = Pick<PoolConnection, "execute" | "query">;
 type Row = RowDataPacket & Record<string, unknown>;
 const alive = (row: Row) => row.expires_at === null || Number(row.expires_at) > Date.now();
@@ -167,11 +304,12 @@ function batchJson(rows: BatchRow[]): string {
 /**
  * Keys in one MariaDB/MySQL (InnoDB) table through a mysql2 pool: CAS on
  * `version`, TTL on `expires_at`, multi-row upserts for batches, atomic
- * commits in one transaction with `SELECT ... FOR UPDATE` checks. No change
- * feed: the core reports this process's writes to watchers.
+ * commits in one transaction with `SELECT ... FOR UPDATE` checks. Watch
+ * across processes with the `watch` option (triggers and a polled change
+ * log); without it the core reports this storage object's writes.
  */
 export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => {
-  const { url, table = "stowage", timeout = 5000, purgeInterval = 60_000, ...poolOptions } = options;
+  const { url, table = "stowage", timeout = 5000, purgeInterval = 60_000, watch: watchAcross = false, pollInterval = 100, ...poolOptions } = options;
   if (!TABLE_NAME.test(table)) throw new StorageError("E_INVALID_OPTION", `Invalid table name: ${JSON.stringify(table)}`, { driver: DRIVER_NAME });
   // trace: false spares a stack capture per statement; failures carry the driver error as `cause` anyway.
   const pool = mysql.createPool({ trace: false, ...poolOptions, uri: url, connectTimeout: poolOptions.connectTimeout ?? timeout });
@@ -193,13 +331,23 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     }
     const [packet] = await pool.query<Row[]>({ sql: sql.maxPacket, timeout });
     maxPacket = Number(packet[0]!.size);
+    if (watchAcross) await createChangeLog();
     ready = true;
+  };
+  /** The change log and its triggers; a trigger another process made first is kept. */
+  const createChangeLog = async () => {
+    await pool.query({ sql: sql.createChanges, timeout });
+    for (const trigger of sql.triggers) {
+      await pool.query({ sql: trigger, timeout }).catch((error: unknown) => {
+        if ((error as { code?: string }).code !== "ER_TRG_ALREADY_EXISTS") throw error;
+      });
+    }
   };
   const schema = schemaOnce(DRIVER_NAME, createSchema, toError);
   const ensureSchema = schema.ensure;
 
   /** Runs one prepared statement (or, with `expand`, one whose array values mysql2 expands); errors as StorageErrors. */
-  const run = <T extends Row[] | ResultSetHeader>(name: keyof Statements, values: unknown[], key?: string, db: Db = pool, expand = false) => {
+  const run = <T extends Row[] | ResultSetHeader>(name: Exclude<keyof Statements, "triggers">, values: unknown[], key?: string, db: Db = pool, expand = false) => {
     // Plain SQL text, not an options object: mysql2 copies an options object on every call.
     const query = () => deadlines.within(expand ? db.query<T>(sql[name], values) : db.execute<T>(sql[name], values as ExecuteValues[]));
     return (ready ? query() : ensureSchema().then(query)).then(
@@ -212,7 +360,13 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
   const purger = setInterval(() => {
     if (!ready) return;
     run("purge", [Date.now()]).catch((error: unknown) => process.emitWarning(`stowage mysql: purging expired rows failed: ${String(error)}`));
+    if (watchAcross) run("pruneChanges", [Date.now() - CHANGE_RETENTION]).catch((error: unknown) => process.emitWarning(`stowage mysql: pruning the change log failed: ${String(error)}`));
   }, purgeInterval).unref();
+  const changes = new ChangePoller(
+    async () => Number((await run<Row[]>("lastChange", []))[0]!.id),
+    (id) => run<Row[]>("changesAfter", [id, 1000], undefined, pool, true),
+    pollInterval,
+  );
 
   /** Refuses before sending what the server would refuse: a statement above its max_allowed_packet. */
   const checkSize = (key: string, bytes: number) => {
@@ -376,8 +530,9 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
   return {
     name: DRIVER_NAME,
     options,
-    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: watchAcross, clearBase: true, nestedKeys: true },
     getInstance: () => pool,
+    watch: watchAcross ? (callback: WatchCallback) => changes.add(callback) : undefined,
     hasItem: async (key: string) => {
       const row = (await run<Row[]>("has", [key], key))[0];
       return row !== undefined && alive(row);
@@ -428,6 +583,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     dispose: async () => {
       if (!schema.dispose()) return;
       clearInterval(purger);
+      changes.stop();
       deadlines.stop();
       await pool.end();
     },

@@ -24,9 +24,12 @@ async function sql(statement: string, values: unknown[] = []) {
 if (await serviceUp("MariaDB/MySQL", url)) {
   const kitTable = freshTable("kit");
   testDriver({ name: "mysql", driver: () => mysql({ url, table: kitTable }) });
+  // With the watch option the kit's watch tests run against the polled change log.
+  const watchKitTable = freshTable("kitwatch");
+  testDriver({ name: "mysql (watch)", driver: () => mysql({ url, table: watchKitTable, watch: true, pollInterval: 20 }) });
 
   afterAll(async () => {
-    for (const table of tables) await sql(`DROP TABLE IF EXISTS \`${table}\``);
+    for (const table of tables) await sql(`DROP TABLE IF EXISTS \`${table}\`, \`${table}_changes\``);
   });
 
   describe("mysql driver", () => {
@@ -173,6 +176,57 @@ if (await serviceUp("MariaDB/MySQL", url)) {
 
     it("several processes starting at once on a fresh table: schema made once, CAS increments lose nothing", async () => {
       await casAcrossProcesses("mysql", freshTable("procs"), (table) => open(table));
+    });
+
+    it("watch option: writes by another storage object and by any client reach watchers, removals and purged expiries too", async () => {
+      const table = freshTable("watch");
+      const watcher = open(table, { watch: true, pollInterval: 50, purgeInterval: 100 });
+      const writer = open(table);
+      expect(watcher.getMount().driver.flags?.watch).toBe(true);
+      expect(writer.getMount().driver.flags?.watch).toBeFalsy();
+      try {
+        const events: string[] = [];
+        const unwatch = await watcher.watch((event, key) => events.push(`${event} ${key}`));
+        await writer.setItem("w:a", 1);
+        await writer.setItems([
+          { key: "w:b", value: 2 },
+          { key: "w:c", value: 3 },
+        ]);
+        await writer.removeItem("w:a");
+        await sql(`INSERT INTO \`${table}\` (\`key\`, value, version, mtime) VALUES ('by:sql', '"x"', 1, 0)`);
+        await writer.clear("w");
+        await writer.setItem("short", 1, { ttl: 50 });
+        await eventually(() =>
+          expect(events).toEqual(["update w:a", "update w:b", "update w:c", "remove w:a", "update by:sql", "remove w:b", "remove w:c", "update short", "remove short"]),
+        );
+        await unwatch();
+        await writer.setItem("after", 1);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        expect(events).not.toContain("update after");
+      } finally {
+        await Promise.all([watcher.dispose(), writer.dispose()]);
+      }
+    });
+
+    it("watch option: a change logged after a rolled-back one still arrives (the cursor passes the unused id)", async () => {
+      const table = freshTable("gap");
+      const watcher = open(table, { watch: true, pollInterval: 50 });
+      const connection = await mysql2.createConnection({ uri: url });
+      try {
+        const events: string[] = [];
+        await watcher.watch((event, key) => events.push(`${event} ${key}`));
+        await watcher.setItem("first", 1);
+        await eventually(() => expect(events).toEqual(["update first"]));
+        await connection.beginTransaction();
+        await connection.query(`INSERT INTO \`${table}\` (\`key\`, value, version, mtime) VALUES ('never', '1', 1, 0)`);
+        await connection.rollback();
+        await watcher.setItem("second", 2);
+        await watcher.setItem("third", 3);
+        await eventually(() => expect(events).toEqual(["update first", "update second", "update third"]));
+      } finally {
+        await connection.end();
+        await watcher.dispose();
+      }
     });
 
     it("dispose ends the pool: the process exits by itself", async () => {
