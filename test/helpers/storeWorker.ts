@@ -3,6 +3,8 @@
  * mode "increment": `count` CAS increments of the key "counter".
  * mode "write": writes key:0, key:1, … and prints each index once its write returned.
  * mode "unique": writes w<pid>:0, w<pid>:1, … (keys no other worker writes).
+ * mode "exercise": opens a watch, writes with and without a ttl, lists and reads history where the
+ * driver has it, printing each index as "write" does: what a process does before it must exit by itself.
  */
 import { createStorage, type Driver } from "../../src/index.js";
 
@@ -30,6 +32,15 @@ if (mode === "increment") {
   for (let i = 0; i < count; i++) await storage.update<number>("counter", (n) => (n ?? 0) + 1, { retries: 10_000 });
 } else if (mode === "unique") {
   for (let i = 0; i < count; i++) await storage.setItem(`w${process.pid}:${i}`, i);
+} else if (mode === "exercise") {
+  await storage.watch(() => undefined);
+  await storage.setItem("short", 1, { ttl: 60_000 });
+  for (let i = 0; i < count; i++) {
+    await storage.setItem(`key:${i}`, { i });
+    process.stdout.write(`${i}\n`);
+  }
+  await storage.getKeys("key");
+  if (storage.getMount().driver.flags?.history) await storage.getHistory("key:0");
 } else if (mode === "write") {
   for (let i = 0; i < count; i++) {
     await storage.setItem(`key:${i}`, { i, padding: "x".repeat(200) });
