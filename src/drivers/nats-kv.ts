@@ -448,6 +448,9 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
       yield* queue;
     } finally {
       messages.stop();
+      // The server keeps an ephemeral consumer for 5 minutes after its subscription ends, tracking every
+      // later write to the stream: 40 listings left 40 of them and halved the bucket's write rate.
+      await consumer.delete().catch((error: unknown) => process.emitWarning(`stowage nats-kv: removing a listing's consumer failed: ${String(error)}`));
     }
   }
 

@@ -100,6 +100,28 @@ if (await serviceUp("NATS", servers)) {
       expect(((await driver.getKeys("raw:", {})) as string[]).sort()).toEqual(raw.map((key) => `raw:${key}`).sort());
     });
 
+    it("listings and history leave no consumer on the server, also a listing broken off early", async () => {
+      const bucket = freshBucket();
+      const storage = storageAt(bucket);
+      await storage.setItems(Array.from({ length: 20 }, (_, i) => ({ key: `k:${i}`, value: i })));
+      await storage.setItem("k:1", "again");
+      expect((await storage.getKeys("k")).length).toBe(20);
+      expect((await storage.getHistory("k:1")).length).toBe(2);
+      for await (const batch of storage.iterateKeys("k", { batchSize: 5 })) {
+        expect(batch.length).toBe(5);
+        break;
+      }
+      const nc = await connect({ servers });
+      try {
+        const jsm = await jetstreamManager(nc);
+        const consumers: string[] = [];
+        for await (const consumer of jsm.consumers.list(`KV_${bucket}`)) consumers.push(consumer.name);
+        expect(consumers).toEqual([]);
+      } finally {
+        await nc.close();
+      }
+    });
+
     it("the ttl option is the bucket's max_age: the server drops every entry older than it", async () => {
       const bucket = freshBucket();
       const storage = createStorage({ driver: natsKv({ servers, bucket, ttl: 1000 }) });
