@@ -49,10 +49,9 @@ const SLICE_MS = 25;
 const WARMUP_SLICES = 4;
 /**
  * Slow operations (a batch of 1,000 writes to a server takes 15-50 ms) get
- * slices on until each target has run this many samples or for MAX_MS: 40
- * slices of one or two samples left a server's passing stall (NATS syncing
- * its files, say) a quarter of one target's time, and ratios of 0.5x-1.45x
- * of the same code.
+ * slices on until each target has run this many samples or for MAX_MS, so
+ * that one slow operation weighs little against a target's whole time (40
+ * slices gave such targets one or two samples each).
  */
 const MIN_SAMPLES = 100;
 const MAX_MS = 4000;
