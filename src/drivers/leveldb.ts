@@ -27,6 +27,10 @@ const expiryEntry = (expires: number, key: string) => `${EXPIRY_PREFIX}${String(
 
 type Operation = { type: "put"; key: string; value: string } | { type: "del"; key: string };
 
+/** Whether a write carries a condition to check first. */
+const isGuarded = (opts: SetOptions | RemoveOptions | undefined): boolean =>
+  opts?.ifMatch !== undefined || (opts as SetOptions | undefined)?.ifNoneMatch !== undefined;
+
 /** A new etag per write; random, so a key written again never reuses one. */
 function newVersion(): string {
   return Math.floor(Math.random() * 2 ** 53).toString(36);
@@ -126,9 +130,9 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
 
   /** Throws E_CONFLICT unless the guards of a write hold; runs inside the lock. */
   async function checkGuards(key: string, opts: SetOptions | RemoveOptions | undefined): Promise<void> {
+    if (!isGuarded(opts)) return;
     const ifMatch = opts?.ifMatch;
     const ifNoneMatch = (opts as SetOptions | undefined)?.ifNoneMatch;
-    if (ifMatch === undefined && ifNoneMatch === undefined) return;
     const version = await versionOf(key);
     if (ifNoneMatch === "*" && version !== null) throw conflictError(DRIVER_NAME, key, "Key already exists");
     if (ifMatch !== undefined && version !== ifMatch) throw conflictError(DRIVER_NAME, key, "Stored version differs");
@@ -136,8 +140,7 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
 
   /** Writes one key's batch once its guards hold; an unguarded write reads nothing first. */
   function guardedWrite(key: string, opts: SetOptions | RemoveOptions | undefined, batch: Operation[]): Promise<void> {
-    const unguarded = opts?.ifMatch === undefined && (opts as SetOptions | undefined)?.ifNoneMatch === undefined;
-    return unguarded ? db.batch(batch) : checkGuards(key, opts).then(() => db.batch(batch));
+    return isGuarded(opts) ? checkGuards(key, opts).then(() => db.batch(batch)) : db.batch(batch);
   }
 
   const range = (base: string) => (base ? { gte: base, lt: prefixEnd(base) } : { gte: FIRST_KEY });

@@ -1,6 +1,7 @@
 import type { ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
-import { isStorageError } from "../../src/index.js";
+import { expect } from "vitest";
+import { isStorageError, type Storage } from "../../src/index.js";
 
 /** The StorageError code an action fails with, or "none"; any other error is rethrown. */
 export async function codeOf(action: () => unknown): Promise<string> {
@@ -33,4 +34,16 @@ export function finish(child: ChildProcess, limit: number): Promise<{ code: numb
       resolve({ code, output });
     });
   });
+}
+
+/**
+ * Writes `keys` (under `raw:`) straight to the storage's driver, below the
+ * core's key rules (which strip "?" and split on "\\"), and reads and lists
+ * them back exactly: the driver takes any key as it is.
+ */
+export async function rawKeysRoundTrip(storage: Storage, keys: string[]): Promise<void> {
+  const driver = storage.getMount().driver;
+  for (const key of keys) await driver.setItem!(`raw:${key}`, JSON.stringify(key), {});
+  for (const key of keys) expect(await driver.getItem(`raw:${key}`, {})).toBe(JSON.stringify(key));
+  expect(((await driver.getKeys("raw:", {})) as string[]).sort()).toEqual(keys.map((key) => `raw:${key}`).sort());
 }
