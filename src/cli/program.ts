@@ -2,7 +2,7 @@ import { Command, Option } from "commander";
 import { StorageError } from "../core/errors.js";
 import { normalizeBaseKey } from "../core/keys.js";
 import { createCoreStorage } from "../core/storage.js";
-import type { Storage } from "../core/types.js";
+import type { ItemStream, Storage } from "../core/types.js";
 import type { Maintainable } from "../git/autoMaintenance.js";
 import { createStorageServer } from "../server/index.js";
 import { DEFAULT_STORE, STORE_SCHEMES, driverFromUrl } from "./storeUrl.js";
@@ -50,6 +50,20 @@ function write(io: CliIo, data: string | Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => io.stdout.write(data, (error) => (error ? reject(error) : resolve())));
 }
 
+function notFound(key: string): StorageError {
+  return new StorageError("E_NOT_FOUND", `No value at ${JSON.stringify(key)}`, { key });
+}
+
+/** `get --raw`: the bytes chunk by chunk, as the store reads them (a large file is never held whole). */
+async function printStream(io: CliIo, key: string, opened: ItemStream | null): Promise<void> {
+  if (opened === null) throw notFound(key);
+  try {
+    for await (const chunk of opened.body) await write(io, chunk);
+  } finally {
+    await opened.close();
+  }
+}
+
 async function withStorage<T>(options: StoreOptions, action: (storage: Storage) => Promise<T>): Promise<T> {
   const storage = createCoreStorage({ driver: await driverFromUrl(options.store) });
   try {
@@ -85,6 +99,12 @@ function parseGrace(value: string): number {
   return ms;
 }
 
+function parseBytes(value: string): number {
+  const bytes = Number(value);
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new StorageError("E_INVALID_OPTION", `--max-body-size takes a byte count, got ${value}`);
+  return bytes;
+}
+
 function parsePort(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new StorageError("E_INVALID_OPTION", `--port takes 0-65535, got ${value}`);
@@ -109,6 +129,7 @@ interface ServeOptions extends StoreOptions {
   port: number;
   token?: string;
   readOnly?: boolean;
+  maxBodySize?: number;
 }
 
 /** `stowage serve`: the store over HTTP until SIGINT or SIGTERM, then a graceful shutdown. */
@@ -116,7 +137,13 @@ async function serve(io: CliIo, options: ServeOptions): Promise<void> {
   const signal = interrupted();
   await withStorage(options, async (storage) => {
     const token = options.token ?? process.env.STOWAGE_TOKEN;
-    const server = createStorageServer(storage, { host: options.host, port: options.port, token, readOnly: options.readOnly === true });
+    const server = createStorageServer(storage, {
+      host: options.host,
+      port: options.port,
+      token,
+      readOnly: options.readOnly === true,
+      maxBodySize: options.maxBodySize,
+    });
     const url = await server.listen();
     await write(io, `stowage: serving ${options.store} at ${url}${token ? " (bearer token required)" : ""}${options.readOnly ? " (read-only)" : ""}\n`);
     await signal;
@@ -177,9 +204,10 @@ export function buildProgram(io: CliIo): Command {
     .option("-r, --raw", "write the stored bytes to stdout as they are")
     .action((key: string, options: StoreOptions & { raw?: boolean }) =>
       withStorage(options, async (storage) => {
-        const value = options.raw ? await storage.getItemRaw(key) : await storage.getItem(key);
-        if (value === null) throw new StorageError("E_NOT_FOUND", `No value at ${JSON.stringify(key)}`, { key });
-        await write(io, options.raw ? (value as Uint8Array) : formatValue(value) + "\n");
+        if (options.raw) return printStream(io, key, await storage.getItemStream(key));
+        const value = await storage.getItem(key);
+        if (value === null) throw notFound(key);
+        await write(io, formatValue(value) + "\n");
       }),
     );
 
@@ -195,7 +223,7 @@ export function buildProgram(io: CliIo): Command {
         const setOptions = options.ttl === undefined ? {} : { ttl: options.ttl };
         if (options.raw) {
           if (value !== undefined) throw new StorageError("E_INVALID_OPTION", "--raw reads the value from stdin; give no value argument");
-          await storage.setItemRaw(key, await readAll(io.stdin), setOptions);
+          await storage.setItemStream(key, io.stdin, setOptions);
           return;
         }
         const text = value ?? (await readAll(io.stdin)).toString("utf8");
@@ -263,6 +291,7 @@ export function buildProgram(io: CliIo): Command {
     .option("-p, --port <port>", "port (0 picks a free one)", parsePort, 8787)
     .option("--token <token>", "require Authorization: Bearer <token> (default: $STOWAGE_TOKEN)")
     .option("--read-only", "refuse PUT and DELETE")
+    .option("--max-body-size <bytes>", "largest request body in bytes (default 16 MiB)", parseBytes)
     .action((options: ServeOptions) => serve(io, options));
 
   program

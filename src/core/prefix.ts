@@ -3,7 +3,7 @@ import type { GetItemsInput, SetItemsInput, Storage } from "./types.js";
 
 // Methods whose first argument is a key or base: the prefixed view prepends its base.
 const KEY_METHODS = [
-  "hasItem", "getItem", "getItemRaw", "setItem", "setItemRaw", "removeItem", "getMeta", "setMeta", "removeMeta",
+  "hasItem", "getItem", "getItemRaw", "setItem", "setItemRaw", "getItemStream", "setItemStream", "removeItem", "getMeta", "setMeta", "removeMeta",
   "clear", "mount", "unmount", "update", "getHistory",
   "hasItemSync", "getItemSync", "getItemRawSync", "setItemSync", "setItemRawSync", "removeItemSync", "getMetaSync", "clearSync",
   "has", "get", "set", "del", "remove",

@@ -15,6 +15,7 @@ import {
   readSidecar,
   withExpiry,
 } from "./ttl.js";
+import { bytesOf, gather, wholeStream, withStorageErrors } from "./streams.js";
 import { runTransaction, runUpdate } from "./transaction.js";
 import type {
   CreateStorageOptions,
@@ -23,6 +24,7 @@ import type {
   GetItemsInput,
   GetKeysOptions,
   GetOptions,
+  ItemStream,
   IterateKeysOptions,
   RemoveOptions,
   SetItemsInput,
@@ -348,6 +350,26 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     });
   }
 
+  /** getItemStream: the driver's own stream (after the expiry the core keeps), else the value read whole. */
+  function getItemStream(key: string, opts: TransactionOptions = NO_OPTIONS): Promise<ItemStream | null> {
+    return toPromise(key, () => {
+      const loc = locate(key, false);
+      const driver = loc.mount.driver;
+      if (!driver.getItemStream) {
+        return chain(readEntryStep(false, key, true), (entry) => (entry === null ? null : wholeStream(entry.stored as Uint8Array, entry.meta)));
+      }
+      const sidecar = needsCoreTtl(loc) ? readSidecar(loc.mount, loc.rel, serializer, opts) : null;
+      return chain(sidecar, (found) => {
+        if (isExpired(found)) return chain(purge(loc, opts), () => null);
+        return chain(driver.getItemStream!(loc.rel, opts), (opened) => {
+          if (opened === null) return null;
+          const meta = needsCoreTtl(loc) ? describeExpiry({ ...opened.meta }, expiresOf(found)) : opened.meta;
+          return withStorageErrors({ ...opened, meta }, loc.mount.name);
+        });
+      });
+    });
+  }
+
   // --- direct access: stored text in and out, for the server ----------------
 
   function readEntryStep(sync: boolean, key: string, raw: boolean): MaybePromise<StoredEntry | null> {
@@ -397,7 +419,11 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function writeStep(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
     checkWriteOptions(loc.mount, opts);
     const ttl = ttlOf(loc, opts);
-    const written = put(loc, payload, driverOptions(loc, opts, ttl));
+    return afterWrite(loc, put(loc, payload, driverOptions(loc, opts, ttl)), ttl);
+  }
+
+  /** Once a value reached its driver: the expiry the core keeps for it, then the change event. */
+  function afterWrite(loc: Located, written: MaybePromise<void>, ttl: number | undefined): MaybePromise<void> {
     if (!needsCoreTtl(loc)) {
       // The common path, kept free of closures: it runs on every write.
       if (isPromise(written)) return written.then(() => watchers.report(loc.mount, "update", loc.key));
@@ -430,6 +456,19 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     if (value === undefined) return removeItemStep(sync, key, opts);
     const loc = locate(key, sync);
     return writeStep(loc, toBytes(value), opts);
+  }
+
+  /** setItemStream: chunks go to a driver that takes them as they come, else are gathered for setItemRaw. */
+  function setItemStream(key: string, body: unknown, opts: SetOptions = NO_OPTIONS): Promise<void> {
+    return toPromise(key, () => {
+      const loc = locate(key, false);
+      const chunks = bytesOf(body);
+      const driver = loc.mount.driver;
+      if (!driver.setItemStream) return gather(chunks).then((bytes) => writeStep(loc, bytes, opts));
+      checkWriteOptions(loc.mount, opts);
+      const ttl = ttlOf(loc, opts);
+      return afterWrite(loc, driver.setItemStream(loc.rel, chunks, driverOptions(loc, opts, ttl)), ttl);
+    });
   }
 
   function setItemsStep(sync: boolean, items: SetItemsInput, common: SetOptions = NO_OPTIONS): MaybePromise<void> {
@@ -684,6 +723,8 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     setItem: asyncApi(setItemStep),
     setItems: asyncApi(setItemsStep),
     setItemRaw: asyncApi(setItemRawStep),
+    getItemStream,
+    setItemStream,
     removeItem: asyncApi(removeItemStep),
     getMeta: asyncApi(getMetaStep),
     setMeta: asyncApi(setMetaStep),

@@ -86,6 +86,20 @@ export type CommitOperation =
   /** Fails the whole commit with E_CONFLICT unless the key's etag is `etag` (`null`: absent). */
   | { type: "check"; key: string; etag: string | null };
 
+/**
+ * A value opened for reading in chunks ({@link Storage.getItemStream}).
+ * Read `body` once, or call `close()`: an opened value may hold a file
+ * open until one of the two.
+ */
+export interface ItemStream {
+  /** The meta of the version opened, taken with it: `size` is the exact byte count of `body` when given. */
+  meta: StorageMeta;
+  /** The bytes in chunks; breaking off early releases the value. */
+  body: AsyncIterable<Uint8Array>;
+  /** Releases the value without reading all of it (harmless after reading). */
+  close(): Promise<void>;
+}
+
 export interface HistoryEntry<T = StorageValue> {
   version: string;
   value: T | null;
@@ -123,6 +137,18 @@ export interface Driver<OptionsT = unknown, InstanceT = unknown> {
   clear?: (base: string, opts: TransactionOptions) => MaybePromise<void>;
   dispose?: () => MaybePromise<void>;
   watch?: (callback: WatchCallback) => MaybePromise<Unwatch>;
+  /**
+   * Opens a value's bytes for reading in chunks, with the meta of the
+   * version opened (a write meanwhile does not change what is read); null
+   * when absent. Without it the core reads the value whole.
+   */
+  getItemStream?: (key: string, opts: TransactionOptions) => MaybePromise<ItemStream | null>;
+  /**
+   * Stores bytes as they arrive: the value is replaced whole once `body`
+   * ends, or not at all when it fails. Honours `ifMatch`/`ifNoneMatch` on a
+   * driver flagged `cas`. Without it the core gathers the body and writes it whole.
+   */
+  setItemStream?: (key: string, body: AsyncIterable<Uint8Array>, opts: SetOptions) => Promise<void>;
   /** Pages through keys under `base` without holding them all. */
   iterateKeys?: (base: string, opts: IterateKeysOptions) => AsyncIterable<string[]>;
   /** Applies every operation or none (flag `transactions`). */
@@ -183,6 +209,19 @@ export interface Storage {
   setItems(items: SetItemsInput, commonOptions?: SetOptions): Promise<void>;
   setItemRaw(key: string, value: Uint8Array | ArrayBuffer | ArrayBufferView | string, opts?: SetOptions): Promise<void>;
   removeItem(key: string, opts?: RemoveOptions | boolean): Promise<void>;
+  /**
+   * Opens a value's bytes (as getItemRaw has them) for reading in chunks,
+   * with their meta; null when absent. Drivers that stream (fs, fs-lite)
+   * never hold the value whole; the others read it whole first.
+   */
+  getItemStream(key: string, opts?: TransactionOptions): Promise<ItemStream | null>;
+  /**
+   * Stores the bytes of `body` (a Node.js stream, a web ReadableStream, an
+   * async generator: chunks of bytes or strings) as setItemRaw would. The
+   * value is replaced once `body` ends, or not at all if it fails. Drivers
+   * that stream (fs, fs-lite) never hold it whole; the others gather it first.
+   */
+  setItemStream(key: string, body: AsyncIterable<unknown>, opts?: SetOptions): Promise<void>;
   getMeta(key: string, opts?: (TransactionOptions & { nativeOnly?: boolean }) | boolean): Promise<StorageMeta>;
   setMeta(key: string, value: Record<string, unknown>, opts?: SetOptions): Promise<void>;
   removeMeta(key: string, opts?: TransactionOptions): Promise<void>;

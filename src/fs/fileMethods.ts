@@ -1,4 +1,4 @@
-import type { Driver, StorageMeta } from "../core/types.js";
+import type { Driver, ItemStream, StorageMeta } from "../core/types.js";
 import type { FileStore } from "./fileStore.js";
 
 /** The Driver methods the fs and fs-lite drivers share: each maps onto the file engine. */
@@ -10,6 +10,8 @@ export function fileMethods(files: FileStore): Omit<Driver<unknown, FileStore>, 
     getItemRaw: (key: string) => files.read(key),
     setItem: (key: string, value: string) => files.write(key, value),
     setItemRaw: (key: string, value: Uint8Array) => files.write(key, value),
+    getItemStream: (key: string) => openStream(files, key),
+    setItemStream: (key: string, body: AsyncIterable<Uint8Array>) => files.writeStream(key, body),
     removeItem: (key: string) => files.remove(key),
     getMeta: (key: string): StorageMeta | null => files.meta(key),
     getKeys: (base: string, opts: { maxDepth?: number }) => files.keys(base ?? "", opts?.maxDepth),
@@ -18,4 +20,21 @@ export function fileMethods(files: FileStore): Omit<Driver<unknown, FileStore>, 
     },
     clear: (base: string) => files.clear(base ?? ""),
   };
+}
+
+/** Chunks read from disk: as large as node's file streams read by default, so a value is never held whole. */
+const READ_CHUNK = 64 * 1024;
+
+/** A key's file opened as an ItemStream: node's file stream over the opened handle, which it closes when it ends or is destroyed. */
+async function openStream(files: FileStore, key: string): Promise<ItemStream | null> {
+  const opened = await files.openRead(key);
+  if (opened === null) return null;
+  const body = opened.handle.createReadStream({ highWaterMark: READ_CHUNK });
+  const close = (): Promise<void> => {
+    if (body.closed) return Promise.resolve();
+    const closed = new Promise<void>((resolve) => body.once("close", resolve));
+    body.destroy();
+    return closed;
+  };
+  return { meta: opened.meta, body, close };
 }

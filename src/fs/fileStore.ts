@@ -17,6 +17,7 @@ import {
   type Dirent,
   type Stats,
 } from "node:fs";
+import { open, rm, type FileHandle } from "node:fs/promises";
 import { isAbsolute, join, resolve, sep } from "node:path";
 import { threadId } from "node:worker_threads";
 import { StorageError } from "../core/errors.js";
@@ -49,6 +50,10 @@ type ErrnoError = NodeJS.ErrnoException;
 // Temp names are unique per process and thread, and random across restarts; "wx" refuses any clash.
 const TEMP_TAG = `${process.pid}-${threadId}-${randomBytes(3).toString("hex")}-`;
 let tempCounter = 0;
+
+function metaOfStats(stats: Stats): StorageMeta {
+  return { atime: stats.atime, mtime: stats.mtime, ctime: stats.ctime, birthtime: stats.birthtime, size: stats.size };
+}
 
 function errnoOf(error: unknown): string | undefined {
   return (error as ErrnoError)?.code;
@@ -167,8 +172,31 @@ export class FileStore {
 
   meta(key: string): StorageMeta | null {
     const stats = this.existing(key)?.stats;
-    if (stats === undefined) return null;
-    return { atime: stats.atime, mtime: stats.mtime, ctime: stats.ctime, birthtime: stats.birthtime, size: stats.size };
+    return stats === undefined ? null : metaOfStats(stats);
+  }
+
+  /**
+   * Opens a key's file for reading, with the meta of the file opened: a
+   * write meanwhile renames a new file into place and leaves this one as it
+   * was, so what is read matches the meta. Null when the key holds nothing.
+   */
+  async openRead(key: string): Promise<{ handle: FileHandle; meta: StorageMeta } | null> {
+    const found = this.existing(key);
+    if (found === undefined) return null;
+    let handle: FileHandle;
+    try {
+      handle = await open(found.real, "r");
+    } catch (error) {
+      // Removed since the stat: the key holds nothing now.
+      if (errnoOf(error) === "ENOENT") return null;
+      throw this.ioError(error, key, "read");
+    }
+    try {
+      return { handle, meta: metaOfStats(await handle.stat()) };
+    } catch (error) {
+      await handle.close();
+      throw this.ioError(error, key, "read");
+    }
   }
 
   private assertWritable(key?: string): void {
@@ -194,14 +222,18 @@ export class FileStore {
     return real;
   }
 
-  /** Writes a file whole or not at all: a temp file in the same directory, renamed over the key. */
-  write(key: string, data: string | Uint8Array): void {
+  /** Where a write to `key` goes: the key's file, and a fresh temp file beside it (its directory made if missing). */
+  private placeWrite(key: string): { target: string; temp: string } {
     this.assertWritable(key);
     const parts = this.segments(key);
     if (parts.length === 0) throw this.fail("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, key);
     const dir = this.directoryFor(key, parts);
-    const target = join(dir, parts[parts.length - 1]!);
-    const temp = join(dir, `${TEMP_PREFIX}${TEMP_TAG}${(tempCounter++).toString(36)}`);
+    return { target: join(dir, parts[parts.length - 1]!), temp: join(dir, `${TEMP_PREFIX}${TEMP_TAG}${(tempCounter++).toString(36)}`) };
+  }
+
+  /** Writes a file whole or not at all: a temp file in the same directory, renamed over the key. */
+  write(key: string, data: string | Uint8Array): void {
+    const { target, temp } = this.placeWrite(key);
     let fd: number;
     try {
       fd = openSync(temp, "wx", 0o666);
@@ -221,6 +253,36 @@ export class FileStore {
     } catch (error) {
       rmSync(temp, { force: true });
       throw this.ioError(error, key, "write");
+    }
+  }
+
+  /**
+   * Writes a file from chunks as they come, whole or not at all: into a temp
+   * file, renamed over the key once `body` ends. A body that fails (its
+   * error passes through as it is) or a failed write leaves the key as it was.
+   */
+  async writeStream(key: string, body: AsyncIterable<Uint8Array>): Promise<void> {
+    const { target, temp } = this.placeWrite(key);
+    let handle: FileHandle;
+    try {
+      handle = await open(temp, "wx", 0o666);
+    } catch (error) {
+      throw this.ioError(error, key, "write");
+    }
+    try {
+      try {
+        for await (const chunk of body) {
+          for (let offset = 0; offset < chunk.byteLength; ) offset += (await handle.write(chunk, offset, chunk.byteLength - offset)).bytesWritten;
+        }
+        if (this.options.fsync) await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      renameSync(temp, target);
+    } catch (error) {
+      await rm(temp, { force: true });
+      // The file system's failures (they name a syscall) are this store's; the body's own pass on as they are.
+      throw typeof (error as ErrnoError)?.syscall === "string" ? this.ioError(error, key, "write") : error;
     }
   }
 

@@ -59,32 +59,41 @@ const EMPTY = Buffer.alloc(0);
  * The storage server's request class (node:http's `IncomingMessage` option).
  * node:http's parser hands a request's body to `push`, which a plain
  * request passes through the Readable machinery (listeners, flowing mode,
- * `end` a tick later). The server reads every body whole, so here `push`
- * keeps the chunks and the body is handed over the moment the parser
- * finishes the message (docs/server.md has the measurements). The stream
- * itself still ends, so node:http's own bookkeeping is as for any request;
- * it just carries no data. Once a body nobody reads yet (a request
- * pipelined behind others, waiting its turn) holds {@link HIGH_WATER}
- * bytes, the socket pauses until its turn comes or the body is whole, as
- * it would for a plain request's full buffer.
+ * `end` a tick later). Most bodies are read whole, so here `push` keeps the
+ * chunks and the body is handed over the moment the parser finishes the
+ * message (docs/server.md has the measurements); a large raw upload is
+ * taken chunk by chunk instead ({@link stream}). The stream itself still
+ * ends, so node:http's own bookkeeping is as for any request; it just
+ * carries no data. Once the body kept and not yet taken holds
+ * {@link HIGH_WATER} bytes, the socket pauses until a reader takes it or
+ * the body is whole, as it would for a plain request's full buffer.
  */
 export class CapturingRequest extends IncomingMessage {
   /** The largest body kept; a larger one fails the capture and pauses the socket. */
   static limit = Infinity;
   // Plain fields, set only when used: a GET, with no body, allocates nothing here.
+  /** Chunks received and not yet handed over. */
   private chunks: Buffer[] | undefined;
+  private kept = 0;
+  /** Bytes received in all. */
   private size = 0;
-  private received: Buffer | undefined;
+  private ended = false;
   private failure: StorageError | undefined;
+  /** A reader of the whole body, waiting for its end. */
   private waiting: { use: (body: Buffer) => void; reject: (error: StorageError) => void } | undefined;
+  /** A reader of chunks, waiting for the next one (null at the end). */
+  private reader: { resolve: (chunk: Buffer | null) => void; reject: (error: StorageError) => void } | undefined;
+  private streaming = false;
   private stalled = false;
 
   // The parser pushes Buffers, then null at the end of the message.
   override push(chunk: Buffer | null): boolean {
     if (chunk === null) {
       // The body is whole: what follows on the socket is the next request's, which decides for itself.
+      this.ended = true;
       this.unstall();
-      this.finish();
+      if (this.streaming) this.handOver();
+      else this.finish();
       return super.push(null);
     }
     if (this.failure) return false;
@@ -101,8 +110,10 @@ export class CapturingRequest extends IncomingMessage {
       return false;
     }
     (this.chunks ??= []).push(chunk);
-    // false pauses the socket until a reader comes (deliver resumes it): a waiting request holds a bounded buffer.
-    if (this.waiting === undefined && this.size >= HIGH_WATER) this.stalled = true;
+    this.kept += chunk.length;
+    if (this.streaming) this.handOver();
+    // false pauses the socket until a reader takes the body (deliver, or the stream's next chunk): a body waiting for a reader stays bounded.
+    if (this.waiting === undefined && this.kept >= HIGH_WATER) this.stalled = true;
     return !this.stalled;
   }
 
@@ -115,17 +126,60 @@ export class CapturingRequest extends IncomingMessage {
   /** Calls `use` with the whole body once the parser has finished the message (at once if it has), or `reject` if the body fails. */
   deliver(use: (body: Buffer) => void, reject: (error: StorageError) => void): void {
     this.unstall();
-    if (this.received) use(this.received);
-    else if (this.failure) reject(this.failure);
+    if (this.failure) reject(this.failure);
+    else if (this.ended) use(this.whole());
     else this.waiting = { use, reject };
   }
 
+  /**
+   * The body chunk by chunk, as the parser hands it over: at most
+   * {@link HIGH_WATER} bytes wait for the reader before the socket pauses.
+   * Fails as the body does (too large, the client gone).
+   */
+  async *stream(): AsyncGenerator<Buffer> {
+    this.streaming = true;
+    for (let chunk = await this.nextChunk(); chunk !== null; chunk = await this.nextChunk()) yield chunk;
+  }
+
+  private nextChunk(): Promise<Buffer | null> {
+    return new Promise((resolve, reject) => {
+      this.reader = { resolve, reject };
+      this.handOver();
+    });
+  }
+
+  /** Gives a waiting reader the next chunk, the end, or the failure. */
+  private handOver(): void {
+    const reader = this.reader;
+    if (reader === undefined) return;
+    if (this.failure) {
+      this.reader = undefined;
+      reader.reject(this.failure);
+      return;
+    }
+    const chunk = this.chunks?.shift();
+    if (chunk === undefined && !this.ended) return;
+    this.reader = undefined;
+    if (chunk === undefined) {
+      reader.resolve(null);
+      return;
+    }
+    this.kept -= chunk.length;
+    if (this.kept < HIGH_WATER) this.unstall();
+    reader.resolve(chunk);
+  }
+
   private finish(): void {
-    if (this.failure || this.received) return;
+    if (this.failure || this.waiting === undefined) return;
+    this.waiting.use(this.whole());
+  }
+
+  /** The body kept, as one Buffer. */
+  private whole(): Buffer {
     const chunks = this.chunks;
     this.chunks = undefined;
-    this.received = chunks === undefined ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.size);
-    this.waiting?.use(this.received);
+    this.kept = 0;
+    return chunks === undefined ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
   }
 
   private unstall(): void {
@@ -137,10 +191,12 @@ export class CapturingRequest extends IncomingMessage {
 
   /** Fails the body with `error` (also before any of it is read): nothing more is kept, and the socket pauses at the next chunk. */
   refuse(error: StorageError): void {
-    if (this.failure || this.received) return;
+    if (this.failure || this.ended) return;
     this.chunks = undefined;
+    this.kept = 0;
     this.failure = error;
     this.waiting?.reject(error);
+    this.handOver();
   }
 }
 
@@ -162,13 +218,8 @@ export function capturingRequests(limit: number): typeof CapturingRequest {
  * stream.
  */
 export function readBody<T>(request: IncomingMessage, limit: number, use: (body: Buffer) => T | PromiseLike<T>): Promise<T> {
-  const declared = Number(request.headers["content-length"]);
-  if (declared > limit) {
-    const error = tooLarge(limit);
-    if (request instanceof CapturingRequest) request.refuse(error);
-    else request.pause();
-    return Promise.reject(error);
-  }
+  const refused = refuseDeclared(request, limit);
+  if (refused) return Promise.reject(refused);
   if (request instanceof CapturingRequest) {
     return new Promise<T>((resolve, reject) => {
       request.deliver((body) => {
@@ -188,6 +239,50 @@ export function readBody<T>(request: IncomingMessage, limit: number, use: (body:
     reading.on("close", onClose);
     reading.once("error", onError);
   }).then(use);
+}
+
+/** A declared Content-Length over `limit` fails the body before a byte of it is read: the error, else undefined. */
+function refuseDeclared(request: IncomingMessage, limit: number): StorageError | undefined {
+  if (!(Number(request.headers["content-length"]) > limit)) return undefined;
+  const error = tooLarge(limit);
+  if (request instanceof CapturingRequest) request.refuse(error);
+  else request.pause();
+  return error;
+}
+
+/**
+ * A request body as chunks, read as the consumer takes them (the socket
+ * pauses while it does not), under the same `limit` as {@link readBody}:
+ * the iteration fails with E_TOO_LARGE at the chunk that crosses it (or at
+ * once for a declared length over it), and with E_UNAVAILABLE when the
+ * client goes away first.
+ */
+export function streamBody(request: IncomingMessage, limit: number): AsyncIterable<Buffer> {
+  const refused = refuseDeclared(request, limit);
+  if (refused) return failing(refused);
+  if (request instanceof CapturingRequest) return request.stream();
+  return countedChunks(request, limit);
+}
+
+// eslint-disable-next-line require-yield -- a body that fails before its first chunk
+async function* failing(error: StorageError): AsyncGenerator<Buffer> {
+  throw error;
+}
+
+/** A plain request's chunks, counted against `limit`; breaking off leaves the request paused, not destroyed, so it can still be answered. */
+async function* countedChunks(request: IncomingMessage, limit: number): AsyncGenerator<Buffer> {
+  let size = 0;
+  try {
+    for await (const chunk of request.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw tooLarge(limit);
+      yield chunk;
+    }
+  } catch (error) {
+    request.pause();
+    if (error instanceof StorageError) throw error;
+    throw new StorageError("E_UNAVAILABLE", "Reading the request body failed", { cause: error });
+  }
 }
 
 /** Waits until the socket takes more data, or the response is gone. */
@@ -211,9 +306,27 @@ export async function sendBody(response: ServerResponse, body: Uint8Array): Prom
     response.end(body);
     return;
   }
-  for (let offset = 0; offset < body.byteLength; offset += CHUNK) {
-    const chunk = body.subarray(offset, Math.min(offset + CHUNK, body.byteLength));
-    if (!response.write(chunk) && !(await drained(response))) return;
+  if (await writeChunked(response, body)) response.end();
+}
+
+/** Writes `bytes` in chunks, following the socket's backpressure; false when the response went away first. */
+async function writeChunked(response: ServerResponse, bytes: Uint8Array): Promise<boolean> {
+  for (let offset = 0; offset < bytes.byteLength; offset += CHUNK) {
+    const chunk = bytes.subarray(offset, Math.min(offset + CHUNK, bytes.byteLength));
+    if (!response.write(chunk) && !(await drained(response))) return false;
+  }
+  return true;
+}
+
+/**
+ * Ends a response with the chunks of `body` as they come, following the
+ * socket's backpressure. A client gone first stops the reading (breaking
+ * off releases the stream); a failing stream rejects, after its first
+ * bytes too, for the caller to cut the connection.
+ */
+export async function sendStream(response: ServerResponse, body: AsyncIterable<Uint8Array>): Promise<void> {
+  for await (const bytes of body) {
+    if (!(await writeChunked(response, bytes))) return;
   }
   response.end();
 }

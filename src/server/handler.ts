@@ -4,8 +4,8 @@ import { StorageError } from "../core/errors.js";
 import { isPromise, type MaybePromise } from "../core/maybePromise.js";
 import { BASE64_PREFIX, hasOwnMarker, RICH_MARKER, richSerializer, type Serializer } from "../core/serializer.js";
 import { getDirectAccess, type StoredEntry } from "../core/storage.js";
-import type { RemoveOptions, SetOptions, Storage, StorageMeta } from "../core/types.js";
-import { drained, readBody, sendBody } from "./body.js";
+import type { ItemStream, RemoveOptions, SetOptions, Storage, StorageMeta } from "../core/types.js";
+import { drained, readBody, sendBody, sendStream, streamBody } from "./body.js";
 import { flatHeaders, sendHead } from "./respond.js";
 import {
   METHODS,
@@ -56,6 +56,8 @@ const NO_SNIFF = "nosniff";
 const NATIVE_ONLY = { nativeOnly: true } as const;
 /** Text values longer than this are sent as bytes in chunks, like raw ones. */
 const LARGE_TEXT = 64 * 1024;
+/** Raw uploads longer than this (or of no declared length) are stored as they arrive, never held whole. */
+const STREAMED_UPLOAD = 64 * 1024;
 
 /** A refusal decided by the protocol itself (status, code, extra headers). */
 class HttpRefusal extends Error {
@@ -196,13 +198,13 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   /** Stored text goes out as it is, and sent text is stored as it is, where the server's serializer is the storage's own rich one. */
   const passThrough = direct !== undefined && direct.serializer === serializer && serializer === richSerializer;
 
-  /** The stored entry and its meta: through the storage's direct path where it has one, in one turn when its driver is sync. */
-  function readEntry(key: string, raw: boolean): MaybePromise<StoredEntry | null> {
-    if (direct) return direct.read(key, raw);
+  /** The stored text and its meta: through the storage's direct path where it has one, in one turn when its driver is sync. */
+  function readEntry(key: string): MaybePromise<StoredEntry | null> {
+    if (direct) return direct.read(key, false);
     // Meta before value: a write in between leaves a stale etag, which fails a later If-Match instead of passing it.
     return storage.getMeta(key, NATIVE_ONLY).then(async (meta) => {
-      const stored = raw ? await storage.getItemRaw(key) : await storage.getItem(key);
-      return stored === null ? null : { stored: raw ? stored : serializer.serialize(stored), meta };
+      const stored = await storage.getItem(key);
+      return stored === null ? null : { stored: serializer.serialize(stored), meta };
     });
   }
 
@@ -214,26 +216,38 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   }
 
   function getValue(request: IncomingMessage, response: ServerResponse, key: string): void | Promise<void> {
-    const raw = request.headers.accept === OCTET_STREAM;
-    const entry = readEntry(key, raw);
-    if (isPromise(entry)) return entry.then((found) => sendValue(request, response, found, raw));
-    return sendValue(request, response, entry, raw);
+    if (request.headers.accept === OCTET_STREAM) return storage.getItemStream(key).then((opened) => sendBytes(request, response, opened));
+    const entry = readEntry(key);
+    if (isPromise(entry)) return entry.then((found) => sendValue(request, response, found));
+    return sendValue(request, response, entry);
   }
 
-  function sendValue(request: IncomingMessage, response: ServerResponse, entry: StoredEntry | null, raw: boolean): void | Promise<void> {
+  /** Whether the client's If-None-Match names the stored version: 304, no body. */
+  function unchanged(request: IncomingMessage, meta: StorageMeta): boolean {
+    const wanted = request.headers["if-none-match"];
+    return wanted !== undefined && typeof meta.etag === "string" && wanted === formatEtag(meta.etag);
+  }
+
+  /** A raw value goes out as the store reads it, chunk by chunk; its length is known when the store reports its size. */
+  async function sendBytes(request: IncomingMessage, response: ServerResponse, opened: ItemStream | null): Promise<void> {
+    if (opened === null) throw notFound();
+    const headers = metaHeaders(opened.meta);
+    try {
+      if (unchanged(request, opened.meta)) return sendHead(response, 304, headers, undefined);
+      headers.push("x-content-type-options", NO_SNIFF, "content-type", OCTET_STREAM);
+      if (typeof opened.meta.size === "number") headers.push("content-length", opened.meta.size);
+      response.writeHead(200, headers);
+      await sendStream(response, opened.body);
+    } finally {
+      await opened.close();
+    }
+  }
+
+  function sendValue(request: IncomingMessage, response: ServerResponse, entry: StoredEntry | null): void | Promise<void> {
     if (entry === null) throw notFound();
     const headers = metaHeaders(entry.meta);
-    const wanted = request.headers["if-none-match"];
-    if (wanted !== undefined && typeof entry.meta.etag === "string" && wanted === formatEtag(entry.meta.etag)) {
-      return sendHead(response, 304, headers, undefined);
-    }
+    if (unchanged(request, entry.meta)) return sendHead(response, 304, headers, undefined);
     headers.push("x-content-type-options", NO_SNIFF);
-    if (raw) {
-      const bytes = entry.stored as Uint8Array;
-      headers.push("content-type", OCTET_STREAM, "content-length", bytes.byteLength);
-      response.writeHead(200, headers);
-      return sendBody(response, bytes);
-    }
     const text = textOf(entry.stored);
     headers.push("content-type", TEXT, "content-length", Buffer.byteLength(text));
     // Text goes out as a string, in the same write as the head.
@@ -303,13 +317,16 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
     return store(request, response, key, {});
   }
 
-  /** Reads a PUT's body and stores it; one promise (the body's) when the driver is sync. */
+  /** Reads a PUT's body and stores it; one promise (the body's) when the driver is sync. A large raw body is stored as it arrives. */
   function store(request: IncomingMessage, response: ServerResponse, key: string, options: SetOptions): Promise<void> {
     const ttl = ttlFromHeader(request.headers["x-ttl"]);
     if (ttl !== undefined) options.ttl = ttl;
+    const type = request.headers["content-type"];
+    const raw = type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM;
+    if (raw && !(Number(request.headers["content-length"]) <= STREAMED_UPLOAD)) {
+      return storage.setItemStream(key, streamBody(request, settings.maxBodySize), options).then(() => sendOk(response));
+    }
     return readBody(request, settings.maxBodySize, (body) => {
-      const type = request.headers["content-type"];
-      const raw = type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM;
       const written = raw ? storage.setItemRaw(key, body, options) : writeText(key, body.toString("utf8"), options);
       if (isPromise(written)) return written.then(() => sendOk(response));
       sendOk(response);

@@ -508,6 +508,33 @@ export function testDriver(options: DriverTestOptions): void {
         expect(await context.storage.getItem("obj:own")).toEqual({ list: [1] });
       });
 
+      test("streams: setItemStream and getItemStream carry raw bytes, and a failing body writes nothing", async () => {
+        const storage = context.storage;
+        const parts = [randomBytes(100_000), Buffer.from("text chunk"), randomBytes(200_000)];
+        await storage.setItemStream("stream:value", (async function* () {
+          yield* parts;
+        })());
+        const whole = Buffer.concat(parts);
+        expect(Buffer.from((await storage.getItemRaw("stream:value"))!).equals(whole)).toBe(true);
+        const opened = (await storage.getItemStream("stream:value"))!;
+        expect(opened.meta.size ?? whole.length).toBe(whole.length);
+        const read: Buffer[] = [];
+        for await (const chunk of opened.body) read.push(Buffer.from(chunk));
+        expect(Buffer.concat(read).equals(whole)).toBe(true);
+        await opened.close();
+        expect(await storage.getItemStream("stream:absent")).toBeNull();
+        const untouched = (await storage.getItemStream("stream:value"))!;
+        await untouched.close();
+        const failing = (async function* () {
+          yield randomBytes(1000);
+          throw new Error("the body broke");
+        })();
+        await expect(storage.setItemStream("stream:value", failing)).rejects.toThrow("the body broke");
+        expect(Buffer.from((await storage.getItemRaw("stream:value"))!).equals(whole)).toBe(true);
+        await expectCode(() => storage.setItemStream("stream:bad", "not a stream" as never), "E_INVALID_VALUE");
+        expect(await storage.hasItem("stream:bad")).toBe(false);
+      });
+
       test("a 10 MB value", async () => {
         const big = randomBytes(10 * 1024 * 1024);
         await context.storage.setItemRaw("big:raw", big);

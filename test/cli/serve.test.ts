@@ -1,4 +1,8 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { readFileSync, statSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { createStorage as createUnstorage } from "unstorage";
 import unstorageHttp from "unstorage/drivers/http";
@@ -56,6 +60,47 @@ async function serve(cwd: string, extra: string[] = []): Promise<{ child: ChildP
   return { child: run.child, url: url! };
 }
 
+const MIB = 1024 * 1024;
+
+/** PUTs `count` MiB of raw bytes (each chunk `seed` stamped with its number), chunked as it is made; resolves with their SHA-256. */
+function upload(url: string, count: number, seed: Buffer): Promise<string> {
+  const hash = createHash("sha256");
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: "PUT", headers: { "content-type": "application/octet-stream" } }, (res) => {
+      res.resume();
+      res.on("end", () => (res.statusCode === 200 ? resolve(hash.digest("hex")) : reject(new Error(`PUT answered ${res.statusCode}`))));
+    });
+    req.on("error", reject);
+    void (async () => {
+      for (let i = 0; i < count; i++) {
+        const chunk = Buffer.from(seed);
+        chunk.writeUInt32BE(i);
+        hash.update(chunk);
+        if (!req.write(chunk)) await once(req, "drain");
+      }
+      req.end();
+    })();
+  });
+}
+
+/** GETs a raw value, hashing it as it arrives. */
+function download(url: string): Promise<{ length: number; digest: string }> {
+  const hash = createHash("sha256");
+  let length = 0;
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers: { accept: "application/octet-stream" } }, (res) => {
+      if (Number(res.headers["content-length"]) <= 0) reject(new Error("no content-length"));
+      res.on("data", (chunk: Buffer) => {
+        length += chunk.length;
+        hash.update(chunk);
+      });
+      res.on("end", () => resolve({ length, digest: hash.digest("hex") }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 describe("stowage serve", () => {
   it("serves the default store (git:./.stowage), prints its URL, exits cleanly on SIGTERM", async () => {
     const cwd = tempDir("cli-serve");
@@ -94,6 +139,25 @@ describe("stowage serve", () => {
     expect([...(await stored.getItemRaw("files:blob"))!]).toEqual([0, 1, 2, 255]);
     expect(await stored.getKeys("users")).toEqual(["users:ada"]);
     await stored.dispose();
+  });
+
+  it("a 256 MiB value goes up and comes back down through an fs store without the server holding it: its peak memory grows far less", async () => {
+    const cwd = tempDir("cli-serve-stream");
+    const { child, url } = await serve(cwd, ["--store", `fs:${join(cwd, "data")}`, "--max-body-size", String(512 * MIB)]);
+    // Peak resident memory of the server process (Linux).
+    const peak = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))![1]) * 1024;
+    await upload(url + "warm", 4, randomBytes(MIB));
+    await download(url + "warm");
+    const before = peak();
+    const sent = await upload(url + "video", 256, randomBytes(MIB));
+    expect(statSync(join(cwd, "data", "video")).size).toBe(256 * MIB);
+    const received = await download(url + "video");
+    expect(received.length).toBe(256 * MIB);
+    expect(received.digest).toBe(sent);
+    const growth = peak() - before;
+    expect(growth, `the server's peak memory grew by ${Math.round(growth / MIB)} MiB`).toBeLessThan(96 * MIB);
+    child.kill("SIGTERM");
+    expect((await exited(child)).code).toBe(0);
   });
 
   it("--token and --read-only; SIGINT also shuts down cleanly", async () => {
