@@ -137,7 +137,12 @@ function deserializeRich(stored: unknown): unknown {
   }
   if (parsed !== null && typeof parsed === "object" && (parsed as Record<string, unknown>)[RICH_MARKER] === RICH_VERSION) {
     const envelope = parsed as { json: SuperJSONResult["json"]; meta?: SuperJSONResult["meta"] };
-    return SuperJSON.deserialize({ json: envelope.json, meta: envelope.meta });
+    try {
+      return SuperJSON.deserialize({ json: envelope.json, meta: envelope.meta });
+    } catch (error) {
+      // superjson trusts its meta: a malformed one can throw anything, even overflow the stack.
+      throw new StorageError("E_CORRUPT", `Malformed ${RICH_MARKER} envelope: its meta does not describe its json`, { cause: error });
+    }
   }
   return parsed;
 }

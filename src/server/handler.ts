@@ -336,7 +336,19 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   /** Stores a PUT's text: as sent where it reads back as the value it stands for, else as the value the serializer reads from it. */
   function writeText(key: string, text: string, options: SetOptions): MaybePromise<void> {
     if (passThrough && (readsBackAsSent(text) || isPlainJson(text))) return direct!.writeText(key, text, options);
-    return storage.setItem(key, serializer.deserialize(text), options);
+    return storage.setItem(key, valueOf(text), options);
+  }
+
+  /** The value a PUT's text stands for: text the serializer cannot read is the client's error (400), not a corrupt store. */
+  function valueOf(text: string): unknown {
+    try {
+      return serializer.deserialize(text);
+    } catch (error) {
+      if (error instanceof StorageError && error.code === "E_CORRUPT") {
+        throw new StorageError("E_INVALID_VALUE", `The body is not a value: ${error.message}`, { cause: error });
+      }
+      throw error;
+    }
   }
 
   async function remove(request: IncomingMessage, response: ServerResponse, target: Target): Promise<void> {

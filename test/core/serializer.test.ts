@@ -50,6 +50,18 @@ describe("rich serializer", () => {
     expect(richSerializer.deserialize(richSerializer.serialize(tricky))).toEqual(tricky);
   });
 
+  it("a stored envelope whose meta does not fit its json is E_CORRUPT, never a crash", () => {
+    for (const text of ['{"$stowage":1,"json":{},"meta":{"values":"nonsense"}}', '{"$stowage":1,"json":1,"meta":{"values":["map"]}}']) {
+      let caught: unknown;
+      try {
+        richSerializer.deserialize(text);
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toMatchObject({ code: "E_CORRUPT" });
+    }
+  });
+
   it("reads values unstorage wrote the way unstorage reads them", async () => {
     const driver = unstorageMemory();
     const theirs = createUnstorage({ driver });

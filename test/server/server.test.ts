@@ -112,7 +112,8 @@ describe("storage server: stored text in and out", () => {
     await send(url, "PUT", "/map", { body: envelope });
     expect(await storage.getItem("map")).toEqual(new Map([["k", 1]]));
     const broken = await send(url, "PUT", "/broken", { body: '{"$stowage":1,"json":{},"meta":{"values":"nonsense"}}' });
-    expect(broken.status).toBe(500);
+    expect(broken.status).toBe(400);
+    expect(json(broken.body)).toMatchObject({ code: "E_INVALID_VALUE", message: expect.stringContaining("Malformed $stowage envelope") });
     expect(await storage.hasItem("broken")).toBe(false);
   });
 
