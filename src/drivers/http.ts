@@ -1,10 +1,11 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, type StorageErrorCode } from "../core/errors.js";
 import { normalizeKey } from "../core/keys.js";
-import type { DriverFlags, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
+import type { DriverFlags, ItemStream, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 
 export interface HttpOptions {
   /** URL the keys live under, e.g. `http://127.0.0.1:8787/` (a stowage or unstorage storage server). Required. */
@@ -89,11 +90,33 @@ function keyPath(key: string): string {
     .join("/");
 }
 
-/** One answer, its body read whole (the server bounds bodies; large values are what the caller asked for). */
+/** One answer, its body read whole (the server bounds bodies; large values are what the caller asked for), or left to stream. */
 interface Answer {
   status: number;
   headers: IncomingHttpHeaders;
   body: Buffer;
+  /** A successful answer whose body is left unread, for getItemStream. */
+  stream?: IncomingMessage;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Reads an answer's body whole. */
+function readAnswer(res: IncomingMessage): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (chunk: Buffer) => chunks.push(chunk));
+    res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }));
+    res.on("error", reject);
+  });
+}
+
+/** Destroys a stream and resolves once it has closed. */
+function closeStream(stream: IncomingMessage): Promise<void> {
+  if (stream.closed) return Promise.resolve();
+  const closed = new Promise<void>((resolve) => stream.once("close", resolve));
+  stream.destroy();
+  return closed;
 }
 
 function networkCode(error: unknown): string | undefined {
@@ -201,15 +224,35 @@ export default defineDriver((options: HttpOptions) => {
   function exchange(call: Call, signal: AbortSignal): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const headers = { ...common, ...call.headers };
-      const req = send(new URL(call.path, base), { method: call.method, headers, agent, signal }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (chunk: Buffer) => chunks.push(chunk));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }));
-        res.on("error", reject);
-      });
+      const req = send(new URL(call.path, base), { method: call.method, headers, agent, signal }, (res) => readAnswer(res).then(resolve, reject));
       req.on("error", reject);
       req.end(call.body);
     });
+  }
+
+  /**
+   * One request whose successful answer's body is left to stream: the
+   * signal bounds the wait for the answer's head only, then the body may take
+   * as long as it keeps coming (see {@link idleTimeout}).
+   */
+  function exchangeStreaming(call: Call, signal: AbortSignal): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const req = send(new URL(call.path, base), { method: call.method, headers: { ...common, ...call.headers }, agent });
+      const abort = () => req.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
+      signal.addEventListener("abort", abort, { once: true });
+      req.on("response", (res) => {
+        signal.removeEventListener("abort", abort);
+        if ((res.statusCode ?? 0) >= 300) return void readAnswer(res).then(resolve, reject);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: EMPTY, stream: res });
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  }
+
+  /** A stream that stops moving for `timeout` ms fails with E_UNAVAILABLE, rather than hang. */
+  function idleTimeout(stream: IncomingMessage | ClientRequest, call: Call): void {
+    stream.setTimeout(timeout, () => stream.destroy(unavailable(call, `no data moved for ${timeout} ms`)));
   }
 
   // Calls beyond MAX_SOCKETS wait here, and their timeout starts when they leave: a burst of
@@ -236,10 +279,10 @@ export default defineDriver((options: HttpOptions) => {
   }
 
   /** Sends a call, retrying what is safe to retry, all within `timeout`. 404 is an answer, not a failure. */
-  async function request(call: Call): Promise<Answer> {
+  async function request(call: Call, send = exchange): Promise<Answer> {
     await acquire(call);
     try {
-      const answer = await attempts(call);
+      const answer = await attempts(call, send);
       answering = true;
       return answer;
     } catch (error) {
@@ -250,12 +293,12 @@ export default defineDriver((options: HttpOptions) => {
     }
   }
 
-  async function attempts(call: Call): Promise<Answer> {
+  async function attempts(call: Call, send: typeof exchange): Promise<Answer> {
     const signal = AbortSignal.any([AbortSignal.timeout(timeout), disposed.signal]);
     for (let attempt = 0; ; attempt++) {
       let answer: Answer;
       try {
-        answer = await exchange(call, signal);
+        answer = await send(call, signal);
       } catch (error) {
         if (signal.aborted) throw unavailable(call, disposed.signal.aborted ? "the driver was disposed" : `no answer within ${timeout} ms`, error);
         const safe = !call.conditional || CONNECT_ERRORS.has(networkCode(error) ?? "");
@@ -300,6 +343,68 @@ export default defineDriver((options: HttpOptions) => {
 
   const head = (key: string) => request({ method: "HEAD", path: keyPath(key) });
 
+  /** A raw GET whose body comes as the server sends it: retried like any GET until its head arrives. */
+  async function getStream(key: string): Promise<ItemStream | null> {
+    const call: Call = { method: "GET", path: keyPath(key), headers: { accept: OCTET_STREAM } };
+    const answer = await request(call, exchangeStreaming);
+    if (answer.status === 404) return null;
+    const body = answer.stream!;
+    idleTimeout(body, call);
+    return { meta: metaOf(answer), body, close: () => closeStream(body) };
+  }
+
+  /**
+   * A raw PUT whose body is sent as `body` yields it (chunked): sent once,
+   * never retried, since the body cannot be read again. A body that fails
+   * aborts the request, so the server stores nothing.
+   */
+  async function putStream(key: string, body: AsyncIterable<Uint8Array>, opts: SetOptions | undefined): Promise<void> {
+    const headers: Record<string, string> = { ...common, "content-type": OCTET_STREAM };
+    conditionHeaders(headers, opts);
+    if (opts?.ttl !== undefined) headers["x-ttl"] = String(opts.ttl / 1000);
+    const call: Call = { method: "PUT", path: keyPath(key), conditional: true };
+    await acquire(call);
+    try {
+      const req = send(new URL(call.path, base), { method: "PUT", headers, agent, signal: disposed.signal });
+      idleTimeout(req, call);
+      const answered = new Promise<Answer>((resolve, reject) => {
+        let responded = false;
+        req.on("response", (res) => {
+          responded = true;
+          readAnswer(res).then(resolve, reject);
+        });
+        req.on("error", reject);
+        // pipeline aborts the request when the body fails, which closes it without an error.
+        req.on("close", () => responded || reject(new Error("the request was aborted")));
+      });
+      let bodyFailure: { error: unknown } | undefined;
+      const chunks = (async function* () {
+        try {
+          yield* body;
+        } catch (error) {
+          bodyFailure = { error };
+          throw error;
+        }
+      })();
+      // Whatever stops the upload (the body, the idle timeout, the network) fails the request and so `answered`.
+      const sending = pipeline(chunks, req);
+      sending.catch(() => undefined);
+      let answer: Answer;
+      try {
+        answer = await answered;
+      } catch (error) {
+        if (bodyFailure) throw bodyFailure.error;
+        if (error instanceof StorageError) throw error;
+        throw unavailable(call, disposed.signal.aborted ? "the driver was disposed" : `request failed (${networkCode(error) ?? String(error)})`, error);
+      }
+      // A server that refuses the body early (413) answers before the upload ends: its answer says why.
+      if (answer.status >= 300) throw failure(call, answer);
+      await sending;
+    } finally {
+      release();
+    }
+  }
+
   function metaOf(answer: Answer): StorageMeta {
     const meta: StorageMeta = {};
     const modified = header(answer.headers, "last-modified");
@@ -333,6 +438,8 @@ export default defineDriver((options: HttpOptions) => {
       const body = await get(key, { accept: OCTET_STREAM });
       return body === null ? null : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
     },
+    getItemStream: (key: string) => getStream(key),
+    setItemStream: (key: string, body: AsyncIterable<Uint8Array>, opts: SetOptions) => putStream(key, body, opts),
     getItems: (items: { key: string }[]) => mapLimited(items, concurrency, async ({ key }) => ({ key, value: await getText(key) })),
     setItem: (key: string, value: string, opts: SetOptions) => put(key, value, TEXT, opts),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => put(key, value, OCTET_STREAM, opts),
