@@ -101,7 +101,9 @@ function parseGrace(value: string): number {
 
 function parseBytes(value: string): number {
   const bytes = Number(value);
-  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new StorageError("E_INVALID_OPTION", `--max-body-size takes a byte count, got ${value}`);
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(bytes) || bytes < 1) {
+    throw new StorageError("E_INVALID_OPTION", `--max-body-size takes a byte count >= 1, got ${JSON.stringify(value)}`);
+  }
   return bytes;
 }
 

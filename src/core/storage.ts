@@ -460,15 +460,25 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   /** setItemStream: chunks go to a driver that takes them as they come, else are gathered for setItemRaw. */
   function setItemStream(key: string, body: unknown, opts: SetOptions = NO_OPTIONS): Promise<void> {
+    let release = (): Promise<void> => Promise.resolve();
     return toPromise(key, () => {
-      const loc = locate(key, false);
-      const chunks = bytesOf(body);
-      const driver = loc.mount.driver;
-      if (!driver.setItemStream) return gather(chunks).then((bytes) => writeStep(loc, bytes, opts));
-      checkWriteOptions(loc.mount, opts);
-      const ttl = ttlOf(loc, opts);
-      return afterWrite(loc, driver.setItemStream(loc.rel, chunks, driverOptions(loc, opts, ttl)), ttl);
+      const stream = bytesOf(body);
+      release = stream.release;
+      return writeStream(key, stream.chunks, opts);
+    }).catch((error: unknown) => {
+      // A write that fails before or while reading the body lets go of the caller's stream, without waiting on it.
+      release().catch((releaseError: unknown) => process.emitWarning(`stowage: ending the stream of a failed setItemStream failed: ${String(releaseError)}`));
+      throw error;
     });
+  }
+
+  function writeStream(key: string, chunks: AsyncIterable<Uint8Array>, opts: SetOptions): MaybePromise<void> {
+    const loc = locate(key, false);
+    const driver = loc.mount.driver;
+    if (!driver.setItemStream) return gather(chunks).then((bytes) => writeStep(loc, bytes, opts));
+    checkWriteOptions(loc.mount, opts);
+    const ttl = ttlOf(loc, opts);
+    return afterWrite(loc, driver.setItemStream(loc.rel, chunks, driverOptions(loc, opts, ttl)), ttl);
   }
 
   function setItemsStep(sync: boolean, items: SetItemsInput, common: SetOptions = NO_OPTIONS): MaybePromise<void> {

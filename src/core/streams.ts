@@ -12,21 +12,55 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof (value as AsyncIterable<unknown> | null)?.[Symbol.asyncIterator] === "function";
 }
 
+/** A caller's body as bytes, and how to let go of it. */
+export interface Body {
+  chunks: AsyncIterable<Uint8Array>;
+  /**
+   * Ends the caller's stream unless it was read to its end (a Node.js
+   * stream is destroyed, a web stream cancelled, a generator returned), so
+   * a write that fails before or while reading it leaves no file open. A
+   * generator busy in an await ends when it next yields.
+   */
+  release(): Promise<void>;
+}
+
 /**
  * The chunks of a caller's body as bytes: Buffers and Uint8Arrays as they
  * are, other views, ArrayBuffers and strings (a stream with an encoding
  * set) converted; anything else fails with E_INVALID_VALUE.
  */
-export function bytesOf(body: unknown): AsyncIterable<Uint8Array> {
+export function bytesOf(body: unknown): Body {
   if (!isAsyncIterable(body)) {
     throw new StorageError("E_INVALID_VALUE", "setItemStream expects an async iterable of bytes (a Node.js or web stream, an async generator)");
   }
-  return (async function* () {
-    for await (const chunk of body) {
-      if (chunk instanceof Uint8Array) yield chunk;
-      else if (chunk !== null && chunk !== undefined) yield toBytes(chunk);
+  const source = body[Symbol.asyncIterator]();
+  let open = true;
+  const release = async (): Promise<void> => {
+    if (!open) return;
+    open = false;
+    // A Node.js stream's iterator, returned before it started, would leave the stream as it is.
+    const stream = body as { destroy?: unknown; once?: (event: "error", listener: (error: unknown) => void) => unknown };
+    if (typeof stream.destroy !== "function") {
+      await source.return?.();
+      return;
+    }
+    // A failure of its own after this (a file it was still opening) is reported, not thrown at the process.
+    stream.once?.("error", (error) => process.emitWarning(`stowage: a stream let go after a failed setItemStream failed: ${String(error)}`));
+    stream.destroy();
+  };
+  const chunks = (async function* () {
+    try {
+      for (let next = await source.next(); !next.done; next = await source.next()) {
+        const chunk: unknown = next.value;
+        if (chunk instanceof Uint8Array) yield chunk;
+        else if (chunk !== null && chunk !== undefined) yield toBytes(chunk);
+      }
+      open = false;
+    } finally {
+      await release();
     }
   })();
+  return { chunks, release };
 }
 
 /** Gathers a body whole, for a driver that cannot take it in chunks. */

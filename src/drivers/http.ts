@@ -239,13 +239,18 @@ export default defineDriver((options: HttpOptions) => {
     return new Promise((resolve, reject) => {
       const req = send(new URL(call.path, base), { method: call.method, headers: { ...common, ...call.headers }, agent });
       const abort = () => req.destroy(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
+      const settle = () => signal.removeEventListener("abort", abort);
       signal.addEventListener("abort", abort, { once: true });
       req.on("response", (res) => {
-        signal.removeEventListener("abort", abort);
-        if ((res.statusCode ?? 0) >= 300) return void readAnswer(res).then(resolve, reject);
+        // An error answer is read whole, still within the signal.
+        if ((res.statusCode ?? 0) >= 300) return void readAnswer(res).then(resolve, reject).finally(settle);
+        settle();
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: EMPTY, stream: res });
       });
-      req.on("error", reject);
+      req.on("error", (error) => {
+        settle();
+        reject(error);
+      });
       req.end();
     });
   }
@@ -281,15 +286,18 @@ export default defineDriver((options: HttpOptions) => {
   /** Sends a call, retrying what is safe to retry, all within `timeout`. 404 is an answer, not a failure. */
   async function request(call: Call, send = exchange): Promise<Answer> {
     await acquire(call);
+    let answer: Answer | undefined;
     try {
-      const answer = await attempts(call, send);
+      answer = await attempts(call, send);
       answering = true;
       return answer;
     } catch (error) {
       answering = !(error instanceof StorageError && error.code === "E_UNAVAILABLE");
       throw error;
     } finally {
-      release();
+      // A streaming answer holds its connection, and so its place, until its body closes.
+      if (answer?.stream) answer.stream.once("close", release);
+      else release();
     }
   }
 
@@ -397,8 +405,11 @@ export default defineDriver((options: HttpOptions) => {
         if (error instanceof StorageError) throw error;
         throw unavailable(call, disposed.signal.aborted ? "the driver was disposed" : `request failed (${networkCode(error) ?? String(error)})`, error);
       }
-      // A server that refuses the body early (413) answers before the upload ends: its answer says why.
-      if (answer.status >= 300) throw failure(call, answer);
+      // A server that refuses the body early (413) answers before the upload ends: its answer says why, and the upload stops.
+      if (answer.status >= 300) {
+        req.destroy();
+        throw failure(call, answer);
+      }
       await sending;
     } finally {
       release();

@@ -1,3 +1,4 @@
+import { wholeStream } from "../core/streams.js";
 import type { Driver, ItemStream, StorageMeta } from "../core/types.js";
 import type { FileStore } from "./fileStore.js";
 
@@ -25,11 +26,22 @@ export function fileMethods(files: FileStore): Omit<Driver<unknown, FileStore>, 
 /** Chunks read from disk: as large as node's file streams read by default, so a value is never held whole. */
 const READ_CHUNK = 64 * 1024;
 
-/** A key's file opened as an ItemStream: node's file stream over the opened handle, which it closes when it ends or is destroyed. */
+/**
+ * A key's file opened as an ItemStream: node's file stream over the opened
+ * handle, which it closes when it ends or is destroyed. It reads the size
+ * the meta reports and no further, should another process append to the
+ * file in place (a file cut short in place still yields fewer bytes).
+ */
 async function openStream(files: FileStore, key: string): Promise<ItemStream | null> {
   const opened = await files.openRead(key);
   if (opened === null) return null;
-  const body = opened.handle.createReadStream({ highWaterMark: READ_CHUNK });
+  const size = opened.meta.size ?? 0;
+  if (size === 0) {
+    // node's file streams take no empty range: an empty file reads as no chunks.
+    await opened.handle.close();
+    return wholeStream(new Uint8Array(0), opened.meta);
+  }
+  const body = opened.handle.createReadStream({ highWaterMark: READ_CHUNK, start: 0, end: size - 1 });
   const close = (): Promise<void> => {
     if (body.closed) return Promise.resolve();
     const closed = new Promise<void>((resolve) => body.once("close", resolve));

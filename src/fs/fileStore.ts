@@ -17,7 +17,7 @@ import {
   type Dirent,
   type Stats,
 } from "node:fs";
-import { open, rm, type FileHandle } from "node:fs/promises";
+import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { isAbsolute, join, resolve, sep } from "node:path";
 import { threadId } from "node:worker_threads";
 import { StorageError } from "../core/errors.js";
@@ -50,6 +50,11 @@ type ErrnoError = NodeJS.ErrnoException;
 // Temp names are unique per process and thread, and random across restarts; "wx" refuses any clash.
 const TEMP_TAG = `${process.pid}-${threadId}-${randomBytes(3).toString("hex")}-`;
 let tempCounter = 0;
+
+/** Writes a whole chunk: a write may take less than it is given. */
+async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
+  for (let offset = 0; offset < chunk.byteLength; ) offset += (await handle.write(chunk, offset, chunk.byteLength - offset)).bytesWritten;
+}
 
 function metaOfStats(stats: Stats): StorageMeta {
   return { atime: stats.atime, mtime: stats.mtime, ctime: stats.ctime, birthtime: stats.birthtime, size: stats.size };
@@ -262,27 +267,39 @@ export class FileStore {
    * error passes through as it is) or a failed write leaves the key as it was.
    */
   async writeStream(key: string, body: AsyncIterable<Uint8Array>): Promise<void> {
-    const { target, temp } = this.placeWrite(key);
-    let handle: FileHandle;
-    try {
-      handle = await open(temp, "wx", 0o666);
-    } catch (error) {
-      throw this.ioError(error, key, "write");
-    }
+    const { target, temp, handle } = await this.openTemp(key);
     try {
       try {
-        for await (const chunk of body) {
-          for (let offset = 0; offset < chunk.byteLength; ) offset += (await handle.write(chunk, offset, chunk.byteLength - offset)).bytesWritten;
-        }
-        if (this.options.fsync) await handle.sync();
+        // The body's own failures pass on as they are; the file system's are this store's.
+        for await (const chunk of body) await this.io(key, () => writeAll(handle, chunk));
+        if (this.options.fsync) await this.io(key, () => handle.sync());
       } finally {
-        await handle.close();
+        await this.io(key, () => handle.close());
       }
-      renameSync(temp, target);
+      await this.io(key, () => rename(temp, target));
     } catch (error) {
       await rm(temp, { force: true });
-      // The file system's failures (they name a syscall) are this store's; the body's own pass on as they are.
-      throw typeof (error as ErrnoError)?.syscall === "string" ? this.ioError(error, key, "write") : error;
+      throw error;
+    }
+  }
+
+  /** A fresh temp file for a streamed write; made again once if a clear() pruned its new directory before it opened. */
+  private async openTemp(key: string): Promise<{ target: string; temp: string; handle: FileHandle }> {
+    for (let attempt = 0; ; attempt++) {
+      const { target, temp } = this.placeWrite(key);
+      try {
+        return { target, temp, handle: await open(temp, "wx", 0o666) };
+      } catch (error) {
+        if (errnoOf(error) !== "ENOENT" || attempt > 0) throw this.ioError(error, key, "write");
+      }
+    }
+  }
+
+  private async io<T>(key: string, action: () => Promise<T>): Promise<T> {
+    try {
+      return await action();
+    } catch (error) {
+      throw this.ioError(error, key, "write");
     }
   }
 

@@ -285,8 +285,9 @@ async function* countedChunks(request: IncomingMessage, limit: number): AsyncGen
   }
 }
 
-/** Waits until the socket takes more data, or the response is gone. */
+/** Waits until the socket takes more data, or the response is gone (at once when it is gone already: no event would come). */
 export function drained(response: ServerResponse): Promise<boolean> {
+  if (response.destroyed || response.writableEnded) return Promise.resolve(false);
   return new Promise((resolve) => {
     const done = (ok: boolean) => {
       response.off("drain", onDrain);
@@ -312,6 +313,7 @@ export async function sendBody(response: ServerResponse, body: Uint8Array): Prom
 /** Writes `bytes` in chunks, following the socket's backpressure; false when the response went away first. */
 async function writeChunked(response: ServerResponse, bytes: Uint8Array): Promise<boolean> {
   for (let offset = 0; offset < bytes.byteLength; offset += CHUNK) {
+    if (response.destroyed) return false;
     const chunk = bytes.subarray(offset, Math.min(offset + CHUNK, bytes.byteLength));
     if (!response.write(chunk) && !(await drained(response))) return false;
   }
@@ -321,12 +323,17 @@ async function writeChunked(response: ServerResponse, bytes: Uint8Array): Promis
 /**
  * Ends a response with the chunks of `body` as they come, following the
  * socket's backpressure. A client gone first stops the reading (breaking
- * off releases the stream); a failing stream rejects, after its first
- * bytes too, for the caller to cut the connection.
+ * off releases the stream). Bytes that do not add up to the `length` the
+ * head announced (a file changed in place meanwhile) cut the connection,
+ * so the client sees a broken answer, never a short or overlong one; a
+ * failing stream rejects, after its first bytes too, for the caller to cut it.
  */
-export async function sendStream(response: ServerResponse, body: AsyncIterable<Uint8Array>): Promise<void> {
+export async function sendStream(response: ServerResponse, body: AsyncIterable<Uint8Array>, length: number | undefined): Promise<void> {
+  let sent = 0;
   for await (const bytes of body) {
-    if (!(await writeChunked(response, bytes))) return;
+    sent += bytes.byteLength;
+    if ((length !== undefined && sent > length) || !(await writeChunked(response, bytes))) break;
   }
-  response.end();
+  if (length !== undefined && sent !== length) response.destroy();
+  else response.end();
 }

@@ -41,6 +41,8 @@ export interface HandlerSettings {
   authorize: ((request: AuthorizeRequest) => boolean | Promise<boolean>) | undefined;
   readOnly: boolean;
   maxBodySize: number;
+  /** ms a raw download may go without the client taking a byte. */
+  idleTimeout: number;
   basePath: string;
   onError: (error: unknown, request: IncomingMessage) => void;
   /** True once the server shuts down: requests still arriving are refused. */
@@ -235,10 +237,15 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
     try {
       if (unchanged(request, opened.meta)) return sendHead(response, 304, headers, undefined);
       headers.push("x-content-type-options", NO_SNIFF, "content-type", OCTET_STREAM);
-      if (typeof opened.meta.size === "number") headers.push("content-length", opened.meta.size);
+      const length = typeof opened.meta.size === "number" ? opened.meta.size : undefined;
+      if (length !== undefined) headers.push("content-length", length);
       response.writeHead(200, headers);
-      await sendStream(response, opened.body);
+      // Only while it streams: a socket timer costs every other request a refresh per read and write.
+      // node:http destroys a socket that times out with nobody to handle it.
+      response.socket?.setTimeout(settings.idleTimeout);
+      await sendStream(response, opened.body, length);
     } finally {
+      response.socket?.setTimeout(0);
       await opened.close();
     }
   }

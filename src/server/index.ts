@@ -81,6 +81,17 @@ export interface StorageServerOptions {
   basePath?: string;
   /** How values travel as text (default the rich serializer: JSON, tagged where JSON cannot carry a value). */
   serializer?: Serializer;
+  /**
+   * How long a whole request may take to arrive, body included, in ms
+   * (default 120,000; 0 for no limit). Raise it to accept streamed uploads
+   * larger than a slow link carries in that time.
+   */
+  requestTimeout?: number;
+  /**
+   * A raw download whose client takes no byte for this long is cut off, in
+   * ms (default 60,000; 0 never), releasing the value being sent.
+   */
+  idleTimeout?: number;
   /** How long `close()` lets in-flight requests run before cutting their connections, in ms (default 10,000). */
   shutdownTimeout?: number;
   /** Called with every failure answered with 500 (default: one line on stderr); if it throws or rejects, both errors go to stderr. */
@@ -110,6 +121,12 @@ const DEFAULT_MAX_BODY = 16 * 1024 * 1024;
 function normalizeBasePath(basePath: string | undefined): string {
   const path = (basePath ?? "").replace(/^\/+|\/+$/g, "");
   return path ? `/${path}/` : "/";
+}
+
+function checkMs(value: number | undefined, name: string, fallback: number): number {
+  const ms = value ?? fallback;
+  if (!Number.isSafeInteger(ms) || ms < 0) throw new StorageError("E_INVALID_OPTION", `${name} must be a number of ms, got ${String(value)}`);
+  return ms;
 }
 
 function checkSize(maxBodySize: number | undefined): number {
@@ -166,13 +183,15 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
     authorize: options.authorize,
     readOnly: options.readOnly === true,
     maxBodySize,
+    idleTimeout: checkMs(options.idleTimeout, "idleTimeout", 60_000),
     basePath,
     onError,
     closing: () => closing,
   }), onError);
   const handle = (request: IncomingMessage, response: ServerResponse): Promise<void> => serve(request, response) ?? DONE;
   // serve() never rejects; a request answered in one turn (a sync driver) makes no promise at all.
-  const server = createServer({ headersTimeout: 20_000, requestTimeout: 120_000, IncomingMessage: capturingRequests(maxBodySize) }, serve);
+  const requestTimeout = checkMs(options.requestTimeout, "requestTimeout", 120_000);
+  const server = createServer({ headersTimeout: Math.min(20_000, requestTimeout || 20_000), requestTimeout, IncomingMessage: capturingRequests(maxBodySize) }, serve);
 
   const address = (): AddressInfo | undefined => {
     const bound = server.address();

@@ -523,8 +523,13 @@ export function testDriver(options: DriverTestOptions): void {
         expect(Buffer.concat(read).equals(whole)).toBe(true);
         await opened.close();
         expect(await storage.getItemStream("stream:absent")).toBeNull();
+        // Opened and let go unread: the value stays readable, also as a stream.
         const untouched = (await storage.getItemStream("stream:value"))!;
         await untouched.close();
+        const again = (await storage.getItemStream("stream:value"))!;
+        const reread: Buffer[] = [];
+        for await (const chunk of again.body) reread.push(Buffer.from(chunk));
+        expect(Buffer.concat(reread).equals(whole)).toBe(true);
         const failing = (async function* () {
           yield randomBytes(1000);
           throw new Error("the body broke");

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { createReadStream, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createStorage, isStorageError, prefixStorage } from "../../src/index.js";
@@ -143,8 +143,26 @@ describe("fs driver streams", () => {
     expect(await storage.hasItem("bad")).toBe(false);
   });
 
-  it("a read-only store refuses a streamed write", async () => {
+  it("a write refused before its body is read lets go of the caller's stream: a file stream is destroyed, a generator ended", async () => {
+    const source = join(tempDir(), "source.bin");
+    writeFileSync(source, randomBytes(1024 * 1024));
     const storage = createStorage({ driver: fsDriver({ base: tempDir(), readOnly: true }) });
-    await expect(storage.setItemStream("doc", generated(1, 10, []))).rejects.toMatchObject({ code: "E_READONLY" });
+    const file = createReadStream(source);
+    await expect(storage.setItemStream("doc", file)).rejects.toMatchObject({ code: "E_READONLY" });
+    expect(file.destroyed).toBe(true);
+    // Its file closes once its open (already under way) completes.
+    if (!file.closed) await new Promise<void>((resolve) => file.once("close", () => resolve()));
+    let ended = false;
+    const body = (async function* () {
+      try {
+        yield Buffer.from("never read");
+      } finally {
+        ended = true;
+      }
+    })();
+    // Started by the caller, then refused for its key: the generator is returned.
+    await body.next();
+    await expect(storage.setItemStream("../escape", body)).rejects.toMatchObject({ code: "E_INVALID_KEY" });
+    expect(ended).toBe(true);
   });
 });

@@ -99,6 +99,20 @@ describe("http driver streams", () => {
     expect(Buffer.from((await client.getItemRaw("doc"))!).toString()).toBe("old");
   });
 
+  it("downloads nobody reads are cut off after the timeout and give their connections back", async () => {
+    const { client } = await clientOverFs({}, 300);
+    await client.setItemRaw("big", randomBytes(8 * MIB));
+    // More than the driver's 32 connections, none read.
+    const unread = await Promise.all(Array.from({ length: 40 }, () => client.getItemStream("big")));
+    expect(unread.every((opened) => opened !== null)).toBe(true);
+    // Each is cut once no byte has moved for 300 ms; then calls get connections again.
+    expect(await client.getItem("absent")).toBeNull();
+    const error = await failureOf((async () => {
+      for await (const chunk of unread[0]!.body) expect(chunk.length).toBeGreaterThan(0);
+    })());
+    expect(error).toMatchObject({ code: "E_UNAVAILABLE" });
+  });
+
   it("an upload that stops moving fails with E_UNAVAILABLE after the timeout, however long it ran before", async () => {
     const { base, client } = await clientOverFs({ maxBodySize: 64 * MIB }, 400);
     const started = Date.now();

@@ -1,10 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { createServer, request as httpRequest, Agent, type ClientRequest, type IncomingMessage } from "node:http";
-import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, readdirSync, readFileSync, readlinkSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { defineDriver } from "../../src/core/defineDriver.js";
 import { createCoreStorage } from "../../src/core/storage.js";
+import memory from "../../src/drivers/memory.js";
 import fsDriver from "../../src/drivers/fs.js";
 import { createStorageServer } from "../../src/server/index.js";
 import { eventually } from "../../src/testing/index.js";
@@ -34,7 +36,115 @@ async function write(req: ClientRequest, data: Buffer): Promise<void> {
   if (!req.write(data)) await new Promise((resolve) => req.once("drain", resolve));
 }
 
+/** Files under `dir` this process holds open (Linux): the server's among them. */
+function openFilesUnder(dir: string): number {
+  let count = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir)) count++;
+    } catch (error) {
+      // The descriptor closed between listing and reading it: it is not open.
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+  }
+  return count;
+}
+
+/** A raw GET that reads its first chunk, then runs `then` with the response paused; resolves with how the response ended. */
+function partialDownload(url: string, path: string, then: (res: IncomingMessage, req: ClientRequest) => void): Promise<"end" | "error" | "close"> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const req = httpRequest({ host: hostname, port, path, headers: { accept: "application/octet-stream" }, agent: false }, (res) => {
+      res.once("data", () => {
+        res.pause();
+        then(res, req);
+      });
+      res.on("end", () => resolve("end"));
+      res.on("error", () => resolve("error"));
+      res.on("close", () => resolve("close"));
+    });
+    req.on("error", () => resolve("error"));
+    req.end();
+  });
+}
+
 describe("storage server: large raw values streamed", () => {
+  it("a client that goes away mid-download: the server lets go of the file and keeps serving", async () => {
+    const base = tempDir();
+    const { url, storage } = await startServer({ driver: fsDriver({ base }) });
+    await storage.setItemRaw("big", randomBytes(32 * 1024 * 1024));
+    for (let i = 0; i < 5; i++) await partialDownload(url, "/big", (_res, req) => req.destroy());
+    await eventually(() => expect(openFilesUnder(base)).toBe(0));
+    expect((await send(url, "GET", "/big", { headers: { accept: "application/octet-stream" } })).body.length).toBe(32 * 1024 * 1024);
+  });
+
+  it("a client that goes away while the store is slow to yield the next chunk: the stream is let go all the same", async () => {
+    let released = 0;
+    // A store whose stream yields a chunk every 20 ms: the client leaves between two of them.
+    const slow = defineDriver(() => ({
+      ...memory(),
+      getItemStream: () => ({
+        meta: { size: 100 * 1024 },
+        body: (async function* () {
+          try {
+            for (let i = 0; i < 100; i++) {
+              yield Buffer.alloc(1024, i);
+              await new Promise((resolve) => setTimeout(resolve, 20));
+            }
+          } finally {
+            released++;
+          }
+        })(),
+        close: () => Promise.resolve(),
+      }),
+    }));
+    const { url } = await startServer({ driver: slow() });
+    for (let i = 0; i < 3; i++) await partialDownload(url, "/slow", (_res, req) => req.destroy());
+    await eventually(() => expect(released).toBe(3));
+    expect((await send(url, "GET", "/slow", { headers: { accept: "application/octet-stream" } })).body.length).toBe(100 * 1024);
+  });
+
+  it("a client that stops reading a download is cut off after idleTimeout, and the file is let go", async () => {
+    const base = tempDir();
+    const { url, storage } = await startServer({ driver: fsDriver({ base }), idleTimeout: 300 });
+    await storage.setItemRaw("big", randomBytes(32 * 1024 * 1024));
+    let stalled!: ClientRequest;
+    void partialDownload(url, "/big", (_res, req) => (stalled = req));
+    await eventually(() => expect(stalled).toBeDefined());
+    const since = Date.now();
+    expect(openFilesUnder(base)).toBe(1);
+    await eventually(() => expect(openFilesUnder(base)).toBe(0));
+    expect(Date.now() - since).toBeGreaterThanOrEqual(200);
+    stalled.destroy();
+  });
+
+  it("a file changed in place during a download: cut short, the client sees a broken answer; grown, it gets the size it was told", async () => {
+    const base = tempDir();
+    const { url, storage } = await startServer({ driver: fsDriver({ base }) });
+    const value = randomBytes(16 * 1024 * 1024);
+    await storage.setItemRaw("shrinks", value);
+    const shrunk = await partialDownload(url, "/shrinks", (res) => {
+      truncateSync(join(base, "shrinks"), 1000);
+      res.resume();
+    });
+    expect(shrunk).not.toBe("end");
+
+    await storage.setItemRaw("grows", value);
+    const { hostname, port } = new URL(url);
+    const grown = await new Promise<Buffer>((resolve, reject) => {
+      const req = httpRequest({ host: hostname, port, path: "/grows", headers: { accept: "application/octet-stream" }, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.once("data", () => appendFileSync(join(base, "grows"), Buffer.alloc(1024 * 1024, 1)));
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("end", () => resolve(Buffer.concat(chunks)));
+        res.on("error", reject);
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    expect(grown.equals(value)).toBe(true);
+  });
+
   it("an upload to an fs store is written as it arrives: the temp file grows while the client is still sending", async () => {
     const base = tempDir();
     const { url } = await startServer({ driver: fsDriver({ base }), maxBodySize: 64 * 1024 * 1024 });
