@@ -472,13 +472,15 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     });
   }
 
+  /** Options are checked before a byte is read; a driver that cannot take chunks gets the body gathered. */
   function writeStream(key: string, chunks: AsyncIterable<Uint8Array>, opts: SetOptions): MaybePromise<void> {
     const loc = locate(key, false);
-    const driver = loc.mount.driver;
-    if (!driver.setItemStream) return gather(chunks).then((bytes) => writeStep(loc, bytes, opts));
     checkWriteOptions(loc.mount, opts);
     const ttl = ttlOf(loc, opts);
-    return afterWrite(loc, driver.setItemStream(loc.rel, chunks, driverOptions(loc, opts, ttl)), ttl);
+    const options = driverOptions(loc, opts, ttl);
+    const driver = loc.mount.driver;
+    const written = driver.setItemStream ? driver.setItemStream(loc.rel, chunks, options) : gather(chunks).then((bytes) => put(loc, bytes, options));
+    return afterWrite(loc, written, ttl);
   }
 
   function setItemsStep(sync: boolean, items: SetItemsInput, common: SetOptions = NO_OPTIONS): MaybePromise<void> {

@@ -64,21 +64,25 @@ export function bytesOf(body: unknown): Body {
 }
 
 /** Gathers a body whole, for a driver that cannot take it in chunks. */
-export async function gather(body: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+export async function gather(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    chunks.push(chunk);
-    size += chunk.byteLength;
-  }
-  if (chunks.length === 1) return chunks[0]!;
-  const whole = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    whole.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return whole;
+  for await (const chunk of body) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+/** What {@link destroyAndWait} needs of a Node.js stream. */
+interface Destroyable {
+  readonly closed: boolean;
+  once(event: "close", listener: () => void): unknown;
+  destroy(): unknown;
+}
+
+/** Destroys a Node.js stream and resolves once it has closed (at once if it has): an ItemStream's `close()`. */
+export function destroyAndWait(stream: Destroyable): Promise<void> {
+  if (stream.closed) return Promise.resolve();
+  const closed = new Promise<void>((resolve) => stream.once("close", resolve));
+  stream.destroy();
+  return closed;
 }
 
 /** A value read whole, handed out as a stream of one chunk; its size is its length. */

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, type StorageErrorCode } from "../core/errors.js";
 import { normalizeKey } from "../core/keys.js";
+import { destroyAndWait } from "../core/streams.js";
 import type { DriverFlags, ItemStream, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 
 export interface HttpOptions {
@@ -111,13 +112,6 @@ function readAnswer(res: IncomingMessage): Promise<Answer> {
   });
 }
 
-/** Destroys a stream and resolves once it has closed. */
-function closeStream(stream: IncomingMessage): Promise<void> {
-  if (stream.closed) return Promise.resolve();
-  const closed = new Promise<void>((resolve) => stream.once("close", resolve));
-  stream.destroy();
-  return closed;
-}
 
 function networkCode(error: unknown): string | undefined {
   const code = (error as { code?: unknown }).code;
@@ -358,7 +352,7 @@ export default defineDriver((options: HttpOptions) => {
     if (answer.status === 404) return null;
     const body = answer.stream!;
     idleTimeout(body, call);
-    return { meta: metaOf(answer), body, close: () => closeStream(body) };
+    return { meta: metaOf(answer), body, close: () => destroyAndWait(body) };
   }
 
   /**

@@ -1,4 +1,4 @@
-import { wholeStream } from "../core/streams.js";
+import { destroyAndWait, wholeStream } from "../core/streams.js";
 import type { Driver, ItemStream, StorageMeta } from "../core/types.js";
 import type { FileStore } from "./fileStore.js";
 
@@ -23,9 +23,6 @@ export function fileMethods(files: FileStore): Omit<Driver<unknown, FileStore>, 
   };
 }
 
-/** Chunks read from disk: as large as node's file streams read by default, so a value is never held whole. */
-const READ_CHUNK = 64 * 1024;
-
 /**
  * A key's file opened as an ItemStream: node's file stream over the opened
  * handle, which it closes when it ends or is destroyed. It reads the size
@@ -41,12 +38,7 @@ async function openStream(files: FileStore, key: string): Promise<ItemStream | n
     await opened.handle.close();
     return wholeStream(new Uint8Array(0), opened.meta);
   }
-  const body = opened.handle.createReadStream({ highWaterMark: READ_CHUNK, start: 0, end: size - 1 });
-  const close = (): Promise<void> => {
-    if (body.closed) return Promise.resolve();
-    const closed = new Promise<void>((resolve) => body.once("close", resolve));
-    body.destroy();
-    return closed;
-  };
-  return { meta: opened.meta, body, close };
+  // In node's default chunks of 64 KiB: a value is never held whole.
+  const body = opened.handle.createReadStream({ start: 0, end: size - 1 });
+  return { meta: opened.meta, body, close: () => destroyAndWait(body) };
 }

@@ -1,5 +1,6 @@
 import { IncomingMessage, type ServerResponse } from "node:http";
 import { StorageError } from "../core/errors.js";
+import { gather } from "../core/streams.js";
 
 /** Responses larger than this are written in chunks of this size, following the socket's backpressure. */
 const CHUNK = 64 * 1024;
@@ -8,49 +9,6 @@ const HIGH_WATER = 16 * 1024;
 
 function tooLarge(limit: number): StorageError {
   return new StorageError("E_TOO_LARGE", `Request body exceeds the limit of ${limit} bytes`);
-}
-
-/** A body being read: kept on the request, so the listeners are shared functions and a request allocates none. */
-interface Reading {
-  chunks: Buffer[];
-  size: number;
-  limit: number;
-  resolve: (body: Buffer) => void;
-  reject: (error: StorageError) => void;
-}
-
-const READING = Symbol("stowage.reading");
-
-type ReadingRequest = IncomingMessage & { [READING]?: Reading };
-
-function stop(request: ReadingRequest, error: StorageError): void {
-  request.off("data", onData);
-  request.off("end", onEnd);
-  request.off("close", onClose);
-  request.pause();
-  request[READING]!.reject(error);
-}
-
-function onData(this: ReadingRequest, chunk: Buffer): void {
-  const reading = this[READING]!;
-  reading.size += chunk.length;
-  if (reading.size > reading.limit) stop(this, tooLarge(reading.limit));
-  else reading.chunks.push(chunk);
-}
-
-function onEnd(this: ReadingRequest): void {
-  const { chunks, size, resolve } = this[READING]!;
-  this.off("close", onClose);
-  resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
-}
-
-// A client that goes away mid-upload: nothing is written, nobody is answered.
-function onClose(this: ReadingRequest): void {
-  if (!this.complete) stop(this, new StorageError("E_UNAVAILABLE", "The client disconnected before the body was complete"));
-}
-
-function onError(this: ReadingRequest, error: Error): void {
-  stop(this, new StorageError("E_UNAVAILABLE", "Reading the request body failed", { cause: error }));
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -231,14 +189,7 @@ export function readBody<T>(request: IncomingMessage, limit: number, use: (body:
       }, reject);
     });
   }
-  return new Promise<Buffer>((resolve, reject) => {
-    const reading: ReadingRequest = request;
-    reading[READING] = { chunks: [], size: 0, limit, resolve, reject };
-    reading.on("data", onData);
-    reading.on("end", onEnd);
-    reading.on("close", onClose);
-    reading.once("error", onError);
-  }).then(use);
+  return gather(countedChunks(request, limit)).then(use);
 }
 
 /** A declared Content-Length over `limit` fails the body before a byte of it is read: the error, else undefined. */
