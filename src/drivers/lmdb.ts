@@ -9,11 +9,6 @@ export interface LmdbOptions {
   path: string;
   /** Name of the LMDB database inside the environment that holds the keys (default `stowage`). */
   name?: string;
-  /**
-   * Resolve async writes only once they are flushed to disk (default false:
-   * once committed, which survives a crash of the process; see docs/lmdb.md).
-   */
-  flush?: boolean;
   /** Skip flushing entirely (LMDB `noSync`): fastest, but a machine crash can lose or corrupt recent writes. */
   noSync?: boolean;
   /** Maximum size of the memory map in bytes (LMDB grows it by itself when unset). */
@@ -73,6 +68,9 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
       path: options.path,
       noSubdir: true,
       noSync: options.noSync === true,
+      // lmdb-js's default on Linux, overlappingSync, lost a committed write now and then when
+      // several processes wrote one file (lmdb-js 3.5.6; docs/lmdb.md has the figures).
+      overlappingSync: false,
       mapSize: options.mapSize,
       readOnly: options.readOnly === true,
     });
@@ -83,9 +81,14 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     throw new StorageError("E_IO", `Cannot open ${options.path}: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
   }
 
-  const read = (key: string): { value: StoredValue; version: number } | null => {
+  /** The entry stored under a key, expired or not. */
+  const entryOf = (key: string): { value: StoredValue; version: number; alive: boolean } | null => {
     const entry = db.getEntry(key);
-    return entry === undefined || !isAlive(entry.value, Date.now()) ? null : { value: entry.value, version: entry.version ?? 0 };
+    return entry === undefined ? null : { value: entry.value, version: entry.version ?? 0, alive: isAlive(entry.value, Date.now()) };
+  };
+  const read = (key: string): { value: StoredValue; version: number } | null => {
+    const entry = entryOf(key);
+    return entry?.alive ? entry : null;
   };
   const valueOf = (key: string): Payload | null => {
     const stored = db.get(key);
@@ -99,63 +102,94 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     return { stored: [value, expires], due: [expires, ""] };
   };
 
-  /** Inside a write transaction: the conflict a write's guards find, or null when they hold. */
-  const guardFailure = (key: string, opts: SetOptions | RemoveOptions | undefined): StorageError | null => {
-    const ifMatch = opts?.ifMatch;
-    const ifNoneMatch = (opts as SetOptions | undefined)?.ifNoneMatch;
-    if (ifMatch === undefined && ifNoneMatch === undefined) return null;
-    const current = read(key);
-    if (ifNoneMatch === "*" && current !== null) return conflictError(DRIVER_NAME, key, "Key already exists");
-    if (ifMatch !== undefined && (current === null || String(current.version) !== ifMatch)) return conflictError(DRIVER_NAME, key, "Stored version differs");
-    return null;
-  };
-
-  /** The first failed guard or etag check of a batch, read inside its write transaction. */
-  const firstFailure = (operations: CommitOperation[]): StorageError | null => {
+  /** The etags a batch's checks and guards expect, in order: a string, or null for "no live value". */
+  function* expectations(operations: CommitOperation[]): Generator<{ key: string; etag: string | null }> {
     for (const op of operations) {
       if (op.type === "check") {
-        const current = read(op.key);
-        if ((current === null ? null : String(current.version)) !== op.etag) return conflictError(DRIVER_NAME, op.key, "Stored version differs");
-      } else {
-        const failure = guardFailure(op.key, op.options);
-        if (failure) return failure;
+        yield { key: op.key, etag: op.etag };
+        continue;
       }
+      if ((op.options as SetOptions).ifNoneMatch === "*") yield { key: op.key, etag: null };
+      if (op.options.ifMatch !== undefined) yield { key: op.key, etag: op.options.ifMatch };
     }
-    return null;
+  }
+
+  /**
+   * Checks a batch's guards against what is stored now, and returns the
+   * conflict, or the LMDB versions the writes must still find at commit:
+   * `null` for "no entry". An expired entry that is still stored counts as
+   * no live value, so it is the version to find.
+   */
+  const conditionsOf = (operations: CommitOperation[]): StorageError | { key: string; version: number | null }[] => {
+    const conditions: { key: string; version: number | null }[] = [];
+    for (const { key, etag } of expectations(operations)) {
+      const entry = entryOf(key);
+      const live = entry?.alive ? String(entry.version) : null;
+      if (live !== etag) return conflictError(DRIVER_NAME, key, etag === null ? "Key already exists" : "Stored version differs");
+      conditions.push({ key, version: entry === null ? null : entry.version });
+    }
+    return conditions;
   };
 
-  /** Inside a write transaction: stores a value with a new version, indexing its expiry. */
-  const putInTxn = (key: string, value: Payload, opts: SetOptions | undefined): void => {
-    const { stored, due } = record(value, opts);
-    db.putSync(key, stored, newVersion());
-    if (due) expiry.putSync([due[0], key], true);
+  /** Issues a batch's writes: sync inside a write transaction, or queued into lmdb-js's next batch (their promises returned). */
+  const writeAll = (operations: CommitOperation[]): Promise<boolean>[] => {
+    const written: Promise<boolean>[] = [];
+    for (const op of operations) {
+      if (op.type === "check") continue;
+      if (op.type === "remove") {
+        written.push(db.remove(op.key));
+        continue;
+      }
+      const { stored, due } = record(op.value, op.options);
+      written.push(db.put(op.key, stored, newVersion()));
+      if (due) written.push(expiry.put([due[0], op.key], true));
+    }
+    return written;
   };
 
   /**
-   * Applies a batch inside a write transaction when every guard holds, and
-   * returns the failure instead of throwing: a throw would abort the other
-   * writes lmdb-js batched into the same transaction.
+   * Applies a batch in the next background transaction. The guards go to
+   * LMDB as conditions on versions (lmdb-js's ifVersion/ifNoExists, nested so
+   * the writes need all of them), which its writer checks inside that
+   * transaction: reading and writing from a JS transaction callback instead
+   * lost a write now and then when several processes shared the file.
    */
-  const applyInTxn = (operations: CommitOperation[]): StorageError | null => {
-    const failure = firstFailure(operations);
-    if (failure) return failure;
-    for (const op of operations) {
-      if (op.type === "remove") db.removeSync(op.key);
-      else if (op.type !== "check") putInTxn(op.key, op.value, op.options);
-    }
-    return null;
-  };
-
-  /** Applies a batch in one async (batched) transaction; keys are checked first, as nothing may throw inside it. */
   const commitAsync = async (operations: CommitOperation[]): Promise<void> => {
     for (const op of operations) if (op.type === "set" || op.type === "setRaw") checkKeySize(op.key);
-    const failure = await settle(root.transaction(() => applyInTxn(operations)));
-    if (failure) throw failure;
+    let conditions = conditionsOf(operations);
+    // Reads outside a transaction share a snapshot for the event turn: look again at the newest before calling it a conflict.
+    if (conditions instanceof StorageError) {
+      root.resetReadTxn();
+      conditions = conditionsOf(operations);
+    }
+    if (conditions instanceof StorageError) throw conditions;
+    const held: Promise<boolean>[] = [];
+    const written: Promise<boolean>[] = [];
+    const nest = (index: number): void => {
+      if (index === conditions.length) {
+        written.push(...writeAll(operations));
+        return;
+      }
+      const { key, version } = conditions[index]!;
+      const inner = () => nest(index + 1);
+      held.push(version === null ? db.ifNoExists(key, inner) : db.ifVersion(key, version, inner));
+    };
+    if (conditions.length === 0) held.push(root.batch(() => nest(0)));
+    else nest(0);
+    const results = await settle(Promise.all([...held, ...written]));
+    const failed = results.slice(0, conditions.length).indexOf(false);
+    if (failed !== -1) throw conflictError(DRIVER_NAME, conditions[failed]!.key, "Stored version differs");
   };
 
+  /** Applies a batch in a synchronous write transaction, where the guards read what the commit will replace. */
   const commitSync = (operations: CommitOperation[]): void => {
     for (const op of operations) if (op.type === "set" || op.type === "setRaw") checkKeySize(op.key);
-    const failure = root.transactionSync(() => applyInTxn(operations));
+    const failure = root.transactionSync(() => {
+      const conditions = conditionsOf(operations);
+      if (conditions instanceof StorageError) return conditions;
+      writeAll(operations);
+      return null;
+    });
     if (failure) throw failure;
   };
 
@@ -189,12 +223,10 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     await settle(db.remove(key));
   };
 
-  /** Waits for a write (and its flush with `flush: true`); lmdb-js failures become StorageErrors. */
+  /** Waits for a write to commit; lmdb-js failures become StorageErrors. */
   async function settle<T>(written: Promise<T>): Promise<T> {
     try {
-      const result = await written;
-      if (options.flush) await root.flushed;
-      return result;
+      return await written;
     } catch (error) {
       throw new StorageError("E_IO", `LMDB write failed: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
     }
