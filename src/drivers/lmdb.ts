@@ -29,21 +29,48 @@ type StoredValue = Payload | [Payload, number];
 /** An expiry index entry: [expires, key]. */
 type ExpiryKey = [number, string];
 
+/** A guard as LMDB checks it at commit: the entry's version then (`null`: no entry), and the etag the caller expected (`null`: no live value). */
+interface Condition {
+  key: string;
+  etag: string | null;
+  version: number | null;
+}
+
 const DRIVER_NAME = "lmdb";
 // LMDB's key limit is 1978 bytes; lmdb-js's ordered-binary encoding adds a type byte.
 const MAX_KEY_BYTES = 1977;
+// An expiring key is also part of its expiry index key, [expiresAt, key], whose time takes 10 bytes (measured).
+const MAX_EXPIRING_KEY_BYTES = 1968;
+// A guard that failed at commit is looked at again this often: a purge in between can fail it while it still holds.
+const COMMIT_ATTEMPTS = 5;
 
 /** A new etag per write: random, so a key deleted and written again never reuses one. */
 function newVersion(): number {
   return Math.floor(Math.random() * 2 ** 52) + 1;
 }
 
-function checkKeySize(key: string): void {
+function checkKeySize(key: string, expiring: boolean): void {
+  const limit = expiring ? MAX_EXPIRING_KEY_BYTES : MAX_KEY_BYTES;
   // Only long keys pay for the byte count.
-  if (key.length * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) > MAX_KEY_BYTES) {
-    throw new StorageError("E_TOO_LARGE", `Key longer than LMDB's ${MAX_KEY_BYTES} bytes`, { driver: DRIVER_NAME, key });
+  if (key.length * 3 > limit && Buffer.byteLength(key) > limit) {
+    throw new StorageError("E_TOO_LARGE", `Key longer than the ${limit} bytes LMDB allows${expiring ? " for a key with a ttl" : ""}`, { driver: DRIVER_NAME, key });
   }
 }
+
+/** Checked before anything is queued or written: a throw midway would leave part of a batch behind. */
+function checkKeySizes(operations: CommitOperation[]): void {
+  for (const op of operations) if (op.type === "set" || op.type === "setRaw") checkKeySize(op.key, op.options.ttl !== undefined);
+}
+
+/** lmdb-js failures as StorageErrors; conflicts and size errors pass through. */
+function ioError(error: unknown): StorageError {
+  if (error instanceof StorageError) return error;
+  return new StorageError("E_IO", `LMDB write failed: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
+}
+
+/** The conflict a failed guard reports: the key held a live value it should not, or another version. */
+const conflictOn = ({ key, etag }: { key: string; etag: string | null }): StorageError =>
+  conflictError(DRIVER_NAME, key, etag === null ? "Key already exists" : "Stored version differs");
 
 const payloadOf = (stored: StoredValue): Payload => (Array.isArray(stored) ? stored[0] : stored);
 const expiresOf = (stored: StoredValue): number | undefined => (Array.isArray(stored) ? stored[1] : undefined);
@@ -120,13 +147,13 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
    * `null` for "no entry". An expired entry that is still stored counts as
    * no live value, so it is the version to find.
    */
-  const conditionsOf = (operations: CommitOperation[]): StorageError | { key: string; version: number | null }[] => {
-    const conditions: { key: string; version: number | null }[] = [];
+  const conditionsOf = (operations: CommitOperation[]): StorageError | Condition[] => {
+    const conditions: Condition[] = [];
     for (const { key, etag } of expectations(operations)) {
       const entry = entryOf(key);
       const live = entry?.alive ? String(entry.version) : null;
-      if (live !== etag) return conflictError(DRIVER_NAME, key, etag === null ? "Key already exists" : "Stored version differs");
-      conditions.push({ key, version: entry === null ? null : entry.version });
+      if (live !== etag) return conflictOn({ key, etag });
+      conditions.push({ key, etag, version: entry === null ? null : entry.version });
     }
     return conditions;
   };
@@ -155,41 +182,62 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
    * lost a write now and then when several processes shared the file.
    */
   const commitAsync = async (operations: CommitOperation[]): Promise<void> => {
-    for (const op of operations) if (op.type === "set" || op.type === "setRaw") checkKeySize(op.key);
-    let conditions = conditionsOf(operations);
-    // Reads outside a transaction share a snapshot for the event turn: look again at the newest before calling it a conflict.
-    if (conditions instanceof StorageError) {
+    checkKeySizes(operations);
+    for (let attempt = 1; ; attempt++) {
+      // Reads outside a transaction share a snapshot for the event turn: a failed guard is looked at again in the newest.
+      let conditions = conditionsOf(operations);
+      if (conditions instanceof StorageError) {
+        root.resetReadTxn();
+        conditions = conditionsOf(operations);
+      }
+      if (conditions instanceof StorageError) throw conditions;
+      const failed = await commitOnConditions(operations, conditions);
+      if (failed === undefined) return;
+      // Nothing was written; unless the guards still hold (an expired entry purged in between), it is a conflict.
+      if (attempt === COMMIT_ATTEMPTS) throw conflictOn(failed);
       root.resetReadTxn();
-      conditions = conditionsOf(operations);
     }
-    if (conditions instanceof StorageError) throw conditions;
+  };
+
+  /** Queues a batch inside its conditions and waits for the commit: the first condition that failed there, if any. */
+  const commitOnConditions = async (operations: CommitOperation[], conditions: Condition[]): Promise<Condition | undefined> => {
+    // Each block's promise is stored at its depth: lmdb-js's blocks return innermost first.
     const held: Promise<boolean>[] = [];
     const written: Promise<boolean>[] = [];
-    const nest = (index: number): void => {
-      if (index === conditions.length) {
+    const nest = (depth: number): void => {
+      if (depth === conditions.length) {
         written.push(...writeAll(operations));
         return;
       }
-      const { key, version } = conditions[index]!;
-      const inner = () => nest(index + 1);
-      held.push(version === null ? db.ifNoExists(key, inner) : db.ifVersion(key, version, inner));
+      const { key, version } = conditions[depth]!;
+      const inner = () => nest(depth + 1);
+      held[depth] = version === null ? db.ifNoExists(key, inner) : db.ifVersion(key, version, inner);
     };
-    if (conditions.length === 0) held.push(root.batch(() => nest(0)));
-    else nest(0);
+    try {
+      if (conditions.length === 0) held.push(root.batch(() => nest(0)));
+      else nest(0);
+    } catch (error) {
+      throw ioError(error);
+    }
     const results = await settle(Promise.all([...held, ...written]));
     const failed = results.slice(0, conditions.length).indexOf(false);
-    if (failed !== -1) throw conflictError(DRIVER_NAME, conditions[failed]!.key, "Stored version differs");
+    return failed === -1 ? undefined : conditions[failed];
   };
 
   /** Applies a batch in a synchronous write transaction, where the guards read what the commit will replace. */
   const commitSync = (operations: CommitOperation[]): void => {
-    for (const op of operations) if (op.type === "set" || op.type === "setRaw") checkKeySize(op.key);
-    const failure = root.transactionSync(() => {
-      const conditions = conditionsOf(operations);
-      if (conditions instanceof StorageError) return conditions;
-      writeAll(operations);
-      return null;
-    });
+    checkKeySizes(operations);
+    let failure: StorageError | null;
+    try {
+      failure = root.transactionSync(() => {
+        const conditions = conditionsOf(operations);
+        if (conditions instanceof StorageError) return conditions;
+        writeAll(operations);
+        return null;
+      });
+    } catch (error) {
+      throw ioError(error);
+    }
     if (failure) throw failure;
   };
 
@@ -202,20 +250,28 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   /** A guarded or expiring write runs as one transaction; a plain one is a single put. */
   const writeSync = (key: string, value: Payload, opts: SetOptions | undefined): void => {
     if (hasGuards(opts) || opts?.ttl !== undefined) return commitSync([setOperation(key, value, opts)]);
-    checkKeySize(key);
-    db.putSync(key, value, newVersion());
+    checkKeySize(key, false);
+    try {
+      db.putSync(key, value, newVersion());
+    } catch (error) {
+      throw ioError(error);
+    }
   };
 
   /** The async form: lmdb-js commits it with the other writes of the same event turn. */
   const writeAsync = async (key: string, value: Payload, opts: SetOptions | undefined): Promise<void> => {
     if (hasGuards(opts) || opts?.ttl !== undefined) return commitAsync([setOperation(key, value, opts)]);
-    checkKeySize(key);
+    checkKeySize(key, false);
     await settle(db.put(key, value, newVersion()));
   };
 
   const removeSync = (key: string, opts: RemoveOptions | undefined): void => {
     if (hasGuards(opts)) return commitSync([{ type: "remove", key, options: opts ?? {} }]);
-    db.removeSync(key);
+    try {
+      db.removeSync(key);
+    } catch (error) {
+      throw ioError(error);
+    }
   };
 
   const removeAsync = async (key: string, opts: RemoveOptions | undefined): Promise<void> => {
@@ -228,7 +284,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     try {
       return await written;
     } catch (error) {
-      throw new StorageError("E_IO", `LMDB write failed: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
+      throw ioError(error);
     }
   }
 

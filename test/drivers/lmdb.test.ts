@@ -59,6 +59,55 @@ describe("lmdb driver", () => {
     await storage.dispose();
   });
 
+  it("a guard that fails at commit names its own key, and one a purge failed in between is tried again", async () => {
+    const driver = lmdb({ path: join(tempDir("lmdb-commit-guard"), "store.mdb") });
+    const storage = createStorage({ driver });
+    const db = driver.getInstance!();
+    await storage.setItem("a", 1);
+    const { etag } = await storage.getMeta("a", { nativeOnly: true });
+    // The pre-check passes; a sync write lands before the queued batch commits.
+    const committing = driver.asyncWrites!.commit!(
+      [
+        { type: "check", key: "a", etag: etag! },
+        { type: "set", key: "n", value: "1", options: { ifNoneMatch: "*" } },
+      ],
+      {},
+    );
+    db.putSync("n", "taken", 1);
+    await expect(committing).rejects.toMatchObject({ code: "E_CONFLICT", key: "n", message: expect.stringContaining("Key already exists") });
+    expect(db.get("n")).toBe("taken");
+
+    await storage.setItem("short", 1, { ttl: 10 });
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    const writing = driver.asyncWrites!.setItem!("short", "2", { ifNoneMatch: "*" });
+    db.removeSync("short");
+    await writing;
+    expect(await storage.getItem("short")).toBe(2);
+    await storage.dispose();
+  });
+
+  it("refuses a key with a ttl too long for the expiry index with E_TOO_LARGE, and writes nothing of its batch", async () => {
+    const storage = createStorage({ driver: lmdb({ path: join(tempDir("lmdb-ttl-key"), "store.mdb") }) });
+    const longest = "k".repeat(1968);
+    await storage.setItem(longest, 1, { ttl: 60_000 });
+    storage.setItemSync(`s${longest.slice(1)}`, 1, { ttl: 60_000 });
+    const tooLong = "x".repeat(1969);
+    await storage.setItem(tooLong, 1);
+    for (const write of [
+      () => storage.setItems([{ key: "first", value: 1 }, { key: tooLong, value: 2 }], { ttl: 60_000 }),
+      () => storage.setItem(tooLong, 2, { ttl: 60_000 }),
+      async () => storage.setItemSync(tooLong, 2, { ttl: 60_000 }),
+    ]) {
+      await expect(write()).rejects.toMatchObject({ code: "E_TOO_LARGE" });
+    }
+    expect(await storage.getItems(["first", tooLong, longest])).toEqual([
+      { key: "first", value: null },
+      { key: tooLong, value: 1 },
+      { key: longest, value: 1 },
+    ]);
+    await storage.dispose();
+  });
+
   it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
     for (let round = 0; round < 10; round++) {
       await killWhileWriting("lmdb", join(tempDir("lmdb-crash"), "crash.mdb"), (path) => lmdb({ path }));
