@@ -68,6 +68,15 @@ function ioError(error: unknown): StorageError {
   return new StorageError("E_IO", `LMDB write failed: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
 }
 
+/** Runs a synchronous lmdb-js write, its failures as StorageErrors. */
+function syncWrite<T>(write: () => T): T {
+  try {
+    return write();
+  } catch (error) {
+    throw ioError(error);
+  }
+}
+
 /** The conflict a failed guard reports: the key held a live value it should not, or another version. */
 const conflictOn = ({ key, etag }: { key: string; etag: string | null }): StorageError =>
   conflictError(DRIVER_NAME, key, etag === null ? "Key already exists" : "Stored version differs");
@@ -122,11 +131,11 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     return stored === undefined || !isAlive(stored, Date.now()) ? null : payloadOf(stored);
   };
 
-  /** What to store for a write, and the expiry index entry it needs. */
-  const record = (value: Payload, opts: SetOptions | undefined): { stored: StoredValue; due?: ExpiryKey } => {
+  /** What to store for a write, and when it expires (for the expiry index). */
+  const record = (value: Payload, opts: SetOptions | undefined): { stored: StoredValue; expires?: number } => {
     if (opts?.ttl === undefined) return { stored: value };
     const expires = Date.now() + opts.ttl;
-    return { stored: [value, expires], due: [expires, ""] };
+    return { stored: [value, expires], expires };
   };
 
   /** The etags a batch's checks and guards expect, in order: a string, or null for "no live value". */
@@ -167,9 +176,9 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
         written.push(db.remove(op.key));
         continue;
       }
-      const { stored, due } = record(op.value, op.options);
+      const { stored, expires } = record(op.value, op.options);
       written.push(db.put(op.key, stored, newVersion()));
-      if (due) written.push(expiry.put([due[0], op.key], true));
+      if (expires !== undefined) written.push(expiry.put([expires, op.key], true));
     }
     return written;
   };
@@ -213,12 +222,10 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
       const inner = () => nest(depth + 1);
       held[depth] = version === null ? db.ifNoExists(key, inner) : db.ifVersion(key, version, inner);
     };
-    try {
+    syncWrite(() => {
       if (conditions.length === 0) held.push(root.batch(() => nest(0)));
       else nest(0);
-    } catch (error) {
-      throw ioError(error);
-    }
+    });
     const results = await settle(Promise.all([...held, ...written]));
     const failed = results.slice(0, conditions.length).indexOf(false);
     return failed === -1 ? undefined : conditions[failed];
@@ -227,17 +234,14 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   /** Applies a batch in a synchronous write transaction, where the guards read what the commit will replace. */
   const commitSync = (operations: CommitOperation[]): void => {
     checkKeySizes(operations);
-    let failure: StorageError | null;
-    try {
-      failure = root.transactionSync(() => {
+    const failure = syncWrite(() =>
+      root.transactionSync(() => {
         const conditions = conditionsOf(operations);
         if (conditions instanceof StorageError) return conditions;
         writeAll(operations);
         return null;
-      });
-    } catch (error) {
-      throw ioError(error);
-    }
+      }),
+    );
     if (failure) throw failure;
   };
 
@@ -251,11 +255,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   const writeSync = (key: string, value: Payload, opts: SetOptions | undefined): void => {
     if (hasGuards(opts) || opts?.ttl !== undefined) return commitSync([setOperation(key, value, opts)]);
     checkKeySize(key, false);
-    try {
-      db.putSync(key, value, newVersion());
-    } catch (error) {
-      throw ioError(error);
-    }
+    syncWrite(() => db.putSync(key, value, newVersion()));
   };
 
   /** The async form: lmdb-js commits it with the other writes of the same event turn. */
@@ -267,11 +267,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
 
   const removeSync = (key: string, opts: RemoveOptions | undefined): void => {
     if (hasGuards(opts)) return commitSync([{ type: "remove", key, options: opts ?? {} }]);
-    try {
-      db.removeSync(key);
-    } catch (error) {
-      throw ioError(error);
-    }
+    syncWrite(() => db.removeSync(key));
   };
 
   const removeAsync = async (key: string, opts: RemoveOptions | undefined): Promise<void> => {

@@ -4,22 +4,23 @@ import { createStorage, isStorageError } from "../../src/index.js";
 import lmdb from "../../src/drivers/lmdb.js";
 import { testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
-import { killWhileWriting, runWorkers } from "../helpers/workers.js";
+import { killWhileWriting, storeAfterWorkers } from "../helpers/workers.js";
 
 testDriver({ name: "lmdb", driver: () => lmdb({ path: join(tempDir("lmdb"), "store.mdb") }) });
+
+const openLmdb = (path: string) => lmdb({ path });
 
 describe("lmdb driver", () => {
   // With lmdb-js's overlappingSync on, about one run in ten of this lost a key; with CAS read and written in
   // an async transaction callback, one in fifty of the next lost an increment. Two runs each make a regression likely to show.
   it("several processes share one file: each one's writes all land (2 runs)", async () => {
     for (let run = 0; run < 2; run++) {
-      const path = join(tempDir("lmdb-unique"), "shared.mdb");
-      await createStorage({ driver: lmdb({ path }) }).dispose();
-      await runWorkers(3, ["lmdb", path, "unique", "300"]);
-      const storage = createStorage({ driver: lmdb({ path }) });
-      const keys = await storage.getKeys();
+      const storage = await storeAfterWorkers("lmdb", join(tempDir("lmdb-unique"), "shared.mdb"), openLmdb, { processes: 3, mode: "unique", count: 300 });
       const perProcess = new Map<string, number>();
-      for (const key of keys) perProcess.set(key.split(":")[0]!, (perProcess.get(key.split(":")[0]!) ?? 0) + 1);
+      for (const key of await storage.getKeys()) {
+        const writer = key.split(":")[0]!;
+        perProcess.set(writer, (perProcess.get(writer) ?? 0) + 1);
+      }
       expect([...perProcess.values()]).toEqual([300, 300, 300]);
       await storage.dispose();
     }
@@ -27,10 +28,7 @@ describe("lmdb driver", () => {
 
   it("several processes share one file: concurrent CAS increments lose nothing (2 runs)", async () => {
     for (let run = 0; run < 2; run++) {
-      const path = join(tempDir("lmdb-multi"), "shared.mdb");
-      await createStorage({ driver: lmdb({ path }) }).dispose();
-      await runWorkers(3, ["lmdb", path, "increment", "100"]);
-      const storage = createStorage({ driver: lmdb({ path }) });
+      const storage = await storeAfterWorkers("lmdb", join(tempDir("lmdb-multi"), "shared.mdb"), openLmdb, { processes: 3, mode: "increment", count: 100 });
       expect(await storage.getItem("counter")).toBe(3 * 100);
       await storage.dispose();
     }
@@ -110,7 +108,7 @@ describe("lmdb driver", () => {
 
   it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
     for (let round = 0; round < 10; round++) {
-      await killWhileWriting("lmdb", join(tempDir("lmdb-crash"), "crash.mdb"), (path) => lmdb({ path }));
+      await killWhileWriting("lmdb", join(tempDir("lmdb-crash"), "crash.mdb"), openLmdb);
     }
   });
 

@@ -4,16 +4,14 @@ import { createStorage } from "../../src/index.js";
 import sqlite from "../../src/drivers/sqlite.js";
 import { testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
-import { killWhileWriting, runWorkers } from "../helpers/workers.js";
+import { killWhileWriting, storeAfterWorkers } from "../helpers/workers.js";
 
 testDriver({ name: "sqlite", driver: () => sqlite({ path: join(tempDir("sqlite"), "store.db") }) });
 
 describe("sqlite driver", () => {
   it("several processes share one file: concurrent CAS increments lose nothing", async () => {
     const path = join(tempDir("sqlite-multi"), "shared.db");
-    await createStorage({ driver: sqlite({ path }) }).dispose();
-    await runWorkers(3, ["sqlite", path, "increment", "40"]);
-    const storage = createStorage({ driver: sqlite({ path }) });
+    const storage = await storeAfterWorkers("sqlite", path, (file) => sqlite({ path: file }), { processes: 3, mode: "increment", count: 40 });
     expect(await storage.getItem("counter")).toBe(3 * 40);
     await storage.dispose();
   });

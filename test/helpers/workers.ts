@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { expect } from "vitest";
-import { createStorage, type Driver } from "../../src/index.js";
+import { createStorage, type Driver, type Storage } from "../../src/index.js";
 import { finish } from "./checks.js";
 
 const WORKER = join(import.meta.dirname, "storeWorker.ts");
@@ -20,6 +20,21 @@ export async function runWorkers(count: number, args: string[], env: Record<stri
       return new Promise<void>((resolve, reject) => child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`worker exited ${code}`)))));
     }),
   );
+}
+
+/**
+ * Creates the store file at `path` (so its schema exists before the workers race), runs `processes`
+ * storeWorker processes on it in `mode` with `count` writes each, and opens it again for the caller to check.
+ */
+export async function storeAfterWorkers(
+  driverName: string,
+  path: string,
+  open: (path: string) => Driver,
+  work: { processes: number; mode: "increment" | "unique"; count: number },
+): Promise<Storage> {
+  await createStorage({ driver: open(path) }).dispose();
+  await runWorkers(work.processes, [driverName, path, work.mode, String(work.count)]);
+  return createStorage({ driver: open(path) });
 }
 
 /**
