@@ -18,6 +18,8 @@ export function createStorage(options: CreateStorageOptions = {}): Storage {
 
 export { defineDriver, type DriverFactory } from "./core/defineDriver.js";
 export { StorageError, isStorageError, type StorageErrorCode } from "./core/errors.js";
+export { checkOptions } from "./core/options.js";
+export { DEFAULT_KEY_LIMITS } from "./core/types.js";
 export { normalizeKey, normalizeBaseKey, joinKeys, filterKeyByDepth, filterKeyByBase } from "./core/keys.js";
 export { prefixStorage } from "./core/prefix.js";
 export { snapshot, restoreSnapshot, type Snapshot } from "./core/snapshot.js";

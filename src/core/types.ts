@@ -57,6 +57,17 @@ export interface IterateKeysOptions extends GetKeysOptions {
 }
 
 /** What a driver can do; the core uses native support where a flag says so. */
+/** Bounds on the keys a driver accepts (see `Driver.keyLimits`). */
+export interface KeyLimits {
+  /** Most UTF-8 bytes in a normalized key (`a:b` counts 3). */
+  bytes: number;
+  /** Most segments in a normalized key (`a:b:c` has 3). */
+  segments: number;
+}
+
+/** The key limits of a driver that declares none: generous, but bounded so that work per key is. */
+export const DEFAULT_KEY_LIMITS: Readonly<KeyLimits> = Object.freeze({ bytes: 65_536, segments: 1_024 });
+
 export interface DriverFlags {
   /** `getKeys` honours `maxDepth` itself. */
   maxDepth?: boolean;
@@ -116,6 +127,13 @@ export interface HistoryEntry<T = StorageValue> {
 export interface Driver<OptionsT = unknown, InstanceT = unknown> {
   name?: string;
   flags?: DriverFlags;
+  /**
+   * The longest and deepest key the driver stores. The core refuses a key
+   * past either bound with `E_INVALID_KEY` before the driver sees it (and so
+   * before anything is queued or batched with it). Absent: the core's
+   * defaults, {@link DEFAULT_KEY_LIMITS}.
+   */
+  keyLimits?: KeyLimits;
   options?: OptionsT;
   getInstance?: () => InstanceT;
   hasItem: (key: string, opts: TransactionOptions) => MaybePromise<boolean>;
