@@ -1,4 +1,5 @@
 import { StorageError } from "./errors.js";
+import { DEFAULT_KEY_LIMITS, type KeyLimits } from "./types.js";
 
 /**
  * Key rules, as unstorage has them: `/`, `\` and `:` all separate segments,
@@ -80,6 +81,40 @@ export function normalizeItemBase(base: unknown): string {
     throw new StorageError("E_INVALID_KEY", `Invalid base: ${JSON.stringify(base)}`, { key: String(base) });
   }
   return normalized;
+}
+
+/**
+ * A driver's declared key limits, checked once at mount time: each bound a
+ * positive integer. Absent limits are the core's defaults.
+ */
+export function resolveKeyLimits(declared: KeyLimits | undefined, driver: string): KeyLimits {
+  if (declared === undefined) return DEFAULT_KEY_LIMITS;
+  const valid = (bound: unknown) => typeof bound === "number" && Number.isInteger(bound) && bound > 0;
+  if (declared === null || typeof declared !== "object" || !valid(declared.bytes) || !valid(declared.segments)) {
+    throw new StorageError("E_INVALID_OPTION", `[${driver}] keyLimits needs positive integer bytes and segments`, { driver });
+  }
+  return { bytes: declared.bytes, segments: declared.segments };
+}
+
+/**
+ * Refuses a normalized key past a driver's limits with E_INVALID_KEY. Cheap
+ * on the hot path: bytes are only counted when the key could exceed them
+ * (a UTF-16 unit is at most 3 UTF-8 bytes), segments only when the key is
+ * long enough to hold that many.
+ */
+export function checkKeyLimits(key: string, limits: KeyLimits, driver: string): void {
+  if (key.length * 3 > limits.bytes && Buffer.byteLength(key, "utf8") > limits.bytes) {
+    throw new StorageError("E_INVALID_KEY", `Key too long for ${driver}: ${Buffer.byteLength(key, "utf8")} bytes, at most ${limits.bytes}`, {
+      driver,
+      key: key.slice(0, 200),
+    });
+  }
+  if (key.length >= limits.segments && keyDepth(key) + 1 > limits.segments) {
+    throw new StorageError("E_INVALID_KEY", `Key too deep for ${driver}: ${keyDepth(key) + 1} segments, at most ${limits.segments}`, {
+      driver,
+      key: key.slice(0, 200),
+    });
+  }
 }
 
 /** Number of `:` separators in a key: its depth below the root. */

@@ -1,6 +1,6 @@
 import { StorageError } from "./errors.js";
-import { keyDepth, normalizeBaseKey } from "./keys.js";
-import type { Driver } from "./types.js";
+import { keyDepth, normalizeBaseKey, resolveKeyLimits } from "./keys.js";
+import type { Driver, KeyLimits } from "./types.js";
 
 /** A driver mounted at a base, with what the core needs to know about it. */
 export interface Mount {
@@ -15,6 +15,8 @@ export interface Mount {
   readonly nativeTtl: boolean;
   /** The driver has no watch of its own, so the core reports the writes made through it. */
   readonly coreEvents: boolean;
+  /** The driver's key limits (or the defaults), checked on every key routed to it. */
+  readonly keyLimits: KeyLimits;
 }
 
 /** A key resolved to its mount: `key` is the full normalized key, `rel` the driver's key. */
@@ -37,14 +39,16 @@ export function describeMount(base: string, driver: Driver): Mount {
   if (!driver || typeof driver.getItem !== "function" || typeof driver.hasItem !== "function" || typeof driver.getKeys !== "function") {
     throw new StorageError("E_INVALID_OPTION", "A driver needs at least hasItem, getItem and getKeys");
   }
+  const name = driver.name ?? "custom";
   return {
     base,
     driver,
     writer: driver.asyncWrites ? { ...driver, ...driver.asyncWrites } : driver,
-    name: driver.name ?? "custom",
+    name,
     depth: base ? keyDepth(base) : 0,
     nativeTtl: driver.flags?.ttl === true,
     coreEvents: typeof driver.watch !== "function",
+    keyLimits: resolveKeyLimits(driver.keyLimits, name),
   };
 }
 

@@ -1,7 +1,7 @@
 import { StorageError, toStorageError } from "./errors.js";
-import { filterKeyByDepth, isMetaKey, metaKeyOf, normalizeBaseKey, normalizeItemBase, normalizeItemKey, normalizeKey } from "./keys.js";
+import { checkKeyLimits, filterKeyByDepth, isMetaKey, metaKeyOf, normalizeBaseKey, normalizeItemBase, normalizeItemKey, normalizeKey } from "./keys.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
-import { MountTable, type Located, type Mount } from "./mounts.js";
+import { MountTable, type Located, type Mount, type MountSlice } from "./mounts.js";
 import { deserializeRaw, resolveSerializer, serializeRaw, toBytes, type Serializer } from "./serializer.js";
 import {
   applySidecarChange,
@@ -147,7 +147,19 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     const full = normalizeItemKey(key);
     const mount = table.resolve(full);
     if (sync) requireSync(mount);
-    return { mount, key: full, rel: mount.base ? full.slice(mount.base.length) : full, writer: sync ? mount.driver : mount.writer };
+    const rel = mount.base ? full.slice(mount.base.length) : full;
+    checkKeyLimits(rel, mount.keyLimits, mount.name);
+    return { mount, key: full, rel, writer: sync ? mount.driver : mount.writer };
+  }
+
+  /** The mounts a listing or clear of `base` reaches, the part of `base` inside each checked against its key limits. */
+  function slicesOf(base: string, sync: boolean): MountSlice[] {
+    const slices = table.within(base, true);
+    for (const { mount, relativeBase } of slices) {
+      if (sync) requireSync(mount);
+      if (relativeBase) checkKeyLimits(relativeBase.slice(0, -1), mount.keyLimits, mount.name);
+    }
+    return slices;
   }
 
   function driverName(key: unknown): string | undefined {
@@ -645,8 +657,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function getKeysStep(sync: boolean, base?: string, opts: GetKeysOptions = NO_OPTIONS): MaybePromise<string[]> {
     const normalizedBase = normalizeItemBase(base);
     const maxDepth = checkMaxDepth(opts.maxDepth);
-    const slices = table.within(normalizedBase, true);
-    if (sync) slices.forEach(({ mount }) => requireSync(mount));
+    const slices = slicesOf(normalizedBase, sync);
     const listings = slices.map(({ mount, relativeBase }, index) => {
       const depth = driverDepth(mount, maxDepth);
       if (depth !== undefined && depth < 0) return [];
@@ -665,7 +676,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     if (!Number.isInteger(batchSize) || batchSize < 1) {
       throw new StorageError("E_INVALID_OPTION", `batchSize must be a positive integer, got ${String(opts.batchSize)}`);
     }
-    const slices = table.within(normalizedBase, true);
+    const slices = slicesOf(normalizedBase, false);
     let pending: string[] = [];
     for (const [index, { mount, relativeBase }] of slices.entries()) {
       const depth = driverDepth(mount, maxDepth);
@@ -704,8 +715,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function clearStep(sync: boolean, base?: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
     const normalizedBase = normalizeItemBase(base);
-    const slices = table.within(normalizedBase, true);
-    if (sync) slices.forEach(({ mount }) => requireSync(mount));
+    const slices = slicesOf(normalizedBase, sync);
     return chain(all(slices.map(({ mount, relativeBase }) => clearMount(mount, relativeBase, opts))), () => undefined);
   }
 

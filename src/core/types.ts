@@ -130,8 +130,12 @@ export interface Driver<OptionsT = unknown, InstanceT = unknown> {
   /**
    * The longest and deepest key the driver stores. The core refuses a key
    * past either bound with `E_INVALID_KEY` before the driver sees it (and so
-   * before anything is queued or batched with it). Absent: the core's
-   * defaults, {@link DEFAULT_KEY_LIMITS}.
+   * before anything is queued or batched with it), on every operation that
+   * takes a key, and the part of a listing's or clear's base inside the
+   * driver. The bound applies to the key as the driver gets it (relative to
+   * its mount). The core may also store the key's meta sidecar `key$`, one
+   * byte longer: a driver declares limits that leave room for it. Absent:
+   * the core's defaults, {@link DEFAULT_KEY_LIMITS}.
    */
   keyLimits?: KeyLimits;
   options?: OptionsT;

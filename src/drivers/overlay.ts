@@ -3,7 +3,8 @@ import { StorageError } from "../core/errors.js";
 import { normalizeKey } from "../core/keys.js";
 import { all, chain, type MaybePromise } from "../core/maybePromise.js";
 import { serializeRaw } from "../core/serializer.js";
-import type { Driver, DriverFlags, GetKeysOptions, SetOptions, StorageMeta, TransactionOptions, Unwatch, WatchCallback } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS } from "../core/types.js";
+import type { Driver, DriverFlags, GetKeysOptions, KeyLimits, SetOptions, StorageMeta, TransactionOptions, Unwatch, WatchCallback } from "../core/types.js";
 
 export interface OverlayOptions {
   /** Drivers read in order: the first layer holding a key (or its removal) answers. Required, at least one. */
@@ -44,6 +45,12 @@ function sharedFlags(layers: Driver[], writer: Driver): DriverFlags {
     // Keys are written to one layer only: nesting is that layer's to allow.
     nestedKeys: writer.flags?.nestedKeys !== false,
   };
+}
+
+/** A key is read from every layer: the tightest of their limits. */
+function sharedKeyLimits(layers: Driver[]): KeyLimits {
+  const limits = layers.map((layer) => layer.keyLimits ?? DEFAULT_KEY_LIMITS);
+  return { bytes: Math.min(...limits.map((limit) => limit.bytes)), segments: Math.min(...limits.map((limit) => limit.segments)) };
 }
 
 /**
@@ -133,6 +140,7 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
     name: DRIVER_NAME,
     options,
     flags: sharedFlags(layers, writer),
+    keyLimits: sharedKeyLimits(layers),
     getInstance: () => layers,
     hasItem: (key: string) => chain(read(key, false), (value) => value !== null),
     getItem: (key: string) => read(key, false),

@@ -308,6 +308,8 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     options,
     // Expiry is the driver's, counted from the write; the rest cannot hold across a queue.
     flags: { ttl: driver.flags?.ttl === true, maxDepth: driver.flags?.maxDepth === true, clearBase: driver.flags?.clearBase === true, nestedKeys: driver.flags?.nestedKeys },
+    // Keys are refused before they are queued: a queued write cannot fail on its key at flush.
+    keyLimits: driver.keyLimits,
     getInstance: () => state,
     flush,
     hasItem: async (key: string, opts: TransactionOptions) => {
