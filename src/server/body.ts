@@ -1,6 +1,7 @@
 import { IncomingMessage, type ServerResponse } from "node:http";
 import { StorageError } from "../core/errors.js";
 import { gather } from "../core/streams.js";
+import { requestError } from "./protocol.js";
 
 /** Responses larger than this are written in chunks of this size, following the socket's backpressure. */
 const CHUNK = 64 * 1024;
@@ -8,7 +9,7 @@ const CHUNK = 64 * 1024;
 const HIGH_WATER = 16 * 1024;
 
 function tooLarge(limit: number): StorageError {
-  return new StorageError("E_TOO_LARGE", `Request body exceeds the limit of ${limit} bytes`);
+  return requestError("E_TOO_LARGE", `Request body exceeds the limit of ${limit} bytes`);
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -77,7 +78,7 @@ export class CapturingRequest extends IncomingMessage {
 
   // A client that goes away mid-upload: node:http destroys its request, and the body fails.
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (!this.complete) this.refuse(new StorageError("E_UNAVAILABLE", "The client disconnected before the body was complete", { cause: error ?? undefined }));
+    if (!this.complete) this.refuse(requestError("E_UNAVAILABLE", "The client disconnected before the body was complete", error ?? undefined));
     super._destroy(error, callback);
   }
 
@@ -232,7 +233,7 @@ async function* countedChunks(request: IncomingMessage, limit: number): AsyncGen
   } catch (error) {
     request.pause();
     if (error instanceof StorageError) throw error;
-    throw new StorageError("E_UNAVAILABLE", "Reading the request body failed", { cause: error });
+    throw requestError("E_UNAVAILABLE", "Reading the request body failed", error);
   }
 }
 

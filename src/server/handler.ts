@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { StorageError } from "../core/errors.js";
+import { isMetaKey } from "../core/keys.js";
 import { isPromise, type MaybePromise } from "../core/maybePromise.js";
 import { BASE64_PREFIX, hasOwnMarker, RICH_MARKER, richSerializer, type Serializer } from "../core/serializer.js";
 import { getDirectAccess, type StoredEntry } from "../core/storage.js";
@@ -16,9 +17,12 @@ import {
   metaHeaders,
   parseCondition,
   parseTarget,
+  requestError,
+  splitTarget,
   ttlFromHeader,
   type Target,
 } from "./protocol.js";
+import { hostName, isLoopback } from "./hosts.js";
 
 /** What an `authorize` hook learns about a request. */
 export interface AuthorizeRequest {
@@ -44,6 +48,10 @@ export interface HandlerSettings {
   /** ms a raw download may go without the client taking a byte. */
   idleTimeout: number;
   basePath: string;
+  /** Whether the Host a request names is checked: only loopback names and `allowedHosts` pass. */
+  checkHost: boolean;
+  /** Host names accepted besides loopback ones, lower case. */
+  allowedHosts: ReadonlySet<string> | undefined;
   onError: (error: unknown, request: IncomingMessage) => void;
   /** True once the server shuts down: requests still arriving are refused. */
   closing: () => boolean;
@@ -148,6 +156,17 @@ function carriesBody(request: IncomingMessage): boolean {
   return request.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
 }
 
+/**
+ * `key$` holds the core's TTL and meta sidecar of `key`: clients reach a
+ * key's meta only through the meta headers. A read finds no user value there
+ * (404, so unstorage's client, which reads `key$` for meta, still works); a
+ * write is refused, since it would change another key's expiry.
+ */
+function refuseMetaKey(method: Method, key: string): never {
+  if (method === "GET" || method === "HEAD") throw notFound();
+  throw requestError("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)} ends in "$", which names a key's meta (set it with X-TTL)`);
+}
+
 function notFound(): HttpRefusal {
   return new HttpRefusal(404, "E_NOT_FOUND", "KV value not found");
 }
@@ -172,19 +191,34 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   const { storage, serializer } = settings;
   const tokenDigest = settings.token === undefined ? undefined : createHash("sha256").update(settings.token).digest();
 
+  /**
+   * The Host a request names (an absolute-form target's authority stands for
+   * it) must be a loopback name or an allowed one: a page that rebinds its
+   * own DNS name to this machine sends that name, and is refused with 421.
+   */
+  function checkHost(request: IncomingMessage, authority: string | undefined): void {
+    const given = request.headersDistinct.host;
+    if (given !== undefined && given.length > 1) throw requestError("E_INVALID_OPTION", "A request carries one Host header");
+    const value = authority ?? given?.[0];
+    const name = value === undefined ? undefined : hostName(value);
+    if (name === undefined) throw requestError("E_INVALID_OPTION", `Malformed Host: ${JSON.stringify(value ?? "")}`);
+    if (isLoopback(name) || settings.allowedHosts?.has(name)) return;
+    throw new HttpRefusal(421, "E_MISDIRECTED", `This server answers only requests for a loopback host${settings.allowedHosts ? " or an allowed host" : ""}, not ${JSON.stringify(name)} (see allowedHosts)`);
+  }
+
   /** Checks everything that decides whether the request may run at all; returns its target. */
   function admit(request: IncomingMessage, method: Method): Target | Promise<Target> {
+    const { path, authority } = splitTarget(request.url ?? "/");
+    if (settings.checkHost) checkHost(request, authority);
     if (tokenDigest && !sameToken(bearer(request.headers.authorization) ?? "", tokenDigest)) {
       throw new HttpRefusal(401, "E_UNAUTHORIZED", "A valid bearer token is required", { "www-authenticate": 'Bearer realm="stowage"' });
     }
-    const url = request.url ?? "/";
-    const query = url.indexOf("?");
-    const path = query === -1 ? url : url.slice(0, query);
     if (!path.startsWith(settings.basePath)) throw notFound();
     const target = parseTarget(path.slice(settings.basePath.length - 1));
     if (target.base && (method === "HEAD" || method === "PUT")) {
-      throw new StorageError("E_INVALID_KEY", `Invalid key: ${method} is not allowed on a base key`);
+      throw requestError("E_INVALID_KEY", `Invalid key: ${method} is not allowed on a base key`);
     }
+    if (!target.base && isMetaKey(target.key)) refuseMetaKey(method, target.key);
     const type = method === "GET" || method === "HEAD" ? "read" : "write";
     if (type === "write" && settings.readOnly) {
       throw new HttpRefusal(405, "E_READONLY", "This server is read-only", { allow: READ_METHODS });
@@ -302,14 +336,14 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   async function currentEtag(key: string): Promise<string> {
     const { etag } = await storage.getMeta(key, NATIVE_ONLY);
     if (typeof etag === "string") return etag;
-    if (await storage.hasItem(key)) throw new StorageError("E_UNSUPPORTED", "This store keeps no etags: conditional requests need a driver flagged cas");
-    throw new StorageError("E_CONFLICT", `No value at ${key}`, { key });
+    if (await storage.hasItem(key)) throw requestError("E_UNSUPPORTED", "This store keeps no etags: conditional requests need a driver flagged cas");
+    throw requestError("E_CONFLICT", `No value at ${key}`);
   }
 
   async function conditions(request: IncomingMessage, key: string): Promise<{ ifMatch?: string; ifNoneMatch?: "*" }> {
     const ifMatch = parseCondition(request.headers["if-match"], "If-Match");
     const ifNoneMatch = parseCondition(request.headers["if-none-match"], "If-None-Match");
-    if (ifNoneMatch !== undefined && ifNoneMatch !== "*") throw new StorageError("E_INVALID_OPTION", 'If-None-Match on a write only takes "*"');
+    if (ifNoneMatch !== undefined && ifNoneMatch !== "*") throw requestError("E_INVALID_OPTION", 'If-None-Match on a write only takes "*"');
     const out: { ifMatch?: string; ifNoneMatch?: "*" } = {};
     if (ifMatch !== undefined) out.ifMatch = ifMatch === "*" ? await currentEtag(key) : ifMatch;
     if (ifNoneMatch) out.ifNoneMatch = "*";
@@ -352,7 +386,7 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
       return serializer.deserialize(text);
     } catch (error) {
       if (error instanceof StorageError && error.code === "E_CORRUPT") {
-        throw new StorageError("E_INVALID_VALUE", `The body is not a value: ${error.message}`, { cause: error });
+        throw requestError("E_INVALID_VALUE", `The body is not a value: ${error.message}`, error);
       }
       throw error;
     }
@@ -361,13 +395,13 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   async function remove(request: IncomingMessage, response: ServerResponse, target: Target): Promise<void> {
     if (target.base) {
       if (request.headers["if-match"] !== undefined || request.headers["if-none-match"] !== undefined) {
-        throw new StorageError("E_INVALID_OPTION", "Conditional headers apply to one key, not to a base");
+        throw requestError("E_INVALID_OPTION", "Conditional headers apply to one key, not to a base");
       }
       await storage.clear(target.key);
     } else {
       const { ifMatch, ifNoneMatch } = await conditions(request, target.key);
       // If-None-Match: * on a delete: go ahead only when there is nothing to delete.
-      if (ifNoneMatch && (await storage.hasItem(target.key))) throw new StorageError("E_CONFLICT", `A value exists at ${target.key}`);
+      if (ifNoneMatch && (await storage.hasItem(target.key))) throw requestError("E_CONFLICT", `A value exists at ${target.key}`);
       const options: RemoveOptions = ifMatch === undefined ? {} : { ifMatch };
       if (!ifNoneMatch) await storage.removeItem(target.key, options);
     }
@@ -395,16 +429,18 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   function fail(request: IncomingMessage, response: ServerResponse, error: unknown): void {
     if (response.headersSent) {
       // Too late for a status: cut the connection so the client sees a broken response, not a short one.
+      settings.onError(error, request);
       response.destroy();
       return;
     }
     const refusal = error instanceof HttpRefusal ? error : undefined;
-    const { status, body } = refusal ? { status: refusal.status, body: { code: refusal.code, message: refusal.message } } : errorResponse(error);
-    if (status === 500) settings.onError(error, request);
+    const answer = refusal ? { status: refusal.status, body: { code: refusal.code, message: refusal.message }, withheld: false } : errorResponse(error);
+    // What the answer withholds goes to onError; a failed condition is an answer the client asked for.
+    if (answer.withheld && answer.body.code !== "E_CONFLICT") settings.onError(error, request);
     const headers: OutgoingHttpHeaders = { ...refusal?.headers };
     // An unread body (too large, or refused before reading) would otherwise be drained: close instead.
     if (!request.complete && carriesBody(request)) headers.connection = "close";
-    sendJson(response, status, body, headers);
+    sendJson(response, answer.status, answer.body, headers);
   }
 
   const serve = (request: IncomingMessage, response: ServerResponse): void | Promise<void> => {

@@ -3,7 +3,9 @@ import type { AddressInfo, Socket } from "node:net";
 import { StorageError } from "../core/errors.js";
 import { richSerializer, type Serializer } from "../core/serializer.js";
 import type { Storage } from "../core/types.js";
+import { checkOptions } from "../core/options.js";
 import { capturingRequests } from "./body.js";
+import { checkAllowedHosts, isLoopback } from "./hosts.js";
 import { createHandler, type AuthorizeRequest, type RequestHandler } from "./handler.js";
 
 export type { AuthorizeRequest } from "./handler.js";
@@ -69,8 +71,26 @@ export interface StorageServerOptions {
   host?: string;
   /** Port (default 8787; 0 picks a free one). */
   port?: number;
-  /** A bearer token every request must carry (`Authorization: Bearer <token>`); 401 otherwise. */
+  /**
+   * A bearer token every request must carry (`Authorization: Bearer <token>`);
+   * 401 otherwise. A non-empty string of visible characters (an empty one is
+   * refused: it would not mean "no authentication").
+   */
   token?: string;
+  /**
+   * Host names (no port) a request's `Host` may name besides loopback ones
+   * (`localhost`, `127.x.x.x`, `[::1]`); others are answered 421. Checked
+   * whenever given, and always without a `token` on loopback, so a web page
+   * cannot reach a local server through DNS rebinding.
+   */
+  allowedHosts?: string[];
+  /**
+   * Lets the server listen on a non-loopback address without a token (refused
+   * otherwise: anyone who can reach the port could read and write the store),
+   * and turns off the Host check a loopback server without a token makes.
+   * Default false.
+   */
+  insecure?: boolean;
   /** Decides each request after the token check: `false` answers 403. */
   authorize?: (request: AuthorizeRequest) => boolean | Promise<boolean>;
   /** Refuse PUT and DELETE with 405 (default false). */
@@ -94,7 +114,12 @@ export interface StorageServerOptions {
   idleTimeout?: number;
   /** How long `close()` lets in-flight requests run before cutting their connections, in ms (default 10,000). */
   shutdownTimeout?: number;
-  /** Called with every failure answered with 500 (default: one line on stderr); if it throws or rejects, both errors go to stderr. */
+  /**
+   * Called with every failure whose message the answer withholds: every 5xx,
+   * and every failure of the store (its messages may name server paths) but a
+   * failed condition (412). Default: one line on stderr; if it throws or
+   * rejects, both errors go to stderr.
+   */
   onError?: (error: unknown, request: IncomingMessage) => void;
 }
 
@@ -117,6 +142,23 @@ const DEFAULT_PORT = 8787;
 /** What `handle` resolves to for a request answered within the call. */
 const DONE: Promise<void> = Promise.resolve();
 const DEFAULT_MAX_BODY = 16 * 1024 * 1024;
+const DEFAULT_HOST = "127.0.0.1";
+const OPTION_NAMES: (keyof StorageServerOptions)[] = [
+  "host",
+  "port",
+  "token",
+  "allowedHosts",
+  "insecure",
+  "authorize",
+  "readOnly",
+  "maxBodySize",
+  "basePath",
+  "serializer",
+  "requestTimeout",
+  "idleTimeout",
+  "shutdownTimeout",
+  "onError",
+];
 
 function normalizeBasePath(basePath: string | undefined): string {
   const path = (basePath ?? "").replace(/^\/+|\/+$/g, "");
@@ -127,6 +169,27 @@ function checkMs(value: number | undefined, name: string, fallback: number): num
   const ms = value ?? fallback;
   if (!Number.isSafeInteger(ms) || ms < 0) throw new StorageError("E_INVALID_OPTION", `${name} must be a number of ms, got ${String(value)}`);
   return ms;
+}
+
+/** A token must be something a client can send and the server compare: visible ASCII, no spaces (the header is trimmed). */
+function checkToken(token: unknown): string | undefined {
+  if (token === undefined) return undefined;
+  if (typeof token !== "string" || !/^[\x21-\x7e]+$/.test(token)) {
+    throw new StorageError(
+      "E_INVALID_OPTION",
+      `[server] token must be a non-empty string of visible ASCII characters without spaces${token === "" ? " (an empty token is not \"no authentication\": leave token out for that)" : ""}`,
+    );
+  }
+  return token;
+}
+
+/** A server without a token is refused anywhere but loopback, unless `insecure` says so. */
+function checkExposure(host: string, token: string | undefined, insecure: boolean): void {
+  if (token !== undefined || insecure || isLoopback(host)) return;
+  throw new StorageError(
+    "E_INVALID_OPTION",
+    `[server] refusing to listen on ${host} without a token: anyone who can reach it could read and write the store. Set a token, or insecure: true to serve it unauthenticated`,
+  );
 }
 
 function checkSize(maxBodySize: number | undefined): number {
@@ -172,6 +235,12 @@ function logError(error: unknown, request: IncomingMessage): void {
  * console.log(await server.listen());
  */
 export function createStorageServer(storage: Storage, options: StorageServerOptions = {}): StorageServer {
+  checkOptions("server", options, OPTION_NAMES);
+  const host = options.host ?? DEFAULT_HOST;
+  const token = checkToken(options.token);
+  const insecure = options.insecure === true;
+  checkExposure(host, token, insecure);
+  const allowedHosts = checkAllowedHosts(options.allowedHosts);
   const basePath = normalizeBasePath(options.basePath);
   const maxBodySize = checkSize(options.maxBodySize);
   let closing = false;
@@ -179,7 +248,9 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
   const serve = inConnectionOrder(createHandler({
     storage,
     serializer: options.serializer ?? richSerializer,
-    token: options.token,
+    token,
+    checkHost: allowedHosts !== undefined || (token === undefined && !insecure),
+    allowedHosts,
     authorize: options.authorize,
     readOnly: options.readOnly === true,
     maxBodySize,
@@ -211,7 +282,6 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
       return `http://${host}:${bound.port}${basePath}`;
     },
     listen() {
-      const host = options.host ?? "127.0.0.1";
       const port = options.port ?? DEFAULT_PORT;
       return new Promise((resolve, reject) => {
         const failed = (error: Error) => reject(new StorageError("E_IO", `Cannot listen on ${host}:${port}: ${error.message}`, { cause: error }));

@@ -11,8 +11,9 @@ const running: StorageServer[] = [];
 export async function startServer(
   options: StorageServerOptions & { driver?: Driver } = {},
 ): Promise<{ server: StorageServer; storage: Storage; url: string }> {
-  const storage = createCoreStorage({ driver: options.driver ?? memory() });
-  const server = createStorageServer(storage, { ...options, port: 0 });
+  const { driver, ...serverOptions } = options;
+  const storage = createCoreStorage({ driver: driver ?? memory() });
+  const server = createStorageServer(storage, { ...serverOptions, port: 0 });
   running.push(server);
   const url = await server.listen();
   return { server, storage, url };

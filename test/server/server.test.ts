@@ -203,11 +203,11 @@ describe("storage server: stored text in and out", () => {
       const half = Math.floor(second.length / 2);
       const chunked = `${half.toString(16)}\r\n${second.slice(0, half)}\r\n${(second.length - half).toString(16)}\r\n${second.slice(half)}\r\n0\r\n\r\n`;
       const wire =
-        `PUT /p${round} HTTP/1.1\r\nHost: x\r\nContent-Length: ${Buffer.byteLength(first)}\r\n\r\n${first}` +
-        `PUT /p${round} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}` +
-        `GET /p${round} HTTP/1.1\r\nHost: x\r\n\r\n` +
-        `DELETE /p${round} HTTP/1.1\r\nHost: x\r\n\r\n` +
-        `GET /p${round} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+        `PUT /p${round} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${Buffer.byteLength(first)}\r\n\r\n${first}` +
+        `PUT /p${round} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}` +
+        `GET /p${round} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` +
+        `DELETE /p${round} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` +
+        `GET /p${round} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`;
       const responses = (await exchange(url, wire)).split(/(?=HTTP\/1\.1 )/);
       expect(responses.map((response) => response.slice(9, 12))).toEqual(["200", "200", "200", "200", "404"]);
       expect(responses[2]!.endsWith(`\r\n\r\n${second}`)).toBe(true);
@@ -258,8 +258,8 @@ describe("storage server: pipelined bodies", () => {
     const sockets = acceptedSockets(server);
     const big = "x".repeat(4 * 1024 * 1024);
     const wire =
-      "PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1" +
-      `PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: ${big.length}\r\nConnection: close\r\n\r\n${big}`;
+      "PUT /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n1" +
+      `PUT /big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${big.length}\r\nConnection: close\r\n\r\n${big}`;
     const answered = exchange(url, wire);
     // Give the client time to send as much as the server will take.
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -297,14 +297,14 @@ describe("storage server: pipelined bodies", () => {
         check();
       });
     // A whole 20 KiB body behind a write in flight: it stalls the connection, then its key is refused (400) unread.
-    socket.write(`PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1PUT /a/../b HTTP/1.1\r\nHost: x\r\nContent-Length: 20480\r\n\r\n${"z".repeat(20480)}`);
+    socket.write(`PUT /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n1PUT /a/../b HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 20480\r\n\r\n${"z".repeat(20480)}`);
     const first = answers(2);
     await new Promise((resolve) => setTimeout(resolve, 100));
     open();
     expect(await first).toEqual(["200", "400"]);
     // A request sent afterwards on the same connection is read and answered.
     received = "";
-    socket.write("GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    socket.write("GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     const late = await Promise.race([answers(1), new Promise<string[]>((resolve) => setTimeout(() => resolve(["none"]), 2000))]);
     socket.destroy();
     expect(late).toEqual(["200"]);
@@ -425,13 +425,14 @@ describe("storage server: limits and errors", () => {
     const { url } = await startServer({ driver: failing(undefined), onError: (error) => errors.push(error) });
     const down = await send(url, "GET", "/down");
     expect(down.status).toBe(503);
-    expect(json(down.body)).toEqual({ code: "E_UNAVAILABLE", message: "backend down" });
+    // The store's own message stays on the server: onError gets it.
+    expect(json(down.body)).toEqual({ code: "E_UNAVAILABLE", message: "The store is unavailable" });
     const broken = await send(url, "GET", "/broken");
     expect(broken.status).toBe(500);
     const body = json(broken.body) as { code: string; message: string };
     expect(Object.keys(body).sort()).toEqual(["code", "message"]);
     expect(broken.body.toString()).not.toMatch(/at |\/srv\/app\.js/);
-    expect(errors).toHaveLength(1);
+    expect(errors).toHaveLength(2);
   });
 
   it("an async onError hook that rejects: both errors are logged, no unhandled rejection", async () => {
@@ -459,11 +460,11 @@ describe("storage server: limits and errors", () => {
   it("a refusal of a request without a body keeps the connection; one whose body was not read closes it", async () => {
     const { url } = await startServer({ maxBodySize: 4 });
     const wire =
-      "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n" +
-      "GET /a/../b HTTP/1.1\r\nHost: x\r\n\r\n" +
-      "PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" +
-      "PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789" +
-      "GET /k HTTP/1.1\r\nHost: x\r\n\r\n";
+      "GET /missing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" +
+      "GET /a/../b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" +
+      "PUT /k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n" +
+      "PUT /k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n0123456789" +
+      "GET /k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     const responses = (await exchange(url, wire)).split(/(?=HTTP\/1\.1 )/);
     expect(responses.map((response) => response.slice(9, 12))).toEqual(["404", "400", "200", "413"]);
     expect(responses.slice(0, 3).every((response) => !/connection: close/i.test(response))).toBe(true);
@@ -480,13 +481,18 @@ describe("storage server: limits and errors", () => {
     const logged: string[] = [];
     const write = vi.spyOn(process.stderr, "write").mockImplementation((line) => logged.push(String(line)) > 0);
     try {
-      const wire = "GET /broken HTTP/1.1\r\nHost: x\r\n\r\nGET /down HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+      const wire = "GET /broken HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /down HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
       const responses = (await exchange(url, wire)).split(/(?=HTTP\/1\.1 )/);
       expect(responses.map((response) => response.slice(9, 12))).toEqual(["500", "503"]);
     } finally {
       write.mockRestore();
     }
-    expect(logged).toEqual(["stowage server: GET /broken: [failing] secret internals at /srv/app.js:42\n", "stowage server: GET /broken: hook broke\n"]);
+    expect(logged).toEqual([
+      "stowage server: GET /broken: [failing] secret internals at /srv/app.js:42\n",
+      "stowage server: GET /broken: hook broke\n",
+      "stowage server: GET /down: backend down\n",
+      "stowage server: GET /down: hook broke\n",
+    ]);
   });
 
   it("413 for a declared Content-Length over the limit, before reading the body", async () => {
@@ -499,7 +505,7 @@ describe("storage server: limits and errors", () => {
     // A client that sends its 64 MiB anyway, to a server taking up to 16 MiB: the server keeps none and reads little of it.
     const large = await startServer();
     const sockets = acceptedSockets(large.server);
-    const huge = `PUT /huge HTTP/1.1\r\nHost: x\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n${"y".repeat(8 * 1024 * 1024)}`;
+    const huge = `PUT /huge HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n${"y".repeat(8 * 1024 * 1024)}`;
     const answer = await exchange(large.url, huge).catch((error: Error) => error.message);
     expect(answer).toMatch(/^HTTP\/1\.1 413|ECONNRESET|EPIPE/);
     expect(sockets[0]!.bytesRead).toBeLessThan(1024 * 1024);
@@ -562,10 +568,10 @@ describe("storage server: embedding and shutdown", () => {
     let received = "";
     socket.on("data", (chunk: Buffer) => (received += chunk.toString("latin1")));
     const ended = new Promise((resolve) => socket.once("close", resolve));
-    socket.write("PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1");
+    socket.write("PUT /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n1");
     await new Promise((resolve) => setTimeout(resolve, 100));
     const closed = server.close();
-    socket.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    socket.write("GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     await new Promise((resolve) => setTimeout(resolve, 50));
     open();
     await ended;
@@ -589,7 +595,7 @@ describe("storage server: embedding and shutdown", () => {
     // An idle keep-alive connection: one request answered, socket left open.
     const idle = connect(Number(port), "127.0.0.1");
     await new Promise((resolve) => idle.once("connect", resolve));
-    idle.write("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    idle.write("HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     const idleClosed = new Promise((resolve) => idle.once("close", resolve));
     idle.resume();
 
