@@ -1,6 +1,7 @@
 import { defineDriver } from "../core/defineDriver.js";
 import { FileStore } from "../fs/fileStore.js";
 import { fileMethods } from "../fs/fileMethods.js";
+import { checkFileOptions } from "../fs/options.js";
 
 export interface FsLiteOptions {
   /** Directory that holds the keys. Required. */
@@ -18,14 +19,18 @@ export interface FsLiteOptions {
 /**
  * One file per key, without a file watcher (no chokidar): the core reports
  * writes made through this process. Everything else is the fs driver's.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for a missing base, an unknown option or one of the wrong type
  */
 export default defineDriver((options: FsLiteOptions) => {
+  checkFileOptions("fs-lite", options, ["base", "readOnly", "noClear", "fsync", "ignore"], "function");
   const ignore = options?.ignore;
   const files = new FileStore("fs-lite", { ...options, ignore: ignore ? (_relative, absolute) => ignore(absolute) : undefined });
   return {
     name: "fs-lite",
     options,
     flags: { maxDepth: true, sync: true, clearBase: true, nestedKeys: false },
+    keyLimits: files.keyLimits,
     ...fileMethods(files),
   };
 });

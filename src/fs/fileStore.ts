@@ -1,12 +1,15 @@
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
+  constants,
+  existsSync,
   fsyncSync,
+  lstatSync,
   mkdirSync,
   openSync,
   opendirSync,
   readFileSync,
-  readdirSync,
+  readlinkSync,
   realpathSync,
   renameSync,
   rmSync,
@@ -18,19 +21,20 @@ import {
   type Stats,
 } from "node:fs";
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
-import { isAbsolute, join, resolve, sep } from "node:path";
+import { dirname, join, resolve, sep } from "node:path";
 import { threadId } from "node:worker_threads";
 import { StorageError } from "../core/errors.js";
-import type { StorageMeta } from "../core/types.js";
+import type { KeyLimits, StorageMeta } from "../core/types.js";
+import { TEMP_PREFIX, fileKeyLimits, segmentProblem } from "./keyPaths.js";
 
 /**
  * The file engine under the fs and fs-lite drivers: one file per key, the
  * key's segments as directories, synchronous I/O, atomic writes (temp file
- * and rename), and no path that leaves the base directory.
+ * and rename), and nothing read, written, made or removed outside the real
+ * path of the base directory (docs/fs.md, *Confinement*).
  */
 
-/** Temp files of in-flight writes start with this; keys may not. */
-export const TEMP_PREFIX = ".stowage-tmp-";
+export { TEMP_PREFIX } from "./keyPaths.js";
 
 export interface FileStoreOptions {
   /** Directory that holds the keys (created on first write). */
@@ -47,9 +51,33 @@ export interface FileStoreOptions {
 
 type ErrnoError = NodeJS.ErrnoException;
 
-// Temp names are unique per process and thread, and random across restarts; "wx" refuses any clash.
+/** A directory of the tree being walked: its real path and the key prefix of its entries. */
+interface WalkDir {
+  dir: string;
+  prefix: string;
+  depth: number;
+}
+
+/** A value file found by a walk: the real directory it is in, its name and its key. */
+interface WalkEntry {
+  dir: string;
+  name: string;
+  key: string;
+}
+
+// Temp names are unique per process and thread, and random across restarts; O_EXCL refuses any clash.
 const TEMP_TAG = `${process.pid}-${threadId}-${randomBytes(3).toString("hex")}-`;
 let tempCounter = 0;
+
+/** Errors that mean a path holds nothing: missing, below a file, or a symlink loop. */
+const NOTHING_THERE = new Set(["ENOENT", "ENOTDIR", "ELOOP"]);
+
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW;
+// O_CREAT with O_EXCL never follows a symlink in the last component; O_NOFOLLOW says so twice.
+const TEMP_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/** Where Linux shows the path of an open file: the check after open that no swapped-in link led out. */
+const FD_PATHS = process.platform === "linux" && existsSync("/proc/self/fd") ? "/proc/self/fd/" : undefined;
 
 /** Writes a whole chunk: a write may take less than it is given. */
 async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
@@ -64,8 +92,18 @@ function errnoOf(error: unknown): string | undefined {
   return (error as ErrnoError)?.code;
 }
 
+function nothingThere(error: unknown): boolean {
+  return NOTHING_THERE.has(errnoOf(error) ?? "");
+}
+
+function tempName(): string {
+  return `${TEMP_PREFIX}${TEMP_TAG}${(tempCounter++).toString(36)}`;
+}
+
 export class FileStore {
   readonly base: string;
+  /** The longest and deepest key whose paths (with its temp file and meta sidecar) fit in PATH_MAX under this base. */
+  readonly keyLimits: KeyLimits;
   private realBase: string | undefined;
 
   constructor(
@@ -76,19 +114,27 @@ export class FileStore {
       throw new StorageError("E_INVALID_OPTION", `The ${driverName} driver needs a base directory`, { driver: driverName });
     }
     this.base = resolve(options.base);
+    const real = this.resolvedBase();
+    this.keyLimits = fileKeyLimits(Math.max(Buffer.byteLength(this.base), real === undefined ? 0 : Buffer.byteLength(real)));
   }
 
   private fail(code: "E_INVALID_KEY" | "E_IO" | "E_READONLY", message: string, key?: string, cause?: unknown): StorageError {
     return new StorageError(code, message, { driver: this.driverName, key, cause });
   }
 
+  private invalidKey(key: string, why: string, cause?: unknown): StorageError {
+    const shown = key.length > 120 ? `${key.slice(0, 120)}…` : key;
+    return this.fail("E_INVALID_KEY", `Invalid key for ${this.driverName}: ${JSON.stringify(shown)}: ${why}`, key, cause);
+  }
+
   /** The I/O error as a StorageError; path-shaped failures are the key's fault. */
   private ioError(error: unknown, key: string, action: string): StorageError {
     const errno = errnoOf(error);
     if (errno === "ENOTDIR" || errno === "EISDIR" || errno === "EEXIST") {
-      return this.fail("E_INVALID_KEY", `Cannot ${action} ${JSON.stringify(key)}: a key cannot hold a value and other keys below it in ${this.driverName}`, key, error);
+      return this.invalidKey(key, `cannot ${action} it: a key cannot hold a value and other keys below it`, error);
     }
-    if (errno === "ENAMETOOLONG") return this.fail("E_INVALID_KEY", `Key too long for the file system: ${JSON.stringify(key)}`, key, error);
+    if (errno === "ELOOP") return this.invalidKey(key, `cannot ${action} it: its path runs into a symlink`, error);
+    if (errno === "ENAMETOOLONG") return this.invalidKey(key, "too long for the file system", error);
     return this.fail("E_IO", `Cannot ${action} ${JSON.stringify(key)}: ${(error as Error).message}`, key, error);
   }
 
@@ -105,53 +151,123 @@ export class FileStore {
     return this.realBase;
   }
 
-  /** Segments of a key or base, refusing any that would name something other than a child. */
-  segments(key: string): string[] {
-    const parts = key.split(/[:/\\]/).filter((part) => part !== "");
-    for (const part of parts) {
-      if (part === "." || part === ".." || part.includes("\0") || part.startsWith(TEMP_PREFIX)) {
-        throw this.fail("E_INVALID_KEY", `Invalid key for ${this.driverName}: ${JSON.stringify(key)}`, key);
-      }
+  /** The real base, made first when a write needs it (base is configured, not derived from a key). */
+  private madeBase(key: string): string {
+    const existing = this.resolvedBase();
+    if (existing !== undefined) return existing;
+    try {
+      mkdirSync(this.base, { recursive: true });
+    } catch (error) {
+      throw this.ioError(error, key, "write");
     }
-    if (isAbsolute(key) && parts.length === 0) throw this.fail("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, key);
-    return parts;
+    return this.resolvedBase()!;
   }
 
-  pathOf(key: string): string {
-    const parts = this.segments(key);
-    if (parts.length === 0) throw this.fail("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, key);
-    return join(this.base, ...parts);
+  /**
+   * The segments of a key (or, with `isBase`, of a listing's base), each
+   * checked to be a plain file name of this store, the whole within
+   * {@link keyLimits}: all before any path is touched.
+   */
+  private keyParts(key: string, isBase = false): string[] {
+    const parts = key.split(/[:/\\]/).filter((part) => part !== "");
+    if (parts.length === 0 && !isBase) throw this.invalidKey(key, "no segments");
+    if (parts.length > this.keyLimits.segments) throw this.invalidKey(key, `more than ${this.keyLimits.segments} segments`);
+    // A meta sidecar `key$` is one byte longer than its key: the limits keep room for it.
+    const bytes = this.keyLimits.bytes + (key.endsWith("$") ? 1 : 0);
+    if (Buffer.byteLength(parts.join(":")) > bytes) throw this.invalidKey(key, `longer than ${this.keyLimits.bytes} bytes`);
+    parts.forEach((part, index) => {
+      const problem = segmentProblem(part, !isBase && index === parts.length - 1);
+      if (problem !== undefined) throw this.invalidKey(key, problem);
+    });
+    return parts;
   }
 
   /** Fails unless `realPath` lies inside the real base: a symlink must not lead out. */
   private assertInside(realPath: string, key: string): void {
+    if (!this.isInside(realPath)) throw this.invalidKey(key, `it resolves outside ${this.base}`);
+  }
+
+  private isInside(realPath: string): boolean {
     const base = this.resolvedBase();
-    if (base === undefined || (realPath !== base && !realPath.startsWith(base + sep))) {
-      throw this.fail("E_INVALID_KEY", `Key ${JSON.stringify(key)} resolves outside ${this.base}`, key);
+    return base !== undefined && (realPath === base || realPath.startsWith(base === sep ? base : base + sep));
+  }
+
+  /** Checks what an open descriptor really is (Linux): a link swapped in after the path was checked shows here. */
+  private assertOpenedInside(fd: number, key: string): void {
+    if (FD_PATHS === undefined) return;
+    let opened: string;
+    try {
+      opened = readlinkSync(FD_PATHS + fd);
+    } catch (error) {
+      throw this.ioError(error, key, "check");
+    }
+    this.assertInside(opened, key);
+  }
+
+  /** lstat (or stat, following links), with undefined for a path that holds nothing. */
+  private lstat(path: string, key: string, action: string, follow = false): Stats | undefined {
+    try {
+      return (follow ? statSync : lstatSync)(path, { throwIfNoEntry: false });
+    } catch (error) {
+      if (nothingThere(error)) return undefined;
+      throw this.ioError(error, key, action);
+    }
+  }
+
+  /** The real path of a path, or undefined when it holds nothing (missing, below a file, a loop). */
+  private realpath(path: string, key: string, action: string): string | undefined {
+    try {
+      return realpathSync.native(path);
+    } catch (error) {
+      if (nothingThere(error)) return undefined;
+      throw this.ioError(error, key, action);
     }
   }
 
   /**
-   * The real path and stats of an existing key's file (not a directory), or
-   * undefined when there is none. The stat settles a missing key without an
-   * exception (every TTL sidecar lookup is one); the real path keeps symlinks
-   * from leading out of base.
+   * Where a symlink leads, checked to lie inside base, if it is of the kind
+   * wanted; undefined for a dangling link, a loop or another kind.
+   */
+  private linkTarget(path: string, key: string, want: "file" | "dir"): { real: string; stats: Stats } | undefined {
+    const real = this.realpath(path, key, "resolve");
+    if (real === undefined) return undefined;
+    this.assertInside(real, key);
+    const stats = this.lstat(real, key, "resolve", true);
+    return stats !== undefined && (want === "file" ? stats.isFile() : stats.isDirectory()) ? { real, stats } : undefined;
+  }
+
+  /**
+   * The real path of the directory `dirParts` names below `root`, checked to
+   * lie inside base; undefined when it does not exist, after checking its
+   * deepest existing ancestor instead, so that a key below a link out of base
+   * is refused even where nothing exists. At most one realpath per segment.
+   */
+  private realDir(key: string, root: string, dirParts: string[]): string | undefined {
+    for (let depth = dirParts.length; depth > 0; depth--) {
+      const real = this.realpath(join(root, ...dirParts.slice(0, depth)), key, "resolve");
+      if (real === undefined) continue;
+      this.assertInside(real, key);
+      return depth === dirParts.length ? real : undefined;
+    }
+    return dirParts.length === 0 ? root : undefined;
+  }
+
+  /**
+   * The real path and stats of an existing key's file, or undefined when the
+   * key holds nothing (missing, a directory, a dangling link, a loop). The
+   * lstat settles a missing key without an exception (every TTL sidecar
+   * lookup is one); a symlink counts only where it leads inside base.
    */
   private existing(key: string): { real: string; stats: Stats } | undefined {
-    const path = this.pathOf(key);
-    let stats: Stats | undefined;
-    let real: string;
-    try {
-      stats = statSync(path, { throwIfNoEntry: false });
-      if (stats === undefined || !stats.isFile()) return undefined;
-      real = realpathSync.native(path);
-    } catch (error) {
-      const errno = errnoOf(error);
-      if (errno === "ENOENT" || errno === "ENOTDIR") return undefined;
-      throw this.ioError(error, key, "read");
-    }
-    this.assertInside(real, key);
-    return { real, stats };
+    const parts = this.keyParts(key);
+    const root = this.resolvedBase();
+    if (root === undefined) return undefined;
+    const dir = this.realDir(key, root, parts.slice(0, -1));
+    if (dir === undefined) return undefined;
+    const path = join(dir, parts[parts.length - 1]!);
+    const stats = this.lstat(path, key, "read");
+    if (stats?.isFile()) return { real: path, stats };
+    return stats?.isSymbolicLink() ? this.linkTarget(path, key, "file") : undefined;
   }
 
   has(key: string): boolean {
@@ -161,12 +277,21 @@ export class FileStore {
   read(key: string): Buffer | null {
     const found = this.existing(key);
     if (found === undefined) return null;
+    let fd: number;
     try {
-      return readFileSync(found.real);
+      fd = openSync(found.real, READ_FLAGS);
     } catch (error) {
-      // Removed since the stat: the key holds nothing now.
+      // Removed since the lstat: the key holds nothing now.
       if (errnoOf(error) === "ENOENT") return null;
       throw this.ioError(error, key, "read");
+    }
+    try {
+      this.assertOpenedInside(fd, key);
+      return readFileSync(fd);
+    } catch (error) {
+      throw error instanceof StorageError ? error : this.ioError(error, key, "read");
+    } finally {
+      closeSync(fd);
     }
   }
 
@@ -190,17 +315,18 @@ export class FileStore {
     if (found === undefined) return null;
     let handle: FileHandle;
     try {
-      handle = await open(found.real, "r");
+      handle = await open(found.real, READ_FLAGS);
     } catch (error) {
-      // Removed since the stat: the key holds nothing now.
+      // Removed since the lstat: the key holds nothing now.
       if (errnoOf(error) === "ENOENT") return null;
       throw this.ioError(error, key, "read");
     }
     try {
+      this.assertOpenedInside(handle.fd, key);
       return { handle, meta: metaOfStats(await handle.stat()) };
     } catch (error) {
       await handle.close();
-      throw this.ioError(error, key, "read");
+      throw error instanceof StorageError ? error : this.ioError(error, key, "read");
     }
   }
 
@@ -208,43 +334,110 @@ export class FileStore {
     if (this.options.readOnly) throw this.fail("E_READONLY", `The ${this.driverName} driver at ${this.base} is read-only`, key);
   }
 
-  /** The real directory a key's file goes in, created if missing and checked to lie inside base. */
-  private directoryFor(key: string, parts: string[]): string {
-    const dir = join(this.base, ...parts.slice(0, -1));
-    let real: string;
-    try {
-      real = realpathSync.native(dir);
-    } catch (error) {
-      if (errnoOf(error) !== "ENOENT") throw this.ioError(error, key, "write");
-      try {
-        mkdirSync(dir, { recursive: true });
-        real = realpathSync.native(dir);
-      } catch (mkdirError) {
-        throw this.ioError(mkdirError, key, "write");
+  /**
+   * The real directory a key's file goes in, walked one segment at a time
+   * from the real base: each level must be a directory or a symlink to one
+   * inside base, and a missing level is made (never `mkdir -p`) only after
+   * its parent passed. Undefined when a level vanished as it was made (a
+   * concurrent clear() pruned it).
+   */
+  private walkToParent(key: string, dirParts: string[]): string | undefined {
+    let dir = this.madeBase(key);
+    let made = false;
+    for (const part of dirParts) {
+      const path = join(dir, part);
+      let stats = this.lstat(path, key, "write");
+      if (stats === undefined) {
+        try {
+          mkdirSync(path);
+        } catch (error) {
+          if (errnoOf(error) === "ENOENT") return undefined;
+          if (errnoOf(error) !== "EEXIST") throw this.ioError(error, key, "write");
+        }
+        made = true;
+        stats = this.lstat(path, key, "write");
       }
+      const next = stats?.isDirectory() ? path : stats?.isSymbolicLink() ? this.linkTarget(path, key, "dir")?.real : undefined;
+      if (next === undefined) throw this.invalidKey(key, `${JSON.stringify(part)} holds a value or a link that leads nowhere, not keys below it`);
+      dir = next;
     }
-    this.assertInside(real, key);
+    if (!made) return dir;
+    // A level swapped for a link between its check and the next mkdir shows in the real path.
+    const real = this.realpath(dir, key, "write");
+    if (real !== undefined) this.assertInside(real, key);
     return real;
   }
 
-  /** Where a write to `key` goes: the key's file, and a fresh temp file beside it (its directory made if missing). */
+  /** Where a write of `name` in `dir` lands: the file itself, or the file inside base a symlink there leads to. */
+  private writeTarget(key: string, dir: string, name: string): string {
+    const path = join(dir, name);
+    const stats = this.lstat(path, key, "write");
+    if (stats === undefined || stats.isFile()) return path;
+    if (stats.isDirectory()) throw this.invalidKey(key, "it holds other keys below it, not a value");
+    const real = stats.isSymbolicLink() ? this.linkTarget(path, key, "file")?.real : undefined;
+    if (real === undefined) throw this.invalidKey(key, "its path is a link that leads nowhere, or not a regular file");
+    return real;
+  }
+
+  /** Where a write to `key` goes: the key's file, and a fresh temp file name beside it (its directory made if missing). */
   private placeWrite(key: string): { target: string; temp: string } {
     this.assertWritable(key);
-    const parts = this.segments(key);
-    if (parts.length === 0) throw this.fail("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, key);
-    const dir = this.directoryFor(key, parts);
-    return { target: join(dir, parts[parts.length - 1]!), temp: join(dir, `${TEMP_PREFIX}${TEMP_TAG}${(tempCounter++).toString(36)}`) };
+    const parts = this.keyParts(key);
+    const dirParts = parts.slice(0, -1);
+    // A concurrent clear() may prune a directory just made: walk again once.
+    const dir = this.walkToParent(key, dirParts) ?? this.walkToParent(key, dirParts);
+    if (dir === undefined) throw this.fail("E_IO", `Cannot write ${JSON.stringify(key)}: its directory vanished twice as it was made`, key);
+    const target = this.writeTarget(key, dir, parts[parts.length - 1]!);
+    return { target, temp: join(dirname(target), tempName()) };
+  }
+
+  /** A fresh temp file for a write, checked once open; placed again once if a clear() pruned its new directory first. */
+  private openTempSync(key: string): { target: string; temp: string; fd: number } {
+    for (let attempt = 0; ; attempt++) {
+      const { target, temp } = this.placeWrite(key);
+      let fd: number;
+      try {
+        fd = openSync(temp, TEMP_FLAGS, 0o666);
+      } catch (error) {
+        if (errnoOf(error) !== "ENOENT" || attempt > 0) throw this.ioError(error, key, "write");
+        continue;
+      }
+      try {
+        this.assertOpenedInside(fd, key);
+      } catch (error) {
+        closeSync(fd);
+        rmSync(temp, { force: true });
+        throw error;
+      }
+      return { target, temp, fd };
+    }
+  }
+
+  /** The async twin of {@link openTempSync}, for streamed writes. */
+  private async openTemp(key: string): Promise<{ target: string; temp: string; handle: FileHandle }> {
+    for (let attempt = 0; ; attempt++) {
+      const { target, temp } = this.placeWrite(key);
+      let handle: FileHandle;
+      try {
+        handle = await open(temp, TEMP_FLAGS, 0o666);
+      } catch (error) {
+        if (errnoOf(error) !== "ENOENT" || attempt > 0) throw this.ioError(error, key, "write");
+        continue;
+      }
+      try {
+        this.assertOpenedInside(handle.fd, key);
+      } catch (error) {
+        await handle.close();
+        await rm(temp, { force: true });
+        throw error;
+      }
+      return { target, temp, handle };
+    }
   }
 
   /** Writes a file whole or not at all: a temp file in the same directory, renamed over the key. */
   write(key: string, data: string | Uint8Array): void {
-    const { target, temp } = this.placeWrite(key);
-    let fd: number;
-    try {
-      fd = openSync(temp, "wx", 0o666);
-    } catch (error) {
-      throw this.ioError(error, key, "write");
-    }
+    const { target, temp, fd } = this.openTempSync(key);
     try {
       try {
         const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
@@ -283,18 +476,6 @@ export class FileStore {
     }
   }
 
-  /** A fresh temp file for a streamed write; made again once if a clear() pruned its new directory before it opened. */
-  private async openTemp(key: string): Promise<{ target: string; temp: string; handle: FileHandle }> {
-    for (let attempt = 0; ; attempt++) {
-      const { target, temp } = this.placeWrite(key);
-      try {
-        return { target, temp, handle: await open(temp, "wx", 0o666) };
-      } catch (error) {
-        if (errnoOf(error) !== "ENOENT" || attempt > 0) throw this.ioError(error, key, "write");
-      }
-    }
-  }
-
   private async io<T>(key: string, action: () => Promise<T>): Promise<T> {
     try {
       return await action();
@@ -303,59 +484,102 @@ export class FileStore {
     }
   }
 
+  /**
+   * Removes a key's file. Its directory is resolved and checked like a
+   * read's; a symlink there is removed itself (never what it leads to), and
+   * only when it leads to a file inside base. A key that holds nothing (a
+   * directory, a dangling link) has nothing to remove.
+   */
   remove(key: string): void {
     this.assertWritable(key);
-    const path = this.pathOf(key);
+    const parts = this.keyParts(key);
+    const root = this.resolvedBase();
+    if (root === undefined) return;
+    const dir = this.realDir(key, root, parts.slice(0, -1));
+    if (dir === undefined) return;
+    const path = join(dir, parts[parts.length - 1]!);
+    const stats = this.lstat(path, key, "remove");
+    if (stats === undefined || !(stats.isFile() || (stats.isSymbolicLink() && this.linkTarget(path, key, "file") !== undefined))) return;
+    this.unlink(path, key);
+  }
+
+  private unlink(path: string, key: string): void {
     try {
       unlinkSync(path);
     } catch (error) {
-      const errno = errnoOf(error);
-      if (errno === "ENOENT" || errno === "ENOTDIR") return;
-      // unlink of a directory: the key holds no value, there is nothing to remove.
-      if (errno === "EISDIR" || errno === "EPERM") {
-        if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) return;
-      }
-      throw this.ioError(error, key, "remove");
+      // Removed meanwhile: the key holds nothing, as asked.
+      if (errnoOf(error) !== "ENOENT") throw this.ioError(error, key, "remove");
     }
   }
 
-  /** The directory that holds keys under a base, and the key prefix its files get. */
-  private startOf(base: string): { dir: string; prefix: string } | undefined {
-    const parts = this.segments(base);
-    const realBase = this.resolvedBase();
-    if (realBase === undefined) return undefined;
-    const dir = join(this.base, ...parts);
-    let real: string;
-    try {
-      real = realpathSync.native(dir);
-    } catch (error) {
-      const errno = errnoOf(error);
-      if (errno === "ENOENT" || errno === "ENOTDIR") return undefined;
-      throw this.ioError(error, base, "list");
-    }
-    this.assertInside(real, base);
-    return { dir: real, prefix: parts.length > 0 ? parts.join(":") + ":" : "" };
+  /**
+   * The directory that holds keys under a listing's base (real, checked),
+   * whether that is the very directory its path names (not a link), and the
+   * key prefix its files get.
+   */
+  private startOf(base: string): (WalkDir & { own: boolean }) | undefined {
+    const parts = this.keyParts(base, true);
+    const root = this.resolvedBase();
+    if (root === undefined) return undefined;
+    const dir = this.realDir(base, root, parts);
+    if (dir === undefined) return undefined;
+    return { dir, prefix: parts.length > 0 ? parts.join(":") + ":" : "", depth: parts.length, own: dir === join(root, ...parts) };
   }
 
   private ignored(relativePath: string, absolutePath: string): boolean {
     return this.options.ignore?.(relativePath, absolutePath) ?? false;
   }
 
-  /** Whether a directory entry is a value file (symlinks count only when they stay inside base). */
-  private entryKind(entry: Dirent, absolutePath: string): "file" | "dir" | undefined {
-    if (entry.isFile()) return "file";
-    if (entry.isDirectory()) return "dir";
-    if (!entry.isSymbolicLink()) return undefined;
-    try {
-      const real = realpathSync.native(absolutePath);
-      const base = this.resolvedBase()!;
-      if (!real.startsWith(base + sep)) return undefined;
-      const stats = statSync(real);
-      return stats.isFile() ? "file" : stats.isDirectory() ? "dir" : undefined;
-    } catch (error) {
-      // A dangling link holds no value.
-      if (errnoOf(error) === "ENOENT") return undefined;
-      throw this.ioError(error, absolutePath, "list");
+  /**
+   * What a directory entry is to a walk: a value file, a real directory to
+   * descend, or nothing. Symlinks count only as files inside base: a walk
+   * never descends a link, so it cannot loop or list a key twice, and
+   * dangling links, loops and links out of base are skipped.
+   */
+  private entryKind(entry: Dirent, path: string, key: string): "file" | "dir" | undefined {
+    const kind: Dirent | Stats | undefined = entry.isFile() || entry.isDirectory() || entry.isSymbolicLink() ? entry : this.lstat(path, key, "list");
+    if (kind === undefined) return undefined;
+    if (kind.isFile()) return "file";
+    if (kind.isDirectory()) return "dir";
+    if (!kind.isSymbolicLink()) return undefined;
+    const real = this.realpath(path, key, "list");
+    return real !== undefined && this.isInside(real) && this.lstat(real, key, "list", true)?.isFile() ? "file" : undefined;
+  }
+
+  /**
+   * The value files below `start`, at most `maxDepth` levels below the root
+   * of the store: one directory handle open at a time, an explicit stack
+   * instead of recursion. Names no key can produce (temp files, `.git`,
+   * over-long or unreadable names) are skipped. Each directory walked is
+   * added to `dirs` when given, parents before children.
+   */
+  private *scan(start: WalkDir, maxDepth: number | undefined, dirs?: string[]): Generator<WalkEntry> {
+    const stack: WalkDir[] = [start];
+    while (stack.length > 0) {
+      const { dir, prefix, depth } = stack.pop()!;
+      let handle;
+      try {
+        handle = opendirSync(dir);
+      } catch (error) {
+        // A directory removed while we walk holds no keys any more.
+        if (nothingThere(error)) continue;
+        throw this.ioError(error, prefix, "list");
+      }
+      dirs?.push(dir);
+      try {
+        for (let entry = handle.readSync(); entry !== null; entry = handle.readSync()) {
+          const path = join(dir, entry.name);
+          const key = prefix + entry.name;
+          const kind = this.entryKind(entry, path, key);
+          if (kind === undefined || segmentProblem(entry.name, kind === "file") !== undefined) continue;
+          const relative = key.replaceAll(":", "/");
+          if (this.ignored(kind === "dir" ? relative + "/" : relative, path)) continue;
+          if (kind === "file") yield { dir, name: entry.name, key };
+          else if (maxDepth === undefined || depth < maxDepth) stack.push({ dir: path, prefix: key + ":", depth: depth + 1 });
+        }
+      } finally {
+        handle.closeSync();
+      }
     }
   }
 
@@ -373,77 +597,65 @@ export class FileStore {
   *walk(base: string, maxDepth: number | undefined, batchSize: number): Generator<string[]> {
     const start = this.startOf(base);
     if (!start) return;
-    const startDepth = start.prefix ? start.prefix.split(":").length - 1 : 0;
-    const stack: { dir: string; prefix: string; depth: number }[] = [{ dir: start.dir, prefix: start.prefix, depth: startDepth }];
     let batch: string[] = [];
-    while (stack.length > 0) {
-      const { dir, prefix, depth } = stack.pop()!;
-      let handle;
-      try {
-        handle = opendirSync(dir);
-      } catch (error) {
-        // A directory removed while we walk holds no keys any more.
-        if (errnoOf(error) === "ENOENT") continue;
-        throw this.ioError(error, prefix, "list");
-      }
-      try {
-        for (let entry = handle.readSync(); entry !== null; entry = handle.readSync()) {
-          if (entry.name.startsWith(TEMP_PREFIX)) continue;
-          const absolutePath = join(dir, entry.name);
-          const relativePath = (prefix + entry.name).replaceAll(":", "/");
-          const kind = this.entryKind(entry, absolutePath);
-          if (kind === undefined || this.ignored(kind === "dir" ? relativePath + "/" : relativePath, absolutePath)) continue;
-          if (kind === "dir") {
-            if (maxDepth === undefined || depth < maxDepth) stack.push({ dir: absolutePath, prefix: prefix + entry.name + ":", depth: depth + 1 });
-            continue;
-          }
-          batch.push(prefix + entry.name);
-          if (batch.length >= batchSize) {
-            yield batch;
-            batch = [];
-          }
-        }
-      } finally {
-        handle.closeSync();
+    for (const { key } of this.scan(start, maxDepth)) {
+      batch.push(key);
+      if (batch.length >= batchSize) {
+        yield batch;
+        batch = [];
       }
     }
     if (batch.length > 0) yield batch;
   }
 
-  /** Removes every key under `base` (ignored files stay), then the directories left empty. */
+  /**
+   * Removes every key under `base` (ignored files stay; links are removed,
+   * never what they lead to), then the directories left empty, deepest
+   * first. The walk is the listing's, so it never leaves base.
+   */
   clear(base: string): void {
     this.assertWritable();
     if (this.options.noClear) throw this.fail("E_READONLY", `clear is disabled (noClear) for ${this.base}`);
-    for (const key of this.keys(base, undefined)) this.remove(key);
     const start = this.startOf(base);
-    if (start) this.pruneEmpty(start.dir, start.prefix.replaceAll(":", "/"), start.dir !== this.resolvedBase());
+    if (!start) return;
+    const dirs: string[] = [];
+    for (const { dir, name, key } of this.scan(start, undefined, dirs)) this.unlink(join(dir, name), key);
+    // The root stays, and so does a base reached through a link (its target is not the base's own directory).
+    const keepFirst = !start.own || start.dir === this.resolvedBase();
+    for (let index = dirs.length - 1; index >= (keepFirst ? 1 : 0); index--) this.removeEmptyDir(dirs[index]!, base);
   }
 
-  /** Removes empty directories below `dir` (and `dir` itself when asked); `relative` is its path from base with a trailing `/`. */
-  private pruneEmpty(dir: string, relative: string, self: boolean): void {
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const path = join(dir, entry.name);
-      if (entry.isDirectory() && !this.ignored(relative + entry.name + "/", path)) this.pruneEmpty(path, relative + entry.name + "/", true);
-    }
-    if (!self) return;
+  private removeEmptyDir(dir: string, base: string): void {
     try {
       rmdirSync(dir);
     } catch (error) {
       // Not empty: ignored files or another writer's new keys keep it.
       const errno = errnoOf(error);
-      if (errno !== "ENOTEMPTY" && errno !== "EEXIST" && errno !== "ENOENT") throw this.ioError(error, relative, "clear");
+      if (errno !== "ENOTEMPTY" && errno !== "EEXIST" && errno !== "ENOENT") throw this.ioError(error, base, "clear");
     }
   }
 
-  /** The key a path under base names, or undefined for temp files and paths outside. */
-  keyOfPath(absolutePath: string): string | undefined {
-    const base = this.resolvedBase() ?? this.base;
-    const root = absolutePath.startsWith(base + sep) ? base : absolutePath.startsWith(this.base + sep) ? this.base : undefined;
-    if (root === undefined) return undefined;
-    const relative = absolutePath.slice(root.length + 1);
-    const parts = relative.split(sep);
-    if (parts.some((part) => part.startsWith(TEMP_PREFIX))) return undefined;
+  /**
+   * The key a path reported by a watcher names, or undefined for paths
+   * outside base, names no key can produce, ignored paths, and (when the
+   * path is `present`) links that do not lead to a file inside base.
+   */
+  keyOfPath(absolutePath: string, present: boolean): string | undefined {
+    const root = this.resolvedBase();
+    if (root === undefined || !absolutePath.startsWith(root + sep)) return undefined;
+    const parts = absolutePath.slice(root.length + 1).split(sep);
+    if (parts.some((part, index) => segmentProblem(part, index === parts.length - 1) !== undefined)) return undefined;
     if (this.ignored(parts.join("/"), absolutePath)) return undefined;
-    return parts.join(":");
+    const key = parts.join(":");
+    if (present && this.lstat(absolutePath, key, "watch")?.isSymbolicLink()) {
+      const real = this.realpath(absolutePath, key, "watch");
+      if (real === undefined || !this.isInside(real)) return undefined;
+    }
+    return key;
+  }
+
+  /** The directory a watcher should watch: the real base once it exists, so that no link is crossed to reach it. */
+  watchRoot(): string {
+    return this.resolvedBase() ?? this.base;
   }
 }

@@ -1,0 +1,74 @@
+import { DEFAULT_KEY_LIMITS, type KeyLimits } from "../core/types.js";
+
+/**
+ * What a key's segments may be as file names under the fs and fs-lite
+ * drivers, and how long keys may get (documented in docs/fs.md, *Key limits*).
+ */
+
+/** Temp files of in-flight writes start with this; keys may not. */
+export const TEMP_PREFIX = ".stowage-tmp-";
+
+/** The longest file name, in UTF-8 bytes (NAME_MAX on Linux, macOS and Windows). */
+export const NAME_MAX = 255;
+
+/** The longest path the kernel takes, in bytes, without its closing NUL (Linux PATH_MAX is 4096). */
+export const PATH_MAX = 4095;
+
+/**
+ * Bytes kept free at the end of every key's path: a temp file's name (at most
+ * 45 bytes: prefix, pid, thread, tag, counter) stands beside the key's file,
+ * and the meta sidecar `key$` is one byte longer than the key.
+ */
+const PATH_ROOM = 64;
+
+/**
+ * The key limits under a base whose real path has `baseBytes` bytes: key,
+ * separator and room must fit in PATH_MAX; a segment takes at least two bytes
+ * with its separator, and the core's default bounds the depth.
+ */
+export function fileKeyLimits(baseBytes: number): KeyLimits {
+  const bytes = Math.max(0, PATH_MAX - baseBytes - 1 - PATH_ROOM);
+  return { bytes, segments: Math.min(DEFAULT_KEY_LIMITS.segments, Math.floor((bytes + 1) / 2)) };
+}
+
+/**
+ * The most bytes a segment may have: NAME_MAX, less one for the last segment
+ * of a key that is not itself a meta sidecar (ending `$`), so that its
+ * sidecar's name fits too.
+ */
+export function segmentLimit(segment: string, last: boolean): number {
+  return last && !segment.endsWith("$") ? NAME_MAX - 1 : NAME_MAX;
+}
+
+/**
+ * True when a segment names a `.git` directory on some file system, as Git
+ * itself refuses such paths: case-insensitively, with the characters HFS+
+ * ignores (all non-ASCII ones are set aside here, as in the git driver's
+ * key paths) and the trailing dots and spaces NTFS drops, and NTFS's short
+ * name `git~1`.
+ */
+export function isDotGitName(segment: string): boolean {
+  if (segment.length < 4) return false;
+  // eslint-disable-next-line no-control-regex
+  const name = segment.replace(/[^\x00-\x7f]/g, "").toLowerCase().replace(/[. ]+$/, "");
+  return name === ".git" || name === "git~1";
+}
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Why a segment cannot be a file name of this store, or undefined when it can.
+ * Names that keys never produce (`:`, `\`, `?`, which key normalization
+ * consumes) and lone surrogates (UTF-8 cannot carry them: two keys would
+ * share one file) are refused too, so that every listed name reads back.
+ */
+export function segmentProblem(segment: string, last: boolean): string | undefined {
+  if (segment === "." || segment === "..") return "a `.` or `..` segment";
+  if (/[\0:\\/?]/.test(segment)) return "a NUL, `:`, `\\`, `/` or `?` in a file name";
+  if (segment.startsWith(TEMP_PREFIX)) return `a segment starting ${TEMP_PREFIX} (reserved for temp files)`;
+  if (isDotGitName(segment)) return "a `.git` segment (a Git repository's own files)";
+  if (LONE_SURROGATE.test(segment)) return "a lone UTF-16 surrogate (not valid UTF-8)";
+  const limit = segmentLimit(segment, last);
+  if (Buffer.byteLength(segment, "utf8") > limit) return `a segment longer than ${limit} bytes`;
+  return undefined;
+}
