@@ -3,6 +3,7 @@ import {
   closeSync,
   constants,
   existsSync,
+  fstatSync,
   fsyncSync,
   lstatSync,
   mkdirSync,
@@ -72,7 +73,8 @@ let tempCounter = 0;
 /** Errors that mean a path holds nothing: missing, below a file, or a symlink loop. */
 const NOTHING_THERE = new Set(["ENOENT", "ENOTDIR", "ELOOP"]);
 
-const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW;
+// O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open (no effect on regular files).
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 // O_CREAT with O_EXCL never follows a symlink in the last component; O_NOFOLLOW says so twice.
 const TEMP_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
@@ -192,8 +194,13 @@ export class FileStore {
     return base !== undefined && (realPath === base || realPath.startsWith(base === sep ? base : base + sep));
   }
 
-  /** Checks what an open descriptor really is (Linux): a link swapped in after the path was checked shows here. */
-  private assertOpenedInside(fd: number, key: string): void {
+  /**
+   * Checks what an open descriptor really is: a regular file (not a FIFO or
+   * device swapped in after the lstat) and, on Linux, inside base (a link
+   * swapped in after the path was checked shows in its path).
+   */
+  private assertOpenedInside(fd: number, key: string, stats?: Stats): void {
+    if (stats !== undefined && !stats.isFile()) throw this.invalidKey(key, "it is not a regular file");
     if (FD_PATHS === undefined) return;
     let opened: string;
     try {
@@ -237,19 +244,47 @@ export class FileStore {
   }
 
   /**
-   * The real path of the directory `dirParts` names below `root`, checked to
-   * lie inside base; undefined when it does not exist, after checking its
-   * deepest existing ancestor instead, so that a key below a link out of base
-   * is refused even where nothing exists. At most one realpath per segment.
+   * The real directory `dirParts` names below the real base `root`, walked
+   * one segment at a time with lstat: a directory is entered, a symlink only
+   * where its real path is a directory inside base (one that leads out is
+   * E_INVALID_KEY, even when nothing exists below it). Reading, a level that
+   * is missing or no directory gives undefined. Writing (`create`), a missing
+   * level is made (one level, never `mkdir -p`) after its parent passed, any
+   * other level is E_INVALID_KEY, and undefined means a level vanished as it
+   * was made (a concurrent clear() pruned it). Work: one lstat per segment.
    */
-  private realDir(key: string, root: string, dirParts: string[]): string | undefined {
-    for (let depth = dirParts.length; depth > 0; depth--) {
-      const real = this.realpath(join(root, ...dirParts.slice(0, depth)), key, "resolve");
-      if (real === undefined) continue;
-      this.assertInside(real, key);
-      return depth === dirParts.length ? real : undefined;
+  private walkDirs(key: string, root: string, dirParts: string[], create = false): string | undefined {
+    let dir = root;
+    let made = false;
+    for (const part of dirParts) {
+      const path = join(dir, part);
+      let stats = this.lstat(path, key, "resolve");
+      if (stats === undefined && create) {
+        if (!this.makeDir(path, key)) return undefined;
+        made = true;
+        stats = this.lstat(path, key, "write");
+      }
+      const next = stats?.isDirectory() ? path : stats?.isSymbolicLink() ? this.linkTarget(path, key, "dir")?.real : undefined;
+      if (next === undefined && create) throw this.invalidKey(key, `${JSON.stringify(part)} holds a value or a link that leads nowhere, not keys below it`);
+      if (next === undefined) return undefined;
+      dir = next;
     }
-    return dirParts.length === 0 ? root : undefined;
+    if (!made) return dir;
+    // A level swapped for a link between its check and the next mkdir shows in the real path.
+    const real = this.realpath(dir, key, "write");
+    if (real !== undefined) this.assertInside(real, key);
+    return real;
+  }
+
+  /** Makes one directory; false when its parent vanished first. Another writer making it too is fine. */
+  private makeDir(path: string, key: string): boolean {
+    try {
+      mkdirSync(path);
+    } catch (error) {
+      if (errnoOf(error) === "ENOENT") return false;
+      if (errnoOf(error) !== "EEXIST") throw this.ioError(error, key, "write");
+    }
+    return true;
   }
 
   /**
@@ -262,7 +297,7 @@ export class FileStore {
     const parts = this.keyParts(key);
     const root = this.resolvedBase();
     if (root === undefined) return undefined;
-    const dir = this.realDir(key, root, parts.slice(0, -1));
+    const dir = this.walkDirs(key, root, parts.slice(0, -1));
     if (dir === undefined) return undefined;
     const path = join(dir, parts[parts.length - 1]!);
     const stats = this.lstat(path, key, "read");
@@ -286,7 +321,7 @@ export class FileStore {
       throw this.ioError(error, key, "read");
     }
     try {
-      this.assertOpenedInside(fd, key);
+      this.assertOpenedInside(fd, key, fstatSync(fd));
       return readFileSync(fd);
     } catch (error) {
       throw error instanceof StorageError ? error : this.ioError(error, key, "read");
@@ -322,8 +357,9 @@ export class FileStore {
       throw this.ioError(error, key, "read");
     }
     try {
-      this.assertOpenedInside(handle.fd, key);
-      return { handle, meta: metaOfStats(await handle.stat()) };
+      const stats = await handle.stat();
+      this.assertOpenedInside(handle.fd, key, stats);
+      return { handle, meta: metaOfStats(stats) };
     } catch (error) {
       await handle.close();
       throw error instanceof StorageError ? error : this.ioError(error, key, "read");
@@ -332,40 +368,6 @@ export class FileStore {
 
   private assertWritable(key?: string): void {
     if (this.options.readOnly) throw this.fail("E_READONLY", `The ${this.driverName} driver at ${this.base} is read-only`, key);
-  }
-
-  /**
-   * The real directory a key's file goes in, walked one segment at a time
-   * from the real base: each level must be a directory or a symlink to one
-   * inside base, and a missing level is made (never `mkdir -p`) only after
-   * its parent passed. Undefined when a level vanished as it was made (a
-   * concurrent clear() pruned it).
-   */
-  private walkToParent(key: string, dirParts: string[]): string | undefined {
-    let dir = this.madeBase(key);
-    let made = false;
-    for (const part of dirParts) {
-      const path = join(dir, part);
-      let stats = this.lstat(path, key, "write");
-      if (stats === undefined) {
-        try {
-          mkdirSync(path);
-        } catch (error) {
-          if (errnoOf(error) === "ENOENT") return undefined;
-          if (errnoOf(error) !== "EEXIST") throw this.ioError(error, key, "write");
-        }
-        made = true;
-        stats = this.lstat(path, key, "write");
-      }
-      const next = stats?.isDirectory() ? path : stats?.isSymbolicLink() ? this.linkTarget(path, key, "dir")?.real : undefined;
-      if (next === undefined) throw this.invalidKey(key, `${JSON.stringify(part)} holds a value or a link that leads nowhere, not keys below it`);
-      dir = next;
-    }
-    if (!made) return dir;
-    // A level swapped for a link between its check and the next mkdir shows in the real path.
-    const real = this.realpath(dir, key, "write");
-    if (real !== undefined) this.assertInside(real, key);
-    return real;
   }
 
   /** Where a write of `name` in `dir` lands: the file itself, or the file inside base a symlink there leads to. */
@@ -385,7 +387,7 @@ export class FileStore {
     const parts = this.keyParts(key);
     const dirParts = parts.slice(0, -1);
     // A concurrent clear() may prune a directory just made: walk again once.
-    const dir = this.walkToParent(key, dirParts) ?? this.walkToParent(key, dirParts);
+    const dir = this.walkDirs(key, this.madeBase(key), dirParts, true) ?? this.walkDirs(key, this.madeBase(key), dirParts, true);
     if (dir === undefined) throw this.fail("E_IO", `Cannot write ${JSON.stringify(key)}: its directory vanished twice as it was made`, key);
     const target = this.writeTarget(key, dir, parts[parts.length - 1]!);
     return { target, temp: join(dirname(target), tempName()) };
@@ -495,7 +497,7 @@ export class FileStore {
     const parts = this.keyParts(key);
     const root = this.resolvedBase();
     if (root === undefined) return;
-    const dir = this.realDir(key, root, parts.slice(0, -1));
+    const dir = this.walkDirs(key, root, parts.slice(0, -1));
     if (dir === undefined) return;
     const path = join(dir, parts[parts.length - 1]!);
     const stats = this.lstat(path, key, "remove");
@@ -521,7 +523,7 @@ export class FileStore {
     const parts = this.keyParts(base, true);
     const root = this.resolvedBase();
     if (root === undefined) return undefined;
-    const dir = this.realDir(base, root, parts);
+    const dir = this.walkDirs(base, root, parts);
     if (dir === undefined) return undefined;
     return { dir, prefix: parts.length > 0 ? parts.join(":") + ":" : "", depth: parts.length, own: dir === join(root, ...parts) };
   }

@@ -49,6 +49,9 @@ export function segmentLimit(segment: string, last: boolean): number {
  */
 export function isDotGitName(segment: string): boolean {
   if (segment.length < 4) return false;
+  // Only non-ASCII characters are dropped, so the first ASCII one must start `.git` or `git~1`.
+  const first = segment.charCodeAt(0);
+  if (first < 0x80 && first !== 46 && first !== 103 && first !== 71) return false;
   // eslint-disable-next-line no-control-regex
   const name = segment.replace(/[^\x00-\x7f]/g, "").toLowerCase().replace(/[. ]+$/, "");
   return name === ".git" || name === "git~1";

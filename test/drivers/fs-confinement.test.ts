@@ -195,6 +195,21 @@ describe.each(drivers)("%s never acts outside base", (_name, make) => {
     expect(readdirSync(join(base, "dir"))).toEqual(["gone"]);
   });
 
+  it("a FIFO at a key's path is no value: reads return at once, writes are refused, listings and clear skip it", async () => {
+    const base = tempDir();
+    execFileSync("mkfifo", [join(base, "pipe")]);
+    const storage = createStorage({ driver: make(base) });
+    expect(await storage.getItem("pipe")).toBeNull();
+    expect(await storage.getItemStream("pipe")).toBeNull();
+    expect(await storage.hasItem("pipe")).toBe(false);
+    expect(await codeOf(() => storage.setItem("pipe", 1))).toBe("E_INVALID_KEY");
+    expect(await codeOf(() => storage.setItem("pipe:below", 1))).toBe("E_INVALID_KEY");
+    expect(await storage.getKeys()).toEqual([]);
+    await storage.removeItem("pipe");
+    await storage.clear();
+    expect(lstatSync(join(base, "pipe")).isFIFO()).toBe(true);
+  });
+
   it("keys that would land in a .git directory are refused on every operation, and the repository is untouched", async () => {
     const base = tempDir();
     execFileSync("git", ["init", "-q", base]);
