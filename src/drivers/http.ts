@@ -4,7 +4,8 @@ import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, type StorageErrorCode } from "../core/errors.js";
-import { normalizeKey } from "../core/keys.js";
+import { isMetaKey, normalizeKey } from "../core/keys.js";
+import { checkOptions } from "../core/options.js";
 import { destroyAndWait } from "../core/streams.js";
 import type { DriverFlags, ItemStream, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 
@@ -27,6 +28,14 @@ export interface HttpOptions {
   server?: "stowage" | "unstorage";
   /** Requests in flight at once for getItems and setItems (default 16). */
   concurrency?: number;
+  /**
+   * Largest answer body read whole, in bytes (default 64 MiB, at most
+   * 512 MiB): a value, a raw value, a key listing. A larger one fails with
+   * `E_TOO_LARGE` as soon as its length is known or its bytes pass the
+   * limit, and its connection is closed. `getItemStream` is not bounded:
+   * its body streams. Error answers are read up to 64 KiB.
+   */
+  maxBodySize?: number;
 }
 
 const DRIVER_NAME = "http";
@@ -40,6 +49,19 @@ const CONNECT_ERRORS = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "
 const MAX_SOCKETS = 32;
 
 const STOWAGE_FLAGS: DriverFlags = { ttl: true, cas: true, clearBase: true };
+const OPTION_NAMES: (keyof HttpOptions)[] = ["base", "headers", "token", "timeout", "retries", "server", "concurrency", "maxBodySize"];
+const DEFAULT_MAX_BODY = 64 * 1024 * 1024;
+/** Past this a body cannot become one string (V8's limit is about 512 Mi characters). */
+const MAX_BODY_LIMIT = 512 * 1024 * 1024;
+/** Error answers say why in a few words; more than this is not read. */
+const ERROR_BODY: BodyLimit = { bytes: 64 * 1024, past: "drop" };
+/**
+ * Keys travel in the request line, each UTF-8 byte percent-encoded as at most
+ * 3 characters: 4,096 bytes are at most 12 KiB of URL, within node:http's
+ * 16 KiB limit for a request's head (stowage's server answers 431 past it)
+ * with room left for the base path and headers.
+ */
+const KEY_LIMITS = Object.freeze({ bytes: 4096, segments: 1024 });
 
 const CODE_BY_STATUS: Record<number, StorageErrorCode> = {
   400: "E_INVALID_OPTION",
@@ -102,16 +124,54 @@ interface Answer {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Reads an answer's body whole. */
-function readAnswer(res: IncomingMessage): Promise<Answer> {
+function tooLarge(limit: number, what: string): StorageError {
+  return new StorageError("E_TOO_LARGE", `The server's answer is larger than maxBodySize (${limit} bytes): ${what}`, { driver: DRIVER_NAME });
+}
+
+/** How much of an answer's body is read, and what happens past it. */
+interface BodyLimit {
+  bytes: number;
+  /** `fail`: E_TOO_LARGE (a value); `drop`: the body is dropped and the status alone speaks (an error answer). */
+  past: "fail" | "drop";
+}
+
+/**
+ * Reads an answer's body whole, up to `limit.bytes`: a declared length over
+ * it is refused before a byte is read, a body that grows past it at the
+ * chunk that crosses it. Either way the response is destroyed, which closes
+ * its connection instead of reading the rest.
+ */
+function readAnswer(res: IncomingMessage, limit: BodyLimit, head = false): Promise<Answer> {
   return new Promise((resolve, reject) => {
+    const answer = (body: Buffer): Answer => ({ status: res.statusCode ?? 0, headers: res.headers, body });
+    const over = (what: string) => {
+      res.destroy();
+      if (limit.past === "fail") reject(tooLarge(limit.bytes, what));
+      else resolve(answer(EMPTY));
+    };
+    // A HEAD's Content-Length is the value's, with no body behind it.
+    const declared = head ? 0 : Number(res.headers["content-length"]);
+    if (declared > limit.bytes) return over(`it declares ${declared} bytes`);
     const chunks: Buffer[] = [];
-    res.on("data", (chunk: Buffer) => chunks.push(chunk));
-    res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }));
+    let size = 0;
+    res.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit.bytes) over("its body passed the limit");
+      else chunks.push(chunk);
+    });
+    res.on("end", () => resolve(answer(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))));
     res.on("error", reject);
   });
 }
 
+/** Refuses what is not a whole number in `[min, max]`. */
+function checkCount(name: keyof HttpOptions, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new StorageError("E_INVALID_OPTION", `[http] ${name} must be an integer from ${min} to ${max}, got ${String(value)}`, { driver: DRIVER_NAME });
+  }
+  return value;
+}
 
 function networkCode(error: unknown): string | undefined {
   const code = (error as { code?: unknown }).code;
@@ -176,6 +236,7 @@ async function mapLimited<T, R>(items: T[], limit: number, task: (item: T) => Pr
  * that are safe to repeat, and ETag-based CAS. See docs/http.md.
  */
 export default defineDriver((options: HttpOptions) => {
+  checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   if (!options?.base) throw new StorageError("E_INVALID_OPTION", "The http driver needs a base URL", { driver: DRIVER_NAME });
   let base: URL;
   try {
@@ -189,12 +250,23 @@ export default defineDriver((options: HttpOptions) => {
   const secure = base.protocol === "https:";
   const agent = secure ? new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }) : new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS });
   const send = secure ? httpsRequest : httpRequest;
-  const timeout = options.timeout ?? 10_000;
-  const retries = options.retries ?? 2;
-  const concurrency = options.concurrency ?? 16;
-  const stowage = (options.server ?? "stowage") === "stowage";
+  const timeout = checkCount("timeout", options.timeout, 10_000, 1);
+  const retries = checkCount("retries", options.retries, 2, 0, 100);
+  const concurrency = checkCount("concurrency", options.concurrency, 16, 1);
+  const maxBodySize = checkCount("maxBodySize", options.maxBodySize, DEFAULT_MAX_BODY, 1, MAX_BODY_LIMIT);
+  const server = options.server ?? "stowage";
+  if (server !== "stowage" && server !== "unstorage") {
+    throw new StorageError("E_INVALID_OPTION", `[http] server is "stowage" or "unstorage", got ${JSON.stringify(server)}`, { driver: DRIVER_NAME });
+  }
+  const valueBody: BodyLimit = { bytes: maxBodySize, past: "fail" };
+  const stowage = server === "stowage";
   const common: Record<string, string> = { ...options.headers };
-  if (options.token !== undefined) common.authorization = `Bearer ${options.token}`;
+  if (options.token !== undefined) {
+    if (typeof options.token !== "string" || !/^[\x21-\x7e]+$/.test(options.token)) {
+      throw new StorageError("E_INVALID_OPTION", "[http] token must be a non-empty string of visible ASCII characters without spaces", { driver: DRIVER_NAME });
+    }
+    common.authorization = `Bearer ${options.token}`;
+  }
   const disposed = new AbortController();
 
   const unavailable = (call: Call, why: string, cause?: unknown) =>
@@ -211,6 +283,7 @@ export default defineDriver((options: HttpOptions) => {
       if (typeof text === "string") message += `: ${text}`;
     }
     if (answer.status === 401 || answer.status === 403) message += " (check the token)";
+    if (answer.status === 421) message += " (the server does not answer for this host name: see its allowedHosts)";
     return new StorageError(code, `${call.method} ${base.href}${call.path}: ${message}`, { driver: DRIVER_NAME });
   }
 
@@ -218,7 +291,9 @@ export default defineDriver((options: HttpOptions) => {
   function exchange(call: Call, signal: AbortSignal): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const headers = { ...common, ...call.headers };
-      const req = send(new URL(call.path, base), { method: call.method, headers, agent, signal }, (res) => readAnswer(res).then(resolve, reject));
+      const req = send(new URL(call.path, base), { method: call.method, headers, agent, signal }, (res) =>
+        readAnswer(res, (res.statusCode ?? 0) >= 300 ? ERROR_BODY : valueBody, call.method === "HEAD").then(resolve, reject),
+      );
       req.on("error", reject);
       req.end(call.body);
     });
@@ -237,7 +312,7 @@ export default defineDriver((options: HttpOptions) => {
       signal.addEventListener("abort", abort, { once: true });
       req.on("response", (res) => {
         // An error answer is read whole, still within the signal.
-        if ((res.statusCode ?? 0) >= 300) return void readAnswer(res).then(resolve, reject).finally(settle);
+        if ((res.statusCode ?? 0) >= 300) return void readAnswer(res, ERROR_BODY).then(resolve, reject).finally(settle);
         settle();
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: EMPTY, stream: res });
       });
@@ -302,6 +377,8 @@ export default defineDriver((options: HttpOptions) => {
       try {
         answer = await send(call, signal);
       } catch (error) {
+        // The driver's own verdict on an answer (too large): asking again gets the same one.
+        if (error instanceof StorageError) throw error;
         if (signal.aborted) throw unavailable(call, disposed.signal.aborted ? "the driver was disposed" : `no answer within ${timeout} ms`, error);
         const safe = !call.conditional || CONNECT_ERRORS.has(networkCode(error) ?? "");
         if (!safe || attempt >= retries) throw unavailable(call, `request failed (${networkCode(error) ?? String(error)})`, error);
@@ -326,6 +403,19 @@ export default defineDriver((options: HttpOptions) => {
     }
   }
 
+  /**
+   * A stowage server keeps a key's meta sidecar (`key$`) out of clients'
+   * reach (meta travels as X-TTL and the other meta headers): it answers a
+   * read with 404 and refuses a write, so there is nothing to remove either. Against
+   * unstorage's server the sidecars are ordinary keys, where the core keeps
+   * TTL and meta.
+   */
+  const unreachable = (key: string): boolean => stowage && isMetaKey(key);
+
+  function refuseMeta(key: string): never {
+    throw new StorageError("E_UNSUPPORTED", `A stowage server keeps meta beyond X-TTL out of clients' reach (setMeta): ${key}`, { driver: DRIVER_NAME, key });
+  }
+
   async function get(key: string, headers?: Record<string, string>): Promise<Buffer | null> {
     const answer = await request({ method: "GET", path: keyPath(key), headers });
     return answer.status === 404 ? null : answer.body;
@@ -336,6 +426,7 @@ export default defineDriver((options: HttpOptions) => {
   }
 
   async function put(key: string, body: string | Uint8Array, type: string, opts: SetOptions | undefined): Promise<void> {
+    if (unreachable(key)) refuseMeta(key);
     const headers: Record<string, string> = { "content-type": type };
     const conditional = conditionHeaders(headers, opts);
     // x-ttl is in seconds, as unstorage has it; fractions carry stowage's milliseconds exactly.
@@ -361,6 +452,7 @@ export default defineDriver((options: HttpOptions) => {
    * aborts the request, so the server stores nothing.
    */
   async function putStream(key: string, body: AsyncIterable<Uint8Array>, opts: SetOptions | undefined): Promise<void> {
+    if (unreachable(key)) refuseMeta(key);
     const headers: Record<string, string> = { ...common, "content-type": OCTET_STREAM };
     conditionHeaders(headers, opts);
     if (opts?.ttl !== undefined) headers["x-ttl"] = String(opts.ttl / 1000);
@@ -373,7 +465,7 @@ export default defineDriver((options: HttpOptions) => {
         let responded = false;
         req.on("response", (res) => {
           responded = true;
-          readAnswer(res).then(resolve, reject);
+          readAnswer(res, ERROR_BODY).then(resolve, reject);
         });
         req.on("error", reject);
         // pipeline aborts the request when the body fails, which closes it without an error.
@@ -436,6 +528,7 @@ export default defineDriver((options: HttpOptions) => {
     name: DRIVER_NAME,
     options,
     flags: stowage ? STOWAGE_FLAGS : {},
+    keyLimits: KEY_LIMITS,
     getInstance: () => agent,
     hasItem: async (key: string) => (await head(key)).status !== 404,
     getItem: (key: string) => getText(key),
@@ -452,6 +545,7 @@ export default defineDriver((options: HttpOptions) => {
       await mapLimited(items, concurrency, ({ key, value, options: own }) => put(key, value, TEXT, own ?? commonOptions));
     },
     async removeItem(key: string, opts: RemoveOptions & TransactionOptions) {
+      if (unreachable(key)) return;
       const headers: Record<string, string> = {};
       const conditional = conditionHeaders(headers, opts);
       const answer = await request({ method: "DELETE", path: keyPath(key), headers, conditional });

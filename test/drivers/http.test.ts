@@ -5,7 +5,7 @@ import { createStorageServer as createUnstorageServer } from "unstorage/server";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { isStorageError, type StorageError } from "../../src/core/errors.js";
 import { createCoreStorage } from "../../src/core/storage.js";
-import http from "../../src/drivers/http.js";
+import http, { type HttpOptions } from "../../src/drivers/http.js";
 import { testDriver } from "../../src/testing/index.js";
 import { startServer } from "../server/helpers.js";
 
@@ -35,9 +35,11 @@ async function unstorageServer(): Promise<string> {
   return listen(createServer(handle));
 }
 
+// A stowage server keeps meta sidecars (key$) out of clients' reach: setMeta is E_UNSUPPORTED (tested below).
 testDriver({
   name: "http driver against a stowage server (memory)",
   driver: async () => http({ base: (await startServer()).url }),
+  skip: ["meta: setMeta, getMeta, removeMeta"],
 });
 
 // unstorage's server stores a string body verbatim and reads it back with destr, so the
@@ -140,6 +142,97 @@ describe("http driver", () => {
     const seen = await storage.getMeta("k");
     expect(seen.ttl).toBeLessThanOrEqual(1500);
     expect(seen.expires).toBeInstanceOf(Date);
+  });
+
+  it("refuses unknown and malformed options with E_INVALID_OPTION, and declares its key limits", () => {
+    const refused = (options: Record<string, unknown>) => {
+      try {
+        http({ base: "http://127.0.0.1:1/", ...options } as HttpOptions);
+      } catch (error) {
+        return isStorageError(error, "E_INVALID_OPTION") ? error.message : `not E_INVALID_OPTION: ${String(error)}`;
+      }
+      return "accepted";
+    };
+    expect(refused({ maxBodySiz: 10 })).toMatch(/unknown option maxBodySiz/);
+    expect(refused({ token: "" })).toMatch(/token/);
+    expect(refused({ timeout: -1 })).toMatch(/timeout/);
+    expect(refused({ retries: 1.5 })).toMatch(/retries/);
+    expect(refused({ concurrency: 0 })).toMatch(/concurrency/);
+    expect(refused({ maxBodySize: 0 })).toMatch(/maxBodySize/);
+    expect(refused({ maxBodySize: 2 ** 40 })).toMatch(/maxBodySize/);
+    expect(refused({ server: "h3" })).toMatch(/server/);
+    expect(refused({ maxBodySize: 1024, timeout: 50, retries: 0, concurrency: 1, server: "unstorage" })).toBe("accepted");
+    expect(http({ base: "http://127.0.0.1:1/" }).keyLimits).toEqual({ bytes: 4096, segments: 1024 });
+  });
+
+  it("a key at the byte limit, every byte percent-encoded, fits the server's request line", async () => {
+    const { url, storage: remote } = await startServer();
+    const storage = createCoreStorage({ driver: http({ base: url }) });
+    // 1,365 three-byte characters: 4,095 bytes, 12,285 characters of URL.
+    const key = "€".repeat(1365);
+    await storage.setItem(key, "long");
+    expect(await storage.getItem(key)).toBe("long");
+    expect(await remote.getItem(key)).toBe("long");
+    expect(await storage.getKeys()).toEqual([key]);
+  });
+
+  it("setMeta is E_UNSUPPORTED against a stowage server: meta sidecars are out of clients' reach", async () => {
+    const { url, storage: remote } = await startServer();
+    const storage = createCoreStorage({ driver: http({ base: url }) });
+    await storage.setItem("k", "v", { ttl: 60_000 });
+    await expectCode(storage.setMeta("k", { expires: 1 }), "E_UNSUPPORTED");
+    expect((await storage.getMeta("k")).ttl).toBeGreaterThan(50_000);
+    await storage.removeItem("k", { removeMeta: true });
+    expect(await remote.hasItem("k")).toBe(false);
+  });
+
+  it("maxBodySize bounds what is read whole: E_TOO_LARGE for a huge or endless answer, streams stay streams", async () => {
+    const sent = new Map<string, number>();
+    // Answers every GET with an endless chunked body (or a huge declared one), counting what it managed to send.
+    const flood = createServer((req, res) => {
+      const declared = req.url === "/declared";
+      res.writeHead(200, declared ? { "content-length": String(2 ** 40) } : { "content-type": "application/json" });
+      const chunk = Buffer.alloc(64 * 1024, declared ? 120 : 32);
+      let bytes = 0;
+      const pump = () => {
+        while (!res.destroyed && res.write(chunk)) bytes += chunk.length;
+        sent.set(req.url!, bytes);
+      };
+      res.on("drain", pump);
+      pump();
+    });
+    const url = await listen(flood);
+    const storage = createCoreStorage({ driver: http({ base: url, maxBodySize: 1024 * 1024, retries: 0 }) });
+    const before = process.memoryUsage().rss;
+    const declared = await expectCode(storage.getItem("declared"), "E_TOO_LARGE");
+    expect(declared.message).toMatch(/maxBodySize \(1048576 bytes\)/);
+    await expectCode(storage.getItem("endless"), "E_TOO_LARGE");
+    await expectCode(storage.getItemRaw("endless-raw"), "E_TOO_LARGE");
+    await expectCode(storage.getKeys("listing"), "E_TOO_LARGE");
+    expect(process.memoryUsage().rss - before).toBeLessThan(256 * 1024 * 1024);
+    // A stream is not bounded: it reads 4 MiB, past the limit, and lets go.
+    const opened = (await storage.getItemStream("streamed"))!;
+    let read = 0;
+    for await (const chunk of opened.body) {
+      read += chunk.byteLength;
+      if (read > 4 * 1024 * 1024) break;
+    }
+    await opened.close();
+    expect(read).toBeGreaterThan(4 * 1024 * 1024);
+  });
+
+  it("an error answer with a huge body is its status, not a hang or a memory spike", async () => {
+    const flood = createServer((_req, res) => {
+      res.writeHead(503, { "content-type": "application/json" });
+      const chunk = Buffer.alloc(64 * 1024, 123);
+      const pump = () => {
+        while (!res.destroyed && res.write(chunk));
+      };
+      res.on("drain", pump);
+      pump();
+    });
+    const storage = createCoreStorage({ driver: http({ base: await listen(flood), retries: 0 }) });
+    await expectCode(storage.getItem("k"), "E_UNAVAILABLE");
   });
 
   it("a server over an unreachable store answers 503, which the client sees as E_UNAVAILABLE", async () => {
