@@ -57,7 +57,10 @@ export function hasDotSegment(key: string): boolean {
 
 /**
  * Normalizes a key that must name an item, refusing keys that normalize to
- * nothing, hold a NUL byte, or have `.`/`..` segments.
+ * nothing, hold a NUL byte, or have `.`/`..` segments. A `?query` suffix is
+ * stripped as unstorage does (`a?q=1` is `a`), so a key that is empty before
+ * its `?` (`?x`, `:?x`) normalizes to nothing and is refused: a query never
+ * turns a key into the root.
  */
 export function normalizeItemKey(key: unknown): string {
   if (typeof key === "string" && key.length > 0 && !needsWork(key)) return key;
@@ -71,11 +74,28 @@ export function normalizeItemKey(key: unknown): string {
   return normalized;
 }
 
-/** Normalizes a base (a key prefix ending in `:`, or `""` for everything). */
+/**
+ * Refuses a base holding `?`. unstorage strips a `?query` suffix from keys,
+ * which for a base can only widen it (`clear("?x")` would clear everything,
+ * `clear("a?x")` all of `a:`), so stowage takes no query in a base.
+ *
+ * @throws StorageError `E_INVALID_KEY`
+ */
+export function assertNoQuery(base: string): void {
+  if (base.includes("?")) {
+    throw new StorageError("E_INVALID_KEY", `Invalid base: "?" is not allowed in a base, got ${JSON.stringify(base)}`, { key: base });
+  }
+}
+
+/**
+ * Normalizes a base (a key prefix ending in `:`, or `""` for everything).
+ * A base holding `?` is refused ({@link assertNoQuery}).
+ */
 export function normalizeItemBase(base: unknown): string {
   if (base !== undefined && base !== null && typeof base !== "string") {
     throw new StorageError("E_INVALID_KEY", `Invalid base: expected a string, got ${typeof base}`);
   }
+  if (base) assertNoQuery(base);
   const normalized = normalizeBaseKey(base);
   if (normalized.includes("\0") || hasDotSegment(normalized)) {
     throw new StorageError("E_INVALID_KEY", `Invalid base: ${JSON.stringify(base)}`, { key: String(base) });

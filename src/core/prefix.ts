@@ -1,19 +1,26 @@
-import { normalizeBaseKey } from "./keys.js";
-import type { GetItemsInput, SetItemsInput, Storage } from "./types.js";
+import { normalizeBaseKey, normalizeItemBase, normalizeItemKey } from "./keys.js";
+import type { GetItemsInput, SetItemsInput, Storage, WatchCallback } from "./types.js";
+import { watchArguments } from "./watchers.js";
 
-// Methods whose first argument is a key or base: the prefixed view prepends its base.
-const KEY_METHODS = [
+// Methods whose first argument is a key: the prefixed view prepends its base.
+const ITEM_METHODS = [
   "hasItem", "getItem", "getItemRaw", "setItem", "setItemRaw", "getItemStream", "setItemStream", "removeItem", "getMeta", "setMeta", "removeMeta",
-  "clear", "mount", "unmount", "update", "getHistory",
-  "hasItemSync", "getItemSync", "getItemRawSync", "setItemSync", "setItemRawSync", "removeItemSync", "getMetaSync", "clearSync",
+  "update", "getHistory",
+  "hasItemSync", "getItemSync", "getItemRawSync", "setItemSync", "setItemRawSync", "removeItemSync", "getMetaSync",
   "has", "get", "set", "del", "remove",
 ] as const;
+// Methods whose first argument is a base.
+const BASE_METHODS = ["clear", "mount", "unmount", "clearSync"] as const;
+// Methods that answer synchronously: a refused key is thrown, not a rejected promise.
+const SYNC_METHODS = new Set<string>(["mount", ...[...ITEM_METHODS, ...BASE_METHODS].filter((method) => method.endsWith("Sync"))]);
 
 type KeyMethod = (key: string, ...rest: unknown[]) => unknown;
 
 /**
  * A view of `storage` under `base`: keys are relative to it, listings strip
- * it, and watch reports only keys below it.
+ * it, and watch reports only keys below it. A relative key is checked before
+ * the base is prepended, so no key (`""`, `":"`, `"?x"`) reaches the base
+ * itself or beyond it.
  */
 export function prefixStorage(storage: Storage, base: string): Storage {
   const prefix = normalizeBaseKey(base);
@@ -21,39 +28,55 @@ export function prefixStorage(storage: Storage, base: string): Storage {
   const view = { ...storage } as Storage;
   const target = view as unknown as Record<string, KeyMethod>;
   const source = storage as unknown as Record<string, KeyMethod>;
-  for (const method of KEY_METHODS) {
-    target[method] = (key = "", ...rest) => source[method]!(prefix + key, ...rest);
-  }
+  const scoped = (key: unknown) => prefix + normalizeItemKey(key);
+  const scopedBase = (key: unknown) => prefix + normalizeItemBase(key);
+  const forward = (method: string, scope: (key: unknown) => string) => {
+    target[method] = (key, ...rest) => {
+      let full: string;
+      try {
+        full = scope(key);
+      } catch (error) {
+        if (SYNC_METHODS.has(method)) throw error;
+        return Promise.reject(error);
+      }
+      return source[method]!(full, ...rest);
+    };
+  };
+  for (const method of ITEM_METHODS) forward(method, scoped);
+  for (const method of BASE_METHODS) forward(method, scopedBase);
   const strip = (keys: string[]) => keys.map((key) => key.slice(prefix.length));
-  const prefixItems = (items: GetItemsInput) => items.map((item) => (typeof item === "string" ? prefix + item : { ...item, key: prefix + item.key }));
-  const prefixEntries = (items: SetItemsInput) => items.map((item) => ({ ...item, key: prefix + item.key }));
+  // Anything but an array goes on as it is, for the storage to refuse.
+  const prefixItems = (items: GetItemsInput) => (!Array.isArray(items) ? items : items.map((item) => (typeof item === "string" ? scoped(item) : { ...item, key: scoped(item?.key) })));
+  const prefixEntries = (items: SetItemsInput) => (!Array.isArray(items) ? items : items.map((item) => ({ ...item, key: scoped(item?.key) })));
 
-  view.getKeys = (key = "", opts) => storage.getKeys(prefix + key, opts).then(strip);
-  view.getKeysSync = (key = "", opts) => strip(storage.getKeysSync(prefix + key, opts));
+  view.getKeys = async (key, opts) => strip(await storage.getKeys(scopedBase(key), opts));
+  view.getKeysSync = (key, opts) => strip(storage.getKeysSync(scopedBase(key), opts));
   view.keys = view.getKeys;
-  view.iterateKeys = async function* (key = "", opts) {
-    for await (const batch of storage.iterateKeys(prefix + key, opts)) yield strip(batch);
+  view.iterateKeys = async function* (key, opts) {
+    for await (const batch of storage.iterateKeys(scopedBase(key), opts)) yield strip(batch);
   };
   view.getItems = async (items, common) =>
     (await storage.getItems(prefixItems(items), common)).map(({ key, value }) => ({ key: key.slice(prefix.length), value })) as never;
   view.getItemsSync = (items, common) =>
     storage.getItemsSync(prefixItems(items), common).map(({ key, value }) => ({ key: key.slice(prefix.length), value })) as never;
-  view.setItems = (items, common) => storage.setItems(prefixEntries(items), common);
+  view.setItems = async (items, common) => storage.setItems(prefixEntries(items), common);
   view.setItemsSync = (items, common) => storage.setItemsSync(prefixEntries(items), common);
-  view.watch = (callback) =>
-    storage.watch((event, key) => {
-      if (key.startsWith(prefix)) callback(event, key.slice(prefix.length));
-    });
+  view.watch = (async (first: string | WatchCallback, second?: WatchCallback) => {
+    // Checked here: the view's own listener would otherwise hide one that is not a function.
+    const { base, callback } = watchArguments(first, second);
+    // The key equal to the view's prefix lies outside the view.
+    return storage.watch(prefix + base, (event, key) => (key.startsWith(prefix) ? callback(event, key.slice(prefix.length)) : undefined));
+  }) as Storage["watch"];
   view.transaction = (fn, opts) =>
     storage.transaction(
       (tx) =>
         fn({
-          hasItem: (key) => tx.hasItem(prefix + key),
-          getItem: (key) => tx.getItem(prefix + key),
-          getItemRaw: (key) => tx.getItemRaw(prefix + key),
-          setItem: (key, value, o) => tx.setItem(prefix + key, value, o),
-          setItemRaw: (key, value, o) => tx.setItemRaw(prefix + key, value, o),
-          removeItem: (key, o) => tx.removeItem(prefix + key, o),
+          hasItem: async (key) => tx.hasItem(scoped(key)),
+          getItem: async (key) => tx.getItem(scoped(key)),
+          getItemRaw: async (key) => tx.getItemRaw(scoped(key)),
+          setItem: async (key, value, o) => tx.setItem(scoped(key), value, o),
+          setItemRaw: async (key, value, o) => tx.setItemRaw(scoped(key), value, o),
+          removeItem: async (key, o) => tx.removeItem(scoped(key), o),
         }),
       opts,
     );

@@ -14,10 +14,13 @@ import {
   planExpiry,
   readSidecar,
   withExpiry,
+  type SidecarChange,
 } from "./ttl.js";
 import { bytesOf, gather, wholeStream, withStorageErrors } from "./streams.js";
-import { runTransaction, runUpdate } from "./transaction.js";
+import { checkWriteOptions, hasGuard, withoutGuards } from "./guards.js";
+import { CallerError, runTransaction, runUpdate } from "./transaction.js";
 import type {
+  CommitOperation,
   CreateStorageOptions,
   Driver,
   DriverFlags,
@@ -32,8 +35,11 @@ import type {
   Storage,
   StorageMeta,
   TransactionOptions,
+  WatchCallback,
+  WatchEvent,
 } from "./types.js";
-import { Watchers } from "./watchers.js";
+import { checkOptions } from "./options.js";
+import { Watchers, watchArguments } from "./watchers.js";
 
 /** One settled promise serves every call that resolves to nothing. */
 const RESOLVED: Promise<undefined> = Promise.resolve(undefined);
@@ -102,18 +108,6 @@ function driverDepth(mount: Mount, maxDepth: number | undefined): number | undef
   return maxDepth === undefined ? undefined : maxDepth - mount.depth;
 }
 
-function checkWriteOptions(mount: Mount, opts: SetOptions | RemoveOptions): void {
-  const ifNoneMatch = (opts as SetOptions).ifNoneMatch;
-  if (opts.ifMatch === undefined && ifNoneMatch === undefined) return;
-  if (!mount.driver.flags?.cas) throw unsupported(mount, "ifMatch / ifNoneMatch", "cas");
-  if (ifNoneMatch !== undefined && ifNoneMatch !== "*") {
-    throw new StorageError("E_INVALID_OPTION", `ifNoneMatch only accepts "*", got ${JSON.stringify(ifNoneMatch)}`);
-  }
-  if (opts.ifMatch !== undefined && typeof opts.ifMatch !== "string") {
-    throw new StorageError("E_INVALID_OPTION", "ifMatch must be an etag string");
-  }
-}
-
 /** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
 function reviveDates(meta: Record<string, unknown>): void {
   for (const field of ["atime", "mtime", "ctime", "birthtime"]) {
@@ -134,10 +128,14 @@ function batches<T>(items: T[], size: number): T[][] {
  * that every driver involved is flagged `sync`.
  */
 export function createCoreStorage(options: CoreStorageOptions): Storage {
+  checkOptions("createStorage", options, ["driver", "serializer", "ttl", "onWatchError"]);
+  if (options.onWatchError !== undefined && typeof options.onWatchError !== "function") {
+    throw new StorageError("E_INVALID_OPTION", "onWatchError must be a function");
+  }
   const serializer = resolveSerializer(options.serializer);
   const defaultTtl = checkTtl(options.ttl);
   const table = new MountTable(options.driver);
-  const watchers = new Watchers();
+  const watchers = new Watchers(options.onWatchError);
 
   function requireSync(mount: Mount): void {
     if (!mount.driver.flags?.sync) throw unsupported(mount, "The sync API", "sync");
@@ -213,12 +211,13 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     };
   }
 
-  /** For methods that are not plain steps: failures as StorageError promises. */
+  /** For methods that are not plain steps: failures as StorageError promises, the caller's own errors as they were thrown. */
   function toPromise<T>(key: unknown, step: () => MaybePromise<T>): Promise<T> {
+    const fail = (error: unknown) => Promise.reject(error instanceof CallerError ? error.error : toStorageError(error, driverName(key)));
     try {
-      return Promise.resolve(step()).catch((error: unknown) => Promise.reject(toStorageError(error, driverName(key))));
+      return Promise.resolve(step()).catch(fail);
     } catch (error) {
-      return Promise.reject(toStorageError(error, driverName(key)));
+      return fail(error);
     }
   }
 
@@ -228,13 +227,63 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     return !loc.mount.nativeTtl && !isMetaKey(loc.rel);
   }
 
-  /** Removes an expired key and its sidecar; the key then reads as absent. */
+  /**
+   * Removes an expired key and its sidecar; the key then reads as absent.
+   * On a driver flagged `cas` the removal is guarded by the version found
+   * once the expiry is confirmed, so a value another writer has just put
+   * back is not deleted: a conflict means the key lives again, and is left.
+   * Without CAS no guard is possible, and the purge is a plain removal.
+   */
   function purge(loc: Located, opts: TransactionOptions): MaybePromise<void> {
     const driver = loc.mount.driver;
     if (!driver.removeItem) return;
-    return chain(driver.removeItem(loc.rel, opts), () =>
-      chain(driver.removeItem!(metaKeyOf(loc.rel), opts), () => watchers.report(loc.mount, "remove", loc.key)),
+    const options = withoutGuards(opts as RemoveOptions);
+    if (!driver.flags?.cas || !driver.getMeta) {
+      return chain(driver.removeItem(loc.rel, options), () =>
+        chain(driver.removeItem!(metaKeyOf(loc.rel), options), () => watchers.report(loc.mount, "remove", loc.key)),
+      );
+    }
+    // The version first, then the expiry once more: a rewrite between the two fails the guard.
+    return chain(driver.getMeta(loc.rel, options), (meta) =>
+      chain(readSidecar(loc.mount, loc.rel, serializer, options), (sidecar) => {
+        if (!meta?.etag || !isExpired(sidecar)) return;
+        const guarded = { ...options, ifMatch: meta.etag };
+        return unlessConflict(() => removeWithSidecar(loc, loc.mount.driver, guarded, { type: "remove" }));
+      }),
     );
+  }
+
+  /** Runs a guarded step; E_CONFLICT (another writer got there first) ends it without effect, any other failure is thrown. */
+  function unlessConflict(step: () => MaybePromise<void>): MaybePromise<void> {
+    const isConflict = (error: unknown) => error instanceof StorageError && error.code === "E_CONFLICT";
+    try {
+      const result = step();
+      return isPromise(result) ? result.catch((error: unknown) => (isConflict(error) ? undefined : Promise.reject(error))) : result;
+    } catch (error) {
+      if (isConflict(error)) return;
+      throw error;
+    }
+  }
+
+  /**
+   * Removes a value and applies its sidecar's change, with the value's guard
+   * on the value only (a sidecar's version never matches it). Where the
+   * driver has atomic commits, both go in one; otherwise the value goes
+   * first, guarded, and the sidecar follows unguarded only once it has.
+   */
+  function removeWithSidecar(loc: Located, driver: Driver, options: RemoveOptions, change: SidecarChange): MaybePromise<void> {
+    const unguarded = withoutGuards(options);
+    const done = () => watchers.report(loc.mount, "remove", loc.key);
+    if (hasGuard(options) && driver.commit && loc.mount.driver.flags?.transactions) {
+      const operations: CommitOperation[] = [
+        { type: "check", key: loc.rel, etag: options.ifMatch ?? null },
+        { type: "remove", key: loc.rel, options: unguarded },
+      ];
+      if (change?.type === "remove") operations.push({ type: "remove", key: metaKeyOf(loc.rel), options: unguarded });
+      if (change?.type === "set") operations.push({ type: "set", key: metaKeyOf(loc.rel), value: change.value, options: unguarded });
+      return chain(driver.commit(operations, unguarded), done);
+    }
+    return chain(driver.removeItem!(loc.rel, options), () => chain(applySidecarChange(loc.mount, loc.rel, change, unguarded), done));
   }
 
   /** Passes a stored value on unless the core-kept expiry says it is gone. */
@@ -451,10 +500,10 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   /** After a value is written to a driver without native expiry: its sidecar keeps (or drops) the expiry, then the event goes out. */
-  function keepExpiry(loc: Located, ttl: number | undefined): MaybePromise<void> {
+  function keepExpiry(loc: Located, ttl: number | undefined, event: WatchEvent = "update"): MaybePromise<void> {
     const expires = ttl === undefined ? undefined : Date.now() + ttl;
     return chain(planExpiry(loc.mount, loc.rel, expires, serializer, NO_OPTIONS), (change) =>
-      chain(applySidecarChange(loc.mount, loc.rel, change, NO_OPTIONS), () => watchers.report(loc.mount, "update", loc.key)),
+      chain(applySidecarChange(loc.mount, loc.rel, change, NO_OPTIONS), () => watchers.report(loc.mount, event, loc.key)),
     );
   }
 
@@ -495,16 +544,20 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     return afterWrite(loc, written, ttl);
   }
 
+  /** One entry of a setItems: `text` undefined removes the key (as setItem(key, undefined) does). */
+  type SetEntry = { loc: Located; text: string | undefined; options: SetOptions };
+  type ValueEntry = SetEntry & { text: string };
+
   function setItemsStep(sync: boolean, items: SetItemsInput, common: SetOptions = NO_OPTIONS): MaybePromise<void> {
     if (!Array.isArray(items)) throw new StorageError("E_INVALID_OPTION", "setItems expects an array of { key, value }");
-    const entries = items.map((item) => {
+    // Every key and guard is checked before anything is sent.
+    const entries = items.map((item): SetEntry => {
       const loc = locate(item?.key, sync);
-      if (item.value === undefined) throw new StorageError("E_INVALID_VALUE", `setItems: no value for ${loc.key}`, { key: loc.key });
       const options: SetOptions = item.options ? { ...common, ...item.options } : common;
       checkWriteOptions(loc.mount, options);
-      return { loc, text: serializer.serialize(item.value), options };
+      return { loc, text: item.value === undefined ? undefined : serializer.serialize(item.value), options };
     });
-    const groups = new Map<Mount, typeof entries>();
+    const groups = new Map<Mount, SetEntry[]>();
     for (const entry of entries) {
       const group = groups.get(entry.loc.mount);
       if (group) group.push(entry);
@@ -513,13 +566,49 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     return chain(all([...groups].map(([mount, group]) => writeGroup(mount, sync ? mount.driver : mount.writer, group, common))), () => undefined);
   }
 
-  /** Writes one mount's share of a setItems: one driver call when the driver has setItems and expires keys itself. */
-  function writeGroup(
-    mount: Mount,
-    driver: Driver,
-    group: { loc: Located; text: string; options: SetOptions }[],
-    common: SetOptions,
-  ): MaybePromise<void> {
+  /**
+   * Writes one mount's share of a setItems. Removals (undefined values) go
+   * with the values in one commit where the driver has commits; otherwise
+   * the values are written, then the keys removed.
+   */
+  function writeGroup(mount: Mount, driver: Driver, group: SetEntry[], common: SetOptions): MaybePromise<void> {
+    const values = group.filter((entry): entry is ValueEntry => entry.text !== undefined);
+    if (values.length === group.length) return writeValues(mount, driver, values, common);
+    const removals = group.filter((entry) => entry.text === undefined);
+    if (driver.commit && mount.driver.flags?.transactions) return commitGroup(mount, driver, group, values, removals, common);
+    return chain(values.length > 0 ? writeValues(mount, driver, values, common) : undefined, () =>
+      chain(all(removals.map(({ loc, options }) => removeLocated(loc, driver, options))), () => undefined),
+    );
+  }
+
+  /** A setItems group with removals, as one atomic commit; the expiries the core keeps follow it. */
+  function commitGroup(mount: Mount, driver: Driver, group: SetEntry[], values: ValueEntry[], removals: SetEntry[], common: SetOptions): MaybePromise<void> {
+    const operations: CommitOperation[] = [];
+    const ttls = new Map<Located, number | undefined>();
+    for (const { loc, text, options } of group) {
+      if (hasGuard(options)) operations.push({ type: "check", key: loc.rel, etag: options.ifMatch ?? null });
+      if (text === undefined) {
+        operations.push({ type: "remove", key: loc.rel, options });
+        continue;
+      }
+      const ttl = ttlOf(loc, options);
+      ttls.set(loc, ttl);
+      operations.push({ type: "set", key: loc.rel, value: text, options: driverOptions(loc, options, ttl) });
+    }
+    const { ttl: _ttl, ...shared } = withoutGuards(common);
+    return chain(driver.commit!(operations, shared), () => {
+      if (mount.nativeTtl) {
+        for (const { loc, text } of group) watchers.report(mount, text === undefined ? "remove" : "update", loc.key);
+        return;
+      }
+      return chain(keepExpiries(mount, values.map(({ loc }) => ({ loc, ttl: ttls.get(loc) })), "update"), () =>
+        keepExpiries(mount, removals.map(({ loc }) => ({ loc, ttl: undefined })), "remove"),
+      );
+    });
+  }
+
+  /** Writes values of one mount: one driver call when the driver has setItems. */
+  function writeValues(mount: Mount, driver: Driver, group: ValueEntry[], common: SetOptions): MaybePromise<void> {
     if (!driver.setItems) {
       return chain(all(group.map(({ loc, text, options }) => writeStep(loc, text, options))), () => undefined);
     }
@@ -538,7 +627,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
         if (isMetaKey(loc.rel)) watchers.report(mount, "update", loc.key);
         else expiring.push({ loc, ttl: ttls[index] });
       });
-      return keepExpiries(mount, expiring);
+      return keepExpiries(mount, expiring, "update");
     });
   }
 
@@ -547,9 +636,10 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
    * driver getItems and rewritten in one setItems (one commit on git), not
    * one call per key.
    */
-  function keepExpiries(mount: Mount, entries: { loc: Located; ttl: number | undefined }[]): MaybePromise<void> {
+  function keepExpiries(mount: Mount, entries: { loc: Located; ttl: number | undefined }[], event: WatchEvent): MaybePromise<void> {
     const driver = mount.driver;
-    if (!driver.getItems || entries.length === 0) return chain(all(entries.map(({ loc, ttl }) => keepExpiry(loc, ttl))), () => undefined);
+    if (entries.length === 0) return;
+    if (!driver.getItems) return chain(all(entries.map(({ loc, ttl }) => keepExpiry(loc, ttl, event))), () => undefined);
     const now = Date.now();
     return chain(driver.getItems(entries.map(({ loc }) => ({ key: metaKeyOf(loc.rel) })), NO_OPTIONS), (results) => {
       const sidecars = new Map<string, unknown>();
@@ -562,7 +652,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
         else if (change) removals.push(applySidecarChange(mount, loc.rel, change, NO_OPTIONS));
       }
       return chain(all([...removals, writeSidecars(mount, sets)]), () => {
-        for (const { loc } of entries) watchers.report(mount, "update", loc.key);
+        for (const { loc } of entries) watchers.report(mount, event, loc.key);
       });
     });
   }
@@ -580,16 +670,16 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     const options: RemoveOptions = typeof opts === "boolean" ? { removeMeta: opts } : opts;
     const loc = locate(key, sync);
     checkWriteOptions(loc.mount, options);
-    const driver = loc.writer;
+    return removeLocated(loc, loc.writer, options);
+  }
+
+  /** Removes a located key (guard checked): with its sidecar when asked, else dropping the expiry the core kept. */
+  function removeLocated(loc: Located, driver: Driver, options: RemoveOptions): MaybePromise<void> {
     if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
-    return chain(driver.removeItem(loc.rel, options), () => {
-      const done = () => watchers.report(loc.mount, "remove", loc.key);
-      if (options.removeMeta) return chain(driver.removeItem!(metaKeyOf(loc.rel), options), done);
-      if (!needsCoreTtl(loc)) return done();
-      return chain(planExpiry(loc.mount, loc.rel, undefined, serializer, options), (change) =>
-        chain(applySidecarChange(loc.mount, loc.rel, change, options), done),
-      );
-    });
+    if (options.removeMeta) return removeWithSidecar(loc, driver, options, { type: "remove" });
+    if (!needsCoreTtl(loc)) return chain(driver.removeItem(loc.rel, options), () => watchers.report(loc.mount, "remove", loc.key));
+    // The expiry the core kept goes with the value; meta the user set stays.
+    return chain(planExpiry(loc.mount, loc.rel, undefined, serializer, withoutGuards(options)), (change) => removeWithSidecar(loc, driver, options, change));
   }
 
   function setMetaStep(sync: boolean, key: string, value?: Record<string, unknown>, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
@@ -716,18 +806,29 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function clearStep(sync: boolean, base?: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
     const normalizedBase = normalizeItemBase(base);
     const slices = slicesOf(normalizedBase, sync);
-    return chain(all(slices.map(({ mount, relativeBase }) => clearMount(mount, relativeBase, opts))), () => undefined);
+    const cleared = slices.map(({ mount, relativeBase }, index) => {
+      // Keys a more specific mount (listed earlier) sits over are not reachable under base: they stay.
+      const hidden = hiddenPrefixes(mount, slices.slice(0, index));
+      if (hidden.some((prefix) => relativeBase.startsWith(prefix))) return undefined;
+      return clearMount(mount, relativeBase, hidden.filter((prefix) => prefix.startsWith(relativeBase)), opts);
+    });
+    return chain(all(cleared), () => undefined);
   }
 
-  function clearMount(mount: Mount, relativeBase: string, opts: TransactionOptions): MaybePromise<void> {
+  /** The bases of the more specific mounts inside `mount`, relative to it. */
+  function hiddenPrefixes(mount: Mount, above: MountSlice[]): string[] {
+    return above.filter((slice) => slice.mount.base.startsWith(mount.base)).map((slice) => slice.mount.base.slice(mount.base.length));
+  }
+
+  function clearMount(mount: Mount, relativeBase: string, hidden: string[], opts: TransactionOptions): MaybePromise<void> {
     const driver = mount.driver;
     const report = watchers.watching && mount.coreEvents;
     // A driver's clear may ignore its base (unstorage's do); only ones flagged clearBase are trusted with one.
-    const wholeClear = driver.clear && (relativeBase === "" || driver.flags?.clearBase);
+    const wholeClear = hidden.length === 0 && driver.clear && (relativeBase === "" || driver.flags?.clearBase);
     if (wholeClear && !report) return driver.clear!(relativeBase, opts);
     if (!wholeClear && !driver.removeItem) throw readOnly(mount);
     return chain(driver.getKeys(relativeBase, opts), (rawKeys) => {
-      const keys = rawKeys.map(normalizeKey).filter((key) => key.startsWith(relativeBase));
+      const keys = rawKeys.map(normalizeKey).filter((key) => key.startsWith(relativeBase) && !hidden.some((prefix) => key.startsWith(prefix)));
       const removed = wholeClear ? driver.clear!(relativeBase, opts) : all(keys.map((key) => driver.removeItem!(key, opts)));
       return chain(removed, () => {
         for (const key of keys) watchers.report(mount, "remove", mount.base + key);
@@ -767,10 +868,15 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     getKeysSync: syncApi(getKeysStep),
     clearSync: syncApi(clearStep),
 
-    update: (key, fn, opts = {}) => toPromise(key, () => runUpdate(storage, locate(key, false).mount, key, fn, opts)),
+    update: (key, fn, opts = {}) =>
+      toPromise(key, () => {
+        checkOptions("update", opts, ["retries", "ttl"]);
+        return runUpdate(storage, locate(key, false).mount, key, fn, opts);
+      }),
     transaction: (fn, opts = NO_OPTIONS) => toPromise(undefined, () => runTransaction(storage, transactionContext, fn, opts)),
     getHistory: (key, opts = {}) =>
       toPromise(key, () => {
+        checkOptions("getHistory", opts, ["limit"]);
         const loc = locate(key, false);
         const driver = loc.mount.driver;
         if (!driver.flags?.history || !driver.getHistory) throw unsupported(loc.mount, "getHistory", "history");
@@ -783,17 +889,21 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
       await watchers.stop();
       await Promise.all(table.list().map((mount) => mount.driver.dispose?.()));
     },
-    watch: (callback) => watchers.add(callback, table.list()),
+    watch: (first: string | WatchCallback, second?: WatchCallback) =>
+      toPromise(undefined, () => {
+        const { base, callback } = watchArguments(first, second);
+        return watchers.add(base, callback, table.list());
+      }),
     unwatch: () => watchers.stop(),
     mount(base, driver) {
-      const mount = table.add(base, driver);
+      const mount = table.add(normalizeItemBase(base), driver);
       if (watchers.watching) {
         watchers.start(mount).catch((error: unknown) => process.emitWarning(`stowage: watching ${mount.base} failed: ${String(error)}`));
       }
       return storage;
     },
     async unmount(base, dispose = true) {
-      const mount = table.remove(normalizeBaseKey(base));
+      const mount = table.remove(normalizeItemBase(base));
       if (!mount) return;
       await watchers.stopMount(mount);
       if (dispose) await mount.driver.dispose?.();
@@ -803,6 +913,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
       return { base: mount.base, driver: mount.driver };
     },
     getMounts(base = "", opts = {}) {
+      checkOptions("getMounts", opts, ["parents"]);
       return table.within(normalizeBaseKey(base), opts.parents === true).map(({ mount }) => ({ base: mount.base, driver: mount.driver }));
     },
 

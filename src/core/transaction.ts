@@ -1,4 +1,5 @@
 import { StorageError, isStorageError } from "./errors.js";
+import { checkWriteOptions, hasGuard } from "./guards.js";
 import { metaKeyOf } from "./keys.js";
 import type { Located, Mount } from "./mounts.js";
 import type { Serializer } from "./serializer.js";
@@ -29,6 +30,24 @@ type BufferedWrite =
   | { loc: Located; type: "remove"; options: RemoveOptions };
 
 /**
+ * What the caller's own callback threw, on its way out of `update` or
+ * `transaction`: the storage hands `error` back as it was (same object),
+ * where every other failure becomes a StorageError.
+ */
+export class CallerError {
+  constructor(readonly error: unknown) {}
+}
+
+/** Runs the caller's callback; what it throws travels as a {@link CallerError}. */
+async function callerStep<T>(fn: () => Promise<T> | T): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw new CallerError(error);
+  }
+}
+
+/**
  * Read-modify-write on etags: re-reads and re-runs `fn` when another writer
  * got in between, up to `retries` times, then fails with E_CONFLICT.
  */
@@ -43,10 +62,13 @@ export async function runUpdate<R>(
     throw new StorageError("E_UNSUPPORTED", `update needs a driver flagged "cas"; ${mount.name} is not`, { driver: mount.name });
   }
   const retries = opts.retries ?? 10;
+  if (!Number.isInteger(retries) || retries < 0) {
+    throw new StorageError("E_INVALID_OPTION", `retries must be a non-negative integer, got ${String(opts.retries)}`, { driver: mount.name });
+  }
   for (let attempt = 0; ; attempt++) {
     const { etag } = await storage.getMeta(key, { nativeOnly: true });
     const current = await storage.getItem<R>(key);
-    const next = await fn(current);
+    const next = await callerStep(() => fn(current));
     const guard: SetOptions = etag ? { ifMatch: etag } : { ifNoneMatch: "*" };
     try {
       if (next === undefined) {
@@ -147,7 +169,7 @@ export async function runTransaction<R>(
 
   let result: R;
   try {
-    result = await fn(tx);
+    result = await callerStep(() => fn(tx));
   } finally {
     finished = true;
   }
@@ -171,10 +193,9 @@ async function planCommit(
   for (const [key, etag] of reads) operations.push({ type: "check", key: relOf(key), etag });
   for (const write of writes) {
     const rel = write.loc.rel;
-    const { ifMatch, ifNoneMatch } = write.options as SetOptions;
-    if (ifMatch !== undefined || ifNoneMatch !== undefined) {
-      if (!mount.driver.flags?.cas) throw new StorageError("E_UNSUPPORTED", `ifMatch / ifNoneMatch need a driver flagged "cas"`);
-      operations.push({ type: "check", key: rel, etag: ifMatch ?? null });
+    if (hasGuard(write.options)) {
+      checkWriteOptions(mount, write.options);
+      operations.push({ type: "check", key: rel, etag: write.options.ifMatch ?? null });
     }
     if (write.type === "remove") {
       operations.push({ type: "remove", key: rel, options: write.options });

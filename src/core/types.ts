@@ -6,6 +6,8 @@ export type StorageValue = unknown;
 
 export type WatchEvent = "update" | "remove";
 export type WatchCallback = (event: WatchEvent, key: string) => unknown;
+/** Receives what a watch listener threw or rejected with (the write it was told of has happened). */
+export type WatchErrorHandler = (error: unknown, event: WatchEvent, key: string) => void;
 export type Unwatch = () => MaybePromise<void>;
 
 /**
@@ -195,6 +197,11 @@ export interface CreateStorageOptions {
   serializer?: "rich" | "json" | Serializer;
   /** Default time to live in milliseconds for every write that names none. */
   ttl?: number;
+  /**
+   * Called with what a watch listener throws or rejects with; a listener
+   * never makes a write fail. Default: a process warning.
+   */
+  onWatchError?: WatchErrorHandler;
 }
 
 export interface MountInfo {
@@ -251,7 +258,17 @@ export interface Storage {
   iterateKeys(base?: string, opts?: IterateKeysOptions): AsyncIterableIterator<string[]>;
   clear(base?: string, opts?: TransactionOptions): Promise<void>;
   dispose(): Promise<void>;
+  /**
+   * Calls `callback(event, key)` for every change; with `base`, only for the
+   * key equal to `base` and keys below it. Resolves to a function that
+   * removes this listener. A listener that throws or rejects is reported to
+   * `onWatchError`, never to the writer.
+   *
+   * @throws StorageError `E_INVALID_OPTION` when `callback` is not a function
+   */
   watch(callback: WatchCallback): Promise<Unwatch>;
+  watch(base: string, callback: WatchCallback): Promise<Unwatch>;
+  /** Removes every listener. */
   unwatch(): Promise<void>;
   mount(base: string, driver: Driver): Storage;
   unmount(base: string, dispose?: boolean): Promise<void>;

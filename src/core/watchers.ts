@@ -1,19 +1,73 @@
-import { isMetaKey, normalizeKey } from "./keys.js";
+import { StorageError } from "./errors.js";
+import { isMetaKey, normalizeItemBase, normalizeKey } from "./keys.js";
+import { isPromise } from "./maybePromise.js";
 import type { Mount } from "./mounts.js";
-import type { Unwatch, WatchCallback, WatchEvent } from "./types.js";
+import type { Unwatch, WatchCallback, WatchErrorHandler, WatchEvent } from "./types.js";
+
+/** A listener and the base it watches (`""`: every key). */
+interface Listener {
+  /** Normalized base ending in `:`, or `""`. */
+  base: string;
+  /** The base as a key: the key equal to the base is reported too. */
+  key: string;
+  callback: WatchCallback;
+}
+
+/** A listener's failure, where the storage's `onWatchError` is not given. */
+function warn(error: unknown, event: WatchEvent, key: string): void {
+  process.emitWarning(`stowage: a watch listener failed on ${event} ${key}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+}
+
+/**
+ * The arguments of `watch(callback)` and `watch(base, callback)`, checked.
+ *
+ * @throws StorageError `E_INVALID_OPTION` when the callback is not a function; `E_INVALID_KEY` for a bad base
+ */
+export function watchArguments(first: unknown, second: unknown): { base: string; callback: WatchCallback } {
+  const [base, callback] = typeof first === "function" && second === undefined ? [undefined, first] : [first, second];
+  if (typeof callback !== "function") {
+    throw new StorageError("E_INVALID_OPTION", `watch needs a listener function, got ${callback === null ? "null" : typeof callback}`);
+  }
+  return { base: normalizeItemBase(base), callback: callback as WatchCallback };
+}
 
 /**
  * The watch side of a storage: listeners, the drivers' own watchers while
  * anyone listens, and the events the core reports for drivers that have none.
+ * A listener never makes a write fail: what it throws or rejects with goes
+ * to `onError`.
  */
 export class Watchers {
-  private listeners: WatchCallback[] = [];
+  private listeners: Listener[] = [];
   private unwatchers = new Map<Mount, Unwatch>();
   watching = false;
 
+  constructor(private readonly onError: WatchErrorHandler = warn) {}
+
   emit(event: WatchEvent, key: string): void {
     if (isMetaKey(key)) return;
-    for (const listener of this.listeners) listener(event, key);
+    for (const listener of this.listeners) {
+      if (listener.base && key !== listener.key && !key.startsWith(listener.base)) continue;
+      this.call(listener.callback, event, key);
+    }
+  }
+
+  private call(callback: WatchCallback, event: WatchEvent, key: string): void {
+    try {
+      const result = callback(event, key);
+      if (isPromise(result)) result.catch((error: unknown) => this.failed(error, event, key));
+    } catch (error) {
+      this.failed(error, event, key);
+    }
+  }
+
+  /** Hands a listener's failure to the handler; a handler that fails itself is warned about, never thrown. */
+  private failed(error: unknown, event: WatchEvent, key: string): void {
+    try {
+      this.onError(error, event, key);
+    } catch (handlerError) {
+      warn(handlerError, event, key);
+    }
   }
 
   /** Reports a write the core made through a mount without a watch of its own. */
@@ -21,14 +75,15 @@ export class Watchers {
     if (this.watching && mount.coreEvents) this.emit(event, key);
   }
 
-  async add(callback: WatchCallback, mounts: Mount[]): Promise<Unwatch> {
-    this.listeners.push(callback);
+  async add(base: string, callback: WatchCallback, mounts: Mount[]): Promise<Unwatch> {
+    const listener: Listener = { base, key: base.slice(0, -1), callback };
+    this.listeners.push(listener);
     if (!this.watching) {
       this.watching = true;
       await Promise.all(mounts.map((mount) => this.start(mount)));
     }
     return async () => {
-      this.listeners = this.listeners.filter((listener) => listener !== callback);
+      this.listeners = this.listeners.filter((other) => other !== listener);
       if (this.listeners.length === 0) await this.stop();
     };
   }

@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import fsDriver from "../../src/drivers/fs.js";
 import fsLite from "../../src/drivers/fs-lite.js";
 import memory from "../../src/drivers/memory.js";
-import type { Driver } from "../../src/index.js";
+import unstorageMemory from "unstorage/drivers/memory";
+import { createStorage, type Driver } from "../../src/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 const drivers: [string, () => Driver][] = [
@@ -70,5 +71,26 @@ describe.each(drivers)("stowage %s driver in unstorage", (_name, make) => {
     await expect.poll(() => events, { timeout: 5000 }).toContain("update w");
     await unwatch();
     await storage.dispose();
+  });
+});
+
+// unstorage's own storage test "mount overides", run on stowage's storage with unstorage's memory driver.
+describe("unstorage's storage tests on stowage", () => {
+  it("mount overides", async () => {
+    const mainStorage = unstorageMemory() as unknown as Driver;
+    const storage = createStorage({ driver: mainStorage });
+    await storage.setItem("/mnt/test.txt", "v1");
+    await storage.setItem("/mnt/test.base64", "v2");
+    expect(await storage.getKeys()).toEqual(["mnt:test.txt", "mnt:test.base64"]);
+
+    storage.mount("/mnt", unstorageMemory() as unknown as Driver);
+    await storage.setItem("/mnt/test.txt", "v3");
+    expect(await storage.getItem("/mnt/test.txt")).toBe("v3");
+    expect(await storage.getKeys()).toEqual(["mnt:test.txt"]);
+
+    await storage.clear("/mnt");
+    await storage.unmount("/mnt");
+    expect(await storage.getKeys()).toEqual(["mnt:test.txt", "mnt:test.base64"]);
+    expect(await storage.getItem("/mnt/test.txt")).toBe("v1");
   });
 });

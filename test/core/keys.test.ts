@@ -122,3 +122,31 @@ describe("key limits", () => {
     expect((await errorOf(() => layered.getItem("k".repeat(7)))).code).toBe("E_INVALID_KEY");
   });
 });
+
+describe("? in keys and bases", () => {
+  it("strips a ?query from item keys as unstorage does, and refuses a key that is empty before its ?", async () => {
+    const storage = createStorage();
+    await storage.setItem("q?other", 1);
+    expect(await storage.getKeys()).toEqual(["q"]);
+    for (const key of ["?", "?x", ":?x", "/?a=1", "?a:b"]) {
+      expect((await errorOf(() => storage.setItem(key, 2))).code).toBe("E_INVALID_KEY");
+      expect((await errorOf(() => storage.removeItem(key))).code).toBe("E_INVALID_KEY");
+    }
+    expect(await storage.getItem("q")).toBe(1);
+  });
+
+  it("refuses ? anywhere in a base, so a query never widens a clear or a listing", async () => {
+    const storage = createStorage();
+    await storage.setItem("a:1", 1);
+    await storage.setItem("b:1", 1);
+    for (const base of ["?", "?x", "a?x", "a:?x", "/%3F/".replace("%3F", "?")]) {
+      expect((await errorOf(() => storage.clear(base))).code).toBe("E_INVALID_KEY");
+      expect((await errorOf(() => storage.getKeys(base))).code).toBe("E_INVALID_KEY");
+      expect((await errorOf(() => storage.iterateKeys(base).next())).code).toBe("E_INVALID_KEY");
+      expect((await errorOf(() => storage.watch(base, () => undefined))).code).toBe("E_INVALID_KEY");
+      expect((await errorOf(() => storage.unmount(base))).code).toBe("E_INVALID_KEY");
+      expect((await errorOf(() => storage.mount(base, memory()))).code).toBe("E_INVALID_KEY");
+    }
+    expect((await storage.getKeys()).sort()).toEqual(["a:1", "b:1"]);
+  });
+});

@@ -14,6 +14,7 @@ import {
   type Driver,
 } from "../../src/index.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { codeOf } from "../helpers/checks.js";
 
 /** A driver of unstorage's minimal shape: async, no flags, no meta. */
 const plainDriver = defineDriver(() => {
@@ -57,15 +58,6 @@ function batchingDriver() {
     clear: async () => data.clear(),
   }))({});
   return { driver, calls, data };
-}
-
-async function codeOf(action: () => unknown): Promise<string | undefined> {
-  try {
-    await action();
-  } catch (error) {
-    return error instanceof StorageError ? error.code : `not a StorageError: ${String(error)}`;
-  }
-  return undefined;
 }
 
 describe("keys", () => {
@@ -279,5 +271,82 @@ describe("prefixStorage and snapshots", () => {
     const copy = createStorage();
     await restoreSnapshot(copy, data, "restored");
     expect(await copy.getItem("restored:b:c")).toBe("two");
+  });
+});
+
+describe("clear under mounts", () => {
+  it("clears only what is reachable under base: keys a more specific mount shadows stay", async () => {
+    const root = memory();
+    const storage = createStorage({ driver: root });
+    await storage.setItem("a:shadowed", 1);
+    await storage.setItem("a:b:shadowed", 1);
+    await storage.setItem("a:seen", 1);
+    await storage.setItem("top", 1);
+    storage.mount("a:b", memory());
+    await storage.setItem("a:b:mounted", 2);
+    await storage.clear("a");
+    expect(await storage.getKeys()).toEqual(["top"]);
+    await storage.unmount("a:b");
+    expect((await storage.getKeys()).sort()).toEqual(["a:b:shadowed", "top"]);
+    storage.mount("a:b", memory());
+    await storage.clear();
+    await storage.unmount("a:b");
+    expect(await storage.getKeys()).toEqual(["a:b:shadowed"]);
+  });
+});
+
+describe("setItems with undefined values", () => {
+  it("removes those keys as setItem(key, undefined) does, in one commit with the values where the driver commits", async () => {
+    const inner = memory();
+    const commits: string[][] = [];
+    const driver: Driver = {
+      ...inner,
+      commit: (operations, opts) => {
+        commits.push(operations.map((op) => `${op.type} ${op.key}`));
+        return inner.commit!(operations, opts);
+      },
+    };
+    const storage = createStorage({ driver });
+    await storage.setItems([{ key: "a", value: 1 }, { key: "b", value: 2 }]);
+    await storage.setItems([{ key: "a", value: undefined }, { key: "c", value: 3 }]);
+    expect((await storage.getKeys()).sort()).toEqual(["b", "c"]);
+    expect(commits).toEqual([["remove a", "set c"]]);
+    const { etag } = await storage.getMeta("b");
+    expect(await codeOf(() => storage.setItems([{ key: "b", value: undefined, options: { ifMatch: "stale" } }, { key: "d", value: 4 }]))).toBe("E_CONFLICT");
+    expect((await storage.getKeys()).sort()).toEqual(["b", "c"]);
+    await storage.setItems([{ key: "b", value: undefined, options: { ifMatch: etag } }]);
+    expect(await storage.getKeys()).toEqual(["c"]);
+  });
+
+  it("on a driver without commit: the values are written, then the keys removed, expiries the core kept dropped", async () => {
+    const storage = createStorage({ driver: plainDriver({}) });
+    await storage.setItem("a", 1, { ttl: 60_000 });
+    await storage.setItem("b", 1);
+    await storage.setItems([{ key: "a", value: undefined }, { key: "c", value: 3 }]);
+    expect((await storage.getKeys()).sort()).toEqual(["b", "c"]);
+    expect(await storage.getMeta("a")).toEqual({});
+  });
+});
+
+describe("options stowage defines whole", () => {
+  it("createStorage refuses options it does not know, naming the known ones", async () => {
+    const error = await (async () => {
+      try {
+        createStorage({ driver: memory(), tll: 10 } as never);
+      } catch (caught) {
+        return caught as StorageError;
+      }
+    })();
+    expect(error?.code).toBe("E_INVALID_OPTION");
+    expect(error?.message).toContain("tll");
+    expect(error?.message).toContain("serializer");
+  });
+
+  it("update, getHistory and getMounts refuse unknown options; per-call driver options pass through", async () => {
+    const storage = createStorage({ driver: memory() });
+    expect(await codeOf(() => storage.update("k", () => 1, { retry: 3 } as never))).toBe("E_INVALID_OPTION");
+    expect(() => storage.getMounts("", { parent: true } as never)).toThrow(StorageError);
+    await storage.setItem("k", 1, { someDriverOption: true });
+    expect(await storage.getItem("k", { someDriverOption: true })).toBe(1);
   });
 });

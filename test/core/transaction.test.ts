@@ -1,0 +1,61 @@
+import { describe, expect, it } from "vitest";
+import memory from "../../src/drivers/memory.js";
+import { createStorage, prefixStorage } from "../../src/index.js";
+
+async function thrownBy(action: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await action();
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected a failure");
+}
+
+describe("the caller's own errors", () => {
+  const thrown = [new Error("boom"), new TypeError("typed"), "a string", 42, { plain: true }, null];
+
+  it.each(thrown.map((value) => [value]))("transaction(fn) rethrows what fn threw, the same value: %s", async (value) => {
+    const storage = createStorage({ driver: memory() });
+    const caught = await thrownBy(() =>
+      storage.transaction(async (tx) => {
+        await tx.setItem("k", 1);
+        throw value;
+      }),
+    );
+    expect(caught).toBe(value);
+    expect(await storage.hasItem("k")).toBe(false);
+  });
+
+  it.each(thrown.map((value) => [value]))("update(key, fn) rethrows what fn threw, the same value: %s", async (value) => {
+    const storage = createStorage({ driver: memory() });
+    await storage.setItem("k", 1);
+    const caught = await thrownBy(() =>
+      storage.update("k", () => {
+        throw value;
+      }),
+    );
+    expect(caught).toBe(value);
+    expect(await storage.getItem("k")).toBe(1);
+  });
+
+  it("a synchronous throw, nested calls and prefixed views keep the identity too", async () => {
+    const storage = createStorage({ driver: memory() });
+    const error = new Error("inner");
+    expect(
+      await thrownBy(() =>
+        storage.transaction(() => {
+          throw error;
+        }),
+      ),
+    ).toBe(error);
+    expect(await thrownBy(() => storage.update("a", () => storage.transaction(() => Promise.reject(error))))).toBe(error);
+    const view = prefixStorage(storage, "app");
+    expect(
+      await thrownBy(() =>
+        view.transaction(() => {
+          throw error;
+        }),
+      ),
+    ).toBe(error);
+  });
+});

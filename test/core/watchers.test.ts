@@ -1,0 +1,85 @@
+import { describe, expect, it } from "vitest";
+import memory from "../../src/drivers/memory.js";
+import { createStorage } from "../../src/index.js";
+import { codeOf } from "../helpers/checks.js";
+
+// memory has a watch of its own; without it, the core reports the writes.
+describe.each([
+  ["memory", () => memory()],
+  ["memory without its watch", () => ({ ...memory(), watch: undefined })],
+])("watch over %s", (_name, make) => {
+  it("watch(base, cb) gets the key equal to the base and keys below it, and unwatch stops it", async () => {
+    const storage = createStorage({ driver: make() });
+    const events: string[] = [];
+    const unwatch = await storage.watch("user:preferences", (event, key) => void events.push(`${event} ${key}`));
+    await storage.setItem("user:preferences", { theme: "dark" });
+    await storage.setItem("user:preferences:color", "red");
+    await storage.setItem("user:preferencesX", 1);
+    await storage.setItem("user", 1);
+    await storage.setItems([{ key: "user:preferences:a", value: 1 }, { key: "other", value: 1 }]);
+    await storage.removeItem("user:preferences:color");
+    await storage.clear("user:preferences");
+    await unwatch();
+    await storage.setItem("user:preferences", 2);
+    expect(events.sort()).toEqual(
+      ["update user:preferences", "update user:preferences:color", "update user:preferences:a", "remove user:preferences:color", "remove user:preferences:a"].sort(),
+    );
+    await storage.dispose();
+  });
+
+  it("a listener that throws or rejects never fails the write; the error goes to onWatchError", async () => {
+    const failures: string[] = [];
+    const storage = createStorage({ driver: make(), onWatchError: (error, event, key) => void failures.push(`${String(error)} ${event} ${key}`) });
+    const events: string[] = [];
+    await storage.watch(() => {
+      throw new Error("thrown boom");
+    });
+    await storage.watch(async () => Promise.reject(new Error("async boom")));
+    await storage.watch((event, key) => void events.push(`${event} ${key}`));
+    await storage.setItem("k", 1);
+    await storage.setItems([{ key: "j", value: 1 }]);
+    await storage.removeItem("k");
+    await storage.clear();
+    expect(await storage.getKeys()).toEqual([]);
+    await expect.poll(() => failures.length).toBe(8);
+    expect(failures.filter((failure) => failure.includes("thrown boom"))).toHaveLength(4);
+    expect(events).toContain("update k");
+    await storage.dispose();
+  });
+
+  it("a callback that is not a function is E_INVALID_OPTION at watch() time, and writes go on", async () => {
+    const storage = createStorage({ driver: make() });
+    for (const bad of ["nope", 1, null, {}]) {
+      expect(await codeOf(() => storage.watch(bad as never))).toBe("E_INVALID_OPTION");
+      expect(await codeOf(() => storage.watch("user:preferences", bad as never))).toBe("E_INVALID_OPTION");
+    }
+    expect(await codeOf(() => storage.watch("user:preferences" as never))).toBe("E_INVALID_OPTION");
+    await storage.setItem("user:preferences", 1);
+    expect(await storage.getItem("user:preferences")).toBe(1);
+    await storage.dispose();
+  });
+});
+
+describe("onWatchError", () => {
+  it("a handler that throws is turned into a process warning, not thrown at the writer", async () => {
+    const storage = createStorage({
+      onWatchError: () => {
+        throw new Error("handler boom");
+      },
+    });
+    await storage.watch(() => {
+      throw new Error("listener boom");
+    });
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => void warnings.push(warning.message);
+    process.on("warning", onWarning);
+    try {
+      await storage.setItem("k", 1);
+      await expect.poll(() => warnings.some((warning) => warning.includes("handler boom"))).toBe(true);
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(await storage.getItem("k")).toBe(1);
+    expect(await codeOf(() => createStorage({ onWatchError: "log" as never }))).toBe("E_INVALID_OPTION");
+  });
+});
