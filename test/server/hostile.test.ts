@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -387,5 +387,47 @@ describe("storage server: safe by default", () => {
     for (const target of ["ftp://localhost/kv/x", "http:///kv/x", "http://user@localhost/kv/x", "kv/x"]) {
       expect((await rawAnswer(port, wire("GET", target, "localhost"))).status, target).toBe(400);
     }
+  });
+});
+
+describe("storage server over fs: nothing outside base", () => {
+  it("DELETE, PUT and GET through a symlink out of base are 400 E_INVALID_KEY; the outside and the repository stay as they were", async () => {
+    const dir = tempDir("hostile-fs");
+    const outside = tempDir("hostile-fs-outside");
+    writeFileSync(join(outside, "secret"), '"s"');
+    writeFileSync(join(outside, "secret$"), "{}");
+    mkdirSync(join(outside, "sub"));
+    writeFileSync(join(outside, "sub", "x"), '"x"');
+    symlinkSync(outside, join(dir, "link"));
+    mkdirSync(join(dir, ".git"));
+    writeFileSync(join(dir, ".git", "config"), "[core]\n");
+    const { url, storage } = await startServer({ driver: fsDriver({ base: dir, ignore: [] }) });
+    const port = Number(new URL(url).port);
+    await storage.setItem("kept", 1);
+    const outsideBefore = fileSnapshot(outside);
+    const refused = [
+      wire("DELETE", "/link/secret", "127.0.0.1"),
+      wire("DELETE", "/link/sub/x", "127.0.0.1"),
+      wire("DELETE", "/link/", "127.0.0.1"),
+      wire("DELETE", "/link/sub/", "127.0.0.1"),
+      wire("PUT", "/link/secret", "127.0.0.1", "", '"overwritten"'),
+      wire("PUT", "/link/new/deeper", "127.0.0.1", "", "1"),
+      wire("PUT", "/link/raw", "127.0.0.1", "Content-Type: application/octet-stream\r\n", "raw"),
+      wire("GET", "/link/secret", "127.0.0.1"),
+      wire("GET", "/link/", "127.0.0.1"),
+      wire("DELETE", "/.git/config", "127.0.0.1"),
+      wire("PUT", "/.git/config", "127.0.0.1", "", '"[core]\\n\\thooksPath = /tmp"'),
+    ];
+    for (const request of refused) {
+      const answer = await rawAnswer(port, request);
+      expect(answer.status, request.split("\r\n")[0]).toBe(400);
+      expect(JSON.parse(answer.body), request.split("\r\n")[0]).toMatchObject({ code: "E_INVALID_KEY" });
+    }
+    // Clearing everything clears the store's own keys only.
+    expect((await rawAnswer(port, wire("DELETE", "/", "127.0.0.1"))).status).toBeLessThan(300);
+    expect(await storage.getKeys()).toEqual([]);
+    expect(fileSnapshot(outside)).toEqual(outsideBefore);
+    expect(readdirSync(outside).sort()).toEqual(["secret", "secret$", "sub"]);
+    expect(readFileSync(join(dir, ".git", "config"), "utf8")).toBe("[core]\n");
   });
 });
