@@ -26,7 +26,7 @@ import { dirname, join, resolve, sep } from "node:path";
 import { threadId } from "node:worker_threads";
 import { StorageError } from "../core/errors.js";
 import type { KeyLimits, StorageMeta } from "../core/types.js";
-import { TEMP_PREFIX, fileKeyLimits, segmentProblem } from "./keyPaths.js";
+import { TEMP_PREFIX, fileKeyLimits, isDotGitName, segmentProblem } from "./keyPaths.js";
 
 /**
  * The file engine under the fs and fs-lite drivers: one file per key, the
@@ -160,7 +160,7 @@ export class FileStore {
     try {
       mkdirSync(this.base, { recursive: true });
     } catch (error) {
-      throw this.ioError(error, key, "write");
+      throw this.fail("E_IO", `Cannot make the base directory ${this.base}: ${(error as Error).message}`, key, error);
     }
     return this.resolvedBase()!;
   }
@@ -184,14 +184,24 @@ export class FileStore {
     return parts;
   }
 
-  /** Fails unless `realPath` lies inside the real base: a symlink must not lead out. */
+  /** Fails unless `realPath` lies inside the real base and outside its `.git` directories: a symlink must not lead there. */
   private assertInside(realPath: string, key: string): void {
-    if (!this.isInside(realPath)) throw this.invalidKey(key, `it resolves outside ${this.base}`);
+    const problem = this.placeProblem(realPath);
+    if (problem !== undefined) throw this.invalidKey(key, problem);
   }
 
   private isInside(realPath: string): boolean {
+    return this.placeProblem(realPath) === undefined;
+  }
+
+  /** Why a real path is no place for this store's files: outside base, or in a `.git` directory below it. */
+  private placeProblem(realPath: string): string | undefined {
     const base = this.resolvedBase();
-    return base !== undefined && (realPath === base || realPath.startsWith(base === sep ? base : base + sep));
+    if (base === undefined) return `it resolves outside ${this.base}`;
+    if (realPath === base) return undefined;
+    const root = base.endsWith(sep) ? base : base + sep;
+    if (!realPath.startsWith(root)) return `it resolves outside ${this.base}`;
+    return realPath.slice(root.length).split(sep).some(isDotGitName) ? "it resolves into a .git directory" : undefined;
   }
 
   /**

@@ -233,13 +233,22 @@ describe.each(drivers)("%s never acts outside base", (_name, make) => {
       }
     }
     expect(await codeOf(() => storage.getKeys(".git"))).toBe("E_INVALID_KEY");
+    // Nor through a link inside base that leads into the repository.
+    symlinkSync(join(base, ".git", "config"), join(base, "config-link"));
+    symlinkSync(join(base, ".git"), join(base, "git-link"));
+    for (const key of ["config-link", "git-link:config", "git-link:HEAD"]) {
+      expect(await codeOf(() => storage.setItem(key, "x")), key).toBe("E_INVALID_KEY");
+      expect(await codeOf(() => storage.getItem(key)), key).toBe("E_INVALID_KEY");
+      expect(await codeOf(() => storage.removeItem(key)), key).toBe("E_INVALID_KEY");
+    }
+    expect(await storage.getKeys()).toEqual([]);
     expect(await codeOf(() => storage.clear(".git"))).toBe("E_INVALID_KEY");
     // Names that only start like .git are ordinary keys.
     await storage.setItem(".github:workflows:ci", 1);
     await storage.setItem(".gitignore", "node_modules");
     expect((await storage.getKeys()).sort()).toEqual([".github:workflows:ci", ".gitignore"]);
     await storage.clear();
-    expect(snapshot(base)).toEqual(before);
+    expect(snapshot(base)).toEqual({ ...before, "config-link": "link", "git-link": "link" });
     execFileSync("git", ["-C", base, "status", "--short"]);
   });
 
