@@ -1,5 +1,6 @@
 import { defineDriver } from "../core/defineDriver.js";
-import { conflictError } from "../core/errors.js";
+import { StorageError, conflictError } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent } from "../core/types.js";
 
@@ -25,7 +26,12 @@ const DRIVER_NAME = "memory";
  * in and out, so no caller holds a reference into the store.
  */
 export default defineDriver((input: MemoryOptions | void) => {
+  checkOptions(DRIVER_NAME, input, ["sweepInterval"]);
   const options: MemoryOptions = input ?? {};
+  const sweepInterval = options.sweepInterval ?? 30_000;
+  if (!Number.isFinite(sweepInterval) || sweepInterval <= 0) {
+    throw new StorageError("E_INVALID_OPTION", `sweepInterval must be a positive number of ms, got ${String(options.sweepInterval)}`, { driver: DRIVER_NAME });
+  }
   const data = new Map<string, MemoryValue>();
   const meta = new Map<string, EntryMeta>();
   const listeners = new Set<WatchCallback>();
@@ -33,9 +39,16 @@ export default defineDriver((input: MemoryOptions | void) => {
   let version = 0;
   let sweeper: NodeJS.Timeout | undefined;
 
+  // A listener never fails the write that it is told of: what it throws becomes a warning.
   const emit = (event: WatchEvent, key: string) => {
     if (listeners.size === 0) return;
-    for (const listener of listeners) listener(event, key);
+    for (const listener of listeners) {
+      try {
+        listener(event, key);
+      } catch (error) {
+        process.emitWarning(`stowage: a memory watch listener failed on ${event} ${key}: ${String(error)}`);
+      }
+    }
   };
 
   const drop = (key: string) => {
@@ -87,7 +100,7 @@ export default defineDriver((input: MemoryOptions | void) => {
     if (opts?.ttl !== undefined) {
       entry.expires = Date.now() + opts.ttl;
       expiring++;
-      sweeper ??= setInterval(sweep, options.sweepInterval ?? 30_000).unref();
+      sweeper ??= setInterval(sweep, sweepInterval).unref();
     }
     data.set(key, value);
     emit("update", key);

@@ -1,6 +1,7 @@
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
 import { normalizeKey } from "../core/keys.js";
+import { checkOptions } from "../core/options.js";
 import { all, chain, type MaybePromise } from "../core/maybePromise.js";
 import { serializeRaw } from "../core/serializer.js";
 import { DEFAULT_KEY_LIMITS } from "../core/types.js";
@@ -60,6 +61,7 @@ function sharedKeyLimits(layers: Driver[]): KeyLimits {
  * Stays synchronous (flag `sync`) when every layer is.
  */
 export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) => {
+  checkOptions(DRIVER_NAME, options, ["layers", "writeTo"]);
   const layers = options?.layers;
   if (!Array.isArray(layers) || layers.length === 0) {
     throw new StorageError("E_INVALID_OPTION", "The overlay driver needs at least one layer", { driver: DRIVER_NAME });

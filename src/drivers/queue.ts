@@ -1,5 +1,6 @@
 import { StorageError, toStorageError } from "../core/errors.js";
 import { filterKeyByDepth, normalizeKey } from "../core/keys.js";
+import { checkOptions } from "../core/options.js";
 import type { Driver, GetKeysOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 
 export interface QueueOptions {
@@ -63,6 +64,7 @@ function positive(name: string, value: number | undefined, fallback: number): nu
  * queued, reports the error and retries with backoff: nothing is dropped.
  */
 export default function queueDriver(options: QueueOptions): QueueDriver {
+  checkOptions(DRIVER_NAME, options, ["driver", "batchSize", "flushInterval", "maxQueueSize", "mergeUpdates", "onError", "retryDelay"]);
   const driver = options?.driver;
   if (!driver) throw new StorageError("E_INVALID_OPTION", "The queue driver needs a driver", { driver: DRIVER_NAME });
   if (!driver.setItem || !driver.removeItem) throw new StorageError("E_READONLY", "The queue driver needs a writable driver", { driver: DRIVER_NAME });
@@ -143,10 +145,11 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
   }
 
   /**
-   * Sends batches until the queue is empty. A batch that fails for a passing
-   * reason goes back in front and is retried; one the driver refuses for
-   * good (an invalid key, a value too large) is sent write by write, so only
-   * the refused writes are dropped, each reported, and flush() rejects.
+   * Sends batches until the queue is empty. A batch that fails is sent
+   * write by write (see sendOneByOne), so one bad write fails alone; a
+   * single write that fails for a passing reason goes back in front and is
+   * retried. Writes refused for good are dropped, each reported, and
+   * flush() rejects.
    */
   async function drain(): Promise<void> {
     cancelScheduled();
@@ -157,7 +160,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
         await send(batch);
       } catch (error) {
         const cause = toStorageError(error, driver!.name);
-        if (!PERMANENT.has(cause.code)) throw retryLater(batch, cause);
+        if (batch.length === 1 && !PERMANENT.has(cause.code)) throw retryLater(batch, cause);
         refused ??= await sendOneByOne(batch);
       }
       landed(batch);
@@ -201,27 +204,59 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     return failed;
   }
 
-  /** Sends a refused batch write by write; returns the first refusal after dropping each refused write. */
+  /**
+   * Sends a failed batch write by write, so one bad write fails alone: the
+   * others land. A write refused for good is dropped and reported; one that
+   * failed for a passing reason is queued again, with the later writes of
+   * its key behind it (their order kept), and retried. Two passing failures
+   * in a row look like the driver, not a write: the rest is queued again
+   * untried. Returns the first refusal.
+   */
   async function sendOneByOne(batch: Write[]): Promise<StorageError | undefined> {
     let first: StorageError | undefined;
+    let passing: StorageError | undefined;
+    let failuresInARow = 0;
+    const again: Write[] = [];
+    const held = new Set<string>();
     for (const [index, write] of batch.entries()) {
+      if (failuresInARow >= 2) {
+        again.push(...batch.slice(index));
+        break;
+      }
+      if (held.has(write.key)) {
+        again.push(write);
+        continue;
+      }
       try {
         await send([write]);
         settled(write);
+        failuresInARow = 0;
       } catch (error) {
         const cause = toStorageError(error, driver!.name);
-        if (!PERMANENT.has(cause.code)) throw retryLater(batch.slice(index), cause);
-        settled(write);
-        const refusal = new StorageError(cause.code, `The queued write of ${JSON.stringify(write.key)} was refused by the driver and dropped: ${cause.message}`, {
-          driver: DRIVER_NAME,
-          key: write.key,
-          cause,
-        });
-        options.onError?.(refusal);
-        first ??= refusal;
+        if (PERMANENT.has(cause.code)) {
+          settled(write);
+          first ??= refuse(write, cause);
+          continue;
+        }
+        passing ??= cause;
+        failuresInARow++;
+        again.push(write);
+        held.add(write.key);
       }
     }
+    if (passing) throw retryLater(again, passing);
     return first;
+  }
+
+  /** Reports a write the driver refused for good, now dropped. */
+  function refuse(write: Write, cause: StorageError): StorageError {
+    const refusal = new StorageError(cause.code, `The queued write of ${JSON.stringify(write.key)} was refused by the driver and dropped: ${cause.message}`, {
+      driver: DRIVER_NAME,
+      key: write.key,
+      cause,
+    });
+    options.onError?.(refusal);
+    return refusal;
   }
 
   /** A failed batch's writes merge again with later writes of the same keys, which stay newest. */

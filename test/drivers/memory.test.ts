@@ -17,6 +17,25 @@ testDriver({
 });
 
 describe("memory driver", () => {
+  it("refuses options it does not know, naming the known ones, and a bad sweepInterval", () => {
+    expect(() => memory({ maxSize: 10 } as never)).toThrow(/unknown option maxSize \(known: sweepInterval\)/);
+    expect(() => memory({ size: 10 } as never)).toThrow(/unknown option size/);
+    for (const sweepInterval of [0, -1, Number.NaN, "10" as never]) expect(() => memory({ sweepInterval })).toThrow(/sweepInterval/);
+    expect(() => memory()).not.toThrow();
+    expect(() => memory({ sweepInterval: 5 })).not.toThrow();
+  });
+
+  it("a listener that throws never fails the write it is told of", async () => {
+    const driver = memory();
+    await driver.watch!(() => {
+      throw new Error("listener boom");
+    });
+    const warned = new Promise<Error>((resolve) => process.once("warning", resolve));
+    driver.setItem!("k", "1", {});
+    expect(driver.getItem("k")).toBe("1");
+    expect((await warned).message).toContain("listener boom");
+  });
+
   it("sweeps expired keys nobody reads", async () => {
     const driver = memory({ sweepInterval: 20 });
     const storage = createStorage({ driver });

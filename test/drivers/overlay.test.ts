@@ -32,6 +32,10 @@ async function layered() {
 }
 
 describe("overlay driver", () => {
+  it("refuses options it does not know, naming the known ones", () => {
+    expect(() => overlay({ layers: [memory()], writeLayer: 0 } as never)).toThrow(/unknown option writeLayer \(known: layers, writeTo\)/);
+  });
+
   it("reads through the layers in order and writes to the write layer", async () => {
     const { storage, top, base } = await layered();
     await storage.setItem("shared", "top");

@@ -199,8 +199,48 @@ describe("queue driver", () => {
     await storage.dispose();
   });
 
-  it("refuses bad options", () => {
+  it("a write that keeps failing for a passing reason fails alone: its batch-mates land, it stays queued and is retried", async () => {
+    const inner = memory();
+    let poisoned = true;
+    const poison = (key: string) => {
+      if (poisoned && key === "poison") throw new Error("this value upsets the backend");
+    };
+    const driver: Driver = {
+      ...inner,
+      setItem: (key, value, opts) => {
+        poison(key);
+        return inner.setItem!(key, value, opts);
+      },
+      setItems: (items, common) => {
+        for (const item of items) poison(item.key);
+        return inner.setItems!(items, common);
+      },
+    };
+    const errors: StorageError[] = [];
+    const q = queue({ driver, flushInterval: 60_000, retryDelay: 60_000, mergeUpdates: false, onError: (error) => errors.push(error) });
+    const storage = createStorage({ driver: q });
+    await storage.setItem("a", 1);
+    await storage.setItem("poison", 1);
+    await storage.setItem("b", 2);
+    await storage.setItem("poison", 2);
+    await storage.setItem("c", 3);
+    const flushed = await q.flush().catch((error: unknown) => error);
+    expect(isStorageError(flushed, "E_DRIVER")).toBe(true);
+    const direct = createStorage({ driver: inner });
+    expect((await direct.getKeys()).sort()).toEqual(["a", "b", "c"]);
+    // Both writes of the failing key wait, in order; reads see the newest.
+    expect(q.getInstance!().size).toBe(2);
+    expect(await storage.getItem("poison")).toBe(2);
+    expect(errors).toHaveLength(1);
+    poisoned = false;
+    await q.flush();
+    expect(await direct.getItem("poison")).toBe(2);
+    await storage.dispose();
+  });
+
+  it("refuses bad options, unknown ones by name", () => {
     expect(() => queue({ driver: undefined as unknown as Driver })).toThrow(/needs a driver/);
     expect(() => queue({ driver: memory(), batchSize: 0 })).toThrow(/batchSize/);
+    expect(() => queue({ driver: memory(), batchsize: 10 } as never)).toThrow(/unknown option batchsize \(known: driver, batchSize/);
   });
 });
