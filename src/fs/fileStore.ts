@@ -117,6 +117,9 @@ export class FileStore {
     }
     this.base = resolve(options.base);
     const real = this.resolvedBase();
+    if (real !== undefined && !statSync(real).isDirectory()) {
+      throw new StorageError("E_INVALID_OPTION", `The ${driverName} driver's base ${this.base} is not a directory`, { driver: driverName });
+    }
     this.keyLimits = fileKeyLimits(Math.max(Buffer.byteLength(this.base), real === undefined ? 0 : Buffer.byteLength(real)));
   }
 
@@ -653,8 +656,9 @@ export class FileStore {
    * path is `present`) links that do not lead to a file inside base.
    */
   keyOfPath(absolutePath: string, present: boolean): string | undefined {
-    const root = this.resolvedBase();
-    if (root === undefined || !absolutePath.startsWith(root + sep)) return undefined;
+    // A watch started before base existed reports paths under base as configured.
+    const root = [this.resolvedBase(), this.base].find((candidate) => candidate !== undefined && absolutePath.startsWith(candidate + sep));
+    if (root === undefined) return undefined;
     const parts = absolutePath.slice(root.length + 1).split(sep);
     if (parts.some((part, index) => segmentProblem(part, index === parts.length - 1) !== undefined)) return undefined;
     if (this.ignored(parts.join("/"), absolutePath)) return undefined;

@@ -304,6 +304,7 @@ describe.each(drivers)("%s never acts outside base", (_name, make) => {
 describe("fs and fs-lite options", () => {
   it("refuse unknown options and options of the wrong type with E_INVALID_OPTION", () => {
     const base = tempDir();
+    writeFileSync(join(base, "file"), "x");
     const cases: [string, () => unknown][] = [
       ["fs invalidation", () => fsDriver({ base, invalidation: true } as never)],
       ["fs-lite watchOptions", () => fsLite({ base, watchOptions: {} } as never)],
@@ -314,6 +315,7 @@ describe("fs and fs-lite options", () => {
       ["fs followSymlinks", () => fsDriver({ base, watchOptions: { followSymlinks: true } })],
       ["fs cwd", () => fsDriver({ base, watchOptions: { cwd: base } })],
       ["fs array", () => fsDriver([base] as never)],
+      ["fs-lite base is a file", () => fsLite({ base: join(base, "file") })],
     ];
     for (const [name, make] of cases) {
       let code: string | undefined;
