@@ -1,9 +1,11 @@
 import { StorageError } from "../core/errors.js";
-import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core/types.js";
+import { checkKeyLimits } from "../core/keys.js";
+import { checkOptions } from "../core/options.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type Driver, type RemoveOptions, type SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type ObjectId, type Repository } from "../git/index.js";
 import { NOTES_LAYOUT } from "../git/notesLayout.js";
-import { BLOB_DRIVER_FLAGS, blobReads, expectation, foldOperations } from "../git/driverSupport.js";
+import { BLOB_DRIVER_FLAGS, blobReads, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange } from "../git/treeRef.js";
 
@@ -54,8 +56,9 @@ function isWellFormed(key: string): boolean {
   return !/\p{Surrogate}/u.test(key);
 }
 
-/** The bytes of a key's blob; a key UTF-8 cannot carry exactly (a lone surrogate) is refused. */
+/** The bytes of a key's blob; a key past the limits, or one UTF-8 cannot carry exactly (a lone surrogate), is refused. */
 function keyBytes(key: string): Buffer {
+  checkKeyLimits(key, DEFAULT_KEY_LIMITS, DRIVER_NAME);
   if (!isWellFormed(key)) throw fail("E_INVALID_KEY", `A git-notes key must be valid Unicode: ${JSON.stringify(key)}`, key);
   return Buffer.from(key, "utf8");
 }
@@ -74,6 +77,7 @@ function notesRef(options: GitNotesOptions): string {
  * moved it first, so concurrent writers never lose a note. See docs/git-notes.md.
  */
 export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
+  checkOptions(DRIVER_NAME, options, ["dir", "ref", "namespace", "fsync", "looseLimit"]);
   if (!options?.dir) throw fail("E_INVALID_OPTION", "The git-notes driver needs a dir");
   const ref = notesRef(options);
   const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
@@ -103,26 +107,30 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     if (expected !== undefined) result.expected = expected;
     return result;
   };
-  const removal = (key: string, opts: RemoveOptions | undefined): NameChange => {
-    const id = idOf(key);
+  /** Removes the note of the key blob `id` and the entry that keeps the blob. */
+  const removalOf = (id: ObjectId, opts: RemoveOptions | undefined): NameChange => {
     const result: NameChange = { name: id, id: null, also: [{ name: KEYS + id, id: null }] };
     const expected = expectation(opts);
     if (expected !== undefined) result.expected = expected;
     return result;
   };
 
+  const removal = (key: string, opts: RemoveOptions | undefined): NameChange => removalOf(idOf(key), opts);
+
   const commit = (operations: CommitOperation[]): void =>
     void notes.apply(foldOperations(operations, idOf, (op) => (op.type === "remove" ? removal(op.key, op.options) : change(op.key, op.value, op.options)), DRIVER_NAME));
 
-  const keysUnder = (base: string): string[] => {
-    const keys: string[] = [];
+  /** The key blobs of the keys under `base`, by key: a clear removes them as found, whatever a key's length. */
+  const notesUnder = (base: string): Map<string, ObjectId> => {
+    const found = new Map<string, ObjectId>();
     for (const name of notes.current().keys()) {
       if (!isObjectId(name)) continue;
       const key = keyOfObject(name);
-      if (key !== null && key.startsWith(base)) keys.push(key);
+      if (key !== null && key.startsWith(base)) found.set(key, name);
     }
-    return keys;
+    return found;
   };
+  const keysUnder = (base: string): string[] => [...notesUnder(base).keys()];
 
   /** A full id, `HEAD`, or a name resolved as git does: `refs/<name>`, `refs/tags/`, `refs/heads/`, `refs/remotes/`. */
   const resolve = (commitish: string): ObjectId => {
@@ -157,6 +165,8 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     name: DRIVER_NAME,
     options,
     flags: BLOB_DRIVER_FLAGS,
+    // A key is a blob's content, not a path: no depth bound of its own, so the core's defaults.
+    keyLimits: DEFAULT_KEY_LIMITS,
     getInstance: () => repo,
     notesFor,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
@@ -166,13 +176,13 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
       void notes.apply(items.map((item) => change(item.key, item.value, item.options ?? common))),
     removeItem: (key: string, opts: RemoveOptions) => void notes.apply([removal(key, opts)]),
-    clear: (base: string) => void notes.apply(keysUnder(base ?? "").map((key) => removal(key, undefined))),
+    clear: (base: string) => void notes.apply([...notesUnder(base ?? "").values()].map((id) => removalOf(id, undefined))),
     commit,
     // Writes of one event-loop turn (a setItems through the core, concurrent callers) share one notes commit.
     asyncWrites: {
-      setItem: (key: string, value: string, opts: SetOptions) => notes.enqueue(change(key, value, opts)),
-      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => notes.enqueue(change(key, value, opts)),
-      removeItem: (key: string, opts: RemoveOptions) => notes.enqueue(removal(key, opts)),
+      setItem: (key: string, value: string, opts: SetOptions) => enqueueChange(notes, () => change(key, value, opts)),
+      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => enqueueChange(notes, () => change(key, value, opts)),
+      removeItem: (key: string, opts: RemoveOptions) => enqueueChange(notes, () => removal(key, opts)),
     },
     dispose: () => {
       notes.flush();

@@ -1,9 +1,10 @@
 import { StorageError } from "../core/errors.js";
-import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core/types.js";
+import { checkKeyLimits } from "../core/keys.js";
+import type { CommitOperation, Driver, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { BLOB_DRIVER_FLAGS, blobReads, expectation, foldOperations } from "../git/driverSupport.js";
+import { BLOB_DRIVER_FLAGS, blobReads, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange, type TreeLayout } from "../git/treeRef.js";
 
@@ -38,6 +39,14 @@ export interface GitObjectStore {
 }
 
 const DRIVER_NAME = "git-objects";
+
+/**
+ * A keyed-mode key is a path of nested trees in the index (each segment at
+ * most MAX_COMPONENT_BYTES encoded, else E_INVALID_KEY); Git 2.44 on refuses
+ * to walk trees deeper than 2048 (`core.maxTreeDepth`), so 512 segments, as
+ * the git driver. Content-mode keys are 40-hex ids, far inside both bounds.
+ */
+export const GIT_OBJECTS_KEY_LIMITS: Readonly<KeyLimits> = Object.freeze({ bytes: 65_536, segments: 512 });
 const KEYS = "keys/";
 const BLOBS = "blobs/";
 
@@ -111,7 +120,10 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
 
   /** The index name of a key; in content mode the key must be an object id. */
   const nameOf = (key: string): string => {
-    if (!content) return KEYS + keyPath(key);
+    if (!content) {
+      checkKeyLimits(key, GIT_OBJECTS_KEY_LIMITS, DRIVER_NAME);
+      return KEYS + keyPath(key);
+    }
     if (!isObjectId(key)) throw fail("E_INVALID_KEY", `Keys of a content-addressed store are blob ids, got ${JSON.stringify(key)}`, key);
     return BLOBS + key;
   };
@@ -128,7 +140,9 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
   const change = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): NameChange => {
     const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
     if (content && hashObject("blob", bytes) !== key) throw fail("E_INVALID_KEY", `Key ${key} is not the blob id of its value`, key);
-    const result: NameChange = { name: nameOf(key), id: repo.writeBlob(bytes) };
+    // The name first: a key refused leaves no blob behind.
+    const name = nameOf(key);
+    const result: NameChange = { name, id: repo.writeBlob(bytes) };
     const expected = expectation(opts);
     if (expected !== undefined) result.expected = expected;
     return result;
@@ -143,21 +157,24 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
   const commit = (operations: CommitOperation[]): void =>
     void index.apply(foldOperations(operations, nameOf, (op) => (op.type === "remove" ? removal(op.key, op.options) : change(op.key, op.value, op.options)), DRIVER_NAME));
 
-  const keysUnder = (base: string): string[] => {
-    const keys: string[] = [];
+  /** The index names of the keys under `base`, by key: a clear removes them as found, whatever a key's length. */
+  const namesUnder = (base: string): Map<string, string> => {
+    const found = new Map<string, string>();
     const start = content ? BLOBS : KEYS + basePath(base);
     for (const name of index.current().keys()) {
       if (!name.startsWith(start)) continue;
       const key = keyOf(name);
-      if (key !== undefined && key.startsWith(base)) keys.push(key);
+      if (key !== undefined && key.startsWith(base)) found.set(key, name);
     }
-    return keys;
+    return found;
   };
+  const keysUnder = (base: string): string[] => [...namesUnder(base).keys()];
 
   return {
     name: DRIVER_NAME,
     options,
     flags: BLOB_DRIVER_FLAGS,
+    keyLimits: GIT_OBJECTS_KEY_LIMITS,
     getInstance: () => store,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     ...blobReads(repo, idOf, keysUnder),
@@ -166,13 +183,13 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
       void index.apply(items.map((item) => change(item.key, item.value, item.options ?? common))),
     removeItem: (key: string, opts: RemoveOptions) => void index.apply([removal(key, opts)]),
-    clear: (base: string) => void index.apply(keysUnder(base ?? "").map((key) => ({ name: nameOf(key), id: null }))),
+    clear: (base: string) => void index.apply([...namesUnder(base ?? "").values()].map((name) => ({ name, id: null }))),
     commit,
     // Writes of one event-loop turn (a setItems through the core, concurrent callers) share one commit.
     asyncWrites: {
-      setItem: (key: string, value: string, opts: SetOptions) => index.enqueue(change(key, value, opts)),
-      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => index.enqueue(change(key, value, opts)),
-      removeItem: (key: string, opts: RemoveOptions) => index.enqueue(removal(key, opts)),
+      setItem: (key: string, value: string, opts: SetOptions) => enqueueChange(index, () => change(key, value, opts)),
+      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => enqueueChange(index, () => change(key, value, opts)),
+      removeItem: (key: string, opts: RemoveOptions) => enqueueChange(index, () => removal(key, opts)),
     },
     dispose: () => {
       index.flush();

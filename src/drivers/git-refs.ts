@@ -1,5 +1,7 @@
-import { StorageError } from "../core/errors.js";
-import type { CommitOperation, Driver, RemoveOptions, SetOptions } from "../core/types.js";
+import { isStorageError, StorageError } from "../core/errors.js";
+import { checkKeyLimits } from "../core/keys.js";
+import { checkOptions } from "../core/options.js";
+import type { CommitOperation, Driver, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
@@ -29,6 +31,18 @@ export type GitRefsDriver = Driver<GitRefsOptions, Repository> & Maintainable;
 const DRIVER_NAME = "git-refs";
 const DEFAULT_PREFIX = "refs/stowage/kv/";
 
+/**
+ * A key is a ref, so a file path: each segment a directory or file name
+ * (MAX_COMPONENT_BYTES encoded, else E_INVALID_KEY), the whole within
+ * PATH_MAX. A key byte encodes to 3 bytes at most (`%` → `%25`), so 1024
+ * bytes stay under 3.1 KB of ref name; 256 segments bound the directories a
+ * write creates and a removal prunes.
+ */
+export const GIT_REFS_KEY_LIMITS: Readonly<KeyLimits> = Object.freeze({ bytes: 1024, segments: 256 });
+
+/** Linux's PATH_MAX less its NUL: the longest file path a ref's lock, file or reflog may have. */
+const MAX_PATH_BYTES = 4095;
+
 function invalidOption(message: string): StorageError {
   return new StorageError("E_INVALID_OPTION", message, { driver: DRIVER_NAME });
 }
@@ -42,6 +56,7 @@ function invalidOption(message: string): StorageError {
  * See docs/git-refs.md for the key encoding.
  */
 export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
+  checkOptions(DRIVER_NAME, options, ["dir", "prefix", "fsync", "lockTimeout", "reflog", "looseLimit"]);
   if (!options?.dir) throw invalidOption("The git-refs driver needs a dir");
   const prefix = options.prefix ?? DEFAULT_PREFIX;
   if (!prefix.startsWith("refs/") || !prefix.endsWith("/") || !isValidRefName(`${prefix}x`)) {
@@ -55,9 +70,20 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
     reflogMessage: options.reflog === true ? "stowage: git-refs" : undefined,
   };
 
-  const refOf = (key: string): string => prefix + keyPath(key);
+  /** The ref of a key, refused (E_INVALID_KEY) when its lock or reflog file would not fit in a path. */
+  const refOf = (key: string): string => {
+    checkKeyLimits(key, GIT_REFS_KEY_LIMITS, DRIVER_NAME);
+    const name = prefix + keyPath(key);
+    const longest = Math.max(Buffer.byteLength(repo.refs.refPath(name)) + ".lock".length, Buffer.byteLength(repo.refs.logPath(name)));
+    if (longest > MAX_PATH_BYTES) {
+      throw new StorageError("E_INVALID_KEY", `Key too long for git-refs in this repository: its ref file path would be ${longest} bytes, at most ${MAX_PATH_BYTES}`, {
+        driver: DRIVER_NAME,
+        key: key.slice(0, 200),
+      });
+    }
+    return name;
+  };
   const idOf = (key: string): string | undefined => repo.refs.read(refOf(key))?.id;
-
 
   /** Adds a condition to a ref's change; two different conditions on one key can never both hold. */
   const require = (change: RefChange, wanted: string | null | undefined, key: string): void => {
@@ -149,7 +175,13 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
     maintenance.wrote();
   };
 
+  /**
+   * One round as one ref transaction, each write on its own condition.
+   * Should the transaction fail as a whole (a held lock aside), each write
+   * is committed on its own, so a write that cannot land fails alone.
+   */
   const commitRound = (round: Pending[]): void => {
+    let failures: Map<string, StorageError>;
     try {
       const writes = round.filter((entry) => entry.body !== undefined);
       const ids = repo.writeObjects(writes.map((entry) => ({ type: "blob" as const, body: entry.body as Buffer })));
@@ -159,30 +191,38 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
         if (entry.expected !== undefined) change.expected = entry.expected;
         return change;
       });
-      const failures = commitRefsEach(repo.refs, changes, transaction);
-      for (const entry of round) {
-        const failure = failures.get(entry.name);
-        if (failure === undefined) entry.resolve();
-        else entry.reject(failure);
-      }
+      failures = commitRefsEach(repo.refs, changes, transaction);
     } catch (error) {
-      for (const entry of round) entry.reject(error);
+      if (round.length === 1 || isStorageError(error, "E_UNAVAILABLE")) {
+        for (const entry of round) entry.reject(error);
+      } else {
+        for (const entry of round) commitRound([entry]);
+      }
+      return;
+    }
+    for (const entry of round) {
+      const failure = failures.get(entry.name);
+      if (failure === undefined) entry.resolve();
+      else entry.reject(failure);
     }
   };
 
-  const keysUnder = (base: string): string[] => {
-    const keys: string[] = [];
+  /** The refs of the keys under `base`, by key: names as found, so a clear removes even a ref written past the limits by someone else. */
+  const refsUnder = (base: string): Map<string, string> => {
+    const refs = new Map<string, string>();
     for (const name of listRefNames(repo.refs, prefix + basePath(base))) {
       const key = pathKey(name.slice(prefix.length));
-      if (key !== undefined && key.startsWith(base)) keys.push(key);
+      if (key !== undefined && key.startsWith(base)) refs.set(key, name);
     }
-    return keys;
+    return refs;
   };
+  const keysUnder = (base: string): string[] => [...refsUnder(base).keys()];
 
   return {
     name: DRIVER_NAME,
     options,
     flags: BLOB_DRIVER_FLAGS,
+    keyLimits: GIT_REFS_KEY_LIMITS,
     getInstance: () => repo,
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     ...blobReads(repo, idOf, keysUnder),
@@ -192,7 +232,7 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
       commit(items.map((item) => ({ type: "set", key: item.key, value: item.value, options: item.options ?? common }))),
     removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),
     clear: (base: string) => {
-      const names = keysUnder(base ?? "").map(refOf);
+      const names = [...refsUnder(base ?? "").values()];
       commitRefs(repo.refs, names.map((name) => ({ name, id: null })), transaction);
     },
     commit,

@@ -12,6 +12,7 @@ import {
   type SyncResult,
   type WriteUnit,
 } from "../git/index.js";
+import { GIT_KEY_LIMITS } from "../git/kvStore.js";
 
 export interface GitDriverOptions {
   /** A repository (bare, a `.git` directory or a worktree); a bare repository is created there when there is none. Required. */
@@ -128,6 +129,7 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
     name: DRIVER_NAME,
     options,
     flags: { sync: true, cas: true, transactions: true, history: true, watch: true, maxDepth: true, clearBase: true, nestedKeys: true },
+    keyLimits: GIT_KEY_LIMITS,
     getInstance: () => store,
     hasItem: (key: string) => store.valueId(key) !== undefined,
     getItem: (key: string, opts?: TransactionOptions) => store.read(key, versionOf(opts))?.toString("utf8") ?? null,

@@ -3,7 +3,7 @@ import { filterKeyByDepth } from "../core/keys.js";
 import type { CommitOperation, DriverFlags, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 import type { ObjectId } from "./objectId.js";
 import type { Repository } from "./repository.js";
-import type { NameChange } from "./treeRef.js";
+import type { NameChange, TreeRef } from "./treeRef.js";
 
 /** The old value a write's guards ask for: `undefined` (none), `null` (absent) or an etag. */
 export function expectation(opts: SetOptions | RemoveOptions | undefined): string | null | undefined {
@@ -40,6 +40,21 @@ export function foldOperations(
     changes.set(name, entry);
   }
   return [...changes.values()];
+}
+
+/**
+ * Queues the change `make` builds for the next group commit. A change that
+ * cannot be built (a key the driver refuses) rejects on its own, before
+ * anything is queued, instead of throwing into its caller's batch.
+ */
+export function enqueueChange(ref: TreeRef, make: () => NameChange): Promise<void> {
+  let change: NameChange;
+  try {
+    change = make();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  return ref.enqueue(change);
 }
 
 /** What the drivers whose keys each name one blob (git-refs, git-notes, git-objects) can do. */

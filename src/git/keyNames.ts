@@ -91,13 +91,14 @@ export function splitKey(key: string): string[] {
 
 /**
  * The name components of a key: encoded segments, the last with the leaf
- * mark. `E_TOO_LARGE` when a component would exceed a file name's length.
+ * mark. `E_INVALID_KEY` when a component would exceed a file name's length
+ * (the key is past what a ref, a file, can name).
  */
 export function keyComponents(key: string): string[] {
   const components = unchecked(key);
   for (const component of components) {
     if (component.length > MAX_COMPONENT_BYTES / 3 && Buffer.byteLength(component) > MAX_COMPONENT_BYTES) {
-      throw gitError("E_TOO_LARGE", `A key segment encodes to more than ${MAX_COMPONENT_BYTES} bytes: ${JSON.stringify(key.slice(0, 80))}…`);
+      throw gitError("E_INVALID_KEY", `A key segment encodes to more than ${MAX_COMPONENT_BYTES} bytes: ${JSON.stringify(key.slice(0, 80))}…`);
     }
   }
   return components;
@@ -128,6 +129,7 @@ export function pathKey(path: string): string | undefined {
     segments.push(segment);
   }
   const key = segments.join(":");
+  if (key === "") return undefined;
   // Only the canonical spelling names a key: anything else would read a value the key's own name does not hold.
   return unchecked(key).join("/") === path ? key : undefined;
 }

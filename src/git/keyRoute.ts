@@ -1,5 +1,4 @@
-import { createHash } from "node:crypto";
-import { VALUE_ENTRY } from "./keyPath.js";
+import { bucketName, nameHash, VALUE_ENTRY } from "./keyPath.js";
 import type { KeyTree } from "./keyTree.js";
 import type { ObjectId } from "./objectId.js";
 import { isTreeMode } from "./tree.js";
@@ -21,12 +20,11 @@ export function keyRoute(keys: KeyTree, root: ObjectId, names: readonly string[]
     const name = names[i]!;
     let node = keys.tree(dir);
     if (node.fanned && name !== VALUE_ENTRY) {
-      const hash = createHash("sha1").update(name, "utf8").digest("hex");
+      const hash = nameHash(name);
       for (let level = 0; node.fanned; level++) {
-        const bucketName = `%${hash.slice(level * 2, level * 2 + 2)}`;
-        const bucket = node.map.get(bucketName);
+        const bucket = node.map.get(bucketName(hash, level));
         if (bucket === undefined || !isTreeMode(bucket.mode)) return path || undefined;
-        path = path === "" ? bucketName : `${path}/${bucketName}`;
+        path = path === "" ? bucket.name : `${path}/${bucket.name}`;
         node = keys.tree(bucket.id);
       }
     }

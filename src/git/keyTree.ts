@@ -1,6 +1,5 @@
-import { createHash } from "node:crypto";
 import { LruCache } from "./lruCache.js";
-import { decodeKeyName, isBucketName, VALUE_ENTRY } from "./keyPath.js";
+import { bucketName, decodeKeyName, isBucketName, nameHash, VALUE_ENTRY } from "./keyPath.js";
 import { hashObject, type GitObject, type ObjectId } from "./objectId.js";
 import type { Repository } from "./repository.js";
 import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./tree.js";
@@ -9,7 +8,7 @@ import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./tree.js";
  * The `git` driver's tree layout (docs/git.md): a key's segments are nested
  * trees, its value a blob; a key that also has keys below it keeps its value
  * in the entry {@link VALUE_ENTRY} of its tree; a directory holding more than
- * `fanout` entries is split into 256 buckets named `%xx` after the first two
+ * `fanout` entries is split into 256 buckets named `%xNN` after the first two
  * hex digits of the SHA-1 of each entry name (the next two at the next
  * level, when a bucket grows past `fanout` too).
  */
@@ -21,8 +20,29 @@ export interface KeyEdit {
   value: ObjectId | null;
 }
 
-/** What a directory edit applies below one entry name. */
-type DirEdit = { names: string[]; value: ObjectId | null } | { names: string[]; replace: TreeEntry | null };
+/**
+ * The edits below one entry name, as a trie over names: `own` is the
+ * entry's new value (null: removed) when `hasOwn`; `replace` sets the whole
+ * entry (a clear), ignoring everything else at or below it.
+ */
+interface EditNode {
+  name: string;
+  children: Map<string, EditNode>;
+  hasOwn: boolean;
+  own: ObjectId | null;
+  replace?: TreeEntry | null;
+}
+
+/** A directory being edited: its edited children not yet visited, and the changes of those that were. */
+interface DirFrame {
+  node: EditNode;
+  /** The directory's tree before the edits (undefined: it is new). */
+  dir: ObjectId | undefined;
+  /** The directory's entry in its parent before the edits. */
+  current: TreeEntry | undefined;
+  pending: EditNode[];
+  changes: Map<string, TreeEntry | null>;
+}
 
 /** A parsed tree with a name index, built once per tree id. */
 interface TreeIndex {
@@ -43,14 +63,52 @@ export const EMPTY_TREE: ObjectId = hashObject("tree", Buffer.alloc(0));
 const MAX_LEVEL = 19;
 const EMPTY_INDEX: TreeIndex = { entries: [], map: new Map(), fanned: false };
 
-function nameHash(name: string): string {
-  return createHash("sha1").update(name, "utf8").digest("hex");
-}
-
 const isValue = (entry: TreeEntry): boolean => !isTreeMode(entry.mode) && entry.mode !== TreeMode.submodule;
 const blobEntry = (name: string, id: ObjectId): TreeEntry => ({ mode: TreeMode.file, name, id });
 const treeEntry = (name: string, id: ObjectId): TreeEntry => ({ mode: TreeMode.tree, name, id });
 const sameEntry = (a: TreeEntry | undefined, b: TreeEntry | undefined): boolean => a?.id === b?.id && a?.mode === b?.mode;
+
+const newEditNode = (name: string): EditNode => ({ name, children: new Map(), hasOwn: false, own: null });
+
+/** The trie node of `names` below `top`, made on the way (a loop: keys may be deep). */
+function editNodeAt(top: EditNode, names: readonly string[]): EditNode {
+  let node = top;
+  for (const name of names) {
+    let child = node.children.get(name);
+    if (child === undefined) node.children.set(name, (child = newEditNode(name)));
+    node = child;
+  }
+  return node;
+}
+
+/**
+ * The edits to apply inside entry `node.name` when it must be (or become) a
+ * directory, or undefined when its new entry follows from `node` alone
+ * ({@link leafEntry}). A value it keeps or gets moves to its VALUE_ENTRY.
+ */
+function openDir(node: EditNode, current: TreeEntry | undefined): EditNode[] | undefined {
+  if (node.replace !== undefined) return undefined;
+  const isDir = current !== undefined && isTreeMode(current.mode);
+  if (node.children.size === 0 && (!node.hasOwn || !isDir)) return undefined;
+  const pending = [...node.children.values()];
+  const value = newEditNode(VALUE_ENTRY);
+  if (node.hasOwn) value.replace = node.own === null ? null : blobEntry(VALUE_ENTRY, node.own);
+  else if (current !== undefined && !isDir && isValue(current)) value.replace = blobEntry(VALUE_ENTRY, current.id);
+  if (value.replace !== undefined) pending.push(value);
+  return pending;
+}
+
+/** The new entry of a node that needs no directory edit (null: gone; undefined: unchanged). */
+function leafEntry(node: EditNode): TreeEntry | null | undefined {
+  if (node.replace !== undefined) return node.replace;
+  if (!node.hasOwn) return undefined;
+  return node.own === null ? null : blobEntry(node.name, node.own);
+}
+
+/** Notes a child's new entry in its directory's changes, unless it is unchanged. */
+function record(frame: DirFrame, name: string, next: TreeEntry | null | undefined, current: TreeEntry | undefined): void {
+  if (next !== undefined && !sameEntry(next ?? undefined, current)) frame.changes.set(name, next);
+}
 
 /** Reads, edits, lists and diffs key trees of one repository, with a bounded cache of indexed trees. */
 export class KeyTree {
@@ -92,7 +150,7 @@ export class KeyTree {
     if (!node.fanned || name === VALUE_ENTRY) return node.map.get(name);
     const hash = nameHash(name);
     for (let level = 0; node.fanned; level++) {
-      const bucket = node.map.get(`%${hash.slice(level * 2, level * 2 + 2)}`);
+      const bucket = node.map.get(bucketName(hash, level));
       if (bucket === undefined || !isTreeMode(bucket.mode)) return undefined;
       node = this.tree(bucket.id);
     }
@@ -147,29 +205,47 @@ export class KeyTree {
     return own !== undefined && isValue(own) ? own.id : undefined;
   }
 
-  /** Every entry of a directory, its buckets flattened (VALUE_ENTRY excluded). */
+  /** Every entry of a directory, its buckets flattened (VALUE_ENTRY excluded); a stack, not recursion, walks the buckets. */
   *children(dir: ObjectId): Generator<TreeEntry> {
-    const node = this.tree(dir);
-    for (const entry of node.entries) {
-      if (entry.name === VALUE_ENTRY) continue;
-      if (node.fanned && isBucketName(entry.name)) {
-        if (isTreeMode(entry.mode)) yield* this.children(entry.id);
-      } else {
-        yield entry;
+    const fanned = this.tree(dir).fanned;
+    const tables: ObjectId[] = [dir];
+    for (let table = tables.pop(); table !== undefined; table = tables.pop()) {
+      for (const entry of this.tree(table).entries) {
+        if (entry.name === VALUE_ENTRY) continue;
+        if (fanned && isBucketName(entry.name)) {
+          if (isTreeMode(entry.mode)) tables.push(entry.id);
+        } else {
+          yield entry;
+        }
       }
     }
   }
 
-  /** Keys below a directory, as `prefix + key`; `maxDepth` counts separators in the returned key. */
+  /**
+   * Keys below a directory, as `prefix + key`, depth first in tree order;
+   * `maxDepth` counts separators in the returned key. Entries that are no
+   * key's name (see decodeKeyName) are skipped with what is below them. A
+   * stack of directories, not recursion, so depth costs heap, not stack.
+   */
   listKeys(dir: ObjectId, prefix: string, maxDepth: number | undefined, out: string[]): void {
     const depth = prefix === "" ? 0 : prefix.split(":").length - 1;
     if (maxDepth !== undefined && depth > maxDepth) return;
-    for (const entry of this.children(dir)) {
-      const key = prefix + decodeKeyName(entry.name);
+    const stack = [{ entries: this.children(dir), prefix, depth }];
+    while (stack.length > 0) {
+      const frame = stack[stack.length - 1]!;
+      const next = frame.entries.next();
+      if (next.done === true) {
+        stack.pop();
+        continue;
+      }
+      const entry = next.value;
+      const segment = decodeKeyName(entry.name);
+      if (segment === undefined) continue;
+      const key = frame.prefix + segment;
       if (isValue(entry)) out.push(key);
       else if (isTreeMode(entry.mode)) {
         if (this.tree(entry.id).map.has(VALUE_ENTRY)) out.push(key);
-        this.listKeys(entry.id, `${key}:`, maxDepth, out);
+        if (maxDepth === undefined || frame.depth < maxDepth) stack.push({ entries: this.children(entry.id), prefix: `${key}:`, depth: frame.depth + 1 });
       }
     }
   }
@@ -179,9 +255,13 @@ export class KeyTree {
    * when nothing is left) and the trees to write, children before parents.
    */
   apply(root: ObjectId | undefined, edits: Iterable<KeyEdit>, made: NewTree[]): ObjectId {
-    const dirEdits: DirEdit[] = [];
-    for (const edit of edits) dirEdits.push({ names: edit.names, value: edit.value });
-    return this.applyRoot(root, dirEdits, made);
+    const top = newEditNode("");
+    for (const edit of edits) {
+      const node = editNodeAt(top, edit.names);
+      node.own = edit.value;
+      node.hasOwn = true;
+    }
+    return this.applyRoot(root, top, made);
   }
 
   /** Removes every key below `names` (the key `names` itself keeps its value). */
@@ -192,11 +272,13 @@ export class KeyTree {
     if (current === undefined || !isTreeMode(current.mode)) return root;
     const value = this.valueOfEntry(current);
     const name = names[names.length - 1]!;
-    return this.applyRoot(root, [{ names, replace: value === undefined ? null : blobEntry(name, value) }], made);
+    const top = newEditNode("");
+    editNodeAt(top, names).replace = value === undefined ? null : blobEntry(name, value);
+    return this.applyRoot(root, top, made);
   }
 
-  private applyRoot(root: ObjectId | undefined, edits: DirEdit[], made: NewTree[]): ObjectId {
-    const entries = this.applyDir(root, edits, made);
+  private applyRoot(root: ObjectId | undefined, top: EditNode, made: NewTree[]): ObjectId {
+    const entries = this.applyEdits(root, top, made);
     if (entries === undefined) return root ?? this.emptyRoot(made);
     return entries.length === 0 ? this.emptyRoot(made) : this.emit(entries, made);
   }
@@ -206,44 +288,34 @@ export class KeyTree {
     return EMPTY_TREE;
   }
 
-  /** The new top-level entries of a directory after edits (not yet written); undefined when nothing changed. */
-  private applyDir(dir: ObjectId | undefined, edits: DirEdit[], made: NewTree[]): TreeEntry[] | undefined {
-    const groups = new Map<string, DirEdit[]>();
-    for (const edit of edits) {
-      const name = edit.names[0]!;
-      const group = groups.get(name);
-      if (group === undefined) groups.set(name, [edit]);
-      else group.push(edit);
+  /**
+   * The new top-level entries of the root after the edits below `top` (not
+   * yet written); undefined when nothing changed. Directories are edited
+   * depth first with an explicit stack (a key's depth costs heap, not call
+   * stack): a directory's changes are known once all its edited children are.
+   */
+  private applyEdits(root: ObjectId | undefined, top: EditNode, made: NewTree[]): TreeEntry[] | undefined {
+    const stack: DirFrame[] = [{ node: top, dir: root, current: undefined, pending: [...top.children.values()], changes: new Map() }];
+    for (;;) {
+      const frame = stack[stack.length - 1]!;
+      const child = frame.pending.pop();
+      if (child !== undefined) {
+        const current = frame.dir === undefined ? undefined : this.lookup(frame.dir, child.name);
+        const below = openDir(child, current);
+        if (below === undefined) record(frame, child.name, leafEntry(child), current);
+        else stack.push({ node: child, dir: isTreeMode(current?.mode ?? "") ? current!.id : undefined, current, pending: below, changes: new Map() });
+        continue;
+      }
+      stack.pop();
+      const entries = frame.changes.size === 0 ? undefined : this.editTable(frame.dir, 0, frame.changes, made);
+      const parent = stack[stack.length - 1];
+      if (parent === undefined) return entries;
+      record(parent, frame.node.name, this.dirEntry(frame.node.name, entries, made), frame.current);
     }
-    const changes = new Map<string, TreeEntry | null>();
-    for (const [name, group] of groups) {
-      const current = dir === undefined ? undefined : this.lookup(dir, name);
-      const next = this.applyChild(name, current, group, made);
-      if (next !== undefined && !sameEntry(next ?? undefined, current)) changes.set(name, next);
-    }
-    if (changes.size === 0) return undefined;
-    return this.editTable(dir, 0, changes, made);
   }
 
-  /** The new entry for `name` (null: gone; undefined: unchanged). */
-  private applyChild(name: string, current: TreeEntry | undefined, group: DirEdit[], made: NewTree[]): TreeEntry | null | undefined {
-    let replaced: TreeEntry | null | undefined;
-    let own: { value: ObjectId | null } | undefined;
-    const nested: DirEdit[] = [];
-    for (const edit of group) {
-      if (edit.names.length > 1) nested.push({ ...edit, names: edit.names.slice(1) });
-      else if ("replace" in edit) replaced = edit.replace;
-      else own = { value: edit.value };
-    }
-    if (replaced !== undefined) return replaced;
-    const isDir = current !== undefined && isTreeMode(current.mode);
-    if (nested.length === 0) {
-      if (own === undefined) return undefined;
-      if (!isDir) return own.value === null ? null : blobEntry(name, own.value);
-    }
-    if (own !== undefined) nested.push({ names: [VALUE_ENTRY], replace: own.value === null ? null : blobEntry(VALUE_ENTRY, own.value) });
-    else if (current !== undefined && !isDir && isValue(current)) nested.push({ names: [VALUE_ENTRY], replace: blobEntry(VALUE_ENTRY, current.id) });
-    const entries = this.applyDir(isDir ? current.id : undefined, nested, made);
+  /** The entry of an edited directory `name` from its new entries (null: gone; undefined: unchanged); a lone value folds back into a blob. */
+  private dirEntry(name: string, entries: TreeEntry[] | undefined, made: NewTree[]): TreeEntry | null | undefined {
     if (entries === undefined) return undefined;
     if (entries.length === 0) return null;
     const only = entries.length === 1 ? entries[0]! : undefined;
@@ -278,7 +350,7 @@ export class KeyTree {
         else map.set(name, entry);
         continue;
       }
-      const bucket = `%${nameHash(name).slice(level * 2, level * 2 + 2)}`;
+      const bucket = bucketName(nameHash(name), level);
       const members = byBucket.get(bucket);
       if (members === undefined) byBucket.set(bucket, new Map([[name, entry]]));
       else members.set(name, entry);
@@ -302,42 +374,44 @@ export class KeyTree {
 
   /**
    * Calls `report(key, before, after)` for every key whose value differs
-   * between two root trees (blob ids; undefined when absent).
+   * between two root trees (blob ids; undefined when absent). Directories
+   * that differ are compared from a stack, not by recursion.
    */
   diff(from: ObjectId | undefined, to: ObjectId | undefined, report: (key: string, before?: ObjectId, after?: ObjectId) => void): void {
-    this.diffDir(from, to, "", report);
-  }
-
-  private diffDir(from: ObjectId | undefined, to: ObjectId | undefined, prefix: string, report: (key: string, before?: ObjectId, after?: ObjectId) => void): void {
-    this.diffTable(from, to, 0, (name, a, b) => {
-      const key = prefix + decodeKeyName(name);
-      const va = a === undefined ? undefined : this.valueOfEntry(a);
-      const vb = b === undefined ? undefined : this.valueOfEntry(b);
-      if (va !== vb) report(key, va, vb);
-      const da = a !== undefined && isTreeMode(a.mode) ? a.id : undefined;
-      const db = b !== undefined && isTreeMode(b.mode) ? b.id : undefined;
-      if (da !== db) this.diffDir(da, db, `${key}:`, report);
-    });
-  }
-
-  /** Visits the names whose entries differ between two tables, comparing bucket by bucket where both are fanned alike. */
-  private diffTable(from: ObjectId | undefined, to: ObjectId | undefined, level: number, visit: (name: string, a?: TreeEntry, b?: TreeEntry) => void): void {
-    if (from === to) return;
-    const a = from === undefined ? undefined : this.tree(from);
-    const b = to === undefined ? undefined : this.tree(to);
-    if (a?.fanned && b?.fanned) {
-      for (const [name, entry] of a.map) {
-        if (isBucketName(name)) this.diffTable(entry.id, b.map.get(name)?.id, level + 1, visit);
-      }
-      for (const [name, entry] of b.map) {
-        if (isBucketName(name) && !a.map.has(name)) this.diffTable(undefined, entry.id, level + 1, visit);
-      }
-      return;
+    const dirs = [{ from, to, prefix: "" }];
+    for (let pair = dirs.pop(); pair !== undefined; pair = dirs.pop()) {
+      const { prefix } = pair;
+      this.diffTable(pair.from, pair.to, (name, a, b) => {
+        const segment = decodeKeyName(name);
+        if (segment === undefined) return;
+        const key = prefix + segment;
+        const va = a === undefined ? undefined : this.valueOfEntry(a);
+        const vb = b === undefined ? undefined : this.valueOfEntry(b);
+        if (va !== vb) report(key, va, vb);
+        const da = a !== undefined && isTreeMode(a.mode) ? a.id : undefined;
+        const db = b !== undefined && isTreeMode(b.mode) ? b.id : undefined;
+        if (da !== db) dirs.push({ from: da, to: db, prefix: `${key}:` });
+      });
     }
-    const before = from === undefined ? new Map<string, TreeEntry>() : this.childMap(from);
-    const after = to === undefined ? new Map<string, TreeEntry>() : this.childMap(to);
-    for (const [name, entry] of before) if (!sameEntry(entry, after.get(name))) visit(name, entry, after.get(name));
-    for (const [name, entry] of after) if (!before.has(name)) visit(name, undefined, entry);
+  }
+
+  /** Visits the names whose entries differ between two directories, comparing bucket by bucket where both are fanned alike. */
+  private diffTable(from: ObjectId | undefined, to: ObjectId | undefined, visit: (name: string, a?: TreeEntry, b?: TreeEntry) => void): void {
+    const tables = [{ from, to }];
+    for (let pair = tables.pop(); pair !== undefined; pair = tables.pop()) {
+      if (pair.from === pair.to) continue;
+      const a = pair.from === undefined ? undefined : this.tree(pair.from);
+      const b = pair.to === undefined ? undefined : this.tree(pair.to);
+      if (a?.fanned && b?.fanned) {
+        for (const [name, entry] of a.map) if (isBucketName(name)) tables.push({ from: entry.id, to: b.map.get(name)?.id });
+        for (const [name, entry] of b.map) if (isBucketName(name) && !a.map.has(name)) tables.push({ from: undefined, to: entry.id });
+        continue;
+      }
+      const before = pair.from === undefined ? new Map<string, TreeEntry>() : this.childMap(pair.from);
+      const after = pair.to === undefined ? new Map<string, TreeEntry>() : this.childMap(pair.to);
+      for (const [name, entry] of before) if (!sameEntry(entry, after.get(name))) visit(name, entry, after.get(name));
+      for (const [name, entry] of after) if (!before.has(name)) visit(name, undefined, entry);
+    }
   }
 
   private childMap(dir: ObjectId): Map<string, TreeEntry> {

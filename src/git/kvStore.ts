@@ -1,7 +1,8 @@
 import { mkdirSync, statSync, watch as watchFs, type FSWatcher } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { isStorageError, StorageError } from "../core/errors.js";
-import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions } from "../core/types.js";
+import { isStorageError, StorageError, toStorageError } from "../core/errors.js";
+import { checkKeyLimits } from "../core/keys.js";
+import type { CommitOperation, HistoryEntry, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
 import { bloomKey, type BloomKey } from "./bloom.js";
 import { encodeCommit, type Commit } from "./commit.js";
 import { writeCommitGraph, type CommitGraph, type CommitGraphWritten } from "./commitGraph.js";
@@ -14,7 +15,8 @@ import { maintain, type MaintenanceOptions, type MaintenanceResult } from "./mai
 import { isObjectId, type ObjectId } from "./objectId.js";
 import type { PackWriter } from "./packWriter.js";
 import type { Identity } from "./refs.js";
-import { Repository } from "./repository.js";
+import { openOrInit } from "./openStore.js";
+import type { Repository } from "./repository.js";
 import { signatureNow } from "./signature.js";
 
 /** Options of a {@link KeyValueRepo}. */
@@ -313,6 +315,12 @@ export class KeyValueRepo {
    * turn land in one commit; the promise settles once that commit is on the ref.
    */
   enqueue(unit: WriteUnit): Promise<void> {
+    try {
+      checkUnitKeys(unit);
+    } catch (error) {
+      // A bad key fails before it is queued: the writes it would have shared a commit with never see it.
+      return Promise.reject(error);
+    }
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ ...unit, resolve, reject });
       this.schedule();
@@ -344,16 +352,31 @@ export class KeyValueRepo {
   private async flush(): Promise<void> {
     // A clear goes alone, so the writes queued before it stay before it.
     const clearAt = this.queue.findIndex((unit) => unit.clearBase !== undefined);
-    const batch = this.queue.splice(0, clearAt === 0 ? 1 : clearAt < 0 ? this.queue.length : clearAt);
+    await this.settle(this.queue.splice(0, clearAt === 0 ? 1 : clearAt < 0 ? this.queue.length : clearAt));
+  }
+
+  /**
+   * Commits units together and settles each. Should the group commit fail
+   * as a whole for a reason no unit was found to cause (a held lock aside),
+   * each unit is committed on its own, so a write that cannot land fails
+   * alone and its neighbours land.
+   */
+  private async settle(batch: Pending[]): Promise<void> {
+    let failed: Map<WriteUnit, StorageError>;
     try {
-      const failed = await this.commitAsync(batch);
-      for (const unit of batch) {
-        const failure = failed.get(unit);
-        if (failure === undefined) unit.resolve();
-        else unit.reject(failure);
-      }
+      failed = await this.commitAsync(batch);
     } catch (error) {
-      for (const unit of batch) unit.reject(error);
+      if (batch.length === 1 || isStorageError(error, "E_UNAVAILABLE")) {
+        for (const unit of batch) unit.reject(error);
+        return;
+      }
+      for (const unit of batch) await this.settle([unit]);
+      return;
+    }
+    for (const unit of batch) {
+      const failure = failed.get(unit);
+      if (failure === undefined) unit.resolve();
+      else unit.reject(failure);
     }
   }
 
@@ -419,17 +442,20 @@ export class KeyValueRepo {
         accepted.push(unit);
         continue;
       }
-      const failure = this.guardFailure(unit.ops, overlay, tree);
-      if (failure !== undefined) {
-        failed.set(unit, failure);
-        continue;
-      }
-      for (const op of unit.ops) {
-        if (op.type === "remove") overlay.set(op.key, null);
-        else if (op.type === "set" || op.type === "setRaw") {
-          // The pack writer hashes each object once and gives its id.
-          overlay.set(op.key, pack.add("blob", bytesOf(op.value)));
+      try {
+        checkUnitKeys(unit);
+        const failure = this.guardFailure(unit.ops, overlay, tree);
+        if (failure !== undefined) {
+          failed.set(unit, failure);
+          continue;
         }
+        // Its blobs first, the overlay after: a unit that fails half-way leaves nothing of it in the commit.
+        const values = unit.ops.flatMap((op) => unitValue(op, pack));
+        for (const [key, value] of values) overlay.set(key, value);
+      } catch (error) {
+        // Whatever this unit's own keys or values cause is its failure alone.
+        failed.set(unit, toStorageError(error, "git"));
+        continue;
       }
       accepted.push(unit);
     }
@@ -606,20 +632,34 @@ function untouchedRun(graph: CommitGraph, at: number, probe: BloomKey): number {
   return at;
 }
 
-/** A key's entry names; an empty segment cannot be a tree entry. */
+/**
+ * The longest and deepest key the git driver stores: a key's segments are
+ * nested trees, and Git (2.44 on, `core.maxTreeDepth`, 2048 by default)
+ * refuses to walk deeper trees; 512 segments leave room for fan-out buckets
+ * between them. Measured: a 512-segment key is written, read, listed and
+ * cleared in milliseconds, and stock git's fsck/log read it.
+ */
+export const GIT_KEY_LIMITS: Readonly<KeyLimits> = Object.freeze({ bytes: 65_536, segments: 512 });
+
+/** A key's entry names; an empty segment cannot be a tree entry, a key past {@link GIT_KEY_LIMITS} is not stored. */
 export function namesOf(key: string): string[] {
   if (key === "" || key.startsWith(":") || key.endsWith(":") || key.includes("::")) {
     throw new StorageError("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, { key });
   }
+  checkKeyLimits(key, GIT_KEY_LIMITS, "git");
   return keyToNames(key);
 }
 
-function openOrInit(dir: string, options: { fsync: boolean; identity: Identity; lockTimeout: number }): Repository {
-  try {
-    return Repository.open(dir, options);
-  } catch (error) {
-    if (!isStorageError(error, "E_NOT_FOUND")) throw error;
-  }
-  return Repository.init(dir, options);
+/** Refuses a unit whose keys the store cannot hold, before it is queued. */
+function checkUnitKeys(unit: WriteUnit): void {
+  if (unit.clearBase !== undefined && unit.clearBase !== "") namesOf(unit.clearBase);
+  for (const op of unit.ops) namesOf(op.key);
+}
+
+/** The overlay entry a write gives its key: its blob (added to the pack, which hashes it once), or null for a removal. */
+function unitValue(op: CommitOperation, pack: PackWriter): [string, ObjectId | null][] {
+  if (op.type === "remove") return [[op.key, null]];
+  if (op.type === "set" || op.type === "setRaw") return [[op.key, pack.add("blob", bytesOf(op.value))]];
+  return [];
 }
 

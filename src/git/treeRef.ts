@@ -1,4 +1,4 @@
-import type { StorageError } from "../core/errors.js";
+import { isStorageError, type StorageError } from "../core/errors.js";
 import type { AutoMaintenance } from "./autoMaintenance.js";
 import { gitError } from "./errors.js";
 import { hashObject, type GitObject, type ObjectId } from "./objectId.js";
@@ -157,20 +157,31 @@ export class TreeRef {
     }
   }
 
+  /**
+   * Commits a round and settles each change. Should the commit fail as a
+   * whole (a held lock aside), each change is committed on its own, so a
+   * change that cannot land fails alone and its neighbours land.
+   */
   private commitRound(round: Pending[]): void {
+    let failures: Map<number, StorageError>;
     try {
-      const failures = this.apply(
+      failures = this.apply(
         round.map((entry) => entry.change),
         true,
       );
-      round.forEach((entry, index) => {
-        const failure = failures.get(index);
-        if (failure === undefined) entry.resolve();
-        else entry.reject(failure);
-      });
     } catch (error) {
-      for (const entry of round) entry.reject(error);
+      if (round.length === 1 || isStorageError(error, "E_UNAVAILABLE")) {
+        for (const entry of round) entry.reject(error);
+      } else {
+        for (const entry of round) this.commitRound([entry]);
+      }
+      return;
     }
+    round.forEach((entry, index) => {
+      const failure = failures.get(index);
+      if (failure === undefined) entry.resolve();
+      else entry.reject(failure);
+    });
   }
 
   /** Writes the tree and commit for `names` on top of `state` (under the ref's lock); returns the commit. */
@@ -199,17 +210,21 @@ export class TreeRef {
     if (tip === this.state.tip) return this.state;
     const names = new Map<string, ObjectId>();
     const trees = new Set<ObjectId>();
-    if (tip !== undefined) this.walk(this.repo.readCommit(tip).tree, "", names, trees);
+    if (tip !== undefined) this.walk(this.repo.readCommit(tip).tree, names, trees);
     this.state = { tip, names, trees };
     return this.state;
   }
 
-  private walk(tree: ObjectId, prefix: string, names: Map<string, ObjectId>, trees: Set<ObjectId>): void {
-    trees.add(tree);
-    for (const entry of this.repo.readTree(tree)) {
-      const path = prefix + entry.name;
-      if (isTreeMode(entry.mode)) this.walk(entry.id, `${path}/`, names, trees);
-      else names.set(this.options.layout.nameOf(path), entry.id);
+  /** Every blob below `root` by name, and every tree seen; a stack of trees, not recursion, since their depth is the keys'. */
+  private walk(root: ObjectId, names: Map<string, ObjectId>, trees: Set<ObjectId>): void {
+    const stack = [{ tree: root, prefix: "" }];
+    for (let dir = stack.pop(); dir !== undefined; dir = stack.pop()) {
+      trees.add(dir.tree);
+      for (const entry of this.repo.readTree(dir.tree)) {
+        const path = dir.prefix + entry.name;
+        if (isTreeMode(entry.mode)) stack.push({ tree: entry.id, prefix: `${path}/` });
+        else names.set(this.options.layout.nameOf(path), entry.id);
+      }
     }
   }
 }
@@ -229,11 +244,15 @@ function sameNames(a: ReadonlyMap<string, ObjectId>, b: ReadonlyMap<string, Obje
 interface Dir {
   files: TreeEntry[];
   dirs: Map<string, Dir>;
+  /** Set once the directory's tree is written. */
+  id?: ObjectId;
 }
 
 /**
  * Builds the nested trees of `paths` (path → blob id); trees not in `known`
- * are added to `objects` to be written. Returns the root tree's id.
+ * are added to `objects` to be written. Returns the root tree's id. Trees
+ * are written children first from a stack, not by recursion: a path's depth
+ * follows its key's.
  */
 export function buildTree(paths: ReadonlyMap<string, ObjectId>, known: ReadonlySet<ObjectId>, objects: GitObject[], made: Set<ObjectId>): ObjectId {
   const root: Dir = { files: [], dirs: new Map() };
@@ -247,12 +266,24 @@ export function buildTree(paths: ReadonlyMap<string, ObjectId>, known: ReadonlyS
     }
     dir.files.push({ mode: TreeMode.file, name: parts[parts.length - 1] as string, id });
   }
-  return writeDir(root, known, objects, made);
+  const stack = [root];
+  while (stack.length > 0) {
+    const dir = stack[stack.length - 1] as Dir;
+    const unwritten = [...dir.dirs.values()].filter((sub) => sub.id === undefined);
+    if (unwritten.length > 0) {
+      stack.push(...unwritten);
+      continue;
+    }
+    stack.pop();
+    dir.id = writeDir(dir, known, objects, made);
+  }
+  return root.id as ObjectId;
 }
 
+/** Writes one directory whose subdirectories are written. */
 function writeDir(dir: Dir, known: ReadonlySet<ObjectId>, objects: GitObject[], made: Set<ObjectId>): ObjectId {
   const entries = [...dir.files];
-  for (const [name, sub] of dir.dirs) entries.push({ mode: TreeMode.tree, name, id: writeDir(sub, known, objects, made) });
+  for (const [name, sub] of dir.dirs) entries.push({ mode: TreeMode.tree, name, id: sub.id as ObjectId });
   const body = encodeTree(entries);
   const id = hashObject("tree", body);
   if (!known.has(id) && !made.has(id)) objects.push({ type: "tree", body });
