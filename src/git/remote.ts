@@ -14,7 +14,9 @@ import type { Repository } from "./repository.js";
  * credential fails instead of waiting on a prompt), `LC_ALL=C` (messages
  * stay English, so the two this module reads are recognized) and
  * `protocol.ext.allow=never` (an `ext::` URL would run a command); variables
- * such as `GIT_DIR` inherited from a hook are dropped.
+ * such as `GIT_DIR` inherited from a hook are dropped. Fetches check every
+ * object received (`fetch.fsckObjects`, `transfer.fsckObjects`), so nothing
+ * `git fsck` would refuse enters the repository.
  */
 
 /** Options of a fetch or push. */
@@ -85,9 +87,12 @@ function gitEnv(options: RemoteOptions): NodeJS.ProcessEnv {
   return { ...env, ...options.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", LANGUAGE: "C" };
 }
 
-/** Runs stock git on the repository; resolves with its exit code and output (a spawn failure is `E_UNAVAILABLE`). */
-function runGit(repo: Repository, args: string[], options: RemoteOptions): Promise<GitRun> {
-  const argv = ["--git-dir", repo.gitDir, "-c", "protocol.ext.allow=never", ...args];
+/**
+ * Runs stock git on the repository, `config` (`-c name=value` pairs) before
+ * the command in `args`; resolves with its exit code and output (a spawn failure is `E_UNAVAILABLE`).
+ */
+function runGit(repo: Repository, args: string[], options: RemoteOptions, config: string[] = []): Promise<GitRun> {
+  const argv = ["--git-dir", repo.gitDir, "-c", "protocol.ext.allow=never", ...config, ...args];
   return new Promise((resolve, reject) => {
     const child = execFile("git", argv, { env: gitEnv(options), timeout: options.timeout ?? 0, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof error.code === "number" ? error.code : undefined;
@@ -104,19 +109,30 @@ function unavailable(what: string, remote: string, run: GitRun): Error {
   return gitError("E_UNAVAILABLE", `git ${what} ${redactRemote(remote)} failed (exit ${run.code}): ${said}`, new Error(said));
 }
 
+/** Makes git check every object a fetch receives (as `git fsck` does) and keep none of a pack that fails. */
+const FETCH_CHECKS = ["-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true"];
+/** What git prints when a received object fails those checks (from index-pack or unpack-objects). */
+const FSCK_FAILED = /fsck error|index-pack failed|unpack-objects (?:failed|abnormal exit)|did not pass fsck/;
+
 /**
- * `git fetch -- <remote> <refspecs…>`: brings the remote refs and the objects
- * they need into the repository. A refspec whose source the remote lacks is
- * `E_NOT_FOUND` (a glob matching nothing is not an error); anything else git
- * fails on is `E_UNAVAILABLE`.
+ * `git fetch -- <remote> <refspecs…>` with object checking: brings the
+ * remote refs and the objects they need into the repository. A refspec whose
+ * source the remote lacks is `E_NOT_FOUND` (a glob matching nothing is not an
+ * error); objects `git fsck` refuses (a tree entry `..`, a `.gitmodules` with
+ * a disallowed URL, a malformed commit) are `E_CORRUPT`, and then no ref
+ * moves and none of them is kept; anything else git fails on is `E_UNAVAILABLE`.
  */
 export async function fetchRefspecs(repo: Repository, remote: string, refspecs: string[], options: RemoteOptions = {}): Promise<void> {
   checkRemote(remote);
   refspecs.forEach(checkRefspec);
-  const run = await runGit(repo, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", remote, ...refspecs], options);
+  const run = await runGit(repo, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", remote, ...refspecs], options, FETCH_CHECKS);
   if (run.code === 0) return;
   const missing = /couldn't find remote ref (\S+)/.exec(run.stderr);
   if (missing !== null) throw gitError("E_NOT_FOUND", `${redactRemote(remote)} has no ${missing[1]}`);
+  if (FSCK_FAILED.test(run.stderr)) {
+    const said = run.stderr.trim();
+    throw gitError("E_CORRUPT", `${redactRemote(remote)} sent objects git fsck refuses; nothing was fetched: ${said}`, new Error(said));
+  }
   throw unavailable("fetch", remote, run);
 }
 

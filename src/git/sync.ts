@@ -1,8 +1,10 @@
 import { isStorageError } from "../core/errors.js";
+import type { KeyLimits } from "../core/types.js";
 import { gitError } from "./errors.js";
 import { mergeCommits, type MergeContext, type MergePolicy } from "./merge.js";
 import type { ObjectId } from "./objectId.js";
-import { fetchRef, pushRef, redactRemote, type RemoteOptions } from "./remote.js";
+import { fetchRef, pushRef, redactRemote, trackingRef, type RemoteOptions } from "./remote.js";
+import { checkKeyTree } from "./treeCheck.js";
 
 /** Options of {@link syncRef} (and of the git driver's `sync`). */
 export interface SyncOptions extends RemoteOptions {
@@ -31,6 +33,8 @@ export interface SyncResult {
 /** The store a sync works on: the merge context plus its ref. */
 export interface SyncTarget extends MergeContext {
   ref: string;
+  /** The store's key limits: a fetched tree with a longer or deeper key is refused (default: the core's). */
+  keyLimits?: KeyLimits;
 }
 
 /** Where one attempt left the local ref. */
@@ -47,6 +51,29 @@ function checkPolicy(policy: unknown): MergePolicy {
   if (policy === undefined) return "latest";
   if (policy === "latest" || policy === "ours" || policy === "theirs" || typeof policy === "function") return policy as MergePolicy;
   throw gitError("E_INVALID_OPTION", `policy is "latest", "ours", "theirs" or a function, got ${JSON.stringify(policy)}`);
+}
+
+/**
+ * Fetches the remote's commit and checks that its tree is a stowage key tree
+ * (only what differs from the local tip is read) before anything merges it.
+ * On refusal (`E_CORRUPT`; `E_TOO_LARGE` past the check's bound) the tracking ref goes back to where it was, so the
+ * refused commit is not kept reachable; the local ref never moved.
+ */
+async function fetchChecked(target: SyncTarget, remote: string, options: SyncOptions): Promise<ObjectId | undefined> {
+  const tracking = trackingRef(remote, target.ref);
+  const before = target.repo.refs.resolve(tracking);
+  const fetched = await fetchRef(target.repo, remote, target.ref, options);
+  const ours = target.repo.refs.resolve(target.ref);
+  if (fetched === undefined || fetched === ours) return fetched;
+  try {
+    checkKeyTree(target.repo, target.readCommit(fetched).tree, ours === undefined ? undefined : target.readCommit(ours).tree, target.keyLimits);
+  } catch (error) {
+    if (before === undefined) target.repo.refs.delete(tracking, { expected: fetched });
+    else target.repo.refs.update(tracking, before, { expected: fetched, message: "stowage: refused what was fetched" });
+    if (!isStorageError(error, "E_CORRUPT")) throw error;
+    throw gitError("E_CORRUPT", `${redactRemote(remote)} ${target.ref} at ${fetched} is refused, the local ref is unchanged: ${error.message}`, error);
+  }
+  return fetched;
 }
 
 /**
@@ -88,7 +115,7 @@ export async function syncRef(target: SyncTarget, remote: string, options: SyncO
   let fastForwarded = false;
   let refused: { at: ObjectId | undefined; summary: string } | undefined;
   for (let attempt = 0; attempt <= retries; attempt++) {
-    const fetched = await fetchRef(target.repo, remote, target.ref, options);
+    const fetched = await fetchChecked(target, remote, options);
     // Refused although the remote did not move: a hook or a setting, which another round will not change.
     if (refused !== undefined && fetched === refused.at) throw notTaken(remote, target.ref, `${refused.summary}, and the remote ref did not move`);
     const step = await integrate(target, fetched, policy, remote);

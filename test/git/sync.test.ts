@@ -392,3 +392,100 @@ describe("mergeBase", () => {
     expect(gitCli(repo.gitDir, ["merge-base", "--all", a2, b2]).split("\n").sort()).toEqual([a1, b1].sort());
   });
 });
+
+describe("git driver sync from a hostile remote", () => {
+  /** A bare remote whose objects are made with stock git's plumbing (hash-object, mktree, commit-tree, update-ref). */
+  function hostileRemote() {
+    const remote = gitInitBare("sync-hostile-remote");
+    const blob = (text: string): string => gitCli(remote, ["hash-object", "-w", "--stdin"], text);
+    // mktree takes "<mode> <type> <id>\t<name>" lines and checks nothing about the names.
+    const tree = (...lines: string[]): string => gitCli(remote, ["mktree"], lines.map((line) => `${line}\n`).join(""));
+    const commit = (treeId: string, parent?: string): string => gitCli(remote, ["commit-tree", "-m", "hostile", ...(parent === undefined ? [] : ["-p", parent]), treeId]);
+    const publish = (tip: string): string => {
+      gitCli(remote, ["update-ref", REF, tip]);
+      return tip;
+    };
+    return { remote, blob, tree, commit, publish };
+  }
+
+  /** A clone holding `mine` syncs with `remote`: E_CORRUPT, and everything local stays as it was and keeps working. */
+  async function expectRefused(remote: string, message: RegExp): Promise<Clone> {
+    const a = clone(remote, "sync-victim");
+    await a.storage.setItem("mine", 1);
+    const before = gitCli(a.dir, ["rev-parse", REF]);
+    const error = await a.sync().catch((failure: unknown) => failure);
+    expect(isStorageError(error, "E_CORRUPT"), String(error)).toBe(true);
+    expect((error as Error).message).toMatch(message);
+    expect(gitCli(a.dir, ["rev-parse", REF])).toBe(before);
+    expect(gitCli(a.dir, ["for-each-ref", "--format=%(refname)", "refs/stowage-remotes/"])).toBe("");
+    expect(await a.storage.getKeys()).toEqual(["mine"]);
+    fsck(a.dir);
+    // What was refused troubles no later operation: maintenance, writes, listing, stock git.
+    a.driver.maintenance({ all: true, grace: 0 });
+    await a.storage.setItem("after", 2);
+    expect((await a.storage.getKeys()).sort()).toEqual(["after", "mine"]);
+    fsck(a.dir);
+    return a;
+  }
+
+  it("refuses a tip whose tree holds `.` and `..`: git's fsck refuses the objects, nothing is kept", async () => {
+    const { remote, blob, tree, commit, publish } = hostileRemote();
+    const x = blob("x");
+    publish(commit(tree(`100644 blob ${x}\t.`, `100644 blob ${x}\t..`, `100644 blob ${x}\tok`)));
+    await expectRefused(remote, /fsck refuses.*hasDot/s);
+  });
+
+  it("refuses a clean tip whose history holds a .gitmodules with a disallowed URL", async () => {
+    const { remote, blob, tree, commit, publish } = hostileRemote();
+    const modules = blob('[submodule "x"]\n\tpath = x\n\turl = --upload-pack=touch /tmp/stowage-pwned\n');
+    const first = commit(tree(`100644 blob ${modules}\t.gitmodules`));
+    publish(commit(tree(`100644 blob ${blob('"fine"')}\tok`), first));
+    await expectRefused(remote, /fsck refuses.*gitmodulesUrl/s);
+  });
+
+  it("refuses fsck-clean trees that are not a stowage layout, and restores a tracking ref it had", async () => {
+    const { remote, blob, tree, commit, publish } = hostileRemote();
+    const x = blob('"x"');
+    const key = `100644 blob ${x}\tk`;
+    const layouts: [string, string][] = [
+      [tree(`100644 blob ${x}\t100%`), "a name the key encoding does not write"],
+      [tree(`100644 blob ${x}\ta:b`), "a name the key encoding does not write"],
+      [tree(`120000 blob ${x}\tlink`), "mode 120000"],
+      [tree(`160000 commit ${"1".repeat(40)}\tsub`), "mode 160000"],
+      [tree(`040000 tree ${EMPTY_TREE}\tempty`, key), "an empty subtree"],
+      [tree(`100644 blob ${x}\t%value`), "a value entry outside a key's directory"],
+      [tree(`040000 tree ${tree(key)}\t%x00`, key), "a key beside fan-out buckets"],
+      [tree(`040000 tree ${tree(`040000 tree ${tree(key)}\t%x00`)}\tdir`), "fan-out bucket its hash does not pick"],
+      [tree(`040000 tree ${tree(`100644 blob ${x}\t%value`, `100644 blob ${x}\t%value2`)}\tdir`), "a name the key encoding does not write"],
+    ];
+    for (const [treeId, why] of layouts) {
+      const tip = publish(commit(treeId));
+      const a = await expectRefused(remote, new RegExp(`${tip} is refused, the local ref is unchanged: .*${why.replace(/[()%]/g, "\\$&")}`));
+      // A tracking ref that held an accepted commit is put back, not left on the refused one.
+      const good = publish(commit(tree(key)));
+      const synced = await a.sync();
+      expect(synced).toMatchObject({ fetched: good, merged: true, pushed: true });
+      publish(tip);
+      expect(await codeOf(a.sync())).toBe("E_CORRUPT");
+      expect(gitCli(a.dir, ["rev-parse", trackingRef(remote, REF)])).toBe(synced.tip);
+      expect(gitCli(a.dir, ["rev-parse", REF])).toBe(synced.tip);
+      fsck(a.dir);
+    }
+  });
+
+  it("refuses a remote ref that is not a commit", async () => {
+    const { remote, blob, publish } = hostileRemote();
+    publish(blob("not a commit"));
+    await expectRefused(remote, /is a blob, not a commit/);
+  });
+
+  it("accepts a tree stock git wrote in the stowage layout: plain names, nested keys, a value beside keys below it", async () => {
+    const { remote, blob, tree, commit, publish } = hostileRemote();
+    const user = tree(`100644 blob ${blob('"ada"')}\t%value`, `100644 blob ${blob("1")}\tage`);
+    publish(commit(tree(`100644 blob ${blob('"hi"')}\tgreeting`, `040000 tree ${user}\tuser`, `100644 blob ${blob('"dot"')}\t%2Egit`)));
+    const a = clone(remote);
+    expect(await a.sync()).toMatchObject({ fastForwarded: true });
+    expect(await values(a.storage)).toEqual({ ".git": "dot", greeting: "hi", user: "ada", "user:age": 1 });
+    fsck(a.dir);
+  });
+});
