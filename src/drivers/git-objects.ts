@@ -1,18 +1,29 @@
 import { StorageError } from "../core/errors.js";
-import { checkKeyLimits } from "../core/keys.js";
+import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { BLOB_DRIVER_FLAGS, blobReads, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
-import { openOrInit } from "../git/openStore.js";
+import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
+import { holdIndex, openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange, type TreeLayout } from "../git/treeRef.js";
 
 export interface GitObjectsOptions {
   /** An existing repository or worktree, or where a new bare repository is created. Required. */
   dir: string;
-  /** The index ref whose commits hold every stored blob (default `refs/stowage/objects`). */
+  /**
+   * The index ref whose commits hold every stored blob (default
+   * `refs/stowage/objects`). Given explicitly, several drivers may share it
+   * on purpose; see `namespace`.
+   */
   ref?: string;
+  /**
+   * A separate index on `<ref>-<namespace>` (e.g. `refs/stowage/objects-artifacts`),
+   * so several mounts on one repository keep their keys apart. Without `ref`,
+   * one process may hold each default index in one driver only: a second
+   * driver on it is `E_INVALID_OPTION` until the first is disposed.
+   */
+  namespace?: string;
   /**
    * `keyed` (default): any key, its value's blob recorded under `keys/` in the
    * index tree. `content`: keys are the values' own blob ids (`setItem` with
@@ -64,13 +75,29 @@ function fail(code: "E_INVALID_KEY" | "E_INVALID_OPTION", message: string, key?:
   return new StorageError(code, message, { driver: DRIVER_NAME, key });
 }
 
-function open(options: GitObjectsOptions): { repo: Repository; index: TreeRef; maintenance: AutoMaintenance } {
-  if (!options?.dir) throw fail("E_INVALID_OPTION", "The git-objects driver needs a dir");
-  const ref = options.ref ?? "refs/stowage/objects";
-  if (!ref.startsWith("refs/") || !isValidRefName(ref)) throw fail("E_INVALID_OPTION", `Invalid index ref: ${JSON.stringify(ref)}`);
+const STORE_OPTIONS = ["dir", "ref", "namespace", "fsync", "looseLimit"] as const;
+const DRIVER_OPTIONS = [...STORE_OPTIONS, "mode"] as const;
+
+/** The index ref the options name: `ref` (default `refs/stowage/objects`), `-<namespace>` appended. */
+function indexRef(options: Omit<GitObjectsOptions, "mode">): string {
+  const { ref = "refs/stowage/objects", namespace } = options;
+  if (typeof ref !== "string") throw fail("E_INVALID_OPTION", `ref must be a string, got ${typeof ref}`);
+  if (namespace !== undefined && (typeof namespace !== "string" || namespace === "")) {
+    throw fail("E_INVALID_OPTION", `namespace must be a non-empty string, got ${JSON.stringify(namespace)}`);
+  }
+  const name = namespace === undefined ? ref : `${ref}-${namespace}`;
+  if (!name.startsWith("refs/") || !isValidRefName(name)) throw fail("E_INVALID_OPTION", `Invalid index ref: ${JSON.stringify(name)}`);
+  return name;
+}
+
+/** Checks dir, ref, namespace and looseLimit, then opens (or creates) the repository and its index. */
+function open(options: Omit<GitObjectsOptions, "mode">): { repo: Repository; index: TreeRef; maintenance: AutoMaintenance; ref: string } {
+  if (!options?.dir || typeof options.dir !== "string") throw fail("E_INVALID_OPTION", "The git-objects driver needs a dir");
+  const ref = indexRef(options);
+  const looseLimit = looseLimitOption(options.looseLimit, DRIVER_NAME);
   const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
-  const maintenance = new AutoMaintenance(repo, looseLimitOption(options.looseLimit, DRIVER_NAME));
-  return { repo, index: new TreeRef(repo, { ref, layout: LAYOUT, message: "stowage: git-objects", maintenance }), maintenance };
+  const maintenance = new AutoMaintenance(repo, looseLimit);
+  return { repo, index: new TreeRef(repo, { ref, layout: LAYOUT, message: "stowage: git-objects", maintenance }), maintenance, ref };
 }
 
 function storeOf(repo: Repository, index: TreeRef): GitObjectStore {
@@ -95,8 +122,19 @@ function storeOf(repo: Repository, index: TreeRef): GitObjectStore {
   };
 }
 
+/** Claims the default index for this driver (see `namespace`); the repository is closed when that is refused. */
+function holdOrClose(repo: Repository, ref: string): () => void {
+  try {
+    return holdIndex(repo, ref, DRIVER_NAME);
+  } catch (error) {
+    repo.close();
+    throw error;
+  }
+}
+
 /** The content-addressed store alone, without a Driver around it. */
 export function gitObjectStore(options: Omit<GitObjectsOptions, "mode">): GitObjectStore {
+  checkOptions(DRIVER_NAME, options, [...STORE_OPTIONS]);
   const { repo, index } = open(options);
   return storeOf(repo, index);
 }
@@ -113,15 +151,18 @@ export function gitObjectStore(options: Omit<GitObjectsOptions, "mode">): GitObj
 export type GitObjectsDriver = Driver<GitObjectsOptions, GitObjectStore> & Maintainable;
 
 export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver {
-  const { repo, index, maintenance } = open(options);
-  const store = storeOf(repo, index);
+  checkOptions(DRIVER_NAME, options, [...DRIVER_OPTIONS]);
   const content = options.mode === "content";
   if (options.mode !== undefined && options.mode !== "keyed" && !content) throw fail("E_INVALID_OPTION", `Unknown mode: ${String(options.mode)}`);
+  const { repo, index, maintenance, ref } = open(options);
+  // Two mounts left on one default index would list and clear each other's keys.
+  const release = options.ref === undefined ? holdOrClose(repo, ref) : () => undefined;
+  const store = storeOf(repo, index);
 
   /** The index name of a key; in content mode the key must be an object id. */
   const nameOf = (key: string): string => {
     if (!content) {
-      checkKeyLimits(key, GIT_OBJECTS_KEY_LIMITS, DRIVER_NAME);
+      checkDriverKey(key, GIT_OBJECTS_KEY_LIMITS, DRIVER_NAME);
       return KEYS + keyPath(key);
     }
     if (!isObjectId(key)) throw fail("E_INVALID_KEY", `Keys of a content-addressed store are blob ids, got ${JSON.stringify(key)}`, key);
@@ -192,6 +233,7 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
       removeItem: (key: string, opts: RemoveOptions) => enqueueChange(index, () => removal(key, opts)),
     },
     dispose: () => {
+      release();
       index.flush();
       repo.close();
     },

@@ -1,5 +1,6 @@
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, toStorageError } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 import {
   isValidRefName,
@@ -13,6 +14,7 @@ import {
   type WriteUnit,
 } from "../git/index.js";
 import { GIT_KEY_LIMITS } from "../git/kvStore.js";
+import { checkIdentity } from "../git/signature.js";
 
 export interface GitDriverOptions {
   /** A repository (bare, a `.git` directory or a worktree); a bare repository is created there when there is none. Required. */
@@ -63,12 +65,32 @@ function invalid(message: string): StorageError {
   return new StorageError("E_INVALID_OPTION", message, { driver: DRIVER_NAME });
 }
 
-function checkOptions(options: GitDriverOptions): void {
+const KNOWN_OPTIONS = ["dir", "ref", "author", "message", "fsync", "fanout", "lockTimeout", "pollInterval", "packLimit"] as const;
+
+/** Every option checked before the repository is opened or created. */
+function checkGitOptions(options: GitDriverOptions): void {
+  checkOptions(DRIVER_NAME, options, [...KNOWN_OPTIONS]);
   if (!options?.dir || typeof options.dir !== "string") throw invalid("The git driver needs a dir");
   const ref = options.ref ?? "refs/stowage/default";
-  if (!ref.startsWith("refs/") || !isValidRefName(ref)) throw invalid(`Not a valid ref name: ${JSON.stringify(ref)}`);
+  if (typeof ref !== "string" || !ref.startsWith("refs/") || !isValidRefName(ref)) throw invalid(`Not a valid ref name: ${JSON.stringify(ref)}`);
+  if (options.author !== undefined) checkAuthor(options.author);
+  if (options.message !== undefined && typeof options.message !== "string") throw invalid("message must be a string");
+  if (options.fsync !== undefined && typeof options.fsync !== "boolean") throw invalid("fsync must be a boolean");
   const fanout = options.fanout ?? 1024;
   if (!Number.isInteger(fanout) || fanout < 16) throw invalid("fanout must be an integer of at least 16");
+  for (const name of ["lockTimeout", "pollInterval", "packLimit"] as const) {
+    const value = options[name];
+    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) throw invalid(`${name} must be a finite number of at least 0`);
+  }
+}
+
+/** The author goes into every commit and reflog line: one Git cannot read back is refused here, not at the first write. */
+function checkAuthor(author: unknown): void {
+  try {
+    checkIdentity(author, "author");
+  } catch (error) {
+    throw toStorageError(error, DRIVER_NAME);
+  }
 }
 
 const setOp = (key: string, value: string | Uint8Array, options: SetOptions | undefined): CommitOperation =>
@@ -88,7 +110,7 @@ const versionOf = (opts: TransactionOptions | undefined): string | undefined => 
  * writes made together into one commit. The etag is the value's blob id.
  */
 const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
-  checkOptions(options);
+  checkGitOptions(options);
   const ref = options.ref ?? "refs/stowage/default";
   const author = options.author ?? { name: "stowage", email: "stowage@localhost" };
   const store = new KeyValueRepo({
@@ -103,7 +125,7 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
     packLimit: options.packLimit ?? 32,
   });
 
-  const target = { repo: store.repo, keys: store.keys, readCommit: (id: string) => store.commit(id), author, ref };
+  const target = { repo: store.repo, keys: store.keys, readCommit: (id: string) => store.commit(id), author, ref, keyLimits: GIT_KEY_LIMITS };
   let syncing: Promise<unknown> = Promise.resolve();
 
   const units = {

@@ -1,15 +1,88 @@
-import { isStorageError } from "../core/errors.js";
-import { Repository, type RepositoryOptions } from "./repository.js";
+import { readdirSync, realpathSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { isStorageError, StorageError } from "../core/errors.js";
+import { gitError, ioError, isErrno } from "./errors.js";
+import { enclosingRepository, Repository, type RepositoryOptions } from "./repository.js";
+
+/** What {@link Repository.init} makes: a directory holding only these is a repository being created (by another process, say). */
+const INIT_ENTRIES: ReadonlySet<string> = new Set(["HEAD", "config", "objects", "refs"]);
 
 /**
- * The repository a git driver's `dir` names: an existing repository or
- * worktree is opened; where there is none, a bare repository is created.
+ * The repository a git driver's `dir` names (docs/git.md, "Where the
+ * repository is"): an existing repository is opened (bare, a `.git`
+ * directory, or a work tree's top directory); where there is none, a bare
+ * repository is created, but only in a new or empty directory outside any
+ * repository. A directory inside a work tree or a git dir, or holding other
+ * files, is refused with `E_INVALID_OPTION` before anything is created: a
+ * bare repository there would sit among the app's files (and be committed
+ * with them).
  */
 export function openOrInit(dir: string, options: RepositoryOptions = {}): Repository {
   try {
     return Repository.open(dir, options);
   } catch (error) {
     if (!isStorageError(error, "E_NOT_FOUND")) throw error;
-    return Repository.init(dir, options);
+  }
+  checkNewRepositoryDir(resolve(dir));
+  return Repository.init(dir, options);
+}
+
+function checkNewRepositoryDir(dir: string): void {
+  const others = entriesOf(dir).filter((name) => !INIT_ENTRIES.has(name));
+  if (others.length > 0) {
+    const shown = others.slice(0, 3).map((name) => JSON.stringify(name)).join(", ") + (others.length > 3 ? ", …" : "");
+    throw gitError("E_INVALID_OPTION", `${dir} is neither a Git repository nor empty (it holds ${shown}): a new repository is only created in a new or empty directory`);
+  }
+  const enclosing = enclosingRepository(dirname(dir));
+  if (enclosing !== undefined) {
+    throw gitError(
+      "E_INVALID_OPTION",
+      `${dir} lies inside the Git repository at ${enclosing}: pass ${enclosing} to store in that repository, a directory outside it, or create a repository at ${dir} first (git init --bare)`,
+    );
+  }
+}
+
+/** The names in a directory; none when it does not exist yet. */
+function entriesOf(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (error) {
+    if (isErrno(error, "ENOENT")) return [];
+    if (isErrno(error, "ENOTDIR")) throw gitError("E_INVALID_OPTION", `${dir} is a file, not a directory for a repository`, error);
+    throw ioError(`Cannot read ${dir}`, error);
+  }
+}
+
+/** Indexes (common dir and ref) a driver of this process holds: see {@link holdIndex}. */
+const heldIndexes = new Set<string>();
+
+/**
+ * Claims `ref` of the repository for one driver of this process, so a second
+ * mount left on the same default index (whose keys it would list and clear)
+ * is refused with `E_INVALID_OPTION`. Returns the release, for dispose (once
+ * is enough; later calls do nothing).
+ */
+export function holdIndex(repo: Repository, ref: string, driver: string): () => void {
+  const claim = `${realCommonDir(repo)}\0${ref}`;
+  if (heldIndexes.has(claim)) {
+    throw new StorageError(
+      "E_INVALID_OPTION",
+      `${ref} of ${repo.commonDir} is already the index of another ${driver} driver of this process: give each mount its own namespace, pass the same ref explicitly to share one index on purpose, or dispose the first`,
+      { driver },
+    );
+  }
+  heldIndexes.add(claim);
+  let held = true;
+  return () => {
+    if (held) heldIndexes.delete(claim);
+    held = false;
+  };
+}
+
+function realCommonDir(repo: Repository): string {
+  try {
+    return realpathSync(repo.commonDir);
+  } catch (error) {
+    throw ioError(`Cannot resolve ${repo.commonDir}`, error);
   }
 }

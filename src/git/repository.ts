@@ -1,5 +1,5 @@
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
-import { isAbsolute, join, resolve } from "node:path";
+import { closeSync, mkdirSync, openSync, readFileSync, realpathSync, statSync, writeSync } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { isStorageError } from "../core/errors.js";
 import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
 import { CommitGraph, commitGraphPath } from "./commitGraph.js";
@@ -11,6 +11,7 @@ import { hashObject, isObjectId, type GitObject, type ObjectId, type ObjectType 
 import { ObjectStore, readAlternates } from "./objectStore.js";
 import { PackWriter, type PackMode, type PackWriterOptions, type WrittenPack } from "./packWriter.js";
 import { RefStore, type RefStoreOptions } from "./refs.js";
+import { checkIdentity } from "./signature.js";
 import { decodeTag, encodeTag, type Tag } from "./tag.js";
 import { decodeTree, encodeTree, type TreeEntry } from "./tree.js";
 
@@ -87,6 +88,7 @@ export class Repository {
    * repositories and unknown formats are `E_UNSUPPORTED`; no repository is `E_NOT_FOUND`.
    */
   static open(path: string, options: RepositoryOptions = {}): Repository {
+    checkOptions(options);
     const layout = findLayout(resolve(path));
     checkFormat(layout.commonDir);
     return new Repository(layout.gitDir, layout.commonDir, options);
@@ -98,6 +100,7 @@ export class Repository {
    * opens the repository already there.
    */
   static init(path: string, options: InitOptions = {}): Repository {
+    checkOptions(options);
     const dir = resolve(path);
     if (isGitDir(dir)) return Repository.open(dir, options);
     try {
@@ -291,6 +294,11 @@ export class Repository {
 
 }
 
+/** Refuses, before any file is touched, an identity that would make reflog lines Git cannot read back. */
+function checkOptions(options: RepositoryOptions): void {
+  if (options.identity !== undefined) checkIdentity(options.identity, "identity");
+}
+
 /** A file's identity (inode, size, times); "" when there is no file. */
 function fileStamp(path: string): string {
   try {
@@ -356,6 +364,32 @@ const isDir = (path: string): boolean => kindOf(path) === "dir";
 /** A git dir has HEAD, and objects/ and refs/ (here or, in a linked worktree, through commondir). */
 function isGitDir(dir: string): boolean {
   return isFile(join(dir, "HEAD")) && ((isDir(join(dir, "objects")) && isDir(join(dir, "refs"))) || isFile(join(dir, "commondir")));
+}
+
+/**
+ * The directory of the repository `path` lies inside, found as git's own
+ * discovery would (an ancestor holding `.git`, or an ancestor that is a git
+ * dir, as in a bare repository), starting from the nearest ancestor that
+ * exists, symlinks resolved; undefined when there is none. `path` itself
+ * counts. The walk is bounded by the path's depth.
+ */
+export function enclosingRepository(path: string): string | undefined {
+  let at = resolve(path);
+  while (kindOf(at) === undefined && dirname(at) !== at) at = dirname(at);
+  at = realPath(at);
+  for (;;) {
+    if (kindOf(join(at, ".git")) !== undefined || isGitDir(at)) return at;
+    if (dirname(at) === at) return undefined;
+    at = dirname(at);
+  }
+}
+
+function realPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch (error) {
+    throw ioError(`Cannot resolve ${path}`, error);
+  }
 }
 
 function readText(path: string): string {

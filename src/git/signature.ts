@@ -1,4 +1,5 @@
-import { corrupt } from "./errors.js";
+import { corrupt, gitError } from "./errors.js";
+import type { Identity } from "./refs.js";
 
 /** Who and when, as in a commit's author/committer or a tag's tagger line. */
 export interface Signature {
@@ -22,11 +23,43 @@ export function signatureNow(name: string, email: string, date: Date = new Date(
   return { name, email, timestamp: Math.floor(date.getTime() / 1000), timezone: formatTimezone(-date.getTimezoneOffset()) };
 }
 
-/** `Name <email> 1700000000 +0100`. */
-export function formatSignature(sig: Signature): string {
-  if (/[<>\n]/.test(sig.name) || /[<>\n]/.test(sig.email)) {
-    throw corrupt(`Invalid identity: ${JSON.stringify(`${sig.name} <${sig.email}>`)}`);
+// `<`, `>` and a newline end the name or email early in Git's ident line; NUL fails `git fsck --strict`.
+const IDENT_BREAKERS = /[<>\n\0]/;
+
+/** Why Git would not read a name and email back as written (`<`, `>`, newline, NUL), or undefined. */
+function identityProblem(name: string, email: string): string | undefined {
+  return IDENT_BREAKERS.test(name) || IDENT_BREAKERS.test(email) ? "name and email must not hold <, >, a newline or NUL" : undefined;
+}
+
+/**
+ * Checks an identity given as an option before anything is written with it:
+ * name and email are strings Git reads back as written, and the name is not
+ * empty (Git refuses an empty name when it commits).
+ *
+ * @param what the option, for the message (`author`)
+ * @throws StorageError `E_INVALID_OPTION`
+ */
+export function checkIdentity(identity: unknown, what: string): Identity {
+  const { name, email } = (typeof identity === "object" && identity !== null ? identity : {}) as Record<string, unknown>;
+  const problem =
+    typeof name !== "string" || typeof email !== "string" ? "it must be { name: string, email: string }" : name.trim() === "" ? "the name is empty" : identityProblem(name, email);
+  if (problem !== undefined) throw gitError("E_INVALID_OPTION", `Invalid ${what} ${describe(identity)}: ${problem}`);
+  return { name: name as string, email: email as string };
+}
+
+function describe(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch (error) {
+    // A cyclic or BigInt-holding object has no JSON text; its type is enough for the message.
+    return `(an unprintable ${typeof value}: ${error instanceof Error ? error.message : String(error)})`;
   }
+}
+
+/** `Name <email> 1700000000 +0100`; `E_CORRUPT` for a name or email Git would not read back as written. */
+export function formatSignature(sig: Signature): string {
+  const problem = identityProblem(sig.name, sig.email);
+  if (problem !== undefined) throw corrupt(`Invalid identity ${JSON.stringify(`${sig.name} <${sig.email}>`)}: ${problem}`);
   return `${sig.name} <${sig.email}> ${sig.timestamp} ${sig.timezone}`;
 }
 

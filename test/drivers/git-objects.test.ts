@@ -16,7 +16,8 @@ const INDEX = "refs/stowage/objects";
 const suiteDir = tempDir("git-objects-kit");
 testDriver({
   name: "git-objects (keyed)",
-  driver: () => gitObjects({ dir: suiteDir }),
+  // The kit opens more than one driver on the store at once: an explicit ref shares the index on purpose.
+  driver: () => gitObjects({ dir: suiteDir, ref: INDEX }),
   additionalTests: (context) => {
     it("after the suite: git fsck --strict is clean, git reads the index, every key survives git gc", async () => {
       const storage = context.storage;
@@ -117,8 +118,8 @@ describe("git-objects keyed mode", () => {
 
   it("a commit that moved the index under us is re-applied on the new tip (no lost write)", async () => {
     const dir = gitInitBare("git-objects-moved");
-    const first = createStorage({ driver: gitObjects({ dir }) });
-    const second = createStorage({ driver: gitObjects({ dir }) });
+    const first = createStorage({ driver: gitObjects({ dir, ref: INDEX }) });
+    const second = createStorage({ driver: gitObjects({ dir, ref: INDEX }) });
     await first.setItem("a", 1);
     await second.setItem("b", 2);
     await first.setItem("c", 3);

@@ -1,0 +1,129 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import git from "../../src/drivers/git.js";
+import gitNotes from "../../src/drivers/git-notes.js";
+import gitObjects, { gitObjectStore } from "../../src/drivers/git-objects.js";
+import gitRefs from "../../src/drivers/git-refs.js";
+import { createStorage, isStorageError } from "../../src/index.js";
+import { git as gitCli, gitInitBare } from "../git/gitCli.js";
+import { tempDir } from "../helpers/tempDir.js";
+
+/** The StorageError a call throws (undefined when it returns). */
+function thrown(run: () => unknown): { code: string; message: string } | undefined {
+  try {
+    run();
+  } catch (error) {
+    if (isStorageError(error)) return { code: error.code, message: error.message };
+    throw error;
+  }
+  return undefined;
+}
+
+const fsck = (dir: string) => gitCli(dir, ["fsck", "--strict", "--no-progress"]);
+
+describe("git drivers refuse options they do not know", () => {
+  const cases: [string, (options: Record<string, unknown>) => unknown, string][] = [
+    ["git", (options) => git(options as never), "dir, ref, author, message, fsync, fanout, lockTimeout, pollInterval, packLimit"],
+    ["git-refs", (options) => gitRefs(options as never), "dir, prefix, fsync, lockTimeout, reflog, looseLimit"],
+    ["git-notes", (options) => gitNotes(options as never), "dir, ref, namespace, fsync, looseLimit"],
+    ["git-objects", (options) => gitObjects(options as never), "dir, ref, namespace, fsync, looseLimit, mode"],
+  ];
+  it.each(cases)("%s: E_INVALID_OPTION naming the known ones, before anything is created", (_name, open, known) => {
+    const dir = join(tempDir("git-options"), "repo");
+    const error = thrown(() => open({ dir, compression: true }));
+    expect(error?.code).toBe("E_INVALID_OPTION");
+    expect(error?.message).toContain("unknown option compression");
+    expect(error?.message).toContain(`(known: ${known})`);
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it("git-objects: compression, as the GitVan guide passes it, is refused; so is it for gitObjectStore, which has no mode", () => {
+    const dir = gitInitBare("git-objects-compression");
+    expect(thrown(() => gitObjects({ dir, compression: true } as never))?.code).toBe("E_INVALID_OPTION");
+    expect(thrown(() => gitObjectStore({ dir, mode: "content" } as never))?.message).toContain("unknown option mode");
+  });
+});
+
+describe("git driver author", () => {
+  const bad: [string, unknown][] = [
+    ["a NUL in the name", { name: "Ada\0Lovelace", email: "ada@example.com" }],
+    ["< in the name", { name: "Ada <x", email: "ada@example.com" }],
+    ["> in the email", { name: "Ada", email: "ada>@example.com" }],
+    ["a newline in the name", { name: "Ada\nLovelace", email: "ada@example.com" }],
+    ["a newline in the email", { name: "Ada", email: "ada@example.com\ncommitter evil" }],
+    ["a NUL in the email", { name: "Ada", email: "ada@\0" }],
+    ["an empty name", { name: "  ", email: "ada@example.com" }],
+    ["no email", { name: "Ada" }],
+    ["a number for a name", { name: 7, email: "x@y" }],
+    ["a string", "Ada <ada@example.com>"],
+    ["null", null],
+  ];
+  it.each(bad)("%s is E_INVALID_OPTION at open, and no repository is created", (_what, author) => {
+    const dir = join(tempDir("git-author"), "repo");
+    const error = thrown(() => git({ dir, author: author as never }));
+    expect(error?.code).toBe("E_INVALID_OPTION");
+    expect(error?.message).toMatch(/^Invalid author /);
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it("an author with any other characters writes commits stock git accepts and reads back", async () => {
+    const dir = gitInitBare("git-author-ok");
+    const author = { name: "Åda \"the\" Lovelace (é) 🚀", email: "" };
+    const storage = createStorage({ driver: git({ dir, author }) });
+    await storage.setItem("k", 1);
+    fsck(dir);
+    expect(gitCli(dir, ["log", "-1", "--format=%an|%ae|%cn", "refs/stowage/default"])).toBe(`${author.name}||${author.name}`);
+    await storage.dispose();
+  });
+});
+
+describe("git-objects mounts on one repository", () => {
+  it("two mounts with the same default options (the GitVan preset's): the second is refused until the first is disposed", async () => {
+    const dir = gitInitBare("git-objects-mounts");
+    const storage = createStorage();
+    storage.mount("content", gitObjects({ dir }));
+    const error = thrown(() => storage.mount("artifacts", gitObjects({ dir })));
+    expect(error?.code).toBe("E_INVALID_OPTION");
+    expect(error?.message).toMatch(/refs\/stowage\/objects of .* is already the index of another git-objects driver of this process: give each mount its own namespace/);
+    // Another spelling of the same repository is the same index.
+    expect(thrown(() => gitObjects({ dir: join(dir, "objects", "..") }))?.code).toBe("E_INVALID_OPTION");
+    await storage.unmount("content", true);
+    const again = gitObjects({ dir });
+    await again.dispose?.();
+    await again.dispose?.();
+    await storage.dispose();
+  });
+
+  it("a namespace gives each mount its own index: neither lists, reads nor clears the other's keys", async () => {
+    const dir = gitInitBare("git-objects-namespaces");
+    const storage = createStorage();
+    storage.mount("content", gitObjects({ dir, namespace: "content" }));
+    storage.mount("artifacts", gitObjects({ dir, namespace: "artifacts" }));
+    await storage.setItem("content:a", "A");
+    await storage.setItem("artifacts:b", "B");
+    expect(await storage.getKeys("content")).toEqual(["content:a"]);
+    expect(await storage.getKeys("artifacts")).toEqual(["artifacts:b"]);
+    expect(await storage.getItem("content:b")).toBeNull();
+    await storage.clear("content");
+    expect(await storage.getItem("artifacts:b")).toBe("B");
+    expect(gitCli(dir, ["for-each-ref", "--format=%(refname)", "refs/stowage/"]).split("\n")).toEqual([
+      "refs/stowage/objects-artifacts",
+      "refs/stowage/objects-content",
+    ]);
+    fsck(dir);
+    expect(thrown(() => gitObjects({ dir, namespace: "" }))?.code).toBe("E_INVALID_OPTION");
+    expect(thrown(() => gitObjects({ dir, namespace: "a..b" }))?.code).toBe("E_INVALID_OPTION");
+    await storage.dispose();
+  });
+
+  it("the same ref passed explicitly shares one index on purpose", async () => {
+    const dir = gitInitBare("git-objects-shared");
+    const first = createStorage({ driver: gitObjects({ dir, ref: "refs/stowage/objects" }) });
+    const second = createStorage({ driver: gitObjects({ dir, ref: "refs/stowage/objects" }) });
+    await first.setItem("k", 1);
+    expect(await second.getItem("k")).toBe(1);
+    await first.dispose();
+    await second.dispose();
+  });
+});
