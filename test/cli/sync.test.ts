@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { git, gitInitBare } from "../git/gitCli.js";
@@ -50,5 +51,29 @@ describe("stowage sync", () => {
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toMatch(/^stowage: E_UNAVAILABLE: git fetch/);
     expect(stowage(["sync", "origin", "--policy", "newest", "--store", `git:${tempDir("cli-sync-a")}`]).code).not.toBe(0);
+  });
+
+  it("a remote whose tip is no stowage tree is E_CORRUPT and the store is left as it was", () => {
+    const remote = gitInitBare("cli-sync-hostile");
+    const blob = git(remote, ["hash-object", "-w", "--stdin"], '"x"');
+    const tip = git(remote, ["commit-tree", "-m", "hostile", git(remote, ["mktree"], `120000 blob ${blob}\tlink\n`)]);
+    git(remote, ["update-ref", REF, tip]);
+    const dir = tempDir("cli-sync-victim");
+    expect(stowage(["set", "k", "mine", "--store", `git:${dir}`]).code).toBe(0);
+    const before = git(dir, ["rev-parse", REF]);
+    const run = stowage(["sync", remote, "--store", `git:${dir}`]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^stowage: E_CORRUPT: .* is refused, the local ref is unchanged: .*mode 120000/);
+    expect(git(dir, ["rev-parse", REF])).toBe(before);
+    git(dir, ["fsck", "--strict", "--no-progress"]);
+  });
+
+  it("the default store ./.stowage inside a project's work tree is refused, not created among its files", () => {
+    const project = tempDir("cli-sync-project");
+    git(project, ["init", "-q", "-b", "main"]);
+    const run = spawnSync(process.execPath, ["--import", TSX, MAIN, "sync", gitInitBare("cli-sync-remote")], { cwd: project });
+    expect(run.status).toBe(1);
+    expect(run.stderr.toString()).toMatch(/^stowage: E_INVALID_OPTION: .*\.stowage lies inside the Git repository at /);
+    expect(existsSync(join(project, ".stowage"))).toBe(false);
   });
 });
