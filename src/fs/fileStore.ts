@@ -9,7 +9,7 @@ import {
   mkdirSync,
   openSync,
   opendirSync,
-  readFileSync,
+  readSync,
   readlinkSync,
   realpathSync,
   renameSync,
@@ -84,6 +84,14 @@ const FD_PATHS = process.platform === "linux" && existsSync("/proc/self/fd") ? "
 /** Writes a whole chunk: a write may take less than it is given. */
 async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
   for (let offset = 0; offset < chunk.byteLength; ) offset += (await handle.write(chunk, offset, chunk.byteLength - offset)).bytesWritten;
+}
+
+/** Reads the `size` bytes a file had when opened (fewer if it was cut short in place since). */
+function readAllSync(fd: number, size: number): Buffer {
+  const buffer = Buffer.allocUnsafe(size);
+  let offset = 0;
+  for (let read = -1; offset < size && read !== 0; offset += read) read = readSync(fd, buffer, offset, size - offset, offset);
+  return offset < size ? buffer.subarray(0, offset) : buffer;
 }
 
 function metaOfStats(stats: Stats): StorageMeta {
@@ -334,8 +342,9 @@ export class FileStore {
       throw this.ioError(error, key, "read");
     }
     try {
-      this.assertOpenedInside(fd, key, fstatSync(fd));
-      return readFileSync(fd);
+      const stats = fstatSync(fd);
+      this.assertOpenedInside(fd, key, stats);
+      return readAllSync(fd, stats.size);
     } catch (error) {
       throw error instanceof StorageError ? error : this.ioError(error, key, "read");
     } finally {

@@ -57,21 +57,34 @@ export function isDotGitName(segment: string): boolean {
   return name === ".git" || name === "git~1";
 }
 
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-
 /**
  * Why a segment cannot be a file name of this store, or undefined when it can.
  * Names that keys never produce (`:`, `\`, `?`, which key normalization
  * consumes) and lone surrogates (UTF-8 cannot carry them: two keys would
  * share one file) are refused too, so that every listed name reads back.
+ * One pass over the characters: this runs for every segment of every key.
  */
 export function segmentProblem(segment: string, last: boolean): string | undefined {
   if (segment === "." || segment === "..") return "a `.` or `..` segment";
-  if (/[\0:\\/?]/.test(segment)) return "a NUL, `:`, `\\`, `/` or `?` in a file name";
+  let bytes = 0;
+  for (let i = 0; i < segment.length; i++) {
+    const code = segment.charCodeAt(i);
+    if (code < 0x80) {
+      if (code === 0 || code === 47 || code === 58 || code === 63 || code === 92) return "a NUL, `/`, `:`, `?` or `\\` in a file name";
+      bytes += 1;
+    } else if (code < 0x800) {
+      bytes += 2;
+    } else if (code < 0xd800 || code > 0xdfff) {
+      bytes += 3;
+    } else if (code <= 0xdbff && (segment.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4;
+      i++;
+    } else {
+      return "a lone UTF-16 surrogate (not valid UTF-8)";
+    }
+  }
   if (segment.startsWith(TEMP_PREFIX)) return `a segment starting ${TEMP_PREFIX} (reserved for temp files)`;
   if (isDotGitName(segment)) return "a `.git` segment (a Git repository's own files)";
-  if (LONE_SURROGATE.test(segment)) return "a lone UTF-16 surrogate (not valid UTF-8)";
   const limit = segmentLimit(segment, last);
-  if (Buffer.byteLength(segment, "utf8") > limit) return `a segment longer than ${limit} bytes`;
-  return undefined;
+  return bytes > limit ? `a segment longer than ${limit} bytes` : undefined;
 }
