@@ -129,6 +129,9 @@ export class FileStore {
       throw new StorageError("E_INVALID_OPTION", `The ${driverName} driver's base ${this.base} is not a directory`, { driver: driverName });
     }
     this.keyLimits = fileKeyLimits(Math.max(Buffer.byteLength(this.base), real === undefined ? 0 : Buffer.byteLength(real)));
+    if (this.keyLimits.bytes < 1) {
+      throw new StorageError("E_INVALID_OPTION", `The ${driverName} driver's base path is too long to hold any key within PATH_MAX`, { driver: driverName });
+    }
   }
 
   private fail(code: "E_INVALID_KEY" | "E_IO" | "E_READONLY", message: string, key?: string, cause?: unknown): StorageError {

@@ -316,6 +316,7 @@ describe("fs and fs-lite options", () => {
       ["fs cwd", () => fsDriver({ base, watchOptions: { cwd: base } })],
       ["fs array", () => fsDriver([base] as never)],
       ["fs-lite base is a file", () => fsLite({ base: join(base, "file") })],
+      ["fs base too long for any key", () => fsDriver({ base: join(base, ..."x".repeat(4100).match(/.{1,200}/g)!) })],
     ];
     for (const [name, make] of cases) {
       let code: string | undefined;
