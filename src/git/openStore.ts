@@ -18,6 +18,7 @@ const INIT_ENTRIES: ReadonlySet<string> = new Set(["HEAD", "config", "objects", 
  * with them).
  */
 export function openOrInit(dir: string, options: RepositoryOptions = {}): Repository {
+  if (typeof dir !== "string" || dir === "" || dir.includes("\0")) throw gitError("E_INVALID_OPTION", `dir must be a non-empty path without NUL, got ${JSON.stringify(dir)}`);
   try {
     return Repository.open(dir, options);
   } catch (error) {

@@ -1,4 +1,5 @@
 import { isStorageError } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import type { KeyLimits } from "../core/types.js";
 import { gitError } from "./errors.js";
 import { mergeCommits, type MergeContext, type MergePolicy } from "./merge.js";
@@ -46,6 +47,19 @@ interface Integrated {
 }
 
 const LOCAL_ATTEMPTS = 1000;
+
+/** Every sync option, checked before git runs. */
+function checkSyncOptions(options: SyncOptions): void {
+  checkOptions("git sync", options, ["policy", "retries", "timeout", "env"]);
+  const { retries, timeout, env } = options;
+  if (retries !== undefined && (!Number.isInteger(retries) || retries < 0)) throw gitError("E_INVALID_OPTION", `retries must be an integer of at least 0, got ${String(retries)}`);
+  if (timeout !== undefined && (typeof timeout !== "number" || !(timeout > 0) || !Number.isFinite(timeout))) {
+    throw gitError("E_INVALID_OPTION", `timeout must be a number of ms above 0, got ${String(timeout)}`);
+  }
+  if (env !== undefined && (typeof env !== "object" || env === null || Object.values(env).some((value) => value !== undefined && typeof value !== "string"))) {
+    throw gitError("E_INVALID_OPTION", "env must be an object of strings");
+  }
+}
 
 function checkPolicy(policy: unknown): MergePolicy {
   if (policy === undefined) return "latest";
@@ -108,6 +122,7 @@ async function integrate(target: SyncTarget, theirs: ObjectId | undefined, polic
  * `E_CONFLICT`; a refusal while the remote did not move is `E_CONFLICT` at once.
  */
 export async function syncRef(target: SyncTarget, remote: string, options: SyncOptions = {}): Promise<SyncResult> {
+  checkSyncOptions(options);
   const policy = checkPolicy(options.policy);
   const retries = options.retries ?? 5;
   const conflicts = new Set<string>();

@@ -67,6 +67,7 @@ describe("where a git driver's repository is", () => {
     writeFileSync(join(full, "notes.txt"), "mine\n");
     expect(() => openOrInit(full)).toThrow(/is neither a Git repository nor empty \(it holds "notes.txt"\)/);
     expect(readdirSync(full)).toEqual(["notes.txt"]);
+    for (const dir of ["", "a\0b", 7]) expect(errorCode(() => openOrInit(dir as string))).toBe("E_INVALID_OPTION");
     const file = join(full, "notes.txt");
     expect(errorCode(() => openOrInit(join(file, "x")))).toBe("E_INVALID_OPTION");
 

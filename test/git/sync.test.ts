@@ -339,6 +339,22 @@ describe("git driver sync", () => {
     expect(await codeOf(a.driver.sync("origin", { policy: "newest" as never }))).toBe("E_INVALID_OPTION");
   });
 
+  it("refuses unknown and malformed sync options before git runs", async () => {
+    const remote = gitInitBare("sync-remote");
+    const a = clone(remote);
+    await a.storage.setItem("k", "v");
+    const bad: unknown[] = [{ polcy: "ours" }, { retries: -1 }, { retries: 1.5 }, { timeout: 0 }, { timeout: Number.NaN }, { env: { GIT_SSH_COMMAND: 1 } }, { env: "x" }];
+    for (const options of bad) {
+      const error = await a.driver.sync(remote, options as SyncOptions).catch((failure: unknown) => failure);
+      expect(isStorageError(error, "E_INVALID_OPTION"), JSON.stringify(options)).toBe(true);
+    }
+    expect(((await a.driver.sync(remote, { polcy: "ours" } as SyncOptions).catch((failure: unknown) => failure)) as Error).message).toMatch(
+      /unknown option polcy \(known: policy, retries, timeout, env\)/,
+    );
+    expect(gitCli(remote, ["for-each-ref"])).toBe("");
+    expect(await a.sync({ retries: 0, timeout: 60_000, env: { GIT_TRACE: "0" } })).toMatchObject({ pushed: true });
+  });
+
   it("fetches and pushes notes refs with refspecs", async () => {
     const remote = gitInitBare("sync-remote");
     const { a } = await pair({ k: "v" }, remote);
