@@ -74,7 +74,10 @@ function checkGitOptions(options: GitDriverOptions): void {
   const ref = options.ref ?? "refs/stowage/default";
   if (typeof ref !== "string" || !ref.startsWith("refs/") || !isValidRefName(ref)) throw invalid(`Not a valid ref name: ${JSON.stringify(ref)}`);
   if (options.author !== undefined) checkAuthor(options.author);
-  if (options.message !== undefined && typeof options.message !== "string") throw invalid("message must be a string");
+  if (options.message !== undefined && (typeof options.message !== "string" || options.message.includes("\0"))) {
+    // git fsck --strict refuses a commit whose message holds NUL.
+    throw invalid("message must be a string without NUL");
+  }
   if (options.fsync !== undefined && typeof options.fsync !== "boolean") throw invalid("fsync must be a boolean");
   const fanout = options.fanout ?? 1024;
   if (!Number.isInteger(fanout) || fanout < 16) throw invalid("fanout must be an integer of at least 16");

@@ -78,6 +78,16 @@ describe("git driver author", () => {
   });
 });
 
+describe("git driver message", () => {
+  it("a template holding NUL (commits git fsck --strict rejects) or no string is E_INVALID_OPTION at open", () => {
+    for (const message of ["stowage\0{key}", 7]) {
+      const dir = join(tempDir("git-message"), "repo");
+      expect(thrown(() => git({ dir, message: message as string }))?.code).toBe("E_INVALID_OPTION");
+      expect(existsSync(dir)).toBe(false);
+    }
+  });
+});
+
 describe("git-objects mounts on one repository", () => {
   it("two mounts with the same default options (the GitVan preset's): the second is refused until the first is disposed", async () => {
     const dir = gitInitBare("git-objects-mounts");
