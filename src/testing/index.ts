@@ -3,7 +3,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { isStorageError, type StorageErrorCode } from "../core/errors.js";
 import { restoreSnapshot } from "../core/snapshot.js";
 import { createCoreStorage } from "../core/storage.js";
-import type { Driver, DriverFlags, Storage, WatchEvent } from "../core/types.js";
+import { keyDepth } from "../core/keys.js";
+import { DEFAULT_KEY_LIMITS, type Driver, type DriverFlags, type Storage, type WatchEvent } from "../core/types.js";
 
 /** What the tests of a driver see. */
 export interface DriverTestContext {
@@ -58,6 +59,21 @@ async function expectCode(action: () => unknown, code: StorageErrorCode): Promis
 }
 
 const sorted = (keys: string[]) => [...keys].sort();
+
+/**
+ * The longest key a driver's limits allow (segments of at most 100 bytes: a
+ * limit on one segment's length is the driver's to declare lower) and the
+ * deepest (one-byte segments).
+ */
+function keysAtLimits(driver: Driver): { atBytes: string; atSegments: string } {
+  const { bytes, segments } = driver.keyLimits ?? DEFAULT_KEY_LIMITS;
+  const atBytes = Array.from({ length: Math.ceil(bytes / 101) }, (_, index) => `${index}`.padEnd(100, "b"))
+    .join(":")
+    .slice(0, bytes)
+    .replace(/:$/, "x");
+  const atSegments = Array.from({ length: segments }, (_, index) => String(index % 10)).join(":");
+  return { atBytes, atSegments };
+}
 
 /**
  * Registers the stowage driver contract as vitest tests: everything
@@ -373,6 +389,95 @@ export function testDriver(options: DriverTestOptions): void {
         expect(await storage.getItem("cas:counter")).toBe(writers * rounds);
       });
 
+      test("CAS: a guard present with an undefined value is never ignored", async () => {
+        const storage = context.storage;
+        await storage.setItem("cas:guard", "theirs");
+        // What `{ ifMatch: (await getMeta(key)).etag }` passes when the key was absent, or on a driver without etags.
+        const code: StorageErrorCode = flags.cas ? "E_INVALID_OPTION" : "E_UNSUPPORTED";
+        await expectCode(() => storage.setItem("cas:guard", "mine", { ifMatch: undefined }), code);
+        await expectCode(() => storage.setItem("cas:guard", "mine", { ifNoneMatch: undefined }), code);
+        await expectCode(() => storage.setItems([{ key: "cas:guard", value: "mine", options: { ifMatch: undefined } }]), code);
+        await expectCode(() => storage.removeItem("cas:guard", { ifMatch: undefined }), code);
+        if (!flags.cas) await expectCode(() => storage.removeItem("cas:guard", { ifMatch: "x", removeMeta: true }), "E_UNSUPPORTED");
+        expect(await storage.getItem("cas:guard")).toBe("theirs");
+      });
+
+      test("CAS: guarded removeItem, with and without removeMeta and with a ttl", async () => {
+        if (!flags.cas) return;
+        const storage = context.storage;
+        const cases: { name: string; ttl?: number; removeMeta?: boolean }[] = [
+          { name: "plain" },
+          { name: "meta", removeMeta: true },
+          { name: "ttl", ttl: 600_000 },
+          { name: "ttl-meta", ttl: 600_000, removeMeta: true },
+        ];
+        for (const { name, ttl: itemTtl, removeMeta } of cases) {
+          const key = `cas:release:${name}`;
+          await storage.setItem(key, { owner: "a" }, itemTtl === undefined ? {} : { ttl: itemTtl });
+          await storage.setMeta(key, { note: name });
+          const { etag } = await storage.getMeta(key);
+          await expectCode(() => storage.removeItem(key, { ifMatch: `${etag}-stale`, removeMeta }), "E_CONFLICT");
+          expect(await storage.getItem(key), `${name}: a failed guard removes nothing`).toEqual({ owner: "a" });
+          await storage.removeItem(key, { ifMatch: etag, removeMeta });
+          expect(await storage.hasItem(key), `${name}: removed`).toBe(false);
+          const meta = await storage.getMeta(key);
+          expect(meta.expires, `${name}: no expiry left`).toBeUndefined();
+          if (removeMeta) expect(meta.note, `${name}: meta removed`).toBeUndefined();
+        }
+        expect(await storage.getKeys("cas:release")).toEqual([]);
+      });
+
+      test("transaction and update hand back the caller's own error, the same object", async () => {
+        const storage = context.storage;
+        const error = new Error("boom");
+        await expect(
+          storage.transaction(() => {
+            throw error;
+          }),
+        ).rejects.toBe(error);
+        if (flags.transactions) {
+          await expect(
+            storage.transaction(async (tx) => {
+              await tx.setItem("tx:identity", 1);
+              throw error;
+            }),
+          ).rejects.toBe(error);
+          expect(await storage.hasItem("tx:identity")).toBe(false);
+        }
+        if (flags.cas) {
+          await storage.setItem("cas:identity", 1);
+          await expect(
+            storage.update("cas:identity", () => {
+              throw error;
+            }),
+          ).rejects.toBe(error);
+          expect(await storage.getItem("cas:identity")).toBe(1);
+        }
+      });
+
+      test("setItems with undefined values removes those keys, as setItem does", async () => {
+        const storage = context.storage;
+        await storage.setItems([
+          { key: "su:a", value: 1 },
+          { key: "su:b", value: 2 },
+        ]);
+        await storage.setItem("su:t", 3, { ttl: 600_000 });
+        await storage.setItems([
+          { key: "su:a", value: undefined },
+          { key: "su:t", value: undefined },
+          { key: "su:c", value: 3 },
+        ]);
+        expect(sorted(await storage.getKeys("su"))).toEqual(["su:b", "su:c"]);
+        expect(await storage.getItems(["su:a", "su:t", "su:c"])).toEqual([
+          { key: "su:a", value: null },
+          { key: "su:t", value: null },
+          { key: "su:c", value: 3 },
+        ]);
+        expect((await storage.getMeta("su:t")).expires).toBeUndefined();
+        await storage.setItems([{ key: "su:b", value: undefined }]);
+        expect(await storage.getKeys("su")).toEqual(["su:c"]);
+      });
+
       test("transactions: all writes or none", async () => {
         const storage = context.storage;
         if (!flags.transactions) {
@@ -482,6 +587,29 @@ export function testDriver(options: DriverTestOptions): void {
         await storage.setItem("w:after", 1);
         await sleep(flags.watch ? 300 : 0);
         expect(events.length).toBe(seen);
+      });
+
+      test("watch(base, cb): the key equal to base and keys below it, and a listener never fails a write", async () => {
+        const storage = context.storage;
+        const events: string[] = [];
+        const unwatchBase = await storage.watch("wb:user", (event: WatchEvent, key: string) => void events.push(`${event} ${key}`));
+        const unwatchThrowing = await storage.watch(() => {
+          throw new Error("a listener's own failure");
+        });
+        try {
+          await expectCode(() => storage.watch("wb:user", "not a function" as never), "E_INVALID_OPTION");
+          // The key equal to the base is written only where a key can also hold keys below it.
+          const nested = flags.nestedKeys === true;
+          if (nested) await storage.setItem("wb:user", 1);
+          await storage.setItem("wb:user:pref", 2);
+          await storage.setItem("wb:users", 3);
+          await eventually(() => expect(events).toEqual(expect.arrayContaining([...(nested ? ["update wb:user"] : []), "update wb:user:pref"])), timeout);
+          expect(events.filter((event) => event.endsWith("wb:users"))).toEqual([]);
+          expect(await storage.getItem("wb:user:pref")).toBe(2);
+        } finally {
+          await unwatchThrowing();
+          await unwatchBase();
+        }
       });
 
       test("raw bytes: all 256 byte values", async () => {
@@ -601,6 +729,46 @@ export function testDriver(options: DriverTestOptions): void {
         }
         await expectCode(() => storage.getItem(42 as unknown as string), "E_INVALID_KEY");
         expect(await storage.getKeys()).toEqual([]);
+      });
+
+      test("a ? never widens: an item key empty before its ? and any base with ? are E_INVALID_KEY", async () => {
+        const storage = context.storage;
+        await storage.setItem("q:1", 1);
+        for (const key of ["?", "?x", ":?x", "/?a=1"]) {
+          await expectCode(() => storage.setItem(key, 2), "E_INVALID_KEY");
+          await expectCode(() => storage.removeItem(key), "E_INVALID_KEY");
+        }
+        for (const base of ["?", "?x", "q?x", "q:?x"]) {
+          await expectCode(() => storage.clear(base), "E_INVALID_KEY");
+          await expectCode(() => storage.getKeys(base), "E_INVALID_KEY");
+        }
+        expect(await storage.getKeys()).toEqual(["q:1"]);
+      });
+
+      test("keys past the driver's key limits are E_INVALID_KEY before anything is sent", async () => {
+        const storage = context.storage;
+        const { atBytes, atSegments } = keysAtLimits(context.driver);
+        for (const key of [atBytes + "y", `${atSegments}:z`]) {
+          await expectCode(() => storage.setItem(key, 1), "E_INVALID_KEY");
+          await expectCode(() => storage.getItem(key), "E_INVALID_KEY");
+          await expectCode(() => storage.removeItem(key), "E_INVALID_KEY");
+          await expectCode(() => storage.setItems([{ key: "limits:ok", value: 1 }, { key, value: 2 }]), "E_INVALID_KEY");
+        }
+        expect(await storage.getKeys()).toEqual([]);
+      });
+
+      test("keys at the driver's key limits are stored", async () => {
+        const storage = context.storage;
+        const { atBytes, atSegments } = keysAtLimits(context.driver);
+        const { bytes, segments } = context.driver.keyLimits ?? DEFAULT_KEY_LIMITS;
+        if (keyDepth(atBytes) < segments) {
+          await storage.setItem(atBytes, "longest");
+          expect(await storage.getItem(atBytes)).toBe("longest");
+        }
+        if (atSegments.length <= bytes) {
+          await storage.setItem(atSegments, "deepest");
+          expect(await storage.getItem(atSegments)).toBe("deepest");
+        }
       });
 
       test("clear(base) touches only base", async () => {

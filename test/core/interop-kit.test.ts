@@ -7,7 +7,9 @@ import { tempDir } from "../helpers/tempDir.js";
 // unstorage's own drivers, mounted in stowage, run stowage's whole contract.
 // The skips are unstorage's known behaviour, not stowage's: its memory driver
 // keeps the caller's Uint8Array by reference, and its fs-lite driver throws a
-// plain ENOTDIR (seen here as E_DRIVER) for a key below another key.
+// plain ENOTDIR (seen here as E_DRIVER) for a key below another key, and
+// cannot declare key limits, so the core's defaults (65,536 bytes) pass keys
+// longer than a file name may be.
 testDriver({
   name: "unstorage memory in stowage",
   driver: () => unstorageMemory() as Driver,
@@ -17,5 +19,5 @@ testDriver({
 testDriver({
   name: "unstorage fs-lite in stowage",
   driver: () => unstorageFsLite({ base: tempDir("unstorage-fs-lite") }) as Driver,
-  skip: ["a key that is a prefix of another key"],
+  skip: ["a key that is a prefix of another key", "keys at the driver's key limits are stored"],
 });
