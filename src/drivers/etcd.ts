@@ -13,8 +13,10 @@ import {
 } from "etcd3";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, HistoryEntry, RemoveOptions, SetOptions, StorageMeta, WatchCallback } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type HistoryEntry, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback } from "../core/types.js";
+import { optionNames } from "./support/optionNames.js";
 
 export interface EtcdOptions {
   /** etcd endpoints with their scheme (default `http://127.0.0.1:2379`). */
@@ -45,6 +47,8 @@ export interface EtcdOptions {
 }
 
 const DRIVER_NAME = "etcd";
+/** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
+const OPTION_NAMES = optionNames<EtcdOptions>({ hosts: true, prefix: true, timeout: true, maxTxnOps: true, chunkSize: true, client: true });
 const NUL = Buffer.from([0]);
 /** Most bytes of values in one transaction that setItems builds (etcd's default request limit is 1.5 MiB). */
 const TXN_BYTES = 1024 * 1024;
@@ -104,6 +108,24 @@ function prefixEnd(prefix: Buffer): Buffer {
   return NUL;
 }
 
+/** Bytes of keys and values in one put, delete or range operation. */
+function plainBytes(op: IRequestOp): number {
+  const part = op.request_put ?? op.request_delete_range ?? op.request_range;
+  return (part?.key?.length ?? 0) + (op.request_put?.value?.length ?? 0) + (op.request_delete_range?.range_end?.length ?? 0);
+}
+
+/**
+ * Bytes an operation puts in a request, keys included: keys run to 64 KiB, so
+ * maxTxnOps of them alone could pass the server's request limit. The driver's
+ * own transactions (a removal) nest one level, so that is as deep as this looks.
+ */
+function opBytes(op: IRequestOp): number {
+  const txn = op.request_txn;
+  if (!txn) return plainBytes(op);
+  const compared = (txn.compare ?? []).reduce((sum, compare) => sum + (compare.key?.length ?? 0), 0);
+  return [...(txn.success ?? []), ...(txn.failure ?? [])].reduce((sum, inner) => sum + plainBytes(inner), compared);
+}
+
 /** A revision given by the caller as a version or etag: a positive integer. */
 function parseRevision(text: unknown, what: string): number {
   const revision = typeof text === "string" && /^[1-9][0-9]*$/.test(text) ? Number(text) : Number.NaN;
@@ -111,10 +133,23 @@ function parseRevision(text: unknown, what: string): number {
   return revision;
 }
 
-function chunks<T>(items: T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
+/** Items in groups of at most `maxCount` and about `maxBytes` bytes each (an item larger than that goes alone). */
+function groupsOf<T>(items: T[], maxCount: number, maxBytes: number, bytesOf: (item: T) => number): T[][] {
+  const groups: T[][] = [];
+  let group: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const size = bytesOf(item);
+    if (group.length > 0 && (group.length >= maxCount || bytes + size > maxBytes)) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(item);
+    bytes += size;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
 }
 
 /**
@@ -126,6 +161,7 @@ function chunks<T>(items: T[], size: number): T[][] {
  * revision, so history can step over deletions.
  */
 export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
+  checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   const timeout = options.timeout ?? 5000;
   const maxTxnOps = options.maxTxnOps ?? 128;
   const prefixText = options.prefix ?? "stowage/";
@@ -348,29 +384,16 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
 
   /**
    * Runs ops in transactions side by side (not atomic as a whole), each with
-   * at most maxTxnOps operations and about TXN_BYTES of values.
+   * at most maxTxnOps operations and about TXN_BYTES of keys and values.
    */
   async function inTransactions(ops: IRequestOp[], perOp = 1): Promise<void> {
-    const groups: IRequestOp[][] = [];
-    let group: IRequestOp[] = [];
-    let bytes = 0;
-    for (const op of ops) {
-      const size = op.request_put?.value?.length ?? 0;
-      if (group.length > 0 && ((group.length + 1) * perOp > maxTxnOps || bytes + size > TXN_BYTES)) {
-        groups.push(group);
-        group = [];
-        bytes = 0;
-      }
-      group.push(op);
-      bytes += size;
-    }
-    if (group.length > 0) groups.push(group);
+    const groups = groupsOf(ops, Math.floor(maxTxnOps / perOp), TXN_BYTES, opBytes);
     await Promise.all(groups.map((success) => call(undefined, () => client.kv.txn({ compare: [], success, failure: [] }))));
   }
 
   async function getItems(items: { key: string }[]): Promise<{ key: string; value: string | null }[]> {
     const keys = items.map((item) => item.key);
-    const groups = chunks(keys, maxTxnOps);
+    const groups = groupsOf(keys, maxTxnOps, TXN_BYTES, (key) => prefix.length + Buffer.byteLength(key));
     const results = await Promise.all(
       groups.map((group) => call(undefined, () => client.kv.txn({ compare: [], success: group.map((key) => ({ request_range: { key: keyOf(key) } })), failure: [] }))),
     );
@@ -491,6 +514,8 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
 
   return {
     name: DRIVER_NAME,
+    // etcd takes keys up to its request size (1.5 MiB by default; measured: 70,000 bytes work); the default bounds the work per key.
+    keyLimits: DEFAULT_KEY_LIMITS,
     options,
     flags: { ttl: true, cas: true, transactions: true, history: true, watch: true, clearBase: true, nestedKeys: true },
     getInstance: () => client,

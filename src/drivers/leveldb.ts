@@ -1,9 +1,11 @@
 import { ClassicLevel } from "classic-level";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
 import { serializeRaw } from "../core/serializer.js";
-import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta } from "../core/types.js";
+import { optionNames } from "./support/optionNames.js";
 
 export interface LeveldbOptions {
   /** Directory of the database (created if missing). Required. */
@@ -16,6 +18,8 @@ export interface LeveldbOptions {
 export type LeveldbDatabase = ClassicLevel<string, string>;
 
 const DRIVER_NAME = "leveldb";
+/** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
+const OPTION_NAMES = optionNames<LeveldbOptions>({ path: true, purgeInterval: true });
 // Each key's record ("version" or "version,expires") lives under NUL + key: no stowage key can
 // hold NUL, so records sort before every key.
 const VERSION_PREFIX = "\u0000";
@@ -43,6 +47,7 @@ function newVersion(): string {
  * which makes etag checks and the writes they guard atomic.
  */
 export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOptions) => {
+  checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   if (!options?.path) throw new StorageError("E_INVALID_OPTION", "The leveldb driver needs a path", { driver: DRIVER_NAME });
   const db = new ClassicLevel<string, string>(options.path, { valueEncoding: "utf8" });
   let queue: Promise<unknown> = Promise.resolve();
@@ -147,6 +152,8 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
 
   return {
     name: DRIVER_NAME,
+    // LevelDB keys have no limit of their own (measured: 70,000 bytes work); the default bounds the work per key.
+    keyLimits: DEFAULT_KEY_LIMITS,
     options,
     flags: { maxDepth: true, ttl: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => db,

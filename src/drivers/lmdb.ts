@@ -1,8 +1,10 @@
 import { open, type Database, type RootDatabase } from "lmdb";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
-import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta } from "../core/types.js";
+import { optionNames } from "./support/optionNames.js";
 
 export interface LmdbOptions {
   /** Database file (created with its `-lock` file beside it) or, with `noSubdir: false`, a directory. Required. */
@@ -37,10 +39,15 @@ interface Condition {
 }
 
 const DRIVER_NAME = "lmdb";
-// LMDB's key limit is 1978 bytes; lmdb-js's ordered-binary encoding adds a type byte.
-const MAX_KEY_BYTES = 1977;
-// An expiring key is also part of its expiry index key, [expiresAt, key], whose time takes 10 bytes (measured).
-const MAX_EXPIRING_KEY_BYTES = 1968;
+/** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
+const OPTION_NAMES = optionNames<LmdbOptions>({ path: true, name: true, noSync: true, mapSize: true, purgeInterval: true, readOnly: true });
+/**
+ * The longest key, in UTF-8 bytes, that every write takes (measured with lmdb-js 3.5.6): LMDB holds
+ * 1978 bytes; lmdb-js's ordered-binary encoding adds a byte to a key whose first character is below
+ * U+001C (1977 left), and an expiring key is also part of its expiry index key [expiresAt, key],
+ * whose time takes 10 more (1967 left). One limit for all keys, so any stored key can take a ttl.
+ */
+export const MAX_KEY_BYTES = 1967;
 // A guard that failed at commit is looked at again this often: a purge in between can fail it while it still holds.
 const COMMIT_ATTEMPTS = 5;
 
@@ -49,17 +56,34 @@ function newVersion(): number {
   return Math.floor(Math.random() * 2 ** 52) + 1;
 }
 
-function checkKeySize(key: string, expiring: boolean): void {
-  const limit = expiring ? MAX_EXPIRING_KEY_BYTES : MAX_KEY_BYTES;
+/** Refuses a key LMDB cannot hold before it reaches lmdb-js (whose own refusal comes midway through a batch, or as a plain Error). */
+function checkKey(key: string): string {
   // Only long keys pay for the byte count.
-  if (key.length * 3 > limit && Buffer.byteLength(key) > limit) {
-    throw new StorageError("E_TOO_LARGE", `Key longer than the ${limit} bytes LMDB allows${expiring ? " for a key with a ttl" : ""}`, { driver: DRIVER_NAME, key });
+  if (key.length * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) > MAX_KEY_BYTES) {
+    throw new StorageError("E_INVALID_KEY", `Key too long: ${Buffer.byteLength(key)} bytes, lmdb keys hold at most ${MAX_KEY_BYTES}`, { driver: DRIVER_NAME, key });
   }
+  return key;
+}
+
+// lmdb-js's key encoding (ordered-binary) reads U+0001-U+0004 in a key of more than 63 bytes as the
+// separators of a compound key: getKeys then returned arrays and Buffers for such keys (lmdb-js 3.5.6).
+// eslint-disable-next-line no-control-regex -- these control characters are what the check looks for
+const MISREAD_CHARACTERS = /[\u0001-\u0004]/;
+
+/** Refuses a key that lmdb-js would store but could not list back as it was (reads and removals of older ones still work). */
+function checkWrittenKey(key: string): string {
+  if (MISREAD_CHARACTERS.test(checkKey(key))) {
+    throw new StorageError("E_INVALID_KEY", "lmdb keys cannot hold the characters U+0001 to U+0004", { driver: DRIVER_NAME, key });
+  }
+  return key;
 }
 
 /** Checked before anything is queued or written: a throw midway would leave part of a batch behind. */
-function checkKeySizes(operations: CommitOperation[]): void {
-  for (const op of operations) if (op.type === "set" || op.type === "setRaw") checkKeySize(op.key, op.options.ttl !== undefined);
+function checkKeys(operations: CommitOperation[]): void {
+  for (const op of operations) {
+    if (op.type === "set" || op.type === "setRaw") checkWrittenKey(op.key);
+    else checkKey(op.key);
+  }
 }
 
 /** lmdb-js failures as StorageErrors; conflicts and size errors pass through. */
@@ -94,6 +118,7 @@ const isAlive = (stored: StoredValue, now: number): boolean => !Array.isArray(st
  * hold across processes sharing the file.
  */
 export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) => {
+  checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   if (!options?.path) throw new StorageError("E_INVALID_OPTION", "The lmdb driver needs a path", { driver: DRIVER_NAME });
   const name = options.name ?? "stowage";
   let root: RootDatabase;
@@ -119,7 +144,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
 
   /** The entry stored under a key, expired or not. */
   const entryOf = (key: string): { value: StoredValue; version: number; alive: boolean } | null => {
-    const entry = db.getEntry(key);
+    const entry = db.getEntry(checkKey(key));
     return entry === undefined ? null : { value: entry.value, version: entry.version ?? 0, alive: isAlive(entry.value, Date.now()) };
   };
   const read = (key: string): { value: StoredValue; version: number } | null => {
@@ -127,7 +152,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     return entry?.alive ? entry : null;
   };
   const valueOf = (key: string): Payload | null => {
-    const stored = db.get(key);
+    const stored = db.get(checkKey(key));
     return stored === undefined || !isAlive(stored, Date.now()) ? null : payloadOf(stored);
   };
 
@@ -191,7 +216,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
    * lost a write now and then when several processes shared the file.
    */
   const commitAsync = async (operations: CommitOperation[]): Promise<void> => {
-    checkKeySizes(operations);
+    checkKeys(operations);
     for (let attempt = 1; ; attempt++) {
       // Reads outside a transaction share a snapshot for the event turn: a failed guard is looked at again in the newest.
       let conditions = conditionsOf(operations);
@@ -233,7 +258,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
 
   /** Applies a batch in a synchronous write transaction, where the guards read what the commit will replace. */
   const commitSync = (operations: CommitOperation[]): void => {
-    checkKeySizes(operations);
+    checkKeys(operations);
     const failure = syncWrite(() =>
       root.transactionSync(() => {
         const conditions = conditionsOf(operations);
@@ -254,25 +279,23 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   /** A guarded or expiring write runs as one transaction; a plain one is a single put. */
   const writeSync = (key: string, value: Payload, opts: SetOptions | undefined): void => {
     if (hasGuards(opts) || opts?.ttl !== undefined) return commitSync([setOperation(key, value, opts)]);
-    checkKeySize(key, false);
-    syncWrite(() => db.putSync(key, value, newVersion()));
+    syncWrite(() => db.putSync(checkWrittenKey(key), value, newVersion()));
   };
 
   /** The async form: lmdb-js commits it with the other writes of the same event turn. */
   const writeAsync = async (key: string, value: Payload, opts: SetOptions | undefined): Promise<void> => {
     if (hasGuards(opts) || opts?.ttl !== undefined) return commitAsync([setOperation(key, value, opts)]);
-    checkKeySize(key, false);
-    await settle(db.put(key, value, newVersion()));
+    await settle(db.put(checkWrittenKey(key), value, newVersion()));
   };
 
   const removeSync = (key: string, opts: RemoveOptions | undefined): void => {
     if (hasGuards(opts)) return commitSync([{ type: "remove", key, options: opts ?? {} }]);
-    syncWrite(() => db.removeSync(key));
+    syncWrite(() => db.removeSync(checkKey(key)));
   };
 
   const removeAsync = async (key: string, opts: RemoveOptions | undefined): Promise<void> => {
     if (hasGuards(opts)) return commitAsync([{ type: "remove", key, options: opts ?? {} }]);
-    await settle(db.remove(key));
+    await settle(db.remove(checkKey(key)));
   };
 
   /** Waits for a write to commit; lmdb-js failures become StorageErrors. */
@@ -350,6 +373,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
 
   return {
     name: DRIVER_NAME,
+    keyLimits: { bytes: MAX_KEY_BYTES, segments: DEFAULT_KEY_LIMITS.segments },
     options,
     flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => db,

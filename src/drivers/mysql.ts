@@ -2,9 +2,11 @@ import mysql from "mysql2/promise";
 import type { ExecuteValues, Pool, PoolConnection, PoolOptions, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import { Deadlines } from "../core/deadlines.js";
 import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "../core/tableDriver.js";
-import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback } from "../core/types.js";
+import { optionNames } from "./support/optionNames.js";
 
 export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
   /** Connection URL, e.g. `mysql://user:pass@host:3306/db` (or use mysql2's `host`, `user`, ... options). */
@@ -32,6 +34,18 @@ export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
 }
 
 const DRIVER_NAME = "mysql";
+/** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
+const OPTION_NAMES = optionNames<MysqlOptions>({
+  // The driver's own options, then mysql2's pool options, passed through (PoolOptions; `uri` is `url` here).
+  url: true, table: true, timeout: true, purgeInterval: true, watch: true, pollInterval: true, Promise: true, user: true, database: true,
+  password: true, port: true, host: true, stream: true, ssl: true, waitForConnections: true, connectionLimit: true, maxIdle: true, idleTimeout: true,
+  queueLimit: true, resetOnRelease: true, decimalNumbers: true, password1: true, password2: true, password3: true, charset: true, localAddress: true,
+  socketPath: true, timezone: true, connectTimeout: true, stringifyObjects: true, insecureAuth: true, infileStreamFactory: true, typeCast: true,
+  queryFormat: true, supportBigNumbers: true, bigNumberStrings: true, dateStrings: true, debug: true, trace: true, multipleStatements: true,
+  flags: true, rowsAsArray: true, enableKeepAlive: true, keepAliveInitialDelay: true, charsetNumber: true, compress: true, authSwitchHandler: true,
+  connectAttributes: true, isServer: true, maxPreparedStatements: true, namedPlaceholders: true, nestTables: true, passwordSha1: true, pool: true,
+  disableEval: true, enableCleartextPlugin: true, authPlugins: true, jsonStrings: true, gracefulEnd: true,
+});
 /** How long the change log keeps a change: far longer than any poll takes to read it. */
 const CHANGE_RETENTION = 10 * 60_000;
 /**
@@ -309,6 +323,7 @@ function batchJson(rows: BatchRow[]): string {
  * log); without it the core reports this storage object's writes.
  */
 export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => {
+  checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   const { url, table = "stowage", timeout = 5000, purgeInterval = 60_000, watch: watchAcross = false, pollInterval = 100, ...poolOptions } = options;
   if (!TABLE_NAME.test(table)) throw new StorageError("E_INVALID_OPTION", `Invalid table name: ${JSON.stringify(table)}`, { driver: DRIVER_NAME });
   // trace: false spares a stack capture per statement; failures carry the driver error as `cause` anyway.
@@ -529,6 +544,8 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
 
   return {
     name: DRIVER_NAME,
+    // The key column is VARBINARY(3072), InnoDB's largest index key (3073 bytes: "Data too long").
+    keyLimits: { bytes: MAX_KEY_BYTES, segments: DEFAULT_KEY_LIMITS.segments },
     options,
     flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: watchAcross, clearBase: true, nestedKeys: true },
     getInstance: () => pool,

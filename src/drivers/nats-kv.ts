@@ -13,8 +13,10 @@ import { KvWatchInclude, Kvm, type KV } from "@nats-io/kv";
 import { connect, headers, type MsgHdrs, type NatsConnection, type NodeConnectionOptions } from "@nats-io/transport-node";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth } from "../core/keys.js";
-import type { HistoryEntry, RemoveOptions, SetOptions, StorageMeta, WatchCallback } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type HistoryEntry, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback } from "../core/types.js";
+import { optionNames } from "./support/optionNames.js";
 
 export interface NatsKvOptions {
   /** NATS servers, `host:port` or URLs (default `127.0.0.1:4222`). */
@@ -42,6 +44,8 @@ export interface NatsKvInstance {
 }
 
 const DRIVER_NAME = "nats-kv";
+/** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
+const OPTION_NAMES = optionNames<NatsKvOptions>({ servers: true, bucket: true, history: true, ttl: true, replicas: true, timeout: true, connection: true });
 const BUCKET_NAME = /^[-\w]+$/;
 /** Marks removals, as NATS KV itself does. */
 const OPERATION = "KV-Operation";
@@ -170,6 +174,7 @@ const isLive = (message: StoredMsg | null): boolean => message !== null && !isRe
  * server's max payload travel in message headers.
  */
 export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options: NatsKvOptions = {}) => {
+  checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   const bucket = options.bucket ?? "stowage";
   const timeout = options.timeout ?? 5000;
   const historyDepth = options.history ?? 10;
@@ -183,6 +188,10 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
   // time a writer may take to publish the entry that names its chunks.
   const chunkGrace = 2 * timeout;
   const subjectPrefix = `$KV.${bucket}.`;
+  // The longest NATS key: its chunk subjects (prefix, "=chunks.", key, ".<id>.<n>") must stay within MAX_SUBJECT.
+  const maxNatsKey = MAX_SUBJECT - subjectPrefix.length - CHUNK_TOKEN.length - 40;
+  // Every byte of a key may take three characters escaped (=XX), so this many bytes always fit.
+  const keyLimits = { bytes: Math.floor(maxNatsKey / 3), segments: DEFAULT_KEY_LIMITS.segments };
   let opening: Promise<NatsKvInstance> | undefined;
   let instance: NatsKvInstance | undefined;
   let disposed = false;
@@ -242,7 +251,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
   /** The NATS key of a stowage key, refused when its subject would break the server's control line limit. */
   function natsKeyOf(key: string): string {
     const natsKey = encodeKey(key);
-    if (subjectPrefix.length + CHUNK_TOKEN.length + natsKey.length + 40 > MAX_SUBJECT) {
+    if (natsKey.length > maxNatsKey) {
       throw new StorageError("E_INVALID_KEY", `Key too long for a NATS subject once escaped (${natsKey.length} characters)`, { driver: DRIVER_NAME, key });
     }
     return natsKey;
@@ -535,6 +544,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
 
   return {
     name: DRIVER_NAME,
+    keyLimits,
     options,
     flags: { ttl: true, cas: true, history: true, watch: true, clearBase: true, nestedKeys: true },
     getInstance: () => instance,

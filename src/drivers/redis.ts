@@ -3,7 +3,9 @@ import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOption
 import { deadlineTick } from "../core/deadlines.js";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
-import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta, Unwatch, WatchCallback, WatchEvent } from "../core/types.js";
+import { checkOptions } from "../core/options.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback, type WatchEvent } from "../core/types.js";
+import { optionNames } from "./support/optionNames.js";
 
 export interface RedisDriverOptions {
   /** Server URL, e.g. `redis://user:pass@127.0.0.1:6379/0` or `rediss://…` (default: ioredis's, `127.0.0.1:6379`). */
@@ -48,6 +50,11 @@ export type WatchMode = "tracking" | "pubsub" | "keyspace" | "off";
 export type RedisClient = Redis | Cluster;
 
 const DRIVER_NAME = "redis";
+/** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
+const OPTION_NAMES = optionNames<RedisDriverOptions>({
+  url: true, base: true, timeout: true, client: true, cluster: true, clusterOptions: true, clusterTransactions: true, watch: true, channel: true,
+  scanCount: true,
+});
 const DEFAULT_TIMEOUT = 5000;
 // Where the server sends tracking invalidations for RESP2 connections.
 const INVALIDATE_CHANNEL = "__redis__:invalidate";
@@ -191,7 +198,7 @@ const FIXED_CLIENT_OPTIONS = [
   ["autoResendUnfulfilledCommands", false],
 ] as const;
 
-function checkOptions(options: RedisDriverOptions): number {
+function checkValues(options: RedisDriverOptions): number {
   const timeout = options.timeout ?? DEFAULT_TIMEOUT;
   if (!Number.isFinite(timeout) || timeout <= 0) throw invalidOption(`timeout must be a positive number of ms, got ${String(options.timeout)}`);
   if (options.watch !== undefined && !["tracking", "pubsub", "keyspace", "off"].includes(options.watch)) {
@@ -387,7 +394,8 @@ async function close(connection: RedisClient): Promise<void> {
  * for listings, and watch across processes through client tracking, pub/sub or keyspace notifications.
  */
 export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriverOptions = {}) => {
-  const timeout = checkOptions(options);
+  checkOptions(DRIVER_NAME, options, OPTION_NAMES);
+  const timeout = checkValues(options);
   const prefix = options.base ? options.base.replace(/:+$/, "") + ":" : "";
   // A cluster runs a multi-key script only when its keys share a slot: every key does when the base is a hash tag.
   const atomicAcrossKeys = !options.cluster || /^[^{]*\{[^}]+\}/.test(prefix) || options.clusterTransactions === true;
@@ -626,6 +634,8 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
 
   return {
     name: DRIVER_NAME,
+    // Redis keys hold up to 512 MB (measured: 70,000 bytes work); the default bounds the work per key.
+    keyLimits: DEFAULT_KEY_LIMITS,
     options,
     flags: { ttl: true, cas: true, transactions: atomicAcrossKeys, clearBase: true, nestedKeys: true, watch: watchMode !== "off" },
     getInstance: () => client,

@@ -1,8 +1,10 @@
 import Database from "better-sqlite3";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
+import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
-import type { CommitOperation, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta } from "../core/types.js";
+import { optionNames } from "./support/optionNames.js";
 
 export interface SqliteOptions {
   /** Database file (created if missing), or `":memory:"`. Required. */
@@ -25,6 +27,8 @@ export interface SqliteOptions {
 export interface SqliteDatabase extends Database.Database {}
 
 const DRIVER_NAME = "sqlite";
+/** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
+const OPTION_NAMES = optionNames<SqliteOptions>({ path: true, table: true, synchronous: true, busyTimeout: true, readOnly: true, purgeInterval: true });
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 type Row = { value: string | Buffer; version: number; mtime: number; expires_at: number | null };
@@ -40,6 +44,7 @@ function firstVersion(): number {
  * TTL on `expires_at`, atomic commits in `BEGIN IMMEDIATE` transactions.
  */
 export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptions) => {
+  checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   if (!options?.path) throw new StorageError("E_INVALID_OPTION", "The sqlite driver needs a path", { driver: DRIVER_NAME });
   const table = options.table ?? "stowage";
   if (!TABLE_NAME.test(table)) throw new StorageError("E_INVALID_OPTION", `Invalid table name: ${JSON.stringify(table)}`, { driver: DRIVER_NAME });
@@ -159,6 +164,8 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
 
   return {
     name: DRIVER_NAME,
+    // SQLite holds keys up to its 1 GB string limit (measured: 70,000 bytes work); the default bounds the work per key.
+    keyLimits: DEFAULT_KEY_LIMITS,
     options,
     flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => db,

@@ -10,6 +10,7 @@ import { tempDir } from "../helpers/tempDir.js";
 import { codeOf, freePort, rawKeysRoundTrip } from "../helpers/checks.js";
 import { privateServer, survivesOutage } from "../helpers/outage.js";
 import { exitsOnItsOwn } from "../helpers/workers.js";
+import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const hosts = process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379";
 // Every driver this file makes gets its own prefix, so parallel runs and test files never meet.
@@ -42,6 +43,12 @@ describe("etcd options", () => {
     expect(await codeOf(() => etcd({ hosts, timeout: 0 }))).toBe("E_INVALID_OPTION");
     expect(await codeOf(() => etcd({ hosts, maxTxnOps: 2 }))).toBe("E_INVALID_OPTION");
     expect(await codeOf(() => etcd({ hosts, chunkSize: 0 }))).toBe("E_INVALID_OPTION");
+  });
+});
+
+describe("etcd options", () => {
+  it("refuses an option it does not know, naming the known ones", () => {
+    checkUnknownOption(etcd, { hosts, prefix: "p/", maxTxnOps: 64 });
   });
 });
 
@@ -215,5 +222,10 @@ if (await serviceUp("etcd", hosts)) {
     it("dispose() leaves nothing that keeps the process alive", async () => {
       await exitsOnItsOwn("etcd", freshPrefix(), { STOWAGE_ETCD_HOSTS: hosts });
     }, 40_000);
+  });
+
+  describe("etcd key limits", () => {
+    it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
+      checkKeyLimit(createStorage({ driver: etcd({ hosts, prefix: freshPrefix() }) })));
   });
 }

@@ -2,9 +2,10 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createStorage } from "../../src/index.js";
 import leveldb from "../../src/drivers/leveldb.js";
-import { testDriver } from "../../src/testing/index.js";
+import { eventually, testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting } from "../helpers/workers.js";
+import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 testDriver({ name: "leveldb", driver: () => leveldb({ path: join(tempDir("leveldb"), "db") }) });
 
@@ -34,10 +35,10 @@ describe("leveldb expiry", () => {
     await storage.setItem("short", 1, { ttl: 20 });
     await storage.setItem("kept", 1, { ttl: 20 });
     await storage.setItem("kept", 2);
-    await new Promise((resolve) => setTimeout(resolve, 200));
     const db = driver.getInstance!();
+    // However late the machine runs the purge timer: waited for, not timed.
+    await eventually(async () => expect(await db.keys({ lt: "\u0001" }).all()).toEqual(["\u0000kept"]));
     expect(await db.get("short")).toBeUndefined();
-    expect(await db.keys({ lt: "\u0001" }).all()).toEqual(["\u0000kept"]);
     expect(await storage.getItem("kept")).toBe(2);
     await storage.dispose();
   });
@@ -50,4 +51,13 @@ describe("leveldb transactions", () => {
     expect([...(await storage.getItemRaw("bin"))!]).toEqual([0, 255]);
     await storage.dispose();
   });
+});
+
+describe("leveldb options and key limits", () => {
+  it("refuses an option it does not know, naming the known ones", () => {
+    checkUnknownOption(leveldb, { path: "unused" });
+  });
+
+  it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
+    checkKeyLimit(createStorage({ driver: leveldb({ path: join(tempDir("leveldb-limit"), "db") }) })));
 });

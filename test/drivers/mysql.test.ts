@@ -6,6 +6,7 @@ import { eventually, testDriver } from "../../src/testing/index.js";
 import { codeOf, rawKeysRoundTrip } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
 import { absentKeyHeldUntilCommit, casAcrossProcesses, exitsAfterDispose, runTables, unavailableWithinTimeout } from "../helpers/tableDrivers.js";
+import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const url = process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
 // Tables unique to this run of this file, dropped at the end.
@@ -20,6 +21,12 @@ async function sql(statement: string, values: unknown[] = []) {
     await connection.end();
   }
 }
+
+describe("mysql options", () => {
+  it("refuses an option it does not know, naming the known ones", () => {
+    checkUnknownOption(mysql, { url, table: "t", connectionLimit: 2 });
+  });
+});
 
 if (await serviceUp("MariaDB/MySQL", url)) {
   const kitTable = freshTable("kit");
@@ -267,5 +274,10 @@ await storage.transaction(async (tx) => tx.setItem("child", 2));`,
       expect(await codeOf(() => storage.getItem("a"))).toBe("E_INVALID_OPTION");
       await storage.dispose();
     });
+  });
+
+  describe("mysql key limits", () => {
+    it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
+      checkKeyLimit(createStorage({ driver: mysql({ url, table: freshTable("limit") }) })));
   });
 }

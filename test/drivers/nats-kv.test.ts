@@ -11,6 +11,8 @@ import { tempDir } from "../helpers/tempDir.js";
 import { codeOf, freePort, rawKeysRoundTrip } from "../helpers/checks.js";
 import { privateServer, survivesOutage } from "../helpers/outage.js";
 import { exitsOnItsOwn } from "../helpers/workers.js";
+import { withDateAhead } from "../helpers/clock.js";
+import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const servers = process.env.STOWAGE_NATS_SERVERS ?? "127.0.0.1:4222";
 // Every driver this file makes gets its own bucket, so parallel runs and test files never meet.
@@ -46,6 +48,12 @@ describe("nats-kv key encoding", () => {
       expect(encodeKey(key)).toBe(key.split(":").map(encodeToken).join("."));
       expect(decodeKey(encodeKey(key))).toBe(key);
     }
+  });
+});
+
+describe("nats-kv options", () => {
+  it("refuses an option it does not know, naming the known ones", () => {
+    checkUnknownOption(natsKv, { servers, bucket: "b", history: 2 });
   });
 });
 
@@ -175,8 +183,8 @@ if (await serviceUp("NATS", servers)) {
 
     it("a large write collects the chunk sets no kept version names any more", async () => {
       const bucket = freshBucket();
-      // history 1: only the newest version is kept; timeout 1000 ms: sets older than 2 s are collected.
-      const storage = createStorage({ driver: natsKv({ servers, bucket, history: 1, timeout: 1000 }) });
+      // history 1: only the newest version is kept; with the default timeout (5 s), sets older than 10 s are collected.
+      const storage = createStorage({ driver: natsKv({ servers, bucket, history: 1 }) });
       open.push(storage);
       const nc = await connect({ servers });
       try {
@@ -190,11 +198,13 @@ if (await serviceUp("NATS", servers)) {
         await storage.setItemRaw("big", randomBytes(2 * 1024 * 1024));
         // The first set is unnamed but young: a writer could still be about to name it.
         expect(await chunkSets()).toBe(2);
-        await new Promise((resolve) => setTimeout(resolve, 2100));
-        const last = randomBytes(2 * 1024 * 1024);
-        await storage.setItemRaw("big", last);
-        expect(await chunkSets()).toBe(1);
-        expect(Buffer.from((await storage.getItemRaw("big"))!).equals(last)).toBe(true);
+        // Past the grace without waiting for it.
+        await withDateAhead(20_000, async () => {
+          const last = randomBytes(2 * 1024 * 1024);
+          await storage.setItemRaw("big", last);
+          expect(await chunkSets()).toBe(1);
+          expect(Buffer.from((await storage.getItemRaw("big"))!).equals(last)).toBe(true);
+        });
       } finally {
         await nc.close();
       }
@@ -213,15 +223,16 @@ if (await serviceUp("NATS", servers)) {
       const bucket = freshBucket();
       const writer = storageAt(bucket);
       const reader = storageAt(bucket);
-      await writer.setItem("ttl:a", "soon", { ttl: 300 });
+      await writer.setItem("ttl:a", "soon", { ttl: 60_000 });
       expect((await reader.getMeta("ttl:a")).ttl).toBeGreaterThan(0);
       expect(await reader.getItem("ttl:a")).toBe("soon");
-      await new Promise((resolve) => setTimeout(resolve, 400));
-      expect(await reader.getItem("ttl:a")).toBeNull();
-      expect(await reader.getKeys("ttl")).toEqual([]);
-      // A create-only write succeeds over an expired entry.
-      await writer.setItem("ttl:a", "again", { ifNoneMatch: "*" });
-      expect(await reader.getItem("ttl:a")).toBe("again");
+      await withDateAhead(120_000, async () => {
+        expect(await reader.getItem("ttl:a")).toBeNull();
+        expect(await reader.getKeys("ttl")).toEqual([]);
+        // A create-only write succeeds over an expired entry.
+        await writer.setItem("ttl:a", "again", { ifNoneMatch: "*" });
+        expect(await reader.getItem("ttl:a")).toBe("again");
+      });
     });
 
     it("watch sees writes made through another storage object", async () => {
@@ -286,5 +297,10 @@ if (await serviceUp("NATS", servers)) {
     it("dispose() leaves nothing that keeps the process alive", async () => {
       await exitsOnItsOwn("nats-kv", freshBucket(), { STOWAGE_NATS_SERVERS: servers });
     }, 40_000);
+  });
+
+  describe("nats-kv key limits", () => {
+    it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
+      checkKeyLimit(createStorage({ driver: natsKv({ servers, bucket: freshBucket() }) })));
   });
 }

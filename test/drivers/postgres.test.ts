@@ -11,6 +11,7 @@ import { eventually, testDriver } from "../../src/testing/index.js";
 import { codeOf, freePort, rawKeysRoundTrip } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
 import { absentKeyHeldUntilCommit, casAcrossProcesses, exitsAfterDispose, runTables, unavailableWithinTimeout } from "../helpers/tableDrivers.js";
+import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const url = process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const run = promisify(execFile);
@@ -52,6 +53,12 @@ async function privateCluster() {
     },
   };
 }
+
+describe("postgres options", () => {
+  it("refuses an option it does not know, naming the known ones", () => {
+    checkUnknownOption(postgres, { url, table: "t", max: 2 });
+  });
+});
 
 if (await serviceUp("PostgreSQL", url)) {
   const kitTable = freshTable("kit");
@@ -303,5 +310,10 @@ await event;`,
         await cluster.remove();
       }
     });
+  });
+
+  describe("postgres key limits", () => {
+    it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
+      checkKeyLimit(createStorage({ driver: postgres({ url, table: freshTable("limit") }) })));
   });
 }

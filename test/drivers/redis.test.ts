@@ -16,6 +16,7 @@ import { tempDir } from "../helpers/tempDir.js";
 import { runWorkers } from "../helpers/workers.js";
 import { codeOf, finish, freePort } from "../helpers/checks.js";
 import { privateServer } from "../helpers/outage.js";
+import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const url = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 // One prefix per run of this file: parallel test files and earlier runs never see each other's keys.
@@ -115,6 +116,12 @@ describe("redis driver options", () => {
     expect(() => redis({ url, watch: "poll" as never })).toThrow(/watch must be/);
     const accepted = redis({ url, client: { maxRetriesPerRequest: 0, enableOfflineQueue: false } });
     await accepted.dispose?.();
+  });
+});
+
+describe("redis options", () => {
+  it("refuses an option it does not know, naming the known ones", () => {
+    checkUnknownOption(redis, { url, base: "b", scanCount: 10 });
   });
 });
 
@@ -245,7 +252,8 @@ if (await serviceUp("Redis", url)) {
           if (mode === "tracking") {
             // Tracking sees every client and the server's own expirations.
             await step(() => raw.set(`${base}:by-redis-cli`, "1"), "update by-redis-cli");
-            await step(() => writer.setItem("short", 1, { ttl: 50 }), "update short");
+            // Long enough that tracking finds the key still there when it looks, on a loaded machine too.
+            await step(() => writer.setItem("short", 1, { ttl: 1500 }), "update short");
             await step(() => sleep(0), "remove short");
           }
           await sleep(200);
@@ -583,5 +591,10 @@ if (await serviceUp("Redis", url)) {
         await storage.dispose();
       }
     });
+  });
+
+  describe("redis key limits", () => {
+    it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
+      checkKeyLimit(createStorage({ driver: redis({ url, base: freshBase() }) })));
   });
 }

@@ -5,6 +5,7 @@ import sqlite from "../../src/drivers/sqlite.js";
 import { testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, storeAfterWorkers } from "../helpers/workers.js";
+import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 testDriver({ name: "sqlite", driver: () => sqlite({ path: join(tempDir("sqlite"), "store.db") }) });
 
@@ -35,4 +36,13 @@ describe("sqlite driver", () => {
     expect(pages).toEqual([500, 500, 250]);
     await storage.dispose();
   });
+});
+
+describe("sqlite options and key limits", () => {
+  it("refuses an option it does not know, naming the known ones", () => {
+    checkUnknownOption(sqlite, { path: ":memory:", table: "t" });
+  });
+
+  it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
+    checkKeyLimit(createStorage({ driver: sqlite({ path: join(tempDir("sqlite-limit"), "store.db") }) })));
 });

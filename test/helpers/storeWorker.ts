@@ -1,6 +1,6 @@
 /**
  * A second process for driver tests: `tsx storeWorker.ts <driver> <path> <mode> <count>`.
- * mode "increment": `count` CAS increments of the key "counter".
+ * mode "increment": `count` CAS increments of the key "counter", printing each value it wrote.
  * mode "write": writes key:0, key:1, … and prints each index once its write returned.
  * mode "unique": writes w<pid>:0, w<pid>:1, … (keys no other worker writes).
  * mode "exercise": opens a watch, writes with and without a ttl, lists and reads history where the
@@ -29,7 +29,7 @@ const storage = createStorage({ driver: await drivers[driverName!]!() });
 const count = Number(countText);
 
 if (mode === "increment") {
-  for (let i = 0; i < count; i++) await storage.update<number>("counter", (n) => (n ?? 0) + 1, { retries: 10_000 });
+  for (let i = 0; i < count; i++) process.stdout.write(`${await storage.update<number>("counter", (n) => (n ?? 0) + 1, { retries: 10_000 })}\n`);
 } else if (mode === "unique") {
   for (let i = 0; i < count; i++) await storage.setItem(`w${process.pid}:${i}`, i);
 } else if (mode === "exercise") {

@@ -1,0 +1,16 @@
+import { vi } from "vitest";
+
+/**
+ * Runs `body` with Date moved `ms` ahead, and only Date (it goes on ticking;
+ * timers and I/O stay real): entries expire without a wait that a loaded
+ * machine could outrun, and no purge timer fires early.
+ */
+export async function withDateAhead<T>(ms: number, body: () => Promise<T>): Promise<T> {
+  vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
+  try {
+    vi.setSystemTime(Date.now() + ms);
+    return await body();
+  } finally {
+    vi.useRealTimers();
+  }
+}
