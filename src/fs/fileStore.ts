@@ -35,8 +35,6 @@ import { TEMP_PREFIX, fileKeyLimits, isDotGitName, segmentProblem } from "./keyP
  * path of the base directory (docs/fs.md, *Confinement*).
  */
 
-export { TEMP_PREFIX } from "./keyPaths.js";
-
 export interface FileStoreOptions {
   /** Directory that holds the keys (created on first write). */
   base: string;

@@ -9,10 +9,10 @@ import { DEFAULT_KEY_LIMITS, type KeyLimits } from "../core/types.js";
 export const TEMP_PREFIX = ".stowage-tmp-";
 
 /** The longest file name, in UTF-8 bytes (NAME_MAX on Linux, macOS and Windows). */
-export const NAME_MAX = 255;
+const NAME_MAX = 255;
 
 /** The longest path the kernel takes, in bytes, without its closing NUL (Linux PATH_MAX is 4096). */
-export const PATH_MAX = 4095;
+const PATH_MAX = 4095;
 
 /**
  * Bytes kept free at the end of every key's path: a temp file's name (at most
@@ -36,7 +36,7 @@ export function fileKeyLimits(baseBytes: number): KeyLimits {
  * of a key that is not itself a meta sidecar (ending `$`), so that its
  * sidecar's name fits too.
  */
-export function segmentLimit(segment: string, last: boolean): number {
+function segmentLimit(segment: string, last: boolean): number {
   return last && !segment.endsWith("$") ? NAME_MAX - 1 : NAME_MAX;
 }
 
