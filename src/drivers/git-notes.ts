@@ -1,11 +1,10 @@
 import { StorageError } from "../core/errors.js";
-import { checkKeyLimits } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type Driver, type RemoveOptions, type SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type ObjectId, type Repository } from "../git/index.js";
 import { NOTES_LAYOUT } from "../git/notesLayout.js";
-import { BLOB_DRIVER_FLAGS, blobReads, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
+import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange } from "../git/treeRef.js";
 
@@ -58,7 +57,7 @@ function isWellFormed(key: string): boolean {
 
 /** The bytes of a key's blob; a key past the limits, or one UTF-8 cannot carry exactly (a lone surrogate), is refused. */
 function keyBytes(key: string): Buffer {
-  checkKeyLimits(key, DEFAULT_KEY_LIMITS, DRIVER_NAME);
+  checkDriverKey(key, DEFAULT_KEY_LIMITS, DRIVER_NAME);
   if (!isWellFormed(key)) throw fail("E_INVALID_KEY", `A git-notes key must be valid Unicode: ${JSON.stringify(key)}`, key);
   return Buffer.from(key, "utf8");
 }

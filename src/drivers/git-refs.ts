@@ -1,11 +1,10 @@
 import { isStorageError, StorageError } from "../core/errors.js";
-import { checkKeyLimits } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
 import { isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { BLOB_DRIVER_FLAGS, blobReads, expectation } from "../git/driverSupport.js";
+import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, expectation } from "../git/driverSupport.js";
 import { openOrInit } from "../git/openStore.js";
 import { listRefNames } from "../git/refList.js";
 import { commitRefs, commitRefsEach, type RefChange } from "../git/refTransaction.js";
@@ -72,7 +71,7 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
 
   /** The ref of a key, refused (E_INVALID_KEY) when its lock or reflog file would not fit in a path. */
   const refOf = (key: string): string => {
-    checkKeyLimits(key, GIT_REFS_KEY_LIMITS, DRIVER_NAME);
+    checkDriverKey(key, GIT_REFS_KEY_LIMITS, DRIVER_NAME);
     const name = prefix + keyPath(key);
     const longest = Math.max(Buffer.byteLength(repo.refs.refPath(name)) + ".lock".length, Buffer.byteLength(repo.refs.logPath(name)));
     if (longest > MAX_PATH_BYTES) {

@@ -1,9 +1,19 @@
 import { StorageError } from "../core/errors.js";
-import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, DriverFlags, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
+import { checkKeyLimits, filterKeyByDepth, isMetaKey } from "../core/keys.js";
+import type { CommitOperation, DriverFlags, KeyLimits, RemoveOptions, SetOptions, StorageMeta } from "../core/types.js";
 import type { ObjectId } from "./objectId.js";
 import type { Repository } from "./repository.js";
 import type { NameChange, TreeRef } from "./treeRef.js";
+
+/**
+ * Refuses a key past a git driver's limits with E_INVALID_KEY, for use
+ * without the core (which checks them first). The core's meta key of a key
+ * (`<key>$`, its TTL sidecar) is one byte longer and within the limits
+ * whenever its key is.
+ */
+export function checkDriverKey(key: string, limits: KeyLimits, driver: string): void {
+  checkKeyLimits(isMetaKey(key) ? key.slice(0, -1) : key, limits, driver);
+}
 
 /** The old value a write's guards ask for: `undefined` (none), `null` (absent) or an etag. */
 export function expectation(opts: SetOptions | RemoveOptions | undefined): string | null | undefined {

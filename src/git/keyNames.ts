@@ -14,6 +14,11 @@ import { gitError } from "./errors.js";
  * that starts a segment or follows a `.`; a `{` after `@`; the `.` of a
  * trailing `.lock`. A `:` is a separator only between two non-empty
  * segments; others (leading, trailing, doubled) stay in a segment as `%3A`.
+ *
+ * Reversible and collision-free: {@link decodeKeySegment} undoes each escape
+ * and {@link pathKey} accepts only the exact spelling {@link keyPath} writes,
+ * so the mapping is a bijection between non-empty keys and the paths read
+ * as keys (property-tested in test/git/keyEncoding.test.ts).
  */
 
 /** Appended to the last component: marks a leaf (a key's value) as opposed to a directory. */
@@ -91,10 +96,12 @@ export function splitKey(key: string): string[] {
 
 /**
  * The name components of a key: encoded segments, the last with the leaf
- * mark. `E_INVALID_KEY` when a component would exceed a file name's length
- * (the key is past what a ref, a file, can name).
+ * mark. `E_INVALID_KEY` for the empty key, and when a component would exceed
+ * a file name's length (the key is past what a ref, a file, can name).
  */
 export function keyComponents(key: string): string[] {
+  // The empty key would be the bare leaf mark, which names no key (pathKey): refused, not written unreadable.
+  if (key === "") throw gitError("E_INVALID_KEY", "The empty key names no ref or path");
   const components = unchecked(key);
   for (const component of components) {
     if (component.length > MAX_COMPONENT_BYTES / 3 && Buffer.byteLength(component) > MAX_COMPONENT_BYTES) {

@@ -1,9 +1,9 @@
 import { mkdirSync, statSync, watch as watchFs, type FSWatcher } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isStorageError, StorageError, toStorageError } from "../core/errors.js";
-import { checkKeyLimits } from "../core/keys.js";
 import type { CommitOperation, HistoryEntry, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
 import { bloomKey, type BloomKey } from "./bloom.js";
+import { checkDriverKey } from "./driverSupport.js";
 import { encodeCommit, type Commit } from "./commit.js";
 import { writeCommitGraph, type CommitGraph, type CommitGraphWritten } from "./commitGraph.js";
 import { keyRoute } from "./keyRoute.js";
@@ -646,7 +646,7 @@ export function namesOf(key: string): string[] {
   if (key === "" || key.startsWith(":") || key.endsWith(":") || key.includes("::")) {
     throw new StorageError("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, { key });
   }
-  checkKeyLimits(key, GIT_KEY_LIMITS, "git");
+  checkDriverKey(key, GIT_KEY_LIMITS, "git");
   return keyToNames(key);
 }
 

@@ -56,7 +56,9 @@ describe("git-refs key encoding", () => {
     expect(keyPath(".hidden")).toBe("%2Ehidden%");
     expect(keyPath("100%")).toBe("100%25%");
     expect(keyPath("a::b")).toBe("a%3A/b%");
-    expect(keyPath("")).toBe("%");
+    // The empty key would be the bare leaf mark, which names no key: refused.
+    expect(() => keyPath("")).toThrow(expect.objectContaining({ code: "E_INVALID_KEY" }));
+    expect(pathKey("%")).toBeUndefined();
   });
 
   it("round-trips hostile keys into names git check-ref-format accepts", () => {

@@ -256,3 +256,42 @@ describe("group commits: one bad write fails alone", () => {
     fsck(dir);
   });
 });
+
+describe("trees deeper than any key stowage writes (made by stock git)", () => {
+  it("git: a 5,000-level tree lists, diffs (watch, history of its neighbours) and clears without a stack overflow", async () => {
+    const dir = tempDir("git-deep-foreign");
+    const driver = git({ dir });
+    const storage = createStorage({ driver });
+    await storage.setItem("plain", 1);
+    const deepPath = Array.from({ length: 5000 }, (_, i) => `s${i}`).join("/");
+    const stream = ["commit refs/stowage/default", "committer Ada <ada@example.com> 1700000000 +0000", "data 5", "deep", "from refs/stowage/default^0", `M 100644 inline ${deepPath}`, "data 3", '"d"', ""].join("\n");
+    gitCli(dir, ["fast-import", "--quiet"], stream);
+    const changed: string[] = [];
+    const [before, after] = ["refs/stowage/default^^{tree}", "refs/stowage/default^{tree}"].map((rev) => gitCli(dir, ["rev-parse", rev]));
+    driver.getInstance!().keys.diff(before, after, (key) => changed.push(key));
+    expect(changed).toEqual([deepPath.replaceAll("/", ":")]);
+    const keys = await storage.getKeys();
+    expect(keys).toHaveLength(2);
+    expect(keys).toContain("plain");
+    expect((await storage.getHistory("plain")).map((entry) => entry.value)).toEqual([1]);
+    await storage.clear("s0");
+    expect(await storage.getKeys()).toEqual(["plain"]);
+    await storage.dispose();
+    fsck(dir);
+  });
+
+  it("git-objects: a 5,000-level index tree is read, rebuilt and cleared without a stack overflow", async () => {
+    const dir = tempDir("objects-deep-foreign");
+    const storage = createStorage({ driver: gitObjects({ dir }) });
+    await storage.setItem("plain", 1);
+    const segments = Array.from({ length: 5000 }, (_, i) => `s${i}`);
+    const stream = ["commit refs/stowage/objects", "committer Ada <ada@example.com> 1700000000 +0000", "data 5", "deep", "from refs/stowage/objects^0", `M 100644 inline keys/${segments.join("/")}%`, "data 3", '"d"', ""].join("\n");
+    gitCli(dir, ["fast-import", "--quiet"], stream);
+    expect((await storage.getKeys()).sort()).toEqual(["plain", segments.join(":")].sort());
+    await storage.setItem("other", 2);
+    await storage.clear("s0");
+    expect((await storage.getKeys()).sort()).toEqual(["other", "plain"]);
+    await storage.dispose();
+    fsck(dir);
+  });
+});
