@@ -221,16 +221,30 @@ export class FileStore {
    * device swapped in after the lstat) and, on Linux, inside base (a link
    * swapped in after the path was checked shows in its path).
    */
-  private assertOpenedInside(fd: number, key: string, stats?: Stats): void {
-    if (stats !== undefined && !stats.isFile()) throw this.invalidKey(key, "it is not a regular file");
+  private assertOpenedInside(fd: number, key: string, stats: Stats): void {
+    if (!stats.isFile()) throw this.invalidKey(key, "it is not a regular file");
+    if (FD_PATHS !== undefined) this.assertInside(this.fdPath(fd, key), key);
+  }
+
+  /**
+   * Checks that an open temp file is where it was made (Linux), when opened
+   * and again just before its rename: a directory moved or swapped for a
+   * link meanwhile shows in the descriptor's path, and the rename would
+   * land elsewhere.
+   */
+  private assertTempInPlace(fd: number, temp: string, key: string): void {
     if (FD_PATHS === undefined) return;
-    let opened: string;
+    const opened = this.fdPath(fd, key);
+    this.assertInside(opened, key);
+    if (opened !== temp) throw this.fail("E_IO", `Cannot write ${JSON.stringify(key)}: its directory moved while it was written`, key);
+  }
+
+  private fdPath(fd: number, key: string): string {
     try {
-      opened = readlinkSync(FD_PATHS + fd);
+      return readlinkSync(FD_PATHS + String(fd));
     } catch (error) {
       throw this.ioError(error, key, "check");
     }
-    this.assertInside(opened, key);
   }
 
   /** lstat (or stat, following links), with undefined for a path that holds nothing. */
@@ -428,7 +442,7 @@ export class FileStore {
         continue;
       }
       try {
-        this.assertOpenedInside(fd, key);
+        this.assertTempInPlace(fd, temp, key);
       } catch (error) {
         closeSync(fd);
         rmSync(temp, { force: true });
@@ -450,7 +464,7 @@ export class FileStore {
         continue;
       }
       try {
-        this.assertOpenedInside(handle.fd, key);
+        this.assertTempInPlace(handle.fd, temp, key);
       } catch (error) {
         await handle.close();
         await rm(temp, { force: true });
@@ -469,13 +483,14 @@ export class FileStore {
         let offset = 0;
         while (offset < bytes.byteLength) offset += writeSync(fd, bytes, offset, bytes.byteLength - offset);
         if (this.options.fsync) fsyncSync(fd);
+        this.assertTempInPlace(fd, temp, key);
       } finally {
         closeSync(fd);
       }
       renameSync(temp, target);
     } catch (error) {
       rmSync(temp, { force: true });
-      throw this.ioError(error, key, "write");
+      throw error instanceof StorageError ? error : this.ioError(error, key, "write");
     }
   }
 
@@ -491,6 +506,7 @@ export class FileStore {
         // The body's own failures pass on as they are; the file system's are this store's.
         for await (const chunk of body) await this.io(key, () => writeAll(handle, chunk));
         if (this.options.fsync) await this.io(key, () => handle.sync());
+        this.assertTempInPlace(handle.fd, temp, key);
       } finally {
         await this.io(key, () => handle.close());
       }

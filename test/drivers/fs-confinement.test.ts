@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createStorage, isStorageError, type Driver } from "../../src/index.js";
@@ -128,6 +128,22 @@ describe.each(drivers)("%s never acts outside base", (_name, make) => {
     expect(() => storage.getItemSync("link:secret")).toThrow(expect.objectContaining({ code: "E_INVALID_KEY" }));
     expect(() => storage.clearSync("link")).toThrow(expect.objectContaining({ code: "E_INVALID_KEY" }));
     expect(snapshot(outside)).toEqual(before);
+  });
+
+  it("a streamed write whose directory is moved out of base and swapped for a link meanwhile is refused before its rename", async () => {
+    const base = tempDir();
+    const outside = tempDir("outside");
+    const storage = createStorage({ driver: make(base) });
+    await storage.setItem("d:k", "old");
+    async function* swapping(): AsyncGenerator<Uint8Array> {
+      yield Buffer.from("new ");
+      renameSync(join(base, "d"), join(outside, "moved"));
+      symlinkSync(join(outside, "moved"), join(base, "d"));
+      yield Buffer.from("value");
+    }
+    expect(await codeOf(() => storage.setItemStream("d:k", swapping()))).toBe("E_INVALID_KEY");
+    expect(readdirSync(join(outside, "moved"))).toEqual(["k"]);
+    expect(readFileSync(join(outside, "moved", "k"), "utf8")).toBe('"old"');
   });
 
   it("a refused write creates no directory, neither outside nor inside base", async () => {
