@@ -25,6 +25,7 @@ export function signatureNow(name: string, email: string, date: Date = new Date(
 
 // `<`, `>` and a newline end the name or email early in Git's ident line; NUL fails `git fsck --strict`.
 const IDENT_BREAKERS = /[<>\n\0]/;
+const LONE_SURROGATE = /\p{Surrogate}/u;
 
 /** Why Git would not read a name and email back as written (`<`, `>`, newline, NUL), or undefined. */
 function identityProblem(name: string, email: string): string | undefined {
@@ -33,18 +34,24 @@ function identityProblem(name: string, email: string): string | undefined {
 
 /**
  * Checks an identity given as an option before anything is written with it:
- * name and email are strings Git reads back as written, and the name is not
- * empty (Git refuses an empty name when it commits).
+ * name and email are strings Git reads back as written (no `<`, `>`,
+ * newline, NUL or lone surrogate), and the name is not empty (Git refuses an
+ * empty name when it commits).
  *
  * @param what the option, for the message (`author`)
  * @throws StorageError `E_INVALID_OPTION`
  */
 export function checkIdentity(identity: unknown, what: string): Identity {
   const { name, email } = (typeof identity === "object" && identity !== null ? identity : {}) as Record<string, unknown>;
-  const problem =
-    typeof name !== "string" || typeof email !== "string" ? "it must be { name: string, email: string }" : name.trim() === "" ? "the name is empty" : identityProblem(name, email);
+  const problem = typeof name === "string" && typeof email === "string" ? optionProblem(name, email) : "it must be { name: string, email: string }";
   if (problem !== undefined) throw gitError("E_INVALID_OPTION", `Invalid ${what} ${describe(identity)}: ${problem}`);
   return { name: name as string, email: email as string };
+}
+
+function optionProblem(name: string, email: string): string | undefined {
+  if (name.trim() === "") return "the name is empty";
+  if (LONE_SURROGATE.test(name) || LONE_SURROGATE.test(email)) return "name and email must be valid Unicode (UTF-8 cannot carry a lone surrogate)";
+  return identityProblem(name, email);
 }
 
 function describe(value: unknown): string {

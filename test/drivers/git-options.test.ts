@@ -56,6 +56,7 @@ describe("git driver author", () => {
     ["an empty name", { name: "  ", email: "ada@example.com" }],
     ["no email", { name: "Ada" }],
     ["a number for a name", { name: 7, email: "x@y" }],
+    ["a lone surrogate in the name", { name: "Ada \ud800", email: "ada@example.com" }],
     ["a string", "Ada <ada@example.com>"],
     ["null", null],
   ];
