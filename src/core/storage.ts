@@ -108,6 +108,13 @@ function driverDepth(mount: Mount, maxDepth: number | undefined): number | undef
   return maxDepth === undefined ? undefined : maxDepth - mount.depth;
 }
 
+/** Per-call options are an object (or left out): `null` or a string would otherwise fail deep inside as a TypeError. */
+function checkCallOptions(opts: unknown): void {
+  if (opts === null || typeof opts !== "object" || Array.isArray(opts)) {
+    throw new StorageError("E_INVALID_OPTION", `options must be an object, got ${opts === null ? "null" : Array.isArray(opts) ? "an array" : typeof opts}`);
+  }
+}
+
 /** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
 function reviveDates(meta: Record<string, unknown>): void {
   for (const field of ["atime", "mtime", "ctime", "birthtime"]) {
@@ -298,6 +305,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   // --- reads ----------------------------------------------------------------
 
   function hasItemStep(sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<boolean> {
+    checkCallOptions(opts);
     const loc = locate(key, sync);
     return chain(loc.mount.driver.hasItem(loc.rel, opts), (has) =>
       has ? chain(unlessExpired(loc, true, opts), (alive) => alive === true) : false,
@@ -317,6 +325,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function getItemStep(sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<unknown> {
+    checkCallOptions(opts);
     const loc = locate(key, sync);
     if (opts.version !== undefined) return getVersion(loc, opts);
     const stored = readStep(loc, opts, false);
@@ -324,6 +333,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function getItemRawStep(sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<Uint8Array | null> {
+    checkCallOptions(opts);
     const loc = locate(key, sync);
     if (opts.version !== undefined) throw unsupported(loc.mount, "Reading raw past versions", "history");
     return chain(readStep(loc, opts, true), deserializeRaw);
@@ -346,6 +356,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function getItemsStep(sync: boolean, items: GetItemsInput, common: TransactionOptions = NO_OPTIONS) {
+    checkCallOptions(common);
     const entries = normalizeGetItems(items, common, sync);
     const groups = new Map<Mount, typeof entries>();
     for (const entry of entries) {
@@ -387,6 +398,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function getMetaStep(sync: boolean, key: string, opts: (TransactionOptions & { nativeOnly?: boolean }) | boolean = NO_OPTIONS): MaybePromise<StorageMeta> {
     const options = typeof opts === "boolean" ? { nativeOnly: opts } : opts;
+    checkCallOptions(options);
     return metaOf(locate(key, sync), options);
   }
 
@@ -414,6 +426,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   /** getItemStream: the driver's own stream (after the expiry the core keeps), else the value read whole. */
   function getItemStream(key: string, opts: TransactionOptions = NO_OPTIONS): Promise<ItemStream | null> {
     return toPromise(key, () => {
+      checkCallOptions(opts);
       const loc = locate(key, false);
       const driver = loc.mount.driver;
       if (!driver.getItemStream) {
@@ -452,6 +465,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function writeTextStep(sync: boolean, key: string, text: string, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
+    checkCallOptions(opts);
     return writeStep(locate(key, sync), text, opts);
   }
 
@@ -508,12 +522,14 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function setItemStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
+    checkCallOptions(opts);
     if (value === undefined) return removeItemStep(sync, key, opts);
     const loc = locate(key, sync);
     return writeStep(loc, serializer.serialize(value), opts);
   }
 
   function setItemRawStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
+    checkCallOptions(opts);
     if (value === undefined) return removeItemStep(sync, key, opts);
     const loc = locate(key, sync);
     return writeStep(loc, toBytes(value), opts);
@@ -535,6 +551,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   /** Options are checked before a byte is read; a driver that cannot take chunks gets the body gathered. */
   function writeStream(key: string, chunks: AsyncIterable<Uint8Array>, opts: SetOptions): MaybePromise<void> {
+    checkCallOptions(opts);
     const loc = locate(key, false);
     checkWriteOptions(loc.mount, opts);
     const ttl = ttlOf(loc, opts);
@@ -549,6 +566,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   type ValueEntry = SetEntry & { text: string };
 
   function setItemsStep(sync: boolean, items: SetItemsInput, common: SetOptions = NO_OPTIONS): MaybePromise<void> {
+    checkCallOptions(common);
     if (!Array.isArray(items)) throw new StorageError("E_INVALID_OPTION", "setItems expects an array of { key, value }");
     // Every key and guard is checked before anything is sent.
     const entries = items.map((item): SetEntry => {
@@ -668,6 +686,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function removeItemStep(sync: boolean, key: string, opts: RemoveOptions | boolean = NO_OPTIONS): MaybePromise<void> {
     const options: RemoveOptions = typeof opts === "boolean" ? { removeMeta: opts } : opts;
+    checkCallOptions(options);
     const loc = locate(key, sync);
     checkWriteOptions(loc.mount, options);
     return removeLocated(loc, loc.writer, options);
@@ -683,6 +702,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function setMetaStep(sync: boolean, key: string, value?: Record<string, unknown>, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
+    checkCallOptions(opts);
     if (value === null || typeof value !== "object") throw new StorageError("E_INVALID_VALUE", "Meta must be an object");
     const loc = locate(key, sync);
     const driver = loc.mount.driver;
@@ -694,6 +714,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function removeMetaStep(sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
+    checkCallOptions(opts);
     const loc = locate(key, sync);
     const driver = loc.mount.driver;
     if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
@@ -745,6 +766,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function getKeysStep(sync: boolean, base?: string, opts: GetKeysOptions = NO_OPTIONS): MaybePromise<string[]> {
+    checkCallOptions(opts);
     const normalizedBase = normalizeItemBase(base);
     const maxDepth = checkMaxDepth(opts.maxDepth);
     const slices = slicesOf(normalizedBase, sync);
@@ -804,6 +826,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function clearStep(sync: boolean, base?: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
+    checkCallOptions(opts);
     const normalizedBase = normalizeItemBase(base);
     const slices = slicesOf(normalizedBase, sync);
     const cleared = slices.map(({ mount, relativeBase }, index) => {

@@ -590,7 +590,9 @@ export function testDriver(options: DriverTestOptions): void {
       });
 
       test("watch(base, cb): the key equal to base and keys below it, and a listener never fails a write", async () => {
-        const storage = context.storage;
+        const failures: string[] = [];
+        // A second storage over the same driver, to see where listener failures go; not disposed, as the driver is shared.
+        const storage = createCoreStorage({ driver: context.driver, onWatchError: (error) => void failures.push(String(error)) });
         const events: string[] = [];
         const unwatchBase = await storage.watch("wb:user", (event: WatchEvent, key: string) => void events.push(`${event} ${key}`));
         const unwatchThrowing = await storage.watch(() => {
@@ -606,6 +608,7 @@ export function testDriver(options: DriverTestOptions): void {
           await eventually(() => expect(events).toEqual(expect.arrayContaining([...(nested ? ["update wb:user"] : []), "update wb:user:pref"])), timeout);
           expect(events.filter((event) => event.endsWith("wb:users"))).toEqual([]);
           expect(await storage.getItem("wb:user:pref")).toBe(2);
+          await eventually(() => expect(failures).toContain("Error: a listener's own failure"), timeout);
         } finally {
           await unwatchThrowing();
           await unwatchBase();

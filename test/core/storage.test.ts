@@ -350,3 +350,42 @@ describe("options stowage defines whole", () => {
     expect(await storage.getItem("k", { someDriverOption: true })).toBe(1);
   });
 });
+
+describe("per-call options", () => {
+  it("must be an object: null, a string or an array is E_INVALID_OPTION, and nothing is written", async () => {
+    const storage = createStorage({ driver: memory() });
+    for (const bad of [null, "ttl", 5, ["a"]] as never[]) {
+      for (const action of [
+        () => storage.setItem("k", 1, bad),
+        () => storage.setItemRaw("k", new Uint8Array([1]), bad),
+        () => storage.setItems([{ key: "k", value: 1 }], bad),
+        () => storage.removeItem("k", bad),
+        () => storage.getItem("k", bad),
+        () => storage.getItemRaw("k", bad),
+        () => storage.getItems(["k"], bad),
+        () => storage.hasItem("k", bad),
+        () => storage.getMeta("k", bad),
+        () => storage.setMeta("k", {}, bad),
+        () => storage.removeMeta("k", bad),
+        () => storage.getKeys("", bad),
+        () => storage.clear("", bad),
+        () => storage.getItemStream("k", bad),
+        () =>
+          storage.setItemStream(
+            "k",
+            (async function* () {
+              yield new Uint8Array([1]);
+            })(),
+            bad,
+          ),
+      ]) {
+        expect(await codeOf(action)).toBe("E_INVALID_OPTION");
+      }
+    }
+    expect(await storage.getKeys()).toEqual([]);
+    // The boolean forms unstorage has stay.
+    await storage.setItem("k", 1);
+    expect(await storage.getMeta("k", true)).toHaveProperty("etag");
+    await storage.removeItem("k", true);
+  });
+});
