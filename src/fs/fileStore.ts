@@ -50,11 +50,12 @@ export interface FileStoreOptions {
 
 type ErrnoError = NodeJS.ErrnoException;
 
-/** A directory of the tree being walked: its real path and the key prefix of its entries. */
+/** A directory of the tree being walked: its real path, the key prefix of its entries, and that prefix's depth and UTF-8 bytes. */
 interface WalkDir {
   dir: string;
   prefix: string;
   depth: number;
+  bytes: number;
 }
 
 /** A value file found by a walk: the real directory it is in, its name and its key. */
@@ -564,7 +565,8 @@ export class FileStore {
     if (root === undefined) return undefined;
     const dir = this.walkDirs(base, root, parts);
     if (dir === undefined) return undefined;
-    return { dir, prefix: parts.length > 0 ? parts.join(":") + ":" : "", depth: parts.length, own: dir === join(root, ...parts) };
+    const prefix = parts.length > 0 ? parts.join(":") + ":" : "";
+    return { dir, prefix, depth: parts.length, bytes: Buffer.byteLength(prefix), own: dir === join(root, ...parts) };
   }
 
   private ignored(relativePath: string, absolutePath: string): boolean {
@@ -589,15 +591,18 @@ export class FileStore {
 
   /**
    * The value files below `start`, at most `maxDepth` levels below the root
-   * of the store: one directory handle open at a time, an explicit stack
-   * instead of recursion. Names no key can produce (temp files, `.git`,
-   * over-long or unreadable names) are skipped. Each directory walked is
-   * added to `dirs` when given, parents before children.
+   * of the store and never past the key limits (a tree made by other tools
+   * is walked no deeper than a key can reach): one directory handle open at
+   * a time, an explicit stack instead of recursion. Names no key can produce
+   * (temp files, `.git`, over-long or unreadable names) are skipped before
+   * any system call. Each directory walked is added to `dirs` when given,
+   * parents before children.
    */
   private *scan(start: WalkDir, maxDepth: number | undefined, dirs?: string[]): Generator<WalkEntry> {
     const stack: WalkDir[] = [start];
+    const deepest = Math.min(maxDepth ?? Number.POSITIVE_INFINITY, this.keyLimits.segments - 1);
     while (stack.length > 0) {
-      const { dir, prefix, depth } = stack.pop()!;
+      const { dir, prefix, depth, bytes } = stack.pop()!;
       let handle;
       try {
         handle = opendirSync(dir);
@@ -609,19 +614,26 @@ export class FileStore {
       dirs?.push(dir);
       try {
         for (let entry = handle.readSync(); entry !== null; entry = handle.readSync()) {
+          if (segmentProblem(entry.name, false) !== undefined) continue;
           const path = join(dir, entry.name);
           const key = prefix + entry.name;
+          const keyBytes = bytes + Buffer.byteLength(entry.name);
           const kind = this.entryKind(entry, path, key);
-          if (kind === undefined || segmentProblem(entry.name, kind === "file") !== undefined) continue;
+          if (kind === undefined || (kind === "file" && !this.fitsAsFile(entry.name, keyBytes))) continue;
           const relative = key.replaceAll(":", "/");
           if (this.ignored(kind === "dir" ? relative + "/" : relative, path)) continue;
           if (kind === "file") yield { dir, name: entry.name, key };
-          else if (maxDepth === undefined || depth < maxDepth) stack.push({ dir: path, prefix: key + ":", depth: depth + 1 });
+          else if (depth < deepest && keyBytes + 2 <= this.keyLimits.bytes) stack.push({ dir: path, prefix: key + ":", depth: depth + 1, bytes: keyBytes + 1 });
         }
       } finally {
         handle.closeSync();
       }
     }
+  }
+
+  /** Whether a file found by a walk names a key this store can read back: its last segment and whole key within the limits. */
+  private fitsAsFile(name: string, keyBytes: number): boolean {
+    return segmentProblem(name, true) === undefined && keyBytes <= this.keyLimits.bytes + (name.endsWith("$") ? 1 : 0);
   }
 
   /**

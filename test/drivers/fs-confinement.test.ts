@@ -305,7 +305,7 @@ describe.each(drivers)("%s never acts outside base", (_name, make) => {
     expect(readdirSync(base)).toEqual([]);
   });
 
-  it("a tree 1,000 directories deep is listed and cleared without recursion", async () => {
+  it("a tree 1,000 directories deep is listed and cleared without recursion, and no walk goes deeper than a key can reach", async () => {
     const base = tempDir();
     const storage = createStorage({ driver: make(base) });
     const deep = Array.from({ length: 1000 }, () => "d").join(":");
@@ -314,6 +314,13 @@ describe.each(drivers)("%s never acts outside base", (_name, make) => {
     expect((await storage.getKeys()).sort()).toEqual([deep, "top"]);
     await storage.clear();
     expect(readdirSync(base)).toEqual([]);
+    // A tree made by another tool deeper than a key may reach: its keys at the limit are listed, nothing below.
+    const { segments } = make(base).keyLimits!;
+    const atLimit = Array.from({ length: segments }, () => "e");
+    mkdirSync(join(base, ...atLimit.slice(0, -1), "e", "e"), { recursive: true });
+    writeFileSync(join(base, ...atLimit.slice(0, -1), "value"), "1");
+    writeFileSync(join(base, ...atLimit, "e", "too-deep"), "1");
+    expect(await storage.getKeys()).toEqual([[...atLimit.slice(0, -1), "value"].join(":")]);
   });
 });
 
