@@ -436,4 +436,19 @@ function checkFormat(commonDir: string): void {
   }
   const refStorage = (config.get("extensions.refstorage") ?? "files").toLowerCase();
   if (refStorage !== "files") throw gitError("E_UNSUPPORTED", `Ref storage "${refStorage}" is not supported (only "files")`);
+  // Git honours preciousObjects in format 0 too: objects must never be deleted, and stowage's maintenance prunes.
+  if (isTrue(config.get("extensions.preciousobjects"))) throw gitError("E_UNSUPPORTED", "This repository sets extensions.preciousObjects, and stowage's maintenance deletes unreachable objects");
+  // Format 1 promises that a reader refuses an extension it does not know, as git does.
+  const unknown = version === 1 ? [...config.keys()].filter((key) => key.startsWith("extensions.") && !KNOWN_EXTENSIONS.has(key.slice(11))) : [];
+  if (unknown.length > 0) throw gitError("E_UNSUPPORTED", `This repository uses ${unknown.join(", ")}, which stowage's Git engine does not know`);
+}
+
+/** Extensions of repository format 1 this engine reads correctly (lower-cased, as parseConfig gives them). */
+const KNOWN_EXTENSIONS: ReadonlySet<string> = new Set(["noop", "noop-v1", "objectformat", "refstorage", "worktreeconfig", "partialclone", "preciousobjects"]);
+
+/** A git boolean that is true (`true`, `yes`, `on`, a non-zero number; a bare key is true). */
+function isTrue(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  const text = value.trim().toLowerCase();
+  return text === "true" || text === "yes" || text === "on" || (/^-?\d+$/.test(text) && Number(text) !== 0);
 }

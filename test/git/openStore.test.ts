@@ -84,4 +84,18 @@ describe("where a git driver's repository is", () => {
     expect(openOrInit(half).gitDir).toBe(half);
     expect(Repository.open(half).refs.resolve("HEAD")).toBeUndefined();
   });
+
+  it("a repository whose format asks for what the engine does not do is E_UNSUPPORTED (preciousObjects, unknown format-1 extensions)", () => {
+    const precious = gitInitBare("open-precious");
+    gitCli(precious, ["config", "extensions.preciousObjects", "true"]);
+    expect(errorCode(() => git({ dir: precious }))).toBe("E_UNSUPPORTED");
+    const unknown = gitInitBare("open-unknown-extension");
+    gitCli(unknown, ["config", "core.repositoryformatversion", "1"]);
+    gitCli(unknown, ["config", "extensions.frobnicate", "true"]);
+    expect(() => Repository.open(unknown)).toThrow(/uses extensions\.frobnicate/);
+    // Stock git refuses the repository too: its config is edited as a file.
+    gitCli(unknown, ["config", "--file", join(unknown, "config"), "--unset", "extensions.frobnicate"]);
+    gitCli(unknown, ["config", "--file", join(unknown, "config"), "extensions.worktreeConfig", "true"]);
+    expect(errorCode(() => Repository.open(unknown))).toBeUndefined();
+  });
 });
