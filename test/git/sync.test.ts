@@ -5,7 +5,7 @@ import { createStorage, isStorageError, type Storage } from "../../src/index.js"
 import git, { type GitDriver } from "../../src/drivers/git.js";
 import { EMPTY_TREE, fetchRefspecs, mergeBase, pushRefspecs, Repository, trackingRef, type ObjectId, type SyncOptions } from "../../src/git/index.js";
 import { tempDir } from "../helpers/tempDir.js";
-import { git as gitCli, gitInitBare } from "./gitCli.js";
+import { git as gitCli, gitFails, gitInitBare } from "./gitCli.js";
 
 const REF = "refs/stowage/default";
 
@@ -448,7 +448,9 @@ describe("git driver sync from a hostile remote", () => {
     const { remote, blob, tree, commit, publish } = hostileRemote();
     const x = blob("x");
     publish(commit(tree(`100644 blob ${x}\t.`, `100644 blob ${x}\t..`, `100644 blob ${x}\tok`)));
-    await expectRefused(remote, /fsck refuses.*hasDot/s);
+    const a = await expectRefused(remote, /fsck refuses.*hasDot/s);
+    // Not one of the remote's objects came in (a loose `x` blob, say).
+    expect(gitFails(a.dir, ["cat-file", "-e", x]).status).not.toBe(0);
   });
 
   it("refuses a clean tip whose history holds a .gitmodules with a disallowed URL", async () => {
