@@ -690,7 +690,7 @@ export class FileStore {
 
   /**
    * The key a path reported by a watcher names, or undefined for paths
-   * outside base, names no key can produce, ignored paths, and (when the
+   * outside base, names no key can produce, keys past the limits, ignored paths, and (when the
    * path is `present`) links that do not lead to a file inside base.
    */
   keyOfPath(absolutePath: string, present: boolean): string | undefined {
@@ -698,9 +698,10 @@ export class FileStore {
     const root = [this.resolvedBase(), this.base].find((candidate) => candidate !== undefined && absolutePath.startsWith(candidate + sep));
     if (root === undefined) return undefined;
     const parts = absolutePath.slice(root.length + 1).split(sep);
-    if (parts.some((part, index) => segmentProblem(part, index === parts.length - 1) !== undefined)) return undefined;
-    if (this.ignored(parts.join("/"), absolutePath)) return undefined;
+    if (parts.some((part) => segmentProblem(part, false) !== undefined)) return undefined;
     const key = parts.join(":");
+    if (parts.length > this.keyLimits.segments || !this.fitsAsFile(parts[parts.length - 1]!, Buffer.byteLength(key))) return undefined;
+    if (this.ignored(parts.join("/"), absolutePath)) return undefined;
     if (present && this.lstat(absolutePath, key, "watch")?.isSymbolicLink()) {
       const real = this.realpath(absolutePath, key, "watch");
       if (real === undefined || !this.isInside(real)) return undefined;
