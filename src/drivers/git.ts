@@ -81,10 +81,15 @@ function checkGitOptions(options: GitDriverOptions): void {
   if (options.fsync !== undefined && typeof options.fsync !== "boolean") throw invalid("fsync must be a boolean");
   const fanout = options.fanout ?? 1024;
   if (!Number.isInteger(fanout) || fanout < 16) throw invalid("fanout must be an integer of at least 16");
-  for (const name of ["lockTimeout", "pollInterval", "packLimit"] as const) {
-    const value = options[name];
-    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) throw invalid(`${name} must be a finite number of at least 0`);
-  }
+  checkNumber("lockTimeout", options.lockTimeout, 0);
+  // A watch polls every pollInterval ms: 0 would poll without pause.
+  checkNumber("pollInterval", options.pollInterval, 1);
+  if (options.packLimit !== undefined && !Number.isInteger(options.packLimit)) throw invalid("packLimit must be an integer");
+  checkNumber("packLimit", options.packLimit, 0);
+}
+
+function checkNumber(name: string, value: unknown, least: number): void {
+  if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < least)) throw invalid(`${name} must be a finite number of at least ${least}`);
 }
 
 /** The author goes into every commit and reflog line: one Git cannot read back is refused here, not at the first write. */

@@ -79,6 +79,14 @@ describe("git driver author", () => {
   });
 });
 
+describe("git driver numbers", () => {
+  it("lockTimeout, pollInterval and packLimit out of range or of the wrong type are E_INVALID_OPTION", () => {
+    const bad = [{ lockTimeout: -1 }, { lockTimeout: "5" }, { pollInterval: 0 }, { pollInterval: Number.POSITIVE_INFINITY }, { packLimit: 1.5 }, { packLimit: -1 }, { fsync: "yes" }, { fanout: 8 }];
+    for (const options of bad) expect(thrown(() => git({ dir: gitInitBare("git-numbers"), ...(options as object) }))?.code, JSON.stringify(options)).toBe("E_INVALID_OPTION");
+    expect(thrown(() => git({ dir: gitInitBare("git-numbers"), lockTimeout: 0, pollInterval: 1, packLimit: 0, fsync: false }))).toBeUndefined();
+  });
+});
+
 describe("git driver message", () => {
   it("a template holding NUL (commits git fsck --strict rejects) or no string is E_INVALID_OPTION at open", () => {
     for (const message of ["stowage\0{key}", 7]) {
