@@ -1,4 +1,4 @@
-import { StorageError, toStorageError } from "./errors.js";
+import { StorageError, isStorageError, toStorageError } from "./errors.js";
 import { checkKeyLimits, filterKeyByDepth, isMetaKey, metaKeyOf, normalizeBaseKey, normalizeItemBase, normalizeItemKey, normalizeKey } from "./keys.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
 import { MountTable, type Located, type Mount, type MountSlice } from "./mounts.js";
@@ -262,7 +262,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   /** Runs a guarded step; E_CONFLICT (another writer got there first) ends it without effect, any other failure is thrown. */
   function unlessConflict(step: () => MaybePromise<void>): MaybePromise<void> {
-    const isConflict = (error: unknown) => error instanceof StorageError && error.code === "E_CONFLICT";
+    const isConflict = (error: unknown) => isStorageError(error, "E_CONFLICT");
     try {
       const result = step();
       return isPromise(result) ? result.catch((error: unknown) => (isConflict(error) ? undefined : Promise.reject(error))) : result;
@@ -615,12 +615,11 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     }
     const { ttl: _ttl, ...shared } = withoutGuards(common);
     return chain(driver.commit!(operations, shared), () => {
-      if (mount.nativeTtl) {
-        for (const { loc, text } of group) watchers.report(mount, text === undefined ? "remove" : "update", loc.key);
-        return;
-      }
-      return chain(keepExpiries(mount, values.map(({ loc }) => ({ loc, ttl: ttls.get(loc) })), "update"), () =>
-        keepExpiries(mount, removals.map(({ loc }) => ({ loc, ttl: undefined })), "remove"),
+      // Expiries the core keeps follow (sidecars themselves have none); the rest is reported now.
+      const expiring = (entry: SetEntry) => !mount.nativeTtl && !isMetaKey(entry.loc.rel);
+      for (const { loc, text } of group.filter((entry) => !expiring(entry))) watchers.report(mount, text === undefined ? "remove" : "update", loc.key);
+      return chain(keepExpiries(mount, values.filter(expiring).map(({ loc }) => ({ loc, ttl: ttls.get(loc) })), "update"), () =>
+        keepExpiries(mount, removals.filter(expiring).map(({ loc }) => ({ loc, ttl: undefined })), "remove"),
       );
     });
   }

@@ -1,10 +1,10 @@
 import { StorageError, isStorageError } from "./errors.js";
 import { checkWriteOptions, hasGuard } from "./guards.js";
-import { metaKeyOf } from "./keys.js";
+import { isMetaKey, metaKeyOf } from "./keys.js";
 import type { Located, Mount } from "./mounts.js";
 import type { Serializer } from "./serializer.js";
 import { toBytes } from "./serializer.js";
-import { planExpiry } from "./ttl.js";
+import { planExpiry, type SidecarChange } from "./ttl.js";
 import type {
   CommitOperation,
   RemoveOptions,
@@ -197,18 +197,27 @@ async function planCommit(
       checkWriteOptions(mount, write.options);
       operations.push({ type: "check", key: rel, etag: write.options.ifMatch ?? null });
     }
+    // The expiry the core keeps in the sidecar changes in the same commit (a sidecar has none of its own).
+    const keepsExpiry = !mount.nativeTtl && !isMetaKey(rel);
     if (write.type === "remove") {
       operations.push({ type: "remove", key: rel, options: write.options });
+      if ((write.options as RemoveOptions).removeMeta) operations.push({ type: "remove", key: metaKeyOf(rel), options: {} });
+      else if (keepsExpiry) operations.push(...sidecarOperations(rel, await planExpiry(mount, rel, undefined, context.serializer, {})));
       continue;
     }
     const ttl = context.checkTtl(write.options.ttl);
     const options: SetOptions = { ...write.options, ttl: mount.nativeTtl ? ttl : undefined };
     operations.push(write.type === "set" ? { type: "set", key: rel, value: write.value, options } : { type: "setRaw", key: rel, value: write.value, options });
-    if (!mount.nativeTtl) {
-      const change = await planExpiry(mount, rel, ttl === undefined ? undefined : Date.now() + ttl, context.serializer, {});
-      if (change?.type === "set") operations.push({ type: "set", key: metaKeyOf(rel), value: change.value, options: {} });
-      if (change?.type === "remove") operations.push({ type: "remove", key: metaKeyOf(rel), options: {} });
+    if (keepsExpiry) {
+      operations.push(...sidecarOperations(rel, await planExpiry(mount, rel, ttl === undefined ? undefined : Date.now() + ttl, context.serializer, {})));
     }
   }
   return operations;
+}
+
+/** A sidecar change as commit operations. */
+function sidecarOperations(rel: string, change: SidecarChange): CommitOperation[] {
+  if (change?.type === "set") return [{ type: "set", key: metaKeyOf(rel), value: change.value, options: {} }];
+  if (change?.type === "remove") return [{ type: "remove", key: metaKeyOf(rel), options: {} }];
+  return [];
 }

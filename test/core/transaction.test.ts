@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import memory from "../../src/drivers/memory.js";
-import { createStorage, prefixStorage } from "../../src/index.js";
+import { createStorage, prefixStorage, type Driver } from "../../src/index.js";
 
 async function thrownBy(action: () => Promise<unknown>): Promise<unknown> {
   try {
@@ -57,5 +57,32 @@ describe("the caller's own errors", () => {
         }),
       ),
     ).toBe(error);
+  });
+});
+
+describe("transactions on a driver whose expiry the core keeps", () => {
+  it("a removal drops the key's expiry (and its meta with removeMeta) in the same commit", async () => {
+    const inner = memory();
+    const commits: string[][] = [];
+    const driver: Driver = {
+      ...inner,
+      flags: { ...inner.flags, ttl: false },
+      commit: (operations, opts) => {
+        commits.push(operations.map((op) => `${op.type} ${op.key}`));
+        return inner.commit!(operations, opts);
+      },
+    };
+    const storage = createStorage({ driver });
+    await storage.setItem("a", 1, { ttl: 60_000 });
+    await storage.setItem("b", 2, { ttl: 60_000 });
+    await storage.setMeta("b", { note: "x" });
+    await storage.transaction(async (tx) => {
+      await tx.removeItem("a");
+      await tx.removeItem("b", { removeMeta: true });
+    });
+    expect(commits).toEqual([["remove a", "remove a$", "remove b", "remove b$"]]);
+    expect(await storage.getMeta("a")).toEqual({});
+    expect(await storage.getMeta("b")).toEqual({});
+    expect(inner.getKeys("", {})).toEqual([]);
   });
 });
