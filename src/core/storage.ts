@@ -492,7 +492,8 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   }
 
   function writeStep(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
-    checkWriteOptions(loc.mount, opts);
+    // Options left out carry no guard: the hot path skips the check.
+    if (opts !== NO_OPTIONS) checkWriteOptions(loc.mount, opts);
     const ttl = ttlOf(loc, opts);
     return afterWrite(loc, put(loc, payload, driverOptions(loc, opts, ttl)), ttl);
   }
