@@ -58,9 +58,10 @@ interface WalkDir {
   bytes: number;
 }
 
-/** A value file found by a walk: the real directory it is in, its name and its key. */
+/** A value file found by a walk: the real directory it is in (and that directory's lstat when opened), its name and its key. */
 interface WalkEntry {
   dir: string;
+  dirStats: Stats;
   name: string;
   key: string;
 }
@@ -103,6 +104,11 @@ function errnoOf(error: unknown): string | undefined {
 
 function nothingThere(error: unknown): boolean {
   return NOTHING_THERE.has(errnoOf(error) ?? "");
+}
+
+/** Whether `now` is still the directory `before` was: not moved away, not swapped for a link. */
+function sameDirectory(before: Stats, now: Stats | undefined): boolean {
+  return now !== undefined && now.isDirectory() && now.ino === before.ino && now.dev === before.dev;
 }
 
 function tempName(): string {
@@ -603,13 +609,19 @@ export class FileStore {
     const deepest = Math.min(maxDepth ?? Number.POSITIVE_INFINITY, this.keyLimits.segments - 1);
     while (stack.length > 0) {
       const { dir, prefix, depth, bytes } = stack.pop()!;
+      // A directory removed while we walk holds no keys any more; one swapped for a link is not entered.
+      const dirStats = this.lstat(dir, prefix, "list");
+      if (!dirStats?.isDirectory()) continue;
       let handle;
       try {
         handle = opendirSync(dir);
       } catch (error) {
-        // A directory removed while we walk holds no keys any more.
         if (nothingThere(error)) continue;
         throw this.ioError(error, prefix, "list");
+      }
+      if (!sameDirectory(dirStats, this.lstat(dir, prefix, "list"))) {
+        handle.closeSync();
+        continue;
       }
       dirs?.push(dir);
       try {
@@ -622,7 +634,7 @@ export class FileStore {
           if (kind === undefined || (kind === "file" && !this.fitsAsFile(entry.name, keyBytes))) continue;
           const relative = key.replaceAll(":", "/");
           if (this.ignored(kind === "dir" ? relative + "/" : relative, path)) continue;
-          if (kind === "file") yield { dir, name: entry.name, key };
+          if (kind === "file") yield { dir, dirStats, name: entry.name, key };
           else if (depth < deepest && keyBytes + 2 <= this.keyLimits.bytes) stack.push({ dir: path, prefix: key + ":", depth: depth + 1, bytes: keyBytes + 1 });
         }
       } finally {
@@ -672,7 +684,13 @@ export class FileStore {
     const start = this.startOf(base);
     if (!start) return;
     const dirs: string[] = [];
-    for (const { dir, name, key } of this.scan(start, undefined, dirs)) this.unlink(join(dir, name), key);
+    for (const { dir, dirStats, name, key } of this.scan(start, undefined, dirs)) {
+      // A directory moved or swapped for a link while clear() runs would send the removals to come elsewhere.
+      if (!sameDirectory(dirStats, this.lstat(dir, key, "clear"))) {
+        throw this.fail("E_IO", `clear stopped: ${JSON.stringify(dir)} was moved or replaced while it was being cleared`, key);
+      }
+      this.unlink(join(dir, name), key);
+    }
     // The root stays, and so does a base reached through a link (its target is not the base's own directory).
     const keepFirst = !start.own || start.dir === this.resolvedBase();
     for (let index = dirs.length - 1; index >= (keepFirst ? 1 : 0); index--) this.removeEmptyDir(dirs[index]!, base);

@@ -371,3 +371,25 @@ describe("fs watch stays inside base", () => {
     await unwatch();
   });
 });
+
+describe("clear while the tree changes under it", () => {
+  it("stops with E_IO when a directory is moved out of base and swapped for a link mid-clear; nothing outside is removed", async () => {
+    const base = tempDir();
+    const outside = tempDir("outside");
+    let swapped = false;
+    // fs-lite asks its ignore function about each entry as clear() walks: the swap happens right inside the walk.
+    const ignore = (path: string) => {
+      if (!swapped && path.startsWith(join(base, "d") + "/")) {
+        swapped = true;
+        renameSync(join(base, "d"), join(outside, "moved"));
+        symlinkSync(join(outside, "moved"), join(base, "d"));
+      }
+      return false;
+    };
+    const storage = createStorage({ driver: fsLite({ base, ignore }) });
+    for (let i = 0; i < 5; i++) await storage.setItem(`d:f${i}`, i);
+    expect(await codeOf(() => storage.clear())).toBe("E_IO");
+    expect(swapped).toBe(true);
+    expect(readdirSync(join(outside, "moved")).sort()).toEqual(["f0", "f1", "f2", "f3", "f4"]);
+  });
+});
