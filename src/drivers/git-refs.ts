@@ -117,8 +117,9 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   };
 
   const write = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): void => {
-    const id = repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value);
-    const change: RefChange = { name: refOf(key), id };
+    // The ref name first: a key refused leaves no blob behind.
+    const name = refOf(key);
+    const change: RefChange = { name, id: repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value) };
     const expected = expectation(opts);
     if (expected !== undefined) change.expected = expected;
     commitRefs(repo.refs, [change], transaction);

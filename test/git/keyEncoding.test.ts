@@ -7,7 +7,7 @@ import gitRefs from "../../src/drivers/git-refs.js";
 import { createStorage, isStorageError, type Driver, type Storage } from "../../src/index.js";
 import { decodeKeyName, encodeKeyName, isBucketName, VALUE_ENTRY } from "../../src/git/keyPath.js";
 import { keyPath, pathKey } from "../../src/git/keyNames.js";
-import { git as gitCli } from "./gitCli.js";
+import { git as gitCli, gitFails } from "./gitCli.js";
 import { codeOf } from "../helpers/checks.js";
 import { tempDir } from "../helpers/tempDir.js";
 
@@ -247,11 +247,14 @@ describe("group commits: one bad write fails alone", () => {
     const dir = tempDir("group");
     const storage = createStorage({ driver: make(dir) });
     const good = Array.from({ length: 20 }, (_, i) => `k:${i}`);
-    const results = await Promise.allSettled([...good.map((key, i) => storage.setItem(key, i)), storage.setItem(bad, "x")]);
+    const results = await Promise.allSettled([...good.map((key, i) => storage.setItem(key, i)), storage.setItem(bad, "refused value")]);
     expect(results.slice(0, -1).every((result) => result.status === "fulfilled")).toBe(true);
     const last = results[results.length - 1]!;
     expect(last.status === "rejected" && isStorageError(last.reason, "E_INVALID_KEY")).toBe(true);
     expect((await storage.getKeys()).sort()).toEqual([...good].sort());
+    // Refused before anything was made: not even the value's blob was written.
+    expect(await codeOf(() => storage.setItemRaw(bad, new TextEncoder().encode("refused bytes")))).toBe("E_INVALID_KEY");
+    for (const text of ['"refused value"', "refused bytes"]) expect(gitFails(dir, ["cat-file", "-e", gitCli(dir, ["hash-object", "--stdin"], text)]).status).not.toBe(0);
     await storage.dispose();
     fsck(dir);
   });
