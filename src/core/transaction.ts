@@ -38,6 +38,11 @@ export class CallerError {
   constructor(readonly error: unknown) {}
 }
 
+/** Refuses a callback that is not a function before anything runs (calling it would throw a TypeError the caller did not write). */
+function checkCallback(method: string, fn: unknown): void {
+  if (typeof fn !== "function") throw new StorageError("E_INVALID_OPTION", `${method} needs a function, got ${fn === null ? "null" : typeof fn}`);
+}
+
 /** Runs the caller's callback; what it throws travels as a {@link CallerError}. */
 async function callerStep<T>(fn: () => Promise<T> | T): Promise<T> {
   try {
@@ -58,6 +63,7 @@ export async function runUpdate<R>(
   fn: (current: R | null) => unknown,
   opts: UpdateOptions,
 ): Promise<R | null> {
+  checkCallback("update", fn);
   if (!mount.driver.flags?.cas) {
     throw new StorageError("E_UNSUPPORTED", `update needs a driver flagged "cas"; ${mount.name} is not`, { driver: mount.name });
   }
@@ -94,6 +100,7 @@ export async function runTransaction<R>(
   fn: (tx: TransactionHandle) => Promise<R> | R,
   opts: TransactionOptions,
 ): Promise<R> {
+  checkCallback("transaction", fn);
   let mount: Mount | undefined;
   let finished = false;
   const writes = new Map<string, BufferedWrite>();

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import memory from "../../src/drivers/memory.js";
 import { createStorage, prefixStorage, type Driver } from "../../src/index.js";
+import { codeOf } from "../helpers/checks.js";
 
 async function thrownBy(action: () => Promise<unknown>): Promise<unknown> {
   try {
@@ -84,5 +85,15 @@ describe("transactions on a driver whose expiry the core keeps", () => {
     expect(await storage.getMeta("a")).toEqual({});
     expect(await storage.getMeta("b")).toEqual({});
     expect(inner.getKeys("", {})).toEqual([]);
+  });
+});
+
+describe("callbacks", () => {
+  it("a callback that is not a function is E_INVALID_OPTION, not the TypeError of calling it", async () => {
+    const storage = createStorage({ driver: memory() });
+    for (const bad of [undefined, null, 1, "fn", {}]) {
+      expect(await codeOf(() => storage.transaction(bad as never))).toBe("E_INVALID_OPTION");
+      expect(await codeOf(() => storage.update("k", bad as never))).toBe("E_INVALID_OPTION");
+    }
   });
 });
