@@ -5,7 +5,7 @@ import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/aut
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type ObjectId, type Repository } from "../git/index.js";
 import { NOTES_LAYOUT } from "../git/notesLayout.js";
 import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
-import { openOrInit } from "../git/openStore.js";
+import { namespacedRef, openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange } from "../git/treeRef.js";
 
 export interface GitNotesOptions {
@@ -62,12 +62,6 @@ function keyBytes(key: string): Buffer {
   return Buffer.from(key, "utf8");
 }
 
-function notesRef(options: GitNotesOptions): string {
-  const ref = `${options.ref ?? "refs/notes/stowage"}${options.namespace === undefined ? "" : `-${options.namespace}`}`;
-  if (!ref.startsWith("refs/") || !isValidRefName(ref)) throw fail("E_INVALID_OPTION", `Invalid notes ref: ${JSON.stringify(ref)}`);
-  return ref;
-}
-
 /**
  * Values as Git notes: a key annotates the blob holding the key's bytes,
  * so `git notes --ref=<ref> show $(printf %s "<key>" | git hash-object --stdin)`
@@ -78,7 +72,7 @@ function notesRef(options: GitNotesOptions): string {
 export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   checkOptions(DRIVER_NAME, options, ["dir", "ref", "namespace", "fsync", "looseLimit"]);
   if (!options?.dir) throw fail("E_INVALID_OPTION", "The git-notes driver needs a dir");
-  const ref = notesRef(options);
+  const ref = namespacedRef(options, "refs/notes/stowage", DRIVER_NAME);
   const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
   const maintenance = new AutoMaintenance(repo, looseLimitOption(options.looseLimit, DRIVER_NAME));
   const notes = new TreeRef(repo, { ref, layout: NOTES_LAYOUT, message: "Notes added by stowage", maintenance });

@@ -2,10 +2,10 @@ import { StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
-import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
+import { hashObject, isObjectId, type MaintenanceOptions, type Repository } from "../git/index.js";
 import { basePath, keyPath, pathKey } from "../git/keyNames.js";
 import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
-import { holdIndex, openOrInit } from "../git/openStore.js";
+import { holdIndex, namespacedRef, openOrInit } from "../git/openStore.js";
 import { TreeRef, type NameChange, type TreeLayout } from "../git/treeRef.js";
 
 export interface GitObjectsOptions {
@@ -78,22 +78,10 @@ function fail(code: "E_INVALID_KEY" | "E_INVALID_OPTION", message: string, key?:
 const STORE_OPTIONS = ["dir", "ref", "namespace", "fsync", "looseLimit"] as const;
 const DRIVER_OPTIONS = [...STORE_OPTIONS, "mode"] as const;
 
-/** The index ref the options name: `ref` (default `refs/stowage/objects`), `-<namespace>` appended. */
-function indexRef(options: Omit<GitObjectsOptions, "mode">): string {
-  const { ref = "refs/stowage/objects", namespace } = options;
-  if (typeof ref !== "string") throw fail("E_INVALID_OPTION", `ref must be a string, got ${typeof ref}`);
-  if (namespace !== undefined && (typeof namespace !== "string" || namespace === "")) {
-    throw fail("E_INVALID_OPTION", `namespace must be a non-empty string, got ${JSON.stringify(namespace)}`);
-  }
-  const name = namespace === undefined ? ref : `${ref}-${namespace}`;
-  if (!name.startsWith("refs/") || !isValidRefName(name)) throw fail("E_INVALID_OPTION", `Invalid index ref: ${JSON.stringify(name)}`);
-  return name;
-}
-
 /** Checks dir, ref, namespace and looseLimit, then opens (or creates) the repository and its index. */
 function open(options: Omit<GitObjectsOptions, "mode">): { repo: Repository; index: TreeRef; maintenance: AutoMaintenance; ref: string } {
   if (!options?.dir || typeof options.dir !== "string") throw fail("E_INVALID_OPTION", "The git-objects driver needs a dir");
-  const ref = indexRef(options);
+  const ref = namespacedRef(options, "refs/stowage/objects", DRIVER_NAME);
   const looseLimit = looseLimitOption(options.looseLimit, DRIVER_NAME);
   const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
   const maintenance = new AutoMaintenance(repo, looseLimit);

@@ -2,6 +2,7 @@ import { readdirSync, realpathSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { isStorageError, StorageError } from "../core/errors.js";
 import { gitError, ioError, isErrno } from "./errors.js";
+import { isValidRefName } from "./refName.js";
 import { enclosingRepository, Repository, type RepositoryOptions } from "./repository.js";
 
 /** What {@link Repository.init} makes: a directory holding only these is a repository being created (by another process, say). */
@@ -86,4 +87,21 @@ function realCommonDir(repo: Repository): string {
   } catch (error) {
     throw ioError(`Cannot resolve ${repo.commonDir}`, error);
   }
+}
+
+/**
+ * The ref a driver's `ref` and `namespace` options name: `ref` (default
+ * `fallback`), then `-<namespace>` when one is given (a separate ref rather
+ * than `<ref>/<namespace>`, which Git's D/F rule forbids next to `<ref>`).
+ *
+ * @throws StorageError `E_INVALID_OPTION` unless both are strings (the namespace not empty) making a valid ref name under `refs/`
+ */
+export function namespacedRef(options: { ref?: unknown; namespace?: unknown }, fallback: string, driver: string): string {
+  const { ref = fallback, namespace } = options;
+  const refuse = (why: string) => new StorageError("E_INVALID_OPTION", why, { driver });
+  if (typeof ref !== "string") throw refuse(`ref must be a string, got ${typeof ref}`);
+  if (namespace !== undefined && (typeof namespace !== "string" || namespace === "")) throw refuse(`namespace must be a non-empty string, got ${JSON.stringify(namespace)}`);
+  const name = namespace === undefined ? ref : `${ref}-${namespace}`;
+  if (!name.startsWith("refs/") || !isValidRefName(name)) throw refuse(`Not a valid ref name under refs/: ${JSON.stringify(name)}`);
+  return name;
 }

@@ -87,6 +87,19 @@ describe("git driver numbers", () => {
   });
 });
 
+describe("git-notes and git-objects ref and namespace", () => {
+  it.each([
+    ["git-notes", (options: Record<string, unknown>) => gitNotes(options as never)],
+    ["git-objects", (options: Record<string, unknown>) => gitObjects(options as never)],
+  ])("%s: a ref or namespace that is no string, an empty namespace or an invalid ref name is E_INVALID_OPTION", (_name, open) => {
+    for (const options of [{ ref: 5 }, { namespace: 5 }, { namespace: "" }, { namespace: "a b" }, { ref: "refs/x", namespace: "a..b" }, { ref: "heads/x" }]) {
+      const dir = join(tempDir("git-ref-options"), "repo");
+      expect(thrown(() => open({ dir, ...options }))?.code, JSON.stringify(options)).toBe("E_INVALID_OPTION");
+      expect(existsSync(dir)).toBe(false);
+    }
+  });
+});
+
 describe("git driver message", () => {
   it("a template holding NUL (commits git fsck --strict rejects) or no string is E_INVALID_OPTION at open", () => {
     for (const message of ["stowage\0{key}", 7]) {
