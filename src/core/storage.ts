@@ -115,6 +115,11 @@ function checkCallOptions(opts: unknown): void {
   }
 }
 
+/** Meta has no version of its own: a guard on setMeta/removeMeta could only fail or be ignored, so it is refused. */
+function refuseMetaGuard(method: string, opts: SetOptions): void {
+  if (hasGuard(opts)) throw new StorageError("E_INVALID_OPTION", `${method} takes no ifMatch / ifNoneMatch: meta has no version of its own`);
+}
+
 /** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
 function reviveDates(meta: Record<string, unknown>): void {
   for (const field of ["atime", "mtime", "ctime", "birthtime"]) {
@@ -703,6 +708,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function setMetaStep(sync: boolean, key: string, value?: Record<string, unknown>, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
     checkCallOptions(opts);
+    refuseMetaGuard("setMeta", opts);
     if (value === null || typeof value !== "object") throw new StorageError("E_INVALID_VALUE", "Meta must be an object");
     const loc = locate(key, sync);
     const driver = loc.mount.driver;
@@ -715,6 +721,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function removeMetaStep(sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
     checkCallOptions(opts);
+    refuseMetaGuard("removeMeta", opts);
     const loc = locate(key, sync);
     const driver = loc.mount.driver;
     if (!driver.removeItem) throw readOnly(loc.mount, loc.key);

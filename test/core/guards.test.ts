@@ -117,3 +117,15 @@ describe("guarded removal", () => {
     }
   });
 });
+
+describe("guards on meta", () => {
+  it("setMeta and removeMeta refuse ifMatch / ifNoneMatch: meta has no version of its own", async () => {
+    const storage = createStorage({ driver: memory() });
+    await storage.setItem("k", 1);
+    const { etag } = await storage.getMeta("k");
+    expect(await codeOf(() => storage.setMeta("k", { a: 1 }, { ifMatch: etag }))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => storage.setMeta("k", { a: 1 }, { ifNoneMatch: "*" }))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => storage.removeMeta("k", { ifMatch: etag }))).toBe("E_INVALID_OPTION");
+    expect((await storage.getMeta("k")).a).toBeUndefined();
+  });
+});
