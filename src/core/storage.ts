@@ -356,6 +356,8 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
       const isString = typeof item === "string";
       const loc = locate(isString ? item : item?.key, sync);
       const itemOptions = isString ? undefined : item.options;
+      // null is no options, as unstorage's spread has it.
+      if (itemOptions !== undefined && itemOptions !== null) checkCallOptions(itemOptions);
       return { loc, options: itemOptions ? { ...common, ...itemOptions } : common };
     });
   }
@@ -577,6 +579,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     // Every key and guard is checked before anything is sent.
     const entries = items.map((item): SetEntry => {
       const loc = locate(item?.key, sync);
+      if (item.options !== undefined && item.options !== null) checkCallOptions(item.options);
       const options: SetOptions = item.options ? { ...common, ...item.options } : common;
       checkWriteOptions(loc.mount, options);
       return { loc, text: item.value === undefined ? undefined : serializer.serialize(item.value), options };

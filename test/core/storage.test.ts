@@ -382,6 +382,10 @@ describe("per-call options", () => {
         expect(await codeOf(action)).toBe("E_INVALID_OPTION");
       }
     }
+    for (const bad of ["ttl", 5] as never[]) {
+      expect(await codeOf(() => storage.setItems([{ key: "k", value: 1, options: bad }]))).toBe("E_INVALID_OPTION");
+      expect(await codeOf(() => storage.getItems([{ key: "k", options: bad }]))).toBe("E_INVALID_OPTION");
+    }
     expect(await storage.getKeys()).toEqual([]);
     // The boolean forms unstorage has stay.
     await storage.setItem("k", 1);
