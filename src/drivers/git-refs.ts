@@ -58,14 +58,16 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   checkOptions(DRIVER_NAME, options, ["dir", "prefix", "fsync", "lockTimeout", "reflog", "looseLimit"]);
   if (!options?.dir) throw invalidOption("The git-refs driver needs a dir");
   const prefix = options.prefix ?? DEFAULT_PREFIX;
-  if (!prefix.startsWith("refs/") || !prefix.endsWith("/") || !isValidRefName(`${prefix}x`)) {
+  if (typeof prefix !== "string" || !prefix.startsWith("refs/") || !prefix.endsWith("/") || !isValidRefName(`${prefix}x`)) {
     throw invalidOption(`Invalid ref prefix: ${JSON.stringify(prefix)} (a valid ref name prefix under refs/, ending in /)`);
   }
+  const lockTimeout = options.lockTimeout ?? 5000;
+  if (typeof lockTimeout !== "number" || !Number.isFinite(lockTimeout) || lockTimeout < 0) throw invalidOption(`lockTimeout must be a finite number of at least 0, got ${String(lockTimeout)}`);
   const repo = openOrInit(options.dir, { fsync: options.fsync === true });
   const maintenance = new AutoMaintenance(repo, looseLimitOption(options.looseLimit, DRIVER_NAME));
   const transaction = {
     fsync: options.fsync === true,
-    lockTimeout: options.lockTimeout ?? 5000,
+    lockTimeout,
     reflogMessage: options.reflog === true ? "stowage: git-refs" : undefined,
   };
 

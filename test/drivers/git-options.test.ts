@@ -100,6 +100,16 @@ describe("git-notes and git-objects ref and namespace", () => {
   });
 });
 
+describe("git-refs prefix and lockTimeout", () => {
+  it("a prefix that is no string (a TypeError before) and a bad lockTimeout are E_INVALID_OPTION", () => {
+    for (const options of [{ prefix: 5 }, { prefix: "refs/x" }, { lockTimeout: -1 }, { lockTimeout: "1" }]) {
+      const dir = join(tempDir("git-refs-options"), "repo");
+      expect(thrown(() => gitRefs({ dir, ...(options as object) }))?.code, JSON.stringify(options)).toBe("E_INVALID_OPTION");
+      expect(existsSync(dir)).toBe(false);
+    }
+  });
+});
+
 describe("git driver message", () => {
   it("a template holding NUL (commits git fsck --strict rejects) or no string is E_INVALID_OPTION at open", () => {
     for (const message of ["stowage\0{key}", 7]) {
