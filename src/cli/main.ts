@@ -3,17 +3,31 @@ import { CommanderError } from "commander";
 import { isStorageError } from "../core/errors.js";
 import { buildProgram } from "./program.js";
 
-/** Runs the CLI; failures become one line on stderr and a non-zero exit code. */
+/** Commander's outcomes that are no failure: help or a version asked for, printed on stdout. */
+const ANSWERED = new Set(["commander.helpDisplayed", "commander.version"]);
+
+/** What a failure prints: `E_CODE: message`, whatever threw it. */
+function describe(error: unknown): string {
+  if (isStorageError(error)) return `${error.code}: ${error.message}`;
+  if (error instanceof CommanderError) {
+    // A bare `stowage` asks commander for help on stderr: as a failure it is one line too.
+    const message = error.code === "commander.help" ? "no command given (stowage --help lists them)" : error.message.replace(/^error: /, "");
+    return `E_INVALID_OPTION: ${message}`;
+  }
+  // Anything else is a failure below stowage's own checks: its message still fits on one line.
+  const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return `E_DRIVER: ${message}`;
+}
+
+/** Runs the CLI; every failure is one line on stderr (`stowage: E_CODE: message`) and exit code 1. */
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram({ stdout: process.stdout, stdin: process.stdin });
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (error) {
-    // Commander has already printed its own usage error and help.
-    if (error instanceof CommanderError) return error.exitCode;
-    const message = isStorageError(error) ? `${error.code}: ${error.message}` : String(error);
-    process.stderr.write(`stowage: ${message}\n`);
+    if (error instanceof CommanderError && ANSWERED.has(error.code)) return 0;
+    process.stderr.write(`stowage: ${describe(error).replace(/\s*\n\s*/g, " ")}\n`);
     return 1;
   }
 }

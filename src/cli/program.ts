@@ -4,6 +4,7 @@ import { normalizeBaseKey } from "../core/keys.js";
 import { createCoreStorage } from "../core/storage.js";
 import type { ItemStream, Storage } from "../core/types.js";
 import type { Maintainable } from "../git/autoMaintenance.js";
+import { checkAllowedHosts, isLoopback } from "../server/hosts.js";
 import { createStorageServer } from "../server/index.js";
 import { DEFAULT_STORE, STORE_SCHEMES, driverFromUrl } from "./storeUrl.js";
 import { registerSync } from "./sync.js";
@@ -47,7 +48,9 @@ function formatJsonLine(value: unknown): string {
 }
 
 function write(io: CliIo, data: string | Uint8Array): Promise<void> {
-  return new Promise((resolve, reject) => io.stdout.write(data, (error) => (error ? reject(error) : resolve())));
+  return new Promise((resolve, reject) =>
+    io.stdout.write(data, (error) => (error ? reject(new StorageError("E_IO", `Cannot write to stdout: ${error.message}`, { cause: error })) : resolve())),
+  );
 }
 
 function notFound(key: string): StorageError {
@@ -132,21 +135,58 @@ interface ServeOptions extends StoreOptions {
   token?: string;
   readOnly?: boolean;
   maxBodySize?: number;
+  insecure?: boolean;
+  allowedHost?: string[];
+}
+
+/** `--token`, else `$STOWAGE_TOKEN`; an empty one is refused, never taken for "no token". */
+function serveToken(options: ServeOptions): string | undefined {
+  const fromEnv = options.token === undefined;
+  const token = options.token ?? process.env.STOWAGE_TOKEN;
+  if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+    const source = fromEnv ? "$STOWAGE_TOKEN" : "--token";
+    throw new StorageError("E_INVALID_OPTION", `${source} must be non-empty visible ASCII without spaces${token === "" ? " (to serve without a token, leave it unset)" : ""}`);
+  }
+  return token;
+}
+
+/**
+ * Refuses to serve a non-loopback address without a token, before the store
+ * is opened (opening the default store creates it): anyone who can reach the
+ * port could read and write the store.
+ */
+function checkExposure(options: ServeOptions, token: string | undefined): void {
+  if (token !== undefined || options.insecure || isLoopback(options.host)) return;
+  throw new StorageError(
+    "E_INVALID_OPTION",
+    `refusing to serve on ${options.host} without a token: anyone who can reach it could read and write the store. Give --token (or $STOWAGE_TOKEN), or --insecure to serve it unauthenticated`,
+  );
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 /** `stowage serve`: the store over HTTP until SIGINT or SIGTERM, then a graceful shutdown. */
 async function serve(io: CliIo, options: ServeOptions): Promise<void> {
+  const token = serveToken(options);
+  checkExposure(options, token);
+  checkAllowedHosts(options.allowedHost);
   const signal = interrupted();
   await withStorage(options, async (storage) => {
-    const token = options.token ?? process.env.STOWAGE_TOKEN;
     const server = createStorageServer(storage, {
       host: options.host,
       port: options.port,
       token,
+      insecure: options.insecure === true,
+      allowedHosts: options.allowedHost,
       readOnly: options.readOnly === true,
       maxBodySize: options.maxBodySize,
     });
     const url = await server.listen();
+    if (token === undefined && !isLoopback(options.host)) {
+      process.stderr.write(`stowage: warning: serving without a token (--insecure): anyone who can reach ${url} can read and write ${options.store}\n`);
+    }
     await write(io, `stowage: serving ${options.store} at ${url}${token ? " (bearer token required)" : ""}${options.readOnly ? " (read-only)" : ""}\n`);
     await signal;
     await server.close();
@@ -195,7 +235,8 @@ async function collectGarbage(io: CliIo, options: StoreOptions & { prune?: numbe
 export function buildProgram(io: CliIo): Command {
   const program = new Command("stowage")
     .description("Read and write a stowage store from the shell.")
-    .showHelpAfterError()
+    // Commander's own error output goes: main prints every failure as one line. Help still goes to stdout.
+    .configureOutput({ writeErr: () => undefined })
     .exitOverride();
   const store = () => new Option("-s, --store <url>", `store URL (${STORE_SCHEMES.map((s) => s + ":").join(", ")})`).default(DEFAULT_STORE);
 
@@ -292,6 +333,8 @@ export function buildProgram(io: CliIo): Command {
     .option("--host <host>", "interface to listen on", "127.0.0.1")
     .option("-p, --port <port>", "port (0 picks a free one)", parsePort, 8787)
     .option("--token <token>", "require Authorization: Bearer <token> (default: $STOWAGE_TOKEN)")
+    .option("--allowed-host <name>", "also answer requests whose Host is this name (repeatable; default: loopback names only without a token)", collect)
+    .option("--insecure", "serve a non-loopback --host without a token (anyone who can reach it can read and write)")
     .option("--read-only", "refuse PUT and DELETE")
     .option("--max-body-size <bytes>", "largest request body in bytes (default 16 MiB)", parseBytes)
     .action((options: ServeOptions) => serve(io, options));

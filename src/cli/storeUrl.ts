@@ -37,7 +37,11 @@ const SCHEMES: Record<string, DriverLoader> = {
 function serverLocation(scheme: string, rest: string): { host: string; path: string } {
   const match = /^\/\/([^/]+)\/?(.*)$/.exec(rest);
   if (!match) throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store takes ${scheme}://host:port/name`);
-  return { host: match[1]!, path: decodeURIComponent(match[2]!) };
+  try {
+    return { host: match[1]!, path: decodeURIComponent(match[2]!) };
+  } catch (error) {
+    throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store's name has a malformed percent-escape: ${JSON.stringify(match[2])}`, { cause: error });
+  }
 }
 
 function requireLocation(scheme: string, location: string): string {
@@ -56,5 +60,19 @@ export async function driverFromUrl(url: string): Promise<Driver> {
   if (!loader) {
     throw new StorageError("E_INVALID_OPTION", `Unknown store ${JSON.stringify(url)}; use one of ${STORE_SCHEMES.map((s) => s + ":").join(", ")}`);
   }
-  return loader(colon === -1 ? "" : url.slice(colon + 1));
+  try {
+    return await loader(colon === -1 ? "" : url.slice(colon + 1));
+  } catch (error) {
+    throw storeError(scheme, url, error);
+  }
+}
+
+/** What opening a store URL threw, as a StorageError: a missing client library, or a URL its driver cannot take. */
+function storeError(scheme: string, url: string, error: unknown): StorageError {
+  if (error instanceof StorageError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  if ((error as { code?: unknown }).code === "ERR_MODULE_NOT_FOUND") {
+    return new StorageError("E_UNSUPPORTED", `The ${scheme}: store needs its client library installed (${message})`, { cause: error });
+  }
+  return new StorageError("E_INVALID_OPTION", `Invalid store URL ${JSON.stringify(url)}: ${message}`, { cause: error });
 }

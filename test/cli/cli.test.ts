@@ -65,6 +65,46 @@ describe("stowage CLI", () => {
     expect(stowage(["frobnicate"], { cwd }).code).not.toBe(0);
   });
 
+  it("every failure, usage errors and malformed store URLs included, is one `stowage: E_… message` line and exit code 1", () => {
+    const cwd = tempDir("cli-failures");
+    const failures: string[][] = [
+      [],
+      ["frobnicate"],
+      ["get"],
+      ["get", "a", "b"],
+      ["get", "k", "--bogus"],
+      ["set", "k", "v", "--ttl", "soon"],
+      ["set", "k", "v", "--raw"],
+      ["keys", "--max-depth", "-1"],
+      ["log", "k", "--limit", "0"],
+      ["gc", "--prune", "later"],
+      ["serve", "--port", "70000"],
+      ["serve", "--max-body-size", "0"],
+      ["sync", "origin", "--policy", "mine"],
+      ["get", "k", "--store", "nosuch:x"],
+      ["get", "k", "--store", "sqlite:"],
+      ["keys", "--store", "etcd://127.0.0.1:2379/%zz"],
+      ["keys", "--store", "nats://127.0.0.1:4222/%E0%A4%A"],
+      ["keys", "--store", "mysql://u:%zz@127.0.0.1/db"],
+      ["keys", "--store", "http://%zz/"],
+      ["get", "k", "--store", "http://127.0.0.1:1/"],
+      ["set", "a/../b", "1", "--store", "memory:"],
+      ["keys", "?", "--store", "memory:"],
+    ];
+    for (const args of failures) {
+      const result = stowage(args, { cwd });
+      expect(result.code, args.join(" ")).toBe(1);
+      expect(result.stderr, args.join(" ")).toMatch(/^stowage: E_[A-Z_]+: [^\n]+\n$/);
+      expect(result.stdout.toString(), args.join(" ")).toBe("");
+    }
+    // Help asked for is no failure: it goes to stdout.
+    const help = stowage(["--help"], { cwd });
+    expect(help.code).toBe(0);
+    expect(help.stdout.toString()).toMatch(/^Usage: stowage/);
+    expect(stowage(["serve", "--help"], { cwd }).stdout.toString()).toMatch(/--insecure/);
+    // Two dozen processes, each loading TypeScript through tsx: slow on a loaded 2-core machine.
+  }, 180_000);
+
   const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
   const etcdHost = new URL(process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379").host;
   it("reaches server stores by URL: redis:// and etcd://host/prefix", async () => {

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { createStorage as createUnstorage } from "unstorage";
@@ -170,6 +170,52 @@ describe("stowage serve", () => {
     expect((await fetch(url + "k", { method: "PUT", body: "2", headers: auth })).status).toBe(405);
     child.kill("SIGINT");
     expect(await exited(child)).toEqual({ code: 0, signal: null });
+  });
+
+  it("refuses a non-loopback --host without a token, and an empty token, before opening the store", () => {
+    const cwd = tempDir("cli-serve-exposed");
+    const run = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+      const result = spawnSync(process.execPath, ["--import", TSX, MAIN, "serve", "--port", "0", ...args], { cwd, env: { ...process.env, ...env } });
+      return { code: result.status, stderr: result.stderr.toString() };
+    };
+    const exposed = run(["--host", "0.0.0.0"]);
+    expect(exposed.code).toBe(1);
+    expect(exposed.stderr).toMatch(/^stowage: E_INVALID_OPTION: refusing to serve on 0\.0\.0\.0 without a token: anyone who can reach it could read and write the store\. .*--insecure.*\n$/);
+    expect(run(["--token", ""]).stderr).toMatch(/^stowage: E_INVALID_OPTION: --token must be non-empty.*\n$/);
+    expect(run([], { STOWAGE_TOKEN: "" }).stderr).toMatch(/^stowage: E_INVALID_OPTION: \$STOWAGE_TOKEN must be non-empty.*\n$/);
+    expect(run(["--allowed-host", "kv.example:80"]).stderr).toMatch(/^stowage: E_INVALID_OPTION: .*allowedHosts.*\n$/);
+    // Nothing was created: the default store is opened only once the options pass.
+    expect(readdirSync(cwd)).toEqual([]);
+  });
+
+  it("--insecure serves a non-loopback address without a token, and says so", async () => {
+    const cwd = tempDir("cli-serve-insecure");
+    const run = start(["serve", "--port", "0", "--host", "0.0.0.0", "--insecure", "--store", "memory:"], cwd);
+    const [, url] = await waitFor(() => run.stdout, /serving .* at (http:\/\/\S+\/)/);
+    expect(run.stderr).toMatch(/warning: serving without a token/);
+    const port = new URL(url!).port;
+    expect((await fetch(`http://127.0.0.1:${port}/k`, { method: "PUT", body: "1" })).status).toBe(200);
+    run.child.kill("SIGTERM");
+    expect((await exited(run.child)).code).toBe(0);
+  });
+
+  it("without a token, only a loopback Host or an --allowed-host is answered (DNS rebinding)", async () => {
+    const cwd = tempDir("cli-serve-host");
+    const { child, url } = await serve(cwd, ["--store", "memory:", "--allowed-host", "kv.example"]);
+    const status = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpRequest(url + "k", { method: "PUT", headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on("error", reject);
+        req.end("1");
+      });
+    expect(await status("evil.example")).toBe(421);
+    expect(await status("localhost")).toBe(200);
+    expect(await status("kv.example")).toBe(200);
+    child.kill("SIGTERM");
+    expect((await exited(child)).code).toBe(0);
   });
 
   it("a port in use is one error line and exit code 1", async () => {
