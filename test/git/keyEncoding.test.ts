@@ -298,3 +298,32 @@ describe("trees deeper than any key stowage writes (made by stock git)", () => {
     fsck(dir);
   });
 });
+
+describe("group commits: a write that fails the whole transaction is retried alone", () => {
+  /** Puts something stock git wrote where the key `a:b` needs a directory. */
+  const plantRef = (dir: string) => gitCli(dir, ["update-ref", "refs/stowage/kv/a", gitCli(dir, ["rev-parse", "refs/stowage/kv/seed%"])]);
+  const plantBlob = (dir: string) => {
+    const stream = ["commit refs/stowage/objects", "committer Ada <ada@example.com> 1700000000 +0000", "data 7", "foreign", "from refs/stowage/objects^0", "M 100644 inline keys/a", "data 1", "x", ""];
+    gitCli(dir, ["fast-import", "--quiet"], stream.join("\n"));
+  };
+
+  it.each([
+    // Taking the ref locks fails the whole transaction (a file stands where `a/` must be): E_CONFLICT.
+    ["git-refs", (dir: string) => gitRefs({ dir }), plantRef],
+    // Building the index tree fails the whole commit (a blob and a tree both named `a`).
+    ["git-objects", (dir: string) => gitObjects({ dir }), plantBlob],
+  ] as const)("%s: a key whose directory is a foreign file fails alone; the writes grouped with it land", async (_name, make, plant) => {
+    const dir = tempDir("group-df");
+    const storage = createStorage({ driver: make(dir) });
+    await storage.setItem("seed", 0);
+    plant(dir);
+    const good = Array.from({ length: 10 }, (_, i) => `k:${i}`);
+    const results = await Promise.allSettled([...good.map((key, i) => storage.setItem(key, i)), storage.setItem("a:b", "blocked")]);
+    expect(results.slice(0, -1).map((result) => result.status)).toEqual(good.map(() => "fulfilled"));
+    const last = results[results.length - 1]!;
+    expect(last.status === "rejected" && isStorageError(last.reason)).toBe(true);
+    expect((await storage.getKeys()).sort()).toEqual([...good, "seed"].sort());
+    await storage.dispose();
+    fsck(dir);
+  });
+});
