@@ -230,6 +230,36 @@ describe("stowage serve", () => {
   });
 });
 
+describe("the README's Quick start", () => {
+  const root = join(import.meta.dirname, "../..");
+
+  it("its first command is `npm install && npm start`, and `npm start` serves the built CLI without building again", async () => {
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    const quickStart = /## Quick start\s+```sh\n([^`]*)```/.exec(readme)![1]!.trim().split("\n");
+    expect(quickStart).toEqual(["npm install && npm start", "npm test"]);
+    const scripts = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
+    expect(scripts.start).toBe("node dist/cli/main.js serve");
+    // `npm install` builds dist through prepare; start must not build (nor link through npx) a second time.
+    expect(scripts.prestart).toBeUndefined();
+    const built = statSync(join(root, "dist/cli/main.js")).mtimeMs;
+    const cwd = tempDir("quick-start");
+    const child = spawn("npm", ["start", "--prefix", root, "--", "--port", "0", "--store", `fs:${join(cwd, "data")}`], { cwd, detached: true });
+    const run: Running = { child: child as ChildProcessWithoutNullStreams, stdout: "", stderr: "" };
+    child.stdout.on("data", (chunk: Buffer) => (run.stdout += chunk.toString("utf8")));
+    child.stderr.on("data", (chunk: Buffer) => (run.stderr += chunk.toString("utf8")));
+    try {
+      const [, url] = await waitFor(() => run.stdout + run.stderr, /serving .* at (http:\/\/\S+\/)/);
+      expect((await fetch(url + "users/ada", { method: "PUT", body: '{"name":"Ada"}' })).status).toBe(200);
+      expect(await (await fetch(url + "users/ada")).json()).toEqual({ name: "Ada" });
+    } finally {
+      // npm runs the server as its child: the signal goes to the whole group.
+      process.kill(-child.pid!, "SIGTERM");
+      await exited(run.child);
+    }
+    expect(statSync(join(root, "dist/cli/main.js")).mtimeMs).toBe(built);
+  });
+});
+
 describe("stowage watch", () => {
   it("prints changes under a base as JSON lines until interrupted", async () => {
     const cwd = tempDir("cli-watch");
