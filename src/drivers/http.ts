@@ -164,6 +164,18 @@ function readAnswer(res: IncomingMessage, limit: BodyLimit, head = false): Promi
   });
 }
 
+/**
+ * A ttl in ms as `x-ttl`: seconds, as unstorage has it, in the plain decimal
+ * a stowage server takes (no exponent, at most 3 digits after the point, so
+ * whole milliseconds keep their precision; a fraction of one rounds up).
+ */
+function ttlHeader(ttl: number): string {
+  const ms = Math.ceil(ttl);
+  const seconds = Math.floor(ms / 1000).toFixed(0);
+  const rest = ms % 1000;
+  return rest === 0 ? seconds : `${seconds}.${String(rest).padStart(3, "0").replace(/0+$/, "")}`;
+}
+
 /** Refuses what is not a whole number in `[min, max]`. */
 function checkCount(name: keyof HttpOptions, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
@@ -429,8 +441,7 @@ export default defineDriver((options: HttpOptions) => {
     if (unreachable(key)) refuseMeta(key);
     const headers: Record<string, string> = { "content-type": type };
     const conditional = conditionHeaders(headers, opts);
-    // x-ttl is in seconds, as unstorage has it; fractions carry stowage's milliseconds exactly.
-    if (opts?.ttl !== undefined) headers["x-ttl"] = String(opts.ttl / 1000);
+    if (opts?.ttl !== undefined) headers["x-ttl"] = ttlHeader(opts.ttl);
     await request({ method: "PUT", path: keyPath(key), headers, body, conditional });
   }
 
@@ -455,7 +466,7 @@ export default defineDriver((options: HttpOptions) => {
     if (unreachable(key)) refuseMeta(key);
     const headers: Record<string, string> = { ...common, "content-type": OCTET_STREAM };
     conditionHeaders(headers, opts);
-    if (opts?.ttl !== undefined) headers["x-ttl"] = String(opts.ttl / 1000);
+    if (opts?.ttl !== undefined) headers["x-ttl"] = ttlHeader(opts.ttl);
     const call: Call = { method: "PUT", path: keyPath(key), conditional: true };
     await acquire(call);
     try {

@@ -142,6 +142,11 @@ describe("http driver", () => {
     const seen = await storage.getMeta("k");
     expect(seen.ttl).toBeLessThanOrEqual(1500);
     expect(seen.expires).toBeInstanceOf(Date);
+    // Sent as plain decimal seconds, never an exponent or a fourth decimal, which the server refuses.
+    for (const ttl of [0.5, 1001.25, 60_050, 1e13]) {
+      await storage.setItem("k", 1, { ttl });
+      expect((await remote.getMeta("k")).ttl, String(ttl)).toBeLessThanOrEqual(Math.ceil(ttl));
+    }
   });
 
   it("refuses unknown and malformed options with E_INVALID_OPTION, and declares its key limits", () => {
