@@ -126,9 +126,12 @@ function opBytes(op: IRequestOp): number {
   return [...(txn.success ?? []), ...(txn.failure ?? [])].reduce((sum, inner) => sum + plainBytes(inner), compared);
 }
 
-/** A revision given by the caller as a version or etag: a positive integer. */
+/** How a revision is written: a positive integer (etcd's are int64, so they stay text). */
+const REVISION = /^[1-9][0-9]{0,17}$/;
+
+/** A revision given by the caller as a version: a positive integer. */
 function parseRevision(text: unknown, what: string): number {
-  const revision = typeof text === "string" && /^[1-9][0-9]*$/.test(text) ? Number(text) : Number.NaN;
+  const revision = typeof text === "string" && REVISION.test(text) ? Number(text) : Number.NaN;
   if (!Number.isSafeInteger(revision)) throw new StorageError("E_INVALID_OPTION", `${what} must be an etcd revision, got ${JSON.stringify(text)}`, { driver: DRIVER_NAME });
   return revision;
 }
@@ -309,11 +312,12 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     };
   }
 
-  /** The compare that holds when `key` is at `etag` (`null`: absent). */
-  const guard = (key: string, etag: string | null): ICompare =>
-    etag === null
-      ? { key: keyOf(key), target: "Create", result: "Equal", create_revision: 0 }
-      : { key: keyOf(key), target: "Mod", result: "Equal", mod_revision: parseRevision(etag, "etag") };
+  /** The compare that holds when `key` is at `etag` (`null`: absent); an etag no revision has is a conflict at once. */
+  const guard = (key: string, etag: string | null): ICompare => {
+    if (etag === null) return { key: keyOf(key), target: "Create", result: "Equal", create_revision: 0 };
+    if (!REVISION.test(etag)) throw conflictError(DRIVER_NAME, key, "Stored version differs");
+    return { key: keyOf(key), target: "Mod", result: "Equal", mod_revision: etag };
+  };
 
   function guardsOf(key: string, opts: SetOptions | RemoveOptions | undefined): ICompare[] {
     if (opts?.ifMatch !== undefined) return [guard(key, opts.ifMatch)];

@@ -10,7 +10,7 @@ import { tempDir } from "../helpers/tempDir.js";
 import { codeOf, freePort, rawKeysRoundTrip } from "../helpers/checks.js";
 import { privateServer, survivesOutage } from "../helpers/outage.js";
 import { exitsOnItsOwn } from "../helpers/workers.js";
-import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
+import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const hosts = process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379";
 // Every driver this file makes gets its own prefix, so parallel runs and test files never meet.
@@ -221,11 +221,13 @@ if (await serviceUp("etcd", hosts)) {
 
     it("dispose() leaves nothing that keeps the process alive", async () => {
       await exitsOnItsOwn("etcd", freshPrefix(), { STOWAGE_ETCD_HOSTS: hosts });
-    }, 40_000);
+    }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
   });
 
-  describe("etcd key limits", () => {
+  describe("etcd key limits and batched writes", () => {
     it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
       checkKeyLimit(createStorage({ driver: etcd({ hosts, prefix: freshPrefix() }) })));
+
+    it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: etcd({ hosts, prefix: freshPrefix() }) })));
   });
 }

@@ -5,16 +5,17 @@ import leveldb from "../../src/drivers/leveldb.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting } from "../helpers/workers.js";
-import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
+import { KIT_TTL } from "../helpers/clock.js";
+import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
-testDriver({ name: "leveldb", driver: () => leveldb({ path: join(tempDir("leveldb"), "db") }) });
+testDriver({ name: "leveldb", driver: () => leveldb({ path: join(tempDir("leveldb"), "db") }), ttl: KIT_TTL });
 
 describe("leveldb driver", () => {
   it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
     for (let round = 0; round < 10; round++) {
       await killWhileWriting("leveldb", join(tempDir("leveldb-crash"), "db"), (path) => leveldb({ path }));
     }
-  });
+  }, 180_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
   it("reopens with what was written, and lists a prefix from its range", async () => {
     const path = join(tempDir("leveldb-reopen"), "db");
@@ -53,11 +54,13 @@ describe("leveldb transactions", () => {
   });
 });
 
-describe("leveldb options and key limits", () => {
+describe("leveldb options, key limits and batched writes", () => {
   it("refuses an option it does not know, naming the known ones", () => {
     checkUnknownOption(leveldb, { path: "unused" });
   });
 
   it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
     checkKeyLimit(createStorage({ driver: leveldb({ path: join(tempDir("leveldb-limit"), "db") }) })));
+
+  it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: leveldb({ path: join(tempDir("leveldb-alone"), "db") }) })));
 });

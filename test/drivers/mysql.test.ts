@@ -6,7 +6,8 @@ import { eventually, testDriver } from "../../src/testing/index.js";
 import { codeOf, rawKeysRoundTrip } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
 import { absentKeyHeldUntilCommit, casAcrossProcesses, exitsAfterDispose, runTables, unavailableWithinTimeout } from "../helpers/tableDrivers.js";
-import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
+import { KIT_TTL } from "../helpers/clock.js";
+import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const url = process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
 // Tables unique to this run of this file, dropped at the end.
@@ -30,10 +31,10 @@ describe("mysql options", () => {
 
 if (await serviceUp("MariaDB/MySQL", url)) {
   const kitTable = freshTable("kit");
-  testDriver({ name: "mysql", driver: () => mysql({ url, table: kitTable }) });
+  testDriver({ name: "mysql", driver: () => mysql({ url, table: kitTable }), ttl: KIT_TTL });
   // With the watch option the kit's watch tests run against the polled change log.
   const watchKitTable = freshTable("kitwatch");
-  testDriver({ name: "mysql (watch)", driver: () => mysql({ url, table: watchKitTable, watch: true, pollInterval: 20 }) });
+  testDriver({ name: "mysql (watch)", driver: () => mysql({ url, table: watchKitTable, watch: true, pollInterval: 20 }), ttl: KIT_TTL });
 
   afterAll(async () => {
     for (const table of tables) await sql(`DROP TABLE IF EXISTS \`${table}\`, \`${table}_changes\``);
@@ -179,7 +180,7 @@ if (await serviceUp("MariaDB/MySQL", url)) {
 
     it("several processes starting at once on a fresh table: schema made once, CAS increments lose nothing", async () => {
       await casAcrossProcesses("mysql", freshTable("procs"), (table) => open(table));
-    });
+    }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
     it("watch option: writes by another storage object and by any client reach watchers, removals and purged expiries too", async () => {
       const table = freshTable("watch");
@@ -240,7 +241,7 @@ if (await serviceUp("MariaDB/MySQL", url)) {
 await storage.setItem("child", 1);
 await storage.transaction(async (tx) => tx.setItem("child", 2));`,
       );
-    });
+    }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
     it("a server that refuses or never answers gives E_UNAVAILABLE within the timeout", async () => {
       const timeout = 1000;
@@ -276,8 +277,10 @@ await storage.transaction(async (tx) => tx.setItem("child", 2));`,
     });
   });
 
-  describe("mysql key limits", () => {
+  describe("mysql key limits and batched writes", () => {
     it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
       checkKeyLimit(createStorage({ driver: mysql({ url, table: freshTable("limit") }) })));
+
+    it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: mysql({ url, table: freshTable("alone") }) })));
   });
 }

@@ -11,8 +11,8 @@ import { tempDir } from "../helpers/tempDir.js";
 import { codeOf, freePort, rawKeysRoundTrip } from "../helpers/checks.js";
 import { privateServer, survivesOutage } from "../helpers/outage.js";
 import { exitsOnItsOwn } from "../helpers/workers.js";
-import { withDateAhead } from "../helpers/clock.js";
-import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
+import { KIT_TTL, withDateAhead } from "../helpers/clock.js";
+import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const servers = process.env.STOWAGE_NATS_SERVERS ?? "127.0.0.1:4222";
 // Every driver this file makes gets its own bucket, so parallel runs and test files never meet.
@@ -70,7 +70,7 @@ if (await serviceUp("NATS", servers)) {
     await nc.close();
   });
 
-  testDriver({ name: "nats-kv", driver: () => natsKv({ servers, bucket: freshBucket() }) });
+  testDriver({ name: "nats-kv", driver: () => natsKv({ servers, bucket: freshBucket() }), ttl: KIT_TTL });
 
   describe("nats-kv driver", () => {
     const open: Storage[] = [];
@@ -296,11 +296,13 @@ if (await serviceUp("NATS", servers)) {
 
     it("dispose() leaves nothing that keeps the process alive", async () => {
       await exitsOnItsOwn("nats-kv", freshBucket(), { STOWAGE_NATS_SERVERS: servers });
-    }, 40_000);
+    }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
   });
 
-  describe("nats-kv key limits", () => {
+  describe("nats-kv key limits and batched writes", () => {
     it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
       checkKeyLimit(createStorage({ driver: natsKv({ servers, bucket: freshBucket() }) })));
+
+    it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: natsKv({ servers, bucket: freshBucket() }) })));
   });
 }

@@ -11,7 +11,8 @@ import { eventually, testDriver } from "../../src/testing/index.js";
 import { codeOf, freePort, rawKeysRoundTrip } from "../helpers/checks.js";
 import { serviceUp } from "../helpers/services.js";
 import { absentKeyHeldUntilCommit, casAcrossProcesses, exitsAfterDispose, runTables, unavailableWithinTimeout } from "../helpers/tableDrivers.js";
-import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
+import { KIT_TTL } from "../helpers/clock.js";
+import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const url = process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const run = promisify(execFile);
@@ -62,10 +63,10 @@ describe("postgres options", () => {
 
 if (await serviceUp("PostgreSQL", url)) {
   const kitTable = freshTable("kit");
-  testDriver({ name: "postgres", driver: () => postgres({ url, table: kitTable }) });
+  testDriver({ name: "postgres", driver: () => postgres({ url, table: kitTable }), ttl: KIT_TTL });
   // Without NOTIFY the writes are plain statements (no CTE): the kit's CAS and transactions hold there too.
   const quietKitTable = freshTable("kitquiet");
-  testDriver({ name: "postgres (notify: false)", driver: () => postgres({ url, table: quietKitTable, notify: false }) });
+  testDriver({ name: "postgres (notify: false)", driver: () => postgres({ url, table: quietKitTable, notify: false }), ttl: KIT_TTL });
 
   afterAll(async () => {
     const client = new pg.Client({ connectionString: url });
@@ -233,7 +234,7 @@ if (await serviceUp("PostgreSQL", url)) {
 
     it("several processes starting at once on a fresh table: schema made once, CAS increments lose nothing", async () => {
       await casAcrossProcesses("postgres", freshTable("procs"), (table) => open(table));
-    });
+    }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
     it("dispose ends the pool and the LISTEN connection: the process exits by itself", async () => {
       await exitsAfterDispose(
@@ -245,7 +246,7 @@ await storage.watch((_event, key) => key === "child" && seen());
 await storage.setItem("child", 1);
 await event;`,
       );
-    });
+    }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
     it("a server that refuses or never answers gives E_UNAVAILABLE within the timeout", async () => {
       const timeout = 1000;
@@ -312,8 +313,10 @@ await event;`,
     });
   });
 
-  describe("postgres key limits", () => {
+  describe("postgres key limits and batched writes", () => {
     it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
       checkKeyLimit(createStorage({ driver: postgres({ url, table: freshTable("limit") }) })));
+
+    it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: postgres({ url, table: freshTable("alone") }) })));
   });
 }

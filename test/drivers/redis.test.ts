@@ -16,7 +16,8 @@ import { tempDir } from "../helpers/tempDir.js";
 import { runWorkers } from "../helpers/workers.js";
 import { codeOf, finish, freePort } from "../helpers/checks.js";
 import { privateServer } from "../helpers/outage.js";
-import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
+import { KIT_TTL } from "../helpers/clock.js";
+import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const url = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 // One prefix per run of this file: parallel test files and earlier runs never see each other's keys.
@@ -135,7 +136,7 @@ if (await serviceUp("Redis", url)) {
     await cleanup.dispose();
   });
 
-  testDriver({ name: "redis", driver: () => redis({ url, base: `${RUN}:kit` }) });
+  testDriver({ name: "redis", driver: () => redis({ url, base: `${RUN}:kit` }), ttl: KIT_TTL });
 
   describe("redis driver", () => {
     it("stores plain values under base:key, readable by any Redis client", async () => {
@@ -274,7 +275,7 @@ if (await serviceUp("Redis", url)) {
       const storage = createStorage({ driver: redis({ url, base }) });
       expect(await storage.getItem("counter")).toBe(processes * rounds);
       await storage.dispose();
-    });
+    }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
     it("dispose closes every connection: a process that watched, wrote and disposed exits on its own", async () => {
       const base = freshBase();
@@ -551,9 +552,9 @@ if (await serviceUp("Redis", url)) {
     });
 
     // A base that is a hash tag puts every key in one slot: the whole contract holds, transactions included.
-    testDriver({ name: "redis cluster, one hash tag", driver: () => redis({ cluster: nodes, base: "{kit}" }) });
+    testDriver({ name: "redis cluster, one hash tag", driver: () => redis({ cluster: nodes, base: "{kit}" }), ttl: KIT_TTL });
     // Keys spread over the nodes: no transactions flag (keys of one transaction may sit in different slots), the rest holds.
-    testDriver({ name: "redis cluster, sharded", driver: () => redis({ cluster: nodes, base: "sharded" }) });
+    testDriver({ name: "redis cluster, sharded", driver: () => redis({ cluster: nodes, base: "sharded" }), ttl: KIT_TTL });
 
     it("spreads keys over the nodes; atomic writes across slots are E_UNSUPPORTED, within a hash tag they work", async () => {
       const storage = createStorage({ driver: redis({ cluster: nodes, base: "spread", clusterTransactions: true }) });
@@ -593,8 +594,10 @@ if (await serviceUp("Redis", url)) {
     });
   });
 
-  describe("redis key limits", () => {
+  describe("redis key limits and batched writes", () => {
     it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
       checkKeyLimit(createStorage({ driver: redis({ url, base: freshBase() }) })));
+
+    it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: redis({ url, base: freshBase() }) })));
   });
 }

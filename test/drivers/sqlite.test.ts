@@ -5,9 +5,10 @@ import sqlite from "../../src/drivers/sqlite.js";
 import { testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, storeAfterWorkers } from "../helpers/workers.js";
-import { checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
+import { KIT_TTL } from "../helpers/clock.js";
+import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
-testDriver({ name: "sqlite", driver: () => sqlite({ path: join(tempDir("sqlite"), "store.db") }) });
+testDriver({ name: "sqlite", driver: () => sqlite({ path: join(tempDir("sqlite"), "store.db") }), ttl: KIT_TTL });
 
 describe("sqlite driver", () => {
   it("several processes share one file: concurrent CAS increments lose nothing", async () => {
@@ -15,13 +16,13 @@ describe("sqlite driver", () => {
     const storage = await storeAfterWorkers("sqlite", path, (file) => sqlite({ path: file }), { processes: 3, mode: "increment", count: 40 });
     expect(await storage.getItem("counter")).toBe(3 * 40);
     await storage.dispose();
-  });
+  }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
   it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
     for (let round = 0; round < 10; round++) {
       await killWhileWriting("sqlite", join(tempDir("sqlite-crash"), "crash.db"), (path) => sqlite({ path }));
     }
-  });
+  }, 180_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
   it("refuses a bad table name and a missing directory with clear errors", () => {
     expect(() => sqlite({ path: ":memory:", table: "x; DROP TABLE y" })).toThrow(/Invalid table name/);
@@ -38,11 +39,13 @@ describe("sqlite driver", () => {
   });
 });
 
-describe("sqlite options and key limits", () => {
+describe("sqlite options, key limits and batched writes", () => {
   it("refuses an option it does not know, naming the known ones", () => {
     checkUnknownOption(sqlite, { path: ":memory:", table: "t" });
   });
 
   it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
     checkKeyLimit(createStorage({ driver: sqlite({ path: join(tempDir("sqlite-limit"), "store.db") }) })));
+
+  it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: sqlite({ path: ":memory:" }) })));
 });

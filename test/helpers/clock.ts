@@ -14,3 +14,10 @@ export async function withDateAhead<T>(ms: number, body: () => Promise<T>): Prom
     vi.useRealTimers();
   }
 }
+
+/**
+ * The compliance kit's ttl for these drivers: long enough that a loaded 2-core
+ * machine writes, reads and checks an entry before it expires (the kit's
+ * 200 ms default failed there now and then).
+ */
+export const KIT_TTL = 1500;

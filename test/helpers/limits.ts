@@ -54,3 +54,30 @@ export function checkUnknownOption(make: (options: never) => unknown, valid: Rec
   expect(error).toMatchObject({ code: "E_INVALID_OPTION", message: expect.stringContaining("colour") });
   for (const name of Object.keys(valid)) expect((error as Error).message).toContain(name);
 }
+
+/**
+ * Writes awaited together, whatever the driver groups them into (a batch, a
+ * queue, concurrent publishes): the one whose guard fails fails alone, the
+ * others land. `storage` must see nothing but what this writes; it is disposed at the end.
+ */
+export async function checkFailsAlone(storage: Storage): Promise<void> {
+  try {
+    await storage.setItem("taken", 1);
+    const results = await Promise.allSettled([
+      storage.setItem("a", 1),
+      storage.setItem("taken", 2, { ifNoneMatch: "*" }),
+      storage.setItem("b", 2),
+      storage.setItems([{ key: "c", value: 3 }]),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+    expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: "E_CONFLICT" });
+    expect(await storage.getItems(["a", "taken", "b", "c"])).toEqual([
+      { key: "a", value: 1 },
+      { key: "taken", value: 1 },
+      { key: "b", value: 2 },
+      { key: "c", value: 3 },
+    ]);
+  } finally {
+    await storage.dispose();
+  }
+}

@@ -46,7 +46,7 @@ console.log("disposed");
 `,
   );
   try {
-    const result = await finish(spawn(process.execPath, ["--import", TSX, script], { stdio: ["ignore", "pipe", "inherit"] }), 20_000);
+    const result = await finish(spawn(process.execPath, ["--import", TSX, script], { stdio: ["ignore", "pipe", "inherit"] }), 60_000); // a hang, not a slow start on a loaded machine
     expect(result).toEqual({ code: 0, output: "disposed\n" });
   } finally {
     rmSync(dir, { recursive: true, force: true });
