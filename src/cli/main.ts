@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { CommanderError } from "commander";
-import { isStorageError } from "../core/errors.js";
+import { isStorageError, StorageError } from "../core/errors.js";
 import { buildProgram } from "./program.js";
 
 /** Commander's outcomes that are no failure: help or a version asked for, printed on stdout. */
@@ -22,8 +22,12 @@ function describe(error: unknown): string {
 /** Runs the CLI; every failure is one line on stderr (`stowage: E_CODE: message`) and exit code 1. */
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram({ stdout: process.stdout, stdin: process.stdin });
+  // A closed stdout (`stowage keys | head -1`) also emits its failure as an event, which would crash the process with a stack trace.
+  let stdoutFailure: Error | undefined;
+  process.stdout.on("error", (error) => (stdoutFailure ??= error));
   try {
     await program.parseAsync(argv);
+    if (stdoutFailure) throw new StorageError("E_IO", `Cannot write to stdout: ${stdoutFailure.message}`, { cause: stdoutFailure });
     return 0;
   } catch (error) {
     if (error instanceof CommanderError && ANSWERED.has(error.code)) return 0;

@@ -1,5 +1,6 @@
-import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { git } from "../git/gitCli.js";
@@ -104,6 +105,19 @@ describe("stowage CLI", () => {
     expect(stowage(["serve", "--help"], { cwd }).stdout.toString()).toMatch(/--insecure/);
     // Two dozen processes, each loading TypeScript through tsx: slow on a loaded 2-core machine.
   }, 180_000);
+
+  it("a stdout closed by its reader (`| head -c 10`) is one E_IO line, not a crash", async () => {
+    const dir = tempDir("cli-epipe");
+    writeFileSync(join(dir, "big"), Buffer.alloc(4 * 1024 * 1024, 7));
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, "get", "big", "--raw", "--store", `fs:${dir}`]);
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
+    // Read a little, then close the pipe, as head does.
+    child.stdout.once("data", () => child.stdout.destroy());
+    const [code] = (await once(child, "exit")) as [number | null];
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/^stowage: E_IO: Cannot write to stdout: [^\n]*EPIPE[^\n]*\n$/);
+  });
 
   const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
   const etcdHost = new URL(process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379").host;
