@@ -491,6 +491,15 @@ describe("git driver sync from a hostile remote", () => {
     }
   });
 
+  it("refuses a key deeper than the driver's key limits, walking the 600 nested trees without recursion", async () => {
+    const { remote, blob, commit, publish } = hostileRemote();
+    const repo = Repository.open(remote);
+    let id = repo.writeTree([{ mode: "100644", name: "leaf", id: blob('"deep"') }]);
+    for (let depth = 0; depth < 600; depth++) id = repo.writeTree([{ mode: "40000", name: "d", id }]);
+    publish(commit(id));
+    await expectRefused(remote, /a key longer or deeper than the key limits/);
+  });
+
   it("refuses a remote ref that is not a commit", async () => {
     const { remote, blob, publish } = hostileRemote();
     publish(blob("not a commit"));
