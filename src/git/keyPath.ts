@@ -30,6 +30,13 @@ import { createHash } from "node:crypto";
 /** The entry holding the value of a key that also has keys below it (`a` when `a:b` exists). */
 export const VALUE_ENTRY = "%value";
 
+/**
+ * Bucket levels a directory may have: a table this deep never fans out, and
+ * readers take a deeper bucket-like tree (which only someone else could
+ * write) for a plain table, so every walk through buckets stays this short.
+ */
+export const MAX_BUCKET_LEVEL = 19;
+
 /** Fan-out bucket names: this prefix and two lower-case hex digits of the entry name's SHA-1. */
 const BUCKET_PREFIX = "%x";
 

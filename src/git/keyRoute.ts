@@ -1,4 +1,4 @@
-import { bucketName, nameHash, VALUE_ENTRY } from "./keyPath.js";
+import { bucketName, MAX_BUCKET_LEVEL, nameHash, VALUE_ENTRY } from "./keyPath.js";
 import type { KeyTree } from "./keyTree.js";
 import type { ObjectId } from "./objectId.js";
 import { isTreeMode } from "./tree.js";
@@ -21,7 +21,7 @@ export function keyRoute(keys: KeyTree, root: ObjectId, names: readonly string[]
     let node = keys.tree(dir);
     if (node.fanned && name !== VALUE_ENTRY) {
       const hash = nameHash(name);
-      for (let level = 0; node.fanned; level++) {
+      for (let level = 0; node.fanned && level < MAX_BUCKET_LEVEL; level++) {
         const bucket = node.map.get(bucketName(hash, level));
         if (bucket === undefined || !isTreeMode(bucket.mode)) return path || undefined;
         path = path === "" ? bucket.name : `${path}/${bucket.name}`;

@@ -1,5 +1,5 @@
 import { LruCache } from "./lruCache.js";
-import { bucketName, decodeKeyName, isBucketName, nameHash, VALUE_ENTRY } from "./keyPath.js";
+import { bucketName, decodeKeyName, isBucketName, MAX_BUCKET_LEVEL, nameHash, VALUE_ENTRY } from "./keyPath.js";
 import { hashObject, type GitObject, type ObjectId } from "./objectId.js";
 import type { Repository } from "./repository.js";
 import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./tree.js";
@@ -60,7 +60,6 @@ export interface NewTree {
 
 export const EMPTY_TREE: ObjectId = hashObject("tree", Buffer.alloc(0));
 
-const MAX_LEVEL = 19;
 const EMPTY_INDEX: TreeIndex = { entries: [], map: new Map(), fanned: false };
 
 const isValue = (entry: TreeEntry): boolean => !isTreeMode(entry.mode) && entry.mode !== TreeMode.submodule;
@@ -149,7 +148,7 @@ export class KeyTree {
     let node = this.tree(dir);
     if (!node.fanned || name === VALUE_ENTRY) return node.map.get(name);
     const hash = nameHash(name);
-    for (let level = 0; node.fanned; level++) {
+    for (let level = 0; node.fanned && level < MAX_BUCKET_LEVEL; level++) {
       const bucket = node.map.get(bucketName(hash, level));
       if (bucket === undefined || !isTreeMode(bucket.mode)) return undefined;
       node = this.tree(bucket.id);
@@ -205,15 +204,19 @@ export class KeyTree {
     return own !== undefined && isValue(own) ? own.id : undefined;
   }
 
-  /** Every entry of a directory, its buckets flattened (VALUE_ENTRY excluded); a stack, not recursion, walks the buckets. */
-  *children(dir: ObjectId): Generator<TreeEntry> {
-    const fanned = this.tree(dir).fanned;
-    const tables: ObjectId[] = [dir];
+  /**
+   * Every entry of a directory (or of its bucket at `level`), its buckets
+   * flattened (VALUE_ENTRY excluded); a stack, not recursion, walks the buckets.
+   */
+  *children(dir: ObjectId, level = 0): Generator<TreeEntry> {
+    const tables = [{ id: dir, level }];
     for (let table = tables.pop(); table !== undefined; table = tables.pop()) {
-      for (const entry of this.tree(table).entries) {
+      const node = this.tree(table.id);
+      const fanned = node.fanned && table.level < MAX_BUCKET_LEVEL;
+      for (const entry of node.entries) {
         if (entry.name === VALUE_ENTRY) continue;
         if (fanned && isBucketName(entry.name)) {
-          if (isTreeMode(entry.mode)) tables.push(entry.id);
+          if (isTreeMode(entry.mode)) tables.push({ id: entry.id, level: table.level + 1 });
         } else {
           yield entry;
         }
@@ -326,20 +329,22 @@ export class KeyTree {
   /** A name table (one directory, or a bucket of one at `level`) after changes; its entries, not yet written. */
   private editTable(table: ObjectId | undefined, level: number, changes: Map<string, TreeEntry | null>, made: NewTree[]): TreeEntry[] {
     const node = table === undefined ? undefined : this.tree(table);
-    if (node?.fanned) return this.editFanned(node, level, changes, made);
+    if (node?.fanned && level < MAX_BUCKET_LEVEL) return this.editFanned(node, level, changes, made);
     const map = new Map(node?.map);
     for (const [name, entry] of changes) {
       if (entry === null) map.delete(name);
       else map.set(name, entry);
     }
     const count = map.size - (map.has(VALUE_ENTRY) ? 1 : 0);
-    if (count <= this.fanout || level >= MAX_LEVEL) return [...map.values()];
+    if (count <= this.fanout || level >= MAX_BUCKET_LEVEL) return [...map.values()];
     return this.editFanned(EMPTY_INDEX, level, map, made);
   }
 
   /**
    * Applies changes to a fanned table: each bucket edited (or made) on its
    * own; VALUE_ENTRY stays at the top. From an empty table, this fans out.
+   * Recursion with editTable goes one level per bucket level, at most
+   * MAX_BUCKET_LEVEL, whatever the tree holds.
    */
   private editFanned(node: TreeIndex, level: number, changes: Map<string, TreeEntry | null>, made: NewTree[]): TreeEntry[] {
     const map = new Map(node.map);
@@ -397,26 +402,27 @@ export class KeyTree {
 
   /** Visits the names whose entries differ between two directories, comparing bucket by bucket where both are fanned alike. */
   private diffTable(from: ObjectId | undefined, to: ObjectId | undefined, visit: (name: string, a?: TreeEntry, b?: TreeEntry) => void): void {
-    const tables = [{ from, to }];
+    const tables = [{ from, to, level: 0 }];
     for (let pair = tables.pop(); pair !== undefined; pair = tables.pop()) {
       if (pair.from === pair.to) continue;
       const a = pair.from === undefined ? undefined : this.tree(pair.from);
       const b = pair.to === undefined ? undefined : this.tree(pair.to);
-      if (a?.fanned && b?.fanned) {
-        for (const [name, entry] of a.map) if (isBucketName(name)) tables.push({ from: entry.id, to: b.map.get(name)?.id });
-        for (const [name, entry] of b.map) if (isBucketName(name) && !a.map.has(name)) tables.push({ from: undefined, to: entry.id });
+      const level = pair.level + 1;
+      if (a?.fanned && b?.fanned && pair.level < MAX_BUCKET_LEVEL) {
+        for (const [name, entry] of a.map) if (isBucketName(name)) tables.push({ from: entry.id, to: b.map.get(name)?.id, level });
+        for (const [name, entry] of b.map) if (isBucketName(name) && !a.map.has(name)) tables.push({ from: undefined, to: entry.id, level });
         continue;
       }
-      const before = pair.from === undefined ? new Map<string, TreeEntry>() : this.childMap(pair.from);
-      const after = pair.to === undefined ? new Map<string, TreeEntry>() : this.childMap(pair.to);
+      const before = pair.from === undefined ? new Map<string, TreeEntry>() : this.childMap(pair.from, pair.level);
+      const after = pair.to === undefined ? new Map<string, TreeEntry>() : this.childMap(pair.to, pair.level);
       for (const [name, entry] of before) if (!sameEntry(entry, after.get(name))) visit(name, entry, after.get(name));
       for (const [name, entry] of after) if (!before.has(name)) visit(name, undefined, entry);
     }
   }
 
-  private childMap(dir: ObjectId): Map<string, TreeEntry> {
+  private childMap(dir: ObjectId, level: number): Map<string, TreeEntry> {
     const map = new Map<string, TreeEntry>();
-    for (const entry of this.children(dir)) map.set(entry.name, entry);
+    for (const entry of this.children(dir, level)) map.set(entry.name, entry);
     return map;
   }
 }

@@ -5,7 +5,9 @@ import gitNotes from "../../src/drivers/git-notes.js";
 import gitObjects from "../../src/drivers/git-objects.js";
 import gitRefs from "../../src/drivers/git-refs.js";
 import { createStorage, isStorageError, type Driver, type Storage } from "../../src/index.js";
-import { decodeKeyName, encodeKeyName, isBucketName, VALUE_ENTRY } from "../../src/git/keyPath.js";
+import { Repository } from "../../src/git/repository.js";
+import { encodeTree, TreeMode } from "../../src/git/tree.js";
+import { decodeKeyName, encodeKeyName, isBucketName, nameHash, VALUE_ENTRY } from "../../src/git/keyPath.js";
 import { keyPath, pathKey } from "../../src/git/keyNames.js";
 import { git as gitCli, gitFails } from "./gitCli.js";
 import { codeOf } from "../helpers/checks.js";
@@ -294,6 +296,31 @@ describe("trees deeper than any key stowage writes (made by stock git)", () => {
     await storage.setItem("other", 2);
     await storage.clear("s0");
     expect((await storage.getKeys()).sort()).toEqual(["other", "plain"]);
+    await storage.dispose();
+    fsck(dir);
+  });
+
+  it("git: a chain of 5,000 bucket-like trees below a key's buckets is read and edited as a plain table (bucket walks stop at level 19)", async () => {
+    const dir = tempDir("git-bucket-chain");
+    const storage = createStorage({ driver: git({ dir }) });
+    await storage.setItem("plain", 0);
+    const repo = Repository.open(dir);
+    const tree = (entries: [string, string, string][]) => repo.writeObjects([{ type: "tree", body: encodeTree(entries.map(([name, mode, id]) => ({ name, mode, id }))) }])[0]!;
+    const sibling = tree([["f", TreeMode.file, repo.writeBlob(Buffer.from("x"))]]);
+    // Every table on the way counts as fanned (it holds a %xNN tree); past level 19 the names no longer come from a hash.
+    let chain = tree([["%x00", TreeMode.tree, sibling]]);
+    for (let i = 0; i < 5000; i++) chain = tree([["%x", TreeMode.tree, chain], ["%x00", TreeMode.tree, sibling]]);
+    const hash = nameHash("k");
+    chain = tree([[`%x${hash.slice(38, 40)}`, TreeMode.tree, chain]]);
+    for (let level = 18; level >= 0; level--) chain = tree([[`%x${hash.slice(level * 2, level * 2 + 2)}`, TreeMode.tree, chain]]);
+    repo.close();
+    gitCli(dir, ["update-ref", "refs/stowage/default", gitCli(dir, ["commit-tree", chain, "-p", "refs/stowage/default", "-m", "chain"])]);
+    expect(await storage.getItem("k")).toBeNull();
+    await storage.setItem("k", 1);
+    expect(await storage.getItem("k")).toBe(1);
+    expect(await storage.getKeys()).toEqual(["k"]);
+    await storage.removeItem("k");
+    expect(await storage.getKeys()).toEqual([]);
     await storage.dispose();
     fsck(dir);
   });
