@@ -603,8 +603,13 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     if (values.length === group.length) return writeValues(mount, driver, values, common);
     const removals = group.filter((entry) => entry.text === undefined);
     if (driver.commit && mount.driver.flags?.transactions) return commitGroup(mount, driver, group, values, removals, common);
-    return chain(values.length > 0 ? writeValues(mount, driver, values, common) : undefined, () =>
-      chain(all(removals.map(({ loc, options }) => removeLocated(loc, driver, options))), () => undefined),
+    // Values go before removals here, so a key named twice keeps only its last entry, as a commit in order would.
+    const last = new Map<string, SetEntry>();
+    for (const entry of group) last.set(entry.loc.key, entry);
+    const isLast = (entry: SetEntry) => last.get(entry.loc.key) === entry;
+    const lastValues = values.filter(isLast);
+    return chain(lastValues.length > 0 ? writeValues(mount, driver, lastValues, common) : undefined, () =>
+      chain(all(removals.filter(isLast).map(({ loc, options }) => removeLocated(loc, driver, options))), () => undefined),
     );
   }
 

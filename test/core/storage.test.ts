@@ -311,6 +311,10 @@ describe("setItems with undefined values", () => {
     await storage.setItems([{ key: "a", value: undefined }, { key: "c", value: 3 }]);
     expect((await storage.getKeys()).sort()).toEqual(["b", "c"]);
     expect(commits).toEqual([["remove a", "set c"]]);
+    await storage.setItems([{ key: "x", value: undefined }, { key: "x", value: 5 }, { key: "c", value: 6 }, { key: "c", value: undefined }]);
+    expect(await storage.getItems(["x", "c"])).toEqual([{ key: "x", value: 5 }, { key: "c", value: null }]);
+    await storage.setItems([{ key: "x", value: undefined }, { key: "c", value: 3 }]);
+    commits.length = 0;
     const { etag } = await storage.getMeta("b");
     expect(await codeOf(() => storage.setItems([{ key: "b", value: undefined, options: { ifMatch: "stale" } }, { key: "d", value: 4 }]))).toBe("E_CONFLICT");
     expect((await storage.getKeys()).sort()).toEqual(["b", "c"]);
@@ -325,6 +329,9 @@ describe("setItems with undefined values", () => {
     await storage.setItems([{ key: "a", value: undefined }, { key: "c", value: 3 }]);
     expect((await storage.getKeys()).sort()).toEqual(["b", "c"]);
     expect(await storage.getMeta("a")).toEqual({});
+    // A key named twice: its last entry wins, as in a commit applied in order.
+    await storage.setItems([{ key: "b", value: undefined }, { key: "b", value: 5 }, { key: "c", value: 6 }, { key: "c", value: undefined }]);
+    expect(await storage.getItems(["b", "c"])).toEqual([{ key: "b", value: 5 }, { key: "c", value: null }]);
   });
 });
 
