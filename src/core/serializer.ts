@@ -177,7 +177,7 @@ export const jsonSerializer: Serializer = {
 export function resolveSerializer(option: "rich" | "json" | Serializer | undefined): Serializer {
   if (option === undefined || option === "rich") return richSerializer;
   if (option === "json") return jsonSerializer;
-  if (typeof option.serialize === "function" && typeof option.deserialize === "function") return option;
+  if (option !== null && typeof option === "object" && typeof option.serialize === "function" && typeof option.deserialize === "function") return option;
   throw new StorageError("E_INVALID_OPTION", `Unknown serializer: ${JSON.stringify(option)}`);
 }
 

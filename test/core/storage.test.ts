@@ -349,6 +349,12 @@ describe("options stowage defines whole", () => {
     expect(error?.message).toContain("serializer");
   });
 
+  it("createStorage refuses a bad serializer, ttl or driver with E_INVALID_OPTION", async () => {
+    for (const options of [{ serializer: null }, { serializer: "yaml" }, { serializer: {} }, { ttl: -1 }, { ttl: "1s" }, { driver: {} }]) {
+      expect(await codeOf(() => createStorage(options as never))).toBe("E_INVALID_OPTION");
+    }
+  });
+
   it("update, getHistory and getMounts refuse unknown options; per-call driver options pass through", async () => {
     const storage = createStorage({ driver: memory() });
     expect(await codeOf(() => storage.update("k", () => 1, { retry: 3 } as never))).toBe("E_INVALID_OPTION");
