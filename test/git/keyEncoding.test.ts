@@ -353,4 +353,24 @@ describe("group commits: a write that fails the whole transaction is retried alo
     await storage.dispose();
     fsck(dir);
   });
+
+  it("git: a write into a directory git cannot rewrite (a foreign tree with an empty entry name) fails alone; the group's other writes land", async () => {
+    const dir = tempDir("git-group-broken");
+    const storage = createStorage({ driver: git({ dir }) });
+    await storage.setItem("seed", 0);
+    const repo = Repository.open(dir);
+    const blob = repo.writeBlob(Buffer.from('"x"'));
+    // Written byte by byte: no encoder makes an entry without a name, and rewriting this tree is E_CORRUPT.
+    const broken = repo.writeObjects([{ type: "tree", body: Buffer.concat([Buffer.from("100644 \0"), Buffer.from(blob, "hex")]) }])[0]!;
+    const root = repo.writeObjects([{ type: "tree", body: encodeTree([{ name: "bad", mode: TreeMode.tree, id: broken }]) }])[0]!;
+    repo.close();
+    gitCli(dir, ["update-ref", "refs/stowage/default", gitCli(dir, ["commit-tree", root, "-p", "refs/stowage/default", "-m", "broken"])]);
+    const good = Array.from({ length: 10 }, (_, i) => `good:${i}`);
+    const results = await Promise.allSettled([...good.map((key, i) => storage.setItem(key, i)), storage.setItem("bad:y", "blocked")]);
+    expect(results.slice(0, -1).map((result) => result.status)).toEqual(good.map(() => "fulfilled"));
+    const last = results[results.length - 1]!;
+    expect(last.status === "rejected" && isStorageError(last.reason, "E_CORRUPT")).toBe(true);
+    expect((await storage.getKeys("good")).sort()).toEqual([...good].sort());
+    await storage.dispose();
+  });
 });
