@@ -1,4 +1,4 @@
-import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import { Agent as HttpAgent, request as httpRequest, validateHeaderName, validateHeaderValue, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -176,6 +176,26 @@ function ttlHeader(ttl: number): string {
   return rest === 0 ? seconds : `${seconds}.${String(rest).padStart(3, "0").replace(/0+$/, "")}`;
 }
 
+/** The headers option: an object of string values, each one a header node:http can send. */
+function checkHeaders(headers: unknown): Record<string, string> {
+  if (headers === undefined) return {};
+  if (headers === null || typeof headers !== "object" || Array.isArray(headers)) {
+    throw new StorageError("E_INVALID_OPTION", "[http] headers must be an object of header names to string values", { driver: DRIVER_NAME });
+  }
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    try {
+      if (typeof value !== "string") throw new TypeError(`its value is ${typeof value}, not a string`);
+      validateHeaderName(name);
+      validateHeaderValue(name, value);
+    } catch (error) {
+      throw new StorageError("E_INVALID_OPTION", `[http] header ${JSON.stringify(name)} cannot be sent: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
+    }
+    out[name] = value;
+  }
+  return out;
+}
+
 /** Refuses what is not a whole number in `[min, max]`. */
 function checkCount(name: keyof HttpOptions, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
@@ -272,7 +292,7 @@ export default defineDriver((options: HttpOptions) => {
   }
   const valueBody: BodyLimit = { bytes: maxBodySize, past: "fail" };
   const stowage = server === "stowage";
-  const common: Record<string, string> = { ...options.headers };
+  const common = checkHeaders(options.headers);
   if (options.token !== undefined) {
     if (typeof options.token !== "string" || !/^[\x21-\x7e]+$/.test(options.token)) {
       throw new StorageError("E_INVALID_OPTION", "[http] token must be a non-empty string of visible ASCII characters without spaces", { driver: DRIVER_NAME });

@@ -192,6 +192,19 @@ function checkExposure(host: string, token: string | undefined, insecure: boolea
   );
 }
 
+function checkFlag(value: unknown, name: string): boolean {
+  if (value !== undefined && typeof value !== "boolean") throw new StorageError("E_INVALID_OPTION", `[server] ${name} must be true or false, got ${String(value)}`);
+  return value === true;
+}
+
+function checkPort(port: unknown): number {
+  if (port === undefined) return DEFAULT_PORT;
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new StorageError("E_INVALID_OPTION", `[server] port must be an integer from 0 to 65535, got ${String(port)}`);
+  }
+  return port;
+}
+
 function checkSize(maxBodySize: number | undefined): number {
   const size = maxBodySize ?? DEFAULT_MAX_BODY;
   if (!Number.isSafeInteger(size) || size < 0) throw new StorageError("E_INVALID_OPTION", `maxBodySize must be a byte count, got ${String(maxBodySize)}`);
@@ -237,8 +250,10 @@ function logError(error: unknown, request: IncomingMessage): void {
 export function createStorageServer(storage: Storage, options: StorageServerOptions = {}): StorageServer {
   checkOptions("server", options, OPTION_NAMES);
   const host = options.host ?? DEFAULT_HOST;
+  if (typeof host !== "string" || host === "") throw new StorageError("E_INVALID_OPTION", `[server] host must be a host name or address, got ${String(host)}`);
+  const port = checkPort(options.port);
   const token = checkToken(options.token);
-  const insecure = options.insecure === true;
+  const insecure = checkFlag(options.insecure, "insecure");
   checkExposure(host, token, insecure);
   const allowedHosts = checkAllowedHosts(options.allowedHosts);
   const basePath = normalizeBasePath(options.basePath);
@@ -252,7 +267,7 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
     checkHost: allowedHosts !== undefined || (token === undefined && !insecure),
     allowedHosts,
     authorize: options.authorize,
-    readOnly: options.readOnly === true,
+    readOnly: checkFlag(options.readOnly, "readOnly"),
     maxBodySize,
     idleTimeout: checkMs(options.idleTimeout, "idleTimeout", 60_000),
     basePath,
@@ -282,7 +297,6 @@ export function createStorageServer(storage: Storage, options: StorageServerOpti
       return `http://${host}:${bound.port}${basePath}`;
     },
     listen() {
-      const port = options.port ?? DEFAULT_PORT;
       return new Promise((resolve, reject) => {
         const failed = (error: Error) => reject(new StorageError("E_IO", `Cannot listen on ${host}:${port}: ${error.message}`, { cause: error }));
         server.once("error", failed);

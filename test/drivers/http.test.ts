@@ -166,6 +166,10 @@ describe("http driver", () => {
     expect(refused({ maxBodySize: 0 })).toMatch(/maxBodySize/);
     expect(refused({ maxBodySize: 2 ** 40 })).toMatch(/maxBodySize/);
     expect(refused({ server: "h3" })).toMatch(/server/);
+    expect(refused({ headers: "x-tenant: acme" })).toMatch(/headers/);
+    expect(refused({ headers: { "x-tenant": 1 } })).toMatch(/x-tenant/);
+    expect(refused({ headers: { "x-tenant": "a\r\nx-evil: 1" } })).toMatch(/x-tenant/);
+    expect(refused({ headers: { "bad name": "1" } })).toMatch(/bad name/);
     expect(refused({ maxBodySize: 1024, timeout: 50, retries: 0, concurrency: 1, server: "unstorage" })).toBe("accepted");
     expect(http({ base: "http://127.0.0.1:1/" }).keyLimits).toEqual({ bytes: 4096, segments: 1024 });
   });

@@ -269,6 +269,10 @@ describe("storage server: safe by default", () => {
     expect(refused({ host: "::1" })).toBe("accepted");
     for (const hosts of [["kv.example:80"], ["http://kv.example"], [""], ["a b"], [1], "kv.example"]) expect(refused({ allowedHosts: hosts })).toMatch(/allowedHosts/);
     expect(refused({ tokn: TOKEN })).toMatch(/unknown option tokn/);
+    expect(refused({ port: 70000 })).toMatch(/port/);
+    expect(refused({ port: "8787" })).toMatch(/port/);
+    expect(refused({ insecure: "yes", host: "0.0.0.0" })).toMatch(/insecure/);
+    expect(refused({ readOnly: 1 })).toMatch(/readOnly/);
   });
 
   it("meta sidecars (key$) are out of reach: a write is 400 before the authorize hook, a read finds nothing", async () => {
