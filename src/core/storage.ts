@@ -909,16 +909,24 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     update: (key, fn, opts = {}) =>
       toPromise(key, () => {
         checkOptions("update", opts, ["retries", "ttl"]);
-        return runUpdate(storage, locate(key, false).mount, key, fn, opts);
+        return runUpdate(storage, locate(key, false).mount, key, fn, opts ?? {});
       }),
-    transaction: (fn, opts = NO_OPTIONS) => toPromise(undefined, () => runTransaction(storage, transactionContext, fn, opts)),
+    transaction: (fn, opts = NO_OPTIONS) =>
+      toPromise(undefined, () => {
+        checkCallOptions(opts);
+        return runTransaction(storage, transactionContext, fn, opts);
+      }),
     getHistory: (key, opts = {}) =>
       toPromise(key, () => {
         checkOptions("getHistory", opts, ["limit"]);
+        const limit = opts?.limit;
+        if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+          throw new StorageError("E_INVALID_OPTION", `limit must be a positive integer, got ${String(limit)}`);
+        }
         const loc = locate(key, false);
         const driver = loc.mount.driver;
         if (!driver.flags?.history || !driver.getHistory) throw unsupported(loc.mount, "getHistory", "history");
-        return chain(driver.getHistory(loc.rel, opts), (entries) =>
+        return chain(driver.getHistory(loc.rel, opts ?? {}), (entries) =>
           entries.map((entry) => ({ ...entry, value: entry.value === null ? null : serializer.deserialize(entry.value) })),
         ) as never;
       }),
@@ -952,7 +960,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     },
     getMounts(base = "", opts = {}) {
       checkOptions("getMounts", opts, ["parents"]);
-      return table.within(normalizeBaseKey(base), opts.parents === true).map(({ mount }) => ({ base: mount.base, driver: mount.driver }));
+      return table.within(normalizeBaseKey(base), opts?.parents === true).map(({ mount }) => ({ base: mount.base, driver: mount.driver }));
     },
 
     keys: (base, opts) => storage.getKeys(base, opts),

@@ -359,6 +359,10 @@ describe("options stowage defines whole", () => {
     const storage = createStorage({ driver: memory() });
     expect(await codeOf(() => storage.update("k", () => 1, { retry: 3 } as never))).toBe("E_INVALID_OPTION");
     expect(() => storage.getMounts("", { parent: true } as never)).toThrow(StorageError);
+    expect(storage.getMounts("", null as never)).toHaveLength(1);
+    for (const limit of [0, -1, 1.5, "2"]) expect(await codeOf(() => storage.getHistory("k", { limit } as never))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => storage.transaction(() => undefined, "x" as never))).toBe("E_INVALID_OPTION");
+    expect(await storage.update("n", (n: number | null) => (n ?? 0) + 1, null as never)).toBe(1);
     await storage.setItem("k", 1, { someDriverOption: true });
     expect(await storage.getItem("k", { someDriverOption: true })).toBe(1);
   });
