@@ -1,4 +1,5 @@
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import git from "../../src/drivers/git.js";
 import gitNotes from "../../src/drivers/git-notes.js";
@@ -371,6 +372,22 @@ describe("group commits: a write that fails the whole transaction is retried alo
     const last = results[results.length - 1]!;
     expect(last.status === "rejected" && isStorageError(last.reason, "E_CORRUPT")).toBe(true);
     expect((await storage.getKeys("good")).sort()).toEqual([...good].sort());
+    await storage.dispose();
+  });
+});
+
+describe("git-refs: a ref path past the file system's limit", () => {
+  it("is E_INVALID_KEY before anything is written, in a repository whose own path is long; shorter keys there work", async () => {
+    const dir = join(tempDir("refs-long-path"), ...Array.from({ length: 15 }, (_, i) => `${i}`.padEnd(230, "d")));
+    mkdirSync(dir, { recursive: true });
+    const storage = createStorage({ driver: gitRefs({ dir }) });
+    await storage.setItem("short", 1);
+    const long = Array.from({ length: 3 }, () => "k".repeat(200)).join(":");
+    const results = await Promise.allSettled([storage.setItem("near", 2), storage.setItem(long, "too long")]);
+    expect(results[0]!.status).toBe("fulfilled");
+    expect(results[1]!.status === "rejected" && isStorageError(results[1].reason, "E_INVALID_KEY")).toBe(true);
+    expect(existsSync(join(dir, "refs/stowage/kv", "k".repeat(200)))).toBe(false);
+    expect((await storage.getKeys()).sort()).toEqual(["near", "short"]);
     await storage.dispose();
   });
 });
