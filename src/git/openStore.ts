@@ -1,9 +1,11 @@
+import { spawnSync } from "node:child_process";
 import { readdirSync, realpathSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { isStorageError, StorageError } from "../core/errors.js";
 import { gitError, ioError, isErrno } from "./errors.js";
 import { isValidRefName } from "./refName.js";
-import { enclosingRepository, Repository, type RepositoryOptions } from "./repository.js";
+import { gitEnv } from "./remote.js";
+import { enclosingRepository, realPathOf, Repository, type RepositoryOptions } from "./repository.js";
 
 /** What {@link Repository.init} makes: a directory holding only these is a repository being created (by another process, say). */
 const INIT_ENTRIES: ReadonlySet<string> = new Set(["HEAD", "config", "objects", "refs"]);
@@ -13,10 +15,10 @@ const INIT_ENTRIES: ReadonlySet<string> = new Set(["HEAD", "config", "objects", 
  * repository is"): an existing repository is opened (bare, a `.git`
  * directory, or a work tree's top directory); where there is none, a bare
  * repository is created, but only in a new or empty directory outside any
- * repository. A directory inside a work tree or a git dir, or holding other
- * files, is refused with `E_INVALID_OPTION` before anything is created: a
- * bare repository there would sit among the app's files (and be committed
- * with them).
+ * repository or ignored by the work tree it lies in. A directory inside a
+ * work tree (not ignored) or a git dir, or holding other files, is refused
+ * with `E_INVALID_OPTION` before anything is created: a bare repository
+ * there would sit among the app's files (and be committed with them).
  */
 export function openOrInit(dir: string, options: RepositoryOptions = {}): Repository {
   if (typeof dir !== "string" || dir === "" || dir.includes("\0")) throw gitError("E_INVALID_OPTION", `dir must be a non-empty path without NUL, got ${JSON.stringify(dir)}`);
@@ -36,12 +38,25 @@ function checkNewRepositoryDir(dir: string): void {
     throw gitError("E_INVALID_OPTION", `${dir} is neither a Git repository nor empty (it holds ${shown}): a new repository is only created in a new or empty directory`);
   }
   const enclosing = enclosingRepository(dirname(dir));
-  if (enclosing !== undefined) {
-    throw gitError(
-      "E_INVALID_OPTION",
-      `${dir} lies inside the Git repository at ${enclosing}: pass ${enclosing} to store in that repository, a directory outside it, or create a repository at ${dir} first (git init --bare)`,
-    );
-  }
+  if (enclosing === undefined) return;
+  // A path the work tree ignores (`.stowage/` in .gitignore) is declared not to be one of its files.
+  const real = join(realPathOf(dirname(dir)), basename(dir));
+  if (enclosing.workTree && isIgnored(enclosing.dir, real)) return;
+  const where = enclosing.workTree ? "the work tree of the Git repository" : "the Git directory";
+  throw gitError(
+    "E_INVALID_OPTION",
+    `${dir} lies inside ${where} at ${enclosing.dir}: pass ${enclosing.dir} to store in that repository, a directory outside it${enclosing.workTree ? ", list it in the work tree's .gitignore" : ""}, or create a repository at ${dir} first (git init --bare)`,
+  );
+}
+
+/**
+ * True when stock git says the work tree at `top` ignores the directory
+ * `dir` (`git check-ignore`, the trailing `/` matching directory patterns).
+ * git missing or failing counts as not ignored: the caller refuses then.
+ */
+function isIgnored(top: string, dir: string): boolean {
+  const run = spawnSync("git", ["-C", top, "check-ignore", "-q", "--", `${dir}/`], { env: gitEnv(), stdio: "ignore", timeout: 10_000 });
+  return run.status === 0;
 }
 
 /** The names in a directory; none when it does not exist yet. */

@@ -81,7 +81,8 @@ const LOCATION_VARIABLES = [
   "GIT_SHALLOW_FILE",
 ];
 
-function gitEnv(options: RemoteOptions): NodeJS.ProcessEnv {
+/** This process's environment for stock git: variables pointing elsewhere dropped, prompts off, messages in English. */
+export function gitEnv(options: RemoteOptions = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const name of LOCATION_VARIABLES) delete env[name];
   return { ...env, ...options.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", LANGUAGE: "C" };

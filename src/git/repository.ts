@@ -1,5 +1,5 @@
 import { closeSync, mkdirSync, openSync, readFileSync, realpathSync, statSync, writeSync } from "node:fs";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { isStorageError } from "../core/errors.js";
 import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
 import { CommitGraph, commitGraphPath } from "./commitGraph.js";
@@ -366,22 +366,35 @@ function isGitDir(dir: string): boolean {
   return isFile(join(dir, "HEAD")) && ((isDir(join(dir, "objects")) && isDir(join(dir, "refs"))) || isFile(join(dir, "commondir")));
 }
 
+/** A repository found around a path: a work tree's top directory, or a git dir (a bare repository, a `.git` directory). */
+export interface EnclosingRepository {
+  dir: string;
+  workTree: boolean;
+}
+
 /**
- * The directory of the repository `path` lies inside, found as git's own
- * discovery would (an ancestor holding `.git`, or an ancestor that is a git
- * dir, as in a bare repository), starting from the nearest ancestor that
- * exists, symlinks resolved; undefined when there is none. `path` itself
- * counts. The walk is bounded by the path's depth.
+ * The repository `path` lies inside, found as git's own discovery would (an
+ * ancestor holding `.git`, or an ancestor that is itself a git dir, as a
+ * bare repository is), in real paths (see {@link realPathOf}); undefined when
+ * there is none. `path` itself counts. The walk is bounded by the path's depth.
  */
-export function enclosingRepository(path: string): string | undefined {
-  let at = resolve(path);
-  while (kindOf(at) === undefined && dirname(at) !== at) at = dirname(at);
-  at = realPath(at);
-  for (;;) {
-    if (kindOf(join(at, ".git")) !== undefined || isGitDir(at)) return at;
+export function enclosingRepository(path: string): EnclosingRepository | undefined {
+  for (let at = realPathOf(path); ; at = dirname(at)) {
+    if (kindOf(join(at, ".git")) !== undefined) return { dir: at, workTree: true };
+    if (isGitDir(at)) return { dir: at, workTree: false };
     if (dirname(at) === at) return undefined;
+  }
+}
+
+/** `path` with symlinks resolved: the real path of its nearest existing ancestor, the parts not yet made appended. */
+export function realPathOf(path: string): string {
+  let at = resolve(path);
+  const rest: string[] = [];
+  while (kindOf(at) === undefined && dirname(at) !== at) {
+    rest.unshift(basename(at));
     at = dirname(at);
   }
+  return join(realPath(at), ...rest);
 }
 
 function realPath(path: string): string {

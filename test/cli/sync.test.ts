@@ -73,7 +73,7 @@ describe("stowage sync", () => {
     git(project, ["init", "-q", "-b", "main"]);
     const run = spawnSync(process.execPath, ["--import", TSX, MAIN, "sync", gitInitBare("cli-sync-remote")], { cwd: project });
     expect(run.status).toBe(1);
-    expect(run.stderr.toString()).toMatch(/^stowage: E_INVALID_OPTION: .*\.stowage lies inside the Git repository at /);
+    expect(run.stderr.toString()).toMatch(/^stowage: E_INVALID_OPTION: .*\.stowage lies inside the work tree of the Git repository at .*list it in the work tree's .gitignore/);
     expect(existsSync(join(project, ".stowage"))).toBe(false);
   });
 });

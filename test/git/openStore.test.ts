@@ -40,7 +40,20 @@ describe("where a git driver's repository is", () => {
 
   it("the message names the enclosing repository and what to pass instead", () => {
     const top = workTree();
-    expect(() => git({ dir: join(top, "src") })).toThrow(`lies inside the Git repository at ${top}: pass ${top} to store in that repository`);
+    expect(() => git({ dir: join(top, "src") })).toThrow(`lies inside the work tree of the Git repository at ${top}: pass ${top} to store in that repository`);
+  });
+
+  it("a directory the work tree ignores (.stowage/ in .gitignore, as this project's README runs it) gets its bare repository", async () => {
+    const top = workTree();
+    writeFileSync(join(top, ".gitignore"), ".stowage/\nignored/\n");
+    const driver = git({ dir: join(top, ".stowage") });
+    await driver.setItem!("k", '"v"', {});
+    expect(gitCli(join(top, ".stowage"), ["rev-parse", "--is-bare-repository"])).toBe("true");
+    expect(errorCode(() => openOrInit(join(top, "ignored", "deep")))).toBeUndefined();
+    // The project sees none of it; a sibling that is not ignored is still refused.
+    expect(gitCli(top, ["status", "--porcelain", "--untracked-files=all"]).split("\n").sort()).toEqual(["?? .gitignore", "?? package.json"]);
+    expect(errorCode(() => openOrInit(join(top, ".stowage2")))).toBe("E_INVALID_OPTION");
+    await driver.dispose?.();
   });
 
   it.each(OPENERS)("%s: the work tree's top directory opens its repository; a dir there made with git init --bare is used", (_name, open) => {
@@ -59,7 +72,8 @@ describe("where a git driver's repository is", () => {
     const link = join(tempDir("open-link"), "app");
     symlinkSync(workTree(), link);
     expect(errorCode(() => openOrInit(join(link, "data")))).toBe("E_INVALID_OPTION");
-    expect(enclosingRepository(join(link, "data"))).toBeDefined();
+    expect(enclosingRepository(join(link, "data"))).toMatchObject({ workTree: true });
+    expect(enclosingRepository(join(bare, "refs"))).toEqual({ dir: bare, workTree: false });
   });
 
   it("a directory holding other files is refused; a new or empty one outside any repository gets a bare repository", () => {
