@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
 import { StorageError } from "../core/errors.js";
-import { normalizeBaseKey } from "../core/keys.js";
+import { normalizeItemBase } from "../core/keys.js";
 import { createCoreStorage } from "../core/storage.js";
 import type { ItemStream, Storage } from "../core/types.js";
 import type { Maintainable } from "../git/autoMaintenance.js";
@@ -196,7 +196,8 @@ async function serve(io: CliIo, options: ServeOptions): Promise<void> {
 /** `stowage watch`: one JSON line per change under `base`, until SIGINT or SIGTERM. */
 async function watchChanges(io: CliIo, base: string | undefined, options: StoreOptions): Promise<void> {
   const signal = interrupted();
-  const prefix = normalizeBaseKey(base);
+  // Checked as any base is (a "?" or ".." refused), so the watch never covers more than was named.
+  const prefix = normalizeItemBase(base);
   await withStorage(options, async (storage) => {
     const { driver } = storage.getMount("");
     if (!driver.flags?.watch) {

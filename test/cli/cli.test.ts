@@ -91,6 +91,7 @@ describe("stowage CLI", () => {
       ["get", "k", "--store", "http://127.0.0.1:1/"],
       ["set", "a/../b", "1", "--store", "memory:"],
       ["keys", "?", "--store", "memory:"],
+      ["watch", "a/../b", "--store", "memory:"],
     ];
     for (const args of failures) {
       const result = stowage(args, { cwd });
