@@ -70,8 +70,9 @@ function checkPolicy(policy: unknown): MergePolicy {
 /**
  * Fetches the remote's commit and checks that its tree is a stowage key tree
  * (only what differs from the local tip is read) before anything merges it.
- * On refusal (`E_CORRUPT`; `E_TOO_LARGE` past the check's bound) the tracking ref goes back to where it was, so the
- * refused commit is not kept reachable; the local ref never moved.
+ * On refusal (`E_CORRUPT`; `E_TOO_LARGE` past the check's bound) the
+ * tracking ref goes back to where it was, so the refused commit is not kept
+ * reachable; the local ref never moved.
  */
 async function fetchChecked(target: SyncTarget, remote: string, options: SyncOptions): Promise<ObjectId | undefined> {
   const tracking = trackingRef(remote, target.ref);
@@ -121,7 +122,8 @@ async function integrate(target: SyncTarget, theirs: ObjectId | undefined, polic
  * remote moved is retried from the fetch (`retries` times), then
  * `E_CONFLICT`; a refusal while the remote did not move is `E_CONFLICT` at once.
  */
-export async function syncRef(target: SyncTarget, remote: string, options: SyncOptions = {}): Promise<SyncResult> {
+export async function syncRef(target: SyncTarget, remote: string, given?: SyncOptions | null): Promise<SyncResult> {
+  const options = given ?? {};
   checkSyncOptions(options);
   const policy = checkPolicy(options.policy);
   const retries = options.retries ?? 5;

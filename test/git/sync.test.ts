@@ -353,6 +353,7 @@ describe("git driver sync", () => {
     );
     expect(gitCli(remote, ["for-each-ref"])).toBe("");
     expect(await a.sync({ retries: 0, timeout: 60_000, env: { GIT_TRACE: "0" } })).toMatchObject({ pushed: true });
+    expect(await a.driver.sync(remote, null as never)).toMatchObject({ pushed: false });
   });
 
   it("fetches and pushes notes refs with refspecs", async () => {
