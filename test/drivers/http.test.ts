@@ -142,11 +142,18 @@ describe("http driver", () => {
     const seen = await storage.getMeta("k");
     expect(seen.ttl).toBeLessThanOrEqual(1500);
     expect(seen.expires).toBeInstanceOf(Date);
-    // Sent as plain decimal seconds, never an exponent or a fourth decimal, which the server refuses.
-    for (const ttl of [0.5, 1001.25, 60_050, 1e13]) {
-      await storage.setItem("k", 1, { ttl });
-      expect((await remote.getMeta("k")).ttl, String(ttl)).toBeLessThanOrEqual(Math.ceil(ttl));
-    }
+  });
+
+  it("x-ttl goes as plain decimal seconds: no exponent, at most 3 decimals, a fraction of a millisecond rounded up", async () => {
+    const sent: (string | undefined)[] = [];
+    const recorder = createServer((req, res) => {
+      sent.push(req.headers["x-ttl"] as string | undefined);
+      req.resume();
+      res.end("OK");
+    });
+    const storage = createCoreStorage({ driver: http({ base: await listen(recorder) }) });
+    for (const ttl of [0.5, 1001.25, 60_050, 3_600_000, 1e13]) await storage.setItem("k", 1, { ttl });
+    expect(sent).toEqual(["0.001", "1.002", "60.05", "3600", "10000000000"]);
   });
 
   it("refuses unknown and malformed options with E_INVALID_OPTION, and declares its key limits", () => {
