@@ -237,7 +237,23 @@ describe("http driver", () => {
     expect(read).toBeGreaterThan(4 * 1024 * 1024);
   });
 
-  it("an error answer with a huge body is its status, not a hang or a memory spike", async () => {
+  it("a value over maxBodySize: its meta and a stream still come, a whole read is E_TOO_LARGE and leaves the driver usable", async () => {
+    const { url, storage: remote } = await startServer();
+    await remote.setItemRaw("big", new Uint8Array(5000).fill(7));
+    await remote.setItem("small", "ok");
+    const storage = createCoreStorage({ driver: http({ base: url, maxBodySize: 1024 }) });
+    // A HEAD's Content-Length is the value's size, with no body to bound.
+    expect(await storage.hasItem("big")).toBe(true);
+    expect((await storage.getMeta("big")).size).toBe(5000);
+    await expectCode(storage.getItemRaw("big"), "E_TOO_LARGE");
+    const opened = (await storage.getItemStream("big"))!;
+    let read = 0;
+    for await (const chunk of opened.body) read += chunk.byteLength;
+    expect(read).toBe(5000);
+    expect(await storage.getItem("small")).toBe("ok");
+  });
+
+    it("an error answer with a huge body is its status, not a hang or a memory spike", async () => {
     const flood = createServer((_req, res) => {
       res.writeHead(503, { "content-type": "application/json" });
       const chunk = Buffer.alloc(64 * 1024, 123);
