@@ -66,6 +66,10 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
   if (!Array.isArray(layers) || layers.length === 0) {
     throw new StorageError("E_INVALID_OPTION", "The overlay driver needs at least one layer", { driver: DRIVER_NAME });
   }
+  const notDriver = layers.findIndex((layer) => !layer || typeof layer.getItem !== "function" || typeof layer.hasItem !== "function" || typeof layer.getKeys !== "function");
+  if (notDriver !== -1) {
+    throw new StorageError("E_INVALID_OPTION", `layers[${notDriver}] is not a driver (it needs hasItem, getItem and getKeys)`, { driver: DRIVER_NAME });
+  }
   const writeIndex = options.writeTo ?? 0;
   if (!Number.isInteger(writeIndex) || !layers[writeIndex]) {
     throw new StorageError("E_INVALID_OPTION", `writeTo must index a layer (0 to ${layers.length - 1})`, { driver: DRIVER_NAME });

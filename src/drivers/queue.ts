@@ -71,6 +71,12 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
   const batchSize = positive("batchSize", options.batchSize, 100);
   const flushInterval = positive("flushInterval", options.flushInterval, 1000);
   const maxQueueSize = positive("maxQueueSize", options.maxQueueSize, 1000);
+  if (options.mergeUpdates !== undefined && typeof options.mergeUpdates !== "boolean") {
+    throw new StorageError("E_INVALID_OPTION", "mergeUpdates must be true or false", { driver: DRIVER_NAME });
+  }
+  if (options.onError !== undefined && typeof options.onError !== "function") {
+    throw new StorageError("E_INVALID_OPTION", "onError must be a function", { driver: DRIVER_NAME });
+  }
   const mergeUpdates = options.mergeUpdates !== false;
   const firstRetryDelay = positive("retryDelay", options.retryDelay, 100);
 

@@ -34,6 +34,8 @@ async function layered() {
 describe("overlay driver", () => {
   it("refuses options it does not know, naming the known ones", () => {
     expect(() => overlay({ layers: [memory()], writeLayer: 0 } as never)).toThrow(/unknown option writeLayer \(known: layers, writeTo\)/);
+    expect(() => overlay({ layers: [memory(), {} as never] })).toThrow(/layers\[1\] is not a driver/);
+    expect(() => overlay({ layers: [null as never] })).toThrow(/layers\[0\] is not a driver/);
   });
 
   it("reads through the layers in order and writes to the write layer", async () => {

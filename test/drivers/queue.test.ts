@@ -242,5 +242,7 @@ describe("queue driver", () => {
     expect(() => queue({ driver: undefined as unknown as Driver })).toThrow(/needs a driver/);
     expect(() => queue({ driver: memory(), batchSize: 0 })).toThrow(/batchSize/);
     expect(() => queue({ driver: memory(), batchsize: 10 } as never)).toThrow(/unknown option batchsize \(known: driver, batchSize/);
+    expect(() => queue({ driver: memory(), mergeUpdates: "no" } as never)).toThrow(/mergeUpdates/);
+    expect(() => queue({ driver: memory(), onError: "log" } as never)).toThrow(/onError/);
   });
 });
