@@ -41,6 +41,8 @@ export const GIT_REFS_KEY_LIMITS: Readonly<KeyLimits> = Object.freeze({ bytes: 1
 
 /** Linux's PATH_MAX less its NUL: the longest file path a ref's lock, file or reflog may have. */
 const MAX_PATH_BYTES = 4095;
+/** The longest file name (NAME_MAX). */
+const MAX_NAME_BYTES = 255;
 
 function invalidOption(message: string): StorageError {
   return new StorageError("E_INVALID_OPTION", message, { driver: DRIVER_NAME });
@@ -71,11 +73,14 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
     reflogMessage: options.reflog === true ? "stowage: git-refs" : undefined,
   };
 
+  /** The longest file path a ref takes: its lock file or its reflog. */
+  const longestPath = (name: string): number => Math.max(Buffer.byteLength(repo.refs.refPath(name)) + ".lock".length, Buffer.byteLength(repo.refs.logPath(name)));
+
   /** The ref of a key, refused (E_INVALID_KEY) when its lock or reflog file would not fit in a path. */
   const refOf = (key: string): string => {
     checkDriverKey(key, GIT_REFS_KEY_LIMITS, DRIVER_NAME);
     const name = prefix + keyPath(key);
-    const longest = Math.max(Buffer.byteLength(repo.refs.refPath(name)) + ".lock".length, Buffer.byteLength(repo.refs.logPath(name)));
+    const longest = longestPath(name);
     if (longest > MAX_PATH_BYTES) {
       throw new StorageError("E_INVALID_KEY", `Key too long for git-refs in this repository: its ref file path would be ${longest} bytes, at most ${MAX_PATH_BYTES}`, {
         driver: DRIVER_NAME,
@@ -212,7 +217,10 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   /** The refs of the keys under `base`, by key: names as found, so a clear removes even a ref written past the limits by someone else. */
   const refsUnder = (base: string): Map<string, string> => {
     const refs = new Map<string, string>();
-    for (const name of listRefNames(repo.refs, prefix + basePath(base))) {
+    const dir = prefix + basePath(base);
+    // No ref lives below a directory no file path can name: nothing to list (reading it would be ENAMETOOLONG).
+    if (longestPath(dir) > MAX_PATH_BYTES || dir.split("/").some((part) => Buffer.byteLength(part) > MAX_NAME_BYTES)) return refs;
+    for (const name of listRefNames(repo.refs, dir)) {
       const key = pathKey(name.slice(prefix.length));
       if (key !== undefined && key.startsWith(base)) refs.set(key, name);
     }

@@ -388,6 +388,12 @@ describe("git-refs: a ref path past the file system's limit", () => {
     expect(results[1]!.status === "rejected" && isStorageError(results[1].reason, "E_INVALID_KEY")).toBe(true);
     expect(existsSync(join(dir, "refs/stowage/kv", "k".repeat(200)))).toBe(false);
     expect((await storage.getKeys()).sort()).toEqual(["near", "short"]);
+    // A base no path can name holds no key: listed and cleared as empty, not E_IO.
+    for (const base of ["k".repeat(300), `${long}:${"k".repeat(200)}`]) {
+      expect(await storage.getKeys(base)).toEqual([]);
+      await storage.clear(base);
+    }
+    expect((await storage.getKeys()).sort()).toEqual(["near", "short"]);
     await storage.dispose();
   });
 });
