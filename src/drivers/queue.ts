@@ -195,6 +195,15 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     if (latest.get(write.key) === write) latest.delete(write.key);
   }
 
+  /** Hands a failure to onError; a handler that throws must not break the flush (writes would be left unsent), so it becomes a warning. */
+  function report(error: StorageError): void {
+    try {
+      options.onError?.(error);
+    } catch (handlerError) {
+      process.emitWarning(`stowage: the queue's onError threw on "${error.message}": ${String(handlerError)}`);
+    }
+  }
+
   /** Puts a failed batch back in front, reports the failure and schedules a retry. */
   function retryLater(batch: Write[], cause: StorageError): StorageError {
     queued = [...batch, ...queued];
@@ -204,7 +213,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
       driver: DRIVER_NAME,
       cause,
     });
-    options.onError?.(failed);
+    report(failed);
     schedule(retryDelay);
     retryDelay = Math.min(retryDelay * 2, MAX_RETRY_DELAY);
     return failed;
@@ -261,7 +270,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
       key: write.key,
       cause,
     });
-    options.onError?.(refusal);
+    report(refusal);
     return refusal;
   }
 

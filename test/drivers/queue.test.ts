@@ -238,6 +238,27 @@ describe("queue driver", () => {
     await storage.dispose();
   });
 
+  it("an onError that throws breaks no flush: refused writes are reported, the rest land, retries go on", async () => {
+    const base = tempDir("queue-throwing-handler");
+    const q = queue({
+      driver: fsDriver({ base }),
+      flushInterval: 60_000,
+      onError: () => {
+        throw new Error("handler boom");
+      },
+    });
+    const storage = createStorage({ driver: q });
+    await storage.setItem("a", 1);
+    await storage.setItem("a:b", 2);
+    await storage.setItem("c", 3);
+    const flushed = await q.flush().catch((error: unknown) => error);
+    expect(isStorageError(flushed, "E_INVALID_KEY")).toBe(true);
+    expect(q.getInstance!().size).toBe(0);
+    const direct = createStorage({ driver: fsDriver({ base }) });
+    expect((await direct.getKeys()).sort()).toEqual(["a", "c"]);
+    await storage.dispose();
+  });
+
   it("refuses bad options, unknown ones by name", () => {
     expect(() => queue({ driver: undefined as unknown as Driver })).toThrow(/needs a driver/);
     expect(() => queue({ driver: memory(), batchSize: 0 })).toThrow(/batchSize/);
