@@ -507,6 +507,21 @@ describe("git driver sync from a hostile remote", () => {
     await expectRefused(remote, /is a blob, not a commit/);
   });
 
+  it("a clean tip whose older commits hold a submodule or a symlink is taken; history, maintenance and fsck keep working", async () => {
+    const { remote, blob, tree, commit, publish } = hostileRemote();
+    const old = commit(tree(`160000 commit ${"2".repeat(40)}\tsub`, `120000 blob ${blob("target")}\tlink`, `100644 blob ${blob('"one"')}\tk`));
+    publish(commit(tree(`100644 blob ${blob('"two"')}\tk`), old));
+    const a = clone(remote);
+    expect(await a.sync()).toMatchObject({ fastForwarded: true });
+    expect((await a.storage.getHistory("k")).map((entry) => entry.value)).toEqual(["two", "one"]);
+    await a.storage.setItem("mine", 1);
+    expect(await a.sync()).toMatchObject({ pushed: true });
+    expect(await values(a.storage)).toEqual({ k: "two", mine: 1 });
+    a.driver.maintenance({ all: true, grace: 0 });
+    expect(await a.storage.getItem("k")).toBe("two");
+    fsck(a.dir);
+  });
+
   it("accepts a tree stock git wrote in the stowage layout: plain names, nested keys, a value beside keys below it", async () => {
     const { remote, blob, tree, commit, publish } = hostileRemote();
     const user = tree(`100644 blob ${blob('"ada"')}\t%value`, `100644 blob ${blob("1")}\tage`);
