@@ -6,6 +6,7 @@ import type { ItemStream, Storage } from "../core/types.js";
 import type { Maintainable } from "../git/autoMaintenance.js";
 import { checkAllowedHosts, isLoopback } from "../server/hosts.js";
 import { createStorageServer } from "../server/index.js";
+import { isBearerToken } from "../server/token.js";
 import { DEFAULT_STORE, STORE_SCHEMES, driverFromUrl } from "./storeUrl.js";
 import { registerSync } from "./sync.js";
 
@@ -143,7 +144,7 @@ interface ServeOptions extends StoreOptions {
 function serveToken(options: ServeOptions): string | undefined {
   const fromEnv = options.token === undefined;
   const token = options.token ?? process.env.STOWAGE_TOKEN;
-  if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+  if (token !== undefined && !isBearerToken(token)) {
     const source = fromEnv ? "$STOWAGE_TOKEN" : "--token";
     throw new StorageError("E_INVALID_OPTION", `${source} must be non-empty visible ASCII without spaces${token === "" ? " (to serve without a token, leave it unset)" : ""}`);
   }

@@ -7,6 +7,7 @@ import { StorageError, type StorageErrorCode } from "../core/errors.js";
 import { isMetaKey, normalizeKey } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
 import { destroyAndWait } from "../core/streams.js";
+import { isBearerToken } from "../server/token.js";
 import type { DriverFlags, ItemStream, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 
 export interface HttpOptions {
@@ -294,7 +295,7 @@ export default defineDriver((options: HttpOptions) => {
   const stowage = server === "stowage";
   const common = checkHeaders(options.headers);
   if (options.token !== undefined) {
-    if (typeof options.token !== "string" || !/^[\x21-\x7e]+$/.test(options.token)) {
+    if (!isBearerToken(options.token)) {
       throw new StorageError("E_INVALID_OPTION", "[http] token must be a non-empty string of visible ASCII characters without spaces", { driver: DRIVER_NAME });
     }
     common.authorization = `Bearer ${options.token}`;

@@ -6,6 +6,7 @@ import type { Storage } from "../core/types.js";
 import { checkOptions } from "../core/options.js";
 import { capturingRequests } from "./body.js";
 import { checkAllowedHosts, isLoopback } from "./hosts.js";
+import { isBearerToken } from "./token.js";
 import { createHandler, type AuthorizeRequest, type RequestHandler } from "./handler.js";
 
 export type { AuthorizeRequest } from "./handler.js";
@@ -174,7 +175,7 @@ function checkMs(value: number | undefined, name: string, fallback: number): num
 /** A token must be something a client can send and the server compare: visible ASCII, no spaces (the header is trimmed). */
 function checkToken(token: unknown): string | undefined {
   if (token === undefined) return undefined;
-  if (typeof token !== "string" || !/^[\x21-\x7e]+$/.test(token)) {
+  if (!isBearerToken(token)) {
     throw new StorageError(
       "E_INVALID_OPTION",
       `[server] token must be a non-empty string of visible ASCII characters without spaces${token === "" ? " (an empty token is not \"no authentication\": leave token out for that)" : ""}`,

@@ -21,7 +21,7 @@ export const READ_METHODS = "GET, HEAD";
 const TOLD = new WeakSet<Error>();
 
 /** Marks `error` as the server's own, its message fit for the answer. */
-export function told<E extends Error>(error: E): E {
+function told<E extends Error>(error: E): E {
   TOLD.add(error);
   return error;
 }
