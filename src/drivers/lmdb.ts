@@ -50,6 +50,9 @@ const OPTION_NAMES = optionNames<LmdbOptions>({ path: true, name: true, noSync: 
 export const MAX_KEY_BYTES = 1967;
 // A guard that failed at commit is looked at again this often: a purge in between can fail it while it still holds.
 const COMMIT_ATTEMPTS = 5;
+// lmdb-js nests one callback per condition: a batch with more guards than this commits synchronously
+// instead, where a guard is a read inside the write transaction (20,000 nested guards overflowed the stack).
+const MAX_NESTED_CONDITIONS = 256;
 
 /** A new etag per write: random, so a key deleted and written again never reuses one. */
 function newVersion(): number {
@@ -225,6 +228,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
         conditions = conditionsOf(operations);
       }
       if (conditions instanceof StorageError) throw conditions;
+      if (conditions.length > MAX_NESTED_CONDITIONS) return commitSync(operations);
       const failed = await commitOnConditions(operations, conditions);
       if (failed === undefined) return;
       // Nothing was written; unless the guards still hold (an expired entry purged in between), it is a conflict.
@@ -373,7 +377,8 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
 
   return {
     name: DRIVER_NAME,
-    keyLimits: { bytes: MAX_KEY_BYTES, segments: DEFAULT_KEY_LIMITS.segments },
+    // One byte short of what the driver takes, for the core's meta sidecar `key$`.
+    keyLimits: { bytes: MAX_KEY_BYTES - 1, segments: DEFAULT_KEY_LIMITS.segments },
     options,
     flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => db,

@@ -544,8 +544,8 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
 
   return {
     name: DRIVER_NAME,
-    // The key column is VARBINARY(3072), InnoDB's largest index key (3073 bytes: "Data too long").
-    keyLimits: { bytes: MAX_KEY_BYTES, segments: DEFAULT_KEY_LIMITS.segments },
+    // The key column is VARBINARY(3072), InnoDB's largest index key (3073 bytes: "Data too long"). One byte short, for the core's meta sidecar `key$`.
+    keyLimits: { bytes: MAX_KEY_BYTES - 1, segments: DEFAULT_KEY_LIMITS.segments },
     options,
     flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: watchAcross, clearBase: true, nestedKeys: true },
     getInstance: () => pool,

@@ -190,8 +190,9 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
   const subjectPrefix = `$KV.${bucket}.`;
   // The longest NATS key: its chunk subjects (prefix, "=chunks.", key, ".<id>.<n>") must stay within MAX_SUBJECT.
   const maxNatsKey = MAX_SUBJECT - subjectPrefix.length - CHUNK_TOKEN.length - 40;
-  // Every byte of a key may take three characters escaped (=XX), so this many bytes always fit.
-  const keyLimits = { bytes: Math.floor(maxNatsKey / 3), segments: DEFAULT_KEY_LIMITS.segments };
+  // Every byte of a key may take three characters escaped (=XX), so this many bytes always fit,
+  // with one more for the core's meta sidecar `key$`.
+  const keyLimits = { bytes: Math.floor(maxNatsKey / 3) - 1, segments: DEFAULT_KEY_LIMITS.segments };
   let opening: Promise<NatsKvInstance> | undefined;
   let instance: NatsKvInstance | undefined;
   let disposed = false;

@@ -341,8 +341,8 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
 
   return {
     name: DRIVER_NAME,
-    // The primary key index refuses entries past 2704 bytes (measured: 2692 bytes of incompressible text hold).
-    keyLimits: { bytes: MAX_KEY_BYTES, segments: DEFAULT_KEY_LIMITS.segments },
+    // The primary key index refuses entries past 2704 bytes (measured: 2692 bytes of incompressible text hold). One byte short, for the core's meta sidecar `key$`.
+    keyLimits: { bytes: MAX_KEY_BYTES - 1, segments: DEFAULT_KEY_LIMITS.segments },
     options,
     flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: notify, clearBase: true, nestedKeys: true },
     getInstance: () => pool,

@@ -92,8 +92,10 @@ describe("lmdb driver", () => {
   it("refuses a key past its limit with E_INVALID_KEY before anything of its batch is written, in both APIs and for removals", async () => {
     const driver = lmdb({ path: join(tempDir("lmdb-long-key"), "store.mdb") });
     const storage = createStorage({ driver });
-    // The longest key starting below U+001C (lmdb-js adds a byte there) takes a ttl: its expiry index key holds it too.
-    const longest = `\u0005${"k".repeat(MAX_KEY_BYTES - 1)}`;
+    // The longest key starting below U+001C (lmdb-js adds a byte there) takes a ttl: its expiry index key holds it too,
+    // and its meta sidecar (a byte longer) fits what the driver takes.
+    const longest = `\u0005${"k".repeat(driver.keyLimits!.bytes - 1)}`;
+    expect(driver.keyLimits!.bytes).toBe(MAX_KEY_BYTES - 1);
     await storage.setItem(longest, 1, { ttl: 60_000 });
     storage.setItemSync(`\u0006${longest.slice(1)}`, 1, { ttl: 60_000 });
     const tooLong = `\u0005${"x".repeat(MAX_KEY_BYTES)}`;
@@ -111,6 +113,20 @@ describe("lmdb driver", () => {
       await expect(write()).rejects.toMatchObject({ code: "E_INVALID_KEY" });
     }
     expect((await storage.getKeys()).sort()).toEqual([longest, `\u0006${longest.slice(1)}`]);
+    await storage.dispose();
+  });
+
+  it("commits a batch of 20,000 guarded writes (lmdb-js nests a callback per guard: past 256 the batch commits synchronously)", async () => {
+    const driver = lmdb({ path: join(tempDir("lmdb-many-guards"), "store.mdb") });
+    const storage = createStorage({ driver });
+    await storage.setItem("k:0", "taken");
+    const guarded = (from: number) =>
+      Array.from({ length: 20_000 }, (_, i) => ({ type: "set" as const, key: `k:${from + i}`, value: '"new"', options: { ifNoneMatch: "*" as const } }));
+    // One guard fails: nothing of the batch lands.
+    await expect(driver.asyncWrites!.commit!(guarded(0), {})).rejects.toMatchObject({ code: "E_CONFLICT", key: "k:0" });
+    expect(await storage.getKeys("k")).toEqual(["k:0"]);
+    await driver.asyncWrites!.commit!(guarded(1), {});
+    expect(await storage.getKeys("k")).toHaveLength(20_001);
     await storage.dispose();
   });
 

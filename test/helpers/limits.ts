@@ -19,7 +19,7 @@ export function keysOfBytes(bytes: number): string[] {
 
 /**
  * The driver's declared key limit holds, through the storage: keys of exactly
- * `keyLimits.bytes` store (with a ttl), read back and go; one byte more is
+ * `keyLimits.bytes` store (with a ttl and user meta), read back and go; one byte more is
  * E_INVALID_KEY for setItem and setItems and leaves nothing behind. `storage`
  * must see nothing but what this writes; it is disposed at the end.
  */
@@ -30,13 +30,16 @@ export async function checkKeyLimit(storage: Storage): Promise<void> {
     for (const key of longest) {
       await storage.setItem(key, "v", { ttl: 600_000 });
       expect(await storage.getItem(key)).toBe("v");
+      // The meta sidecar, `key$`, is a byte longer: declared limits leave room for it.
+      await storage.setMeta(key, { note: "n" });
+      expect(await storage.getMeta(key)).toMatchObject({ note: "n" });
     }
     for (const key of keysOfBytes(bytes + 1)) {
       expect(await codeOf(() => storage.setItem(key, "v"))).toBe("E_INVALID_KEY");
       expect(await codeOf(() => storage.setItems([{ key, value: "v" }]))).toBe("E_INVALID_KEY");
     }
     expect((await storage.getKeys()).sort()).toEqual([...longest].sort());
-    for (const key of longest) await storage.removeItem(key);
+    for (const key of longest) await storage.removeItem(key, { removeMeta: true });
     expect(await storage.getKeys()).toEqual([]);
   } finally {
     await storage.dispose();
