@@ -553,7 +553,11 @@ export default defineDriver((options: HttpOptions) => {
   async function listKeys(prefix: string): Promise<string[]> {
     const answer = await request({ method: "GET", path: basePath(prefix) });
     const keys = answer.status === 404 ? [] : parseJson(answer.body);
-    return Array.isArray(keys) ? keys.map((key) => normalizeKey(String(key))) : [];
+    // A listing that is not an array of strings is the server's error, not an empty store.
+    if (!Array.isArray(keys) || !keys.every((key) => typeof key === "string")) {
+      throw new StorageError("E_CORRUPT", `GET ${base.href}${basePath(prefix)}: the listing is not a JSON array of keys`, { driver: DRIVER_NAME });
+    }
+    return keys.map((key) => normalizeKey(key));
   }
 
   return {

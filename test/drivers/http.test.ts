@@ -253,6 +253,16 @@ describe("http driver", () => {
     expect(await storage.getItem("small")).toBe("ok");
   });
 
+    it("a listing that is not a JSON array of keys is E_CORRUPT, not an empty store", async () => {
+    const bodies = ['{"keys":["a"]}', '["a",1]', "null", "[not json"];
+    const liar = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(bodies.shift());
+    });
+    const storage = createCoreStorage({ driver: http({ base: await listen(liar), retries: 0 }) });
+    for (let i = 0; i < 4; i++) await expectCode(storage.getKeys(), "E_CORRUPT");
+  });
+
     it("an error answer with a huge body is its status, not a hang or a memory spike", async () => {
     const flood = createServer((_req, res) => {
       res.writeHead(503, { "content-type": "application/json" });
