@@ -229,5 +229,18 @@ if (await serviceUp("etcd", hosts)) {
       checkKeyLimit(createStorage({ driver: etcd({ hosts, prefix: freshPrefix() }) })));
 
     it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: etcd({ hosts, prefix: freshPrefix() }) })));
+
+    it("setItems, getItems and clear of 200 keys of 64 KiB each: transactions count key bytes, so none passes the request limit", async () => {
+      const storage = createStorage({ driver: etcd({ hosts, prefix: freshPrefix() }) });
+      try {
+        const keys = Array.from({ length: 200 }, (_, i) => `${String(i).padStart(3, "0")}${"k".repeat(storage.getMount().driver.keyLimits!.bytes - 3)}`);
+        await storage.setItems(keys.map((key, i) => ({ key, value: i })));
+        expect((await storage.getItems(keys)).map((entry) => entry.value)).toEqual(keys.map((_, i) => i));
+        await storage.clear();
+        expect(await storage.getKeys()).toEqual([]);
+      } finally {
+        await storage.dispose();
+      }
+    }, 120_000);
   });
 }
