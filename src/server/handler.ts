@@ -208,10 +208,14 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
 
   /** Checks everything that decides whether the request may run at all; returns its target. */
   function admit(request: IncomingMessage, method: Method): Target | Promise<Target> {
-    const { path, authority } = splitTarget(request.url ?? "/");
+    const { path, authority, query } = splitTarget(request.url ?? "/");
     if (settings.checkHost) checkHost(request, authority);
     if (tokenDigest && !sameToken(bearer(request.headers.authorization) ?? "", tokenDigest)) {
       throw new HttpRefusal(401, "E_UNAUTHORIZED", "A valid bearer token is required", { "www-authenticate": 'Bearer realm="stowage"' });
+    }
+    // A read may carry a query (a cache-buster); a write never does in this protocol, and one that does may mean another key (`PUT /q?x`, `DELETE /?x`).
+    if (query && (method === "PUT" || method === "DELETE")) {
+      throw requestError("E_INVALID_KEY", "A PUT or DELETE takes no query: the key is the path (a ? cannot be part of a key)");
     }
     if (!path.startsWith(settings.basePath)) throw notFound();
     const target = parseTarget(path.slice(settings.basePath.length - 1));

@@ -41,6 +41,8 @@ export interface Target {
 export interface RequestTarget {
   path: string;
   authority: string | undefined;
+  /** Whether the target carried a query (`?…`), which is never part of the key. */
+  query: boolean;
 }
 
 const ABSOLUTE_FORM = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)([^#]*)$/i;
@@ -65,7 +67,7 @@ export function splitTarget(url: string): RequestTarget {
     if (!path.startsWith("/")) path = "/" + path;
   }
   const query = path.indexOf("?");
-  return { path: query === -1 ? path : path.slice(0, query), authority };
+  return { path: query === -1 ? path : path.slice(0, query), authority, query: query !== -1 };
 }
 
 /**

@@ -372,6 +372,14 @@ describe("storage server: safe by default", () => {
     expect(await storage.getKeys()).toEqual(before);
     expect(await storage.getItem("q")).toBe("kept");
     expect(await storage.getItem("a:b")).toBe("kept");
+    // A literal ? starts a query, which is no part of a key: a read ignores it, a write is refused.
+    expect((await rawAnswer(port, wire("GET", "/q?t=1", "127.0.0.1"))).body).toBe('"kept"');
+    for (const request of [wire("PUT", "/q?other", "127.0.0.1", "", '"overwritten"'), wire("DELETE", "/?x", "127.0.0.1"), wire("DELETE", "/q?", "127.0.0.1")]) {
+      const answer = await rawAnswer(port, request);
+      expect(answer.status, request.split("\r\n")[0]).toBe(400);
+      expect(JSON.parse(answer.body)).toMatchObject({ code: "E_INVALID_KEY" });
+    }
+    expect(await storage.getKeys()).toEqual(before);
     // A doubly encoded ? is a literal "%3F" in the key, which widens nothing.
     expect((await rawAnswer(port, wire("PUT", "/q%253F", "127.0.0.1", "", '"own"'))).status).toBe(200);
     expect(await storage.getItem("q%3F")).toBe("own");
@@ -385,8 +393,9 @@ describe("storage server: safe by default", () => {
     const got = await rawAnswer(port, wire("GET", `http://127.0.0.1:${port}/kv/x`, "127.0.0.1"));
     expect(got.status).toBe(200);
     expect(got.body).toBe('"value"');
-    expect((await rawAnswer(port, wire("PUT", "HTTP://LOCALHOST/kv/y?ignored", "localhost", "", "2"))).status).toBe(200);
+    expect((await rawAnswer(port, wire("PUT", "HTTP://LOCALHOST/kv/y", "localhost", "", "2"))).status).toBe(200);
     expect(await storage.getItem("y")).toBe(2);
+    expect((await rawAnswer(port, wire("GET", `http://localhost:${port}/kv/y?cache=1`, "localhost"))).body).toBe("2");
     expect(JSON.parse((await rawAnswer(port, wire("GET", `http://localhost:${port}/kv/`, "localhost"))).body)).toEqual(["x", "y"]);
     expect((await rawAnswer(port, wire("GET", `http://localhost:${port}/other`, "localhost"))).status).toBe(404);
     for (const target of ["ftp://localhost/kv/x", "http:///kv/x", "http://user@localhost/kv/x", "kv/x"]) {
