@@ -193,6 +193,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
   // Every byte of a key may take three characters escaped (=XX), so this many bytes always fit,
   // with one more for the core's meta sidecar `key$`.
   const keyLimits = { bytes: Math.floor(maxNatsKey / 3) - 1, segments: DEFAULT_KEY_LIMITS.segments };
+  if (keyLimits.bytes < 1) throw new StorageError("E_INVALID_OPTION", `Bucket name too long: it leaves no room for a key in a subject`, { driver: DRIVER_NAME });
   let opening: Promise<NatsKvInstance> | undefined;
   let instance: NatsKvInstance | undefined;
   let disposed = false;

@@ -55,6 +55,11 @@ describe("nats-kv options", () => {
   it("refuses an option it does not know, naming the known ones", () => {
     checkUnknownOption(natsKv, { servers, bucket: "b", history: 2 });
   });
+
+  it("refuses a bucket name so long that no key would fit its subjects", () => {
+    expect(() => natsKv({ servers, bucket: "b".repeat(3800) })).toThrow(expect.objectContaining({ code: "E_INVALID_OPTION" }));
+    expect(natsKv({ servers, bucket: "b".repeat(3700) }).keyLimits!.bytes).toBeGreaterThan(0);
+  });
 });
 
 if (await serviceUp("NATS", servers)) {
