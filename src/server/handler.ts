@@ -167,6 +167,20 @@ function refuseMetaKey(method: Method, key: string): never {
   throw requestError("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)} ends in "$", which names a key's meta (set it with X-TTL)`);
 }
 
+/** The request's one Host header (node:http keeps the first of several; a second one is refused here). */
+function onlyHost(request: IncomingMessage): string | undefined {
+  // rawHeaders, not headersDistinct, which builds an array for every header of every request.
+  const raw = request.rawHeaders;
+  let value: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length !== 4 || name.toLowerCase() !== "host") continue;
+    if (value !== undefined) throw requestError("E_INVALID_OPTION", "A request carries one Host header");
+    value = raw[i + 1];
+  }
+  return value;
+}
+
 function notFound(): HttpRefusal {
   return new HttpRefusal(404, "E_NOT_FOUND", "KV value not found");
 }
@@ -191,19 +205,23 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   const { storage, serializer } = settings;
   const tokenDigest = settings.token === undefined ? undefined : createHash("sha256").update(settings.token).digest();
 
+  let acceptedHost: string | undefined;
+
   /**
    * The Host a request names (an absolute-form target's authority stands for
    * it) must be a loopback name or an allowed one: a page that rebinds its
    * own DNS name to this machine sends that name, and is refused with 421.
    */
   function checkHost(request: IncomingMessage, authority: string | undefined): void {
-    const given = request.headersDistinct.host;
-    if (given !== undefined && given.length > 1) throw requestError("E_INVALID_OPTION", "A request carries one Host header");
-    const value = authority ?? given?.[0];
+    const value = authority ?? onlyHost(request);
+    // Clients send the same Host on every request: the last one accepted skips the parsing.
+    if (value === acceptedHost) return;
     const name = value === undefined ? undefined : hostName(value);
     if (name === undefined) throw requestError("E_INVALID_OPTION", `Malformed Host: ${JSON.stringify(value ?? "")}`);
-    if (isLoopback(name) || settings.allowedHosts?.has(name)) return;
-    throw new HttpRefusal(421, "E_MISDIRECTED", `This server answers only requests for a loopback host${settings.allowedHosts ? " or an allowed host" : ""}, not ${JSON.stringify(name)} (see allowedHosts)`);
+    if (!isLoopback(name) && !settings.allowedHosts?.has(name)) {
+      throw new HttpRefusal(421, "E_MISDIRECTED", `This server answers only requests for a loopback host${settings.allowedHosts ? " or an allowed host" : ""}, not ${JSON.stringify(name)} (see allowedHosts)`);
+    }
+    acceptedHost = value;
   }
 
   /** Checks everything that decides whether the request may run at all; returns its target. */
