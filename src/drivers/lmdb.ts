@@ -230,11 +230,34 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
       if (conditions instanceof StorageError) throw conditions;
       if (conditions.length > MAX_NESTED_CONDITIONS) return commitSync(operations);
       const failed = await commitOnConditions(operations, conditions);
-      if (failed === undefined) return;
+      if (failed === undefined) {
+        if (!vanished(operations, conditions)) return;
+        if (attempt === COMMIT_ATTEMPTS) {
+          throw new StorageError("E_IO", "LMDB reported a guarded write committed, but it is not in the file", { driver: DRIVER_NAME, key: operations[0]?.key });
+        }
+        continue;
+      }
       // Nothing was written; unless the guards still hold (an expired entry purged in between), it is a conflict.
       if (attempt === COMMIT_ATTEMPTS) throw conflictOn(failed);
       root.resetReadTxn();
     }
+  };
+
+  /**
+   * Whether a batch lmdb-js reported committed left a key it wrote under an
+   * ifMatch guard at the very version the guard required: its write did not
+   * happen, yet nobody else wrote the key either (versions are random), so the
+   * batch may simply go again. Seen with several processes writing one file
+   * (lmdb-js 3.5.6): about one guarded write in 180,000 resolved as committed
+   * and was not there. Create-only guards are not checked: another process may
+   * have removed the new key since.
+   */
+  const vanished = (operations: CommitOperation[], conditions: Condition[]): boolean => {
+    const written = new Set(operations.filter((op) => op.type !== "check").map((op) => op.key));
+    const matched = conditions.filter(({ key, version }) => version !== null && written.has(key));
+    if (matched.length === 0) return false;
+    root.resetReadTxn();
+    return matched.some(({ key, version }) => db.getEntry(key)?.version === version);
   };
 
   /** Queues a batch inside its conditions and waits for the commit: the first condition that failed there, if any. */
