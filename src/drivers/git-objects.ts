@@ -120,11 +120,34 @@ function holdOrClose(repo: Repository, ref: string): () => void {
   }
 }
 
-/** The content-addressed store alone, without a Driver around it. */
-export function gitObjectStore(options: Omit<GitObjectsOptions, "mode">): GitObjectStore {
+/** What {@link gitObjectStore} returns: the object store, and `close()` to release its index and the repository. */
+export interface OpenGitObjectStore extends GitObjectStore {
+  /** Releases the default index (see `namespace`) and closes the repository; later calls do nothing. */
+  close(): void;
+}
+
+/**
+ * The content-addressed store alone, without a Driver around it. Like the
+ * driver, it holds a default index (no `ref` given) alone in this process
+ * until it is closed: a driver or store already on it is `E_INVALID_OPTION`.
+ */
+export function gitObjectStore(options: Omit<GitObjectsOptions, "mode">): OpenGitObjectStore {
   checkOptions(DRIVER_NAME, options, [...STORE_OPTIONS]);
-  const { repo, index } = open(options);
-  return storeOf(repo, index);
+  const { repo, index, ref } = open(options);
+  const release = claimDefaultIndex(options, repo, ref);
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    release();
+    repo.close();
+  };
+  return { ...storeOf(repo, index), close };
+}
+
+/** Claims the index when it is the default one (no `ref` given): two holders left on it would list and clear each other's keys. */
+function claimDefaultIndex(options: Omit<GitObjectsOptions, "mode">, repo: Repository, ref: string): () => void {
+  return options.ref === undefined ? holdOrClose(repo, ref) : () => undefined;
 }
 
 /**
@@ -143,8 +166,7 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
   const content = options.mode === "content";
   if (options.mode !== undefined && options.mode !== "keyed" && !content) throw fail("E_INVALID_OPTION", `Unknown mode: ${String(options.mode)}`);
   const { repo, index, maintenance, ref } = open(options);
-  // Two mounts left on one default index would list and clear each other's keys.
-  const release = options.ref === undefined ? holdOrClose(repo, ref) : () => undefined;
+  const release = claimDefaultIndex(options, repo, ref);
   const store = storeOf(repo, index);
 
   /** The index name of a key; in content mode the key must be an object id. */

@@ -1,3 +1,4 @@
+import { checkOptions } from "../core/options.js";
 import { corrupt, gitError } from "./errors.js";
 import type { Identity } from "./refs.js";
 
@@ -35,17 +36,29 @@ function identityProblem(name: string, email: string): string | undefined {
 /**
  * Checks an identity given as an option before anything is written with it:
  * name and email are strings Git reads back as written (no `<`, `>`,
- * newline, NUL or lone surrogate), and the name is not empty (Git refuses an
- * empty name when it commits).
+ * newline, NUL or lone surrogate), the name is not empty (Git refuses an
+ * empty name when it commits), and it has no other fields (a `date` would be
+ * ignored: commits are dated when they are made).
  *
  * @param what the option, for the message (`author`)
  * @throws StorageError `E_INVALID_OPTION`
  */
 export function checkIdentity(identity: unknown, what: string): Identity {
+  if (typeof identity === "object" && identity !== null) checkFields(identity, what);
   const { name, email } = (typeof identity === "object" && identity !== null ? identity : {}) as Record<string, unknown>;
   const problem = typeof name === "string" && typeof email === "string" ? optionProblem(name, email) : "it must be { name: string, email: string }";
   if (problem !== undefined) throw gitError("E_INVALID_OPTION", `Invalid ${what} ${describe(identity)}: ${problem}`);
   return { name: name as string, email: email as string };
+}
+
+/** Refuses fields of an identity other than name and email, as unknown options are. */
+function checkFields(identity: object, what: string): void {
+  const known: readonly string[] = ["name", "email"];
+  try {
+    checkOptions(what, identity as Record<string, unknown>, known);
+  } catch (error) {
+    throw gitError("E_INVALID_OPTION", `Invalid ${what} ${describe(identity)}: ${(error as Error).message}`, error);
+  }
 }
 
 function optionProblem(name: string, email: string): string | undefined {

@@ -56,19 +56,26 @@ describe("git-objects content-addressed store", () => {
     git(dir, ["gc", "--prune=now", "--quiet"]);
     // Deleted from the index and pruned by gc; the others are kept.
     expect(git(dir, ["cat-file", "-t", ids[1]!])).toBe("blob");
-    expect(Buffer.from(gitObjectStore({ dir }).get(ids[2]!)!).equals(Buffer.from(all256))).toBe(true);
+    store.close();
+    const reopened = gitObjectStore({ dir });
+    expect(Buffer.from(reopened.get(ids[2]!)!).equals(Buffer.from(all256))).toBe(true);
+    reopened.close();
     git(dir, ["fsck", "--strict", "--no-progress"]);
   });
 
   it("get detects a damaged object: E_CORRUPT", () => {
     const dir = gitInitBare("git-objects-corrupt");
-    const id = gitObjectStore({ dir }).put("the real content");
+    const writer = gitObjectStore({ dir });
+    const id = writer.put("the real content");
+    writer.close();
     const path = join(dir, "objects", id.slice(0, 2), id.slice(2));
     const forged = deflateSync(Buffer.from("blob 16\0the fake content"));
     rmSync(path, { force: true });
     writeFileSync(path, forged);
     expect(readFileSync(path).equals(forged)).toBe(true);
-    expect(errorCode(() => gitObjectStore({ dir }).get(id))).toBe("E_CORRUPT");
+    const reader = gitObjectStore({ dir });
+    expect(errorCode(() => reader.get(id))).toBe("E_CORRUPT");
+    reader.close();
   });
 
   it("as a driver in content mode: keys are blob ids; another key is E_INVALID_KEY", async () => {

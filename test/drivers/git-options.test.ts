@@ -59,6 +59,8 @@ describe("git driver author", () => {
     ["a lone surrogate in the name", { name: "Ada \ud800", email: "ada@example.com" }],
     ["a string", "Ada <ada@example.com>"],
     ["null", null],
+    ["an unknown field (a date, which commits would not use)", { name: "Ada", email: "ada@example.com", date: "2020-01-01T00:00:00Z" }],
+    ["an array", ["Ada", "ada@example.com"]],
   ];
   it.each(bad)("%s is E_INVALID_OPTION at open, and no repository is created", (_what, author) => {
     const dir = join(tempDir("git-author"), "repo");
@@ -66,6 +68,21 @@ describe("git driver author", () => {
     expect(error?.code).toBe("E_INVALID_OPTION");
     expect(error?.message).toMatch(/^Invalid author /);
     expect(existsSync(dir)).toBe(false);
+  });
+
+  it("an unknown field is named with the known ones, as the git driver's error", () => {
+    const author = { name: "Ada", email: "a@b", date: new Date(0) };
+    const error = (() => {
+      try {
+        git({ dir: join(tempDir("git-author"), "repo"), author } as never);
+      } catch (caught) {
+        return caught;
+      }
+      return undefined;
+    })();
+    expect(isStorageError(error, "E_INVALID_OPTION")).toBe(true);
+    expect((error as Error).message).toContain("unknown option date (known: name, email)");
+    expect((error as { driver?: string }).driver).toBe("git");
   });
 
   it("an author with any other characters writes commits stock git accepts and reads back", async () => {
@@ -135,6 +152,26 @@ describe("git-objects mounts on one repository", () => {
     await again.dispose?.();
     await again.dispose?.();
     await storage.dispose();
+  });
+
+  it("gitObjectStore holds the default index like a driver: neither opens it while the other has it; close or dispose releases it", async () => {
+    const dir = gitInitBare("git-objects-store-claim");
+    const driver = gitObjects({ dir, mode: "content" });
+    expect(thrown(() => gitObjectStore({ dir }))?.code).toBe("E_INVALID_OPTION");
+    await driver.dispose?.();
+    const store = gitObjectStore({ dir });
+    expect(thrown(() => gitObjectStore({ dir: join(dir, "objects", "..") }))?.code).toBe("E_INVALID_OPTION");
+    expect(thrown(() => gitObjects({ dir }))?.code).toBe("E_INVALID_OPTION");
+    // Its own namespace, or the ref passed explicitly, is no claim on the default index.
+    gitObjectStore({ dir, namespace: "side" }).close();
+    const shared = gitObjectStore({ dir, ref: "refs/stowage/objects" });
+    const id = store.put("x");
+    expect(shared.has(id)).toBe(true);
+    shared.close();
+    store.close();
+    store.close();
+    const again = gitObjects({ dir });
+    await again.dispose?.();
   });
 
   it("a namespace gives each mount its own index: neither lists, reads nor clears the other's keys", async () => {
