@@ -1,3 +1,4 @@
+import { fstatSync, readSync } from "node:fs";
 import { Command, Option } from "commander";
 import { StorageError } from "../core/errors.js";
 import { normalizeItemBase } from "../core/keys.js";
@@ -20,7 +21,36 @@ interface StoreOptions {
   store: string;
 }
 
-async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+/**
+ * stdin, checked to be something that holds bytes before anything is stored
+ * from it: node gives a directory on fd 0 (`stowage set k < /`) as an empty
+ * stream, which would store an empty value. Streams without a descriptor
+ * (tests, embedders) are taken as they are.
+ *
+ * @throws StorageError `E_IO` for a directory or a descriptor that cannot be inspected
+ */
+function checkedStdin(stream: NodeJS.ReadableStream): NodeJS.ReadableStream {
+  const fd = (stream as { fd?: unknown }).fd;
+  if (typeof fd !== "number") return stream;
+  const problem = stdinProblem(fd);
+  if (problem !== undefined) throw new StorageError("E_IO", `Cannot read stdin: ${problem.message}`, { cause: problem });
+  return stream;
+}
+
+/** What reading descriptor `fd` fails with (EISDIR for a directory: the system's own error), or undefined when it holds bytes. */
+function stdinProblem(fd: number): Error | undefined {
+  try {
+    if (!fstatSync(fd).isDirectory()) return undefined;
+    readSync(fd, Buffer.alloc(1));
+    return new Error("it is a directory");
+  } catch (error) {
+    return error as Error;
+  }
+}
+
+/** All of stdin (checked by {@link checkedStdin}). */
+async function readAll(input: NodeJS.ReadableStream): Promise<Buffer> {
+  const stream = checkedStdin(input);
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
   return Buffer.concat(chunks);
@@ -268,7 +298,7 @@ export function buildProgram(io: CliIo): Command {
         const setOptions = options.ttl === undefined ? {} : { ttl: options.ttl };
         if (options.raw) {
           if (value !== undefined) throw new StorageError("E_INVALID_OPTION", "--raw reads the value from stdin; give no value argument");
-          await storage.setItemStream(key, io.stdin, setOptions);
+          await storage.setItemStream(key, checkedStdin(io.stdin), setOptions);
           return;
         }
         const text = value ?? (await readAll(io.stdin)).toString("utf8");

@@ -6,23 +6,23 @@ export const DEFAULT_STORE = "git:./.stowage";
 
 type DriverLoader = (location: string) => Promise<Driver>;
 
-// Drivers load on demand, so the CLI pays only for the one it uses.
+// Drivers load on demand, so the CLI pays only for the one it uses. Every part of a URL is used or refused: none is ignored.
 const SCHEMES: Record<string, DriverLoader> = {
-  memory: async () => (await import("../drivers/memory.js")).default({}),
-  fs: async (base) => (await import("../drivers/fs.js")).default({ base: requireLocation("fs", base) }),
-  "fs-lite": async (base) => (await import("../drivers/fs-lite.js")).default({ base: requireLocation("fs-lite", base) }),
-  leveldb: async (path) => (await import("../drivers/leveldb.js")).default({ path: requireLocation("leveldb", path) }),
-  git: async (dir) => (await import("../drivers/git.js")).default({ dir: requireLocation("git", dir) }),
-  lmdb: async (path) => (await import("../drivers/lmdb.js")).default({ path: requireLocation("lmdb", path) }),
-  sqlite: async (path) => (await import("../drivers/sqlite.js")).default({ path: requireLocation("sqlite", path) }),
-  // Server stores take the whole URL, as their clients do.
-  redis: async (rest) => (await import("../drivers/redis.js")).default({ url: `redis:${rest}` }),
-  rediss: async (rest) => (await import("../drivers/redis.js")).default({ url: `rediss:${rest}` }),
-  postgres: async (rest) => (await import("../drivers/postgres.js")).default({ url: `postgres:${rest}` }),
-  postgresql: async (rest) => (await import("../drivers/postgres.js")).default({ url: `postgresql:${rest}` }),
-  mysql: async (rest) => (await import("../drivers/mysql.js")).default({ url: `mysql:${rest}` }),
-  http: async (rest) => (await import("../drivers/http.js")).default({ base: `http:${rest}` }),
-  https: async (rest) => (await import("../drivers/http.js")).default({ base: `https:${rest}` }),
+  memory: async (rest) => (await import("../drivers/memory.js")).default(noLocation("memory", rest)),
+  fs: async (base) => (await import("../drivers/fs.js")).default({ base: fileLocation("fs", base) }),
+  "fs-lite": async (base) => (await import("../drivers/fs-lite.js")).default({ base: fileLocation("fs-lite", base) }),
+  leveldb: async (path) => (await import("../drivers/leveldb.js")).default({ path: fileLocation("leveldb", path) }),
+  git: async (dir) => (await import("../drivers/git.js")).default({ dir: fileLocation("git", dir) }),
+  lmdb: async (path) => (await import("../drivers/lmdb.js")).default({ path: fileLocation("lmdb", path) }),
+  sqlite: async (path) => (await import("../drivers/sqlite.js")).default({ path: fileLocation("sqlite", path) }),
+  // Server stores take the whole URL, as their clients do, once its query holds only parameters the client reads.
+  redis: async (rest) => (await import("../drivers/redis.js")).default({ url: redisUrl("redis", rest) }),
+  rediss: async (rest) => (await import("../drivers/redis.js")).default({ url: redisUrl("rediss", rest) }),
+  postgres: async (rest) => (await import("../drivers/postgres.js")).default({ url: checkedUrl("postgres", rest, POSTGRES_QUERY) }),
+  postgresql: async (rest) => (await import("../drivers/postgres.js")).default({ url: checkedUrl("postgresql", rest, POSTGRES_QUERY) }),
+  mysql: async (rest) => (await import("../drivers/mysql.js")).default({ url: checkedUrl("mysql", rest, MYSQL_QUERY) }),
+  http: async (rest) => (await import("../drivers/http.js")).default({ base: checkedUrl("http", rest, [], false) }),
+  https: async (rest) => (await import("../drivers/http.js")).default({ base: checkedUrl("https", rest, [], false) }),
   nats: async (rest) => {
     const { host, path } = serverLocation("nats", rest);
     return (await import("../drivers/nats-kv.js")).default({ servers: host, bucket: path || undefined });
@@ -33,20 +33,87 @@ const SCHEMES: Record<string, DriverLoader> = {
   },
 };
 
-/** `//host:port/name` → the host and the name after it (a bucket, a prefix). */
+/**
+ * The query parameters each client reads from its URL (others it would
+ * ignore). pg: what pg-connection-string sets and pg's connection
+ * parameters read; mysql2: its driver sets connectTimeout itself, so only
+ * `ssl`; ioredis: `family` (the path is the database number).
+ */
+const POSTGRES_QUERY = [
+  "host", "db", "encoding", "ssl", "sslmode", "sslcert", "sslkey", "sslrootcert", "sslnegotiation", "uselibpqcompat",
+  "application_name", "fallback_application_name", "client_encoding", "options", "binary", "replication",
+  "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "query_timeout",
+] as const;
+const MYSQL_QUERY = ["ssl"] as const;
+const REDIS_QUERY = ["family"] as const;
+
+function invalidUrl(scheme: string, message: string, cause?: unknown): StorageError {
+  return new StorageError("E_INVALID_OPTION", `The ${scheme}: store ${message}`, { cause });
+}
+
+/** `memory:` takes nothing after its colon. */
+function noLocation(scheme: string, rest: string): Record<string, never> {
+  if (rest !== "") throw invalidUrl(scheme, `takes nothing after ${scheme}:, got ${JSON.stringify(rest)}`);
+  return {};
+}
+
+/**
+ * A file store's path: all of what follows the colon, except that a `?` or
+ * `#` (a query or fragment in a URL, which file stores do not take) and a
+ * leading `//` (a host: `fs://data` would be the absolute path /data) are refused.
+ */
+function fileLocation(scheme: string, location: string): string {
+  if (!location) throw invalidUrl(scheme, `needs a location, as in ${scheme}:./data`);
+  if (/[?#]/.test(location)) throw invalidUrl(scheme, `takes a path without a query or fragment ("?" or "#"), got ${JSON.stringify(location)}`);
+  if (location.startsWith("//")) throw invalidUrl(scheme, `takes a path, not a host: write ${scheme}:./dir or ${scheme}:/abs/dir, got ${JSON.stringify(location)}`);
+  return location;
+}
+
+/**
+ * A server URL checked part by part: no fragment, only the query parameters
+ * its client reads, and credentials only where the client uses them.
+ */
+function checkedUrl(scheme: string, rest: string, query: readonly string[], credentials = true): string {
+  const url = `${scheme}:${rest}`;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (error) {
+    throw invalidUrl(scheme, `cannot parse ${JSON.stringify(url)} as a URL`, error);
+  }
+  if (url.includes("#")) throw invalidUrl(scheme, `takes no fragment ("#…"), got ${JSON.stringify(url)}`);
+  // An empty query (`http://h/?`) is a part too: the http driver would append keys after it.
+  if (query.length === 0 && url.includes("?")) throw invalidUrl(scheme, `takes no query ("?…"), got ${JSON.stringify(url)}`);
+  const unknown = [...new Set(parsed.searchParams.keys())].filter((name) => !query.includes(name));
+  if (unknown.length > 0) {
+    throw invalidUrl(scheme, `does not take the query parameter${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} (known: ${query.join(", ")})`);
+  }
+  if (!credentials && (parsed.username !== "" || parsed.password !== "")) throw invalidUrl(scheme, "takes no credentials in the URL");
+  return url;
+}
+
+/** A redis URL whose path, if any, is the database number. */
+function redisUrl(scheme: string, rest: string): string {
+  const url = checkedUrl(scheme, rest, REDIS_QUERY);
+  const path = new URL(url).pathname;
+  if (!/^\/?\d*$/.test(path)) throw invalidUrl(scheme, `takes a database number as its path (${scheme}://host:port/0), got ${JSON.stringify(path)}`);
+  return url;
+}
+
+/**
+ * `//host:port/name` → the host and the name after it (a bucket, a prefix).
+ * A query, a fragment and credentials are refused: the clients would drop them.
+ */
 function serverLocation(scheme: string, rest: string): { host: string; path: string } {
   const match = /^\/\/([^/]+)\/?(.*)$/.exec(rest);
-  if (!match) throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store takes ${scheme}://host:port/name`);
+  if (!match) throw invalidUrl(scheme, `takes ${scheme}://host:port/name`);
+  if (/[?#]/.test(rest)) throw invalidUrl(scheme, `takes no query or fragment ("?" or "#"; escape them in the name as %3F, %23), got ${JSON.stringify(rest)}`);
+  if (match[1]!.includes("@")) throw invalidUrl(scheme, "takes no credentials in the URL");
   try {
     return { host: match[1]!, path: decodeURIComponent(match[2]!) };
   } catch (error) {
     throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store's name has a malformed percent-escape: ${JSON.stringify(match[2])}`, { cause: error });
   }
-}
-
-function requireLocation(scheme: string, location: string): string {
-  if (!location) throw new StorageError("E_INVALID_OPTION", `The ${scheme}: store needs a location, as in ${scheme}:./data`);
-  return location;
 }
 
 /** Known store schemes, for help texts. */

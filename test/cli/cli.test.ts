@@ -1,8 +1,10 @@
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { isStorageError } from "../../src/index.js";
+import { driverFromUrl } from "../../src/cli/storeUrl.js";
 import { git } from "../git/gitCli.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
@@ -106,6 +108,61 @@ describe("stowage CLI", () => {
     expect(stowage(["serve", "--help"], { cwd }).stdout.toString()).toMatch(/--insecure/);
     // Two dozen processes, each loading TypeScript through tsx: slow on a loaded 2-core machine.
   }, 180_000);
+
+  it("a directory as stdin (`set k < /`) is one E_IO line and exit 1, with --raw too, and nothing is stored", () => {
+    const dir = tempDir("cli-stdin-dir");
+    const stdin = openSync(tempDir("cli-stdin-is-a-dir"), "r");
+    try {
+      for (const extra of [[], ["--raw"]]) {
+        const result = spawnSync(process.execPath, ["--import", TSX, MAIN, "set", "k", ...extra, "--store", `fs:${dir}`], { stdio: [stdin, "pipe", "pipe"] });
+        expect(result.status, extra.join(" ")).toBe(1);
+        expect(result.stderr.toString("utf8")).toMatch(/^stowage: E_IO: Cannot read stdin: EISDIR[^\n]*\n$/);
+      }
+    } finally {
+      closeSync(stdin);
+    }
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("store URLs: every part is used or refused with E_INVALID_OPTION (queries, fragments, hosts, credentials, text after memory:)", async () => {
+    const dir = tempDir("cli-urls");
+    const refused = [
+      "memory:?foo=1",
+      "memory:x",
+      `fs:${dir}/a?x=1`,
+      `fs-lite:${dir}/a#frag`,
+      "fs://data",
+      `git:${dir}/g?bare=1`,
+      `sqlite:${dir}/s.db?mode=ro`,
+      `leveldb:${dir}/l?x`,
+      `lmdb:${dir}/m#x`,
+      "redis://127.0.0.1:6379/0?foo=1",
+      "redis://127.0.0.1:6379/zero",
+      "rediss://127.0.0.1:6379/#x",
+      "postgres://u@127.0.0.1/db?sslmode=disable&bogus=1",
+      "postgresql://u@127.0.0.1/db#x",
+      "mysql://u@127.0.0.1/db?charset=latin1",
+      "http://127.0.0.1:1/?a=1",
+      "http://127.0.0.1:1/?",
+      "https://u:p@127.0.0.1:1/",
+      "nats://127.0.0.1:4222/bucket?x=1",
+      "nats://u:p@127.0.0.1:4222/bucket",
+      "etcd://127.0.0.1:2379/prefix#x",
+      "etcd://u@127.0.0.1:2379/prefix",
+    ];
+    for (const url of refused) {
+      const error = await driverFromUrl(url).catch((caught: unknown) => caught);
+      expect(isStorageError(error, "E_INVALID_OPTION"), `${url}: ${String(error)}`).toBe(true);
+    }
+    // Nothing was created for the refused file stores.
+    expect(readdirSync(dir)).toEqual([]);
+    expect(existsSync("/data")).toBe(false);
+    const memory = await driverFromUrl("memory:");
+    expect(memory.name).toBe("memory");
+    const result = stowage(["keys", "--store", "memory:?foo=1"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe('stowage: E_INVALID_OPTION: The memory: store takes nothing after memory:, got "?foo=1"\n');
+  });
 
   it("a stdout closed by its reader (`| head -c 10`) is one E_IO line, not a crash", async () => {
     const dir = tempDir("cli-epipe");
