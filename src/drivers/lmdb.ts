@@ -244,20 +244,21 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   };
 
   /**
-   * Whether a batch lmdb-js reported committed left a key it wrote under an
-   * ifMatch guard at the very version the guard required: its write did not
-   * happen, yet nobody else wrote the key either (versions are random), so the
-   * batch may simply go again. Seen with several processes writing one file
-   * (lmdb-js 3.5.6): about one guarded write in 180,000 resolved as committed
-   * and was not there. Create-only guards are not checked: another process may
-   * have removed the new key since.
+   * Whether a batch lmdb-js reported committed left a guarded key as its guard
+   * found it: a key it sets or removes still at the version the guard required,
+   * or a key it creates still absent. Its write did not happen (versions are
+   * random, so nobody else wrote that version back), and the batch may go
+   * again. Seen with several processes writing one file (lmdb-js 3.5.6): about
+   * one guarded write in 100,000-200,000 resolved as committed and was not there.
    */
   const vanished = (operations: CommitOperation[], conditions: Condition[]): boolean => {
-    const written = new Set(operations.filter((op) => op.type !== "check").map((op) => op.key));
-    const matched = conditions.filter(({ key, version }) => version !== null && written.has(key));
-    if (matched.length === 0) return false;
+    // The last write to each key is what the file must show.
+    const last = new Map<string, CommitOperation["type"]>();
+    for (const op of operations) if (op.type !== "check") last.set(op.key, op.type);
+    const watched = conditions.filter(({ key, version }) => (version === null ? last.get(key)?.startsWith("set") : last.has(key)));
+    if (watched.length === 0) return false;
     root.resetReadTxn();
-    return matched.some(({ key, version }) => db.getEntry(key)?.version === version);
+    return watched.some(({ key, version }) => (db.getEntry(key)?.version ?? null) === version);
   };
 
   /** Queues a batch inside its conditions and waits for the commit: the first condition that failed there, if any. */
