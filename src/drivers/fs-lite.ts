@@ -12,7 +12,7 @@ export interface FsLiteOptions {
   noClear?: boolean;
   /** fsync each write before it is renamed into place. */
   fsync?: boolean;
-  /** Leaves a path out of listings; gets the absolute path, as unstorage's fs-lite does. */
+  /** Leaves a path out of listings and clear, and refuses keys there (E_INVALID_KEY); gets the absolute path, as unstorage's fs-lite does. */
   ignore?: (path: string) => boolean;
 }
 
@@ -20,7 +20,7 @@ export interface FsLiteOptions {
  * One file per key, without a file watcher (no chokidar): the core reports
  * writes made through this process. Everything else is the fs driver's.
  *
- * @throws StorageError `E_INVALID_OPTION` for a missing base, an unknown option or one of the wrong type
+ * @throws StorageError `E_INVALID_OPTION` for a missing base, a base in a Git repository's own files, an unknown option or one of the wrong type
  */
 export default defineDriver((options: FsLiteOptions) => {
   checkFileOptions("fs-lite", options, ["base", "readOnly", "noClear", "fsync", "ignore"], "function");

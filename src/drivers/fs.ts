@@ -10,7 +10,7 @@ import { checkFileOptions } from "../fs/options.js";
 export interface FsOptions {
   /** Directory that holds the keys. Required. */
   base: string;
-  /** Globs (relative to base) left out of listings and watch events. Default: node_modules and .git. */
+  /** Globs (relative to base) left out of listings, clear and watch events; keys there are refused (E_INVALID_KEY). Default: node_modules and .git. */
   ignore?: string[];
   /** Refuse every write with E_READONLY. */
   readOnly?: boolean;
@@ -29,7 +29,7 @@ const DEFAULT_IGNORE = ["**/node_modules/**", "**/.git/**"];
  * atomic (temp file + rename), every method is synchronous (flag `sync`), and
  * `watch` follows changes from any process through chokidar.
  *
- * @throws StorageError `E_INVALID_OPTION` for a missing base, an unknown option or one of the wrong type
+ * @throws StorageError `E_INVALID_OPTION` for a missing base, a base in a Git repository's own files, an unknown option or one of the wrong type
  */
 export default defineDriver((options: FsOptions) => {
   checkFileOptions("fs", options, ["base", "ignore", "readOnly", "noClear", "fsync", "watchOptions"], "globs");

@@ -26,6 +26,8 @@ import { dirname, join, resolve, sep } from "node:path";
 import { threadId } from "node:worker_threads";
 import { StorageError } from "../core/errors.js";
 import type { KeyLimits, StorageMeta } from "../core/types.js";
+import { errnoOf, nothingThere } from "./errno.js";
+import { gitDirectoryProblem, plannedRealPath } from "./gitDirs.js";
 import { TEMP_PREFIX, fileKeyLimits, isDotGitName, segmentProblem } from "./keyPaths.js";
 
 /**
@@ -44,11 +46,9 @@ export interface FileStoreOptions {
   noClear?: boolean;
   /** fsync each file before it is renamed into place (durable across power loss; slower). */
   fsync?: boolean;
-  /** Paths (relative to base, `/`-separated) left out of listings and watch events. */
+  /** Paths (relative to base, `/`-separated; a directory as `dir/`) left out of listings and watch events; keys there are refused. */
   ignore?: (relativePath: string, absolutePath: string) => boolean;
 }
-
-type ErrnoError = NodeJS.ErrnoException;
 
 /** A directory of the tree being walked: its real path, the key prefix of its entries, and that prefix's depth and UTF-8 bytes. */
 interface WalkDir {
@@ -69,9 +69,6 @@ interface WalkEntry {
 // Temp names are unique per process and thread, and random across restarts; O_EXCL refuses any clash.
 const TEMP_TAG = `${process.pid}-${threadId}-${randomBytes(3).toString("hex")}-`;
 let tempCounter = 0;
-
-/** Errors that mean a path holds nothing: missing, below a file, or a symlink loop. */
-const NOTHING_THERE = new Set(["ENOENT", "ENOTDIR", "ELOOP"]);
 
 // O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open (no effect on regular files).
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
@@ -98,14 +95,6 @@ function metaOfStats(stats: Stats): StorageMeta {
   return { atime: stats.atime, mtime: stats.mtime, ctime: stats.ctime, birthtime: stats.birthtime, size: stats.size };
 }
 
-function errnoOf(error: unknown): string | undefined {
-  return (error as ErrnoError)?.code;
-}
-
-function nothingThere(error: unknown): boolean {
-  return NOTHING_THERE.has(errnoOf(error) ?? "");
-}
-
 /** Whether `now` is still the directory `before` was: not moved away, not swapped for a link. */
 function sameDirectory(before: Stats, now: Stats | undefined): boolean {
   return now !== undefined && now.isDirectory() && now.ino === before.ino && now.dev === before.dev;
@@ -130,6 +119,7 @@ export class FileStore {
     }
     this.base = resolve(options.base);
     const real = this.resolvedBase();
+    if (real === undefined) this.assertBasePlace(this.plannedBase());
     if (real !== undefined && !statSync(real).isDirectory()) {
       throw new StorageError("E_INVALID_OPTION", `The ${driverName} driver's base ${this.base} is not a directory`, { driver: driverName });
     }
@@ -159,23 +149,59 @@ export class FileStore {
     return this.fail("E_IO", `Cannot ${action} ${JSON.stringify(key)}: ${(error as Error).message}`, key, error);
   }
 
-  /** The real path of base, resolved once it exists (symlinked bases are fine; leaving them is not). */
+  /**
+   * The real path of base, resolved once it exists (symlinked bases are fine;
+   * leaving them is not), and checked to be no Git repository's own files.
+   */
   private resolvedBase(): string | undefined {
     if (this.realBase === undefined) {
+      let real: string;
       try {
-        this.realBase = realpathSync.native(this.base);
+        real = realpathSync.native(this.base);
       } catch (error) {
         if (errnoOf(error) === "ENOENT") return undefined;
         throw this.fail("E_IO", `Cannot open ${this.base}: ${(error as Error).message}`, undefined, error);
       }
+      this.assertBasePlace(real);
+      this.realBase = real;
     }
     return this.realBase;
   }
 
-  /** The real base, made first when a write needs it (base is configured, not derived from a key). */
+  /** The real path base will have once made (it does not exist yet). */
+  private plannedBase(): string {
+    try {
+      return plannedRealPath(this.base);
+    } catch (error) {
+      throw this.fail("E_IO", `Cannot open ${this.base}: ${(error as Error).message}`, undefined, error);
+    }
+  }
+
+  /**
+   * Refuses a base whose real path is or lies inside a `.git` directory or a
+   * Git directory (a bare repository): keys like `config` or
+   * `hooks:pre-commit` would rewrite that repository.
+   *
+   * @throws StorageError `E_INVALID_OPTION`
+   */
+  private assertBasePlace(realPath: string): void {
+    let problem: string | undefined;
+    try {
+      problem = gitDirectoryProblem(realPath);
+    } catch (error) {
+      throw this.fail("E_IO", `Cannot check ${this.base} for a Git repository: ${(error as Error).message}`, undefined, error);
+    }
+    if (problem === undefined) return;
+    throw new StorageError("E_INVALID_OPTION", `The ${this.driverName} driver's base ${this.base} cannot hold keys: ${problem}, whose files keys would overwrite`, {
+      driver: this.driverName,
+    });
+  }
+
+  /** The real base, made first when a write needs it (base is configured, not derived from a key), after its planned place passed the check. */
   private madeBase(key: string): string {
     const existing = this.resolvedBase();
     if (existing !== undefined) return existing;
+    this.assertBasePlace(this.plannedBase());
     try {
       mkdirSync(this.base, { recursive: true });
     } catch (error) {
@@ -200,7 +226,28 @@ export class FileStore {
       const problem = segmentProblem(part, !isBase && index === parts.length - 1);
       if (problem !== undefined) throw this.invalidKey(key, problem);
     });
+    const hidden = isBase ? undefined : this.hiddenPath(parts);
+    if (hidden !== undefined) {
+      throw this.invalidKey(key, `${hidden} is left out of listings by the ignore option (fs's default: node_modules and .git), so the key could be written but never listed or cleared`);
+    }
     return parts;
+  }
+
+  /**
+   * The first of a key's directories (`a/`) or its file (`a/b`) that the
+   * ignore rules hide, tested as a walk meets them, or undefined: a listing
+   * never enters a hidden directory nor lists a hidden file.
+   */
+  private hiddenPath(parts: string[]): string | undefined {
+    if (this.options.ignore === undefined) return undefined;
+    const root = this.resolvedBase() ?? this.base;
+    let relative = "";
+    for (let index = 0; index < parts.length; index++) {
+      relative = index === 0 ? parts[0]! : `${relative}/${parts[index]}`;
+      const shown = index === parts.length - 1 ? relative : relative + "/";
+      if (this.ignored(shown, join(root, relative))) return shown;
+    }
+    return undefined;
   }
 
   /** Fails unless `realPath` lies inside the real base and outside its `.git` directories: a symlink must not lead there. */
@@ -719,7 +766,7 @@ export class FileStore {
     if (parts.some((part) => segmentProblem(part, false) !== undefined)) return undefined;
     const key = parts.join(":");
     if (parts.length > this.keyLimits.segments || !this.fitsAsFile(parts[parts.length - 1]!, Buffer.byteLength(key))) return undefined;
-    if (this.ignored(parts.join("/"), absolutePath)) return undefined;
+    if (this.hiddenPath(parts) !== undefined) return undefined;
     if (present && this.lstat(absolutePath, key, "watch")?.isSymbolicLink()) {
       const real = this.realpath(absolutePath, key, "watch");
       if (real === undefined || !this.isInside(real)) return undefined;

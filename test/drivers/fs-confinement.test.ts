@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createStorage, isStorageError, type Driver } from "../../src/index.js";
@@ -268,6 +268,48 @@ describe.each(drivers)("%s never acts outside base", (_name, make) => {
     execFileSync("git", ["-C", base, "status", "--short"]);
   });
 
+  it("a base that is or lies in a .git directory or a Git directory (bare repository) is E_INVALID_OPTION, before anything is made", async () => {
+    const root = tempDir();
+    const work = join(root, "work");
+    const bare = join(root, "bare");
+    execFileSync("git", ["init", "-q", work]);
+    execFileSync("git", ["init", "-q", "--bare", bare]);
+    symlinkSync(join(bare, "hooks"), join(root, "hooks-link"));
+    symlinkSync(join(work, ".git"), join(root, "git-link"));
+    const before = snapshot(root);
+    const refused = [
+      join(work, ".git"),
+      join(work, ".git", "hooks"),
+      join(work, ".git", "new", "dir"),
+      join(work, ".GIT.", "x"),
+      join(work, "sub", "git~1"),
+      bare,
+      join(bare, "hooks"),
+      join(bare, "refs", "heads"),
+      join(bare, "new", "dir"),
+      join(root, "hooks-link"),
+      join(root, "git-link", "info"),
+    ];
+    for (const base of refused) {
+      expect(await codeOf(() => make(base)), base).toBe("E_INVALID_OPTION");
+    }
+    // Checked again at first use: base made a link into a repository after open.
+    const late = join(root, "late");
+    const driver = make(late);
+    symlinkSync(join(bare, "hooks"), late);
+    expect(await codeOf(() => createStorage({ driver }).setItem("pre-commit", "#!/bin/sh\nexit 1\n"))).toBe("E_INVALID_OPTION");
+    rmSync(late);
+    expect(snapshot(root)).toEqual(before);
+    execFileSync("git", ["--git-dir", bare, "fsck", "--no-progress"]);
+    // A work tree is a base like any other (its .git keys are refused), and keys named like a repository's files make no Git directory.
+    const storage = createStorage({ driver: make(work) });
+    await storage.setItem("notes:a", 1);
+    const plain = join(root, "plain");
+    const files = createStorage({ driver: make(plain) });
+    for (const key of ["HEAD", "objects:a", "refs:b"]) await files.setItem(key, "x");
+    expect((await createStorage({ driver: make(plain) }).getKeys()).sort()).toEqual(["HEAD", "objects:a", "refs:b"]);
+  });
+
   it("declares its key limits from its base and holds keys right at them; one byte more is refused before anything is made", async () => {
     const base = tempDir();
     const driver = make(base);
@@ -376,10 +418,11 @@ describe("clear while the tree changes under it", () => {
   it("stops with E_IO when a directory is moved out of base and swapped for a link mid-clear; nothing outside is removed", async () => {
     const base = tempDir();
     const outside = tempDir("outside");
+    let armed = false;
     let swapped = false;
-    // fs-lite asks its ignore function about each entry as clear() walks: the swap happens right inside the walk.
+    // fs-lite asks its ignore function about each entry as clear() walks (and about each key's path as it is written): the swap happens right inside the walk.
     const ignore = (path: string) => {
-      if (!swapped && path.startsWith(join(base, "d") + "/")) {
+      if (armed && !swapped && path.startsWith(join(base, "d") + "/")) {
         swapped = true;
         renameSync(join(base, "d"), join(outside, "moved"));
         symlinkSync(join(outside, "moved"), join(base, "d"));
@@ -388,6 +431,7 @@ describe("clear while the tree changes under it", () => {
     };
     const storage = createStorage({ driver: fsLite({ base, ignore }) });
     for (let i = 0; i < 5; i++) await storage.setItem(`d:f${i}`, i);
+    armed = true;
     expect(await codeOf(() => storage.clear())).toBe("E_IO");
     expect(swapped).toBe(true);
     expect(readdirSync(join(outside, "moved")).sort()).toEqual(["f0", "f1", "f2", "f3", "f4"]);

@@ -56,6 +56,39 @@ describe("fs driver", () => {
     expect(readdirSync(base).sort()).toEqual([".git", "node_modules"]);
   });
 
+  it("keys its ignore rules hide are E_INVALID_KEY on every operation: nothing is stored that getKeys and clear would not see", async () => {
+    const base = tempDir();
+    const storage = createStorage({ driver: fsDriver({ base }) });
+    const hidden = ["node_modules:x", "node_modules", "a:node_modules:b", "a/node_modules"];
+    for (const key of hidden) {
+      for (const action of [
+        () => storage.setItem(key, 1),
+        () => storage.setItemRaw(key, new Uint8Array([1])),
+        () => storage.getItem(key),
+        () => storage.hasItem(key),
+        () => storage.getMeta(key),
+        () => storage.removeItem(key),
+      ]) {
+        expect(await codeOf(action), key).toBe("E_INVALID_KEY");
+      }
+    }
+    const error = await storage.setItem("node_modules:x", 1).catch((caught: unknown) => caught);
+    expect(String(error)).toContain("node_modules/ is left out of listings by the ignore option");
+    expect(readdirSync(base)).toEqual([]);
+    // What other tools put there stays out of reach, as the listing shows it.
+    mkdirSync(join(base, "node_modules", "pkg"), { recursive: true });
+    writeFileSync(join(base, "node_modules", "pkg", "index.js"), "x");
+    expect(await storage.getKeys()).toEqual([]);
+    expect(await codeOf(() => storage.getItem("node_modules:pkg:index.js"))).toBe("E_INVALID_KEY");
+    // Custom globs, a directory-only one included: the walk never enters cache/, so cache:x is refused too.
+    const custom = createStorage({ driver: fsDriver({ base, ignore: ["cache/", "**/*.log"] }) });
+    for (const key of ["cache:x", "debug.log", "a:b.log"]) expect(await codeOf(() => custom.setItem(key, 1)), key).toBe("E_INVALID_KEY");
+    for (const key of ["my_node_modules:x", "node_modulesx", "cached:x", "log"]) await storage.setItem(key, 1);
+    expect((await storage.getKeys()).sort()).toEqual(["cached:x", "log", "my_node_modules:x", "node_modulesx"]);
+    await storage.clear();
+    expect(readdirSync(base)).toEqual(["node_modules"]);
+  });
+
   it("readOnly refuses writes, noClear refuses clear", async () => {
     const base = tempDir();
     writeFileSync(join(base, "a"), '"x"');
