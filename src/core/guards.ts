@@ -31,6 +31,28 @@ export function checkWriteOptions(mount: Mount, opts: SetOptions | RemoveOptions
 }
 
 /**
+ * Refuses `ifNoneMatch` on a removal. "Remove only if absent" can do
+ * nothing but fail or do nothing, and drivers differed on which (some
+ * answered E_CONFLICT, some ignored the guard), so the core refuses it
+ * before any driver sees it, on every driver, present whatever its value.
+ *
+ * @throws StorageError `E_INVALID_OPTION`
+ */
+export function refuseCreateOnlyRemoval(opts: RemoveOptions, driver?: string): void {
+  if (opts !== null && typeof opts === "object" && "ifNoneMatch" in opts) {
+    throw new StorageError("E_INVALID_OPTION", "A removal takes no ifNoneMatch: a key that must not exist has nothing to remove; use ifMatch to guard a removal", {
+      driver,
+    });
+  }
+}
+
+/** {@link checkWriteOptions} for a removal: `ifNoneMatch` is refused first ({@link refuseCreateOnlyRemoval}), on any driver. */
+export function checkRemoveOptions(mount: Mount, opts: RemoveOptions): void {
+  refuseCreateOnlyRemoval(opts, mount.name);
+  checkWriteOptions(mount, opts);
+}
+
+/**
  * The options for the writes that follow a guarded one (its meta sidecar):
  * the guard is the value's, and a sidecar's version never matches it.
  */

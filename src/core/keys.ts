@@ -4,7 +4,9 @@ import { DEFAULT_KEY_LIMITS, type KeyLimits } from "./types.js";
 /**
  * Key rules, as unstorage has them: `/`, `\` and `:` all separate segments,
  * runs of separators collapse, leading and trailing separators are dropped,
- * and a `?query` suffix is stripped. Normalized keys use `:`.
+ * and a `?query` suffix is stripped. Normalized keys use `:`. stowage strips
+ * the query on reads only: a key written or removed may not hold `?`
+ * ({@link normalizeWriteKey}), and neither may a base.
  */
 
 const COLON = 58;
@@ -72,6 +74,24 @@ export function normalizeItemKey(key: unknown): string {
     throw new StorageError("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)}`, { key });
   }
   return normalized;
+}
+
+/**
+ * Normalizes a key that is written or removed (setItem, setItemRaw,
+ * setItems, setItemStream, removeItem, setMeta, removeMeta, update and the
+ * writes of a transaction). Reads strip a `?query` suffix as unstorage does,
+ * but a write or removal of `q?x` would act on `q`, a key the caller did not
+ * name, so a key holding `?` is refused here. The check rides on the fast
+ * scan of {@link normalizeItemKey}: a plain key pays nothing for it.
+ *
+ * @throws StorageError `E_INVALID_KEY` for a key holding `?`, and for every key {@link normalizeItemKey} refuses
+ */
+export function normalizeWriteKey(key: unknown): string {
+  if (typeof key === "string" && key.length > 0 && !needsWork(key)) return key;
+  if (typeof key === "string" && key.includes("?")) {
+    throw new StorageError("E_INVALID_KEY", `Invalid key: "?" is not allowed in a key that is written or removed, got ${JSON.stringify(key)}`, { key });
+  }
+  return normalizeItemKey(key);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { StorageError, isStorageError, toStorageError } from "./errors.js";
-import { checkKeyLimits, filterKeyByDepth, isMetaKey, metaKeyOf, normalizeBaseKey, normalizeItemBase, normalizeItemKey, normalizeKey } from "./keys.js";
+import { checkKeyLimits, filterKeyByDepth, isMetaKey, metaKeyOf, normalizeBaseKey, normalizeItemBase, normalizeItemKey, normalizeKey, normalizeWriteKey } from "./keys.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
 import { MountTable, type Located, type Mount, type MountSlice } from "./mounts.js";
 import { deserializeRaw, resolveSerializer, serializeRaw, toBytes, type Serializer } from "./serializer.js";
@@ -16,8 +16,8 @@ import {
   withExpiry,
   type SidecarChange,
 } from "./ttl.js";
-import { bytesOf, gather, wholeStream, withStorageErrors } from "./streams.js";
-import { checkWriteOptions, hasGuard, withoutGuards } from "./guards.js";
+import { bytesOf, gather, wholeStream, withStorageErrors, type Body } from "./streams.js";
+import { checkRemoveOptions, checkWriteOptions, hasGuard, withoutGuards } from "./guards.js";
 import { CallerError, runTransaction, runUpdate } from "./transaction.js";
 import type {
   CommitOperation,
@@ -153,8 +153,9 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     if (!mount.driver.flags?.sync) throw unsupported(mount, "The sync API", "sync");
   }
 
-  function locate(key: unknown, sync: boolean): Located {
-    const full = normalizeItemKey(key);
+  /** Resolves a key to its mount; `write`: the key is written or removed, so it may not hold `?` ({@link normalizeWriteKey}). */
+  function locate(key: unknown, sync: boolean, write?: boolean): Located {
+    const full = write ? normalizeWriteKey(key) : normalizeItemKey(key);
     const mount = table.resolve(full);
     if (sync) requireSync(mount);
     const rel = mount.base ? full.slice(mount.base.length) : full;
@@ -241,9 +242,12 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   /**
    * Removes an expired key and its sidecar; the key then reads as absent.
-   * On a driver flagged `cas` the removal is guarded by the version found
-   * once the expiry is confirmed, so a value another writer has just put
-   * back is not deleted: a conflict means the key lives again, and is left.
+   * On a driver flagged `cas` the removal is guarded by the versions of both
+   * the value and the sidecar, each read before the expiry is confirmed, so
+   * a key another writer has just put back is not deleted: a conflict means
+   * the key lives again, and is left. The sidecar's guard matters where
+   * etags are content hashes (git, git-refs): a value written again with the
+   * same content keeps its etag, and only its new sidecar shows the rewrite.
    * Without CAS no guard is possible, and the purge is a plain removal.
    */
   function purge(loc: Located, opts: TransactionOptions): MaybePromise<void> {
@@ -255,13 +259,42 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
         chain(driver.removeItem!(metaKeyOf(loc.rel), options), () => watchers.report(loc.mount, "remove", loc.key)),
       );
     }
-    // The version first, then the expiry once more: a rewrite between the two fails the guard.
+    // Versions first, then the expiry once more: a rewrite of either after its version was read fails its guard.
     return chain(driver.getMeta(loc.rel, options), (meta) =>
-      chain(readSidecar(loc.mount, loc.rel, serializer, options), (sidecar) => {
-        if (!meta?.etag || !isExpired(sidecar)) return;
-        const guarded = { ...options, ifMatch: meta.etag };
-        return unlessConflict(() => removeWithSidecar(loc, loc.mount.driver, guarded, { type: "remove" }));
-      }),
+      chain(driver.getMeta!(metaKeyOf(loc.rel), options), (sidecarMeta) =>
+        chain(readSidecar(loc.mount, loc.rel, serializer, options), (sidecar) => {
+          if (!meta?.etag || !sidecarMeta?.etag || !isExpired(sidecar)) return;
+          const versions = { value: meta.etag, sidecar: sidecarMeta.etag };
+          return unlessConflict(() => removeExpired(loc, versions, options));
+        }),
+      ),
+    );
+  }
+
+  /**
+   * The guarded removal of an expired key, given the versions its value and
+   * sidecar had when the expiry was read. Where the driver has atomic
+   * commits: one commit checking both versions. Otherwise the sidecar goes
+   * first, guarded by its version (a rewrite of the key rewrites it), then
+   * the value, guarded by its own. Gap left there (content-hash etags only):
+   * a writer that puts the same content back between the two removals
+   * matches the value's guard, and loses its write. See docs/core.md.
+   */
+  function removeExpired(loc: Located, versions: { value: string; sidecar: string }, options: RemoveOptions): MaybePromise<void> {
+    const driver = loc.mount.driver;
+    const sidecarKey = metaKeyOf(loc.rel);
+    const done = () => watchers.report(loc.mount, "remove", loc.key);
+    if (driver.commit && driver.flags?.transactions) {
+      const operations: CommitOperation[] = [
+        { type: "check", key: loc.rel, etag: versions.value },
+        { type: "check", key: sidecarKey, etag: versions.sidecar },
+        { type: "remove", key: loc.rel, options },
+        { type: "remove", key: sidecarKey, options },
+      ];
+      return chain(driver.commit(operations, options), done);
+    }
+    return chain(driver.removeItem!(sidecarKey, { ...options, ifMatch: versions.sidecar }), () =>
+      chain(driver.removeItem!(loc.rel, { ...options, ifMatch: versions.value }), done),
     );
   }
 
@@ -473,7 +506,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   function writeTextStep(sync: boolean, key: string, text: string, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
     checkCallOptions(opts);
-    return writeStep(locate(key, sync), text, opts);
+    return writeStep(locate(key, sync, true), text, opts);
   }
 
   // --- writes ---------------------------------------------------------------
@@ -532,35 +565,36 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function setItemStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
     checkCallOptions(opts);
     if (value === undefined) return removeItemStep(sync, key, opts);
-    const loc = locate(key, sync);
+    const loc = locate(key, sync, true);
     return writeStep(loc, serializer.serialize(value), opts);
   }
 
   function setItemRawStep(sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
     checkCallOptions(opts);
     if (value === undefined) return removeItemStep(sync, key, opts);
-    const loc = locate(key, sync);
+    const loc = locate(key, sync, true);
     return writeStep(loc, toBytes(value), opts);
   }
 
   /** setItemStream: chunks go to a driver that takes them as they come, else are gathered for setItemRaw. */
   function setItemStream(key: string, body: unknown, opts: SetOptions = NO_OPTIONS): Promise<void> {
-    let release = (): Promise<void> => Promise.resolve();
+    let stream: Body | undefined;
     return toPromise(key, () => {
-      const stream = bytesOf(body);
-      release = stream.release;
+      stream = bytesOf(body);
       return writeStream(key, stream.chunks, opts);
     }).catch((error: unknown) => {
       // A write that fails before or while reading the body lets go of the caller's stream, without waiting on it.
-      release().catch((releaseError: unknown) => process.emitWarning(`stowage: ending the stream of a failed setItemStream failed: ${String(releaseError)}`));
-      throw error;
+      stream?.release().catch((releaseError: unknown) => process.emitWarning(`stowage: ending the stream of a failed setItemStream failed: ${String(releaseError)}`));
+      // What the caller's own body threw comes back as it was thrown, however the driver reported it.
+      const failure = stream?.failure();
+      throw failure ? failure.error : error;
     });
   }
 
   /** Options are checked before a byte is read; a driver that cannot take chunks gets the body gathered. */
   function writeStream(key: string, chunks: AsyncIterable<Uint8Array>, opts: SetOptions): MaybePromise<void> {
     checkCallOptions(opts);
-    const loc = locate(key, false);
+    const loc = locate(key, false, true);
     checkWriteOptions(loc.mount, opts);
     const ttl = ttlOf(loc, opts);
     const options = driverOptions(loc, opts, ttl);
@@ -578,10 +612,11 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     if (!Array.isArray(items)) throw new StorageError("E_INVALID_OPTION", "setItems expects an array of { key, value }");
     // Every key and guard is checked before anything is sent.
     const entries = items.map((item): SetEntry => {
-      const loc = locate(item?.key, sync);
+      const loc = locate(item?.key, sync, true);
       if (item.options !== undefined && item.options !== null) checkCallOptions(item.options);
       const options: SetOptions = item.options ? { ...common, ...item.options } : common;
-      checkWriteOptions(loc.mount, options);
+      if (item.value === undefined) checkRemoveOptions(loc.mount, options);
+      else checkWriteOptions(loc.mount, options);
       return { loc, text: item.value === undefined ? undefined : serializer.serialize(item.value), options };
     });
     const groups = new Map<Mount, SetEntry[]>();
@@ -700,8 +735,8 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function removeItemStep(sync: boolean, key: string, opts: RemoveOptions | boolean = NO_OPTIONS): MaybePromise<void> {
     const options: RemoveOptions = typeof opts === "boolean" ? { removeMeta: opts } : opts;
     checkCallOptions(options);
-    const loc = locate(key, sync);
-    checkWriteOptions(loc.mount, options);
+    const loc = locate(key, sync, true);
+    checkRemoveOptions(loc.mount, options);
     return removeLocated(loc, loc.writer, options);
   }
 
@@ -718,7 +753,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     checkCallOptions(opts);
     refuseMetaGuard("setMeta", opts);
     if (value === null || typeof value !== "object") throw new StorageError("E_INVALID_VALUE", "Meta must be an object");
-    const loc = locate(key, sync);
+    const loc = locate(key, sync, true);
     const driver = loc.mount.driver;
     if (!driver.setItem) throw readOnly(loc.mount, loc.key);
     const write = (meta: Record<string, unknown>) => driver.setItem!(metaKeyOf(loc.rel), serializer.serialize(meta), opts);
@@ -730,7 +765,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   function removeMetaStep(sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
     checkCallOptions(opts);
     refuseMetaGuard("removeMeta", opts);
-    const loc = locate(key, sync);
+    const loc = locate(key, sync, true);
     const driver = loc.mount.driver;
     if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
     if (!needsCoreTtl(loc)) return driver.removeItem(metaKeyOf(loc.rel), opts);
@@ -909,7 +944,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     update: (key, fn, opts = {}) =>
       toPromise(key, () => {
         checkOptions("update", opts, ["retries", "ttl"]);
-        return runUpdate(storage, locate(key, false).mount, key, fn, opts ?? {});
+        return runUpdate(storage, locate(key, false, true).mount, key, fn, opts ?? {});
       }),
     transaction: (fn, opts = NO_OPTIONS) =>
       toPromise(undefined, () => {
@@ -987,7 +1022,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   const transactionContext = {
     serializer,
-    locate: (key: string) => locate(key, false),
+    locate: (key: string, write?: boolean) => locate(key, false, write),
     report: (mount: Mount, event: "update" | "remove", key: string) => watchers.report(mount, event, key),
     checkTtl: (ttl: unknown) => checkTtl(ttl) ?? defaultTtl,
   };

@@ -22,6 +22,13 @@ export interface Body {
    * generator busy in an await ends when it next yields.
    */
   release(): Promise<void>;
+  /**
+   * What the caller's body itself threw while it was read, if it did (the
+   * same object, in `error`): setItemStream rejects with it as it was
+   * thrown, not with the driver's report of it, as transaction and update
+   * hand back the caller's own errors.
+   */
+  failure(): { error: unknown } | undefined;
 }
 
 /**
@@ -48,9 +55,18 @@ export function bytesOf(body: unknown): Body {
     stream.once?.("error", (error) => process.emitWarning(`stowage: a stream let go after a failed setItemStream failed: ${String(error)}`));
     stream.destroy();
   };
+  let failed: { error: unknown } | undefined;
+  const pull = async (): Promise<IteratorResult<unknown>> => {
+    try {
+      return await source.next();
+    } catch (error) {
+      failed = { error };
+      throw error;
+    }
+  };
   const chunks = (async function* () {
     try {
-      for (let next = await source.next(); !next.done; next = await source.next()) {
+      for (let next = await pull(); !next.done; next = await pull()) {
         const chunk: unknown = next.value;
         if (chunk instanceof Uint8Array) yield chunk;
         else if (chunk !== null && chunk !== undefined) yield toBytes(chunk);
@@ -60,7 +76,7 @@ export function bytesOf(body: unknown): Body {
       await release();
     }
   })();
-  return { chunks, release };
+  return { chunks, release, failure: () => failed };
 }
 
 /** Gathers a body whole, for a driver that cannot take it in chunks. */

@@ -1,5 +1,5 @@
 import { StorageError, isStorageError } from "./errors.js";
-import { checkWriteOptions, hasGuard } from "./guards.js";
+import { checkWriteOptions, hasGuard, refuseCreateOnlyRemoval } from "./guards.js";
 import { isMetaKey, metaKeyOf } from "./keys.js";
 import type { Located, Mount } from "./mounts.js";
 import type { Serializer } from "./serializer.js";
@@ -18,7 +18,8 @@ import type {
 /** What a transaction needs from the storage that runs it. */
 export interface TransactionContext {
   serializer: Serializer;
-  locate(key: string): Located;
+  /** Resolves a key; `write`: it is written or removed, so a `?` in it is E_INVALID_KEY. */
+  locate(key: string, write?: boolean): Located;
   report(mount: Mount, event: "update" | "remove", key: string): void;
   /** The ttl a write gets: its own, or the storage's default. */
   checkTtl(ttl: unknown): number | undefined;
@@ -106,9 +107,9 @@ export async function runTransaction<R>(
   const writes = new Map<string, BufferedWrite>();
   const reads = new Map<string, string | null>();
 
-  const enter = (key: string): Located => {
+  const enter = (key: string, write?: boolean): Located => {
     if (finished) throw new StorageError("E_INVALID_OPTION", "This transaction has already finished");
-    const loc = context.locate(key);
+    const loc = context.locate(key, write);
     if (!mount) {
       const driver = loc.mount.driver;
       if (!driver.flags?.transactions || !driver.commit) {
@@ -158,17 +159,18 @@ export async function runTransaction<R>(
     },
     async setItem(key, value, options = {}) {
       if (value === undefined) return tx.removeItem(key, options);
-      const loc = enter(key);
+      const loc = enter(key, true);
       writes.delete(loc.key);
       writes.set(loc.key, { loc, type: "set", value: context.serializer.serialize(value), options });
     },
     async setItemRaw(key, value, options = {}) {
-      const loc = enter(key);
+      const loc = enter(key, true);
       writes.delete(loc.key);
       writes.set(loc.key, { loc, type: "setRaw", value: toBytes(value).slice(), options });
     },
     async removeItem(key, options = {}) {
-      const loc = enter(key);
+      refuseCreateOnlyRemoval(options);
+      const loc = enter(key, true);
       writes.delete(loc.key);
       writes.set(loc.key, { loc, type: "remove", options });
     },

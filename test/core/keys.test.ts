@@ -3,6 +3,7 @@ import memory from "../../src/drivers/memory.js";
 import overlay from "../../src/drivers/overlay.js";
 import queue from "../../src/drivers/queue.js";
 import { DEFAULT_KEY_LIMITS, StorageError, createStorage, type Driver } from "../../src/index.js";
+import { normalizeItemKey, normalizeWriteKey } from "../../src/core/keys.js";
 
 async function errorOf(action: () => unknown): Promise<StorageError> {
   try {
@@ -124,15 +125,28 @@ describe("key limits", () => {
 });
 
 describe("? in keys and bases", () => {
-  it("strips a ?query from item keys as unstorage does, and refuses a key that is empty before its ?", async () => {
+  it("strips a ?query from keys read as unstorage does; a key written or removed may not hold ?", async () => {
     const storage = createStorage();
-    await storage.setItem("q?other", 1);
-    expect(await storage.getKeys()).toEqual(["q"]);
-    for (const key of ["?", "?x", ":?x", "/?a=1", "?a:b"]) {
+    await storage.setItem("q", 1);
+    for (const key of ["?", "?x", ":?x", "/?a=1", "?a:b", "q?other", "q?", "q:a?b:c", "q/?x"]) {
       expect((await errorOf(() => storage.setItem(key, 2))).code).toBe("E_INVALID_KEY");
       expect((await errorOf(() => storage.removeItem(key))).code).toBe("E_INVALID_KEY");
+      expect((await errorOf(() => storage.setMeta(key, {}))).code).toBe("E_INVALID_KEY");
+      expect((await errorOf(() => storage.update(key, () => 2))).code).toBe("E_INVALID_KEY");
+      expect(() => storage.setItemSync(key, 2)).toThrow(expect.objectContaining({ code: "E_INVALID_KEY" }));
     }
-    expect(await storage.getItem("q")).toBe(1);
+    expect(await storage.getItem("q?other")).toBe(1);
+    expect(await storage.hasItem("q?")).toBe(true);
+    expect(await storage.getKeys()).toEqual(["q"]);
+    // Still refused on a read: a key empty before its ? never turns into the root.
+    expect((await errorOf(() => storage.getItem("?x"))).code).toBe("E_INVALID_KEY");
+  });
+
+  it("normalizeWriteKey refuses ? and passes plain keys through untouched", () => {
+    expect(normalizeWriteKey("a:b")).toBe("a:b");
+    expect(normalizeWriteKey("/a/b/")).toBe("a:b");
+    expect(() => normalizeWriteKey("a?b")).toThrow(expect.objectContaining({ code: "E_INVALID_KEY" }));
+    expect(normalizeItemKey("a?b")).toBe("a");
   });
 
   it("refuses ? anywhere in a base, so a query never widens a clear or a listing", async () => {
