@@ -93,7 +93,7 @@ if (await serviceUp("NATS", servers)) {
       const keys = [
         `long:${"k".repeat(1024)}`,
         `quotes:'single':"double"`,
-        "pattern:%_\\*?[.]>",
+        "pattern:%_\\*[.]>",
         "pattern:*",
         "pattern:>",
         "unicode:ключ:日本語:🚀",
@@ -104,7 +104,7 @@ if (await serviceUp("NATS", servers)) {
       for (const [index, key] of keys.entries()) await storage.setItem(key, index);
       for (const [index, key] of keys.entries()) expect(await storage.getItem(key)).toBe(index);
       expect((await storage.getKeys()).sort()).toEqual(keys.map(normalizeKey).sort());
-      expect((await storage.getKeys("pattern")).sort()).toEqual(["pattern:%_:*", "pattern:*", "pattern:>"].sort());
+      expect((await storage.getKeys("pattern")).sort()).toEqual(["pattern:%_:*[.]>", "pattern:*", "pattern:>"].sort());
       // Below the core's key rules the driver takes any key as it is.
       await rawKeysRoundTrip(storage, ["a?b", "c\\d", "[*?]", "x.y>z", `'"%_`, "tab\tkey"]);
     });
