@@ -120,6 +120,29 @@ describe("redis driver options", () => {
   });
 });
 
+describe("redis database number", () => {
+  it("refuses one ioredis would SELECT wrongly (from the URL's path, its ?db= or client.db) with E_INVALID_OPTION at open", async () => {
+    const refused: RedisDriverOptions[] = [
+      // NaN: its SELECT failed outside any caller and ended the process.
+      { url: `${url}/abc` },
+      { url: `${url}/-1` },
+      // ioredis's parseInt would take these as 1 and 3.
+      { url: `${url}/1abc` },
+      { url: `${url}?db=3x` },
+      { url: `${url}/%31` },
+      { url, client: { db: -1 } },
+      { url, client: { db: 1.5 } },
+      { url, client: { db: "2b" as never } },
+      { url, client: { db: 2, enableReadyCheck: false } },
+      { cluster: [{ port: 7000 }], client: { db: 2 } },
+      { cluster: [{ port: 7000 }], clusterOptions: { redisOptions: { db: 1 } } },
+      { url: "redis://[::1" },
+    ];
+    for (const options of refused) expect(await codeOf(() => redis(options)), JSON.stringify(options)).toBe("E_INVALID_OPTION");
+    for (const options of [{ url: `${url}/15` }, { url: `${url}?db=2` }, { url, client: { db: 0 } }, { url: `${url}/` }]) await redis(options).dispose?.();
+  });
+});
+
 describe("redis options", () => {
   it("refuses an option it does not know, naming the known ones", () => {
     checkUnknownOption(redis, { url, base: "b", scanCount: 10 });
@@ -347,6 +370,29 @@ if (await serviceUp("Redis", url)) {
         await storage.dispose();
         for (const socket of sockets) socket.destroy();
         await new Promise((resolve) => silent.close(resolve));
+      }
+    });
+
+    it("a database the server refuses (past its databases) fails every operation with E_INVALID_OPTION, writes nothing into database 0, and stays closed", async () => {
+      const key = `${freshBase()}:probe`;
+      const database0 = new Redis(url);
+      try {
+        for (const target of [`${url}/99999`, `${url}?db=16`]) {
+          const driver = redis({ url: target, watch: "pubsub" });
+          const storage = createStorage({ driver });
+          const operations = [() => storage.setItem(key, 1), () => storage.getItem(key), () => storage.getKeys(), () => storage.watch(() => undefined)];
+          for (const operation of operations) expect(await codeOf(operation)).toBe("E_INVALID_OPTION");
+          // Issued together before the connection was ready: they all wait for it, and all fail.
+          const again = createStorage({ driver: redis({ url: target, watch: "off" }) });
+          const codes = await Promise.all(Array.from({ length: 10 }, (_, i) => codeOf(() => again.setItem(`${key}:${i}`, i))));
+          expect(new Set(codes)).toEqual(new Set(["E_INVALID_OPTION"]));
+          // Closed for good: ioredis does not reconnect it into database 0.
+          await eventually(() => expect(driver.getInstance!().status).toBe("end"));
+          await Promise.all([storage.dispose(), again.dispose()]);
+        }
+        expect(await database0.keys(`${key}*`)).toEqual([]);
+      } finally {
+        database0.disconnect();
       }
     });
 
