@@ -1,13 +1,16 @@
+import { closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { dirname } from "node:path";
 import { open, type Database, type RootDatabase } from "lmdb";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta } from "../core/types.js";
+import { makeDirectories } from "./support/directories.js";
 import { optionNames } from "./support/optionNames.js";
 
 export interface LmdbOptions {
-  /** Database file (created with its `-lock` file beside it) or, with `noSubdir: false`, a directory. Required. */
+  /** The database file, created (with its directory and a `-lock` file beside it) when missing; an existing file must be an LMDB database. Required. */
   path: string;
   /** Name of the LMDB database inside the environment that holds the keys (default `stowage`). */
   name?: string;
@@ -112,6 +115,105 @@ const payloadOf = (stored: StoredValue): Payload => (Array.isArray(stored) ? sto
 const expiresOf = (stored: StoredValue): number | undefined => (Array.isArray(stored) ? stored[1] : undefined);
 const isAlive = (stored: StoredValue, now: number): boolean => !Array.isArray(stored) || stored[1] > now;
 
+// LMDB's data file, format 2 (what lmdb-js 3.5.6 writes), in the machine's byte order: it starts with
+// two meta pages, each a 24-byte page header whose flags (offset 18) hold P_META, then the meta:
+// magic (24), format version (28), ..., the page size (48).
+const META_LAYOUT = { flags: 18, magic: 24, version: 28, pageSize: 48, length: 52 } as const;
+const P_META = 0x08;
+const LMDB_MAGIC = 0xbeefc0de;
+const LMDB_DATA_VERSION = 2;
+
+function fileError(code: "E_IO" | "E_CORRUPT" | "E_INVALID_OPTION", path: string, message: string, cause?: unknown): StorageError {
+  return new StorageError(code, `${path} ${message}`, { driver: DRIVER_NAME, cause });
+}
+
+const kindOf = (stats: Stats): string =>
+  stats.isDirectory() ? "a directory" : stats.isFIFO() ? "a FIFO" : stats.isSocket() ? "a socket" : stats.isCharacterDevice() || stats.isBlockDevice() ? "a device" : "not a regular file";
+
+/** `length` bytes of an open file from `offset` (fewer at its end). */
+function readAt(fd: number, offset: number, length: number): Buffer {
+  const bytes = Buffer.alloc(length);
+  return bytes.subarray(0, readSync(fd, bytes, 0, length, offset));
+}
+
+/** Why the bytes read where a meta page must start are not one this lmdb-js opens, or undefined when they are. */
+function metaProblem(meta: Buffer, offset: number): string | undefined {
+  if (meta.length < META_LAYOUT.length || meta.readUInt32LE(META_LAYOUT.magic) !== LMDB_MAGIC || !(meta.readUInt16LE(META_LAYOUT.flags) & P_META)) {
+    return `no LMDB meta page at byte ${offset}`;
+  }
+  const version = meta.readUInt32LE(META_LAYOUT.version) & 0xffff;
+  return version === LMDB_DATA_VERSION ? undefined : `LMDB data format ${version}, and lmdb-js reads format ${LMDB_DATA_VERSION}`;
+}
+
+/** Checks an open regular file's two meta pages. An empty file is a new database to LMDB (and what a process creating one shows for a moment). */
+function checkMetaPages(fd: number, path: string): void {
+  const size = fstatSync(fd).size;
+  if (size === 0) return;
+  const first = readAt(fd, 0, META_LAYOUT.length);
+  const problem = metaProblem(first, 0);
+  if (problem) throw fileError("E_CORRUPT", path, `is not an LMDB database lmdb-js can open: ${problem}`);
+  const pageSize = first.readUInt32LE(META_LAYOUT.pageSize);
+  const validSize = pageSize >= 256 && pageSize <= 0x10000 && (pageSize & (pageSize - 1)) === 0;
+  if (!validSize || size < 2 * pageSize) throw fileError("E_CORRUPT", path, `is a damaged LMDB database: page size ${pageSize}, ${size} bytes`);
+  const second = metaProblem(readAt(fd, pageSize, META_LAYOUT.length), pageSize);
+  if (second) throw fileError("E_CORRUPT", path, `is a damaged LMDB database: ${second}`);
+}
+
+const notAFile = (path: string, stats: Stats): StorageError =>
+  fileError("E_INVALID_OPTION", path, `is ${kindOf(stats)}: the lmdb driver's path names its database file`);
+
+/** What is at `path`: nothing (undefined), or a regular file's stats; anything else is refused. */
+function statPath(path: string): Stats | undefined {
+  let stats: Stats | undefined;
+  try {
+    stats = statSync(path, { throwIfNoEntry: false });
+  } catch (error) {
+    throw fileError("E_IO", path, `cannot be opened: ${(error as Error).message}`, error);
+  }
+  if (stats && !stats.isFile()) throw notAFile(path, stats);
+  return stats;
+}
+
+/**
+ * Checks what `path` holds before lmdb-js sees it, creating nothing: lmdb-js
+ * 3.5.6 ends the process (SIGSEGV) on a file whose meta pages are not LMDB's,
+ * and first creates `<path>-lock` beside it. Returns whether the file exists.
+ */
+function checkDataFile(path: string): boolean {
+  if (!statPath(path)) return false;
+  let fd: number;
+  try {
+    // Non-blocking: a FIFO put in the file's place since the stat must not hang the open.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    throw fileError("E_IO", path, `cannot be read: ${(error as Error).message}`, error);
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) throw notAFile(path, stats);
+    checkMetaPages(fd, path);
+    return true;
+  } catch (error) {
+    if (error instanceof StorageError) throw error;
+    throw fileError("E_IO", path, `cannot be read: ${(error as Error).message}`, error);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Makes the database file's directory, or fails at once: lmdb-js makes it with
+ * Node's recursive mkdir, which never returns under `/proc` (see makeDirectories).
+ */
+function prepareDirectory(path: string, readOnly: boolean): void {
+  if (readOnly) throw fileError("E_IO", path, "does not exist (readOnly opens an existing database)");
+  try {
+    makeDirectories(dirname(path));
+  } catch (error) {
+    throw fileError("E_IO", path, `cannot be created: ${(error as Error).message}`, error);
+  }
+}
+
 /**
  * Keys in an LMDB environment through lmdb-js: reads are synchronous and
  * the full sync API works; the async API's writes go through lmdb-js's
@@ -124,6 +226,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   if (!options?.path) throw new StorageError("E_INVALID_OPTION", "The lmdb driver needs a path", { driver: DRIVER_NAME });
   const name = options.name ?? "stowage";
+  if (!checkDataFile(options.path)) prepareDirectory(options.path, options.readOnly === true);
   let root: RootDatabase;
   let db: LmdbDatabase;
   let expiry: Database<true, ExpiryKey>;

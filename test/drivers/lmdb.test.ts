@@ -1,3 +1,5 @@
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createStorage } from "../../src/index.js";
@@ -7,6 +9,7 @@ import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, storeAfterWorkers } from "../helpers/workers.js";
 import { KIT_TTL, withDateAhead } from "../helpers/clock.js";
 import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
+import { codeOf, finish } from "../helpers/checks.js";
 
 testDriver({ name: "lmdb", driver: () => lmdb({ path: join(tempDir("lmdb"), "store.mdb") }), ttl: KIT_TTL });
 
@@ -199,4 +202,90 @@ describe("lmdb options, key limits and batched writes", () => {
 
   it("stores a key of its declared byte limit, and refuses one byte more with E_INVALID_KEY, writing nothing", () =>
     checkKeyLimit(createStorage({ driver: lmdb({ path: join(tempDir("lmdb-limit"), "store.mdb") }) })));
+});
+
+const TSX = import.meta.resolve("tsx");
+const DRIVER = join(import.meta.dirname, "../../src/drivers/lmdb.ts");
+
+/** lmdb({ path }) for each path in one child process: the error codes, or "opened". A crash or a hang fails the test instead of the test run. */
+async function openInChild(paths: string[]): Promise<string[]> {
+  const script = `import lmdb from ${JSON.stringify(DRIVER)};
+for (const path of ${JSON.stringify(paths)}) {
+  try { await lmdb({ path }).dispose(); console.log("opened"); } catch (error) { console.log(error.code); }
+}`;
+  const child = spawn(process.execPath, ["--import", TSX, "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  const result = await finish(child, 60_000); // a hang, not a slow start on a loaded machine
+  expect(result.code, "exit code (a signal or a hang: null)").toBe(0);
+  return result.output.trim().split("\n");
+}
+
+/** A database file the driver wrote, with one key. */
+async function writtenDatabase(dir: string): Promise<Buffer> {
+  const path = join(dir, "made.mdb");
+  const storage = createStorage({ driver: lmdb({ path }) });
+  await storage.setItem("k", "v");
+  await storage.dispose();
+  return readFileSync(path);
+}
+
+describe("lmdb paths", () => {
+  it("refuses what is not an LMDB database file (text, another data format, a truncated file, a directory, a FIFO), ending nothing and creating no -lock", async () => {
+    const dir = tempDir("lmdb-not-db");
+    const database = await writtenDatabase(dir);
+    // The first meta page: magic at byte 24, then the format version; the page size at byte 48.
+    const pageSize = database.readUInt32LE(48);
+    const formatOne = Buffer.from(database);
+    formatOne.writeUInt32LE(1, 28);
+    writeFileSync(join(dir, "text"), "root:x:0:0:root:/root:/bin/bash\n".repeat(500));
+    writeFileSync(join(dir, "format-1"), formatOne);
+    writeFileSync(join(dir, "truncated"), database.subarray(0, pageSize + 100));
+    writeFileSync(join(dir, "second-meta"), Buffer.concat([database.subarray(0, pageSize), Buffer.alloc(database.length - pageSize, 0xab)]));
+    mkdirSync(join(dir, "directory"));
+    expect(spawnSync("mkfifo", [join(dir, "fifo")]).status).toBe(0);
+    const before = readdirSync(dir).sort();
+    const expected = { text: "E_CORRUPT", "format-1": "E_CORRUPT", truncated: "E_CORRUPT", "second-meta": "E_CORRUPT", directory: "E_INVALID_OPTION", fifo: "E_INVALID_OPTION" };
+    expect(await openInChild(Object.keys(expected).map((name) => join(dir, name)))).toEqual(Object.values(expected));
+    expect(await codeOf(() => lmdb({ path: "/dev/null" }))).toBe("E_INVALID_OPTION");
+    expect(readdirSync(dir).sort()).toEqual(before);
+    expect(readFileSync(join(dir, "format-1")).equals(formatOne)).toBe(true);
+  }, 120_000);
+
+  // LMDB takes an empty file for a new database (a process creating one shows one for a moment, so refusing it would fail
+  // another process's first open): it holds nothing to lose, and the driver opens it.
+  it("opens an empty file as a new database, as LMDB does", async () => {
+    const path = join(tempDir("lmdb-empty"), "empty.mdb");
+    writeFileSync(path, "");
+    const storage = createStorage({ driver: lmdb({ path }) });
+    await storage.setItem("k", "v");
+    await storage.dispose();
+    const again = createStorage({ driver: lmdb({ path }) });
+    expect(await again.getItem("k")).toBe("v");
+    await again.dispose();
+  });
+
+  it("a path whose directory cannot be made fails at once with E_IO (under a file, a dangling symlink, /proc), creating nothing", async () => {
+    const dir = tempDir("lmdb-no-dir");
+    const file = join(dir, "file");
+    writeFileSync(file, "x");
+    symlinkSync(join(dir, "nowhere"), join(dir, "dangling"));
+    const paths = [join(file, "x"), join(file, "a", "b"), join(dir, "dangling", "x")];
+    // Node's recursive mkdir spun forever under /proc; in a child, a hang fails the test rather than the run.
+    if (existsSync("/proc/self")) paths.push("/proc/nope/x", "/proc/nope/a/b");
+    expect(await openInChild(paths)).toEqual(paths.map(() => "E_IO"));
+    expect(readdirSync(dir).sort()).toEqual(["dangling", "file"]);
+  }, 120_000);
+
+  it("readOnly on a missing file is E_IO and creates no directory", async () => {
+    const dir = tempDir("lmdb-read-only");
+    expect(await codeOf(() => lmdb({ path: join(dir, "a", "store.mdb"), readOnly: true }))).toBe("E_IO");
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("creates the missing directories of a new database's path", async () => {
+    const path = join(tempDir("lmdb-new-dirs"), "a", "b", "store.mdb");
+    const storage = createStorage({ driver: lmdb({ path }) });
+    await storage.setItem("k", 1);
+    expect(await storage.getItem("k")).toBe(1);
+    await storage.dispose();
+  });
 });
