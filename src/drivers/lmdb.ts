@@ -6,7 +6,7 @@ import { conflictError, StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta } from "../core/types.js";
-import { makeDirectories } from "./support/directories.js";
+import { makeDirectories } from "../core/directories.js";
 import { optionNames } from "./support/optionNames.js";
 
 export interface LmdbOptions {

@@ -29,6 +29,7 @@ import type { KeyLimits, StorageMeta } from "../core/types.js";
 import { errnoOf, nothingThere } from "./errno.js";
 import { gitDirectoryProblem, plannedRealPath } from "./gitDirs.js";
 import { TEMP_PREFIX, fileKeyLimits, isDotGitName, segmentProblem } from "./keyPaths.js";
+import { makeDirectories } from "../core/directories.js";
 
 /**
  * The file engine under the fs and fs-lite drivers: one file per key, the
@@ -203,7 +204,7 @@ export class FileStore {
     if (existing !== undefined) return existing;
     this.assertBasePlace(this.plannedBase());
     try {
-      mkdirSync(this.base, { recursive: true });
+      makeDirectories(this.base);
     } catch (error) {
       throw this.fail("E_IO", `Cannot make the base directory ${this.base}: ${(error as Error).message}`, key, error);
     }

@@ -1,4 +1,4 @@
-import { mkdirSync, statSync, watch as watchFs, type FSWatcher } from "node:fs";
+import { statSync, watch as watchFs, type FSWatcher } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isStorageError, StorageError, toStorageError } from "../core/errors.js";
 import type { CommitOperation, HistoryEntry, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
@@ -18,6 +18,7 @@ import type { Identity } from "./refs.js";
 import { openOrInit } from "./openStore.js";
 import type { Repository } from "./repository.js";
 import { signatureNow } from "./signature.js";
+import { makeDirectories } from "../core/directories.js";
 
 /** Options of a {@link KeyValueRepo}. */
 export interface KeyValueRepoOptions {
@@ -564,7 +565,7 @@ export class KeyValueRepo {
   private startWatching(): void {
     const watchers: FSWatcher[] = [];
     const refDir = dirname(this.refFile);
-    mkdirSync(refDir, { recursive: true });
+    makeDirectories(refDir);
     const onChange = (file: string) => (_event: string, name: string | Buffer | null) => {
       if (name === null || String(name) === file) this.check();
     };

@@ -1,7 +1,8 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, renameSync } from "node:fs";
 import { dirname } from "node:path";
 import { gitError, ioError, isErrno } from "./errors.js";
 import { removeQuietly, writeAll } from "./fileUtil.js";
+import { makeDirectories } from "../core/directories.js";
 
 /** A held `<file>.lock`: created with O_EXCL, committed by rename over `<file>`. */
 export interface LockFile {
@@ -31,7 +32,7 @@ function openExclusive(lockPath: string): number {
     return openSync(lockPath, "wx", 0o666);
   } catch (error) {
     if (!isErrno(error, "ENOENT")) throw error;
-    mkdirSync(dirname(lockPath), { recursive: true });
+    makeDirectories(dirname(lockPath));
     return openSync(lockPath, "wx", 0o666);
   }
 }

@@ -1,10 +1,11 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, utimesSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 import { corrupt, ioError, isErrno } from "./errors.js";
 import { frameObject, hashObject, unframeObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
 import { removeQuietly, writeAll } from "./fileUtil.js";
 import { tempName } from "./tempName.js";
 import { deflateObject, inflateObject } from "./zlib.js";
+import { makeDirectories } from "../core/directories.js";
 
 /** Options for writing loose objects. */
 export interface LooseWriteOptions {
@@ -89,7 +90,7 @@ function writeTempFile(dir: string, temp: string, data: Buffer, fsync: boolean):
     fd = openSync(temp, "wx", 0o444);
   } catch (error) {
     if (!isErrno(error, "ENOENT")) throw error;
-    mkdirSync(dir, { recursive: true });
+    makeDirectories(dir);
     fd = openSync(temp, "wx", 0o444);
   }
   try {

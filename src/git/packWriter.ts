@@ -1,5 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { gitError, ioError, isErrno } from "./errors.js";
@@ -9,6 +9,7 @@ import { encodePackIndex, type PackIndexEntry } from "./packIndex.js";
 import { PackType, type StoredEntry } from "./packReader.js";
 import { tempName } from "./tempName.js";
 import { deflateObject } from "./zlib.js";
+import { makeDirectories } from "../core/directories.js";
 
 /** Where a pack is staged before it is installed: in memory, in a temporary file, or memory first then a file. */
 export type PackMode = "memory" | "disk" | "auto";
@@ -258,7 +259,7 @@ function inPackDir<T>(packDir: string, create: () => T): T {
     return create();
   } catch (error) {
     if (!isErrno(error, "ENOENT")) throw error;
-    mkdirSync(packDir, { recursive: true });
+    makeDirectories(packDir);
     return create();
   }
 }

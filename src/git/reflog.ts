@@ -1,8 +1,9 @@
-import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { corrupt, ioError, isErrno } from "./errors.js";
 import type { ObjectId } from "./objectId.js";
 import { formatSignature, parseSignature, type Signature } from "./signature.js";
+import { makeDirectories } from "../core/directories.js";
 
 /** One reflog line. */
 export interface ReflogEntry {
@@ -26,7 +27,7 @@ export function appendReflog(path: string, entry: ReflogEntry): void {
     appendFileSync(path, line);
   } catch (error) {
     if (!isErrno(error, "ENOENT")) throw ioError(`Cannot append to ${path}`, error);
-    mkdirSync(dirname(path), { recursive: true });
+    makeDirectories(dirname(path));
     appendFileSync(path, line);
   }
 }

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readFileSync, realpathSync, statSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, realpathSync, statSync, writeSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { isStorageError } from "../core/errors.js";
 import { decodeCommit, encodeCommit, type Commit } from "./commit.js";
@@ -14,6 +14,7 @@ import { RefStore, type RefStoreOptions } from "./refs.js";
 import { checkIdentity } from "./signature.js";
 import { decodeTag, encodeTag, type Tag } from "./tag.js";
 import { decodeTree, encodeTree, type TreeEntry } from "./tree.js";
+import { makeDirectories } from "../core/directories.js";
 
 /** Options of an opened or created {@link Repository}. */
 export interface RepositoryOptions extends RefStoreOptions {
@@ -104,7 +105,7 @@ export class Repository {
     const dir = resolve(path);
     if (isGitDir(dir)) return Repository.open(dir, options);
     try {
-      for (const sub of ["objects/info", "objects/pack", "refs/heads", "refs/tags"]) mkdirSync(join(dir, sub), { recursive: true });
+      for (const sub of ["objects/info", "objects/pack", "refs/heads", "refs/tags"]) makeDirectories(join(dir, sub));
       createOnce(join(dir, "config"), "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n");
       // HEAD last: Git takes a directory for a repository once HEAD is there.
       createOnce(join(dir, "HEAD"), `ref: refs/heads/${options.initialBranch ?? "main"}\n`);
