@@ -333,35 +333,11 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
       if (conditions instanceof StorageError) throw conditions;
       if (conditions.length > MAX_NESTED_CONDITIONS) return commitSync(operations);
       const failed = await commitOnConditions(operations, conditions);
-      if (failed === undefined) {
-        if (!vanished(operations, conditions)) return;
-        if (attempt === COMMIT_ATTEMPTS) {
-          throw new StorageError("E_IO", "LMDB reported a guarded write committed, but it is not in the file", { driver: DRIVER_NAME, key: operations[0]?.key });
-        }
-        continue;
-      }
+      if (failed === undefined) return;
       // Nothing was written; unless the guards still hold (an expired entry purged in between), it is a conflict.
       if (attempt === COMMIT_ATTEMPTS) throw conflictOn(failed);
       root.resetReadTxn();
     }
-  };
-
-  /**
-   * Whether a batch lmdb-js reported committed left a guarded key as its guard
-   * found it: a key it sets or removes still at the version the guard required,
-   * or a key it creates still absent. Its write did not happen (versions are
-   * random, so nobody else wrote that version back), and the batch may go
-   * again. Seen with several processes writing one file (lmdb-js 3.5.6): about
-   * one guarded write in 100,000-200,000 resolved as committed and was not there.
-   */
-  const vanished = (operations: CommitOperation[], conditions: Condition[]): boolean => {
-    // The last write to each key is what the file must show.
-    const last = new Map<string, CommitOperation["type"]>();
-    for (const op of operations) if (op.type !== "check") last.set(op.key, op.type);
-    const watched = conditions.filter(({ key, version }) => (version === null ? last.get(key)?.startsWith("set") : last.has(key)));
-    if (watched.length === 0) return false;
-    root.resetReadTxn();
-    return watched.some(({ key, version }) => (db.getEntry(key)?.version ?? null) === version);
   };
 
   /** Queues a batch inside its conditions and waits for the commit: the first condition that failed there, if any. */
