@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { createStorage, isStorageError, type Driver, type StorageError } from "../../src/index.js";
+import { createStorage, isStorageError, type Driver, type Storage, type StorageError } from "../../src/index.js";
 import fsDriver from "../../src/drivers/fs.js";
 import memory from "../../src/drivers/memory.js";
 import sqlite from "../../src/drivers/sqlite.js";
@@ -187,10 +187,7 @@ describe("queue driver", () => {
     const errors: StorageError[] = [];
     const q = queue({ driver: fsDriver({ base }), flushInterval: 60_000, onError: (error) => errors.push(error) });
     const storage = createStorage({ driver: q });
-    await storage.setItem("a", 1);
-    await storage.setItem("a:b", 2);
-    await storage.setItem("c", 3);
-    const flushed = await q.flush().catch((error: unknown) => error);
+    const flushed = await flushWithOneRefused(storage, q);
     expect(isStorageError(flushed, "E_INVALID_KEY")).toBe(true);
     expect(errors.map((error) => error.key)).toEqual(["a:b"]);
     expect(q.getInstance!().size).toBe(0);
@@ -248,10 +245,7 @@ describe("queue driver", () => {
       },
     });
     const storage = createStorage({ driver: q });
-    await storage.setItem("a", 1);
-    await storage.setItem("a:b", 2);
-    await storage.setItem("c", 3);
-    const flushed = await q.flush().catch((error: unknown) => error);
+    const flushed = await flushWithOneRefused(storage, q);
     expect(isStorageError(flushed, "E_INVALID_KEY")).toBe(true);
     expect(q.getInstance!().size).toBe(0);
     const direct = createStorage({ driver: fsDriver({ base }) });
@@ -267,3 +261,11 @@ describe("queue driver", () => {
     expect(() => queue({ driver: memory(), onError: "log" } as never)).toThrow(/onError/);
   });
 });
+
+/** Writes "a", "a:b" (which fs refuses: "a" is a file) and "c" through `storage` over `q`, then flushes `q`: what the flush threw. */
+async function flushWithOneRefused(storage: Storage, q: ReturnType<typeof queue>): Promise<unknown> {
+  await storage.setItem("a", 1);
+  await storage.setItem("a:b", 2);
+  await storage.setItem("c", 3);
+  return q.flush().catch((error: unknown) => error);
+}
