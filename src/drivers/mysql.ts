@@ -3,8 +3,8 @@ import type { ExecuteValues, Pool, PoolConnection, PoolOptions, ResultSetHeader,
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
-import { Deadlines } from "../core/deadlines.js";
-import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "../core/tableDriver.js";
+import { Deadlines } from "./support/deadlines.js";
+import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback } from "../core/types.js";
 import { optionNames } from "./support/optionNames.js";
 

@@ -1,6 +1,6 @@
-import { StorageError, type StorageErrorCode } from "./errors.js";
-import { filterKeyByDepth } from "./keys.js";
-import type { SetOptions } from "./types.js";
+import { StorageError, type StorageErrorCode } from "../../core/errors.js";
+import { filterKeyByDepth } from "../../core/keys.js";
+import type { SetOptions } from "../../core/types.js";
 
 /**
  * What drivers that keep keys as rows of one table (postgres, mysql) share:

@@ -1,4 +1,4 @@
-import type { StorageError } from "./errors.js";
+import type { StorageError } from "../../core/errors.js";
 
 /** How often deadlines of `timeout` ms are checked: a quarter of it, 100 ms at most, so a call fails at most that late. */
 export function deadlineTick(timeout: number): number {
