@@ -9,7 +9,7 @@ import { createStorage as createUnstorage, type Driver as UnstorageDriver } from
 import unstorageRedis from "unstorage/drivers/redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStorage, isStorageError, normalizeKey, type Storage, type WatchEvent } from "../../src/index.js";
-import redis, { type RedisDriverOptions } from "../../src/drivers/redis.js";
+import redis, { type RedisDriverOptions } from "../../src/drivers/redis/index.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
@@ -309,7 +309,7 @@ if (await serviceUp("Redis", url)) {
         script,
         [
           `import { createStorage } from ${source("../../src/index.ts")};`,
-          `import redis from ${source("../../src/drivers/redis.ts")};`,
+          `import redis from ${source("../../src/drivers/redis/index.ts")};`,
           `const storage = createStorage({ driver: redis({ url: ${JSON.stringify(url)}, base: ${JSON.stringify(base)} }) });`,
           `await storage.watch(() => undefined);`,
           `await storage.setItem("child", { written: true });`,

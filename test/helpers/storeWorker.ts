@@ -23,7 +23,7 @@ const drivers: Record<string, () => Promise<Driver>> = {
   "git-refs": async () => (await import("../../src/drivers/git-refs.js")).default({ dir: path! }),
   lmdb: async () => (await import("../../src/drivers/lmdb.js")).default({ path: path! }),
   git: async () => (await import("../../src/drivers/git.js")).default({ dir: path! }),
-  redis: async () => (await import("../../src/drivers/redis.js")).default({ url: process.env.STOWAGE_REDIS_URL, base: path! }),
+  redis: async () => (await import("../../src/drivers/redis/index.js")).default({ url: process.env.STOWAGE_REDIS_URL, base: path! }),
 };
 const storage = createStorage({ driver: await drivers[driverName!]!() });
 const count = Number(countText);

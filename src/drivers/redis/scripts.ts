@@ -1,0 +1,92 @@
+import { createHash } from "node:crypto";
+import type { RedisClient } from "./connection.js";
+
+/**
+ * The Lua scripts the driver runs: a guard is checked and the write it
+ * guards is made in one script, so the two are atomic on the server.
+ */
+
+export interface Script {
+  lua: string;
+  sha: string;
+}
+
+function script(lua: string): Script {
+  return { lua, sha: createHash("sha1").update(lua).digest("hex") };
+}
+
+// Guards: "" none, "*" the key must be absent, else the sha1 of the stored bytes (the etag).
+const GUARD_FAILS = `local function fails(key, guard)
+  if guard == '' then return false end
+  local current = redis.call('GET', key)
+  if guard == '*' then return current ~= false end
+  return (not current) or redis.sha1hex(current) ~= guard
+end
+`;
+
+// KEYS[1]; ARGV: value, px ('' none), guard, channel ('' none), message. Returns 1, or 0 when the guard fails.
+export const WRITE = script(`${GUARD_FAILS}
+if fails(KEYS[1], ARGV[3]) then return 0 end
+if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1`);
+
+// KEYS[1]; ARGV: guard, channel, message. Returns keys removed (0 or 1), or -1 when the guard fails.
+export const REMOVE = script(`${GUARD_FAILS}
+if fails(KEYS[1], ARGV[1]) then return -1 end
+local removed = redis.call('UNLINK', KEYS[1])
+if removed == 1 and ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return removed`);
+
+// KEYS[1]. Returns nil, or {etag, pttl, size}.
+export const META = script(`local value = redis.call('GET', KEYS[1])
+if not value then return nil end
+return {redis.sha1hex(value), redis.call('PTTL', KEYS[1]), string.len(value)}`);
+
+// KEYS: one per operation; ARGV[1] channel, then (kind, a, b) per operation: check (c, guard),
+// set (s, value, px) or remove (r). Every check runs before any write; returns the 1-based index of
+// the failed check, or 0 once everything is written.
+export const BATCH = script(`${GUARD_FAILS}
+for i = 1, #KEYS do
+  if ARGV[3 * i - 1] == 'c' and fails(KEYS[i], ARGV[3 * i]) then return i end
+end
+local updated, removed = {}, {}
+for i = 1, #KEYS do
+  local kind = ARGV[3 * i - 1]
+  if kind == 's' then
+    if ARGV[3 * i + 1] == '' then redis.call('SET', KEYS[i], ARGV[3 * i])
+    else redis.call('SET', KEYS[i], ARGV[3 * i], 'PX', ARGV[3 * i + 1]) end
+    updated[#updated + 1] = KEYS[i]
+  elseif kind == 'r' and redis.call('UNLINK', KEYS[i]) == 1 then
+    removed[#removed + 1] = KEYS[i]
+  end
+end
+if ARGV[1] ~= '' then
+  if #updated > 0 then redis.call('PUBLISH', ARGV[1], 'u' .. table.concat(updated, '\\0')) end
+  if #removed > 0 then redis.call('PUBLISH', ARGV[1], 'r' .. table.concat(removed, '\\0')) end
+end
+return 0`);
+
+// KEYS: the keys; ARGV[1] channel, ARGV[i + 1] the value of KEYS[i]. Plain writes without guards or TTL:
+// MSET, in slices that stay under Lua's limit on unpacked values.
+export const SET_MANY = script(`local slice = {}
+for i = 1, #KEYS do
+  slice[#slice + 1] = KEYS[i]
+  slice[#slice + 1] = ARGV[i + 1]
+  if #slice == 2000 or i == #KEYS then
+    redis.call('MSET', unpack(slice))
+    slice = {}
+  end
+end
+if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], 'u' .. table.concat(KEYS, '\\0')) end
+return 0`);
+
+export type BatchOp = { key: string; kind: "c" | "s" | "r"; value: string | Buffer; px: string };
+
+/** Runs a script by its SHA-1, sending the source once if the server lost its script cache (a restart, SCRIPT FLUSH). */
+export function evalScript(client: RedisClient, target: Script, keys: string[], args: (string | Buffer)[]): Promise<unknown> {
+  return client.evalsha(target.sha, keys.length, ...keys, ...args).catch((error: unknown) => {
+    if (error instanceof Error && error.message.startsWith("NOSCRIPT")) return client.eval(target.lua, keys.length, ...keys, ...args);
+    throw error;
+  });
+}
