@@ -1,0 +1,132 @@
+import { StorageError } from "../errors.js";
+import { metaKeyOf, normalizeKey } from "../keys.js";
+import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
+import type { Located, Mount } from "../mounts.js";
+import { deserializeRaw } from "../serializer.js";
+import { describeExpiry, expiresOf, isExpired, parseSidecar, readSidecar } from "../ttl.js";
+import type { GetItemsInput, GetOptions, StorageMeta, TransactionOptions } from "../types.js";
+import { byMount, checkCallOptions, locate, NO_OPTIONS, unsupported, type StorageContext } from "./context.js";
+import { needsCoreTtl, purge, unlessExpired } from "./expiry.js";
+
+/** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
+export function reviveDates(meta: Record<string, unknown>): void {
+  for (const field of ["atime", "mtime", "ctime", "birthtime"]) {
+    if (typeof meta[field] === "string") meta[field] = new Date(meta[field] as string);
+  }
+}
+
+export function hasItemStep(ctx: StorageContext, sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<boolean> {
+  checkCallOptions(opts);
+  const loc = locate(ctx, key, sync);
+  return chain(loc.mount.driver.hasItem(loc.rel, opts), (has) =>
+    has ? chain(unlessExpired(ctx, loc, true, opts), (alive) => alive === true) : false,
+  );
+}
+
+export function readStep(ctx: StorageContext, loc: Located, opts: TransactionOptions, raw: boolean): MaybePromise<unknown> {
+  const driver = loc.mount.driver;
+  const stored = raw && driver.getItemRaw ? driver.getItemRaw(loc.rel, opts) : driver.getItem(loc.rel, opts);
+  // Reads are the hottest path: no closure unless the driver is async or the core keeps TTL.
+  if (!isPromise(stored) && (stored === null || stored === undefined || !needsCoreTtl(loc))) return stored ?? null;
+  return chain(stored, (value) => unlessExpired(ctx, loc, value, opts));
+}
+
+export function deserializeStored(ctx: StorageContext, stored: unknown): unknown {
+  return stored === null ? null : ctx.serializer.deserialize(stored);
+}
+
+export function getItemStep(ctx: StorageContext, sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<unknown> {
+  checkCallOptions(opts);
+  const loc = locate(ctx, key, sync);
+  if (opts.version !== undefined) return getVersion(ctx, loc, opts);
+  const stored = readStep(ctx, loc, opts, false);
+  return isPromise(stored) ? stored.then((found) => deserializeStored(ctx, found)) : deserializeStored(ctx, stored);
+}
+
+export function getItemRawStep(ctx: StorageContext, sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<Uint8Array | null> {
+  checkCallOptions(opts);
+  const loc = locate(ctx, key, sync);
+  if (opts.version !== undefined) throw unsupported(loc.mount, "Reading raw past versions", "history");
+  return chain(readStep(ctx, loc, opts, true), deserializeRaw);
+}
+
+export function getVersion(ctx: StorageContext, loc: Located, opts: GetOptions): MaybePromise<unknown> {
+  const driver = loc.mount.driver;
+  if (!driver.flags?.history || typeof driver.getItem !== "function") throw unsupported(loc.mount, "getItem with a version", "history");
+  return chain(driver.getItem(loc.rel, opts), (stored) => (stored === null || stored === undefined ? null : ctx.serializer.deserialize(stored)));
+}
+
+export function normalizeGetItems(ctx: StorageContext, items: GetItemsInput, common: TransactionOptions, sync: boolean) {
+  if (!Array.isArray(items)) throw new StorageError("E_INVALID_OPTION", "getItems expects an array of keys");
+  return items.map((item) => {
+    const isString = typeof item === "string";
+    const loc = locate(ctx, isString ? item : item?.key, sync);
+    const itemOptions = isString ? undefined : item.options;
+    // null is no options, as unstorage's spread has it.
+    if (itemOptions !== undefined && itemOptions !== null) checkCallOptions(itemOptions);
+    return { loc, options: itemOptions ? { ...common, ...itemOptions } : common };
+  });
+}
+
+export function getItemsStep(ctx: StorageContext, sync: boolean, items: GetItemsInput, common: TransactionOptions = NO_OPTIONS) {
+  checkCallOptions(common);
+  const entries = normalizeGetItems(ctx, items, common, sync);
+  const groups = byMount(entries);
+  const found = new Map<string, unknown>();
+  const reads = [...groups].map(([mount, group]) => chain(readGroup(ctx, mount, group, common), (values) => {
+    group.forEach((entry, index) => found.set(entry.loc.key, values[index]));
+  }));
+  return chain(all(reads), () =>
+    entries.map(({ loc }) => {
+      const stored = found.get(loc.key);
+      return { key: loc.key, value: stored === null || stored === undefined ? null : ctx.serializer.deserialize(stored) };
+    }),
+  );
+}
+
+/** Reads one mount's share of a getItems, in one driver call when the driver has getItems. */
+export function readGroup(ctx: StorageContext, mount: Mount, group: { loc: Located; options: TransactionOptions }[], common: TransactionOptions): MaybePromise<unknown[]> {
+  const driver = mount.driver;
+  if (!driver.getItems) return all(group.map(({ loc, options }) => readStep(ctx, loc, options, false)));
+  const withTtl = group.filter(({ loc }) => needsCoreTtl(loc));
+  const request = group.map(({ loc, options }) => ({ key: loc.rel, options }));
+  for (const { loc, options } of withTtl) request.push({ key: metaKeyOf(loc.rel), options });
+  return chain(driver.getItems(request, common), (results) => {
+    const byKey = new Map<string, unknown>();
+    for (const result of results) byKey.set(normalizeKey(result.key), result.value);
+    const values = group.map(({ loc }) => byKey.get(loc.rel) ?? null);
+    const expired = withTtl.filter(({ loc }) => byKey.get(loc.rel) != null && isExpired(parseSidecar(byKey.get(metaKeyOf(loc.rel)), ctx.serializer)));
+    if (expired.length === 0) return values;
+    const gone = new Set(expired.map(({ loc }) => loc.rel));
+    return chain(all(expired.map(({ loc, options }) => purge(ctx, loc, options))), () =>
+      group.map(({ loc }, index) => (gone.has(loc.rel) ? null : values[index])),
+    );
+  });
+}
+
+export function getMetaStep(ctx: StorageContext, sync: boolean, key: string, opts: (TransactionOptions & { nativeOnly?: boolean }) | boolean = NO_OPTIONS): MaybePromise<StorageMeta> {
+  const options = typeof opts === "boolean" ? { nativeOnly: opts } : opts;
+  checkCallOptions(options);
+  return metaOf(ctx, locate(ctx, key, sync), options);
+}
+
+export function metaOf(ctx: StorageContext, loc: Located, options: TransactionOptions & { nativeOnly?: boolean }): MaybePromise<StorageMeta> {
+  const driver = loc.mount.driver;
+  const native = driver.getMeta ? driver.getMeta(loc.rel, options) : null;
+  // Sync drivers answer without a closure: the server reads meta on every GET.
+  return isPromise(native) ? native.then((found) => completeMeta(ctx, loc, found, options)) : completeMeta(ctx, loc, native, options);
+}
+
+/** Native meta plus what the sidecar adds: the user's meta, and the expiry the core keeps. */
+export function completeMeta(ctx: StorageContext, loc: Located, native: StorageMeta | null | undefined, options: TransactionOptions & { nativeOnly?: boolean }): MaybePromise<StorageMeta> {
+  const meta: StorageMeta = native ? { ...native } : {};
+  if (options.nativeOnly && loc.mount.nativeTtl) return meta;
+  return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, options), (sidecar) => {
+    if (needsCoreTtl(loc) && isExpired(sidecar)) return chain(purge(ctx, loc, options), () => ({}));
+    if (sidecar && !options.nativeOnly) {
+      reviveDates(sidecar);
+      Object.assign(meta, sidecar);
+    }
+    return needsCoreTtl(loc) ? describeExpiry(meta, expiresOf(sidecar)) : meta;
+  });
+}
