@@ -4,7 +4,7 @@ import { StorageError } from "../core/errors.js";
 import { normalizeItemBase } from "../core/keys.js";
 import { createCoreStorage } from "../core/storage.js";
 import type { ItemStream, Storage } from "../core/types.js";
-import type { Maintainable } from "../git/autoMaintenance.js";
+import type { Maintainable } from "../git/repo/autoMaintenance.js";
 import { checkAllowedHosts, isLoopback } from "../server/hosts.js";
 import { createStorageServer } from "../server/index.js";
 import { isBearerToken } from "../server/token.js";

@@ -1,12 +1,12 @@
 import { StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type Driver, type RemoveOptions, type SetOptions } from "../core/types.js";
-import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
+import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/repo/autoMaintenance.js";
 import { hashObject, isObjectId, isValidRefName, type MaintenanceOptions, type ObjectId, type Repository } from "../git/index.js";
-import { NOTES_LAYOUT } from "../git/notesLayout.js";
-import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
-import { namespacedRef, openOrInit } from "../git/openStore.js";
-import { TreeRef, type NameChange } from "../git/treeRef.js";
+import { NOTES_LAYOUT } from "../git/store/notesLayout.js";
+import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/store/driverSupport.js";
+import { namespacedRef, openOrInit } from "../git/store/openStore.js";
+import { TreeRef, type NameChange } from "../git/store/treeRef.js";
 
 export interface GitNotesOptions {
   /** An existing repository or worktree, or where a new bare repository is created. Required. */

@@ -1,12 +1,12 @@
 import { StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
-import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
+import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/repo/autoMaintenance.js";
 import { hashObject, isObjectId, type MaintenanceOptions, type Repository } from "../git/index.js";
-import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/driverSupport.js";
-import { holdIndex, namespacedRef, openOrInit } from "../git/openStore.js";
-import { TreeRef, type NameChange, type TreeLayout } from "../git/treeRef.js";
+import { basePath, keyPath, pathKey } from "../git/store/keyNames.js";
+import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/store/driverSupport.js";
+import { holdIndex, namespacedRef, openOrInit } from "../git/store/openStore.js";
+import { TreeRef, type NameChange, type TreeLayout } from "../git/store/treeRef.js";
 
 export interface GitObjectsOptions {
   /** An existing repository or worktree, or where a new bare repository is created. Required. */

@@ -1,13 +1,13 @@
 import { isStorageError, StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
-import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/autoMaintenance.js";
+import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/repo/autoMaintenance.js";
 import { isValidRefName, type MaintenanceOptions, type Repository } from "../git/index.js";
-import { basePath, keyPath, pathKey } from "../git/keyNames.js";
-import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, expectation } from "../git/driverSupport.js";
-import { openOrInit } from "../git/openStore.js";
-import { listRefNames } from "../git/refList.js";
-import { commitRefs, commitRefsEach, type RefChange } from "../git/refTransaction.js";
+import { basePath, keyPath, pathKey } from "../git/store/keyNames.js";
+import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, expectation } from "../git/store/driverSupport.js";
+import { openOrInit } from "../git/store/openStore.js";
+import { listRefNames } from "../git/refs/refList.js";
+import { commitRefs, commitRefsEach, type RefChange } from "../git/refs/refTransaction.js";
 
 export interface GitRefsOptions {
   /** An existing repository or worktree, or where a new bare repository is created. Required. */

@@ -13,8 +13,8 @@ import {
   type SyncResult,
   type WriteUnit,
 } from "../git/index.js";
-import { GIT_KEY_LIMITS } from "../git/kvStore.js";
-import { checkIdentity } from "../git/signature.js";
+import { GIT_KEY_LIMITS } from "../git/store/kvStore.js";
+import { checkIdentity } from "../git/objects/signature.js";
 
 export interface GitDriverOptions {
   /** A repository (bare, a `.git` directory or a worktree); a bare repository is created there when there is none. Required. */

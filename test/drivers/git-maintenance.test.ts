@@ -3,7 +3,7 @@ import gitNotes from "../../src/drivers/git-notes.js";
 import gitObjects from "../../src/drivers/git-objects.js";
 import gitRefs from "../../src/drivers/git-refs.js";
 import type { Driver } from "../../src/core/types.js";
-import type { Maintainable } from "../../src/git/autoMaintenance.js";
+import type { Maintainable } from "../../src/git/repo/autoMaintenance.js";
 import { hashObject } from "../../src/git/index.js";
 import { git } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";

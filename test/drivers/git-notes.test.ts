@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import gitNotes from "../../src/drivers/git-notes.js";
 import { normalizeKey } from "../../src/core/keys.js";
-import { fanoutPath } from "../../src/git/notesLayout.js";
+import { fanoutPath } from "../../src/git/store/notesLayout.js";
 import { createStorage, isStorageError } from "../../src/index.js";
 import { testDriver } from "../../src/testing/index.js";
 import { git, gitBytes, gitInitBare } from "../git/gitCli.js";

@@ -5,7 +5,7 @@ import gitRefs from "../../src/drivers/git-refs.js";
 import { createStorage, isStorageError } from "../../src/index.js";
 import { isValidRefName } from "../../src/git/index.js";
 import { normalizeKey } from "../../src/core/keys.js";
-import { keyPath, pathKey } from "../../src/git/keyNames.js";
+import { keyPath, pathKey } from "../../src/git/store/keyNames.js";
 import { testDriver } from "../../src/testing/index.js";
 import { git, gitBytes, gitInitBare } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
