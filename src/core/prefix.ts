@@ -65,7 +65,7 @@ export function prefixStorage(storage: Storage, base: string): Storage {
     // Checked here: the view's own listener would otherwise hide one that is not a function.
     const { base, callback } = watchArguments(first, second);
     // The key equal to the view's prefix lies outside the view.
-    return storage.watch(prefix + base, (event, key) => (key.startsWith(prefix) ? callback(event, key.slice(prefix.length)) : undefined));
+    return storage.watch(prefix + base, (event, key, info) => (key.startsWith(prefix) ? callback(event, key.slice(prefix.length), info) : undefined));
   }) as Storage["watch"];
   view.transaction = (fn, opts) =>
     storage.transaction(

@@ -5,7 +5,49 @@ import type { Serializer } from "./serializer.js";
 export type StorageValue = unknown;
 
 export type WatchEvent = "update" | "remove";
-export type WatchCallback = (event: WatchEvent, key: string) => unknown;
+
+/**
+ * Who made a change a watch reports:
+ * - `"local"`: a write made through this driver instance (so by this
+ *   process), whether the core reported it or the driver's own feed did and
+ *   could tell it was its own;
+ * - `"remote"`: a write the driver knows another client made: another
+ *   process, or another driver instance in this one (its own connection);
+ * - `"unknown"`: the driver cannot tell (a file watcher, redis keyspace
+ *   events and client tracking, an unstorage driver).
+ */
+export type WatchOrigin = "local" | "remote" | "unknown";
+
+/** What a driver knows about one change, the third argument of a watch callback. */
+export interface WatchInfo {
+  /** Who made the change; `"unknown"` where the driver cannot tell. */
+  origin: WatchOrigin;
+  /**
+   * The etag the key holds after an `"update"`, as `getMeta(key).etag` gives
+   * it and `ifMatch` takes it. Present where the change feed carries it
+   * (memory, postgres, mysql with `watch`, etcd, NATS KV, git, redis with
+   * `watch: "pubsub"`); absent on removals and for writes the core reports
+   * (a driver's write does not return its etag, and asking would cost a
+   * round trip per write).
+   */
+  etag?: string;
+  /**
+   * The history version the change made, as `getHistory` lists it and
+   * `getItem(key, { version })` reads it, on drivers flagged `history`
+   * where the feed carries it: etcd and NATS KV (the revision, equal to the
+   * etag), git (the commit, where the etag is the value's blob).
+   */
+  version?: string;
+}
+
+/** A watch listener. Two-argument listeners are fine: `info` can be ignored. */
+export type WatchCallback = (event: WatchEvent, key: string, info: WatchInfo) => unknown;
+/**
+ * The callback a driver's own `watch` calls. `info` is optional because
+ * unstorage's drivers call `callback(event, key)`; the core then reports
+ * `{ origin: "unknown" }`.
+ */
+export type DriverWatchCallback = (event: WatchEvent, key: string, info?: WatchInfo) => unknown;
 /** Receives what a watch listener threw or rejected with (the write it was told of has happened). */
 export type WatchErrorHandler = (error: unknown, event: WatchEvent, key: string) => void;
 export type Unwatch = () => MaybePromise<void>;
@@ -79,6 +121,12 @@ export interface DriverFlags {
   sync?: boolean;
   /** Writes honour `ifMatch`/`ifNoneMatch` atomically, and getMeta reports `etag`. */
   cas?: boolean;
+  /**
+   * What an etag is, on a driver flagged `cas` (which must declare it; the kit fails one that does not).
+   * `"content"`: it follows the value, so writing the same value again gives the same etag (a hash of
+   * the value on redis and the git drivers); `"version"`: it changes on every write, the same value too.
+   */
+  etag?: "version" | "content";
   /** `commit(ops)` applies a batch all-or-nothing. */
   transactions?: boolean;
   /** `getItem(key, { version })` and `getHistory`. */
@@ -160,7 +208,8 @@ export interface Driver<OptionsT = unknown, InstanceT = unknown> {
   getKeys: (base: string, opts: GetKeysOptions) => MaybePromise<string[]>;
   clear?: (base: string, opts: TransactionOptions) => MaybePromise<void>;
   dispose?: () => MaybePromise<void>;
-  watch?: (callback: WatchCallback) => MaybePromise<Unwatch>;
+  /** Calls `callback(event, key, info)` for changes (see {@link WatchInfo} for what `info` carries). */
+  watch?: (callback: DriverWatchCallback) => MaybePromise<Unwatch>;
   /**
    * Opens a value's bytes for reading in chunks, with the meta of the
    * version opened (a write meanwhile does not change what is read); null
@@ -202,6 +251,20 @@ export interface CreateStorageOptions {
    * never makes a write fail. Default: a process warning.
    */
   onWatchError?: WatchErrorHandler;
+  /**
+   * Where the TTL the core keeps (for drivers without native expiry) reads
+   * the time: when a key expires and how much `ttl` is left. Drivers with
+   * native TTL take their own `clock` option.
+   *
+   * @default systemClock (Date.now)
+   * @throws StorageError `E_INVALID_OPTION` from createStorage when it has no `now` function
+   */
+  clock?: Clock;
+}
+
+/** A source of the current time in epoch milliseconds; tests pass a manual one instead of sleeping. */
+export interface Clock {
+  now(): number;
 }
 
 export interface MountInfo {
@@ -259,9 +322,10 @@ export interface Storage {
   clear(base?: string, opts?: TransactionOptions): Promise<void>;
   dispose(): Promise<void>;
   /**
-   * Calls `callback(event, key)` for every change; with `base`, only for the
-   * key equal to `base` and keys below it. Resolves to a function that
-   * removes this listener. A listener that throws or rejects is reported to
+   * Calls `callback(event, key, info)` for every change; with `base`, only
+   * for the key equal to `base` and keys below it. `info` ({@link WatchInfo})
+   * says who made the change and its etag/version where the driver knows
+   * them. Resolves to a function that removes this listener. A listener that throws or rejects is reported to
    * `onWatchError`, never to the writer.
    *
    * @throws StorageError `E_INVALID_OPTION` when `callback` is not a function

@@ -2,7 +2,12 @@ import { StorageError } from "./errors.js";
 import { isMetaKey, normalizeItemBase, normalizeKey } from "./keys.js";
 import { isPromise } from "./maybePromise.js";
 import type { Mount } from "./mounts.js";
-import type { Unwatch, WatchCallback, WatchErrorHandler, WatchEvent } from "./types.js";
+import type { Unwatch, WatchCallback, WatchErrorHandler, WatchEvent, WatchInfo } from "./types.js";
+
+/** What the core knows of a write it reports itself: this process made it (its etag is not returned by the write). */
+const LOCAL: WatchInfo = Object.freeze({ origin: "local" });
+/** What a driver that passes no info (an unstorage driver) tells: nothing. */
+const UNKNOWN: WatchInfo = Object.freeze({ origin: "unknown" });
 
 /** A listener and the base it watches (`""`: every key). */
 interface Listener {
@@ -16,6 +21,15 @@ interface Listener {
 /** A listener's failure, where the storage's `onWatchError` is not given. */
 function warn(error: unknown, event: WatchEvent, key: string): void {
   process.emitWarning(`stowage: a watch listener failed on ${event} ${key}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+}
+
+/**
+ * A driver's `info`, frozen for sharing among listeners. Without one (an
+ * unstorage driver calls `callback(event, key)`) the origin is unknown.
+ */
+function driverInfo(info: WatchInfo | undefined): WatchInfo {
+  if (info === undefined) return UNKNOWN;
+  return Object.isFrozen(info) ? info : Object.freeze(info);
 }
 
 /**
@@ -44,17 +58,18 @@ export class Watchers {
 
   constructor(private readonly onError: WatchErrorHandler = warn) {}
 
-  emit(event: WatchEvent, key: string): void {
+  /** Tells every listener whose base covers `key`; they share one frozen `info`, so none can change what the next sees. */
+  emit(event: WatchEvent, key: string, info: WatchInfo): void {
     if (isMetaKey(key)) return;
     for (const listener of this.listeners) {
       if (listener.base && key !== listener.key && !key.startsWith(listener.base)) continue;
-      this.call(listener.callback, event, key);
+      this.call(listener.callback, event, key, info);
     }
   }
 
-  private call(callback: WatchCallback, event: WatchEvent, key: string): void {
+  private call(callback: WatchCallback, event: WatchEvent, key: string, info: WatchInfo): void {
     try {
-      const result = callback(event, key);
+      const result = callback(event, key, info);
       if (isPromise(result)) result.catch((error: unknown) => this.failed(error, event, key));
     } catch (error) {
       this.failed(error, event, key);
@@ -70,9 +85,9 @@ export class Watchers {
     }
   }
 
-  /** Reports a write the core made through a mount without a watch of its own. */
+  /** Reports a write the core made through a mount without a watch of its own: made here, so `origin: "local"`. */
   report(mount: Mount, event: WatchEvent, key: string): void {
-    if (this.watching && mount.coreEvents) this.emit(event, key);
+    if (this.watching && mount.coreEvents) this.emit(event, key, LOCAL);
   }
 
   async add(base: string, callback: WatchCallback, mounts: Mount[]): Promise<Unwatch> {
@@ -91,7 +106,7 @@ export class Watchers {
   /** Starts the driver's own watcher for a mount, when it has one and someone listens. */
   async start(mount: Mount): Promise<void> {
     if (!this.watching || !mount.driver.watch) return;
-    const unwatch = await mount.driver.watch((event, key) => this.emit(event, mount.base + normalizeKey(key)));
+    const unwatch = await mount.driver.watch((event, key, info) => this.emit(event, mount.base + normalizeKey(key), driverInfo(info)));
     this.unwatchers.set(mount, unwatch);
   }
 

@@ -9,14 +9,17 @@ import {
   type IKeyValue,
   type IOptions,
   type IRequestOp,
+  type IResponseHeader,
+  type IResponseOp,
   type Watcher,
 } from "etcd3";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth } from "../core/keys.js";
-import { DEFAULT_KEY_LIMITS, type CommitOperation, type HistoryEntry, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type HistoryEntry, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback, type WatchEvent } from "../core/types.js";
 import { optionNames } from "./support/optionNames.js";
+import { OwnWrites } from "./support/ownWrites.js";
 
 export interface EtcdOptions {
   /** etcd endpoints with their scheme (default `http://127.0.0.1:2379`). */
@@ -126,6 +129,33 @@ function opBytes(op: IRequestOp): number {
   return [...(txn.success ?? []), ...(txn.failure ?? [])].reduce((sum, inner) => sum + plainBytes(inner), compared);
 }
 
+/** The reply of a put or a transaction. */
+interface WriteReply {
+  header: IResponseHeader;
+  succeeded?: boolean;
+  responses?: IResponseOp[];
+}
+
+/** Whether responses changed a key: a put, a deletion that found keys, or a nested transaction that did either. */
+function changed(responses: IResponseOp[] | undefined): boolean {
+  return (responses ?? []).some(
+    (response) =>
+      Boolean(response.response_put) ||
+      (response.response_delete_range !== undefined && response.response_delete_range !== null && response.response_delete_range.deleted !== "0") ||
+      (Boolean(response.response_txn?.succeeded) && changed(response.response_txn.responses)),
+  );
+}
+
+/**
+ * The revision a write made, or undefined where it made none (a failed
+ * compare, a removal of an absent key): etcd's reply then names the current
+ * revision, which another client's write may have made.
+ */
+function revisionWritten(reply: WriteReply): string | undefined {
+  if (reply.succeeded === undefined) return reply.header.revision;
+  return reply.succeeded && changed(reply.responses) ? reply.header.revision : undefined;
+}
+
 /** How a revision is written: a positive integer (etcd's are int64, so they stay text). */
 const REVISION = /^[1-9][0-9]{0,17}$/;
 
@@ -204,6 +234,10 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
   const userKey = (raw: Buffer): string => raw.subarray(prefix.length).toString();
   const rangeOf = (base: string): { key: Buffer; range_end: Buffer } =>
     base ? { key: keyOf(base), range_end: prefixEnd(keyOf(base)) } : { key: firstKey, range_end: prefixEnd(prefix) };
+
+  const own = new OwnWrites();
+  /** A write call whose revision the watch will recognise as this instance's. */
+  const written = <T extends WriteReply>(reply: Promise<T>): Promise<T> => own.track(reply, revisionWritten);
 
   /** Runs one etcd call, turning its failure into a StorageError. */
   async function call<T>(key: string | undefined, work: () => Promise<T>): Promise<T> {
@@ -330,13 +364,13 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     const guards = guardsOf(key, opts);
     const bytes = Buffer.from(value as Uint8Array);
     if (guards.length === 0 && bytes.length <= chunkSize) {
-      await call(key, () => client.kv.put({ key: keyOf(key), value: bytes, lease }));
+      await written(call(key, () => client.kv.put({ key: keyOf(key), value: bytes, lease })));
       return;
     }
     // A large write whose chunks a concurrent large write dropped is tried again.
     for (let attempt = 0; ; attempt++) {
       const staged = await stage(key, bytes, lease);
-      const result = await call(key, () => client.kv.txn({ compare: [...guards, ...staged.compare], success: staged.ops, failure: [] }));
+      const result = await written(call(key, () => client.kv.txn({ compare: [...guards, ...staged.compare], success: staged.ops, failure: [] })));
       if (result.succeeded) return;
       if (staged.compare.length === 0 || attempt >= 3 || !(await chunksDropped(key, staged))) {
         await unstage(key, staged);
@@ -362,7 +396,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
 
   async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
     const compare = guardsOf(key, opts);
-    const result = await call(key, () => client.kv.txn({ compare, success: [removeOp(key)], failure: [] }));
+    const result = await written(call(key, () => client.kv.txn({ compare, success: [removeOp(key)], failure: [] })));
     if (!result.succeeded) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   }
 
@@ -392,7 +426,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
    */
   async function inTransactions(ops: IRequestOp[], perOp = 1): Promise<void> {
     const groups = groupsOf(ops, Math.floor(maxTxnOps / perOp), TXN_BYTES, opBytes);
-    await Promise.all(groups.map((success) => call(undefined, () => client.kv.txn({ compare: [], success, failure: [] }))));
+    await Promise.all(groups.map((success) => written(call(undefined, () => client.kv.txn({ compare: [], success, failure: [] })))));
   }
 
   async function getItems(items: { key: string }[]): Promise<{ key: string; value: string | null }[]> {
@@ -476,19 +510,33 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     return watcher;
   }
 
+  /**
+   * Events of user keys (not tombstones, manifests or chunks) with their
+   * revision as etag and version; `origin` is "local" for a revision one of
+   * this instance's writes returned.
+   */
   async function watch(callback: WatchCallback): Promise<() => Promise<void>> {
-    const watcher = await call(undefined, openWatcher);
+    own.opened();
+    const watcher = await call(undefined, openWatcher).catch((error: unknown) => {
+      own.closed();
+      throw error;
+    });
     watchers.add(watcher);
-    watcher.on("put", (kv) => {
-      if (kv.key.length > prefix.length && kv.key[prefix.length] !== 0) callback("update", userKey(kv.key));
-    });
-    watcher.on("delete", (kv) => {
-      if (kv.key.length > prefix.length && kv.key[prefix.length] !== 0) callback("remove", userKey(kv.key));
-    });
+    const forward = (event: WatchEvent) => (kv: IKeyValue) => {
+      if (kv.key.length <= prefix.length || kv.key[prefix.length] === 0) return;
+      const key = userKey(kv.key);
+      const revision = kv.mod_revision;
+      own.origin(revision, (origin) =>
+        callback(event, key, event === "update" ? { origin, etag: revision, version: revision } : { origin, version: revision }),
+      );
+    };
+    watcher.on("put", forward("update"));
+    watcher.on("delete", forward("remove"));
     // A watch stream that breaks is re-opened by etcd3 from the last revision seen; failures to do so surface here.
     watcher.on("error", (error) => process.emitWarning(`stowage etcd watch: ${String(error)}`));
     return async () => {
-      watchers.delete(watcher);
+      if (!watchers.delete(watcher)) return;
+      own.closed();
       await watcher.cancel();
     };
   }
@@ -510,7 +558,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
         compare.push(...staged.compare);
       }
     }
-    const result = await call(undefined, () => client.kv.txn({ compare, success, failure: [] }));
+    const result = await written(call(undefined, () => client.kv.txn({ compare, success, failure: [] })));
     if (result.succeeded) return;
     await Promise.all(stagedAll.map((staged) => unstage("", staged)));
     throw conflictError(DRIVER_NAME, operations.find((op) => op.type === "check")?.key ?? "", "Stored version differs");
@@ -521,7 +569,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     // etcd takes keys up to its request size (1.5 MiB by default; measured: 70,000 bytes work); the default bounds the work per key.
     keyLimits: DEFAULT_KEY_LIMITS,
     options,
-    flags: { ttl: true, cas: true, transactions: true, history: true, watch: true, clearBase: true, nestedKeys: true },
+    flags: { ttl: true, cas: true, etag: "version", transactions: true, history: true, watch: true, clearBase: true, nestedKeys: true },
     getInstance: () => client,
     hasItem: async (key: string) => (await call(key, () => client.kv.range({ key: keyOf(key), count_only: true }))).count !== "0",
     getItem: async (key: string, opts?: { version?: unknown }) => {

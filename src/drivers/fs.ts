@@ -42,7 +42,8 @@ export default defineDriver((options: FsOptions) => {
     const watcher = chokidarWatch(files.watchRoot(), { ignoreInitial: true, ...options.watchOptions, followSymlinks: false });
     const forward = (event: "update" | "remove") => (path: string) => {
       const key = files.keyOfPath(path, event === "update");
-      if (key !== undefined) callback(event, key);
+      // A file event does not say which process wrote the file.
+      if (key !== undefined) callback(event, key, { origin: "unknown" });
     };
     watcher.on("add", forward("update")).on("change", forward("update")).on("unlink", forward("remove"));
     await new Promise<void>((resolve, reject) => {

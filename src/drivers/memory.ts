@@ -2,7 +2,7 @@ import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, conflictError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent } from "../core/types.js";
+import type { CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent, WatchInfo } from "../core/types.js";
 
 export interface MemoryOptions {
   /** How often expired keys nobody reads are swept out, in ms (default 30,000). */
@@ -40,11 +40,13 @@ export default defineDriver((input: MemoryOptions | void) => {
   let sweeper: NodeJS.Timeout | undefined;
 
   // A listener never fails the write that it is told of: what it throws becomes a warning.
+  // Only this instance writes its maps, so every change is local; an update carries the version it made.
   const emit = (event: WatchEvent, key: string) => {
     if (listeners.size === 0) return;
+    const info: WatchInfo = event === "update" ? { origin: "local", etag: String(meta.get(key)!.version) } : { origin: "local" };
     for (const listener of listeners) {
       try {
-        listener(event, key);
+        listener(event, key, info);
       } catch (error) {
         process.emitWarning(`stowage: a memory watch listener failed on ${event} ${key}: ${String(error)}`);
       }
@@ -150,7 +152,7 @@ export default defineDriver((input: MemoryOptions | void) => {
   return {
     name: DRIVER_NAME,
     options,
-    flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, watch: true, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, sync: true, cas: true, etag: "version", transactions: true, watch: true, clearBase: true, nestedKeys: true },
     getInstance: () => data,
     hasItem: (key: string) => alive(key),
     getItem: read,

@@ -5,7 +5,7 @@ import { conflictError, StorageError, type StorageErrorCode } from "../core/erro
 import { checkOptions } from "../core/options.js";
 import { Deadlines } from "./support/deadlines.js";
 import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
-import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback, type WatchInfo } from "../core/types.js";
 import { optionNames } from "./support/optionNames.js";
 
 export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
@@ -186,6 +186,8 @@ function statements(table: string) {
 
 type Statements = ReturnType<typeof statements>;
 
+const UNKNOWN_ORIGIN: WatchInfo = Object.freeze({ origin: "unknown" });
+
 /**
  * Reads the change log for a driver's watchers, every `interval` ms while
  * any watch: from the last change there when the first watcher came, in id
@@ -253,7 +255,8 @@ class ChangePoller {
         if (this.reported.has(id)) continue;
         this.reported.add(id);
         const key = keyOf(row);
-        for (const callback of this.callbacks) callback(Number(row.removed) === 1 ? "remove" : "update", key);
+        // The log's rows name neither the writer nor the version (its schema predates both): nothing more to tell.
+        for (const callback of this.callbacks) callback(Number(row.removed) === 1 ? "remove" : "update", key, UNKNOWN_ORIGIN);
       }
       this.advance(Date.now());
     } catch (error) {
@@ -547,7 +550,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     // The key column is VARBINARY(3072), InnoDB's largest index key (3073 bytes: "Data too long"). One byte short, for the core's meta sidecar `key$`.
     keyLimits: { bytes: MAX_KEY_BYTES - 1, segments: DEFAULT_KEY_LIMITS.segments },
     options,
-    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: watchAcross, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, cas: true, etag: "content", transactions: true, watch: watchAcross, clearBase: true, nestedKeys: true },
     getInstance: () => pool,
     watch: watchAcross ? (callback: WatchCallback) => changes.add(callback) : undefined,
     hasItem: async (key: string) => {

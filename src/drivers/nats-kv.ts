@@ -15,8 +15,9 @@ import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import { filterKeyByDepth } from "../core/keys.js";
-import { DEFAULT_KEY_LIMITS, type HistoryEntry, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type HistoryEntry, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback, type WatchEvent } from "../core/types.js";
 import { optionNames } from "./support/optionNames.js";
+import { OwnWrites } from "./support/ownWrites.js";
 
 export interface NatsKvOptions {
   /** NATS servers, `host:port` or URLs (default `127.0.0.1:4222`). */
@@ -198,6 +199,9 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
   let instance: NatsKvInstance | undefined;
   let disposed = false;
   const stopWatchers = new Set<() => void>();
+  const own = new OwnWrites();
+  /** A publish of a key's entry, whose sequence the watch will recognise as this instance's. */
+  const published = <T extends { seq: number }>(ack: Promise<T>): Promise<T> => own.track(ack, (reply) => String(reply.seq));
 
   async function open(): Promise<NatsKvInstance> {
     const nc = await connect({
@@ -331,7 +335,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
     const room = (conn.nc.info?.max_payload ?? 1024 * 1024) - HEADER_ROOM;
     const publishOptions = expect === undefined ? {} : { expect: { lastSubjectSequence: expect } };
     if (value.length <= room) {
-      await conn.js.publish(subjectOf(natsKey), value, { ...publishOptions, headers: header });
+      await published(conn.js.publish(subjectOf(natsKey), value, { ...publishOptions, headers: header }));
       return;
     }
     // Above max_payload: chunks first, under a fresh id, then the entry that names them; readers
@@ -346,7 +350,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
     const manifest = header ?? headers();
     manifest.set(CHUNKS, `${id} ${count} ${value.length}`);
     try {
-      await conn.js.publish(subjectOf(natsKey), new Uint8Array(0), { ...publishOptions, headers: manifest });
+      await published(conn.js.publish(subjectOf(natsKey), new Uint8Array(0), { ...publishOptions, headers: manifest }));
     } catch (error) {
       await conn.jsm.streams.purge(stream, { filter: subjectOf(`${CHUNK_TOKEN}.${natsKey}.${id}.*`) });
       throw error;
@@ -382,7 +386,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
    * message: one publish, without the async frames of the general path.
    */
   function writePlain(conn: NatsKvInstance, key: string, natsKey: string, bytes: Uint8Array): Promise<void> {
-    return conn.js.publish(subjectOf(natsKey), bytes).then(nothing, (error: unknown) => Promise.reject(toError(error, key)));
+    return published(conn.js.publish(subjectOf(natsKey), bytes)).then(nothing, (error: unknown) => Promise.reject(toError(error, key)));
   }
 
   function write(key: string, value: string | Uint8Array, opts: SetOptions | undefined): Promise<void> {
@@ -419,7 +423,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
   async function removeNow(conn: NatsKvInstance, natsKey: string, expect: number | undefined, dropChunks = true): Promise<void> {
     const header = headers();
     header.set(OPERATION, "DEL");
-    await conn.js.publish(subjectOf(natsKey), new Uint8Array(0), { headers: header, ...(expect === undefined ? {} : { expect: { lastSubjectSequence: expect } }) });
+    await published(conn.js.publish(subjectOf(natsKey), new Uint8Array(0), { headers: header, ...(expect === undefined ? {} : { expect: { lastSubjectSequence: expect } }) }));
     if (dropChunks) await conn.jsm.streams.purge(stream, { filter: chunkFilter(natsKey) });
   }
 
@@ -510,18 +514,33 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
     });
   }
 
+  /**
+   * Entries of user keys (not chunks) with their sequence as etag and
+   * version; `origin` is "local" for a sequence one of this instance's
+   * publishes was acknowledged with.
+   */
   async function watch(callback: WatchCallback): Promise<() => Promise<void>> {
-    const watcher = await run(undefined, (conn) => conn.kv.watch({ key: ">", include: KvWatchInclude.UpdatesOnly }));
+    own.opened();
+    const watcher = await run(undefined, (conn) => conn.kv.watch({ key: ">", include: KvWatchInclude.UpdatesOnly })).catch((error: unknown) => {
+      own.closed();
+      throw error;
+    });
     const stop = () => watcher.stop();
     stopWatchers.add(stop);
     void (async () => {
       for await (const entry of watcher) {
         if (entry.key.startsWith(`${CHUNK_TOKEN}.`)) continue;
-        callback(entry.operation === "PUT" ? "update" : "remove", decodeKey(entry.key));
+        const event: WatchEvent = entry.operation === "PUT" ? "update" : "remove";
+        const key = decodeKey(entry.key);
+        const revision = String(entry.revision);
+        own.origin(revision, (origin) =>
+          callback(event, key, event === "update" ? { origin, etag: revision, version: revision } : { origin, version: revision }),
+        );
       }
     })().catch((error: unknown) => process.emitWarning(`stowage nats-kv watch ended: ${String(error)}`));
     return async () => {
-      stopWatchers.delete(stop);
+      if (!stopWatchers.delete(stop)) return;
+      own.closed();
       stop();
     };
   }
@@ -548,7 +567,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
     name: DRIVER_NAME,
     keyLimits,
     options,
-    flags: { ttl: true, cas: true, history: true, watch: true, clearBase: true, nestedKeys: true },
+    flags: { ttl: true, cas: true, etag: "version", history: true, watch: true, clearBase: true, nestedKeys: true },
     getInstance: () => instance,
     hasItem: async (key: string) => {
       const natsKey = natsKeyOf(key);

@@ -5,7 +5,7 @@ import { checkOptions } from "../core/options.js";
 import { all, chain, type MaybePromise } from "../core/maybePromise.js";
 import { serializeRaw } from "../core/serializer.js";
 import { DEFAULT_KEY_LIMITS } from "../core/types.js";
-import type { Driver, DriverFlags, GetKeysOptions, KeyLimits, SetOptions, StorageMeta, TransactionOptions, Unwatch, WatchCallback } from "../core/types.js";
+import type { Driver, DriverFlags, GetKeysOptions, KeyLimits, SetOptions, StorageMeta, TransactionOptions, Unwatch, DriverWatchCallback } from "../core/types.js";
 
 export interface OverlayOptions {
   /** Drivers read in order: the first layer holding a key (or its removal) answers. Required, at least one. */
@@ -132,11 +132,14 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
       ? chain(layer.getItems(keys.map((key) => ({ key }))), (found) => found.map((entry) => entry.value))
       : all(keys.map((key) => layer.getItem(key, {})));
 
-  /** Layer events, with a removal mark written to the write layer reported as the removal it is. */
-  function watch(callback: WatchCallback): MaybePromise<Unwatch> {
-    const fromWriter: WatchCallback = (event, key) => {
-      if (event === "remove") return callback(event, key);
-      return chain(writer.getItem(key, {}), (stored) => callback(isMarker(stored) ? "remove" : "update", key));
+  /**
+   * Layer events with the layer's own info, a removal mark written to the
+   * write layer reported as the removal it is (a mark's etag is no value's, so it is left out).
+   */
+  function watch(callback: DriverWatchCallback): MaybePromise<Unwatch> {
+    const fromWriter: DriverWatchCallback = (event, key, info) => {
+      if (event === "remove") return callback(event, key, info);
+      return chain(writer.getItem(key, {}), (stored) => (isMarker(stored) ? callback("remove", key, info && { origin: info.origin }) : callback("update", key, info)));
     };
     const subscriptions = layers.map((layer) => layer.watch!(layer === writer ? fromWriter : callback));
     return chain(all(subscriptions), (unwatches) => () => chain(all(unwatches.map((unwatch) => unwatch())), () => undefined));

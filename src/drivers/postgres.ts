@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import pg from "pg";
 import type { Client as PgClient, Pool as PgPool, PoolClient, PoolConfig, QueryArrayConfig, QueryConfig, QueryResultRow } from "pg";
 import { defineDriver } from "../core/defineDriver.js";
@@ -5,7 +6,7 @@ import { conflictError, StorageError, type StorageErrorCode } from "../core/erro
 import { checkOptions } from "../core/options.js";
 import { Deadlines } from "./support/deadlines.js";
 import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
-import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback, type WatchEvent } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback, type WatchEvent, type WatchInfo } from "../core/types.js";
 import { optionNames } from "./support/optionNames.js";
 
 export interface PostgresOptions extends Omit<PoolConfig, "connectionString"> {
@@ -82,22 +83,33 @@ function prefixEnd(prefix: string): string {
 /** Why a table name is safe to put in SQL: it matched TABLE_NAME, and is quoted anyway. */
 const ident = (name: string) => `"${name}"`;
 
-/** The SQL of one table: every statement the driver runs, built once from the validated table name. */
-function statements(table: string, notifies: boolean) {
+/** Characters of a driver instance's id in its notifications (8: base64url of 6 random bytes). */
+const SENDER_LENGTH = 8;
+
+/**
+ * The SQL of one table: every statement the driver runs, built once from the
+ * validated table name. `sender` (base64url, safe in a literal) names this
+ * driver instance in its notifications, so its watchers can tell its writes.
+ */
+function statements(table: string, notifies: boolean, sender: string) {
   const t = ident(table);
   const channel = `stowage.${table}`;
   const alive = "(expires_at IS NULL OR expires_at > $2)";
   const firstVersion = "(floor(random() * 281474976710656) + 1)::bigint";
-  // A write NOTIFYs the keys it wrote from the same statement. Without NOTIFY it is the plain statement
-  // (no CTE, no RETURNING for the server to build); callers read only its row count, the same either way.
+  // A write NOTIFYs the keys it wrote from the same statement: `u` or `r`, the sender, an update's new
+  // version and `:`, then the key. Without NOTIFY it is the plain statement (no CTE, no RETURNING for the
+  // server to build); callers read only its row count, the same either way.
   const notifying = (write: string, event: "u" | "r") =>
-    notifies ? `WITH w AS (${write} RETURNING key) SELECT pg_notify('${channel}', '${event}' || key) FROM w` : write;
-  // A batch NOTIFYs its keys in groups, each `U` or `R` then `<bytes>:<key>` repeated: one notification
-  // per row would cost a third of a 1000-row write; a group stays under the 8000-byte payload limit.
+    notifies
+      ? `WITH w AS (${write} RETURNING key${event === "u" ? ", version" : ""}) SELECT pg_notify('${channel}', '${event}${sender}' || ${event === "u" ? "version || ':' || " : ""}key) FROM w`
+      : write;
+  // A batch NOTIFYs its keys in groups, each `U` or `R` and the sender, then `<version>:<bytes>:<key>`
+  // (`<bytes>:<key>` for `R`) repeated: one notification per row would cost a third of a 1000-row write;
+  // a group stays under the 8000-byte payload limit (a version has at most 19 digits).
   const notifyingBatch = (write: string, event: "U" | "R") =>
     notifies
-      ? `WITH w AS (${write} RETURNING key), n AS (SELECT key, sum(octet_length(key) + 6) OVER (ROWS UNBOUNDED PRECEDING) AS c FROM w)
-    SELECT count(*) FROM (SELECT pg_notify('${channel}', '${event}' || string_agg(octet_length(key) || ':' || key, '')) FROM n GROUP BY c / 5000) g`
+      ? `WITH w AS (${write} RETURNING key${event === "U" ? ", version" : ""}), n AS (SELECT key${event === "U" ? ", version" : ""}, sum(octet_length(key) + 26) OVER (ROWS UNBOUNDED PRECEDING) AS c FROM w)
+    SELECT count(*) FROM (SELECT pg_notify('${channel}', '${event}${sender}' || string_agg(${event === "U" ? "version || ':' || " : ""}octet_length(key) || ':' || key, '')) FROM n GROUP BY c / 5000) g`
       : write;
   const upsertTail = `ON CONFLICT (key) DO UPDATE SET value = excluded.value, raw = excluded.raw, version = s.version + 1,
     mtime = excluded.mtime, expires_at = excluded.expires_at`;
@@ -173,7 +185,8 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
   // An idle connection that died (a server restart) is dropped by the pool and replaced on next use;
   // the operations that need the server report their own errors.
   pool.on("error", () => undefined);
-  const sql: Statements = statements(table, notify);
+  const sender = randomBytes(6).toString("base64url");
+  const sql: Statements = statements(table, notify, sender);
   // Statement timeouts without pg's timer per query; the rare statements outside `run` keep pg's own.
   const deadlines = new Deadlines(timeout, () => new StorageError("E_UNAVAILABLE", `[postgres] No answer within ${timeout} ms`, { driver: DRIVER_NAME }));
   const timed = <R extends QueryResultRow = QueryResultRow>(client: PoolClient, text: string, values?: unknown[]) => timedQuery<R>(client, timeout, text, values);
@@ -334,7 +347,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
   const listeners = new Set<PgClient>();
   const watch = async (callback: WatchCallback): Promise<Unwatch> => {
     if (!ready) await ensureSchema();
-    const listener = new Listener(config, sql.channel, callback, listeners);
+    const listener = new Listener(config, sql.channel, sender, callback, listeners);
     await listener.start();
     return () => listener.stop();
   };
@@ -344,7 +357,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     // The primary key index refuses entries past 2704 bytes (measured: 2692 bytes of incompressible text hold). One byte short, for the core's meta sidecar `key$`.
     keyLimits: { bytes: MAX_KEY_BYTES - 1, segments: DEFAULT_KEY_LIMITS.segments },
     options,
-    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, watch: notify, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, cas: true, etag: "version", transactions: true, watch: notify, clearBase: true, nestedKeys: true },
     getInstance: () => pool,
     hasItem: async (key: string) => (await run("has", [key, Date.now()], key)).rowCount! > 0,
     getItem: read,
@@ -414,19 +427,39 @@ async function rollback(client: PoolClient, timeout: number): Promise<Error | un
   }
 }
 
-/** The events of one notification: `u<key>` / `r<key>`, or a batch `U`/`R` of `<bytes>:<key>` entries. */
-function parsePayload(payload: string): [WatchEvent, string][] {
-  const event: WatchEvent = payload[0] === "r" || payload[0] === "R" ? "remove" : "update";
-  if (payload[0] === "u" || payload[0] === "r") return [[event, payload.slice(1)]];
-  const bytes = Buffer.from(payload.slice(1));
-  const events: [WatchEvent, string][] = [];
+/** One change a notification names: the event, the key and what is known of it. */
+type Change = [WatchEvent, string, WatchInfo];
+
+/**
+ * The changes of one notification (see `statements`): `u<sender><version>:<key>`,
+ * `r<sender><key>`, or a batch `U<sender>` of `<version>:<bytes>:<key>` /
+ * `R<sender>` of `<bytes>:<key>` entries. `self` is this instance's sender id.
+ */
+function parsePayload(payload: string, self: string): Change[] {
+  const kind = payload[0];
+  const event: WatchEvent = kind === "r" || kind === "R" ? "remove" : "update";
+  const origin = payload.slice(1, 1 + SENDER_LENGTH) === self ? "local" : "remote";
+  const body = payload.slice(1 + SENDER_LENGTH);
+  if (kind === "r") return [[event, body, { origin }]];
+  if (kind === "u") {
+    const colon = body.indexOf(":");
+    return [[event, body.slice(colon + 1), { origin, etag: body.slice(0, colon) }]];
+  }
+  const bytes = Buffer.from(body);
+  const changes: Change[] = [];
   for (let at = 0; at < bytes.length; ) {
+    let etag: string | undefined;
+    if (kind === "U") {
+      const versionEnd = bytes.indexOf(58, at);
+      etag = bytes.toString("latin1", at, versionEnd);
+      at = versionEnd + 1;
+    }
     const colon = bytes.indexOf(58, at);
     const end = colon + 1 + Number(bytes.toString("latin1", at, colon));
-    events.push([event, bytes.toString("utf8", colon + 1, end)]);
+    changes.push([event, bytes.toString("utf8", colon + 1, end), etag === undefined ? { origin } : { origin, etag }]);
     at = end;
   }
-  return events;
+  return changes;
 }
 
 /**
@@ -442,6 +475,7 @@ class Listener {
   constructor(
     private readonly config: PoolConfig,
     private readonly channel: string,
+    private readonly self: string,
     private readonly callback: WatchCallback,
     private readonly clients: Set<PgClient>,
   ) {}
@@ -451,7 +485,7 @@ class Listener {
     const client = new pg.Client(this.config);
     client.on("notification", ({ payload }) => {
       if (this.stopped || !payload) return;
-      for (const [event, key] of parsePayload(payload)) this.callback(event, key);
+      for (const [event, key, info] of parsePayload(payload, this.self)) this.callback(event, key, info);
     });
     client.on("error", () => this.lost(client));
     client.on("end", () => this.lost(client));
