@@ -1,6 +1,6 @@
 import type { Redis, RedisOptions } from "ioredis";
 import { StorageError } from "../../core/errors.js";
-import type { Unwatch, WatchCallback, WatchEvent } from "../../core/types.js";
+import type { Unwatch, WatchCallback, WatchEvent, WatchInfo } from "../../core/types.js";
 import { close, readyGate, type RedisClient } from "./connection.js";
 import { globEscape } from "./encoding.js";
 import { DRIVER_NAME, toStorageError } from "./errors.js";
@@ -24,6 +24,8 @@ export interface WatchContext {
   /** Runs a command once the driver's connection is ready; failures become StorageErrors. */
   call: <T>(work: () => Promise<T>) => Promise<T>;
 }
+
+const UNKNOWN_ORIGIN: WatchInfo = Object.freeze({ origin: "unknown" });
 
 // Where the server sends tracking invalidations for RESP2 connections.
 const INVALIDATE_CHANNEL = "__redis__:invalidate";
@@ -52,10 +54,11 @@ export function createWatcher({ client, isCluster, prefix, db, watchMode, channe
   let classifying: Promise<void> = Promise.resolve();
   const keyspacePrefix = `__keyspace@${db}__:`;
 
+  // Invalidations, keyspace events and the driver's own messages name keys only: not the writer, not the value.
   const emit = (event: WatchEvent, fullKey: string) => {
     if (!fullKey.startsWith(prefix)) return;
     const key = fullKey.slice(prefix.length);
-    for (const listener of listeners) listener(event, key);
+    for (const listener of listeners) listener(event, key, UNKNOWN_ORIGIN);
   };
   const onMessage = (_channel: string, message: string) => {
     const event: WatchEvent = message[0] === "u" ? "update" : "remove";
