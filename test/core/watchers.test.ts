@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import memory from "../../src/drivers/memory.js";
-import { createStorage } from "../../src/index.js";
+import { createStorage, prefixStorage, type Driver, type WatchInfo } from "../../src/index.js";
 import { codeOf } from "../helpers/checks.js";
 
 // memory has a watch of its own; without it, the core reports the writes.
@@ -24,6 +24,37 @@ describe.each([
     expect(events.sort()).toEqual(
       ["update user:preferences", "update user:preferences:color", "update user:preferences:a", "remove user:preferences:color", "remove user:preferences:a"].sort(),
     );
+    await storage.dispose();
+  });
+
+  it("a three-argument listener gets info: origin local for this storage's writes, and memory's own feed adds the etag", async () => {
+    const driver = make();
+    const storage = createStorage({ driver });
+    const seen: { event: string; key: string; info: WatchInfo }[] = [];
+    await storage.watch((event, key, info) => void seen.push({ event, key, info }));
+    await storage.setItem("k", 1);
+    await storage.setItems([{ key: "j", value: 2 }]);
+    await storage.removeItem("k");
+    const etagOf = async (key: string) => (driver.watch ? (await storage.getMeta(key)).etag : undefined);
+    expect(seen).toEqual([
+      { event: "update", key: "k", info: { origin: "local", etag: seen[0]!.info.etag } },
+      { event: "update", key: "j", info: { origin: "local", ...(driver.watch ? { etag: await etagOf("j") } : {}) } },
+      { event: "remove", key: "k", info: { origin: "local" } },
+    ]);
+    // memory's etag of k, before it was removed, was the version just below j's.
+    expect(seen[0]!.info.etag).toBe(driver.watch ? String(Number(await etagOf("j")) - 1) : undefined);
+    // Listeners share one info: frozen, so none can change what the next one sees.
+    expect(seen.every(({ info }) => Object.isFrozen(info))).toBe(true);
+    await storage.dispose();
+  });
+
+  it("a view made by prefixStorage passes info on with its relative key", async () => {
+    const storage = createStorage({ driver: make() });
+    const view = prefixStorage(storage, "app");
+    const seen: string[] = [];
+    await view.watch((event, key, info) => void seen.push(`${event} ${key} ${info.origin}`));
+    await view.setItem("a", 1);
+    expect(seen).toEqual(["update a local"]);
     await storage.dispose();
   });
 
@@ -56,6 +87,20 @@ describe.each([
     expect(await codeOf(() => storage.watch("user:preferences" as never))).toBe("E_INVALID_OPTION");
     await storage.setItem("user:preferences", 1);
     expect(await storage.getItem("user:preferences")).toBe(1);
+    await storage.dispose();
+  });
+});
+
+describe("watch info from a driver that passes none", () => {
+  it("an unstorage-style driver calling callback(event, key) gives info { origin: 'unknown' }", async () => {
+    const inner = memory();
+    // unstorage's drivers call their callback with two arguments.
+    const driver: Driver = { ...inner, watch: (callback) => inner.watch!((event, key) => callback(event, key)) };
+    const storage = createStorage({ driver });
+    const seen: unknown[] = [];
+    await storage.watch((event, key, info) => void seen.push([event, key, info]));
+    await storage.setItem("k", 1);
+    expect(seen).toEqual([["update", "k", { origin: "unknown" }]]);
     await storage.dispose();
   });
 });

@@ -1,7 +1,7 @@
 import { statSync, watch as watchFs, type FSWatcher } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isStorageError, StorageError, toStorageError } from "../../core/errors.js";
-import type { CommitOperation, HistoryEntry, KeyLimits, RemoveOptions, SetOptions } from "../../core/types.js";
+import type { CommitOperation, HistoryEntry, KeyLimits, RemoveOptions, SetOptions, WatchInfo, WatchOrigin } from "../../core/types.js";
 import { bloomKey, type BloomKey } from "../packs/bloom.js";
 import { checkDriverKey } from "./driverSupport.js";
 import { encodeCommit, type Commit } from "../objects/commit.js";
@@ -92,7 +92,21 @@ interface Written {
   time: number;
 }
 
-type Listener = (event: "update" | "remove", key: string) => void;
+type Listener = (event: "update" | "remove", key: string, info: WatchInfo) => void;
+
+/** How many commits a watch walks back from a new tip to the last one seen before it reports the move as one change. */
+const WATCH_WALK = 100;
+/** How many of its own commits a watching store remembers (they are looked up right after they are made). */
+const OWN_COMMITS = 10_000;
+
+/** One step a watch reports: the trees it diffs, and what it knows of the commit that made it. */
+interface WatchStep {
+  from: ObjectId;
+  to: ObjectId;
+  origin: WatchOrigin;
+  /** The commit, when the step is exactly one commit. */
+  version?: ObjectId;
+}
 
 const MAX_ATTEMPTS = 10_000;
 const MAX_LOOKED = 100_000;
@@ -126,6 +140,8 @@ export class KeyValueRepo {
   private flushing: Promise<void> | undefined;
   private readonly listeners = new Set<Listener>();
   private watching: { seen: Tip; stop: () => void } | undefined;
+  /** Commits this store made while watched: the watch reports their changes as local. */
+  private readonly ownCommits = new Set<ObjectId>();
   private commitsSinceGraph = 0;
   /** Makes each racy stamp unique. */
   private racyReads = 0;
@@ -514,7 +530,11 @@ export class KeyValueRepo {
     // The ref file changed under us: the next read re-checks it (stamp ""), reusing the tree when the id is still ours.
     this.tip = { id: written.id, tree: written.tree, time: written.time, stamp: "" };
     this.commitsSinceGraph++;
-    if (this.watching !== undefined) this.check();
+    if (this.watching !== undefined) {
+      this.ownCommits.add(written.id);
+      if (this.ownCommits.size > OWN_COMMITS) this.ownCommits.delete(this.ownCommits.values().next().value!);
+      this.check();
+    }
     if (this.options.packLimit > 0 && this.repo.packFiles.length > this.options.packLimit) this.autoMaintain();
   }
 
@@ -594,24 +614,59 @@ export class KeyValueRepo {
   private stopWatching(): void {
     this.watching?.stop();
     this.watching = undefined;
+    this.ownCommits.clear();
   }
 
-  /** Emits the keys that changed between the last tip seen and the ref now. */
+  /**
+   * Emits the keys that changed between the last tip seen and the ref now,
+   * commit by commit: each change with the value's blob as etag, its commit
+   * as version and whether this store made that commit.
+   */
   private check(): void {
     const watching = this.watching;
     if (watching === undefined) return;
     try {
       const tip = this.fresh();
       if (tip.id === watching.seen.id) return;
-      const from = watching.seen.tree;
+      const from = watching.seen;
       watching.seen = tip;
-      this.keys.diff(from, tip.tree, (key, _before, after) => {
-        for (const listener of this.listeners) listener(after === undefined ? "remove" : "update", key);
-      });
+      for (const step of this.watchSteps(from, tip)) {
+        this.keys.diff(step.from, step.to, (key, _before, after) => {
+          const info: WatchInfo = Object.freeze({
+            origin: step.origin,
+            ...(after === undefined ? {} : { etag: after }),
+            ...(step.version === undefined ? {} : { version: step.version }),
+          });
+          for (const listener of this.listeners) listener(after === undefined ? "remove" : "update", key, info);
+        });
+      }
     } catch (error) {
       // A failed look (a repack in progress) is retried by the next notification or poll.
       process.emitWarning(`stowage git: reading ${this.options.ref} for watch failed: ${String(error)}`);
     }
+  }
+
+  /**
+   * The commits from `from` (left out) to `tip` along first parents, oldest
+   * first. Where that chain does not lead back to `from` within WATCH_WALK
+   * commits (a ref moved elsewhere, a long gap), the move is one step whose
+   * origin and commit are unknown.
+   */
+  private watchSteps(from: Tip, tip: Tip): WatchStep[] {
+    const chain: { id: ObjectId; tree: ObjectId }[] = [];
+    let id = tip.id;
+    while (id !== undefined && id !== from.id && chain.length < WATCH_WALK) {
+      const commit = this.commit(id);
+      chain.push({ id, tree: commit.tree });
+      id = commit.parents[0];
+    }
+    if (id !== from.id) return [{ from: from.tree, to: tip.tree, origin: "unknown" }];
+    return chain.reverse().map((step, index, steps) => ({
+      from: index === 0 ? from.tree : steps[index - 1]!.tree,
+      to: step.tree,
+      origin: this.ownCommits.has(step.id) ? "local" : "remote",
+      version: step.id,
+    }));
   }
 
   /** Stops watching, waits for queued writes, closes pack files. */
