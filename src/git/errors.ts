@@ -1,5 +1,8 @@
 import { StorageError, type StorageErrorCode } from "../core/errors.js";
 
+// The engine's errors are stowage's StorageErrors; below store/ this module is the one way to them (a lint rule keeps core out of the lower layers).
+export { isStorageError, StorageError } from "../core/errors.js";
+
 /** A StorageError raised by the Git engine (no driver name yet: the driver sets it). */
 export function gitError(code: StorageErrorCode, message: string, cause?: unknown): StorageError {
   return new StorageError(code, message, cause === undefined ? {} : { cause });

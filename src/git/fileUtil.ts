@@ -2,6 +2,9 @@ import { rmdirSync, unlinkSync, writeSync } from "node:fs";
 import { dirname, sep } from "node:path";
 import { ioError, isErrno } from "./errors.js";
 
+// core's mkdir one level at a time (Node's recursive mkdir spins under /proc); re-exported so the layers below store/ import no core.
+export { makeDirectories } from "../core/directories.js";
+
 /** Writes all of `data` at the file's position (a write may be partial). */
 export function writeAll(fd: number, data: Uint8Array): void {
   let done = 0;

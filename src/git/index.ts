@@ -29,9 +29,9 @@ export { PackReader, PackType, type ObjectResolver } from "./packs/packReader.js
 export { PackWriter, type PackMode, type PackWriterOptions, type WrittenPack } from "./packs/packWriter.js";
 export { isValidRefName, refNameProblem, type RefNameOptions } from "./refs/refName.js";
 export { appendReflog, formatReflogLine, readReflog, type ReflogEntry } from "./refs/reflog.js";
-export { RefStore, type Identity, type RefEntry, type RefStoreOptions, type RefUpdateOptions, type RefValue } from "./refs/refs.js";
+export { RefStore, type RefEntry, type RefStoreOptions, type RefUpdateOptions, type RefValue } from "./refs/refs.js";
 export { Repository, type InitOptions, type RepositoryOptions } from "./repo/repository.js";
-export { formatSignature, formatTimezone, parseSignature, signatureNow, type Signature } from "./objects/signature.js";
+export { formatSignature, formatTimezone, parseSignature, signatureNow, type Identity, type Signature } from "./objects/signature.js";
 export { decodeTag, encodeTag, type Tag } from "./objects/tag.js";
 export { decodeTree, encodeTree, isTreeMode, TreeMode, type TreeEntry } from "./objects/tree.js";
 export { adler32, deflateObject, inflateObject, STORED_MAX } from "./objects/zlib.js";

@@ -1,8 +1,7 @@
 import { closeSync, fsyncSync, openSync, renameSync } from "node:fs";
 import { dirname } from "node:path";
 import { gitError, ioError, isErrno } from "./errors.js";
-import { removeQuietly, writeAll } from "./fileUtil.js";
-import { makeDirectories } from "../core/directories.js";
+import { makeDirectories, removeQuietly, writeAll } from "./fileUtil.js";
 
 /** A held `<file>.lock`: created with O_EXCL, committed by rename over `<file>`. */
 export interface LockFile {

@@ -2,10 +2,9 @@ import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, u
 import { join } from "node:path";
 import { corrupt, ioError, isErrno } from "../errors.js";
 import { frameObject, hashObject, unframeObject, type GitObject, type ObjectId, type ObjectType } from "./objectId.js";
-import { removeQuietly, writeAll } from "../fileUtil.js";
+import { makeDirectories, removeQuietly, writeAll } from "../fileUtil.js";
 import { tempName } from "../tempName.js";
 import { deflateObject, inflateObject } from "./zlib.js";
-import { makeDirectories } from "../../core/directories.js";
 
 /** Options for writing loose objects. */
 export interface LooseWriteOptions {

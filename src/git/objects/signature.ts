@@ -1,6 +1,10 @@
-import { checkOptions } from "../../core/options.js";
 import { corrupt, gitError } from "../errors.js";
-import type { Identity } from "../refs/refs.js";
+
+/** Name and email, as written in commits, tags and reflog lines. */
+export interface Identity {
+  name: string;
+  email: string;
+}
 
 /** Who and when, as in a commit's author/committer or a tag's tagger line. */
 export interface Signature {
@@ -51,14 +55,15 @@ export function checkIdentity(identity: unknown, what: string): Identity {
   return { name: name as string, email: email as string };
 }
 
-/** Refuses fields of an identity other than name and email, as unknown options are. */
+/** Refuses an array, and fields of an identity other than name and email, in the words unknown options are refused with. */
 function checkFields(identity: object, what: string): void {
-  const known: readonly string[] = ["name", "email"];
-  try {
-    checkOptions(what, identity as Record<string, unknown>, known);
-  } catch (error) {
-    throw gitError("E_INVALID_OPTION", `Invalid ${what} ${describe(identity)}: ${(error as Error).message}`, error);
-  }
+  const unknown = Object.keys(identity).filter((name) => name !== "name" && name !== "email");
+  const problem = Array.isArray(identity)
+    ? `[${what}] options must be an object, got an array`
+    : unknown.length > 0
+      ? `[${what}] unknown option${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} (known: name, email)`
+      : undefined;
+  if (problem !== undefined) throw gitError("E_INVALID_OPTION", `Invalid ${what} ${describe(identity)}: ${problem}`);
 }
 
 function optionProblem(name: string, email: string): string | undefined {

@@ -5,9 +5,8 @@ import { bloomFilter, bloomMaybe, DEFAULT_BLOOM, MAX_CHANGED_PATHS, withLeadingD
 import type { Commit } from "../objects/commit.js";
 import { corrupt } from "../errors.js";
 import { commitLock, rollbackLock, tryLock, writeLock } from "../lockFile.js";
-import type { ObjectId } from "../objects/objectId.js";
+import type { GitObject, ObjectId } from "../objects/objectId.js";
 import { findSortedId } from "./packIndex.js";
-import type { Repository } from "../repo/repository.js";
 import { decodeTag } from "../objects/tag.js";
 import { isTreeMode, type TreeEntry } from "../objects/tree.js";
 
@@ -210,6 +209,24 @@ export interface CommitGraphOptions {
 
 type TreeReader = (id: ObjectId) => readonly TreeEntry[];
 
+/**
+ * What writing a graph reads of a repository (repo/repository.ts's
+ * Repository is one): declared here because packs sit below refs and the
+ * repository in the engine's layers, and the graph's tips are ref tips.
+ */
+export interface GraphSource {
+  readonly objectsDir: string;
+  commitGraph(): CommitGraph | undefined;
+  readCommit(id: ObjectId): Commit;
+  readTree: TreeReader;
+  tryReadObject(id: ObjectId): GitObject | undefined;
+  readonly refs: {
+    readonly commonDir: string;
+    resolve(name: string): ObjectId | undefined;
+    list(prefix: string): readonly { id: ObjectId }[];
+  };
+}
+
 /** A commit being written, with its first parent's tree for the filter. */
 interface Node extends GraphCommit {
   id: ObjectId;
@@ -227,7 +244,7 @@ interface Node extends GraphCommit {
  * that lock, or where Git itself would not use a graph (a shallow
  * repository, replace refs, grafts).
  */
-export function writeCommitGraph(repo: Repository, options: CommitGraphOptions = {}): CommitGraphWritten | undefined {
+export function writeCommitGraph(repo: GraphSource, options: CommitGraphOptions = {}): CommitGraphWritten | undefined {
   if (!graphUsable(repo)) return undefined;
   const path = commitGraphPath(repo.objectsDir);
   const previous = repo.commitGraph();
@@ -249,13 +266,13 @@ export function writeCommitGraph(repo: Repository, options: CommitGraphOptions =
 }
 
 /** Git ignores commit-graphs where history can be rewritten locally: shallow clones, grafts, replace refs. */
-function graphUsable(repo: Repository): boolean {
+function graphUsable(repo: GraphSource): boolean {
   const common = repo.refs.commonDir;
   return !existsSync(join(common, "shallow")) && !existsSync(join(common, "info", "grafts")) && repo.refs.list("refs/replace/").length === 0;
 }
 
 /** HEAD and every ref, peeled to the commits they name (refs to trees or blobs are left out). */
-function refTips(repo: Repository): ObjectId[] {
+function refTips(repo: GraphSource): ObjectId[] {
   const tips = new Set<ObjectId>();
   const head = repo.refs.resolve("HEAD");
   const ids = [...(head === undefined ? [] : [head]), ...repo.refs.list("refs/").map((ref) => ref.id)];

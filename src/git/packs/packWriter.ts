@@ -3,13 +3,12 @@ import { closeSync, fsyncSync, openSync, readSync, renameSync, writeSync } from 
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { gitError, ioError, isErrno } from "../errors.js";
-import { removeQuietly, writeAll } from "../fileUtil.js";
+import { makeDirectories, removeQuietly, writeAll } from "../fileUtil.js";
 import { hashObject, type ObjectId, type ObjectType } from "../objects/objectId.js";
 import { encodePackIndex, type PackIndexEntry } from "./packIndex.js";
 import { PackType, type StoredEntry } from "./packReader.js";
 import { tempName } from "../tempName.js";
 import { deflateObject } from "../objects/zlib.js";
-import { makeDirectories } from "../../core/directories.js";
 
 /** Where a pack is staged before it is installed: in memory, in a temporary file, or memory first then a file. */
 export type PackMode = "memory" | "disk" | "auto";

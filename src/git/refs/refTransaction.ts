@@ -1,14 +1,13 @@
 import { readFileSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { isStorageError, type StorageError } from "../../core/errors.js";
-import { gitError, ioError, isErrno } from "../errors.js";
+import { gitError, ioError, isErrno, isStorageError, type StorageError } from "../errors.js";
 import { pruneEmptyDirs, removeQuietly } from "../fileUtil.js";
 import { commitLock, rollbackLock, tryLock, writeLock, type LockFile } from "../lockFile.js";
 import { isObjectId, ZERO_ID, type ObjectId } from "../objects/objectId.js";
 import { appendReflog } from "./reflog.js";
 import { refNameProblem } from "./refName.js";
-import type { Identity, RefStore } from "./refs.js";
-import { signatureNow } from "../objects/signature.js";
+import type { RefStore } from "./refs.js";
+import { signatureNow, type Identity } from "../objects/signature.js";
 
 /** One change of a {@link commitRefs} transaction. */
 export interface RefChange {

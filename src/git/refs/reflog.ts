@@ -1,9 +1,9 @@
 import { appendFileSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
+import { makeDirectories } from "../fileUtil.js";
 import { corrupt, ioError, isErrno } from "../errors.js";
 import type { ObjectId } from "../objects/objectId.js";
 import { formatSignature, parseSignature, type Signature } from "../objects/signature.js";
-import { makeDirectories } from "../../core/directories.js";
 
 /** One reflog line. */
 export interface ReflogEntry {

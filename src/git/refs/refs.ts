@@ -9,16 +9,10 @@ import { isObjectId, ZERO_ID, type ObjectId } from "../objects/objectId.js";
 import { PackedRefsCache, removeFromPackedRefs, type PackedRef } from "./packedRefs.js";
 import { appendReflog, readReflog, type ReflogEntry } from "./reflog.js";
 import { refNameProblem } from "./refName.js";
-import { signatureNow } from "../objects/signature.js";
+import { signatureNow, type Identity } from "../objects/signature.js";
 
 /** What a ref file holds: an object id, or (HEAD and the like) the name of another ref. */
 export type RefValue = { id: ObjectId; symbolic?: undefined } | { symbolic: string; id?: undefined };
-
-/** Name and email written in reflog lines. */
-export interface Identity {
-  name: string;
-  email: string;
-}
 
 /** Options of the ref store. */
 export interface RefStoreOptions {

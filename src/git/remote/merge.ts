@@ -3,7 +3,7 @@ import { gitError } from "../errors.js";
 import { keyToNames } from "../store/keyPath.js";
 import { EMPTY_TREE, type KeyEdit, type KeyTree, type NewTree } from "../store/keyTree.js";
 import { hashObject, type ObjectId } from "../objects/objectId.js";
-import type { Identity } from "../refs/refs.js";
+import type { Identity } from "../objects/signature.js";
 import type { Repository } from "../repo/repository.js";
 import { signatureNow } from "../objects/signature.js";
 

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { isStorageError } from "../../core/errors.js";
 import { gitError } from "../errors.js";
+import { gitEnv } from "../gitEnv.js";
 import { isObjectId, type ObjectId } from "../objects/objectId.js";
 import { isValidRefName } from "../refs/refName.js";
 import type { Repository } from "../repo/repository.js";
@@ -69,25 +70,6 @@ function checkRefspec(refspec: string): void {
   }
 }
 
-/** Variables that point git at another repository's files (set inside a git hook, for one): `--git-dir` alone must decide. */
-const LOCATION_VARIABLES = [
-  "GIT_DIR",
-  "GIT_WORK_TREE",
-  "GIT_COMMON_DIR",
-  "GIT_OBJECT_DIRECTORY",
-  "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-  "GIT_INDEX_FILE",
-  "GIT_NAMESPACE",
-  "GIT_SHALLOW_FILE",
-];
-
-/** This process's environment for stock git: variables pointing elsewhere dropped, prompts off, messages in English. */
-export function gitEnv(options: RemoteOptions = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of LOCATION_VARIABLES) delete env[name];
-  return { ...env, ...options.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", LANGUAGE: "C" };
-}
-
 /**
  * Runs stock git on the repository, `config` (`-c name=value` pairs) before
  * the command in `args`; resolves with its exit code and output (a spawn failure is `E_UNAVAILABLE`).
@@ -95,7 +77,7 @@ export function gitEnv(options: RemoteOptions = {}): NodeJS.ProcessEnv {
 function runGit(repo: Repository, args: string[], options: RemoteOptions, config: string[] = []): Promise<GitRun> {
   const argv = ["--git-dir", repo.gitDir, "-c", "protocol.ext.allow=never", ...config, ...args];
   return new Promise((resolve, reject) => {
-    const child = execFile("git", argv, { env: gitEnv(options), timeout: options.timeout ?? 0, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+    const child = execFile("git", argv, { env: gitEnv(options.env), timeout: options.timeout ?? 0, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof error.code === "number" ? error.code : undefined;
       if (code !== undefined && !error?.killed) resolve({ code, stdout, stderr });
       else reject(gitError("E_UNAVAILABLE", `git ${args[0]} failed to run: ${error?.killed ? `killed after ${options.timeout} ms` : String(error)}`, error));

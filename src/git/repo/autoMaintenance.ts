@@ -1,7 +1,6 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { StorageError } from "../../core/errors.js";
-import { ioError, isErrno } from "../errors.js";
+import { ioError, isErrno, StorageError } from "../errors.js";
 import { maintain, type MaintenanceOptions, type MaintenanceResult } from "./maintenance.js";
 import type { Repository } from "./repository.js";
 

@@ -1,11 +1,11 @@
 import { closeSync, openSync, readFileSync, realpathSync, statSync, writeSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
-import { isStorageError } from "../../core/errors.js";
+import { makeDirectories } from "../fileUtil.js";
 import { decodeCommit, encodeCommit, type Commit } from "../objects/commit.js";
 import { CommitGraph, commitGraphPath } from "../packs/commitGraph.js";
 import { statStamp } from "../fileStamp.js";
 import { parseConfig } from "../config.js";
-import { corrupt, gitError, ioError, isErrno } from "../errors.js";
+import { corrupt, gitError, ioError, isErrno, isStorageError } from "../errors.js";
 import { LruCache } from "../lruCache.js";
 import { hashObject, isObjectId, type GitObject, type ObjectId, type ObjectType } from "../objects/objectId.js";
 import { ObjectStore, readAlternates } from "../packs/objectStore.js";
@@ -14,7 +14,6 @@ import { RefStore, type RefStoreOptions } from "../refs/refs.js";
 import { checkIdentity } from "../objects/signature.js";
 import { decodeTag, encodeTag, type Tag } from "../objects/tag.js";
 import { decodeTree, encodeTree, type TreeEntry } from "../objects/tree.js";
-import { makeDirectories } from "../../core/directories.js";
 
 /** Options of an opened or created {@link Repository}. */
 export interface RepositoryOptions extends RefStoreOptions {

@@ -14,7 +14,7 @@ import { stableStamp } from "../fileStamp.js";
 import { maintain, type MaintenanceOptions, type MaintenanceResult } from "../repo/maintenance.js";
 import { isObjectId, type ObjectId } from "../objects/objectId.js";
 import type { PackWriter } from "../packs/packWriter.js";
-import type { Identity } from "../refs/refs.js";
+import type { Identity } from "../objects/signature.js";
 import { openOrInit } from "./openStore.js";
 import type { Repository } from "../repo/repository.js";
 import { signatureNow } from "../objects/signature.js";

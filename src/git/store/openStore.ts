@@ -4,7 +4,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { isStorageError, StorageError } from "../../core/errors.js";
 import { gitError, ioError, isErrno } from "../errors.js";
 import { isValidRefName } from "../refs/refName.js";
-import { gitEnv } from "../remote/remote.js";
+import { gitEnv } from "../gitEnv.js";
 import { enclosingRepository, realPathOf, Repository, type RepositoryOptions } from "../repo/repository.js";
 
 /** What {@link Repository.init} makes: a directory holding only these is a repository being created (by another process, say). */

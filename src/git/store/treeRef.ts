@@ -3,7 +3,7 @@ import type { AutoMaintenance } from "../repo/autoMaintenance.js";
 import { gitError } from "../errors.js";
 import { hashObject, type GitObject, type ObjectId } from "../objects/objectId.js";
 import { updateRefWith } from "../refs/refTransaction.js";
-import type { Identity } from "../refs/refs.js";
+import type { Identity } from "../objects/signature.js";
 import type { Repository } from "../repo/repository.js";
 import { signatureNow } from "../objects/signature.js";
 import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "../objects/tree.js";
