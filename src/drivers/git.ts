@@ -158,7 +158,7 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
   return {
     name: DRIVER_NAME,
     options,
-    flags: { sync: true, cas: true, transactions: true, history: true, watch: true, maxDepth: true, clearBase: true, nestedKeys: true },
+    flags: { sync: true, cas: true, etag: "content", transactions: true, history: true, watch: true, maxDepth: true, clearBase: true, nestedKeys: true },
     keyLimits: GIT_KEY_LIMITS,
     getInstance: () => store,
     hasItem: (key: string) => store.valueId(key) !== undefined,

@@ -27,6 +27,15 @@ export interface HttpOptions {
    * `clearBase`; against `"unstorage"`'s server it declares none of them.
    */
   server?: "stowage" | "unstorage";
+  /**
+   * What the stowage server's store's etags are (the server hands them on
+   * as they are): `"content"` for a server over redis, mysql or a git
+   * driver, `"version"` for the others. Declared as the driver's `etag`
+   * flag; refused with `E_INVALID_OPTION` against unstorage's server, which
+   * has no etags.
+   * @default "version"
+   */
+  etag?: "version" | "content";
   /** Requests in flight at once for getItems and setItems (default 16). */
   concurrency?: number;
   /**
@@ -50,7 +59,7 @@ const CONNECT_ERRORS = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "
 const MAX_SOCKETS = 32;
 
 const STOWAGE_FLAGS: DriverFlags = { ttl: true, cas: true, clearBase: true };
-const OPTION_NAMES: (keyof HttpOptions)[] = ["base", "headers", "token", "timeout", "retries", "server", "concurrency", "maxBodySize"];
+const OPTION_NAMES: (keyof HttpOptions)[] = ["base", "headers", "token", "timeout", "retries", "server", "concurrency", "maxBodySize", "etag"];
 const DEFAULT_MAX_BODY = 64 * 1024 * 1024;
 /** Past this a body cannot become one string (V8's limit is about 512 Mi characters). */
 const MAX_BODY_LIMIT = 512 * 1024 * 1024;
@@ -262,6 +271,16 @@ async function mapLimited<T, R>(items: T[], limit: number, task: (item: T) => Pr
   return results;
 }
 
+/** The `etag` option: one of the two kinds, and only for a stowage server (unstorage's keeps no etags). */
+function checkEtagKind(etag: HttpOptions["etag"], stowage: boolean): "version" | "content" {
+  if (etag === undefined) return "version";
+  if (!stowage) throw new StorageError("E_INVALID_OPTION", "[http] etag is for a stowage server: unstorage's server keeps no etags", { driver: DRIVER_NAME });
+  if (etag !== "version" && etag !== "content") {
+    throw new StorageError("E_INVALID_OPTION", `[http] etag is "version" or "content", got ${JSON.stringify(etag)}`, { driver: DRIVER_NAME });
+  }
+  return etag;
+}
+
 /**
  * A store behind an HTTP storage server: stowage's (`stowage serve`,
  * `stowage/server`) or unstorage's. Speaks unstorage's protocol over
@@ -293,6 +312,7 @@ export default defineDriver((options: HttpOptions) => {
   }
   const valueBody: BodyLimit = { bytes: maxBodySize, past: "fail" };
   const stowage = server === "stowage";
+  const etag = checkEtagKind(options.etag, stowage);
   const common = checkHeaders(options.headers);
   if (options.token !== undefined) {
     if (!isBearerToken(options.token)) {
@@ -563,7 +583,7 @@ export default defineDriver((options: HttpOptions) => {
   return {
     name: DRIVER_NAME,
     options,
-    flags: stowage ? STOWAGE_FLAGS : {},
+    flags: stowage ? { ...STOWAGE_FLAGS, etag } : {},
     keyLimits: KEY_LIMITS,
     getInstance: () => agent,
     hasItem: async (key: string) => (await head(key)).status !== 404,

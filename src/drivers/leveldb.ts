@@ -155,7 +155,7 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
     // LevelDB keys have no limit of their own (measured: 70,000 bytes work); the default bounds the work per key.
     keyLimits: DEFAULT_KEY_LIMITS,
     options,
-    flags: { maxDepth: true, ttl: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, cas: true, etag: "version", transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => db,
     hasItem: async (key: string) => (await read(key)) !== null,
     getItem: async (key: string) => (await read(key))?.value ?? null,

@@ -483,7 +483,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     // One byte short of what the driver takes, for the core's meta sidecar `key$`.
     keyLimits: { bytes: MAX_KEY_BYTES - 1, segments: DEFAULT_KEY_LIMITS.segments },
     options,
-    flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, sync: true, cas: true, etag: "version", transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => db,
     hasItem: (key: string) => valueOf(key) !== null,
     getItem: valueOf,

@@ -167,7 +167,7 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
     // SQLite holds keys up to its 1 GB string limit (measured: 70,000 bytes work); the default bounds the work per key.
     keyLimits: DEFAULT_KEY_LIMITS,
     options,
-    flags: { maxDepth: true, ttl: true, sync: true, cas: true, transactions: true, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, sync: true, cas: true, etag: "version", transactions: true, clearBase: true, nestedKeys: true },
     getInstance: () => db,
     hasItem: (key: string) => statements.has.get(key, Date.now()) !== undefined,
     getItem: valueOf,

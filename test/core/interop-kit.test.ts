@@ -13,6 +13,7 @@ import { tempDir } from "../helpers/tempDir.js";
 testDriver({
   name: "unstorage memory in stowage",
   driver: () => unstorageMemory() as Driver,
+  scale: "small",
   skip: ["a value read or written cannot be changed from outside"],
 });
 

@@ -177,6 +177,11 @@ describe("http driver", () => {
     expect(refused({ headers: { "x-tenant": 1 } })).toMatch(/x-tenant/);
     expect(refused({ headers: { "x-tenant": "a\r\nx-evil: 1" } })).toMatch(/x-tenant/);
     expect(refused({ headers: { "bad name": "1" } })).toMatch(/bad name/);
+    expect(refused({ etag: "hash" })).toMatch(/etag/);
+    expect(refused({ etag: "version", server: "unstorage" })).toMatch(/etag/);
+    expect(http({ base: "http://127.0.0.1:1/" }).flags?.etag).toBe("version");
+    expect(http({ base: "http://127.0.0.1:1/", etag: "content" }).flags?.etag).toBe("content");
+    expect(http({ base: "http://127.0.0.1:1/", server: "unstorage" }).flags?.etag).toBeUndefined();
     expect(refused({ maxBodySize: 1024, timeout: 50, retries: 0, concurrency: 1, server: "unstorage" })).toBe("accepted");
     expect(http({ base: "http://127.0.0.1:1/" }).keyLimits).toEqual({ bytes: 4096, segments: 1024 });
   });

@@ -6,6 +6,7 @@ import { eventually, testDriver } from "../../src/testing/index.js";
 testDriver({
   name: "memory",
   driver: () => memory(),
+  scale: "small",
   additionalTests: (context) => {
     it("getInstance returns the Map of stored values", async () => {
       await context.storage.setItem("instance", { a: 1 });

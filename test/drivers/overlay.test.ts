@@ -11,7 +11,7 @@ import sqlite from "../../src/drivers/sqlite.js";
 import { testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 
-testDriver({ name: "overlay (memory over memory)", driver: () => overlay({ layers: [memory(), memory()] }) });
+testDriver({ name: "overlay (memory over memory)", driver: () => overlay({ layers: [memory(), memory()] }), scale: "small" });
 testDriver({
   name: "overlay (sqlite over fs, async-style layers)",
   driver: () => overlay({ layers: [sqlite({ path: join(tempDir("overlay-kit"), "top.db") }), fsDriver({ base: tempDir("overlay-kit-fs") })] }),

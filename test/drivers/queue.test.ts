@@ -8,7 +8,7 @@ import queue from "../../src/drivers/queue.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 
-testDriver({ name: "queue over memory", driver: () => queue({ driver: memory(), flushInterval: 20 }) });
+testDriver({ name: "queue over memory", driver: () => queue({ driver: memory(), flushInterval: 20 }), scale: "small" });
 testDriver({
   name: "queue over sqlite, every update in order",
   driver: () => queue({ driver: sqlite({ path: join(tempDir("queue-kit"), "store.db") }), mergeUpdates: false, batchSize: 7 }),

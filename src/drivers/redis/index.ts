@@ -192,7 +192,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     // Redis keys hold up to 512 MB (measured: 70,000 bytes work); the default bounds the work per key.
     keyLimits: DEFAULT_KEY_LIMITS,
     options,
-    flags: { ttl: true, cas: true, transactions: atomicAcrossKeys, clearBase: true, nestedKeys: true, watch: watchMode !== "off" },
+    flags: { ttl: true, cas: true, etag: "content", transactions: atomicAcrossKeys, clearBase: true, nestedKeys: true, watch: watchMode !== "off" },
     getInstance: () => client,
     hasItem: async (key: string) => (await call(() => client.exists(prefix + key), key)) === 1,
     getItem: (key: string) => call(() => client.get(prefix + key), key),
