@@ -14,7 +14,7 @@ export type WatchEvent = "update" | "remove";
  * - `"remote"`: a write the driver knows another client made: another
  *   process, or another driver instance in this one (its own connection);
  * - `"unknown"`: the driver cannot tell (a file watcher, redis keyspace
- *   events and client tracking, an unstorage driver).
+ *   events and client tracking, mysql's change log, an unstorage driver).
  */
 export type WatchOrigin = "local" | "remote" | "unknown";
 
@@ -25,8 +25,8 @@ export interface WatchInfo {
   /**
    * The etag the key holds after an `"update"`, as `getMeta(key).etag` gives
    * it and `ifMatch` takes it. Present where the change feed carries it
-   * (memory, postgres, mysql with `watch`, etcd, NATS KV, git, redis with
-   * `watch: "pubsub"`); absent on removals and for writes the core reports
+   * (memory, postgres, etcd, NATS KV, git, redis with `watch: "pubsub"`);
+   * absent on removals and for writes the core reports
    * (a driver's write does not return its etag, and asking would cost a
    * round trip per write).
    */

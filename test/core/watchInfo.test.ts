@@ -10,6 +10,7 @@ import git from "../../src/drivers/git.js";
 import mysql from "../../src/drivers/mysql.js";
 import natsKv from "../../src/drivers/nats-kv.js";
 import postgres from "../../src/drivers/postgres.js";
+import redis from "../../src/drivers/redis/index.js";
 import { createStorage, type Driver, type Storage, type WatchEvent, type WatchInfo } from "../../src/index.js";
 import { serviceUp } from "../helpers/services.js";
 import { runTables } from "../helpers/tableDrivers.js";
@@ -24,9 +25,17 @@ const postgresUrl = process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127
 const mysqlUrl = process.env.STOWAGE_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
 const etcdHosts = process.env.STOWAGE_ETCD_HOSTS ?? "http://127.0.0.1:2379";
 const natsServers = process.env.STOWAGE_NATS_SERVERS ?? "127.0.0.1:4222";
+const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 const RUN = `stowage-watchinfo-${process.pid}-${Date.now().toString(36)}`;
 const { tables, fresh: freshTable } = runTables();
 const buckets: string[] = [];
+const redisBases: string[] = [];
+/** A fresh redis key prefix of this run. */
+const redisBase = () => {
+  const base = `${RUN}:${redisBases.length}`;
+  redisBases.push(base);
+  return base;
+};
 
 /** What a driver's feed tells: whether it knows the writer, and what `version` holds. */
 interface Feed {
@@ -88,6 +97,26 @@ const feeds: Feed[] = [
     version: "etag",
   },
   {
+    name: "redis (pubsub)",
+    service: ["Redis", redisUrl],
+    store: () => {
+      const base = redisBase();
+      return () => redis({ url: redisUrl, base, watch: "pubsub", channel: `${base}:events` });
+    },
+    origins: true,
+    etags: true,
+  },
+  {
+    name: "redis (tracking)",
+    service: ["Redis", redisUrl],
+    store: () => {
+      const base = redisBase();
+      return () => redis({ url: redisUrl, base, watch: "tracking" });
+    },
+    origins: false,
+    etags: false,
+  },
+  {
     name: "git",
     store: () => {
       const dir = tempDir("watchinfo-git");
@@ -124,6 +153,13 @@ afterAll(async () => {
     const admin = new Etcd3({ hosts: etcdHosts });
     await admin.delete().prefix(`${RUN}/`);
     admin.close();
+  }
+  if (redisBases.length > 0 && (await serviceUp("Redis", redisUrl))) {
+    for (const base of redisBases) {
+      const storage = createStorage({ driver: redis({ url: redisUrl, base, watch: "off" }) });
+      await storage.clear();
+      await storage.dispose();
+    }
   }
   if (buckets.length > 0 && (await serviceUp("NATS", natsServers))) {
     const nc = await connect({ servers: natsServers });

@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from "node:crypto";
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from "ioredis";
 import { defineDriver } from "../../core/defineDriver.js";
 import { conflictError } from "../../core/errors.js";
@@ -94,6 +95,8 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   const watchMode: WatchMode = options.watch ?? (isCluster ? "pubsub" : "tracking");
   const db = isCluster ? 0 : ((client as Redis).options.db ?? 0);
   const channel = watchMode === "pubsub" ? (options.channel ?? `stowage:events:${db}`) : "";
+  // Names this driver instance in its pub/sub messages, so its watchers can tell its writes (8 characters, no NUL).
+  const sender = randomBytes(6).toString("base64url");
 
   /** Runs a command once the connection is ready; failures become StorageErrors. */
   function call<T>(work: () => Promise<T>, key?: string): Promise<T> {
@@ -117,7 +120,8 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
       const px = pxOf(opts);
       return callVoid(() => (px === "" ? client.set(full, value) : client.set(full, value, "PX", px)), key);
     }
-    return runScript(WRITE, [full], [value, pxOf(opts), guard, channel, channel && "u" + full]).then((written) => {
+    const message = channel && `u${sender}${createHash("sha1").update(value).digest("hex")}${full}`;
+    return runScript(WRITE, [full], [value, pxOf(opts), guard, channel, message]).then((written) => {
       if (written === 0) throw conflictError(DRIVER_NAME, key, guard === "*" ? "Key already exists" : "Stored version differs");
     });
   }
@@ -126,7 +130,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     const full = prefix + key;
     const guard = guardOf(opts);
     if (guard === "" && channel === "") return callVoid(() => client.unlink(full), key);
-    if ((await runScript(REMOVE, [full], [guard, channel, channel && "r" + full])) === -1) throw conflictError(DRIVER_NAME, key, "Stored version differs");
+    if ((await runScript(REMOVE, [full], [guard, channel, channel && `r${sender}${full}`])) === -1) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   }
 
   /** Applies operations in one script: every check first, then every write, all or nothing. */
@@ -134,6 +138,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     if (ops.length === 0) return;
     const args: (string | Buffer)[] = [channel];
     for (const op of ops) args.push(op.kind, op.value, op.px);
+    args.push(sender);
     const failed = await runScript(BATCH, ops.map((op) => prefix + op.key), args);
     if (typeof failed === "number" && failed > 0) throw conflictError(DRIVER_NAME, ops[failed - 1]!.key, "Stored version differs");
   }
@@ -182,10 +187,10 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     const failed = results.find(([error]) => error);
     if (failed) throw toStorageError(failed[0]);
     const removed = keys.filter((_, index) => results[index]?.[1] === 1);
-    if (channel && removed.length > 0) await call(() => client.publish(channel, "r" + removed.join("\0")));
+    if (channel && removed.length > 0) await call(() => client.publish(channel, `r${sender}${removed.join("\0")}`));
   }
 
-  const watcher = watchMode === "off" ? undefined : createWatcher({ client, isCluster, prefix, db, watchMode, channel, timeout, watchdog, call });
+  const watcher = watchMode === "off" ? undefined : createWatcher({ client, isCluster, prefix, db, watchMode, channel, sender, timeout, watchdog, call });
 
   return {
     name: DRIVER_NAME,
@@ -231,7 +236,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
       await runScript(
         SET_MANY,
         items.map((item) => prefix + item.key),
-        [channel, ...items.map((item) => item.value)],
+        [channel, ...items.map((item) => item.value), sender],
       );
     },
     removeItem: (key: string, opts: RemoveOptions) => remove(key, opts),

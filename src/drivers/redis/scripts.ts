@@ -44,8 +44,8 @@ if not value then return nil end
 return {redis.sha1hex(value), redis.call('PTTL', KEYS[1]), string.len(value)}`);
 
 // KEYS: one per operation; ARGV[1] channel, then (kind, a, b) per operation: check (c, guard),
-// set (s, value, px) or remove (r). Every check runs before any write; returns the 1-based index of
-// the failed check, or 0 once everything is written.
+// set (s, value, px) or remove (r), then the sender (see watch.ts for the messages). Every check runs
+// before any write; returns the 1-based index of the failed check, or 0 once everything is written.
 export const BATCH = script(`${GUARD_FAILS}
 for i = 1, #KEYS do
   if ARGV[3 * i - 1] == 'c' and fails(KEYS[i], ARGV[3 * i]) then return i end
@@ -56,19 +56,20 @@ for i = 1, #KEYS do
   if kind == 's' then
     if ARGV[3 * i + 1] == '' then redis.call('SET', KEYS[i], ARGV[3 * i])
     else redis.call('SET', KEYS[i], ARGV[3 * i], 'PX', ARGV[3 * i + 1]) end
-    updated[#updated + 1] = KEYS[i]
+    updated[#updated + 1] = redis.sha1hex(ARGV[3 * i]) .. KEYS[i]
   elseif kind == 'r' and redis.call('UNLINK', KEYS[i]) == 1 then
     removed[#removed + 1] = KEYS[i]
   end
 end
 if ARGV[1] ~= '' then
-  if #updated > 0 then redis.call('PUBLISH', ARGV[1], 'u' .. table.concat(updated, '\\0')) end
-  if #removed > 0 then redis.call('PUBLISH', ARGV[1], 'r' .. table.concat(removed, '\\0')) end
+  local sender = ARGV[#ARGV]
+  if #updated > 0 then redis.call('PUBLISH', ARGV[1], 'u' .. sender .. table.concat(updated, '\\0')) end
+  if #removed > 0 then redis.call('PUBLISH', ARGV[1], 'r' .. sender .. table.concat(removed, '\\0')) end
 end
 return 0`);
 
-// KEYS: the keys; ARGV[1] channel, ARGV[i + 1] the value of KEYS[i]. Plain writes without guards or TTL:
-// MSET, in slices that stay under Lua's limit on unpacked values.
+// KEYS: the keys; ARGV[1] channel, ARGV[i + 1] the value of KEYS[i], then the sender. Plain writes
+// without guards or TTL: MSET, in slices that stay under Lua's limit on unpacked values.
 export const SET_MANY = script(`local slice = {}
 for i = 1, #KEYS do
   slice[#slice + 1] = KEYS[i]
@@ -78,7 +79,11 @@ for i = 1, #KEYS do
     slice = {}
   end
 end
-if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], 'u' .. table.concat(KEYS, '\\0')) end
+if ARGV[1] ~= '' then
+  local updated = {}
+  for i = 1, #KEYS do updated[i] = redis.sha1hex(ARGV[i + 1]) .. KEYS[i] end
+  redis.call('PUBLISH', ARGV[1], 'u' .. ARGV[#ARGV] .. table.concat(updated, '\\0'))
+end
 return 0`);
 
 export type BatchOp = { key: string; kind: "c" | "s" | "r"; value: string | Buffer; px: string };

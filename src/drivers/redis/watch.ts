@@ -19,6 +19,8 @@ export interface WatchContext {
   watchMode: NativeWatchMode;
   /** Pub/sub channel of watch: "pubsub" ("" otherwise). */
   channel: string;
+  /** The id that names this driver instance in its pub/sub messages. */
+  sender: string;
   timeout: number;
   watchdog: ReplyWatchdog;
   /** Runs a command once the driver's connection is ready; failures become StorageErrors. */
@@ -26,6 +28,10 @@ export interface WatchContext {
 }
 
 const UNKNOWN_ORIGIN: WatchInfo = Object.freeze({ origin: "unknown" });
+/** Characters of a driver instance's id in its messages (base64url of 6 random bytes). */
+const SENDER_LENGTH = 8;
+/** Characters of an etag: a SHA-1 in hex. */
+const ETAG_LENGTH = 40;
 
 // Where the server sends tracking invalidations for RESP2 connections.
 const INVALIDATE_CHANNEL = "__redis__:invalidate";
@@ -47,22 +53,28 @@ function warn(error: unknown): void {
  * listener and closed with the last, that turn tracking invalidations,
  * pub/sub messages or keyspace notifications into watch events.
  */
-export function createWatcher({ client, isCluster, prefix, db, watchMode, channel, timeout, watchdog, call }: WatchContext) {
+export function createWatcher({ client, isCluster, prefix, db, watchMode, channel, sender, timeout, watchdog, call }: WatchContext) {
   const listeners = new Set<WatchCallback>();
   let connections: RedisClient[] = [];
   let starting: Promise<void> | undefined;
   let classifying: Promise<void> = Promise.resolve();
   const keyspacePrefix = `__keyspace@${db}__:`;
 
-  // Invalidations, keyspace events and the driver's own messages name keys only: not the writer, not the value.
-  const emit = (event: WatchEvent, fullKey: string) => {
+  // Invalidations and keyspace events name keys only: not the writer, not the value.
+  const emit = (event: WatchEvent, fullKey: string, info: WatchInfo = UNKNOWN_ORIGIN) => {
     if (!fullKey.startsWith(prefix)) return;
     const key = fullKey.slice(prefix.length);
-    for (const listener of listeners) listener(event, key, UNKNOWN_ORIGIN);
+    for (const listener of listeners) listener(event, key, info);
   };
+  // The driver's own messages: `u` or `r`, the sender's 8-character id, then NUL-separated entries,
+  // each an update's etag (40 hex digits, the SHA-1 of the value) and key, or a removed key.
   const onMessage = (_channel: string, message: string) => {
     const event: WatchEvent = message[0] === "u" ? "update" : "remove";
-    for (const fullKey of message.slice(1).split("\0")) emit(event, fullKey);
+    const origin = message.slice(1, 1 + SENDER_LENGTH) === sender ? "local" : "remote";
+    for (const entry of message.slice(1 + SENDER_LENGTH).split("\0")) {
+      if (event === "remove") emit(event, entry, { origin });
+      else emit(event, entry.slice(ETAG_LENGTH), { origin, etag: entry.slice(0, ETAG_LENGTH) });
+    }
   };
   const onKeyspace = (_pattern: string, source: string, operation: string) => {
     const event = KEYSPACE_EVENTS[operation];
