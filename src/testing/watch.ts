@@ -1,6 +1,6 @@
 import { expect } from "vitest";
 import { createCoreStorage } from "../core/storage.js";
-import type { WatchEvent } from "../core/types.js";
+import type { WatchEvent, WatchInfo } from "../core/types.js";
 import { eventually, expectCode, sleep, type Kit } from "./context.js";
 
 /** watch(cb) and watch(base, cb): every write path is heard, nothing after unwatch, a listener fails no write. */
@@ -59,6 +59,29 @@ export function watchTests({ context, test, timeout }: Kit): void {
     } finally {
       await unwatchThrowing();
       await unwatchBase();
+    }
+  });
+
+  test("watch info: this storage's writes are never remote; info is frozen; an etag or version given is the one getMeta or getHistory reports", async () => {
+    const storage = context.storage;
+    const heard: { event: WatchEvent; key: string; info: WatchInfo }[] = [];
+    const unwatch = await storage.watch((event, key, info) => void heard.push({ event, key, info }));
+    try {
+      await storage.setItem("wi:a", { n: 1 });
+      await eventually(() => expect(heard.some((entry) => entry.key === "wi:a")).toBe(true), timeout);
+      // A file watcher may report one write twice (created, then changed): the last report is of the stored value.
+      const { info } = heard.filter((entry) => entry.key === "wi:a").at(-1)!;
+      expect(Object.isFrozen(info)).toBe(true);
+      expect(["local", "unknown"]).toContain(info.origin);
+      if (info.etag !== undefined) expect(info.etag).toBe((await storage.getMeta("wi:a")).etag);
+      if (info.version !== undefined) expect(info.version).toBe((await storage.getHistory("wi:a", { limit: 1 }))[0]!.version);
+      await storage.removeItem("wi:a");
+      await eventually(() => expect(heard.some((entry) => entry.event === "remove" && entry.key === "wi:a")).toBe(true), timeout);
+      const removed = heard.find((entry) => entry.event === "remove" && entry.key === "wi:a")!.info;
+      expect(["local", "unknown"]).toContain(removed.origin);
+      expect(removed.etag).toBeUndefined();
+    } finally {
+      await unwatch();
     }
   });
 }
