@@ -24,12 +24,14 @@ function warn(error: unknown, event: WatchEvent, key: string): void {
 }
 
 /**
- * A driver's `info`, frozen for sharing among listeners. Without one (an
- * unstorage driver calls `callback(event, key)`) the origin is unknown.
+ * A driver's `info`, frozen for sharing among listeners: a copy, unless the
+ * driver froze it, so a driver that reuses its object can still change it.
+ * Without one (an unstorage driver calls `callback(event, key)`) the origin
+ * is unknown.
  */
 function driverInfo(info: WatchInfo | undefined): WatchInfo {
   if (info === undefined) return UNKNOWN;
-  return Object.isFrozen(info) ? info : Object.freeze(info);
+  return Object.isFrozen(info) ? info : Object.freeze({ ...info });
 }
 
 /**

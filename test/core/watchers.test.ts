@@ -105,6 +105,29 @@ describe("watch info from a driver that passes none", () => {
   });
 });
 
+describe("watch info a driver reuses", () => {
+  it("listeners get a frozen copy, so a driver that changes its own info object afterwards can, and they keep what they got", async () => {
+    const inner = memory();
+    const shared: WatchInfo = { origin: "remote", etag: "1" };
+    const driver: Driver = {
+      ...inner,
+      watch: (callback) =>
+        inner.watch!((event, key) => {
+          callback(event, key, shared);
+          shared.etag = String(Number(shared.etag) + 1);
+        }),
+    };
+    const storage = createStorage({ driver });
+    const seen: WatchInfo[] = [];
+    await storage.watch((_event, _key, info) => void seen.push(info));
+    await storage.setItem("a", 1);
+    await storage.setItem("b", 1);
+    expect(seen).toEqual([{ origin: "remote", etag: "1" }, { origin: "remote", etag: "2" }]);
+    expect(seen.every((info) => Object.isFrozen(info))).toBe(true);
+    await storage.dispose();
+  });
+});
+
 describe("onWatchError", () => {
   it("a handler that throws is turned into a process warning, not thrown at the writer", async () => {
     const storage = createStorage({
