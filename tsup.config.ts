@@ -1,4 +1,17 @@
+import { existsSync } from "node:fs";
 import { defineConfig } from "tsup";
+import { DRIVERS, DRIVER_PEERS } from "./src/config/registry.js";
+
+/** The build entry of each registered driver: dist/drivers/<name>.js from its file or its folder's index. */
+export function driverEntries(): Record<string, string> {
+  return Object.fromEntries(DRIVERS.map(({ name }) => [`drivers/${name}`, driverSource(name)]));
+}
+
+/** A driver's module: src/drivers/<name>.ts, or src/drivers/<name>/index.ts for a driver split into a folder. */
+export function driverSource(name: string): string {
+  const file = `src/drivers/${name}.ts`;
+  return existsSync(file) ? file : `src/drivers/${name}/index.ts`;
+}
 
 export default defineConfig({
   entry: {
@@ -7,24 +20,7 @@ export default defineConfig({
     server: "src/server/index.ts",
     git: "src/git/index.ts",
     "cli/main": "src/cli/main.ts",
-    "drivers/memory": "src/drivers/memory.ts",
-    "drivers/fs": "src/drivers/fs.ts",
-    "drivers/fs-lite": "src/drivers/fs-lite.ts",
-    "drivers/sqlite": "src/drivers/sqlite.ts",
-    "drivers/leveldb": "src/drivers/leveldb.ts",
-    "drivers/lmdb": "src/drivers/lmdb.ts",
-    "drivers/overlay": "src/drivers/overlay.ts",
-    "drivers/queue": "src/drivers/queue.ts",
-    "drivers/redis": "src/drivers/redis.ts",
-    "drivers/postgres": "src/drivers/postgres.ts",
-    "drivers/mysql": "src/drivers/mysql.ts",
-    "drivers/nats-kv": "src/drivers/nats-kv.ts",
-    "drivers/etcd": "src/drivers/etcd.ts",
-    "drivers/http": "src/drivers/http.ts",
-    "drivers/git": "src/drivers/git.ts",
-    "drivers/git-refs": "src/drivers/git-refs.ts",
-    "drivers/git-notes": "src/drivers/git-notes.ts",
-    "drivers/git-objects": "src/drivers/git-objects.ts",
+    ...driverEntries(),
   },
   format: ["esm"],
   target: "node20",
@@ -32,19 +28,6 @@ export default defineConfig({
   clean: true,
   sourcemap: true,
   splitting: true,
-  // Peers: the kit's test runner and the backends' clients, installed by whoever uses them.
-  external: [
-    "vitest",
-    "better-sqlite3",
-    "classic-level",
-    "lmdb",
-    "ioredis",
-    "pg",
-    "mysql2",
-    "mysql2/promise",
-    "@nats-io/transport-node",
-    "@nats-io/jetstream",
-    "@nats-io/kv",
-    "etcd3",
-  ],
+  // Peers: the kit's test runner and the backends' clients, installed by whoever uses them (a package also covers its subpaths, as mysql2/promise).
+  external: ["vitest", ...DRIVER_PEERS],
 });

@@ -1,37 +1,39 @@
 import { StorageError } from "../core/errors.js";
 import type { Driver } from "../core/types.js";
+import { DRIVERS, hasSchemes, type UrlDriver } from "../config/registry.js";
 
 /** The store the CLI uses when `--store` names none: a Git repository at ./.stowage (a bare one is created there). */
 export const DEFAULT_STORE = "git:./.stowage";
 
-type DriverLoader = (location: string) => Promise<Driver>;
+type DriverOpener = (scheme: string, location: string) => Promise<Driver>;
 
 // Drivers load on demand, so the CLI pays only for the one it uses. Every part of a URL is used or refused: none is ignored.
-const SCHEMES: Record<string, DriverLoader> = {
-  memory: async (rest) => (await import("../drivers/memory.js")).default(noLocation("memory", rest)),
-  fs: async (base) => (await import("../drivers/fs.js")).default({ base: fileLocation("fs", base) }),
-  "fs-lite": async (base) => (await import("../drivers/fs-lite.js")).default({ base: fileLocation("fs-lite", base) }),
-  leveldb: async (path) => (await import("../drivers/leveldb.js")).default({ path: fileLocation("leveldb", path) }),
-  git: async (dir) => (await import("../drivers/git.js")).default({ dir: fileLocation("git", dir) }),
-  lmdb: async (path) => (await import("../drivers/lmdb.js")).default({ path: fileLocation("lmdb", path) }),
-  sqlite: async (path) => (await import("../drivers/sqlite.js")).default({ path: fileLocation("sqlite", path) }),
+// Keyed by the registry's drivers that have schemes, so a scheme added there without an opener here fails the type check.
+const OPENERS: Record<UrlDriver["name"], DriverOpener> = {
+  memory: async (scheme, rest) => (await import("../drivers/memory.js")).default(noLocation(scheme, rest)),
+  fs: async (scheme, base) => (await import("../drivers/fs.js")).default({ base: fileLocation(scheme, base) }),
+  "fs-lite": async (scheme, base) => (await import("../drivers/fs-lite.js")).default({ base: fileLocation(scheme, base) }),
+  leveldb: async (scheme, path) => (await import("../drivers/leveldb.js")).default({ path: fileLocation(scheme, path) }),
+  git: async (scheme, dir) => (await import("../drivers/git.js")).default({ dir: fileLocation(scheme, dir) }),
+  lmdb: async (scheme, path) => (await import("../drivers/lmdb.js")).default({ path: fileLocation(scheme, path) }),
+  sqlite: async (scheme, path) => (await import("../drivers/sqlite.js")).default({ path: fileLocation(scheme, path) }),
   // Server stores take the whole URL, as their clients do, once its query holds only parameters the client reads.
-  redis: async (rest) => (await import("../drivers/redis.js")).default({ url: redisUrl("redis", rest) }),
-  rediss: async (rest) => (await import("../drivers/redis.js")).default({ url: redisUrl("rediss", rest) }),
-  postgres: async (rest) => (await import("../drivers/postgres.js")).default({ url: checkedUrl("postgres", rest, POSTGRES_QUERY) }),
-  postgresql: async (rest) => (await import("../drivers/postgres.js")).default({ url: checkedUrl("postgresql", rest, POSTGRES_QUERY) }),
-  mysql: async (rest) => (await import("../drivers/mysql.js")).default({ url: checkedUrl("mysql", rest, MYSQL_QUERY) }),
-  http: async (rest) => (await import("../drivers/http.js")).default({ base: checkedUrl("http", rest, [], false) }),
-  https: async (rest) => (await import("../drivers/http.js")).default({ base: checkedUrl("https", rest, [], false) }),
-  nats: async (rest) => {
-    const { host, path } = serverLocation("nats", rest);
+  redis: async (scheme, rest) => (await import("../drivers/redis/index.js")).default({ url: redisUrl(scheme, rest) }),
+  postgres: async (scheme, rest) => (await import("../drivers/postgres.js")).default({ url: checkedUrl(scheme, rest, POSTGRES_QUERY) }),
+  mysql: async (scheme, rest) => (await import("../drivers/mysql.js")).default({ url: checkedUrl(scheme, rest, MYSQL_QUERY) }),
+  http: async (scheme, rest) => (await import("../drivers/http.js")).default({ base: checkedUrl(scheme, rest, [], false) }),
+  "nats-kv": async (scheme, rest) => {
+    const { host, path } = serverLocation(scheme, rest);
     return (await import("../drivers/nats-kv.js")).default({ servers: host, bucket: path || undefined });
   },
-  etcd: async (rest) => {
-    const { host, path } = serverLocation("etcd", rest);
+  etcd: async (scheme, rest) => {
+    const { host, path } = serverLocation(scheme, rest);
     return (await import("../drivers/etcd.js")).default({ hosts: `http://${host}`, prefix: path || undefined });
   },
 };
+
+/** Each scheme the registry lists, with the opener of its driver. */
+const SCHEMES = new Map<string, DriverOpener>(DRIVERS.filter(hasSchemes).flatMap((entry) => entry.schemes.map((scheme) => [scheme, OPENERS[entry.name]] as const)));
 
 /**
  * The query parameters each client reads from its URL (others it would
@@ -117,18 +119,18 @@ function serverLocation(scheme: string, rest: string): { host: string; path: str
 }
 
 /** Known store schemes, for help texts. */
-export const STORE_SCHEMES = Object.keys(SCHEMES);
+export const STORE_SCHEMES = [...SCHEMES.keys()];
 
 /** Opens the driver a store URL names: `<scheme>:<location>`, e.g. `fs:./data` or `memory:`. */
 export async function driverFromUrl(url: string): Promise<Driver> {
   const colon = url.indexOf(":");
   const scheme = colon === -1 ? url : url.slice(0, colon);
-  const loader = SCHEMES[scheme];
-  if (!loader) {
+  const open = SCHEMES.get(scheme);
+  if (!open) {
     throw new StorageError("E_INVALID_OPTION", `Unknown store ${JSON.stringify(url)}; use one of ${STORE_SCHEMES.map((s) => s + ":").join(", ")}`);
   }
   try {
-    return await loader(colon === -1 ? "" : url.slice(colon + 1));
+    return await open(scheme, colon === -1 ? "" : url.slice(colon + 1));
   } catch (error) {
     throw storeError(scheme, url, error);
   }
