@@ -1,9 +1,33 @@
-import { StorageError } from "./errors.js";
+import { conflictError, StorageError } from "./errors.js";
 import type { Mount } from "./mounts.js";
 import type { RemoveOptions, SetOptions } from "./types.js";
 
+/** A write's CAS guard as a driver checks it: none, the etag the key must hold, or "the key must be absent". */
+export type Guard = { readonly kind: "none" } | { readonly kind: "match"; readonly etag: string } | { readonly kind: "absent" };
+
+const NO_GUARD: Guard = { kind: "none" };
+const ABSENT: Guard = { kind: "absent" };
+
+/**
+ * The guard a write's (or removal's) options carry, read the same way by
+ * every driver: `ifMatch` is "match", `ifNoneMatch` is "absent" (the core
+ * admits only `"*"`, see {@link checkWriteOptions}). Both at once never hold
+ * (a key that must be absent has no etag), so they add up to a conflict, as
+ * Git's guards and HTTP's `If-Match` with `If-None-Match: *` do. A removal's
+ * `ifNoneMatch` never gets here: the core refuses it ({@link refuseCreateOnlyRemoval}).
+ *
+ * @throws StorageError `E_CONFLICT` for `ifMatch` together with `ifNoneMatch`
+ */
+export function guardOf(opts: SetOptions | RemoveOptions | undefined, driver: string, key: string): Guard {
+  const ifNoneMatch = (opts as SetOptions | undefined)?.ifNoneMatch;
+  if (opts?.ifMatch === undefined) return ifNoneMatch === undefined ? NO_GUARD : ABSENT;
+  if (ifNoneMatch !== undefined) throw conflictError(driver, key, "ifMatch and ifNoneMatch never hold together");
+  return { kind: "match", etag: opts.ifMatch };
+}
+
 /** Whether a write carries a CAS guard: the option is present, whatever its value. */
-export function hasGuard(opts: SetOptions | RemoveOptions): boolean {
+export function hasGuard(opts: SetOptions | RemoveOptions | undefined): boolean {
+  if (opts === undefined) return false;
   return opts.ifMatch !== undefined || (opts as SetOptions).ifNoneMatch !== undefined || "ifMatch" in opts || "ifNoneMatch" in opts;
 }
 

@@ -181,11 +181,3 @@ export function isMetaKey(key: string): boolean {
 export function metaKeyOf(key: string): string {
   return key + "$";
 }
-
-/**
- * The smallest string greater than every string that starts with `prefix`:
- * the exclusive end of a prefix's key range in an ordered store.
- */
-export function prefixEnd(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-}

@@ -15,9 +15,12 @@ import {
 } from "etcd3";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
+import { guardOf } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
+import { describeExpiry } from "../core/ttl.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type HistoryEntry, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback, type WatchEvent } from "../core/types.js";
+import { prefixEndBytes } from "./support/keyRange.js";
 import { optionNames } from "./support/optionNames.js";
 import { OwnWrites } from "./support/ownWrites.js";
 
@@ -98,17 +101,9 @@ function toError(error: unknown, key?: string): StorageError {
   return new StorageError("E_DRIVER", `[etcd] ${message}`, options);
 }
 
-/** The smallest byte string greater than every string that starts with `prefix`. */
+/** The range end of a prefix; where there is none, NUL, which etcd reads as "to the last key". */
 function prefixEnd(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i]! < 0xff) {
-      end[i]! += 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  // All 0xff: no end; etcd reads range_end "\0" as "to the last key".
-  return NUL;
+  return prefixEndBytes(prefix) ?? NUL;
 }
 
 /** Bytes of keys and values in one put, delete or range operation. */
@@ -354,9 +349,8 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
   };
 
   function guardsOf(key: string, opts: SetOptions | RemoveOptions | undefined): ICompare[] {
-    if (opts?.ifMatch !== undefined) return [guard(key, opts.ifMatch)];
-    if ((opts as SetOptions | undefined)?.ifNoneMatch === "*") return [guard(key, null)];
-    return [];
+    const parsed = guardOf(opts, DRIVER_NAME, key);
+    return parsed.kind === "none" ? [] : [guard(key, parsed.kind === "match" ? parsed.etag : null)];
   }
 
   async function write(key: string, value: string | Uint8Array, opts: SetOptions | undefined): Promise<void> {
@@ -479,10 +473,8 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     if (found.lease !== "0") {
       const lease = await call(key, () => client.leaseClient.leaseTimeToLive({ ID: found.lease }));
       const seconds = Number(lease.TTL);
-      if (seconds >= 0) {
-        result.ttl = seconds * 1000;
-        result.expires = new Date(Date.now() + result.ttl);
-      }
+      const now = Date.now();
+      if (seconds >= 0) describeExpiry(result, now + seconds * 1000, now);
     }
     return result;
   }

@@ -1,8 +1,11 @@
 import { ClassicLevel } from "classic-level";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
+import { guardOf, hasGuard } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
-import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
+import { describeExpiry } from "../core/ttl.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import { prefixEnd } from "./support/keyRange.js";
 import { serializeRaw } from "../core/serializer.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta } from "../core/types.js";
 import { optionNames } from "./support/optionNames.js";
@@ -30,10 +33,6 @@ const EXPIRY_PREFIX = "\u0000\u0000";
 const expiryEntry = (expires: number, key: string) => `${EXPIRY_PREFIX}${String(expires).padStart(16, "0")}\u0000${key}`;
 
 type Operation = { type: "put"; key: string; value: string } | { type: "del"; key: string };
-
-/** Whether a write carries a condition to check first. */
-const isGuarded = (opts: SetOptions | RemoveOptions | undefined): boolean =>
-  opts?.ifMatch !== undefined || (opts as SetOptions | undefined)?.ifNoneMatch !== undefined;
 
 /** A new etag per write; random, so a key written again never reuses one. */
 function newVersion(): string {
@@ -135,17 +134,16 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
 
   /** Throws E_CONFLICT unless the guards of a write hold; runs inside the lock. */
   async function checkGuards(key: string, opts: SetOptions | RemoveOptions | undefined): Promise<void> {
-    if (!isGuarded(opts)) return;
-    const ifMatch = opts?.ifMatch;
-    const ifNoneMatch = (opts as SetOptions | undefined)?.ifNoneMatch;
+    const guard = guardOf(opts, DRIVER_NAME, key);
+    if (guard.kind === "none") return;
     const version = await versionOf(key);
-    if (ifNoneMatch === "*" && version !== null) throw conflictError(DRIVER_NAME, key, "Key already exists");
-    if (ifMatch !== undefined && version !== ifMatch) throw conflictError(DRIVER_NAME, key, "Stored version differs");
+    if (guard.kind === "absent" && version !== null) throw conflictError(DRIVER_NAME, key, "Key already exists");
+    if (guard.kind === "match" && version !== guard.etag) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   }
 
   /** Writes one key's batch once its guards hold; an unguarded write reads nothing first. */
   function guardedWrite(key: string, opts: SetOptions | RemoveOptions | undefined, batch: Operation[]): Promise<void> {
-    return isGuarded(opts) ? checkGuards(key, opts).then(() => db.batch(batch)) : db.batch(batch);
+    return hasGuard(opts) ? checkGuards(key, opts).then(() => db.batch(batch)) : db.batch(batch);
   }
 
   const range = (base: string) => (base ? { gte: base, lt: prefixEnd(base) } : { gte: FIRST_KEY });
@@ -180,11 +178,7 @@ export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOp
       const found = await read(key);
       if (found === null) return null;
       const meta: StorageMeta = { etag: found.version, size: Buffer.byteLength(found.value) };
-      if (found.expires !== undefined) {
-        meta.expires = new Date(found.expires);
-        meta.ttl = Math.max(0, found.expires - Date.now());
-      }
-      return meta;
+      return describeExpiry(meta, found.expires);
     },
     getKeys: async (base: string, opts: { maxDepth?: number }) => {
       const all = await db.keys(range(base ?? "")).all();

@@ -3,8 +3,11 @@ import { dirname } from "node:path";
 import { open, type Database, type RootDatabase } from "lmdb";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
+import { guardOf, hasGuard } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
-import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
+import { describeExpiry } from "../core/ttl.js";
+import { filterKeyByDepth } from "../core/keys.js";
+import { prefixEnd } from "./support/keyRange.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta } from "../core/types.js";
 import { makeDirectories } from "../core/directories.js";
 import { optionNames } from "./support/optionNames.js";
@@ -276,8 +279,8 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
         yield { key: op.key, etag: op.etag };
         continue;
       }
-      if ((op.options as SetOptions).ifNoneMatch === "*") yield { key: op.key, etag: null };
-      if (op.options.ifMatch !== undefined) yield { key: op.key, etag: op.options.ifMatch };
+      const guard = guardOf(op.options, DRIVER_NAME, op.key);
+      if (guard.kind !== "none") yield { key: op.key, etag: guard.kind === "match" ? guard.etag : null };
     }
   }
 
@@ -380,28 +383,25 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   const setOperation = (key: string, value: Payload, options: SetOptions | undefined): CommitOperation =>
     typeof value === "string" ? { type: "set", key, value, options: options ?? {} } : { type: "setRaw", key, value, options: options ?? {} };
 
-  const hasGuards = (opts: SetOptions | RemoveOptions | undefined): boolean =>
-    opts?.ifMatch !== undefined || (opts as SetOptions | undefined)?.ifNoneMatch !== undefined;
-
   /** A guarded or expiring write runs as one transaction; a plain one is a single put. */
   const writeSync = (key: string, value: Payload, opts: SetOptions | undefined): void => {
-    if (hasGuards(opts) || opts?.ttl !== undefined) return commitSync([setOperation(key, value, opts)]);
+    if (hasGuard(opts) || opts?.ttl !== undefined) return commitSync([setOperation(key, value, opts)]);
     syncWrite(() => db.putSync(checkWrittenKey(key), value, newVersion()));
   };
 
   /** The async form: lmdb-js commits it with the other writes of the same event turn. */
   const writeAsync = async (key: string, value: Payload, opts: SetOptions | undefined): Promise<void> => {
-    if (hasGuards(opts) || opts?.ttl !== undefined) return commitAsync([setOperation(key, value, opts)]);
+    if (hasGuard(opts) || opts?.ttl !== undefined) return commitAsync([setOperation(key, value, opts)]);
     await settle(db.put(checkWrittenKey(key), value, newVersion()));
   };
 
   const removeSync = (key: string, opts: RemoveOptions | undefined): void => {
-    if (hasGuards(opts)) return commitSync([{ type: "remove", key, options: opts ?? {} }]);
+    if (hasGuard(opts)) return commitSync([{ type: "remove", key, options: opts ?? {} }]);
     syncWrite(() => db.removeSync(checkKey(key)));
   };
 
   const removeAsync = async (key: string, opts: RemoveOptions | undefined): Promise<void> => {
-    if (hasGuards(opts)) return commitAsync([{ type: "remove", key, options: opts ?? {} }]);
+    if (hasGuard(opts)) return commitAsync([{ type: "remove", key, options: opts ?? {} }]);
     await settle(db.remove(checkKey(key)));
   };
 
@@ -499,12 +499,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
       if (found === null) return null;
       const payload = payloadOf(found.value);
       const meta: StorageMeta = { etag: String(found.version), size: typeof payload === "string" ? Buffer.byteLength(payload) : payload.byteLength };
-      const expires = expiresOf(found.value);
-      if (expires !== undefined) {
-        meta.expires = new Date(expires);
-        meta.ttl = Math.max(0, expires - Date.now());
-      }
-      return meta;
+      return describeExpiry(meta, expiresOf(found.value));
     },
     getKeys: (base: string, opts: { maxDepth?: number }) => {
       const keys = alive(Array.from(db.getKeys(range(base ?? ""))));

@@ -2,10 +2,13 @@ import mysql from "mysql2/promise";
 import type { ExecuteValues, Pool, PoolConnection, PoolOptions, ResultSetHeader, RowDataPacket } from "mysql2/promise";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
+import { guardOf, type Guard } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
+import { describeExpiry } from "../core/ttl.js";
 import { Deadlines } from "./support/deadlines.js";
 import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback, type WatchInfo } from "../core/types.js";
+import { prefixEndBytes } from "./support/keyRange.js";
 import { optionNames } from "./support/optionNames.js";
 
 export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
@@ -83,17 +86,9 @@ function classify(error: unknown): StorageErrorCode {
 const toError = errorWrapper(DRIVER_NAME, classify);
 const checkKey = (key: string) => checkKeyBytes(key, MAX_KEY_BYTES, DRIVER_NAME);
 
-/** The smallest byte string above every key that starts with `prefix` (keys compare as bytes). */
+/** The range end of a prefix of keys compared as bytes: a non-empty prefix's UTF-8 always has one (UTF-8 never holds 0xff). */
 function prefixEnd(prefix: string): Buffer {
-  const bytes = Buffer.from(prefix);
-  for (let end = bytes.length; end > 0; end--) {
-    if (bytes[end - 1]! < 0xff) {
-      const next = Buffer.from(bytes.subarray(0, end));
-      next[end - 1]!++;
-      return next;
-    }
-  }
-  return Buffer.alloc(0);
+  return prefixEndBytes(Buffer.from(prefix)) ?? Buffer.alloc(0);
 }
 
 /** The SQL of one table, built once from the validated (and quoted) table name. */
@@ -410,14 +405,15 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     if (text === null || (text.length + key.length) * 3 + STATEMENT_OVERHEAD > maxPacket) checkSize(key, text === null ? bytes!.byteLength : Buffer.byteLength(text));
     const now = Date.now();
     const expires = expiresAt(now, opts);
-    if (opts?.ifMatch !== undefined || opts?.ifNoneMatch !== undefined) return writeGuarded(key, text, bytes, now, expires, opts, db);
+    const guard = guardOf(opts, DRIVER_NAME, key);
+    if (guard.kind !== "none") return writeGuarded(key, text, bytes, now, expires, guard, db);
     if (text !== null && expires === null) return run("upsertText", [key, text, now], key, db);
     return run("upsert", [key, text, bytes, now, expires], key, db);
   };
 
-  const writeGuarded = async (key: string, text: string | null, bytes: Buffer | null, now: number, expires: number | null, opts: SetOptions, db: Db) => {
-    if (opts.ifMatch !== undefined) {
-      const version = opts.ifMatch;
+  const writeGuarded = async (key: string, text: string | null, bytes: Buffer | null, now: number, expires: number | null, guard: Guard, db: Db) => {
+    if (guard.kind === "match") {
+      const version = guard.etag;
       if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("updateIfVersion", [text, bytes, now, expires, key, version, now], key, db)).affectedRows === 0) {
         throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
@@ -431,11 +427,12 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
   };
 
   const remove = async (key: string, opts: RemoveOptions | undefined, db: Db = pool) => {
-    if (opts?.ifMatch === undefined) {
+    const guard = guardOf(opts, DRIVER_NAME, key);
+    if (guard.kind !== "match") {
       await run("remove", [key], key, db);
       return;
     }
-    const version = opts.ifMatch;
+    const version = guard.etag;
     if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("removeIfVersion", [key, version, Date.now()], key, db)).affectedRows === 0) {
       throw conflictError(DRIVER_NAME, key, "Stored version differs");
     }
@@ -576,11 +573,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
       const row = (await run<Row[]>("meta", [key, now], key))[0];
       if (row === undefined) return null;
       const meta: StorageMeta = { etag: String(row.version), mtime: new Date(Number(row.mtime)), size: Number(row.text_size ?? row.raw_size) };
-      if (row.expires_at !== null) {
-        meta.expires = new Date(Number(row.expires_at));
-        meta.ttl = Math.max(0, Number(row.expires_at) - now);
-      }
-      return meta;
+      return describeExpiry(meta, row.expires_at === null ? undefined : Number(row.expires_at), now);
     },
     getKeys: async (base: string, opts: { maxDepth?: number }) => withinDepth(await keysUnder(base ?? ""), opts?.maxDepth),
     iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {

@@ -13,7 +13,9 @@ import { KvWatchInclude, Kvm, type KV } from "@nats-io/kv";
 import { connect, headers, type MsgHdrs, type NatsConnection, type NodeConnectionOptions } from "@nats-io/transport-node";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
+import { guardOf } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
+import { describeExpiry } from "../core/ttl.js";
 import { filterKeyByDepth } from "../core/keys.js";
 import { DEFAULT_KEY_LIMITS, type HistoryEntry, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback, type WatchEvent } from "../core/types.js";
 import { optionNames } from "./support/optionNames.js";
@@ -400,16 +402,17 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
   }
 
   async function writeGuarded(key: string, natsKey: string, bytes: Uint8Array, opts: SetOptions | undefined): Promise<void> {
+    const guard = guardOf(opts, DRIVER_NAME, key);
     await run(key, async (conn) => {
-      if (opts?.ifMatch !== undefined) {
-        const seq = /^[1-9][0-9]*$/.test(opts.ifMatch) ? Number(opts.ifMatch) : Number.NaN;
+      if (guard.kind === "match") {
+        const seq = /^[1-9][0-9]*$/.test(guard.etag) ? Number(guard.etag) : Number.NaN;
         if (!Number.isSafeInteger(seq)) throw new StorageError("E_CONFLICT", `Stored version differs: ${key}`, { driver: DRIVER_NAME, key });
         // An expired entry no longer holds the etag the caller saw.
         const current = await lastOf(conn, natsKey);
         if (current === null || !isLive(current) || current.seq !== seq) throw new StorageError("E_CONFLICT", `Stored version differs: ${key}`, { driver: DRIVER_NAME, key });
         return publish(conn, natsKey, bytes, opts, seq);
       }
-      if (opts?.ifNoneMatch === "*") {
+      if (guard.kind === "absent") {
         // Absent, removed or expired: the write is guarded on that very entry (or on none at all).
         const current = await lastOf(conn, natsKey);
         if (isLive(current)) throw new StorageError("E_CONFLICT", `Key already exists: ${key}`, { driver: DRIVER_NAME, key });
@@ -429,10 +432,11 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
 
   async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
     const natsKey = natsKeyOf(key);
+    const guard = guardOf(opts, DRIVER_NAME, key);
     await run(key, async (conn) => {
-      if (opts?.ifMatch === undefined) return removeNow(conn, natsKey, undefined);
+      if (guard.kind !== "match") return removeNow(conn, natsKey, undefined);
       const current = await lastOf(conn, natsKey);
-      if (current === null || !isLive(current) || String(current.seq) !== opts.ifMatch) throw new StorageError("E_CONFLICT", `Stored version differs: ${key}`, { driver: DRIVER_NAME, key });
+      if (current === null || !isLive(current) || String(current.seq) !== guard.etag) throw new StorageError("E_CONFLICT", `Stored version differs: ${key}`, { driver: DRIVER_NAME, key });
       return removeNow(conn, natsKey, current.seq);
     });
   }
@@ -505,12 +509,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
       if (!message) return null;
       const chunks = message.header?.get(CHUNKS);
       const result: StorageMeta = { etag: String(message.seq), mtime: message.time, size: chunks ? Number(chunks.split(" ")[2]) : message.data.length };
-      const expires = expiresOf(message.header);
-      if (expires !== undefined) {
-        result.expires = new Date(expires);
-        result.ttl = Math.max(0, expires - Date.now());
-      }
-      return result;
+      return describeExpiry(result, expiresOf(message.header));
     });
   }
 

@@ -3,10 +3,13 @@ import pg from "pg";
 import type { Client as PgClient, Pool as PgPool, PoolClient, PoolConfig, QueryArrayConfig, QueryConfig, QueryResultRow } from "pg";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError, type StorageErrorCode } from "../core/errors.js";
+import { guardOf } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
+import { describeExpiry } from "../core/ttl.js";
 import { Deadlines } from "./support/deadlines.js";
 import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback, type WatchEvent, type WatchInfo } from "../core/types.js";
+import { prefixEnd } from "./support/keyRange.js";
 import { optionNames } from "./support/optionNames.js";
 
 export interface PostgresOptions extends Omit<PoolConfig, "connectionString"> {
@@ -69,16 +72,6 @@ function classify(error: unknown): StorageErrorCode {
 const toError = errorWrapper(DRIVER_NAME, classify);
 const checkKey = (key: string) => checkKeyBytes(key, MAX_KEY_BYTES, DRIVER_NAME);
 
-/** The smallest string above every string that starts with `prefix`, in byte (code point) order. */
-function prefixEnd(prefix: string): string {
-  const points = [...prefix];
-  while (points.length > 0) {
-    let next = points.pop()!.codePointAt(0)! + 1;
-    if (next >= 0xd800 && next <= 0xdfff) next = 0xe000;
-    if (next <= 0x10ffff) return points.join("") + String.fromCodePoint(next);
-  }
-  return "";
-}
 
 /** Why a table name is safe to put in SQL: it matched TABLE_NAME, and is quoted anyway. */
 const ident = (name: string) => `"${name}"`;
@@ -250,13 +243,14 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     const text = typeof value === "string" ? value : null;
     const bytes = typeof value === "string" ? null : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     const values = [key, now, text, bytes, expiresAt(now, opts)];
-    if (opts?.ifMatch !== undefined) {
-      if (!/^\d{1,18}$/.test(opts.ifMatch) || (await run("updateIfVersion", [...values, opts.ifMatch], key, db)).rowCount === 0) {
+    const guard = guardOf(opts, DRIVER_NAME, key);
+    if (guard.kind === "match") {
+      if (!/^\d{1,18}$/.test(guard.etag) || (await run("updateIfVersion", [...values, guard.etag], key, db)).rowCount === 0) {
         throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
       return;
     }
-    if (opts?.ifNoneMatch === "*") {
+    if (guard.kind === "absent") {
       if ((await run("insertIfAbsent", values, key, db)).rowCount === 0) throw conflictError(DRIVER_NAME, key, "Key already exists");
       return;
     }
@@ -264,11 +258,12 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
   };
 
   const remove = async (key: string, opts: RemoveOptions | undefined, db: Db = pool) => {
-    if (opts?.ifMatch === undefined) {
+    const guard = guardOf(opts, DRIVER_NAME, key);
+    if (guard.kind !== "match") {
       await run("remove", [key], key, db);
       return;
     }
-    if (!/^\d{1,18}$/.test(opts.ifMatch) || (await run("removeIfVersion", [key, Date.now(), opts.ifMatch], key, db)).rowCount === 0) {
+    if (!/^\d{1,18}$/.test(guard.etag) || (await run("removeIfVersion", [key, Date.now(), guard.etag], key, db)).rowCount === 0) {
       throw conflictError(DRIVER_NAME, key, "Stored version differs");
     }
   };
@@ -377,11 +372,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
       const row = (await run("meta", [key, now], key)).rows[0];
       if (row === undefined) return null;
       const meta: StorageMeta = { etag: String(row[0]), mtime: new Date(Number(row[1])), size: Number(row[3] ?? row[4]) };
-      if (row[2] !== null) {
-        meta.expires = new Date(Number(row[2]));
-        meta.ttl = Math.max(0, Number(row[2]) - now);
-      }
-      return meta;
+      return describeExpiry(meta, row[2] === null ? undefined : Number(row[2]), now);
     },
     getKeys: async (base: string, opts: { maxDepth?: number }) => withinDepth(await keysUnder(base ?? ""), opts?.maxDepth),
     iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {

@@ -1,10 +1,13 @@
 import Database from "better-sqlite3";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
+import { guardOf } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
-import { filterKeyByDepth, prefixEnd } from "../core/keys.js";
+import { describeExpiry } from "../core/ttl.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta } from "../core/types.js";
 import { optionNames } from "./support/optionNames.js";
+import { prefixEnd } from "./support/keyRange.js";
+import { expiresAt, keysetPages, withinDepth } from "./support/tableDriver.js";
 
 export interface SqliteOptions {
   /** Database file (created if missing), or `":memory:"`. Required. */
@@ -113,15 +116,16 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
   /** Writes one value under the guards its options carry; E_CONFLICT when a guard fails. */
   const write = (key: string, value: string | Uint8Array, opts: SetOptions | undefined) => {
     const now = Date.now();
-    const params = { key, value, now, first: firstVersion(), expires: opts?.ttl === undefined ? null : now + opts.ttl };
-    if (opts?.ifMatch !== undefined) {
-      const version = Number(opts.ifMatch);
+    const params = { key, value, now, first: firstVersion(), expires: expiresAt(now, opts) };
+    const guard = guardOf(opts, DRIVER_NAME, key);
+    if (guard.kind === "match") {
+      const version = Number(guard.etag);
       if (!Number.isSafeInteger(version) || statements.updateIfVersion.run({ ...params, version }).changes === 0) {
         throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
       return;
     }
-    if (opts?.ifNoneMatch === "*") {
+    if (guard.kind === "absent") {
       if (statements.insertIfAbsent.run(params).changes === 0) throw conflictError(DRIVER_NAME, key, "Key already exists");
       return;
     }
@@ -129,11 +133,12 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
   };
 
   const remove = (key: string, opts: RemoveOptions | undefined) => {
-    if (opts?.ifMatch === undefined) {
+    const guard = guardOf(opts, DRIVER_NAME, key);
+    if (guard.kind !== "match") {
       statements.remove.run({ key });
       return;
     }
-    const version = Number(opts.ifMatch);
+    const version = Number(guard.etag);
     if (!Number.isSafeInteger(version) || statements.removeIfVersion.run({ key, version, now: Date.now() }).changes === 0) {
       throw conflictError(DRIVER_NAME, key, "Stored version differs");
     }
@@ -187,31 +192,17 @@ export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptio
         etag: String(row.version),
         size: typeof row.value === "string" ? Buffer.byteLength(row.value) : row.value.byteLength,
       };
-      if (row.expires_at !== null) {
-        meta.expires = new Date(row.expires_at);
-        meta.ttl = Math.max(0, row.expires_at - Date.now());
-      }
-      return meta;
+      return describeExpiry(meta, row.expires_at ?? undefined);
     },
-    getKeys: (base: string, opts: { maxDepth?: number }) => {
-      const keys = keysUnder(base ?? "");
-      return opts?.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-    },
-    async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
+    getKeys: (base: string, opts: { maxDepth?: number }) => withinDepth(keysUnder(base ?? ""), opts?.maxDepth),
+    iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
       const prefix = base ?? "";
-      // Keyset paging over the primary key: each page is one index range read.
       const to = prefix ? prefixEnd(prefix) : undefined;
-      const limit = opts.batchSize ?? 1000;
-      let after = prefix;
-      for (;;) {
+      return keysetPages(prefix, opts.batchSize ?? 1000, opts.maxDepth, (after, limit) => {
         const now = Date.now();
-        const rows = to === undefined ? statements.pageAll.all({ after, now, limit }) : statements.pageInRange.all({ after, to, now, limit });
-        if (rows.length === 0) return;
-        after = rows[rows.length - 1]!.key;
-        const keys = rows.map((row) => row.key);
-        yield opts.maxDepth === undefined ? keys : keys.filter((key) => filterKeyByDepth(key, opts.maxDepth));
-        if (rows.length < limit) return;
-      }
+        const keys = (to === undefined ? statements.pageAll.all({ after, now, limit }) : statements.pageInRange.all({ after, to, now, limit })).map((row) => row.key);
+        return { keys, last: keys[keys.length - 1]! };
+      });
     },
     clear: (base: string) => {
       if (base) statements.clearRange.run({ from: base, to: prefixEnd(base) });

@@ -48,4 +48,16 @@ describe("sqlite options, key limits and batched writes", () => {
     checkKeyLimit(createStorage({ driver: sqlite({ path: join(tempDir("sqlite-limit"), "store.db") }) })));
 
   it("writes awaited together: one whose guard fails fails alone, the others land", () => checkFailsAlone(createStorage({ driver: sqlite({ path: ":memory:" }) })));
+
+  it("ifMatch together with ifNoneMatch never holds: E_CONFLICT whether the key holds that etag or is absent, and nothing is written", async () => {
+    const storage = createStorage({ driver: sqlite({ path: ":memory:" }) });
+    await storage.setItem("held", 1);
+    const etag = (await storage.getMeta("held")).etag!;
+    const both = { ifMatch: etag, ifNoneMatch: "*" as const };
+    await expect(storage.setItem("held", 2, both)).rejects.toMatchObject({ code: "E_CONFLICT" });
+    await expect(storage.setItem("absent", 2, both)).rejects.toMatchObject({ code: "E_CONFLICT" });
+    expect(await storage.getItem("held")).toBe(1);
+    expect(await storage.hasItem("absent")).toBe(false);
+    await storage.dispose();
+  });
 });

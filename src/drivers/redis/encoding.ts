@@ -1,4 +1,6 @@
+import { guardOf } from "../../core/guards.js";
 import type { RemoveOptions, SetOptions } from "../../core/types.js";
+import { DRIVER_NAME } from "./errors.js";
 
 /** How keys, options and values become Redis arguments. */
 
@@ -12,10 +14,10 @@ export function pxOf(opts: SetOptions | undefined): string {
   return opts?.ttl === undefined ? "" : String(Math.max(1, Math.round(opts.ttl)));
 }
 
-/** The guard of a write: "" none, "*" create-only, else the etag the stored value must have. */
-export function guardOf(opts: (SetOptions & RemoveOptions) | undefined): string {
-  if (opts?.ifMatch !== undefined) return opts.ifMatch;
-  return opts?.ifNoneMatch === "*" ? "*" : "";
+/** The guard of a write as the scripts take it: "" none, "*" create-only, else the etag the stored value must have. */
+export function scriptGuard(opts: SetOptions | RemoveOptions | undefined, key: string): string {
+  const guard = guardOf(opts, DRIVER_NAME, key);
+  return guard.kind === "match" ? guard.etag : guard.kind === "absent" ? "*" : "";
 }
 
 /** Bytes as a Buffer view (ioredis sends only Buffers as binary), without a copy. */

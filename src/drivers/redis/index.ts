@@ -3,10 +3,11 @@ import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from "
 import { defineDriver } from "../../core/defineDriver.js";
 import { conflictError } from "../../core/errors.js";
 import { checkOptions } from "../../core/options.js";
+import { describeExpiry } from "../../core/ttl.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type WatchCallback } from "../../core/types.js";
 import { optionNames } from "../support/optionNames.js";
 import { close, createClient, readyGate, type RedisClient } from "./connection.js";
-import { asBuffer, globEscape, guardOf, pxOf } from "./encoding.js";
+import { asBuffer, globEscape, pxOf, scriptGuard } from "./encoding.js";
 import { DRIVER_NAME, invalidOption, toStorageError } from "./errors.js";
 import { BATCH, evalScript, META, REMOVE, SET_MANY, WRITE, type BatchOp, type Script } from "./scripts.js";
 import { createWatcher } from "./watch.js";
@@ -115,7 +116,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   /** Writes one value: a plain SET, or the WRITE script when a guard must be checked or an event published. */
   function write(key: string, value: string | Buffer, opts: SetOptions | undefined): Promise<void> {
     const full = prefix + key;
-    const guard = guardOf(opts);
+    const guard = scriptGuard(opts, key);
     if (guard === "" && channel === "") {
       const px = pxOf(opts);
       return callVoid(() => (px === "" ? client.set(full, value) : client.set(full, value, "PX", px)), key);
@@ -128,7 +129,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
 
   async function remove(key: string, opts: RemoveOptions | undefined): Promise<void> {
     const full = prefix + key;
-    const guard = guardOf(opts);
+    const guard = scriptGuard(opts, key);
     if (guard === "" && channel === "") return callVoid(() => client.unlink(full), key);
     if ((await runScript(REMOVE, [full], [guard, channel, channel && `r${sender}${full}`])) === -1) throw conflictError(DRIVER_NAME, key, "Stored version differs");
   }
@@ -144,7 +145,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   }
 
   function setOps(key: string, value: string | Buffer, opts: SetOptions | undefined): BatchOp[] {
-    const guard = guardOf(opts);
+    const guard = scriptGuard(opts, key);
     const set: BatchOp = { key, kind: "s", value, px: pxOf(opts) };
     return guard ? [{ key, kind: "c", value: guard, px: "" }, set] : [set];
   }
@@ -152,7 +153,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   function commitOps(op: CommitOperation): BatchOp[] {
     if (op.type === "check") return [{ key: op.key, kind: "c", value: op.etag ?? "*", px: "" }];
     if (op.type === "remove") {
-      const guard = guardOf(op.options);
+      const guard = scriptGuard(op.options, op.key);
       const removeOp: BatchOp = { key: op.key, kind: "r", value: "", px: "" };
       return guard ? [{ key: op.key, kind: "c", value: guard, px: "" }, removeOp] : [removeOp];
     }
@@ -212,7 +213,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, asBuffer(value), opts),
     setItems: async (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) => {
-      const guarded = items.some((item) => guardOf(item.options ?? common) !== "");
+      const guarded = items.some((item) => scriptGuard(item.options ?? common, item.key) !== "");
       if (isCluster && !guarded) {
         // Keys in different slots cannot share a script: each is written on its own.
         await Promise.all(items.map((item) => write(item.key, item.value, item.options ?? common)));
@@ -245,11 +246,8 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
       if (!reply) return null;
       const [etag, pttl, size] = reply;
       const meta: StorageMeta = { etag, size };
-      if (pttl >= 0) {
-        meta.ttl = pttl;
-        meta.expires = new Date(Date.now() + pttl);
-      }
-      return meta;
+      const now = Date.now();
+      return pttl >= 0 ? describeExpiry(meta, now + pttl, now) : meta;
     },
     getKeys: async (base: string) => {
       const keys = new Set<string>();

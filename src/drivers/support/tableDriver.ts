@@ -1,4 +1,5 @@
 import { StorageError, type StorageErrorCode } from "../../core/errors.js";
+import { hasGuard } from "../../core/guards.js";
 import { filterKeyByDepth } from "../../core/keys.js";
 import type { SetOptions } from "../../core/types.js";
 
@@ -31,7 +32,7 @@ export function lastWriteEach<T extends { key: string }>(items: T[]): T[] {
 
 /** Whether any write of a batch carries a CAS guard (its own options, else the batch's). */
 export function hasGuards(items: BatchItem[], common: SetOptions): boolean {
-  return items.some(({ options }) => (options ?? common).ifMatch !== undefined || (options ?? common).ifNoneMatch !== undefined);
+  return items.some(({ options }) => hasGuard(options ?? common));
 }
 
 /** The epoch ms at which a write made `now` expires, or null for none. */
