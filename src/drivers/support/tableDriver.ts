@@ -1,10 +1,11 @@
 import { StorageError, type StorageErrorCode } from "../../core/errors.js";
 import { hasGuard } from "../../core/guards.js";
 import { filterKeyByDepth } from "../../core/keys.js";
+import type { MaybePromise } from "../../core/maybePromise.js";
 import type { SetOptions } from "../../core/types.js";
 
 /**
- * What drivers that keep keys as rows of one table (postgres, mysql) share:
+ * What drivers that keep keys as rows of one table (sqlite, postgres, mysql) share:
  * key limits, error wrapping, schema creation once, batch preparation and
  * keyset paging. Each driver keeps its own SQL and its own error codes.
  */
@@ -89,13 +90,14 @@ export function withinDepth(keys: string[], maxDepth: number | undefined): strin
 /**
  * Keyset paging over a primary key: `page(after, limit)` reads the next keys
  * in key order after `after`, with the cursor of its last row. Each page is
- * one index range read; a short page is the last.
+ * one index range read; a short page is the last. `page` may answer at once
+ * (sqlite's synchronous statements) or with a promise.
  */
 export async function* keysetPages<C>(
   first: C,
   limit: number,
   maxDepth: number | undefined,
-  page: (after: C, limit: number) => Promise<{ keys: string[]; last: C }>,
+  page: (after: C, limit: number) => MaybePromise<{ keys: string[]; last: C }>,
 ): AsyncGenerator<string[]> {
   let after = first;
   for (;;) {
