@@ -23,8 +23,8 @@ export interface WatchInfo {
   /** Who made the change; `"unknown"` where the driver cannot tell. */
   origin: WatchOrigin;
   /**
-   * The etag the key holds after an `"update"`, as `getMeta(key).etag` gives
-   * it and `ifMatch` takes it. Present where the change feed carries it
+   * The etag an `"update"` gave the key, as `getMeta(key).etag` gives it and
+   * `ifMatch` takes it (a later write may have moved the key on). Present where the change feed carries it
    * (memory, postgres, etcd, NATS KV, git, redis with `watch: "pubsub"`);
    * absent on removals and for writes the core reports
    * (a driver's write does not return its etag, and asking would cost a
