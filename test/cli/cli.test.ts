@@ -8,14 +8,13 @@ import { driverFromUrl } from "../../src/cli/storeUrl.js";
 import { git } from "../git/gitCli.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { programArgs } from "../helpers/programs.js";
 
-const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
-// Absolute, so the loader is found from any working directory.
-const TSX = import.meta.resolve("tsx");
+const CLI = programArgs("src/cli/main.ts");
 
 /** Runs the CLI in its own process, as a user would. */
 function stowage(args: string[], options: { cwd?: string; input?: Buffer | string } = {}) {
-  const result = spawnSync(process.execPath, ["--import", TSX, MAIN, ...args], {
+  const result = spawnSync(process.execPath, [...CLI, ...args], {
     cwd: options.cwd,
     input: options.input,
   });
@@ -106,7 +105,7 @@ describe("stowage CLI", () => {
     expect(help.code).toBe(0);
     expect(help.stdout.toString()).toMatch(/^Usage: stowage/);
     expect(stowage(["serve", "--help"], { cwd }).stdout.toString()).toMatch(/--insecure/);
-    // Two dozen processes, each loading TypeScript through tsx: slow on a loaded 2-core machine.
+    // Two dozen processes: slow on a loaded 2-core machine.
   }, 180_000);
 
   it("a directory as stdin (`set k < /`) is one E_IO line and exit 1, with --raw too, and nothing is stored", () => {
@@ -114,7 +113,7 @@ describe("stowage CLI", () => {
     const stdin = openSync(tempDir("cli-stdin-is-a-dir"), "r");
     try {
       for (const extra of [[], ["--raw"]]) {
-        const result = spawnSync(process.execPath, ["--import", TSX, MAIN, "set", "k", ...extra, "--store", `fs:${dir}`], { stdio: [stdin, "pipe", "pipe"] });
+        const result = spawnSync(process.execPath, [...CLI, "set", "k", ...extra, "--store", `fs:${dir}`], { stdio: [stdin, "pipe", "pipe"] });
         expect(result.status, extra.join(" ")).toBe(1);
         expect(result.stderr.toString("utf8")).toMatch(/^stowage: E_IO: Cannot read stdin: EISDIR[^\n]*\n$/);
       }
@@ -167,7 +166,7 @@ describe("stowage CLI", () => {
   it("a stdout closed by its reader (`| head -c 10`) is one E_IO line, not a crash", async () => {
     const dir = tempDir("cli-epipe");
     writeFileSync(join(dir, "big"), Buffer.alloc(4 * 1024 * 1024, 7));
-    const child = spawn(process.execPath, ["--import", TSX, MAIN, "get", "big", "--raw", "--store", `fs:${dir}`]);
+    const child = spawn(process.execPath, [...CLI, "get", "big", "--raw", "--store", `fs:${dir}`]);
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
     // Read a little, then close the pipe, as head does.

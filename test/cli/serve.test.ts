@@ -12,9 +12,9 @@ import fsDriver from "../../src/drivers/fs.js";
 import { git } from "../git/gitCli.js";
 import { freePort } from "../helpers/checks.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { programArgs } from "../helpers/programs.js";
 
-const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
-const TSX = import.meta.resolve("tsx");
+const CLI = programArgs("src/cli/main.ts");
 
 interface Running {
   child: ChildProcessWithoutNullStreams;
@@ -26,7 +26,7 @@ const running: Running[] = [];
 
 /** Starts the CLI as a long-running child process, collecting what it prints. */
 function start(args: string[], cwd: string): Running {
-  const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd });
+  const child = spawn(process.execPath, [...CLI, ...args], { cwd });
   const run: Running = { child, stdout: "", stderr: "" };
   child.stdout.on("data", (chunk: Buffer) => (run.stdout += chunk.toString("utf8")));
   child.stderr.on("data", (chunk: Buffer) => (run.stderr += chunk.toString("utf8")));
@@ -162,7 +162,7 @@ describe("stowage serve", () => {
 
   it("--token and --read-only; SIGINT also shuts down cleanly", async () => {
     const cwd = tempDir("cli-serve-auth");
-    spawnSync(process.execPath, ["--import", TSX, MAIN, "set", "k", "1"], { cwd });
+    spawnSync(process.execPath, [...CLI, "set", "k", "1"], { cwd });
     const { child, url } = await serve(cwd, ["--token", "s3cret", "--read-only"]);
     expect((await fetch(url + "k")).status).toBe(401);
     const auth = { authorization: "Bearer s3cret" };
@@ -175,7 +175,7 @@ describe("stowage serve", () => {
   it("refuses a non-loopback --host without a token, and an empty token, before opening the store", () => {
     const cwd = tempDir("cli-serve-exposed");
     const run = (args: string[], env: NodeJS.ProcessEnv = {}) => {
-      const result = spawnSync(process.execPath, ["--import", TSX, MAIN, "serve", "--port", "0", ...args], { cwd, env: { ...process.env, ...env } });
+      const result = spawnSync(process.execPath, [...CLI, "serve", "--port", "0", ...args], { cwd, env: { ...process.env, ...env } });
       return { code: result.status, stderr: result.stderr.toString() };
     };
     const exposed = run(["--host", "0.0.0.0"]);
@@ -222,7 +222,7 @@ describe("stowage serve", () => {
     const cwd = tempDir("cli-serve-busy");
     const { child, url } = await serve(cwd);
     const port = new URL(url).port;
-    const second = spawnSync(process.execPath, ["--import", TSX, MAIN, "serve", "--port", port], { cwd });
+    const second = spawnSync(process.execPath, [...CLI, "serve", "--port", port], { cwd });
     expect(second.status).toBe(1);
     expect(second.stderr.toString()).toMatch(/^stowage: E_IO: Cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE.*\n$/);
     child.kill("SIGTERM");
@@ -265,7 +265,7 @@ describe("stowage watch", () => {
     const cwd = tempDir("cli-watch");
     const run = start(["watch", "a"], cwd);
     await waitFor(() => run.stderr, /watching/);
-    const set = (args: string[]) => spawnSync(process.execPath, ["--import", TSX, MAIN, ...args], { cwd });
+    const set = (args: string[]) => spawnSync(process.execPath, [...CLI, ...args], { cwd });
     set(["set", "other", "1"]);
     set(["set", "a:b", "1"]);
     set(["set", "a:c", "2"]);
@@ -285,7 +285,7 @@ describe("stowage watch", () => {
   });
 
   it("refuses a store without a change feed", () => {
-    const result = spawnSync(process.execPath, ["--import", TSX, MAIN, "watch", "--store", `fs-lite:${tempDir("cli-watch-lite")}`]);
+    const result = spawnSync(process.execPath, [...CLI, "watch", "--store", `fs-lite:${tempDir("cli-watch-lite")}`]);
     expect(result.status).toBe(1);
     expect(result.stderr.toString()).toMatch(/^stowage: E_UNSUPPORTED: .*\n$/);
   });

@@ -4,15 +4,14 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { git, gitInitBare } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { programArgs } from "../helpers/programs.js";
 
-const MAIN = join(import.meta.dirname, "../../src/cli/main.ts");
-// Absolute, so the loader is found from any working directory.
-const TSX = import.meta.resolve("tsx");
+const CLI = programArgs("src/cli/main.ts");
 const REF = "refs/stowage/default";
 
 /** Runs the CLI in its own process, as a user would. */
 function stowage(args: string[]) {
-  const result = spawnSync(process.execPath, ["--import", TSX, MAIN, ...args]);
+  const result = spawnSync(process.execPath, [...CLI, ...args]);
   return { code: result.status, stdout: result.stdout.toString("utf8"), stderr: result.stderr.toString("utf8") };
 }
 
@@ -71,7 +70,7 @@ describe("stowage sync", () => {
   it("the default store ./.stowage inside a project's work tree is refused, not created among its files", () => {
     const project = tempDir("cli-sync-project");
     git(project, ["init", "-q", "-b", "main"]);
-    const run = spawnSync(process.execPath, ["--import", TSX, MAIN, "sync", gitInitBare("cli-sync-remote")], { cwd: project });
+    const run = spawnSync(process.execPath, [...CLI, "sync", gitInitBare("cli-sync-remote")], { cwd: project });
     expect(run.status).toBe(1);
     expect(run.stderr.toString()).toMatch(/^stowage: E_INVALID_OPTION: .*\.stowage lies inside the work tree of the Git repository at .*list it in the work tree's .gitignore/);
     expect(existsSync(join(project, ".stowage"))).toBe(false);

@@ -5,9 +5,7 @@ import { describe, expect, it } from "vitest";
 import { makeDirectories } from "../../src/core/directories.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { finish } from "../helpers/checks.js";
-
-const TSX = import.meta.resolve("tsx");
-const SRC = join(import.meta.dirname, "../../src");
+import { runnable, scriptArgs } from "../helpers/programs.js";
 
 /**
  * Opens a git, git-refs and fs store at `path` and writes one key, in a child
@@ -15,14 +13,14 @@ const SRC = join(import.meta.dirname, "../../src");
  * fail the test, not stop the test run.
  */
 async function openInChild(path: string): Promise<string[]> {
-  const script = `import { createStorage } from ${JSON.stringify(join(SRC, "index.ts"))};
-import git from ${JSON.stringify(join(SRC, "drivers/git.ts"))};
-import gitRefs from ${JSON.stringify(join(SRC, "drivers/git-refs.ts"))};
-import fs from ${JSON.stringify(join(SRC, "drivers/fs.ts"))};
+  const script = `import { createStorage } from ${JSON.stringify(runnable("src/index.ts"))};
+import git from ${JSON.stringify(runnable("src/drivers/git.ts"))};
+import gitRefs from ${JSON.stringify(runnable("src/drivers/git-refs.ts"))};
+import fs from ${JSON.stringify(runnable("src/drivers/fs.ts"))};
 for (const open of [() => git({ dir: ${JSON.stringify(path)} }), () => gitRefs({ dir: ${JSON.stringify(path)} }), () => fs({ base: ${JSON.stringify(path)} })]) {
   try { await createStorage({ driver: open() }).setItem("k", 1); console.log("written"); } catch (error) { console.log(error.code); }
 }`;
-  const child = spawn(process.execPath, ["--import", TSX, "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, scriptArgs(script), { stdio: ["ignore", "pipe", "inherit"] });
   const result = await finish(child, 60_000); // a hang, not a slow start on a loaded machine
   expect(result.code, "exit code (a signal or a hang: null)").toBe(0);
   return result.output.trim().split("\n");

@@ -240,8 +240,8 @@ if (await serviceUp("PostgreSQL", url)) {
       await exitsAfterDispose(
         "postgres",
         { url, table: freshTable("exit") },
-        `let seen: () => void;
-const event = new Promise<void>((resolve) => (seen = resolve));
+        `let seen;
+const event = new Promise((resolve) => (seen = resolve));
 await storage.watch((_event, key) => key === "child" && seen());
 await storage.setItem("child", 1);
 await event;`,

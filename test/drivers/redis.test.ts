@@ -1,9 +1,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import { Redis } from "ioredis";
 import { createStorage as createUnstorage, type Driver as UnstorageDriver } from "unstorage";
 import unstorageRedis from "unstorage/drivers/redis";
@@ -17,6 +15,7 @@ import { runWorkers } from "../helpers/workers.js";
 import { codeOf, finish, freePort, rawKeysRoundTrip } from "../helpers/checks.js";
 import { privateServer } from "../helpers/outage.js";
 import { KIT_TTL } from "../helpers/clock.js";
+import { runnable, scriptArgs } from "../helpers/programs.js";
 import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 const url = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -25,7 +24,6 @@ const RUN = `stowage-test:${randomUUID()}`;
 let made = 0;
 const freshBase = () => `${RUN}:${made++}`;
 
-const TSX = import.meta.resolve("tsx");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function redisCli(port: number, args: string[]): string {
@@ -303,21 +301,17 @@ if (await serviceUp("Redis", url)) {
 
     it("dispose closes every connection: a process that watched, wrote and disposed exits on its own", async () => {
       const base = freshBase();
-      const script = join(tempDir("redis-child"), "child.mts");
-      const source = (path: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, path)).href);
-      writeFileSync(
-        script,
-        [
-          `import { createStorage } from ${source("../../src/index.ts")};`,
-          `import redis from ${source("../../src/drivers/redis/index.ts")};`,
-          `const storage = createStorage({ driver: redis({ url: ${JSON.stringify(url)}, base: ${JSON.stringify(base)} }) });`,
-          `await storage.watch(() => undefined);`,
-          `await storage.setItem("child", { written: true });`,
-          `await storage.getKeys();`,
-          `await storage.dispose();`,
-        ].join("\n"),
-      );
-      const child = spawn(process.execPath, ["--import", TSX, script], { stdio: "inherit" });
+      const source = (path: string) => JSON.stringify(runnable(path));
+      const script = [
+        `import { createStorage } from ${source("src/index.ts")};`,
+        `import redis from ${source("src/drivers/redis/index.ts")};`,
+        `const storage = createStorage({ driver: redis({ url: ${JSON.stringify(url)}, base: ${JSON.stringify(base)} }) });`,
+        `await storage.watch(() => undefined);`,
+        `await storage.setItem("child", { written: true });`,
+        `await storage.getKeys();`,
+        `await storage.dispose();`,
+      ].join("\n");
+      const child = spawn(process.execPath, scriptArgs(script), { stdio: "inherit" });
       expect((await finish(child, 15_000)).code).toBe(0);
       const storage = createStorage({ driver: redis({ url, base }) });
       expect(await storage.getItem("child")).toEqual({ written: true });

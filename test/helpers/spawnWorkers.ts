@@ -1,14 +1,11 @@
 /** Starting storeWorker.ts processes; free of vitest, so soak scripts outside the test runner use it too. */
 import { spawn, type ChildProcess } from "node:child_process";
-import { join } from "node:path";
 import { createStorage, type Driver, type Storage } from "../../src/index.js";
-
-const WORKER = join(import.meta.dirname, "storeWorker.ts");
-const TSX = import.meta.resolve("tsx");
+import { programArgs } from "./programs.js";
 
 /** Starts storeWorker.ts in its own process: `args` are `<driver> <path> <mode> <count>`; `env` adds variables. */
 export function startWorker(args: string[], env: Record<string, string> = {}): ChildProcess {
-  return spawn(process.execPath, ["--import", TSX, WORKER, ...args], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } });
+  return spawn(process.execPath, programArgs("test/helpers/storeWorker.ts", args), { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } });
 }
 
 /** Runs workers side by side and resolves when all exited cleanly. */

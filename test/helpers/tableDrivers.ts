@@ -1,17 +1,13 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { expect } from "vitest";
 import type { Storage } from "../../src/index.js";
+import { driverSource } from "../../tsup.config.js";
 import { codeOf, finish, freePort } from "./checks.js";
+import { runnable, scriptArgs } from "./programs.js";
 import { runWorkers } from "./workers.js";
 
 /** Tests shared by the drivers that keep keys in one SQL table (postgres, mysql). */
-
-const TSX = import.meta.resolve("tsx");
-const SRC = join(import.meta.dirname, "../../src");
 
 /** Table names unique to this run of a test file (so parallel runs never meet), listed for dropping at the end. */
 export function runTables(): { tables: string[]; fresh: (label: string) => string } {
@@ -29,28 +25,20 @@ export function runTables(): { tables: string[]; fresh: (label: string) => strin
 
 /**
  * Runs `body` in a child process with `storage` made from the driver module
- * `driver` (under src/drivers) and `options`, then disposes it: the child
- * must exit by itself, so nothing the driver opened is left holding it.
+ * `driver` (a registered driver's name) and `options`, then disposes it: the child
+ * must exit by itself, so nothing the driver opened is left holding it. `body`
+ * is JavaScript: the child runs the build, untranspiled.
  */
 export async function exitsAfterDispose(driver: string, options: Record<string, unknown>, body: string): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), `stowage-${driver}-child-`));
-  const script = join(dir, "child.mts");
-  writeFileSync(
-    script,
-    `import { createStorage } from ${JSON.stringify(join(SRC, "index.ts"))};
-import driver from ${JSON.stringify(join(SRC, `drivers/${driver}.ts`))};
+  const script = `import { createStorage } from ${JSON.stringify(runnable("src/index.ts"))};
+import driver from ${JSON.stringify(runnable(driverSource(driver)))};
 const storage = createStorage({ driver: driver(${JSON.stringify(options)}) });
 ${body}
 await storage.dispose();
 console.log("disposed");
-`,
-  );
-  try {
-    const result = await finish(spawn(process.execPath, ["--import", TSX, script], { stdio: ["ignore", "pipe", "inherit"] }), 60_000); // a hang, not a slow start on a loaded machine
-    expect(result).toEqual({ code: 0, output: "disposed\n" });
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+`;
+  const result = await finish(spawn(process.execPath, scriptArgs(script), { stdio: ["ignore", "pipe", "inherit"] }), 60_000); // a hang, not a slow start on a loaded machine
+  expect(result).toEqual({ code: 0, output: "disposed\n" });
 }
 
 /**

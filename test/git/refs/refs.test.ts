@@ -5,9 +5,11 @@ import { describe, expect, it } from "vitest";
 import { isStorageError } from "../../../src/core/errors.js";
 import { isValidRefName, Repository, ZERO_ID } from "../../../src/git/index.js";
 import { errorCode, git, gitFails, gitInitBare } from "../gitCli.js";
+import { programArgs } from "../../helpers/programs.js";
+import { stressCount } from "../../helpers/stress.js";
 
-const WORKER = join(import.meta.dirname, "casWorker.ts");
-const TSX = import.meta.resolve("tsx");
+const WORKER = "test/git/refs/casWorker.ts";
+const KILLS = stressCount(3, 10);
 
 
 /** Increments the counter held (as a blob) by `ref`, retrying on conflicts; awaits between read and write to interleave. */
@@ -239,10 +241,10 @@ describe("ref updates", () => {
 });
 
 describe("crashes", () => {
-  it("a writer killed with SIGKILL at random moments (10 times) leaves a repository git fsck accepts and loses no acknowledged update", async () => {
+  it(`a writer killed with SIGKILL at random moments (${KILLS} times) leaves a repository git fsck accepts and loses no acknowledged update`, async () => {
     const dir = gitInitBare();
-    for (let round = 0; round < 10; round++) {
-      const child = spawn(process.execPath, ["--import", TSX, WORKER, dir, "refs/stowage/counter", "1000000", "engine", "print"], {
+    for (let round = 0; round < KILLS; round++) {
+      const child = spawn(process.execPath, programArgs(WORKER, [dir, "refs/stowage/counter", "1000000", "engine", "print"]), {
         stdio: ["ignore", "pipe", "inherit"],
       });
       let output = "";
@@ -289,7 +291,7 @@ describe("concurrent compare-and-swap", () => {
     ];
     await Promise.all(
       runs.map(([mode, count]) => {
-        const child = spawn(process.execPath, ["--import", TSX, WORKER, dir, "refs/stowage/counter", String(count), mode], {
+        const child = spawn(process.execPath, programArgs(WORKER, [dir, "refs/stowage/counter", String(count), mode]), {
           stdio: ["ignore", "inherit", "inherit"],
         });
         return new Promise<void>((resolve, reject) => child.on("exit", (status) => (status === 0 ? resolve() : reject(new Error(`${mode} worker exited ${status}`)))));
