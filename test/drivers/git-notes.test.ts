@@ -8,6 +8,7 @@ import { testDriver } from "../../src/testing/index.js";
 import { git, gitBytes, gitInitBare } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, runWorkers } from "../helpers/workers.js";
+import { stressCount } from "../helpers/stress.js";
 
 // This machine's disk takes ~1 ms per file created: repositories go to tmpfs where there is one.
 if (existsSync("/dev/shm")) process.env.TMPDIR = "/dev/shm";
@@ -151,18 +152,20 @@ describe("git-notes driver", () => {
     await storage.dispose();
   });
 
-  it("8 processes writing 100 notes each end with all 800 notes", async () => {
+  const notes = stressCount(25, 100);
+  it(`8 processes writing ${notes} notes each end with all ${8 * notes} notes`, async () => {
     const dir = gitInitBare("git-notes-multi");
-    await runWorkers(8, ["git-notes", dir, "unique", "100"]);
-    expect(git(dir, ["notes", `--ref=${REF}`, "list"]).split("\n")).toHaveLength(800);
+    await runWorkers(8, ["git-notes", dir, "unique", String(notes)]);
+    expect(git(dir, ["notes", `--ref=${REF}`, "list"]).split("\n")).toHaveLength(8 * notes);
     const storage = createStorage({ driver: gitNotes({ dir }) });
-    expect((await storage.getKeys()).length).toBe(800);
+    expect((await storage.getKeys()).length).toBe(8 * notes);
     await storage.dispose();
     git(dir, ["fsck", "--strict", "--no-progress"]);
   }, 120_000);
 
-  it("a writer killed with SIGKILL at random moments (5 times): git fsck finds no error, every acknowledged write is there", async () => {
-    for (let round = 0; round < 5; round++) {
+  const kills = stressCount(2, 5);
+  it(`a writer killed with SIGKILL at random moments (${kills} times): git fsck finds no error, every acknowledged write is there`, async () => {
+    for (let round = 0; round < kills; round++) {
       const dir = gitInitBare("git-notes-crash");
       await killWhileWriting("git-notes", dir, (path) => gitNotes({ dir: path }));
       git(dir, ["fsck", "--no-dangling", "--no-progress"]);

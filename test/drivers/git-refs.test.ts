@@ -10,6 +10,7 @@ import { testDriver } from "../../src/testing/index.js";
 import { git, gitBytes, gitInitBare } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, runWorkers } from "../helpers/workers.js";
+import { stressCount } from "../helpers/stress.js";
 
 // This machine's disk takes ~1 ms to create a file, and every key written is a lock file (and a blob):
 // repositories go to tmpfs where there is one, so the suite's 10,000-key tests take seconds, not minutes.
@@ -235,17 +236,19 @@ describe("git-refs driver", () => {
     await storage.dispose();
   });
 
-  it("4 processes x 250 CAS increments of one counter end at exactly 1000", async () => {
+  const increments = stressCount(50, 250);
+  it(`4 processes x ${increments} CAS increments of one counter end at exactly ${4 * increments}`, async () => {
     const dir = gitInitBare("git-refs-multi");
-    await runWorkers(4, ["git-refs", dir, "increment", "250"]);
+    await runWorkers(4, ["git-refs", dir, "increment", String(increments)]);
     const storage = createStorage({ driver: gitRefs({ dir }) });
-    expect(await storage.getItem("counter")).toBe(1000);
-    expect(git(dir, ["cat-file", "-p", `${PREFIX}counter%`])).toBe("1000");
+    expect(await storage.getItem("counter")).toBe(4 * increments);
+    expect(git(dir, ["cat-file", "-p", `${PREFIX}counter%`])).toBe(String(4 * increments));
     await storage.dispose();
   }, 120_000);
 
-  it("a writer killed with SIGKILL at random moments (5 times): git fsck finds no error, every acknowledged write is there", async () => {
-    for (let round = 0; round < 5; round++) {
+  const kills = stressCount(2, 5);
+  it(`a writer killed with SIGKILL at random moments (${kills} times): git fsck finds no error, every acknowledged write is there`, async () => {
+    for (let round = 0; round < kills; round++) {
       const dir = gitInitBare("git-refs-crash");
       await killWhileWriting("git-refs", dir, (path) => gitRefs({ dir: path }));
       git(dir, ["fsck", "--no-dangling", "--no-progress"]);

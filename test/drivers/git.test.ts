@@ -9,6 +9,7 @@ import { testDriver } from "../../src/testing/index.js";
 import { git as gitCli, gitBytes, gitFails } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, runWorkers } from "../helpers/workers.js";
+import { stressCount } from "../helpers/stress.js";
 
 const REF = "refs/stowage/default";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -361,18 +362,20 @@ describe("git driver", () => {
     await second.dispose();
   });
 
-  it("several processes: 4 x 250 CAS increments of one counter end at exactly 1000", async () => {
+  const increments = stressCount(50, 250);
+  it(`several processes: 4 x ${increments} CAS increments of one counter end at exactly ${4 * increments}`, async () => {
     const dir = tempDir("git-multi");
     await open(dir).dispose();
-    await runWorkers(4, ["git", dir, "increment", "250"]);
+    await runWorkers(4, ["git", dir, "increment", String(increments)]);
     const storage = open(dir);
-    expect(await storage.getItem("counter")).toBe(1000);
+    expect(await storage.getItem("counter")).toBe(4 * increments);
     await storage.dispose();
     fsck(dir);
   }, 300_000);
 
-  it("a process killed mid-write loses no acknowledged write, and git fsck stays clean (20 kills)", async () => {
-    for (let round = 0; round < 20; round++) {
+  const kills = stressCount(3, 20);
+  it(`a process killed mid-write loses no acknowledged write, and git fsck stays clean (${kills} kills)`, async () => {
+    for (let round = 0; round < kills; round++) {
       const dir = tempDir("git-crash");
       await killWhileWriting("git", dir, (path) => git({ dir: path }));
       fsck(dir);

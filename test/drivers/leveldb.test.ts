@@ -5,14 +5,16 @@ import leveldb from "../../src/drivers/leveldb.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting } from "../helpers/workers.js";
+import { stressCount } from "../helpers/stress.js";
 import { KIT_TTL } from "../helpers/clock.js";
 import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
 testDriver({ name: "leveldb", driver: () => leveldb({ path: join(tempDir("leveldb"), "db") }), ttl: KIT_TTL });
 
 describe("leveldb driver", () => {
-  it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
-    for (let round = 0; round < 10; round++) {
+  const kills = stressCount(3, 10);
+  it(`a process killed mid-write loses no acknowledged write (${kills} kills)`, async () => {
+    for (let round = 0; round < kills; round++) {
       await killWhileWriting("leveldb", join(tempDir("leveldb-crash"), "db"), (path) => leveldb({ path }));
     }
   }, 180_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s

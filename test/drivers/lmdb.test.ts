@@ -7,9 +7,11 @@ import lmdb, { MAX_KEY_BYTES } from "../../src/drivers/lmdb.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, storeAfterWorkers } from "../helpers/workers.js";
+import { stressCount } from "../helpers/stress.js";
 import { KIT_TTL, withDateAhead } from "../helpers/clock.js";
 import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 import { codeOf, finish } from "../helpers/checks.js";
+import { runnable, scriptArgs } from "../helpers/programs.js";
 
 testDriver({ name: "lmdb", driver: () => lmdb({ path: join(tempDir("lmdb"), "store.mdb") }), ttl: KIT_TTL });
 
@@ -146,8 +148,9 @@ describe("lmdb driver", () => {
     await storage.dispose();
   });
 
-  it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
-    for (let round = 0; round < 10; round++) {
+  const kills = stressCount(3, 10);
+  it(`a process killed mid-write loses no acknowledged write (${kills} kills)`, async () => {
+    for (let round = 0; round < kills; round++) {
       await killWhileWriting("lmdb", join(tempDir("lmdb-crash"), "crash.mdb"), openLmdb);
     }
   }, 180_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
@@ -204,8 +207,7 @@ describe("lmdb options, key limits and batched writes", () => {
     checkKeyLimit(createStorage({ driver: lmdb({ path: join(tempDir("lmdb-limit"), "store.mdb") }) })));
 });
 
-const TSX = import.meta.resolve("tsx");
-const DRIVER = join(import.meta.dirname, "../../src/drivers/lmdb.ts");
+const DRIVER = runnable("src/drivers/lmdb.ts");
 
 /** lmdb({ path }) for each path in one child process: the error codes, or "opened". A crash or a hang fails the test instead of the test run. */
 async function openInChild(paths: string[]): Promise<string[]> {
@@ -213,7 +215,7 @@ async function openInChild(paths: string[]): Promise<string[]> {
 for (const path of ${JSON.stringify(paths)}) {
   try { await lmdb({ path }).dispose(); console.log("opened"); } catch (error) { console.log(error.code); }
 }`;
-  const child = spawn(process.execPath, ["--import", TSX, "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, scriptArgs(script), { stdio: ["ignore", "pipe", "inherit"] });
   const result = await finish(child, 60_000); // a hang, not a slow start on a loaded machine
   expect(result.code, "exit code (a signal or a hang: null)").toBe(0);
   return result.output.trim().split("\n");

@@ -5,6 +5,7 @@ import sqlite from "../../src/drivers/sqlite.js";
 import { testDriver } from "../../src/testing/index.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, storeAfterWorkers } from "../helpers/workers.js";
+import { stressCount } from "../helpers/stress.js";
 import { KIT_TTL } from "../helpers/clock.js";
 import { checkFailsAlone, checkKeyLimit, checkUnknownOption } from "../helpers/limits.js";
 
@@ -18,8 +19,9 @@ describe("sqlite driver", () => {
     await storage.dispose();
   }, 120_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
 
-  it("a process killed mid-write loses no acknowledged write (10 kills)", async () => {
-    for (let round = 0; round < 10; round++) {
+  const kills = stressCount(3, 10);
+  it(`a process killed mid-write loses no acknowledged write (${kills} kills)`, async () => {
+    for (let round = 0; round < kills; round++) {
       await killWhileWriting("sqlite", join(tempDir("sqlite-crash"), "crash.db"), (path) => sqlite({ path }));
     }
   }, 180_000); // worker processes: a loaded 2-core machine can take minutes, not the default 30 s
