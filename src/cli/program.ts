@@ -3,7 +3,8 @@ import { Command, Option } from "commander";
 import { StorageError } from "../core/errors.js";
 import { normalizeItemBase } from "../core/keys.js";
 import { createCoreStorage } from "../core/storage.js";
-import type { ItemStream, Storage } from "../core/types.js";
+import type { Driver, ItemStream, Storage } from "../core/types.js";
+import { findLayer } from "../core/wrapDriver.js";
 import type { Maintainable } from "../git/repo/autoMaintenance.js";
 import { checkAllowedHosts, isLoopback } from "../server/hosts.js";
 import { createStorageServer } from "../server/index.js";
@@ -249,15 +250,16 @@ async function watchChanges(io: CliIo, base: string | undefined, options: StoreO
   });
 }
 
-function isMaintainable(driver: object): driver is Maintainable {
+function isMaintainable(driver: Driver): driver is Driver & Maintainable {
   return typeof (driver as Partial<Maintainable>).maintenance === "function";
 }
 
 /** `stowage gc`: the store's own maintenance, printed as JSON. */
 async function collectGarbage(io: CliIo, options: StoreOptions & { prune?: number }): Promise<void> {
   await withStorage(options, async (storage) => {
-    const { driver } = storage.getMount("");
-    if (!isMaintainable(driver)) throw new StorageError("E_UNSUPPORTED", `${options.store} has no maintenance to run (gc packs and prunes git: stores)`);
+    // The store's own driver may sit under layers (wrapDriver): its maintenance is found through them.
+    const driver = findLayer(storage.getMount("").driver, isMaintainable);
+    if (!driver) throw new StorageError("E_UNSUPPORTED", `${options.store} has no maintenance to run (gc packs and prunes git: stores)`);
     const result = driver.maintenance({ all: true, prune: true, grace: options.prune });
     await write(io, JSON.stringify(result) + "\n");
   });

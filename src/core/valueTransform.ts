@@ -1,0 +1,211 @@
+import { StorageError } from "./errors.js";
+import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
+import { BASE64_PREFIX, deserializeRaw, serializeRaw } from "./serializer.js";
+import { wholeStream } from "./streams.js";
+import type { AsyncWrites, CommitOperation, Driver, HistoryEntry, ItemStream, SetOptions, StorageMeta, TransactionOptions } from "./types.js";
+import { wrapDriver, type WrappedDriver } from "./wrapDriver.js";
+
+/** One encode/decode pair over whole values, for {@link transformValues}. */
+export interface ValueTransform {
+  /**
+   * The wrapper's driver name.
+   * @default "transform"
+   */
+  name?: string;
+  /** The bytes to store for the bytes a user writes (compressed, encrypted, …). */
+  encode(bytes: Uint8Array): MaybePromise<Uint8Array>;
+  /** The user's bytes back from what `encode` made. */
+  decode(bytes: Uint8Array): MaybePromise<Uint8Array>;
+  /**
+   * `encode` and `decode` return their result, never a promise: the wrapper
+   * keeps the inner driver's `sync` flag. Otherwise it narrows it.
+   * @default false
+   */
+  sync?: boolean;
+}
+
+// The first byte of every encoded plaintext says what the user wrote, so reads give back the same type.
+const STRING_TAG = 0x73; // "s": setItem's text, as UTF-8
+const BYTES_TAG = 0x62; // "b": setItemRaw's bytes
+
+type Value = string | Uint8Array;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Wraps `inner` so that every value passes through `encode` on the way in
+ * and `decode` on the way out: the base of byte-changing layers
+ * (compression, encryption). Every path is covered: setItem, setItems,
+ * setItemRaw, setItemStream, commit operations and asyncWrites; getItem,
+ * getItems, getItemRaw, getItemStream, getHistory and
+ * `getItem(key, { version })`. Meta sidecars (`key$`, which hold TTLs and
+ * setMeta fields) go through it like any value.
+ *
+ * How values are stored: a tag byte (string or bytes) and the user's bytes
+ * (a string as UTF-8) are encoded together, and the result is written as
+ * text, `base64:` followed by its base64, through the inner driver's
+ * `setItem`. Text survives every path of every driver (redis's MGET, git's
+ * history, SQL text columns) and the tag gives back a string for a string
+ * and bytes for bytes; the cost is a third more bytes stored. Streams are
+ * transformed whole (the value is gathered first). `getMeta(key).size` is
+ * the user's size (one extra read of the value when the driver reports a
+ * size). Etags are the inner driver's, of the stored text: a transform that
+ * encodes the same bytes differently each time (a random IV) makes a
+ * content-hash etag change on every write.
+ *
+ * Flags follow {@link wrapDriver}'s rule; `sync` is narrowed unless the
+ * transform says it is synchronous.
+ *
+ * @throws StorageError `E_INVALID_OPTION` when `encode` or `decode` is not a function, or `inner` not a driver
+ * @throws StorageError (from reads) `E_CORRUPT` when a stored value was not written through this transform or `decode` fails
+ * @throws StorageError (from writes) `E_INVALID_VALUE` when `encode` fails
+ * @example
+ * const gzipped = transformValues(sqlite({ path: "data.db" }), { name: "gzip", encode: (b) => gzipSync(b), decode: (b) => gunzipSync(b), sync: true });
+ */
+export function transformValues(inner: Driver, transform: ValueTransform): WrappedDriver {
+  const name = transform?.name ?? "transform";
+  if (typeof transform?.encode !== "function" || typeof transform.decode !== "function") {
+    throw new StorageError("E_INVALID_OPTION", `${name} needs encode and decode functions`, { driver: name });
+  }
+  const codec = valueCodec(transform, name);
+  const decodeAll = <T extends { value: unknown }>(entries: T[]) => all(entries.map((entry) => chain(codec.read(entry.value), (value) => ({ ...entry, value }))));
+  const getItem = (key: string, opts?: TransactionOptions) => chain(inner.getItem(key, opts), codec.read);
+
+  return wrapDriver(inner, {
+    name,
+    options: transform,
+    flags: transform.sync === true ? {} : { sync: false },
+    getItem,
+    getItemRaw: inner.getItemRaw && getItem,
+    getItems: inner.getItems && ((items, common) => chain(inner.getItems!(items, common), decodeAll)),
+    getMeta: inner.getMeta && ((key, opts) => chain(inner.getMeta!(key, opts), (meta) => userMeta(meta, getItem(key, opts)))),
+    getItemStream: inner.getItemStream && ((key, opts) => chain(getItem(key, opts), (value) => streamOf(value, inner.getMeta, key, opts))),
+    getHistory: inner.getHistory && ((key, opts) => chain(inner.getHistory!(key, opts), (entries) => decodeAll<HistoryEntry<unknown>>(entries))),
+    ...writesThrough(inner, codec),
+    asyncWrites: inner.asyncWrites && asyncWritesThrough(inner, codec),
+  });
+}
+
+/** Values to stored text and back. */
+interface ValueCodec {
+  write(value: Value): MaybePromise<string>;
+  read(stored: unknown): MaybePromise<Value | null>;
+}
+
+function valueCodec(transform: ValueTransform, name: string): ValueCodec {
+  const encode = (plain: Uint8Array) => guarded(() => transform.encode(plain), "E_INVALID_VALUE", `${name}: encode failed`, name);
+  const decode = (bytes: Uint8Array) => guarded(() => transform.decode(bytes), "E_CORRUPT", `${name}: decode failed`, name);
+  return {
+    write: (value) => chain(encode(tagged(value)), (bytes) => serializeRaw(checkedBytes(bytes, name))),
+    read: (stored) => {
+      if (stored === null || stored === undefined) return null;
+      return chain(decode(storedBytes(stored, name)), (plain) => untagged(checkedBytes(plain, name), name));
+    },
+  };
+}
+
+/** Runs one side of the transform; what it throws or rejects with becomes a StorageError with `code`. */
+function guarded(step: () => MaybePromise<Uint8Array>, code: "E_INVALID_VALUE" | "E_CORRUPT", message: string, name: string): MaybePromise<Uint8Array> {
+  const fail = (cause: unknown): never => {
+    if (cause instanceof StorageError) throw cause;
+    throw new StorageError(code, `${message}: ${cause instanceof Error ? cause.message : String(cause)}`, { driver: name, cause });
+  };
+  try {
+    const result = step();
+    return isPromise(result) ? result.catch(fail) : result;
+  } catch (error) {
+    return fail(error);
+  }
+}
+
+function checkedBytes(bytes: unknown, name: string): Uint8Array {
+  if (bytes instanceof Uint8Array) return bytes;
+  throw new StorageError("E_INVALID_VALUE", `${name}: encode and decode must return a Uint8Array, got ${typeof bytes}`, { driver: name });
+}
+
+function tagged(value: Value): Uint8Array {
+  const payload = typeof value === "string" ? new TextEncoder().encode(value) : value;
+  const plain = new Uint8Array(payload.byteLength + 1);
+  plain[0] = typeof value === "string" ? STRING_TAG : BYTES_TAG;
+  plain.set(payload, 1);
+  return plain;
+}
+
+function untagged(plain: Uint8Array, name: string): Value {
+  const payload = plain.subarray(1);
+  // A copy, and a plain Uint8Array even when the transform hands back a Buffer.
+  if (plain[0] === BYTES_TAG) return new Uint8Array(payload);
+  if (plain[0] === STRING_TAG) {
+    try {
+      return utf8.decode(payload);
+    } catch (cause) {
+      throw new StorageError("E_CORRUPT", `${name}: a stored string is not UTF-8`, { driver: name, cause });
+    }
+  }
+  throw new StorageError("E_CORRUPT", `${name}: a stored value carries no type tag (written without this transform?)`, { driver: name });
+}
+
+/** The encoded bytes in a stored value: `base64:` text, as a string or as the bytes of one (drivers differ in which they hand back). */
+function storedBytes(stored: unknown, name: string): Uint8Array {
+  const text = stored instanceof Uint8Array ? Buffer.from(stored).toString("utf8") : stored;
+  if (typeof text !== "string" || !text.startsWith(BASE64_PREFIX)) {
+    throw new StorageError("E_CORRUPT", `${name}: a stored value was not written through this transform`, { driver: name });
+  }
+  return deserializeRaw(text)!;
+}
+
+/** The size the user wrote, in place of the stored one. */
+function userMeta(meta: StorageMeta | null, value: MaybePromise<Value | null>): MaybePromise<StorageMeta | null> {
+  if (meta === null || meta.size === undefined) return meta;
+  return chain(value, (current) => (current === null ? meta : { ...meta, size: byteLength(current) }));
+}
+
+const byteLength = (value: Value) => (typeof value === "string" ? Buffer.byteLength(value) : value.byteLength);
+
+/** A decoded value as a stream of one chunk, with its meta (the user's size). */
+function streamOf(value: Value | null, getMeta: Driver["getMeta"], key: string, opts: TransactionOptions): MaybePromise<ItemStream | null> {
+  if (value === null) return null;
+  return chain(getMeta ? getMeta(key, opts) : {}, (meta) => wholeStream(deserializeRaw(value)!, meta ?? {}));
+}
+
+/** The write methods of the wrapper over `target` (the inner driver, or its asyncWrites), each only where `target` has its own. */
+function writesThrough(target: Driver, codec: ValueCodec): Partial<Driver> {
+  const setItem = target.setItem;
+  if (!setItem) return { commit: target.commit && commitThrough(target.commit, codec) };
+  const set = (key: string, value: Value, opts: TransactionOptions) => chain(codec.write(value), (text) => setItem(key, text, opts));
+  return {
+    setItem: set,
+    setItemRaw: target.setItemRaw && set,
+    setItems:
+      target.setItems &&
+      ((items, common) =>
+        chain(all(items.map((item) => chain(codec.write(item.value), (value) => ({ ...item, value })))), (encoded) => target.setItems!(encoded, common))),
+    setItemStream: target.setItemStream && ((key, body, opts) => gather(body).then((bytes) => set(key, bytes, opts))),
+    commit: target.commit && commitThrough(target.commit, codec),
+  };
+}
+
+/** The inner driver's asyncWrites, each write transformed (removals pass as they are). */
+function asyncWritesThrough(inner: Driver, codec: ValueCodec): AsyncWrites {
+  const writes = inner.asyncWrites!;
+  const target = { ...inner, ...writes } as Driver;
+  const through = writesThrough(target, codec);
+  return {
+    setItem: writes.setItem && through.setItem,
+    setItemRaw: writes.setItemRaw && through.setItemRaw,
+    setItems: writes.setItems && through.setItems,
+    commit: writes.commit && through.commit,
+    removeItem: writes.removeItem?.bind(writes),
+  };
+}
+
+function commitThrough(commit: NonNullable<Driver["commit"]>, codec: ValueCodec): NonNullable<Driver["commit"]> {
+  const encodeOp = (op: CommitOperation): MaybePromise<CommitOperation> =>
+    op.type === "set" || op.type === "setRaw" ? chain(codec.write(op.value), (value) => ({ type: "set", key: op.key, value, options: op.options as SetOptions })) : op;
+  return (operations, opts) => chain(all(operations.map(encodeOp)), (encoded) => commit(encoded, opts));
+}
+
+async function gather(body: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
