@@ -5,7 +5,19 @@ import { checkOptions } from "../core/options.js";
 import { all, chain, type MaybePromise } from "../core/maybePromise.js";
 import { serializeRaw } from "../core/serializer.js";
 import { DEFAULT_KEY_LIMITS } from "../core/types.js";
-import type { Driver, DriverFlags, GetKeysOptions, KeyLimits, SetOptions, StorageMeta, TransactionOptions, Unwatch, DriverWatchCallback } from "../core/types.js";
+import type {
+  Driver,
+  DriverFlags,
+  GetKeysOptions,
+  IterateKeysOptions,
+  KeyLimits,
+  SetOptions,
+  StorageMeta,
+  TransactionOptions,
+  Unwatch,
+  DriverWatchCallback,
+} from "../core/types.js";
+import { wrapDriver, type ForwardedMember } from "../core/wrapDriver.js";
 
 export interface OverlayOptions {
   /** Drivers read in order: the first layer holding a key (or its removal) answers. Required, at least one. */
@@ -33,20 +45,25 @@ function isMarker(stored: unknown): boolean {
 /** What a layer says of a key: a value, a removal mark, or nothing (ask the next layer). */
 type Found = { layer: Driver; stored: unknown } | null;
 
-/** The flags every layer must share for the overlay to claim them. */
-function sharedFlags(layers: Driver[], writer: Driver): DriverFlags {
+/**
+ * The flags the overlay sets over the write layer's (wrapDriver's rule):
+ * what every layer must share, `clearBase` which its own clear gives, and
+ * `cas` narrowed (an etag is one layer's, a removal a mark). Expiry and
+ * nesting stay the write layer's: writes land there only, and an expired
+ * override lets the layer below show through.
+ */
+function sharedFlags(layers: Driver[]): DriverFlags {
   const every = (flag: keyof DriverFlags) => layers.every((layer) => layer.flags?.[flag] === true);
-  return {
-    sync: every("sync"),
-    maxDepth: every("maxDepth"),
-    watch: every("watch"),
-    // Expiry is the write layer's: an expired override lets the layer below show through.
-    ttl: writer.flags?.ttl === true,
-    clearBase: true,
-    // Keys are written to one layer only: nesting is that layer's to allow.
-    nestedKeys: writer.flags?.nestedKeys !== false,
-  };
+  return { sync: every("sync"), maxDepth: every("maxDepth"), watch: every("watch"), clearBase: true, cas: false };
 }
+
+/**
+ * What the write layer has that the overlay cannot keep correct: a commit
+ * or history of one layer ignores the others and the removal marks, and a
+ * stream from the write layer would miss the layers below. Its
+ * setItemStream is kept: streamed writes land in the write layer, as every write does.
+ */
+const NOT_KEPT: ForwardedMember[] = ["commit", "getHistory", "getItemStream"];
 
 /** A key is read from every layer: the tightest of their limits. */
 function sharedKeyLimits(layers: Driver[]): KeyLimits {
@@ -59,6 +76,15 @@ function sharedKeyLimits(layers: Driver[]): KeyLimits {
  * writes land in the `writeTo` layer, and a removal leaves a mark there so
  * the key does not reappear from a layer below, until it is written again.
  * Stays synchronous (flag `sync`) when every layer is.
+ *
+ * Built on {@link wrapDriver} over the write layer: `getItems` asks each
+ * layer once for the keys the layers above did not hold (a batch per layer
+ * where it has `getItems`); `iterateKeys` (when every layer has it) pages
+ * through each layer's keys in turn, leaving out keys a layer above holds or
+ * masks; the write layer's `setItemStream` is kept. `commit`, `getHistory`
+ * and `getItemStream` are left out (see NOT_KEPT), so their flags are off.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for no layers, a layer that is not a driver, a bad `writeTo` or an unknown option
  */
 export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) => {
   checkOptions(DRIVER_NAME, options, ["layers", "writeTo"]);
@@ -132,6 +158,49 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
       ? chain(layer.getItems(keys.map((key) => ({ key }))), (found) => found.map((entry) => entry.value))
       : all(keys.map((key) => layer.getItem(key, {})));
 
+  const absent = (stored: unknown) => stored === null || stored === undefined;
+
+  /** What the first layer (from `index` on) holding each key stores: a value, a mark, or null. */
+  function findMany(keys: string[], index = 0): MaybePromise<unknown[]> {
+    if (index === layers.length || keys.length === 0) return keys.map(() => null);
+    return chain(readValues(layers[index]!, keys), (values) => {
+      const missing = keys.filter((_, at) => absent(values[at]));
+      return chain(findMany(missing, index + 1), (below) => {
+        let next = 0;
+        return values.map((value) => (absent(value) ? below[next++] : value));
+      });
+    });
+  }
+
+  const getItems = (items: { key: string }[]) =>
+    chain(findMany(items.map((item) => item.key)), (found) => items.map(({ key }, at) => ({ key, value: isMarker(found[at]) ? null : (found[at] ?? null) })));
+
+  /** Whether a layer before `index` holds the key (a value or a mark), so the key is not `index`'s to show. */
+  function heldAbove(key: string, index: number, from = 0): MaybePromise<boolean> {
+    if (from === index) return false;
+    return chain(layers[from]!.hasItem(key, {}), (has) => has || heldAbove(key, index, from + 1));
+  }
+
+  /** The keys of one layer's page that the overlay shows: none a layer above holds, and no mark. */
+  async function shownOf(page: string[], index: number): Promise<string[]> {
+    const keys = page.map(normalizeKey);
+    const above = await Promise.all(keys.map((key) => heldAbove(key, index)));
+    const candidates = keys.filter((_, at) => !above[at]);
+    if (index !== writeIndex || candidates.length === 0) return candidates;
+    const values = await readValues(writer, candidates);
+    return candidates.filter((_, at) => !isMarker(values[at]));
+  }
+
+  /** Each layer's keys in turn, as the overlay shows them; a layer's listing is never held whole. */
+  async function* iterateKeys(base: string, opts: IterateKeysOptions): AsyncIterable<string[]> {
+    for (const [index, layer] of layers.entries()) {
+      for await (const page of layer.iterateKeys!(base, opts)) {
+        const shown = await shownOf(page, index);
+        if (shown.length > 0) yield shown;
+      }
+    }
+  }
+
   /**
    * Layer events with the layer's own info, a removal mark written to the
    * write layer reported as the removal it is (a mark's etag is no value's, so it is left out).
@@ -145,10 +214,15 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
     return chain(all(subscriptions), (unwatches) => () => chain(all(unwatches.map((unwatch) => unwatch())), () => undefined));
   }
 
-  return {
+  // Only when every layer has one: the write layer's alone would miss the layers below.
+  const everyWatches = layers.every((layer) => typeof layer.watch === "function");
+  const everyIterates = layers.every((layer) => typeof layer.iterateKeys === "function");
+  const drop = [...NOT_KEPT, ...(everyWatches ? [] : ["watch" as const]), ...(everyIterates ? [] : ["iterateKeys" as const])];
+  return wrapDriver(writer, {
     name: DRIVER_NAME,
     options,
-    flags: sharedFlags(layers, writer),
+    flags: sharedFlags(layers),
+    drop,
     keyLimits: sharedKeyLimits(layers),
     getInstance: () => layers,
     hasItem: (key: string) => chain(read(key, false), (value) => value !== null),
@@ -175,9 +249,11 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
         const cleared = writer.clear && (!base || writer.flags?.clearBase) ? writer.clear(base, opts) : clearOneByOne(base, opts);
         return chain(cleared, () => chain(all(masked.map((key) => mask(key, opts))), () => undefined));
       }),
-    ...(layers.every((layer) => typeof layer.watch === "function") ? { watch } : {}),
+    watch: everyWatches ? watch : undefined,
+    getItems,
+    iterateKeys: everyIterates ? iterateKeys : undefined,
     dispose: () => chain(all(layers.map((layer) => layer.dispose?.())), () => undefined),
-  };
+  });
 
   function clearOneByOne(base: string, opts: TransactionOptions): MaybePromise<void> {
     return chain(writer.getKeys(base, {}), (keys) => chain(all(keys.map((key) => remove(normalizeKey(key), opts))), () => undefined));

@@ -1,7 +1,10 @@
 import { StorageError, toStorageError } from "../core/errors.js";
 import { filterKeyByDepth, normalizeKey } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
-import type { Driver, GetKeysOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
+import { deserializeRaw } from "../core/serializer.js";
+import { wholeStream } from "../core/streams.js";
+import type { CommitOperation, Driver, GetKeysOptions, ItemStream, IterateKeysOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
+import { wrapDriver } from "../core/wrapDriver.js";
 
 export interface QueueOptions {
   /** The driver the writes go to. Required. */
@@ -35,9 +38,10 @@ export interface QueueState {
   flush(): Promise<void>;
 }
 
-/** The queue driver: a driver with `flush()`. */
+/** The queue driver: a driver with `flush()`, wrapping its driver (`inner`). */
 export interface QueueDriver extends Driver<QueueOptions, QueueState> {
   flush(): Promise<void>;
+  readonly inner: Driver;
 }
 
 type Write =
@@ -62,6 +66,21 @@ function positive(name: string, value: number | undefined, fallback: number): nu
  * `flushInterval` ms, whenever `maxQueueSize` writes wait, on `flush()` and on
  * `dispose()`. Reads see queued writes. A failed flush keeps its writes
  * queued, reports the error and retries with backoff: nothing is dropped.
+ *
+ * Built on {@link wrapDriver}: what the driver has beyond plain reads and
+ * writes is kept. `getItems` reads queued keys from the queue and the rest
+ * in one call to the driver's `getItems` (MGET on redis); `iterateKeys` pages
+ * through the driver's keys with the queue's own laid over them;
+ * `getItemStream` streams from the driver unless the key is queued.
+ * `commit` and `getHistory` flush first, so a commit lands after every write
+ * queued before it and history includes them. Flags: `sync`, `cas` and
+ * `transactions` are narrowed (a queued write returns before it is checked
+ * or applied, and the storage's `setItems` must stay queued rather than go
+ * through `commit`); `watch` and `setItemStream` are dropped, so the core
+ * reports writes when they are queued and gathers a streamed value into one
+ * queued write.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for a missing driver or a bad option; `E_READONLY` for a driver without setItem and removeItem
  */
 export default function queueDriver(options: QueueOptions): QueueDriver {
   checkOptions(DRIVER_NAME, options, ["driver", "batchSize", "flushInterval", "maxQueueSize", "mergeUpdates", "onError", "retryDelay"]);
@@ -325,16 +344,81 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
 
   const expiresOf = (opts: SetOptions) => (opts.ttl === undefined ? undefined : Date.now() + opts.ttl);
 
-  /** The queued value of a key: undefined when nothing is queued for it, null when queued for removal or expired. */
-  function pending(key: string): string | Uint8Array | null | undefined {
-    const write = latest.get(key);
+  /** The value a queued write leaves: undefined when there is no write, null when it removes the key or expired. */
+  function valueOf(write: Write | undefined): string | Uint8Array | null | undefined {
     if (write === undefined) return undefined;
     if (write.type === "remove") return null;
     if (write.expires !== undefined && write.expires <= Date.now()) return null;
     return write.value;
   }
 
+  /** The queued value of a key (see valueOf). */
+  const pending = (key: string) => valueOf(latest.get(key));
+
+  /** The meta of a key as its queued write leaves it (null: removed or expired). */
+  function queuedMeta(write: Write): StorageMeta | null {
+    const value = valueOf(write);
+    if (value === null || value === undefined) return null;
+    const meta: StorageMeta = { size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength };
+    if (write.type !== "remove" && write.expires !== undefined) {
+      meta.expires = new Date(write.expires);
+      meta.ttl = Math.max(0, write.expires - Date.now());
+    }
+    return meta;
+  }
+
+  /** Keys under `base` that queued writes add (first) and remove (second), as of now. */
+  function queuedUnder(base: string, opts: GetKeysOptions): { added: string[]; removed: Set<string> } {
+    const added: string[] = [];
+    const removed = new Set<string>();
+    for (const [key, write] of latest) {
+      if (!key.startsWith(base ?? "")) continue;
+      if (valueOf(write) === null) removed.add(key);
+      else if (opts?.maxDepth === undefined || filterKeyByDepth(key, opts.maxDepth)) added.push(key);
+    }
+    return { added, removed };
+  }
+
+  /** The driver's pages with the queue's keys laid over them: queued keys are left out of the pages and given at the end. */
+  async function* iterateKeys(base: string, opts: IterateKeysOptions): AsyncIterable<string[]> {
+    const { added, removed } = queuedUnder(base, opts);
+    const queuedKeys = new Set([...added, ...removed]);
+    for await (const page of driver!.iterateKeys!(base, opts)) {
+      const kept = page.filter((key) => !queuedKeys.has(normalizeKey(key)));
+      if (kept.length > 0) yield kept;
+    }
+    const size = opts?.batchSize ?? 1000;
+    for (let start = 0; start < added.length; start += size) yield added.slice(start, start + size);
+  }
+
+  /** Queued keys from the queue, the rest in one call to the driver's getItems. */
+  async function getItems(items: { key: string; options?: TransactionOptions }[], common?: TransactionOptions) {
+    const values = items.map(({ key }) => pending(key));
+    const unqueued = items.filter((_, index) => values[index] === undefined);
+    const fetched = unqueued.length > 0 ? await driver!.getItems!(unqueued, common) : [];
+    const byKey = new Map(fetched.map((entry) => [entry.key, entry.value]));
+    return items.map(({ key }, index) => {
+      const value = values[index];
+      return { key, value: value === undefined ? (byKey.get(key) ?? null) : value instanceof Uint8Array ? new Uint8Array(value) : value };
+    });
+  }
+
+  function getItemStream(key: string, opts: TransactionOptions): Promise<ItemStream | null> | ItemStream | null {
+    const write = latest.get(key);
+    if (write === undefined) return driver!.getItemStream!(key, opts);
+    const value = valueOf(write);
+    return value === null || value === undefined ? null : wholeStream(new Uint8Array(deserializeRaw(value)!), queuedMeta(write)!);
+  }
+
+  /** A commit lands after every write queued before it. */
+  async function commit(operations: CommitOperation[], opts: TransactionOptions): Promise<void> {
+    await flush();
+    await driver!.commit!(operations, opts);
+  }
+
   const read = (key: string, opts: TransactionOptions, raw: boolean) => {
+    // A past version was written before anything now queued: the driver has it.
+    if (opts?.version !== undefined) return driver.getItem(key, opts);
     const value = pending(key);
     // Queued bytes are the queue's own: callers get a copy.
     if (value instanceof Uint8Array) return new Uint8Array(value);
@@ -353,13 +437,13 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     flush,
   };
 
-  return {
+  // Expiry, depth, clearBase, nesting and key limits stay the driver's (keys are refused before they
+  // are queued, so a queued write cannot fail on its key at flush); see the TSDoc for what is narrowed.
+  return wrapDriver(driver, {
     name: DRIVER_NAME,
     options,
-    // Expiry is the driver's, counted from the write; the rest cannot hold across a queue.
-    flags: { ttl: driver.flags?.ttl === true, maxDepth: driver.flags?.maxDepth === true, clearBase: driver.flags?.clearBase === true, nestedKeys: driver.flags?.nestedKeys },
-    // Keys are refused before they are queued: a queued write cannot fail on its key at flush.
-    keyLimits: driver.keyLimits,
+    flags: { sync: false, cas: false, transactions: false },
+    drop: ["watch", "setItemStream", "asyncWrites"],
     getInstance: () => state,
     flush,
     hasItem: async (key: string, opts: TransactionOptions) => {
@@ -381,24 +465,20 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     getMeta: async (key: string, opts: TransactionOptions): Promise<StorageMeta | null> => {
       const write = latest.get(key);
       if (write === undefined) return driver.getMeta ? driver.getMeta(key, opts) : {};
-      const value = pending(key);
-      if (value === null || value === undefined || write.type === "remove") return null;
-      const meta: StorageMeta = { size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength };
-      if (write.expires !== undefined) {
-        meta.expires = new Date(write.expires);
-        meta.ttl = Math.max(0, write.expires - Date.now());
-      }
-      return meta;
+      return queuedMeta(write);
     },
     getKeys: async (base: string, opts: GetKeysOptions) => {
       const keys = new Set((await driver.getKeys(base, opts)).map(normalizeKey));
-      for (const [key, write] of latest) {
-        if (!key.startsWith(base ?? "")) continue;
-        if (pending(key) === null || write.type === "remove") keys.delete(key);
-        else if (opts?.maxDepth === undefined || filterKeyByDepth(key, opts.maxDepth)) keys.add(key);
-      }
+      const { added, removed } = queuedUnder(base, opts);
+      for (const key of removed) keys.delete(key);
+      for (const key of added) keys.add(key);
       return [...keys];
     },
+    getItems: driver.getItems && getItems,
+    iterateKeys: driver.iterateKeys && iterateKeys,
+    getItemStream: driver.getItemStream && getItemStream,
+    commit: driver.commit && commit,
+    getHistory: driver.getHistory && (async (key: string, opts: { limit?: number }) => (await flush(), driver.getHistory!(key, opts))),
     clear: async (base: string, opts: TransactionOptions) => {
       // Queued writes land first, so the clear removes them like everything else under base.
       await flush();
@@ -415,5 +495,5 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
       }
       await driver.dispose?.();
     },
-  };
+  });
 }

@@ -5,6 +5,7 @@ import unstorageMemory from "unstorage/drivers/memory";
 import unstorageOverlay from "unstorage/drivers/overlay";
 import { createStorage } from "../../src/index.js";
 import fsDriver from "../../src/drivers/fs.js";
+import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
 import overlay, { OVERLAY_REMOVED } from "../../src/drivers/overlay.js";
 import sqlite from "../../src/drivers/sqlite.js";
@@ -111,5 +112,64 @@ describe("overlay driver", () => {
     expect(await createUnstorage({ driver: top }).getItem("k")).toBe(OVERLAY_REMOVED);
     const ours = createStorage({ driver: overlay({ layers: [top, base] }) });
     expect(await ours.hasItem("k")).toBe(false);
+  });
+});
+
+describe("overlay on wrapDriver", () => {
+  it("keeps getItems, iterateKeys and the write layer's setItemStream; leaves out commit, history and getItemStream; flags by the rule", () => {
+    const top = memory();
+    const driver = overlay({ layers: [top, memory()] });
+    for (const member of ["getItems", "iterateKeys", "watch"] as const) expect(driver[member], member).toBeDefined();
+    expect(driver.setItemStream, "memory has no setItemStream to keep").toBeUndefined();
+    expect(overlay({ layers: [fsDriver({ base: tempDir("overlay-stream-members") }), memory()] }).setItemStream).toBeDefined();
+    for (const member of ["commit", "getHistory", "getItemStream", "asyncWrites"] as const) expect(driver[member], member).toBeUndefined();
+    expect(driver.flags).toMatchObject({ sync: true, cas: false, transactions: false, clearBase: true, ttl: true });
+    expect(overlay({ layers: [git({ dir: tempDir("overlay-history") }), memory()] }).flags).toMatchObject({ history: false, transactions: false, cas: false });
+    expect((driver as { inner?: unknown }).inner).toBe(top);
+    // A layer without iterateKeys or watch: the overlay has none either (the core falls back to getKeys and its own events).
+    const plain = { hasItem: () => false, getItem: () => null, getKeys: () => [] };
+    const mixed = overlay({ layers: [memory(), plain] });
+    expect(mixed.iterateKeys).toBeUndefined();
+    expect(mixed.watch).toBeUndefined();
+    expect(mixed.flags?.watch).toBe(false);
+  });
+
+  it("getItems answers each key from the first layer holding it, marks hiding the layers below", async () => {
+    const { storage, top } = await layered();
+    await storage.setItem("shared", "top");
+    await storage.removeItem("base:b");
+    expect(await top.getItemRaw("base:b")).toEqual(new TextEncoder().encode(OVERLAY_REMOVED));
+    expect(await storage.getItems(["base:a", "base:b", "shared", "none"])).toEqual([
+      { key: "base:a", value: "from base" },
+      { key: "base:b", value: null },
+      { key: "shared", value: "top" },
+      { key: "none", value: null },
+    ]);
+  });
+
+  it("iterateKeys pages through every layer once, without marks or keys a layer above holds", async () => {
+    const { storage } = await layered();
+    await storage.setItem("shared", "top");
+    await storage.setItem("top:only", 1);
+    await storage.removeItem("base:b");
+    const pages: string[][] = [];
+    for await (const page of storage.iterateKeys("", { batchSize: 1 })) pages.push(page);
+    expect(pages.flat().sort()).toEqual(["base:a", "shared", "top:only"]);
+    expect(pages.every((page) => page.length <= 1)).toBe(true);
+    expect(pages.flat().sort()).toEqual((await storage.getKeys()).sort());
+  });
+
+  it("a streamed write lands in the write layer (through fs's own setItemStream) and overrides the layers below", async () => {
+    const base = createStorage({ driver: memory() });
+    await base.setItem("base:a", "from base");
+    const topDriver = fsDriver({ base: tempDir("overlay-stream") });
+    const storage = createStorage({ driver: overlay({ layers: [topDriver, base.getMount("").driver] }) });
+    const top = createStorage({ driver: topDriver });
+    await storage.setItemStream("base:a", (async function* () {
+      yield new TextEncoder().encode("streamed");
+    })());
+    expect(new TextDecoder().decode((await storage.getItemRaw("base:a"))!)).toBe("streamed");
+    expect(new TextDecoder().decode((await top.getItemRaw("base:a"))!)).toBe("streamed");
+    expect(await base.getItem("base:a")).toBe("from base");
   });
 });

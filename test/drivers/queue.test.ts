@@ -1,11 +1,16 @@
+import { randomUUID } from "node:crypto";
 import { join } from "node:path";
+import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
-import { createStorage, isStorageError, type Driver, type Storage, type StorageError } from "../../src/index.js";
+import { createStorage, findLayer, isStorageError, type Driver, type Storage, type StorageError } from "../../src/index.js";
 import fsDriver from "../../src/drivers/fs.js";
+import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
+import redis from "../../src/drivers/redis/index.js";
 import sqlite from "../../src/drivers/sqlite.js";
 import queue from "../../src/drivers/queue.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
+import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 testDriver({ name: "queue over memory", driver: () => queue({ driver: memory(), flushInterval: 20 }), scale: "small" });
@@ -268,4 +273,111 @@ async function flushWithOneRefused(storage: Storage, q: ReturnType<typeof queue>
   await storage.setItem("a:b", 2);
   await storage.setItem("c", 3);
   return q.flush().catch((error: unknown) => error);
+}
+
+describe("queue driver on wrapDriver: what its driver has beyond reads and writes", () => {
+  it("keeps exactly the members its driver has (less watch, setItemStream, asyncWrites), flags narrowed by the rule, inner exposed", () => {
+    const inner = git({ dir: tempDir("queue-members") });
+    const q = queue({ driver: inner });
+    for (const member of ["getItems", "commit", "getHistory", "keyLimits"] as const) expect(q[member], member).toBeDefined();
+    const overFs = queue({ driver: fsDriver({ base: tempDir("queue-members-fs") }) });
+    expect(overFs.getItemStream).toBeDefined();
+    expect(queue({ driver: memory() }).iterateKeys).toBeDefined();
+    for (const member of ["watch", "setItemStream", "asyncWrites"] as const) expect(q[member], member).toBeUndefined();
+    expect(q.flags).toMatchObject({ sync: false, cas: false, transactions: false, watch: false, history: true });
+    expect(q.inner).toBe(inner);
+    expect(findLayer(createStorage({ driver: q }).getMount("").driver, (layer) => layer.name === "git")).toBe(inner);
+    const bare = queue({ driver: { hasItem: () => false, getItem: () => null, getKeys: () => [], setItem: () => undefined, removeItem: () => undefined } });
+    for (const member of ["getItems", "iterateKeys", "getItemStream", "commit", "getHistory"] as const) expect(bare[member], member).toBeUndefined();
+  });
+
+  it("getItems, iterateKeys and getItemStream see queued writes and removals over the driver's", async () => {
+    const inner = memory();
+    const direct = createStorage({ driver: inner });
+    await direct.setItems([
+      { key: "k:landed", value: "on the driver" },
+      { key: "k:removed", value: "gone soon" },
+      { key: "k:replaced", value: "old" },
+    ]);
+    const q = queue({ driver: inner, flushInterval: 60_000 });
+    const storage = createStorage({ driver: q });
+    await storage.setItem("k:queued", "in the queue");
+    await storage.setItem("k:replaced", "new");
+    await storage.removeItem("k:removed");
+    await storage.setItemRaw("k:bytes", new Uint8Array([1, 2, 3]));
+    expect(await storage.getItems(["k:landed", "k:queued", "k:replaced", "k:removed"])).toEqual([
+      { key: "k:landed", value: "on the driver" },
+      { key: "k:queued", value: "in the queue" },
+      { key: "k:replaced", value: "new" },
+      { key: "k:removed", value: null },
+    ]);
+    const pages: string[][] = [];
+    for await (const page of storage.iterateKeys("k", { batchSize: 2 })) pages.push(page);
+    expect(pages.flat().sort()).toEqual(["k:bytes", "k:landed", "k:queued", "k:replaced"]);
+    expect(pages.every((page) => page.length <= 2)).toBe(true);
+    const opened = await storage.getItemStream("k:bytes");
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of opened!.body) chunks.push(chunk);
+    expect(Buffer.concat(chunks)).toEqual(Buffer.from([1, 2, 3]));
+    expect(opened!.meta.size).toBe(3);
+    expect(await storage.getItemStream("k:removed")).toBeNull();
+    expect(q.getInstance!().size).toBe(4);
+    await storage.dispose();
+  });
+
+  it("commit lands after every write queued before it; getHistory flushes first and getItem(key, { version }) reads the driver", async () => {
+    const inner = git({ dir: tempDir("queue-commit") });
+    const q = queue({ driver: inner, flushInterval: 60_000 });
+    const storage = createStorage({ driver: q });
+    await storage.setItem("a", "queued first");
+    await q.commit!([{ type: "set", key: "a", value: JSON.stringify("committed after"), options: {} }], {});
+    expect(q.getInstance!().size).toBe(0);
+    expect(await storage.getItem("a")).toBe("committed after");
+    await storage.setItem("a", "queued last");
+    const history = await storage.getHistory("a");
+    expect(history.map((entry) => entry.value)).toEqual(["queued last", "committed after", "queued first"]);
+    expect(await storage.getItem("a", { version: history[2]!.version })).toBe("queued first");
+    await storage.dispose();
+  });
+});
+
+const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
+if (await serviceUp("Redis", redisUrl)) {
+  describe("queue over redis", () => {
+    it("getItems reads the keys not queued in one MGET (seen with MONITOR)", async () => {
+      const base = `stowage-test:queue:${randomUUID()}`;
+      const driver = redis({ url: redisUrl, base, watch: "off" });
+      const q = queue({ driver, flushInterval: 60_000 });
+      const storage = createStorage({ driver: q });
+      const monitor = await new Redis(redisUrl).monitor();
+      const commands: string[][] = [];
+      monitor.on("monitor", (_time: string, args: string[]) => {
+        if (args.some((arg) => arg.startsWith(base))) commands.push(args);
+      });
+      try {
+        await storage.setItems([
+          { key: "a", value: 1 },
+          { key: "b", value: 2 },
+          { key: "c", value: 3 },
+        ]);
+        await q.flush();
+        await storage.setItem("queued", 4);
+        await eventually(() => expect(commands.length).toBeGreaterThan(0));
+        commands.length = 0;
+        expect(await storage.getItems(["a", "b", "c", "queued"])).toEqual([
+          { key: "a", value: 1 },
+          { key: "b", value: 2 },
+          { key: "c", value: 3 },
+          { key: "queued", value: 4 },
+        ]);
+        await eventually(() => expect(commands.some((args) => args[0]!.toLowerCase() === "mget")).toBe(true));
+        const reads = commands.filter((args) => ["get", "mget"].includes(args[0]!.toLowerCase()));
+        expect(reads).toEqual([["mget", `${base}:a`, `${base}:b`, `${base}:c`]]);
+      } finally {
+        monitor.disconnect();
+        await storage.clear();
+        await storage.dispose();
+      }
+    });
+  });
 }
