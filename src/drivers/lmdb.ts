@@ -1,9 +1,9 @@
-import { closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeSync as writeAt, type Stats } from "node:fs";
 import { dirname } from "node:path";
 import { open, type Database, type RootDatabase } from "lmdb";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
-import { guardOf, hasGuard } from "../core/guards.js";
+import { guardOf } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
 import { describeExpiry } from "../core/ttl.js";
 import { filterKeyByDepth } from "../core/keys.js";
@@ -37,13 +37,6 @@ type StoredValue = Payload | [Payload, number];
 /** An expiry index entry: [expires, key]. */
 type ExpiryKey = [number, string];
 
-/** A guard as LMDB checks it at commit: the entry's version then (`null`: no entry), and the etag the caller expected (`null`: no live value). */
-interface Condition {
-  key: string;
-  etag: string | null;
-  version: number | null;
-}
-
 const DRIVER_NAME = "lmdb";
 /** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
 const OPTION_NAMES = optionNames<LmdbOptions>({ path: true, name: true, noSync: true, mapSize: true, purgeInterval: true, readOnly: true });
@@ -54,11 +47,8 @@ const OPTION_NAMES = optionNames<LmdbOptions>({ path: true, name: true, noSync: 
  * whose time takes 10 more (1967 left). One limit for all keys, so any stored key can take a ttl.
  */
 export const MAX_KEY_BYTES = 1967;
-// A guard that failed at commit is looked at again this often: a purge in between can fail it while it still holds.
-const COMMIT_ATTEMPTS = 5;
-// lmdb-js nests one callback per condition: a batch with more guards than this commits synchronously
-// instead, where a guard is a read inside the write transaction (20,000 nested guards overflowed the stack).
-const MAX_NESTED_CONDITIONS = 256;
+// A write transaction found starting from an older snapshot than the newest commit goes again this often (see WriteBase).
+const STALE_BASE_ATTEMPTS = 5;
 
 /** A new etag per write: random, so a key deleted and written again never reuses one. */
 function newVersion(): number {
@@ -101,15 +91,6 @@ function ioError(error: unknown): StorageError {
   return new StorageError("E_IO", `LMDB write failed: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
 }
 
-/** Runs a synchronous lmdb-js write, its failures as StorageErrors. */
-function syncWrite<T>(write: () => T): T {
-  try {
-    return write();
-  } catch (error) {
-    throw ioError(error);
-  }
-}
-
 /** The conflict a failed guard reports: the key held a live value it should not, or another version. */
 const conflictOn = ({ key, etag }: { key: string; etag: string | null }): StorageError =>
   conflictError(DRIVER_NAME, key, etag === null ? "Key already exists" : "Stored version differs");
@@ -125,6 +106,11 @@ const META_LAYOUT = { flags: 18, magic: 24, version: 28, pageSize: 48, length: 5
 const P_META = 0x08;
 const LMDB_MAGIC = 0xbeefc0de;
 const LMDB_DATA_VERSION = 2;
+// The meta's transaction id, at byte 152 of each meta page. The `-lock` file starts with LMDB's magic and lock
+// format (lmdb-js 3.5.6 on 64-bit Linux: 0x2c2f6002), then the id of the last commit (mti_txnid) at byte 8.
+const META_TXNID_OFFSET = 152;
+const LOCK_STAMP = (0x2c2f6002n << 32n) | BigInt(LMDB_MAGIC);
+const LOCK_TXNID_OFFSET = 8;
 
 function fileError(code: "E_IO" | "E_CORRUPT" | "E_INVALID_OPTION", path: string, message: string, cause?: unknown): StorageError {
   return new StorageError(code, `${path} ${message}`, { driver: DRIVER_NAME, cause });
@@ -204,6 +190,70 @@ function checkDataFile(path: string): boolean {
   }
 }
 
+/** A write transaction that started from an older snapshot than the newest commit: aborted, and tried again. */
+class StaleBase extends Error {}
+
+/**
+ * Keeps write transactions on the newest commit. LMDB in lmdb-js 3.5.6 sets
+ * the lock file's last-commit id to the id of the meta page it read while
+ * *opening* the environment (mdb_env_open2), in any process and without the
+ * writer lock: a commit another process makes while one opens is then ahead
+ * of that id, and the next write transaction, which starts from the id, builds
+ * on the older snapshot and overwrites that commit (the lost CAS increment; the
+ * freed pages it reuses gave MDB_PROBLEM). Inside each write transaction (under
+ * LMDB's writer lock) `check` compares the transaction's base with the two meta
+ * pages on disk; when a commit is ahead it writes that id back to the lock file
+ * and throws StaleBase, so the transaction is aborted before it writes anything.
+ */
+function writeBase(path: string, root: RootDatabase): { check(): void; close(): void } {
+  const data = openSync(path, "r");
+  const lock = openSync(`${path}-lock`, "r+");
+  const word = Buffer.alloc(8);
+  const readWord = (fd: number, offset: number): bigint => {
+    if (readSync(fd, word, 0, 8, offset) !== 8) throw fileError("E_CORRUPT", path, `is shorter than LMDB's layout: nothing at byte ${offset}`);
+    return word.readBigUInt64LE(0);
+  };
+  const read = (fd: number, offset: number): number => Number(readWord(fd, offset));
+  const close = () => {
+    closeSync(data);
+    closeSync(lock);
+  };
+  let pageSize: number;
+  try {
+    // The page size is the meta's first 32 bits there; the 32 after them hold flags.
+    pageSize = Number(readWord(data, META_LAYOUT.pageSize) & 0xffffffffn);
+    checkLockLayout(path, (offset) => readWord(lock, offset));
+  } catch (error) {
+    close();
+    throw error;
+  }
+  const newestCommit = () => Math.max(read(data, META_TXNID_OFFSET), read(data, pageSize + META_TXNID_OFFSET));
+  return {
+    check() {
+      const base = root.getWriteTxnId() - 1;
+      const newest = newestCommit();
+      if (newest <= base) return;
+      word.writeBigUInt64LE(BigInt(newest));
+      writeAt(lock, word, 0, 8, LOCK_TXNID_OFFSET);
+      throw new StaleBase(`write transaction started from commit ${base}, the newest is ${newest}`);
+    },
+    close,
+  };
+}
+
+/**
+ * Refuses a lock file of another layout than the one whose last-commit id this
+ * driver repairs (the repair would write into something else): LMDB stamps its
+ * magic and a lock format signature (version, features, field layout) first.
+ */
+function checkLockLayout(path: string, lockWord: (offset: number) => bigint): void {
+  const stamp = lockWord(0);
+  if (stamp === LOCK_STAMP) return;
+  throw new StorageError("E_UNSUPPORTED", `${path}-lock has LMDB lock format 0x${stamp.toString(16)}; this driver knows 0x${LOCK_STAMP.toString(16)} (lmdb-js 3.5.6)`, {
+    driver: DRIVER_NAME,
+  });
+}
+
 /**
  * Makes the database file's directory, or fails at once: lmdb-js makes it with
  * Node's recursive mkdir, which never returns under `/proc` (see makeDirectories).
@@ -219,11 +269,15 @@ function prepareDirectory(path: string, readOnly: boolean): void {
 
 /**
  * Keys in an LMDB environment through lmdb-js: reads are synchronous and
- * the full sync API works; the async API's writes go through lmdb-js's
- * batching, so writes awaited together commit in one background
- * transaction. Every entry carries an LMDB version, which is the etag; CAS
- * and transactions check versions inside the committing transaction, so they
- * hold across processes sharing the file.
+ * the full sync API works; the async API's writes of one event turn commit
+ * together in one write transaction when the turn ends. Every entry carries an
+ * LMDB version, which is the etag; CAS and transactions check versions inside
+ * the committing transaction, which starts from the newest commit (see
+ * writeBase), so they hold across processes sharing the file.
+ *
+ * @throws StorageError `E_INVALID_OPTION` (no path, an unknown option, a path that is not a file),
+ * `E_CORRUPT` (not an LMDB database), `E_IO` (cannot be read, created or opened),
+ * `E_UNSUPPORTED` (a `-lock` file of another LMDB lock format).
  */
 export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);
@@ -249,6 +303,14 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     expiry = root.openDB<true, ExpiryKey>({ name: `${name}:expiry` });
   } catch (error) {
     throw new StorageError("E_IO", `Cannot open ${options.path}: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
+  }
+  let baseCheck: ReturnType<typeof writeBase> | undefined;
+  try {
+    baseCheck = options.readOnly ? undefined : writeBase(options.path, root);
+  } catch (error) {
+    // The environment is open; closing it is the only cleanup, and the open's error is the one to report.
+    void root.close();
+    throw error instanceof StorageError ? error : fileError("E_IO", options.path, `cannot be read: ${(error as Error).message}`, error);
   }
 
   /** The entry stored under a key, expired or not. */
@@ -285,134 +347,96 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   }
 
   /**
-   * Checks a batch's guards against what is stored now, and returns the
-   * conflict, or the LMDB versions the writes must still find at commit:
-   * `null` for "no entry". An expired entry that is still stored counts as
-   * no live value, so it is the version to find.
+   * Checks a batch's guards against what is stored, inside the write
+   * transaction that will apply it: the conflict, or null. An expired entry
+   * that is still stored counts as no live value.
    */
-  const conditionsOf = (operations: CommitOperation[]): StorageError | Condition[] => {
-    const conditions: Condition[] = [];
+  const guardFailure = (operations: CommitOperation[]): StorageError | null => {
     for (const { key, etag } of expectations(operations)) {
       const entry = entryOf(key);
       const live = entry?.alive ? String(entry.version) : null;
       if (live !== etag) return conflictOn({ key, etag });
-      conditions.push({ key, etag, version: entry === null ? null : entry.version });
     }
-    return conditions;
+    return null;
   };
 
-  /** Issues a batch's writes: sync inside a write transaction, or queued into lmdb-js's next batch (their promises returned). */
-  const writeAll = (operations: CommitOperation[]): Promise<boolean>[] => {
-    const written: Promise<boolean>[] = [];
+  /** Applies a batch's writes; called inside a write transaction. */
+  const writeAll = (operations: CommitOperation[]): void => {
     for (const op of operations) {
       if (op.type === "check") continue;
       if (op.type === "remove") {
-        written.push(db.remove(op.key));
+        db.removeSync(op.key);
         continue;
       }
       const { stored, expires } = record(op.value, op.options);
-      written.push(db.put(op.key, stored, newVersion()));
-      if (expires !== undefined) written.push(expiry.put([expires, op.key], true));
+      db.putSync(op.key, stored, newVersion());
+      if (expires !== undefined) expiry.putSync([expires, op.key], true);
     }
-    return written;
+  };
+
+  /** A batch's guards, then its writes when they hold: the conflict, or null. Inside a write transaction. */
+  const applyGuarded = (operations: CommitOperation[]): StorageError | null => {
+    const failure = guardFailure(operations);
+    if (failure === null) writeAll(operations);
+    return failure;
   };
 
   /**
-   * Applies a batch in the next background transaction. The guards go to
-   * LMDB as conditions on versions (lmdb-js's ifVersion/ifNoExists, nested so
-   * the writes need all of them), which its writer checks inside that
-   * transaction: reading and writing from a JS transaction callback instead
-   * lost a write now and then when several processes shared the file.
+   * Runs `write` in a synchronous LMDB write transaction that starts from the
+   * newest commit (see writeBase): one that did not is aborted and run again.
    */
-  const commitAsync = async (operations: CommitOperation[]): Promise<void> => {
-    checkKeys(operations);
+  function writeTransaction<T>(write: () => T): T {
+    if (!baseCheck) throw new StorageError("E_READONLY", `${options.path} is open read-only`, { driver: DRIVER_NAME });
     for (let attempt = 1; ; attempt++) {
-      // Reads outside a transaction share a snapshot for the event turn: a failed guard is looked at again in the newest.
-      let conditions = conditionsOf(operations);
-      if (conditions instanceof StorageError) {
-        root.resetReadTxn();
-        conditions = conditionsOf(operations);
+      try {
+        return root.transactionSync(() => {
+          baseCheck.check();
+          return write();
+        });
+      } catch (error) {
+        if (!(error instanceof StaleBase) || attempt === STALE_BASE_ATTEMPTS) throw ioError(error);
       }
-      if (conditions instanceof StorageError) throw conditions;
-      if (conditions.length > MAX_NESTED_CONDITIONS) return commitSync(operations);
-      const failed = await commitOnConditions(operations, conditions);
-      if (failed === undefined) return;
-      // Nothing was written; unless the guards still hold (an expired entry purged in between), it is a conflict.
-      if (attempt === COMMIT_ATTEMPTS) throw conflictOn(failed);
-      root.resetReadTxn();
     }
-  };
+  }
 
-  /** Queues a batch inside its conditions and waits for the commit: the first condition that failed there, if any. */
-  const commitOnConditions = async (operations: CommitOperation[], conditions: Condition[]): Promise<Condition | undefined> => {
-    // Each block's promise is stored at its depth: lmdb-js's blocks return innermost first.
-    const held: Promise<boolean>[] = [];
-    const written: Promise<boolean>[] = [];
-    const nest = (depth: number): void => {
-      if (depth === conditions.length) {
-        written.push(...writeAll(operations));
-        return;
-      }
-      const { key, version } = conditions[depth]!;
-      const inner = () => nest(depth + 1);
-      held[depth] = version === null ? db.ifNoExists(key, inner) : db.ifVersion(key, version, inner);
-    };
-    syncWrite(() => {
-      if (conditions.length === 0) held.push(root.batch(() => nest(0)));
-      else nest(0);
-    });
-    const results = await settle(Promise.all([...held, ...written]));
-    const failed = results.slice(0, conditions.length).indexOf(false);
-    return failed === -1 ? undefined : conditions[failed];
-  };
-
-  /** Applies a batch in a synchronous write transaction, where the guards read what the commit will replace. */
+  /** Applies a batch in one write transaction, where the guards read what the commit will replace: all of it, or nothing. */
   const commitSync = (operations: CommitOperation[]): void => {
     checkKeys(operations);
-    const failure = syncWrite(() =>
-      root.transactionSync(() => {
-        const conditions = conditionsOf(operations);
-        if (conditions instanceof StorageError) return conditions;
-        writeAll(operations);
-        return null;
-      }),
-    );
+    const failure = writeTransaction(() => applyGuarded(operations));
     if (failure) throw failure;
   };
+
+  /**
+   * The async API's writes of one event turn, committed together in one write
+   * transaction once the turn ends. Each batch keeps its own guards: a failed
+   * one rejects only its batch, and the batches after it see what the earlier
+   * ones wrote.
+   */
+  let queued: { operations: CommitOperation[]; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  const flushQueued = (): void => {
+    const batches = queued;
+    queued = [];
+    if (batches.length === 0) return;
+    let failures: (StorageError | null)[];
+    try {
+      failures = writeTransaction(() => batches.map(({ operations }) => applyGuarded(operations)));
+    } catch (error) {
+      for (const { reject } of batches) reject(error);
+      return;
+    }
+    batches.forEach(({ resolve, reject }, i) => (failures[i] ? reject(failures[i]) : resolve()));
+  };
+  const commitAsync = (operations: CommitOperation[]): Promise<void> =>
+    new Promise((resolve, reject) => {
+      checkKeys(operations);
+      if (queued.length === 0) setImmediate(flushQueued);
+      queued.push({ operations, resolve, reject });
+    });
 
   const setOperation = (key: string, value: Payload, options: SetOptions | undefined): CommitOperation =>
     typeof value === "string" ? { type: "set", key, value, options: options ?? {} } : { type: "setRaw", key, value, options: options ?? {} };
 
-  /** A guarded or expiring write runs as one transaction; a plain one is a single put. */
-  const writeSync = (key: string, value: Payload, opts: SetOptions | undefined): void => {
-    if (hasGuard(opts) || opts?.ttl !== undefined) return commitSync([setOperation(key, value, opts)]);
-    syncWrite(() => db.putSync(checkWrittenKey(key), value, newVersion()));
-  };
-
-  /** The async form: lmdb-js commits it with the other writes of the same event turn. */
-  const writeAsync = async (key: string, value: Payload, opts: SetOptions | undefined): Promise<void> => {
-    if (hasGuard(opts) || opts?.ttl !== undefined) return commitAsync([setOperation(key, value, opts)]);
-    await settle(db.put(checkWrittenKey(key), value, newVersion()));
-  };
-
-  const removeSync = (key: string, opts: RemoveOptions | undefined): void => {
-    if (hasGuard(opts)) return commitSync([{ type: "remove", key, options: opts ?? {} }]);
-    syncWrite(() => db.removeSync(checkKey(key)));
-  };
-
-  const removeAsync = async (key: string, opts: RemoveOptions | undefined): Promise<void> => {
-    if (hasGuard(opts)) return commitAsync([{ type: "remove", key, options: opts ?? {} }]);
-    await settle(db.remove(checkKey(key)));
-  };
-
-  /** Waits for a write to commit; lmdb-js failures become StorageErrors. */
-  async function settle<T>(written: Promise<T>): Promise<T> {
-    try {
-      return await written;
-    } catch (error) {
-      throw ioError(error);
-    }
-  }
+  const removeOperation = (key: string, options: RemoveOptions | undefined): CommitOperation => ({ type: "remove", key, options: options ?? {} });
 
   const range = (base: string) => (base ? { start: base, end: prefixEnd(base) } : {});
   /** Expiry index entries that are due: [expires, key] with expires <= now. */
@@ -443,7 +467,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     const now = Date.now();
     const due = [...dueEntries(now)];
     if (due.length === 0) return;
-    root.transactionSync(() => {
+    writeTransaction(() => {
       for (const entry of due) {
         const stored = db.get(entry[1]);
         if (stored !== undefined && expiresOf(stored) === entry[0]) db.removeSync(entry[1]);
@@ -465,15 +489,15 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
 
   const clear = (base: string): void => {
     if (!base) {
-      root.transactionSync(() => {
+      writeTransaction(() => {
         db.clearSync();
         expiry.clearSync();
       });
       return;
     }
-    const keys = Array.from(db.getKeys(range(base)));
-    root.transactionSync(() => {
-      for (const key of keys) db.removeSync(key);
+    writeTransaction(() => {
+      // Listed before removing: the removals move the cursor's pages.
+      for (const key of Array.from(db.getKeys(range(base)))) db.removeSync(key);
     });
     purge();
   };
@@ -489,11 +513,11 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     getItem: valueOf,
     getItemRaw: valueOf,
     getItems: (items: { key: string }[]) => items.map(({ key }) => ({ key, value: valueOf(key) })),
-    setItem: (key: string, value: string, opts: SetOptions) => writeSync(key, value, opts),
-    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => writeSync(key, value, opts),
+    setItem: (key: string, value: string, opts: SetOptions) => commitSync([setOperation(key, value, opts)]),
+    setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => commitSync([setOperation(key, value, opts)]),
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
       commitSync(items.map((item) => setOperation(item.key, item.value, item.options ?? common))),
-    removeItem: (key: string, opts: RemoveOptions) => removeSync(key, opts),
+    removeItem: (key: string, opts: RemoveOptions) => commitSync([removeOperation(key, opts)]),
     getMeta: (key: string): StorageMeta | null => {
       const found = read(key);
       if (found === null) return null;
@@ -522,18 +546,21 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     clear: (base: string) => clear(base ?? ""),
     commit: commitSync,
     asyncWrites: {
-      setItem: (key: string, value: string, opts: SetOptions) => writeAsync(key, value, opts),
-      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => writeAsync(key, value, opts),
+      setItem: (key: string, value: string, opts: SetOptions) => commitAsync([setOperation(key, value, opts)]),
+      setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => commitAsync([setOperation(key, value, opts)]),
       setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
         commitAsync(items.map((item) => setOperation(item.key, item.value, item.options ?? common))),
-      removeItem: (key: string, opts: RemoveOptions) => removeAsync(key, opts),
+      removeItem: (key: string, opts: RemoveOptions) => commitAsync([removeOperation(key, opts)]),
       commit: commitAsync,
     },
     dispose: async () => {
       if (purger) clearInterval(purger);
       if (!isOpen) return;
+      // Writes queued in this event turn commit before the environment closes.
+      flushQueued();
       isOpen = false;
       await root.close();
+      baseCheck?.close();
     },
   };
 });
