@@ -289,6 +289,19 @@ if (await serviceUp("Redis", url)) {
       });
     }
 
+    it("ifMatch together with ifNoneMatch never holds: E_CONFLICT on writes, batches and transactions, and nothing is written", async () => {
+      const storage = createStorage({ driver: redis({ url, base: freshBase(), watch: "off" }) });
+      await storage.setItem("held", 1);
+      const both = { ifMatch: (await storage.getMeta("held")).etag!, ifNoneMatch: "*" as const };
+      await expect(storage.setItem("held", 2, both)).rejects.toMatchObject({ code: "E_CONFLICT" });
+      await expect(storage.setItem("absent", 2, both)).rejects.toMatchObject({ code: "E_CONFLICT" });
+      await expect(storage.setItems([{ key: "absent", value: 2, options: both }])).rejects.toMatchObject({ code: "E_CONFLICT" });
+      await expect(storage.transaction((tx) => tx.setItem("absent", 2, both))).rejects.toMatchObject({ code: "E_CONFLICT" });
+      expect(await storage.getItem("held")).toBe(1);
+      expect(await storage.hasItem("absent")).toBe(false);
+      await storage.dispose();
+    });
+
     it("concurrent CAS increments from three processes lose nothing", async () => {
       const base = freshBase();
       const processes = 3;
