@@ -1,7 +1,7 @@
 import { gunzip, gzip } from "node:zlib";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { createStorage, transformValues, type Driver } from "../../src/index.js";
+import { createStorage, transformValues, wrapDriver, type Driver } from "../../src/index.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
 import { testDriver } from "../../src/testing/index.js";
@@ -85,8 +85,8 @@ describe("transformValues", () => {
     expect((await storage.getMeta("sized")).size).toBe(100);
     await storage.setMeta("sized", { owner: "ada" });
     expect(await storage.getMeta("sized")).toMatchObject({ owner: "ada", size: 100 });
-    // memory keeps TTL natively: narrow it so the core keeps it in a sidecar, through the transform.
-    const noTtl: Driver = { ...memory(), flags: { ...memory().flags, ttl: false } };
+    // memory keeps TTL natively: a layer narrows the flag, so the core keeps expiry in a sidecar, through the transform.
+    const noTtl = wrapDriver(memory(), { name: "no-native-ttl", flags: { ttl: false } });
     const expiring = createStorage({ driver: transformValues(noTtl, { encode: (b) => b.map((x) => x ^ 1), decode: (b) => b.map((x) => x ^ 1), sync: true }) });
     await expiring.setItem("short", "v", { ttl: 60_000 });
     const meta = await expiring.getMeta("short");

@@ -2,13 +2,13 @@ import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
-import { createStorage, findLayer, isStorageError, type Driver, type Storage, type StorageError } from "../../src/index.js";
+import { createStorage, findLayer, isStorageError, wrapDriver, type Driver, type Storage, type StorageError } from "../../src/index.js";
 import fsDriver from "../../src/drivers/fs.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
 import redis from "../../src/drivers/redis/index.js";
 import sqlite from "../../src/drivers/sqlite.js";
-import queue from "../../src/drivers/queue.js";
+import queue, { type QueueDriver } from "../../src/drivers/queue.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
@@ -289,6 +289,18 @@ describe("queue driver on wrapDriver: what its driver has beyond reads and write
     expect(findLayer(createStorage({ driver: q }).getMount("").driver, (layer) => layer.name === "git")).toBe(inner);
     const bare = queue({ driver: { hasItem: () => false, getItem: () => null, getKeys: () => [], setItem: () => undefined, removeItem: () => undefined } });
     for (const member of ["getItems", "iterateKeys", "getItemStream", "commit", "getHistory"] as const) expect(bare[member], member).toBeUndefined();
+  });
+
+  it("its flush() is found under other wrappers, and flushes", async () => {
+    const inner = memory();
+    const wrapped = wrapDriver(wrapDriver(queue({ driver: inner, flushInterval: 60_000 }), { name: "outer" }), { name: "outermost" });
+    const storage = createStorage({ driver: wrapped });
+    await storage.setItem("a", 1);
+    expect(inner.hasItem("a", {})).toBe(false);
+    const found = findLayer(wrapped, (layer): layer is QueueDriver => layer.name === "queue");
+    await found!.flush();
+    expect(inner.hasItem("a", {})).toBe(true);
+    await storage.dispose();
   });
 
   it("getItems, iterateKeys and getItemStream see queued writes and removals over the driver's", async () => {
