@@ -5,9 +5,11 @@ import { createStorageServer as createUnstorageServer } from "unstorage/server";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { isStorageError, type StorageError } from "../../src/core/errors.js";
 import { createCoreStorage } from "../../src/core/storage.js";
+import gitNotes from "../../src/drivers/git-notes.js";
 import http, { type HttpOptions } from "../../src/drivers/http.js";
 import { testDriver } from "../../src/testing/index.js";
 import { startServer } from "../server/helpers.js";
+import { tempDir } from "../helpers/tempDir.js";
 
 // The kit's 10,000-key test is 10,000+ HTTP requests (two per key against unstorage's
 // server, where the core keeps TTL in sidecars): slow on a loaded 2-core machine, not stuck.
@@ -184,6 +186,24 @@ describe("http driver", () => {
     expect(http({ base: "http://127.0.0.1:1/", server: "unstorage" }).flags?.etag).toBeUndefined();
     expect(refused({ maxBodySize: 1024, timeout: 50, retries: 0, concurrency: 1, server: "unstorage" })).toBe("accepted");
     expect(http({ base: "http://127.0.0.1:1/" }).keyLimits).toEqual({ bytes: 4096, segments: 1024 });
+  });
+
+  it('etag: "content" over a server on git notes: the same value keeps its etag, another value gets another, the old one conflicts', async () => {
+    // The server hands on its store's etags (here blob ids); the option declares what they are.
+    const { url } = await startServer({ driver: gitNotes({ dir: tempDir("http-git-notes-etag") }) });
+    const storage = createCoreStorage({ driver: http({ base: url, etag: "content" }) });
+    expect(storage.getMount().driver.flags?.etag).toBe("content");
+    const etags: unknown[] = [];
+    for (const value of ["same", "same", "other"]) {
+      await storage.setItem("k", value);
+      etags.push((await storage.getMeta("k")).etag);
+    }
+    expect(typeof etags[0]).toBe("string");
+    expect(etags[1]).toBe(etags[0]);
+    expect(etags[2]).not.toBe(etags[0]);
+    await expectCode(storage.setItem("k", "third", { ifMatch: etags[0] as string }), "E_CONFLICT");
+    expect(await storage.getItem("k")).toBe("other");
+    await storage.dispose();
   });
 
   it("a key at the byte limit, every byte percent-encoded, fits the server's request line", async () => {
