@@ -3,6 +3,7 @@ import { filterKeyByDepth, normalizeKey } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
 import { deserializeRaw } from "../core/serializer.js";
 import { wholeStream } from "../core/streams.js";
+import { describeExpiry } from "../core/ttl.js";
 import type { CommitOperation, Driver, GetKeysOptions, ItemStream, IterateKeysOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 import { wrapDriver } from "../core/wrapDriver.js";
 
@@ -360,11 +361,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     const value = valueOf(write);
     if (value === null || value === undefined) return null;
     const meta: StorageMeta = { size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength };
-    if (write.type !== "remove" && write.expires !== undefined) {
-      meta.expires = new Date(write.expires);
-      meta.ttl = Math.max(0, write.expires - Date.now());
-    }
-    return meta;
+    return write.type === "remove" ? meta : describeExpiry(meta, write.expires);
   }
 
   /** Keys under `base` that queued writes add (first) and remove (second), as of now. */
