@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { createStorage, type Storage } from "stowage";
 import git from "stowage/drivers/git";
-import { encodeCommit, hashObject, keyToNames, KeyTree, Repository, signatureNow, treeObjects, type GitObject, type ObjectId } from "stowage/git";
+import { encodeCommit, hashObject, signatureNow, type GitObject, type ObjectId } from "stowage/git";
+// buildHistory writes the git driver's key layout straight into a repository (setup, not measured); that layout is
+// internal to the engine, not in stowage/git, so it comes from the sources, on the sources' Repository.
+import { Repository } from "../src/git/repo/repository.js";
+import { keyToNames } from "../src/git/store/keyPath.js";
+import { KeyTree, treeObjects } from "../src/git/store/keyTree.js";
 
 /**
  * The git driver against its peers (issue #4): one `git` CLI call per step

@@ -2,17 +2,11 @@ import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, toStorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
-import {
-  isValidRefName,
-  KeyValueRepo,
-  syncRef,
-  type MaintenanceOptions,
-  type MaintenanceResult,
-  type CommitGraphWritten,
-  type SyncOptions,
-  type SyncResult,
-  type WriteUnit,
-} from "../git/index.js";
+import { isValidRefName } from "../git/refs/refName.js";
+import { KeyValueRepo, type WriteUnit } from "../git/store/kvStore.js";
+import { syncRef, type SyncOptions, type SyncResult } from "../git/remote/sync.js";
+import type { MaintenanceOptions, MaintenanceResult } from "../git/repo/maintenance.js";
+import type { CommitGraphWritten } from "../git/packs/commitGraph.js";
 import { GIT_KEY_LIMITS } from "../git/store/kvStore.js";
 import { checkIdentity } from "../git/objects/signature.js";
 

@@ -3,20 +3,8 @@ import { join } from "node:path";
 import { deflateSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { isStorageError } from "../../../src/core/errors.js";
-import {
-  decodeCommit,
-  decodeTag,
-  decodeTree,
-  encodeCommit,
-  encodeTag,
-  encodeTree,
-  hashObject,
-  loosePath,
-  Repository,
-  TreeMode,
-  type ObjectType,
-  type TreeEntry,
-} from "../../../src/git/index.js";
+import { decodeCommit, decodeTag, decodeTree, encodeCommit, encodeTag, encodeTree, hashObject, Repository, TreeMode, type ObjectType, type TreeEntry } from "../../../src/git/index.js";
+import { loosePath } from "../../../src/git/objects/looseObjects.js";
 import { tempDir } from "../../helpers/tempDir.js";
 import { git, gitBytes, gitInitBare } from "../gitCli.js";
 

@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createStorage, isStorageError, type Storage } from "../../../src/index.js";
 import git, { type GitDriver } from "../../../src/drivers/git.js";
-import { EMPTY_TREE, fetchRefspecs, mergeBase, pushRefspecs, Repository, trackingRef, type ObjectId, type SyncOptions } from "../../../src/git/index.js";
+import { fetchRefspecs, mergeBase, pushRefspecs, Repository, trackingRef, type ObjectId, type SyncOptions } from "../../../src/git/index.js";
+import { EMPTY_TREE } from "../../../src/git/store/keyTree.js";
 import { tempDir } from "../../helpers/tempDir.js";
 import { git as gitCli, gitFails, gitInitBare } from "../gitCli.js";
 

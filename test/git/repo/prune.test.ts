@@ -2,7 +2,8 @@ import { mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from "nod
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { indexObjectIds } from "../../../src/git/repo/indexFile.js";
-import { loosePath, maintain, Repository } from "../../../src/git/index.js";
+import { maintain, Repository } from "../../../src/git/index.js";
+import { loosePath } from "../../../src/git/objects/looseObjects.js";
 import { tempDir } from "../../helpers/tempDir.js";
 import { git, gitFails, gitInitBare } from "../gitCli.js";
 

@@ -1,7 +1,9 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { LruCache, loosePath, Repository, TreeMode, type GitObject } from "../../../src/git/index.js";
+import { Repository, TreeMode, type GitObject } from "../../../src/git/index.js";
+import { LruCache } from "../../../src/git/lruCache.js";
+import { loosePath } from "../../../src/git/objects/looseObjects.js";
 import { tempDir } from "../../helpers/tempDir.js";
 import { errorCode, git, gitInitBare } from "../gitCli.js";
 
