@@ -23,7 +23,7 @@ export interface LmdbOptions {
   mapSize?: number;
   /** How often expired keys are deleted, in ms (default 60,000). */
   purgeInterval?: number;
-  /** Open read-only. */
+  /** Open read-only: writes fail with `E_READONLY`. @default false */
   readOnly?: boolean;
 }
 
@@ -194,6 +194,29 @@ function checkDataFile(path: string): boolean {
 class StaleBase extends Error {}
 
 /**
+ * One descriptor per `-lock` file in this process, shared by the drivers open on it and closed with
+ * the last of them: closing any descriptor of a file drops every POSIX lock the process holds on it,
+ * and LMDB's locks on the `-lock` file say which processes are alive (a process that lost them can
+ * see another re-initialise the lock file under it).
+ */
+const lockFiles = new Map<string, { fd: number; users: number }>();
+
+function useLockFile(path: string): number {
+  const shared = lockFiles.get(path) ?? { fd: openSync(`${path}-lock`, "r+"), users: 0 };
+  shared.users++;
+  lockFiles.set(path, shared);
+  return shared.fd;
+}
+
+/** Called once the environment is closed: the last user closes the descriptor. */
+function releaseLockFile(path: string): void {
+  const shared = lockFiles.get(path)!;
+  if (--shared.users > 0) return;
+  lockFiles.delete(path);
+  closeSync(shared.fd);
+}
+
+/**
  * Keeps write transactions on the newest commit. LMDB in lmdb-js 3.5.6 sets
  * the lock file's last-commit id to the id of the meta page it read while
  * *opening* the environment (mdb_env_open2), in any process and without the
@@ -206,35 +229,41 @@ class StaleBase extends Error {}
  * and throws StaleBase, so the transaction is aborted before it writes anything.
  */
 function writeBase(path: string, root: RootDatabase): { check(): void; close(): void } {
-  const data = openSync(path, "r");
-  const lock = openSync(`${path}-lock`, "r+");
   const word = Buffer.alloc(8);
   const readWord = (fd: number, offset: number): bigint => {
     if (readSync(fd, word, 0, 8, offset) !== 8) throw fileError("E_CORRUPT", path, `is shorter than LMDB's layout: nothing at byte ${offset}`);
     return word.readBigUInt64LE(0);
   };
   const read = (fd: number, offset: number): number => Number(readWord(fd, offset));
-  const close = () => {
-    closeSync(data);
-    closeSync(lock);
-  };
+  let data: number | undefined;
+  let lock: number | undefined;
   let pageSize: number;
   try {
+    data = openSync(path, "r");
+    lock = useLockFile(path);
     // The page size is the meta's first 32 bits there; the 32 after them hold flags.
     pageSize = Number(readWord(data, META_LAYOUT.pageSize) & 0xffffffffn);
-    checkLockLayout(path, (offset) => readWord(lock, offset));
+    checkLockLayout(path, (offset) => readWord(lock!, offset));
   } catch (error) {
-    close();
+    if (data !== undefined) closeSync(data);
+    // The environment is closed before the lock file's descriptor (see lockFiles); the open's error is the one to report.
+    const held = lock !== undefined;
+    void root.close().then(() => held && releaseLockFile(path));
     throw error;
   }
-  const newestCommit = () => Math.max(read(data, META_TXNID_OFFSET), read(data, pageSize + META_TXNID_OFFSET));
+  const [dataFd, lockFd] = [data, lock];
+  const close = () => {
+    closeSync(dataFd);
+    releaseLockFile(path);
+  };
+  const newestCommit = () => Math.max(read(dataFd, META_TXNID_OFFSET), read(dataFd, pageSize + META_TXNID_OFFSET));
   return {
     check() {
       const base = root.getWriteTxnId() - 1;
       const newest = newestCommit();
       if (newest <= base) return;
       word.writeBigUInt64LE(BigInt(newest));
-      writeAt(lock, word, 0, 8, LOCK_TXNID_OFFSET);
+      writeAt(lockFd, word, 0, 8, LOCK_TXNID_OFFSET);
       throw new StaleBase(`write transaction started from commit ${base}, the newest is ${newest}`);
     },
     close,
@@ -308,8 +337,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   try {
     baseCheck = options.readOnly ? undefined : writeBase(options.path, root);
   } catch (error) {
-    // The environment is open; closing it is the only cleanup, and the open's error is the one to report.
-    void root.close();
+    // writeBase has closed the environment.
     throw error instanceof StorageError ? error : fileError("E_IO", options.path, `cannot be read: ${(error as Error).message}`, error);
   }
 

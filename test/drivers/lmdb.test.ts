@@ -326,6 +326,19 @@ describe("lmdb paths", () => {
     expect(readdirSync(dir).sort()).toEqual(["dangling", "file"]);
   }, 120_000);
 
+  it("readOnly opens an existing database for reads; its writes fail with E_READONLY", async () => {
+    const path = join(tempDir("lmdb-read-only-writes"), "store.mdb");
+    const writer = createStorage({ driver: lmdb({ path }) });
+    await writer.setItem("k", 1);
+    const reader = createStorage({ driver: lmdb({ path, readOnly: true }) });
+    expect(await reader.getItem("k")).toBe(1);
+    await expect(reader.setItem("k", 2)).rejects.toMatchObject({ code: "E_READONLY" });
+    expect(await codeOf(() => reader.setItemSync("k", 2))).toBe("E_READONLY");
+    expect(await writer.getItem("k")).toBe(1);
+    await reader.dispose();
+    await writer.dispose();
+  });
+
   it("readOnly on a missing file is E_IO and creates no directory", async () => {
     const dir = tempDir("lmdb-read-only");
     expect(await codeOf(() => lmdb({ path: join(dir, "a", "store.mdb"), readOnly: true }))).toBe("E_IO");
