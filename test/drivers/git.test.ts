@@ -101,26 +101,7 @@ describe("git driver", () => {
     await storage.dispose();
   });
 
-  it("reads every key after git gc --prune=now --aggressive (from packs)", async () => {
-    const dir = tempDir("git-gc");
-    const storage = open(dir);
-    await storage.setItems(Array.from({ length: 300 }, (_, i) => ({ key: `k:${i % 7}:${i}`, value: { i } })));
-    for (let i = 0; i < 20; i++) await storage.setItem(`k:single:${i}`, i);
-    await storage.removeItem("k:0:0");
-    gitCli(dir, ["gc", "--prune=now", "--aggressive", "--quiet"]);
-    expect(gitCli(dir, ["count-objects", "-v"])).toMatch(/^count: 0$/m);
-    const reopened = open(dir);
-    for (const store of [storage, reopened]) {
-      for (let i = 1; i < 300; i++) expect(await store.getItem(`k:${i % 7}:${i}`)).toEqual({ i });
-      expect(await store.getItem("k:single:19")).toBe(19);
-      expect(await store.hasItem("k:0:0")).toBe(false);
-    }
-    await reopened.setItem("after", "gc");
-    expect(gitCli(dir, ["show", `${REF}:after`])).toBe('"gc"');
-    fsck(dir);
-    await storage.dispose();
-    await reopened.dispose();
-  });
+  // Reading every key after git gc (from packs): test/drivers/git-gc.test.ts, with the other git drivers.
 
   it("reads a commit made with git commit-tree + git update-ref, and watch reports its changes", async () => {
     const dir = tempDir("git-external");
