@@ -2,7 +2,7 @@ import { StorageError } from "./errors.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
 import { BASE64_PREFIX, deserializeRaw, serializeRaw } from "./serializer.js";
 import { wholeStream } from "./streams.js";
-import type { AsyncWrites, CommitOperation, Driver, HistoryEntry, ItemStream, SetOptions, StorageMeta, TransactionOptions } from "./types.js";
+import type { AsyncWrites, CommitOperation, Driver, HistoryEntry, ItemStream, StorageMeta, TransactionOptions } from "./types.js";
 import { wrapDriver, type WrappedDriver } from "./wrapDriver.js";
 
 /** One encode/decode pair over whole values, for {@link transformValues}. */
@@ -200,7 +200,7 @@ function asyncWritesThrough(inner: Driver, codec: ValueCodec): AsyncWrites {
 
 function commitThrough(commit: NonNullable<Driver["commit"]>, codec: ValueCodec): NonNullable<Driver["commit"]> {
   const encodeOp = (op: CommitOperation): MaybePromise<CommitOperation> =>
-    op.type === "set" || op.type === "setRaw" ? chain(codec.write(op.value), (value) => ({ type: "set", key: op.key, value, options: op.options as SetOptions })) : op;
+    op.type === "set" || op.type === "setRaw" ? chain(codec.write(op.value), (value) => ({ type: "set", key: op.key, value, options: op.options })) : op;
   return (operations, opts) => chain(all(operations.map(encodeOp)), (encoded) => commit(encoded, opts));
 }
 
