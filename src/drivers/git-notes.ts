@@ -180,8 +180,8 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
       setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => enqueueChange(notes, () => change(key, value, opts)),
       removeItem: (key: string, opts: RemoveOptions) => enqueueChange(notes, () => removal(key, opts)),
     },
-    dispose: () => {
-      notes.flush();
+    dispose: async () => {
+      await notes.drain();
       repo.close();
     },
   };

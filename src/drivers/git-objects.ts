@@ -244,9 +244,9 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
       setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => enqueueChange(index, () => change(key, value, opts)),
       removeItem: (key: string, opts: RemoveOptions) => enqueueChange(index, () => removal(key, opts)),
     },
-    dispose: () => {
+    dispose: async () => {
       release();
-      index.flush();
+      await index.drain();
       repo.close();
     },
   };

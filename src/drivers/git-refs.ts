@@ -1,4 +1,4 @@
-import { isStorageError, StorageError } from "../core/errors.js";
+import { StorageError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, KeyLimits, RemoveOptions, SetOptions } from "../core/types.js";
 import { AutoMaintenance, looseLimitOption, type Maintainable } from "../git/repo/autoMaintenance.js";
@@ -7,6 +7,7 @@ import type { MaintenanceOptions } from "../git/repo/maintenance.js";
 import type { Repository } from "../git/repo/repository.js";
 import { basePath, keyPath, pathKey } from "../git/store/keyNames.js";
 import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, expectation } from "../git/store/driverSupport.js";
+import { GroupCommit, oncePerName } from "../git/store/groupCommit.js";
 import { openOrInit } from "../git/store/openStore.js";
 import { listRefNames } from "../git/refs/refList.js";
 import { commitRefs, commitRefsEach, type RefChange } from "../git/refs/refTransaction.js";
@@ -144,76 +145,37 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   };
 
   /** A write waiting for the next group commit; `body` undefined removes the key. */
-  type Pending = { name: string; body?: Buffer; expected?: string | null; resolve: () => void; reject: (error: unknown) => void };
-  let pending: Pending[] = [];
+  type Pending = { name: string; body?: Buffer; expected?: string | null };
+
+  /** One batch as one pack of blobs and one ref transaction, each write on its own condition. */
+  const commitBatch = (batch: readonly Pending[]): Map<Pending, StorageError> => {
+    const writes = batch.filter((entry) => entry.body !== undefined);
+    const ids = repo.writeObjects(writes.map((entry) => ({ type: "blob" as const, body: entry.body as Buffer })));
+    const idOf = new Map(writes.map((entry, index) => [entry, ids[index] as string]));
+    const changes = batch.map((entry): RefChange => {
+      const change: RefChange = { name: entry.name, id: idOf.get(entry) ?? null };
+      if (entry.expected !== undefined) change.expected = entry.expected;
+      return change;
+    });
+    const failures = commitRefsEach(repo.refs, changes, transaction);
+    maintenance.wrote();
+    return new Map(batch.flatMap((entry) => (failures.has(entry.name) ? [[entry, failures.get(entry.name) as StorageError]] : [])));
+  };
 
   /**
    * Group commit for the async API: writes issued in the same event-loop
    * turn (a setItems, concurrent callers) share one pack of blobs and one
-   * ref transaction, each write on its own condition; each promise settles
+   * ref transaction, each write on its own condition; a batch holds each ref
+   * once (a later write to a ref waits for the next); each promise settles
    * once its ref is published.
    */
-  const enqueue = (key: string, body: Buffer | undefined, opts: SetOptions | RemoveOptions | undefined): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      const entry: Pending = { name: refOf(key), resolve, reject };
-      if (body !== undefined) entry.body = body;
-      const expected = expectation(opts);
-      if (expected !== undefined) entry.expected = expected;
-      pending.push(entry);
-      if (pending.length === 1) setImmediate(flush);
-    });
-
-  /** Commits what is queued, in rounds that hold each ref once (a later write to a ref waits for the next round). */
-  const flush = (): void => {
-    let batch = pending;
-    pending = [];
-    while (batch.length > 0) {
-      const seen = new Set<string>();
-      const round: Pending[] = [];
-      const later: Pending[] = [];
-      for (const entry of batch) {
-        if (seen.has(entry.name)) later.push(entry);
-        else {
-          seen.add(entry.name);
-          round.push(entry);
-        }
-      }
-      commitRound(round);
-      batch = later;
-    }
-    maintenance.wrote();
-  };
-
-  /**
-   * One round as one ref transaction, each write on its own condition.
-   * Should the transaction fail as a whole (a held lock aside), each write
-   * is committed on its own, so a write that cannot land fails alone.
-   */
-  const commitRound = (round: Pending[]): void => {
-    let failures: Map<string, StorageError>;
-    try {
-      const writes = round.filter((entry) => entry.body !== undefined);
-      const ids = repo.writeObjects(writes.map((entry) => ({ type: "blob" as const, body: entry.body as Buffer })));
-      const idOf = new Map(writes.map((entry, index) => [entry, ids[index] as string]));
-      const changes = round.map((entry): RefChange => {
-        const change: RefChange = { name: entry.name, id: idOf.get(entry) ?? null };
-        if (entry.expected !== undefined) change.expected = entry.expected;
-        return change;
-      });
-      failures = commitRefsEach(repo.refs, changes, transaction);
-    } catch (error) {
-      if (round.length === 1 || isStorageError(error, "E_UNAVAILABLE")) {
-        for (const entry of round) entry.reject(error);
-      } else {
-        for (const entry of round) commitRound([entry]);
-      }
-      return;
-    }
-    for (const entry of round) {
-      const failure = failures.get(entry.name);
-      if (failure === undefined) entry.resolve();
-      else entry.reject(failure);
-    }
+  const batches = new GroupCommit<Pending>({ commit: commitBatch, split: oncePerName((entry) => entry.name) });
+  const enqueue = (key: string, body: Buffer | undefined, opts: SetOptions | RemoveOptions | undefined): Promise<void> => {
+    const entry: Pending = { name: refOf(key) };
+    if (body !== undefined) entry.body = body;
+    const expected = expectation(opts);
+    if (expected !== undefined) entry.expected = expected;
+    return batches.enqueue(entry);
   };
 
   /** The refs of the keys under `base`, by key: names as found, so a clear removes even a ref written past the limits by someone else. */
@@ -254,8 +216,8 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
       setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => enqueue(key, Buffer.from(value), opts),
       removeItem: (key: string, opts: RemoveOptions) => enqueue(key, undefined, opts),
     },
-    dispose: () => {
-      if (pending.length > 0) flush();
+    dispose: async () => {
+      await batches.drain();
       repo.close();
     },
   };

@@ -19,6 +19,7 @@ import { openOrInit } from "./openStore.js";
 import type { Repository } from "../repo/repository.js";
 import { signatureNow } from "../objects/signature.js";
 import { makeDirectories } from "../../core/directories.js";
+import { GroupCommit } from "./groupCommit.js";
 
 /** Options of a {@link KeyValueRepo}. */
 export interface KeyValueRepoOptions {
@@ -60,18 +61,13 @@ export interface WriteUnit {
   clearBase?: string;
 }
 
-interface Pending extends WriteUnit {
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
-
 /** A commit built on a tip, not yet on the ref. */
 interface Prepared {
   tree: ObjectId;
   made: NewTree[];
   failed: Map<WriteUnit, StorageError>;
   changedKeys: string[];
-  units: WriteUnit[];
+  units: readonly WriteUnit[];
 }
 
 /** A commit of a history walk and its first parent. */
@@ -135,9 +131,14 @@ export class KeyValueRepo {
   private readonly refFile: string;
   private readonly packedRefsFile: string;
   private readonly commits = new LruCache<ObjectId, Commit>({ maxEntries: 20_000 });
-  private readonly queue: Pending[] = [];
-  private scheduled = false;
-  private flushing: Promise<void> | undefined;
+  private readonly batches = new GroupCommit<WriteUnit>({
+    commit: (units) => this.commitAsync(units),
+    // A clear goes alone, so the writes queued before it stay before it.
+    split: (queue) => {
+      const clearAt = queue.findIndex((unit) => unit.clearBase !== undefined);
+      return Array.from({ length: clearAt === 0 ? 1 : clearAt < 0 ? queue.length : clearAt }, (_, index) => index);
+    },
+  });
   private readonly listeners = new Set<Listener>();
   private watching: { seen: Tip; stop: () => void } | undefined;
   /** Commits this store made while watched: the watch reports their changes as local. */
@@ -338,66 +339,16 @@ export class KeyValueRepo {
       // A bad key fails before it is queued: the writes it would have shared a commit with never see it.
       return Promise.reject(error);
     }
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ ...unit, resolve, reject });
-      this.schedule();
-    });
+    // A copy: the batch tells failures by unit.
+    return this.batches.enqueue({ ...unit });
   }
 
   /** Resolves when every queued write has been committed or failed. */
-  async drain(): Promise<void> {
-    while (this.flushing !== undefined || this.queue.length > 0) {
-      if (this.flushing === undefined) this.schedule();
-      await this.flushing;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+  drain(): Promise<void> {
+    return this.batches.drain();
   }
 
-  private schedule(): void {
-    if (this.scheduled || this.flushing !== undefined) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.flushing = this.flush().finally(() => {
-        this.flushing = undefined;
-        if (this.queue.length > 0) this.schedule();
-      });
-    });
-  }
-
-  /** Commits the queued units as one commit (a clear goes alone), re-applying them when the ref moved. */
-  private async flush(): Promise<void> {
-    // A clear goes alone, so the writes queued before it stay before it.
-    const clearAt = this.queue.findIndex((unit) => unit.clearBase !== undefined);
-    await this.settle(this.queue.splice(0, clearAt === 0 ? 1 : clearAt < 0 ? this.queue.length : clearAt));
-  }
-
-  /**
-   * Commits units together and settles each. Should the group commit fail
-   * as a whole for a reason no unit was found to cause (a held lock aside),
-   * each unit is committed on its own, so a write that cannot land fails
-   * alone and its neighbours land.
-   */
-  private async settle(batch: Pending[]): Promise<void> {
-    let failed: Map<WriteUnit, StorageError>;
-    try {
-      failed = await this.commitAsync(batch);
-    } catch (error) {
-      if (batch.length === 1 || isStorageError(error, "E_UNAVAILABLE")) {
-        for (const unit of batch) unit.reject(error);
-        return;
-      }
-      for (const unit of batch) await this.settle([unit]);
-      return;
-    }
-    for (const unit of batch) {
-      const failure = failed.get(unit);
-      if (failure === undefined) unit.resolve();
-      else unit.reject(failure);
-    }
-  }
-
-  private async commitAsync(units: Pending[]): Promise<Map<WriteUnit, StorageError>> {
+  private async commitAsync(units: readonly WriteUnit[]): Promise<Map<WriteUnit, StorageError>> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const base = this.fresh();
       const written = this.build(base, units);
@@ -419,7 +370,7 @@ export class KeyValueRepo {
    * instead of one per object: blobs, trees, commit): undefined
    * when no unit changes anything (and none failed); a failed unit is listed.
    */
-  private build(base: Tip, units: WriteUnit[]): (Written & { tree: ObjectId; failed: Map<WriteUnit, StorageError> }) | undefined {
+  private build(base: Tip, units: readonly WriteUnit[]): (Written & { tree: ObjectId; failed: Map<WriteUnit, StorageError> }) | undefined {
     const pack = this.repo.packWriter({ mode: "memory" });
     try {
       const prepared = this.prepare(base, units, pack);
@@ -447,7 +398,7 @@ export class KeyValueRepo {
    * Applies units on a tip in order: each unit's guards are checked against
    * the tip plus the units before it; a unit whose guard fails is left out.
    */
-  private prepare(base: Tip, units: WriteUnit[], pack: PackWriter): Prepared {
+  private prepare(base: Tip, units: readonly WriteUnit[], pack: PackWriter): Prepared {
     const overlay = new Map<string, ObjectId | null>();
     const failed = new Map<WriteUnit, StorageError>();
     const accepted: WriteUnit[] = [];

@@ -1,4 +1,4 @@
-import { isStorageError, type StorageError } from "../../core/errors.js";
+import type { StorageError } from "../../core/errors.js";
 import type { AutoMaintenance } from "../repo/autoMaintenance.js";
 import { gitError } from "../errors.js";
 import { hashObject, type GitObject, type ObjectId } from "../objects/objectId.js";
@@ -7,6 +7,7 @@ import type { Identity } from "../objects/signature.js";
 import type { Repository } from "../repo/repository.js";
 import { signatureNow } from "../objects/signature.js";
 import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "../objects/tree.js";
+import { GroupCommit, oncePerName } from "./groupCommit.js";
 
 /**
  * A ref whose commits hold a tree of blobs, seen as a flat map from names
@@ -56,12 +57,17 @@ interface State {
   trees: Set<ObjectId>;
 }
 
-type Pending = { change: NameChange; resolve: () => void; reject: (error: unknown) => void };
-
 /** The flat view and CAS-committed changes of one tree-holding ref. */
 export class TreeRef {
   private state: State = { tip: undefined, names: new Map(), trees: new Set() };
-  private pending: Pending[] = [];
+  private readonly batches = new GroupCommit<NameChange>({
+    commit: (round) => {
+      const failures = this.apply(round, true);
+      return new Map([...failures].map(([index, error]) => [round[index] as NameChange, error]));
+    },
+    // A batch holds each name once: a later change of a name waits for the next one.
+    split: oncePerName((change) => change.name),
+  });
 
   constructor(
     private readonly repo: Repository,
@@ -126,62 +132,16 @@ export class TreeRef {
   }
 
   /**
-   * Queues a change for the next group commit: changes made in the same
-   * event-loop turn land in one commit, each on its own expectation.
+   * Queues a change (a distinct object per write) for the next group commit:
+   * changes made in the same event-loop turn land in one commit, each on its own expectation.
    */
   enqueue(change: NameChange): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ change, resolve, reject });
-      if (this.pending.length === 1) setImmediate(() => this.flush());
-    });
+    return this.batches.enqueue(change);
   }
 
-  /** Commits what is queued now (also called by dispose). */
-  flush(): void {
-    let batch = this.pending;
-    this.pending = [];
-    while (batch.length > 0) {
-      // A round holds each name once: a later change of a name waits for the next round.
-      const seen = new Set<string>();
-      const round: Pending[] = [];
-      const later: Pending[] = [];
-      for (const entry of batch) {
-        if (seen.has(entry.change.name)) later.push(entry);
-        else {
-          seen.add(entry.change.name);
-          round.push(entry);
-        }
-      }
-      this.commitRound(round);
-      batch = later;
-    }
-  }
-
-  /**
-   * Commits a round and settles each change. Should the commit fail as a
-   * whole (a held lock aside), each change is committed on its own, so a
-   * change that cannot land fails alone and its neighbours land.
-   */
-  private commitRound(round: Pending[]): void {
-    let failures: Map<number, StorageError>;
-    try {
-      failures = this.apply(
-        round.map((entry) => entry.change),
-        true,
-      );
-    } catch (error) {
-      if (round.length === 1 || isStorageError(error, "E_UNAVAILABLE")) {
-        for (const entry of round) entry.reject(error);
-      } else {
-        for (const entry of round) this.commitRound([entry]);
-      }
-      return;
-    }
-    round.forEach((entry, index) => {
-      const failure = failures.get(index);
-      if (failure === undefined) entry.resolve();
-      else entry.reject(failure);
-    });
+  /** Resolves when every queued change has been committed or failed (dispose awaits it). */
+  drain(): Promise<void> {
+    return this.batches.drain();
   }
 
   /** Writes the tree and commit for `names` on top of `state` (under the ref's lock); returns the commit. */
