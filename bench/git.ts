@@ -9,7 +9,7 @@ import { encodeCommit, hashObject, signatureNow, type GitObject, type ObjectId }
 // buildHistory writes the git driver's key layout straight into a repository (setup, not measured); that layout is
 // internal to the engine, not in stowage/git, so it comes from the sources, on the sources' Repository.
 import { Repository } from "../src/git/repo/repository.js";
-import { keyToNames } from "../src/git/store/keyPath.js";
+import { keyToNames } from "../src/git/store/keyNames.js";
 import { KeyTree, treeObjects } from "../src/git/store/keyTree.js";
 
 /**

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createStorage, isStorageError, type Storage } from "../../src/index.js";
 import git from "../../src/drivers/git.js";
-import { encodeKeyName } from "../../src/git/store/keyPath.js";
+import { encodeKeyName } from "../../src/git/store/keyNames.js";
 import { Repository } from "../../src/git/repo/repository.js";
 import { testDriver } from "../../src/testing/index.js";
 import { git as gitCli, gitBytes, gitFails } from "../git/gitCli.js";

@@ -1,6 +1,6 @@
 import { encodeCommit, type Commit } from "../objects/commit.js";
 import { gitError } from "../errors.js";
-import { keyToNames } from "../store/keyPath.js";
+import { keyToNames } from "../store/keyNames.js";
 import { EMPTY_TREE, type KeyEdit, type KeyTree, type NewTree } from "../store/keyTree.js";
 import { hashObject, type ObjectId } from "../objects/objectId.js";
 import type { Identity } from "../objects/signature.js";

@@ -1,4 +1,4 @@
-import { bucketName, MAX_BUCKET_LEVEL, nameHash, VALUE_ENTRY } from "./keyPath.js";
+import { bucketName, MAX_BUCKET_LEVEL, nameHash, VALUE_ENTRY } from "./keyNames.js";
 import type { KeyTree } from "./keyTree.js";
 import type { ObjectId } from "../objects/objectId.js";
 import { isTreeMode } from "../objects/tree.js";

@@ -1,5 +1,5 @@
 import { LruCache } from "../lruCache.js";
-import { bucketName, decodeKeyName, isBucketName, MAX_BUCKET_LEVEL, nameHash, VALUE_ENTRY } from "./keyPath.js";
+import { bucketName, decodeKeyName, isBucketName, MAX_BUCKET_LEVEL, nameHash, VALUE_ENTRY } from "./keyNames.js";
 import { hashObject, type GitObject, type ObjectId } from "../objects/objectId.js";
 import type { Repository } from "../repo/repository.js";
 import { encodeTree, isTreeMode, TreeMode, type TreeEntry } from "../objects/tree.js";

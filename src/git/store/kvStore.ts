@@ -7,7 +7,7 @@ import { checkDriverKey } from "./driverSupport.js";
 import { encodeCommit, type Commit } from "../objects/commit.js";
 import { writeCommitGraph, type CommitGraph, type CommitGraphWritten } from "../packs/commitGraph.js";
 import { keyRoute } from "./keyRoute.js";
-import { keyToNames } from "./keyPath.js";
+import { keyToNames } from "./keyNames.js";
 import { EMPTY_TREE, KeyTree, type KeyEdit, type NewTree } from "./keyTree.js";
 import { LruCache } from "../lruCache.js";
 import { stableStamp } from "../fileStamp.js";

@@ -1,6 +1,6 @@
 import { DEFAULT_KEY_LIMITS, type KeyLimits } from "../../core/types.js";
 import { corrupt, gitError } from "../errors.js";
-import { decodeKeyName, isBucketName, nameHash, VALUE_ENTRY } from "./keyPath.js";
+import { decodeKeyName, isBucketName, nameHash, VALUE_ENTRY } from "./keyNames.js";
 import type { ObjectId } from "../objects/objectId.js";
 import type { Repository } from "../repo/repository.js";
 import { isTreeMode, TreeMode, type TreeEntry } from "../objects/tree.js";
