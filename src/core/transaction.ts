@@ -4,7 +4,7 @@ import { isMetaKey, metaKeyOf } from "./keys.js";
 import type { Located, Mount } from "./mounts.js";
 import type { Serializer } from "./serializer.js";
 import { toBytes } from "./serializer.js";
-import { planExpiry, type SidecarChange } from "./ttl.js";
+import { planExpiry, sidecarOperations } from "./ttl.js";
 import type {
   CommitOperation,
   RemoveOptions,
@@ -23,6 +23,8 @@ export interface TransactionContext {
   report(mount: Mount, event: "update" | "remove", key: string): void;
   /** The ttl a write gets: its own, or the storage's default. */
   checkTtl(ttl: unknown): number | undefined;
+  /** The storage's clock, in epoch milliseconds: when a ttl written now expires. */
+  now(): number;
 }
 
 type BufferedWrite =
@@ -218,15 +220,8 @@ async function planCommit(
     const options: SetOptions = { ...write.options, ttl: mount.nativeTtl ? ttl : undefined };
     operations.push(write.type === "set" ? { type: "set", key: rel, value: write.value, options } : { type: "setRaw", key: rel, value: write.value, options });
     if (keepsExpiry) {
-      operations.push(...sidecarOperations(rel, await planExpiry(mount, rel, ttl === undefined ? undefined : Date.now() + ttl, context.serializer, {})));
+      operations.push(...sidecarOperations(rel, await planExpiry(mount, rel, ttl === undefined ? undefined : context.now() + ttl, context.serializer, {})));
     }
   }
   return operations;
-}
-
-/** A sidecar change as commit operations. */
-function sidecarOperations(rel: string, change: SidecarChange): CommitOperation[] {
-  if (change?.type === "set") return [{ type: "set", key: metaKeyOf(rel), value: change.value, options: {} }];
-  if (change?.type === "remove") return [{ type: "remove", key: metaKeyOf(rel), options: {} }];
-  return [];
 }

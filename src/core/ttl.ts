@@ -3,7 +3,7 @@ import { chain, type MaybePromise } from "./maybePromise.js";
 import type { Mount } from "./mounts.js";
 import { metaKeyOf } from "./keys.js";
 import type { Serializer } from "./serializer.js";
-import type { StorageMeta, TransactionOptions } from "./types.js";
+import type { CommitOperation, StorageMeta, TransactionOptions } from "./types.js";
 
 /**
  * TTL for drivers without native expiry: the moment a key expires is kept in
@@ -42,7 +42,8 @@ export function expiresOf(sidecar: Sidecar | null): number | undefined {
   return undefined;
 }
 
-export function isExpired(sidecar: Sidecar | null, now = Date.now()): boolean {
+/** Whether a sidecar's expiry has passed at `now` (the storage's clock). */
+export function isExpired(sidecar: Sidecar | null, now: number): boolean {
   const expires = expiresOf(sidecar);
   return expires !== undefined && expires <= now;
 }
@@ -79,6 +80,13 @@ export function expiryChange(current: Sidecar | null, expires: number | undefine
   const next = withExpiry(current, expires);
   if (next === null) return current === null ? null : { type: "remove" };
   return { type: "set", value: serializer.serialize(next) };
+}
+
+/** A sidecar change as commit operations, to go in the same commit as its value. */
+export function sidecarOperations(key: string, change: SidecarChange): CommitOperation[] {
+  if (change?.type === "set") return [{ type: "set", key: metaKeyOf(key), value: change.value, options: {} }];
+  if (change?.type === "remove") return [{ type: "remove", key: metaKeyOf(key), options: {} }];
+  return [];
 }
 
 export function applySidecarChange(mount: Mount, key: string, change: SidecarChange, opts: TransactionOptions): MaybePromise<void> {

@@ -1,12 +1,21 @@
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, conflictError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
+import { resolveClock } from "../core/clock.js";
 import { filterKeyByDepth } from "../core/keys.js";
-import type { CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent, WatchInfo } from "../core/types.js";
+import type { Clock, CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent, WatchInfo } from "../core/types.js";
 
 export interface MemoryOptions {
   /** How often expired keys nobody reads are swept out, in ms (default 30,000). */
   sweepInterval?: number;
+  /**
+   * Where expiry reads the time: when a key written with `ttl` expires, and
+   * the `ttl` left that getMeta reports. Tests pass a manual clock.
+   *
+   * @default systemClock (Date.now)
+   * @throws StorageError `E_INVALID_OPTION` when it has no `now` function
+   */
+  clock?: Clock;
 }
 
 /** What the driver stores per key: text from setItem or bytes from setItemRaw. */
@@ -26,12 +35,13 @@ const DRIVER_NAME = "memory";
  * in and out, so no caller holds a reference into the store.
  */
 export default defineDriver((input: MemoryOptions | void) => {
-  checkOptions(DRIVER_NAME, input, ["sweepInterval"]);
+  checkOptions(DRIVER_NAME, input, ["sweepInterval", "clock"]);
   const options: MemoryOptions = input ?? {};
   const sweepInterval = options.sweepInterval ?? 30_000;
   if (!Number.isFinite(sweepInterval) || sweepInterval <= 0) {
     throw new StorageError("E_INVALID_OPTION", `sweepInterval must be a positive number of ms, got ${String(options.sweepInterval)}`, { driver: DRIVER_NAME });
   }
+  const clock = resolveClock(options.clock);
   const data = new Map<string, MemoryValue>();
   const meta = new Map<string, EntryMeta>();
   const listeners = new Set<WatchCallback>();
@@ -59,7 +69,7 @@ export default defineDriver((input: MemoryOptions | void) => {
     meta.delete(key);
   };
 
-  const alive = (key: string, now = Date.now()): boolean => {
+  const alive = (key: string, now = clock.now()): boolean => {
     if (expiring === 0) return data.has(key);
     const expires = meta.get(key)?.expires;
     if (expires !== undefined && expires <= now) {
@@ -71,7 +81,7 @@ export default defineDriver((input: MemoryOptions | void) => {
   };
 
   const sweep = () => {
-    const now = Date.now();
+    const now = clock.now();
     for (const [key, entry] of meta) {
       if (entry.expires !== undefined && entry.expires <= now) alive(key, now);
     }
@@ -100,7 +110,7 @@ export default defineDriver((input: MemoryOptions | void) => {
       entry.expires = undefined;
     }
     if (opts?.ttl !== undefined) {
-      entry.expires = Date.now() + opts.ttl;
+      entry.expires = clock.now() + opts.ttl;
       expiring++;
       sweeper ??= setInterval(sweep, sweepInterval).unref();
     }
@@ -123,7 +133,7 @@ export default defineDriver((input: MemoryOptions | void) => {
 
   const keysUnder = (base: string, maxDepth: number | undefined): string[] => {
     const keys: string[] = [];
-    const now = Date.now();
+    const now = clock.now();
     for (const key of data.keys()) {
       if (base && !key.startsWith(base)) continue;
       if (maxDepth !== undefined && !filterKeyByDepth(key, maxDepth)) continue;
@@ -183,7 +193,7 @@ export default defineDriver((input: MemoryOptions | void) => {
       };
       if (entry.expires !== undefined) {
         result.expires = new Date(entry.expires);
-        result.ttl = Math.max(0, entry.expires - Date.now());
+        result.ttl = Math.max(0, entry.expires - clock.now());
       }
       return result;
     },

@@ -7,6 +7,7 @@ import git from "../../src/drivers/git.js";
 import { encodeKeyName } from "../../src/git/store/keyNames.js";
 import { Repository } from "../../src/git/repo/repository.js";
 import { testDriver } from "../../src/testing/index.js";
+import { KIT_TTL } from "../helpers/clock.js";
 import { git as gitCli, gitBytes, gitFails } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { killWhileWriting, runWorkers } from "../helpers/workers.js";
@@ -20,6 +21,8 @@ const kitDirs: string[] = [];
 
 testDriver({
   name: "git",
+  // A TTL write (value and expiry in one commit) counts its ttl from before the commit: 200 ms is not enough on a loaded machine.
+  ttl: KIT_TTL,
   driver: () => {
     const dir = tempDir("git-kit");
     kitDirs.push(dir);

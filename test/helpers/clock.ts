@@ -1,4 +1,5 @@
 import { vi } from "vitest";
+import type { Clock } from "../../src/index.js";
 
 /**
  * Runs `body` with Date moved `ms` ahead, and only Date (it goes on ticking;
@@ -21,3 +22,18 @@ export async function withDateAhead<T>(ms: number, body: () => Promise<T>): Prom
  * 200 ms default failed there now and then).
  */
 export const KIT_TTL = 1500;
+
+/** A clock that moves only when told: expiry tests advance it instead of sleeping. */
+export interface ManualClock extends Clock {
+  advance(ms: number): void;
+}
+
+export function manualClock(start = Date.UTC(2026, 0, 1)): ManualClock {
+  let now = start;
+  return {
+    now: () => now,
+    advance(ms) {
+      now += ms;
+    },
+  };
+}

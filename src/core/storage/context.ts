@@ -1,8 +1,9 @@
 import { StorageError } from "../errors.js";
-import { checkKeyLimits, normalizeItemKey, normalizeKey, normalizeWriteKey } from "../keys.js";
+import { checkKeyLimits, isMetaKey, normalizeItemKey, normalizeKey, normalizeWriteKey } from "../keys.js";
+import type { MaybePromise } from "../maybePromise.js";
 import { MountTable, type Located, type Mount, type MountSlice } from "../mounts.js";
-import type { Serializer } from "../serializer.js";
-import type { DriverFlags, TransactionOptions } from "../types.js";
+import { serializeRaw, type Serializer } from "../serializer.js";
+import type { Clock, DriverFlags, SetOptions, TransactionOptions } from "../types.js";
 import type { Watchers } from "../watchers.js";
 
 /** The options object drivers get when the caller passed none (unstorage always passes one). */
@@ -22,6 +23,8 @@ export interface StorageContext {
   readonly defaultTtl: number | undefined;
   readonly table: MountTable;
   readonly watchers: Watchers;
+  /** Where the TTL the core keeps reads the time. */
+  readonly clock: Clock;
 }
 
 export function unsupported(mount: Mount, what: string, flag: keyof DriverFlags): StorageError {
@@ -43,9 +46,27 @@ function requireSync(mount: Mount): void {
   if (!mount.driver.flags?.sync) throw unsupported(mount, "The sync API", "sync");
 }
 
-/** Resolves a key to its mount; `write`: the key is written or removed, so it may not hold `?` ({@link normalizeWriteKey}). */
+/**
+ * A key ending in `$` names another key's meta sidecar (its TTL and user
+ * meta): internal, so no operation reads, writes or removes one as a user
+ * key. getMeta / setMeta are the way to its meta.
+ *
+ * @throws StorageError `E_INVALID_KEY`
+ */
+function refuseSidecarKey(key: string): void {
+  if (isMetaKey(key)) {
+    throw new StorageError("E_INVALID_KEY", `Invalid key: ${JSON.stringify(key)} ends in "$", which names a key's meta sidecar (use getMeta / setMeta)`, { key });
+  }
+}
+
+/**
+ * Resolves a key to its mount; `write`: the key is written or removed, so it
+ * may not hold `?` ({@link normalizeWriteKey}). A sidecar key is refused
+ * ({@link refuseSidecarKey}).
+ */
 export function locate(ctx: StorageContext, key: unknown, sync: boolean, write?: boolean): Located {
   const full = write ? normalizeWriteKey(key) : normalizeItemKey(key);
+  refuseSidecarKey(full);
   const mount = ctx.table.resolve(full);
   if (sync) requireSync(mount);
   const rel = mount.base ? full.slice(mount.base.length) : full;
@@ -77,4 +98,16 @@ export function byMount<E extends { loc: Located }>(entries: E[]): Map<Mount, E[
     else groups.set(entry.loc.mount, [entry]);
   }
   return groups;
+}
+
+/** Hands a value to the key's driver: text to setItem, bytes to setItemRaw (or as tagged text where the driver has none). */
+export function put(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
+  const driver = loc.writer;
+  if (typeof payload === "string") {
+    if (driver.setItem) return driver.setItem(loc.rel, payload, opts);
+  } else {
+    if (driver.setItemRaw) return driver.setItemRaw(loc.rel, payload, opts);
+    if (driver.setItem) return driver.setItem(loc.rel, serializeRaw(payload), opts);
+  }
+  throw readOnly(loc.mount, loc.key);
 }

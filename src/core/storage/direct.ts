@@ -3,13 +3,13 @@ import type { Located } from "../mounts.js";
 import { deserializeRaw, type Serializer } from "../serializer.js";
 import { bytesOf, gather, wholeStream, withStorageErrors, type Body } from "../streams.js";
 import { checkWriteOptions } from "../guards.js";
-import { describeExpiry, expiresOf, isExpired, readSidecar } from "../ttl.js";
+import { describeExpiry, expiresOf } from "../ttl.js";
 import type { ItemStream, SetOptions, Storage, StorageMeta, TransactionOptions } from "../types.js";
 import { checkCallOptions, locate, NO_OPTIONS, type StorageContext } from "./context.js";
-import { driverOptions, needsCoreTtl, purge, ttlOf } from "./expiry.js";
+import { driverOptions, keepExpiry, liveSidecar, needsCoreTtl, ttlOf } from "./expiry.js";
 import { toPromise } from "./forms.js";
 import { metaOf, readStep } from "./reads.js";
-import { afterWrite, put, writeStep } from "./writes.js";
+import { writeStep } from "./writes.js";
 
 /** A stored entry as {@link DirectAccess.read} finds it. */
 export interface StoredEntry {
@@ -81,12 +81,11 @@ export function getItemStream(ctx: StorageContext, key: string, opts: Transactio
     if (!driver.getItemStream) {
       return chain(readEntryStep(ctx, false, key, true), (entry) => (entry === null ? null : wholeStream(entry.stored as Uint8Array, entry.meta)));
     }
-    const sidecar = needsCoreTtl(loc) ? readSidecar(loc.mount, loc.rel, ctx.serializer, opts) : null;
-    return chain(sidecar, (found) => {
-      if (isExpired(found)) return chain(purge(ctx, loc, opts), () => null);
+    return chain(needsCoreTtl(loc) ? liveSidecar(ctx, loc, opts) : null, (found) => {
+      if (found?.expired) return null;
       return chain(driver.getItemStream!(loc.rel, opts), (opened) => {
         if (opened === null) return null;
-        const meta = needsCoreTtl(loc) ? describeExpiry({ ...opened.meta }, expiresOf(found)) : opened.meta;
+        const meta = found ? describeExpiry({ ...opened.meta }, expiresOf(found.sidecar), ctx.clock.now()) : opened.meta;
         return withStorageErrors({ ...opened, meta }, loc.mount.name);
       });
     });
@@ -113,9 +112,11 @@ export function writeStream(ctx: StorageContext, key: string, chunks: AsyncItera
   checkCallOptions(opts);
   const loc = locate(ctx, key, false, true);
   checkWriteOptions(loc.mount, opts);
-  const ttl = ttlOf(ctx, loc, opts);
-  const options = driverOptions(loc, opts, ttl);
   const driver = loc.mount.driver;
-  const written = driver.setItemStream ? driver.setItemStream(loc.rel, chunks, options) : gather(chunks).then((bytes) => put(loc, bytes, options));
-  return afterWrite(ctx, loc, written, ttl);
+  if (!driver.setItemStream) return gather(chunks).then((bytes) => writeStep(ctx, loc, bytes, opts));
+  const ttl = ttlOf(ctx, opts);
+  // A stream cannot share a commit with the sidecar: the expiry follows once the value is in.
+  return chain(driver.setItemStream(loc.rel, chunks, driverOptions(loc, opts, ttl)), () =>
+    needsCoreTtl(loc) ? keepExpiry(ctx, loc, ttl) : ctx.watchers.report(loc.mount, "update", loc.key),
+  );
 }

@@ -1,26 +1,112 @@
 import { isStorageError } from "../errors.js";
-import { isMetaKey, metaKeyOf, normalizeKey } from "../keys.js";
+import { hasGuard, withoutGuards } from "../guards.js";
+import { metaKeyOf, normalizeKey } from "../keys.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
 import type { Located, Mount } from "../mounts.js";
-import { hasGuard, withoutGuards } from "../guards.js";
 import {
   applySidecarChange,
   checkTtl,
+  describeExpiry,
+  expiresOf,
   expiryChange,
   isExpired,
   parseSidecar,
-  planExpiry,
   readSidecar,
+  sidecarOperations,
   type SidecarChange,
 } from "../ttl.js";
-import type { CommitOperation, Driver, RemoveOptions, SetOptions, TransactionOptions, WatchEvent } from "../types.js";
-import { NO_OPTIONS, readOnly, type StorageContext } from "./context.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions, WatchEvent } from "../types.js";
+import { NO_OPTIONS, put, type Payload, type StorageContext } from "./context.js";
 
-// TTL kept by the core for drivers without native expiry: the sidecar's expiry, its purge and its upkeep on writes.
+/*
+ * The TTL layer: expiry for mounts whose driver has none of its own, kept in
+ * each key's meta sidecar (`key$`, where unstorage keeps meta, beside any
+ * meta the user set). It sits between the operations and such a driver, the
+ * way a driver decorator would, and owns every sidecar access:
+ * - a write changes value and sidecar in one atomic step where the driver
+ *   can (one commit on drivers with commit; one setItems elsewhere), with a
+ *   guard (ifMatch / ifNoneMatch) on the value only;
+ * - a read gets value and sidecar in one driver call where the driver has
+ *   getItems, and purges an expired key guarded by the versions it read;
+ * - time comes from the storage's clock.
+ * Sidecar keys never reach it as user keys: locate() refuses them.
+ */
 
+/** The core keeps the expiry of a key when its driver has no native TTL. */
 export function needsCoreTtl(loc: Located): boolean {
-  return !loc.mount.nativeTtl && !isMetaKey(loc.rel);
+  return !loc.mount.nativeTtl;
 }
+
+/** The ttl a write carries: its own, else the storage's default. */
+export function ttlOf(ctx: StorageContext, opts: SetOptions): number | undefined {
+  return checkTtl(opts.ttl) ?? ctx.defaultTtl;
+}
+
+/** Options as the driver gets them: ttl only for drivers that expire keys themselves. */
+export function driverOptions(loc: Located, opts: SetOptions, ttl: number | undefined): SetOptions {
+  if (loc.mount.nativeTtl) return ttl === opts.ttl ? opts : { ...opts, ttl };
+  if (opts.ttl === undefined) return opts;
+  const stripped = { ...opts };
+  delete stripped.ttl;
+  return stripped;
+}
+
+// --- reads -------------------------------------------------------------------
+
+/** A read of one key (value and sidecar in one driver call where the driver can); null when absent or expired. */
+export function readWithExpiry(ctx: StorageContext, loc: Located, opts: TransactionOptions, raw: boolean): MaybePromise<unknown> {
+  const driver = loc.mount.driver;
+  // A raw read goes to getItemRaw where the driver has it: getItems would hand back text.
+  if (driver.getItems && !(raw && driver.getItemRaw)) return chain(readGroupWithExpiry(ctx, loc.mount, [{ loc, options: opts }], opts), (values) => values[0]);
+  const stored = raw && driver.getItemRaw ? driver.getItemRaw(loc.rel, opts) : driver.getItem(loc.rel, opts);
+  return chain(stored, (value) => unlessExpired(ctx, loc, value, opts));
+}
+
+/**
+ * Reads keys of one mount with their sidecars in one driver getItems;
+ * expired ones are purged and read as null.
+ */
+export function readGroupWithExpiry(ctx: StorageContext, mount: Mount, group: { loc: Located; options: TransactionOptions }[], common: TransactionOptions): MaybePromise<unknown[]> {
+  const request = group.map(({ loc, options }) => ({ key: loc.rel, options }));
+  for (const { loc, options } of group) request.push({ key: metaKeyOf(loc.rel), options });
+  return chain(mount.driver.getItems!(request, common), (results) => {
+    const byKey = new Map<string, unknown>();
+    for (const result of results) byKey.set(normalizeKey(result.key), result.value);
+    const now = ctx.clock.now();
+    const values = group.map(({ loc }) => byKey.get(loc.rel) ?? null);
+    const expired = group.filter(({ loc }) => byKey.get(loc.rel) != null && isExpired(parseSidecar(byKey.get(metaKeyOf(loc.rel)), ctx.serializer), now));
+    if (expired.length === 0) return values;
+    const gone = new Set(expired.map(({ loc }) => loc.rel));
+    return chain(all(expired.map(({ loc, options }) => purge(ctx, loc, options))), () =>
+      group.map(({ loc }, index) => (gone.has(loc.rel) ? null : values[index])),
+    );
+  });
+}
+
+/** Passes a stored value on unless the core-kept expiry says it is gone. */
+export function unlessExpired<T>(ctx: StorageContext, loc: Located, stored: T, opts: TransactionOptions): MaybePromise<T | null> {
+  if (stored === null || stored === undefined) return null;
+  if (!needsCoreTtl(loc)) return stored;
+  return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, opts), (sidecar) =>
+    isExpired(sidecar, ctx.clock.now()) ? chain(purge(ctx, loc, opts), () => null) : stored,
+  );
+}
+
+/** Meta with `ttl` / `expires` from the sidecar the caller read (an expired key is purged, and has none). */
+export function metaWithExpiry(ctx: StorageContext, loc: Located, meta: StorageMeta, sidecar: Record<string, unknown> | null, opts: TransactionOptions): MaybePromise<StorageMeta> {
+  const now = ctx.clock.now();
+  if (isExpired(sidecar, now)) return chain(purge(ctx, loc, opts), () => ({}));
+  return describeExpiry(meta, expiresOf(sidecar), now);
+}
+
+/** The sidecar of a key if it has not expired; an expired key is purged (null). Streams read it before opening the value. */
+export function liveSidecar(ctx: StorageContext, loc: Located, opts: TransactionOptions): MaybePromise<{ expired: boolean; sidecar: Record<string, unknown> | null }> {
+  return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, opts), (sidecar) =>
+    isExpired(sidecar, ctx.clock.now()) ? chain(purge(ctx, loc, opts), () => ({ expired: true, sidecar: null })) : { expired: false, sidecar },
+  );
+}
+
+// --- purge -------------------------------------------------------------------
 
 /**
  * Removes an expired key and its sidecar; the key then reads as absent.
@@ -45,7 +131,7 @@ export function purge(ctx: StorageContext, loc: Located, opts: TransactionOption
   return chain(driver.getMeta(loc.rel, options), (meta) =>
     chain(driver.getMeta!(metaKeyOf(loc.rel), options), (sidecarMeta) =>
       chain(readSidecar(loc.mount, loc.rel, ctx.serializer, options), (sidecar) => {
-        if (!meta?.etag || !sidecarMeta?.etag || !isExpired(sidecar)) return;
+        if (!meta?.etag || !sidecarMeta?.etag || !isExpired(sidecar, ctx.clock.now())) return;
         const versions = { value: meta.etag, sidecar: sidecarMeta.etag };
         return unlessConflict(() => removeExpired(ctx, loc, versions, options));
       }),
@@ -92,89 +178,154 @@ export function unlessConflict(step: () => MaybePromise<void>): MaybePromise<voi
   }
 }
 
-/**
- * Removes a value and applies its sidecar's change, with the value's guard
- * on the value only (a sidecar's version never matches it). Where the
- * driver has atomic commits, both go in one; otherwise the value goes
- * first, guarded, and the sidecar follows unguarded only once it has.
- */
-export function removeWithSidecar(ctx: StorageContext, loc: Located, driver: Driver, options: RemoveOptions, change: SidecarChange): MaybePromise<void> {
-  const unguarded = withoutGuards(options);
-  const done = () => ctx.watchers.report(loc.mount, "remove", loc.key);
-  if (hasGuard(options) && driver.commit && loc.mount.driver.flags?.transactions) {
-    const operations: CommitOperation[] = [
-      { type: "check", key: loc.rel, etag: options.ifMatch ?? null },
-      { type: "remove", key: loc.rel, options: unguarded },
-    ];
-    if (change?.type === "remove") operations.push({ type: "remove", key: metaKeyOf(loc.rel), options: unguarded });
-    if (change?.type === "set") operations.push({ type: "set", key: metaKeyOf(loc.rel), value: change.value, options: unguarded });
-    return chain(driver.commit(operations, unguarded), done);
-  }
-  return chain(driver.removeItem!(loc.rel, options), () => chain(applySidecarChange(loc.mount, loc.rel, change, unguarded), done));
-}
 
-/** Passes a stored value on unless the core-kept expiry says it is gone. */
-export function unlessExpired<T>(ctx: StorageContext, loc: Located, stored: T, opts: TransactionOptions): MaybePromise<T | null> {
-  if (stored === null || stored === undefined) return null;
-  if (!needsCoreTtl(loc)) return stored;
-  return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, opts), (sidecar) =>
-    isExpired(sidecar) ? chain(purge(ctx, loc, opts), () => null) : stored,
-  );
-}
-
-/** Options as the driver gets them: ttl only for drivers that expire keys themselves. */
-export function driverOptions(loc: Located, opts: SetOptions, ttl: number | undefined): SetOptions {
-  if (loc.mount.nativeTtl) return ttl === opts.ttl ? opts : { ...opts, ttl };
-  if (opts.ttl === undefined) return opts;
-  const stripped = { ...opts };
-  delete stripped.ttl;
-  return stripped;
-}
-
-/** The ttl a write carries: its own, else the storage's default (never for meta sidecars). */
-export function ttlOf(ctx: StorageContext, loc: Located, opts: SetOptions): number | undefined {
-  return isMetaKey(loc.rel) ? checkTtl(opts.ttl) : (checkTtl(opts.ttl) ?? ctx.defaultTtl);
-}
-
-/** After a value is written to a driver without native expiry: its sidecar keeps (or drops) the expiry, then the event goes out. */
-export function keepExpiry(ctx: StorageContext, loc: Located, ttl: number | undefined, event: WatchEvent = "update"): MaybePromise<void> {
-  const expires = ttl === undefined ? undefined : Date.now() + ttl;
-  return chain(planExpiry(loc.mount, loc.rel, expires, ctx.serializer, NO_OPTIONS), (change) =>
-    chain(applySidecarChange(loc.mount, loc.rel, change, NO_OPTIONS), () => ctx.watchers.report(loc.mount, event, loc.key)),
-  );
-}
+// --- writes ------------------------------------------------------------------
 
 /**
- * keepExpiry for the keys of one setItems: their sidecars read in one
- * driver getItems and rewritten in one setItems (one commit on git), not
- * one call per key.
+ * Reads the sidecars of keys of one mount (one getItems where the driver
+ * has it) and plans the change that records each key's new expiry, counted
+ * from once the sidecars are read: the write follows at once.
  */
-export function keepExpiries(ctx: StorageContext, mount: Mount, entries: { loc: Located; ttl: number | undefined }[], event: WatchEvent): MaybePromise<void> {
+function planChanges(ctx: StorageContext, mount: Mount, entries: { loc: Located; ttl: number | undefined }[]): MaybePromise<SidecarChange[]> {
   const driver = mount.driver;
-  if (entries.length === 0) return;
-  if (!driver.getItems) return chain(all(entries.map(({ loc, ttl }) => keepExpiry(ctx, loc, ttl, event))), () => undefined);
-  const now = Date.now();
-  return chain(driver.getItems(entries.map(({ loc }) => ({ key: metaKeyOf(loc.rel) })), NO_OPTIONS), (results) => {
-    const sidecars = new Map<string, unknown>();
-    for (const result of results) sidecars.set(normalizeKey(result.key), result.value);
-    const sets: { key: string; value: string }[] = [];
-    const removals: MaybePromise<void>[] = [];
-    for (const { loc, ttl } of entries) {
-      const change = expiryChange(parseSidecar(sidecars.get(metaKeyOf(loc.rel)), ctx.serializer), ttl === undefined ? undefined : now + ttl, ctx.serializer);
-      if (change?.type === "set") sets.push({ key: metaKeyOf(loc.rel), value: change.value });
-      else if (change) removals.push(applySidecarChange(mount, loc.rel, change, NO_OPTIONS));
-    }
-    return chain(all([...removals, writeSidecars(ctx, mount, sets)]), () => {
-      for (const { loc } of entries) ctx.watchers.report(mount, event, loc.key);
+  const request = entries.map(({ loc }) => ({ key: metaKeyOf(loc.rel) }));
+  const read: MaybePromise<unknown[]> = driver.getItems
+    ? chain(driver.getItems(request, NO_OPTIONS), (results) => {
+        const found = new Map(results.map((result) => [normalizeKey(result.key), result.value]));
+        return request.map(({ key }) => found.get(key) ?? null);
+      })
+    : all(request.map(({ key }) => driver.getItem(key, NO_OPTIONS)));
+  return chain(read, (stored) => {
+    const now = ctx.clock.now();
+    return entries.map(({ ttl }, index) => expiryChange(parseSidecar(stored[index], ctx.serializer), ttl === undefined ? undefined : now + ttl, ctx.serializer));
+  });
+}
+
+/** The commit operations of a value write: its guard as a check, then the value. */
+function valueOperations(rel: string, payload: Payload, opts: SetOptions): CommitOperation[] {
+  const options = withoutGuards(opts);
+  const set: CommitOperation = typeof payload === "string" ? { type: "set", key: rel, value: payload, options } : { type: "setRaw", key: rel, value: payload, options };
+  return hasGuard(opts) ? [{ type: "check", key: rel, etag: opts.ifMatch ?? null }, set] : [set];
+}
+
+function commits(loc: Located, driver: Driver): boolean {
+  return typeof driver.commit === "function" && loc.mount.driver.flags?.transactions === true;
+}
+
+/**
+ * Writes a value (options already as the driver takes them: ttl stripped)
+ * and the sidecar that records its expiry, then reports the update.
+ */
+export function writeWithExpiry(ctx: StorageContext, loc: Located, payload: Payload, opts: SetOptions, ttl: number | undefined): MaybePromise<void> {
+  return chain(planChanges(ctx, loc.mount, [{ loc, ttl }]), ([change]) =>
+    chain(writeBoth(loc, payload, opts, change!), () => ctx.watchers.report(loc.mount, "update", loc.key)),
+  );
+}
+
+/**
+ * Value and sidecar change in the most atomic step the driver has: one
+ * commit; else, unguarded text, one setItems; else two calls. Of two calls,
+ * a guarded write goes value first (a failed guard leaves the sidecar as
+ * it was), an unguarded one sidecar first (a purge reading in between sees
+ * the new expiry, never an old one over the new value).
+ */
+function writeBoth(loc: Located, payload: Payload, opts: SetOptions, change: SidecarChange): MaybePromise<void> {
+  if (change === null) return put(loc, payload, opts);
+  const driver = loc.writer;
+  if (commits(loc, driver)) return driver.commit!([...valueOperations(loc.rel, payload, opts), ...sidecarOperations(loc.rel, change)], withoutGuards(opts));
+  const guarded = hasGuard(opts);
+  if (!guarded && change.type === "set" && typeof payload === "string" && driver.setItems) {
+    return driver.setItems([{ key: loc.rel, value: payload, options: opts }, { key: metaKeyOf(loc.rel), value: change.value }], opts);
+  }
+  const sidecar = () => applySidecarChange(loc.mount, loc.rel, change, NO_OPTIONS);
+  return guarded ? chain(put(loc, payload, opts), sidecar) : chain(sidecar(), () => put(loc, payload, opts));
+}
+
+/** One entry of a setItems: `text` undefined removes the key. */
+export type GroupEntry = { loc: Located; text: string | undefined; options: SetOptions };
+
+/**
+ * One mount's share of a setItems, with the expiries kept in sidecars: the
+ * sidecars read in one call, then values, removals and sidecar changes in
+ * one commit where the driver has commits; else the unguarded values and
+ * sidecars in one setItems, and each guarded write or removal with its own
+ * sidecar. Only a key's last entry is written. A group that changes no
+ * sidecar is written by `withoutSidecars`, as on a driver without the layer.
+ */
+export function writeGroupWithExpiry(ctx: StorageContext, mount: Mount, driver: Driver, group: GroupEntry[], withoutSidecars: () => MaybePromise<void>): MaybePromise<void> {
+  const last = new Map<string, GroupEntry>();
+  for (const entry of group) last.set(entry.loc.key, entry);
+  const entries = [...last.values()];
+  const planned = entries.map(({ loc, text, options }) => ({ loc, ttl: text === undefined ? undefined : ttlOf(ctx, options) }));
+  return chain(planChanges(ctx, mount, planned), (changes) => {
+    if (changes.every((change) => change === null)) return withoutSidecars();
+    const written = commits(entries[0]!.loc, driver) ? commitEntries(driver, group, entries, changes) : writeEntries(mount, driver, entries, changes);
+    return chain(written, () => {
+      for (const { loc, text } of entries) ctx.watchers.report(mount, text === undefined ? "remove" : "update", loc.key);
     });
   });
 }
 
-/** Writes sidecar texts in one driver call where the driver has setItems. */
-export function writeSidecars(ctx: StorageContext, mount: Mount, sets: { key: string; value: string }[]): MaybePromise<void> {
-  const driver = mount.driver;
-  if (sets.length === 0) return;
-  if (driver.setItems) return driver.setItems(sets, NO_OPTIONS);
-  if (!driver.setItem) throw readOnly(mount);
-  return chain(all(sets.map(({ key, value }) => driver.setItem!(key, value, NO_OPTIONS))), () => undefined);
+function commitEntries(driver: Driver, group: GroupEntry[], entries: GroupEntry[], changes: SidecarChange[]): MaybePromise<void> {
+  // Every entry's guard is checked, a key named twice included; then each key's last write and its sidecar.
+  const operations: CommitOperation[] = group.flatMap(({ loc, options }) => (hasGuard(options) ? [{ type: "check" as const, key: loc.rel, etag: options.ifMatch ?? null }] : []));
+  entries.forEach(({ loc, text, options }, index) => {
+    const unguarded = withoutGuards(driverOptions(loc, options, undefined));
+    operations.push(text === undefined ? { type: "remove", key: loc.rel, options: unguarded } : { type: "set", key: loc.rel, value: text, options: unguarded });
+    operations.push(...sidecarOperations(loc.rel, changes[index]!));
+  });
+  return driver.commit!(operations, NO_OPTIONS);
+}
+
+function writeEntries(mount: Mount, driver: Driver, entries: GroupEntry[], changes: SidecarChange[]): MaybePromise<void> {
+  const batch: { key: string; value: string; options?: SetOptions }[] = [];
+  const sidecarRemovals: (() => MaybePromise<void>)[] = [];
+  const steps: (() => MaybePromise<void>)[] = [];
+  entries.forEach(({ loc, text, options }, index) => {
+    const change = changes[index]!;
+    const driverOpts = driverOptions(loc, options, undefined);
+    if (text === undefined) steps.push(() => removeBoth(loc, driver, driverOpts, change));
+    else if (driver.setItems && !hasGuard(options)) {
+      batch.push({ key: loc.rel, value: text, options: driverOpts });
+      if (change?.type === "set") batch.push({ key: metaKeyOf(loc.rel), value: change.value });
+      else if (change) sidecarRemovals.push(() => applySidecarChange(mount, loc.rel, change, NO_OPTIONS));
+    } else steps.push(() => writeBoth({ ...loc, writer: driver }, text, driverOpts, change));
+  });
+  // Expiries to drop go before the batch: see writeBoth on the order of two calls.
+  return chain(all(sidecarRemovals.map((remove) => remove())), () =>
+    chain(batch.length > 0 ? driver.setItems!(batch, NO_OPTIONS) : undefined, () => chain(all(steps.map((step) => step())), () => undefined)),
+  );
+}
+
+// --- removals ----------------------------------------------------------------
+
+/**
+ * Removes a value and applies its sidecar's change (the expiry dropped, or
+ * the whole sidecar with `removeMeta`), then reports the removal.
+ */
+export function removeWithExpiry(ctx: StorageContext, loc: Located, driver: Driver, options: RemoveOptions): MaybePromise<void> {
+  const planned = options.removeMeta ? ({ type: "remove" } as const) : chain(planChanges(ctx, loc.mount, [{ loc, ttl: undefined }]), ([change]) => change!);
+  return chain(planned, (change) => chain(removeBoth(loc, driver, options, change), () => ctx.watchers.report(loc.mount, "remove", loc.key)));
+}
+
+/**
+ * The value's removal and the sidecar change, with the value's guard on the
+ * value only (a sidecar's version never matches it): one commit where the
+ * driver has commits; otherwise the value first, guarded, and the sidecar
+ * once it has gone.
+ */
+function removeBoth(loc: Located, driver: Driver, options: RemoveOptions, change: SidecarChange): MaybePromise<void> {
+  const unguarded = withoutGuards(options);
+  if (change !== null && commits(loc, driver)) {
+    const check: CommitOperation[] = hasGuard(options) ? [{ type: "check", key: loc.rel, etag: options.ifMatch ?? null }] : [];
+    return driver.commit!([...check, { type: "remove", key: loc.rel, options: unguarded }, ...sidecarOperations(loc.rel, change)], unguarded);
+  }
+  return chain(driver.removeItem!(loc.rel, options), () => applySidecarChange(loc.mount, loc.rel, change, unguarded));
+}
+
+/** After a value streamed to its driver: its sidecar keeps (or drops) the expiry, then the event goes out. */
+export function keepExpiry(ctx: StorageContext, loc: Located, ttl: number | undefined, event: WatchEvent = "update"): MaybePromise<void> {
+  return chain(planChanges(ctx, loc.mount, [{ loc, ttl }]), ([change]) =>
+    chain(applySidecarChange(loc.mount, loc.rel, change!, NO_OPTIONS), () => ctx.watchers.report(loc.mount, event, loc.key)),
+  );
 }

@@ -3,6 +3,7 @@ import { normalizeBaseKey, normalizeItemBase, normalizeKey } from "../keys.js";
 import { chain } from "../maybePromise.js";
 import { MountTable, type Mount } from "../mounts.js";
 import { checkOptions } from "../options.js";
+import { resolveClock } from "../clock.js";
 import { resolveSerializer } from "../serializer.js";
 import { runTransaction, runUpdate } from "../transaction.js";
 import { checkTtl } from "../ttl.js";
@@ -28,7 +29,7 @@ export interface CoreStorageOptions extends CreateStorageOptions {
  * direct forms of the operations' steps (see ./forms.ts).
  */
 export function createCoreStorage(options: CoreStorageOptions): Storage {
-  checkOptions("createStorage", options, ["driver", "serializer", "ttl", "onWatchError"]);
+  checkOptions("createStorage", options, ["driver", "serializer", "ttl", "onWatchError", "clock"]);
   if (options.onWatchError !== undefined && typeof options.onWatchError !== "function") {
     throw new StorageError("E_INVALID_OPTION", "onWatchError must be a function");
   }
@@ -37,6 +38,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     defaultTtl: checkTtl(options.ttl),
     table: new MountTable(options.driver),
     watchers: new Watchers(options.onWatchError),
+    clock: resolveClock(options.clock),
   };
 
   // --- the storage object ---------------------------------------------------
@@ -155,6 +157,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     locate: (key: string, write?: boolean) => locate(ctx, key, false, write),
     report: (mount: Mount, event: "update" | "remove", key: string) => ctx.watchers.report(mount, event, key),
     checkTtl: (ttl: unknown) => checkTtl(ttl) ?? ctx.defaultTtl,
+    now: () => ctx.clock.now(),
   };
 
   return storage;

@@ -1,12 +1,12 @@
 import { StorageError } from "../errors.js";
-import { metaKeyOf, normalizeKey } from "../keys.js";
+import { normalizeKey } from "../keys.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
 import type { Located, Mount } from "../mounts.js";
 import { deserializeRaw } from "../serializer.js";
-import { describeExpiry, expiresOf, isExpired, parseSidecar, readSidecar } from "../ttl.js";
+import { readSidecar } from "../ttl.js";
 import type { GetItemsInput, GetOptions, StorageMeta, TransactionOptions } from "../types.js";
 import { byMount, checkCallOptions, locate, NO_OPTIONS, unsupported, type StorageContext } from "./context.js";
-import { needsCoreTtl, purge, unlessExpired } from "./expiry.js";
+import { metaWithExpiry, needsCoreTtl, readGroupWithExpiry, readWithExpiry, unlessExpired } from "./expiry.js";
 
 /** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
 export function reviveDates(meta: Record<string, unknown>): void {
@@ -24,11 +24,15 @@ export function hasItemStep(ctx: StorageContext, sync: boolean, key: string, opt
 }
 
 export function readStep(ctx: StorageContext, loc: Located, opts: TransactionOptions, raw: boolean): MaybePromise<unknown> {
+  if (needsCoreTtl(loc)) return readWithExpiry(ctx, loc, opts, raw);
   const driver = loc.mount.driver;
   const stored = raw && driver.getItemRaw ? driver.getItemRaw(loc.rel, opts) : driver.getItem(loc.rel, opts);
-  // Reads are the hottest path: no closure unless the driver is async or the core keeps TTL.
-  if (!isPromise(stored) && (stored === null || stored === undefined || !needsCoreTtl(loc))) return stored ?? null;
-  return chain(stored, (value) => unlessExpired(ctx, loc, value, opts));
+  // Reads are the hottest path: no closure unless the driver is async.
+  return isPromise(stored) ? stored.then(orNull) : (stored ?? null);
+}
+
+function orNull(stored: unknown): unknown {
+  return stored ?? null;
 }
 
 export function deserializeStored(ctx: StorageContext, stored: unknown): unknown {
@@ -85,22 +89,14 @@ export function getItemsStep(ctx: StorageContext, sync: boolean, items: GetItems
 }
 
 /** Reads one mount's share of a getItems, in one driver call when the driver has getItems. */
-export function readGroup(ctx: StorageContext, mount: Mount, group: { loc: Located; options: TransactionOptions }[], common: TransactionOptions): MaybePromise<unknown[]> {
+function readGroup(ctx: StorageContext, mount: Mount, group: { loc: Located; options: TransactionOptions }[], common: TransactionOptions): MaybePromise<unknown[]> {
   const driver = mount.driver;
   if (!driver.getItems) return all(group.map(({ loc, options }) => readStep(ctx, loc, options, false)));
-  const withTtl = group.filter(({ loc }) => needsCoreTtl(loc));
-  const request = group.map(({ loc, options }) => ({ key: loc.rel, options }));
-  for (const { loc, options } of withTtl) request.push({ key: metaKeyOf(loc.rel), options });
-  return chain(driver.getItems(request, common), (results) => {
+  if (!mount.nativeTtl) return readGroupWithExpiry(ctx, mount, group, common);
+  return chain(driver.getItems(group.map(({ loc, options }) => ({ key: loc.rel, options })), common), (results) => {
     const byKey = new Map<string, unknown>();
     for (const result of results) byKey.set(normalizeKey(result.key), result.value);
-    const values = group.map(({ loc }) => byKey.get(loc.rel) ?? null);
-    const expired = withTtl.filter(({ loc }) => byKey.get(loc.rel) != null && isExpired(parseSidecar(byKey.get(metaKeyOf(loc.rel)), ctx.serializer)));
-    if (expired.length === 0) return values;
-    const gone = new Set(expired.map(({ loc }) => loc.rel));
-    return chain(all(expired.map(({ loc, options }) => purge(ctx, loc, options))), () =>
-      group.map(({ loc }, index) => (gone.has(loc.rel) ? null : values[index])),
-    );
+    return group.map(({ loc }) => byKey.get(loc.rel) ?? null);
   });
 }
 
@@ -122,11 +118,10 @@ export function completeMeta(ctx: StorageContext, loc: Located, native: StorageM
   const meta: StorageMeta = native ? { ...native } : {};
   if (options.nativeOnly && loc.mount.nativeTtl) return meta;
   return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, options), (sidecar) => {
-    if (needsCoreTtl(loc) && isExpired(sidecar)) return chain(purge(ctx, loc, options), () => ({}));
     if (sidecar && !options.nativeOnly) {
       reviveDates(sidecar);
       Object.assign(meta, sidecar);
     }
-    return needsCoreTtl(loc) ? describeExpiry(meta, expiresOf(sidecar)) : meta;
+    return needsCoreTtl(loc) ? metaWithExpiry(ctx, loc, meta, sidecar, options) : meta;
   });
 }
