@@ -4,7 +4,8 @@ import { checkOptions } from "../core/options.js";
 import { deserializeRaw } from "../core/serializer.js";
 import { wholeStream } from "../core/streams.js";
 import { describeExpiry } from "../core/ttl.js";
-import type { CommitOperation, Driver, GetKeysOptions, ItemStream, IterateKeysOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
+import { resolveClock } from "../core/clock.js";
+import type { Clock, CommitOperation, Driver, GetKeysOptions, ItemStream, IterateKeysOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 import { wrapDriver } from "../core/wrapDriver.js";
 
 export interface QueueOptions {
@@ -25,6 +26,13 @@ export interface QueueOptions {
   onError?: (error: StorageError) => void;
   /** First retry delay after a failed flush, in ms, doubling up to 30 s (default 100). */
   retryDelay?: number;
+  /**
+   * Where a queued write's ttl reads the time (it counts from the write, not the flush).
+   *
+   * @default systemClock (Date.now)
+   * @throws StorageError `E_INVALID_OPTION` when it has no `now` function
+   */
+  clock?: Clock;
 }
 
 /** What `getInstance()` returns: the queue's state, and `flush()`. */
@@ -84,7 +92,7 @@ function positive(name: string, value: number | undefined, fallback: number): nu
  * @throws StorageError `E_INVALID_OPTION` for a missing driver or a bad option; `E_READONLY` for a driver without setItem and removeItem
  */
 export default function queueDriver(options: QueueOptions): QueueDriver {
-  checkOptions(DRIVER_NAME, options, ["driver", "batchSize", "flushInterval", "maxQueueSize", "mergeUpdates", "onError", "retryDelay"]);
+  checkOptions(DRIVER_NAME, options, ["driver", "batchSize", "flushInterval", "maxQueueSize", "mergeUpdates", "onError", "retryDelay", "clock"]);
   const driver = options?.driver;
   if (!driver) throw new StorageError("E_INVALID_OPTION", "The queue driver needs a driver", { driver: DRIVER_NAME });
   if (!driver.setItem || !driver.removeItem) throw new StorageError("E_READONLY", "The queue driver needs a writable driver", { driver: DRIVER_NAME });
@@ -98,6 +106,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     throw new StorageError("E_INVALID_OPTION", "onError must be a function", { driver: DRIVER_NAME });
   }
   const mergeUpdates = options.mergeUpdates !== false;
+  const clock = resolveClock(options.clock);
   const firstRetryDelay = positive("retryDelay", options.retryDelay, 100);
 
   /** Writes waiting, oldest first. */
@@ -339,17 +348,17 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
   /** A queued write's ttl counts from when it was written, not from the flush; null when it expired in the queue. */
   function remainingTtl(write: Exclude<Write, { type: "remove" }>): SetOptions | null {
     if (write.expires === undefined) return write.options;
-    const ttl = write.expires - Date.now();
+    const ttl = write.expires - clock.now();
     return ttl > 0 ? { ...write.options, ttl } : null;
   }
 
-  const expiresOf = (opts: SetOptions) => (opts.ttl === undefined ? undefined : Date.now() + opts.ttl);
+  const expiresOf = (opts: SetOptions) => (opts.ttl === undefined ? undefined : clock.now() + opts.ttl);
 
   /** The value a queued write leaves: undefined when there is no write, null when it removes the key or expired. */
   function valueOf(write: Write | undefined): string | Uint8Array | null | undefined {
     if (write === undefined) return undefined;
     if (write.type === "remove") return null;
-    if (write.expires !== undefined && write.expires <= Date.now()) return null;
+    if (write.expires !== undefined && write.expires <= clock.now()) return null;
     return write.value;
   }
 
@@ -361,7 +370,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     const value = valueOf(write);
     if (value === null || value === undefined) return null;
     const meta: StorageMeta = { size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength };
-    return write.type === "remove" ? meta : describeExpiry(meta, write.expires);
+    return write.type === "remove" ? meta : describeExpiry(meta, write.expires, clock.now());
   }
 
   /** Keys under `base` that queued writes add (first) and remove (second), as of now. */

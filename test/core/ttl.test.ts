@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
+import queue from "../../src/drivers/queue.js";
 import { createStorage, type Driver } from "../../src/index.js";
 import { codeOf } from "../helpers/checks.js";
 import { manualClock } from "../helpers/clock.js";
@@ -220,5 +221,34 @@ describe("sidecars are internal", () => {
     expect(events.length).toBeGreaterThan(0);
     expect(events.filter((event) => event.endsWith("$"))).toEqual([]);
     await storage.unwatch();
+  });
+});
+
+describe("drivers that keep time take the clock option", () => {
+  it("queue: a queued write's ttl counts on the clock from the write, and what it flushes carries the ttl left", async () => {
+    const clock = manualClock();
+    const target = memory({ clock });
+    const driver = queue({ driver: target, clock, flushInterval: 60_000 });
+    const storage = createStorage({ driver });
+    await storage.setItem("q", 1, { ttl: 1000 });
+    await storage.setItem("gone", 2, { ttl: 100 });
+    clock.advance(400);
+    expect((await storage.getMeta("q")).ttl).toBe(600);
+    expect(await storage.getItem("q")).toBe(1);
+    expect(await storage.getItem("gone")).toBe(null);
+    await driver.flush();
+    expect(target.getMeta!("q", {})).toMatchObject({ ttl: 600 });
+    expect(target.hasItem("gone", {})).toBe(false);
+    clock.advance(600);
+    expect(await storage.getItem("q")).toBe(null);
+    await storage.dispose();
+  });
+
+  it("a clock without now() is E_INVALID_OPTION for createStorage, memory and queue", async () => {
+    for (const bad of [null, {}, { now: 1 }] as never[]) {
+      expect(await codeOf(() => createStorage({ clock: bad }))).toBe("E_INVALID_OPTION");
+      expect(await codeOf(() => memory({ clock: bad }))).toBe("E_INVALID_OPTION");
+      expect(await codeOf(() => queue({ driver: memory(), clock: bad }))).toBe("E_INVALID_OPTION");
+    }
   });
 });
