@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import git from "../../src/drivers/git.js";
 import gitRefs from "../../src/drivers/git-refs.js";
 import { createStorage, type Driver } from "../../src/index.js";
+import { manualClock } from "../helpers/clock.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 // Repositories go to tmpfs where there is one: each injection point below gets a fresh one.
@@ -42,8 +43,6 @@ function instrumented(inner: Driver, calls: Call[], before: (index: number) => P
   return wrapped as unknown as Driver;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /**
  * A reads `k` once its expiry has passed, and B (another driver on the same
  * repository) refreshes `k` with the same content — the same etag on a
@@ -55,7 +54,10 @@ async function raceAt(make: (dir: string) => Driver, at: number, withCommit: boo
   const b = createStorage({ driver: make(dir) });
   const calls: Call[] = [];
   let armed = false;
+  // A's clock starts at B's time and is moved past the expiry: B's refresh (1,000 s) stays ahead of it.
+  const clock = manualClock(Date.now());
   const a = createStorage({
+    clock,
     driver: instrumented(
       make(dir),
       calls,
@@ -67,7 +69,7 @@ async function raceAt(make: (dir: string) => Driver, at: number, withCommit: boo
     ),
   });
   await a.setItem("k", "same", { ttl: 1 });
-  await sleep(10);
+  clock.advance(10);
   calls.length = 0;
   armed = true;
   await a.getItem("k");
@@ -94,9 +96,10 @@ describe.each(drivers)("the expiry purge on %s (content-hash etags) never delete
     }
     // Unraced, the expired key is purged: value and sidecar both gone.
     const dir = tempDir("purge-plain");
-    const storage = createStorage({ driver: make(dir) });
+    const clock = manualClock();
+    const storage = createStorage({ driver: make(dir), clock });
     await storage.setItem("k", "v", { ttl: 1 });
-    await sleep(10);
+    clock.advance(1);
     expect(await storage.getItem("k")).toBe(null);
     expect(await storage.getKeys()).toEqual([]);
     await storage.dispose();
