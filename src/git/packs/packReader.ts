@@ -2,7 +2,7 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs"
 import { crc32 } from "node:zlib";
 import { applyDelta } from "../objects/delta.js";
 import { corrupt, ioError } from "../errors.js";
-import { LruCache } from "../lruCache.js";
+import { LRUCache } from "lru-cache";
 import { hashObject, type GitObject, type ObjectId, type ObjectType } from "../objects/objectId.js";
 import { PackIndex } from "./packIndex.js";
 import { inflateObject } from "../objects/zlib.js";
@@ -54,7 +54,7 @@ interface OpenPack {
 }
 
 /** Whole small packs' bytes, by open pack, within a budget shared by every reader. */
-const packContents = new LruCache<OpenPack, Buffer>({ maxEntries: 4096, maxWeight: 32 * 1024 * 1024 });
+const packContents = new LRUCache<OpenPack, Buffer>({ max: 4096, maxSize: 32 * 1024 * 1024 });
 
 /** Budget of the per-pack cache of delta bases (Git's core.deltaBaseCacheLimit is 96 MB). */
 const BASE_CACHE_BYTES = 32 * 1024 * 1024;
@@ -65,7 +65,7 @@ const BASE_CACHE_BYTES = 32 * 1024 * 1024;
  * (OFS_DELTA and REF_DELTA) resolved iteratively with a cache of bases.
  */
 export class PackReader {
-  private readonly bases = new LruCache<number, GitObject>({ maxEntries: 4096, maxWeight: BASE_CACHE_BYTES });
+  private readonly bases = new LRUCache<number, GitObject>({ max: 4096, maxSize: BASE_CACHE_BYTES });
   private file: OpenPack | undefined;
 
   private constructor(
@@ -138,7 +138,7 @@ export class PackReader {
     let object = base;
     for (let i = deltas.length - 1; i >= 0; i--) {
       const delta = deltas[i]!;
-      if (delta.baseOffset !== undefined) this.bases.set(delta.baseOffset, object, object.body.length);
+      if (delta.baseOffset !== undefined) this.bases.set(delta.baseOffset, object, { size: object.body.length + 1 });
       object = { type: object.type, body: applyDelta(object.body, delta.data) };
     }
     return object;
@@ -228,7 +228,7 @@ export class PackReader {
     let content = packContents.get(file);
     if (content === undefined) {
       content = this.readFromDisk(file, 0, file.size);
-      packContents.set(file, content, content.length);
+      packContents.set(file, content, { size: content.length });
     }
     return content.subarray(offset, Math.min(offset + length, file.size));
   }

@@ -3,7 +3,7 @@ import { dirname, join } from "node:path";
 import { corrupt, gitError, ioError, isErrno } from "../errors.js";
 import { pruneEmptyDirs, removeQuietly } from "../fileUtil.js";
 import { stableStamp } from "../fileStamp.js";
-import { LruCache } from "../lruCache.js";
+import { LRUCache } from "lru-cache";
 import { commitLock, rollbackLock, tryLock, writeLock, type LockFile } from "../lockFile.js";
 import { isObjectId, ZERO_ID, type ObjectId } from "../objects/objectId.js";
 import { PackedRefsCache, removeFromPackedRefs, type PackedRef } from "./packedRefs.js";
@@ -65,7 +65,7 @@ type Attempt<T> = T | typeof HELD;
  */
 export class RefStore {
   private readonly packed: PackedRefsCache;
-  private readonly loose = new LruCache<string, { stamp: string; value: RefValue }>({ maxEntries: 10_000 });
+  private readonly loose = new LRUCache<string, { stamp: string; value: RefValue }>({ max: 10_000 });
   private readonly identity: Identity;
   private readonly lockTimeout: number;
 

@@ -6,7 +6,7 @@ import { CommitGraph, commitGraphPath } from "../packs/commitGraph.js";
 import { statStamp } from "../fileStamp.js";
 import { parseConfig } from "../config.js";
 import { corrupt, gitError, ioError, isErrno, isStorageError } from "../errors.js";
-import { LruCache } from "../lruCache.js";
+import { LRUCache } from "lru-cache";
 import { hashObject, isObjectId, type GitObject, type ObjectId, type ObjectType } from "../objects/objectId.js";
 import { ObjectStore, readAlternates } from "../packs/objectStore.js";
 import { PackWriter, type PackMode, type PackWriterOptions, type WrittenPack } from "../packs/packWriter.js";
@@ -61,8 +61,9 @@ export class Repository {
   /** The repository's object store, then those its alternates name (read only). */
   private readonly stores: ObjectStore[];
   private readonly primary: ObjectStore;
-  private readonly cache: LruCache<ObjectId, GitObject>;
-  private readonly trees: LruCache<ObjectId, readonly TreeEntry[]>;
+  /** Absent when the budget is zero: lru-cache reads 0 as unbounded. */
+  private readonly cache: LRUCache<ObjectId, GitObject> | undefined;
+  private readonly trees: LRUCache<ObjectId, readonly TreeEntry[]> | undefined;
   private readonly resolveBase = (id: ObjectId): GitObject | undefined => this.tryReadObject(id);
   private graph: { stamp: string; graph: CommitGraph | undefined } = { stamp: "", graph: undefined };
 
@@ -78,8 +79,10 @@ export class Repository {
     this.primary = new ObjectStore(this.objectsDir, storeOptions);
     this.stores = [this.primary, ...readAlternates(this.objectsDir).map((dir) => new ObjectStore(dir, storeOptions))];
     this.refs = new RefStore(gitDir, commonDir, options);
-    this.cache = new LruCache({ maxEntries: 100_000, maxWeight: options.cacheBytes ?? 32 * 1024 * 1024 });
-    this.trees = new LruCache({ maxEntries: options.treeCacheSize ?? 2000, maxWeight: 1_000_000 });
+    const cacheBytes = budget(options.cacheBytes ?? 32 * 1024 * 1024);
+    const treeCacheSize = budget(options.treeCacheSize ?? 2000);
+    this.cache = cacheBytes > 0 ? new LRUCache({ max: 100_000, maxSize: cacheBytes }) : undefined;
+    this.trees = treeCacheSize > 0 ? new LRUCache({ max: treeCacheSize, maxSize: 1_000_000 }) : undefined;
   }
 
   /**
@@ -116,11 +119,11 @@ export class Repository {
 
   /** The object, or `undefined` when the repository does not have it. `E_INVALID_KEY` for a malformed id. */
   tryReadObject(id: ObjectId): GitObject | undefined {
-    const cached = this.cache.get(id);
+    const cached = this.cache?.get(id);
     if (cached !== undefined) return cached;
     if (!isObjectId(id)) throw gitError("E_INVALID_KEY", `Not a SHA-1 object id: ${JSON.stringify(id)}`);
     const object = this.readKnown(id) ?? this.readAfterRescan(id);
-    if (object !== undefined) this.cache.set(id, object, object.body.length + 64);
+    if (object !== undefined) this.cache?.set(id, object, { size: object.body.length + 64 });
     return object;
   }
 
@@ -137,7 +140,7 @@ export class Repository {
   /** True when the object exists (loose or packed). */
   hasObject(id: ObjectId): boolean {
     if (!isObjectId(id)) return false;
-    if (this.cache.has(id) || this.stores.some((store) => store.has(id))) return true;
+    if (this.cache?.has(id) || this.stores.some((store) => store.has(id))) return true;
     return this.stores.some((store) => store.rescan() && store.has(id));
   }
 
@@ -155,10 +158,10 @@ export class Repository {
 
   /** A tree's entries, parsed once and cached (do not modify the array). */
   readTree(id: ObjectId): readonly TreeEntry[] {
-    const cached = this.trees.get(id);
+    const cached = this.trees?.get(id);
     if (cached !== undefined) return cached;
     const entries = decodeTree(this.readTyped(id, "tree"));
-    this.trees.set(id, entries, entries.length + 1);
+    this.trees?.set(id, entries, { size: entries.length + 1 });
     return entries;
   }
 
@@ -264,8 +267,8 @@ export class Repository {
 
   /** Forgets cached objects and trees (e.g. after an external rewrite). */
   clearCache(): void {
-    this.cache.clear();
-    this.trees.clear();
+    this.cache?.clear();
+    this.trees?.clear();
   }
 
   /** Closes pack descriptors. The repository can still be used: packs reopen on the next miss. */
@@ -464,4 +467,9 @@ function isTrue(value: string | undefined): boolean {
   if (value === undefined) return false;
   const text = value.trim().toLowerCase();
   return text === "true" || text === "yes" || text === "on" || (/^-?\d+$/.test(text) && Number(text) !== 0);
+}
+
+/** A cache budget as lru-cache takes it: a whole number, 0 (no cache) for none or less, capped where it stops meaning a limit. */
+function budget(limit: number): number {
+  return limit > 0 ? Math.floor(Math.min(limit, Number.MAX_SAFE_INTEGER)) : 0;
 }

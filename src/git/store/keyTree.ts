@@ -1,4 +1,4 @@
-import { LruCache } from "../lruCache.js";
+import { LRUCache } from "lru-cache";
 import { bucketName, decodeKeyName, isBucketName, MAX_BUCKET_LEVEL, nameHash, VALUE_ENTRY } from "./keyNames.js";
 import { hashObject, type GitObject, type ObjectId } from "../objects/objectId.js";
 import type { Repository } from "../repo/repository.js";
@@ -111,7 +111,7 @@ function record(frame: DirFrame, name: string, next: TreeEntry | null | undefine
 
 /** Reads, edits, lists and diffs key trees of one repository, with a bounded cache of indexed trees. */
 export class KeyTree {
-  private readonly index: LruCache<ObjectId, TreeIndex>;
+  private readonly index: LRUCache<ObjectId, TreeIndex>;
 
   constructor(
     private readonly repo: Repository,
@@ -119,7 +119,7 @@ export class KeyTree {
     private readonly fanout = 1024,
     cacheTrees = 4000,
   ) {
-    this.index = new LruCache({ maxEntries: cacheTrees, maxWeight: 4_000_000 });
+    this.index = new LRUCache({ max: cacheTrees, maxSize: 4_000_000 });
   }
 
   /** A tree's entries with a name index (cached). The empty tree needs no object: a ref without commits reads as it. */
@@ -139,7 +139,7 @@ export class KeyTree {
       if (isBucketName(entry.name) && isTreeMode(entry.mode)) fanned = true;
     }
     const indexed = { entries, map, fanned };
-    this.index.set(id, indexed, entries.length + 1);
+    this.index.set(id, indexed, { size: entries.length + 1 });
     return indexed;
   }
 

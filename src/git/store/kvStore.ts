@@ -9,7 +9,7 @@ import { writeCommitGraph, type CommitGraph, type CommitGraphWritten } from "../
 import { keyRoute } from "./keyRoute.js";
 import { keyToNames } from "./keyNames.js";
 import { EMPTY_TREE, KeyTree, type KeyEdit, type NewTree } from "./keyTree.js";
-import { LruCache } from "../lruCache.js";
+import { LRUCache } from "lru-cache";
 import { stableStamp } from "../fileStamp.js";
 import { maintain, type MaintenanceOptions, type MaintenanceResult } from "../repo/maintenance.js";
 import { isObjectId, type ObjectId } from "../objects/objectId.js";
@@ -130,7 +130,7 @@ export class KeyValueRepo {
   private tip: Tip = NO_TIP;
   private readonly refFile: string;
   private readonly packedRefsFile: string;
-  private readonly commits = new LruCache<ObjectId, Commit>({ maxEntries: 20_000 });
+  private readonly commits = new LRUCache<ObjectId, Commit>({ max: 20_000 });
   private readonly batches = new GroupCommit<WriteUnit>({
     commit: (units) => this.commitAsync(units),
     // A clear goes alone, so the writes queued before it stay before it.

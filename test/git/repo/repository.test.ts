@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, wr
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Repository, TreeMode, type GitObject } from "../../../src/git/index.js";
-import { LruCache } from "../../../src/git/lruCache.js";
+import { LRUCache } from "lru-cache";
 import { loosePath } from "../../../src/git/objects/looseObjects.js";
 import { tempDir } from "../../helpers/tempDir.js";
 import { errorCode, git, gitInitBare } from "../gitCli.js";
@@ -155,24 +155,24 @@ describe("Repository objects", () => {
   });
 });
 
-describe("LruCache", () => {
-  it("evicts the least recently used entry by count and by weight", () => {
-    const cache = new LruCache<string, number>({ maxEntries: 3, maxWeight: 10 });
-    cache.set("a", 1);
-    cache.set("b", 2);
-    cache.set("c", 3);
+describe("the engine's LRU (lru-cache, configured as the repository's caches are)", () => {
+  it("evicts the least recently used entry by count and by weight, and keeps no entry heavier than the budget", () => {
+    const cache = new LRUCache<string, number>({ max: 3, maxSize: 10 });
+    cache.set("a", 1, { size: 1 });
+    cache.set("b", 2, { size: 1 });
+    cache.set("c", 3, { size: 1 });
     expect(cache.get("a")).toBe(1);
-    cache.set("d", 4);
+    cache.set("d", 4, { size: 1 });
     expect(cache.has("b")).toBe(false);
     expect([cache.has("a"), cache.has("c"), cache.has("d")]).toEqual([true, true, true]);
-    cache.set("heavy", 5, 8);
+    cache.set("heavy", 5, { size: 8 });
     expect(cache.has("c")).toBe(false);
     expect(cache.size).toBe(3);
-    expect(cache.totalWeight).toBe(10);
-    cache.set("huge", 6, 11);
+    expect(cache.calculatedSize).toBe(10);
+    cache.set("huge", 6, { size: 11 });
     expect(cache.has("huge")).toBe(false);
-    cache.set("heavy", 7, 1);
-    expect(cache.totalWeight).toBe(3);
+    cache.set("heavy", 7, { size: 1 });
+    expect(cache.calculatedSize).toBe(3);
     expect(cache.delete("heavy")).toBe(true);
     cache.clear();
     expect(cache.size).toBe(0);
