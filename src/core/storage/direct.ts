@@ -62,7 +62,7 @@ export function entryOf(ctx: StorageContext, loc: Located, meta: StorageMeta, ra
   return toEntry(ctx, stored, meta, raw);
 }
 
-export function toEntry(ctx: StorageContext, stored: unknown, meta: StorageMeta, raw: boolean): StoredEntry | null {
+function toEntry(ctx: StorageContext, stored: unknown, meta: StorageMeta, raw: boolean): StoredEntry | null {
   if (stored === null) return null;
   return { stored: raw ? deserializeRaw(stored) : stored, meta };
 }

@@ -15,7 +15,7 @@ import {
   sidecarOperations,
   type SidecarChange,
 } from "../ttl.js";
-import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions, WatchEvent } from "../types.js";
+import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../types.js";
 import { NO_OPTIONS, put, type Payload, type StorageContext } from "./context.js";
 
 /*
@@ -99,7 +99,7 @@ export function metaWithExpiry(ctx: StorageContext, loc: Located, meta: StorageM
   return describeExpiry(meta, expiresOf(sidecar), now);
 }
 
-/** The sidecar of a key if it has not expired; an expired key is purged (null). Streams read it before opening the value. */
+/** The sidecar of a key, or `expired` once the key is purged for it. Streams read it before opening the value. */
 export function liveSidecar(ctx: StorageContext, loc: Located, opts: TransactionOptions): MaybePromise<{ expired: boolean; sidecar: Record<string, unknown> | null }> {
   return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, opts), (sidecar) =>
     isExpired(sidecar, ctx.clock.now()) ? chain(purge(ctx, loc, opts), () => ({ expired: true, sidecar: null })) : { expired: false, sidecar },
@@ -148,7 +148,7 @@ export function purge(ctx: StorageContext, loc: Located, opts: TransactionOption
  * a writer that puts the same content back between the two removals
  * matches the value's guard, and loses its write. See docs/core.md.
  */
-export function removeExpired(ctx: StorageContext, loc: Located, versions: { value: string; sidecar: string }, options: RemoveOptions): MaybePromise<void> {
+function removeExpired(ctx: StorageContext, loc: Located, versions: { value: string; sidecar: string }, options: RemoveOptions): MaybePromise<void> {
   const driver = loc.mount.driver;
   const sidecarKey = metaKeyOf(loc.rel);
   const done = () => ctx.watchers.report(loc.mount, "remove", loc.key);
@@ -167,7 +167,7 @@ export function removeExpired(ctx: StorageContext, loc: Located, versions: { val
 }
 
 /** Runs a guarded step; E_CONFLICT (another writer got there first) ends it without effect, any other failure is thrown. */
-export function unlessConflict(step: () => MaybePromise<void>): MaybePromise<void> {
+function unlessConflict(step: () => MaybePromise<void>): MaybePromise<void> {
   const isConflict = (error: unknown) => isStorageError(error, "E_CONFLICT");
   try {
     const result = step();
@@ -324,8 +324,8 @@ function removeBoth(loc: Located, driver: Driver, options: RemoveOptions, change
 }
 
 /** After a value streamed to its driver: its sidecar keeps (or drops) the expiry, then the event goes out. */
-export function keepExpiry(ctx: StorageContext, loc: Located, ttl: number | undefined, event: WatchEvent = "update"): MaybePromise<void> {
+export function keepExpiry(ctx: StorageContext, loc: Located, ttl: number | undefined): MaybePromise<void> {
   return chain(planChanges(ctx, loc.mount, [{ loc, ttl }]), ([change]) =>
-    chain(applySidecarChange(loc.mount, loc.rel, change!, NO_OPTIONS), () => ctx.watchers.report(loc.mount, event, loc.key)),
+    chain(applySidecarChange(loc.mount, loc.rel, change!, NO_OPTIONS), () => ctx.watchers.report(loc.mount, "update", loc.key)),
   );
 }

@@ -6,7 +6,7 @@ import type { GetKeysOptions, IterateKeysOptions, TransactionOptions } from "../
 import { checkCallOptions, NO_OPTIONS, readOnly, slicesOf, type StorageContext } from "./context.js";
 import { unlessExpired } from "./expiry.js";
 
-export function checkMaxDepth(maxDepth: unknown): number | undefined {
+function checkMaxDepth(maxDepth: unknown): number | undefined {
   if (maxDepth === undefined) return undefined;
   if (typeof maxDepth !== "number" || !Number.isInteger(maxDepth) || maxDepth < 0) {
     throw new StorageError("E_INVALID_OPTION", `maxDepth must be a non-negative integer, got ${String(maxDepth)}`);
@@ -15,7 +15,7 @@ export function checkMaxDepth(maxDepth: unknown): number | undefined {
 }
 
 /** maxDepth as the mounted driver sees it (its keys are shallower by the mount's depth); -1: none fit. */
-export function driverDepth(mount: Mount, maxDepth: number | undefined): number | undefined {
+function driverDepth(mount: Mount, maxDepth: number | undefined): number | undefined {
   return maxDepth === undefined ? undefined : maxDepth - mount.depth;
 }
 
@@ -37,7 +37,7 @@ export function dropExpired(ctx: StorageContext, mount: Mount, relKeys: string[]
 }
 
 /** Turns one mount's raw listing into visible full keys under `base`. */
-export function visibleKeys(ctx: StorageContext, 
+function visibleKeys(ctx: StorageContext, 
   mount: Mount,
   rawKeys: string[],
   base: string,
@@ -113,7 +113,7 @@ export async function* iterateKeys(ctx: StorageContext, base: string | undefined
  * A paged listing may hand a key and its sidecar out in different pages, so
  * keys whose sidecar was not in the page have it looked up.
  */
-export async function dropExpiredUnseen(ctx: StorageContext, mount: Mount, fullKeys: string[], rawBatch: string[], opts: TransactionOptions): Promise<string[]> {
+async function dropExpiredUnseen(ctx: StorageContext, mount: Mount, fullKeys: string[], rawBatch: string[], opts: TransactionOptions): Promise<string[]> {
   if (mount.nativeTtl || fullKeys.length === 0) return fullKeys;
   const seen = new Set(rawBatch.map(normalizeKey));
   const unseen = fullKeys.filter((key) => !seen.has(metaKeyOf(key.slice(mount.base.length))));
@@ -137,11 +137,11 @@ export function clearStep(ctx: StorageContext, sync: boolean, base?: string, opt
 }
 
 /** The bases of the more specific mounts inside `mount`, relative to it. */
-export function hiddenPrefixes(mount: Mount, above: MountSlice[]): string[] {
+function hiddenPrefixes(mount: Mount, above: MountSlice[]): string[] {
   return above.filter((slice) => slice.mount.base.startsWith(mount.base)).map((slice) => slice.mount.base.slice(mount.base.length));
 }
 
-export function clearMount(ctx: StorageContext, mount: Mount, relativeBase: string, hidden: string[], opts: TransactionOptions): MaybePromise<void> {
+function clearMount(ctx: StorageContext, mount: Mount, relativeBase: string, hidden: string[], opts: TransactionOptions): MaybePromise<void> {
   const driver = mount.driver;
   const report = ctx.watchers.watching && mount.coreEvents;
   // A driver's clear may ignore its base (unstorage's do); only ones flagged clearBase are trusted with one.

@@ -10,7 +10,7 @@ import { needsCoreTtl } from "./expiry.js";
 // setMeta and removeMeta: the user's meta lives in the key's sidecar, beside the expiry the core keeps there.
 
 /** Meta has no version of its own: a guard on setMeta/removeMeta could only fail or be ignored, so it is refused. */
-export function refuseMetaGuard(method: string, opts: SetOptions): void {
+function refuseMetaGuard(method: string, opts: SetOptions): void {
   if (hasGuard(opts)) throw new StorageError("E_INVALID_OPTION", `${method} takes no ifMatch / ifNoneMatch: meta has no version of its own`);
 }
 

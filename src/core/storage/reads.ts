@@ -9,7 +9,7 @@ import { byMount, checkCallOptions, locate, NO_OPTIONS, unsupported, type Storag
 import { metaWithExpiry, needsCoreTtl, readGroupWithExpiry, readWithExpiry, unlessExpired } from "./expiry.js";
 
 /** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
-export function reviveDates(meta: Record<string, unknown>): void {
+function reviveDates(meta: Record<string, unknown>): void {
   for (const field of ["atime", "mtime", "ctime", "birthtime"]) {
     if (typeof meta[field] === "string") meta[field] = new Date(meta[field] as string);
   }
@@ -35,7 +35,7 @@ function orNull(stored: unknown): unknown {
   return stored ?? null;
 }
 
-export function deserializeStored(ctx: StorageContext, stored: unknown): unknown {
+function deserializeStored(ctx: StorageContext, stored: unknown): unknown {
   return stored === null ? null : ctx.serializer.deserialize(stored);
 }
 
@@ -54,13 +54,13 @@ export function getItemRawStep(ctx: StorageContext, sync: boolean, key: string, 
   return chain(readStep(ctx, loc, opts, true), deserializeRaw);
 }
 
-export function getVersion(ctx: StorageContext, loc: Located, opts: GetOptions): MaybePromise<unknown> {
+function getVersion(ctx: StorageContext, loc: Located, opts: GetOptions): MaybePromise<unknown> {
   const driver = loc.mount.driver;
   if (!driver.flags?.history || typeof driver.getItem !== "function") throw unsupported(loc.mount, "getItem with a version", "history");
   return chain(driver.getItem(loc.rel, opts), (stored) => (stored === null || stored === undefined ? null : ctx.serializer.deserialize(stored)));
 }
 
-export function normalizeGetItems(ctx: StorageContext, items: GetItemsInput, common: TransactionOptions, sync: boolean) {
+function normalizeGetItems(ctx: StorageContext, items: GetItemsInput, common: TransactionOptions, sync: boolean) {
   if (!Array.isArray(items)) throw new StorageError("E_INVALID_OPTION", "getItems expects an array of keys");
   return items.map((item) => {
     const isString = typeof item === "string";
@@ -114,7 +114,7 @@ export function metaOf(ctx: StorageContext, loc: Located, options: TransactionOp
 }
 
 /** Native meta plus what the sidecar adds: the user's meta, and the expiry the core keeps. */
-export function completeMeta(ctx: StorageContext, loc: Located, native: StorageMeta | null | undefined, options: TransactionOptions & { nativeOnly?: boolean }): MaybePromise<StorageMeta> {
+function completeMeta(ctx: StorageContext, loc: Located, native: StorageMeta | null | undefined, options: TransactionOptions & { nativeOnly?: boolean }): MaybePromise<StorageMeta> {
   const meta: StorageMeta = native ? { ...native } : {};
   if (options.nativeOnly && loc.mount.nativeTtl) return meta;
   return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, options), (sidecar) => {

@@ -58,7 +58,7 @@ export function setItemsStep(ctx: StorageContext, sync: boolean, items: SetItems
  * with the values in one commit where the driver has commits; otherwise
  * the values are written, then the keys removed.
  */
-export function writeGroup(ctx: StorageContext, mount: Mount, driver: Driver, group: SetEntry[], common: SetOptions): MaybePromise<void> {
+function writeGroup(ctx: StorageContext, mount: Mount, driver: Driver, group: SetEntry[], common: SetOptions): MaybePromise<void> {
   if (!mount.nativeTtl) return writeGroupWithExpiry(ctx, mount, driver, group, () => writePlainGroup(ctx, mount, driver, group, common));
   return writePlainGroup(ctx, mount, driver, group, common);
 }
@@ -114,7 +114,7 @@ export function removeItemStep(ctx: StorageContext, sync: boolean, key: string, 
 }
 
 /** Removes a located key (guard checked), and its sidecar's expiry (or, with `removeMeta`, the whole sidecar). */
-export function removeLocated(ctx: StorageContext, loc: Located, driver: Driver, options: RemoveOptions): MaybePromise<void> {
+function removeLocated(ctx: StorageContext, loc: Located, driver: Driver, options: RemoveOptions): MaybePromise<void> {
   if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
   if (needsCoreTtl(loc) || options.removeMeta) return removeWithExpiry(ctx, loc, driver, options);
   return chain(driver.removeItem(loc.rel, options), () => ctx.watchers.report(loc.mount, "remove", loc.key));
