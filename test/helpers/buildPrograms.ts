@@ -6,6 +6,7 @@
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { build } from "tsup";
+import type { TestProject } from "vitest/node";
 import { DRIVERS } from "../../src/config/registry.js";
 import { driverSource } from "../../tsup.config.js";
 import { PROGRAM_SOURCES } from "./programs.js";
@@ -34,12 +35,8 @@ function removeAbandoned(cache: string): void {
   }
 }
 
-export default async function setup(): Promise<() => void> {
-  const cache = join(ROOT, "node_modules/.cache");
-  mkdirSync(cache, { recursive: true });
-  removeAbandoned(cache);
-  // One folder per run, named by its process: runs side by side in one tree must not share one.
-  const outDir = mkdtempSync(join(cache, `${PREFIX}${process.pid}-`));
+/** Bundles PROGRAM_SOURCES and every registered driver into `outDir`. */
+async function buildInto(outDir: string): Promise<void> {
   const sources = [...PROGRAM_SOURCES, ...DRIVERS.map(({ name }) => driverSource(name))];
   await build({
     entry: Object.fromEntries(sources.map((source) => [source.replace(/\.ts$/, ""), join(ROOT, source)])),
@@ -53,6 +50,17 @@ export default async function setup(): Promise<() => void> {
     config: false,
     silent: true,
   });
+}
+
+export default async function setup(project: TestProject): Promise<() => void> {
+  const cache = join(ROOT, "node_modules/.cache");
+  mkdirSync(cache, { recursive: true });
+  removeAbandoned(cache);
+  // One folder per run, named by its process: runs side by side in one tree must not share one.
+  const outDir = mkdtempSync(join(cache, `${PREFIX}${process.pid}-`));
+  await buildInto(outDir);
+  // In watch mode each rerun builds again, so children run the sources as they are now.
+  project.onTestsRerun(() => buildInto(outDir));
   process.env.STOWAGE_TEST_BUILD = outDir;
   return () => rmSync(outDir, { recursive: true, force: true });
 }
