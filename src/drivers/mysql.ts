@@ -99,11 +99,9 @@ function statements(table: string) {
   const firstVersion = "FLOOR(1 + RAND() * 281474976710656)";
   const columns = "(`key`, value, raw, version, mtime, expires_at)";
   const tagged = "CONCAT(IFNULL(expires_at, ''), IF(raw IS NULL, 't', 'b'), IFNULL(value, raw)) AS tagged";
-  // Rewriting what is stored (same value, same expiry) changes nothing, so InnoDB skips the write, as it
-  // does for a plain table; any change moves the version. MySQL assigns left to right, seeing values
-  // already assigned, so version and mtime come first, while value, raw and expires_at are still the old ones.
-  const same = "(value <=> VALUES(value) AND raw <=> VALUES(raw) AND expires_at <=> VALUES(expires_at))";
-  const upsertTail = `ON DUPLICATE KEY UPDATE version = IF(${same}, version, version + 1), mtime = IF(${same}, mtime, VALUES(mtime)),
+  // Every write moves the version (the etag is a version, as on postgres): the same value written again
+  // too, so the row always changes and the change log's update trigger always fires.
+  const upsertTail = `ON DUPLICATE KEY UPDATE version = version + 1, mtime = VALUES(mtime),
     value = VALUES(value), raw = VALUES(raw), expires_at = VALUES(expires_at)`;
   return {
     // Keys compare as bytes (VARBINARY), so a prefix is one range of the primary key.
@@ -547,7 +545,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
     // The key column is VARBINARY(3072), InnoDB's largest index key (3073 bytes: "Data too long"). One byte short, for the core's meta sidecar `key$`.
     keyLimits: { bytes: MAX_KEY_BYTES - 1, segments: DEFAULT_KEY_LIMITS.segments },
     options,
-    flags: { maxDepth: true, ttl: true, cas: true, etag: "content", transactions: true, watch: watchAcross, clearBase: true, nestedKeys: true },
+    flags: { maxDepth: true, ttl: true, cas: true, etag: "version", transactions: true, watch: watchAcross, clearBase: true, nestedKeys: true },
     getInstance: () => pool,
     watch: watchAcross ? (callback: WatchCallback) => changes.add(callback) : undefined,
     hasItem: async (key: string) => {

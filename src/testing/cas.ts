@@ -181,7 +181,7 @@ function etagTests(kit: Kit): void {
       const [first, again, other] = await etagsAfter(kit, "etag:content", ["same", "same", "other"]);
       expect(again).toBe(first);
       expect(other).not.toBe(first);
-      // Not asked: that a value written back gets its first etag again (a hash does; mysql's change counter does not).
+      // Not asked: that a value written back gets its first etag again (a hash does; a counter of changes would not).
     },
     etagKind("content"),
   );

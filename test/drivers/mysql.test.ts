@@ -146,19 +146,29 @@ if (await serviceUp("MariaDB/MySQL", url)) {
       await storage.dispose();
     });
 
-    it("a rewrite of identical content keeps the etag (InnoDB skips it); any change moves it", async () => {
-      const storage = open();
-      await storage.setItem("same", { v: 1 });
-      const { etag } = await storage.getMeta("same");
-      await storage.setItem("same", { v: 1 });
-      await storage.setItems([{ key: "same", value: { v: 1 } }]);
-      expect((await storage.getMeta("same")).etag).toBe(etag);
-      await storage.setItem("same", { v: 1 }, { ttl: 60_000 });
-      const withTtl = (await storage.getMeta("same")).etag;
-      expect(withTtl).not.toBe(etag);
-      await storage.setItems([{ key: "same", value: { v: 2 } }]);
-      expect((await storage.getMeta("same")).etag).not.toBe(withTtl);
-      expect((await storage.getMeta("same")).expires).toBeUndefined();
+    it("every write moves the etag by one, the same value again too: setItem, setItemRaw, setItems, ifMatch, a transaction", async () => {
+      const table = freshTable("version");
+      const storage = open(table);
+      const stored = async () => Number((await sql(`SELECT version FROM \`${table}\` WHERE \`key\` = 'same'`))[0]!.version);
+      const etags: string[] = [];
+      const write = async (step: () => Promise<unknown>) => {
+        await step();
+        const { etag } = await storage.getMeta("same");
+        expect(etag).toBe(String(await stored()));
+        etags.push(etag as string);
+      };
+      await write(() => storage.setItem("same", { v: 1 }));
+      await write(() => storage.setItem("same", { v: 1 }));
+      await write(() => storage.setItems([{ key: "same", value: { v: 1 } }]));
+      await write(() => storage.setItem("same", { v: 1 }, { ifMatch: etags.at(-1) }));
+      await write(() => storage.transaction(async (tx) => tx.setItem("same", { v: 1 })));
+      await write(() => storage.setItemRaw("same", new Uint8Array([1])));
+      await write(() => storage.setItemRaw("same", new Uint8Array([1])));
+      expect(etags.map(Number)).toEqual(etags.map((_, i) => Number(etags[0]) + i));
+      // A guard read before a rewrite of the same value no longer holds.
+      expect(await codeOf(() => storage.setItemRaw("same", new Uint8Array([1]), { ifMatch: etags[0] }))).toBe("E_CONFLICT");
+      expect(await codeOf(() => storage.removeItem("same", { ifMatch: etags.at(-2) }))).toBe("E_CONFLICT");
+      expect(await stored()).toBe(Number(etags.at(-1)));
       await storage.dispose();
     });
 
