@@ -67,21 +67,23 @@ export function transformValues(inner: Driver, transform: ValueTransform): Wrapp
     throw new StorageError("E_INVALID_OPTION", `${name} needs encode and decode functions`, { driver: name });
   }
   const codec = valueCodec(transform, name);
+  // inner's members bound to it (wrapDriver binds what it forwards), for the calls made here: a driver whose methods use `this` keeps it.
+  const source = wrapDriver(inner, { name });
   const decodeAll = <T extends { value: unknown }>(entries: T[]) => all(entries.map((entry) => chain(codec.read(entry.value), (value) => ({ ...entry, value }))));
-  const getItem = (key: string, opts?: TransactionOptions) => chain(inner.getItem(key, opts), codec.read);
+  const getItem = (key: string, opts?: TransactionOptions) => chain(source.getItem(key, opts), codec.read);
 
   return wrapDriver(inner, {
     name,
     options: transform,
     flags: transform.sync === true ? {} : { sync: false },
     getItem,
-    getItemRaw: inner.getItemRaw && getItem,
-    getItems: inner.getItems && ((items, common) => chain(inner.getItems!(items, common), decodeAll)),
-    getMeta: inner.getMeta && ((key, opts) => chain(inner.getMeta!(key, opts), (meta) => userMeta(meta, getItem(key, opts)))),
-    getItemStream: inner.getItemStream && ((key, opts) => chain(getItem(key, opts), (value) => streamOf(value, inner.getMeta, key, opts))),
-    getHistory: inner.getHistory && ((key, opts) => chain(inner.getHistory!(key, opts), (entries) => decodeAll<HistoryEntry<unknown>>(entries))),
-    ...writesThrough(inner, codec),
-    asyncWrites: inner.asyncWrites && asyncWritesThrough(inner, codec),
+    getItemRaw: source.getItemRaw && getItem,
+    getItems: source.getItems && ((items, common) => chain(source.getItems!(items, common), decodeAll)),
+    getMeta: source.getMeta && ((key, opts) => chain(source.getMeta!(key, opts), (meta) => userMeta(meta, getItem(key, opts)))),
+    getItemStream: source.getItemStream && ((key, opts) => chain(getItem(key, opts), (value) => streamOf(value, source.getMeta, key, opts))),
+    getHistory: source.getHistory && ((key, opts) => chain(source.getHistory!(key, opts), (entries) => decodeAll<HistoryEntry<unknown>>(entries))),
+    ...writesThrough(source, codec),
+    asyncWrites: source.asyncWrites && asyncWritesThrough(source, codec),
   });
 }
 

@@ -1,7 +1,7 @@
 import { gunzip, gzip } from "node:zlib";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { createStorage, transformValues, wrapDriver, type Driver } from "../../src/index.js";
+import { createStorage, transformValues, wrapDriver, type CommitOperation, type Driver } from "../../src/index.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
 import { testDriver } from "../../src/testing/index.js";
@@ -113,6 +113,31 @@ describe("transformValues", () => {
     await wrapped.asyncWrites!.setItem!("direct", "plain text", {});
     expect(await storedText(inner, "direct")).toMatch(/^base64:/);
     expect(await wrapped.getItem("direct")).toBe("plain text");
+  });
+
+  it("calls the inner driver's methods on the driver, so a class instance's `this` holds on every path", async () => {
+    class MapDriver implements Driver {
+      name = "map";
+      flags = { transactions: true };
+      entries = new Map<string, string>();
+      hasItem(key: string) { return this.entries.has(key); }
+      getItem(key: string) { return this.entries.get(key) ?? null; }
+      getItems(items: { key: string }[]) { return items.map(({ key }) => ({ key, value: this.getItem(key) })); }
+      setItem(key: string, value: string) { this.entries.set(key, value); }
+      setItems(items: { key: string; value: string }[]) { for (const { key, value } of items) this.setItem(key, value); }
+      removeItem(key: string) { this.entries.delete(key); }
+      getMeta(key: string) { return this.entries.has(key) ? { size: this.entries.get(key)!.length } : null; }
+      getKeys() { return [...this.entries.keys()]; }
+      commit(operations: CommitOperation[]) { for (const op of operations) if (op.type === "set") this.setItem(op.key, op.value); }
+    }
+    const inner = new MapDriver();
+    const storage = createStorage({ driver: gzipped(inner) });
+    await storage.setItem("one", "first");
+    await storage.setItems([{ key: "two", value: [2] }]);
+    await storage.transaction(async (tx) => tx.setItem("three", { n: 3 }));
+    expect(await storage.getItems(["one", "two", "three"])).toEqual([{ key: "one", value: "first" }, { key: "two", value: [2] }, { key: "three", value: { n: 3 } }]);
+    expect((await storage.getMeta("one")).size).toBe(Buffer.byteLength(JSON.stringify("first")));
+    expect(await storedText(inner, "one")).toMatch(/^base64:/);
   });
 
   it("refuses what it cannot read or write with a coded error", async () => {
