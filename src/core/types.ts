@@ -96,7 +96,10 @@ export interface GetKeysOptions extends TransactionOptions {
 }
 
 export interface IterateKeysOptions extends GetKeysOptions {
-  /** Keys per yielded batch (default 1000). */
+  /**
+   * Keys per yielded batch.
+   * @default 1000
+   */
   batchSize?: number;
 }
 
@@ -186,6 +189,7 @@ export interface Driver<OptionsT = unknown, InstanceT = unknown> {
    * its mount). The core may also store the key's meta sidecar `key$`, one
    * byte longer: a driver declares limits that leave room for it. Absent:
    * the core's defaults, {@link DEFAULT_KEY_LIMITS}.
+   * @default {@link DEFAULT_KEY_LIMITS}
    */
   keyLimits?: KeyLimits;
   options?: OptionsT;
@@ -240,15 +244,25 @@ export interface Driver<OptionsT = unknown, InstanceT = unknown> {
 export type AsyncWrites = Partial<Pick<Driver, "setItem" | "setItemRaw" | "setItems" | "removeItem" | "commit">>;
 
 export interface CreateStorageOptions {
-  /** Driver mounted at the root (default: memory). */
+  /**
+   * Driver mounted at the root.
+   * @default memory()
+   */
   driver?: Driver;
-  /** `'rich'` (default), `'json'` (unstorage's exact behaviour), or your own. */
+  /**
+   * `'rich'`, `'json'` (unstorage's exact behaviour), or your own.
+   * @default "rich"
+   */
   serializer?: "rich" | "json" | Serializer;
-  /** Default time to live in milliseconds for every write that names none. */
+  /**
+   * Time to live in milliseconds of every write that names none.
+   * @default none (no expiry)
+   */
   ttl?: number;
   /**
    * Called with what a watch listener throws or rejects with; a listener
-   * never makes a write fail. Default: a process warning.
+   * never makes a write fail.
+   * @default a process warning
    */
   onWatchError?: WatchErrorHandler;
   /**
@@ -283,7 +297,10 @@ export interface TransactionHandle {
 }
 
 export interface UpdateOptions {
-  /** How many times to re-run `fn` after a conflicting write (default 10). */
+  /**
+   * How many times to re-run `fn` after a conflicting write.
+   * @default 10
+   */
   retries?: number;
   ttl?: number;
 }

@@ -25,27 +25,34 @@ import { optionNames } from "./support/optionNames.js";
 import { OwnWrites } from "./support/ownWrites.js";
 
 export interface EtcdOptions {
-  /** etcd endpoints with their scheme (default `http://127.0.0.1:2379`). */
+  /**
+   * etcd endpoints with their scheme.
+   * @default "http://127.0.0.1:2379"
+   */
   hosts?: string | string[];
-  /** Prefix of every key this driver writes (default `stowage/`); `clear()` removes only keys under it. */
+  /**
+   * Prefix of every key this driver writes; `clear()` removes only keys under it.
+   * @default "stowage/"
+   */
   prefix?: string;
   /**
-   * Milliseconds for connecting and for each call (default 5000). A server
+   * Milliseconds for connecting and for each call. A server
    * that does not answer fails the call with `E_UNAVAILABLE` after this long;
    * the driver does not retry on its own.
+   * @default 5000
    */
   timeout?: number;
   /**
-   * Most operations in one etcd transaction: the server's `--max-txn-ops`
-   * (default 128). `setItems`, `getItems` and `clear` split their work into
+   * Most operations in one etcd transaction: the server's `--max-txn-ops`. `setItems`, `getItems` and `clear` split their work into
    * transactions of this size.
+   * @default 128
    */
   maxTxnOps?: number;
   /**
-   * Values longer than this many bytes are stored in chunks of this size
-   * (default 1 MiB), each its own request: etcd refuses requests above
+   * Values longer than this many bytes are stored in chunks of this size, each its own request: etcd refuses requests above
    * `--max-request-bytes` (1.5 MiB by default), and etcd 3.4.22+ cannot
    * replay a WAL entry above 10 MiB on restart.
+   * @default 1 MiB
    */
   chunkSize?: number;
   /** Further etcd3 client options (credentials, auth, grpcOptions, ...); `hosts` and the timeouts above win. */

@@ -10,7 +10,10 @@ import { checkFileOptions } from "../fs/options.js";
 export interface FsOptions {
   /** Directory that holds the keys. Required. */
   base: string;
-  /** Globs (relative to base) left out of listings, clear and watch events; keys there are refused (E_INVALID_KEY). Default: node_modules and .git. */
+  /**
+   * Globs (relative to base) left out of listings, clear and watch events; keys there are refused (E_INVALID_KEY).
+   * @default ["**/node_modules/**", "**/.git/**"]
+   */
   ignore?: string[];
   /** Refuse every write with E_READONLY. */
   readOnly?: boolean;

@@ -13,27 +13,49 @@ import { checkIdentity } from "../git/objects/signature.js";
 export interface GitDriverOptions {
   /** A repository (bare, a `.git` directory or a worktree); a bare repository is created there when there is none. Required. */
   dir: string;
-  /** The ref whose commits hold the keys (default `refs/stowage/default`). */
+  /**
+   * The ref whose commits hold the keys.
+   * @default "refs/stowage/default"
+   */
   ref?: string;
-  /** Author and committer of stowage's commits (default `stowage <stowage@localhost>`). */
+  /**
+   * Author and committer of stowage's commits.
+   * @default "stowage <stowage@localhost>"
+   */
   author?: { name: string; email: string };
   /**
-   * Commit message template (default `"stowage: {op} {key}"`): `{op}` is
+   * Commit message template: `{op}` is
    * `set`, `remove`, `setItems`, `clear`, `commit` or, for a group commit of
    * different operations, `batch`; `{key}` the key (the first one and
    * `(+N more)` when a commit changes several; the base for a clear, `*` for
    * all); `{count}` the number of keys changed.
+   * @default "stowage: {op} {key}"
    */
   message?: string;
-  /** fsync objects, packs and the ref before they are renamed into place (default false, as Git). */
+  /**
+   * fsync objects, packs and the ref before they are renamed into place (as Git).
+   * @default false
+   */
   fsync?: boolean;
-  /** A directory holding more entries than this is split into 256 hash buckets (default 1024; see docs/git.md). */
+  /**
+   * A directory holding more entries than this is split into 256 hash buckets (see docs/git.md).
+   * @default 1024
+   */
   fanout?: number;
-  /** How long a write waits for a ref lock held by another writer, in ms (default 5000). */
+  /**
+   * How long a write waits for a ref lock held by another writer, in ms.
+   * @default 5000
+   */
   lockTimeout?: number;
-  /** How often a watch polls the ref besides file-system notifications, in ms (default 500). */
+  /**
+   * How often a watch polls the ref besides file-system notifications, in ms.
+   * @default 500
+   */
   pollInterval?: number;
-  /** When this process has more packs open than this after a commit, small packs are merged (default 32; 0: never). */
+  /**
+   * When this process has more packs open than this after a commit, small packs are merged (0: never).
+   * @default 32
+   */
   packLimit?: number;
 }
 

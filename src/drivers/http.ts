@@ -17,14 +17,21 @@ export interface HttpOptions {
   headers?: Record<string, string>;
   /** Bearer token, sent as `Authorization: Bearer <token>`. */
   token?: string;
-  /** How long one call may take, retries included, in ms (default 10,000); then `E_UNAVAILABLE`. */
+  /**
+   * How long one call may take, retries included, in ms; then `E_UNAVAILABLE`.
+   * @default 10_000
+   */
   timeout?: number;
-  /** How many times a failed request is tried again (default 2); see docs/http.md for which ones are. */
+  /**
+   * How many times a failed request is tried again; see docs/http.md for which ones are.
+   * @default 2
+   */
   retries?: number;
   /**
-   * What answers at `base` (default `"stowage"`): a stowage server keeps TTL,
+   * What answers at `base`: a stowage server keeps TTL,
    * etags and base-scoped clears, so the driver declares `ttl`, `cas` and
    * `clearBase`; against `"unstorage"`'s server it declares none of them.
+   * @default "stowage"
    */
   server?: "stowage" | "unstorage";
   /**
@@ -36,14 +43,18 @@ export interface HttpOptions {
    * @default "version"
    */
   etag?: "version" | "content";
-  /** Requests in flight at once for getItems and setItems (default 16). */
+  /**
+   * Requests in flight at once for getItems and setItems.
+   * @default 16
+   */
   concurrency?: number;
   /**
-   * Largest answer body read whole, in bytes (default 64 MiB, at most
+   * Largest answer body read whole, in bytes (at most
    * 512 MiB): a value, a raw value, a key listing. A larger one fails with
    * `E_TOO_LARGE` as soon as its length is known or its bytes pass the
    * limit, and its connection is closed. `getItemStream` is not bounded:
    * its body streams. Error answers are read up to 64 KiB.
+   * @default 64 MiB
    */
   maxBodySize?: number;
 }

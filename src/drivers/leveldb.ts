@@ -13,7 +13,10 @@ import { optionNames } from "./support/optionNames.js";
 export interface LeveldbOptions {
   /** Directory of the database (created if missing). Required. */
   path: string;
-  /** How often expired keys are deleted, in ms (default 60,000). */
+  /**
+   * How often expired keys are deleted, in ms.
+   * @default 60_000
+   */
   purgeInterval?: number;
 }
 

@@ -15,13 +15,19 @@ import { optionNames } from "./support/optionNames.js";
 export interface LmdbOptions {
   /** The database file, created (with its directory and a `-lock` file beside it) when missing; an existing file must be an LMDB database. Required. */
   path: string;
-  /** Name of the LMDB database inside the environment that holds the keys (default `stowage`). */
+  /**
+   * Name of the LMDB database inside the environment that holds the keys.
+   * @default "stowage"
+   */
   name?: string;
   /** Skip flushing entirely (LMDB `noSync`): fastest, but a machine crash can lose or corrupt recent writes. */
   noSync?: boolean;
   /** Maximum size of the memory map in bytes (LMDB grows it by itself when unset). */
   mapSize?: number;
-  /** How often expired keys are deleted, in ms (default 60,000). */
+  /**
+   * How often expired keys are deleted, in ms.
+   * @default 60_000
+   */
   purgeInterval?: number;
   /** Open read-only: writes fail with `E_READONLY`. @default false */
   readOnly?: boolean;

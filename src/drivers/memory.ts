@@ -6,7 +6,10 @@ import { filterKeyByDepth } from "../core/keys.js";
 import type { Clock, CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent, WatchInfo } from "../core/types.js";
 
 export interface MemoryOptions {
-  /** How often expired keys nobody reads are swept out, in ms (default 30,000). */
+  /**
+   * How often expired keys nobody reads are swept out, in ms.
+   * @default 30_000
+   */
   sweepInterval?: number;
   /**
    * Where expiry reads the time: when a key written with `ttl` expires, and

@@ -14,25 +14,36 @@ import { optionNames } from "./support/optionNames.js";
 export interface MysqlOptions extends Omit<PoolOptions, "uri"> {
   /** Connection URL, e.g. `mysql://user:pass@host:3306/db` (or use mysql2's `host`, `user`, ... options). */
   url?: string;
-  /** Table that holds the keys (default `stowage`): `[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters. */
+  /**
+   * Table that holds the keys: `[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters.
+   * @default "stowage"
+   */
   table?: string;
   /**
-   * Milliseconds allowed for connecting and for each statement (default 5000).
+   * Milliseconds allowed for connecting and for each statement.
    * A server that is down or does not answer gives `E_UNAVAILABLE` within it.
    * Sets mysql2's `connectTimeout` unless given; statements are timed by the driver.
+   * @default 5000
    */
   timeout?: number;
-  /** How often expired rows are deleted, in ms (default 60,000). */
+  /**
+   * How often expired rows are deleted, in ms.
+   * @default 60_000
+   */
   purgeInterval?: number;
   /**
-   * Whether watchers see writes from every process and client (default
-   * `false`: only this storage object's own writes). With it, triggers on
+   * Whether watchers see writes from every process and client (without it,
+   * only this storage object's own writes). With it, triggers on
    * the table log each change to `<table>_changes`, which watching drivers
    * read every `pollInterval` ms: every write to the table, whoever makes
    * it, then also inserts a row there.
+   * @default false
    */
   watch?: boolean;
-  /** How often a watching driver reads the change log, in ms (default 100). */
+  /**
+   * How often a watching driver reads the change log, in ms.
+   * @default 100
+   */
   pollInterval?: number;
 }
 

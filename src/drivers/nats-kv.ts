@@ -22,17 +22,32 @@ import { optionNames } from "./support/optionNames.js";
 import { OwnWrites } from "./support/ownWrites.js";
 
 export interface NatsKvOptions {
-  /** NATS servers, `host:port` or URLs (default `127.0.0.1:4222`). */
+  /**
+   * NATS servers, `host:port` or URLs.
+   * @default "127.0.0.1:4222"
+   */
   servers?: string | string[];
-  /** Bucket name, `[-_A-Za-z0-9]+` (default `stowage`); created if absent. */
+  /**
+   * Bucket name, `[-_A-Za-z0-9]+`; created if absent.
+   * @default "stowage"
+   */
   bucket?: string;
-  /** Versions kept per key, 1 to 64 (default 10); applies when the bucket is created. */
+  /**
+   * Versions kept per key, 1 to 64; applies when the bucket is created.
+   * @default 10
+   */
   history?: number;
   /** Age in ms after which the server drops every entry of the bucket (JetStream `max_age`); applies when the bucket is created. */
   ttl?: number;
-  /** Copies of the bucket in a JetStream cluster: 1 (default), 3 or 5; applies when the bucket is created. */
+  /**
+   * Copies of the bucket in a JetStream cluster: 1, 3 or 5; applies when the bucket is created.
+   * @default 1
+   */
   replicas?: number;
-  /** Milliseconds for connecting and for each operation (default 5000); a server that does not answer gives `E_UNAVAILABLE`. */
+  /**
+   * Milliseconds for connecting and for each operation; a server that does not answer gives `E_UNAVAILABLE`.
+   * @default 5000
+   */
   timeout?: number;
   /** Further options for `connect()` of `@nats-io/transport-node` (user, pass, token, tls, name, ...). */
   connection?: Omit<NodeConnectionOptions, "servers" | "timeout">;

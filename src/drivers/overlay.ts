@@ -22,7 +22,10 @@ import { wrapDriver, type ForwardedMember } from "../core/wrapDriver.js";
 export interface OverlayOptions {
   /** Drivers read in order: the first layer holding a key (or its removal) answers. Required, at least one. */
   layers: Driver[];
-  /** Index of the layer that takes every write and removal (default 0). */
+  /**
+   * Index of the layer that takes every write and removal.
+   * @default 0
+   */
   writeTo?: number;
 }
 

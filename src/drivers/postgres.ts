@@ -15,22 +15,30 @@ import { optionNames } from "./support/optionNames.js";
 export interface PostgresOptions extends Omit<PoolConfig, "connectionString"> {
   /** Connection URL, e.g. `postgres://user:pass@host:5432/db` (or use pg's `host`, `user`, ... options). */
   url?: string;
-  /** Table that holds the keys (default `stowage`): `[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters. */
+  /**
+   * Table that holds the keys: `[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters.
+   * @default "stowage"
+   */
   table?: string;
   /**
-   * Milliseconds allowed for connecting and for each statement (default 5000).
+   * Milliseconds allowed for connecting and for each statement.
    * A server that is down or does not answer gives `E_UNAVAILABLE` within it.
    * Sets pg's `connectionTimeoutMillis` and `statement_timeout` unless given; the driver times each statement
    * itself (pg's `query_timeout` arms a timer per query, which costs more than the rest of a point read).
+   * @default 5000
    */
   timeout?: number;
-  /** How often expired rows are deleted, in ms (default 60,000). */
+  /**
+   * How often expired rows are deleted, in ms.
+   * @default 60_000
+   */
   purgeInterval?: number;
   /**
-   * Whether writes NOTIFY watchers in every process (default `true`). With
+   * Whether writes NOTIFY watchers in every process. With
    * `false` writes send nothing (NOTIFY serializes committing writers on a
    * server-wide lock), the driver is not flagged `watch`, and watchers see
    * the writes of this process only.
+   * @default true
    */
   notify?: boolean;
 }

@@ -11,20 +11,35 @@ import { wrapDriver } from "../core/wrapDriver.js";
 export interface QueueOptions {
   /** The driver the writes go to. Required. */
   driver: Driver;
-  /** Writes per driver call when flushing (default 100). */
+  /**
+   * Writes per driver call when flushing.
+   * @default 100
+   */
   batchSize?: number;
-  /** ms from the first queued write to the flush that carries it (default 1000). */
+  /**
+   * ms from the first queued write to the flush that carries it.
+   * @default 1000
+   */
   flushInterval?: number;
-  /** Queued writes that trigger a flush at once; further writes wait for it (default 1000). */
+  /**
+   * Queued writes that trigger a flush at once; further writes wait for it.
+   * @default 1000
+   */
   maxQueueSize?: number;
-  /** true (default): a later write to a queued key replaces it; false: every write reaches the driver, in order. */
+  /**
+   * true: a later write to a queued key replaces it; false: every write reaches the driver, in order.
+   * @default true
+   */
   mergeUpdates?: boolean;
   /**
    * Called with each failed flush (the writes stay queued and the flush is
    * retried with backoff) and each write the driver refuses for good (dropped).
    */
   onError?: (error: StorageError) => void;
-  /** First retry delay after a failed flush, in ms, doubling up to 30 s (default 100). */
+  /**
+   * First retry delay after a failed flush, in ms, doubling up to 30 s.
+   * @default 100
+   */
   retryDelay?: number;
   /**
    * Where a queued write's ttl reads the time (it counts from the write, not the flush).

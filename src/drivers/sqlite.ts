@@ -12,15 +12,27 @@ import { expiresAt, keysetPages, withinDepth } from "./support/tableDriver.js";
 export interface SqliteOptions {
   /** Database file (created if missing), or `":memory:"`. Required. */
   path: string;
-  /** Table that holds the keys (default `stowage`). */
+  /**
+   * Table that holds the keys.
+   * @default "stowage"
+   */
   table?: string;
-  /** `NORMAL` (default with WAL: a commit survives a crash of the process, the last ones may be lost on power loss) or `FULL`. */
+  /**
+   * `NORMAL` (with WAL: a commit survives a crash of the process, the last ones may be lost on power loss) or `FULL`.
+   * @default "NORMAL"
+   */
   synchronous?: "NORMAL" | "FULL";
-  /** How long a write waits for another process's lock, in ms (default 5000). */
+  /**
+   * How long a write waits for another process's lock, in ms.
+   * @default 5000
+   */
   busyTimeout?: number;
   /** Open the database read-only. */
   readOnly?: boolean;
-  /** How often expired rows are deleted, in ms (default 60,000). */
+  /**
+   * How often expired rows are deleted, in ms.
+   * @default 60_000
+   */
   purgeInterval?: number;
 }
 

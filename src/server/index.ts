@@ -68,9 +68,15 @@ function cutConnection(response: ServerResponse, failure: unknown, request: Inco
 }
 
 export interface StorageServerOptions {
-  /** Interface to listen on (default `127.0.0.1`: this machine only). */
+  /**
+   * Interface to listen on; the default accepts connections from this machine only.
+   * @default "127.0.0.1"
+   */
   host?: string;
-  /** Port (default 8787; 0 picks a free one). */
+  /**
+   * Port (0 picks a free one).
+   * @default 8787
+   */
   port?: number;
   /**
    * A bearer token every request must carry (`Authorization: Bearer <token>`);
@@ -89,37 +95,54 @@ export interface StorageServerOptions {
    * Lets the server listen on a non-loopback address without a token (refused
    * otherwise: anyone who can reach the port could read and write the store),
    * and turns off the Host check a loopback server without a token makes.
-   * Default false.
+   * @default false
    */
   insecure?: boolean;
   /** Decides each request after the token check: `false` answers 403. */
   authorize?: (request: AuthorizeRequest) => boolean | Promise<boolean>;
-  /** Refuse PUT and DELETE with 405 (default false). */
+  /**
+   * Refuse PUT and DELETE with 405.
+   * @default false
+   */
   readOnly?: boolean;
-  /** Largest request body in bytes (default 16 MiB); larger ones get 413. */
+  /**
+   * Largest request body in bytes; larger ones get 413.
+   * @default 16 MiB
+   */
   maxBodySize?: number;
-  /** URL path the keys live under (default `/`), e.g. `/storage/`. */
+  /**
+   * URL path the keys live under, e.g. `/storage/`.
+   * @default "/"
+   */
   basePath?: string;
-  /** How values travel as text (default the rich serializer: JSON, tagged where JSON cannot carry a value). */
+  /**
+   * How values travel as text (the rich serializer: JSON, tagged where JSON cannot carry a value).
+   * @default the rich serializer
+   */
   serializer?: Serializer;
   /**
    * How long a whole request may take to arrive, body included, in ms
-   * (default 120,000; 0 for no limit). Raise it to accept streamed uploads
+   * (0 for no limit). Raise it to accept streamed uploads
    * larger than a slow link carries in that time.
+   * @default 120_000
    */
   requestTimeout?: number;
   /**
    * A raw download whose client takes no byte for this long is cut off, in
-   * ms (default 60,000; 0 never), releasing the value being sent.
+   * ms (0 never), releasing the value being sent.
+   * @default 60_000
    */
   idleTimeout?: number;
-  /** How long `close()` lets in-flight requests run before cutting their connections, in ms (default 10,000). */
+  /**
+   * How long `close()` lets in-flight requests run before cutting their connections, in ms.
+   * @default 10_000
+   */
   shutdownTimeout?: number;
   /**
    * Called with every failure whose message the answer withholds: every 5xx,
    * and every failure of the store (its messages may name server paths) but a
-   * failed condition (412). Default: one line on stderr; if it throws or
-   * rejects, both errors go to stderr.
+   * failed condition (412). If the handler throws or rejects, both errors go to stderr.
+   * @default one line on stderr
    */
   onError?: (error: unknown, request: IncomingMessage) => void;
 }

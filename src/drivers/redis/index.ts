@@ -14,11 +14,20 @@ import { createWatcher } from "./watch.js";
 import { replyWatchdog } from "./watchdog.js";
 
 export interface RedisDriverOptions {
-  /** Server URL, e.g. `redis://user:pass@127.0.0.1:6379/0` or `rediss://…` (default: ioredis's, `127.0.0.1:6379`). */
+  /**
+   * Server URL, e.g. `redis://user:pass@127.0.0.1:6379/0` or `rediss://…`.
+   * @default ioredis's, 127.0.0.1:6379
+   */
   url?: string;
-  /** Prefix of every Redis key this driver owns: `app` stores `user:1` as `app:user:1`. Default none (the whole database). */
+  /**
+   * Prefix of every Redis key this driver owns: `app` stores `user:1` as `app:user:1`.
+   * @default none (the whole database)
+   */
   base?: string;
-  /** ms allowed for connecting and for each command (default 5000); past it an operation fails with `E_UNAVAILABLE`. */
+  /**
+   * ms allowed for connecting and for each command; past it an operation fails with `E_UNAVAILABLE`.
+   * @default 5000
+   */
   timeout?: number;
   /** ioredis options for the connection (or, with `cluster`, for every node): TLS, password, `db`, `sentinels`, … */
   client?: RedisOptions;
@@ -29,8 +38,9 @@ export interface RedisDriverOptions {
   /**
    * With `cluster` and a base that is not a hash tag: declare transactions
    * anyway, for keys that share a hash tag (`{order-7}:…`); a transaction over
-   * several slots then fails with `E_UNSUPPORTED`. Default false: the
+   * several slots then fails with `E_UNSUPPORTED`. Without it, the
    * `transactions` flag is only declared where every key is in one slot.
+   * @default false
    */
   clusterTransactions?: boolean;
   /**
@@ -42,11 +52,18 @@ export interface RedisDriverOptions {
    *   script; sees only writers that use this mode too.
    * - `"keyspace"`: keyspace notifications, which the server must have enabled (`notify-keyspace-events K$gx`).
    * - `"off"`: no native watch: the core reports this process's own writes.
+   * @default "tracking"; "pubsub" with `cluster`
    */
   watch?: WatchMode;
-  /** Pub/sub channel of `watch: "pubsub"` (default `stowage:events:<db>`). */
+  /**
+   * Pub/sub channel of `watch: "pubsub"`.
+   * @default "stowage:events:<db>"
+   */
   channel?: string;
-  /** COUNT hint of each SCAN page (default 1000). */
+  /**
+   * COUNT hint of each SCAN page.
+   * @default 1000
+   */
   scanCount?: number;
 }
 

@@ -199,11 +199,20 @@ export interface CommitGraphWritten {
 
 /** Options of {@link writeCommitGraph}. */
 export interface CommitGraphOptions {
-  /** The commits whose history the graph holds (default: HEAD and every ref, tags peeled). */
+  /**
+   * The commits whose history the graph holds.
+   * @default HEAD and every ref, tags peeled
+   */
   tips?: readonly ObjectId[];
-  /** Reads a commit (default: from the repository; a caller with a cache of its own commits passes it). */
+  /**
+   * Reads a commit (a caller with a cache of its own commits passes it).
+   * @default from the repository
+   */
   readCommit?: (id: ObjectId) => Commit;
-  /** Reads a tree's entries (default: from the repository). */
+  /**
+   * Reads a tree's entries.
+   * @default from the repository
+   */
   readTree?: TreeReader;
 }
 

@@ -15,13 +15,25 @@ export type PackMode = "memory" | "disk" | "auto";
 
 /** Options of a {@link PackWriter}. */
 export interface PackWriterOptions {
-  /** Staging mode (default `auto`). */
+  /**
+   * Staging mode.
+   * @default "auto"
+   */
   mode?: PackMode;
-  /** In `auto` mode, how many objects stay in memory before staging moves to a temporary file (default 10). */
+  /**
+   * In `auto` mode, how many objects stay in memory before staging moves to a temporary file.
+   * @default 10
+   */
   memoryLimit?: number;
-  /** zlib level for entries above 1 KiB (default 1, as Git's loose objects: bulk writes favour speed); smaller ones are stored. */
+  /**
+   * zlib level for entries above 1 KiB (as Git's loose objects: bulk writes favour speed); smaller ones are stored.
+   * @default 1
+   */
   level?: number;
-  /** fsync pack and index before they are renamed into place (default false). */
+  /**
+   * fsync pack and index before they are renamed into place.
+   * @default false
+   */
   fsync?: boolean;
 }
 

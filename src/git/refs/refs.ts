@@ -16,13 +16,20 @@ export type RefValue = { id: ObjectId; symbolic?: undefined } | { symbolic: stri
 
 /** Options of the ref store. */
 export interface RefStoreOptions {
-  /** Identity in reflog lines (default `stowage <stowage@localhost>`). */
+  /**
+   * Identity in reflog lines.
+   * @default "stowage <stowage@localhost>"
+   */
   identity?: Identity;
-  /** fsync ref files before they are renamed into place (default false, as Git). */
+  /**
+   * fsync ref files before they are renamed into place (as Git).
+   * @default false
+   */
   fsync?: boolean;
   /**
    * How long an update waits for a lock another writer holds, in ms, before
-   * failing with `E_UNAVAILABLE` (default 1000; Git's core.filesRefLockTimeout is 100).
+   * failing with `E_UNAVAILABLE` (Git's core.filesRefLockTimeout is 100).
+   * @default 1000
    */
   lockTimeout?: number;
 }

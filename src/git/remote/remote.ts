@@ -22,7 +22,10 @@ import type { Repository } from "../repo/repository.js";
 
 /** Options of a fetch or push. */
 export interface RemoteOptions {
-  /** Kill git after this many ms (`E_UNAVAILABLE`); default: no limit. */
+  /**
+   * Kill git after this many ms (`E_UNAVAILABLE`).
+   * @default no limit
+   */
   timeout?: number;
   /** Extra environment for git (e.g. `GIT_SSH_COMMAND`), over this process's. */
   env?: NodeJS.ProcessEnv;

@@ -9,9 +9,15 @@ import { checkKeyTree } from "../store/treeCheck.js";
 
 /** Options of {@link syncRef} (and of the git driver's `sync`). */
 export interface SyncOptions extends RemoteOptions {
-  /** How keys both sides changed are decided (default `latest`; see {@link MergePolicy}). */
+  /**
+   * How keys both sides changed are decided (see {@link MergePolicy}).
+   * @default "latest"
+   */
   policy?: MergePolicy;
-  /** How many times a push the remote refused (it moved meanwhile) is followed by a new fetch, merge and push (default 5). */
+  /**
+   * How many times a push the remote refused (it moved meanwhile) is followed by a new fetch, merge and push.
+   * @default 5
+   */
   retries?: number;
 }
 
@@ -34,7 +40,10 @@ export interface SyncResult {
 /** The store a sync works on: the merge context plus its ref. */
 export interface SyncTarget extends MergeContext {
   ref: string;
-  /** The store's key limits: a fetched tree with a longer or deeper key is refused (default: the core's). */
+  /**
+   * The store's key limits: a fetched tree with a longer or deeper key is refused.
+   * @default the core's
+   */
   keyLimits?: KeyLimits;
 }
 

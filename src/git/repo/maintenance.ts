@@ -15,13 +15,25 @@ import { isTreeMode, TreeMode } from "../objects/tree.js";
 
 /** Options of {@link maintain}. */
 export interface MaintenanceOptions {
-  /** Merge every pack into one (default false: only the small ones, geometrically). */
+  /**
+   * Merge every pack into one; without it, only the small ones, geometrically.
+   * @default false
+   */
   all?: boolean;
-  /** Pack the loose objects too (default true). */
+  /**
+   * Pack the loose objects too.
+   * @default true
+   */
   loose?: boolean;
-  /** Delete unreachable loose objects older than `grace` instead of packing them (default false). */
+  /**
+   * Delete unreachable loose objects older than `grace` instead of packing them.
+   * @default false
+   */
   prune?: boolean;
-  /** How old an unreachable loose object must be to be pruned, in ms (default two weeks, as git gc). */
+  /**
+   * How old an unreachable loose object must be to be pruned, in ms (as git gc).
+   * @default two weeks
+   */
   grace?: number;
 }
 

@@ -17,25 +17,49 @@ import { decodeTree, encodeTree, type TreeEntry } from "../objects/tree.js";
 
 /** Options of an opened or created {@link Repository}. */
 export interface RepositoryOptions extends RefStoreOptions {
-  /** fsync new objects, packs and refs before they are renamed into place (default false, as Git). */
+  /**
+   * fsync new objects, packs and refs before they are renamed into place (as Git).
+   * @default false
+   */
   fsync?: boolean;
-  /** Check every object read against its id (default true): `E_CORRUPT` on mismatch. */
+  /**
+   * Check every object read against its id: `E_CORRUPT` on mismatch.
+   * @default true
+   */
   verify?: boolean;
-  /** Byte budget of the cache of recently read objects (default 32 MiB). */
+  /**
+   * Byte budget of the cache of recently read objects.
+   * @default 32 MiB
+   */
   cacheBytes?: number;
-  /** How many parsed trees are cached (default 2000; also bounded at 1,000,000 entries in all). */
+  /**
+   * How many parsed trees are cached (also bounded at 1,000,000 entries in all).
+   * @default 2000
+   */
   treeCacheSize?: number;
-  /** `writeObjects` writes a pack from this many objects on, loose objects below it (default 50). */
+  /**
+   * `writeObjects` writes a pack from this many objects on, loose objects below it.
+   * @default 50
+   */
   packThreshold?: number;
-  /** Staging mode of packs written by `writeObjects` (default `auto`). */
+  /**
+   * Staging mode of packs written by `writeObjects`.
+   * @default "auto"
+   */
   packMode?: PackMode;
-  /** In `auto` mode, objects staged in memory before a temporary file is used (default 10). */
+  /**
+   * In `auto` mode, objects staged in memory before a temporary file is used.
+   * @default 10
+   */
   packMemoryLimit?: number;
 }
 
 /** Options of {@link Repository.init}. */
 export interface InitOptions extends RepositoryOptions {
-  /** The branch HEAD names (default `main`). */
+  /**
+   * The branch HEAD names.
+   * @default "main"
+   */
   initialBranch?: string;
 }
 
