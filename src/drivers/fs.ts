@@ -12,7 +12,7 @@ export interface FsOptions {
   base: string;
   /**
    * Globs (relative to base) left out of listings, clear and watch events; keys there are refused (E_INVALID_KEY).
-   * @default ["**/node_modules/**", "**/.git/**"]
+   * @default node_modules and .git directories, at any depth
    */
   ignore?: string[];
   /** Refuse every write with E_READONLY. */
