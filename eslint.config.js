@@ -6,10 +6,14 @@ import tseslint from "typescript-eslint";
 const GIT_LAYERS = ["objects", "packs", "refs", "repo", "store", "remote"];
 const CORE_USERS = ["store", "remote"];
 
-/** no-restricted-imports for src/git: `forbidden` are regexes on the import specifier. */
-function gitImportRule(files, forbidden, ignores = []) {
-  const message = "breaks the Git engine's layering (docs/git-engine.md, \"Files\")";
+/** no-restricted-imports: `forbidden` are regexes on the import specifier, each reported with `message`. */
+function importRule(files, forbidden, message, ignores = []) {
   return { files, ignores, rules: { "no-restricted-imports": ["error", { patterns: forbidden.map((regex) => ({ regex, message })) }] } };
+}
+
+/** The rule for src/git. */
+function gitImportRule(files, forbidden, ignores = []) {
+  return importRule(files, forbidden, "breaks the Git engine's layering (docs/git-engine.md, \"Files\")", ignores);
 }
 
 const gitLayerRules = GIT_LAYERS.map((layer, level) => {
@@ -25,6 +29,24 @@ const gitHelperRules = [
   gitImportRule(["src/git/fileUtil.ts"], helpersOf("^\\.\\./(?!core/directories\\.js$)")),
 ];
 
+// Drivers import core and git (and the file store, ../fs/, that fs and fs-lite share), never each other, so each
+// stays one thin entry a user can import alone; what several drivers share lives in drivers/support/. The http
+// driver reads the server's bearer-token rule (../server/token.js) so both ends accept the same tokens.
+// The core imports nothing outside itself: no driver, no engine.
+/** The rule for drivers, the file store and core. */
+const layeringRule = (files, forbidden, ignores) =>
+  importRule(files, forbidden, "breaks the module layering (drivers import core and git, never each other; core imports no driver)", ignores);
+const DRIVER_OUTSIDE = "(?!core/|git/|fs/|server/token\\.js$)";
+const layeringRules = [
+  layeringRule(["src/drivers/*.ts"], ["^\\./(?!support/)", `^\\.\\./${DRIVER_OUTSIDE}`]),
+  // A driver's own folder (redis/) and drivers/support/: siblings inside the folder, never another driver.
+  layeringRule(["src/drivers/*/**/*.ts"], ["^\\.\\./(?!\\.\\./|support/)", `^\\.\\./\\.\\./${DRIVER_OUTSIDE}`], ["src/drivers/support/**"]),
+  layeringRule(["src/drivers/support/**/*.ts"], ["^\\.\\./(?!\\.\\./)", `^\\.\\./\\.\\./${DRIVER_OUTSIDE}`]),
+  layeringRule(["src/fs/**/*.ts"], ["^\\.\\./(?!core/)"]),
+  layeringRule(["src/core/*.ts"], ["^\\.\\./"]),
+  layeringRule(["src/core/*/**/*.ts"], ["^\\.\\./\\.\\./"]),
+];
+
 export default tseslint.config(
   { ignores: ["dist/", "node_modules/", "coverage/"] },
   js.configs.recommended,
@@ -38,4 +60,5 @@ export default tseslint.config(
   },
   ...gitLayerRules,
   ...gitHelperRules,
+  ...layeringRules,
 );
