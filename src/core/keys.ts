@@ -38,17 +38,24 @@ function needsWork(key: string): boolean {
   return previous === COLON;
 }
 
+/**
+ * unstorage's key rules: `/` and `\` become `:`, repeated separators
+ * collapse, leading and trailing ones drop, a `?query` suffix is stripped.
+ * Never throws: it does not check the key (the storage does, with `E_INVALID_KEY`).
+ */
 export function normalizeKey(key: string | undefined | null): string {
   if (!key) return "";
   if (!needsWork(key)) return key;
   return (key.split("?")[0] ?? "").replace(/[/\\]/g, ":").replace(/:+/g, ":").replace(/^:|:$/g, "");
 }
 
+/** A base as listings take it: the normalized key with one trailing `:`, or `""` for everything. */
 export function normalizeBaseKey(base: string | undefined | null): string {
   const key = normalizeKey(base);
   return key ? key + ":" : "";
 }
 
+/** Joins keys with `:` and normalizes the result. */
 export function joinKeys(...keys: string[]): string {
   return normalizeKey(keys.join(":"));
 }
@@ -164,6 +171,7 @@ export function keyDepth(key: string): number {
   return depth;
 }
 
+/** True when `key` is at most `depth` separators deep (always, without a depth). */
 export function filterKeyByDepth(key: string, depth: number | undefined): boolean {
   return depth === undefined || keyDepth(key) <= depth;
 }

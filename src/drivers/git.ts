@@ -127,12 +127,7 @@ const versionOf = (opts: TransactionOptions | undefined): string | undefined => 
   return version;
 };
 
-/**
- * A versioned key-value store in a Git repository: every write is a commit
- * on `ref` whose tree holds one blob per key, so `git log`, `git show` and
- * `git fsck` read it. Synchronous (the engine is); the async API coalesces
- * writes made together into one commit. The etag is the value's blob id.
- */
+/** Builds the driver once its options are checked. */
 const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
   checkGitOptions(options);
   const ref = options.ref ?? "refs/stowage/default";
@@ -219,4 +214,12 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
   };
 };
 
+/**
+ * A versioned key-value store in a Git repository: every write is a commit
+ * on `ref` whose tree holds one blob per key, so `git log`, `git show` and
+ * `git fsck` read it. Synchronous (the engine is); the async API coalesces
+ * writes made together into one commit. The etag is the value's blob id.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for a missing `dir`, an unknown option or one of the wrong type or range, a ref name Git refuses, an author Git cannot read back
+ */
 export default defineDriver<GitDriverOptions, KeyValueRepo>(gitDriver) as (options: GitDriverOptions) => GitDriver;

@@ -111,6 +111,7 @@ export function encodeKey(key: string): string {
   return PLAIN_KEY.test(key) ? key.replaceAll(":", ".") : key.split(":").map(encodeToken).join(".");
 }
 
+/** The stowage key a NATS KV key written by {@link encodeKey} stands for. */
 export function decodeKey(natsKey: string): string {
   return natsKey.includes("=") ? natsKey.split(".").map(decodeToken).join(":") : natsKey.replaceAll(".", ":");
 }
