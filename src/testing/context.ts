@@ -41,7 +41,8 @@ export interface DriverTestOptions {
   scale?: KitScale;
   /**
    * Titles of contract tests to skip, for a third-party driver with a known
-   * gap (vitest reports each as skipped). stowage's own drivers skip none.
+   * gap (vitest reports each as skipped). stowage's own suites skip only what
+   * the server behind the http driver lacks (docs/testing.md, `skip`).
    * @default []
    */
   skip?: string[];
