@@ -7,13 +7,14 @@ import type { CreateStorageOptions, Storage } from "./core/types.js";
 import memory from "./drivers/memory.js";
 
 /**
- * Creates a storage. Without a driver, keys live in memory (as in unstorage).
+ * Creates a storage. Without a driver, keys live in memory (as in unstorage),
+ * keeping time by the storage's `clock`.
  * @example
  * const storage = createStorage({ driver: fsDriver({ base: "./data" }) });
  * await storage.setItem("user:1", { name: "Ada" });
  */
 export function createStorage(options: CreateStorageOptions = {}): Storage {
-  return createCoreStorage({ ...options, driver: options.driver ?? memory() });
+  return createCoreStorage({ ...options, driver: options.driver ?? memory({ clock: options.clock }) });
 }
 
 export { defineDriver, type DriverFactory } from "./core/defineDriver.js";

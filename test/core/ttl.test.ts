@@ -152,6 +152,15 @@ describe("the TTL layer reads value and expiry in one driver call", () => {
     expect(await storage.getKeys()).toEqual([]);
   });
 
+  it("the default memory driver keeps time by the storage's clock", async () => {
+    const clock = manualClock();
+    const storage = createStorage({ clock });
+    await storage.setItem("k", 1, { ttl: 1000 });
+    expect((await storage.getMeta("k")).expires).toEqual(new Date(clock.now() + 1000));
+    clock.advance(1000);
+    expect(await storage.getItem("k")).toBe(null);
+  });
+
   it("a transaction's expiries come from the storage's clock", async () => {
     const clock = manualClock();
     const { driver } = countingMemory();
