@@ -99,19 +99,19 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     const keyBlob = repo.writeBlob(keyBytes(key));
     keyCache.set(keyBlob, key);
     const result: NameChange = { name: keyBlob, id: repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value), also: [{ name: KEYS + keyBlob, id: keyBlob }] };
-    const expected = expectation(opts);
     if (expected !== undefined) result.expected = expected;
     return result;
   };
-  /** Removes the note of the key blob `id` and the entry that keeps the blob. */
-  const removalOf = (id: ObjectId, opts: RemoveOptions | undefined): NameChange => {
+  /** Removes the note of the key blob `id` and the entry that keeps the blob, on the old value `expected` when given. */
+  const removalOf = (id: ObjectId, expected?: string | null): NameChange => {
+    // The guard first: guards refused leave no blob behind.
+    const expected = expectation(opts, DRIVER_NAME, key);
     const result: NameChange = { name: id, id: null, also: [{ name: KEYS + id, id: null }] };
-    const expected = expectation(opts);
     if (expected !== undefined) result.expected = expected;
     return result;
   };
 
-  const removal = (key: string, opts: RemoveOptions | undefined): NameChange => removalOf(idOf(key), opts);
+  const removal = (key: string, opts: RemoveOptions | undefined): NameChange => removalOf(idOf(key), expectation(opts, DRIVER_NAME, key));
 
   const commit = (operations: CommitOperation[]): void =>
     void notes.apply(foldOperations(operations, idOf, (op) => (op.type === "remove" ? removal(op.key, op.options) : change(op.key, op.value, op.options)), DRIVER_NAME));
@@ -172,7 +172,7 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     setItems: (items: { key: string; value: string; options?: SetOptions }[], common: SetOptions = {}) =>
       void notes.apply(items.map((item) => change(item.key, item.value, item.options ?? common))),
     removeItem: (key: string, opts: RemoveOptions) => void notes.apply([removal(key, opts)]),
-    clear: (base: string) => void notes.apply([...notesUnder(base ?? "").values()].map((id) => removalOf(id, undefined))),
+    clear: (base: string) => void notes.apply([...notesUnder(base ?? "").values()].map((id) => removalOf(id))),
     commit,
     // Writes of one event-loop turn (a setItems through the core, concurrent callers) share one notes commit.
     asyncWrites: {

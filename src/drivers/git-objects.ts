@@ -193,15 +193,15 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
   const change = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): NameChange => {
     const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
     if (content && hashObject("blob", bytes) !== key) throw fail("E_INVALID_KEY", `Key ${key} is not the blob id of its value`, key);
-    // The name first: a key refused leaves no blob behind.
+    // The name and the guard first: a key or guards refused leave no blob behind.
     const name = nameOf(key);
     const result: NameChange = { name, id: repo.writeBlob(bytes) };
-    const expected = expectation(opts);
+    const expected = expectation(opts, DRIVER_NAME, key);
     if (expected !== undefined) result.expected = expected;
     return result;
   };
   const removal = (key: string, opts: RemoveOptions | undefined): NameChange => {
-    const expected = expectation(opts);
+    const expected = expectation(opts, DRIVER_NAME, key);
     // Removing a name that cannot exist (a sidecar key in content mode) changes nothing.
     const name = content && !isObjectId(key) ? BLOBS + key : nameOf(key);
     return expected === undefined ? { name, id: null } : { name, id: null, expected };

@@ -111,7 +111,7 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
       const name = refOf(op.key);
       const change = changes.get(name) ?? { name };
       changes.set(name, change);
-      require(change, op.type === "check" ? op.etag : expectation(op.options), op.key);
+      require(change, op.type === "check" ? op.etag : expectation(op.options, DRIVER_NAME, op.key), op.key);
       if (op.type === "set" || op.type === "setRaw") {
         bodies.set(name, Buffer.from(op.value));
       } else if (op.type === "remove") {
@@ -127,10 +127,10 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   };
 
   const write = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): void => {
-    // The ref name first: a key refused leaves no blob behind.
+    // The ref name and the guard first: a key or guards refused leave no blob behind.
     const name = refOf(key);
     const change: RefChange = { name, id: repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value) };
-    const expected = expectation(opts);
+    const expected = expectation(opts, DRIVER_NAME, key);
     if (expected !== undefined) change.expected = expected;
     commitRefs(repo.refs, [change], transaction);
     maintenance.wrote();
@@ -138,12 +138,12 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
 
   const remove = (key: string, opts: RemoveOptions | undefined): void => {
     const name = refOf(key);
-    const expected = expectation(opts);
     // Removing what is not there needs no lock (and no directories made for one).
     if (expected === undefined && repo.refs.read(name) === undefined) return;
     commitRefs(repo.refs, [expected === undefined ? { name, id: null } : { name, id: null, expected }], transaction);
   };
 
+    const expected = expectation(opts, DRIVER_NAME, key);
   /** A write waiting for the next group commit; `body` undefined removes the key. */
   type Pending = { name: string; body?: Buffer; expected?: string | null };
 
@@ -173,7 +173,7 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   const enqueue = (key: string, body: Buffer | undefined, opts: SetOptions | RemoveOptions | undefined): Promise<void> => {
     const entry: Pending = { name: refOf(key) };
     if (body !== undefined) entry.body = body;
-    const expected = expectation(opts);
+    const expected = expectation(opts, DRIVER_NAME, key);
     if (expected !== undefined) entry.expected = expected;
     return batches.enqueue(entry);
   };

@@ -7,6 +7,7 @@ import { createStorage, isStorageError } from "../../src/index.js";
 import { testDriver } from "../../src/testing/index.js";
 import { git, gitBytes, gitInitBare } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { bothGuardsConflict } from "../helpers/gitGuards.js";
 import { killWhileWriting, runWorkers } from "../helpers/workers.js";
 import { stressCount } from "../helpers/stress.js";
 
@@ -40,6 +41,13 @@ function repoWithCommit(label: string): string {
 }
 
 describe("git-notes driver", () => {
+  it("ifMatch with ifNoneMatch is E_CONFLICT on setItem, setItems and a transaction, the right etag too; nothing written, git fsck clean", async () => {
+    const dir = gitInitBare("git-notes-both-guards");
+    const storage = createStorage({ driver: gitNotes({ dir }) });
+    await bothGuardsConflict(storage, dir);
+    await storage.dispose();
+  });
+
   it("hostile keys and values: git notes show prints them byte for byte", async () => {
     const dir = gitInitBare("git-notes-hostile");
     const storage = createStorage({ driver: gitNotes({ dir }) });

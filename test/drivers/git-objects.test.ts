@@ -7,6 +7,7 @@ import { createStorage, isStorageError } from "../../src/index.js";
 import { testDriver } from "../../src/testing/index.js";
 import { errorCode, git, gitBytes, gitInitBare } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { bothGuardsConflict } from "../helpers/gitGuards.js";
 
 // This machine's disk takes ~1 ms per file created: repositories go to tmpfs where there is one.
 if (existsSync("/dev/shm")) process.env.TMPDIR = "/dev/shm";
@@ -90,6 +91,13 @@ describe("git-objects content-addressed store", () => {
 });
 
 describe("git-objects keyed mode", () => {
+  it("ifMatch with ifNoneMatch is E_CONFLICT on setItem, setItems and a transaction, the right etag too; nothing written, git fsck clean", async () => {
+    const dir = gitInitBare("git-objects-both-guards");
+    const storage = createStorage({ driver: gitObjects({ dir }) });
+    await bothGuardsConflict(storage, dir);
+    await storage.dispose();
+  });
+
   it("hostile keys and values round-trip; git fsck --strict accepts the index tree", async () => {
     const dir = gitInitBare("git-objects-hostile");
     const storage = createStorage({ driver: gitObjects({ dir }) });

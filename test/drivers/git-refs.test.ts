@@ -9,6 +9,7 @@ import { keyPath, pathKey } from "../../src/git/store/keyNames.js";
 import { testDriver } from "../../src/testing/index.js";
 import { git, gitBytes, gitInitBare } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { bothGuardsConflict } from "../helpers/gitGuards.js";
 import { killWhileWriting, runWorkers } from "../helpers/workers.js";
 import { stressCount } from "../helpers/stress.js";
 
@@ -101,6 +102,13 @@ testDriver({
 });
 
 describe("git-refs driver", () => {
+  it("ifMatch with ifNoneMatch is E_CONFLICT on setItem, setItems and a transaction, the right etag too; nothing written, git fsck clean", async () => {
+    const dir = gitInitBare("git-refs-both-guards");
+    const storage = createStorage({ driver: gitRefs({ dir }) });
+    await bothGuardsConflict(storage, dir);
+    await storage.dispose();
+  });
+
   it("stores hostile keys and values; stock git reads them byte for byte", async () => {
     const dir = gitInitBare("git-refs-hostile");
     const storage = createStorage({ driver: gitRefs({ dir }) });

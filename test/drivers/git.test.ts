@@ -10,6 +10,7 @@ import { testDriver } from "../../src/testing/index.js";
 import { KIT_TTL } from "../helpers/clock.js";
 import { git as gitCli, gitBytes, gitFails } from "../git/gitCli.js";
 import { tempDir } from "../helpers/tempDir.js";
+import { bothGuardsConflict } from "../helpers/gitGuards.js";
 import { killWhileWriting, runWorkers } from "../helpers/workers.js";
 import { stressCount } from "../helpers/stress.js";
 
@@ -60,6 +61,13 @@ async function eventually(check: () => void, timeout = 5000): Promise<void> {
 }
 
 describe("git driver", () => {
+  it("ifMatch with ifNoneMatch is E_CONFLICT on setItem, setItems and a transaction, the right etag too; nothing written, git fsck clean", async () => {
+    const dir = tempDir("git-both-guards");
+    const storage = open(dir);
+    await bothGuardsConflict(storage, dir);
+    await storage.dispose();
+  });
+
   it("is readable with git show, git log -p and git cat-file", async () => {
     const dir = tempDir("git-inspect");
     const storage = open(dir);

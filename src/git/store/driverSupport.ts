@@ -1,4 +1,5 @@
 import { StorageError } from "../../core/errors.js";
+import { guardOf } from "../../core/guards.js";
 import { checkKeyLimits, filterKeyByDepth, isMetaKey } from "../../core/keys.js";
 import type { CommitOperation, DriverFlags, KeyLimits, RemoveOptions, SetOptions, StorageMeta } from "../../core/types.js";
 import type { ObjectId } from "../objects/objectId.js";
@@ -15,10 +16,16 @@ export function checkDriverKey(key: string, limits: KeyLimits, driver: string): 
   checkKeyLimits(isMetaKey(key) ? key.slice(0, -1) : key, limits, driver);
 }
 
-/** The old value a write's guards ask for: `undefined` (none), `null` (absent) or an etag. */
-export function expectation(opts: SetOptions | RemoveOptions | undefined): string | null | undefined {
-  if (opts?.ifMatch !== undefined) return opts.ifMatch;
-  return (opts as SetOptions | undefined)?.ifNoneMatch === "*" ? null : undefined;
+/**
+ * The old value a write's guard ({@link guardOf}) asks for, as a ref change
+ * states it: `undefined` (none), `null` (absent) or an etag.
+ *
+ * @throws StorageError `E_CONFLICT` for `ifMatch` together with `ifNoneMatch`
+ */
+export function expectation(opts: SetOptions | RemoveOptions | undefined, driver: string, key: string): string | null | undefined {
+  const guard = guardOf(opts, driver, key);
+  if (guard.kind === "none") return undefined;
+  return guard.kind === "match" ? guard.etag : null;
 }
 
 /**

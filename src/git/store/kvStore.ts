@@ -1,7 +1,8 @@
 import { statSync, watch as watchFs, type FSWatcher } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isStorageError, StorageError, toStorageError } from "../../core/errors.js";
-import type { CommitOperation, HistoryEntry, KeyLimits, RemoveOptions, SetOptions, WatchInfo, WatchOrigin } from "../../core/types.js";
+import { guardOf } from "../../core/guards.js";
+import type { CommitOperation, HistoryEntry, KeyLimits, WatchInfo, WatchOrigin } from "../../core/types.js";
 import { bloomKey, type BloomKey } from "../packs/bloom.js";
 import { checkDriverKey } from "./driverSupport.js";
 import { encodeCommit, type Commit } from "../objects/commit.js";
@@ -444,10 +445,9 @@ export class KeyValueRepo {
         if ((etagOf(op.key) ?? null) !== op.etag) return conflict(op.key, "Stored version differs");
         continue;
       }
-      const { ifMatch } = op.options as SetOptions | RemoveOptions;
-      const ifNoneMatch = (op.options as SetOptions).ifNoneMatch;
-      if (ifNoneMatch === "*" && etagOf(op.key) !== undefined) return conflict(op.key, "Key already exists");
-      if (ifMatch !== undefined && etagOf(op.key) !== ifMatch) return conflict(op.key, "Stored version differs");
+      const guard = guardOf(op.options, "git", op.key);
+      if (guard.kind === "absent" && etagOf(op.key) !== undefined) return conflict(op.key, "Key already exists");
+      if (guard.kind === "match" && etagOf(op.key) !== guard.etag) return conflict(op.key, "Stored version differs");
     }
     return undefined;
   }
