@@ -3,6 +3,7 @@ import { StorageError, conflictError } from "../core/errors.js";
 import { checkOptions } from "../core/options.js";
 import { resolveClock } from "../core/clock.js";
 import { filterKeyByDepth } from "../core/keys.js";
+import { describeExpiry } from "../core/ttl.js";
 import type { Clock, CommitOperation, SetOptions, StorageMeta, TransactionOptions, WatchCallback, WatchEvent, WatchInfo } from "../core/types.js";
 
 export interface MemoryOptions {
@@ -194,11 +195,7 @@ export default defineDriver((input: MemoryOptions | void) => {
         etag: String(entry.version),
         size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength,
       };
-      if (entry.expires !== undefined) {
-        result.expires = new Date(entry.expires);
-        result.ttl = Math.max(0, entry.expires - clock.now());
-      }
-      return result;
+      return describeExpiry(result, entry.expires, clock.now());
     },
     getKeys: (base: string, opts: { maxDepth?: number }) => keysUnder(base ?? "", opts?.maxDepth),
     async *iterateKeys(base: string, opts: { maxDepth?: number; batchSize?: number }) {
