@@ -308,15 +308,61 @@ export interface UpdateOptions {
 export type GetItemsInput = (string | { key: string; options?: TransactionOptions })[];
 export type SetItemsInput = { key: string; value: unknown; options?: SetOptions }[];
 
-/** The storage object: unstorage's Storage plus stowage's additions. */
+/**
+ * The storage object: unstorage's Storage plus stowage's additions.
+ *
+ * Every method fails with a {@link StorageError} (a rejected promise, or a
+ * throw from the sync forms), never with another error type. What any of
+ * them can throw:
+ * - `E_INVALID_KEY`: a key or base that is not a string, that the key rules
+ *   refuse, past the driver's {@link KeyLimits}, ending in `$` (a meta
+ *   sidecar's name), or holding `?` where it is written, removed or used as a base;
+ * - `E_INVALID_OPTION`: options that are not an object, or an option of the
+ *   wrong type or range (`ttl`, `ifMatch`, `ifNoneMatch`, `maxDepth`, …);
+ * - what the driver raised, with the driver's name and the original as
+ *   `cause`: its own code where it gave one (`E_UNAVAILABLE`, `E_IO`,
+ *   `E_CORRUPT`, `E_TOO_LARGE`, `E_CONFLICT`, …), `E_DRIVER` for anything else.
+ *
+ * The methods below list the codes they add. The sync forms (`…Sync`) throw
+ * what their async form rejects with, and `E_UNSUPPORTED` on a driver not
+ * flagged `sync` (`E_DRIVER` when a driver flagged `sync` answers with a promise).
+ */
 export interface Storage {
   hasItem(key: string, opts?: TransactionOptions): Promise<boolean>;
+  /**
+   * The value of `key`, or null when absent or expired.
+   * @throws StorageError `E_UNSUPPORTED` with `version` on a driver not flagged `history`; `E_CORRUPT` for a malformed stored envelope
+   */
   getItem<R = StorageValue>(key: string, opts?: GetOptions): Promise<R | null>;
+  /**
+   * The values of several keys, in one driver call per mount where the driver batches.
+   * @throws StorageError `E_INVALID_OPTION` when `items` is not an array
+   */
   getItems<R = StorageValue>(items: GetItemsInput, commonOptions?: TransactionOptions): Promise<{ key: string; value: R | null }[]>;
+  /**
+   * The bytes of `key`, or null when absent.
+   * @throws StorageError `E_UNSUPPORTED` with `version` (raw past versions are not read)
+   */
   getItemRaw(key: string, opts?: GetOptions): Promise<Uint8Array | null>;
+  /**
+   * Stores `value` (serialized) under `key`; `value` undefined removes the key.
+   * @throws StorageError `E_INVALID_VALUE` for a value the serializer cannot carry; `E_UNSUPPORTED` for `ifMatch`/`ifNoneMatch` on a driver not flagged `cas`; `E_CONFLICT` when the guard fails; `E_READONLY` when the driver takes no writes
+   */
   setItem(key: string, value: unknown, opts?: SetOptions): Promise<void>;
+  /**
+   * Stores several values, in one driver call per mount where the driver batches.
+   * @throws StorageError as {@link Storage.setItem}, and `E_INVALID_OPTION` when `items` is not an array
+   */
   setItems(items: SetItemsInput, commonOptions?: SetOptions): Promise<void>;
+  /**
+   * Stores bytes (a string is stored as its UTF-8 bytes).
+   * @throws StorageError as {@link Storage.setItem}; `E_INVALID_VALUE` for anything but bytes or a string
+   */
   setItemRaw(key: string, value: Uint8Array | ArrayBuffer | ArrayBufferView | string, opts?: SetOptions): Promise<void>;
+  /**
+   * Removes `key` (and its meta with `removeMeta`).
+   * @throws StorageError `E_INVALID_OPTION` for `ifNoneMatch`; `E_UNSUPPORTED` for `ifMatch` on a driver not flagged `cas`; `E_CONFLICT` when `ifMatch` fails; `E_READONLY` when the driver takes no removals
+   */
   removeItem(key: string, opts?: RemoveOptions | boolean): Promise<void>;
   /**
    * Opens a value's bytes (as getItemRaw has them) for reading in chunks,
@@ -329,13 +375,35 @@ export interface Storage {
    * async generator: chunks of bytes or strings) as setItemRaw would. The
    * value is replaced once `body` ends, or not at all if it fails. Drivers
    * that stream (fs, fs-lite) never hold it whole; the others gather it first.
+   *
+   * @throws StorageError as {@link Storage.setItem}; `E_INVALID_VALUE` when `body` is not an async iterable
    */
   setItemStream(key: string, body: AsyncIterable<unknown>, opts?: SetOptions): Promise<void>;
   getMeta(key: string, opts?: (TransactionOptions & { nativeOnly?: boolean }) | boolean): Promise<StorageMeta>;
+  /**
+   * Stores user meta beside `key` (in its sidecar).
+   * @throws StorageError `E_INVALID_VALUE` when `value` is not an object; `E_INVALID_OPTION` for `ifMatch`/`ifNoneMatch` (meta has no version); `E_READONLY`
+   */
   setMeta(key: string, value: Record<string, unknown>, opts?: SetOptions): Promise<void>;
+  /**
+   * Removes the user meta of `key`.
+   * @throws StorageError `E_INVALID_OPTION` for `ifMatch`/`ifNoneMatch`; `E_READONLY`
+   */
   removeMeta(key: string, opts?: TransactionOptions): Promise<void>;
+  /**
+   * Every key under `base`, across mounts.
+   * @throws StorageError `E_INVALID_OPTION` for a `maxDepth` that is not a non-negative integer
+   */
   getKeys(base?: string, opts?: GetKeysOptions): Promise<string[]>;
+  /**
+   * The keys under `base` in batches, without holding them all.
+   * @throws StorageError `E_INVALID_OPTION` for a bad `maxDepth` or `batchSize`
+   */
   iterateKeys(base?: string, opts?: IterateKeysOptions): AsyncIterableIterator<string[]>;
+  /**
+   * Removes every key under `base` (all keys without one).
+   * @throws StorageError `E_READONLY` when a driver takes no removals
+   */
   clear(base?: string, opts?: TransactionOptions): Promise<void>;
   dispose(): Promise<void>;
   /**
@@ -351,13 +419,30 @@ export interface Storage {
   watch(base: string, callback: WatchCallback): Promise<Unwatch>;
   /** Removes every listener. */
   unwatch(): Promise<void>;
+  /**
+   * Mounts `driver` at `base`: keys under it go there.
+   * @throws StorageError `E_INVALID_OPTION` for a driver without hasItem, getItem and getKeys, or a base already mounted
+   */
   mount(base: string, driver: Driver): Storage;
   unmount(base: string, dispose?: boolean): Promise<void>;
   getMount(key?: string): MountInfo;
   getMounts(base?: string, opts?: { parents?: boolean }): MountInfo[];
 
+  /**
+   * Read-modify-write on etags: runs `fn` on the current value and writes
+   * what it returns (undefined removes), again after a conflicting write.
+   * @throws StorageError `E_UNSUPPORTED` on a driver not flagged `cas`; `E_INVALID_OPTION` when `fn` is not a function or `retries` not a non-negative integer; `E_CONFLICT` once `retries` are spent; what `fn` throws, as it threw it
+   */
   update<R = StorageValue>(key: string, fn: (current: R | null) => unknown, opts?: UpdateOptions): Promise<R | null>;
+  /**
+   * Runs `fn` with a handle whose writes land together at the end, or none do.
+   * @throws StorageError `E_UNSUPPORTED` on a driver not flagged `transactions` or for a key outside the first key's mount; `E_INVALID_OPTION` when `fn` is not a function or the handle is used after the transaction ended; `E_CONFLICT` when a key it read changed before the commit; what `fn` throws, as it threw it
+   */
   transaction<R>(fn: (tx: TransactionHandle) => Promise<R> | R, opts?: TransactionOptions): Promise<R>;
+  /**
+   * Past versions of `key`, newest first.
+   * @throws StorageError `E_UNSUPPORTED` on a driver not flagged `history`; `E_INVALID_OPTION` for a `limit` that is not a positive integer
+   */
   getHistory<R = StorageValue>(key: string, opts?: { limit?: number }): Promise<HistoryEntry<R>[]>;
 
   hasItemSync(key: string, opts?: TransactionOptions): boolean;
