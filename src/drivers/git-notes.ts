@@ -96,6 +96,8 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   };
 
   const change = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): NameChange => {
+    // The guard first: guards refused leave no blob behind.
+    const expected = expectation(opts, DRIVER_NAME, key);
     const keyBlob = repo.writeBlob(keyBytes(key));
     keyCache.set(keyBlob, key);
     const result: NameChange = { name: keyBlob, id: repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value), also: [{ name: KEYS + keyBlob, id: keyBlob }] };
@@ -104,8 +106,6 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   };
   /** Removes the note of the key blob `id` and the entry that keeps the blob, on the old value `expected` when given. */
   const removalOf = (id: ObjectId, expected?: string | null): NameChange => {
-    // The guard first: guards refused leave no blob behind.
-    const expected = expectation(opts, DRIVER_NAME, key);
     const result: NameChange = { name: id, id: null, also: [{ name: KEYS + id, id: null }] };
     if (expected !== undefined) result.expected = expected;
     return result;

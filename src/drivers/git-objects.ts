@@ -195,8 +195,8 @@ export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver
     if (content && hashObject("blob", bytes) !== key) throw fail("E_INVALID_KEY", `Key ${key} is not the blob id of its value`, key);
     // The name and the guard first: a key or guards refused leave no blob behind.
     const name = nameOf(key);
-    const result: NameChange = { name, id: repo.writeBlob(bytes) };
     const expected = expectation(opts, DRIVER_NAME, key);
+    const result: NameChange = { name, id: repo.writeBlob(bytes) };
     if (expected !== undefined) result.expected = expected;
     return result;
   };

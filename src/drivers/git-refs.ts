@@ -129,8 +129,8 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   const write = (key: string, value: string | Uint8Array, opts: SetOptions | undefined): void => {
     // The ref name and the guard first: a key or guards refused leave no blob behind.
     const name = refOf(key);
-    const change: RefChange = { name, id: repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value) };
     const expected = expectation(opts, DRIVER_NAME, key);
+    const change: RefChange = { name, id: repo.writeBlob(typeof value === "string" ? Buffer.from(value, "utf8") : value) };
     if (expected !== undefined) change.expected = expected;
     commitRefs(repo.refs, [change], transaction);
     maintenance.wrote();
@@ -138,12 +138,12 @@ export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
 
   const remove = (key: string, opts: RemoveOptions | undefined): void => {
     const name = refOf(key);
+    const expected = expectation(opts, DRIVER_NAME, key);
     // Removing what is not there needs no lock (and no directories made for one).
     if (expected === undefined && repo.refs.read(name) === undefined) return;
     commitRefs(repo.refs, [expected === undefined ? { name, id: null } : { name, id: null, expected }], transaction);
   };
 
-    const expected = expectation(opts, DRIVER_NAME, key);
   /** A write waiting for the next group commit; `body` undefined removes the key. */
   type Pending = { name: string; body?: Buffer; expected?: string | null };
 
