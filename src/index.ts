@@ -12,6 +12,8 @@ import memory from "./drivers/memory.js";
  * @example
  * const storage = createStorage({ driver: fsDriver({ base: "./data" }) });
  * await storage.setItem("user:1", { name: "Ada" });
+ *
+ * @throws StorageError `E_INVALID_OPTION` for an unknown option, a driver without hasItem, getItem and getKeys, an unknown serializer, a `ttl` that is not a positive number, an `onWatchError` that is not a function, a `clock` without `now()`
  */
 export function createStorage(options: CreateStorageOptions = {}): Storage {
   return createCoreStorage({ ...options, driver: options.driver ?? memory({ clock: options.clock }) });

@@ -20,7 +20,7 @@ type KeyMethod = (key: string, ...rest: unknown[]) => unknown;
  * A view of `storage` under `base`: keys are relative to it, listings strip
  * it, and watch reports only keys below it. A relative key is checked before
  * the base is prepended, so no key (`""`, `":"`, `"?x"`) reaches the base
- * itself or beyond it.
+ * itself or beyond it. The view's methods throw what {@link Storage}'s do.
  */
 export function prefixStorage(storage: Storage, base: string): Storage {
   const prefix = normalizeBaseKey(base);

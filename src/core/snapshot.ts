@@ -4,7 +4,10 @@ import type { Storage } from "./types.js";
 /** Keys (relative to the base) and their values. */
 export type Snapshot<T = unknown> = Record<string, T>;
 
-/** Reads every item under `base` into a plain object (unstorage's snapshot). */
+/**
+ * Reads every item under `base` into a plain object (unstorage's snapshot).
+ * @throws StorageError what {@link Storage.getKeys} and {@link Storage.getItems} throw
+ */
 export async function snapshot(storage: Storage, base: string): Promise<Snapshot> {
   const prefix = normalizeBaseKey(base);
   const keys = await storage.getKeys(prefix);
@@ -14,7 +17,10 @@ export async function snapshot(storage: Storage, base: string): Promise<Snapshot
   return result;
 }
 
-/** Writes a snapshot back under `base`, in one setItems. */
+/**
+ * Writes a snapshot back under `base`, in one setItems.
+ * @throws StorageError what {@link Storage.setItems} throws
+ */
 export async function restoreSnapshot(storage: Storage, data: Snapshot, base = ""): Promise<void> {
   const prefix = normalizeBaseKey(base);
   await storage.setItems(Object.entries(data).map(([key, value]) => ({ key: prefix + key, value })));
