@@ -148,9 +148,15 @@ export interface StorageServerOptions {
 }
 
 export interface StorageServer {
-  /** Starts listening; resolves with the server's URL. */
+  /**
+   * Starts listening; resolves with the server's URL.
+   * @throws StorageError `E_IO` when the address cannot be bound (in use, not permitted)
+   */
   listen(): Promise<string>;
-  /** Stops accepting connections, lets in-flight requests finish, closes idle keep-alive connections. */
+  /**
+   * Stops accepting connections, lets in-flight requests finish, closes idle keep-alive connections.
+   * @throws StorageError `E_IO` when node:http fails to close
+   */
   close(): Promise<void>;
   /** The request handler, to mount in a server of your own (`http.createServer(server.handle)`). */
   handle(request: IncomingMessage, response: ServerResponse): Promise<void>;
@@ -270,6 +276,8 @@ function logError(error: unknown, request: IncomingMessage): void {
  * @example
  * const server = createStorageServer(storage, { port: 8787, token: process.env.TOKEN });
  * console.log(await server.listen());
+ *
+ * @throws StorageError `E_INVALID_OPTION` for an unknown option or one of the wrong type or range, a token that is empty or not visible ASCII, a non-loopback `host` without a `token` (unless `insecure`)
  */
 export function createStorageServer(storage: Storage, options: StorageServerOptions = {}): StorageServer {
   checkOptions("server", options, OPTION_NAMES);
