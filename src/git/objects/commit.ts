@@ -22,7 +22,10 @@ function objectIdHeader(name: string, value: string | undefined): ObjectId {
   return value;
 }
 
-/** Parses a commit body. */
+/**
+ * Parses a commit body.
+ * @throws StorageError `E_CORRUPT` for a commit without a valid tree, parent, author or committer line
+ */
 export function decodeCommit(body: Buffer): Commit {
   const { headers, message, messageBytes } = decodeHeaders(body);
   let at = 0;
@@ -45,7 +48,10 @@ export function decodeCommit(body: Buffer): Commit {
   return commit;
 }
 
-/** Encodes a commit body exactly as Git lays it out. */
+/**
+ * Encodes a commit body exactly as Git lays it out.
+ * @throws StorageError `E_CORRUPT` for an author or committer Git could not read back
+ */
 export function encodeCommit(commit: Commit): Buffer {
   const headers: Array<[string, string]> = [["tree", commit.tree]];
   for (const parent of commit.parents) headers.push(["parent", parent]);

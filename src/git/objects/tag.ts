@@ -18,7 +18,10 @@ export interface Tag {
   messageBytes?: Buffer;
 }
 
-/** Parses a tag body. */
+/**
+ * Parses a tag body.
+ * @throws StorageError `E_CORRUPT` for a tag without an object, type or tag line
+ */
 export function decodeTag(body: Buffer): Tag {
   const { headers, message, messageBytes } = decodeHeaders(body);
   const [object, type, name] = headers;

@@ -29,7 +29,10 @@ export function isTreeMode(mode: string): boolean {
   return mode === "40000" || mode === "040000";
 }
 
-/** Parses a tree body into its entries, in stored order. */
+/**
+ * Parses a tree body into its entries, in stored order.
+ * @throws StorageError `E_CORRUPT` for a truncated entry
+ */
 export function decodeTree(body: Buffer): TreeEntry[] {
   const entries: TreeEntry[] = [];
   const end = body.length;
@@ -91,6 +94,7 @@ function checkName(entry: TreeEntry): void {
 /**
  * Encodes entries as a tree body, sorted in Git's order (the input order
  * does not matter). Duplicate names are refused.
+ * @throws StorageError `E_CORRUPT` for a name Git cannot store (empty, holding `/` or NUL), a duplicate name or a bad object id
  */
 export function encodeTree(entries: readonly TreeEntry[]): Buffer {
   const keyed: Keyed[] = entries.map((entry) => {

@@ -107,6 +107,7 @@ const FSCK_FAILED = /fsck error|index-pack failed|unpack-objects (?:failed|abnor
  * error); objects `git fsck` refuses (a tree entry `..`, a `.gitmodules` with
  * a disallowed URL, a malformed commit) are `E_CORRUPT`, and then no ref
  * moves and none of them is kept; anything else git fails on is `E_UNAVAILABLE`.
+ * @throws StorageError `E_INVALID_OPTION` for a remote or refspec git would misread; `E_NOT_FOUND`, `E_CORRUPT`, `E_UNAVAILABLE` as above
  */
 export async function fetchRefspecs(repo: Repository, remote: string, refspecs: string[], options: RemoteOptions = {}): Promise<void> {
   checkRemote(remote);
@@ -127,6 +128,7 @@ export async function fetchRefspecs(repo: Repository, remote: string, refspecs: 
  * the outcome per ref. Refused refs are reported (`ok: false`), not thrown:
  * whether a refusal is worth a retry is the caller's call. A push that fails
  * before reporting on refs is `E_UNAVAILABLE`.
+ * @throws StorageError `E_INVALID_OPTION` for a remote or refspec git would misread, or a lease that is not an object id; `E_UNAVAILABLE` as above
  */
 export async function pushRefspecs(repo: Repository, remote: string, refspecs: string[], options: PushOptions = {}): Promise<PushedRef[]> {
   checkRemote(remote);
@@ -168,6 +170,7 @@ export function trackingRef(remote: string, ref: string): string {
  * Fetches the remote's `ref` into its {@link trackingRef} (forced: the
  * tracking ref mirrors the remote) and returns the id, or undefined when the
  * remote has no such ref (the tracking ref is then deleted).
+ * @throws StorageError as {@link fetchRefspecs} (a missing ref is not an error here)
  */
 export async function fetchRef(repo: Repository, remote: string, ref: string, options: RemoteOptions = {}): Promise<ObjectId | undefined> {
   const tracking = trackingRef(remote, ref);
@@ -186,6 +189,7 @@ export async function fetchRef(repo: Repository, remote: string, ref: string, op
  * `expected` there (undefined: no such ref); on success the tracking ref
  * follows. `ok: false` when the remote refused (it moved since the fetch, or
  * a hook or a lock refused).
+ * @throws StorageError as {@link pushRefspecs}; `E_UNAVAILABLE` when git reports nothing about the ref
  */
 export async function pushRef(repo: Repository, remote: string, ref: string, id: ObjectId, expected: ObjectId | undefined, options: RemoteOptions = {}): Promise<PushedRef> {
   const pushed = await pushRefspecs(repo, remote, [`${id}:${ref}`], { ...options, leases: { [ref]: expected ?? null } });

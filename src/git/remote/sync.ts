@@ -130,6 +130,7 @@ async function integrate(target: SyncTarget, theirs: ObjectId | undefined, polic
  * result with a lease on the commit fetched. A push refused because the
  * remote moved is retried from the fetch (`retries` times), then
  * `E_CONFLICT`; a refusal while the remote did not move is `E_CONFLICT` at once.
+ * @throws StorageError `E_INVALID_OPTION` for a bad `retries`, `timeout`, `env` or `policy`; `E_CONFLICT` as above; `E_CORRUPT` when the fetched commit is refused; `E_UNAVAILABLE` when git fails or the local ref keeps moving; what the remote functions throw
  */
 export async function syncRef(target: SyncTarget, remote: string, given?: SyncOptions | null): Promise<SyncResult> {
   const options = given ?? {};
