@@ -29,20 +29,22 @@ const gitHelperRules = [
   gitImportRule(["src/git/fileUtil.ts"], helpersOf("^\\.\\./(?!core/directories\\.js$)")),
 ];
 
-// Drivers import core and git (and the file store, ../fs/, that fs and fs-lite share), never each other, so each
-// stays one thin entry a user can import alone; what several drivers share lives in drivers/support/. The http
-// driver reads the server's bearer-token rule (../server/token.js) so both ends accept the same tokens.
-// The core imports nothing outside itself: no driver, no engine.
-/** The rule for drivers, the file store and core. */
-const layeringRule = (files, forbidden, ignores) =>
-  importRule(files, forbidden, "breaks the module layering (drivers import core and git, never each other; core imports no driver)", ignores);
-const DRIVER_OUTSIDE = "(?!core/|git/|fs/|server/token\\.js$)";
+// Drivers import core and git, never each other, so each stays one thin entry a user can import alone; what several
+// drivers share lives in drivers/support/. The http driver reads the server's bearer-token rule (../server/token.js)
+// so both ends accept the same tokens. The core imports nothing outside itself: no driver, no engine.
+/** The rule for drivers and core. */
+const layeringRule = (files, forbidden) =>
+  importRule(files, forbidden, "breaks the module layering (drivers import core and git, never each other; core imports no driver)");
+/** The rule for the files `depth` folders below src/drivers/ (a driver's folder such as redis/, support/, support/fs/). */
+function driverRule(depth) {
+  const toDrivers = depth === 0 ? "\\./" : "(\\.\\./)".repeat(depth);
+  const outside = depth === 0 ? "(?!core/|git/|server/token\\.js$)" : "(?!core/|git/)";
+  // Within src/drivers/ only support/ and the file's own folder; above it only core and git.
+  const otherDriver = depth === 0 ? `^${toDrivers}(?!support/)` : `^${toDrivers}(?!\\.\\./|support/)`;
+  return layeringRule([`src/drivers/${"*/".repeat(depth)}*.ts`], [otherDriver, `^${"(\\.\\./)".repeat(depth + 1)}${outside}`]);
+}
 const layeringRules = [
-  layeringRule(["src/drivers/*.ts"], ["^\\./(?!support/)", `^\\.\\./${DRIVER_OUTSIDE}`]),
-  // A driver's own folder (redis/) and drivers/support/: siblings inside the folder, never another driver.
-  layeringRule(["src/drivers/*/**/*.ts"], ["^\\.\\./(?!\\.\\./|support/)", `^\\.\\./\\.\\./${DRIVER_OUTSIDE}`], ["src/drivers/support/**"]),
-  layeringRule(["src/drivers/support/**/*.ts"], ["^\\.\\./(?!\\.\\./)", `^\\.\\./\\.\\./${DRIVER_OUTSIDE}`]),
-  layeringRule(["src/fs/**/*.ts"], ["^\\.\\./(?!core/)"]),
+  ...[0, 1, 2, 3].map(driverRule),
   layeringRule(["src/core/*.ts"], ["^\\.\\./"]),
   layeringRule(["src/core/*/**/*.ts"], ["^\\.\\./\\.\\./"]),
 ];

@@ -1,7 +1,7 @@
 import { defineDriver } from "../core/defineDriver.js";
-import { FileStore } from "../fs/fileStore.js";
-import { fileMethods } from "../fs/fileMethods.js";
-import { checkFileOptions } from "../fs/options.js";
+import { FileStore } from "./support/fs/fileStore.js";
+import { fileMethods } from "./support/fs/fileMethods.js";
+import { checkFileOptions } from "./support/fs/options.js";
 
 export interface FsLiteOptions {
   /** Directory that holds the keys. Required. */

@@ -3,9 +3,9 @@ import picomatch from "picomatch";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError } from "../core/errors.js";
 import type { WatchCallback } from "../core/types.js";
-import { FileStore } from "../fs/fileStore.js";
-import { fileMethods } from "../fs/fileMethods.js";
-import { checkFileOptions } from "../fs/options.js";
+import { FileStore } from "./support/fs/fileStore.js";
+import { fileMethods } from "./support/fs/fileMethods.js";
+import { checkFileOptions } from "./support/fs/options.js";
 
 export interface FsOptions {
   /** Directory that holds the keys. Required. */

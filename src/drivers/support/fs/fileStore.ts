@@ -24,12 +24,12 @@ import {
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { threadId } from "node:worker_threads";
-import { StorageError } from "../core/errors.js";
-import type { KeyLimits, StorageMeta } from "../core/types.js";
+import { StorageError } from "../../../core/errors.js";
+import type { KeyLimits, StorageMeta } from "../../../core/types.js";
 import { errnoOf, nothingThere } from "./errno.js";
 import { gitDirectoryProblem, plannedRealPath } from "./gitDirs.js";
 import { TEMP_PREFIX, fileKeyLimits, isDotGitName, segmentProblem } from "./keyPaths.js";
-import { makeDirectories } from "../core/directories.js";
+import { makeDirectories } from "../../../core/directories.js";
 
 /**
  * The file engine under the fs and fs-lite drivers: one file per key, the

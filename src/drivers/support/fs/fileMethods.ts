@@ -1,5 +1,5 @@
-import { destroyAndWait, wholeStream } from "../core/streams.js";
-import type { Driver, ItemStream, StorageMeta } from "../core/types.js";
+import { destroyAndWait, wholeStream } from "../../../core/streams.js";
+import type { Driver, ItemStream, StorageMeta } from "../../../core/types.js";
 import type { FileStore } from "./fileStore.js";
 
 /** The Driver methods the fs and fs-lite drivers share: each maps onto the file engine. */

@@ -1,5 +1,5 @@
-import { StorageError } from "../core/errors.js";
-import { checkOptions } from "../core/options.js";
+import { StorageError } from "../../../core/errors.js";
+import { checkOptions } from "../../../core/options.js";
 
 /** The switches both file drivers take. */
 interface FileSwitches {

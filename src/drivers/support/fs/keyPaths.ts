@@ -1,4 +1,4 @@
-import { DEFAULT_KEY_LIMITS, type KeyLimits } from "../core/types.js";
+import { DEFAULT_KEY_LIMITS, type KeyLimits } from "../../../core/types.js";
 
 /**
  * What a key's segments may be as file names under the fs and fs-lite
