@@ -194,6 +194,9 @@ function groupsOf<T>(items: T[], maxCount: number, maxBytes: number, bytesOf: (i
  * write; history is read back through revisions until compaction removes
  * them. A removal also writes a tombstone (`<prefix>\0<key>`) in the same
  * revision, so history can step over deletions.
+ *
+ * @throws StorageError `E_INVALID_OPTION` (from the factory) for an unknown option or one of the wrong type or range
+ * @throws StorageError (from operations) `E_UNAVAILABLE` when etcd does not answer within `timeout`; `E_TOO_LARGE` when etcd refuses a request as too large; `E_NOT_FOUND` for a version compacted away or not yet written; `E_CORRUPT` for a chunked value with missing chunks or the wrong size
  */
 export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);

@@ -297,6 +297,9 @@ function checkEtagKind(etag: HttpOptions["etag"], stowage: boolean): "version" |
  * `stowage/server`) or unstorage's. Speaks unstorage's protocol over
  * node:http with keep-alive connections, adds timeouts, retries for requests
  * that are safe to repeat, and ETag-based CAS. See docs/http.md.
+ *
+ * @throws StorageError `E_INVALID_OPTION` (from the factory) for a missing or non-http(s) `base`, an unknown option, one of the wrong type or range, a token that is not visible ASCII
+ * @throws StorageError (from operations) `E_UNAVAILABLE` when the server cannot be reached or does not answer within `timeout`; `E_TOO_LARGE` for an answer above `maxBodySize`; `E_CORRUPT` for a malformed answer; `E_UNSUPPORTED` for setMeta against a stowage server
  */
 export default defineDriver((options: HttpOptions) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);

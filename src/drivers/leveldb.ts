@@ -47,6 +47,8 @@ function newVersion(): string {
  * a batch that stores the value and its version together. LevelDB lets one
  * process open a database, so writes queue through one in-process lock,
  * which makes etag checks and the writes they guard atomic.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for a missing `path` or an unknown option
  */
 export default defineDriver<LeveldbOptions, LeveldbDatabase>((options: LeveldbOptions) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);

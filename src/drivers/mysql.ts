@@ -328,6 +328,9 @@ function batchJson(rows: BatchRow[]): string {
  * commits in one transaction with `SELECT ... FOR UPDATE` checks. Watch
  * across processes with the `watch` option (triggers and a polled change
  * log); without it the core reports this storage object's writes.
+ *
+ * @throws StorageError `E_INVALID_OPTION` (from the factory) for an unknown option, a bad table name or a value of the wrong type
+ * @throws StorageError (from operations) `E_UNAVAILABLE` when the server does not answer within `timeout`; `E_TOO_LARGE` for a value above the server's `max_allowed_packet`
  */
 export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);

@@ -191,6 +191,9 @@ const isLive = (message: StoredMsg | null): boolean => message !== null && !isRe
  * revision (stream sequence), history is the bucket's per-key history, watch
  * is a KV watcher. A per-key expiry and the chunking of values above the
  * server's max payload travel in message headers.
+ *
+ * @throws StorageError `E_INVALID_OPTION` (from the factory) for an unknown option, one of the wrong type or range, a bad bucket name
+ * @throws StorageError (from operations) `E_UNAVAILABLE` when NATS does not answer within `timeout` or after dispose; `E_TOO_LARGE` when NATS refuses a message as too large; `E_INVALID_KEY` for a key too long for a subject once escaped; `E_NOT_FOUND` for a version no longer kept; `E_CORRUPT` for a chunked value of the wrong size
  */
 export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options: NatsKvOptions = {}) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);

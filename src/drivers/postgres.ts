@@ -170,6 +170,9 @@ type Db = Pick<PoolClient, "query">;
  * Keys in one PostgreSQL table (key, value, raw, version, mtime, expires_at)
  * through a pg Pool: CAS on `version`, TTL on `expires_at`, atomic commits in
  * one transaction on one pooled connection, watch through LISTEN/NOTIFY.
+ *
+ * @throws StorageError `E_INVALID_OPTION` (from the factory) for an unknown option, a bad table name or a value of the wrong type
+ * @throws StorageError (from operations) `E_UNAVAILABLE` when the server does not answer within `timeout`
  */
 export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions = {}) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);

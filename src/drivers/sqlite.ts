@@ -57,6 +57,9 @@ function firstVersion(): number {
  * Keys in one SQLite table (key, value, version, mtime, expires_at) through
  * better-sqlite3: synchronous, WAL, prepared statements, CAS on `version`,
  * TTL on `expires_at`, atomic commits in `BEGIN IMMEDIATE` transactions.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for a missing `path`, an unknown option or a bad table name
+ * @throws StorageError `E_IO` when the database file cannot be opened
  */
 export default defineDriver<SqliteOptions, SqliteDatabase>((options: SqliteOptions) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);

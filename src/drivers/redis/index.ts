@@ -97,6 +97,9 @@ function checkValues(options: RedisDriverOptions): number {
  * stored as binary, native TTL (PX), CAS on an etag that is the SHA-1 of the stored bytes (checked
  * in Lua scripts, so checks and writes are atomic on the server), transactions as one script, SCAN
  * for listings, and watch across processes through client tracking, pub/sub or keyspace notifications.
+ *
+ * @throws StorageError `E_INVALID_OPTION` (from the factory) for an unknown option, one of the wrong type or range, or ioredis settings that undo the driver's design (`keyPrefix`, `maxRetriesPerRequest`, `enableOfflineQueue`, `autoResendUnfulfilledCommands`)
+ * @throws StorageError (from operations) `E_UNAVAILABLE` when the server is not ready within `timeout` or the connection is closed; `E_UNSUPPORTED` from `watch` when the server lacks what the `watch` mode needs
  */
 export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriverOptions = {}) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);
