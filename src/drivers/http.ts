@@ -36,8 +36,8 @@ export interface HttpOptions {
   server?: "stowage" | "unstorage";
   /**
    * What the stowage server's store's etags are (the server hands them on
-   * as they are): `"content"` for a server over redis, mysql or a git
-   * driver, `"version"` for the others. Declared as the driver's `etag`
+   * as they are): `"content"` for a server over redis or a git driver,
+   * `"version"` for the others (each driver's `flags.etag`). Declared as the driver's `etag`
    * flag; refused with `E_INVALID_OPTION` against unstorage's server, which
    * has no etags.
    * @default "version"
