@@ -73,7 +73,10 @@ export interface StorageMeta {
 export type TransactionOptions = Record<string, unknown>;
 
 export interface SetOptions extends TransactionOptions {
-  /** Time to live in milliseconds. */
+  /**
+   * Time to live in milliseconds.
+   * @default the storage's `ttl` option (none: no expiry)
+   */
   ttl?: number;
   /** Write only if the stored etag is this one (`E_CONFLICT` otherwise). */
   ifMatch?: string;
@@ -82,6 +85,10 @@ export interface SetOptions extends TransactionOptions {
 }
 
 export interface RemoveOptions extends TransactionOptions {
+  /**
+   * Also remove the key's meta (its sidecar), as unstorage's `removeMeta` does.
+   * @default false
+   */
   removeMeta?: boolean;
   ifMatch?: string;
 }

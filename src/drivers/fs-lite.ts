@@ -6,11 +6,20 @@ import { checkFileOptions } from "./support/fs/options.js";
 export interface FsLiteOptions {
   /** Directory that holds the keys. Required. */
   base: string;
-  /** Refuse every write with E_READONLY. */
+  /**
+   * Refuse every write with E_READONLY.
+   * @default false
+   */
   readOnly?: boolean;
-  /** Refuse clear() with E_READONLY. */
+  /**
+   * Refuse clear() with E_READONLY.
+   * @default false
+   */
   noClear?: boolean;
-  /** fsync each write before it is renamed into place. */
+  /**
+   * fsync each write before it is renamed into place.
+   * @default false
+   */
   fsync?: boolean;
   /** Leaves a path out of listings and clear, and refuses keys there (E_INVALID_KEY); gets the absolute path, as unstorage's fs-lite does. */
   ignore?: (path: string) => boolean;

@@ -15,11 +15,20 @@ export interface FsOptions {
    * @default node_modules and .git directories, at any depth
    */
   ignore?: string[];
-  /** Refuse every write with E_READONLY. */
+  /**
+   * Refuse every write with E_READONLY.
+   * @default false
+   */
   readOnly?: boolean;
-  /** Refuse clear() with E_READONLY. */
+  /**
+   * Refuse clear() with E_READONLY.
+   * @default false
+   */
   noClear?: boolean;
-  /** fsync each write before it is renamed into place. */
+  /**
+   * fsync each write before it is renamed into place.
+   * @default false
+   */
   fsync?: boolean;
   /** Passed on to chokidar's watch(), except `followSymlinks` (always off) and `cwd` (refused). */
   watchOptions?: ChokidarOptions;

@@ -20,7 +20,10 @@ export interface LmdbOptions {
    * @default "stowage"
    */
   name?: string;
-  /** Skip flushing entirely (LMDB `noSync`): fastest, but a machine crash can lose or corrupt recent writes. */
+  /**
+   * Skip flushing entirely (LMDB `noSync`): fastest, but a machine crash can lose or corrupt recent writes.
+   * @default false
+   */
   noSync?: boolean;
   /** Maximum size of the memory map in bytes (LMDB grows it by itself when unset). */
   mapSize?: number;

@@ -27,7 +27,10 @@ export interface SqliteOptions {
    * @default 5000
    */
   busyTimeout?: number;
-  /** Open the database read-only. */
+  /**
+   * Open the database read-only.
+   * @default false
+   */
   readOnly?: boolean;
   /**
    * How often expired rows are deleted, in ms.
