@@ -80,7 +80,7 @@ export function transformValues(inner: Driver, transform: ValueTransform): Wrapp
     getItemRaw: source.getItemRaw && getItem,
     getItems: source.getItems && ((items, common) => chain(source.getItems!(items, common), decodeAll)),
     getMeta: source.getMeta && ((key, opts) => chain(source.getMeta!(key, opts), (meta) => userMeta(meta, getItem(key, opts)))),
-    getItemStream: source.getItemStream && ((key, opts) => chain(getItem(key, opts), (value) => streamOf(value, source.getMeta, key, opts))),
+    getItemStream: source.getItemStream && ((key, opts) => chain(source.getItemStream!(key, opts), (opened) => opened && decodedStream(opened, codec))),
     getHistory: source.getHistory && ((key, opts) => chain(source.getHistory!(key, opts), (entries) => decodeAll<HistoryEntry<unknown>>(entries))),
     ...writesThrough(source, codec),
     asyncWrites: source.asyncWrites && asyncWritesThrough(source, codec),
@@ -163,10 +163,14 @@ function userMeta(meta: StorageMeta | null, value: MaybePromise<Value | null>): 
 
 const byteLength = (value: Value) => (typeof value === "string" ? Buffer.byteLength(value) : value.byteLength);
 
-/** A decoded value as a stream of one chunk, with its meta (the user's size). */
-function streamOf(value: Value | null, getMeta: Driver["getMeta"], key: string, opts: TransactionOptions): MaybePromise<ItemStream | null> {
-  if (value === null) return null;
-  return chain(getMeta ? getMeta(key, opts) : {}, (meta) => wholeStream(deserializeRaw(value)!, meta ?? {}));
+/**
+ * The inner driver's stream decoded whole, as one chunk: its meta is the
+ * version the inner stream opened (a value and a meta read apart could
+ * pair one version's bytes with the next one's etag), with the user's size.
+ */
+async function decodedStream(opened: ItemStream, codec: ValueCodec): Promise<ItemStream> {
+  const value = await codec.read(await gather(opened.body));
+  return wholeStream(deserializeRaw(value!)!, opened.meta);
 }
 
 /** The write methods of the wrapper over `target` (the inner driver, or its asyncWrites), each only where `target` has its own. */

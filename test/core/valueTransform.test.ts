@@ -1,7 +1,8 @@
 import { gunzip, gzip } from "node:zlib";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { createStorage, transformValues, wrapDriver, type CommitOperation, type Driver } from "../../src/index.js";
+import { createStorage, transformValues, wrapDriver, type CommitOperation, type Driver, type StorageMeta } from "../../src/index.js";
+import { wholeStream } from "../../src/core/streams.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
 import { testDriver } from "../../src/testing/index.js";
@@ -138,6 +139,37 @@ describe("transformValues", () => {
     expect(await storage.getItems(["one", "two", "three"])).toEqual([{ key: "one", value: "first" }, { key: "two", value: [2] }, { key: "three", value: { n: 3 } }]);
     expect((await storage.getMeta("one")).size).toBe(Buffer.byteLength(JSON.stringify("first")));
     expect(await storedText(inner, "one")).toMatch(/^base64:/);
+  });
+
+  it("a stream's meta is the version its bytes come from, even when a write lands between two reads", async () => {
+    const flip = (inner: Driver) => transformValues(inner, { encode: (b) => b.map((x) => x ^ 1), decode: (b) => b.map((x) => x ^ 1), sync: true });
+    const inner = memory();
+    // Another writer's write, landing synchronously (memory and a sync transform): once, after the first getItem.
+    let pending: (() => void) | undefined = () => void flip(inner).setItem!("k", JSON.stringify("second"), {});
+    const writeNow = () => (pending?.(), (pending = undefined));
+    // A driver with streams whose meta comes with the bytes they open, as ItemStream promises.
+    const streaming = wrapDriver(inner, {
+      name: "streaming",
+      getItem: (key, opts) => {
+        const value = inner.getItem(key, opts);
+        writeNow();
+        return value;
+      },
+      getItemStream: (key, opts) => {
+        const stored = inner.getItem(key, opts) as string | null;
+        return stored === null ? null : wholeStream(Buffer.from(stored), inner.getMeta!(key, opts) as StorageMeta);
+      },
+    });
+    const storage = createStorage({ driver: flip(streaming) });
+    flip(inner).setItem!("k", JSON.stringify("first"), {});
+    const opened = (await storage.getItemStream("k"))!;
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of opened.body) chunks.push(chunk);
+    writeNow();
+    expect(JSON.parse(Buffer.concat(chunks).toString())).toBe("first");
+    // The etag of "first": a write guarded by it must fail, since "second" replaced it.
+    expect(await storage.getItem("k")).toBe("second");
+    expect(await codeOf(() => storage.setItem("k", "third", { ifMatch: opened.meta.etag as string }))).toBe("E_CONFLICT");
   });
 
   it("refuses what it cannot read or write with a coded error", async () => {
