@@ -14,13 +14,22 @@ import { TreeRef, type NameChange } from "../git/store/treeRef.js";
 export interface GitNotesOptions {
   /** An existing repository or worktree, or where a new bare repository is created. Required. */
   dir: string;
-  /** The notes ref (default `refs/notes/stowage`). */
+  /**
+   * The notes ref.
+   * @default "refs/notes/stowage"
+   */
   ref?: string;
   /** A separate store on `<ref>-<namespace>` (e.g. `refs/notes/stowage-receipts`). */
   namespace?: string;
-  /** fsync objects and the ref before they are renamed into place (default false, as Git). */
+  /**
+   * fsync objects and the ref before they are renamed into place (as Git).
+   * @default false
+   */
   fsync?: boolean;
-  /** Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (default 6700, git's `gc.auto`; 0: never). */
+  /**
+   * Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (git's `gc.auto`; 0: never).
+   * @default 6700
+   */
   looseLimit?: number;
 }
 
@@ -71,6 +80,8 @@ function keyBytes(key: string): Buffer {
  * prints its value. Every write is a commit on the notes ref moved by
  * compare-and-swap and re-applied when another writer (stock git included)
  * moved it first, so concurrent writers never lose a note. See docs/git-notes.md.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for a missing `dir`, an unknown option, a bad `ref`, `namespace` or `looseLimit`, a `dir` that is a file, or a directory neither empty nor a Git repository
  */
 export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   checkOptions(DRIVER_NAME, options, ["dir", "ref", "namespace", "fsync", "looseLimit"]);

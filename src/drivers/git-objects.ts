@@ -14,9 +14,9 @@ export interface GitObjectsOptions {
   /** An existing repository or worktree, or where a new bare repository is created. Required. */
   dir: string;
   /**
-   * The index ref whose commits hold every stored blob (default
-   * `refs/stowage/objects`). Given explicitly, several drivers may share it
-   * on purpose; see `namespace`.
+   * The index ref whose commits hold every stored blob. Given explicitly,
+   * several drivers may share it on purpose; see `namespace`.
+   * @default "refs/stowage/objects"
    */
   ref?: string;
   /**
@@ -27,14 +27,21 @@ export interface GitObjectsOptions {
    */
   namespace?: string;
   /**
-   * `keyed` (default): any key, its value's blob recorded under `keys/` in the
+   * `keyed`: any key, its value's blob recorded under `keys/` in the
    * index tree. `content`: keys are the values' own blob ids (`setItem` with
    * another key is `E_INVALID_KEY`), recorded under `blobs/`.
+   * @default "keyed"
    */
   mode?: "keyed" | "content";
-  /** fsync objects and the ref before they are renamed into place (default false, as Git). */
+  /**
+   * fsync objects and the ref before they are renamed into place (as Git).
+   * @default false
+   */
   fsync?: boolean;
-  /** Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (default 6700, git's `gc.auto`; 0: never). */
+  /**
+   * Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (git's `gc.auto`; 0: never).
+   * @default 6700
+   */
   looseLimit?: number;
 }
 
@@ -152,6 +159,9 @@ function claimDefaultIndex(options: Omit<GitObjectsOptions, "mode">, repo: Repos
   return options.ref === undefined ? holdOrClose(repo, ref) : () => undefined;
 }
 
+/** The git-objects driver, with `maintenance()`. */
+export type GitObjectsDriver = Driver<GitObjectsOptions, GitObjectStore> & Maintainable;
+
 /**
  * Blobs kept reachable by an index ref (default `refs/stowage/objects`)
  * whose commits hold a tree of every stored blob, so `git gc` never prunes
@@ -159,10 +169,9 @@ function claimDefaultIndex(options: Omit<GitObjectsOptions, "mode">, repo: Repos
  * content-addressed puts. Every write is one commit moved by CAS (writes in
  * the same event-loop turn share one); reads check each object against its
  * id. See docs/git-objects.md.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for an unknown option or `mode`, a missing `dir`, a bad `ref`, `namespace` or `looseLimit`, a `dir` that is a file, or a directory neither empty nor a Git repository; a second driver on a default index this process already holds
  */
-/** The git-objects driver, with `maintenance()`. */
-export type GitObjectsDriver = Driver<GitObjectsOptions, GitObjectStore> & Maintainable;
-
 export default function gitObjects(options: GitObjectsOptions): GitObjectsDriver {
   checkOptions(DRIVER_NAME, options, [...DRIVER_OPTIONS]);
   const content = options.mode === "content";

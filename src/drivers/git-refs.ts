@@ -15,15 +15,30 @@ import { commitRefs, commitRefsEach, type RefChange } from "../git/refs/refTrans
 export interface GitRefsOptions {
   /** An existing repository or worktree, or where a new bare repository is created. Required. */
   dir: string;
-  /** Ref prefix the keys live under (default `refs/stowage/kv/`; must end in `/`). */
+  /**
+   * Ref prefix the keys live under (must end in `/`).
+   * @default "refs/stowage/kv/"
+   */
   prefix?: string;
-  /** fsync blobs and ref files before they are renamed into place (default false, as Git). */
+  /**
+   * fsync blobs and ref files before they are renamed into place (as Git).
+   * @default false
+   */
   fsync?: boolean;
-  /** How long a write waits for ref locks other writers hold, in ms (default 5000), before `E_UNAVAILABLE`. */
+  /**
+   * How long a write waits for ref locks other writers hold, in ms, before `E_UNAVAILABLE`.
+   * @default 5000
+   */
   lockTimeout?: number;
-  /** Keep a reflog per key ref (`logs/refs/stowage/kv/…`; default false, as Git outside heads, remotes and notes). */
+  /**
+   * Keep a reflog per key ref (`logs/refs/stowage/kv/…`), which Git keeps only for heads, remotes and notes.
+   * @default false
+   */
   reflog?: boolean;
-  /** Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (default 6700, git's `gc.auto`; 0: never). */
+  /**
+   * Past about this many loose objects, a write packs them and prunes old garbage, as `git gc --auto` (git's `gc.auto`; 0: never).
+   * @default 6700
+   */
   looseLimit?: number;
 }
 
@@ -58,6 +73,8 @@ function invalidOption(message: string): StorageError {
  * update-ref` serialize; the etag is the blob id. `setItems`, `clear` and
  * transactions take every ref's lock first and change all refs or none.
  * See docs/git-refs.md for the key encoding.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for a missing `dir`, an unknown option, a bad `prefix`, `lockTimeout` or `looseLimit`, a `dir` that is a file, or a directory neither empty nor a Git repository
  */
 export default function gitRefs(options: GitRefsOptions): GitRefsDriver {
   checkOptions(DRIVER_NAME, options, ["dir", "prefix", "fsync", "lockTimeout", "reflog", "looseLimit"]);
