@@ -37,6 +37,8 @@ const DRIVER_NAME = "memory";
  * Keys in a Map. Every method answers synchronously (flag `sync`); expiry,
  * etags, atomic commits and change events are native. Raw values are copied
  * in and out, so no caller holds a reference into the store.
+ *
+ * @throws StorageError `E_INVALID_OPTION` for an unknown option, a `sweepInterval` that is not a positive number, a `clock` without `now()`
  */
 export default defineDriver((input: MemoryOptions | void) => {
   checkOptions(DRIVER_NAME, input, ["sweepInterval", "clock"]);
