@@ -82,6 +82,16 @@ function undocumentedFunctions(): string[] {
   return [...byName].filter(([, declarations]) => !declarations.some((declaration) => hasDocComment(documentedNode(declaration)))).map(([id]) => id);
 }
 
+/** Driver factories (each driver module's default export) whose doc has no `@throws`. */
+function factoriesWithoutThrows(): string[] {
+  const factories = [...driverFiles, "src/drivers/redis/index.ts"].flatMap((file) =>
+    exportedDeclarations(file).filter(({ name }) => name === "default").map(({ declaration }) => ({ file, declaration })),
+  );
+  return factories
+    .filter(({ declaration }) => !ts.getJSDocCommentsAndTags(documentedNode(declaration)).some((doc) => ts.isJSDoc(doc) && (doc.tags ?? []).some((tag) => tag.tagName.text === "throws")))
+    .map(({ file }) => file);
+}
+
 /** Text of a property's doc comments, tags other than `@default` included. */
 function docText(member: ts.TypeElement): { text: string; hasDefaultTag: boolean } {
   const tags = ts.getJSDocTags(member);
@@ -134,10 +144,15 @@ describe("TSDoc of the public API", () => {
     ]) {
       expect(names).toContain(expected);
     }
+    for (const file of [...driverFiles, "src/drivers/redis/index.ts"]) expect(names).toContain(`${file}: default`);
   });
 
   it("documents every exported function", () => {
     expect(undocumentedFunctions()).toEqual([]);
+  });
+
+  it("names the codes every driver factory throws", () => {
+    expect(factoriesWithoutThrows()).toEqual([]);
   });
 
   it("states with @default every default an option's doc mentions", () => {
