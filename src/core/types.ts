@@ -324,8 +324,9 @@ export type SetItemsInput = { key: string; value: unknown; options?: SetOptions 
  * - `E_INVALID_KEY`: a key or base that is not a string, that the key rules
  *   refuse, past the driver's {@link KeyLimits}, ending in `$` (a meta
  *   sidecar's name), or holding `?` where it is written, removed or used as a base;
- * - `E_INVALID_OPTION`: options that are not an object, or an option of the
- *   wrong type or range (`ttl`, `ifMatch`, `ifNoneMatch`, `maxDepth`, …);
+ * - `E_INVALID_OPTION`: options that are not an object, an unknown option
+ *   where a method takes a fixed set (`update`, `getHistory`, `getMounts`),
+ *   or an option of the wrong type or range (`ttl`, `ifMatch`, `ifNoneMatch`, `maxDepth`, …);
  * - what the driver raised, with the driver's name and the original as
  *   `cause`: its own code where it gave one (`E_UNAVAILABLE`, `E_IO`,
  *   `E_CORRUPT`, `E_TOO_LARGE`, `E_CONFLICT`, …), `E_DRIVER` for anything else.
@@ -335,6 +336,7 @@ export type SetItemsInput = { key: string; value: unknown; options?: SetOptions 
  * flagged `sync` (`E_DRIVER` when a driver flagged `sync` answers with a promise).
  */
 export interface Storage {
+  /** Whether `key` holds a value (an expired one does not). */
   hasItem(key: string, opts?: TransactionOptions): Promise<boolean>;
   /**
    * The value of `key`, or null when absent or expired.
@@ -386,6 +388,10 @@ export interface Storage {
    * @throws StorageError as {@link Storage.setItem}; `E_INVALID_VALUE` when `body` is not an async iterable
    */
   setItemStream(key: string, body: AsyncIterable<unknown>, opts?: SetOptions): Promise<void>;
+  /**
+   * The meta of `key`: the driver's (etag, mtime, size, …), its expiry (`ttl`, `expires`) and the user meta
+   * setMeta stored; `nativeOnly` (or `true`) leaves the user meta out.
+   */
   getMeta(key: string, opts?: (TransactionOptions & { nativeOnly?: boolean }) | boolean): Promise<StorageMeta>;
   /**
    * Stores user meta beside `key` (in its sidecar).
@@ -412,6 +418,7 @@ export interface Storage {
    * @throws StorageError `E_READONLY` when a driver takes no removals
    */
   clear(base?: string, opts?: TransactionOptions): Promise<void>;
+  /** Stops every watch and disposes every mounted driver. */
   dispose(): Promise<void>;
   /**
    * Calls `callback(event, key, info)` for every change; with `base`, only
@@ -431,8 +438,17 @@ export interface Storage {
    * @throws StorageError `E_INVALID_OPTION` for a driver without hasItem, getItem and getKeys, or a base already mounted
    */
   mount(base: string, driver: Driver): Storage;
+  /**
+   * Unmounts the driver at `base` (nothing when none is mounted there) and disposes it unless `dispose` is false.
+   * @throws StorageError `E_INVALID_KEY` for a base that is not a string or holds `?`
+   */
   unmount(base: string, dispose?: boolean): Promise<void>;
+  /** The mount `key` belongs to. */
   getMount(key?: string): MountInfo;
+  /**
+   * The mounts under `base`; with `parents`, the ones above it too.
+   * @throws StorageError `E_INVALID_OPTION` for an unknown option
+   */
   getMounts(base?: string, opts?: { parents?: boolean }): MountInfo[];
 
   /**
