@@ -76,6 +76,8 @@ interface Layout {
  * have repacked; refs through {@link RefStore}.
  *
  * Objects returned may come from the cache: treat their buffers as read-only.
+ * Reads fail with `E_NOT_FOUND` for a missing object, `E_CORRUPT` for a
+ * damaged one, `E_INVALID_KEY` for a malformed id; file-system failures are `E_IO`.
  */
 export class Repository {
   /** The repository's refs. */
@@ -113,6 +115,7 @@ export class Repository {
    * Opens an existing repository: a bare repository, a `.git` directory, a
    * worktree (its `.git` directory or `.git` file with `gitdir:`). SHA-256
    * repositories and unknown formats are `E_UNSUPPORTED`; no repository is `E_NOT_FOUND`.
+   * @throws StorageError `E_NOT_FOUND`, `E_UNSUPPORTED` as above; `E_CORRUPT` for a `.git` file that is not a `gitdir:` pointer; `E_INVALID_OPTION` for an `identity` Git cannot read back; `E_IO`
    */
   static open(path: string, options: RepositoryOptions = {}): Repository {
     checkOptions(options);
@@ -125,6 +128,7 @@ export class Repository {
    * Creates a bare repository at `path` with the files `git init --bare`
    * makes that Git needs (HEAD, config, objects/, refs/heads, refs/tags), or
    * opens the repository already there.
+   * @throws StorageError as {@link Repository.open}; `E_IO` when the files cannot be created
    */
   static init(path: string, options: InitOptions = {}): Repository {
     checkOptions(options);
