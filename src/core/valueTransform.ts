@@ -84,6 +84,8 @@ export function transformValues(inner: Driver, transform: ValueTransform): Wrapp
     getHistory: source.getHistory && ((key, opts) => chain(source.getHistory!(key, opts), (entries) => decodeAll<HistoryEntry<unknown>>(entries))),
     ...writesThrough(source, codec),
     asyncWrites: source.asyncWrites && asyncWritesThrough(source, codec),
+    // A stream has nowhere to go encoded without setItem or setItemRaw; forwarded, it would bypass the transform.
+    drop: source.setItem || source.setItemRaw ? [] : ["setItemStream"],
   });
 }
 
@@ -173,21 +175,30 @@ async function decodedStream(opened: ItemStream, codec: ValueCodec): Promise<Ite
   return wholeStream(deserializeRaw(value!)!, opened.meta);
 }
 
-/** The write methods of the wrapper over `target` (the inner driver, or its asyncWrites), each only where `target` has its own. */
+/**
+ * The write methods of the wrapper over `target` (the inner driver, or its
+ * asyncWrites), each only where `target` has its own. Encoded text goes to
+ * `setItem`, or as its bytes to `setItemRaw` on a driver without one, so no
+ * write of `target` is left to bypass the transform.
+ */
 function writesThrough(target: Driver, codec: ValueCodec): Partial<Driver> {
-  const setItem = target.setItem;
-  if (!setItem) return { commit: target.commit && commitThrough(target.commit, codec) };
-  const set = (key: string, value: Value, opts: TransactionOptions) => chain(codec.write(value), (text) => setItem(key, text, opts));
+  const { setItem, setItemRaw } = target;
+  const commit = target.commit && commitThrough(target.commit, codec);
+  const store = setItem ?? (setItemRaw && ((key: string, text: string, opts: TransactionOptions) => setItemRaw(key, Buffer.from(text), opts)));
+  if (!store) return { setItems: target.setItems && setItemsThrough(target.setItems, codec), commit };
+  const set = (key: string, value: Value, opts: TransactionOptions) => chain(codec.write(value), (text) => store(key, text, opts));
   return {
-    setItem: set,
-    setItemRaw: target.setItemRaw && set,
-    setItems:
-      target.setItems &&
-      ((items, common) =>
-        chain(all(items.map((item) => chain(codec.write(item.value), (value) => ({ ...item, value })))), (encoded) => target.setItems!(encoded, common))),
+    setItem: setItem && set,
+    setItemRaw: setItemRaw && set,
+    setItems: target.setItems && setItemsThrough(target.setItems, codec),
     setItemStream: target.setItemStream && ((key, body, opts) => gather(body).then((bytes) => set(key, bytes, opts))),
-    commit: target.commit && commitThrough(target.commit, codec),
+    commit,
   };
+}
+
+/** A setItems whose values are encoded first. */
+function setItemsThrough(setItems: NonNullable<Driver["setItems"]>, codec: ValueCodec): NonNullable<Driver["setItems"]> {
+  return (items, common) => chain(all(items.map((item) => chain(codec.write(item.value), (value) => ({ ...item, value })))), (encoded) => setItems(encoded, common));
 }
 
 /** The inner driver's asyncWrites, each write transformed (removals pass as they are). */

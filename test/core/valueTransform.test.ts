@@ -172,6 +172,17 @@ describe("transformValues", () => {
     expect(await codeOf(() => storage.setItem("k", "third", { ifMatch: opened.meta.etag as string }))).toBe("E_CONFLICT");
   });
 
+  it("encodes every write of a driver without setItem: its setItemRaw and setItems do not bypass the transform", async () => {
+    const inner = memory();
+    const bytesOnly = wrapDriver(inner, { name: "bytes-only", drop: ["setItem"] });
+    const storage = createStorage({ driver: gzipped(bytesOnly) });
+    await storage.setItemRaw("raw", new Uint8Array([0, 255]));
+    await storage.setItems([{ key: "batch", value: { n: 1 } }]);
+    expect(await storage.getItemRaw("raw")).toEqual(new Uint8Array([0, 255]));
+    expect(await storage.getItem("batch")).toEqual({ n: 1 });
+    expect(Buffer.from(inner.getItemRaw!("raw", {}) as Uint8Array).toString()).toMatch(/^base64:/);
+  });
+
   it("refuses what it cannot read or write with a coded error", async () => {
     const inner = memory();
     const storage = createStorage({ driver: gzipped(inner) });
