@@ -252,6 +252,7 @@ interface Node extends GraphCommit {
  * replaced under `commit-graph.lock`; `undefined` when another writer holds
  * that lock, or where Git itself would not use a graph (a shallow
  * repository, replace refs, grafts).
+ * @throws StorageError `E_NOT_FOUND` or `E_CORRUPT` for a commit or tree the tips reach that is missing or damaged (a current graph that does not parse is set aside, not thrown); `E_IO` when the file cannot be written
  */
 export function writeCommitGraph(repo: GraphSource, options: CommitGraphOptions = {}): CommitGraphWritten | undefined {
   if (!graphUsable(repo)) return undefined;

@@ -98,6 +98,7 @@ class CommitQueue {
  * lies below a common ancestor. When there are several best common
  * ancestors (a criss-cross merge), the newest by committer time is taken;
  * undefined when the histories share no commit.
+ * @throws StorageError what `readCommit` throws
  */
 export function mergeBase(readCommit: (id: ObjectId) => Commit, one: ObjectId, two: ObjectId): ObjectId | undefined {
   if (one === two) return one;
@@ -240,6 +241,7 @@ export interface MergeOutcome {
  * theirs when it contains ours, else a merge commit (parents ours, theirs)
  * whose tree is ours plus theirs' changes since the merge base, per key.
  * Histories without a common commit merge against the empty tree.
+ * @throws StorageError `E_INVALID_VALUE` when a resolver policy returns neither text, bytes nor null; what the policy throws; what reading and writing the repository throws (`E_NOT_FOUND`, `E_CORRUPT`, `E_IO`)
  */
 export async function mergeCommits(context: MergeContext, policy: MergePolicy, ours: ObjectId, theirs: ObjectId, message: string): Promise<MergeOutcome> {
   const base = mergeBase(context.readCommit, ours, theirs);

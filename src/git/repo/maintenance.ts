@@ -81,6 +81,7 @@ interface Pruning {
  * carrying the pack's mtime, so it is pruned once that age passes. Ages are
  * checked again just before a deletion: a writer that reused an object
  * meanwhile has refreshed its file (Git's freshen), and the object stays.
+ * @throws StorageError `E_IO` when a file cannot be listed, read, written or removed; `E_CORRUPT` for a damaged object or pack it reads
  */
 export function maintain(repo: Repository, options: MaintenanceOptions = {}): MaintenanceResult {
   const packDir = join(repo.objectsDir, "pack");
