@@ -293,7 +293,11 @@ export interface MountInfo {
   driver: Driver;
 }
 
-/** The handle a transaction callback receives. Writes land at commit, all or none. */
+/**
+ * The handle a transaction callback receives. Writes land at commit, all or none.
+ * Its methods throw what {@link Storage}'s do, and `E_UNSUPPORTED` for a key
+ * outside the transaction's mount, `E_INVALID_OPTION` once the transaction has ended.
+ */
 export interface TransactionHandle {
   hasItem(key: string): Promise<boolean>;
   getItem<R = StorageValue>(key: string): Promise<R | null>;
