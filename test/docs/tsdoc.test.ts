@@ -128,6 +128,23 @@ function defaultsWithoutTag(): string[] {
   return missing;
 }
 
+/** The codes `StorageErrorCode` lists, read from its declaration. */
+function knownCodes(): Set<string> {
+  const errors = program.getSourceFile(join(root, "src/core/errors.ts"));
+  const alias = errors?.statements.find((statement): statement is ts.TypeAliasDeclaration => ts.isTypeAliasDeclaration(statement) && statement.name.text === "StorageErrorCode");
+  if (alias === undefined || !ts.isUnionTypeNode(alias.type)) throw new Error("StorageErrorCode is not a union in src/core/errors.ts");
+  return new Set(alias.type.types.flatMap((member) => (ts.isLiteralTypeNode(member) && ts.isStringLiteral(member.literal) ? [member.literal.text] : [])));
+}
+
+/** `@throws` lines in stowage's sources that name a code StorageError does not have. */
+function unknownThrownCodes(): string[] {
+  const codes = knownCodes();
+  return program
+    .getSourceFiles()
+    .filter((source) => source.fileName.startsWith(join(root, "src") + "/"))
+    .flatMap((source) => (source.text.match(/@throws[^\n]*/g) ?? []).flatMap((line) => (line.match(/\bE_[A-Z_]+/g) ?? []).filter((code) => !codes.has(code)).map((code) => `${relativeName(source)}: ${code}`)));
+}
+
 describe("TSDoc of the public API", () => {
   it("walks the declarations the entry points export", () => {
     const names = new Set(entryFiles.flatMap((file) => exportedDeclarations(file).map(({ name, declaration }) => `${relativeName(declaration)}: ${name}`)));
@@ -153,6 +170,11 @@ describe("TSDoc of the public API", () => {
 
   it("names the codes every driver factory throws", () => {
     expect(factoriesWithoutThrows()).toEqual([]);
+  });
+
+  it("names only codes StorageError has in @throws", () => {
+    expect(knownCodes().size).toBeGreaterThan(10);
+    expect(unknownThrownCodes()).toEqual([]);
   });
 
   it("states with @default every default an option's doc mentions", () => {
