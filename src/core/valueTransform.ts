@@ -2,7 +2,7 @@ import { StorageError } from "./errors.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
 import { BASE64_PREFIX, deserializeRaw, serializeRaw } from "./serializer.js";
 import { wholeStream } from "./streams.js";
-import type { AsyncWrites, CommitOperation, Driver, HistoryEntry, ItemStream, StorageMeta, TransactionOptions } from "./types.js";
+import type { AsyncWrites, CommitOperation, Driver, DriverFlags, HistoryEntry, ItemStream, StorageMeta, TransactionOptions } from "./types.js";
 import { wrapDriver, type WrappedDriver } from "./wrapDriver.js";
 
 /** One encode/decode pair over whole values, for {@link transformValues}. */
@@ -22,6 +22,14 @@ export interface ValueTransform {
    * @default false
    */
   sync?: boolean;
+  /**
+   * `encode` gives the same bytes for the same input (gzip does; encryption
+   * with a random IV does not). Over a driver whose etags are content hashes
+   * (`etag: "content"`), a transform that is not declares `etag: "version"`:
+   * the same value written again is stored as other bytes, so its etag changes.
+   * @default true
+   */
+  deterministic?: boolean;
 }
 
 // The first byte of every encoded plaintext says what the user wrote, so reads give back the same type.
@@ -43,7 +51,7 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * How values are stored: a tag byte (string or bytes) and the user's bytes
  * (a string as UTF-8) are encoded together, and the result is written as
  * text, `base64:` followed by its base64, through the inner driver's
- * `setItem`. Text survives every path of every driver (redis's MGET, git's
+ * `setItem` (as bytes to `setItemRaw` on a driver without one). Text survives every path of every driver (redis's MGET, git's
  * history, SQL text columns) and the tag gives back a string for a string
  * and bytes for bytes; the cost is a third more bytes stored. Streams are
  * transformed whole (the value is gathered first). `getMeta(key).size` is
@@ -53,9 +61,10 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * content-hash etag change on every write.
  *
  * Flags follow {@link wrapDriver}'s rule; `sync` is narrowed unless the
- * transform says it is synchronous.
+ * transform says it is synchronous, and `etag: "content"` becomes
+ * `"version"` when it says it is not deterministic.
  *
- * @throws StorageError `E_INVALID_OPTION` when `encode` or `decode` is not a function, or `inner` not a driver
+ * @throws StorageError `E_INVALID_OPTION` when `encode` or `decode` is not a function, `sync` or `deterministic` is not a boolean, or `inner` not a driver
  * @throws StorageError (from reads) `E_CORRUPT` when a stored value was not written through this transform or `decode` fails
  * @throws StorageError (from writes) `E_INVALID_VALUE` when `encode` fails
  * @example
@@ -66,6 +75,11 @@ export function transformValues(inner: Driver, transform: ValueTransform): Wrapp
   if (typeof transform?.encode !== "function" || typeof transform.decode !== "function") {
     throw new StorageError("E_INVALID_OPTION", `${name} needs encode and decode functions`, { driver: name });
   }
+  for (const option of ["sync", "deterministic"] as const) {
+    if (transform[option] !== undefined && typeof transform[option] !== "boolean") {
+      throw new StorageError("E_INVALID_OPTION", `${name}: ${option} must be true or false`, { driver: name });
+    }
+  }
   const codec = valueCodec(transform, name);
   // inner's members bound to it (wrapDriver binds what it forwards), for the calls made here: a driver whose methods use `this` keeps it.
   const source = wrapDriver(inner, { name });
@@ -75,7 +89,7 @@ export function transformValues(inner: Driver, transform: ValueTransform): Wrapp
   return wrapDriver(inner, {
     name,
     options: transform,
-    flags: transform.sync === true ? {} : { sync: false },
+    flags: transformFlags(inner, transform),
     getItem,
     getItemRaw: source.getItemRaw && getItem,
     getItems: source.getItems && ((items, common) => chain(source.getItems!(items, common), decodeAll)),
@@ -87,6 +101,13 @@ export function transformValues(inner: Driver, transform: ValueTransform): Wrapp
     // A stream has nowhere to go encoded without setItem or setItemRaw; forwarded, it would bypass the transform.
     drop: source.setItem || source.setItemRaw ? [] : ["setItemStream"],
   });
+}
+
+/** What the transform changes of inner's flags: sync unless it is synchronous, a content etag unless it is deterministic. */
+function transformFlags(inner: Driver, transform: ValueTransform): DriverFlags {
+  const flags: DriverFlags = transform.sync === true ? {} : { sync: false };
+  if (transform.deterministic === false && inner.flags?.etag === "content") flags.etag = "version";
+  return flags;
 }
 
 /** Values to stored text and back. */

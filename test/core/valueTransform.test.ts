@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { gunzip, gzip } from "node:zlib";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -181,6 +182,21 @@ describe("transformValues", () => {
     expect(await storage.getItemRaw("raw")).toEqual(new Uint8Array([0, 255]));
     expect(await storage.getItem("batch")).toEqual({ n: 1 });
     expect(Buffer.from(inner.getItemRaw!("raw", {}) as Uint8Array).toString()).toMatch(/^base64:/);
+  });
+
+  it("a transform that is not deterministic declares version etags over content-hash drivers, and its etags act so", async () => {
+    const salted = (inner: Driver) =>
+      transformValues(inner, { encode: (b) => Buffer.concat([randomBytes(8), b]), decode: (b) => b.subarray(8), sync: true, deterministic: false });
+    const driver = salted(git({ dir: tempDir("transform-salted") }));
+    expect(driver.flags.etag).toBe("version");
+    const storage = createStorage({ driver });
+    await storage.setItem("k", 1);
+    const first = (await storage.getMeta("k")).etag;
+    await storage.setItem("k", 1);
+    expect((await storage.getMeta("k")).etag).not.toBe(first);
+    expect(salted(memory()).flags.etag).toBe("version");
+    expect(gzipped(git({ dir: tempDir("transform-gzip-etag") })).flags.etag).toBe("content");
+    expect(await codeOf(() => transformValues(memory(), { encode: (b) => b, decode: (b) => b, deterministic: "no" as never }))).toBe("E_INVALID_OPTION");
   });
 
   it("refuses what it cannot read or write with a coded error", async () => {
