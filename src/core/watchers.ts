@@ -27,10 +27,16 @@ function warn(error: unknown, event: WatchEvent, key: string): void {
  * A driver's `info`, frozen for sharing among listeners: a copy, unless the
  * driver froze it, so a driver that reuses its object can still change it.
  * Without one (an unstorage driver calls `callback(event, key)`) the origin
- * is unknown.
+ * is unknown. A `version` reaches listeners only from a driver flagged
+ * `history`: elsewhere `getHistory` and version reads refuse it (a layer
+ * such as overlay passes on what a git layer below it reports).
  */
-function driverInfo(info: WatchInfo | undefined): WatchInfo {
+function driverInfo(info: WatchInfo | undefined, history: boolean): WatchInfo {
   if (info === undefined) return UNKNOWN;
+  if (info.version !== undefined && !history) {
+    const { version: _version, ...rest } = info;
+    return Object.freeze(rest);
+  }
   return Object.isFrozen(info) ? info : Object.freeze({ ...info });
 }
 
@@ -108,7 +114,7 @@ export class Watchers {
   /** Starts the driver's own watcher for a mount, when it has one and someone listens. */
   async start(mount: Mount): Promise<void> {
     if (!this.watching || !mount.driver.watch) return;
-    const unwatch = await mount.driver.watch((event, key, info) => this.emit(event, mount.base + normalizeKey(key), driverInfo(info)));
+    const unwatch = await mount.driver.watch((event, key, info) => this.emit(event, mount.base + normalizeKey(key), driverInfo(info, mount.driver.flags?.history === true)));
     this.unwatchers.set(mount, unwatch);
   }
 

@@ -1,7 +1,11 @@
 import { describe, expect, it } from "vitest";
+import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
+import overlay from "../../src/drivers/overlay.js";
 import { createStorage, prefixStorage, type Driver, type WatchInfo } from "../../src/index.js";
+import { eventually } from "../../src/testing/index.js";
 import { codeOf } from "../helpers/checks.js";
+import { tempDir } from "../helpers/tempDir.js";
 
 // memory has a watch of its own; without it, the core reports the writes.
 describe.each([
@@ -124,6 +128,22 @@ describe("watch info a driver reuses", () => {
     await storage.setItem("b", 1);
     expect(seen).toEqual([{ origin: "remote", etag: "1" }, { origin: "remote", etag: "2" }]);
     expect(seen.every((info) => Object.isFrozen(info))).toBe(true);
+    await storage.dispose();
+  });
+});
+
+describe("watch info from a driver not flagged history", () => {
+  it("has no version: overlay over a git layer passes on git's info, the commit left out, the blob etag kept", async () => {
+    const storage = createStorage({ driver: overlay({ layers: [git({ dir: tempDir("watch-overlay-git") }), memory()] }) });
+    expect(storage.getMount("").driver.flags?.history).toBe(false);
+    const seen: WatchInfo[] = [];
+    const unwatch = await storage.watch((_event, key, info) => void (key === "k" && seen.push(info)));
+    await storage.setItem("k", { n: 1 });
+    await eventually(() => expect(seen.length).toBeGreaterThan(0));
+    const { etag } = await storage.getMeta("k");
+    expect(seen.at(-1)).toEqual({ origin: "local", etag });
+    expect(Object.isFrozen(seen.at(-1))).toBe(true);
+    await unwatch();
     await storage.dispose();
   });
 });

@@ -1,6 +1,5 @@
-import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createStorage, findLayer, innermost, isWrapped, layersOf, transformValues, wrapDriver, type Driver } from "../../src/index.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
@@ -8,6 +7,7 @@ import redis from "../../src/drivers/redis/index.js";
 import sqlite from "../../src/drivers/sqlite.js";
 import { testDriver } from "../../src/testing/index.js";
 import { KIT_TTL } from "../helpers/clock.js";
+import { redisRunBase } from "../helpers/redisRun.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { codeOf } from "../helpers/checks.js";
@@ -32,13 +32,7 @@ testDriver({ name: "xor transform over sqlite", driver: () => xor(sqlite({ path:
 
 const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 if (await serviceUp("Redis", redisUrl)) {
-  // One prefix per run of this file: parallel test files and earlier runs never see each other's keys.
-  const run = `stowage-test:wrap:${randomUUID()}`;
-  afterAll(async () => {
-    const cleanup = createStorage({ driver: redis({ url: redisUrl, base: run, watch: "off" }) });
-    await cleanup.clear();
-    await cleanup.dispose();
-  });
+  const run = redisRunBase(redisUrl, "wrap");
   testDriver({ name: "pass-through over redis", driver: () => passThrough(redis({ url: redisUrl, base: `${run}:kit` })), ...kit });
 }
 

@@ -8,8 +8,12 @@ import fsDriver from "../../src/drivers/fs.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
 import overlay, { OVERLAY_REMOVED } from "../../src/drivers/overlay.js";
+import redis from "../../src/drivers/redis/index.js";
 import sqlite from "../../src/drivers/sqlite.js";
 import { testDriver } from "../../src/testing/index.js";
+import { KIT_TTL } from "../helpers/clock.js";
+import { redisRunBase } from "../helpers/redisRun.js";
+import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 
 testDriver({ name: "overlay (memory over memory)", driver: () => overlay({ layers: [memory(), memory()] }), scale: "small" });
@@ -17,6 +21,24 @@ testDriver({
   name: "overlay (sqlite over fs, async-style layers)",
   driver: () => overlay({ layers: [sqlite({ path: join(tempDir("overlay-kit"), "top.db") }), fsDriver({ base: tempDir("overlay-kit-fs") })] }),
 });
+
+// Over git (its watch info carries commits the overlay's missing history must not offer) and redis.
+testDriver({
+  name: "overlay (git over memory)",
+  driver: () => overlay({ layers: [git({ dir: tempDir("overlay-kit-git") }), memory()] }),
+  ttl: KIT_TTL,
+  scale: "small",
+});
+const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
+if (await serviceUp("Redis", redisUrl)) {
+  const run = redisRunBase(redisUrl, "overlay");
+  testDriver({
+    name: "overlay (redis over memory)",
+    driver: () => overlay({ layers: [redis({ url: redisUrl, base: `${run}:kit` }), memory()] }),
+    ttl: KIT_TTL,
+    scale: "small",
+  });
+}
 
 /** A top layer over a base layer holding `base:*` values. */
 async function layered() {
