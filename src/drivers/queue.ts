@@ -96,8 +96,10 @@ function positive(name: string, value: number | undefined, fallback: number): nu
  * in one call to the driver's `getItems` (MGET on redis); `iterateKeys` pages
  * through the driver's keys with the queue's own laid over them;
  * `getItemStream` streams from the driver unless the key is queued.
- * `commit` and `getHistory` flush first, so a commit lands after every write
- * queued before it and history includes them. Flags: `sync`, `cas` and
+ * `commit` flushes first, so a commit lands after every write queued
+ * before it. `getHistory` is dropped (and `history` narrowed): a flush hands
+ * the driver a batch, which a git driver stores as one commit, so the
+ * writes in it would never be versions of their own. Flags: `sync`, `cas` and
  * `transactions` are narrowed (a queued write returns before it is checked
  * or applied, and the storage's `setItems` must stay queued rather than go
  * through `commit`); `watch` and `setItemStream` are dropped, so the core
@@ -438,8 +440,6 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
   }
 
   const read = (key: string, opts: TransactionOptions, raw: boolean) => {
-    // A past version was written before anything now queued: the driver has it.
-    if (opts?.version !== undefined) return driver.getItem(key, opts);
     const value = pending(key);
     // Queued bytes are the queue's own: callers get a copy.
     if (value instanceof Uint8Array) return new Uint8Array(value);
@@ -464,7 +464,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     name: DRIVER_NAME,
     options,
     flags: { sync: false, cas: false, transactions: false },
-    drop: ["watch", "setItemStream", "asyncWrites"],
+    drop: ["watch", "setItemStream", "asyncWrites", "getHistory"],
     getInstance: () => state,
     flush,
     hasItem: async (key: string, opts: TransactionOptions) => {
@@ -499,7 +499,6 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
     iterateKeys: driver.iterateKeys && iterateKeys,
     getItemStream: driver.getItemStream && getItemStream,
     commit: driver.commit && commit,
-    getHistory: driver.getHistory && (async (key: string, opts: { limit?: number }) => (await flush(), driver.getHistory!(key, opts))),
     clear: async (base: string, opts: TransactionOptions) => {
       // Queued writes land first, so the clear removes them like everything else under base.
       await flush();

@@ -10,6 +10,9 @@ import redis from "../../src/drivers/redis/index.js";
 import sqlite from "../../src/drivers/sqlite.js";
 import queue, { type QueueDriver } from "../../src/drivers/queue.js";
 import { eventually, testDriver } from "../../src/testing/index.js";
+import { codeOf } from "../helpers/checks.js";
+import { KIT_TTL } from "../helpers/clock.js";
+import { redisRunBase } from "../helpers/redisRun.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 
@@ -18,6 +21,7 @@ testDriver({
   name: "queue over sqlite, every update in order",
   driver: () => queue({ driver: sqlite({ path: join(tempDir("queue-kit"), "store.db") }), mergeUpdates: false, batchSize: 7 }),
 });
+testDriver({ name: "queue over git", driver: () => queue({ driver: git({ dir: tempDir("queue-kit-git") }) }), ttl: KIT_TTL, scale: "small" });
 
 /** A real memory driver that records the writes reaching it, and can be told to fail them. */
 function recorded() {
@@ -279,12 +283,12 @@ describe("queue driver on wrapDriver: what its driver has beyond reads and write
   it("keeps exactly the members its driver has (less watch, setItemStream, asyncWrites), flags narrowed by the rule, inner exposed", () => {
     const inner = git({ dir: tempDir("queue-members") });
     const q = queue({ driver: inner });
-    for (const member of ["getItems", "commit", "getHistory", "keyLimits"] as const) expect(q[member], member).toBeDefined();
+    for (const member of ["getItems", "commit", "keyLimits"] as const) expect(q[member], member).toBeDefined();
     const overFs = queue({ driver: fsDriver({ base: tempDir("queue-members-fs") }) });
     expect(overFs.getItemStream).toBeDefined();
     expect(queue({ driver: memory() }).iterateKeys).toBeDefined();
-    for (const member of ["watch", "setItemStream", "asyncWrites"] as const) expect(q[member], member).toBeUndefined();
-    expect(q.flags).toMatchObject({ sync: false, cas: false, transactions: false, watch: false, history: true });
+    for (const member of ["watch", "setItemStream", "asyncWrites", "getHistory"] as const) expect(q[member], member).toBeUndefined();
+    expect(q.flags).toMatchObject({ sync: false, cas: false, transactions: false, watch: false, history: false });
     expect(q.inner).toBe(inner);
     expect(findLayer(createStorage({ driver: q }).getMount("").driver, (layer) => layer.name === "git")).toBe(inner);
     const bare = queue({ driver: { hasItem: () => false, getItem: () => null, getKeys: () => [], setItem: () => undefined, removeItem: () => undefined } });
@@ -337,7 +341,7 @@ describe("queue driver on wrapDriver: what its driver has beyond reads and write
     await storage.dispose();
   });
 
-  it("commit lands after every write queued before it; getHistory flushes first and getItem(key, { version }) reads the driver", async () => {
+  it("commit lands after every write queued before it", async () => {
     const inner = git({ dir: tempDir("queue-commit") });
     const q = queue({ driver: inner, flushInterval: 60_000 });
     const storage = createStorage({ driver: q });
@@ -345,16 +349,30 @@ describe("queue driver on wrapDriver: what its driver has beyond reads and write
     await q.commit!([{ type: "set", key: "a", value: JSON.stringify("committed after"), options: {} }], {});
     expect(q.getInstance!().size).toBe(0);
     expect(await storage.getItem("a")).toBe("committed after");
-    await storage.setItem("a", "queued last");
-    const history = await storage.getHistory("a");
-    expect(history.map((entry) => entry.value)).toEqual(["queued last", "committed after", "queued first"]);
-    expect(await storage.getItem("a", { version: history[2]!.version })).toBe("queued first");
+    expect((await inner.getHistory!("a", {})).map((entry) => entry.value)).toEqual([JSON.stringify("committed after"), JSON.stringify("queued first")]);
+    await storage.dispose();
+  });
+
+  it("refuses history with E_UNSUPPORTED: a flush is one batch, one commit on git, so its writes would not be versions", async () => {
+    const inner = git({ dir: tempDir("queue-history") });
+    const q = queue({ driver: inner, flushInterval: 60_000, mergeUpdates: false });
+    const storage = createStorage({ driver: q });
+    await storage.setItem("a", 1);
+    await storage.setItem("a", 2);
+    expect(await codeOf(() => storage.getHistory("a"))).toBe("E_UNSUPPORTED");
+    expect(await codeOf(() => storage.getItem("a", { version: "0".repeat(40) }))).toBe("E_UNSUPPORTED");
+    await q.flush();
+    expect((await inner.getHistory!("a", {})).map((entry) => entry.value)).toEqual(["2"]);
+    expect(await storage.getItem("a")).toBe(2);
     await storage.dispose();
   });
 });
 
 const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 if (await serviceUp("Redis", redisUrl)) {
+  const run = redisRunBase(redisUrl, "queue");
+  testDriver({ name: "queue over redis", driver: () => queue({ driver: redis({ url: redisUrl, base: `${run}:kit` }) }), ttl: KIT_TTL, scale: "small" });
+
   describe("queue over redis", () => {
     it("getItems reads the keys not queued in one MGET (seen with MONITOR)", async () => {
       const base = `stowage-test:queue:${randomUUID()}`;
