@@ -192,9 +192,15 @@ const byteLength = (value: Value) => (typeof value === "string" ? Buffer.byteLen
  * pair one version's bytes with the next one's etag), with the user's size.
  */
 async function decodedStream(opened: ItemStream, codec: ValueCodec): Promise<ItemStream> {
-  const value = await codec.read(await gather(opened.body));
+  const bytes = await gather(opened.body);
+  // Drivers stream the stored `base64:` text either as that text (fs) or as the bytes it stands for, as getItemRaw reads it (queue, http).
+  const stored = startsWithPrefix(bytes) ? bytes : serializeRaw(bytes);
+  const value = await codec.read(stored);
   return wholeStream(deserializeRaw(value!)!, opened.meta);
 }
+
+const PREFIX_BYTES = Buffer.from(BASE64_PREFIX);
+const startsWithPrefix = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).subarray(0, PREFIX_BYTES.length).equals(PREFIX_BYTES);
 
 /**
  * The write methods of the wrapper over `target` (the inner driver, or its

@@ -4,8 +4,10 @@ import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { createStorage, transformValues, wrapDriver, type CommitOperation, type Driver, type StorageMeta } from "../../src/index.js";
 import { wholeStream } from "../../src/core/streams.js";
+import fs from "../../src/drivers/fs.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
+import queue from "../../src/drivers/queue.js";
 import { testDriver } from "../../src/testing/index.js";
 import { codeOf } from "../helpers/checks.js";
 import { KIT_TTL } from "../helpers/clock.js";
@@ -171,6 +173,24 @@ describe("transformValues", () => {
     // The etag of "first": a write guarded by it must fail, since "second" replaced it.
     expect(await storage.getItem("k")).toBe("second");
     expect(await codeOf(() => storage.setItem("k", "third", { ifMatch: opened.meta.etag as string }))).toBe("E_CONFLICT");
+  });
+
+  it("streams from drivers that stream stored text as it is (fs) and as the bytes it stands for (a queue's queued value)", async () => {
+    const flat = fs({ base: tempDir("transform-stream-fs") });
+    const queued = queue({ driver: fs({ base: tempDir("transform-stream-queue") }), flushInterval: 60_000 });
+    for (const inner of [flat, queued]) {
+      const storage = createStorage({ driver: gzipped(inner) });
+      await storage.setItem("text", { a: 1 });
+      await storage.setItemRaw("bytes", new Uint8Array([0, 255]));
+      const read = async (key: string) => {
+        const chunks: Uint8Array[] = [];
+        for await (const chunk of (await storage.getItemStream(key))!.body) chunks.push(chunk);
+        return new Uint8Array(Buffer.concat(chunks));
+      };
+      expect(JSON.parse(Buffer.from(await read("text")).toString())).toEqual({ a: 1 });
+      expect(await read("bytes")).toEqual(new Uint8Array([0, 255]));
+      await storage.dispose();
+    }
   });
 
   it("encodes every write of a driver without setItem: its setItemRaw and setItems do not bypass the transform", async () => {
