@@ -30,15 +30,14 @@ const gitHelperRules = [
 ];
 
 // Drivers import core and git, never each other, so each stays one thin entry a user can import alone; what several
-// drivers share lives in drivers/support/. The http driver reads the server's bearer-token rule (../server/token.js)
-// so both ends accept the same tokens. The core imports nothing outside itself: no driver, no engine.
+// drivers share lives in drivers/support/. The core imports nothing outside itself: no driver, no engine.
 /** The rule for drivers and core. */
 const layeringRule = (files, forbidden) =>
   importRule(files, forbidden, "breaks the module layering (drivers import core and git, never each other; core imports no driver)");
 /** The rule for the files `depth` folders below src/drivers/ (a driver's folder such as redis/, support/, support/fs/). */
 function driverRule(depth) {
   const toDrivers = depth === 0 ? "\\./" : "(\\.\\./)".repeat(depth);
-  const outside = depth === 0 ? "(?!core/|git/|server/token\\.js$)" : "(?!core/|git/)";
+  const outside = "(?!core/|git/)";
   // Within src/drivers/ only support/ and the file's own folder; above it only core and git.
   const otherDriver = depth === 0 ? `^${toDrivers}(?!support/)` : `^${toDrivers}(?!\\.\\./|support/)`;
   return layeringRule([`src/drivers/${"*/".repeat(depth)}*.ts`], [otherDriver, `^${"(\\.\\./)".repeat(depth + 1)}${outside}`]);

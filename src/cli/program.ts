@@ -8,7 +8,7 @@ import { findLayer } from "../core/wrapDriver.js";
 import type { Maintainable } from "../git/repo/autoMaintenance.js";
 import { checkAllowedHosts, isLoopback } from "../server/hosts.js";
 import { createStorageServer } from "../server/index.js";
-import { isBearerToken } from "../server/token.js";
+import { isBearerToken } from "../core/bearerToken.js";
 import { DEFAULT_STORE, STORE_SCHEMES, driverFromUrl } from "./storeUrl.js";
 import { registerSync } from "./sync.js";
 

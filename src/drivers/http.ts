@@ -7,7 +7,7 @@ import { StorageError, type StorageErrorCode } from "../core/errors.js";
 import { isMetaKey, normalizeKey } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
 import { destroyAndWait } from "../core/streams.js";
-import { isBearerToken } from "../server/token.js";
+import { isBearerToken } from "../core/bearerToken.js";
 import type { DriverFlags, ItemStream, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 
 export interface HttpOptions {

@@ -6,7 +6,7 @@ import type { Storage } from "../core/types.js";
 import { checkOptions } from "../core/options.js";
 import { capturingRequests } from "./body.js";
 import { checkAllowedHosts, isLoopback } from "./hosts.js";
-import { isBearerToken } from "./token.js";
+import { isBearerToken } from "../core/bearerToken.js";
 import { createHandler, type AuthorizeRequest, type RequestHandler } from "./handler.js";
 
 export type { AuthorizeRequest } from "./handler.js";

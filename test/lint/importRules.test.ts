@@ -19,6 +19,7 @@ const FORBIDDEN: [string, string][] = [
   ["src/drivers/redis/watch.ts", 'import postgres from "../postgres.js";'],
   ["src/drivers/support/tableDriver.ts", 'import sqlite from "../sqlite.js";'],
   ["src/drivers/http.ts", 'import { createHandler } from "../server/handler.js";'],
+  ["src/drivers/http.ts", 'import { isBearerToken } from "../server/token.js";'],
   ["src/drivers/memory.ts", 'import { DRIVERS } from "../config/registry.js";'],
   ["src/drivers/support/fs/fileStore.ts", 'import fs from "../../fs.js";'],
   ["src/drivers/support/fs/fileStore.ts", 'import { createHandler } from "../../../server/handler.js";'],
@@ -31,7 +32,7 @@ const FORBIDDEN: [string, string][] = [
 const ALLOWED: [string, string][] = [
   ["src/drivers/queue.ts", 'import { wrapDriver } from "../core/wrapDriver.js";'],
   ["src/drivers/postgres.ts", 'import { prefixEnd } from "./support/keyRange.js";'],
-  ["src/drivers/http.ts", 'import { isBearerToken } from "../server/token.js";'],
+  ["src/drivers/http.ts", 'import { isBearerToken } from "../core/bearerToken.js";'],
   ["src/drivers/redis/watch.ts", 'import { OwnWrites } from "../support/ownWrites.js";'],
   ["src/drivers/redis/index.ts", 'import { close } from "./connection.js";'],
   ["src/drivers/git.ts", 'import { KvStore } from "../git/store/kvStore.js";'],
