@@ -207,6 +207,7 @@ export interface Driver<OptionsT = unknown, InstanceT = unknown> {
     items: { key: string; options?: TransactionOptions }[],
     commonOptions?: TransactionOptions,
   ) => MaybePromise<{ key: string; value: unknown }[]>;
+  /** The value's bytes; on a driver flagged `history`, as of `opts.version` when given. */
   getItemRaw?: (key: string, opts: TransactionOptions) => MaybePromise<unknown>;
   setItem?: (key: string, value: string, opts: TransactionOptions) => MaybePromise<void>;
   setItems?: (
@@ -353,8 +354,8 @@ export interface Storage {
    */
   getItems<R = StorageValue>(items: GetItemsInput, commonOptions?: TransactionOptions): Promise<{ key: string; value: R | null }[]>;
   /**
-   * The bytes of `key`, or null when absent.
-   * @throws StorageError `E_UNSUPPORTED` with `version` (raw past versions are not read)
+   * The bytes of `key`, or null when absent; with `version`, the bytes of that past version.
+   * @throws StorageError `E_UNSUPPORTED` with `version` on a driver not flagged `history`
    */
   getItemRaw(key: string, opts?: GetOptions): Promise<Uint8Array | null>;
   /**

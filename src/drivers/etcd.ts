@@ -566,6 +566,13 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     throw conflictError(DRIVER_NAME, operations.find((op) => op.type === "check")?.key ?? "", "Stored version differs");
   }
 
+  /** A key's bytes, as of `opts.version` (a revision) when given. */
+  async function readBytes(key: string, opts?: { version?: unknown }): Promise<Buffer | null> {
+    const revision = opts?.version === undefined ? undefined : parseRevision(opts.version, "version");
+    const found = await read(key, revision);
+    return found ? bytesOf(key, found) : null;
+  }
+
   return {
     name: DRIVER_NAME,
     // etcd takes keys up to its request size (1.5 MiB by default; measured: 70,000 bytes work); the default bounds the work per key.
@@ -574,15 +581,8 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     flags: { ttl: true, cas: true, etag: "version", transactions: true, history: true, watch: true, clearBase: true, nestedKeys: true },
     getInstance: () => client,
     hasItem: async (key: string) => (await call(key, () => client.kv.range({ key: keyOf(key), count_only: true }))).count !== "0",
-    getItem: async (key: string, opts?: { version?: unknown }) => {
-      const revision = opts?.version === undefined ? undefined : parseRevision(opts.version, "version");
-      const found = await read(key, revision);
-      return found ? (await bytesOf(key, found)).toString() : null;
-    },
-    getItemRaw: async (key: string) => {
-      const found = await read(key);
-      return found ? bytesOf(key, found) : null;
-    },
+    getItem: async (key: string, opts?: { version?: unknown }) => (await readBytes(key, opts))?.toString() ?? null,
+    getItemRaw: readBytes,
     getItems,
     setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),

@@ -592,7 +592,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
       return run(key, async (conn) => (await readLive(conn, natsKey)) !== null);
     },
     getItem: getText,
-    getItemRaw: (key: string) => read(key, undefined),
+    getItemRaw: (key: string, opts?: { version?: unknown }) => read(key, opts?.version),
     getItems: (items: { key: string }[]) => Promise.all(items.map(async ({ key }) => ({ key, value: await getText(key) }))),
     setItem: (key: string, value: string, opts: SetOptions) => write(key, value, opts),
     setItemRaw: (key: string, value: Uint8Array, opts: SetOptions) => write(key, value, opts),

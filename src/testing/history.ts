@@ -32,10 +32,27 @@ export function historyTests({ context, test }: Kit): void {
   );
 
   test(
+    "history: raw bytes as of a version",
+    async () => {
+      const storage = context.storage;
+      // Drivers may answer with a Buffer: compare the bytes.
+      const bytesAt = async (version?: string) => [...((await storage.getItemRaw("h:raw", version === undefined ? {} : { version })) ?? [])];
+      await storage.setItemRaw("h:raw", new Uint8Array([0, 255, 1, 128]));
+      await storage.setItemRaw("h:raw", new Uint8Array([7]));
+      const [newest, oldest] = await storage.getHistory("h:raw", { limit: 2 });
+      expect(await bytesAt(oldest!.version)).toEqual([0, 255, 1, 128]);
+      expect(await bytesAt(newest!.version)).toEqual([7]);
+      expect(await bytesAt()).toEqual([7]);
+    },
+    needsFlag("history"),
+  );
+
+  test(
     "history: E_UNSUPPORTED without the history flag",
     async () => {
       await expectCode(() => context.storage.getHistory("h:a"), "E_UNSUPPORTED");
       await expectCode(() => context.storage.getItem("h:a", { version: "1" }), "E_UNSUPPORTED");
+      await expectCode(() => context.storage.getItemRaw("h:a", { version: "1" }), "E_UNSUPPORTED");
     },
     needsFlag("history", false),
   );

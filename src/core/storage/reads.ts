@@ -50,8 +50,16 @@ export function getItemStep(ctx: StorageContext, sync: boolean, key: string, opt
 export function getItemRawStep(ctx: StorageContext, sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<Uint8Array | null> {
   checkCallOptions(opts);
   const loc = locate(ctx, key, sync);
-  if (opts.version !== undefined) throw unsupported(loc.mount, "Reading raw past versions", "history");
+  if (opts.version !== undefined) return getRawVersion(loc, opts);
   return chain(readStep(ctx, loc, opts, true), deserializeRaw);
+}
+
+/** A past version's bytes: the drivers flagged `history` read `version` in getItemRaw too (the kit checks it). */
+function getRawVersion(loc: Located, opts: GetOptions): MaybePromise<Uint8Array | null> {
+  const driver = loc.mount.driver;
+  if (!driver.flags?.history) throw unsupported(loc.mount, "getItemRaw with a version", "history");
+  if (driver.getItemRaw) return chain(driver.getItemRaw(loc.rel, opts), deserializeRaw);
+  return chain(driver.getItem(loc.rel, opts), deserializeRaw);
 }
 
 function getVersion(ctx: StorageContext, loc: Located, opts: GetOptions): MaybePromise<unknown> {
