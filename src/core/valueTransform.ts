@@ -1,8 +1,9 @@
 import { StorageError } from "./errors.js";
+import { hasGuard, withoutGuards } from "./guards.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
 import { BASE64_PREFIX, deserializeRaw, serializeRaw } from "./serializer.js";
 import { wholeStream } from "./streams.js";
-import type { AsyncWrites, CommitOperation, Driver, DriverFlags, HistoryEntry, ItemStream, StorageMeta, TransactionOptions } from "./types.js";
+import type { AsyncWrites, CommitOperation, Driver, DriverFlags, HistoryEntry, ItemStream, SetOptions, StorageMeta, TransactionOptions } from "./types.js";
 import { wrapDriver, type WrappedDriver } from "./wrapDriver.js";
 
 /** One encode/decode pair over whole values, for {@link transformValues}. */
@@ -35,6 +36,9 @@ export interface ValueTransform {
 // The first byte of every encoded plaintext says what the user wrote, so reads give back the same type.
 const STRING_TAG = 0x73; // "s": setItem's text, as UTF-8
 const BYTES_TAG = 0x62; // "b": setItemRaw's bytes
+// The first stored byte of a value stored as bytes, before the encoded ones: never the "b" of `base64:` text
+// (the form written before, and still where the inner driver has no raw methods), nor the start of JSON or other foreign text.
+const BYTES_FORM = 0x00;
 
 type Value = string | Uint8Array;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -49,16 +53,23 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * setMeta fields) go through it like any value.
  *
  * How values are stored: a tag byte (string or bytes) and the user's bytes
- * (a string as UTF-8) are encoded together, and the result is written as
- * text, `base64:` followed by its base64, through the inner driver's
- * `setItem` (as bytes to `setItemRaw` on a driver without one). Text survives every path of every driver (redis's MGET, git's
- * history, SQL text columns) and the tag gives back a string for a string
- * and bytes for bytes; the cost is a third more bytes stored. Streams are
- * transformed whole (the value is gathered first). `getMeta(key).size` is
- * the user's size (one extra read of the value when the driver reports a
- * size). Etags are the inner driver's, of the stored text: a transform that
- * encodes the same bytes differently each time (a random IV) makes a
- * content-hash etag change on every write.
+ * (a string as UTF-8) are encoded together. Where `inner` has both
+ * `getItemRaw` and `setItemRaw` (whose round trip the compliance kit checks
+ * on every driver), the result is stored as bytes: one form byte (0x00) and
+ * the encoded bytes, one byte more than `encode` made. `setItems` then
+ * goes as one `commit` of `setRaw` operations where `inner` is flagged
+ * `transactions` (so the batch stays atomic), else as one `setItemRaw` per
+ * value; `getItems` reads in one inner `getItems` and reads again with
+ * `getItemRaw` each value the driver hands back as text (git, redis,
+ * http); history entries are read the same way, by version. Otherwise
+ * the result is written as text, `base64:` followed by its base64, through
+ * `inner.setItem` (a third more bytes). Values in that text form stay
+ * readable on every driver. Streams are transformed whole (the value is
+ * gathered first). `getMeta(key).size` is the user's size (one extra read
+ * of the value when the driver reports a size). Etags are the inner
+ * driver's, of the stored bytes: a transform that encodes the same bytes
+ * differently each time (a random IV) makes a content-hash etag change on
+ * every write.
  *
  * Flags follow {@link wrapDriver}'s rule; `sync` is narrowed unless the
  * transform says it is synchronous, and `etag: "content"` becomes
@@ -83,24 +94,63 @@ export function transformValues(inner: Driver, transform: ValueTransform): Wrapp
   const codec = valueCodec(transform, name);
   // inner's members bound to it (wrapDriver binds what it forwards), for the calls made here: a driver whose methods use `this` keeps it.
   const source = wrapDriver(inner, { name });
-  const decodeAll = <T extends { value: unknown }>(entries: T[]) => all(entries.map((entry) => chain(codec.read(entry.value), (value) => ({ ...entry, value }))));
-  const getItem = (key: string, opts?: TransactionOptions) => chain(source.getItem(key, opts), codec.read);
+  const reads = source.getItemRaw && source.setItemRaw ? bytesReads(source, codec) : textReads(source, codec);
+  const getMeta = source.getMeta && ((key: string, opts: TransactionOptions) => chain(source.getMeta!(key, opts), (meta) => userMeta(meta, reads.getItem(key, opts))));
 
   return wrapDriver(inner, {
     name,
     options: transform,
     flags: transformFlags(inner, transform),
-    getItem,
-    getItemRaw: source.getItemRaw && getItem,
-    getItems: source.getItems && ((items, common) => chain(source.getItems!(items, common), decodeAll)),
-    getMeta: source.getMeta && ((key, opts) => chain(source.getMeta!(key, opts), (meta) => userMeta(meta, getItem(key, opts)))),
-    getItemStream: source.getItemStream && ((key, opts) => chain(source.getItemStream!(key, opts), (opened) => opened && decodedStream(opened, codec))),
-    getHistory: source.getHistory && ((key, opts) => chain(source.getHistory!(key, opts), (entries) => decodeAll<HistoryEntry<unknown>>(entries))),
-    ...writesThrough(source, codec),
+    ...reads,
+    getMeta,
+    ...writesThrough(source, codec, inner.flags?.transactions === true),
     asyncWrites: source.asyncWrites && asyncWritesThrough(source, codec),
     // A stream has nowhere to go encoded without setItem or setItemRaw; forwarded, it would bypass the transform.
     drop: source.setItem || source.setItemRaw ? [] : ["setItemStream"],
   });
+}
+
+type Reads = Pick<Driver, "getItemRaw" | "getItems" | "getItemStream" | "getHistory"> & { getItem: (key: string, opts?: TransactionOptions) => MaybePromise<Value | null> };
+
+/** Reads of values stored as bytes: getItemRaw, and a value the driver hands back as text read again as bytes. */
+function bytesReads(source: Driver, codec: ValueCodec): Reads {
+  const getItemRaw = source.getItemRaw!;
+  const getItem = (key: string, opts?: TransactionOptions): MaybePromise<Value | null> => chain(getItemRaw(key, opts ?? {}), codec.read);
+  /** A stored value as the driver gave it, or its bytes where it gave text that is not the `base64:` form (the stored bytes as lossy text). */
+  const bytesOf = (stored: unknown, [key, opts]: [string, TransactionOptions]): MaybePromise<unknown> =>
+    typeof stored === "string" && !stored.startsWith(BASE64_PREFIX) ? getItemRaw(key, opts) : stored;
+  const readAgain = <T extends { value: unknown }>(entries: T[], keyOf: (entry: T) => [string, TransactionOptions]) =>
+    all(entries.map((entry) => chain(chain(bytesOf(entry.value, keyOf(entry)), codec.read), (value) => ({ ...entry, value }))));
+  return {
+    getItem,
+    getItemRaw: getItem,
+    getItems:
+      source.getItems &&
+      ((items, common) =>
+        chain(source.getItems!(items, common), (results) => {
+          const options = new Map(items.map((item) => [item.key, { ...common, ...item.options }]));
+          return readAgain(results, (entry) => [entry.key, options.get(entry.key) ?? common ?? {}]);
+        })),
+    getItemStream: source.getItemStream && ((key, opts) => chain(source.getItemStream!(key, opts), (opened) => opened && decodedStream(opened, codec, (bytes) => bytes))),
+    getHistory:
+      source.getHistory && ((key, opts) => chain(source.getHistory!(key, opts), (entries) => readAgain<HistoryEntry<unknown>>(entries, (entry) => [key, { version: entry.version }]))),
+  };
+}
+
+/** Reads of values stored as `base64:` text, through the driver's own reads. */
+function textReads(source: Driver, codec: ValueCodec): Reads {
+  const decodeAll = <T extends { value: unknown }>(entries: T[]) => all(entries.map((entry) => chain(codec.read(entry.value), (value) => ({ ...entry, value }))));
+  const getItem = (key: string, opts?: TransactionOptions): MaybePromise<Value | null> => chain(source.getItem(key, opts), codec.read);
+  return {
+    getItem,
+    getItemRaw: source.getItemRaw && getItem,
+    getItems: source.getItems && ((items, common) => chain(source.getItems!(items, common), decodeAll)),
+    // Drivers stream the stored `base64:` text either as that text (fs) or as the bytes it stands for, as getItemRaw reads it (http).
+    getItemStream:
+      source.getItemStream &&
+      ((key, opts) => chain(source.getItemStream!(key, opts), (opened) => opened && decodedStream(opened, codec, (bytes) => (startsWithPrefix(bytes) ? bytes : serializeRaw(bytes))))),
+    getHistory: source.getHistory && ((key, opts) => chain(source.getHistory!(key, opts), (entries) => decodeAll<HistoryEntry<unknown>>(entries))),
+  };
 }
 
 /** What the transform changes of inner's flags: sync unless it is synchronous, a content etag unless it is deterministic. */
@@ -110,22 +160,33 @@ function transformFlags(inner: Driver, transform: ValueTransform): DriverFlags {
   return flags;
 }
 
-/** Values to stored text and back. */
+/** Values to stored bytes or text, and back from either. */
 interface ValueCodec {
-  write(value: Value): MaybePromise<string>;
+  /** The bytes form: {@link BYTES_FORM}, then the encoded bytes. */
+  bytes(value: Value): MaybePromise<Uint8Array>;
+  /** The text form: `base64:` and the encoded bytes' base64. */
+  text(value: Value): MaybePromise<string>;
   read(stored: unknown): MaybePromise<Value | null>;
 }
 
 function valueCodec(transform: ValueTransform, name: string): ValueCodec {
-  const encode = (plain: Uint8Array) => guarded(() => transform.encode(plain), "E_INVALID_VALUE", `${name}: encode failed`, name);
+  const encode = (value: Value) => chain(guarded(() => transform.encode(tagged(value)), "E_INVALID_VALUE", `${name}: encode failed`, name), (bytes) => checkedBytes(bytes, name));
   const decode = (bytes: Uint8Array) => guarded(() => transform.decode(bytes), "E_CORRUPT", `${name}: decode failed`, name);
   return {
-    write: (value) => chain(encode(tagged(value)), (bytes) => serializeRaw(checkedBytes(bytes, name))),
+    bytes: (value) => chain(encode(value), withForm),
+    text: (value) => chain(encode(value), serializeRaw),
     read: (stored) => {
       if (stored === null || stored === undefined) return null;
-      return chain(decode(storedBytes(stored, name)), (plain) => untagged(checkedBytes(plain, name), name));
+      return chain(decode(encodedBytes(stored, name)), (plain) => untagged(checkedBytes(plain, name), name));
     },
   };
+}
+
+function withForm(encoded: Uint8Array): Uint8Array {
+  const stored = new Uint8Array(encoded.byteLength + 1);
+  stored[0] = BYTES_FORM;
+  stored.set(encoded, 1);
+  return stored;
 }
 
 /** Runs one side of the transform; what it throws or rejects with becomes a StorageError with `code`. */
@@ -169,9 +230,13 @@ function untagged(plain: Uint8Array, name: string): Value {
   throw new StorageError("E_CORRUPT", `${name}: a stored value carries no type tag (written without this transform?)`, { driver: name });
 }
 
-/** The encoded bytes in a stored value: `base64:` text, as a string or as the bytes of one (drivers differ in which they hand back). */
-function storedBytes(stored: unknown, name: string): Uint8Array {
-  const text = stored instanceof Uint8Array ? Buffer.from(stored).toString("utf8") : stored;
+/**
+ * The encoded bytes in a stored value: the bytes form, or `base64:` text as a
+ * string or as the bytes of one (drivers differ in which they hand back).
+ */
+function encodedBytes(stored: unknown, name: string): Uint8Array {
+  if (stored instanceof Uint8Array && stored[0] === BYTES_FORM) return stored.subarray(1);
+  const text = stored instanceof Uint8Array ? Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).toString("utf8") : stored;
   if (typeof text !== "string" || !text.startsWith(BASE64_PREFIX)) {
     throw new StorageError("E_CORRUPT", `${name}: a stored value was not written through this transform`, { driver: name });
   }
@@ -190,12 +255,10 @@ const byteLength = (value: Value) => (typeof value === "string" ? Buffer.byteLen
  * The inner driver's stream decoded whole, as one chunk: its meta is the
  * version the inner stream opened (a value and a meta read apart could
  * pair one version's bytes with the next one's etag), with the user's size.
+ * `stored` turns the streamed bytes into what `codec.read` takes.
  */
-async function decodedStream(opened: ItemStream, codec: ValueCodec): Promise<ItemStream> {
-  const bytes = await gather(opened.body);
-  // Drivers stream the stored `base64:` text either as that text (fs) or as the bytes it stands for, as getItemRaw reads it (queue, http).
-  const stored = startsWithPrefix(bytes) ? bytes : serializeRaw(bytes);
-  const value = await codec.read(stored);
+async function decodedStream(opened: ItemStream, codec: ValueCodec, stored: (bytes: Uint8Array) => Value): Promise<ItemStream> {
+  const value = await codec.read(stored(await gather(opened.body)));
   return wholeStream(deserializeRaw(value!)!, opened.meta);
 }
 
@@ -204,16 +267,18 @@ const startsWithPrefix = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.
 
 /**
  * The write methods of the wrapper over `target` (the inner driver, or its
- * asyncWrites), each only where `target` has its own. Encoded text goes to
- * `setItem`, or as its bytes to `setItemRaw` on a driver without one, so no
- * write of `target` is left to bypass the transform.
+ * asyncWrites), each only where `target` has its own. With `setItemRaw` and
+ * `getItemRaw` values go as bytes to `setItemRaw`; else as text to
+ * `setItem`, or as the bytes of that text to a `setItemRaw` without
+ * `setItem`, so no write of `target` is left to bypass the transform.
  */
-function writesThrough(target: Driver, codec: ValueCodec): Partial<Driver> {
+function writesThrough(target: Driver, codec: ValueCodec, transactional: boolean): Partial<Driver> {
   const { setItem, setItemRaw } = target;
-  const commit = target.commit && commitThrough(target.commit, codec);
+  if (setItemRaw && target.getItemRaw) return bytesWrites(target, codec, transactional);
+  const commit = target.commit && commitThrough(target.commit, codec.text);
   const store = setItem ?? (setItemRaw && ((key: string, text: string, opts: TransactionOptions) => setItemRaw(key, Buffer.from(text), opts)));
   if (!store) return { setItems: target.setItems && setItemsThrough(target.setItems, codec), commit };
-  const set = (key: string, value: Value, opts: TransactionOptions) => chain(codec.write(value), (text) => store(key, text, opts));
+  const set = (key: string, value: Value, opts: TransactionOptions) => chain(codec.text(value), (text) => store(key, text, opts));
   return {
     setItem: setItem && set,
     setItemRaw: setItemRaw && set,
@@ -223,16 +288,45 @@ function writesThrough(target: Driver, codec: ValueCodec): Partial<Driver> {
   };
 }
 
-/** A setItems whose values are encoded first. */
+/**
+ * Writes in the bytes form, all to `setItemRaw` or `commit`. A setItems is
+ * one commit where `target` is transactional (atomic, as its setItems was);
+ * else one setItemRaw per value, as a driver without transactions promises
+ * no all-or-nothing batch.
+ */
+function bytesWrites(target: Driver, codec: ValueCodec, transactional: boolean): Partial<Driver> {
+  const setItemRaw = target.setItemRaw!;
+  const set = (key: string, value: Value, opts: TransactionOptions) => chain(codec.bytes(value), (bytes) => setItemRaw(key, bytes, opts));
+  const commit = target.commit && commitThrough(target.commit, codec.bytes);
+  const setItems: Driver["setItems"] =
+    commit && transactional
+      ? (items, common = {}) => commit(items.flatMap((item) => guardedSet(item.key, item.value, item.options ?? common)), withoutGuards(common))
+      : (items, common = {}) => chain(all(items.map((item) => set(item.key, item.value, item.options ?? common))), () => undefined);
+  return {
+    setItem: target.setItem && set,
+    setItemRaw: set,
+    setItems: target.setItems && setItems,
+    setItemStream: target.setItemStream && ((key, body, opts) => gather(body).then((bytes) => set(key, bytes, opts))),
+    commit,
+  };
+}
+
+/** A setItems entry as commit operations: its guard as a check (as the core's commits carry guards), then the write. */
+function guardedSet(key: string, value: string, options: SetOptions): CommitOperation[] {
+  const set: CommitOperation = { type: "set", key, value, options: withoutGuards(options) };
+  return hasGuard(options) ? [{ type: "check", key, etag: options.ifMatch ?? null }, set] : [set];
+}
+
+/** A setItems whose values are encoded to text first. */
 function setItemsThrough(setItems: NonNullable<Driver["setItems"]>, codec: ValueCodec): NonNullable<Driver["setItems"]> {
-  return (items, common) => chain(all(items.map((item) => chain(codec.write(item.value), (value) => ({ ...item, value })))), (encoded) => setItems(encoded, common));
+  return (items, common) => chain(all(items.map((item) => chain(codec.text(item.value), (value) => ({ ...item, value })))), (encoded) => setItems(encoded, common));
 }
 
 /** The inner driver's asyncWrites, each write transformed (removals pass as they are). */
 function asyncWritesThrough(inner: Driver, codec: ValueCodec): AsyncWrites {
   const writes = inner.asyncWrites!;
   const target = { ...inner, ...writes } as Driver;
-  const through = writesThrough(target, codec);
+  const through = writesThrough(target, codec, inner.flags?.transactions === true);
   return {
     setItem: writes.setItem && through.setItem,
     setItemRaw: writes.setItemRaw && through.setItemRaw,
@@ -242,9 +336,12 @@ function asyncWritesThrough(inner: Driver, codec: ValueCodec): AsyncWrites {
   };
 }
 
-function commitThrough(commit: NonNullable<Driver["commit"]>, codec: ValueCodec): NonNullable<Driver["commit"]> {
+/** A commit whose set operations are encoded by `form`: bytes go as setRaw, text as set. */
+function commitThrough<F extends string | Uint8Array>(commit: NonNullable<Driver["commit"]>, form: (value: Value) => MaybePromise<F>): NonNullable<Driver["commit"]> {
   const encodeOp = (op: CommitOperation): MaybePromise<CommitOperation> =>
-    op.type === "set" || op.type === "setRaw" ? chain(codec.write(op.value), (value) => ({ type: "set", key: op.key, value, options: op.options })) : op;
+    op.type === "set" || op.type === "setRaw"
+      ? chain(form(op.value), (value): CommitOperation => (typeof value === "string" ? { type: "set", key: op.key, value, options: op.options } : { type: "setRaw", key: op.key, value, options: op.options }))
+      : op;
   return (operations, opts) => chain(all(operations.map(encodeOp)), (encoded) => commit(encoded, opts));
 }
 

@@ -11,6 +11,8 @@ import { redisRunBase } from "../helpers/redisRun.js";
 import { serviceUp } from "../helpers/services.js";
 import { tempDir } from "../helpers/tempDir.js";
 import { codeOf } from "../helpers/checks.js";
+import http from "../../src/drivers/http.js";
+import { startServer } from "../server/helpers.js";
 
 /** A decorator that changes nothing: what the kit must pass over any driver. */
 const passThrough = (inner: Driver) => wrapDriver(inner, { name: "pass-through" });
@@ -34,7 +36,15 @@ const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 if (await serviceUp("Redis", redisUrl)) {
   const run = redisRunBase(redisUrl, "wrap");
   testDriver({ name: "pass-through over redis", driver: () => passThrough(redis({ url: redisUrl, base: `${run}:kit` })), ...kit });
+  testDriver({ name: "xor transform over redis", driver: () => xor(redis({ url: redisUrl, base: `${run}:xor` })), ...kit });
 }
+// A stowage server keeps meta sidecars (key$) out of clients' reach, as in http.test.ts: setMeta is E_UNSUPPORTED there.
+testDriver({
+  name: "xor transform over http (a stowage server over sqlite)",
+  driver: async () => xor(http({ base: (await startServer({ driver: sqlite({ path: join(tempDir("wrap-xor-http"), "store.db") }) })).url })),
+  ...kit,
+  skip: ["meta: setMeta, getMeta, removeMeta"],
+});
 
 describe("wrapDriver's forwarding rule", () => {
   /** A driver with only the required members and the few optional ones named. */
