@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { gunzip, gzip } from "node:zlib";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { gunzip, gzip, gzipSync } from "node:zlib";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { createStorage, transformValues, wrapDriver, type CommitOperation, type Driver, type StorageMeta } from "../../src/index.js";
@@ -8,6 +10,7 @@ import fs from "../../src/drivers/fs.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
 import queue from "../../src/drivers/queue.js";
+import sqlite from "../../src/drivers/sqlite.js";
 import { testDriver } from "../../src/testing/index.js";
 import { codeOf } from "../helpers/checks.js";
 import { KIT_TTL } from "../helpers/clock.js";
@@ -242,5 +245,93 @@ describe("transformValues", () => {
     expect(await codeOf(() => transformValues(memory(), { encode: (b: Uint8Array) => b } as never))).toBe("E_INVALID_OPTION");
     const notBytes = createStorage({ driver: transformValues(memory(), { encode: () => "text" as never, decode: (b) => b }) });
     expect(await codeOf(() => notBytes.setItem("a", 1))).toBe("E_INVALID_VALUE");
+  });
+});
+
+describe("transformValues' stored forms", () => {
+  /** About 1 MB of JSON lines, as the review measured: gzip shrinks it to a tenth. */
+  const jsonLines = () => {
+    const lines: string[] = [];
+    for (let i = 0, length = 0; length < 1_000_000; i++) {
+      lines.push(JSON.stringify({ id: i, name: `user ${i}`, tags: ["a", "b", String(i % 7)], score: (i * 7919) % 1000 }));
+      length += lines[i]!.length + 1;
+    }
+    return Buffer.from(lines.join("\n"));
+  };
+
+  it("stores a 1 MB value in one byte more than the transform's output, on sqlite and on git (git's blob checked with git cat-file)", async () => {
+    const value = jsonLines();
+    // What gzip makes of the tagged value (the bytes tag, then the value): gzip's output is the same on every run.
+    const encoded = gzipSync(Buffer.concat([Buffer.from([0x62]), value]));
+    const path = join(tempDir("transform-size-sqlite"), "store.db");
+    const dir = tempDir("transform-size-git");
+    for (const inner of [sqlite({ path }), git({ dir })]) {
+      const storage = createStorage({ driver: gzipped(inner) });
+      await storage.setItemRaw("big", value);
+      const stored = await storedBytes(inner, "big");
+      expect(stored.byteLength).toBe(encoded.byteLength + 1);
+      // Buffer's equals, not toEqual: vitest compares a megabyte element by element for seconds.
+      expect(stored.subarray(1).equals(encoded)).toBe(true);
+      expect(Buffer.from((await storage.getItemRaw("big"))!).equals(value)).toBe(true);
+      expect((await storage.getMeta("big")).size).toBe(value.byteLength);
+      await storage.dispose();
+    }
+    const blob = execFileSync("git", ["--git-dir", dir, "rev-parse", "refs/stowage/default:big"], { encoding: "utf8" }).trim();
+    expect(Number(execFileSync("git", ["--git-dir", dir, "cat-file", "-s", blob], { encoding: "utf8" }))).toBe(encoded.byteLength + 1);
+  });
+
+  it("reads values stored in the base64: text form written before, on every read path, beside values in the bytes form", async () => {
+    /** A value as transformValues stored it before the bytes form: base64: text of gzip's output of the tag and the bytes. */
+    const textForm = (tag: "s" | "b", payload: string | Uint8Array) => `base64:${gzipSync(Buffer.concat([Buffer.from(tag), Buffer.from(payload)])).toString("base64")}`;
+    for (const inner of [memory(), sqlite({ path: join(tempDir("transform-old-sqlite"), "store.db") }), git({ dir: tempDir("transform-old-git") })]) {
+      const storage = createStorage({ driver: gzipped(inner) });
+      await inner.setItem!("old:text", textForm("s", JSON.stringify({ old: true })), {});
+      await inner.setItem!("old:bytes", textForm("b", new Uint8Array([0, 1, 255])), {});
+      await storage.setItemRaw("new:bytes", new Uint8Array([255, 0, 128]));
+      await storage.setItem("new:text", "fresh");
+      expect(await storage.getItem("old:text")).toEqual({ old: true });
+      expect(await storage.getItemRaw("old:bytes")).toEqual(new Uint8Array([0, 1, 255]));
+      expect(await storage.getItems(["old:text", "new:text", "old:bytes", "new:bytes"])).toEqual([
+        { key: "old:text", value: { old: true } },
+        { key: "new:text", value: "fresh" },
+        { key: "old:bytes", value: new Uint8Array([0, 1, 255]) },
+        { key: "new:bytes", value: new Uint8Array([255, 0, 128]) },
+      ]);
+      expect((await storage.getMeta("old:text")).size).toBe(JSON.stringify({ old: true }).length);
+      if (inner.getHistory) {
+        await storage.setItemRaw("old:bytes", new Uint8Array([7]));
+        const history = await storage.getHistory("old:bytes");
+        expect(history.map((entry) => entry.value)).toEqual([new Uint8Array([7]), new Uint8Array([0, 1, 255])]);
+        expect(await storage.getItemRaw("old:bytes", { version: history[1]!.version })).toEqual(new Uint8Array([0, 1, 255]));
+      }
+      await storage.dispose();
+    }
+  });
+
+  it("one sidecar it cannot decode fails no listing: reads of its key are E_CORRUPT, and the key can be overwritten and removed", async () => {
+    // git keeps no TTL of its own, so the core reads sidecars while listing.
+    const inner = git({ dir: tempDir("transform-bad-sidecar") });
+    const storage = createStorage({ driver: gzipped(inner) });
+    await storage.setItems([{ key: "a", value: 1 }, { key: "k", value: 2 }, { key: "r", value: 3 }]);
+    await inner.setItem!("k$", '{"owner":"written without the transform"}', {});
+    await inner.setItem!("r$", "not even JSON", {});
+    expect((await storage.getKeys()).sort()).toEqual(["a", "k", "r"]);
+    const pages: string[] = [];
+    for await (const page of storage.iterateKeys("", { batchSize: 1 })) pages.push(...page);
+    expect(pages.sort()).toEqual(["a", "k", "r"]);
+    expect(await codeOf(() => storage.getItem("k"))).toBe("E_CORRUPT");
+    expect(await codeOf(() => storage.getMeta("k"))).toBe("E_CORRUPT");
+    // The write replaces the sidecar it cannot read (here with none), so the key reads again.
+    await storage.setItem("k", "again");
+    expect(await storage.getItem("k")).toBe("again");
+    expect(await inner.hasItem("k$", {})).toBe(false);
+    await storage.removeItem("r");
+    expect(await inner.hasItem("r$", {})).toBe(false);
+    expect((await storage.getKeys()).sort()).toEqual(["a", "k"]);
+    // A ttl write over an unreadable sidecar records its expiry in a new one.
+    await inner.setItem!("a$", "garbage", {});
+    await storage.setItem("a", 4, { ttl: 60_000 });
+    expect((await storage.getMeta("a")).ttl).toBeGreaterThan(50_000);
+    await storage.dispose();
   });
 });

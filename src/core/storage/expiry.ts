@@ -1,4 +1,4 @@
-import { isStorageError } from "../errors.js";
+import { isStorageError, type StorageErrorCode } from "../errors.js";
 import { hasGuard, withoutGuards } from "../guards.js";
 import { metaKeyOf, normalizeKey } from "../keys.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
@@ -168,13 +168,20 @@ function removeExpired(ctx: StorageContext, loc: Located, versions: { value: str
 
 /** Runs a guarded step; E_CONFLICT (another writer got there first) ends it without effect, any other failure is thrown. */
 function unlessConflict(step: () => MaybePromise<void>): MaybePromise<void> {
-  const isConflict = (error: unknown) => isStorageError(error, "E_CONFLICT");
+  return recovering(step, "E_CONFLICT", () => undefined);
+}
+
+/** Runs `step`; a StorageError with `code`, thrown or rejected, gives `fallback()` instead, and any other failure is thrown. */
+export function recovering<T>(step: () => MaybePromise<T>, code: StorageErrorCode, fallback: () => MaybePromise<T>): MaybePromise<T> {
+  const recover = (error: unknown) => {
+    if (isStorageError(error, code)) return fallback();
+    throw error;
+  };
   try {
     const result = step();
-    return isPromise(result) ? result.catch((error: unknown) => (isConflict(error) ? undefined : Promise.reject(error))) : result;
+    return isPromise(result) ? result.catch(recover) : result;
   } catch (error) {
-    if (isConflict(error)) return;
-    throw error;
+    return recover(error);
   }
 }
 
@@ -187,18 +194,30 @@ function unlessConflict(step: () => MaybePromise<void>): MaybePromise<void> {
  * from once the sidecars are read: the write follows at once.
  */
 function planChanges(ctx: StorageContext, mount: Mount, entries: { loc: Located; ttl: number | undefined }[]): MaybePromise<SidecarChange[]> {
-  const driver = mount.driver;
-  const request = entries.map(({ loc }) => ({ key: metaKeyOf(loc.rel) }));
-  const read: MaybePromise<unknown[]> = driver.getItems
-    ? chain(driver.getItems(request, NO_OPTIONS), (results) => {
-        const found = new Map(results.map((result) => [normalizeKey(result.key), result.value]));
-        return request.map(({ key }) => found.get(key) ?? null);
-      })
-    : all(request.map(({ key }) => driver.getItem(key, NO_OPTIONS)));
-  return chain(read, (stored) => {
+  return chain(readSidecars(mount.driver, entries.map(({ loc }) => metaKeyOf(loc.rel))), (stored) => {
     const now = ctx.clock.now();
-    return entries.map(({ ttl }, index) => expiryChange(parseSidecar(stored[index], ctx.serializer), ttl === undefined ? undefined : now + ttl, ctx.serializer));
+    return entries.map(({ ttl }, index) => {
+      const expires = ttl === undefined ? undefined : now + ttl;
+      // A write replaces a sidecar it cannot read: with its expiry, or none (else every read of the key would fail on it).
+      if (stored[index] === UNREADABLE) return expires === undefined ? { type: "remove" } : expiryChange(null, expires, ctx.serializer);
+      return expiryChange(parseSidecar(stored[index], ctx.serializer), expires, ctx.serializer);
+    });
   });
+}
+
+/** A sidecar whose read failed with E_CORRUPT (written by something other than this storage's driver chain, such as a value transform). */
+const UNREADABLE = Symbol("unreadable sidecar");
+
+/** The stored sidecars (one getItems where the driver has it); where that fails on a corrupt one, each alone, an unreadable one as {@link UNREADABLE}. */
+function readSidecars(driver: Driver, keys: string[]): MaybePromise<unknown[]> {
+  const one = (key: string) => recovering(() => driver.getItem(key, NO_OPTIONS), "E_CORRUPT", () => UNREADABLE);
+  if (!driver.getItems) return all(keys.map(one));
+  const group = () =>
+    chain(driver.getItems!(keys.map((key) => ({ key })), NO_OPTIONS), (results) => {
+      const found = new Map(results.map((result) => [normalizeKey(result.key), result.value]));
+      return keys.map((key) => found.get(key) ?? null);
+    });
+  return recovering(group, "E_CORRUPT", () => all(keys.map(one)));
 }
 
 /** The commit operations of a value write: its guard as a check, then the value. */

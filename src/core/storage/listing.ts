@@ -4,7 +4,7 @@ import { all, chain, type MaybePromise } from "../maybePromise.js";
 import type { Located, Mount, MountSlice } from "../mounts.js";
 import type { GetKeysOptions, IterateKeysOptions, TransactionOptions } from "../types.js";
 import { checkCallOptions, NO_OPTIONS, readOnly, slicesOf, type StorageContext } from "./context.js";
-import { unlessExpired } from "./expiry.js";
+import { recovering, unlessExpired } from "./expiry.js";
 
 function checkMaxDepth(maxDepth: unknown): number | undefined {
   if (maxDepth === undefined) return undefined;
@@ -30,10 +30,18 @@ export function dropExpired(ctx: StorageContext, mount: Mount, relKeys: string[]
   if (mount.nativeTtl || sidecars.size === 0) return relKeys;
   const checks = relKeys.map((rel) => {
     if (!sidecars.has(metaKeyOf(rel))) return true;
-    const loc: Located = { mount, key: mount.base + rel, rel, writer: mount.driver };
-    return chain(unlessExpired(ctx, loc, true, opts), (alive) => alive === true);
+    return listedAlive(ctx, { mount, key: mount.base + rel, rel, writer: mount.driver }, opts);
   });
   return chain(all(checks), (alive) => relKeys.filter((_, index) => alive[index]));
+}
+
+/**
+ * Whether a listed key is alive by its sidecar. A sidecar that cannot be
+ * read (E_CORRUPT) leaves the key listed: a listing decodes no values, so
+ * one bad sidecar does not fail the listing of every key; reads of the key report it.
+ */
+function listedAlive(ctx: StorageContext, loc: Located, opts: TransactionOptions): MaybePromise<boolean> {
+  return recovering(() => chain(unlessExpired(ctx, loc, true, opts), (alive) => alive === true), "E_CORRUPT", () => true);
 }
 
 /** Turns one mount's raw listing into visible full keys under `base`. */
@@ -118,8 +126,8 @@ async function dropExpiredUnseen(ctx: StorageContext, mount: Mount, fullKeys: st
   const seen = new Set(rawBatch.map(normalizeKey));
   const unseen = fullKeys.filter((key) => !seen.has(metaKeyOf(key.slice(mount.base.length))));
   if (unseen.length === 0) return fullKeys;
-  const checked = await Promise.all(unseen.map((key) => unlessExpired(ctx, { mount, key, rel: key.slice(mount.base.length), writer: mount.driver }, key, opts)));
-  const gone = new Set(unseen.filter((_, index) => checked[index] === null));
+  const checked = await Promise.all(unseen.map((key) => listedAlive(ctx, { mount, key, rel: key.slice(mount.base.length), writer: mount.driver }, opts)));
+  const gone = new Set(unseen.filter((_, index) => !checked[index]));
   return gone.size === 0 ? fullKeys : fullKeys.filter((key) => !gone.has(key));
 }
 
