@@ -119,6 +119,7 @@ function bytesReads(source: Driver, codec: ValueCodec): Reads {
   /** A stored value as the driver gave it, or its bytes where it gave text that is not the `base64:` form (the stored bytes as lossy text). */
   const bytesOf = (stored: unknown, [key, opts]: [string, TransactionOptions]): MaybePromise<unknown> =>
     typeof stored === "string" && !stored.startsWith(BASE64_PREFIX) ? getItemRaw(key, opts) : stored;
+  let itemsAsText = false;
   const readAgain = <T extends { value: unknown }>(entries: T[], keyOf: (entry: T) => [string, TransactionOptions]) =>
     all(entries.map((entry) => chain(chain(bytesOf(entry.value, keyOf(entry)), codec.read), (value) => ({ ...entry, value }))));
   return {
@@ -126,11 +127,16 @@ function bytesReads(source: Driver, codec: ValueCodec): Reads {
     getItemRaw: getItem,
     getItems:
       source.getItems &&
-      ((items, common) =>
-        chain(source.getItems!(items, common), (results) => {
-          const options = new Map(items.map((item) => [item.key, { ...common, ...item.options }]));
-          return readAgain(results, (entry) => [entry.key, options.get(entry.key) ?? common ?? {}]);
-        })),
+      ((items, common) => {
+        const options = new Map(items.map((item) => [item.key, { ...common, ...item.options }]));
+        const keyOf = (entry: { key: string }): [string, TransactionOptions] => [entry.key, options.get(entry.key) ?? common ?? {}];
+        // A driver that handed back a value as text once does so for every value: its getItems would only add a round trip.
+        if (itemsAsText) return readAgain(items.map(({ key }) => ({ key, value: "" })), keyOf);
+        return chain(source.getItems!(items, common), (results) => {
+          itemsAsText = results.some((entry) => typeof entry.value === "string" && !entry.value.startsWith(BASE64_PREFIX));
+          return readAgain(results, keyOf);
+        });
+      }),
     getItemStream: source.getItemStream && ((key, opts) => chain(source.getItemStream!(key, opts), (opened) => opened && decodedStream(opened, codec, (bytes) => bytes))),
     getHistory:
       source.getHistory && ((key, opts) => chain(source.getHistory!(key, opts), (entries) => readAgain<HistoryEntry<unknown>>(entries, (entry) => [key, { version: entry.version }]))),

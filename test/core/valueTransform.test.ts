@@ -308,6 +308,23 @@ describe("transformValues' stored forms", () => {
     }
   });
 
+  it("getItems reads values a driver hands back as text (git: the blob as UTF-8) again as bytes, and skips that driver's getItems once it has seen one", async () => {
+    const inner = git({ dir: tempDir("transform-items-text") });
+    let batches = 0;
+    const counted = wrapDriver(inner, { name: "counted", getItems: (items, common) => (batches++, inner.getItems!(items, common)) });
+    const storage = createStorage({ driver: gzipped(counted) });
+    await storage.setItemRaw("bytes", new Uint8Array([0, 200, 255]));
+    await storage.setItem("text", "t");
+    const expected = [{ key: "bytes", value: new Uint8Array([0, 200, 255]) }, { key: "text", value: "t" }, { key: "none", value: null }];
+    // git keeps no TTL: the core reads sidecars with getItems too (on writes, before any value came back as text).
+    const before = batches;
+    expect(await storage.getItems(["bytes", "text", "none"])).toEqual(expected);
+    expect(batches).toBe(before + 1);
+    expect(await storage.getItems(["bytes", "text", "none"])).toEqual(expected);
+    expect(batches).toBe(before + 1);
+    await storage.dispose();
+  });
+
   it("one sidecar it cannot decode fails no listing: reads of its key are E_CORRUPT, and the key can be overwritten and removed", async () => {
     // git keeps no TTL of its own, so the core reads sidecars while listing.
     const inner = git({ dir: tempDir("transform-bad-sidecar") });
