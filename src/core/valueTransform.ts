@@ -240,7 +240,9 @@ function untagged(plain: Uint8Array, name: string): Value {
  * The encoded bytes in a stored value: the bytes form, or `base64:` text as a
  * string or as the bytes of one (drivers differ in which they hand back).
  */
-function encodedBytes(stored: unknown, name: string): Uint8Array {
+function encodedBytes(found: unknown, name: string): Uint8Array {
+  // An ArrayBuffer is bytes too, as the core's raw reads take it.
+  const stored = found instanceof ArrayBuffer ? new Uint8Array(found) : found;
   if (stored instanceof Uint8Array && stored[0] === BYTES_FORM) return stored.subarray(1);
   const text = stored instanceof Uint8Array ? Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).toString("utf8") : stored;
   if (typeof text !== "string" || !text.startsWith(BASE64_PREFIX)) {

@@ -325,6 +325,31 @@ describe("transformValues' stored forms", () => {
     await storage.dispose();
   });
 
+  it("setItems stays all-or-nothing over a transactional driver (one commit of setRaw operations): a failed guard writes no value", async () => {
+    const inner = sqlite({ path: join(tempDir("transform-atomic"), "store.db") });
+    const storage = createStorage({ driver: gzipped(inner) });
+    await storage.setItem("guarded", "before");
+    const etag = (await storage.getMeta("guarded")).etag as string;
+    const batch = (guard: string) => storage.setItems([{ key: "free", value: "new" }, { key: "guarded", value: "after", options: { ifMatch: guard } }]);
+    expect(await codeOf(() => batch("not-the-etag"))).toBe("E_CONFLICT");
+    expect(await storage.getItems(["free", "guarded"])).toEqual([{ key: "free", value: null }, { key: "guarded", value: "before" }]);
+    await batch(etag);
+    expect(await storage.getItems(["free", "guarded"])).toEqual([{ key: "free", value: "new" }, { key: "guarded", value: "after" }]);
+    expect((await storedBytes(inner, "free"))[0]).toBe(0);
+    await storage.dispose();
+  });
+
+  it("reads a stored value handed back as an ArrayBuffer", async () => {
+    const inner = memory();
+    const asArrayBuffer = wrapDriver(inner, { name: "array-buffer", getItemRaw: (key, opts) => {
+      const bytes = inner.getItemRaw!(key, opts) as Uint8Array | null;
+      return bytes && bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+    } });
+    const storage = createStorage({ driver: gzipped(asArrayBuffer) });
+    await storage.setItem("k", { a: 1 });
+    expect(await storage.getItem("k")).toEqual({ a: 1 });
+  });
+
   it("one sidecar it cannot decode fails no listing: reads of its key are E_CORRUPT, and the key can be overwritten and removed", async () => {
     // git keeps no TTL of its own, so the core reads sidecars while listing.
     const inner = git({ dir: tempDir("transform-bad-sidecar") });
