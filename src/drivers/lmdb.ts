@@ -1,6 +1,6 @@
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, writeSync as writeAt, type Stats } from "node:fs";
 import { dirname } from "node:path";
-import { open, type Database, type RootDatabase } from "lmdb";
+import { openAsClass, type Database, type RootDatabase, type RootDatabaseOptionsWithPath } from "lmdb";
 import { defineDriver } from "../core/defineDriver.js";
 import { conflictError, StorageError } from "../core/errors.js";
 import { guardOf } from "../core/guards.js";
@@ -217,6 +217,40 @@ function useLockFile(path: string): number {
   return shared.fd;
 }
 
+// LMDB's three process-shared robust mutexes in the `-lock` file (reader table, writer, sync) at bytes 24, 64
+// and 104, each a glibc pthread_mutex_t of 40 bytes whose kind (offset 16) is ROBUST_NORMAL | PSHARED once
+// initialised, and -1 once pthread_mutex_destroy has run on it.
+const LOCK_MUTEX_OFFSETS = [24, 64, 104] as const;
+const MUTEX_SIZE = 40;
+const MUTEX_KIND_OFFSET = 16;
+const MUTEX_KIND_READY = 0x90;
+const MUTEX_KIND_DESTROYED = 0xffffffff;
+
+/**
+ * Re-initialises LMDB's lock-file mutexes when another process destroyed them. A process that closes the
+ * environment as its last user (it gets LMDB's exclusive lock on the lock file) destroys them, and one
+ * opening at that moment waits for a shared lock, gets it once the closer is gone and keeps the destroyed
+ * mutexes: every transaction then fails with EINVAL (lmdb-js 3.5.6 reports it from open() as "Invalid
+ * argument: No transaction to renew"), in that process and in every one opening after it. Safe only
+ * while this process holds the environment open: its shared lock keeps any other process from being
+ * exclusive (re-initialising or destroying them), and a destroyed mutex is held by no one, so each
+ * process repairing writes the same bytes pthread_mutex_init writes. Returns how many it repaired.
+ */
+function repairLockMutexes(path: string, lockFd: number): number {
+  const kinds = LOCK_MUTEX_OFFSETS.map((offset) => readAt(lockFd, offset + MUTEX_KIND_OFFSET, 4));
+  const kindOfMutex = kinds.map((bytes) => (bytes.length === 4 ? bytes.readUInt32LE(0) : undefined));
+  if (kindOfMutex.some((kind) => kind !== MUTEX_KIND_READY && kind !== MUTEX_KIND_DESTROYED)) {
+    throw new StorageError("E_UNSUPPORTED", `${path}-lock holds LMDB mutexes of another layout (kinds ${kindOfMutex.join(", ")}); this driver knows glibc's (lmdb-js 3.5.6)`, {
+      driver: DRIVER_NAME,
+    });
+  }
+  const ready = Buffer.alloc(MUTEX_SIZE);
+  ready.writeUInt32LE(MUTEX_KIND_READY, MUTEX_KIND_OFFSET);
+  const destroyed = LOCK_MUTEX_OFFSETS.filter((_, i) => kindOfMutex[i] === MUTEX_KIND_DESTROYED);
+  for (const offset of destroyed) writeAt(lockFd, ready, 0, MUTEX_SIZE, offset);
+  return destroyed.length;
+}
+
 /** Called once the environment is closed: the last user closes the descriptor. */
 function releaseLockFile(path: string): void {
   const shared = lockFiles.get(path)!;
@@ -237,34 +271,22 @@ function releaseLockFile(path: string): void {
  * pages on disk; when a commit is ahead it writes that id back to the lock file
  * and throws StaleBase, so the transaction is aborted before it writes anything.
  */
-function writeBase(path: string, root: RootDatabase): { check(): void; close(): void } {
+function writeBase(path: string, root: RootDatabase, lockFd: number): { check(): void; close(): void } {
   const word = Buffer.alloc(8);
-  const readWord = (fd: number, offset: number): bigint => {
+  const read = (fd: number, offset: number): number => {
     if (readSync(fd, word, 0, 8, offset) !== 8) throw fileError("E_CORRUPT", path, `is shorter than LMDB's layout: nothing at byte ${offset}`);
-    return word.readBigUInt64LE(0);
+    return Number(word.readBigUInt64LE(0));
   };
-  const read = (fd: number, offset: number): number => Number(readWord(fd, offset));
-  let data: number | undefined;
-  let lock: number | undefined;
+  const dataFd = openSync(path, "r");
   let pageSize: number;
   try {
-    data = openSync(path, "r");
-    lock = useLockFile(path);
     // The page size is the meta's first 32 bits there; the 32 after them hold flags.
-    pageSize = Number(readWord(data, META_LAYOUT.pageSize) & 0xffffffffn);
-    checkLockLayout(path, (offset) => readWord(lock!, offset));
+    pageSize = read(dataFd, META_LAYOUT.pageSize) & 0xffffffff;
   } catch (error) {
-    if (data !== undefined) closeSync(data);
-    // The environment is closed before the lock file's descriptor (see lockFiles); the open's error is the one to report.
-    const held = lock !== undefined;
-    void root.close().then(() => held && releaseLockFile(path));
+    closeSync(dataFd);
     throw error;
   }
-  const [dataFd, lockFd] = [data, lock];
-  const close = () => {
-    closeSync(dataFd);
-    releaseLockFile(path);
-  };
+  const close = () => closeSync(dataFd);
   const newestCommit = () => Math.max(read(dataFd, META_TXNID_OFFSET), read(dataFd, pageSize + META_TXNID_OFFSET));
   return {
     check() {
@@ -284,12 +306,70 @@ function writeBase(path: string, root: RootDatabase): { check(): void; close(): 
  * driver repairs (the repair would write into something else): LMDB stamps its
  * magic and a lock format signature (version, features, field layout) first.
  */
-function checkLockLayout(path: string, lockWord: (offset: number) => bigint): void {
-  const stamp = lockWord(0);
+function checkLockLayout(path: string, lockFd: number): void {
+  const head = readAt(lockFd, 0, 8);
+  const stamp = head.length === 8 ? head.readBigUInt64LE(0) : 0n;
   if (stamp === LOCK_STAMP) return;
   throw new StorageError("E_UNSUPPORTED", `${path}-lock has LMDB lock format 0x${stamp.toString(16)}; this driver knows 0x${LOCK_STAMP.toString(16)} (lmdb-js 3.5.6)`, {
     driver: DRIVER_NAME,
   });
+}
+
+/**
+ * This process's descriptor of the `-lock` file (see lockFiles). A read-only environment that cannot
+ * open it for writing runs without a lock file (LMDB does so on EACCES and EROFS): undefined.
+ */
+function openLockFile(path: string, readOnly: boolean): number | undefined {
+  try {
+    return useLockFile(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (readOnly && (code === "EACCES" || code === "EROFS")) return undefined;
+    throw fileError("E_IO", `${path}-lock`, `cannot be opened: ${(error as Error).message}`, error);
+  }
+}
+
+/** The lmdb-js root class of an environment that is open (its lock file set up) and has run no transaction yet. */
+type RootClass = new (name: null, options: EnvironmentOptions & { isRoot: true }) => RootDatabase;
+type EnvironmentOptions = RootDatabaseOptionsWithPath & { path: string };
+
+/**
+ * Opens the environment and checks its lock file before lmdb-js's first transaction in it (the one
+ * making the root database), so that mutexes another process destroyed are repaired first (see
+ * repairLockMutexes): lmdb-js's open() runs that transaction before it returns, hence its class form.
+ */
+function openEnvironment(options: EnvironmentOptions): { root: RootDatabase; lockFd: number | undefined } {
+  const path = options.path;
+  let Root: RootClass;
+  try {
+    Root = openAsClass(options) as unknown as RootClass;
+  } catch (error) {
+    throw new StorageError("E_IO", `Cannot open ${path}: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
+  }
+  let lockFd: number | undefined;
+  let problem: unknown;
+  try {
+    lockFd = openLockFile(path, options.readOnly === true);
+    if (lockFd !== undefined) {
+      checkLockLayout(path, lockFd);
+      repairLockMutexes(path, lockFd);
+    }
+  } catch (error) {
+    problem = error;
+  }
+  let root: RootDatabase;
+  try {
+    root = new Root(null, { ...options, isRoot: true });
+  } catch (error) {
+    // lmdb-js leaves the environment open when its root cannot be made, so the lock file's descriptor stays open too (see lockFiles).
+    throw problem ?? new StorageError("E_IO", `Cannot open ${path}: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
+  }
+  if (problem) {
+    // The environment is closed before the lock file's descriptor (see lockFiles); the check's error is the one to report.
+    void root.close().then(() => lockFd !== undefined && releaseLockFile(path));
+    throw problem;
+  }
+  return { root, lockFd };
 }
 
 /**
@@ -322,32 +402,32 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
   if (!options?.path) throw new StorageError("E_INVALID_OPTION", "The lmdb driver needs a path", { driver: DRIVER_NAME });
   const name = options.name ?? "stowage";
   if (!checkDataFile(options.path)) prepareDirectory(options.path, options.readOnly === true);
-  let root: RootDatabase;
+  const { root, lockFd } = openEnvironment({
+    path: options.path,
+    noSubdir: true,
+    noSync: options.noSync === true,
+    // lmdb-js's default on Linux, overlappingSync, lost a committed write now and then when
+    // several processes wrote one file (lmdb-js 3.5.6; docs/lmdb.md has the figures).
+    overlappingSync: false,
+    mapSize: options.mapSize,
+    readOnly: options.readOnly === true,
+  });
+  /** Closes the environment, then the lock file's descriptor (see lockFiles). */
+  const closeEnvironment = async (): Promise<void> => {
+    await root.close();
+    if (lockFd !== undefined) releaseLockFile(options.path);
+  };
   let db: LmdbDatabase;
   let expiry: Database<true, ExpiryKey>;
+  let baseCheck: ReturnType<typeof writeBase> | undefined;
   try {
-    root = open({
-      path: options.path,
-      noSubdir: true,
-      noSync: options.noSync === true,
-      // lmdb-js's default on Linux, overlappingSync, lost a committed write now and then when
-      // several processes wrote one file (lmdb-js 3.5.6; docs/lmdb.md has the figures).
-      overlappingSync: false,
-      mapSize: options.mapSize,
-      readOnly: options.readOnly === true,
-    });
     db = root.openDB<StoredValue, string>({ name, useVersions: true });
     // Expiring keys by time, so a purge reads only what is due.
     expiry = root.openDB<true, ExpiryKey>({ name: `${name}:expiry` });
+    baseCheck = options.readOnly || lockFd === undefined ? undefined : writeBase(options.path, root, lockFd);
   } catch (error) {
-    throw new StorageError("E_IO", `Cannot open ${options.path}: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
-  }
-  let baseCheck: ReturnType<typeof writeBase> | undefined;
-  try {
-    baseCheck = options.readOnly ? undefined : writeBase(options.path, root);
-  } catch (error) {
-    // writeBase has closed the environment.
-    throw error instanceof StorageError ? error : fileError("E_IO", options.path, `cannot be read: ${(error as Error).message}`, error);
+    void closeEnvironment();
+    throw error instanceof StorageError ? error : new StorageError("E_IO", `Cannot open ${options.path}: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
   }
 
   /** The entry stored under a key, expired or not. */
@@ -596,8 +676,8 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
       // Writes queued in this event turn commit before the environment closes.
       flushQueued();
       isOpen = false;
-      await root.close();
       baseCheck?.close();
+      await closeEnvironment();
     },
   };
 });
