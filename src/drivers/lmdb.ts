@@ -234,11 +234,13 @@ const MUTEX_KIND_DESTROYED = 0xffffffff;
  * argument: No transaction to renew"), in that process and in every one opening after it. Safe only
  * while this process holds the environment open: its shared lock keeps any other process from being
  * exclusive (re-initialising or destroying them), and a destroyed mutex is held by no one, so each
- * process repairing writes the same bytes pthread_mutex_init writes. Returns how many it repaired.
+ * process repairing writes the same bytes pthread_mutex_init writes.
  */
-function repairLockMutexes(path: string, lockFd: number): number {
-  const kinds = LOCK_MUTEX_OFFSETS.map((offset) => readAt(lockFd, offset + MUTEX_KIND_OFFSET, 4));
-  const kindOfMutex = kinds.map((bytes) => (bytes.length === 4 ? bytes.readUInt32LE(0) : undefined));
+function repairLockMutexes(path: string, lockFd: number): void {
+  const kindOfMutex = LOCK_MUTEX_OFFSETS.map((offset) => {
+    const bytes = readAt(lockFd, offset + MUTEX_KIND_OFFSET, 4);
+    return bytes.length === 4 ? bytes.readUInt32LE(0) : undefined;
+  });
   if (kindOfMutex.some((kind) => kind !== MUTEX_KIND_READY && kind !== MUTEX_KIND_DESTROYED)) {
     throw new StorageError("E_UNSUPPORTED", `${path}-lock holds LMDB mutexes of another layout (kinds ${kindOfMutex.join(", ")}); this driver knows glibc's (lmdb-js 3.5.6)`, {
       driver: DRIVER_NAME,
@@ -246,9 +248,9 @@ function repairLockMutexes(path: string, lockFd: number): number {
   }
   const ready = Buffer.alloc(MUTEX_SIZE);
   ready.writeUInt32LE(MUTEX_KIND_READY, MUTEX_KIND_OFFSET);
-  const destroyed = LOCK_MUTEX_OFFSETS.filter((_, i) => kindOfMutex[i] === MUTEX_KIND_DESTROYED);
-  for (const offset of destroyed) writeAt(lockFd, ready, 0, MUTEX_SIZE, offset);
-  return destroyed.length;
+  for (const [i, offset] of LOCK_MUTEX_OFFSETS.entries()) {
+    if (kindOfMutex[i] === MUTEX_KIND_DESTROYED) writeAt(lockFd, ready, 0, MUTEX_SIZE, offset);
+  }
 }
 
 /** Called once the environment is closed: the last user closes the descriptor. */
@@ -395,7 +397,7 @@ function prepareDirectory(path: string, readOnly: boolean): void {
  *
  * @throws StorageError `E_INVALID_OPTION` (no path, an unknown option, a path that is not a file),
  * `E_CORRUPT` (not an LMDB database), `E_IO` (cannot be read, created or opened),
- * `E_UNSUPPORTED` (a `-lock` file of another LMDB lock format).
+ * `E_UNSUPPORTED` (a `-lock` file of another LMDB lock format or mutex layout).
  */
 export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);

@@ -286,12 +286,14 @@ const lockMutexKinds = (path: string): number[] => {
   const lock = readFileSync(`${path}-lock`);
   return LOCK_MUTEX_OFFSETS.map((offset) => lock.readUInt32LE(offset + 16));
 };
-/** What LMDB's close leaves in the lock file when the closing process finds itself the last user (mdb_env_close0). */
-function destroyLockMutexes(path: string): void {
+/** Sets the lock file's mutex kinds; -1 (0xffffffff) is what LMDB's close leaves when the closing process finds itself the last user (mdb_env_close0). */
+function setLockMutexKinds(path: string, kinds: number[]): void {
   const fd = openSync(`${path}-lock`, "r+");
-  const destroyed = Buffer.alloc(4);
-  destroyed.writeUInt32LE(0xffffffff);
-  for (const offset of LOCK_MUTEX_OFFSETS) writeSync(fd, destroyed, 0, 4, offset + 16);
+  const word = Buffer.alloc(4);
+  LOCK_MUTEX_OFFSETS.forEach((offset, i) => {
+    word.writeUInt32LE(kinds[i]!);
+    writeSync(fd, word, 0, 4, offset + 16);
+  });
   closeSync(fd);
 }
 
@@ -320,7 +322,7 @@ async function destroyedWhileHeld(name: string): Promise<{ path: string; holder:
   const holder = childHoldingStore(path);
   await holder.opened;
   expect(lockMutexKinds(path)).toEqual([0x90, 0x90, 0x90]);
-  destroyLockMutexes(path);
+  setLockMutexKinds(path, [0xffffffff, 0xffffffff, 0xffffffff]);
   return { path, holder };
 }
 
@@ -353,6 +355,17 @@ describe("lmdb opens while another process closes", () => {
     expect((await holder.done).code).toBe(0);
     expect(await reader.getItem("child")).toBe("written");
     await reader.dispose();
+  }, 60_000);
+
+  it("refuses a lock file whose mutexes are of a layout it does not know with E_UNSUPPORTED, writing nothing to it", async () => {
+    const { path, holder } = await destroyedWhileHeld("lmdb-unknown-mutexes");
+    setLockMutexKinds(path, [0x90, 0x12345, 0xffffffff]);
+    expect(await codeOf(() => lmdb({ path }))).toBe("E_UNSUPPORTED");
+    expect(lockMutexKinds(path)).toEqual([0x90, 0x12345, 0xffffffff]);
+    // As they were, so the child can write and close.
+    setLockMutexKinds(path, [0x90, 0x90, 0x90]);
+    holder.release();
+    expect((await holder.done).code).toBe(0);
   }, 60_000);
 
   // The race itself: three processes each opening and closing the store, so closes as last user keep landing among opens.
