@@ -218,10 +218,9 @@ function useLockFile(path: string): number {
 }
 
 // LMDB's three process-shared robust mutexes in the `-lock` file (reader table, writer, sync) at bytes 24, 64
-// and 104, each a glibc pthread_mutex_t of 40 bytes whose kind (offset 16) is ROBUST_NORMAL | PSHARED once
-// initialised, and -1 once pthread_mutex_destroy has run on it.
+// and 104, each a glibc pthread_mutex_t (40 bytes) whose kind (offset 16) is ROBUST_NORMAL | PSHARED once
+// initialised, and -1 once pthread_mutex_destroy has run on it (which leaves the rest as an unlocked mutex).
 const LOCK_MUTEX_OFFSETS = [24, 64, 104] as const;
-const MUTEX_SIZE = 40;
 const MUTEX_KIND_OFFSET = 16;
 const MUTEX_KIND_READY = 0x90;
 const MUTEX_KIND_DESTROYED = 0xffffffff;
@@ -233,8 +232,9 @@ const MUTEX_KIND_DESTROYED = 0xffffffff;
  * mutexes: every transaction then fails with EINVAL (lmdb-js 3.5.6 reports it from open() as "Invalid
  * argument: No transaction to renew"), in that process and in every one opening after it. Safe only
  * while this process holds the environment open: its shared lock keeps any other process from being
- * exclusive (re-initialising or destroying them), and a destroyed mutex is held by no one, so each
- * process repairing writes the same bytes pthread_mutex_init writes.
+ * exclusive (re-initialising or destroying them), and a destroyed mutex is held by no one. Only the
+ * kind word is written: the rest of a destroyed mutex reads as an unlocked one, and a process whose
+ * repair lands after another's, which may already have locked the mutex, leaves its lock word alone.
  */
 function repairLockMutexes(path: string, lockFd: number): void {
   const kindOfMutex = LOCK_MUTEX_OFFSETS.map((offset) => {
@@ -246,10 +246,10 @@ function repairLockMutexes(path: string, lockFd: number): void {
       driver: DRIVER_NAME,
     });
   }
-  const ready = Buffer.alloc(MUTEX_SIZE);
-  ready.writeUInt32LE(MUTEX_KIND_READY, MUTEX_KIND_OFFSET);
+  const ready = Buffer.alloc(4);
+  ready.writeUInt32LE(MUTEX_KIND_READY);
   for (const [i, offset] of LOCK_MUTEX_OFFSETS.entries()) {
-    if (kindOfMutex[i] === MUTEX_KIND_DESTROYED) writeAt(lockFd, ready, 0, MUTEX_SIZE, offset);
+    if (kindOfMutex[i] === MUTEX_KIND_DESTROYED) writeAt(lockFd, ready, 0, 4, offset + MUTEX_KIND_OFFSET);
   }
 }
 
