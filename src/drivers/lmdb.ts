@@ -236,21 +236,34 @@ const MUTEX_KIND_DESTROYED = 0xffffffff;
  * kind word is written: the rest of a destroyed mutex reads as an unlocked one, and a process whose
  * repair lands after another's, which may already have locked the mutex, leaves its lock word alone.
  */
-function repairLockMutexes(path: string, lockFd: number): void {
+function repairLockMutexes(path: string, lockFd: number): boolean {
   const kindOfMutex = LOCK_MUTEX_OFFSETS.map((offset) => {
     const bytes = readAt(lockFd, offset + MUTEX_KIND_OFFSET, 4);
     return bytes.length === 4 ? bytes.readUInt32LE(0) : undefined;
   });
   if (kindOfMutex.some((kind) => kind !== MUTEX_KIND_READY && kind !== MUTEX_KIND_DESTROYED)) {
-    throw new StorageError("E_UNSUPPORTED", `${path}-lock holds LMDB mutexes of another layout (kinds ${kindOfMutex.join(", ")}); this driver knows glibc's (lmdb-js 3.5.6)`, {
-      driver: DRIVER_NAME,
-    });
+    warnUnrepaired(path, `its mutexes are of another layout (kinds ${kindOfMutex.join(", ")}; this driver knows glibc's)`);
+    return false;
   }
   const ready = Buffer.alloc(4);
   ready.writeUInt32LE(MUTEX_KIND_READY);
   for (const [i, offset] of LOCK_MUTEX_OFFSETS.entries()) {
     if (kindOfMutex[i] === MUTEX_KIND_DESTROYED) writeAt(lockFd, ready, 0, 4, offset + MUTEX_KIND_OFFSET);
   }
+  return true;
+}
+
+const warnedPaths = new Set<string>();
+
+/**
+ * Another platform's or LMDB build's lock file: the driver opens it as lmdb-js does, without its repairs
+ * (they would write into something else), so several processes writing at once are not protected from
+ * LMDB's open races there. Said once per path, as a process warning, rather than refusing the store.
+ */
+function warnUnrepaired(path: string, why: string): void {
+  if (warnedPaths.has(path)) return;
+  warnedPaths.add(path);
+  process.emitWarning(`stowage lmdb: ${path}-lock is not the layout this driver repairs (${why}): opened without its cross-process repairs (see docs/lmdb.md)`, { code: "STOWAGE_LMDB_LOCK_LAYOUT" });
 }
 
 /** Called once the environment is closed: the last user closes the descriptor. */
@@ -304,17 +317,16 @@ function writeBase(path: string, root: RootDatabase, lockFd: number): { check():
 }
 
 /**
- * Refuses a lock file of another layout than the one whose last-commit id this
- * driver repairs (the repair would write into something else): LMDB stamps its
- * magic and a lock format signature (version, features, field layout) first.
+ * Whether the lock file has the layout whose last-commit id and mutexes this
+ * driver repairs (elsewhere a repair would write into something else): LMDB
+ * stamps its magic and a lock format signature (version, features, field layout) first.
  */
-function checkLockLayout(path: string, lockFd: number): void {
+function knownLockLayout(path: string, lockFd: number): boolean {
   const head = readAt(lockFd, 0, 8);
   const stamp = head.length === 8 ? head.readBigUInt64LE(0) : 0n;
-  if (stamp === LOCK_STAMP) return;
-  throw new StorageError("E_UNSUPPORTED", `${path}-lock has LMDB lock format 0x${stamp.toString(16)}; this driver knows 0x${LOCK_STAMP.toString(16)} (lmdb-js 3.5.6)`, {
-    driver: DRIVER_NAME,
-  });
+  if (stamp === LOCK_STAMP) return true;
+  warnUnrepaired(path, `lock format 0x${stamp.toString(16)}; this driver knows 0x${LOCK_STAMP.toString(16)}, lmdb-js 3.5.6 on 64-bit Linux`);
+  return false;
 }
 
 /**
@@ -340,7 +352,7 @@ type EnvironmentOptions = RootDatabaseOptionsWithPath & { path: string };
  * making the root database), so that mutexes another process destroyed are repaired first (see
  * repairLockMutexes): lmdb-js's open() runs that transaction before it returns, hence its class form.
  */
-function openEnvironment(options: EnvironmentOptions): { root: RootDatabase; lockFd: number | undefined } {
+function openEnvironment(options: EnvironmentOptions): { root: RootDatabase; lockFd: number | undefined; repairable: boolean } {
   const path = options.path;
   let Root: RootClass;
   try {
@@ -349,13 +361,12 @@ function openEnvironment(options: EnvironmentOptions): { root: RootDatabase; loc
     throw new StorageError("E_IO", `Cannot open ${path}: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
   }
   let lockFd: number | undefined;
+  let repairable = false;
   let problem: unknown;
   try {
     lockFd = openLockFile(path, options.readOnly === true);
-    if (lockFd !== undefined) {
-      checkLockLayout(path, lockFd);
-      repairLockMutexes(path, lockFd);
-    }
+    // Repairs only where the layout is the one they are written for (the descriptor stays open either way: see lockFiles).
+    repairable = lockFd !== undefined && knownLockLayout(path, lockFd) && repairLockMutexes(path, lockFd);
   } catch (error) {
     problem = error;
   }
@@ -371,7 +382,7 @@ function openEnvironment(options: EnvironmentOptions): { root: RootDatabase; loc
     void root.close().then(() => lockFd !== undefined && releaseLockFile(path));
     throw problem;
   }
-  return { root, lockFd };
+  return { root, lockFd, repairable };
 }
 
 /**
@@ -396,15 +407,17 @@ function prepareDirectory(path: string, readOnly: boolean): void {
  * writeBase), so they hold across processes sharing the file.
  *
  * @throws StorageError `E_INVALID_OPTION` (no path, an unknown option, a path that is not a file),
- * `E_CORRUPT` (not an LMDB database), `E_IO` (cannot be read, created or opened),
- * `E_UNSUPPORTED` (a `-lock` file of another LMDB lock format or mutex layout).
+ * `E_CORRUPT` (not an LMDB database), `E_IO` (cannot be read, created or opened).
+ * A `-lock` file of another LMDB lock format or mutex layout (another platform or
+ * lmdb-js build) opens without the cross-process repairs, with a process warning
+ * (`STOWAGE_LMDB_LOCK_LAYOUT`).
  */
 export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) => {
   checkOptions(DRIVER_NAME, options, OPTION_NAMES);
   if (!options?.path) throw new StorageError("E_INVALID_OPTION", "The lmdb driver needs a path", { driver: DRIVER_NAME });
   const name = options.name ?? "stowage";
   if (!checkDataFile(options.path)) prepareDirectory(options.path, options.readOnly === true);
-  const { root, lockFd } = openEnvironment({
+  const { root, lockFd, repairable } = openEnvironment({
     path: options.path,
     noSubdir: true,
     noSync: options.noSync === true,
@@ -426,7 +439,7 @@ export default defineDriver<LmdbOptions, LmdbDatabase>((options: LmdbOptions) =>
     db = root.openDB<StoredValue, string>({ name, useVersions: true });
     // Expiring keys by time, so a purge reads only what is due.
     expiry = root.openDB<true, ExpiryKey>({ name: `${name}:expiry` });
-    baseCheck = options.readOnly || lockFd === undefined ? undefined : writeBase(options.path, root, lockFd);
+    baseCheck = options.readOnly || lockFd === undefined || !repairable ? undefined : writeBase(options.path, root, lockFd);
   } catch (error) {
     void closeEnvironment();
     throw error instanceof StorageError ? error : new StorageError("E_IO", `Cannot open ${options.path}: ${(error as Error).message}`, { driver: DRIVER_NAME, cause: error });
