@@ -35,7 +35,7 @@ export function runnable(source: string): string {
 }
 
 /** Node's options a child needs before its script: stack traces mapped back to the sources, or tsx's loader. */
-export function loaderArgs(): string[] {
+function loaderArgs(): string[] {
   return buildDir() ? ["--enable-source-maps"] : ["--import", import.meta.resolve("tsx")];
 }
 

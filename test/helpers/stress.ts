@@ -3,7 +3,7 @@
  * and their full counts under STOWAGE_STRESS=1 (`npm run test:stress`), so
  * the suite stays fast while the long runs keep finding rare failures.
  */
-export const STRESS = process.env.STOWAGE_STRESS === "1";
+const STRESS = process.env.STOWAGE_STRESS === "1";
 
 /** `normal` in `npm test`, `full` under STOWAGE_STRESS=1. */
 export function stressCount(normal: number, full: number): number {

@@ -81,7 +81,7 @@ function unescapeText(text: string): string | undefined {
  */
 
 /** Appended to the last component: marks a leaf (a key's value) as opposed to a directory. */
-export const LEAF_MARK = "%";
+const LEAF_MARK = "%";
 
 /** Longest encoded component in bytes: a file name of 255 bytes, minus `.lock`. */
 export const MAX_COMPONENT_BYTES = 250;
@@ -91,7 +91,7 @@ export const MAX_COMPONENT_BYTES = 250;
 const ALWAYS_ESCAPED = /[\x00-\x20\x7f~^:?*[\\/%]/;
 
 /** Encodes one key segment as a ref/tree name component (without the leaf mark). */
-export function encodeKeySegment(segment: string): string {
+function encodeKeySegment(segment: string): string {
   const lockAt = segment.endsWith(".lock") ? segment.length - 5 : -1;
   return escapeText(segment, (i) => {
     const char = segment[i] as string;
@@ -100,12 +100,12 @@ export function encodeKeySegment(segment: string): string {
 }
 
 /** Decodes a component written by {@link encodeKeySegment}; `undefined` when it is not one. */
-export function decodeKeySegment(component: string): string | undefined {
+function decodeKeySegment(component: string): string | undefined {
   return unescapeText(component);
 }
 
 /** Splits a key into segments at the `:` that sit between two non-empty segments. */
-export function splitKey(key: string): string[] {
+function splitKey(key: string): string[] {
   const segments: string[] = [];
   let current = "";
   for (let i = 0; i < key.length; i++) {
@@ -126,7 +126,7 @@ export function splitKey(key: string): string[] {
  * mark. `E_INVALID_KEY` for the empty key, and when a component would exceed
  * a file name's length (the key is past what a ref, a file, can name).
  */
-export function keyComponents(key: string): string[] {
+function keyComponents(key: string): string[] {
   // The empty key would be the bare leaf mark, which names no key (pathKey): refused, not written unreadable.
   if (key === "") throw gitError("E_INVALID_KEY", "The empty key names no ref or path");
   const components = unchecked(key);

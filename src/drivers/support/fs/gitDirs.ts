@@ -38,7 +38,7 @@ function headOf(path: string): string {
  * `is_git_directory`): a valid HEAD file, an `objects` and a `refs`
  * directory. A bare repository is one; so is any `.git` directory.
  */
-export function isGitDirectory(dir: string): boolean {
+function isGitDirectory(dir: string): boolean {
   if (!statOf(join(dir, "objects"))?.isDirectory() || !statOf(join(dir, "refs"))?.isDirectory()) return false;
   const head = join(dir, "HEAD");
   return statOf(head)?.isFile() === true && HEAD_CONTENT.test(headOf(head));
