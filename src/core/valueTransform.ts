@@ -2,7 +2,7 @@ import { StorageError } from "./errors.js";
 import { hasGuard, withoutGuards } from "./guards.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
 import { BASE64_PREFIX, deserializeRaw, serializeRaw } from "./serializer.js";
-import { wholeStream } from "./streams.js";
+import { gather, wholeStream } from "./streams.js";
 import type { AsyncWrites, CommitOperation, Driver, DriverFlags, HistoryEntry, ItemStream, SetOptions, StorageMeta, TransactionOptions } from "./types.js";
 import { wrapDriver, type WrappedDriver } from "./wrapDriver.js";
 
@@ -351,10 +351,4 @@ function commitThrough<F extends string | Uint8Array>(commit: NonNullable<Driver
       ? chain(form(op.value), (value): CommitOperation => (typeof value === "string" ? { type: "set", key: op.key, value, options: op.options } : { type: "setRaw", key: op.key, value, options: op.options }))
       : op;
   return (operations, opts) => chain(all(operations.map(encodeOp)), (encoded) => commit(encoded, opts));
-}
-
-async function gather(body: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of body) chunks.push(chunk);
-  return Buffer.concat(chunks);
 }
