@@ -385,9 +385,8 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
   /** The meta of a key as its queued write leaves it (null: removed or expired). */
   function queuedMeta(write: Write): StorageMeta | null {
     const value = valueOf(write);
-    if (value === null || value === undefined) return null;
-    const meta: StorageMeta = { size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength };
-    return write.type === "remove" ? meta : describeExpiry(meta, write.expires, clock.now());
+    if (value === null || value === undefined || write.type === "remove") return null;
+    return describeExpiry({ size: typeof value === "string" ? Buffer.byteLength(value) : value.byteLength }, write.expires, clock.now());
   }
 
   /** Keys under `base` that queued writes add (first) and remove (second), as of now. */
