@@ -526,11 +526,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
     watchers.add(watcher);
     const forward = (event: WatchEvent) => (kv: IKeyValue) => {
       if (kv.key.length <= prefix.length || kv.key[prefix.length] === 0) return;
-      const key = userKey(kv.key);
-      const revision = kv.mod_revision;
-      own.origin(revision, (origin) =>
-        callback(event, key, event === "update" ? { origin, etag: revision, version: revision } : { origin, version: revision }),
-      );
+      own.report(callback, event, userKey(kv.key), kv.mod_revision);
     };
     watcher.on("put", forward("update"));
     watcher.on("delete", forward("remove"));

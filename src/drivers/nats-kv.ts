@@ -549,11 +549,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
       for await (const entry of watcher) {
         if (entry.key.startsWith(`${CHUNK_TOKEN}.`)) continue;
         const event: WatchEvent = entry.operation === "PUT" ? "update" : "remove";
-        const key = decodeKey(entry.key);
-        const revision = String(entry.revision);
-        own.origin(revision, (origin) =>
-          callback(event, key, event === "update" ? { origin, etag: revision, version: revision } : { origin, version: revision }),
-        );
+        own.report(callback, event, decodeKey(entry.key), String(entry.revision));
       }
     })().catch((error: unknown) => process.emitWarning(`stowage nats-kv watch ended: ${String(error)}`));
     return async () => {

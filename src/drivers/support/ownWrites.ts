@@ -1,4 +1,4 @@
-import type { WatchOrigin } from "../../core/types.js";
+import type { WatchCallback, WatchEvent, WatchOrigin } from "../../core/types.js";
 
 /** Revisions remembered at most: a feed that never reports some (a chunk's, a key outside the watch) cannot grow this without bound. */
 const REMEMBERED = 10_000;
@@ -42,7 +42,7 @@ export class OwnWrites {
   }
 
   /** Calls `deliver` with the event's origin, in the order events came, once the writes in flight now have replied. */
-  origin(revision: string, deliver: (origin: WatchOrigin) => void): void {
+  private origin(revision: string, deliver: (origin: WatchOrigin) => void): void {
     const pending = [...this.inFlight];
     this.queue = this.queue.then(async () => {
       if (pending.length > 0) await Promise.all(pending);
@@ -51,6 +51,13 @@ export class OwnWrites {
       // A listener called directly (not through a storage, which catches) threw: later events still go out.
       process.emitWarning(`stowage: a watch listener failed: ${String(error)}`);
     });
+  }
+
+  /** Reports a feed's event through {@link origin}: its revision is the key's version, and an update's etag. */
+  report(callback: WatchCallback, event: WatchEvent, key: string, revision: string): void {
+    this.origin(revision, (origin) =>
+      callback(event, key, event === "update" ? { origin, etag: revision, version: revision } : { origin, version: revision }),
+    );
   }
 
   private remember(revision: string | undefined): void {
