@@ -35,8 +35,9 @@ function orNull(stored: unknown): unknown {
   return stored ?? null;
 }
 
+/** A stored value deserialized; null (or a driver's undefined) is no value. */
 function deserializeStored(ctx: StorageContext, stored: unknown): unknown {
-  return stored === null ? null : ctx.serializer.deserialize(stored);
+  return stored === null || stored === undefined ? null : ctx.serializer.deserialize(stored);
 }
 
 export function getItemStep(ctx: StorageContext, sync: boolean, key: string, opts: GetOptions = NO_OPTIONS): MaybePromise<unknown> {
@@ -65,7 +66,7 @@ function getRawVersion(loc: Located, opts: GetOptions): MaybePromise<Uint8Array 
 function getVersion(ctx: StorageContext, loc: Located, opts: GetOptions): MaybePromise<unknown> {
   const driver = loc.mount.driver;
   if (!driver.flags?.history || typeof driver.getItem !== "function") throw unsupported(loc.mount, "getItem with a version", "history");
-  return chain(driver.getItem(loc.rel, opts), (stored) => (stored === null || stored === undefined ? null : ctx.serializer.deserialize(stored)));
+  return chain(driver.getItem(loc.rel, opts), (stored) => deserializeStored(ctx, stored));
 }
 
 function normalizeGetItems(ctx: StorageContext, items: GetItemsInput, common: TransactionOptions, sync: boolean) {
@@ -89,10 +90,7 @@ export function getItemsStep(ctx: StorageContext, sync: boolean, items: GetItems
     group.forEach((entry, index) => found.set(entry.loc.key, values[index]));
   }));
   return chain(all(reads), () =>
-    entries.map(({ loc }) => {
-      const stored = found.get(loc.key);
-      return { key: loc.key, value: stored === null || stored === undefined ? null : ctx.serializer.deserialize(stored) };
-    }),
+    entries.map(({ loc }) => ({ key: loc.key, value: deserializeStored(ctx, found.get(loc.key)) })),
   );
 }
 
