@@ -6,7 +6,7 @@ import { guardOf, type Guard } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
 import { describeExpiry } from "../core/ttl.js";
 import { Deadlines } from "./support/deadlines.js";
-import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
+import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, isVersionEtag, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback, type WatchInfo } from "../core/types.js";
 import { prefixEndBytes } from "./support/keyRange.js";
 import { optionNames } from "./support/optionNames.js";
@@ -426,7 +426,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
   const writeGuarded = async (key: string, text: string | null, bytes: Buffer | null, now: number, expires: number | null, guard: Guard, db: Db) => {
     if (guard.kind === "match") {
       const version = guard.etag;
-      if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("updateIfVersion", [text, bytes, now, expires, key, version, now], key, db)).affectedRows === 0) {
+      if (!isVersionEtag(version) || (await run<ResultSetHeader>("updateIfVersion", [text, bytes, now, expires, key, version, now], key, db)).affectedRows === 0) {
         throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
       return;
@@ -445,7 +445,7 @@ export default defineDriver<MysqlOptions, Pool>((options: MysqlOptions = {}) => 
       return;
     }
     const version = guard.etag;
-    if (!/^\d{1,18}$/.test(version) || (await run<ResultSetHeader>("removeIfVersion", [key, version, Date.now()], key, db)).affectedRows === 0) {
+    if (!isVersionEtag(version) || (await run<ResultSetHeader>("removeIfVersion", [key, version, Date.now()], key, db)).affectedRows === 0) {
       throw conflictError(DRIVER_NAME, key, "Stored version differs");
     }
   };

@@ -7,7 +7,7 @@ import { guardOf } from "../core/guards.js";
 import { checkOptions } from "../core/options.js";
 import { describeExpiry } from "../core/ttl.js";
 import { Deadlines } from "./support/deadlines.js";
-import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
+import { checkKeyBytes, errorWrapper, expiresAt, hasGuards, isVersionEtag, keysetPages, lastWriteEach, schemaOnce, withinDepth, type BatchItem } from "./support/tableDriver.js";
 import { DEFAULT_KEY_LIMITS, type CommitOperation, type RemoveOptions, type SetOptions, type StorageMeta, type Unwatch, type WatchCallback, type WatchEvent, type WatchInfo } from "../core/types.js";
 import { prefixEnd } from "./support/keyRange.js";
 import { optionNames } from "./support/optionNames.js";
@@ -256,7 +256,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
     const values = [key, now, text, bytes, expiresAt(now, opts)];
     const guard = guardOf(opts, DRIVER_NAME, key);
     if (guard.kind === "match") {
-      if (!/^\d{1,18}$/.test(guard.etag) || (await run("updateIfVersion", [...values, guard.etag], key, db)).rowCount === 0) {
+      if (!isVersionEtag(guard.etag) || (await run("updateIfVersion", [...values, guard.etag], key, db)).rowCount === 0) {
         throw conflictError(DRIVER_NAME, key, "Stored version differs");
       }
       return;
@@ -274,7 +274,7 @@ export default defineDriver<PostgresOptions, PgPool>((options: PostgresOptions =
       await run("remove", [key], key, db);
       return;
     }
-    if (!/^\d{1,18}$/.test(guard.etag) || (await run("removeIfVersion", [key, Date.now(), guard.etag], key, db)).rowCount === 0) {
+    if (!isVersionEtag(guard.etag) || (await run("removeIfVersion", [key, Date.now(), guard.etag], key, db)).rowCount === 0) {
       throw conflictError(DRIVER_NAME, key, "Stored version differs");
     }
   };

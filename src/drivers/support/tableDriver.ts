@@ -36,6 +36,9 @@ export function hasGuards(items: BatchItem[], common: SetOptions): boolean {
   return items.some(({ options }) => hasGuard(options ?? common));
 }
 
+/** Whether an etag can be a stored version (1 to 18 digits, a BIGINT): any other never matches a row. */
+export const isVersionEtag = (etag: string): boolean => /^\d{1,18}$/.test(etag);
+
 /** The epoch ms at which a write made `now` expires, or null for none. */
 export function expiresAt(now: number, opts: SetOptions | undefined): number | null {
   return opts?.ttl === undefined ? null : now + Math.ceil(opts.ttl);
