@@ -1,6 +1,6 @@
 import { conflictError, StorageError } from "./errors.js";
 import type { Mount } from "./mounts.js";
-import type { RemoveOptions, SetOptions } from "./types.js";
+import type { CommitOperation, RemoveOptions, SetOptions } from "./types.js";
 
 /** A write's CAS guard as a driver checks it: none, the etag the key must hold, or "the key must be absent". */
 export type Guard = { readonly kind: "none" } | { readonly kind: "match"; readonly etag: string } | { readonly kind: "absent" };
@@ -23,6 +23,11 @@ export function guardOf(opts: SetOptions | RemoveOptions | undefined, driver: st
   if (opts?.ifMatch === undefined) return ifNoneMatch === undefined ? NO_GUARD : ABSENT;
   if (ifNoneMatch !== undefined) throw conflictError(driver, key, "ifMatch and ifNoneMatch never hold together");
   return { kind: "match", etag: opts.ifMatch };
+}
+
+/** A write's guard as commit operations: a check of `key` (its `ifMatch` etag, or null for `ifNoneMatch`), or none without a guard. */
+export function guardChecks(key: string, opts: SetOptions | RemoveOptions): CommitOperation[] {
+  return hasGuard(opts) ? [{ type: "check", key, etag: opts.ifMatch ?? null }] : [];
 }
 
 /** Whether a write carries a CAS guard: the option is present, whatever its value. */

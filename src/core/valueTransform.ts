@@ -1,5 +1,5 @@
 import { StorageError } from "./errors.js";
-import { hasGuard, withoutGuards } from "./guards.js";
+import { guardChecks, withoutGuards } from "./guards.js";
 import { all, chain, isPromise, type MaybePromise } from "./maybePromise.js";
 import { BASE64_PREFIX, deserializeRaw, serializeRaw } from "./serializer.js";
 import { gather, wholeStream } from "./streams.js";
@@ -321,8 +321,7 @@ function bytesWrites(target: Driver, codec: ValueCodec, transactional: boolean):
 
 /** A setItems entry as commit operations: its guard as a check (as the core's commits carry guards), then the write. */
 function guardedSet(key: string, value: string, options: SetOptions): CommitOperation[] {
-  const set: CommitOperation = { type: "set", key, value, options: withoutGuards(options) };
-  return hasGuard(options) ? [{ type: "check", key, etag: options.ifMatch ?? null }, set] : [set];
+  return [...guardChecks(key, options), { type: "set", key, value, options: withoutGuards(options) }];
 }
 
 /** A setItems whose values are encoded to text first. */

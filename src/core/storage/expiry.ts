@@ -1,5 +1,5 @@
 import { isStorageError, type StorageErrorCode } from "../errors.js";
-import { hasGuard, withoutGuards } from "../guards.js";
+import { guardChecks, hasGuard, withoutGuards } from "../guards.js";
 import { metaKeyOf, normalizeKey } from "../keys.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
 import type { Located, Mount } from "../mounts.js";
@@ -185,7 +185,6 @@ export function recovering<T>(step: () => MaybePromise<T>, code: StorageErrorCod
   }
 }
 
-
 // --- writes ------------------------------------------------------------------
 
 /**
@@ -224,7 +223,7 @@ function readSidecars(driver: Driver, keys: string[]): MaybePromise<unknown[]> {
 function valueOperations(rel: string, payload: Payload, opts: SetOptions): CommitOperation[] {
   const options = withoutGuards(opts);
   const set: CommitOperation = typeof payload === "string" ? { type: "set", key: rel, value: payload, options } : { type: "setRaw", key: rel, value: payload, options };
-  return hasGuard(opts) ? [{ type: "check", key: rel, etag: opts.ifMatch ?? null }, set] : [set];
+  return [...guardChecks(rel, opts), set];
 }
 
 function commits(loc: Located, driver: Driver): boolean {
@@ -287,7 +286,7 @@ export function writeGroupWithExpiry(ctx: StorageContext, mount: Mount, driver: 
 
 function commitEntries(driver: Driver, group: GroupEntry[], entries: GroupEntry[], changes: SidecarChange[]): MaybePromise<void> {
   // Every entry's guard is checked, a key named twice included; then each key's last write and its sidecar.
-  const operations: CommitOperation[] = group.flatMap(({ loc, options }) => (hasGuard(options) ? [{ type: "check" as const, key: loc.rel, etag: options.ifMatch ?? null }] : []));
+  const operations = group.flatMap(({ loc, options }) => guardChecks(loc.rel, options));
   entries.forEach(({ loc, text, options }, index) => {
     const unguarded = withoutGuards(driverOptions(loc, options, undefined));
     operations.push(text === undefined ? { type: "remove", key: loc.rel, options: unguarded } : { type: "set", key: loc.rel, value: text, options: unguarded });
@@ -336,8 +335,7 @@ export function removeWithExpiry(ctx: StorageContext, loc: Located, driver: Driv
 function removeBoth(loc: Located, driver: Driver, options: RemoveOptions, change: SidecarChange): MaybePromise<void> {
   const unguarded = withoutGuards(options);
   if (change !== null && commits(loc, driver)) {
-    const check: CommitOperation[] = hasGuard(options) ? [{ type: "check", key: loc.rel, etag: options.ifMatch ?? null }] : [];
-    return driver.commit!([...check, { type: "remove", key: loc.rel, options: unguarded }, ...sidecarOperations(loc.rel, change)], unguarded);
+    return driver.commit!([...guardChecks(loc.rel, options), { type: "remove", key: loc.rel, options: unguarded }, ...sidecarOperations(loc.rel, change)], unguarded);
   }
   return chain(driver.removeItem!(loc.rel, options), () => applySidecarChange(loc.mount, loc.rel, change, unguarded));
 }

@@ -2,7 +2,7 @@ import { StorageError } from "../errors.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
 import type { Located, Mount } from "../mounts.js";
 import { toBytes } from "../serializer.js";
-import { checkRemoveOptions, checkWriteOptions, hasGuard, withoutGuards } from "../guards.js";
+import { checkRemoveOptions, checkWriteOptions, guardChecks, withoutGuards } from "../guards.js";
 import type { CommitOperation, Driver, RemoveOptions, SetItemsInput, SetOptions } from "../types.js";
 import { byMount, checkCallOptions, locate, NO_OPTIONS, put, readOnly, type Payload, type StorageContext } from "./context.js";
 import { driverOptions, needsCoreTtl, removeWithExpiry, ttlOf, writeGroupWithExpiry, writeWithExpiry, type GroupEntry } from "./expiry.js";
@@ -83,7 +83,7 @@ function writePlainGroup(ctx: StorageContext, mount: Mount, driver: Driver, grou
 function commitGroup(ctx: StorageContext, mount: Mount, driver: Driver, group: SetEntry[], common: SetOptions): MaybePromise<void> {
   const operations: CommitOperation[] = [];
   for (const { loc, text, options } of group) {
-    if (hasGuard(options)) operations.push({ type: "check", key: loc.rel, etag: options.ifMatch ?? null });
+    operations.push(...guardChecks(loc.rel, options));
     if (text === undefined) operations.push({ type: "remove", key: loc.rel, options });
     else operations.push({ type: "set", key: loc.rel, value: text, options: driverOptions(loc, options, ttlOf(ctx, options)) });
   }
