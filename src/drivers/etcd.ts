@@ -518,11 +518,7 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
    * this instance's writes returned.
    */
   async function watch(callback: WatchCallback): Promise<() => Promise<void>> {
-    own.opened();
-    const watcher = await call(undefined, openWatcher).catch((error: unknown) => {
-      own.closed();
-      throw error;
-    });
+    const watcher = await own.opening(() => call(undefined, openWatcher));
     watchers.add(watcher);
     const forward = (event: WatchEvent) => (kv: IKeyValue) => {
       if (kv.key.length <= prefix.length || kv.key[prefix.length] === 0) return;

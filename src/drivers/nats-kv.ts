@@ -538,11 +538,7 @@ export default defineDriver<NatsKvOptions, NatsKvInstance | undefined>((options:
    * publishes was acknowledged with.
    */
   async function watch(callback: WatchCallback): Promise<() => Promise<void>> {
-    own.opened();
-    const watcher = await run(undefined, (conn) => conn.kv.watch({ key: ">", include: KvWatchInclude.UpdatesOnly })).catch((error: unknown) => {
-      own.closed();
-      throw error;
-    });
+    const watcher = await own.opening(() => run(undefined, (conn) => conn.kv.watch({ key: ">", include: KvWatchInclude.UpdatesOnly })));
     const stop = () => watcher.stop();
     stopWatchers.add(stop);
     void (async () => {

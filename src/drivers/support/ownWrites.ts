@@ -18,8 +18,19 @@ export class OwnWrites {
   private watches = 0;
 
   /** A watch opened (counted before its feed opens, so that no write of ours can reach it untracked). */
-  opened(): void {
+  private opened(): void {
     this.watches++;
+  }
+
+  /** Opens a watch's feed, counted as {@link opened} first; a feed that fails to open is uncounted again. */
+  async opening<T>(open: () => Promise<T>): Promise<T> {
+    this.opened();
+    try {
+      return await open();
+    } catch (error) {
+      this.closed();
+      throw error;
+    }
   }
 
   /** A watch closed; with none left, nothing is remembered. */
