@@ -100,6 +100,11 @@ export function byMount<E extends { loc: Located }>(entries: E[]): Map<Mount, E[
   return groups;
 }
 
+/** A driver's getItems answer by key (normalized: drivers may answer with the key as they store it). */
+export function valuesByKey(results: { key: string; value: unknown }[]): Map<string, unknown> {
+  return new Map(results.map((result) => [normalizeKey(result.key), result.value]));
+}
+
 /** Hands a value to the key's driver: text to setItem, bytes to setItemRaw (or as tagged text where the driver has none). */
 export function put(loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
   const driver = loc.writer;

@@ -1,6 +1,6 @@
 import { isStorageError, type StorageErrorCode } from "../errors.js";
 import { guardChecks, hasGuard, withoutGuards } from "../guards.js";
-import { metaKeyOf, normalizeKey } from "../keys.js";
+import { metaKeyOf } from "../keys.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
 import type { Located, Mount } from "../mounts.js";
 import {
@@ -16,7 +16,7 @@ import {
   type SidecarChange,
 } from "../ttl.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../types.js";
-import { NO_OPTIONS, put, type Payload, type StorageContext } from "./context.js";
+import { NO_OPTIONS, put, valuesByKey, type Payload, type StorageContext } from "./context.js";
 
 /*
  * The TTL layer: expiry for mounts whose driver has none of its own, kept in
@@ -70,8 +70,7 @@ export function readGroupWithExpiry(ctx: StorageContext, mount: Mount, group: { 
   const request = group.map(({ loc, options }) => ({ key: loc.rel, options }));
   for (const { loc, options } of group) request.push({ key: metaKeyOf(loc.rel), options });
   return chain(mount.driver.getItems!(request, common), (results) => {
-    const byKey = new Map<string, unknown>();
-    for (const result of results) byKey.set(normalizeKey(result.key), result.value);
+    const byKey = valuesByKey(results);
     const now = ctx.clock.now();
     const values = group.map(({ loc }) => byKey.get(loc.rel) ?? null);
     const expired = group.filter(({ loc }) => byKey.get(loc.rel) != null && isExpired(parseSidecar(byKey.get(metaKeyOf(loc.rel)), ctx.serializer), now));
@@ -213,7 +212,7 @@ function readSidecars(driver: Driver, keys: string[]): MaybePromise<unknown[]> {
   if (!driver.getItems) return all(keys.map(one));
   const group = () =>
     chain(driver.getItems!(keys.map((key) => ({ key })), NO_OPTIONS), (results) => {
-      const found = new Map(results.map((result) => [normalizeKey(result.key), result.value]));
+      const found = valuesByKey(results);
       return keys.map((key) => found.get(key) ?? null);
     });
   return recovering(group, "E_CORRUPT", () => all(keys.map(one)));

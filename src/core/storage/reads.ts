@@ -1,11 +1,10 @@
 import { StorageError } from "../errors.js";
-import { normalizeKey } from "../keys.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
 import type { Located, Mount } from "../mounts.js";
 import { deserializeRaw } from "../serializer.js";
 import { readSidecar } from "../ttl.js";
 import type { GetItemsInput, GetOptions, StorageMeta, TransactionOptions } from "../types.js";
-import { byMount, checkCallOptions, locate, NO_OPTIONS, unsupported, type StorageContext } from "./context.js";
+import { byMount, checkCallOptions, locate, NO_OPTIONS, unsupported, valuesByKey, type StorageContext } from "./context.js";
 import { metaWithExpiry, needsCoreTtl, readGroupWithExpiry, readWithExpiry, unlessExpired } from "./expiry.js";
 
 /** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
@@ -100,8 +99,7 @@ function readGroup(ctx: StorageContext, mount: Mount, group: { loc: Located; opt
   if (!driver.getItems) return all(group.map(({ loc, options }) => readStep(ctx, loc, options, false)));
   if (!mount.nativeTtl) return readGroupWithExpiry(ctx, mount, group, common);
   return chain(driver.getItems(group.map(({ loc, options }) => ({ key: loc.rel, options })), common), (results) => {
-    const byKey = new Map<string, unknown>();
-    for (const result of results) byKey.set(normalizeKey(result.key), result.value);
+    const byKey = valuesByKey(results);
     return group.map(({ loc }) => byKey.get(loc.rel) ?? null);
   });
 }
