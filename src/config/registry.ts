@@ -44,9 +44,6 @@ export const DRIVERS = [
   { name: "git-objects", peers: [], schemes: [] },
 ] as const satisfies readonly DriverEntry[];
 
-/** A registered driver's name. */
-export type DriverName = (typeof DRIVERS)[number]["name"];
-
 /** The drivers a store URL can name. */
 export type UrlDriver = Extract<(typeof DRIVERS)[number], { schemes: readonly [string, ...string[]] }>;
 
