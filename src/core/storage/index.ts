@@ -161,4 +161,4 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   };
 
   return storage;
-  }
+}

@@ -45,7 +45,8 @@ function listedAlive(ctx: StorageContext, loc: Located, opts: TransactionOptions
 }
 
 /** Turns one mount's raw listing into visible full keys under `base`. */
-function visibleKeys(ctx: StorageContext, 
+function visibleKeys(
+  ctx: StorageContext,
   mount: Mount,
   rawKeys: string[],
   base: string,
