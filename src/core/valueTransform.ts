@@ -95,7 +95,7 @@ export function transformValues(inner: Driver, transform: ValueTransform): Wrapp
   // inner's members bound to it (wrapDriver binds what it forwards), for the calls made here: a driver whose methods use `this` keeps it.
   const source = wrapDriver(inner, { name });
   const reads = source.getItemRaw && source.setItemRaw ? bytesReads(source, codec) : textReads(source, codec);
-  const getMeta = source.getMeta && ((key: string, opts: TransactionOptions) => chain(source.getMeta!(key, opts), (meta) => userMeta(meta, reads.getItem(key, opts))));
+  const getMeta = source.getMeta && ((key: string, opts: TransactionOptions) => chain(source.getMeta!(key, opts), (meta) => userMeta(meta, () => reads.getItem(key, opts))));
 
   return wrapDriver(inner, {
     name,
@@ -251,10 +251,10 @@ function encodedBytes(found: unknown, name: string): Uint8Array {
   return deserializeRaw(text)!;
 }
 
-/** The size the user wrote, in place of the stored one. */
-function userMeta(meta: StorageMeta | null, value: MaybePromise<Value | null>): MaybePromise<StorageMeta | null> {
+/** The size the user wrote, in place of the stored one; the value is read only where the driver reports a size. */
+function userMeta(meta: StorageMeta | null, read: () => MaybePromise<Value | null>): MaybePromise<StorageMeta | null> {
   if (meta === null || meta.size === undefined) return meta;
-  return chain(value, (current) => (current === null ? meta : { ...meta, size: byteLength(current) }));
+  return chain(read(), (current) => (current === null ? meta : { ...meta, size: byteLength(current) }));
 }
 
 const byteLength = (value: Value) => (typeof value === "string" ? Buffer.byteLength(value) : value.byteLength);
