@@ -50,13 +50,16 @@ export function setDirectAccess(storage: Storage, access: DirectAccess): void {
 const NATIVE_ONLY = Object.freeze({ nativeOnly: true });
 
 export function readEntryStep(ctx: StorageContext, sync: boolean, key: string, raw: boolean): MaybePromise<StoredEntry | null> {
-  const loc = locate(ctx, key, sync);
+  return readEntry(ctx, locate(ctx, key, sync), raw);
+}
+
+function readEntry(ctx: StorageContext, loc: Located, raw: boolean): MaybePromise<StoredEntry | null> {
   // Meta before value: a write in between leaves a stale etag, which fails a later If-Match instead of passing it.
   const meta = metaOf(ctx, loc, NATIVE_ONLY);
   return isPromise(meta) ? meta.then((found) => entryOf(ctx, loc, found, raw)) : entryOf(ctx, loc, meta, raw);
 }
 
-export function entryOf(ctx: StorageContext, loc: Located, meta: StorageMeta, raw: boolean): MaybePromise<StoredEntry | null> {
+function entryOf(ctx: StorageContext, loc: Located, meta: StorageMeta, raw: boolean): MaybePromise<StoredEntry | null> {
   const stored = readStep(ctx, loc, NO_OPTIONS, raw);
   if (isPromise(stored)) return stored.then((found) => toEntry(ctx, found, meta, raw));
   return toEntry(ctx, stored, meta, raw);
@@ -79,7 +82,7 @@ export function getItemStream(ctx: StorageContext, key: string, opts: Transactio
     const loc = locate(ctx, key, false);
     const driver = loc.mount.driver;
     if (!driver.getItemStream) {
-      return chain(readEntryStep(ctx, false, key, true), (entry) => (entry === null ? null : wholeStream(entry.stored as Uint8Array, entry.meta)));
+      return chain(readEntry(ctx, loc, true), (entry) => (entry === null ? null : wholeStream(entry.stored as Uint8Array, entry.meta)));
     }
     return chain(needsCoreTtl(loc) ? liveSidecar(ctx, loc, opts) : null, (found) => {
       if (found?.expired) return null;
@@ -108,7 +111,7 @@ export function setItemStream(ctx: StorageContext, key: string, body: unknown, o
 }
 
 /** Options are checked before a byte is read; a driver that cannot take chunks gets the body gathered. */
-export function writeStream(ctx: StorageContext, key: string, chunks: AsyncIterable<Uint8Array>, opts: SetOptions): MaybePromise<void> {
+function writeStream(ctx: StorageContext, key: string, chunks: AsyncIterable<Uint8Array>, opts: SetOptions): MaybePromise<void> {
   checkCallOptions(opts);
   const loc = locate(ctx, key, false, true);
   checkWriteOptions(loc.mount, opts);
