@@ -127,10 +127,10 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
     return writer.removeItem(key, opts);
   };
 
-  /** Whether a layer other than the write layer still holds the key, so removing it needs a mark. */
-  function heldBelow(key: string, index = 0): MaybePromise<boolean> {
-    if (index === below.length) return false;
-    return chain(below[index]!.hasItem(key, {}), (has) => has || heldBelow(key, index + 1));
+  /** Whether one of `candidates` holds the key (a value or a mark), asked in turn until one does. */
+  function heldIn(candidates: Driver[], key: string, index = 0): MaybePromise<boolean> {
+    if (index === candidates.length) return false;
+    return chain(candidates[index]!.hasItem(key, {}), (has) => has || heldIn(candidates, key, index + 1));
   }
 
   const mask = (key: string, opts: TransactionOptions) => set(key, OVERLAY_REMOVED, { ...opts, ttl: undefined });
@@ -178,16 +178,12 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
   const getItems = (items: { key: string }[]) =>
     chain(findMany(items.map((item) => item.key)), (found) => items.map(({ key }, at) => ({ key, value: isMarker(found[at]) ? null : (found[at] ?? null) })));
 
-  /** Whether a layer before `index` holds the key (a value or a mark), so the key is not `index`'s to show. */
-  function heldAbove(key: string, index: number, from = 0): MaybePromise<boolean> {
-    if (from === index) return false;
-    return chain(layers[from]!.hasItem(key, {}), (has) => has || heldAbove(key, index, from + 1));
-  }
-
   /** The keys of one layer's page that the overlay shows: none a layer above holds, and no mark. */
   async function shownOf(page: string[], index: number): Promise<string[]> {
     const keys = page.map(normalizeKey);
-    const above = await Promise.all(keys.map((key) => heldAbove(key, index)));
+    // A key a layer before `index` holds (a value or a mark) is not `index`'s to show.
+    const upper = layers.slice(0, index);
+    const above = await Promise.all(keys.map((key) => heldIn(upper, key)));
     const candidates = keys.filter((_, at) => !above[at]);
     if (index !== writeIndex || candidates.length === 0) return candidates;
     const values = await readValues(writer, candidates);
@@ -238,7 +234,8 @@ export default defineDriver<OverlayOptions, Driver[]>((options: OverlayOptions) 
       if (writer.setItems) return writer.setItems(items, common);
       return chain(all(items.map((item) => set(item.key, item.value, item.options ?? common ?? {}))), () => undefined);
     },
-    removeItem: (key: string, opts: TransactionOptions) => chain(heldBelow(key), (held) => (held ? mask(key, opts) : remove(key, opts))),
+    // A key a layer other than the write layer still holds is removed with a mark.
+    removeItem: (key: string, opts: TransactionOptions) => chain(heldIn(below, key), (held) => (held ? mask(key, opts) : remove(key, opts))),
     getMeta: (key: string, opts: TransactionOptions): MaybePromise<StorageMeta | null> =>
       chain(find(key, false), (found) => {
         if (found === null || isMarker(found.stored)) return null;
