@@ -382,6 +382,12 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
   /** The queued value of a key (see valueOf). */
   const pending = (key: string) => valueOf(latest.get(key));
 
+  /** {@link pending} for a reader: queued bytes are the queue's own, so callers get a copy. */
+  function pendingCopy(key: string): string | Uint8Array | null | undefined {
+    const value = pending(key);
+    return value instanceof Uint8Array ? new Uint8Array(value) : value;
+  }
+
   /** The meta of a key as its queued write leaves it (null: removed or expired). */
   function queuedMeta(write: Write): StorageMeta | null {
     const value = valueOf(write);
@@ -415,13 +421,13 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
 
   /** Queued keys from the queue, the rest in one call to the driver's getItems. */
   async function getItems(items: { key: string; options?: TransactionOptions }[], common?: TransactionOptions) {
-    const values = items.map(({ key }) => pending(key));
+    const values = items.map(({ key }) => pendingCopy(key));
     const unqueued = items.filter((_, index) => values[index] === undefined);
     const fetched = unqueued.length > 0 ? await driver!.getItems!(unqueued, common) : [];
     const byKey = new Map(fetched.map((entry) => [entry.key, entry.value]));
     return items.map(({ key }, index) => {
       const value = values[index];
-      return { key, value: value === undefined ? (byKey.get(key) ?? null) : value instanceof Uint8Array ? new Uint8Array(value) : value };
+      return { key, value: value === undefined ? (byKey.get(key) ?? null) : value };
     });
   }
 
@@ -439,9 +445,7 @@ export default function queueDriver(options: QueueOptions): QueueDriver {
   }
 
   const read = (key: string, opts: TransactionOptions, raw: boolean) => {
-    const value = pending(key);
-    // Queued bytes are the queue's own: callers get a copy.
-    if (value instanceof Uint8Array) return new Uint8Array(value);
+    const value = pendingCopy(key);
     if (value !== undefined) return value;
     return raw && driver.getItemRaw ? driver.getItemRaw(key, opts) : driver.getItem(key, opts);
   };
