@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { expect } from "vitest";
+import { gather } from "../core/streams.js";
 import { expectCode, type Kit } from "./context.js";
 
 /** setItemStream / getItemStream: raw bytes in chunks, and a failing body writes nothing. */
@@ -17,18 +18,14 @@ export function streamTests({ context, test }: Kit): void {
     expect(Buffer.from((await storage.getItemRaw("stream:value"))!).equals(whole)).toBe(true);
     const opened = (await storage.getItemStream("stream:value"))!;
     expect(opened.meta.size ?? whole.length).toBe(whole.length);
-    const read: Buffer[] = [];
-    for await (const chunk of opened.body) read.push(Buffer.from(chunk));
-    expect(Buffer.concat(read).equals(whole)).toBe(true);
+    expect((await gather(opened.body)).equals(whole)).toBe(true);
     await opened.close();
     expect(await storage.getItemStream("stream:absent")).toBeNull();
     // Opened and let go unread: the value stays readable, also as a stream.
     const untouched = (await storage.getItemStream("stream:value"))!;
     await untouched.close();
     const again = (await storage.getItemStream("stream:value"))!;
-    const reread: Buffer[] = [];
-    for await (const chunk of again.body) reread.push(Buffer.from(chunk));
-    expect(Buffer.concat(reread).equals(whole)).toBe(true);
+    expect((await gather(again.body)).equals(whole)).toBe(true);
     const failing = (async function* () {
       yield randomBytes(1000);
       throw new Error("the body broke");
