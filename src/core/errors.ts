@@ -11,7 +11,15 @@ export type StorageErrorCode =
   | "E_UNAVAILABLE"
   | "E_CORRUPT"
   | "E_IO"
-  | "E_DRIVER";
+  | "E_DRIVER"
+  /** A fenced write whose fence token is lower than one already used on that mount ({@link Fence}). */
+  | "E_FENCED"
+  /** A lock that could not be acquired within the time asked (`stowage/coordination`). */
+  | "E_LOCK_TIMEOUT"
+  /** A lock renewed or released by someone other than its holder. */
+  | "E_NOT_OWNER"
+  /** A lock renewed or released after it expired or another holder took it over. */
+  | "E_LOCK_LOST";
 
 export interface StorageErrorOptions {
   /** Name of the driver that raised or caused the error. */

@@ -69,6 +69,19 @@ export interface StorageMeta {
   [key: string]: unknown;
 }
 
+/**
+ * A fencing token: a write that carries one (`{ fence }`) lands only if its
+ * `token` is at least the highest token already used with the same
+ * `fenceId` on that mount, checked and raised in the same atomic step as the
+ * write (`E_FENCED` otherwise). A `Lock` from `stowage/coordination` is one.
+ */
+export interface Fence {
+  /** What the token fences (a lock's identity); tokens of different ids are never compared. */
+  readonly fenceId: string;
+  /** Strictly increasing per `fenceId`: a positive safe integer. */
+  readonly token: number;
+}
+
 /** Per-call options; drivers may read their own extra fields (unstorage's TransactionOptions). */
 export type TransactionOptions = Record<string, unknown>;
 
@@ -82,6 +95,8 @@ export interface SetOptions extends TransactionOptions {
   ifMatch?: string;
   /** `'*'`: write only if the key holds no value (`E_CONFLICT` otherwise). */
   ifNoneMatch?: "*";
+  /** Land only if this fence's token is still the highest used on the mount (`E_FENCED` otherwise); see {@link Fence}. */
+  fence?: Fence;
 }
 
 export interface RemoveOptions extends TransactionOptions {
@@ -91,6 +106,8 @@ export interface RemoveOptions extends TransactionOptions {
    */
   removeMeta?: boolean;
   ifMatch?: string;
+  /** As {@link SetOptions.fence}. */
+  fence?: Fence;
 }
 
 export interface GetOptions extends TransactionOptions {
