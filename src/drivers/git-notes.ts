@@ -7,6 +7,7 @@ import { isValidRefName } from "../git/refs/refName.js";
 import type { MaintenanceOptions } from "../git/repo/maintenance.js";
 import type { Repository } from "../git/repo/repository.js";
 import { NOTES_LAYOUT } from "../git/store/notesLayout.js";
+import { syncNotes, type NotesSyncOptions, type NotesSyncResult } from "../git/remote/notesSync.js";
 import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/store/driverSupport.js";
 import { namespacedRef, openOrInit } from "../git/store/openStore.js";
 import { TreeRef, type NameChange } from "../git/store/treeRef.js";
@@ -52,6 +53,12 @@ export interface GitNotesDriver extends Driver<GitNotesOptions, Repository>, Mai
    * (`main`, `v1.0`) or a full ref name. `E_NOT_FOUND` when it names nothing.
    */
   notesFor(commitish: string): ObjectNote;
+  /**
+   * Syncs the notes ref with the same ref on `remote` (a configured remote, a URL or a path):
+   * fetch, merge per note (notes added on both sides are all kept), push. See docs/git-notes.md, "Sharing notes".
+   * @throws StorageError `E_INVALID_OPTION` for an unknown option or a bad `policy`/`retries`; `E_CONFLICT` when the remote keeps refusing the push; `E_UNAVAILABLE` when git fails
+   */
+  sync(remote: string, options?: NotesSyncOptions): Promise<NotesSyncResult>;
 }
 
 const DRIVER_NAME = "git-notes";
@@ -176,6 +183,11 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     keyLimits: DEFAULT_KEY_LIMITS,
     getInstance: () => repo,
     notesFor,
+    sync: async (remote: string, opts?: NotesSyncOptions) => {
+      // Queued writes land first, so the sync carries them.
+      await notes.drain();
+      return syncNotes(repo, ref, remote, opts);
+    },
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     ...blobReads(repo, noteOf, keysUnder),
     setItem: (key: string, value: string, opts: SetOptions) => void notes.apply([change(key, value, opts)]),

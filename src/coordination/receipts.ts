@@ -1,0 +1,457 @@
+import { isDeepStrictEqual } from "node:util";
+import { gunzipSync, gzipSync } from "node:zlib";
+import { resolveClock } from "../core/clock.js";
+import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import { normalizeKey } from "../core/keys.js";
+import { checkOptions } from "../core/options.js";
+import type { Clock, Driver, Storage, TransactionHandle } from "../core/types.js";
+
+/**
+ * Execution receipts (the GitVan guide's receipt store, issue #17): what ran,
+ * when, for how long, with which exit code and output. Each receipt is one
+ * key; a time index, written in the same transaction as the receipt, lets
+ * `recent` and time-bounded `find` read only the receipts they return.
+ * See docs/coordination.md, "Receipts".
+ */
+
+/** One command's execution, as the GitVan guide records it. */
+export interface Receipt {
+  /** Unique per store; usable as a key segment: letters, digits and `._~+=@-`, at most 200 characters, not starting with `.` or `-`. */
+  id: string;
+  command: string;
+  /** When the command started, epoch milliseconds (UTC). */
+  timestamp: number;
+  /** How long it ran, in milliseconds. */
+  duration: number;
+  exitCode: number;
+  output: string;
+  error?: string;
+  /** Any JSON object. */
+  metadata: Record<string, unknown>;
+}
+
+export interface ReceiptsOptions {
+  /**
+   * The key prefix receipts and their index live under.
+   * @default "receipts"
+   */
+  prefix?: string;
+  /**
+   * Store a receipt gzip-compressed when that is smaller. Reads take either form whatever this is.
+   * @default true
+   */
+  compression?: boolean;
+  /**
+   * Where `cleanup` reads the time (`{ now() }`, epoch ms).
+   * @default the system clock
+   */
+  clock?: Clock;
+}
+
+export interface StoreReceiptOptions {
+  /**
+   * git-notes only: a commit (full id, `HEAD`, branch, tag or ref name) to annotate with the
+   * receipt's JSON, so that `git notes --ref=<ref> show <commit>` prints it.
+   */
+  commit?: string;
+}
+
+/** What `find` matches: each given field by equality; `metadata` by deep equality of each key given. */
+export type ReceiptFilter = Partial<Receipt>;
+
+export interface FindOptions {
+  /** Only receipts with `timestamp >= since` (epoch ms). */
+  since?: number;
+  /** Only receipts with `timestamp <= until` (epoch ms). */
+  until?: number;
+  /**
+   * At most this many receipts (the newest).
+   * @default no limit
+   */
+  limit?: number;
+}
+
+export interface Receipts {
+  /**
+   * Stores a receipt and its index entry in one transaction.
+   * @throws StorageError `E_INVALID_VALUE` for a malformed receipt; `E_INVALID_OPTION` for unknown options or `commit` off git-notes is `E_UNSUPPORTED`; `E_CONFLICT` when the id is already stored; `E_NOT_FOUND` when `commit` names nothing
+   */
+  store(receipt: Receipt, options?: StoreReceiptOptions): Promise<void>;
+  /**
+   * The receipt `id`, or null.
+   * @throws StorageError `E_INVALID_VALUE` for an id that cannot be a receipt id; `E_CORRUPT` for a stored value that is not a receipt
+   */
+  get(id: string): Promise<Receipt | null>;
+  /**
+   * Receipts matching `filter`, newest first. Only index buckets within `since`/`until` are listed;
+   * `command` and `exitCode` are matched on the index before any receipt is read.
+   * @throws StorageError `E_INVALID_VALUE` for a filter field a receipt does not have; `E_INVALID_OPTION` for bad options; `E_CORRUPT` for an index entry without its receipt
+   */
+  find(filter?: ReceiptFilter, options?: FindOptions): Promise<Receipt[]>;
+  /**
+   * The newest `limit` receipts, newest first.
+   * @default limit 50
+   * @throws StorageError `E_INVALID_OPTION` for a limit that is not a positive integer; `E_CORRUPT` as `find`
+   */
+  recent(limit?: number): Promise<Receipt[]>;
+  /**
+   * Removes a receipt and its index entry in one transaction; false when there was none.
+   * @throws StorageError `E_INVALID_VALUE` for a bad id
+   */
+  remove(id: string): Promise<boolean>;
+  /**
+   * Removes receipts older than `maxAge` ms (by the clock), reading only the index; returns how many.
+   * @default maxAge 7 days
+   * @throws StorageError `E_INVALID_OPTION` for a maxAge that is not a non-negative number
+   */
+  cleanup(maxAge?: number): Promise<number>;
+}
+
+const WHO = "receipts";
+const HOUR = 3_600_000;
+const WEEK = 7 * 24 * HOUR;
+/** 9999-12-31T23:59:59.999Z: the last instant a YYYYMMDDHH bucket can name; its 15 digits make the index width. */
+const MAX_TIMESTAMP = 253_402_300_799_999;
+const STAMP_WIDTH = String(MAX_TIMESTAMP).length;
+const ID_PATTERN = /^[A-Za-z0-9_~+=@][A-Za-z0-9._~+=@-]{0,199}$/;
+const FIELDS = ["id", "command", "timestamp", "duration", "exitCode", "output", "error", "metadata"] as const;
+const REQUIRED = new Set(["id", "command", "timestamp", "duration", "exitCode", "output", "metadata"]);
+/** Fields the index entry carries, so `find` on them reads no receipt. */
+const INDEXED = new Set(["id", "timestamp", "command", "exitCode"]);
+/** How many removals one cleanup transaction carries. */
+const CLEANUP_CHUNK = 500;
+const GZIP_MAGIC = [0x1f, 0x8b] as const;
+
+/** One time-index entry: a receipt's place in time, parsed from its key. */
+interface IndexEntry {
+  key: string;
+  id: string;
+  timestamp: number;
+}
+
+/** The small value of an index key: what `find` matches without reading the receipt. */
+interface IndexValue {
+  c: string;
+  x: number;
+}
+
+function fail(code: StorageErrorCode, message: string, cause?: unknown): StorageError {
+  return new StorageError(code, `[${WHO}] ${message}`, cause === undefined ? {} : { cause });
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value) && Object.getPrototypeOf(value) === Object.prototype;
+}
+
+function checkId(id: unknown): string {
+  if (typeof id !== "string" || !ID_PATTERN.test(id)) {
+    throw fail("E_INVALID_VALUE", `a receipt id is 1-200 of A-Z a-z 0-9 . _ ~ + = @ - (not starting with . or -), got ${JSON.stringify(id)}`);
+  }
+  return id;
+}
+
+function checkTimestamp(value: unknown, what: string, code: StorageErrorCode): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_TIMESTAMP) {
+    throw fail(code, `${what} is an integer of epoch milliseconds from 0 to ${MAX_TIMESTAMP}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** The JSON-only check of metadata: what JSON cannot carry would not read back equal. */
+function checkMetadata(value: unknown): void {
+  if (!isPlainObject(value)) throw fail("E_INVALID_VALUE", "metadata is a plain object");
+  let copy: unknown;
+  try {
+    copy = JSON.parse(JSON.stringify(value));
+  } catch (error) {
+    throw fail("E_INVALID_VALUE", "metadata is not JSON", error);
+  }
+  if (!isDeepStrictEqual(copy, value)) throw fail("E_INVALID_VALUE", "metadata holds values JSON does not carry (Date, undefined, NaN, a class instance, …)");
+}
+
+/** Each field's own check; `undefined` is allowed only for `error`. */
+const FIELD_CHECKS: Record<(typeof FIELDS)[number], (value: unknown) => boolean> = {
+  id: (value) => checkId(value) === value,
+  command: (value) => typeof value === "string" && value.length > 0,
+  timestamp: (value) => checkTimestamp(value, "timestamp", "E_INVALID_VALUE") === value,
+  duration: (value) => typeof value === "number" && Number.isFinite(value) && value >= 0,
+  exitCode: (value) => typeof value === "number" && Number.isInteger(value),
+  output: (value) => typeof value === "string",
+  error: (value) => value === undefined || typeof value === "string",
+  metadata: (value) => (checkMetadata(value), true),
+};
+
+const FIELD_RULES: Record<(typeof FIELDS)[number], string> = {
+  id: "a receipt id",
+  command: "a non-empty string",
+  timestamp: "epoch milliseconds",
+  duration: "a finite number of ms, at least 0",
+  exitCode: "an integer",
+  output: "a string",
+  error: "a string or absent",
+  metadata: "a plain JSON object",
+};
+
+function checkFields(value: Record<string, unknown>, required: boolean): void {
+  const unknown = Object.keys(value).filter((name) => !(FIELDS as readonly string[]).includes(name));
+  if (unknown.length > 0) throw fail("E_INVALID_VALUE", `unknown receipt field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} (known: ${FIELDS.join(", ")})`);
+  for (const name of FIELDS) {
+    if (!(name in value)) {
+      if (required && REQUIRED.has(name)) throw fail("E_INVALID_VALUE", `a receipt needs ${name}`);
+      continue;
+    }
+    if (!FIELD_CHECKS[name](value[name])) throw fail("E_INVALID_VALUE", `${name} is ${FIELD_RULES[name]}, got ${JSON.stringify(value[name])}`);
+  }
+}
+
+/** A receipt as given, checked field by field. */
+function checkReceipt(receipt: unknown): Receipt {
+  if (!isPlainObject(receipt)) throw fail("E_INVALID_VALUE", "a receipt is a plain object");
+  checkFields(receipt, true);
+  return receipt as unknown as Receipt;
+}
+
+function checkFilter(filter: unknown): ReceiptFilter {
+  if (filter === undefined) return {};
+  if (!isPlainObject(filter)) throw fail("E_INVALID_VALUE", "a filter is a plain object of receipt fields");
+  checkFields(filter, false);
+  return filter as ReceiptFilter;
+}
+
+function checkLimit(limit: unknown): number {
+  if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1) throw fail("E_INVALID_OPTION", `limit is a positive integer, got ${String(limit)}`);
+  return limit;
+}
+
+/** The bytes stored for a receipt: gzip when asked for and smaller, else the JSON text. */
+export function encodeReceipt(receipt: Receipt, compression: boolean): Uint8Array {
+  const json = Buffer.from(JSON.stringify(receipt), "utf8");
+  if (!compression) return json;
+  const packed = gzipSync(json);
+  return packed.length < json.length ? packed : json;
+}
+
+/**
+ * A stored receipt's bytes back to a receipt: gzip's magic bytes say compressed, anything
+ * else is JSON text (JSON never starts with byte 0x1f), so uncompressed receipts still read.
+ */
+export function decodeReceipt(bytes: Uint8Array, id: string): Receipt {
+  let parsed: unknown;
+  try {
+    const text = bytes[0] === GZIP_MAGIC[0] && bytes[1] === GZIP_MAGIC[1] ? gunzipSync(bytes) : Buffer.from(bytes);
+    parsed = JSON.parse(text.toString("utf8"));
+  } catch (error) {
+    throw fail("E_CORRUPT", `receipt ${id} is neither JSON nor gzip-compressed JSON`, error);
+  }
+  try {
+    return checkReceipt(parsed);
+  } catch (error) {
+    throw fail("E_CORRUPT", `receipt ${id} is not a receipt`, error);
+  }
+}
+
+/** The UTC hour of `timestamp` as YYYYMMDDHH: the index bucket. */
+function bucketOf(timestamp: number): string {
+  return new Date(timestamp).toISOString().slice(0, 13).replace(/[-T]/g, "");
+}
+
+function bucketStart(bucket: string): number {
+  return Date.UTC(Number(bucket.slice(0, 4)), Number(bucket.slice(4, 6)) - 1, Number(bucket.slice(6, 8)), Number(bucket.slice(8, 10)));
+}
+
+/** Newer sorts first: the index segment holds MAX_TIMESTAMP - timestamp, zero-padded. */
+function invertedStamp(timestamp: number): string {
+  return String(MAX_TIMESTAMP - timestamp).padStart(STAMP_WIDTH, "0");
+}
+
+/** Whether a receipt's fields match the filter: equality, and deep equality per metadata key given. */
+export function matchesFilter(receipt: Receipt, filter: ReceiptFilter): boolean {
+  for (const [name, wanted] of Object.entries(filter)) {
+    if (name === "metadata") {
+      const have = receipt.metadata;
+      if (!Object.entries(wanted as Record<string, unknown>).every(([key, value]) => Object.hasOwn(have, key) && isDeepStrictEqual(have[key], value))) return false;
+    } else if (receipt[name as keyof Receipt] !== wanted) return false;
+  }
+  return true;
+}
+
+/** The storage's driver under `prefix`, which must hold the whole prefix and be flagged `transactions`. */
+function transactionalDriver(storage: Storage, prefix: string): Driver {
+  const mount = storage.getMount(prefix);
+  if (storage.getMounts(prefix).some((other) => other.base.length > mount.base.length)) {
+    throw fail("E_UNSUPPORTED", `a driver is mounted below ${prefix}: receipts and their index must share one mount`);
+  }
+  if (mount.driver.flags?.transactions !== true) {
+    throw fail("E_UNSUPPORTED", `the ${mount.driver.name ?? "unnamed"} driver is not flagged transactions: a receipt and its index entry could not be written in one atomic step`);
+  }
+  return mount.driver;
+}
+
+/** The git-notes driver's `notesFor`, when the mount is that driver itself. */
+type NotesFor = (commitish: string) => { set(text: string): void };
+
+function notesForOf(driver: Driver): NotesFor {
+  const notesFor = (driver as Driver & { notesFor?: unknown }).notesFor;
+  if (driver.name !== "git-notes" || typeof notesFor !== "function") {
+    throw fail("E_UNSUPPORTED", `store(…, { commit }) annotates commits on the git-notes driver only, not ${driver.name ?? "an unnamed driver"}`);
+  }
+  return notesFor as NotesFor;
+}
+
+/**
+ * A receipt store over `storage` (a driver flagged `transactions` under `prefix`).
+ *
+ * @throws StorageError `E_INVALID_OPTION` for an unknown option, an empty `prefix`, a non-boolean `compression` or a bad `clock`; `E_UNSUPPORTED` when the driver under `prefix` is not flagged `transactions`
+ */
+export function createReceipts(storage: Storage, options: ReceiptsOptions = {}): Receipts {
+  checkOptions(WHO, options, ["prefix", "compression", "clock"]);
+  if (options.prefix !== undefined && typeof options.prefix !== "string") throw fail("E_INVALID_OPTION", "prefix is a string");
+  const prefix = normalizeKey(options.prefix ?? "receipts");
+  if (prefix === "") throw fail("E_INVALID_OPTION", "prefix names no key");
+  if (options.compression !== undefined && typeof options.compression !== "boolean") throw fail("E_INVALID_OPTION", "compression is a boolean");
+  const compression = options.compression ?? true;
+  const clock = resolveClock(options.clock);
+  const driver = transactionalDriver(storage, prefix);
+
+  const receiptKey = (id: string) => `${prefix}:r:${id}`;
+  const markerBase = `${prefix}:h`;
+  const bucketBase = (bucket: string) => `${prefix}:t:${bucket}`;
+  const indexKey = (receipt: Pick<Receipt, "id" | "timestamp">) => `${bucketBase(bucketOf(receipt.timestamp))}:${invertedStamp(receipt.timestamp)}-${receipt.id}`;
+
+  /** An index key back to its entry; anything else under the index is corruption, not skipped. */
+  const parseEntry = (key: string, bucket: string): IndexEntry => {
+    const segment = key.slice(bucketBase(bucket).length + 1);
+    const inverted = Number(segment.slice(0, STAMP_WIDTH));
+    const id = segment.slice(STAMP_WIDTH + 1);
+    const timestamp = MAX_TIMESTAMP - inverted;
+    if (segment[STAMP_WIDTH] !== "-" || !Number.isInteger(inverted) || !ID_PATTERN.test(id) || bucketOf(timestamp) !== bucket) {
+      throw fail("E_CORRUPT", `${key} is not a receipt index entry`);
+    }
+    return { key, id, timestamp };
+  };
+
+  /** Hour buckets holding index entries, newest first (each has a marker key). */
+  const buckets = async (): Promise<string[]> => {
+    const keys = await storage.getKeys(markerBase);
+    return keys.map((key) => key.slice(markerBase.length + 1)).filter((bucket) => /^\d{10}$/.test(bucket)).sort().reverse();
+  };
+
+  /** A bucket's entries within [since, until], newest first. */
+  const entriesOf = async (bucket: string, since: number, until: number): Promise<IndexEntry[]> => {
+    const keys = (await storage.getKeys(bucketBase(bucket))).sort();
+    return keys.map((key) => parseEntry(key, bucket)).filter((entry) => entry.timestamp >= since && entry.timestamp <= until);
+  };
+
+  /** Index entries within [since, until], one bucket at a time, newest first. */
+  async function* entries(since: number, until: number): AsyncGenerator<IndexEntry[]> {
+    for (const bucket of await buckets()) {
+      const start = bucketStart(bucket);
+      if (start > until || start + HOUR <= since) continue;
+      const found = await entriesOf(bucket, since, until);
+      if (found.length > 0) yield found;
+    }
+  }
+
+  const readReceipts = (found: IndexEntry[]): Promise<Receipt[]> =>
+    Promise.all(
+      found.map(async (entry) => {
+        const bytes = await storage.getItemRaw(receiptKey(entry.id));
+        if (bytes === null) throw fail("E_CORRUPT", `index entry ${entry.key} has no receipt ${entry.id}`);
+        return decodeReceipt(bytes, entry.id);
+      }),
+    );
+
+  /** Keeps the entries whose index value matches the filter's indexed fields. */
+  const matchOnIndex = async (found: IndexEntry[], filter: ReceiptFilter): Promise<IndexEntry[]> => {
+    const byId = found.filter((entry) => (filter.id === undefined || entry.id === filter.id) && (filter.timestamp === undefined || entry.timestamp === filter.timestamp));
+    if (filter.command === undefined && filter.exitCode === undefined) return byId;
+    const values = await storage.getItems<IndexValue>(byId.map((entry) => entry.key));
+    return byId.filter((_, i) => {
+      const value = values[i]?.value;
+      return value != null && (filter.command === undefined || value.c === filter.command) && (filter.exitCode === undefined || value.x === filter.exitCode);
+    });
+  };
+
+  const find = async (given?: ReceiptFilter, options: FindOptions = {}): Promise<Receipt[]> => {
+    const filter = checkFilter(given);
+    checkOptions(WHO, options, ["since", "until", "limit"]);
+    const since = options.since === undefined ? 0 : checkTimestamp(options.since, "since", "E_INVALID_OPTION");
+    const until = options.until === undefined ? MAX_TIMESTAMP : checkTimestamp(options.until, "until", "E_INVALID_OPTION");
+    const limit = options.limit === undefined ? Infinity : checkLimit(options.limit);
+    const rest = Object.keys(filter).some((name) => !INDEXED.has(name));
+    const result: Receipt[] = [];
+    for await (const found of entries(since, until)) {
+      const candidates = await matchOnIndex(found, filter);
+      // Without other fields to match, only as many receipts as still fit are read.
+      const read = await readReceipts(rest ? candidates : candidates.slice(0, limit - result.length));
+      for (const receipt of read) if (result.length < limit && matchesFilter(receipt, filter)) result.push(receipt);
+      if (result.length >= limit) break;
+    }
+    return result;
+  };
+
+  const writeReceipt = async (tx: TransactionHandle, receipt: Receipt): Promise<void> => {
+    await tx.setItemRaw(receiptKey(receipt.id), encodeReceipt(receipt, compression), { ifNoneMatch: "*" });
+    await tx.setItem(indexKey(receipt), { c: receipt.command, x: receipt.exitCode } satisfies IndexValue);
+    await tx.setItem(`${markerBase}:${bucketOf(receipt.timestamp)}`, 1);
+  };
+
+  const store = async (given: Receipt, options: StoreReceiptOptions = {}): Promise<void> => {
+    const receipt = checkReceipt(given);
+    checkOptions(WHO, options, ["commit"]);
+    if (options.commit !== undefined && typeof options.commit !== "string") throw fail("E_INVALID_OPTION", "commit is a string");
+    // The commit resolves before anything is written: a commit that names nothing writes no receipt.
+    const note = options.commit === undefined ? undefined : notesForOf(driver)(options.commit);
+    await storage.transaction((tx) => writeReceipt(tx, receipt));
+    note?.set(JSON.stringify(receipt, null, 2) + "\n");
+  };
+
+  const get = async (id: string): Promise<Receipt | null> => {
+    const bytes = await storage.getItemRaw(receiptKey(checkId(id)));
+    return bytes === null ? null : decodeReceipt(bytes, id);
+  };
+
+  const remove = async (id: string): Promise<boolean> => {
+    const key = receiptKey(checkId(id));
+    return storage.transaction(async (tx) => {
+      const bytes = await tx.getItemRaw(key);
+      if (bytes === null) return false;
+      await tx.removeItem(key);
+      await tx.removeItem(indexKey(decodeReceipt(bytes, id)));
+      return true;
+    });
+  };
+
+  /** Removes entries (receipt and index key) in chunks, one transaction each, and the bucket marker with the last when given. */
+  const removeEntries = async (found: IndexEntry[], marker: string | undefined): Promise<void> => {
+    const chunks: IndexEntry[][] = [];
+    for (let start = 0; start < found.length; start += CLEANUP_CHUNK) chunks.push(found.slice(start, start + CLEANUP_CHUNK));
+    if (chunks.length === 0 && marker !== undefined) chunks.push([]);
+    for (const [i, chunk] of chunks.entries()) {
+      await storage.transaction(async (tx) => {
+        for (const entry of chunk) {
+          await tx.removeItem(receiptKey(entry.id));
+          await tx.removeItem(entry.key);
+        }
+        if (i === chunks.length - 1 && marker !== undefined) await tx.removeItem(marker);
+      });
+    }
+  };
+
+  const cleanup = async (maxAge: number = WEEK): Promise<number> => {
+    if (typeof maxAge !== "number" || !(maxAge >= 0)) throw fail("E_INVALID_OPTION", `maxAge is a number of ms, at least 0, got ${String(maxAge)}`);
+    const cutoff = clock.now() - maxAge;
+    let removed = 0;
+    for (const bucket of await buckets()) {
+      const start = bucketStart(bucket);
+      if (start >= cutoff) continue;
+      const old = await entriesOf(bucket, 0, cutoff - 1);
+      // A bucket wholly before the cutoff loses its marker too.
+      await removeEntries(old, start + HOUR <= cutoff ? `${markerBase}:${bucket}` : undefined);
+      removed += old.length;
+    }
+    return removed;
+  };
+
+  return { store, get, find, recent: (limit = 50) => find({}, { limit: checkLimit(limit) }), remove, cleanup };
+}
