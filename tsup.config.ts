@@ -17,6 +17,7 @@ export default defineConfig({
   entry: {
     index: "src/index.ts",
     testing: "src/testing/index.ts",
+    coordination: "src/coordination/index.ts",
     server: "src/server/index.ts",
     git: "src/git/index.ts",
     "cli/main": "src/cli/main.ts",

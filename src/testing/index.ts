@@ -16,6 +16,7 @@ import { valueTests } from "./values.js";
 import { watchTests } from "./watch.js";
 
 export { eventually, type DriverTestContext, type DriverTestOptions, type KitScale } from "./context.js";
+export { testLocks, type LockTestOptions } from "./locks.js";
 
 /**
  * Registers the stowage driver contract as vitest tests: everything

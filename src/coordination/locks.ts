@@ -1,0 +1,536 @@
+/**
+ * Leases with fencing tokens over any storage whose driver is flagged `cas`
+ * (`stowage/coordination`). A lock is one JSON record at `<prefix>:<name>`
+ * holding the fencing token and the current holder, if any. The record is
+ * never deleted: release and expiry clear the holder and keep the token, so
+ * the next holder's token is always higher, across processes, expiries,
+ * takeovers and crashes. Every change is a compare-and-swap on the record's
+ * etag (`ifMatch`, or `ifNoneMatch: "*"` for the first one), nothing else.
+ */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { resolveClock } from "../core/clock.js";
+import { isStorageError, StorageError, type StorageErrorCode } from "../core/errors.js";
+import { normalizeKey } from "../core/keys.js";
+import { checkOptions } from "../core/options.js";
+import type { Clock, Fence, Storage } from "../core/types.js";
+
+/** Options of {@link createLocks}. */
+export interface LocksOptions {
+  /**
+   * Key under which the lock records live (`<prefix>:<name>`).
+   * @default "locks"
+   */
+  prefix?: string;
+  /**
+   * Lease length in ms of a lock acquired without its own `ttl`.
+   * @default 30000
+   */
+  ttl?: number;
+  /**
+   * Where time comes from: expiry is judged by `clock.now()` against the record's `expiresAt`.
+   * @default the system clock (`Date.now`)
+   */
+  clock?: Clock;
+}
+
+/** Options of {@link Locks.acquire} (and {@link Locks.withLock}). */
+export interface AcquireOptions {
+  /**
+   * Who holds the lock, as {@link LockInfo.owner} shows it.
+   * @default a new id per acquire: `<host>:<pid>:<random>`
+   */
+  owner?: string;
+  /**
+   * Lease length in ms.
+   * @default the `ttl` of {@link createLocks}
+   */
+  ttl?: number;
+  /**
+   * How long to keep trying, in ms, while another holder has the lock.
+   * @default 0 (try once)
+   */
+  wait?: number;
+  /**
+   * First delay between tries in ms while waiting; it doubles per try up to 16 times it, with ±50% jitter.
+   * @default 50
+   */
+  retryDelay?: number;
+  /** Cancels waiting: the call rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** What is known about a held lock. */
+export interface LockInfo {
+  name: string;
+  owner: string;
+  /** The fencing token of this holding. */
+  token: number;
+  /** Epoch ms (by the clock) when this holder acquired it. */
+  acquiredAt: number;
+  /** Epoch ms (by the clock) when the lease ends unless renewed. */
+  expiresAt: number;
+  /** Process id of the process that acquired it. */
+  pid: number;
+  /** Host name of the machine that acquired it. */
+  host: string;
+}
+
+/**
+ * A held lock. It is a {@link Fence}: `storage.setItem(key, value, { fence: lock })`
+ * lands only while no later holder has written with a higher token.
+ */
+export interface Lock extends Fence, AsyncDisposable {
+  readonly name: string;
+  readonly owner: string;
+  /** The fencing token: strictly increasing per lock name. */
+  readonly token: number;
+  readonly acquiredAt: number;
+  /** When the lease ends unless renewed (moves on with {@link Lock.renew}). */
+  readonly expiresAt: number;
+  /**
+   * Aborted when the lock is known lost: at `expiresAt` (a timer, unref'd,
+   * judged by the clock) or when a renewal finds it expired or taken over.
+   * Its reason is a StorageError `E_LOCK_LOST`. Not aborted by release.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * Extends the lease to `clock.now() + ttl`.
+   * @throws StorageError `E_LOCK_LOST` when it expired, was released or another holder took it (nothing changes; `signal` aborts); `E_INVALID_OPTION` for a bad ttl
+   */
+  renew(ttl?: number): Promise<void>;
+  /**
+   * Clears the holder (the token stays in the record). A second release of the same Lock does nothing.
+   * @throws StorageError `E_LOCK_LOST` when it expired or another holder took it (nothing changes)
+   */
+  release(): Promise<void>;
+}
+
+/** The locks of one storage and prefix, made by {@link createLocks}. */
+export interface Locks {
+  /**
+   * Takes lock `name`, or resolves to null when another holder has it for longer than `wait`.
+   * @throws StorageError `E_INVALID_KEY` for a bad name; `E_INVALID_OPTION` for unknown or bad options; `E_UNSUPPORTED` when the name's mount is not flagged `cas`; `E_CORRUPT` for a record that is not a lock record; the storage's errors. Rejects with `signal.reason` when `signal` aborts
+   */
+  acquire(name: string, options?: AcquireOptions): Promise<Lock | null>;
+  /**
+   * Runs `fn(lock)` holding lock `name`, renewing it every ttl/3 (`lock.signal`
+   * aborts if a renewal fails), and releases it however `fn` ends. Returns what `fn` returns.
+   * When `fn` throws and the release fails too, rejects with an AggregateError of both.
+   * @throws StorageError `E_LOCK_TIMEOUT` when not acquired within `wait`; `E_LOCK_LOST` when `fn` returned but the lock was lost meanwhile; as {@link Locks.acquire}; what `fn` throws, as it threw it
+   */
+  withLock<R>(name: string, fn: (lock: Lock) => R | Promise<R>, options?: AcquireOptions): Promise<R>;
+  /**
+   * Whether lock `name` has a holder whose lease has not ended.
+   * @throws StorageError as {@link Locks.acquire}
+   */
+  isLocked(name: string): Promise<boolean>;
+  /**
+   * The current holder of lock `name`, or null when it is free or its lease ended.
+   * @throws StorageError as {@link Locks.acquire}
+   */
+  info(name: string): Promise<LockInfo | null>;
+  /**
+   * Every held lock whose lease has not ended.
+   * @throws StorageError `E_CORRUPT` for a record that is not a lock record; the storage's errors
+   */
+  list(): Promise<LockInfo[]>;
+  /**
+   * Releases lock `name` on behalf of `owner` (a holder known by its owner id, not by its Lock).
+   * @throws StorageError `E_NOT_OWNER` when nobody or another owner holds it (nothing changes); `E_LOCK_LOST` when `owner`'s lease ended; as {@link Locks.acquire}
+   */
+  release(name: string, owner: string): Promise<void>;
+  /**
+   * Renews lock `name` on behalf of `owner` to `clock.now() + ttl`; returns the holding as renewed.
+   * @throws StorageError as {@link Locks.release}; `E_INVALID_OPTION` for a bad ttl
+   */
+  renew(name: string, owner: string, ttl?: number): Promise<LockInfo>;
+  /**
+   * Clears the holder of every lock whose lease has ended (tokens stay); returns how many it cleared.
+   * @throws StorageError as {@link Locks.list}
+   */
+  cleanup(): Promise<number>;
+}
+
+/** The JSON at `<prefix>:<name>`. */
+interface LockRecord {
+  token: number;
+  holder: Holder | null;
+}
+
+type Holder = Omit<LockInfo, "name" | "token">;
+
+/** A record as read: its etag (read first) and its value (null: no record). */
+interface Snapshot {
+  etag: string | undefined;
+  record: LockRecord | null;
+}
+
+/** How withLock's renewals abort a Lock's signal: the Lock keeps its controller private. */
+const abortOf = new WeakMap<Lock, (reason: unknown) => void>();
+
+function abortLock(lock: Lock, error: unknown): void {
+  abortOf.get(lock)?.(error);
+}
+
+const DEFAULT_TTL = 30_000;
+const DEFAULT_RETRY_DELAY = 50;
+const LOCKS = "locks";
+
+function invalid(message: string): StorageError {
+  return new StorageError("E_INVALID_OPTION", `[locks] ${message}`);
+}
+
+function checkTtl(ttl: unknown, what = "ttl"): number {
+  if (typeof ttl !== "number" || !Number.isSafeInteger(ttl) || ttl <= 0) throw invalid(`${what} must be a positive integer of ms, got ${String(ttl)}`);
+  return ttl;
+}
+
+/**
+ * A lock name is a key already in normalized form (segments split by `:`):
+ * `a/b`, `a::b`, `:a` or `a?x` would silently name another lock than the one
+ * written, so they are refused rather than normalized.
+ */
+function checkName(name: unknown): string {
+  if (typeof name !== "string" || name.length === 0 || normalizeKey(name) !== name || name.includes("\0") || name.endsWith("$")) {
+    throw new StorageError("E_INVALID_KEY", `[locks] a lock name must be a non-empty key in normalized form (segments split by ":", no "/", "\\", "?", "$" at the end), got ${JSON.stringify(name)}`);
+  }
+  return name;
+}
+
+/** The default owner: unique per acquire, and readable (which host and process). */
+function newOwner(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(6).toString("hex")}`;
+}
+
+function checkAcquireOptions(options: AcquireOptions | undefined, defaultTtl: number): Required<Omit<AcquireOptions, "signal">> & { signal?: AbortSignal } {
+  checkOptions("locks", options, ["owner", "ttl", "wait", "retryDelay", "signal"]);
+  const { owner = newOwner(), ttl = defaultTtl, wait = 0, retryDelay = DEFAULT_RETRY_DELAY, signal } = options ?? {};
+  if (typeof owner !== "string" || owner.length === 0) throw invalid(`owner must be a non-empty string, got ${String(owner)}`);
+  checkTtl(ttl);
+  if (typeof wait !== "number" || !Number.isFinite(wait) || wait < 0) throw invalid(`wait must be a non-negative number of ms, got ${String(wait)}`);
+  checkTtl(retryDelay, "retryDelay");
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalid("signal must be an AbortSignal");
+  return { owner, ttl, wait, retryDelay, signal };
+}
+
+function isHolder(value: unknown): value is Holder {
+  if (value === null || typeof value !== "object") return false;
+  const holder = value as Record<string, unknown>;
+  return typeof holder.owner === "string" && typeof holder.acquiredAt === "number" && typeof holder.expiresAt === "number" && typeof holder.pid === "number" && typeof holder.host === "string";
+}
+
+function parseRecord(key: string, value: unknown): LockRecord {
+  const record = value as Partial<LockRecord> | null;
+  if (record !== null && typeof record === "object" && Number.isSafeInteger(record.token) && (record.holder === null || isHolder(record.holder))) {
+    return record as LockRecord;
+  }
+  throw new StorageError("E_CORRUPT", `[locks] ${key} does not hold a lock record`, { key });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Sleeps `ms`, or rejects with the signal's reason as soon as it aborts. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return sleep(ms).then(() => undefined);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Delay before retry `attempt` (0-based): doubling from `base` up to 16× it, ±50% jitter so waiters spread out. */
+function backoff(base: number, attempt: number): number {
+  return base * 2 ** Math.min(attempt, 4) * (0.5 + Math.random());
+}
+
+function lost(key: string, why: string): StorageError {
+  return new StorageError("E_LOCK_LOST", `[locks] ${key}: ${why}`, { key });
+}
+
+/**
+ * Locks (leases with fencing tokens) over `storage`, kept under `prefix`.
+ * Works on any mount whose driver is flagged `cas`; the check is made per
+ * lock name, on the mount its record falls in.
+ *
+ * @example
+ * const locks = createLocks(storage);
+ * await locks.withLock("deploy", async (lock) => {
+ *   await storage.setItem("release", version, { fence: lock });
+ * }, { wait: 10_000 });
+ *
+ * @throws StorageError `E_INVALID_OPTION` for an unknown option, a `ttl` that is not a positive integer, a `clock` without `now()`; `E_INVALID_KEY` for a prefix that is not a key in normalized form
+ */
+export function createLocks(storage: Storage, options: LocksOptions = {}): Locks {
+  checkOptions(LOCKS, options, ["prefix", "ttl", "clock"]);
+  const prefix = checkPrefix(options.prefix ?? LOCKS);
+  const defaultTtl = checkTtl(options.ttl ?? DEFAULT_TTL);
+  const clock = resolveClock(options.clock);
+
+  const recordKey = (name: string) => `${prefix}:${checkName(name)}`;
+
+  /** The record's key, once its mount is known to take CAS writes. */
+  function casKey(name: string): string {
+    const key = recordKey(name);
+    const { driver } = storage.getMount(key);
+    if (driver.flags?.cas !== true) {
+      throw new StorageError("E_UNSUPPORTED", `[locks] ${key}: locks need a driver flagged cas, and ${driver.name ?? "this driver"} is not`, { driver: driver.name, key });
+    }
+    return key;
+  }
+
+  /** The etag, then the value: a value newer than its etag only makes the next CAS fail, never pass. */
+  async function read(key: string): Promise<Snapshot> {
+    for (;;) {
+      const { etag } = await storage.getMeta(key, { nativeOnly: true });
+      const value = await storage.getItem(key);
+      // Created or removed between the two reads: read again rather than pair a value with no etag.
+      if ((etag === undefined) !== (value === null)) continue;
+      return { etag, record: value === null ? null : parseRecord(key, value) };
+    }
+  }
+
+  /** Writes `record` only if the key still holds `seen` (absent: create-only); false on a conflict. */
+  async function swap(key: string, seen: Snapshot, record: LockRecord): Promise<boolean> {
+    const guard = seen.etag === undefined ? { ifNoneMatch: "*" as const } : { ifMatch: seen.etag };
+    try {
+      await storage.setItem(key, record, guard);
+      return true;
+    } catch (error) {
+      if (isStorageError(error, "E_CONFLICT")) return false;
+      throw error;
+    }
+  }
+
+  const live = (holder: Holder | null): holder is Holder => holder !== null && holder.expiresAt > clock.now();
+
+  /** One round of acquire: the new holding, or null while someone else holds it. */
+  async function tryAcquire(key: string, owner: string, ttl: number): Promise<LockInfo | null> {
+    for (;;) {
+      const seen = await read(key);
+      if (live(seen.record?.holder ?? null)) return null;
+      const now = clock.now();
+      const token = (seen.record?.token ?? 0) + 1;
+      const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostname() };
+      if (await swap(key, seen, { token, holder })) return { name: key.slice(prefix.length + 1), token, ...holder };
+      // Lost the race to another write: read again, the winner (if any) now shows as holder.
+    }
+  }
+
+  /**
+   * Changes the holding of `owner` (and, from a Lock, of `token`) with `change`,
+   * after checking it is still theirs and live. Nothing is written when it is not.
+   */
+  async function changeHolding(key: string, owner: string, token: number | undefined, change: (record: LockRecord & { holder: Holder }) => LockRecord): Promise<LockRecord> {
+    for (;;) {
+      const seen = await read(key);
+      const record = seen.record;
+      refuseUnlessHeld(key, record, owner, token);
+      const next = change(record as LockRecord & { holder: Holder });
+      if (await swap(key, seen, next)) return next;
+    }
+  }
+
+  function refuseUnlessHeld(key: string, record: LockRecord | null, owner: string, token: number | undefined): void {
+    const fail = (code: StorageErrorCode, why: string) => new StorageError(code, `[locks] ${key}: ${why}`, { key });
+    if (token !== undefined && record?.token !== token) throw lost(key, `another holder took it over (token ${record?.token ?? "none"}, ours ${token})`);
+    const holder = record?.holder ?? null;
+    if (holder === null) throw token !== undefined ? lost(key, "it was released or cleaned up after its lease ended") : fail("E_NOT_OWNER", `nobody holds it, so ${owner} cannot`);
+    if (holder.owner !== owner) throw fail("E_NOT_OWNER", `held by ${holder.owner}, not ${owner}`);
+    if (holder.expiresAt <= clock.now()) throw lost(key, `its lease ended at ${new Date(holder.expiresAt).toISOString()}`);
+  }
+
+  const renewed = (ttl: number) => (record: LockRecord & { holder: Holder }) => ({ token: record.token, holder: { ...record.holder, expiresAt: clock.now() + ttl } });
+  const releasedRecord = (record: LockRecord) => ({ token: record.token, holder: null });
+
+  function makeLock(key: string, info: LockInfo, ttl: number): Lock {
+    const controller = new AbortController();
+    let expiresAt = info.expiresAt;
+    // Set by this Lock's own release: a second release does nothing, a renew is E_LOCK_LOST.
+    let released = false;
+    let timer: NodeJS.Timeout | undefined;
+
+    // The first reason stays: a later abort of an aborted controller does nothing.
+    const abort = (reason: StorageError) => {
+      clearTimeout(timer);
+      controller.abort(reason);
+    };
+    // Fires at expiresAt as the clock tells it; a clock that moved less than the timer re-arms it.
+    const arm = () => {
+      clearTimeout(timer);
+      if (released || controller.signal.aborted) return;
+      timer = setTimeout(() => (clock.now() >= expiresAt ? abort(lost(key, "its lease ended")) : arm()), Math.max(1, expiresAt - clock.now()));
+      timer.unref();
+    };
+    arm();
+
+    const guarded = async <T>(action: () => Promise<T>): Promise<T> => {
+      try {
+        return await action();
+      } catch (error) {
+        if (isStorageError(error, "E_LOCK_LOST")) abort(error);
+        throw error;
+      }
+    };
+
+    const release = async () => {
+      if (released) return;
+      await guarded(() => changeHolding(key, info.owner, info.token, releasedRecord));
+      released = true;
+      clearTimeout(timer);
+    };
+    const lock: Lock = {
+      name: info.name,
+      owner: info.owner,
+      token: info.token,
+      fenceId: key,
+      acquiredAt: info.acquiredAt,
+      get expiresAt() {
+        return expiresAt;
+      },
+      signal: controller.signal,
+      async renew(nextTtl = ttl) {
+        checkTtl(nextTtl);
+        if (released) throw lost(key, "this Lock was released");
+        const record = await guarded(() => changeHolding(key, info.owner, info.token, renewed(nextTtl)));
+        expiresAt = record.holder?.expiresAt ?? expiresAt;
+        arm();
+      },
+      release,
+      [Symbol.asyncDispose]: release,
+    };
+    abortOf.set(lock, (cause) => abort(isStorageError(cause, "E_LOCK_LOST") ? cause : new StorageError("E_LOCK_LOST", `[locks] ${key}: a renewal failed, so the lease may end unseen`, { key, cause })));
+    return lock;
+  }
+
+  async function acquire(name: string, acquireOptions?: AcquireOptions): Promise<Lock | null> {
+    const { owner, ttl, wait, retryDelay, signal } = checkAcquireOptions(acquireOptions, defaultTtl);
+    const key = casKey(name);
+    const deadline = performance.now() + wait;
+    for (let attempt = 0; ; attempt++) {
+      signal?.throwIfAborted();
+      const info = await tryAcquire(key, owner, ttl);
+      if (info) return makeLock(key, info, ttl);
+      const left = deadline - performance.now();
+      if (left <= 0) return null;
+      await pause(Math.min(left, backoff(retryDelay, attempt)), signal);
+    }
+  }
+
+  async function withLock<R>(name: string, fn: (lock: Lock) => R | Promise<R>, acquireOptions?: AcquireOptions): Promise<R> {
+    if (typeof fn !== "function") throw invalid("withLock needs a function");
+    const lock = await acquire(name, acquireOptions);
+    if (!lock) throw new StorageError("E_LOCK_TIMEOUT", `[locks] ${recordKey(name)}: not acquired within ${acquireOptions?.wait ?? 0} ms`, { key: recordKey(name) });
+    const stopRenewing = keepRenewed(lock, acquireOptions?.ttl ?? defaultTtl);
+    let result: R;
+    try {
+      result = await fn(lock);
+    } catch (error) {
+      await stopRenewing();
+      await lock.release().catch((releaseError: unknown) => {
+        throw new AggregateError([error, releaseError], `[locks] ${lock.fenceId}: the function failed, and so did the release`);
+      });
+      throw error;
+    }
+    await stopRenewing();
+    await lock.release();
+    return result;
+  }
+
+  /**
+   * Renews `lock` every ttl/3 until stopped; a failed renewal aborts its
+   * signal and ends the renewals. Stopping waits for a renewal in flight, so
+   * that it cannot land after the release.
+   */
+  function keepRenewed(lock: Lock, ttl: number): () => Promise<void> {
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    let inFlight: Promise<void> = Promise.resolve();
+    const schedule = () => {
+      timer = setTimeout(() => {
+        inFlight = lock.renew(ttl).then(
+          () => void (stopped || schedule()),
+          (error: unknown) => abortLock(lock, error),
+        );
+      }, Math.max(1, Math.floor(ttl / 3)));
+      timer.unref();
+    };
+    schedule();
+    return async () => {
+      stopped = true;
+      clearTimeout(timer);
+      await inFlight;
+    };
+  }
+
+  async function info(name: string): Promise<LockInfo | null> {
+    const key = casKey(name);
+    const { record } = await read(key);
+    return live(record?.holder ?? null) ? { name, token: record!.token, ...record!.holder! } : null;
+  }
+
+  async function list(): Promise<LockInfo[]> {
+    const held: LockInfo[] = [];
+    for (const key of await storage.getKeys(prefix)) {
+      const name = key.slice(prefix.length + 1);
+      const found = await info(name);
+      if (found) held.push(found);
+    }
+    return held;
+  }
+
+  async function cleanup(): Promise<number> {
+    let cleared = 0;
+    for (const key of await storage.getKeys(prefix)) {
+      if (await clearExpired(casKey(key.slice(prefix.length + 1)))) cleared++;
+    }
+    return cleared;
+  }
+
+  /** Clears the holder of `key` if its lease ended; true when this call cleared it. */
+  async function clearExpired(key: string): Promise<boolean> {
+    for (;;) {
+      const seen = await read(key);
+      const holder = seen.record?.holder ?? null;
+      if (seen.record === null || holder === null || live(holder)) return false;
+      if (await swap(key, seen, releasedRecord(seen.record))) return true;
+    }
+  }
+
+  return {
+    acquire,
+    withLock,
+    isLocked: async (name) => (await info(name)) !== null,
+    info,
+    list,
+    async release(name, owner) {
+      checkOwner(owner);
+      await changeHolding(casKey(name), owner, undefined, releasedRecord);
+    },
+    async renew(name, owner, ttl = defaultTtl) {
+      checkOwner(owner);
+      checkTtl(ttl);
+      const record = await changeHolding(casKey(name), owner, undefined, renewed(ttl));
+      return { name, token: record.token, ...record.holder! };
+    },
+    cleanup,
+  };
+}
+
+function checkOwner(owner: unknown): void {
+  if (typeof owner !== "string" || owner.length === 0) throw invalid(`owner must be a non-empty string, got ${String(owner)}`);
+}
+
+function checkPrefix(prefix: unknown): string {
+  if (typeof prefix !== "string" || prefix.length === 0 || normalizeKey(prefix) !== prefix) {
+    throw new StorageError("E_INVALID_KEY", `[locks] prefix must be a non-empty key in normalized form, got ${JSON.stringify(prefix)}`);
+  }
+  return prefix;
+}
