@@ -47,7 +47,7 @@ export interface AcquireOptions {
    */
   ttl?: number;
   /**
-   * How long to keep trying, in ms, while another holder has the lock.
+   * How long to keep trying, in ms of real (monotonic) time, not of the `clock`, while another holder has the lock.
    * @default 0 (try once)
    */
   wait?: number;
@@ -110,7 +110,7 @@ export interface Lock extends Fence, AsyncDisposable {
 export interface Locks {
   /**
    * Takes lock `name`, or resolves to null when another holder has it for longer than `wait`.
-   * @throws StorageError `E_INVALID_KEY` for a bad name; `E_INVALID_OPTION` for unknown or bad options; `E_UNSUPPORTED` when the name's mount is not flagged `cas`; `E_CORRUPT` for a record that is not a lock record; the storage's errors. Rejects with `signal.reason` when `signal` aborts
+   * @throws StorageError `E_INVALID_KEY` for a bad name; `E_INVALID_OPTION` for unknown or bad options; `E_UNSUPPORTED` when the name's mount is not flagged `cas`; `E_CORRUPT` for a record that is not a lock record; `E_CONFLICT` when the record's etag and value keep disagreeing; the storage's errors. Rejects with `signal.reason` when `signal` aborts
    */
   acquire(name: string, options?: AcquireOptions): Promise<Lock | null>;
   /**
@@ -174,6 +174,8 @@ function abortLock(lock: Lock, error: unknown): void {
 }
 
 const DEFAULT_TTL = 30_000;
+/** Reads of a record whose etag and value keep disagreeing (one present, one not) before giving up. */
+const MAX_READS = 16;
 const DEFAULT_RETRY_DELAY = 50;
 const LOCKS = "locks";
 
@@ -288,13 +290,15 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
 
   /** The etag, then the value: a value newer than its etag only makes the next CAS fail, never pass. */
   async function read(key: string): Promise<Snapshot> {
-    for (;;) {
+    for (let attempt = 0; attempt < MAX_READS; attempt++) {
       const { etag } = await storage.getMeta(key, { nativeOnly: true });
       const value = await storage.getItem(key);
       // Created or removed between the two reads: read again rather than pair a value with no etag.
       if ((etag === undefined) !== (value === null)) continue;
       return { etag, record: value === null ? null : parseRecord(key, value) };
     }
+    // Only a record deleted and written again without pause, or a driver that reports no etag for a value it holds.
+    throw new StorageError("E_CONFLICT", `[locks] ${key}: its etag and value disagreed on ${MAX_READS} reads in a row`, { key });
   }
 
   /** Writes `record` only if the key still holds `seen` (absent: create-only); false on a conflict. */
