@@ -6,13 +6,19 @@ import type { Driver, KeyLimits } from "./types.js";
 export interface Mount {
   /** Normalized base ending in `:`, or `""` for the root. */
   readonly base: string;
+  /** The driver as the user mounted it (what `getMount` returns, and what `clear` empties whole). */
   readonly driver: Driver;
-  /** The driver as the async API writes through it: its `asyncWrites` preferred. */
+  /**
+   * The driver the operations talk to: `driver` with the core's layers in
+   * front (the TTL layer where `driver` has no TTL of its own), so that it
+   * honours `ttl` whatever is mounted.
+   */
+  readonly store: Driver;
+  /** `store` as the async API writes through it: its `asyncWrites` preferred. */
   readonly writer: Driver;
   readonly name: string;
   /** Segments in `base`: how much deeper a key is from the root than from the driver. */
   readonly depth: number;
-  readonly nativeTtl: boolean;
   /** The driver has no watch of its own, so the core reports the writes made through it. */
   readonly coreEvents: boolean;
   /** The driver's key limits (or the defaults), checked on every key routed to it. */
@@ -24,7 +30,7 @@ export interface Located {
   mount: Mount;
   key: string;
   rel: string;
-  /** `mount.driver` for the sync API, `mount.writer` for the async one. */
+  /** `mount.store` for the sync API, `mount.writer` for the async one. */
   writer: Driver;
 }
 
@@ -35,21 +41,33 @@ export interface MountSlice {
   relativeBase: string;
 }
 
-export function describeMount(base: string, driver: Driver): Mount {
+/**
+ * Puts the core's layers in front of a mounted driver (see {@link Mount.store}).
+ * It gets the mount being built, to report on later (its `store` and
+ * `writer` are not set yet).
+ */
+export type FrontOf = (driver: Driver, mount: Mount) => Driver;
+
+/** No layers: the driver as it is. */
+const AS_IS: FrontOf = (driver) => driver;
+
+export function describeMount(base: string, driver: Driver, front: FrontOf = AS_IS): Mount {
   if (!driver || typeof driver.getItem !== "function" || typeof driver.hasItem !== "function" || typeof driver.getKeys !== "function") {
     throw new StorageError("E_INVALID_OPTION", "A driver needs at least hasItem, getItem and getKeys");
   }
   const name = driver.name ?? "custom";
-  return {
+  const mount = {
     base,
     driver,
-    writer: driver.asyncWrites ? { ...driver, ...driver.asyncWrites } : driver,
     name,
     depth: base ? keyDepth(base) : 0,
-    nativeTtl: driver.flags?.ttl === true,
     coreEvents: typeof driver.watch !== "function",
     keyLimits: resolveKeyLimits(driver.keyLimits, name),
-  };
+  } as { -readonly [K in keyof Mount]: Mount[K] };
+  const store = front(driver, mount);
+  mount.store = store;
+  mount.writer = store.asyncWrites ? { ...store, ...store.asyncWrites } : store;
+  return mount;
 }
 
 /**
@@ -60,8 +78,12 @@ export class MountTable {
   root: Mount;
   private mounts: Mount[] = [];
 
-  constructor(rootDriver: Driver) {
-    this.root = describeMount("", rootDriver);
+  /** `front`: the core's layers for each mounted driver ({@link Mount.store}). */
+  constructor(
+    rootDriver: Driver,
+    private readonly front: FrontOf = AS_IS,
+  ) {
+    this.root = describeMount("", rootDriver, front);
   }
 
   /** All mounts, longest base first, the root last. */
@@ -75,7 +97,7 @@ export class MountTable {
 
   add(base: string, driver: Driver): Mount {
     base = normalizeBaseKey(base);
-    const mount = describeMount(base, driver);
+    const mount = describeMount(base, driver, this.front);
     if (!base) {
       this.root = mount;
       return mount;

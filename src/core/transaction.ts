@@ -1,10 +1,9 @@
 import { StorageError, isStorageError } from "./errors.js";
 import { checkWriteOptions, hasGuard, refuseCreateOnlyRemoval } from "./guards.js";
-import { isMetaKey, metaKeyOf } from "./keys.js";
+import { metaKeyOf } from "./keys.js";
 import type { Located, Mount } from "./mounts.js";
 import type { Serializer } from "./serializer.js";
 import { toBytes } from "./serializer.js";
-import { planExpiry, sidecarOperations } from "./ttl.js";
 import type {
   CommitOperation,
   RemoveOptions,
@@ -208,20 +207,14 @@ async function planCommit(
       checkWriteOptions(mount, write.options);
       operations.push({ type: "check", key: rel, etag: write.options.ifMatch ?? null });
     }
-    // The expiry the core keeps in the sidecar changes in the same commit (a sidecar has none of its own).
-    const keepsExpiry = !mount.nativeTtl && !isMetaKey(rel);
+    // The ttl goes with the write: the mount's store keeps it (natively, or in the sidecar, in this same commit: storage/expiry.ts).
     if (write.type === "remove") {
       operations.push({ type: "remove", key: rel, options: write.options });
       if ((write.options as RemoveOptions).removeMeta) operations.push({ type: "remove", key: metaKeyOf(rel), options: {} });
-      else if (keepsExpiry) operations.push(...sidecarOperations(rel, await planExpiry(mount, rel, undefined, context.serializer, {})));
       continue;
     }
-    const ttl = context.checkTtl(write.options.ttl);
-    const options: SetOptions = { ...write.options, ttl: mount.nativeTtl ? ttl : undefined };
+    const options: SetOptions = { ...write.options, ttl: context.checkTtl(write.options.ttl) };
     operations.push(write.type === "set" ? { type: "set", key: rel, value: write.value, options } : { type: "setRaw", key: rel, value: write.value, options });
-    if (keepsExpiry) {
-      operations.push(...sidecarOperations(rel, await planExpiry(mount, rel, ttl === undefined ? undefined : context.now() + ttl, context.serializer, {})));
-    }
   }
   return operations;
 }

@@ -1,9 +1,8 @@
 import { StorageError } from "./errors.js";
 import { chain, type MaybePromise } from "./maybePromise.js";
-import type { Mount } from "./mounts.js";
 import { metaKeyOf } from "./keys.js";
 import type { Serializer } from "./serializer.js";
-import type { CommitOperation, StorageMeta, TransactionOptions } from "./types.js";
+import type { CommitOperation, Driver, StorageMeta, TransactionOptions } from "./types.js";
 
 /**
  * TTL for drivers without native expiry: the moment a key expires is kept in
@@ -25,8 +24,20 @@ export function checkTtl(ttl: unknown): number | undefined {
 
 export type Sidecar = Record<string, unknown>;
 
-export function readSidecar(mount: Mount, key: string, serializer: Serializer, opts: TransactionOptions): MaybePromise<Sidecar | null> {
-  return chain(mount.driver.getItem(metaKeyOf(key), opts), (stored) => parseSidecar(stored, serializer));
+/** The sidecar of `key` as `driver` stores it (null: none). */
+export function readSidecar(driver: Driver, key: string, serializer: Serializer, opts: TransactionOptions): MaybePromise<Sidecar | null> {
+  return chain(driver.getItem(metaKeyOf(key), opts), (stored) => parseSidecar(stored, serializer));
+}
+
+/** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
+const DATE_FIELDS = ["atime", "mtime", "ctime", "birthtime"];
+
+/** Adds the fields of a sidecar (the user's meta) to `meta`, its dates revived as unstorage does. */
+export function mergeSidecar(meta: StorageMeta, sidecar: Sidecar): StorageMeta {
+  for (const field of DATE_FIELDS) {
+    if (typeof sidecar[field] === "string") sidecar[field] = new Date(sidecar[field] as string);
+  }
+  return Object.assign(meta, sidecar);
 }
 
 export function parseSidecar(stored: unknown, serializer: Serializer): Sidecar | null {
@@ -59,21 +70,6 @@ export function withExpiry(current: Sidecar | null, expires: number | undefined)
 /** What has to happen to a key's sidecar: write this text, remove it, or nothing. */
 export type SidecarChange = { type: "set"; value: string } | { type: "remove" } | null;
 
-/**
- * Works out the sidecar change that records `expires` for a key. A write
- * without ttl has to drop an expiry left by an earlier write, so the sidecar
- * is read; it is only rewritten when something changes.
- */
-export function planExpiry(
-  mount: Mount,
-  key: string,
-  expires: number | undefined,
-  serializer: Serializer,
-  opts: TransactionOptions,
-): MaybePromise<SidecarChange> {
-  return chain(readSidecar(mount, key, serializer, opts), (current) => expiryChange(current, expires, serializer));
-}
-
 /** The change that turns the sidecar `current` into one recording `expires`. */
 export function expiryChange(current: Sidecar | null, expires: number | undefined, serializer: Serializer): SidecarChange {
   if (expires === undefined && expiresOf(current) === undefined) return null;
@@ -89,11 +85,12 @@ export function sidecarOperations(key: string, change: SidecarChange): CommitOpe
   return [];
 }
 
-export function applySidecarChange(mount: Mount, key: string, change: SidecarChange, opts: TransactionOptions): MaybePromise<void> {
+/** Applies a sidecar change to `driver` on its own (where it cannot share a step with the value). */
+export function applySidecarChange(driver: Driver, key: string, change: SidecarChange, opts: TransactionOptions): MaybePromise<void> {
   if (change === null) return;
-  const driver = mount.driver;
   if (change.type === "remove") return driver.removeItem?.(metaKeyOf(key), opts);
-  if (!driver.setItem) throw new StorageError("E_READONLY", `Driver ${mount.name} is read-only`, { driver: mount.name, key });
+  const name = driver.name ?? "custom";
+  if (!driver.setItem) throw new StorageError("E_READONLY", `Driver ${name} is read-only`, { driver: name, key });
   return driver.setItem(metaKeyOf(key), change.value, opts);
 }
 

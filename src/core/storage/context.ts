@@ -43,7 +43,7 @@ export function checkCallOptions(opts: unknown): void {
 }
 
 function requireSync(mount: Mount): void {
-  if (!mount.driver.flags?.sync) throw unsupported(mount, "The sync API", "sync");
+  if (!mount.store.flags?.sync) throw unsupported(mount, "The sync API", "sync");
 }
 
 /**
@@ -71,7 +71,7 @@ export function locate(ctx: StorageContext, key: unknown, sync: boolean, write?:
   if (sync) requireSync(mount);
   const rel = mount.base ? full.slice(mount.base.length) : full;
   checkKeyLimits(rel, mount.keyLimits, mount.name);
-  return { mount, key: full, rel, writer: sync ? mount.driver : mount.writer };
+  return { mount, key: full, rel, writer: sync ? mount.store : mount.writer };
 }
 
 /** The mounts a listing or clear of `base` reaches, the part of `base` inside each checked against its key limits. */

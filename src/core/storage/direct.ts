@@ -3,13 +3,11 @@ import type { Located } from "../mounts.js";
 import { deserializeRaw, type Serializer } from "../serializer.js";
 import { bytesOf, gather, wholeStream, withStorageErrors, type Body } from "../streams.js";
 import { checkWriteOptions } from "../guards.js";
-import { describeExpiry, expiresOf } from "../ttl.js";
 import type { ItemStream, SetOptions, Storage, StorageMeta, TransactionOptions } from "../types.js";
 import { checkCallOptions, locate, NO_OPTIONS, type StorageContext } from "./context.js";
-import { driverOptions, keepExpiry, liveSidecar, needsCoreTtl, ttlOf } from "./expiry.js";
 import { toPromise } from "./forms.js";
 import { metaOf, readStep } from "./reads.js";
-import { writeStep } from "./writes.js";
+import { withTtl, writeStep } from "./writes.js";
 
 /** A stored entry as {@link DirectAccess.read} finds it. */
 export interface StoredEntry {
@@ -75,23 +73,16 @@ export function writeTextStep(ctx: StorageContext, sync: boolean, key: string, t
   return writeStep(ctx, locate(ctx, key, sync, true), text, opts);
 }
 
-/** getItemStream: the driver's own stream (after the expiry the core keeps), else the value read whole. */
+/** getItemStream: the store's own stream (the TTL layer checks the expiry first), else the value read whole. */
 export function getItemStream(ctx: StorageContext, key: string, opts: TransactionOptions = NO_OPTIONS): Promise<ItemStream | null> {
   return toPromise(ctx, key, () => {
     checkCallOptions(opts);
     const loc = locate(ctx, key, false);
-    const driver = loc.mount.driver;
+    const driver = loc.mount.store;
     if (!driver.getItemStream) {
       return chain(readEntry(ctx, loc, true), (entry) => (entry === null ? null : wholeStream(entry.stored as Uint8Array, entry.meta)));
     }
-    return chain(needsCoreTtl(loc) ? liveSidecar(ctx, loc, opts) : null, (found) => {
-      if (found?.expired) return null;
-      return chain(driver.getItemStream!(loc.rel, opts), (opened) => {
-        if (opened === null) return null;
-        const meta = found ? describeExpiry({ ...opened.meta }, expiresOf(found.sidecar), ctx.clock.now()) : opened.meta;
-        return withStorageErrors({ ...opened, meta }, loc.mount.name);
-      });
-    });
+    return chain(driver.getItemStream(loc.rel, opts), (opened) => (opened === null ? null : withStorageErrors(opened, loc.mount.name)));
   });
 }
 
@@ -115,11 +106,7 @@ function writeStream(ctx: StorageContext, key: string, chunks: AsyncIterable<Uin
   checkCallOptions(opts);
   const loc = locate(ctx, key, false, true);
   checkWriteOptions(loc.mount, opts);
-  const driver = loc.mount.driver;
+  const driver = loc.mount.store;
   if (!driver.setItemStream) return gather(chunks).then((bytes) => writeStep(ctx, loc, bytes, opts));
-  const ttl = ttlOf(ctx, opts);
-  // A stream cannot share a commit with the sidecar: the expiry follows once the value is in.
-  return chain(driver.setItemStream(loc.rel, chunks, driverOptions(loc, opts, ttl)), () =>
-    needsCoreTtl(loc) ? keepExpiry(ctx, loc, ttl) : ctx.watchers.report(loc.mount, "update", loc.key),
-  );
+  return driver.setItemStream(loc.rel, chunks, withTtl(ctx, opts)).then(() => ctx.watchers.report(loc.mount, "update", loc.key));
 }

@@ -1,14 +1,12 @@
 import { StorageError, toStorageError } from "../errors.js";
 import { normalizeBaseKey, normalizeItemBase, normalizeKey } from "../keys.js";
 import { chain } from "../maybePromise.js";
-import { MountTable, type Mount } from "../mounts.js";
+import type { Mount } from "../mounts.js";
 import { checkOptions } from "../options.js";
-import { resolveClock } from "../clock.js";
-import { resolveSerializer } from "../serializer.js";
 import { runTransaction, runUpdate } from "../transaction.js";
 import { checkTtl } from "../ttl.js";
 import type { CreateStorageOptions, Driver, IterateKeysOptions, Storage, WatchCallback } from "../types.js";
-import { Watchers, watchArguments } from "../watchers.js";
+import { watchArguments } from "../watchers.js";
 import { checkCallOptions, driverName, locate, NO_OPTIONS, unsupported, type StorageContext } from "./context.js";
 import { getItemStream, readEntryStep, setDirectAccess, setItemStream, writeTextStep } from "./direct.js";
 import { asyncApi, directApi, syncApi, toPromise } from "./forms.js";
@@ -16,6 +14,7 @@ import { clearStep, getKeysStep, iterateKeys } from "./listing.js";
 import { removeMetaStep, setMetaStep } from "./meta.js";
 import { getItemRawStep, getItemStep, getItemsStep, getMetaStep, hasItemStep } from "./reads.js";
 import { removeItemStep, setItemRawStep, setItemStep, setItemsStep } from "./writes.js";
+import { createContext } from "./setup.js";
 
 export { getDirectAccess, type DirectAccess, type StoredEntry } from "./direct.js";
 
@@ -33,13 +32,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   if (options.onWatchError !== undefined && typeof options.onWatchError !== "function") {
     throw new StorageError("E_INVALID_OPTION", "onWatchError must be a function");
   }
-  const ctx: StorageContext = {
-    serializer: resolveSerializer(options.serializer),
-    defaultTtl: checkTtl(options.ttl),
-    table: new MountTable(options.driver),
-    watchers: new Watchers(options.onWatchError),
-    clock: resolveClock(options.clock),
-  };
+  const ctx: StorageContext = createContext(options);
 
   // --- the storage object ---------------------------------------------------
 

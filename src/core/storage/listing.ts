@@ -1,10 +1,9 @@
 import { StorageError } from "../errors.js";
-import { filterKeyByDepth, isMetaKey, metaKeyOf, normalizeItemBase, normalizeKey } from "../keys.js";
+import { filterKeyByDepth, isMetaKey, normalizeItemBase, normalizeKey } from "../keys.js";
 import { all, chain, type MaybePromise } from "../maybePromise.js";
-import type { Located, Mount, MountSlice } from "../mounts.js";
+import type { Mount, MountSlice } from "../mounts.js";
 import type { GetKeysOptions, IterateKeysOptions, TransactionOptions } from "../types.js";
 import { checkCallOptions, NO_OPTIONS, readOnly, slicesOf, type StorageContext } from "./context.js";
-import { recovering, unlessExpired } from "./expiry.js";
 
 function checkMaxDepth(maxDepth: unknown): number | undefined {
   if (maxDepth === undefined) return undefined;
@@ -25,51 +24,23 @@ function batches<T>(items: T[], size: number): T[][] {
   return out;
 }
 
-/** Drops expired keys (core-kept TTL) from a mount's listing, given which sidecars it holds. */
-export function dropExpired(ctx: StorageContext, mount: Mount, relKeys: string[], sidecars: Set<string>, opts: TransactionOptions): MaybePromise<string[]> {
-  if (mount.nativeTtl || sidecars.size === 0) return relKeys;
-  const checks = relKeys.map((rel) => {
-    if (!sidecars.has(metaKeyOf(rel))) return true;
-    return listedAlive(ctx, { mount, key: mount.base + rel, rel, writer: mount.driver }, opts);
-  });
-  return chain(all(checks), (alive) => relKeys.filter((_, index) => alive[index]));
-}
-
 /**
- * Whether a listed key is alive by its sidecar. A sidecar that cannot be
- * read (E_CORRUPT) leaves the key listed: a listing decodes no values, so
- * one bad sidecar does not fail the listing of every key; reads of the key report it.
+ * Turns one mount's listing (from its store, which has left expired keys
+ * out) into visible full keys under `base`: sidecars hidden.
  */
-function listedAlive(ctx: StorageContext, loc: Located, opts: TransactionOptions): MaybePromise<boolean> {
-  return recovering(() => chain(unlessExpired(ctx, loc, true, opts), (alive) => alive === true), "E_CORRUPT", () => true);
-}
-
-/** Turns one mount's raw listing into visible full keys under `base`. */
-function visibleKeys(
-  ctx: StorageContext,
-  mount: Mount,
-  rawKeys: string[],
-  base: string,
-  maxDepth: number | undefined,
-  masked: string[],
-  opts: TransactionOptions,
-): MaybePromise<string[]> {
-  const relKeys: string[] = [];
-  const sidecars = new Set<string>();
-  const depthFilter = maxDepth !== undefined && !mount.driver.flags?.maxDepth;
+function visibleKeys(mount: Mount, rawKeys: string[], base: string, maxDepth: number | undefined, masked: string[]): string[] {
+  const keys: string[] = [];
+  const depthFilter = maxDepth !== undefined && !mount.store.flags?.maxDepth;
   for (const raw of rawKeys) {
     const rel = normalizeKey(raw);
-    if (isMetaKey(rel)) {
-      sidecars.add(rel);
-      continue;
-    }
+    if (isMetaKey(rel)) continue;
     const full = mount.base + rel;
     if (base && !full.startsWith(base)) continue;
     if (depthFilter && !filterKeyByDepth(full, maxDepth)) continue;
     if (masked.length > 0 && masked.some((prefix) => full.startsWith(prefix))) continue;
-    relKeys.push(rel);
+    keys.push(full);
   }
-  return chain(dropExpired(ctx, mount, relKeys, sidecars, opts), (alive) => (mount.base ? alive.map((rel) => mount.base + rel) : alive));
+  return keys;
 }
 
 export function getKeysStep(ctx: StorageContext, sync: boolean, base?: string, opts: GetKeysOptions = NO_OPTIONS): MaybePromise<string[]> {
@@ -82,8 +53,8 @@ export function getKeysStep(ctx: StorageContext, sync: boolean, base?: string, o
     if (depth !== undefined && depth < 0) return [];
     // Keys of a mount are hidden where a more specific mount (listed earlier) sits over them.
     const masked = slices.slice(0, index).map((slice) => slice.mount.base);
-    const listing = mount.driver.getKeys(relativeBase, depth === opts.maxDepth ? opts : { ...opts, maxDepth: depth });
-    return chain(listing, (rawKeys) => visibleKeys(ctx, mount, rawKeys, normalizedBase, maxDepth, masked, opts));
+    const listing = mount.store.getKeys(relativeBase, depth === opts.maxDepth ? opts : { ...opts, maxDepth: depth });
+    return chain(listing, (rawKeys) => visibleKeys(mount, rawKeys, normalizedBase, maxDepth, masked));
   });
   return chain(all(listings), (lists) => (lists.length === 1 ? (lists[0] as string[]) : lists.flat()));
 }
@@ -102,13 +73,10 @@ export async function* iterateKeys(ctx: StorageContext, base: string | undefined
     if (depth !== undefined && depth < 0) continue;
     const masked = slices.slice(0, index).map((slice) => slice.mount.base);
     const driverOpts = { ...opts, maxDepth: depth, batchSize };
-    const source = mount.driver.iterateKeys
-      ? mount.driver.iterateKeys(relativeBase, driverOpts)
-      : batches(await mount.driver.getKeys(relativeBase, driverOpts), batchSize);
+    const store = mount.store;
+    const source = store.iterateKeys ? store.iterateKeys(relativeBase, driverOpts) : batches(await store.getKeys(relativeBase, driverOpts), batchSize);
     for await (const rawBatch of source) {
-      const keys = await visibleKeys(ctx, mount, rawBatch, normalizedBase, maxDepth, masked, opts);
-      const alive = await dropExpiredUnseen(ctx, mount, keys, rawBatch, opts);
-      pending = pending.concat(alive);
+      pending = pending.concat(visibleKeys(mount, rawBatch, normalizedBase, maxDepth, masked));
       while (pending.length >= batchSize) {
         yield pending.slice(0, batchSize);
         pending = pending.slice(batchSize);
@@ -116,20 +84,6 @@ export async function* iterateKeys(ctx: StorageContext, base: string | undefined
     }
   }
   if (pending.length > 0) yield pending;
-}
-
-/**
- * A paged listing may hand a key and its sidecar out in different pages, so
- * keys whose sidecar was not in the page have it looked up.
- */
-async function dropExpiredUnseen(ctx: StorageContext, mount: Mount, fullKeys: string[], rawBatch: string[], opts: TransactionOptions): Promise<string[]> {
-  if (mount.nativeTtl || fullKeys.length === 0) return fullKeys;
-  const seen = new Set(rawBatch.map(normalizeKey));
-  const unseen = fullKeys.filter((key) => !seen.has(metaKeyOf(key.slice(mount.base.length))));
-  if (unseen.length === 0) return fullKeys;
-  const checked = await Promise.all(unseen.map((key) => listedAlive(ctx, { mount, key, rel: key.slice(mount.base.length), writer: mount.driver }, opts)));
-  const gone = new Set(unseen.filter((_, index) => !checked[index]));
-  return gone.size === 0 ? fullKeys : fullKeys.filter((key) => !gone.has(key));
 }
 
 export function clearStep(ctx: StorageContext, sync: boolean, base?: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
@@ -150,6 +104,7 @@ function hiddenPrefixes(mount: Mount, above: MountSlice[]): string[] {
   return above.filter((slice) => slice.mount.base.startsWith(mount.base)).map((slice) => slice.mount.base.slice(mount.base.length));
 }
 
+/** Empties a mount under `relativeBase` through the user's driver (not its store): every stored key goes, expired ones and sidecars too. */
 function clearMount(ctx: StorageContext, mount: Mount, relativeBase: string, hidden: string[], opts: TransactionOptions): MaybePromise<void> {
   const driver = mount.driver;
   const report = ctx.watchers.watching && mount.coreEvents;

@@ -1,13 +1,11 @@
 import { StorageError } from "../errors.js";
 import { metaKeyOf } from "../keys.js";
-import { chain, type MaybePromise } from "../maybePromise.js";
+import type { MaybePromise } from "../maybePromise.js";
 import { hasGuard } from "../guards.js";
-import { expiresOf, readSidecar, withExpiry } from "../ttl.js";
 import type { SetOptions, TransactionOptions } from "../types.js";
 import { checkCallOptions, locate, NO_OPTIONS, readOnly, type StorageContext } from "./context.js";
-import { needsCoreTtl } from "./expiry.js";
-
-// setMeta and removeMeta: the user's meta lives in the key's sidecar, beside the expiry the core keeps there.
+// setMeta and removeMeta: the user's meta lives in the key's sidecar, written through the mount's store
+// (the TTL layer keeps the expiry it records in the same sidecar: storage/expiry.ts).
 
 /** Meta has no version of its own: a guard on setMeta/removeMeta could only fail or be ignored, so it is refused. */
 function refuseMetaGuard(method: string, opts: SetOptions): void {
@@ -19,23 +17,16 @@ export function setMetaStep(ctx: StorageContext, sync: boolean, key: string, val
   refuseMetaGuard("setMeta", opts);
   if (value === null || typeof value !== "object") throw new StorageError("E_INVALID_VALUE", "Meta must be an object");
   const loc = locate(ctx, key, sync, true);
-  const driver = loc.mount.driver;
+  const driver = loc.mount.store;
   if (!driver.setItem) throw readOnly(loc.mount, loc.key);
-  const write = (meta: Record<string, unknown>) => driver.setItem!(metaKeyOf(loc.rel), ctx.serializer.serialize(meta), opts);
-  if (!needsCoreTtl(loc)) return write(value);
-  // The core's expiry lives in the same sidecar: keep it.
-  return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, opts), (current) => write(withExpiry(value, expiresOf(current)) ?? {}));
+  return driver.setItem(metaKeyOf(loc.rel), ctx.serializer.serialize(value), opts);
 }
 
 export function removeMetaStep(ctx: StorageContext, sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<void> {
   checkCallOptions(opts);
   refuseMetaGuard("removeMeta", opts);
   const loc = locate(ctx, key, sync, true);
-  const driver = loc.mount.driver;
+  const driver = loc.mount.store;
   if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
-  if (!needsCoreTtl(loc)) return driver.removeItem(metaKeyOf(loc.rel), opts);
-  return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, opts), (current) => {
-    const keep = withExpiry(null, expiresOf(current));
-    return keep ? driver.setItem!(metaKeyOf(loc.rel), ctx.serializer.serialize(keep), opts) : driver.removeItem!(metaKeyOf(loc.rel), opts);
-  });
+  return driver.removeItem(metaKeyOf(loc.rel), opts);
 }

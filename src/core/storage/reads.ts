@@ -2,29 +2,19 @@ import { StorageError } from "../errors.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
 import type { Located, Mount } from "../mounts.js";
 import { deserializeRaw } from "../serializer.js";
-import { readSidecar } from "../ttl.js";
+import { mergeSidecar, readSidecar } from "../ttl.js";
 import type { GetItemsInput, GetOptions, StorageMeta, TransactionOptions } from "../types.js";
 import { byMount, checkCallOptions, locate, NO_OPTIONS, unsupported, valuesByKey, type StorageContext } from "./context.js";
-import { metaWithExpiry, needsCoreTtl, readGroupWithExpiry, readWithExpiry, unlessExpired } from "./expiry.js";
-
-/** unstorage's getMeta turns these back into dates when a sidecar stored them as text. */
-function reviveDates(meta: Record<string, unknown>): void {
-  for (const field of ["atime", "mtime", "ctime", "birthtime"]) {
-    if (typeof meta[field] === "string") meta[field] = new Date(meta[field] as string);
-  }
-}
 
 export function hasItemStep(ctx: StorageContext, sync: boolean, key: string, opts: TransactionOptions = NO_OPTIONS): MaybePromise<boolean> {
   checkCallOptions(opts);
   const loc = locate(ctx, key, sync);
-  return chain(loc.mount.driver.hasItem(loc.rel, opts), (has) =>
-    has ? chain(unlessExpired(ctx, loc, true, opts), (alive) => alive === true) : false,
-  );
+  return loc.mount.store.hasItem(loc.rel, opts);
 }
 
+/** A read of one key from its mount's store (which keeps the expiry where the driver does not); null when absent. */
 export function readStep(ctx: StorageContext, loc: Located, opts: TransactionOptions, raw: boolean): MaybePromise<unknown> {
-  if (needsCoreTtl(loc)) return readWithExpiry(ctx, loc, opts, raw);
-  const driver = loc.mount.driver;
+  const driver = loc.mount.store;
   const stored = raw && driver.getItemRaw ? driver.getItemRaw(loc.rel, opts) : driver.getItem(loc.rel, opts);
   // Reads are the hottest path: no closure unless the driver is async.
   return isPromise(stored) ? stored.then(orNull) : (stored ?? null);
@@ -56,14 +46,14 @@ export function getItemRawStep(ctx: StorageContext, sync: boolean, key: string, 
 
 /** A past version's bytes: the drivers flagged `history` read `version` in getItemRaw too (the kit checks it). */
 function getRawVersion(loc: Located, opts: GetOptions): MaybePromise<Uint8Array | null> {
-  const driver = loc.mount.driver;
+  const driver = loc.mount.store;
   if (!driver.flags?.history) throw unsupported(loc.mount, "getItemRaw with a version", "history");
   if (driver.getItemRaw) return chain(driver.getItemRaw(loc.rel, opts), deserializeRaw);
   return chain(driver.getItem(loc.rel, opts), deserializeRaw);
 }
 
 function getVersion(ctx: StorageContext, loc: Located, opts: GetOptions): MaybePromise<unknown> {
-  const driver = loc.mount.driver;
+  const driver = loc.mount.store;
   if (!driver.flags?.history || typeof driver.getItem !== "function") throw unsupported(loc.mount, "getItem with a version", "history");
   return chain(driver.getItem(loc.rel, opts), (stored) => deserializeStored(ctx, stored));
 }
@@ -95,9 +85,8 @@ export function getItemsStep(ctx: StorageContext, sync: boolean, items: GetItems
 
 /** Reads one mount's share of a getItems, in one driver call when the driver has getItems. */
 function readGroup(ctx: StorageContext, mount: Mount, group: { loc: Located; options: TransactionOptions }[], common: TransactionOptions): MaybePromise<unknown[]> {
-  const driver = mount.driver;
+  const driver = mount.store;
   if (!driver.getItems) return all(group.map(({ loc, options }) => readStep(ctx, loc, options, false)));
-  if (!mount.nativeTtl) return readGroupWithExpiry(ctx, mount, group, common);
   return chain(driver.getItems(group.map(({ loc, options }) => ({ key: loc.rel, options })), common), (results) => {
     const byKey = valuesByKey(results);
     return group.map(({ loc }) => byKey.get(loc.rel) ?? null);
@@ -111,21 +100,20 @@ export function getMetaStep(ctx: StorageContext, sync: boolean, key: string, opt
 }
 
 export function metaOf(ctx: StorageContext, loc: Located, options: TransactionOptions & { nativeOnly?: boolean }): MaybePromise<StorageMeta> {
-  const driver = loc.mount.driver;
+  const driver = loc.mount.store;
   const native = driver.getMeta ? driver.getMeta(loc.rel, options) : null;
   // Sync drivers answer without a closure: the server reads meta on every GET.
   return isPromise(native) ? native.then((found) => completeMeta(ctx, loc, found, options)) : completeMeta(ctx, loc, native, options);
 }
 
-/** Native meta plus what the sidecar adds: the user's meta, and the expiry the core keeps. */
+/**
+ * The store's meta (with the expiry, native or kept by the TTL layer) plus,
+ * unless `nativeOnly`, the user's meta from the sidecar. The TTL layer adds
+ * that itself, from the read it made for the expiry, and reads a sidecar
+ * key as null, so no sidecar is read twice.
+ */
 function completeMeta(ctx: StorageContext, loc: Located, native: StorageMeta | null | undefined, options: TransactionOptions & { nativeOnly?: boolean }): MaybePromise<StorageMeta> {
   const meta: StorageMeta = native ? { ...native } : {};
-  if (options.nativeOnly && loc.mount.nativeTtl) return meta;
-  return chain(readSidecar(loc.mount, loc.rel, ctx.serializer, options), (sidecar) => {
-    if (sidecar && !options.nativeOnly) {
-      reviveDates(sidecar);
-      Object.assign(meta, sidecar);
-    }
-    return needsCoreTtl(loc) ? metaWithExpiry(ctx, loc, meta, sidecar, options) : meta;
-  });
+  if (options.nativeOnly) return meta;
+  return chain(readSidecar(loc.mount.store, loc.rel, ctx.serializer, options), (sidecar) => (sidecar ? mergeSidecar(meta, sidecar) : meta));
 }

@@ -5,19 +5,17 @@ import { toBytes } from "../serializer.js";
 import { checkRemoveOptions, checkWriteOptions, guardChecks, withoutGuards } from "../guards.js";
 import type { CommitOperation, Driver, RemoveOptions, SetItemsInput, SetOptions } from "../types.js";
 import { byMount, checkCallOptions, locate, NO_OPTIONS, put, readOnly, type Payload, type StorageContext } from "./context.js";
-import { driverOptions, needsCoreTtl, removeWithExpiry, ttlOf, writeGroupWithExpiry, writeWithExpiry, type GroupEntry } from "./expiry.js";
+import { metaKeyOf } from "../keys.js";
+import { checkTtl } from "../ttl.js";
 
 /** One entry of a setItems: `text` undefined removes the key (as setItem(key, undefined) does). */
-type SetEntry = GroupEntry;
+type SetEntry = { loc: Located; text: string | undefined; options: SetOptions };
 type ValueEntry = SetEntry & { text: string };
 
 export function writeStep(ctx: StorageContext, loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
   // Options left out carry no guard: the hot path skips the check.
   if (opts !== NO_OPTIONS) checkWriteOptions(loc.mount, opts);
-  const ttl = ttlOf(ctx, opts);
-  const driverOpts = driverOptions(loc, opts, ttl);
-  if (needsCoreTtl(loc)) return writeWithExpiry(ctx, loc, payload, driverOpts, ttl);
-  const written = put(loc, payload, driverOpts);
+  const written = put(loc, payload, withTtl(ctx, opts));
   // The common path, kept free of closures: it runs on every write.
   if (isPromise(written)) return written.then(() => ctx.watchers.report(loc.mount, "update", loc.key));
   ctx.watchers.report(loc.mount, "update", loc.key);
@@ -50,7 +48,18 @@ export function setItemsStep(ctx: StorageContext, sync: boolean, items: SetItems
     return { loc, text: item.value === undefined ? undefined : ctx.serializer.serialize(item.value), options };
   });
   const groups = byMount(entries);
-  return chain(all([...groups].map(([mount, group]) => writeGroup(ctx, mount, sync ? mount.driver : mount.writer, group, common))), () => undefined);
+  return chain(all([...groups].map(([mount, group]) => writeGroup(ctx, mount, sync ? mount.store : mount.writer, group, common))), () => undefined);
+}
+
+/** The ttl a write carries: its own, else the storage's default. */
+function ttlOf(ctx: StorageContext, opts: SetOptions): number | undefined {
+  return checkTtl(opts.ttl) ?? ctx.defaultTtl;
+}
+
+/** Options as the mount's store takes them: with the ttl the write gets (the store keeps it, natively or in the sidecar). */
+export function withTtl(ctx: StorageContext, opts: SetOptions): SetOptions {
+  const ttl = ttlOf(ctx, opts);
+  return ttl === opts.ttl ? opts : { ...opts, ttl };
 }
 
 /**
@@ -59,16 +68,10 @@ export function setItemsStep(ctx: StorageContext, sync: boolean, items: SetItems
  * the values are written, then the keys removed.
  */
 function writeGroup(ctx: StorageContext, mount: Mount, driver: Driver, group: SetEntry[], common: SetOptions): MaybePromise<void> {
-  if (!mount.nativeTtl) return writeGroupWithExpiry(ctx, mount, driver, group, () => writePlainGroup(ctx, mount, driver, group, common));
-  return writePlainGroup(ctx, mount, driver, group, common);
-}
-
-/** A group whose writes leave every sidecar as it is (so a driver's own setItems keeps its own commit message). */
-function writePlainGroup(ctx: StorageContext, mount: Mount, driver: Driver, group: SetEntry[], common: SetOptions): MaybePromise<void> {
   const values = group.filter((entry): entry is ValueEntry => entry.text !== undefined);
   if (values.length === group.length) return writeValues(ctx, mount, driver, values, common);
   const removals = group.filter((entry) => entry.text === undefined);
-  if (driver.commit && mount.driver.flags?.transactions) return commitGroup(ctx, mount, driver, group, common);
+  if (driver.commit && mount.store.flags?.transactions) return commitGroup(ctx, mount, driver, group, common);
   // Values go before removals here, so a key named twice keeps only its last entry, as a commit in order would.
   const last = new Map<string, SetEntry>();
   for (const entry of group) last.set(entry.loc.key, entry);
@@ -79,13 +82,13 @@ function writePlainGroup(ctx: StorageContext, mount: Mount, driver: Driver, grou
   );
 }
 
-/** A setItems group with removals, as one atomic commit (a driver with native TTL: the expiries go with the values). */
+/** A setItems group with removals, as one atomic commit (the expiries go with the values). */
 function commitGroup(ctx: StorageContext, mount: Mount, driver: Driver, group: SetEntry[], common: SetOptions): MaybePromise<void> {
   const operations: CommitOperation[] = [];
   for (const { loc, text, options } of group) {
     operations.push(...guardChecks(loc.rel, options));
     if (text === undefined) operations.push({ type: "remove", key: loc.rel, options });
-    else operations.push({ type: "set", key: loc.rel, value: text, options: driverOptions(loc, options, ttlOf(ctx, options)) });
+    else operations.push({ type: "set", key: loc.rel, value: text, options: withTtl(ctx, options) });
   }
   const { ttl: _ttl, ...shared } = withoutGuards(common);
   return chain(driver.commit!(operations, shared), () => {
@@ -98,8 +101,8 @@ function writeValues(ctx: StorageContext, mount: Mount, driver: Driver, group: V
   if (!driver.setItems) {
     return chain(all(group.map(({ loc, text, options }) => writeStep(ctx, loc, text, options))), () => undefined);
   }
-  const request = group.map(({ loc, text, options }) => ({ key: loc.rel, value: text, options: driverOptions(loc, options, ttlOf(ctx, options)) }));
-  const commonOptions = driverOptions(group[0]!.loc, common, ttlOf(ctx, common));
+  const request = group.map(({ loc, text, options }) => ({ key: loc.rel, value: text, options: withTtl(ctx, options) }));
+  const commonOptions = withTtl(ctx, common);
   return chain(driver.setItems(request, commonOptions), () => {
     for (const { loc } of group) ctx.watchers.report(mount, "update", loc.key);
   });
@@ -113,9 +116,23 @@ export function removeItemStep(ctx: StorageContext, sync: boolean, key: string, 
   return removeLocated(ctx, loc, loc.writer, options);
 }
 
-/** Removes a located key (guard checked), and its sidecar's expiry (or, with `removeMeta`, the whole sidecar). */
+/** Removes a located key (guard checked), with `removeMeta` its sidecar too (the store drops an expiry it keeps there). */
 function removeLocated(ctx: StorageContext, loc: Located, driver: Driver, options: RemoveOptions): MaybePromise<void> {
   if (!driver.removeItem) throw readOnly(loc.mount, loc.key);
-  if (needsCoreTtl(loc) || options.removeMeta) return removeWithExpiry(ctx, loc, driver, options);
-  return chain(driver.removeItem(loc.rel, options), () => ctx.watchers.report(loc.mount, "remove", loc.key));
+  const removed = options.removeMeta ? removeWithMeta(loc, driver, options) : driver.removeItem(loc.rel, options);
+  return chain(removed, () => ctx.watchers.report(loc.mount, "remove", loc.key));
+}
+
+/**
+ * A removal with its sidecar (`removeMeta`), the guard on the value only (a
+ * sidecar's version never matches it): one commit where the driver has
+ * commits; otherwise the value first, guarded, and the sidecar once it has gone.
+ */
+function removeWithMeta(loc: Located, driver: Driver, options: RemoveOptions): MaybePromise<void> {
+  const unguarded = withoutGuards(options);
+  const sidecar: CommitOperation = { type: "remove", key: metaKeyOf(loc.rel), options: unguarded };
+  if (driver.commit && loc.mount.store.flags?.transactions) {
+    return driver.commit([...guardChecks(loc.rel, options), { type: "remove", key: loc.rel, options: unguarded }, sidecar], unguarded);
+  }
+  return chain(driver.removeItem!(loc.rel, options), () => driver.removeItem!(sidecar.key, unguarded));
 }
