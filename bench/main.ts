@@ -3,6 +3,7 @@ import { runEmbedded } from "./embedded.js";
 import { runGit } from "./git.js";
 import { runHttp } from "./http.js";
 import { runQueue } from "./queue.js";
+import { runReceipts } from "./receipts.js";
 import { makeTargets, type Target } from "./targets.js";
 
 /**
@@ -84,6 +85,7 @@ const WORKLOADS: Workload[] = [
 const SUITES: Record<string, () => Promise<unknown>> = {
   embedded: runEmbedded,
   queue: runQueue,
+  receipts: runReceipts,
   http: runHttp,
   git: runGit,
 };

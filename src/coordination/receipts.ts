@@ -78,6 +78,11 @@ export interface Receipts {
    */
   store(receipt: Receipt, options?: StoreReceiptOptions): Promise<void>;
   /**
+   * Stores many receipts, each with its index entry, in one transaction: all or none (seeding, imports).
+   * @throws StorageError `E_INVALID_VALUE` for a malformed receipt or an id given twice; `E_CONFLICT` when an id is already stored
+   */
+  storeMany(receipts: readonly Receipt[]): Promise<void>;
+  /**
    * The receipt `id`, or null.
    * @throws StorageError `E_INVALID_VALUE` for an id that cannot be a receipt id; `E_CORRUPT` for a stored value that is not a receipt
    */
@@ -406,6 +411,17 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     note?.set(JSON.stringify(receipt, null, 2) + "\n");
   };
 
+  const storeMany = async (given: readonly Receipt[]): Promise<void> => {
+    if (!Array.isArray(given)) throw fail("E_INVALID_VALUE", "storeMany takes an array of receipts");
+    const receipts = given.map(checkReceipt);
+    const ids = new Set(receipts.map((receipt) => receipt.id));
+    if (ids.size !== receipts.length) throw fail("E_INVALID_VALUE", "storeMany was given an id twice");
+    if (receipts.length === 0) return;
+    await storage.transaction(async (tx) => {
+      for (const receipt of receipts) await writeReceipt(tx, receipt);
+    });
+  };
+
   const get = async (id: string): Promise<Receipt | null> => {
     const bytes = await storage.getItemRaw(receiptKey(checkId(id)));
     return bytes === null ? null : decodeReceipt(bytes, id);
@@ -453,5 +469,5 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     return removed;
   };
 
-  return { store, get, find, recent: (limit = 50) => find({}, { limit: checkLimit(limit) }), remove, cleanup };
+  return { store, storeMany, get, find, recent: (limit = 50) => find({}, { limit: checkLimit(limit) }), remove, cleanup };
 }

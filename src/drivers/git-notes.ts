@@ -134,14 +134,37 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   const commit = (operations: CommitOperation[]): void =>
     void notes.apply(foldOperations(operations, idOf, (op) => (op.type === "remove" ? removal(op.key, op.options) : change(op.key, op.value, op.options)), DRIVER_NAME));
 
+  /**
+   * Every key at one notes state, sorted, with its key blob: a listing under a base is a binary
+   * search and a run of neighbours instead of a pass over every note (receipts list small
+   * time buckets among a hundred thousand notes). Built again when the notes tip moves.
+   */
+  let listing: { names: ReadonlyMap<string, ObjectId>; keys: string[]; ids: ObjectId[] } | undefined;
+  const sortedKeys = () => {
+    const names = notes.current();
+    if (listing?.names === names) return listing;
+    const pairs: [string, ObjectId][] = [];
+    for (const name of names.keys()) {
+      const key = isObjectId(name) ? keyOfObject(name) : null;
+      if (key !== null) pairs.push([key, name]);
+    }
+    pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    listing = { names, keys: pairs.map((pair) => pair[0]), ids: pairs.map((pair) => pair[1]) };
+    return listing;
+  };
+
   /** The key blobs of the keys under `base`, by key: a clear removes them as found, whatever a key's length. */
   const notesUnder = (base: string): Map<string, ObjectId> => {
-    const found = new Map<string, ObjectId>();
-    for (const name of notes.current().keys()) {
-      if (!isObjectId(name)) continue;
-      const key = keyOfObject(name);
-      if (key !== null && key.startsWith(base)) found.set(key, name);
+    const { keys, ids } = sortedKeys();
+    let low = 0;
+    let high = keys.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if ((keys[mid] as string) < base) low = mid + 1;
+      else high = mid;
     }
+    const found = new Map<string, ObjectId>();
+    for (let i = low; i < keys.length && (keys[i] as string).startsWith(base); i++) found.set(keys[i] as string, ids[i] as ObjectId);
     return found;
   };
   const keysUnder = (base: string): string[] => [...notesUnder(base).keys()];

@@ -159,6 +159,20 @@ describe.each(backends)("receipts on $name", (backend) => {
     expect(await codeOf(() => receipts.recent())).toBe("E_CORRUPT");
   });
 
+  it("storeMany writes receipts in one transaction: all or none", async () => {
+    const storage = open(backend);
+    const receipts = createReceipts(storage);
+    const batch = Array.from({ length: 30 }, (_, i) => receipt(`m${String(i).padStart(2, "0")}`, START + i * 10 * 60_000));
+    await receipts.storeMany(batch);
+    expect((await receipts.recent(3)).map((one) => one.id)).toEqual(["m29", "m28", "m27"]);
+    const keys = (await storage.getKeys("receipts")).sort();
+    // m05 exists: the whole batch fails, and m90 (in the batch before it) is not written either.
+    expect(await codeOf(() => receipts.storeMany([receipt("m90", START), receipt("m05", START + DAY)]))).toBe("E_CONFLICT");
+    expect(await codeOf(() => receipts.storeMany([receipt("m91", START), receipt("m91", START + 1)]))).toBe("E_INVALID_VALUE");
+    expect((await storage.getKeys("receipts")).sort()).toEqual(keys);
+    await receipts.storeMany([]);
+  });
+
   it("refuses hostile ids, malformed receipts, unknown fields and options", async () => {
     const receipts = createReceipts(open(backend));
     for (const id of ["", "a:b", "a/b", "..", ".hidden", "-x", "a?b", "a b", "é", "x".repeat(201), 42]) {
