@@ -9,6 +9,11 @@ export default defineConfig({
     // Bundles what child processes run once per run, so they start on plain node (test/helpers/programs.ts).
     globalSetup: ["test/helpers/buildPrograms.ts"],
     // Vitest defaults to cores - 1 workers: one here, though the files mostly wait on servers and child processes.
+    // One project on purpose (issue #16, December 2026): the files that spawn processes by the dozen (CLI, workers,
+    // git) split into a project run first with 2 workers, the rest after with 3, took 366 s against 280 s for this
+    // one pool (one run each, other suites loading the machine too). Run side by side the CPU-bound files slowed each
+    // other (git/remote/sync 7 s to 53 s, lmdb 9 s to 36 s); mixed with files that wait on servers they share the
+    // two cores better.
     maxWorkers: 2,
   },
 });
