@@ -1,4 +1,5 @@
 import { StorageError, isStorageError } from "./errors.js";
+import { commitFenced, fenceOption, refuseFence, withoutFence } from "./fence.js";
 import { checkWriteOptions, hasGuard, refuseCreateOnlyRemoval } from "./guards.js";
 import { metaKeyOf } from "./keys.js";
 import type { Located, Mount } from "./mounts.js";
@@ -26,7 +27,8 @@ export interface TransactionContext {
   now(): number;
 }
 
-type BufferedWrite =
+/** A write as a transaction buffers it (and as a fenced write is planned, see storage/fenced.ts). */
+export type BufferedWrite =
   | { loc: Located; type: "set"; value: string; options: SetOptions }
   | { loc: Located; type: "setRaw"; value: Uint8Array; options: SetOptions }
   | { loc: Located; type: "remove"; options: RemoveOptions };
@@ -103,6 +105,8 @@ export async function runTransaction<R>(
   opts: TransactionOptions,
 ): Promise<R> {
   checkCallback("transaction", fn);
+  // A fence is checked before the callback runs, and applied at commit (core/fence.ts).
+  const fence = fenceOption(opts);
   let mount: Mount | undefined;
   let finished = false;
   const writes = new Map<string, BufferedWrite>();
@@ -186,13 +190,14 @@ export async function runTransaction<R>(
   if (!mount || writes.size === 0) return result;
   const target = mount;
   const operations = await planCommit(context, target, reads, [...writes.values()]);
-  await target.writer.commit!(operations, opts);
+  if (fence) await commitFenced(target, target.writer, fence, () => operations, withoutFence(opts));
+  else await target.writer.commit!(operations, opts);
   for (const write of writes.values()) context.report(target, write.type === "remove" ? "remove" : "update", write.loc.key);
   return result;
 }
 
 /** The driver operations for a transaction: etag checks first, then the writes. */
-async function planCommit(
+export async function planCommit(
   context: TransactionContext,
   mount: Mount,
   reads: Map<string, string | null>,
@@ -202,6 +207,7 @@ async function planCommit(
   const relOf = (key: string) => key.slice(mount.base.length);
   for (const [key, etag] of reads) operations.push({ type: "check", key: relOf(key), etag });
   for (const write of writes) {
+    refuseFence(write.options, "A transaction's write (pass the fence to transaction(fn, { fence }))");
     const rel = write.loc.rel;
     if (hasGuard(write.options)) {
       checkWriteOptions(mount, write.options);

@@ -164,6 +164,12 @@ export interface DriverFlags {
   clearBase?: boolean;
   /** `false` when a key cannot hold a value while another key lives below it (`a` and `a:b`). */
   nestedKeys?: boolean;
+  /**
+   * setItem, setItemRaw and removeItem apply `options.fence` ({@link Fence}) themselves, in the same
+   * atomic step as the write (the http driver against a stowage server, which fences on its own storage).
+   * Drivers flagged `transactions` need not: the core fences their commits.
+   */
+  fence?: boolean;
 }
 
 /** One operation of an atomic {@link Driver.commit}. */

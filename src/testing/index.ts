@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe } from "vitest";
 import { createCoreStorage } from "../core/storage.js";
 import { casTests } from "./cas.js";
 import { clearAround, createKit, type DriverTestContext, type DriverTestOptions } from "./context.js";
+import { fenceTests } from "./fence.js";
 import { historyTests } from "./history.js";
 import { keyTests } from "./keys.js";
 import { listingTests } from "./listing.js";
@@ -21,7 +22,7 @@ export { testLocks, type LockTestOptions } from "./locks.js";
 /**
  * Registers the stowage driver contract as vitest tests: everything
  * unstorage's driver tests check, plus the sync API, TTL, meta, CAS and the
- * declared etag kind, transactions, history, watch, raw bytes, streams, large
+ * declared etag kind, transactions, fenced writes, history, watch, raw bytes, streams, large
  * values, many keys, odd keys, mounting and dispose — one module per
  * capability. Capabilities are taken from `driver.flags`: a declared
  * capability must work, an undeclared one must be refused with
@@ -53,6 +54,7 @@ export function testDriver(options: DriverTestOptions): void {
       metaTests(kit);
       casTests(kit);
       transactionTests(kit);
+      fenceTests(kit);
       historyTests(kit);
       watchTests(kit);
       streamTests(kit);

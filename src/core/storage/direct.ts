@@ -2,6 +2,7 @@ import { isPromise, chain, type MaybePromise } from "../maybePromise.js";
 import type { Located } from "../mounts.js";
 import { deserializeRaw, type Serializer } from "../serializer.js";
 import { bytesOf, gather, wholeStream, withStorageErrors, type Body } from "../streams.js";
+import { refuseUnfenceable } from "../fence.js";
 import { checkWriteOptions } from "../guards.js";
 import type { ItemStream, SetOptions, Storage, StorageMeta, TransactionOptions } from "../types.js";
 import { checkCallOptions, locate, NO_OPTIONS, type StorageContext } from "./context.js";
@@ -104,6 +105,7 @@ export function setItemStream(ctx: StorageContext, key: string, body: unknown, o
 /** Options are checked before a byte is read; a driver that cannot take chunks gets the body gathered. */
 function writeStream(ctx: StorageContext, key: string, chunks: AsyncIterable<Uint8Array>, opts: SetOptions): MaybePromise<void> {
   checkCallOptions(opts);
+  refuseUnfenceable(opts, "setItemStream");
   const loc = locate(ctx, key, false, true);
   checkWriteOptions(loc.mount, opts);
   const driver = loc.mount.store;

@@ -1,10 +1,8 @@
 import { StorageError, toStorageError } from "../errors.js";
 import { normalizeBaseKey, normalizeItemBase, normalizeKey } from "../keys.js";
 import { chain } from "../maybePromise.js";
-import type { Mount } from "../mounts.js";
 import { checkOptions } from "../options.js";
 import { runTransaction, runUpdate } from "../transaction.js";
-import { checkTtl } from "../ttl.js";
 import type { CreateStorageOptions, Driver, IterateKeysOptions, Storage, WatchCallback } from "../types.js";
 import { watchArguments } from "../watchers.js";
 import { checkCallOptions, driverName, locate, NO_OPTIONS, unsupported, type StorageContext } from "./context.js";
@@ -14,9 +12,24 @@ import { clearStep, getKeysStep, iterateKeys } from "./listing.js";
 import { removeMetaStep, setMetaStep } from "./meta.js";
 import { getItemRawStep, getItemStep, getItemsStep, getMetaStep, hasItemStep } from "./reads.js";
 import { removeItemStep, setItemRawStep, setItemStep, setItemsStep } from "./writes.js";
+import { refuseFence } from "../fence.js";
+import { refusingFence, transactionContextOf } from "./fenced.js";
 import { createContext } from "./setup.js";
 
 export { getDirectAccess, type DirectAccess, type StoredEntry } from "./direct.js";
+
+/** The steps of the methods that take no fence, refusing one (./fenced.ts). */
+const noFence = {
+  hasItem: refusingFence("hasItem", hasItemStep),
+  getItem: refusingFence("getItem", getItemStep),
+  getItems: refusingFence("getItems", getItemsStep),
+  getItemRaw: refusingFence("getItemRaw", getItemRawStep),
+  getMeta: refusingFence("getMeta", getMetaStep),
+  setMeta: refusingFence("setMeta", setMetaStep, 2),
+  removeMeta: refusingFence("removeMeta", removeMetaStep),
+  getKeys: refusingFence("getKeys", getKeysStep),
+  clear: refusingFence("clear", clearStep),
+};
 
 export interface CoreStorageOptions extends CreateStorageOptions {
   driver: Driver;
@@ -37,34 +50,34 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
   // --- the storage object ---------------------------------------------------
 
   const storage: Storage = {
-    hasItem: asyncApi(ctx, hasItemStep),
-    getItem: asyncApi(ctx, getItemStep) as Storage["getItem"],
-    getItems: asyncApi(ctx, getItemsStep) as Storage["getItems"],
-    getItemRaw: asyncApi(ctx, getItemRawStep),
+    hasItem: asyncApi(ctx, noFence.hasItem),
+    getItem: asyncApi(ctx, noFence.getItem) as Storage["getItem"],
+    getItems: asyncApi(ctx, noFence.getItems) as Storage["getItems"],
+    getItemRaw: asyncApi(ctx, noFence.getItemRaw),
     setItem: asyncApi(ctx, setItemStep),
     setItems: asyncApi(ctx, setItemsStep),
     setItemRaw: asyncApi(ctx, setItemRawStep),
-    getItemStream: (key, opts) => getItemStream(ctx, key, opts),
+    getItemStream: (key, opts) => toPromise(ctx, key, () => (refuseFence(opts, "getItemStream"), getItemStream(ctx, key, opts))),
     setItemStream: (key, body, opts) => setItemStream(ctx, key, body, opts),
     removeItem: asyncApi(ctx, removeItemStep),
-    getMeta: asyncApi(ctx, getMetaStep),
-    setMeta: asyncApi(ctx, setMetaStep),
-    removeMeta: asyncApi(ctx, removeMetaStep),
-    getKeys: asyncApi(ctx, getKeysStep),
+    getMeta: asyncApi(ctx, noFence.getMeta),
+    setMeta: asyncApi(ctx, noFence.setMeta),
+    removeMeta: asyncApi(ctx, noFence.removeMeta),
+    getKeys: asyncApi(ctx, noFence.getKeys),
     iterateKeys: (base, opts = NO_OPTIONS) => iterateKeysSafely(base, opts),
-    clear: asyncApi(ctx, clearStep),
+    clear: asyncApi(ctx, noFence.clear),
 
-    hasItemSync: syncApi(ctx, hasItemStep),
-    getItemSync: syncApi(ctx, getItemStep) as Storage["getItemSync"],
-    getItemsSync: syncApi(ctx, getItemsStep) as Storage["getItemsSync"],
-    getItemRawSync: syncApi(ctx, getItemRawStep),
+    hasItemSync: syncApi(ctx, noFence.hasItem),
+    getItemSync: syncApi(ctx, noFence.getItem) as Storage["getItemSync"],
+    getItemsSync: syncApi(ctx, noFence.getItems) as Storage["getItemsSync"],
+    getItemRawSync: syncApi(ctx, noFence.getItemRaw),
     setItemSync: syncApi(ctx, setItemStep),
     setItemsSync: syncApi(ctx, setItemsStep),
     setItemRawSync: syncApi(ctx, setItemRawStep),
     removeItemSync: syncApi(ctx, removeItemStep),
-    getMetaSync: syncApi(ctx, getMetaStep),
-    getKeysSync: syncApi(ctx, getKeysStep),
-    clearSync: syncApi(ctx, clearStep),
+    getMetaSync: syncApi(ctx, noFence.getMeta),
+    getKeysSync: syncApi(ctx, noFence.getKeys),
+    clearSync: syncApi(ctx, noFence.clear),
 
     update: (key, fn, opts = {}) =>
       toPromise(ctx, key, () => {
@@ -133,6 +146,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
 
   async function* iterateKeysSafely(base: string | undefined, opts: IterateKeysOptions): AsyncIterableIterator<string[]> {
     try {
+      refuseFence(opts, "iterateKeys");
       yield* iterateKeys(ctx, base, opts);
     } catch (error) {
       throw toStorageError(error, driverName(ctx, base));
@@ -145,13 +159,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     writeText: directApi(ctx, writeTextStep),
   });
 
-  const transactionContext = {
-    serializer: ctx.serializer,
-    locate: (key: string, write?: boolean) => locate(ctx, key, false, write),
-    report: (mount: Mount, event: "update" | "remove", key: string) => ctx.watchers.report(mount, event, key),
-    checkTtl: (ttl: unknown) => checkTtl(ttl) ?? ctx.defaultTtl,
-    now: () => ctx.clock.now(),
-  };
+  const transactionContext = transactionContextOf(ctx);
 
   return storage;
 }

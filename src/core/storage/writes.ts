@@ -7,14 +7,20 @@ import type { CommitOperation, Driver, RemoveOptions, SetItemsInput, SetOptions 
 import { byMount, checkCallOptions, locate, NO_OPTIONS, put, readOnly, type Payload, type StorageContext } from "./context.js";
 import { metaKeyOf } from "../keys.js";
 import { checkTtl } from "../ttl.js";
+import { fenceRoute, hasFence, refuseFence } from "../fence.js";
+import { writeFenced, writeItemsFenced, writeOneFenced } from "./fenced.js";
 
 /** One entry of a setItems: `text` undefined removes the key (as setItem(key, undefined) does). */
 type SetEntry = { loc: Located; text: string | undefined; options: SetOptions };
 type ValueEntry = SetEntry & { text: string };
 
-export function writeStep(ctx: StorageContext, loc: Located, payload: Payload, opts: SetOptions): MaybePromise<void> {
+export function writeStep(ctx: StorageContext, loc: Located, payload: Payload, opts: SetOptions, sync = false): MaybePromise<void> {
   // Options left out carry no guard: the hot path skips the check.
-  if (opts !== NO_OPTIONS) checkWriteOptions(loc.mount, opts);
+  if (opts !== NO_OPTIONS) {
+    checkWriteOptions(loc.mount, opts);
+    // A fenced write goes as one fenced commit, or to a driver that fences it itself (with options.fence, below).
+    if (hasFence(opts) && fenceRoute(loc.mount, sync, opts, true) === "commit") return writeOneFenced(ctx, loc, payload, opts);
+  }
   const written = put(loc, payload, withTtl(ctx, opts));
   // The common path, kept free of closures: it runs on every write.
   if (isPromise(written)) return written.then(() => ctx.watchers.report(loc.mount, "update", loc.key));
@@ -25,14 +31,14 @@ export function setItemStep(ctx: StorageContext, sync: boolean, key: string, val
   checkCallOptions(opts);
   if (value === undefined) return removeItemStep(ctx, sync, key, opts);
   const loc = locate(ctx, key, sync, true);
-  return writeStep(ctx, loc, ctx.serializer.serialize(value), opts);
+  return writeStep(ctx, loc, ctx.serializer.serialize(value), opts, sync);
 }
 
 export function setItemRawStep(ctx: StorageContext, sync: boolean, key: string, value: unknown, opts: SetOptions = NO_OPTIONS): MaybePromise<void> {
   checkCallOptions(opts);
   if (value === undefined) return removeItemStep(ctx, sync, key, opts);
   const loc = locate(ctx, key, sync, true);
-  return writeStep(ctx, loc, toBytes(value), opts);
+  return writeStep(ctx, loc, toBytes(value), opts, sync);
 }
 
 export function setItemsStep(ctx: StorageContext, sync: boolean, items: SetItemsInput, common: SetOptions = NO_OPTIONS): MaybePromise<void> {
@@ -41,12 +47,16 @@ export function setItemsStep(ctx: StorageContext, sync: boolean, items: SetItems
   // Every key and guard is checked before anything is sent.
   const entries = items.map((item): SetEntry => {
     const loc = locate(ctx, item?.key, sync, true);
-    if (item.options !== undefined && item.options !== null) checkCallOptions(item.options);
+    if (item.options !== undefined && item.options !== null) {
+      checkCallOptions(item.options);
+      refuseFence(item.options, "A setItems entry (a fence is one of its common options)");
+    }
     const options: SetOptions = item.options ? { ...common, ...item.options } : common;
     if (item.value === undefined) checkRemoveOptions(loc.mount, options);
     else checkWriteOptions(loc.mount, options);
     return { loc, text: item.value === undefined ? undefined : ctx.serializer.serialize(item.value), options };
   });
+  if (hasFence(common)) return writeItemsFenced(ctx, sync, entries, common);
   const groups = byMount(entries);
   return chain(all([...groups].map(([mount, group]) => writeGroup(ctx, mount, sync ? mount.store : mount.writer, group, common))), () => undefined);
 }
@@ -113,6 +123,7 @@ export function removeItemStep(ctx: StorageContext, sync: boolean, key: string, 
   checkCallOptions(options);
   const loc = locate(ctx, key, sync, true);
   checkRemoveOptions(loc.mount, options);
+  if (hasFence(options) && fenceRoute(loc.mount, sync, options, true) === "commit") return writeFenced(ctx, [{ loc, type: "remove", options }], options);
   return removeLocated(ctx, loc, loc.writer, options);
 }
 
