@@ -106,7 +106,7 @@ export const DRIVERS = [
   },
   // The server's: these against a stowage server (the default); none with `server: "unstorage"`. etag: `"content"`
   // with `etag: "content"`, for a stowage server over redis or a git driver.
-  { name: "http", peers: [], schemes: ["http", "https"], flags: { ttl: true, cas: true, etag: "version", clearBase: true } },
+  { name: "http", peers: [], schemes: ["http", "https"], flags: { ttl: true, cas: true, etag: "version", clearBase: true, fence: true } },
   {
     name: "git",
     peers: [],

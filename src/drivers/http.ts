@@ -69,7 +69,8 @@ const CONNECT_ERRORS = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "
 /** Keep-alive connections per server; more requests wait for one. */
 const MAX_SOCKETS = 32;
 
-const STOWAGE_FLAGS: DriverFlags = { ttl: true, cas: true, clearBase: true };
+/** `fence`: a stowage server fences writes on its own storage (X-Fence-Id / X-Fence-Token), where that storage can. */
+const STOWAGE_FLAGS: DriverFlags = { ttl: true, cas: true, clearBase: true, fence: true };
 const OPTION_NAMES: (keyof HttpOptions)[] = ["base", "headers", "token", "timeout", "retries", "server", "concurrency", "maxBodySize", "etag"];
 const DEFAULT_MAX_BODY = 64 * 1024 * 1024;
 /** Past this a body cannot become one string (V8's limit is about 512 Mi characters). */
@@ -87,6 +88,7 @@ const KEY_LIMITS = Object.freeze({ bytes: 4096, segments: 1024 });
 const CODE_BY_STATUS: Record<number, StorageErrorCode> = {
   400: "E_INVALID_OPTION",
   405: "E_READONLY",
+  409: "E_FENCED",
   412: "E_CONFLICT",
   413: "E_TOO_LARGE",
   501: "E_UNSUPPORTED",
@@ -102,6 +104,7 @@ const KNOWN_CODES = new Set<string>([
   "E_READONLY",
   "E_NOT_FOUND",
   "E_CONFLICT",
+  "E_FENCED",
   "E_UNSUPPORTED",
   "E_TOO_LARGE",
   "E_UNAVAILABLE",
@@ -247,7 +250,16 @@ function parseEtag(value: string | undefined): string | undefined {
   }
 }
 
+/**
+ * Sets a write's conditions as headers: its guard (If-Match / If-None-Match)
+ * and its fence (X-Fence-Id, percent-encoded, and X-Fence-Token), which the
+ * server applies on its own storage. Returns whether the write is guarded.
+ */
 function conditionHeaders(headers: Record<string, string>, opts: SetOptions | RemoveOptions | undefined): boolean {
+  if (opts?.fence !== undefined) {
+    headers["x-fence-id"] = encodeURIComponent(opts.fence.fenceId);
+    headers["x-fence-token"] = String(opts.fence.token);
+  }
   if (opts?.ifMatch !== undefined) headers["if-match"] = `"${encodeURIComponent(opts.ifMatch)}"`;
   if ((opts as SetOptions | undefined)?.ifNoneMatch === "*") headers["if-none-match"] = "*";
   return opts?.ifMatch !== undefined || (opts as SetOptions | undefined)?.ifNoneMatch === "*";

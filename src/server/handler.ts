@@ -13,6 +13,7 @@ import {
   OCTET_STREAM,
   READ_METHODS,
   errorResponse,
+  fenceFromHeaders,
   formatEtag,
   metaHeaders,
   parseCondition,
@@ -374,10 +375,11 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
 
   function put(request: IncomingMessage, response: ServerResponse, key: string): Promise<void> {
     const headers = request.headers;
+    const fence = fenceFromHeaders(headers);
     if (headers["if-match"] !== undefined || headers["if-none-match"] !== undefined) {
-      return conditions(request, key).then((options) => store(request, response, key, options));
+      return conditions(request, key).then((options) => store(request, response, key, fence ? { ...options, fence } : options));
     }
-    return store(request, response, key, {});
+    return store(request, response, key, fence ? { fence } : {});
   }
 
   /** Reads a PUT's body and stores it; one promise (the body's) when the driver is sync. A large raw body is stored as it arrives. */
@@ -386,7 +388,8 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
     if (ttl !== undefined) options.ttl = ttl;
     const type = request.headers["content-type"];
     const raw = type !== undefined && type.split(";")[0]!.trim() === OCTET_STREAM;
-    if (raw && !(Number(request.headers["content-length"]) <= STREAMED_UPLOAD)) {
+    // A fenced write is one commit with its fence record, which a stream cannot join: its body is read whole.
+    if (raw && !options.fence && !(Number(request.headers["content-length"]) <= STREAMED_UPLOAD)) {
       return storage.setItemStream(key, streamBody(request, settings.maxBodySize), options).then(() => sendOk(response));
     }
     return readBody(request, settings.maxBodySize, (body) => {
@@ -415,9 +418,10 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   }
 
   async function remove(request: IncomingMessage, response: ServerResponse, target: Target): Promise<void> {
+    const fence = fenceFromHeaders(request.headers);
     if (target.base) {
-      if (request.headers["if-match"] !== undefined || request.headers["if-none-match"] !== undefined) {
-        throw requestError("E_INVALID_OPTION", "Conditional headers apply to one key, not to a base");
+      if (request.headers["if-match"] !== undefined || request.headers["if-none-match"] !== undefined || fence) {
+        throw requestError("E_INVALID_OPTION", "Conditional and fence headers apply to one key, not to a base");
       }
       await storage.clear(target.key);
     } else {
@@ -425,6 +429,7 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
       // If-None-Match: * on a delete: go ahead only when there is nothing to delete.
       if (ifNoneMatch && (await storage.hasItem(target.key))) throw requestError("E_CONFLICT", `A value exists at ${target.key}`);
       const options: RemoveOptions = ifMatch === undefined ? {} : { ifMatch };
+      if (fence) options.fence = fence;
       if (!ifNoneMatch) await storage.removeItem(target.key, options);
     }
     sendOk(response);
@@ -442,6 +447,8 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
   }
 
   function dispatch(request: IncomingMessage, response: ServerResponse, method: Method, target: Target): void | Promise<void> {
+    // A fence guards writes only: on a read it would be ignored, so it is refused.
+    if ((method === "GET" || method === "HEAD") && fenceFromHeaders(request.headers)) throw requestError("E_INVALID_OPTION", "A read takes no fence");
     if (method === "GET") return target.base ? listKeys(response, target.key) : getValue(request, response, target.key);
     if (method === "HEAD") return head(response, target.key);
     if (method === "PUT") return put(request, response, target.key);
@@ -458,7 +465,7 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
     const refusal = error instanceof HttpRefusal ? error : undefined;
     const answer = refusal ? { status: refusal.status, body: { code: refusal.code, message: refusal.message }, withheld: false } : errorResponse(error);
     // What the answer withholds goes to onError; a failed condition is an answer the client asked for.
-    if (answer.withheld && answer.body.code !== "E_CONFLICT") settings.onError(error, request);
+    if (answer.withheld && answer.body.code !== "E_CONFLICT" && answer.body.code !== "E_FENCED") settings.onError(error, request);
     const headers: OutgoingHttpHeaders = { ...refusal?.headers };
     // An unread body (too large, or refused before reading) would otherwise be drained: close instead.
     if (!request.complete && carriesBody(request)) headers.connection = "close";

@@ -1,6 +1,8 @@
+import type { IncomingHttpHeaders } from "node:http";
 import { StorageError, isStorageError, type StorageErrorCode } from "../core/errors.js";
 import { normalizeItemBase, normalizeItemKey } from "../core/keys.js";
-import type { StorageMeta } from "../core/types.js";
+import { fenceOption } from "../core/fence.js";
+import type { Fence, StorageMeta } from "../core/types.js";
 
 /**
  * unstorage's HTTP protocol, as its server (`unstorage/server`) and its http
@@ -157,6 +159,45 @@ export function metaHeaders(meta: StorageMeta): (string | number)[] {
   return headers;
 }
 
+/** The headers a fenced write carries its fence in ({@link fenceFromHeaders}); the http driver sends them. */
+export const FENCE_ID_HEADER = "x-fence-id";
+export const FENCE_TOKEN_HEADER = "x-fence-token";
+/** A fenceId as sent: percent-encoded UTF-8 (encodeURIComponent's alphabet), at most this long. */
+const FENCE_ID = /^[A-Za-z0-9\-_.!~*'()%]{1,4096}$/;
+/** A token as sent: a positive decimal integer without leading zeros (checked to be a safe integer after). */
+const FENCE_TOKEN = /^[1-9][0-9]{0,15}$/;
+
+/**
+ * The fence of a PUT or DELETE (`X-Fence-Id`, percent-encoded, and
+ * `X-Fence-Token`, decimal), for the storage to check on its own data; or
+ * undefined without either header. Hostile input is refused, never
+ * stretched into a fence: both headers or neither, one of each (node joins
+ * repeated headers with commas, which neither alphabet holds), well-formed.
+ *
+ * @throws StorageError `E_INVALID_OPTION` (400) for one header without the other, or a malformed one
+ */
+export function fenceFromHeaders(headers: IncomingHttpHeaders): Fence | undefined {
+  const id = headers[FENCE_ID_HEADER];
+  const token = headers[FENCE_TOKEN_HEADER];
+  if (id === undefined && token === undefined) return undefined;
+  if (typeof id !== "string" || typeof token !== "string") {
+    throw requestError("E_INVALID_OPTION", "A fenced write sends one X-Fence-Id and one X-Fence-Token");
+  }
+  if (!FENCE_TOKEN.test(token)) throw requestError("E_INVALID_OPTION", "X-Fence-Token must be a positive decimal integer");
+  if (!FENCE_ID.test(id)) throw requestError("E_INVALID_OPTION", "X-Fence-Id must be a percent-encoded fence id of at most 4096 characters");
+  let fenceId: string;
+  try {
+    fenceId = decodeURIComponent(id);
+  } catch (error) {
+    throw requestError("E_INVALID_OPTION", "X-Fence-Id: malformed percent-encoding", error);
+  }
+  try {
+    return fenceOption({ fence: { fenceId, token: Number(token) } });
+  } catch (error) {
+    throw requestError("E_INVALID_OPTION", `Malformed fence: ${(error as Error).message}`, error);
+  }
+}
+
 const STATUS_BY_CODE: Record<string, number> = {
   E_INVALID_KEY: 400,
   E_INVALID_VALUE: 400,
@@ -164,6 +205,8 @@ const STATUS_BY_CODE: Record<string, number> = {
   E_NOT_FOUND: 404,
   E_READONLY: 405,
   E_CONFLICT: 412,
+  /** A fenced write whose token is lower than one already used: the resource's state conflicts with the request. */
+  E_FENCED: 409,
   E_TOO_LARGE: 413,
   E_UNSUPPORTED: 501,
   E_UNAVAILABLE: 503,
@@ -177,6 +220,7 @@ const MESSAGE_BY_CODE: Record<string, string> = {
   E_NOT_FOUND: "KV value not found",
   E_READONLY: "The store is read-only",
   E_CONFLICT: "The stored version differs",
+  E_FENCED: "A later fence token has written here: this write is fenced out",
   E_TOO_LARGE: "The value is too large for the store",
   E_UNSUPPORTED: "The store does not support this request",
   E_UNAVAILABLE: "The store is unavailable",
