@@ -32,11 +32,12 @@ function manualClock(start = Date.UTC(2026, 0, 1)): ManualClock {
 /**
  * Registers the lock contract of `stowage/coordination` as vitest tests, run
  * against the storage `makeStorage` makes (its driver flagged `cas`; made once
- * for the suite, and cleared under `locktest` and disposed after it): mutual exclusion, fencing tokens that
+ * for the suite, and cleared and disposed after it): mutual exclusion, fencing tokens that
  * only grow (across release, expiry, takeover and a holder that never
  * releases), E_NOT_OWNER / E_LOCK_LOST that change nothing, the lock's signal,
  * withLock's renewals and release, waiting, cancelling, cleanup, list/info,
- * asyncDispose, and the GitVan adapter. Time comes from a manual clock
+ * asyncDispose, fenced writes (or E_UNSUPPORTED where the driver has no atomic
+ * step for them), and the GitVan adapter. Time comes from a manual clock
  * wherever the contract allows, so leases end without sleeping; each test
  * keeps its records under its own prefix.
  */
@@ -61,8 +62,8 @@ export function testLocks(name: string, makeStorage: () => Storage | Promise<Sto
       storage = await makeStorage();
     });
     afterAll(async () => {
-      // The records are the kit's: nothing is left behind in a shared server.
-      await storage?.clear("locktest");
+      // The storage is the kit's: nothing (lock records, fence records) is left behind in a shared server.
+      await storage?.clear();
       await storage?.dispose();
     });
 
@@ -244,6 +245,26 @@ export function testLocks(name: string, makeStorage: () => Storage | Promise<Sto
       expect(await locks.info("absent")).toBeNull();
       const defaulted = held(await locks.acquire("three"));
       expect(defaulted.owner).toMatch(new RegExp(`^${hostname().replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:${process.pid}:`));
+    });
+
+    it("a Lock fences writes: after a takeover the old holder's fenced write is E_FENCED and changes nothing", async () => {
+      const { locks, clock, prefix } = fresh();
+      const key = `${prefix}:resource`;
+      const flags = storage.getMount(key).driver.flags ?? {};
+      const first = held(await locks.acquire("fenced", { ttl: 1000 }));
+      if (flags.transactions !== true && flags.fence !== true) {
+        // No atomic step to check the fence in: refused, never emulated.
+        await expectCode(() => storage.setItem(key, "first", { fence: first }), "E_UNSUPPORTED");
+        expect(await storage.getItem(key)).toBeNull();
+        return;
+      }
+      await storage.setItem(key, "first", { fence: first });
+      clock.advance(1000);
+      const second = held(await locks.acquire("fenced", { ttl: 1000 }));
+      await storage.setItem(key, "second", { fence: second });
+      await expectCode(() => storage.setItem(key, "late", { fence: first }), "E_FENCED");
+      await expectCode(() => storage.removeItem(key, { fence: first }), "E_FENCED");
+      expect(await storage.getItem(key)).toBe("second");
     });
 
     it("Symbol.asyncDispose releases the lock", async () => {
