@@ -291,4 +291,33 @@ describe("receipts on git-notes annotate commits", () => {
     for (const { receipts } of [a, b]) expect((await receipts.recent()).map((one) => one.id)).toEqual(["a2", "b1", "b2", "a1"]);
     for (const dir of [first, second, origin]) gitCli(dir, ["fsck", "--strict", "--no-progress"]);
   });
+
+  it("sync: a key both clones changed goes to the policy and is reported; bad options are refused", async () => {
+    const origin = tempDir("notes-origin");
+    gitCli(origin, ["init", "-q", "--bare"]);
+    const [one, two] = [tempDir("notes-one"), tempDir("notes-two")];
+    const open2 = (dir: string) => {
+      gitCli(dir, ["init", "-q"]);
+      gitCli(dir, ["remote", "add", "origin", origin]);
+      const driver = gitNotes({ dir });
+      const storage = createStorage({ driver });
+      opened.push(storage);
+      return { driver, storage };
+    };
+    const [a, b] = [open2(one), open2(two)];
+    await a.storage.setItem("shared", "base");
+    await a.driver.sync("origin");
+    await b.driver.sync("origin");
+    await a.storage.setItem("shared", "from a");
+    await b.storage.setItem("shared", "from b");
+    await a.driver.sync("origin");
+    const result = await b.driver.sync("origin", { policy: "theirs" });
+    expect(result).toMatchObject({ merged: true, pushed: true });
+    expect(result.conflicts).toEqual([gitCli(two, ["hash-object", "--stdin"], "shared")]);
+    await a.driver.sync("origin");
+    for (const { storage } of [a, b]) expect(await storage.getItem("shared")).toBe("from a");
+    expect(await codeOf(() => a.driver.sync("origin", { policy: "latest" } as never))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => a.driver.sync("origin", { retries: -1 }))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => a.driver.sync("origin", { force: true } as never))).toBe("E_INVALID_OPTION");
+  });
 });
