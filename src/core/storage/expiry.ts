@@ -160,8 +160,9 @@ function readGroup(scope: Scope, group: { key: string; options?: TransactionOpti
   return chain(scope.inner.getItems!(request, common), (results) => {
     const byKey = valuesByKey(results);
     const now = scope.env.clock.now();
-    const values = group.map(({ key }) => byKey.get(normalizeKey(key)) ?? null);
-    const expired = group.filter(({ key }, index) => values[index] !== null && isExpired(parseSidecar(byKey.get(normalizeKey(metaKeyOf(key))), scope.env.serializer), now));
+    // Keys come from the storage normalized, as valuesByKey makes the driver's answer.
+    const values = group.map(({ key }) => byKey.get(key) ?? null);
+    const expired = group.filter(({ key }, index) => values[index] !== null && isExpired(parseSidecar(byKey.get(metaKeyOf(key)), scope.env.serializer), now));
     if (expired.length === 0) return values;
     const gone = new Set(expired.map(({ key }) => key));
     return chain(all(expired.map(({ key, options }) => purge(scope, key, options ?? common))), () => group.map(({ key }, index) => (gone.has(key) ? null : values[index])));
@@ -220,6 +221,8 @@ function getKeys(scope: Scope, base: string, opts: GetKeysOptions): MaybePromise
  * sidecars it holds; other sidecars stay for the storage to hide.
  */
 function dropExpired(scope: Scope, rawKeys: string[], opts: TransactionOptions): MaybePromise<string[]> {
+  // Most listings hold no sidecar: they pass without normalizing every key (the storage does that once).
+  if (!rawKeys.some((key) => key.includes("$"))) return rawKeys;
   const keys = rawKeys.map(normalizeKey);
   const sidecars = new Set(keys.filter(isMetaKey));
   if (sidecars.size === 0) return rawKeys;
