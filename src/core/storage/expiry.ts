@@ -324,7 +324,7 @@ function unlessConflict(step: () => MaybePromise<void>): MaybePromise<void> {
 }
 
 /** Runs `step`; a StorageError with `code`, thrown or rejected, gives `fallback()` instead, and any other failure is thrown. */
-export function recovering<T>(step: () => MaybePromise<T>, code: StorageErrorCode, fallback: () => MaybePromise<T>): MaybePromise<T> {
+function recovering<T>(step: () => MaybePromise<T>, code: StorageErrorCode, fallback: () => MaybePromise<T>): MaybePromise<T> {
   const recover = (error: unknown) => {
     if (isStorageError(error, code)) return fallback();
     throw error;
