@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { CommanderError } from "commander";
 import { isStorageError, StorageError } from "../core/errors.js";
-import { buildProgram } from "./program.js";
+import { buildProgram, type CliIo } from "./program.js";
 
 /** Commander's outcomes that are no failure: help or a version asked for, printed on stdout. */
 const ANSWERED = new Set(["commander.helpDisplayed", "commander.version"]);
@@ -19,20 +19,26 @@ function describe(error: unknown): string {
   return `E_DRIVER: ${message}`;
 }
 
-/** Runs the CLI; every failure is one line on stderr (`stowage: E_CODE: message`) and exit code 1. */
+/**
+ * Runs the CLI; every failure is one line on stderr (`stowage: E_CODE: message`)
+ * and exit code 1, unless the command chose another (`stowage lock`: its
+ * child's code, 75 for a lock not acquired in time).
+ */
 async function main(argv: string[]): Promise<number> {
-  const program = buildProgram({ stdout: process.stdout, stdin: process.stdin });
+  const io: CliIo = { stdout: process.stdout, stdin: process.stdin };
+  const program = buildProgram(io);
   // A closed stdout (`stowage keys | head -1`) also emits its failure as an event, which would crash the process with a stack trace.
   let stdoutFailure: Error | undefined;
   process.stdout.on("error", (error) => (stdoutFailure ??= error));
   try {
     await program.parseAsync(argv);
     if (stdoutFailure) throw new StorageError("E_IO", `Cannot write to stdout: ${stdoutFailure.message}`, { cause: stdoutFailure });
-    return 0;
+    return io.exitCode ?? 0;
   } catch (error) {
     if (error instanceof CommanderError && ANSWERED.has(error.code)) return 0;
     process.stderr.write(`stowage: ${describe(error).replace(/\s*\n\s*/g, " ")}\n`);
-    return 1;
+    // A failure never exits 0, even after a command chose 0 (a receipt that could not be stored after the child succeeded).
+    return io.exitCode || 1;
   }
 }
 

@@ -10,12 +10,15 @@ import { checkAllowedHosts, isLoopback } from "../server/hosts.js";
 import { createStorageServer } from "../server/index.js";
 import { isBearerToken } from "../core/bearerToken.js";
 import { DEFAULT_STORE, STORE_SCHEMES, driverFromUrl } from "./storeUrl.js";
+import { registerCoordination } from "./coordination.js";
 import { registerSync } from "./sync.js";
 
 /** Where the CLI reads and writes, so tests and embedders can swap them. */
 export interface CliIo {
   stdout: NodeJS.WritableStream;
   stdin: NodeJS.ReadableStream;
+  /** The exit code a command chose (`stowage lock` passes its child's on), success or failure; unset: 0, or 1 on a failure. */
+  exitCode?: number;
 }
 
 interface StoreOptions {
@@ -79,7 +82,7 @@ function formatJsonLine(value: unknown): string {
   return JSON.stringify(value, (_key, item: unknown) => (typeof item === "bigint" ? item.toString() : item));
 }
 
-function write(io: CliIo, data: string | Uint8Array): Promise<void> {
+export function write(io: CliIo, data: string | Uint8Array): Promise<void> {
   return new Promise((resolve, reject) =>
     io.stdout.write(data, (error) => (error ? reject(new StorageError("E_IO", `Cannot write to stdout: ${error.message}`, { cause: error })) : resolve())),
   );
@@ -99,7 +102,8 @@ async function printStream(io: CliIo, key: string, opened: ItemStream | null): P
   }
 }
 
-async function withStorage<T>(options: StoreOptions, action: (storage: Storage) => Promise<T>): Promise<T> {
+/** Opens the store `--store` names, runs `action` on it, and closes it however the action ends. */
+export async function withStorage<T>(options: StoreOptions, action: (storage: Storage) => Promise<T>): Promise<T> {
   const storage = createCoreStorage({ driver: await driverFromUrl(options.store) });
   try {
     return await action(storage);
@@ -265,7 +269,7 @@ async function collectGarbage(io: CliIo, options: StoreOptions & { prune?: numbe
   });
 }
 
-/** The `stowage` command: get, set, del, keys, meta, log, gc, serve, watch and sync against a store URL. */
+/** The `stowage` command: get, set, del, keys, meta, log, gc, serve, watch, sync, lock, locks and receipts against a store URL. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command("stowage")
     .description("Read and write a stowage store from the shell.")
@@ -380,5 +384,6 @@ export function buildProgram(io: CliIo): Command {
     .action((base: string | undefined, options: StoreOptions) => watchChanges(io, base, options));
 
   registerSync(program, io);
+  registerCoordination(program, io);
   return program;
 }
