@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseSince } from "../../src/cli/coordination.js";
 import { tempDir } from "../helpers/tempDir.js";
-import { programArgs } from "../helpers/programs.js";
+import { programArgs, runnable, scriptArgs } from "../helpers/programs.js";
+import { driverSource } from "../../tsup.config.js";
 
 const CLI = programArgs("src/cli/main.ts");
 
@@ -82,6 +83,31 @@ describe("stowage lock, locks, receipts", () => {
     const runs = [0, 1, 2].map(() => start(["lock", "job", "--store", store, "--wait", "60000", "--", "sh", "-c", script]));
     for (const run of await Promise.all(runs.map((r) => r.ended))) expect(run.code, run.stderr).toBe(0);
     expect(readFileSync(log, "utf8")).toBe("start 1\nend 1\nstart 2\nend 2\nstart 3\nend 3\n");
+  }, 60_000);
+
+  it("the command fences its own writes with the token and fence id from its environment; a stale token is E_FENCED", () => {
+    const file = join(tempDir("cli-lock-fence"), "s.db");
+    const store = `sqlite:${file}`;
+    // A node program writing to the same store, fenced by STOWAGE_LOCK_FENCE and STOWAGE_LOCK_TOKEN; it prints the outcome.
+    const script = `import { createStorage } from ${JSON.stringify(runnable("src/index.ts"))};
+import sqlite from ${JSON.stringify(runnable(driverSource("sqlite")))};
+const storage = createStorage({ driver: sqlite({ path: ${JSON.stringify(file)} }) });
+const fence = { fenceId: process.env.STOWAGE_LOCK_FENCE, token: Number(process.env.STOWAGE_LOCK_TOKEN) };
+try {
+  await storage.setItem("release", "v" + fence.token, { fence });
+  console.log("wrote " + fence.token);
+} catch (error) {
+  console.log(error.code);
+} finally {
+  await storage.dispose();
+}`;
+    const writer = [process.execPath, ...scriptArgs(script)];
+    expect(stowage(["lock", "deploy", "--store", store, "--", ...writer]).stdout).toBe("wrote 1\n");
+    expect(stowage(["lock", "deploy", "--store", store, "--", ...writer]).stdout).toBe("wrote 2\n");
+    // A holder of token 1 that writes late (paused past its lease, say) is refused, and the value stays.
+    const stale = spawnSync(writer[0]!, writer.slice(1), { env: { ...process.env, STOWAGE_LOCK_FENCE: "locks:deploy", STOWAGE_LOCK_TOKEN: "1" } });
+    expect(stale.stdout.toString()).toBe("E_FENCED\n");
+    expect(stowage(["get", "release", "--store", store]).stdout).toBe("v2\n");
   }, 60_000);
 
   it("forwards SIGTERM and SIGINT to the command and exits with its code", async () => {
