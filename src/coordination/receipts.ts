@@ -90,7 +90,9 @@ export interface Receipts {
   /**
    * Receipts matching `filter`, newest first. Only index buckets within `since`/`until` are listed;
    * `command` and `exitCode` are matched on the index before any receipt is read.
-   * @throws StorageError `E_INVALID_VALUE` for a filter field a receipt does not have; `E_INVALID_OPTION` for bad options; `E_CORRUPT` for an index entry without its receipt
+   * An index entry whose receipt is missing (a foreign writer, a sync that decided entry and receipt differently)
+   * is skipped, not an error: {@link Receipts.check} counts such entries and `cleanup` removes them.
+   * @throws StorageError `E_INVALID_VALUE` for a filter field a receipt does not have; `E_INVALID_OPTION` for bad options; `E_CORRUPT` for a stored receipt that is not one, or a key under the index that is not an entry
    */
   find(filter?: ReceiptFilter, options?: FindOptions): Promise<Receipt[]>;
   /**
@@ -100,16 +102,36 @@ export interface Receipts {
    */
   recent(limit?: number): Promise<Receipt[]>;
   /**
+   * Reads the whole index (keys only) and every receipt id, and reports what does not agree. Changes nothing.
+   * @throws StorageError `E_CORRUPT` for a key under the index that is not an entry
+   */
+  check(): Promise<ReceiptsCheck>;
+  /**
    * Removes a receipt and its index entry in one transaction; false when there was none.
    * @throws StorageError `E_INVALID_VALUE` for a bad id
    */
   remove(id: string): Promise<boolean>;
   /**
-   * Removes receipts older than `maxAge` ms (by the clock), reading only the index; returns how many.
+   * Removes receipts older than `maxAge` ms (by the clock) with their index entries, and returns how many.
+   * Also repairs the index: removes entries whose receipt is missing (dangling) and markers of hours
+   * without entries, and puts back a missing marker of an hour that has entries. Lists the whole index
+   * and the receipt ids (keys only); reads no receipt. A receipt stored while it runs keeps its marker.
    * @default maxAge 7 days
-   * @throws StorageError `E_INVALID_OPTION` for a maxAge that is not a non-negative number
+   * @throws StorageError `E_INVALID_OPTION` for a maxAge that is not a non-negative number; `E_CORRUPT` as `check`
    */
   cleanup(maxAge?: number): Promise<number>;
+}
+
+/** What {@link Receipts.check} found. */
+export interface ReceiptsCheck {
+  /** Index entries read. */
+  entries: number;
+  /** Index keys whose receipt is missing: `find` and `recent` skip them; `cleanup` removes them. */
+  dangling: string[];
+  /** Hours (YYYYMMDDHH) with a marker and no entries: harmless; `cleanup` removes them. */
+  emptyHours: string[];
+  /** Hours with entries and no marker: `find` and `recent` miss their receipts until `cleanup` puts the marker back. */
+  unmarkedHours: string[];
 }
 
 const WHO = "receipts";
@@ -357,12 +379,12 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     }
   }
 
-  const readReceipts = (found: IndexEntry[]): Promise<Receipt[]> =>
+  /** The receipts of index entries; null for a dangling entry (its receipt missing, or removed since the index was listed). */
+  const readReceipts = (found: IndexEntry[]): Promise<(Receipt | null)[]> =>
     Promise.all(
       found.map(async (entry) => {
         const bytes = await storage.getItemRaw(receiptKey(entry.id));
-        if (bytes === null) throw fail("E_CORRUPT", `index entry ${entry.key} has no receipt ${entry.id}`);
-        return decodeReceipt(bytes, entry.id);
+        return bytes === null ? null : decodeReceipt(bytes, entry.id);
       }),
     );
 
@@ -387,9 +409,13 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     const result: Receipt[] = [];
     for await (const found of entries(since, until)) {
       const candidates = await matchOnIndex(found, filter);
-      // Without other fields to match, only as many receipts as still fit are read.
-      const read = await readReceipts(rest ? candidates : candidates.slice(0, limit - result.length));
-      for (const receipt of read) if (result.length < limit && matchesFilter(receipt, filter)) result.push(receipt);
+      // Without other fields to match, only as many receipts as still fit are read (more after a dangling entry).
+      for (let next = 0; next < candidates.length && result.length < limit; ) {
+        const take = rest ? candidates.length : limit - result.length;
+        const read = await readReceipts(candidates.slice(next, next + take));
+        next += take;
+        for (const receipt of read) if (receipt !== null && result.length < limit && matchesFilter(receipt, filter)) result.push(receipt);
+      }
       if (result.length >= limit) break;
     }
     return result;
@@ -438,36 +464,87 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     });
   };
 
-  /** Removes entries (receipt and index key) in chunks, one transaction each, and the bucket marker with the last when given. */
-  const removeEntries = async (found: IndexEntry[], marker: string | undefined): Promise<void> => {
-    const chunks: IndexEntry[][] = [];
-    for (let start = 0; start < found.length; start += CLEANUP_CHUNK) chunks.push(found.slice(start, start + CLEANUP_CHUNK));
-    if (chunks.length === 0 && marker !== undefined) chunks.push([]);
-    for (const [i, chunk] of chunks.entries()) {
+  /** What the index holds, listed in this order (keys only): markers, entries by hour, receipt ids. */
+  const readIndex = async (): Promise<{ marked: Set<string>; byHour: Map<string, IndexEntry[]>; ids: Set<string> }> => {
+    const marked = new Set(await buckets());
+    const indexBase = `${prefix}:t`;
+    const byHour = new Map<string, IndexEntry[]>();
+    for (const key of await storage.getKeys(indexBase)) {
+      const hour = key.slice(indexBase.length + 1, indexBase.length + 11);
+      const entry = parseEntry(key, hour);
+      byHour.set(hour, [...(byHour.get(hour) ?? []), entry]);
+    }
+    // Listed after the index: a receipt stored meanwhile has no entry in the listing, so it is never taken for dangling.
+    const receiptBase = `${prefix}:r`;
+    const ids = new Set((await storage.getKeys(receiptBase)).map((key) => key.slice(receiptBase.length + 1)));
+    return { marked, byHour, ids };
+  };
+
+  const check = async (): Promise<ReceiptsCheck> => {
+    const { marked, byHour, ids } = await readIndex();
+    const all = [...byHour.values()].flat();
+    return {
+      entries: all.length,
+      dangling: all.filter((entry) => !ids.has(entry.id)).map((entry) => entry.key),
+      emptyHours: [...marked].filter((hour) => !byHour.has(hour)).sort(),
+      unmarkedHours: [...byHour.keys()].filter((hour) => !marked.has(hour)).sort(),
+    };
+  };
+
+  /**
+   * Removes old entries with their receipts, and dangling entries, in chunks of one transaction each.
+   * A dangling entry goes only if its receipt is still missing inside the transaction (the read is
+   * checked at commit), so a receipt stored meanwhile under the same id keeps its entry.
+   */
+  const removeEntries = async (old: IndexEntry[], dangling: IndexEntry[]): Promise<number> => {
+    let kept = 0;
+    const all = [...old.map((entry) => ({ entry, ifDangling: false })), ...dangling.map((entry) => ({ entry, ifDangling: true }))];
+    for (let start = 0; start < all.length; start += CLEANUP_CHUNK) {
       await storage.transaction(async (tx) => {
-        for (const entry of chunk) {
-          await tx.removeItem(receiptKey(entry.id));
+        for (const { entry, ifDangling } of all.slice(start, start + CLEANUP_CHUNK)) {
+          if (ifDangling && (await tx.hasItem(receiptKey(entry.id)))) {
+            kept++;
+            continue;
+          }
+          if (!ifDangling) await tx.removeItem(receiptKey(entry.id));
           await tx.removeItem(entry.key);
         }
-        if (i === chunks.length - 1 && marker !== undefined) await tx.removeItem(marker);
       });
     }
+    return kept;
+  };
+
+  /**
+   * Cleans one hour: old and dangling entries go; the marker goes when nothing is left (an hour before
+   * the cutoff, one listed without entries or with dangling ones only). The marker is
+   * removed first and the hour listed after: a store landing later writes the marker again (it is in
+   * the store's transaction), one landing earlier is in the listing, and a marker is put back when
+   * entries are left, so no store loses its marker whatever the interleaving.
+   */
+  const cleanHour = async (hour: string, cutoff: number, ids: Set<string>, listed: IndexEntry[] | undefined, marked: boolean): Promise<number> => {
+    const marker = `${markerBase}:${hour}`;
+    const dropMarker = marked && (listed === undefined || bucketStart(hour) + HOUR <= cutoff || listed.every((entry) => !ids.has(entry.id)));
+    if (dropMarker) await storage.removeItem(marker);
+    const found = dropMarker || listed === undefined ? await entriesOf(hour, 0, MAX_TIMESTAMP) : listed;
+    const old = found.filter((entry) => entry.timestamp < cutoff);
+    const dangling = found.filter((entry) => entry.timestamp >= cutoff && !ids.has(entry.id));
+    const kept = await removeEntries(old, dangling);
+    if (found.length - old.length - dangling.length + kept > 0 && (dropMarker || !marked)) await storage.setItem(marker, 1);
+    return old.length;
   };
 
   const cleanup = async (maxAge: number = WEEK): Promise<number> => {
     if (typeof maxAge !== "number" || !(maxAge >= 0)) throw fail("E_INVALID_OPTION", `maxAge is a number of ms, at least 0, got ${String(maxAge)}`);
     const cutoff = clock.now() - maxAge;
+    const { marked, byHour, ids } = await readIndex();
     let removed = 0;
-    for (const bucket of await buckets()) {
-      const start = bucketStart(bucket);
-      if (start >= cutoff) continue;
-      const old = await entriesOf(bucket, 0, cutoff - 1);
-      // A bucket wholly before the cutoff loses its marker too.
-      await removeEntries(old, start + HOUR <= cutoff ? `${markerBase}:${bucket}` : undefined);
-      removed += old.length;
+    for (const hour of new Set([...marked, ...byHour.keys()])) {
+      const listed = byHour.get(hour);
+      const untouched = listed !== undefined && marked.has(hour) && bucketStart(hour) >= cutoff && listed.every((entry) => ids.has(entry.id));
+      if (!untouched) removed += await cleanHour(hour, cutoff, ids, listed, marked.has(hour));
     }
     return removed;
   };
 
-  return { store, storeMany, get, find, recent: (limit = 50) => find({}, { limit: checkLimit(limit) }), remove, cleanup };
+  return { store, storeMany, get, find, recent: (limit = 50) => find({}, { limit: checkLimit(limit) }), check, remove, cleanup };
 }

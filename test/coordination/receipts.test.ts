@@ -159,6 +159,62 @@ describe.each(backends)("receipts on $name", (backend) => {
     expect(await codeOf(() => receipts.recent())).toBe("E_CORRUPT");
   });
 
+  it("an index entry without its receipt is skipped by recent/find, reported by check, removed by cleanup with empty hours' markers", async () => {
+    const storage = open(backend);
+    const receipts = createReceipts(storage, { clock: manualClock(START + HOUR) });
+    for (const [id, at] of [["r1", START], ["r2", START + HOUR], ["r3", START + 2 * HOUR], ["r4", START + 2 * HOUR + 1]] as const) await receipts.store(receipt(id, at));
+    // A foreign writer (or a sync deciding entry and receipt differently) leaves r2's and r4's entries without receipt.
+    await storage.removeItem("receipts:r:r2");
+    await storage.removeItem("receipts:r:r4");
+    expect((await receipts.recent()).map((one) => one.id)).toEqual(["r3", "r1"]);
+    expect((await receipts.recent(2)).map((one) => one.id)).toEqual(["r3", "r1"]);
+    expect((await receipts.find({ command: "build" }, { limit: 1 })).map((one) => one.id)).toEqual(["r3"]);
+    expect((await receipts.find({ metadata: { host: "ci" } })).map((one) => one.id)).toEqual(["r3", "r1"]);
+    const hour = (at: number) => new Date(at).toISOString().slice(0, 13).replace(/[-T]/g, "");
+    // An hour marked without entries, and r1's hour with its marker gone (recent misses r1 until cleanup puts it back).
+    await storage.setItem("receipts:h:2026011000", 1);
+    await storage.removeItem(`receipts:h:${hour(START)}`);
+    expect((await receipts.recent()).map((one) => one.id)).toEqual(["r3"]);
+    const report = await receipts.check();
+    expect(report.entries).toBe(4);
+    expect(report.dangling.sort()).toEqual([(await storage.getKeys(`receipts:t:${hour(START + HOUR)}`))[0], (await storage.getKeys(`receipts:t:${hour(START + 2 * HOUR)}`)).find((key) => key.endsWith("-r4"))].sort());
+    expect(report.emptyHours).toEqual(["2026011000"]);
+    expect(report.unmarkedHours).toEqual([hour(START)]);
+
+    expect(await receipts.cleanup()).toBe(0);
+    expect(await receipts.check()).toEqual({ entries: 2, dangling: [], emptyHours: [], unmarkedHours: [] });
+    expect((await receipts.recent()).map((one) => one.id)).toEqual(["r3", "r1"]);
+    expect((await storage.getKeys("receipts")).length).toBe(2 * 3);
+  });
+
+  it("a receipt stored into an old hour while cleanup runs keeps its marker (or goes with the hour): index and receipts agree", async () => {
+    const storage = open(backend);
+    const clock = manualClock(START);
+    const receipts = createReceipts(storage, { clock });
+    const old = START - 10 * DAY;
+    const hour = new Date(old).toISOString().slice(0, 13).replace(/[-T]/g, "");
+    await receipts.store(receipt("old1", old));
+    // Stores land right after cleanup has listed the index and right after it has listed the old hour.
+    const late: Record<string, string> = { "receipts:t": "late1", [`receipts:t:${hour}`]: "late2" };
+    const getKeys = storage.getKeys.bind(storage);
+    storage.getKeys = (async (base?: string, ...rest: unknown[]) => {
+      const keys = await getKeys(base as string, ...(rest as []));
+      const id = late[base ?? ""];
+      if (id !== undefined) {
+        delete late[base as string];
+        await receipts.store(receipt(id, old + 1000));
+      }
+      return keys;
+    }) as Storage["getKeys"];
+    await receipts.cleanup();
+    storage.getKeys = getKeys;
+    const listed = new Set((await receipts.recent()).map((one) => one.id));
+    for (const id of ["old1", "late1", "late2"]) expect(listed.has(id), id).toBe((await receipts.get(id)) !== null);
+    expect(late).toEqual({});
+    expect(await receipts.check()).toMatchObject({ dangling: [], unmarkedHours: [] });
+    expect(await receipts.get("old1")).toBeNull();
+  });
+
   it("storeMany writes receipts in one transaction: all or none", async () => {
     const storage = open(backend);
     const receipts = createReceipts(storage);
