@@ -14,7 +14,14 @@ import { join } from "node:path";
 const ROOT = join(import.meta.dirname, "../..");
 
 /** The sources children run or import, relative to the repository; each is an entry of the build. */
-export const PROGRAM_SOURCES = ["src/index.ts", "src/coordination/index.ts", "src/cli/main.ts", "test/helpers/storeWorker.ts", "test/git/refs/casWorker.ts"] as const;
+export const PROGRAM_SOURCES = [
+  "src/index.ts",
+  "src/coordination/index.ts",
+  "src/cli/main.ts",
+  "test/helpers/storeWorker.ts",
+  "test/helpers/fenceWorker.ts",
+  "test/git/refs/casWorker.ts",
+] as const;
 
 /** The folder of this run's build, if vitest's global setup made one. */
 function buildDir(): string | undefined {
