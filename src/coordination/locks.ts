@@ -13,7 +13,7 @@ import { resolveClock } from "../core/clock.js";
 import { isStorageError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { normalizeKey } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
-import type { Clock, Fence, Storage } from "../core/types.js";
+import type { Clock, Fence, LockTakingDriver, Storage } from "../core/types.js";
 
 /** Options of {@link createLocks}. */
 export interface LocksOptions {
@@ -315,8 +315,38 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
 
   const live = (holder: Holder | null): holder is Holder => holder !== null && holder.expiresAt > clock.now();
 
-  /** One round of acquire: the new holding, or null while someone else holds it. */
-  async function tryAcquire(key: string, owner: string, ttl: number): Promise<LockInfo | null> {
+  /**
+   * The mount's driver and the record's key in it, when the driver takes locks itself
+   * ({@link LockTakingDriver}): mounted as is (a layer does not forward takeLock) and flagged
+   * `watch`, so that its own change feed reports the write the core does not see.
+   */
+  function fastPathOf(key: string): { driver: LockTakingDriver; key: string } | undefined {
+    const { base, driver } = storage.getMount(key);
+    if (typeof (driver as Partial<LockTakingDriver>).takeLock !== "function" || driver.flags?.watch !== true) return undefined;
+    return { driver: driver as LockTakingDriver, key: key.slice(base.length) };
+  }
+
+  /**
+   * One round of acquire: the new holding (with the record's etag when the driver's fast path
+   * took it), or null while someone else holds it. The fast path writes the very record the
+   * generic one would, so holders taken either way exclude each other and share one token line.
+   */
+  async function tryAcquire(key: string, owner: string, ttl: number): Promise<{ info: LockInfo; etag?: string } | null> {
+    const fast = fastPathOf(key);
+    if (fast) {
+      const now = clock.now();
+      const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostname() };
+      const take = await fast.driver.takeLock(fast.key, JSON.stringify(holder), now);
+      if (take.outcome === "taken") return { info: { name: key.slice(prefix.length + 1), token: take.token, ...holder }, etag: take.etag };
+      if (take.outcome === "held") return null;
+      // Declined: the stored text is not a plain-JSON lock record; the generic path reads it through the serializer.
+    }
+    const info = await tryAcquireGeneric(key, owner, ttl);
+    return info && { info };
+  }
+
+  /** tryAcquire on the core's CAS alone: etag, value, guarded write. */
+  async function tryAcquireGeneric(key: string, owner: string, ttl: number): Promise<LockInfo | null> {
     for (;;) {
       const seen = await read(key);
       if (live(seen.record?.holder ?? null)) return null;
@@ -354,9 +384,11 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   const renewed = (ttl: number) => (record: LockRecord & { holder: Holder }) => ({ token: record.token, holder: { ...record.holder, expiresAt: clock.now() + ttl } });
   const releasedRecord = (record: LockRecord) => ({ token: record.token, holder: null });
 
-  function makeLock(key: string, info: LockInfo, ttl: number): Lock {
+  function makeLock(key: string, info: LockInfo, ttl: number, takenEtag: string | undefined): Lock {
     const controller = new AbortController();
     let expiresAt = info.expiresAt;
+    // The record's etag as this Lock's fast-path take left it; dropped once a renewal rewrites the record.
+    let etag = takenEtag;
     // Set by this Lock's own release: a second release does nothing, a renew is E_LOCK_LOST.
     let released = false;
     let timer: NodeJS.Timeout | undefined;
@@ -386,10 +418,28 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
 
     const release = async () => {
       if (released) return;
-      await guarded(() => changeHolding(key, info.owner, info.token, releasedRecord));
+      if (!(await releaseUnchanged())) await guarded(() => changeHolding(key, info.owner, info.token, releasedRecord));
       released = true;
       clearTimeout(timer);
     };
+    /**
+     * Releases in one guarded write while the record is still the one this Lock's take wrote (its
+     * etag unchanged: same token, owner and lease) and the lease has not ended; false when either
+     * is unknown or no longer so, and the generic release must read and judge.
+     */
+    async function releaseUnchanged(): Promise<boolean> {
+      if (etag === undefined || expiresAt <= clock.now()) return false;
+      const ifMatch = etag;
+      etag = undefined;
+      try {
+        await storage.setItem(key, { token: info.token, holder: null }, { ifMatch });
+        return true;
+      } catch (error) {
+        if (isStorageError(error, "E_CONFLICT")) return false;
+        throw error;
+      }
+    }
+
     const lock: Lock = {
       name: info.name,
       owner: info.owner,
@@ -403,6 +453,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       async renew(nextTtl = ttl) {
         checkTtl(nextTtl);
         if (released) throw lost(key, "this Lock was released");
+        etag = undefined;
         const record = await guarded(() => changeHolding(key, info.owner, info.token, renewed(nextTtl)));
         expiresAt = record.holder?.expiresAt ?? expiresAt;
         arm();
@@ -420,8 +471,8 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     const deadline = performance.now() + wait;
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
-      const info = await tryAcquire(key, owner, ttl);
-      if (info) return makeLock(key, info, ttl);
+      const taken = await tryAcquire(key, owner, ttl);
+      if (taken) return makeLock(key, taken.info, ttl, taken.etag);
       const left = deadline - performance.now();
       if (left <= 0) return null;
       await pause(Math.min(left, backoff(retryDelay, attempt)), signal);

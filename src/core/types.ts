@@ -274,6 +274,29 @@ export interface Driver<OptionsT = unknown, InstanceT = unknown> {
 /** The writes a driver flagged `sync` may also offer in an async, batched form. */
 export type AsyncWrites = Partial<Pick<Driver, "setItem" | "setItemRaw" | "setItems" | "removeItem" | "commit">>;
 
+/** What {@link LockTakingDriver.takeLock} did. `etag` is the record's etag after the write, as getMeta would report it. */
+export type LockTake = { outcome: "taken"; token: number; etag: string } | { outcome: "held" } | { outcome: "declined" };
+
+/**
+ * An optional driver capability, the fast path of `createLocks` (`stowage/coordination`):
+ * a driver that has it takes a lock in one atomic step decided where the data lives (a Redis
+ * script; on etcd a read and one transaction), instead of the core's etag read, value read and
+ * guarded write. Not part of {@link Driver}, so no wrapper forwards it: a layer that changes bytes
+ * would be bypassed. Locks use it only on a driver mounted as is and flagged `watch`.
+ */
+export interface LockTakingDriver extends Driver {
+  /**
+   * Takes the lock record at `key` (the driver's key) for `holder` if the record is absent or its
+   * holder is null or has `expiresAt <= now`: stores `{"token":<token + 1>,"holder":<holder>}` (token 1
+   * for an absent record), the very JSON text `JSON.stringify` gives the record, so that the core's
+   * reads, guards and watchers see an ordinary write. `"held"` when a holder's lease has not ended
+   * (nothing written); `"declined"` when the stored text is not a lock record in plain JSON (a custom
+   * serializer's form, a chunked value): the caller then takes the generic path.
+   * @throws StorageError the driver's errors (`E_UNAVAILABLE`, …); nothing is written then
+   */
+  takeLock(key: string, holder: string, now: number): Promise<LockTake>;
+}
+
 export interface CreateStorageOptions {
   /**
    * Driver mounted at the root.
