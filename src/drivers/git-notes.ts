@@ -7,7 +7,7 @@ import { isValidRefName } from "../git/refs/refName.js";
 import type { MaintenanceOptions } from "../git/repo/maintenance.js";
 import type { Repository } from "../git/repo/repository.js";
 import { NOTES_LAYOUT } from "../git/store/notesLayout.js";
-import { syncNotes, type NotesSyncOptions, type NotesSyncResult } from "../git/remote/notesSync.js";
+import { KEPT_KEYS_DIR, syncNotes, type NotesSyncOptions, type NotesSyncResult } from "../git/remote/notesSync.js";
 import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/store/driverSupport.js";
 import { namespacedRef, openOrInit } from "../git/store/openStore.js";
 import { TreeRef, type NameChange } from "../git/store/treeRef.js";
@@ -55,15 +55,15 @@ export interface GitNotesDriver extends Driver<GitNotesOptions, Repository>, Mai
   notesFor(commitish: string): ObjectNote;
   /**
    * Syncs the notes ref with the same ref on `remote` (a configured remote, a URL or a path):
-   * fetch, merge per note (notes added on both sides are all kept), push. See docs/git-notes.md, "Sharing notes".
-   * @throws StorageError `E_INVALID_OPTION` for an unknown option or a bad `policy`/`retries`; `E_CONFLICT` when the remote keeps refusing the push; `E_UNAVAILABLE` when git fails
+   * fetch, check what was fetched, merge per note (notes added on both sides are all kept), push. See docs/git-notes.md, "Sharing notes".
+   * @throws StorageError `E_INVALID_OPTION` for an unknown option or a bad `policy`/`retries`/`timeout`/`env`; `E_CORRUPT` (`E_TOO_LARGE` past ten million entries) when the fetched notes tree is not one git-notes or `git notes` writes, and then nothing local changed; `E_CONFLICT` when the remote keeps refusing the push; `E_UNAVAILABLE` when git fails
    */
   sync(remote: string, options?: NotesSyncOptions): Promise<NotesSyncResult>;
 }
 
 const DRIVER_NAME = "git-notes";
 /** Non-note entries of the notes tree holding each key's blob, so `git gc` keeps the annotated objects. */
-const KEYS = "stowage-keys/";
+const KEYS = `${KEPT_KEYS_DIR}/`;
 
 function fail(code: "E_INVALID_KEY" | "E_INVALID_OPTION" | "E_NOT_FOUND", message: string, key?: string): StorageError {
   return new StorageError(code, message, { driver: DRIVER_NAME, key });

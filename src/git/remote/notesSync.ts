@@ -1,15 +1,17 @@
+import { isUtf8 } from "node:buffer";
 import { isStorageError } from "../../core/errors.js";
-import { checkOptions } from "../../core/options.js";
-import { gitError } from "../errors.js";
-import type { GitObject, ObjectId } from "../objects/objectId.js";
+import { DEFAULT_KEY_LIMITS, type KeyLimits } from "../../core/types.js";
+import { corrupt, gitError } from "../errors.js";
+import { isObjectId, type GitObject, type ObjectId } from "../objects/objectId.js";
 import { signatureNow } from "../objects/signature.js";
-import { isTreeMode } from "../objects/tree.js";
+import { isTreeMode, type TreeEntry } from "../objects/tree.js";
 import type { Repository } from "../repo/repository.js";
 import { NOTES_LAYOUT } from "../store/notesLayout.js";
+import { MAX_CHECKED_ENTRIES, VALUE_MODES, walkNewEntries, type WalkedTree } from "../store/treeCheck.js";
 import { buildTree } from "../store/treeRef.js";
+import { checkSyncOptions, syncLoop, type Integrated, type SyncLoopOptions, type SyncResult } from "./fetchCheck.js";
 import { mergeBase } from "./merge.js";
-import { fetchRef, pushRef, redactRemote, type RemoteOptions } from "./remote.js";
-import type { SyncResult } from "./sync.js";
+import { redactRemote } from "./remote.js";
 
 /**
  * Sync of a notes ref with a remote (the git-notes driver's `sync`): fetch,
@@ -20,21 +22,88 @@ import type { SyncResult } from "./sync.js";
  */
 
 /** Options of {@link syncNotes}. */
-export interface NotesSyncOptions extends RemoteOptions {
+export interface NotesSyncOptions extends SyncLoopOptions {
   /**
    * Which side wins an entry both sides changed to different notes.
    * @default "ours"
    */
   policy?: "ours" | "theirs";
-  /**
-   * How many times a push the remote refused (it moved meanwhile) is followed by a new fetch, merge and push.
-   * @default 5
-   */
-  retries?: number;
 }
 
 /** What a notes sync did: as the git driver's sync reports it, `conflicts` naming tree entries (annotated ids, kept paths). */
 export type NotesSyncResult = SyncResult;
+
+/** The root directory where the git-notes driver keeps each key's blob (`stowage-keys/<id>`), so `git gc` keeps what its notes annotate. */
+export const KEPT_KEYS_DIR = "stowage-keys";
+
+/** A tree of the notes layout being checked: the root, a fan-out directory (`prefix`: the hex digits above it) or the kept keys. */
+interface NotesTable extends WalkedTree {
+  prefix: string;
+  keys: boolean;
+}
+
+const FANOUT_DIR = /^[0-9a-f]{2}$/;
+const HEX = /^[0-9a-f]+$/;
+
+function notNotes(table: NotesTable, entry: TreeEntry | undefined, what: string): Error {
+  const where = table.keys ? KEPT_KEYS_DIR : table.prefix === "" ? "the root" : `fan-out ${table.prefix}`;
+  const name = entry === undefined ? "" : ` (entry ${JSON.stringify(entry.rawName === undefined ? entry.name : entry.rawName.toString("hex"))})`;
+  return corrupt(`Not a stowage notes tree: ${where} holds ${what}${name}`);
+}
+
+/** A kept key: a blob named by its own id, no longer than a key may be, that is a key (UTF-8 without NUL). */
+function checkKeptKey(repo: Repository, table: NotesTable, entry: TreeEntry, limits: KeyLimits): undefined {
+  if (entry.rawName !== undefined || !isObjectId(entry.name) || entry.id !== entry.name) throw notNotes(table, entry, "an entry that is not a key blob under its own id");
+  if (!VALUE_MODES.has(entry.mode)) throw notNotes(table, entry, `mode ${entry.mode} for a key blob`);
+  const bytes = repo.readBlob(entry.id);
+  if (bytes.length > limits.bytes) throw notNotes(table, entry, `a key of ${bytes.length} bytes, past the key limit of ${limits.bytes}`);
+  if (bytes.includes(0) || !isUtf8(bytes)) throw notNotes(table, entry, "a key blob that is not UTF-8 text");
+  return undefined;
+}
+
+/** A note (a blob whose path spells a full object id), a fan-out directory, or at the root the kept keys. */
+function checkNoteEntry(table: NotesTable, entry: TreeEntry, dirs: ReadonlySet<string>): NotesTable | undefined {
+  if (entry.rawName !== undefined) throw notNotes(table, entry, "a name that is not UTF-8");
+  if (table.prefix === "" && entry.name === KEPT_KEYS_DIR) {
+    if (!isTreeMode(entry.mode)) throw notNotes(table, entry, `mode ${entry.mode} for the kept keys`);
+    return { id: entry.id, prefix: "", keys: true };
+  }
+  const path = table.prefix + entry.name;
+  if (isTreeMode(entry.mode)) {
+    if (!FANOUT_DIR.test(entry.name) || path.length >= 40) throw notNotes(table, entry, "a directory that is not a fan-out of notes");
+    return { id: entry.id, prefix: path, keys: false };
+  }
+  if (!HEX.test(entry.name) || !isObjectId(path)) throw notNotes(table, entry, "a name that is neither a note nor a fan-out directory");
+  if (!VALUE_MODES.has(entry.mode)) throw notNotes(table, entry, `mode ${entry.mode} for a note`);
+  // The same object's note at two fan-outs: which one is meant is not decidable.
+  if (dirs.has(entry.name.slice(0, 2))) throw notNotes(table, entry, "a note of an object that also has one in a fan-out directory");
+  return undefined;
+}
+
+/**
+ * Checks that a fetched notes tree is what git-notes and stock `git notes`
+ * write, before it is merged: notes (blobs named by a full object id, in
+ * fan-out directories of two hex digits), the kept key blobs, nothing else;
+ * no empty directory, no name that is not UTF-8, no link or submodule, no
+ * note given twice, keys within the key limits; at most
+ * {@link MAX_CHECKED_ENTRIES} entries read (`E_TOO_LARGE`). Entries equal to
+ * the local tree's (`known`) are not read again.
+ * @throws StorageError `E_CORRUPT` at the first entry refused; `E_TOO_LARGE` past the bound
+ */
+export function checkNotesTree(repo: Repository, root: ObjectId, known?: ObjectId, limits: KeyLimits = DEFAULT_KEY_LIMITS, limit = MAX_CHECKED_ENTRIES): void {
+  const start: NotesTable = { id: root, known, prefix: "", keys: false };
+  walkNewEntries<NotesTable>(
+    repo,
+    start,
+    (table, entries) => {
+      if (entries.length === 0 && table !== start) throw notNotes(table, undefined, "nothing (an empty directory)");
+      if (table.keys) return (entry) => checkKeptKey(repo, table, entry, limits);
+      const dirs = new Set(entries.filter((entry) => isTreeMode(entry.mode)).map((entry) => entry.name));
+      return (entry) => checkNoteEntry(table, entry, dirs);
+    },
+    limit,
+  );
+}
 
 const LOCAL_ATTEMPTS = 100;
 
@@ -79,22 +148,15 @@ function writeMerge(repo: Repository, ref: string, remote: string, ours: ObjectI
   return repo.writeCommit({ tree, parents: [ours, theirs], author: who, committer: who, extraHeaders: [], message: `stowage: merge ${ref} from ${redactRemote(remote)}\n` });
 }
 
-interface Step {
-  tip: ObjectId | undefined;
-  merged: boolean;
-  fastForwarded: boolean;
-  conflicts: string[];
-}
-
 /** Where the local ref goes given the fetched commit; the ref moves by compare-and-swap, a local write meanwhile is merged again. */
-async function integrate(repo: Repository, ref: string, remote: string, theirs: ObjectId | undefined, policy: "ours" | "theirs"): Promise<Step> {
+async function integrate(repo: Repository, ref: string, remote: string, theirs: ObjectId | undefined, policy: "ours" | "theirs"): Promise<Integrated> {
   for (let attempt = 0; attempt < LOCAL_ATTEMPTS; attempt++) {
     const ours = repo.refs.resolve(ref);
     if (theirs === undefined || theirs === ours) return { tip: ours, merged: false, fastForwarded: false, conflicts: [] };
     const read = (id: ObjectId) => repo.readCommit(id);
     const base = ours === undefined ? undefined : mergeBase(read, ours, theirs);
     if (ours !== undefined && base === theirs) return { tip: ours, merged: false, fastForwarded: false, conflicts: [] };
-    let step: Step = { tip: theirs, merged: false, fastForwarded: true, conflicts: [] };
+    let step: Integrated = { tip: theirs, merged: false, fastForwarded: true, conflicts: [] };
     if (ours !== undefined && base !== ours) {
       const { names, conflicts } = mergeNames(namesAt(repo, base), namesAt(repo, ours), namesAt(repo, theirs), policy);
       step = { tip: writeMerge(repo, ref, remote, ours, theirs, names), merged: true, fastForwarded: false, conflicts };
@@ -111,30 +173,18 @@ async function integrate(repo: Repository, ref: string, remote: string, theirs: 
 }
 
 /**
- * Syncs the notes ref `ref` with the same ref on `remote` (a configured remote, a URL or a path).
- * @throws StorageError `E_INVALID_OPTION` for an unknown option, a bad `policy` or `retries`; `E_CONFLICT` when the remote keeps refusing the push; `E_UNAVAILABLE` when git fails; what the remote functions throw
+ * Syncs the notes ref `ref` with the same ref on `remote` (a configured remote, a URL or a path):
+ * fetch, check the fetched tree ({@link checkNotesTree}; refused, the local ref is unchanged),
+ * merge per entry, push with a lease; the loop is the git driver's (fetchCheck.ts).
+ * @throws StorageError `E_INVALID_OPTION` for an unknown option, a bad `policy`, `retries`, `timeout` or `env`; `E_CORRUPT`/`E_TOO_LARGE` when the fetched commit is refused; `E_CONFLICT` when the remote keeps refusing the push; `E_UNAVAILABLE` when git fails; what the remote functions throw
  */
-export async function syncNotes(repo: Repository, ref: string, remote: string, options: NotesSyncOptions = {}): Promise<NotesSyncResult> {
-  checkOptions("git-notes sync", options, ["policy", "retries", "timeout", "env"]);
+export async function syncNotes(repo: Repository, ref: string, remote: string, given?: NotesSyncOptions | null): Promise<NotesSyncResult> {
+  const options = given ?? {};
+  checkSyncOptions("git-notes sync", options, ["policy"]);
   const policy = options.policy ?? "ours";
   if (policy !== "ours" && policy !== "theirs") throw gitError("E_INVALID_OPTION", `policy is "ours" or "theirs", got ${JSON.stringify(policy)}`);
-  const retries = options.retries ?? 5;
-  if (!Number.isInteger(retries) || retries < 0) throw gitError("E_INVALID_OPTION", `retries must be an integer of at least 0, got ${String(retries)}`);
-  const remoteOptions: RemoteOptions = {};
-  if (options.timeout !== undefined) remoteOptions.timeout = options.timeout;
-  if (options.env !== undefined) remoteOptions.env = options.env;
-  const conflicts = new Set<string>();
-  let merged = false;
-  let fastForwarded = false;
-  for (let attempt = 0; attempt <= retries; attempt++) {
-    const fetched = await fetchRef(repo, remote, ref, remoteOptions);
-    const step = await integrate(repo, ref, remote, fetched, policy);
-    for (const name of step.conflicts) conflicts.add(name);
-    merged ||= step.merged;
-    fastForwarded ||= step.fastForwarded;
-    const result = { fetched: fetched ?? null, merged, fastForwarded, conflicts: [...conflicts], tip: step.tip ?? null };
-    if (step.tip === undefined || step.tip === fetched) return { ...result, pushed: false };
-    if ((await pushRef(repo, remote, ref, step.tip, fetched, remoteOptions)).ok) return { ...result, pushed: true };
-  }
-  throw gitError("E_CONFLICT", `${redactRemote(remote)} refused the push of ${ref} ${retries + 1} times; its ref keeps moving`);
+  return syncLoop(repo, ref, remote, options, {
+    check: (fetched, ours) => checkNotesTree(repo, repo.readCommit(fetched).tree, ours === undefined ? undefined : repo.readCommit(ours).tree),
+    integrate: (theirs) => integrate(repo, ref, remote, theirs, policy),
+  });
 }

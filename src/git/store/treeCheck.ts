@@ -14,14 +14,50 @@ import { isTreeMode, TreeMode, type TreeEntry } from "../objects/tree.js";
  * keys stay within the key limits.
  */
 
-/** Most tree entries one check reads; past it the check is `E_TOO_LARGE` (a store of ten million keys). */
+/** Most tree entries one check of a fetched tree reads (the git driver's, git-notes'); past it the check is `E_TOO_LARGE` (a store of ten million keys). */
 export const MAX_CHECKED_ENTRIES = 10_000_000;
 
-/** A table of the layout: a key directory (the root when `depth` is 0) or a fan-out bucket of one. */
-interface Table {
+/** A subtree a walk opens: its id, the same place in a trusted tree if any, and what the layout needs to know of it. */
+export interface WalkedTree {
   id: ObjectId;
-  /** The same table in a tree already trusted (the local tip), if any: entries equal to its own are not read again. */
-  known: ObjectId | undefined;
+  known?: ObjectId | undefined;
+}
+
+/**
+ * Walks the tree `root` iteratively (no recursion, whatever its depth), at
+ * most `limit` entries. For each tree, `open` sees all
+ * its entries (checks that span siblings) and returns the check of one
+ * entry, which throws at an entry the layout would not have written and
+ * returns the subtree to walk next, if any. Entries equal (id and mode) to
+ * the same name in `known` (a tree already in the store) are not checked again.
+ * @default limit {@link MAX_CHECKED_ENTRIES}
+ * @throws StorageError `E_TOO_LARGE` past the bound; what `open` and its checks throw
+ */
+export function walkNewEntries<T extends WalkedTree>(
+  repo: Repository,
+  root: T,
+  open: (tree: T, entries: readonly TreeEntry[]) => (entry: TreeEntry) => T | undefined,
+  limit = MAX_CHECKED_ENTRIES,
+): void {
+  const stack: T[] = [root];
+  let read = 0;
+  for (let tree = stack.pop(); tree !== undefined; tree = stack.pop()) {
+    const entries = repo.readTree(tree.id);
+    read += entries.length;
+    if (read > limit) throw gitError("E_TOO_LARGE", `The tree ${root.id} has more than ${limit} entries to check`);
+    const knownEntries = tree.known === undefined ? undefined : new Map(repo.readTree(tree.known).map((entry) => [entry.name, entry]));
+    const check = open(tree, entries);
+    for (const entry of entries) {
+      const twin = knownEntries?.get(entry.name);
+      if (twin?.id === entry.id && twin.mode === entry.mode) continue;
+      const next = check(entry);
+      if (next !== undefined) stack.push({ ...next, known: twin !== undefined && isTreeMode(twin.mode) ? twin.id : undefined });
+    }
+  }
+}
+
+/** A table of the layout: a key directory (the root when `depth` is 0) or a fan-out bucket of one. */
+interface Table extends WalkedTree {
   /** The key of the directory, segments joined by `:` ("" for the root). */
   key: string;
   /** Segments in `key`. */
@@ -32,7 +68,8 @@ interface Table {
   prefix: string;
 }
 
-const VALUE_MODES: ReadonlySet<string> = new Set([TreeMode.file, TreeMode.executable]);
+/** The modes of a value blob (or a note). */
+export const VALUE_MODES: ReadonlySet<string> = new Set([TreeMode.file, TreeMode.executable]);
 // The separators and what the core strips or refuses in a key: a segment holding one could not be read back by its key.
 const NOT_IN_SEGMENT = /[:/\\?\0]/;
 
@@ -44,32 +81,22 @@ function segmentOf(name: string): string | undefined {
 }
 
 /**
- * Walks `root` (iteratively, at most {@link MAX_CHECKED_ENTRIES} entries)
- * and throws `E_CORRUPT` at the first entry the layout would not have
- * written. Subtrees whose id equals the one at the same place in `known`
- * (a tree already in the store) are not read again.
+ * Walks `root` with the sync's bounded walk ({@link walkNewEntries}: at most
+ * {@link MAX_CHECKED_ENTRIES} entries, `E_TOO_LARGE` past it) and throws
+ * `E_CORRUPT` at the first entry the layout would not have written.
+ * Subtrees whose id equals the one at the same place in `known` (a tree
+ * already in the store) are not read again.
  */
 export function checkKeyTree(repo: Repository, root: ObjectId, known?: ObjectId, limits: KeyLimits = DEFAULT_KEY_LIMITS): void {
-  const stack: Table[] = [{ id: root, known, key: "", depth: 0, level: 0, prefix: "" }];
-  let read = 0;
-  for (let table = stack.pop(); table !== undefined; table = stack.pop()) {
-    const entries = repo.readTree(table.id);
-    read += entries.length;
-    if (read > MAX_CHECKED_ENTRIES) throw gitError("E_TOO_LARGE", `The tree ${root} has more than ${MAX_CHECKED_ENTRIES} entries to check`);
+  walkNewEntries<Table>(repo, { id: root, known, key: "", depth: 0, level: 0, prefix: "" }, (table, entries) => {
     if (entries.length === 0 && (table.depth > 0 || table.level > 0)) throw bad(table, undefined, "an empty subtree");
-    const knownEntries = table.known === undefined ? undefined : new Map(repo.readTree(table.known).map((entry) => [entry.name, entry]));
     const fanned = entries.some((entry) => isBucketName(entry.name));
-    for (const entry of entries) {
-      const twin = knownEntries?.get(entry.name);
-      if (twin?.id === entry.id && twin.mode === entry.mode) continue;
-      const next = checkEntry(table, entry, fanned, limits);
-      if (next !== undefined) stack.push({ ...next, known: twin !== undefined && isTreeMode(twin.mode) ? twin.id : undefined });
-    }
-  }
+    return (entry) => checkEntry(table, entry, fanned, limits);
+  });
 }
 
 /** Checks one entry of a table; returns the table it opens, if any. */
-function checkEntry(table: Table, entry: TreeEntry, fanned: boolean, limits: KeyLimits): Omit<Table, "known"> | undefined {
+function checkEntry(table: Table, entry: TreeEntry, fanned: boolean, limits: KeyLimits): Table | undefined {
   if (entry.rawName !== undefined) throw bad(table, entry, "a name that is not UTF-8");
   if (entry.name === VALUE_ENTRY) {
     if (table.depth === 0 || table.level > 0) throw bad(table, entry, "a value entry outside a key's directory");
