@@ -7,13 +7,13 @@
  * takeovers and crashes. Every change is a compare-and-swap on the record's
  * etag (`ifMatch`, or `ifNoneMatch: "*"` for the first one), nothing else.
  */
-import { randomBytes } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { resolveClock } from "../core/clock.js";
 import { isStorageError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { normalizeKey } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
-import type { Clock, Fence, LockTakingDriver, Storage } from "../core/types.js";
+import type { Clock, Fence, LockTakingDriver, MountInfo, Storage } from "../core/types.js";
 
 /** Options of {@link createLocks}. */
 export interface LocksOptions {
@@ -166,6 +166,12 @@ interface Snapshot {
   record: LockRecord | null;
 }
 
+/** A driver that takes locks itself, and the record's key in it. */
+interface FastPath {
+  driver: LockTakingDriver;
+  key: string;
+}
+
 /** How withLock's renewals abort a Lock's signal: the Lock keeps its controller private. */
 const abortOf = new WeakMap<Lock, (reason: unknown) => void>();
 
@@ -200,9 +206,17 @@ function checkName(name: unknown): string {
   return name;
 }
 
+let host: string | undefined;
+
+/** This machine's name, asked of the system once: a holder records it on every acquire. */
+function hostName(): string {
+  return (host ??= hostname());
+}
+
 /** The default owner: unique per acquire, and readable (which host and process). */
 function newOwner(): string {
-  return `${hostname()}:${process.pid}:${randomBytes(6).toString("hex")}`;
+  // randomUUID draws from a cached pool; its last 12 hex digits are random (48 bits, as randomBytes(6) gave).
+  return `${hostName()}:${process.pid}:${randomUUID().slice(-12)}`;
 }
 
 function checkAcquireOptions(options: AcquireOptions | undefined, defaultTtl: number): Required<Omit<AcquireOptions, "signal">> & { signal?: AbortSignal } {
@@ -278,15 +292,18 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
 
   const recordKey = (name: string) => `${prefix}:${checkName(name)}`;
 
-  /** The record's key, once its mount is known to take CAS writes. */
-  function casKey(name: string): string {
+  /** The record's key and its mount, once the mount is known to take CAS writes. */
+  function casMount(name: string): { key: string; mount: MountInfo } {
     const key = recordKey(name);
-    const { driver } = storage.getMount(key);
+    const mount = storage.getMount(key);
+    const { driver } = mount;
     if (driver.flags?.cas !== true) {
       throw new StorageError("E_UNSUPPORTED", `[locks] ${key}: locks need a driver flagged cas, and ${driver.name ?? "this driver"} is not`, { driver: driver.name, key });
     }
-    return key;
+    return { key, mount };
   }
+
+  const casKey = (name: string): string => casMount(name).key;
 
   /** The etag, then the value: a value newer than its etag only makes the next CAS fail, never pass. */
   async function read(key: string): Promise<Snapshot> {
@@ -320,8 +337,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
    * ({@link LockTakingDriver}): mounted as is (a layer does not forward takeLock) and flagged
    * `watch`, so that its own change feed reports the write the core does not see.
    */
-  function fastPathOf(key: string): { driver: LockTakingDriver; key: string } | undefined {
-    const { base, driver } = storage.getMount(key);
+  function fastPathOf(key: string, { base, driver }: MountInfo): FastPath | undefined {
     if (typeof (driver as Partial<LockTakingDriver>).takeLock !== "function" || driver.flags?.watch !== true) return undefined;
     return { driver: driver as LockTakingDriver, key: key.slice(base.length) };
   }
@@ -331,11 +347,10 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
    * took it), or null while someone else holds it. The fast path writes the very record the
    * generic one would, so holders taken either way exclude each other and share one token line.
    */
-  async function tryAcquire(key: string, owner: string, ttl: number): Promise<{ info: LockInfo; etag?: string } | null> {
-    const fast = fastPathOf(key);
+  async function tryAcquire(key: string, fast: FastPath | undefined, owner: string, ttl: number): Promise<{ info: LockInfo; etag?: string } | null> {
     if (fast) {
       const now = clock.now();
-      const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostname() };
+      const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostName() };
       const take = await fast.driver.takeLock(fast.key, JSON.stringify(holder), now);
       if (take.outcome === "taken") return { info: { name: key.slice(prefix.length + 1), token: take.token, ...holder }, etag: take.etag };
       if (take.outcome === "held") return null;
@@ -352,7 +367,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       if (live(seen.record?.holder ?? null)) return null;
       const now = clock.now();
       const token = (seen.record?.token ?? 0) + 1;
-      const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostname() };
+      const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostName() };
       if (await swap(key, seen, { token, holder })) return { name: key.slice(prefix.length + 1), token, ...holder };
       // Lost the race to another write: read again, the winner (if any) now shows as holder.
     }
@@ -385,27 +400,40 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   const releasedRecord = (record: LockRecord) => ({ token: record.token, holder: null });
 
   function makeLock(key: string, info: LockInfo, ttl: number, takenEtag: string | undefined): Lock {
-    const controller = new AbortController();
     let expiresAt = info.expiresAt;
     // The record's etag as this Lock's fast-path take left it; dropped once a renewal rewrites the record.
     let etag = takenEtag;
     // Set by this Lock's own release: a second release does nothing, a renew is E_LOCK_LOST.
     let released = false;
     let timer: NodeJS.Timeout | undefined;
+    // The signal and its expiry timer are made when `signal` is first read: only a reader can tell
+    // whether it aborted, and a timer per acquire cost an uncontended acquire+release a sixth of its time.
+    let controller: AbortController | undefined;
+    let lostWith: StorageError | undefined;
 
-    // The first reason stays: a later abort of an aborted controller does nothing.
+    // The first reason stays: a later abort does nothing.
     const abort = (reason: StorageError) => {
       clearTimeout(timer);
-      controller.abort(reason);
+      lostWith ??= reason;
+      controller?.abort(lostWith);
     };
     // Fires at expiresAt as the clock tells it; a clock that moved less than the timer re-arms it.
     const arm = () => {
       clearTimeout(timer);
-      if (released || controller.signal.aborted) return;
+      if (released || controller === undefined || controller.signal.aborted) return;
       timer = setTimeout(() => (clock.now() >= expiresAt ? abort(lost(key, "its lease ended")) : arm()), Math.max(1, expiresAt - clock.now()));
       timer.unref();
     };
-    arm();
+    const signal = (): AbortSignal => {
+      if (controller === undefined) {
+        controller = new AbortController();
+        // A lease already over by the clock reads as lost at once, as the timer would have made it.
+        if (!lostWith && !released && clock.now() >= expiresAt) lostWith = lost(key, "its lease ended");
+        if (lostWith) controller.abort(lostWith);
+        else arm();
+      }
+      return controller.signal;
+    };
 
     const guarded = async <T>(action: () => Promise<T>): Promise<T> => {
       try {
@@ -449,7 +477,9 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       get expiresAt() {
         return expiresAt;
       },
-      signal: controller.signal,
+      get signal() {
+        return signal();
+      },
       async renew(nextTtl = ttl) {
         checkTtl(nextTtl);
         if (released) throw lost(key, "this Lock was released");
@@ -467,11 +497,12 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
 
   async function acquire(name: string, acquireOptions?: AcquireOptions): Promise<Lock | null> {
     const { owner, ttl, wait, retryDelay, signal } = checkAcquireOptions(acquireOptions, defaultTtl);
-    const key = casKey(name);
+    const { key, mount } = casMount(name);
+    const fast = fastPathOf(key, mount);
     const deadline = performance.now() + wait;
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
-      const taken = await tryAcquire(key, owner, ttl);
+      const taken = await tryAcquire(key, fast, owner, ttl);
       if (taken) return makeLock(key, taken.info, ttl, taken.etag);
       const left = deadline - performance.now();
       if (left <= 0) return null;

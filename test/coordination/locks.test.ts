@@ -253,6 +253,21 @@ describe("locks over a mount", () => {
     await storage.dispose();
   });
 
+  it("a signal first read after the lease ended is aborted at once; one first read after release is not", async () => {
+    let now = Date.UTC(2026, 0, 1);
+    const storage = createStorage({ driver: memory() });
+    const locks = createLocks(storage, { clock: { now: () => now } });
+    const expired = (await locks.acquire("late", { ttl: 1000 }))!;
+    now += 1000;
+    expect(expired.signal.aborted).toBe(true);
+    expect((expired.signal.reason as { code?: string }).code).toBe("E_LOCK_LOST");
+    const released = (await locks.acquire("done", { ttl: 1000 }))!;
+    await released.release();
+    now += 1000;
+    expect(released.signal.aborted).toBe(false);
+    await storage.dispose();
+  });
+
   it("refuses a record that is not a lock's with E_CORRUPT", async () => {
     const storage = createStorage({ driver: memory() });
     await storage.setItem("locks:odd", { hello: "world" });
