@@ -7,6 +7,7 @@ import { isValidRefName } from "../git/refs/refName.js";
 import type { MaintenanceOptions } from "../git/repo/maintenance.js";
 import type { Repository } from "../git/repo/repository.js";
 import { NOTES_LAYOUT } from "../git/store/notesLayout.js";
+import { oneAtATime } from "../git/remote/fetchCheck.js";
 import { KEPT_KEYS_DIR, syncNotes, type NotesSyncOptions, type NotesSyncResult } from "../git/remote/notesSync.js";
 import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/store/driverSupport.js";
 import { namespacedRef, openOrInit } from "../git/store/openStore.js";
@@ -98,6 +99,7 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   const maintenance = new AutoMaintenance(repo, looseLimitOption(options.looseLimit, DRIVER_NAME));
   const notes = new TreeRef(repo, { ref, layout: NOTES_LAYOUT, message: "Notes added by stowage", maintenance });
   const keyCache = new Map<ObjectId, string | null>();
+  const oneSync = oneAtATime();
 
   const idOf = (key: string): ObjectId => hashObject("blob", keyBytes(key));
   const noteOf = (key: string): ObjectId | undefined => (isWellFormed(key) ? notes.get(idOf(key)) : undefined);
@@ -206,11 +208,12 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     keyLimits: DEFAULT_KEY_LIMITS,
     getInstance: () => repo,
     notesFor,
-    sync: async (remote: string, opts?: NotesSyncOptions) => {
-      // Queued writes land first, so the sync carries them.
-      await notes.drain();
-      return syncNotes(repo, ref, remote, opts);
-    },
+    // One sync at a time (as the git driver's): two would fetch into the same tracking ref. Queued writes land first, so the sync carries them.
+    sync: (remote: string, opts?: NotesSyncOptions) =>
+      oneSync(async () => {
+        await notes.drain();
+        return syncNotes(repo, ref, remote, opts);
+      }),
     maintenance: (opts?: MaintenanceOptions) => maintenance.run(opts),
     ...blobReads(repo, noteOf, keysUnder),
     setItem: (key: string, value: string, opts: SetOptions) => void notes.apply([change(key, value, opts)]),

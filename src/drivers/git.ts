@@ -4,6 +4,7 @@ import { checkOptions } from "../core/options.js";
 import type { CommitOperation, Driver, RemoveOptions, SetOptions, StorageMeta, TransactionOptions } from "../core/types.js";
 import { isValidRefName } from "../git/refs/refName.js";
 import { KeyValueRepo, type WriteUnit } from "../git/store/kvStore.js";
+import { oneAtATime } from "../git/remote/fetchCheck.js";
 import { syncRef, type SyncOptions, type SyncResult } from "../git/remote/sync.js";
 import type { MaintenanceOptions, MaintenanceResult } from "../git/repo/maintenance.js";
 import type { CommitGraphWritten } from "../git/packs/commitGraph.js";
@@ -145,7 +146,7 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
   });
 
   const target = { repo: store.repo, keys: store.keys, readCommit: (id: string) => store.commit(id), author, ref, keyLimits: GIT_KEY_LIMITS };
-  let syncing: Promise<unknown> = Promise.resolve();
+  const oneSync = oneAtATime();
 
   const units = {
     set: (key: string, value: string | Uint8Array, opts: SetOptions | undefined): WriteUnit => ({ op: "set", ops: [setOp(key, value, opts)] }),
@@ -199,17 +200,13 @@ const gitDriver: (options: GitDriverOptions) => GitDriver = (options) => {
       commit: (operations: CommitOperation[]) => later(units.commit(operations)),
     },
     maintenance: (maintenanceOptions?: MaintenanceOptions) => store.maintenance(maintenanceOptions),
-    sync: (remote: string, syncOptions?: SyncOptions) => {
-      // One sync at a time per driver: two would fetch into the same tracking ref.
-      const run = syncing.then(async () => {
+    sync: (remote: string, syncOptions?: SyncOptions) =>
+      oneSync(async () => {
         await store.drain();
         return syncRef(target, remote, syncOptions);
-      });
-      syncing = run.catch(() => undefined);
-      return run.catch((error: unknown) => {
+      }).catch((error: unknown) => {
         throw toStorageError(error, DRIVER_NAME);
-      });
-    },
+      }),
     dispose: () => store.close(),
   };
 };

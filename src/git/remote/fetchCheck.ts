@@ -93,6 +93,19 @@ async function fetchChecked(repo: Repository, ref: string, remote: string, optio
   return fetched;
 }
 
+/**
+ * A queue that runs the syncs given to it one at a time, in call order, whatever each one's outcome:
+ * two syncs of one store at once would fetch into the same tracking ref.
+ */
+export function oneAtATime(): <T>(run: () => Promise<T>) => Promise<T> {
+  let last: Promise<unknown> = Promise.resolve();
+  return (run) => {
+    const next = last.then(run);
+    last = next.catch(() => undefined);
+    return next;
+  };
+}
+
 function notTaken(remote: string, ref: string, why: string): Error {
   return gitError("E_CONFLICT", `${redactRemote(remote)} refused the push of ${ref}: ${why}`);
 }

@@ -28,17 +28,22 @@ function hostileRemote() {
   return { remote, blob, tree, publish };
 }
 
-/** A git-notes store holding one key syncs with `remote`: refused with E_CORRUPT, and everything local stays as it was and keeps working. */
-async function expectRefused(remote: string, message: RegExp): Promise<void> {
+/**
+ * A git-notes store holding one key syncs with `remote` (`syncs` times at once): each refused with E_CORRUPT,
+ * and everything local stays as it was and keeps working.
+ */
+async function expectRefused(remote: string, message: RegExp, syncs = 1): Promise<void> {
   const dir = tempDir("notes-victim");
   const driver = gitNotes({ dir });
   const storage = createStorage({ driver });
   try {
     await storage.setItem("mine", 1);
     const before = gitCli(dir, ["rev-parse", REF]);
-    const error = await driver.sync(remote).catch((failure: unknown) => failure);
-    expect(isStorageError(error, "E_CORRUPT"), String(error)).toBe(true);
-    expect((error as Error).message).toMatch(message);
+    const errors = await Promise.all(Array.from({ length: syncs }, () => driver.sync(remote).catch((failure: unknown) => failure)));
+    for (const error of errors) {
+      expect(isStorageError(error, "E_CORRUPT"), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(message);
+    }
     expect(gitCli(dir, ["rev-parse", REF])).toBe(before);
     expect(gitCli(dir, ["for-each-ref", "--format=%(refname)", "refs/stowage-remotes/"])).toBe("");
     expect(await storage.getKeys()).toEqual(["mine"]);
@@ -140,5 +145,13 @@ describe("git-notes sync from a hostile remote", () => {
     expect(gitFails(dir, ["rev-parse", "--verify", "-q", trackingRef(remote, REF)]).status).toBe(0);
     await storage.dispose();
     await otherStorage.dispose();
+  });
+});
+
+describe("git-notes sync", () => {
+  it("runs one sync at a time per driver: syncs called together from a hostile remote each refuse it, and no refused commit stays reachable", async () => {
+    const { remote, blob, tree, publish } = hostileRemote();
+    publish(tree(`100644 blob ${blob("x")}\tREADME`));
+    await expectRefused(remote, /a name that is neither a note nor a fan-out directory/, 4);
   });
 });
