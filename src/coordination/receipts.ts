@@ -117,7 +117,7 @@ export interface Receipts {
    * without entries, and puts back a missing marker of an hour that has entries. Lists the whole index
    * and the receipt ids (keys only); reads no receipt. A receipt stored while it runs keeps its marker.
    * @default maxAge 7 days
-   * @throws StorageError `E_INVALID_OPTION` for a maxAge that is not a non-negative number; `E_CORRUPT` as `check`
+   * @throws StorageError `E_INVALID_OPTION` for a maxAge that is not a non-negative number; `E_CORRUPT` as `check`; `E_CONFLICT` when a receipt is stored under a dangling entry's id while that entry is being removed (nothing of that transaction lands; run it again)
    */
   cleanup(maxAge?: number): Promise<number>;
 }
