@@ -286,12 +286,13 @@ export type LockTake = { outcome: "taken"; token: number; etag: string } | { out
  */
 export interface LockTakingDriver extends Driver {
   /**
-   * Takes the lock record at `key` (the driver's key) for `holder` if the record is absent or its
-   * holder is null or has `expiresAt <= now`: stores `{"token":<token + 1>,"holder":<holder>}` (token 1
-   * for an absent record), the very JSON text `JSON.stringify` gives the record, so that the core's
-   * reads, guards and watchers see an ordinary write. `"held"` when a holder's lease has not ended
-   * (nothing written); `"declined"` when the stored text is not a lock record in plain JSON (a custom
-   * serializer's form, a chunked value): the caller then takes the generic path.
+   * Takes the lock record at `key` (the driver's key) for `holder` (its JSON text) if the record's
+   * holder is null or has `expiresAt <= now`: stores `{"token":<token + 1>,"holder":<holder>}`, the very
+   * JSON text `JSON.stringify` gives the record, so that the core's reads, guards and watchers see an
+   * ordinary write. `"held"` when a holder's lease has not ended (nothing written); `"declined"` (nothing
+   * written) for an absent record, whose first version the storage's serializer writes, and for text
+   * that is not a lock record as `JSON.stringify` writes it (a custom serializer's form, a chunked
+   * value): the caller then takes the generic path.
    * @throws StorageError the driver's errors (`E_UNAVAILABLE`, …); nothing is written then
    */
   takeLock(key: string, holder: string, now: number): Promise<LockTake>;

@@ -581,13 +581,14 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
 
   /**
    * Locks' fast path: the record and its revision in one read, then one transaction that writes the
-   * next holding only if the key is still at that revision (absent: still never created).
+   * next holding only if the key is still at that revision.
    */
   async function takeLock(key: string, holder: string, now: number): Promise<LockTake> {
     for (;;) {
       const found = await read(key);
-      const seen = found ? lockRecordState(found.value.toString(), now) : { token: 0, free: true };
-      if (seen === undefined) return { outcome: "declined" };
+      // An absent record is first written through the storage's serializer, by the generic path.
+      const seen = found && lockRecordState(found.value.toString(), now);
+      if (!seen) return { outcome: "declined" };
       if (!seen.free) return { outcome: "held" };
       const token = seen.token + 1;
       const text = `{"token":${token},"holder":${holder}}`;

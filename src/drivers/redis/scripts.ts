@@ -87,22 +87,23 @@ end
 return 0`);
 
 // Locks' fast path (LockTakingDriver.takeLock). KEYS[1] the lock record; ARGV: the holder's JSON, now (ms),
-// channel ('' none), sender. Takes the lock when the record is absent or its holder null or expired at
-// now, writing the JSON text JSON.stringify gives the record: returns {1, token, etag}; {0} while held;
-// {-1} (declined, nothing written) for text that is not a lock record in plain JSON.
+// channel ('' none), sender. Takes the lock when the record's holder is null or expired at now, writing
+// the JSON text JSON.stringify gives the record: returns {1, token, etag}; {0} while held; {-1} (declined,
+// nothing written) for an absent record (the first one is written through the storage's serializer) or
+// text that is not a lock record as JSON.stringify writes it (it must open with {"token":<n>,"holder":).
 export const TAKE_LOCK = script(`local current = redis.call('GET', KEYS[1])
-local token = 0
-if current then
-  local ok, record = pcall(cjson.decode, current)
-  if not ok or type(record) ~= 'table' or type(record.token) ~= 'number' then return {-1} end
-  token = record.token
-  if token < 0 or token % 1 ~= 0 or token >= 9007199254740991 then return {-1} end
-  local holder = record.holder
-  if holder == nil then return {-1} end
-  if holder ~= cjson.null then
-    if type(holder) ~= 'table' or type(holder.expiresAt) ~= 'number' then return {-1} end
-    if holder.expiresAt > tonumber(ARGV[2]) then return {0} end
-  end
+if not current then return {-1} end
+local ok, record = pcall(cjson.decode, current)
+if not ok or type(record) ~= 'table' or type(record.token) ~= 'number' then return {-1} end
+local token = record.token
+if token < 0 or token % 1 ~= 0 or token >= 9007199254740991 then return {-1} end
+local opening = '{"token":' .. string.format('%d', token) .. ',"holder":'
+if string.sub(current, 1, #opening) ~= opening then return {-1} end
+local holder = record.holder
+if holder == nil then return {-1} end
+if holder ~= cjson.null then
+  if type(holder) ~= 'table' or type(holder.expiresAt) ~= 'number' then return {-1} end
+  if holder.expiresAt > tonumber(ARGV[2]) then return {0} end
 end
 local text = '{"token":' .. string.format('%d', token + 1) .. ',"holder":' .. ARGV[1] .. '}'
 redis.call('SET', KEYS[1], text)
