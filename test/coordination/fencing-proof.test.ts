@@ -138,17 +138,20 @@ function nextEvent(match: (worker: Worker, event: WorkerEvent) => boolean, limit
 }
 
 /**
- * Pauses one holder: waits for a holder between two appends, stops it a
- * random moment later (still inside the gap), keeps it stopped past its lease
- * until another holder reports an append with a higher token (or MAX_PAUSE),
- * then resumes it. Undefined when no holder was caught between appends.
+ * Pauses one holder at a random moment of its holding: half of the time
+ * caught between two appends (so that its next step is a late append), else
+ * anywhere from its taking the lock on (inside an append's commit too, while
+ * it may hold the store's own locks). Keeps it stopped past its lease until
+ * another holder reports an append with a higher token (or MAX_PAUSE), then
+ * resumes it. Undefined when no holder was caught.
  */
 async function pauseOne(): Promise<Pause | undefined> {
-  const worker = await nextEvent((_, event) => event.e === "ok" && event.left > 0, 2000);
+  const between = Math.random() < 0.5;
+  const worker = await nextEvent((_, event) => (between ? event.e === "ok" && event.left > 0 : event.e === "hold"), 2000);
   if (!worker) return undefined;
-  await sleep(randomBetween(0, GAP / 2));
   const token = worker.holding;
-  if (token === undefined || !worker.between) return undefined;
+  await sleep(between ? randomBetween(0, GAP / 2) : randomBetween(0, WRITES * GAP));
+  if (token === undefined || worker.holding !== token || (between && !worker.between)) return undefined;
   worker.child.kill("SIGSTOP");
   const stopped = Date.now();
   await sleep(TTL + 50);
@@ -211,7 +214,7 @@ async function prove(driver: string, options: Record<string, unknown>, open: () 
     const count = (kind: WorkerEvent["e"]) => workers.reduce((sum, worker) => sum + worker.events.filter((event) => event.e === kind).length, 0);
     // Evidence in the test output: how much contention and how many pauses the proof covered.
     console.info(
-      `[fencing proof] ${driver}: ${log.length} appends by ${count("hold")} holdings, ${pauses.length} pauses (${pauses.filter((pause) => pause.overtaken).length} overtaken), ${count("fenced")} fenced, ${count("conflict")} conflicts, ${count("lost")} lost leases`,
+      `[fencing proof] ${driver}: ${log.length} appends by ${count("hold")} holdings, ${pauses.length} pauses (${pauses.filter((pause) => pause.overtaken).length} overtaken, ${pauses.filter(refusedLate).length} late appends refused), ${count("fenced")} fenced in all, ${count("conflict")} conflicts, ${count("lost")} lost leases`,
     );
   } finally {
     await storage.clear();
