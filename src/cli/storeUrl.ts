@@ -1,4 +1,4 @@
-import { StorageError } from "../core/errors.js";
+import { isStorageError, StorageError } from "../core/errors.js";
 import type { Driver } from "../core/types.js";
 import { DRIVERS, hasSchemes, type UrlDriver } from "../config/registry.js";
 
@@ -15,6 +15,11 @@ const OPENERS: Record<UrlDriver["name"], DriverOpener> = {
   "fs-lite": async (scheme, base) => (await import("../drivers/fs-lite.js")).default({ base: fileLocation(scheme, base) }),
   leveldb: async (scheme, path) => (await import("../drivers/leveldb.js")).default({ path: fileLocation(scheme, path) }),
   git: async (scheme, dir) => (await import("../drivers/git.js")).default({ dir: fileLocation(scheme, dir) }),
+  "git-notes": async (scheme, rest) => {
+    const { dir, options } = notesLocation(scheme, rest);
+    await checkRepository(scheme, dir);
+    return (await import("../drivers/git-notes.js")).default({ dir, ...options });
+  },
   lmdb: async (scheme, path) => (await import("../drivers/lmdb.js")).default({ path: fileLocation(scheme, path) }),
   sqlite: async (scheme, path) => (await import("../drivers/sqlite.js")).default({ path: fileLocation(scheme, path) }),
   // Server stores take the whole URL, as their clients do, once its query holds only parameters the client reads.
@@ -69,6 +74,50 @@ function fileLocation(scheme: string, location: string): string {
   if (/[?#]/.test(location)) throw invalidUrl(scheme, `takes a path without a query or fragment ("?" or "#"), got ${JSON.stringify(location)}`);
   if (location.startsWith("//")) throw invalidUrl(scheme, `takes a path, not a host: write ${scheme}:./dir or ${scheme}:/abs/dir, got ${JSON.stringify(location)}`);
   return location;
+}
+
+/** What a `git-notes:` URL's query may set: the driver's options of the same names. */
+const NOTES_QUERY = ["ref", "namespace"] as const;
+type NotesQueryOptions = Partial<Record<(typeof NOTES_QUERY)[number], string>>;
+
+/**
+ * `git-notes:<dir>[?ref=…&namespace=…]`: the path as a file store's, then a
+ * query of the driver's `ref` and `namespace` (percent-decoded), each at most
+ * once. The driver checks the ref name they make.
+ */
+function notesLocation(scheme: string, rest: string): { dir: string; options: NotesQueryOptions } {
+  if (rest.includes("#")) throw invalidUrl(scheme, `takes no fragment ("#…"), got ${JSON.stringify(rest)}`);
+  const question = rest.indexOf("?");
+  if (question === -1) return { dir: fileLocation(scheme, rest), options: {} };
+  const dir = fileLocation(scheme, rest.slice(0, question));
+  const query = rest.slice(question + 1);
+  if (query === "") throw invalidUrl(scheme, `has an empty query: give ${NOTES_QUERY.map((name) => name + "=…").join(" or ")} after "?", or no "?"`);
+  const options: NotesQueryOptions = {};
+  for (const [name, value] of new URLSearchParams(query)) {
+    if (!(NOTES_QUERY as readonly string[]).includes(name)) throw invalidUrl(scheme, `does not take the query parameter ${JSON.stringify(name)} (known: ${NOTES_QUERY.join(", ")})`);
+    const known = name as (typeof NOTES_QUERY)[number];
+    if (options[known] !== undefined) throw invalidUrl(scheme, `takes ${known}= once, got it twice`);
+    options[known] = value;
+  }
+  return { dir, options };
+}
+
+/**
+ * Refuses a `git-notes:` directory that holds no Git repository, before the
+ * driver opens it: the driver would create a bare repository there, so a
+ * mistyped path would keep notes (receipts, locks) apart from the project's
+ * commits without a word.
+ *
+ * @throws StorageError `E_INVALID_OPTION` when `dir` is no repository (what opening it threw is the cause)
+ */
+async function checkRepository(scheme: string, dir: string): Promise<void> {
+  const { Repository } = await import("../git/repo/repository.js");
+  try {
+    Repository.open(dir).close();
+  } catch (error) {
+    if (!isStorageError(error, "E_NOT_FOUND")) throw error;
+    throw invalidUrl(scheme, `needs an existing Git repository (a work tree's top directory, a .git directory or a bare repository): ${JSON.stringify(dir)} is none; run git init there first`, error);
+  }
 }
 
 /**

@@ -114,7 +114,7 @@ export const DRIVERS = [
     flags: { sync: true, cas: true, etag: "content", transactions: true, history: true, watch: true, maxDepth: true, clearBase: true, nestedKeys: true },
   },
   { name: "git-refs", peers: [], schemes: [], flags: GIT_BLOB_FLAGS },
-  { name: "git-notes", peers: [], schemes: [], flags: GIT_BLOB_FLAGS },
+  { name: "git-notes", peers: [], schemes: ["git-notes"], flags: GIT_BLOB_FLAGS },
   { name: "git-objects", peers: [], schemes: [], flags: GIT_BLOB_FLAGS },
 ] as const satisfies readonly DriverEntry[];
 

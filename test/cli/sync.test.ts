@@ -42,10 +42,10 @@ describe("stowage sync", () => {
     expect(git(a.slice(4), ["rev-parse", `${REF}^{tree}`])).toBe(git(b.slice(4), ["rev-parse", `${REF}^{tree}`]));
   });
 
-  it("refuses stores that are not git: and reports an unreachable remote", () => {
+  it("refuses stores that are neither git: nor git-notes: and reports an unreachable remote", () => {
     const notGit = stowage(["sync", gitInitBare("cli-sync-remote"), "--store", `fs:${tempDir("cli-sync-fs")}`]);
     expect(notGit.code).toBe(1);
-    expect(notGit.stderr).toMatch(/^stowage: E_UNSUPPORTED: .*git: stores/);
+    expect(notGit.stderr).toMatch(/^stowage: E_UNSUPPORTED: sync works on git: and git-notes: stores only, not fs:/);
     const unreachable = stowage(["sync", join(tempDir("cli-sync-none"), "missing"), "--store", `git:${tempDir("cli-sync-a")}`]);
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toMatch(/^stowage: E_UNAVAILABLE: git fetch/);
