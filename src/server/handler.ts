@@ -425,6 +425,10 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
       }
       await storage.clear(target.key);
     } else {
+      // If-None-Match: * deletes nothing, so no fenced commit would run and a stale token would pass unchecked.
+      if (fence && request.headers["if-none-match"] !== undefined) {
+        throw requestError("E_INVALID_OPTION", "A fenced DELETE takes no If-None-Match: it would delete nothing, and so check no fence");
+      }
       const { ifMatch, ifNoneMatch } = await conditions(request, target.key);
       // If-None-Match: * on a delete: go ahead only when there is nothing to delete.
       if (ifNoneMatch && (await storage.hasItem(target.key))) throw requestError("E_CONFLICT", `A value exists at ${target.key}`);

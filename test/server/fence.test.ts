@@ -59,3 +59,15 @@ describe("server: fenced writes", () => {
     expect(await storage.hasItem("k")).toBe(false);
   });
 });
+
+describe("server: fence with conditions on DELETE", () => {
+  const fenced = (id: string, token: number) => ({ "x-fence-id": id, "x-fence-token": token });
+
+  it("refuses a fenced DELETE with If-None-Match (a stale token would get 200 for an absent key)", async () => {
+    const { url, storage } = await startServer();
+    await storage.setItem("other", "v", { fence: { fenceId: "l", token: 5 } });
+    const answer = await send(url, "DELETE", "/absent", { headers: { ...fenced("l", 1), "if-none-match": "*" } });
+    expect(answer.status).toBe(400);
+    expect(JSON.parse(answer.body.toString()).code).toBe("E_INVALID_OPTION");
+  });
+});
