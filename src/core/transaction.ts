@@ -25,6 +25,8 @@ export interface TransactionContext {
   checkTtl(ttl: unknown): number | undefined;
   /** The storage's clock, in epoch milliseconds: when a ttl written now expires. */
   now(): number;
+  /** The root mount: where a fenced transaction that touched no key checks its fence. */
+  root(): Mount;
 }
 
 /** A write as a transaction buffers it (and as a fenced write is planned, see storage/fenced.ts). */
@@ -94,6 +96,19 @@ export async function runUpdate<R>(
 }
 
 /**
+ * The mount a transaction runs in, if its driver has atomic commits.
+ *
+ * @throws StorageError `E_UNSUPPORTED` for a driver not flagged "transactions"
+ */
+function transactional(mount: Mount): Mount {
+  const driver = mount.driver;
+  if (!driver.flags?.transactions || !driver.commit) {
+    throw new StorageError("E_UNSUPPORTED", `transaction needs a driver flagged "transactions"; ${mount.name} is not`, { driver: mount.name });
+  }
+  return mount;
+}
+
+/**
  * Runs `fn` against a handle that buffers writes (reads see them), then
  * hands every write to the driver's atomic `commit`, guarded by the etags
  * of what `fn` read: all land, or none do.
@@ -116,13 +131,7 @@ export async function runTransaction<R>(
     if (finished) throw new StorageError("E_INVALID_OPTION", "This transaction has already finished");
     const loc = context.locate(key, write);
     if (!mount) {
-      const driver = loc.mount.driver;
-      if (!driver.flags?.transactions || !driver.commit) {
-        throw new StorageError("E_UNSUPPORTED", `transaction needs a driver flagged "transactions"; ${loc.mount.name} is not`, {
-          driver: loc.mount.name,
-        });
-      }
-      mount = loc.mount;
+      mount = transactional(loc.mount);
     } else if (loc.mount !== mount) {
       throw new StorageError("E_UNSUPPORTED", `A transaction stays within one mount (${mount.base || "root"}), ${loc.key} is outside it`);
     }
@@ -187,8 +196,9 @@ export async function runTransaction<R>(
   } finally {
     finished = true;
   }
-  if (!mount || writes.size === 0) return result;
-  const target = mount;
+  // A fenced transaction commits even without writes: the check of its fence (and of its reads) is what it asked for.
+  if (!fence && (!mount || writes.size === 0)) return result;
+  const target = mount ?? transactional(context.root());
   const operations = await planCommit(context, target, reads, [...writes.values()]);
   if (fence) await commitFenced(target, target.writer, fence, () => operations, withoutFence(opts));
   else await target.writer.commit!(operations, opts);

@@ -260,6 +260,28 @@ export function fenceTests({ context, test }: Kit): void {
   );
 
   test(
+    "fenced writes: a transaction that writes nothing and an empty setItems still check the fence",
+    async () => {
+      const storage = context.storage;
+      await storage.setItem("fn:a", "v", { fence: fenceOf("lock:n", 3) });
+      await expectEachCode(
+        [
+          ["a read-only transaction", () => storage.transaction((tx) => tx.getItem("fn:a"), { fence: fenceOf("lock:n", 2) })],
+          ["an empty transaction", () => storage.transaction(() => "nothing", { fence: fenceOf("lock:n", 2) })],
+          ["an empty setItems", () => storage.setItems([], { fence: fenceOf("lock:n", 2) })],
+        ],
+        "E_FENCED",
+      );
+      expect(await storage.transaction((tx) => tx.getItem("fn:a"), { fence: fenceOf("lock:n", 3) })).toBe("v");
+      await storage.setItems([], { fence: fenceOf("lock:n", 4) });
+      // The empty setItems raised the record: token 3 is fenced out now.
+      await expectCode(() => storage.setItem("fn:a", "late", { fence: fenceOf("lock:n", 3) }), "E_FENCED");
+      expect(await storage.getItem("fn:a")).toBe("v");
+    },
+    fencedCommits,
+  );
+
+  test(
     "fenced writes: concurrent writers with different tokens, the lower never lands after the higher",
     async () => {
       const storage = context.storage;

@@ -133,4 +133,37 @@ describe("fenced writes (core)", () => {
     await storage.setItem("a", 1, { fence: lock });
     expect(await codeOf(() => storage.setItem("a", 2, { fence: fence("locks:a", 3) }))).toBe("E_FENCED");
   });
+
+  it("a fenced transaction that writes nothing still checks its fence, and its reads", async () => {
+    const storage = createStorage({ driver: memory() });
+    await storage.setItem("k", "v", { fence: fence("l", 3) });
+    const readOnly = (token: number) => storage.transaction(async (tx) => tx.getItem("k"), { fence: fence("l", token) });
+    expect(await codeOf(() => readOnly(2))).toBe("E_FENCED");
+    expect(await codeOf(() => storage.transaction(() => "nothing touched", { fence: fence("l", 2) }))).toBe("E_FENCED");
+    expect(await readOnly(3)).toBe("v");
+    // A higher token raises the record, as any fenced write does.
+    expect(await storage.transaction(() => "ok", { fence: fence("l", 4) })).toBe("ok");
+    expect(await codeOf(() => storage.setItem("k", "late", { fence: fence("l", 3) }))).toBe("E_FENCED");
+    // A read that another writer changed before the commit is E_CONFLICT, as in a transaction that writes.
+    const shared = memory();
+    const other = createStorage({ driver: shared });
+    await other.setItem("r", 1);
+    const racing = createStorage({ driver: interleaved(shared, () => other.setItem("r", 2)) });
+    expect(await codeOf(() => racing.transaction(async (tx) => tx.getItem("r"), { fence: fence("l", 1) }))).toBe("E_CONFLICT");
+  });
+
+  it("a fenced transaction or empty setItems on a mount that cannot fence is E_UNSUPPORTED", async () => {
+    const storage = createStorage({ driver: plainDriver() });
+    expect(await codeOf(() => storage.transaction(() => 1, { fence: fence("l", 1) }))).toBe("E_UNSUPPORTED");
+    expect(await codeOf(() => storage.setItems([], { fence: fence("l", 1) }))).toBe("E_UNSUPPORTED");
+    expect(await codeOf(() => createStorage({ driver: memory() }).setItemsSync([], { fence: fence("l", 1) }))).toBe("E_UNSUPPORTED");
+  });
+
+  it("setItems([], { fence }) checks the token (on the root mount)", async () => {
+    const storage = createStorage({ driver: memory() });
+    await storage.setItem("k", "v", { fence: fence("l", 3) });
+    expect(await codeOf(() => storage.setItems([], { fence: fence("l", 2) }))).toBe("E_FENCED");
+    await storage.setItems([], { fence: fence("l", 5) });
+    expect(await codeOf(() => storage.setItem("k", "late", { fence: fence("l", 4) }))).toBe("E_FENCED");
+  });
 });

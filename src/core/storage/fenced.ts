@@ -25,19 +25,20 @@ export function transactionContextOf(ctx: StorageContext): TransactionContext {
     report: (mount: Mount, event: "update" | "remove", key: string) => ctx.watchers.report(mount, event, key),
     checkTtl: (ttl: unknown) => checkTtl(ttl) ?? ctx.defaultTtl,
     now: () => ctx.clock.now(),
+    root: () => ctx.table.root,
   };
 }
 
 /**
- * Writes `writes` (checked, all in one mount) in one fenced commit, then
- * reports each as a write without a fence would be reported.
+ * Writes `writes` (checked, all in `mount`) in one fenced commit, then
+ * reports each as a write without a fence would be reported. No writes:
+ * the commit checks (and raises) the fence alone.
  *
  * @throws StorageError `E_FENCED`, `E_CONFLICT` (see {@link commitFenced});
  *   `E_UNSUPPORTED` for writes in more than one mount
  */
-export async function writeFenced(ctx: StorageContext, writes: BufferedWrite[], common: SetOptions): Promise<void> {
+export async function writeFenced(ctx: StorageContext, writes: BufferedWrite[], common: SetOptions, mount: Mount = writes[0]!.loc.mount): Promise<void> {
   const fence = fenceOption(common)!;
-  const mount = writes[0]!.loc.mount;
   if (writes.some((write) => write.loc.mount !== mount)) {
     throw new StorageError("E_UNSUPPORTED", "A fenced setItems stays within one mount: its fence record is kept in the mount it writes");
   }
@@ -61,12 +62,13 @@ export function writeOneFenced(ctx: StorageContext, loc: Located, payload: Paylo
  *
  * @throws StorageError as {@link writeFenced}, and as {@link fenceRoute} for the mount and the sync API
  */
-export function writeItemsFenced(ctx: StorageContext, sync: boolean, entries: { loc: Located; text: string | undefined; options: SetOptions }[], common: SetOptions): Promise<void> | undefined {
+export function writeItemsFenced(ctx: StorageContext, sync: boolean, entries: { loc: Located; text: string | undefined; options: SetOptions }[], common: SetOptions): Promise<void> {
   fenceOption(common);
-  if (entries.length === 0) return undefined;
-  fenceRoute(entries[0]!.loc.mount, sync, common, false);
+  // No entries, no key: the fence is still checked, on the root mount (a caller asking whether its token still holds).
+  const mount = entries.length === 0 ? ctx.table.root : entries[0]!.loc.mount;
+  fenceRoute(mount, sync, common, false);
   const writes = entries.map(({ loc, text, options }): BufferedWrite => (text === undefined ? { loc, type: "remove", options } : { loc, type: "set", value: text, options }));
-  return writeFenced(ctx, writes, common);
+  return writeFenced(ctx, writes, common, mount);
 }
 
 /**
