@@ -74,25 +74,27 @@ export interface FindOptions {
 export interface Receipts {
   /**
    * Stores a receipt and its index entry in one transaction.
-   * @throws StorageError `E_INVALID_VALUE` for a malformed receipt; `E_INVALID_OPTION` for unknown options or `commit` off git-notes is `E_UNSUPPORTED`; `E_CONFLICT` when the id is already stored; `E_NOT_FOUND` when `commit` names nothing
+   * @throws StorageError `E_INVALID_VALUE` for a malformed receipt; `E_TOO_LARGE` when its JSON is over {@link MAX_RECEIPT_BYTES}; `E_INVALID_OPTION` for unknown options or `commit` off git-notes is `E_UNSUPPORTED`; `E_CONFLICT` when the id is already stored; `E_NOT_FOUND` when `commit` names nothing
    */
   store(receipt: Receipt, options?: StoreReceiptOptions): Promise<void>;
   /**
    * Stores many receipts, each with its index entry, in one transaction: all or none (seeding, imports).
-   * @throws StorageError `E_INVALID_VALUE` for a malformed receipt or an id given twice; `E_CONFLICT` when an id is already stored
+   * @throws StorageError `E_INVALID_VALUE` for a malformed receipt or an id given twice; `E_TOO_LARGE` for a receipt over {@link MAX_RECEIPT_BYTES}; `E_CONFLICT` when an id is already stored (whatever its content)
    */
   storeMany(receipts: readonly Receipt[]): Promise<void>;
   /**
    * The receipt `id`, or null.
-   * @throws StorageError `E_INVALID_VALUE` for an id that cannot be a receipt id; `E_CORRUPT` for a stored value that is not a receipt
+   * @throws StorageError `E_INVALID_VALUE` for an id that cannot be a receipt id; `E_CORRUPT` for a stored value that is not a receipt of that id; `E_TOO_LARGE` for one over {@link MAX_RECEIPT_BYTES} (inflated no further)
    */
   get(id: string): Promise<Receipt | null>;
   /**
    * Receipts matching `filter`, newest first. Only index buckets within `since`/`until` are listed;
    * `command` and `exitCode` are matched on the index before any receipt is read.
    * An index entry whose receipt is missing (a foreign writer, a sync that decided entry and receipt differently)
-   * is skipped, not an error: {@link Receipts.check} counts such entries and `cleanup` removes them.
-   * @throws StorageError `E_INVALID_VALUE` for a filter field a receipt does not have; `E_INVALID_OPTION` for bad options; `E_CORRUPT` for a stored receipt that is not one, or a key under the index that is not an entry
+   * is skipped, not an error: {@link Receipts.check} counts such entries and `cleanup` removes them. So is a corrupt
+   * one (its receipt not a receipt of its id, over {@link MAX_RECEIPT_BYTES}, or with another timestamp than the
+   * entry's key): one bad receipt does not fail every query; `check` lists it in `corrupt`.
+   * @throws StorageError `E_INVALID_VALUE` for a filter field a receipt does not have; `E_INVALID_OPTION` for bad options; `E_CORRUPT` for a key under the index that is not an entry
    */
   find(filter?: ReceiptFilter, options?: FindOptions): Promise<Receipt[]>;
   /**
@@ -102,12 +104,13 @@ export interface Receipts {
    */
   recent(limit?: number): Promise<Receipt[]>;
   /**
-   * Reads the whole index (keys only) and every receipt id, and reports what does not agree. Changes nothing.
+   * Reads the whole index (keys only) and every receipt, and reports what does not agree. Changes nothing.
    * @throws StorageError `E_CORRUPT` for a key under the index that is not an entry
    */
   check(): Promise<ReceiptsCheck>;
   /**
-   * Removes a receipt and its index entry in one transaction; false when there was none.
+   * Removes a receipt and its index entry in one transaction; false when there was none. A corrupt receipt is
+   * removed too; its index entry (which it cannot name) is left dangling, for `cleanup`.
    * @throws StorageError `E_INVALID_VALUE` for a bad id
    */
   remove(id: string): Promise<boolean>;
@@ -132,6 +135,11 @@ export interface ReceiptsCheck {
   emptyHours: string[];
   /** Hours with entries and no marker: `find` and `recent` miss their receipts until `cleanup` puts the marker back. */
   unmarkedHours: string[];
+  /**
+   * Keys `find` and `recent` skip as corrupt: receipt keys whose value is not a receipt of that id (or is larger
+   * than {@link MAX_RECEIPT_BYTES}), and index keys whose timestamp differs from their receipt's. `remove(id)` removes them.
+   */
+  corrupt: string[];
 }
 
 const WHO = "receipts";
@@ -147,7 +155,16 @@ const REQUIRED = new Set(["id", "command", "timestamp", "duration", "exitCode", 
 const INDEXED = new Set(["id", "timestamp", "command", "exitCode"]);
 /** How many removals one cleanup transaction carries. */
 const CLEANUP_CHUNK = 500;
+/** How many receipts `check` reads at once. */
+const CHECK_CHUNK = 100;
 const GZIP_MAGIC = [0x1f, 0x8b] as const;
+/**
+ * The most bytes a receipt's JSON text may have (16 MiB), stored or read: store refuses a larger one, and a
+ * stored one (a foreign writer, a notes sync) is never inflated past it, so a gzip bomb cannot exhaust memory.
+ */
+export const MAX_RECEIPT_BYTES = 16 * 1024 * 1024;
+/** What makes a stored receipt unreadable: find/recent skip it, check reports it, get throws it. */
+const UNREADABLE: ReadonlySet<StorageErrorCode> = new Set(["E_CORRUPT", "E_TOO_LARGE"]);
 
 /** One time-index entry: a receipt's place in time, parsed from its key. */
 interface IndexEntry {
@@ -253,27 +270,57 @@ function checkLimit(limit: unknown): number {
 /** The bytes stored for a receipt: gzip when asked for and smaller, else the JSON text. */
 export function encodeReceipt(receipt: Receipt, compression: boolean): Uint8Array {
   const json = Buffer.from(JSON.stringify(receipt), "utf8");
+  if (json.length > MAX_RECEIPT_BYTES) throw fail("E_TOO_LARGE", `receipt ${receipt.id} is ${json.length} bytes of JSON, more than ${MAX_RECEIPT_BYTES}`);
   if (!compression) return json;
   const packed = gzipSync(json);
   return packed.length < json.length ? packed : json;
 }
 
+/** A stored receipt's JSON text, inflated when gzip'd; never more than MAX_RECEIPT_BYTES (a gzip bomb stops there). */
+function receiptText(bytes: Uint8Array, id: string): Buffer {
+  const tooLarge = (cause?: unknown) => fail("E_TOO_LARGE", `receipt ${id} holds more than ${MAX_RECEIPT_BYTES} bytes of JSON`, cause);
+  if (bytes.length > MAX_RECEIPT_BYTES) throw tooLarge();
+  if (bytes[0] !== GZIP_MAGIC[0] || bytes[1] !== GZIP_MAGIC[1]) return Buffer.from(bytes);
+  try {
+    return gunzipSync(bytes, { maxOutputLength: MAX_RECEIPT_BYTES });
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") throw tooLarge(error);
+    throw fail("E_CORRUPT", `receipt ${id} is not valid gzip`, error);
+  }
+}
+
 /**
  * A stored receipt's bytes back to a receipt: gzip's magic bytes say compressed, anything
  * else is JSON text (JSON never starts with byte 0x1f), so uncompressed receipts still read.
+ * The receipt must carry the id it is stored under: one claiming another id would make
+ * `remove` and the index act on that other receipt.
+ * @throws StorageError `E_TOO_LARGE` past {@link MAX_RECEIPT_BYTES}; `E_CORRUPT` for anything but a receipt of `id`
  */
 export function decodeReceipt(bytes: Uint8Array, id: string): Receipt {
+  const text = receiptText(bytes, id);
   let parsed: unknown;
   try {
-    const text = bytes[0] === GZIP_MAGIC[0] && bytes[1] === GZIP_MAGIC[1] ? gunzipSync(bytes) : Buffer.from(bytes);
     parsed = JSON.parse(text.toString("utf8"));
   } catch (error) {
     throw fail("E_CORRUPT", `receipt ${id} is neither JSON nor gzip-compressed JSON`, error);
   }
+  let receipt: Receipt;
   try {
-    return checkReceipt(parsed);
+    receipt = checkReceipt(parsed);
   } catch (error) {
     throw fail("E_CORRUPT", `receipt ${id} is not a receipt`, error);
+  }
+  if (receipt.id !== id) throw fail("E_CORRUPT", `the receipt stored as ${id} claims the id ${JSON.stringify(receipt.id)}`);
+  return receipt;
+}
+
+/** The receipt, or null when it is unreadable (E_CORRUPT, E_TOO_LARGE): what find/recent skip and check reports. */
+function readableReceipt(bytes: Uint8Array, id: string): Receipt | null {
+  try {
+    return decodeReceipt(bytes, id);
+  } catch (error) {
+    if (error instanceof StorageError && UNREADABLE.has(error.code)) return null;
+    throw error;
   }
 }
 
@@ -379,12 +426,17 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     }
   }
 
-  /** The receipts of index entries; null for a dangling entry (its receipt missing, or removed since the index was listed). */
+  /**
+   * The receipts of index entries; null for a dangling entry (its receipt missing, or removed since the index
+   * was listed) and for a corrupt one (its receipt unreadable, or its timestamp not the entry's): skipped, and
+   * reported by `check`. The entry's timestamp is trusted only when the receipt carries the same.
+   */
   const readReceipts = (found: IndexEntry[]): Promise<(Receipt | null)[]> =>
     Promise.all(
       found.map(async (entry) => {
         const bytes = await storage.getItemRaw(receiptKey(entry.id));
-        return bytes === null ? null : decodeReceipt(bytes, entry.id);
+        const receipt = bytes === null ? null : readableReceipt(bytes, entry.id);
+        return receipt?.timestamp === entry.timestamp ? receipt : null;
       }),
     );
 
@@ -453,13 +505,19 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     return bytes === null ? null : decodeReceipt(bytes, id);
   };
 
+  /**
+   * Removes the receipt at `id`'s key and the index entry its timestamp names. The entry's key holds `id`
+   * (decodeReceipt refuses a receipt claiming another id), so no other receipt's entry is touched. An
+   * unreadable receipt is removed all the same; its entry, which cannot be named, is left dangling for `cleanup`.
+   */
   const remove = async (id: string): Promise<boolean> => {
     const key = receiptKey(checkId(id));
     return storage.transaction(async (tx) => {
       const bytes = await tx.getItemRaw(key);
       if (bytes === null) return false;
+      const receipt = readableReceipt(bytes, id);
       await tx.removeItem(key);
-      await tx.removeItem(indexKey(decodeReceipt(bytes, id)));
+      if (receipt !== null) await tx.removeItem(indexKey(receipt));
       return true;
     });
   };
@@ -480,14 +538,33 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     return { marked, byHour, ids };
   };
 
+  /** Reads every receipt listed (CHECK_CHUNK at a time): its timestamp, or null when it is unreadable or gone since listed. */
+  const readTimestamps = async (ids: Set<string>): Promise<Map<string, number | null>> => {
+    const stamps = new Map<string, number | null>();
+    const all = [...ids];
+    for (let start = 0; start < all.length; start += CHECK_CHUNK) {
+      await Promise.all(
+        all.slice(start, start + CHECK_CHUNK).map(async (id) => {
+          const bytes = await storage.getItemRaw(receiptKey(id));
+          if (bytes !== null) stamps.set(id, readableReceipt(bytes, id)?.timestamp ?? null);
+        }),
+      );
+    }
+    return stamps;
+  };
+
   const check = async (): Promise<ReceiptsCheck> => {
     const { marked, byHour, ids } = await readIndex();
     const all = [...byHour.values()].flat();
+    const stamps = await readTimestamps(ids);
+    const unreadable = [...stamps].filter(([, stamp]) => stamp === null).map(([id]) => receiptKey(id));
+    const mismatched = all.filter((entry) => typeof stamps.get(entry.id) === "number" && stamps.get(entry.id) !== entry.timestamp).map((entry) => entry.key);
     return {
       entries: all.length,
       dangling: all.filter((entry) => !ids.has(entry.id)).map((entry) => entry.key),
       emptyHours: [...marked].filter((hour) => !byHour.has(hour)).sort(),
       unmarkedHours: [...byHour.keys()].filter((hour) => !marked.has(hour)).sort(),
+      corrupt: [...unreadable, ...mismatched].sort(),
     };
   };
 

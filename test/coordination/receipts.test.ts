@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { createReceipts, type Receipt } from "../../src/coordination/receipts.js";
+import { createReceipts, MAX_RECEIPT_BYTES, type Receipt } from "../../src/coordination/receipts.js";
 import gitNotes from "../../src/drivers/git-notes.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
@@ -28,6 +29,13 @@ const pgUrl = process.env.STOWAGE_POSTGRES_URL ?? "postgres://postgres@127.0.0.1
 const redisUrl = process.env.STOWAGE_REDIS_URL ?? "redis://127.0.0.1:6379";
 const RUN = `stowage-test:${randomUUID()}`;
 const { tables, fresh } = runTables();
+
+let bomb: Buffer | undefined;
+/** gzip of more bytes than a receipt may have (about 20 KiB compressed), made once. */
+function gzipBomb(): Buffer {
+  bomb ??= gzipSync(Buffer.alloc(MAX_RECEIPT_BYTES + 1024, 0x20), { level: 9 });
+  return bomb;
+}
 
 function receipt(id: string, timestamp: number, extra: Partial<Receipt> = {}): Receipt {
   return { id, command: "build", timestamp, duration: 12.5, exitCode: 0, output: `ran ${id}\n`, metadata: { host: "ci", tags: ["a"] }, ...extra };
@@ -151,12 +159,14 @@ describe.each(backends)("receipts on $name", (backend) => {
     expect(await receipts.find({ command: "other" })).toEqual([]);
     expect((await receipts.get("same"))?.timestamp).toBe(START);
 
-    // A receipt whose bytes are damaged: finding another command never reads it; reading it is E_CORRUPT.
+    // A receipt whose bytes are damaged: finding another command never reads it; reading it is E_CORRUPT;
+    // recent skips it (one bad receipt does not fail every query) and check reports it.
     await receipts.store(receipt("deploy", START + HOUR, { command: "deploy" }));
     await storage.setItemRaw("receipts:r:same", new Uint8Array([0x1f, 0x8b, 1, 2, 3]));
     expect((await receipts.find({ command: "deploy" })).map((one) => one.id)).toEqual(["deploy"]);
     expect(await codeOf(() => receipts.get("same"))).toBe("E_CORRUPT");
-    expect(await codeOf(() => receipts.recent())).toBe("E_CORRUPT");
+    expect((await receipts.recent()).map((one) => one.id)).toEqual(["deploy"]);
+    expect((await receipts.check()).corrupt).toEqual(["receipts:r:same"]);
   });
 
   it("an index entry without its receipt is skipped by recent/find, reported by check, removed by cleanup with empty hours' markers", async () => {
@@ -182,7 +192,7 @@ describe.each(backends)("receipts on $name", (backend) => {
     expect(report.unmarkedHours).toEqual([hour(START)]);
 
     expect(await receipts.cleanup()).toBe(0);
-    expect(await receipts.check()).toEqual({ entries: 2, dangling: [], emptyHours: [], unmarkedHours: [] });
+    expect(await receipts.check()).toEqual({ entries: 2, dangling: [], emptyHours: [], unmarkedHours: [], corrupt: [] });
     expect((await receipts.recent()).map((one) => one.id)).toEqual(["r3", "r1"]);
     expect((await storage.getKeys("receipts")).length).toBe(2 * 3);
   });
@@ -213,6 +223,54 @@ describe.each(backends)("receipts on $name", (backend) => {
     expect(late).toEqual({});
     expect(await receipts.check()).toMatchObject({ dangling: [], unmarkedHours: [] });
     expect(await receipts.get("old1")).toBeNull();
+  });
+
+  it("a gzip bomb stored as a receipt is E_TOO_LARGE, inflated no further; store refuses a receipt over the limit; recent skips it, check reports it", async () => {
+    const storage = open(backend);
+    const receipts = createReceipts(storage, { clock: manualClock(START + HOUR) });
+    await receipts.store(receipt("good", START));
+    await receipts.store(receipt("bomb", START + 1));
+    // A foreign writer (or a notes sync) puts ~20 KiB that inflate past the limit where the receipt was.
+    await storage.setItemRaw("receipts:r:bomb", gzipBomb());
+    expect(await codeOf(() => receipts.get("bomb"))).toBe("E_TOO_LARGE");
+    expect((await receipts.recent()).map((one) => one.id)).toEqual(["good"]);
+    expect((await receipts.find({ command: "build" })).map((one) => one.id)).toEqual(["good"]);
+    expect((await receipts.check()).corrupt).toEqual(["receipts:r:bomb"]);
+
+    const huge = receipt("huge", START + 2, { output: "x".repeat(MAX_RECEIPT_BYTES) });
+    expect(await codeOf(() => receipts.store(huge))).toBe("E_TOO_LARGE");
+    expect(await codeOf(() => receipts.storeMany([huge]))).toBe("E_TOO_LARGE");
+    expect(await receipts.get("huge")).toBeNull();
+
+    // remove takes an unreadable receipt away; its entry, which it cannot name, is dangling until cleanup.
+    expect(await receipts.remove("bomb")).toBe(true);
+    expect(await receipts.check()).toMatchObject({ entries: 2, dangling: [expect.stringMatching(/-bomb$/)], corrupt: [] });
+    await receipts.cleanup();
+    expect(await receipts.check()).toEqual({ entries: 1, dangling: [], emptyHours: [], unmarkedHours: [], corrupt: [] });
+  });
+
+  it("a stored receipt claiming another id or timestamp than its key is corrupt: remove touches only its own key's entry, find does not trust it", async () => {
+    const storage = open(backend);
+    const receipts = createReceipts(storage, { compression: false, clock: manualClock(START + 3 * HOUR) });
+    for (const one of [receipt("x", START), receipt("y", START + HOUR), receipt("z", START + 2 * HOUR)]) await receipts.store(one);
+    // Hand-written hostile values: at r:x a receipt claiming to be y; at r:z one claiming five hours later than its entry.
+    await storage.setItemRaw("receipts:r:x", Buffer.from(JSON.stringify(receipt("y", START + HOUR))));
+    await storage.setItemRaw("receipts:r:z", Buffer.from(JSON.stringify(receipt("z", START + 7 * HOUR))));
+    expect(await codeOf(() => receipts.get("x"))).toBe("E_CORRUPT");
+    expect((await receipts.recent()).map((one) => one.id)).toEqual(["y"]);
+    // z's entry lies in this range, its receipt does not: not returned.
+    expect(await receipts.find({}, { since: START + 2 * HOUR, until: START + 3 * HOUR })).toEqual([]);
+    const zEntry = (await storage.getKeys("receipts:t")).find((key) => key.endsWith("-z"));
+    expect((await receipts.check()).corrupt).toEqual(["receipts:r:x", zEntry].sort());
+
+    // remove(x) removes x's receipt, never y's entry.
+    expect(await receipts.remove("x")).toBe(true);
+    expect((await receipts.find({ id: "y" })).map((one) => one.id)).toEqual(["y"]);
+    expect(await receipts.get("y")).toEqual(receipt("y", START + HOUR));
+    expect(await receipts.remove("z")).toBe(true);
+    await receipts.cleanup();
+    expect(await receipts.check()).toEqual({ entries: 1, dangling: [], emptyHours: [], unmarkedHours: [], corrupt: [] });
+    expect((await receipts.recent()).map((one) => one.id)).toEqual(["y"]);
   });
 
   it("storeMany writes receipts in one transaction: all or none", async () => {
