@@ -73,8 +73,10 @@ export interface FindOptions {
 
 export interface Receipts {
   /**
-   * Stores a receipt and its index entry in one transaction.
-   * @throws StorageError `E_INVALID_VALUE` for a malformed receipt; `E_TOO_LARGE` when its JSON is over {@link MAX_RECEIPT_BYTES}; `E_INVALID_OPTION` for unknown options or `commit` off git-notes is `E_UNSUPPORTED`; `E_CONFLICT` when the id is already stored; `E_NOT_FOUND` when `commit` names nothing
+   * Stores a receipt and its index entry in one transaction, then (with `commit`) the commit's note.
+   * Storing a receipt again with the same content is not a conflict: it resolves (writing the note again),
+   * so a store whose note failed after the receipt landed can simply be retried.
+   * @throws StorageError `E_INVALID_VALUE` for a malformed receipt; `E_TOO_LARGE` when its JSON is over {@link MAX_RECEIPT_BYTES}; `E_INVALID_OPTION` for unknown options or `commit` off git-notes is `E_UNSUPPORTED`; `E_CONFLICT` when the id is already stored with other content; `E_NOT_FOUND` when `commit` names nothing; `E_UNAVAILABLE` when the note could not be written (the receipt is stored: retry)
    */
   store(receipt: Receipt, options?: StoreReceiptOptions): Promise<void>;
   /**
@@ -479,13 +481,25 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     await tx.setItem(`${markerBase}:${bucketOf(receipt.timestamp)}`, 1);
   };
 
+  /** Whether `id` is stored with exactly this receipt's content (as JSON carries it). */
+  const storedAlready = async (receipt: Receipt): Promise<boolean> => {
+    const bytes = await storage.getItemRaw(receiptKey(receipt.id));
+    const stored = bytes === null ? null : readableReceipt(bytes, receipt.id);
+    return stored !== null && isDeepStrictEqual(stored, JSON.parse(JSON.stringify(receipt)));
+  };
+
   const store = async (given: Receipt, options: StoreReceiptOptions = {}): Promise<void> => {
     const receipt = checkReceipt(given);
     checkOptions(WHO, options, ["commit"]);
     if (options.commit !== undefined && typeof options.commit !== "string") throw fail("E_INVALID_OPTION", "commit is a string");
     // The commit resolves before anything is written: a commit that names nothing writes no receipt.
     const note = options.commit === undefined ? undefined : notesForOf(driver)(options.commit);
-    await storage.transaction((tx) => writeReceipt(tx, receipt));
+    try {
+      await storage.transaction((tx) => writeReceipt(tx, receipt));
+    } catch (error) {
+      // The same receipt stored already is a retry (of a store whose note failed after its transaction): it resolves, writing the note again.
+      if (!(error instanceof StorageError && error.code === "E_CONFLICT" && (await storedAlready(receipt)))) throw error;
+    }
     note?.set(JSON.stringify(receipt, null, 2) + "\n");
   };
 

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import pg from "pg";
@@ -12,7 +12,7 @@ import postgres from "../../src/drivers/postgres.js";
 import redis from "../../src/drivers/redis/index.js";
 import sqlite from "../../src/drivers/sqlite.js";
 import { createStorage, defineDriver, type Storage } from "../../src/index.js";
-import { git as gitCli } from "../git/gitCli.js";
+import { git as gitCli, gitFails } from "../git/gitCli.js";
 import { codeOf } from "../helpers/checks.js";
 import { manualClock } from "../helpers/clock.js";
 import { serviceUp } from "../helpers/services.js";
@@ -349,6 +349,35 @@ describe("receipts options", () => {
 });
 
 describe("receipts on git-notes annotate commits", () => {
+  it("a store whose note fails after its receipt landed rejects, and a retry of the same receipt writes the note and resolves", async () => {
+    const dir = tempDir("receipts-note-fails");
+    gitCli(dir, ["init", "-q", "-b", "main"]);
+    gitCli(dir, ["commit", "-q", "--allow-empty", "-m", "first"]);
+    const storage = createStorage({ driver: gitNotes({ dir, namespace: "receipts" }) });
+    opened.push(storage);
+    const receipts = createReceipts(storage);
+    const ran = receipt("deploy-1", START, { error: undefined });
+    // Right after the receipt's transaction commits, another process takes the notes ref's lock (as stock git does while it writes).
+    const lock = join(dir, ".git", "refs", "notes", "stowage-receipts.lock");
+    const transaction = storage.transaction.bind(storage);
+    storage.transaction = (async (...args: Parameters<Storage["transaction"]>) => {
+      const result = await transaction(...args);
+      writeFileSync(lock, "");
+      return result;
+    }) as Storage["transaction"];
+    expect(await codeOf(() => receipts.store(ran, { commit: "HEAD" }))).toBe("E_UNAVAILABLE");
+    storage.transaction = transaction;
+    rmSync(lock);
+    expect(await receipts.get("deploy-1")).toEqual(receipt("deploy-1", START));
+    expect(gitFails(dir, ["notes", "--ref=refs/notes/stowage-receipts", "show", "HEAD"]).stderr).toMatch(/no note found/);
+
+    await receipts.store(ran, { commit: "HEAD" });
+    expect(JSON.parse(gitCli(dir, ["notes", "--ref=refs/notes/stowage-receipts", "show", "HEAD"]))).toEqual(receipt("deploy-1", START));
+    // Only the same content is a retry: other content under the id stays E_CONFLICT.
+    expect(await codeOf(() => receipts.store(receipt("deploy-1", START, { exitCode: 2 }), { commit: "HEAD" }))).toBe("E_CONFLICT");
+    expect((await receipts.recent()).map((one) => one.id)).toEqual(["deploy-1"]);
+  });
+
   it("git notes show <commit> prints the receipt; a commit naming nothing stores nothing", async () => {
     const dir = tempDir("receipts-commit");
     gitCli(dir, ["init", "-q", "-b", "main"]);
