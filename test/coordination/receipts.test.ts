@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { createReceipts, MAX_RECEIPT_BYTES, type Receipt } from "../../src/coordination/receipts.js";
+import { createReceipts, MAX_RECEIPT_BYTES, type Receipt } from "../../src/coordination/index.js";
 import gitNotes from "../../src/drivers/git-notes.js";
 import git from "../../src/drivers/git.js";
 import memory from "../../src/drivers/memory.js";
