@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, type StorageErrorCode } from "../core/errors.js";
 import { isMetaKey, normalizeKey } from "../core/keys.js";
+import { refuseUnfenceable } from "../core/fence.js";
 import { checkOptions } from "../core/options.js";
 import { destroyAndWait } from "../core/streams.js";
 import { isBearerToken } from "../core/bearerToken.js";
@@ -114,13 +115,21 @@ const KNOWN_CODES = new Set<string>([
 ]);
 
 interface Call {
-  method: "GET" | "HEAD" | "PUT" | "DELETE";
+  method: "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS";
   path: string;
   headers?: Record<string, string>;
   body?: string | Uint8Array;
   /** A conditional write: after an ambiguous failure it may have happened, so it is not sent again. */
   conditional?: boolean;
+  /** Every final answer comes back (retried 502-504 aside), for the caller to judge: a probe. */
+  anyAnswer?: boolean;
 }
+
+/** Answer headers of a stowage server that fences: the token echoed after a fenced write, and on the OPTIONS probe. */
+const FENCE_APPLIED = "x-fence-applied";
+const FENCE_ACCEPTED = "x-fence-accepted";
+/** The fence the probe sends (its id percent-encoded as a fenced write's is): only a server that reads it echoes its token. */
+const PROBE_FENCE = { "x-fence-id": "stowage%3Aprobe", "x-fence-token": "1" };
 
 /** A base as a URL path ending in `/`, which asks for a listing (or a clear); `""` for the root. */
 function basePath(base: string): string {
@@ -469,6 +478,7 @@ export default defineDriver((options: HttpOptions) => {
         await backoff(attempt, signal, call);
         continue;
       }
+      if (call.anyAnswer) return answer;
       throw failure(call, answer);
     }
   }
@@ -504,12 +514,62 @@ export default defineDriver((options: HttpOptions) => {
     return (await get(key))?.toString("utf8") ?? null;
   }
 
+  /**
+   * Whether the server fences writes, asked once (OPTIONS of the base path
+   * with a probe fence) before the first fenced write: a server that does
+   * echoes the probe's token as X-Fence-Accepted. An older stowage server,
+   * unstorage's, or a proxy that drops X-Fence-* headers does not, and the
+   * fenced write is refused before it is sent. A failed probe is asked again
+   * by the next fenced write.
+   */
+  let fencing: Promise<void> | undefined;
+
+  function ensureFencing(): Promise<void> {
+    fencing ??= probeFencing().catch((error: unknown) => {
+      fencing = undefined;
+      throw error;
+    });
+    return fencing;
+  }
+
+  async function probeFencing(): Promise<void> {
+    const call: Call = { method: "OPTIONS", path: "", headers: PROBE_FENCE, anyAnswer: true };
+    const answer = await request(call);
+    if (answer.status < 300 && header(answer.headers, FENCE_ACCEPTED) === PROBE_FENCE["x-fence-token"]) return;
+    // Not let in (token, host): that is the answer to report, not a missing feature.
+    if (answer.status === 401 || answer.status === 403 || answer.status === 421) throw failure(call, answer);
+    throw new StorageError(
+      "E_UNSUPPORTED",
+      `${base.href}: the server does not fence writes (OPTIONS answered ${answer.status} without X-Fence-Accepted): an older stowage server, unstorage's, or a proxy that drops X-Fence-* headers. The fenced write was not sent`,
+      { driver: DRIVER_NAME },
+    );
+  }
+
+  /**
+   * A fenced write's answer must echo its token (X-Fence-Applied): a server
+   * or proxy that changed since the probe and dropped the fence would
+   * otherwise pass an unfenced write for a fenced one.
+   *
+   * @throws StorageError `E_DRIVER` without the echo (the write may have landed unfenced)
+   */
+  function checkApplied(call: Call, answer: Answer, opts: SetOptions | RemoveOptions | undefined): void {
+    if (opts?.fence === undefined) return;
+    if (answer.status < 300 && header(answer.headers, FENCE_APPLIED) === String(opts.fence.token)) return;
+    throw new StorageError(
+      "E_DRIVER",
+      `${call.method} ${base.href}${call.path}: the server answered ${answer.status} without X-Fence-Applied: ${opts.fence.token}, so the write may have landed unfenced (a proxy that drops X-Fence-* headers, or another server behind ${base.href} since it said it fences)`,
+      { driver: DRIVER_NAME },
+    );
+  }
+
   async function put(key: string, body: string | Uint8Array, type: string, opts: SetOptions | undefined): Promise<void> {
     if (unreachable(key)) refuseMeta(key);
+    if (opts?.fence !== undefined) await ensureFencing();
     const headers: Record<string, string> = { "content-type": type };
     const conditional = conditionHeaders(headers, opts);
     if (opts?.ttl !== undefined) headers["x-ttl"] = ttlHeader(opts.ttl);
-    await request({ method: "PUT", path: keyPath(key), headers, body, conditional });
+    const call: Call = { method: "PUT", path: keyPath(key), headers, body, conditional };
+    checkApplied(call, await request(call), opts);
   }
 
   const head = (key: string) => request({ method: "HEAD", path: keyPath(key) });
@@ -530,6 +590,7 @@ export default defineDriver((options: HttpOptions) => {
    * aborts the request, so the server stores nothing.
    */
   async function putStream(key: string, body: AsyncIterable<Uint8Array>, opts: SetOptions | undefined): Promise<void> {
+    refuseUnfenceable(opts, "setItemStream");
     if (unreachable(key)) refuseMeta(key);
     const headers: Record<string, string> = { ...common, "content-type": OCTET_STREAM };
     conditionHeaders(headers, opts);
@@ -628,9 +689,12 @@ export default defineDriver((options: HttpOptions) => {
     },
     async removeItem(key: string, opts: RemoveOptions & TransactionOptions) {
       if (unreachable(key)) return;
+      if (opts?.fence !== undefined) await ensureFencing();
       const headers: Record<string, string> = {};
       const conditional = conditionHeaders(headers, opts);
-      const answer = await request({ method: "DELETE", path: keyPath(key), headers, conditional });
+      const call: Call = { method: "DELETE", path: keyPath(key), headers, conditional };
+      const answer = await request(call);
+      checkApplied(call, answer, opts);
       // A conditional delete of an absent key: the etag cannot match.
       if (answer.status === 404 && conditional) throw new StorageError("E_CONFLICT", `No value at ${key}`, { driver: DRIVER_NAME, key });
     },

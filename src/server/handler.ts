@@ -5,14 +5,18 @@ import { isMetaKey } from "../core/keys.js";
 import { isPromise, type MaybePromise } from "../core/maybePromise.js";
 import { BASE64_PREFIX, hasOwnMarker, RICH_MARKER, richSerializer, type Serializer } from "../core/serializer.js";
 import { getDirectAccess, type StoredEntry } from "../core/storage.js";
-import type { ItemStream, RemoveOptions, SetOptions, Storage, StorageMeta } from "../core/types.js";
+import type { Fence, ItemStream, RemoveOptions, SetOptions, Storage, StorageMeta } from "../core/types.js";
 import { drained, readBody, sendBody, sendStream, streamBody } from "./body.js";
 import { flatHeaders, sendHead } from "./respond.js";
 import {
   METHODS,
   OCTET_STREAM,
+  READ_BASE_METHODS,
   READ_METHODS,
+  BASE_METHODS,
   errorResponse,
+  FENCE_ACCEPTED_HEADER,
+  FENCE_APPLIED_HEADER,
   fenceFromHeaders,
   formatEtag,
   metaHeaders,
@@ -21,6 +25,7 @@ import {
   requestError,
   splitTarget,
   ttlFromHeader,
+  type RequestTarget,
   type Target,
 } from "./protocol.js";
 import { hostName, isLoopback } from "./hosts.js";
@@ -105,8 +110,9 @@ function sendJson(response: ServerResponse, status: number, body: unknown, heade
 /** The answer to every successful write, made once. */
 const OK_HEADERS = ["content-type", TEXT, "content-length", 2, "x-content-type-options", NO_SNIFF];
 
-function sendOk(response: ServerResponse): void {
-  sendHead(response, 200, OK_HEADERS, "OK");
+/** The answer to a successful write; a fenced one echoes its token, so the client knows the fence was applied. */
+function sendOk(response: ServerResponse, fence?: Fence): void {
+  sendHead(response, 200, fence ? [...OK_HEADERS, FENCE_APPLIED_HEADER, String(fence.token)] : OK_HEADERS, "OK");
 }
 
 /**
@@ -225,13 +231,35 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
     acceptedHost = value;
   }
 
-  /** Checks everything that decides whether the request may run at all; returns its target. */
-  function admit(request: IncomingMessage, method: Method): Target | Promise<Target> {
-    const { path, authority, query } = splitTarget(request.url ?? "/");
-    if (settings.checkHost) checkHost(request, authority);
+  /** The request's target, once its Host and token pass. */
+  function admitTarget(request: IncomingMessage): RequestTarget {
+    const target = splitTarget(request.url ?? "/");
+    if (settings.checkHost) checkHost(request, target.authority);
     if (tokenDigest && !sameToken(bearer(request.headers.authorization) ?? "", tokenDigest)) {
       throw new HttpRefusal(401, "E_UNAUTHORIZED", "A valid bearer token is required", { "www-authenticate": 'Bearer realm="stowage"' });
     }
+    return target;
+  }
+
+  /**
+   * OPTIONS of the base path: what the server offers. A request carrying a
+   * fence (X-Fence-Id/X-Fence-Token) gets its token back as X-Fence-Accepted,
+   * which tells the client both that this server fences writes and that the
+   * headers reach it. It touches no key, so `authorize` is not asked. Keys
+   * take no OPTIONS (405).
+   */
+  function describeServer(request: IncomingMessage, response: ServerResponse): void {
+    const { path } = admitTarget(request);
+    if (path !== settings.basePath) throw new HttpRefusal(405, "E_METHOD", "OPTIONS is answered at the base path only", { allow: METHODS });
+    const fence = fenceFromHeaders(request.headers);
+    const headers: (string | number)[] = ["allow", settings.readOnly ? READ_BASE_METHODS : BASE_METHODS, "content-length", 0];
+    if (fence) headers.push(FENCE_ACCEPTED_HEADER, String(fence.token));
+    sendHead(response, 204, headers, undefined);
+  }
+
+  /** Checks everything that decides whether the request may run at all; returns its target. */
+  function admit(request: IncomingMessage, method: Method): Target | Promise<Target> {
+    const { path, query } = admitTarget(request);
     // A read may carry a query (a cache-buster); a write never does in this protocol, and one that does may mean another key (`PUT /q?x`, `DELETE /?x`).
     if (query && (method === "PUT" || method === "DELETE")) {
       throw requestError("E_INVALID_KEY", "A PUT or DELETE takes no query: the key is the path (a ? cannot be part of a key)");
@@ -394,8 +422,8 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
     }
     return readBody(request, settings.maxBodySize, (body) => {
       const written = raw ? storage.setItemRaw(key, body, options) : writeText(key, body.toString("utf8"), options);
-      if (isPromise(written)) return written.then(() => sendOk(response));
-      sendOk(response);
+      if (isPromise(written)) return written.then(() => sendOk(response, options.fence));
+      sendOk(response, options.fence);
     });
   }
 
@@ -436,7 +464,7 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
       if (fence) options.fence = fence;
       if (!ifNoneMatch) await storage.removeItem(target.key, options);
     }
-    sendOk(response);
+    sendOk(response, fence);
   }
 
   function route(request: IncomingMessage, response: ServerResponse): void | Promise<void> {
@@ -444,6 +472,7 @@ export function createHandler(settings: HandlerSettings): RequestHandler {
     if (settings.closing()) {
       throw new HttpRefusal(503, "E_UNAVAILABLE", "The server is shutting down", { connection: "close", "retry-after": "1" });
     }
+    if (method === "OPTIONS") return describeServer(request, response);
     if (!isMethod(method)) throw new HttpRefusal(405, "E_METHOD", `Method not allowed: ${method ?? ""}`, { allow: METHODS });
     const target = admit(request, method);
     if (target instanceof Promise) return target.then((admitted) => dispatch(request, response, method, admitted));

@@ -162,6 +162,18 @@ export function metaHeaders(meta: StorageMeta): (string | number)[] {
 /** The headers a fenced write carries its fence in ({@link fenceFromHeaders}); the http driver sends them. */
 export const FENCE_ID_HEADER = "x-fence-id";
 export const FENCE_TOKEN_HEADER = "x-fence-token";
+/**
+ * Answer headers that say the server fenced: `X-Fence-Applied` (the token)
+ * on a fenced write's success, `X-Fence-Accepted` (the token it was sent)
+ * on the OPTIONS of the base path. The http driver asks the OPTIONS before
+ * its first fenced write and checks the echo after each one, so a server or
+ * proxy that drops the fence never passes for one that applied it.
+ */
+export const FENCE_APPLIED_HEADER = "x-fence-applied";
+export const FENCE_ACCEPTED_HEADER = "x-fence-accepted";
+/** What the OPTIONS of the base path allows, with and without writes. */
+export const BASE_METHODS = "GET, HEAD, PUT, DELETE, OPTIONS";
+export const READ_BASE_METHODS = "GET, HEAD, OPTIONS";
 /** A fenceId as sent: percent-encoded UTF-8 (encodeURIComponent's alphabet), at most this long. */
 const FENCE_ID = /^[A-Za-z0-9\-_.!~*'()%]{1,4096}$/;
 /** A token as sent: a positive decimal integer without leading zeros (checked to be a safe integer after). */
