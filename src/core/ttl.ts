@@ -13,13 +13,26 @@ import type { CommitOperation, Driver, StorageMeta, TransactionOptions } from ".
 /** Field of the sidecar that holds the expiry, in epoch milliseconds. */
 export const EXPIRES_FIELD = "expires";
 
-/** Validates a ttl option: a positive, finite number of milliseconds. */
+/**
+ * Validates a ttl option: a positive number of milliseconds, or `Infinity`
+ * ("no expiry", which {@link ttlOfWrite} turns into none).
+ */
 export function checkTtl(ttl: unknown): number | undefined {
   if (ttl === undefined || ttl === null) return undefined;
-  if (typeof ttl !== "number" || !Number.isFinite(ttl) || ttl <= 0) {
-    throw new StorageError("E_INVALID_OPTION", `ttl must be a positive number of milliseconds, got ${String(ttl)}`);
+  if (typeof ttl !== "number" || Number.isNaN(ttl) || ttl <= 0) {
+    throw new StorageError("E_INVALID_OPTION", `ttl must be a positive number of milliseconds (or Infinity: no expiry), got ${String(ttl)}`);
   }
   return ttl;
+}
+
+/**
+ * The ttl a write gets: its own, else the storage's default; `Infinity` (on
+ * the write or as the default) is no expiry, so a write can opt out of the
+ * storage's default. Drivers never see `Infinity`.
+ */
+export function ttlOfWrite(ttl: unknown, defaultTtl: number | undefined): number | undefined {
+  const own = checkTtl(ttl) ?? defaultTtl;
+  return own === Infinity ? undefined : own;
 }
 
 export type Sidecar = Record<string, unknown>;

@@ -87,7 +87,7 @@ export type TransactionOptions = Record<string, unknown>;
 
 export interface SetOptions extends TransactionOptions {
   /**
-   * Time to live in milliseconds.
+   * Time to live in milliseconds; `Infinity` means no expiry, whatever the storage's `ttl` option.
    * @default the storage's `ttl` option (none: no expiry)
    */
   ttl?: number;

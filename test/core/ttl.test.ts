@@ -261,3 +261,49 @@ describe("drivers that keep time take the clock option", () => {
     }
   });
 });
+
+describe("ttl: Infinity is no expiry, whatever the storage's default", () => {
+  /** The real memory driver, the options of every write it gets recorded (ttl hidden or native). */
+  function recording(nativeTtl: boolean) {
+    const inner = memory();
+    const seen: unknown[] = [];
+    const driver: Driver = {
+      ...inner,
+      name: "recording",
+      flags: { ...inner.flags, ttl: nativeTtl },
+      setItem(key, value, opts) {
+        seen.push(opts?.ttl);
+        return inner.setItem!(key, value, opts);
+      },
+    };
+    return { driver, seen };
+  }
+
+  for (const native of [true, false]) {
+    it(`${native ? "native TTL" : "the TTL layer"}: setItem, setItems and transactions with ttl Infinity never expire, and drivers never see Infinity`, async () => {
+      const clock = manualClock();
+      const { driver, seen } = recording(native);
+      const storage = createStorage({ driver, ttl: 50, clock });
+      await storage.setItem("forever", 1, { ttl: Infinity });
+      await storage.setItems([{ key: "batch", value: 2, options: { ttl: Infinity } }]);
+      await storage.transaction((tx) => tx.setItem("tx", 3, { ttl: Infinity }));
+      await storage.setItem("default", 4);
+      clock.advance(60_000);
+      expect(await storage.getItem("forever")).toBe(1);
+      expect(await storage.getItem("batch")).toBe(2);
+      expect(await storage.getItem("tx")).toBe(3);
+      expect((await storage.getMeta("forever")).ttl).toBeUndefined();
+      expect(seen).not.toContain(Infinity);
+      if (!native) expect(await storage.getItem("default")).toBeNull();
+      await storage.dispose();
+    });
+  }
+
+  it("a storage ttl of Infinity is no default; NaN, 0 and negative ttls are still E_INVALID_OPTION", async () => {
+    const storage = createStorage({ driver: memory(), ttl: Infinity });
+    await storage.setItem("k", 1);
+    expect((await storage.getMeta("k")).ttl).toBeUndefined();
+    for (const ttl of [Number.NaN, 0, -1, -Infinity]) expect(await codeOf(() => storage.setItem("k", 1, { ttl }))).toBe("E_INVALID_OPTION");
+    await storage.dispose();
+  });
+});

@@ -2,7 +2,7 @@ import { StorageError } from "../errors.js";
 import { commitFenced, fenceOption, fenceRoute, refuseFence, withoutFence } from "../fence.js";
 import { withoutGuards } from "../guards.js";
 import type { Located, Mount } from "../mounts.js";
-import { checkTtl } from "../ttl.js";
+import { ttlOfWrite } from "../ttl.js";
 import { planCommit, type BufferedWrite, type TransactionContext } from "../transaction.js";
 import type { SetOptions } from "../types.js";
 import { locate, type Payload, type StorageContext } from "./context.js";
@@ -23,7 +23,7 @@ export function transactionContextOf(ctx: StorageContext): TransactionContext {
     serializer: ctx.serializer,
     locate: (key: string, write?: boolean) => locate(ctx, key, false, write),
     report: (mount: Mount, event: "update" | "remove", key: string) => ctx.watchers.report(mount, event, key),
-    checkTtl: (ttl: unknown) => checkTtl(ttl) ?? ctx.defaultTtl,
+    checkTtl: (ttl: unknown) => ttlOfWrite(ttl, ctx.defaultTtl),
     now: () => ctx.clock.now(),
     root: () => ctx.table.root,
   };

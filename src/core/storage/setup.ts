@@ -1,7 +1,7 @@
 import { resolveClock } from "../clock.js";
 import { MountTable, type FrontOf } from "../mounts.js";
 import { resolveSerializer } from "../serializer.js";
-import { checkTtl } from "../ttl.js";
+import { ttlOfWrite } from "../ttl.js";
 import type { CreateStorageOptions, Driver } from "../types.js";
 import { Watchers } from "../watchers.js";
 import type { StorageContext } from "./context.js";
@@ -18,5 +18,5 @@ export function createContext(options: CreateStorageOptions & { driver: Driver }
   const watchers = new Watchers(options.onWatchError);
   const front: FrontOf = (driver, mount) =>
     driver.flags?.ttl === true ? driver : expiryLayer(driver, { serializer, clock, purged: (rel) => watchers.report(mount, "remove", mount.base + rel) });
-  return { serializer, defaultTtl: checkTtl(options.ttl), table: new MountTable(options.driver, front), watchers, clock };
+  return { serializer, defaultTtl: ttlOfWrite(options.ttl, undefined), table: new MountTable(options.driver, front), watchers, clock };
 }

@@ -6,7 +6,7 @@ import { checkRemoveOptions, checkWriteOptions, guardChecks, withoutGuards } fro
 import type { CommitOperation, Driver, RemoveOptions, SetItemsInput, SetOptions } from "../types.js";
 import { byMount, checkCallOptions, locate, NO_OPTIONS, put, readOnly, type Payload, type StorageContext } from "./context.js";
 import { metaKeyOf } from "../keys.js";
-import { checkTtl } from "../ttl.js";
+import { ttlOfWrite } from "../ttl.js";
 import { fenceRoute, hasFence, refuseFence } from "../fence.js";
 import { writeFenced, writeItemsFenced, writeOneFenced } from "./fenced.js";
 
@@ -63,7 +63,7 @@ export function setItemsStep(ctx: StorageContext, sync: boolean, items: SetItems
 
 /** The ttl a write carries: its own, else the storage's default. */
 function ttlOf(ctx: StorageContext, opts: SetOptions): number | undefined {
-  return checkTtl(opts.ttl) ?? ctx.defaultTtl;
+  return ttlOfWrite(opts.ttl, ctx.defaultTtl);
 }
 
 /** Options as the mount's store takes them: with the ttl the write gets (the store keeps it, natively or in the sidecar). */
