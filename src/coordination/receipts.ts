@@ -112,7 +112,7 @@ export interface Receipts {
   check(): Promise<ReceiptsCheck>;
   /**
    * Removes a receipt and its index entry in one transaction; false when there was none. A corrupt receipt is
-   * removed too; its index entry (which it cannot name) is left dangling, for `cleanup`.
+   * removed too, and its index entries (which it cannot name) are then found by listing the index and removed.
    * @throws StorageError `E_INVALID_VALUE` for a bad id
    */
   remove(id: string): Promise<boolean>;
@@ -519,21 +519,33 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     return bytes === null ? null : decodeReceipt(bytes, id);
   };
 
+  /** Every index entry of `id`, found by listing the whole index (keys only): for a receipt that cannot name its own. */
+  const entriesOfId = async (id: string): Promise<IndexEntry[]> => {
+    const indexBase = `${prefix}:t`;
+    const keys = (await storage.getKeys(indexBase)).filter((key) => key.endsWith(`-${id}`));
+    return keys.map((key) => parseEntry(key, key.slice(indexBase.length + 1, indexBase.length + 11))).filter((entry) => entry.id === id);
+  };
+
   /**
-   * Removes the receipt at `id`'s key and the index entry its timestamp names. The entry's key holds `id`
-   * (decodeReceipt refuses a receipt claiming another id), so no other receipt's entry is touched. An
-   * unreadable receipt is removed all the same; its entry, which cannot be named, is left dangling for `cleanup`.
+   * Removes the receipt at `id`'s key and the index entry its timestamp names, in one transaction. Every
+   * entry key removed holds `id` (decodeReceipt refuses a receipt claiming another id), so no other
+   * receipt's entry is touched. When the receipt is unreadable, or no entry sits where its timestamp says,
+   * the index is listed for `id`'s entries, which go as cleanup's dangling ones do (only while `id` is
+   * still not stored again).
    */
   const remove = async (id: string): Promise<boolean> => {
     const key = receiptKey(checkId(id));
-    return storage.transaction(async (tx) => {
+    const outcome = await storage.transaction(async (tx) => {
       const bytes = await tx.getItemRaw(key);
-      if (bytes === null) return false;
+      if (bytes === null) return "none";
       const receipt = readableReceipt(bytes, id);
       await tx.removeItem(key);
-      if (receipt !== null) await tx.removeItem(indexKey(receipt));
-      return true;
+      if (receipt === null || !(await tx.hasItem(indexKey(receipt)))) return "unnamed";
+      await tx.removeItem(indexKey(receipt));
+      return "removed";
     });
+    if (outcome === "unnamed") await removeEntries([], await entriesOfId(id));
+    return outcome !== "none";
   };
 
   /** What the index holds, listed in this order (keys only): markers, entries by hour, receipt ids. */
