@@ -50,7 +50,7 @@ export interface GitVanLockInfo {
  * `E_UNSUPPORTED` on a mount not flagged `cas`, `E_CORRUPT` for a record that is not a lock's.
  */
 export interface GitVanLockStorage {
-  /** True when `owner` now holds `key`, including when it already held it (the lease is not extended then); false while another owner holds it. */
+  /** True when `owner` now holds `key`; when it already held it, its lease is renewed to `ttl` from now (false if that renewal finds the lease ended). False while another owner holds it. */
   acquireLock(key: string, owner: string): Promise<boolean>;
   /** True when released, or when nobody held it; false when another owner holds it, or `owner`'s lease had already ended (nothing changes). */
   releaseLock(key: string, owner: string): Promise<boolean>;
@@ -92,9 +92,12 @@ export function lockStorage(options: LockStorageOptions): GitVanLockStorage {
     }
   };
 
+  const renewHeld = (key: string, owner: string) => unlessNotHeld(() => locks.renew(key, owner));
+
   return {
     async acquireLock(key, owner) {
-      if ((await locks.info(key))?.owner === owner) return true;
+      // Re-entrant: the owner already holding it gets its lease renewed, as a fresh acquire would start it.
+      if ((await locks.info(key))?.owner === owner) return renewHeld(key, owner);
       return (await locks.acquire(key, { owner })) !== null;
     },
     async releaseLock(key, owner) {
@@ -113,7 +116,7 @@ export function lockStorage(options: LockStorageOptions): GitVanLockStorage {
       const info = await locks.info(key);
       return info && gitVanInfo(info);
     },
-    renewLock: (key, owner) => unlessNotHeld(() => locks.renew(key, owner)),
+    renewLock: (key, owner) => renewHeld(key, owner),
     cleanup: () => locks.cleanup(),
   };
 }

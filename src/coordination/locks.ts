@@ -23,15 +23,22 @@ export interface LocksOptions {
    */
   prefix?: string;
   /**
-   * Lease length in ms of a lock acquired without its own `ttl`.
+   * Lease length in ms of a lock acquired without its own `ttl` (at most 2^31-1, a timer's limit).
    * @default 30000
    */
   ttl?: number;
   /**
-   * Where time comes from: expiry is judged by `clock.now()` against the record's `expiresAt`.
+   * Where time comes from: expiry is judged by `clock.now()` against the record's `expiresAt`,
+   * and a new record's first token is `clock.now() × 1000` (see docs/coordination.md, "Tokens").
    * @default the system clock (`Date.now`)
    */
   clock?: Clock;
+  /**
+   * Called by {@link Locks.list} and {@link Locks.cleanup} for each key under the prefix that does
+   * not hold a lock record (an `E_CORRUPT` StorageError): they skip it and go on with the others.
+   * @default a process warning per such key
+   */
+  onCorrupt?: (key: string, error: StorageError) => void;
 }
 
 /** Options of {@link Locks.acquire} (and {@link Locks.withLock}). */
@@ -42,7 +49,7 @@ export interface AcquireOptions {
    */
   owner?: string;
   /**
-   * Lease length in ms.
+   * Lease length in ms (at most 2^31-1).
    * @default the `ttl` of {@link createLocks}
    */
   ttl?: number;
@@ -100,7 +107,8 @@ export interface Lock extends Fence, AsyncDisposable {
    */
   renew(ttl?: number): Promise<void>;
   /**
-   * Clears the holder (the token stays in the record). A second release of the same Lock does nothing.
+   * Clears the holder (the token stays in the record). A second release of the same Lock, even one
+   * made while the first is under way, gets the first one's outcome and writes nothing.
    * @throws StorageError `E_LOCK_LOST` when it expired or another holder took it (nothing changes)
    */
   release(): Promise<void>;
@@ -110,7 +118,7 @@ export interface Lock extends Fence, AsyncDisposable {
 export interface Locks {
   /**
    * Takes lock `name`, or resolves to null when another holder has it for longer than `wait`.
-   * @throws StorageError `E_INVALID_KEY` for a bad name; `E_INVALID_OPTION` for unknown or bad options; `E_UNSUPPORTED` when the name's mount is not flagged `cas`; `E_CORRUPT` for a record that is not a lock record; `E_CONFLICT` when the record's etag and value keep disagreeing; the storage's errors. Rejects with `signal.reason` when `signal` aborts
+   * @throws StorageError `E_INVALID_KEY` for a bad name; `E_INVALID_OPTION` for unknown or bad options (a ttl above 2^31-1 ms among them); `E_UNSUPPORTED` when the name's mount is not flagged `cas`; `E_CORRUPT` for a record that is not a lock record (a token that is not an integer from 0 to 2^53-1 among them); `E_TOO_LARGE` when the record's token is 2^53-1, so no higher one can be issued; `E_CONFLICT` when the record's etag and value keep disagreeing, or it kept changing with no live holder for 16 tries; the storage's errors. Rejects with `signal.reason` when `signal` aborts
    */
   acquire(name: string, options?: AcquireOptions): Promise<Lock | null>;
   /**
@@ -131,8 +139,8 @@ export interface Locks {
    */
   info(name: string): Promise<LockInfo | null>;
   /**
-   * Every held lock whose lease has not ended.
-   * @throws StorageError `E_CORRUPT` for a record that is not a lock record; the storage's errors
+   * Every held lock whose lease has not ended. A key under the prefix that is not a lock record is skipped and reported to `onCorrupt`.
+   * @throws StorageError the storage's errors
    */
   list(): Promise<LockInfo[]>;
   /**
@@ -147,7 +155,8 @@ export interface Locks {
   renew(name: string, owner: string, ttl?: number): Promise<LockInfo>;
   /**
    * Clears the holder of every lock whose lease has ended (tokens stay); returns how many it cleared.
-   * @throws StorageError as {@link Locks.list}
+   * A key under the prefix that is not a lock record is skipped and reported to `onCorrupt`.
+   * @throws StorageError `E_CONFLICT` when a record kept changing for 16 tries; the storage's errors
    */
   cleanup(): Promise<number>;
 }
@@ -180,6 +189,10 @@ function abortLock(lock: Lock, error: unknown): void {
 }
 
 const DEFAULT_TTL = 30_000;
+/** The longest delay setTimeout keeps: a longer one fires after 1 ms, which would renew or retry in a busy loop. */
+const MAX_DELAY = 2 ** 31 - 1;
+/** Guarded writes of one change before giving up on a record that keeps changing with no live holder (as core/fence.ts). */
+const MAX_ATTEMPTS = 16;
 /** Reads of a record whose etag and value keep disagreeing (one present, one not) before giving up. */
 const MAX_READS = 16;
 const DEFAULT_RETRY_DELAY = 50;
@@ -190,7 +203,9 @@ function invalid(message: string): StorageError {
 }
 
 function checkTtl(ttl: unknown, what = "ttl"): number {
-  if (typeof ttl !== "number" || !Number.isSafeInteger(ttl) || ttl <= 0) throw invalid(`${what} must be a positive integer of ms, got ${String(ttl)}`);
+  if (typeof ttl !== "number" || !Number.isSafeInteger(ttl) || ttl <= 0 || ttl > MAX_DELAY) {
+    throw invalid(`${what} must be a positive integer of ms no larger than ${MAX_DELAY} (a timer's limit), got ${String(ttl)}`);
+  }
   return ttl;
 }
 
@@ -236,9 +251,10 @@ function isHolder(value: unknown): value is Holder {
   return typeof holder.owner === "string" && typeof holder.acquiredAt === "number" && typeof holder.expiresAt === "number" && typeof holder.pid === "number" && typeof holder.host === "string";
 }
 
+/** A token is a safe integer from 0: a negative one would make every fenced write E_INVALID_OPTION. */
 function parseRecord(key: string, value: unknown): LockRecord {
   const record = value as Partial<LockRecord> | null;
-  if (record !== null && typeof record === "object" && Number.isSafeInteger(record.token) && (record.holder === null || isHolder(record.holder))) {
+  if (record !== null && typeof record === "object" && Number.isSafeInteger(record.token) && record.token! >= 0 && (record.holder === null || isHolder(record.holder))) {
     return record as LockRecord;
   }
   throw new StorageError("E_CORRUPT", `[locks] ${key} does not hold a lock record`, { key });
@@ -249,6 +265,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Sleeps `ms`, or rejects with the signal's reason as soon as it aborts. */
 function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   if (!signal) return sleep(ms).then(() => undefined);
+  // A listener added to a signal that already aborted never fires: the pause would run its course.
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
   return new Promise((resolve, reject) => {
     const onAbort = () => {
       clearTimeout(timer);
@@ -264,7 +282,7 @@ function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
 
 /** Delay before retry `attempt` (0-based): doubling from `base` up to 16× it, ±50% jitter so waiters spread out. */
 function backoff(base: number, attempt: number): number {
-  return base * 2 ** Math.min(attempt, 4) * (0.5 + Math.random());
+  return Math.min(MAX_DELAY, base * 2 ** Math.min(attempt, 4) * (0.5 + Math.random()));
 }
 
 function lost(key: string, why: string): StorageError {
@@ -282,13 +300,15 @@ function lost(key: string, why: string): StorageError {
  *   await storage.setItem("release", version, { fence: lock });
  * }, { wait: 10_000 });
  *
- * @throws StorageError `E_INVALID_OPTION` for an unknown option, a `ttl` that is not a positive integer, a `clock` without `now()`; `E_INVALID_KEY` for a prefix that is not a key in normalized form
+ * @throws StorageError `E_INVALID_OPTION` for an unknown option, a `ttl` that is not a positive integer up to 2^31-1, a `clock` without `now()`, an `onCorrupt` that is not a function; `E_INVALID_KEY` for a prefix that is not a key in normalized form
  */
 export function createLocks(storage: Storage, options: LocksOptions = {}): Locks {
-  checkOptions(LOCKS, options, ["prefix", "ttl", "clock"]);
+  checkOptions(LOCKS, options, ["prefix", "ttl", "clock", "onCorrupt"]);
   const prefix = checkPrefix(options.prefix ?? LOCKS);
   const defaultTtl = checkTtl(options.ttl ?? DEFAULT_TTL);
   const clock = resolveClock(options.clock);
+  if (options.onCorrupt !== undefined && typeof options.onCorrupt !== "function") throw invalid("onCorrupt must be a function");
+  const onCorrupt = options.onCorrupt ?? ((key: string, error: StorageError) => process.emitWarning(`stowage: ${error.message}; list and cleanup skip it`, { code: error.code, detail: key }));
 
   const recordKey = (name: string) => `${prefix}:${checkName(name)}`;
 
@@ -318,9 +338,12 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     throw new StorageError("E_CONFLICT", `[locks] ${key}: its etag and value disagreed on ${MAX_READS} reads in a row`, { key });
   }
 
-  /** Writes `record` only if the key still holds `seen` (absent: create-only); false on a conflict. */
+  /**
+   * Writes `record` only if the key still holds `seen` (absent: create-only); false on a conflict.
+   * `ttl: Infinity`: a storage's default ttl must not expire the record, or its token would start over.
+   */
   async function swap(key: string, seen: Snapshot, record: LockRecord): Promise<boolean> {
-    const guard = seen.etag === undefined ? { ifNoneMatch: "*" as const } : { ifMatch: seen.etag };
+    const guard = seen.etag === undefined ? { ifNoneMatch: "*" as const, ttl: Infinity } : { ifMatch: seen.etag, ttl: Infinity };
     try {
       await storage.setItem(key, record, guard);
       return true;
@@ -360,17 +383,32 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     return info && { info };
   }
 
+  /**
+   * The token after `record`'s. A new record starts at the clock in ms × 1000, so one made again
+   * after its predecessor was lost (clear(), a removal, another lock store) starts above every token
+   * the predecessor issued, unless that one issued more than 1000 a ms on average since it began.
+   */
+  function nextToken(key: string, record: LockRecord | null): number {
+    if (record === null) return Math.max(1, Math.min(Math.floor(clock.now()) * 1000, Number.MAX_SAFE_INTEGER - 2 ** 32));
+    if (record.token >= Number.MAX_SAFE_INTEGER) throw new StorageError("E_TOO_LARGE", `[locks] ${key}: its token is ${record.token}, the last one a fence can carry; no higher one can be issued`, { key });
+    return record.token + 1;
+  }
+
+  /** A record that kept changing with no live holder through MAX_ATTEMPTS guarded writes. */
+  const restless = (key: string, what: string) => new StorageError("E_CONFLICT", `[locks] ${key}: the record changed under ${MAX_ATTEMPTS} ${what} attempts in a row`, { key });
+
   /** tryAcquire on the core's CAS alone: etag, value, guarded write. */
   async function tryAcquireGeneric(key: string, owner: string, ttl: number): Promise<LockInfo | null> {
-    for (;;) {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const seen = await read(key);
       if (live(seen.record?.holder ?? null)) return null;
       const now = clock.now();
-      const token = (seen.record?.token ?? 0) + 1;
+      const token = nextToken(key, seen.record);
       const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostName() };
       if (await swap(key, seen, { token, holder })) return { name: key.slice(prefix.length + 1), token, ...holder };
       // Lost the race to another write: read again, the winner (if any) now shows as holder.
     }
+    throw restless(key, "acquire");
   }
 
   /**
@@ -378,13 +416,14 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
    * after checking it is still theirs and live. Nothing is written when it is not.
    */
   async function changeHolding(key: string, owner: string, token: number | undefined, change: (record: LockRecord & { holder: Holder }) => LockRecord): Promise<LockRecord> {
-    for (;;) {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const seen = await read(key);
       const record = seen.record;
       refuseUnlessHeld(key, record, owner, token);
       const next = change(record as LockRecord & { holder: Holder });
       if (await swap(key, seen, next)) return next;
     }
+    throw restless(key, "release or renew");
   }
 
   function refuseUnlessHeld(key: string, record: LockRecord | null, owner: string, token: number | undefined): void {
@@ -444,11 +483,21 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       }
     };
 
-    const release = async () => {
-      if (released) return;
+    // The release under way or done: a later call (a second release, `await using` after an
+    // explicit one) gets its outcome rather than reading the record it cleared as a lost lock.
+    let releasing: Promise<void> | undefined;
+    const releaseOnce = async () => {
       if (!(await releaseUnchanged())) await guarded(() => changeHolding(key, info.owner, info.token, releasedRecord));
       released = true;
       clearTimeout(timer);
+    };
+    const release = (): Promise<void> => {
+      releasing ??= releaseOnce().catch((error: unknown) => {
+        // Only a verdict on the lock is final; a failed request (a network error) may be tried again.
+        if (!isStorageError(error, "E_LOCK_LOST")) releasing = undefined;
+        throw error;
+      });
+      return releasing;
     };
     /**
      * Releases in one guarded write while the record is still the one this Lock's take wrote (its
@@ -460,7 +509,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       const ifMatch = etag;
       etag = undefined;
       try {
-        await storage.setItem(key, { token: info.token, holder: null }, { ifMatch });
+        await storage.setItem(key, { token: info.token, holder: null }, { ifMatch, ttl: Infinity });
         return true;
       } catch (error) {
         if (isStorageError(error, "E_CONFLICT")) return false;
@@ -504,6 +553,8 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       signal?.throwIfAborted();
       const taken = await tryAcquire(key, fast, owner, ttl);
       if (taken) return makeLock(key, taken.info, ttl, taken.etag);
+      // Aborted while the try was in flight: reject now, not after the backoff.
+      signal?.throwIfAborted();
       const left = deadline - performance.now();
       if (left <= 0) return null;
       await pause(Math.min(left, backoff(retryDelay, attempt)), signal);
@@ -562,11 +613,21 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     return live(record?.holder ?? null) ? { name, token: record!.token, ...record!.holder! } : null;
   }
 
+  /** `action`'s answer for one record of a listing, or undefined for a key that is not a lock record (reported to onCorrupt). */
+  async function unlessCorrupt<T>(key: string, action: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await action();
+    } catch (error) {
+      if (!isStorageError(error, "E_CORRUPT")) throw error;
+      onCorrupt(key, error);
+      return undefined;
+    }
+  }
+
   async function list(): Promise<LockInfo[]> {
     const held: LockInfo[] = [];
     for (const key of await storage.getKeys(prefix)) {
-      const name = key.slice(prefix.length + 1);
-      const found = await info(name);
+      const found = await unlessCorrupt(key, () => info(key.slice(prefix.length + 1)));
       if (found) held.push(found);
     }
     return held;
@@ -575,19 +636,20 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   async function cleanup(): Promise<number> {
     let cleared = 0;
     for (const key of await storage.getKeys(prefix)) {
-      if (await clearExpired(casKey(key.slice(prefix.length + 1)))) cleared++;
+      if (await unlessCorrupt(key, () => clearExpired(casKey(key.slice(prefix.length + 1))))) cleared++;
     }
     return cleared;
   }
 
   /** Clears the holder of `key` if its lease ended; true when this call cleared it. */
   async function clearExpired(key: string): Promise<boolean> {
-    for (;;) {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const seen = await read(key);
       const holder = seen.record?.holder ?? null;
       if (seen.record === null || holder === null || live(holder)) return false;
       if (await swap(key, seen, releasedRecord(seen.record))) return true;
     }
+    throw restless(key, "cleanup");
   }
 
   return {

@@ -68,16 +68,17 @@ export function testLocks(name: string, makeStorage: () => Storage | Promise<Sto
     });
 
     it(`mutual exclusion: of ${contenders} racing acquires exactly one wins`, async () => {
-      const { locks } = fresh();
+      const { locks, clock } = fresh();
       const results = await Promise.all(Array.from({ length: contenders }, (_, index) => locks.acquire("race", { owner: `racer-${index}`, ttl: 60_000 })));
       const winners = results.filter((lock) => lock !== null);
       expect(winners).toHaveLength(1);
       expect((await locks.info("race"))?.owner).toBe(winners[0]!.owner);
-      expect(winners[0]!.token).toBe(1);
+      // A new record's first token is the clock in ms × 1000: above what a lost predecessor issued.
+      expect(winners[0]!.token).toBe(clock.now() * 1000);
     });
 
     it("tokens strictly increase across release, and the lock is its own fence", async () => {
-      const { locks, prefix } = fresh();
+      const { locks, prefix, clock } = fresh();
       const tokens: number[] = [];
       for (let round = 0; round < 3; round++) {
         const lock = held(await locks.acquire("seq"));
@@ -87,7 +88,8 @@ export function testLocks(name: string, makeStorage: () => Storage | Promise<Sto
         await lock.release();
         expect(await locks.isLocked("seq")).toBe(false);
       }
-      expect(tokens).toEqual([1, 2, 3]);
+      const first = clock.now() * 1000;
+      expect(tokens).toEqual([first, first + 1, first + 2]);
     });
 
     it("a lease that ends is taken over with a higher token; the old holder (crashed, never released) gets E_LOCK_LOST and changes nothing", async () => {
@@ -214,13 +216,13 @@ export function testLocks(name: string, makeStorage: () => Storage | Promise<Sto
 
     it("cleanup clears ended leases (counted once), keeps their tokens, leaves live ones", async () => {
       const { locks, clock } = fresh();
-      for (const lockName of ["a", "b", "c"]) held(await locks.acquire(lockName, { ttl: 1000 }));
+      const [a] = await Promise.all(["a", "b", "c"].map(async (lockName) => held(await locks.acquire(lockName, { ttl: 1000 }))));
       await held(await locks.acquire("released", { ttl: 1000 })).release();
       held(await locks.acquire("live", { ttl: 60_000 }));
       clock.advance(1000);
       expect(await locks.cleanup()).toBe(3);
       expect(await locks.cleanup()).toBe(0);
-      expect(held(await locks.acquire("a")).token).toBe(2);
+      expect(held(await locks.acquire("a")).token).toBe(a!.token + 1);
       expect((await locks.list()).map((info) => info.name).sort()).toEqual(["a", "live"]);
     });
 
@@ -290,22 +292,27 @@ export function testLocks(name: string, makeStorage: () => Storage | Promise<Sto
     it("the GitVan adapter: acquireLock, releaseLock, isLocked, getLockInfo, renewLock, cleanup", async () => {
       const { clock, prefix } = fresh();
       const adapter = lockStorage({ storage, ttl: 1000, prefix, clock });
+      const firstToken = clock.now() * 1000;
       expect(await adapter.acquireLock("job", "a")).toBe(true);
       expect(await adapter.acquireLock("job", "a")).toBe(true); // already the owner
       expect(await adapter.acquireLock("job", "b")).toBe(false);
       expect(await adapter.isLocked("job")).toBe(true);
       const info = await adapter.getLockInfo("job");
-      expect(info).toEqual({ owner: "a", acquired: clock.now(), ttl: 1000, process: `${process.pid}@${hostname()}`, token: 1 });
+      expect(info).toEqual({ owner: "a", acquired: clock.now(), ttl: 1000, process: `${process.pid}@${hostname()}`, token: firstToken });
       expect(await adapter.renewLock("job", "b")).toBe(false);
       expect(await adapter.releaseLock("job", "b")).toBe(false);
       clock.advance(500);
-      expect(await adapter.renewLock("job", "a")).toBe(true);
+      // Re-entrant acquire by the owner renews the lease (GitVan's acquire of a held lock starts a new one).
+      expect(await adapter.acquireLock("job", "a")).toBe(true);
       expect((await adapter.getLockInfo("job"))?.ttl).toBe(1500);
+      clock.advance(500);
+      expect(await adapter.renewLock("job", "a")).toBe(true);
+      expect((await adapter.getLockInfo("job"))?.ttl).toBe(2000);
       expect(await adapter.releaseLock("job", "a")).toBe(true);
       expect(await adapter.releaseLock("job", "a")).toBe(true); // already released
       expect(await adapter.getLockInfo("job")).toBeNull();
       expect(await adapter.acquireLock("job", "b")).toBe(true);
-      expect((await adapter.getLockInfo("job"))?.token).toBe(2);
+      expect((await adapter.getLockInfo("job"))?.token).toBe(firstToken + 1);
       clock.advance(1000);
       expect(await adapter.releaseLock("job", "b")).toBe(false); // b's lease had ended
       expect(await adapter.renewLock("job", "b")).toBe(false);

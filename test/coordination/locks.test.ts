@@ -44,6 +44,9 @@ const over = (driver: Driver) => () => createStorage({ driver });
 
 // Stores on this machine: always run.
 testLocks("memory", () => createStorage({ driver: memory() }));
+// A storage-wide ttl must not expire lock records (their tokens would start over): they are written with ttl Infinity.
+testLocks("memory with a storage ttl of 20 ms", () => createStorage({ driver: memory(), ttl: 20 }));
+testLocks("sqlite with a storage ttl of 20 ms (the core's TTL layer)", () => createStorage({ driver: sqlite({ path: join(tempDir("locks-sqlite-ttl"), "locks.db") }), ttl: 20 }));
 testLocks("sqlite", () => over(sqlite({ path: join(tempDir("locks-sqlite"), "locks.db") }))());
 testLocks("lmdb", () => over(lmdb({ path: join(tempDir("locks-lmdb"), "locks.mdb") }))());
 testLocks("leveldb", () => over(leveldb({ path: join(tempDir("locks-leveldb"), "db") }))());
@@ -146,12 +149,13 @@ function fastPathInterop(name: string, open: () => Driver): void {
       const before = takes;
       const lock = (await fast.acquire("job", { owner: "fast", ttl: 1000 }))!;
       expect(takes).toBe(before + 1);
-      expect(lock.token).toBe(2);
-      expect(await storage.getItem(`${prefix}:job`)).toEqual({ token: 2, holder: { owner: "fast", acquiredAt: now, expiresAt: now + 1000, pid: process.pid, host: expect.any(String) } });
+      const first = now * 1000;
+      expect(lock.token).toBe(first + 1);
+      expect(await storage.getItem(`${prefix}:job`)).toEqual({ token: first + 1, holder: { owner: "fast", acquiredAt: now, expiresAt: now + 1000, pid: process.pid, host: expect.any(String) } });
       expect((await slow.info("job"))?.owner).toBe("fast");
       expect(await slow.acquire("job")).toBeNull();
       await lock.release();
-      expect(await storage.getItem(`${prefix}:job`)).toMatchObject({ token: 2, holder: null });
+      expect(await storage.getItem(`${prefix}:job`)).toMatchObject({ token: first + 1, holder: null });
     });
 
     it("racing acquires, half on each path: exactly one wins, and tokens only grow as the paths alternate", async () => {
@@ -234,8 +238,8 @@ function fastPathInterop(name: string, open: () => Driver): void {
       const locks = createLocks(own, { clock, prefix });
       for (let round = 1; round <= 3; round++) {
         const lock = (await locks.acquire("wrapped", { ttl: 1000 }))!;
-        expect(lock.token).toBe(round);
-        expect(JSON.parse(new TextDecoder().decode((await own.getItemRaw(`${prefix}:wrapped`))!))).toHaveProperty("wrapped.token", round);
+        expect(lock.token).toBe(now * 1000 + round - 1);
+        expect(JSON.parse(new TextDecoder().decode((await own.getItemRaw(`${prefix}:wrapped`))!))).toHaveProperty("wrapped.token", lock.token);
         await lock.release();
       }
     });
@@ -337,7 +341,8 @@ describe("locks across processes", () => {
     await createStorage({ driver: sqlite({ path }) }).dispose(); // the schema exists before the processes race
     const storage = await contend("sqlite", { path }, () => sqlite({ path }), processes, rounds);
     expect(await storage.getItem("counter")).toBe(processes * rounds);
-    expect(await storage.getItem("last-token")).toBe(processes * rounds);
+    // Tokens run on from the first one (the clock in ms × 1000), one per holding: the last written is the record's.
+    expect(await storage.getItem("last-token")).toBe(((await storage.getItem("locks:shared")) as { token: number }).token);
     await storage.dispose();
   });
 
@@ -346,8 +351,110 @@ describe("locks across processes", () => {
     const base = `${RUN}:multi:${randomUUID()}`;
     const storage = await contend("redis", { url: redisUrl, base }, () => redis({ url: redisUrl, base }), processes, rounds);
     expect(await storage.getItem("counter")).toBe(processes * rounds);
-    expect(await storage.getItem("last-token")).toBe(processes * rounds);
+    // Tokens run on from the first one (the clock in ms × 1000), one per holding: the last written is the record's.
+    expect(await storage.getItem("last-token")).toBe(((await storage.getItem("locks:shared")) as { token: number }).token);
     await storage.clear();
+    await storage.dispose();
+  });
+});
+
+describe("locks refuse what would break them", () => {
+  it("a ttl above 2^31-1 ms (setTimeout's limit: it would fire after 1 ms, renewing in a busy loop) is E_INVALID_OPTION", async () => {
+    const storage = createStorage({ driver: memory() });
+    const huge = 2 ** 31 + 1000;
+    expect(() => createLocks(storage, { ttl: huge })).toThrow(expect.objectContaining({ code: "E_INVALID_OPTION" }));
+    const locks = createLocks(storage);
+    expect(await codeOf(() => locks.acquire("big", { ttl: huge }))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => locks.withLock("big", () => 1, { ttl: huge }))).toBe("E_INVALID_OPTION");
+    const lock = (await locks.acquire("big", { owner: "me" }))!;
+    expect(await codeOf(() => lock.renew(huge))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => locks.renew("big", "me", huge))).toBe("E_INVALID_OPTION");
+    expect(await codeOf(() => locks.acquire("big", { retryDelay: huge }))).toBe("E_INVALID_OPTION");
+    await storage.dispose();
+  });
+
+  it("an abort while a try is in flight rejects at once, not after the backoff", async () => {
+    const storage = createStorage({ driver: memory() });
+    const locks = createLocks(storage);
+    await locks.acquire("busy", { ttl: 600_000 });
+    const controller = new AbortController();
+    // The first try is reading the record when the signal aborts; the backoff after it would be minutes.
+    const waiting = locks.acquire("busy", { wait: 600_000, retryDelay: 600_000, signal: controller.signal });
+    controller.abort(new Error("stop"));
+    await expect(waiting).rejects.toThrow("stop");
+    await storage.dispose();
+  });
+
+  it("two concurrent releases of one Lock both resolve, and its signal is not aborted", async () => {
+    const storage = createStorage({ driver: memory() });
+    const locks = createLocks(storage);
+    const lock = (await locks.acquire("twice"))!;
+    await Promise.all([lock.release(), lock.release()]);
+    expect(lock.signal.aborted).toBe(false);
+    const disposed = (await locks.acquire("twice"))!;
+    await Promise.all([disposed.release(), disposed[Symbol.asyncDispose]()]);
+    expect(disposed.signal.aborted).toBe(false);
+    expect(await locks.isLocked("twice")).toBe(false);
+    await storage.dispose();
+  });
+
+  it("a record that keeps changing with no live holder ends in E_CONFLICT after bounded tries", async () => {
+    // The real memory driver, with a writer that rewrites the lock record (expired holder) just before every guarded write of it.
+    const inner = memory();
+    const expired = JSON.stringify({ token: 5, holder: { owner: "gone", acquiredAt: 0, expiresAt: 1, pid: 1, host: "h" } });
+    let writes = 0;
+    const driver: Driver = {
+      ...inner,
+      name: "restless",
+      setItem(key, value, opts) {
+        if (key === "locks:moving" && (opts?.ifMatch !== undefined || opts?.ifNoneMatch !== undefined)) {
+          writes++;
+          inner.setItem!(key, expired, {});
+        }
+        return inner.setItem!(key, value, opts);
+      },
+    };
+    const storage = createStorage({ driver });
+    const locks = createLocks(storage);
+    expect(await codeOf(() => locks.acquire("moving"))).toBe("E_CONFLICT");
+    expect(writes).toBe(16);
+    expect(await codeOf(() => locks.cleanup())).toBe("E_CONFLICT");
+    await storage.dispose();
+  });
+
+  it("records with a negative or exhausted token are refused; list and cleanup skip a non-lock value and report it", async () => {
+    const storage = createStorage({ driver: memory() });
+    const reported: string[] = [];
+    const locks = createLocks(storage, { onCorrupt: (key, error) => reported.push(`${key} ${error.code}`) });
+    await storage.setItem("locks:negative", { token: -7, holder: null });
+    expect(await codeOf(() => locks.acquire("negative"))).toBe("E_CORRUPT");
+    await storage.setItem("locks:last", { token: Number.MAX_SAFE_INTEGER, holder: null });
+    expect(await codeOf(() => locks.acquire("last"))).toBe("E_TOO_LARGE");
+    expect(await storage.getItem("locks:last")).toEqual({ token: Number.MAX_SAFE_INTEGER, holder: null });
+    await storage.setItem("locks:last", { token: Number.MAX_SAFE_INTEGER - 1, holder: null });
+    expect((await locks.acquire("last"))!.token).toBe(Number.MAX_SAFE_INTEGER);
+    await storage.setItem("locks:stray", "not a lock");
+    const now = Date.now();
+    await storage.setItem("locks:ended", { token: 3, holder: { owner: "x", acquiredAt: now - 2000, expiresAt: now - 1000, pid: 1, host: "h" } });
+    expect((await locks.list()).map((info) => info.name)).toEqual(["last"]);
+    expect(await locks.cleanup()).toBe(1);
+    expect(reported.sort()).toEqual(["locks:negative E_CORRUPT", "locks:negative E_CORRUPT", "locks:stray E_CORRUPT", "locks:stray E_CORRUPT"]);
+    expect(() => createLocks(storage, { onCorrupt: 5 as never })).toThrow(expect.objectContaining({ code: "E_INVALID_OPTION" }));
+    await storage.dispose();
+  });
+
+  it("a record lost and made again (clear(), another lock store) starts above the tokens its predecessor issued", async () => {
+    let now = Date.UTC(2026, 0, 1);
+    const storage = createStorage({ driver: memory() });
+    const locks = createLocks(storage, { clock: { now: () => now } });
+    let last = 0;
+    for (let round = 0; round < 50; round++) {
+      last = (await locks.acquire("job", { ttl: 1 }))!.token;
+      now += 1;
+    }
+    await storage.clear();
+    now += 1;
+    expect((await locks.acquire("job"))!.token).toBeGreaterThan(last);
     await storage.dispose();
   });
 });
