@@ -181,6 +181,9 @@ interface FastPath {
   key: string;
 }
 
+/** A fast-path release: true when the record was still the one the take wrote, and is now released. */
+type FastRelease = () => Promise<boolean>;
+
 /** How withLock's renewals abort a Lock's signal: the Lock keeps its controller private. */
 const abortOf = new WeakMap<Lock, (reason: unknown) => void>();
 
@@ -370,12 +373,15 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
    * took it), or null while someone else holds it. The fast path writes the very record the
    * generic one would, so holders taken either way exclude each other and share one token line.
    */
-  async function tryAcquire(key: string, fast: FastPath | undefined, owner: string, ttl: number): Promise<{ info: LockInfo; etag?: string } | null> {
+  async function tryAcquire(key: string, fast: FastPath | undefined, owner: string, ttl: number): Promise<{ info: LockInfo; etag?: string; releaseFast?: FastRelease } | null> {
     if (fast) {
       const now = clock.now();
       const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostName() };
-      const take = await fast.driver.takeLock(fast.key, JSON.stringify(holder), now);
-      if (take.outcome === "taken") return { info: { name: key.slice(prefix.length + 1), token: take.token, ...holder }, etag: take.etag };
+      const holderText = JSON.stringify(holder);
+      const take = await fast.driver.takeLock(fast.key, holderText, now);
+      if (take.outcome === "taken") {
+        return { info: { name: key.slice(prefix.length + 1), token: take.token, ...holder }, etag: take.etag, releaseFast: fastRelease(fast, take.token, holderText) };
+      }
       if (take.outcome === "held") return null;
       // Declined: the stored text is not a plain-JSON lock record; the generic path reads it through the serializer.
     }
@@ -396,6 +402,15 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
 
   /** A record that kept changing with no live holder through MAX_ATTEMPTS guarded writes. */
   const restless = (key: string, what: string) => new StorageError("E_CONFLICT", `[locks] ${key}: the record changed under ${MAX_ATTEMPTS} ${what} attempts in a row`, { key });
+
+  /**
+   * The driver's release of a record its take wrote (the text is the one takeLock documents), when it
+   * has one: it skips the core's serializer and guarded write, and is no weaker (it writes only over that exact text).
+   */
+  function fastRelease({ driver, key }: FastPath, token: number, holderText: string): FastRelease | undefined {
+    if (typeof driver.releaseLock !== "function") return undefined;
+    return () => driver.releaseLock!(key, `{"token":${token},"holder":${holderText}}`, `{"token":${token},"holder":null}`);
+  }
 
   /** tryAcquire on the core's CAS alone: etag, value, guarded write. */
   async function tryAcquireGeneric(key: string, owner: string, ttl: number): Promise<LockInfo | null> {
@@ -438,7 +453,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   const renewed = (ttl: number) => (record: LockRecord & { holder: Holder }) => ({ token: record.token, holder: { ...record.holder, expiresAt: clock.now() + ttl } });
   const releasedRecord = (record: LockRecord) => ({ token: record.token, holder: null });
 
-  function makeLock(key: string, info: LockInfo, ttl: number, takenEtag: string | undefined): Lock {
+  function makeLock(key: string, info: LockInfo, ttl: number, takenEtag: string | undefined, releaseFast: FastRelease | undefined): Lock {
     let expiresAt = info.expiresAt;
     // The record's etag as this Lock's fast-path take left it; dropped once a renewal rewrites the record.
     let etag = takenEtag;
@@ -508,6 +523,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       if (etag === undefined || expiresAt <= clock.now()) return false;
       const ifMatch = etag;
       etag = undefined;
+      if (releaseFast) return releaseFast();
       try {
         await storage.setItem(key, { token: info.token, holder: null }, { ifMatch, ttl: Infinity });
         return true;
@@ -552,7 +568,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
       const taken = await tryAcquire(key, fast, owner, ttl);
-      if (taken) return makeLock(key, taken.info, ttl, taken.etag);
+      if (taken) return makeLock(key, taken.info, ttl, taken.etag, taken.releaseFast);
       // Aborted while the try was in flight: reject now, not after the backoff.
       signal?.throwIfAborted();
       const left = deadline - performance.now();

@@ -296,6 +296,14 @@ export interface LockTakingDriver extends Driver {
    * @throws StorageError the driver's errors (`E_UNAVAILABLE`, …); nothing is written then
    */
   takeLock(key: string, holder: string, now: number): Promise<LockTake>;
+  /**
+   * Locks' release fast path: writes `released` at `key` only while it holds exactly the text
+   * `taken` (the record this driver's takeLock wrote, so same token, holder and lease), in one
+   * atomic step reported to watchers as an ordinary write. False, nothing written, when it differs:
+   * the caller then reads and judges on the generic path. Optional.
+   * @throws StorageError the driver's errors (`E_UNAVAILABLE`, …); nothing is written then
+   */
+  releaseLock?(key: string, taken: string, released: string): Promise<boolean>;
 }
 
 export interface CreateStorageOptions {

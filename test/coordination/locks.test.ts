@@ -132,6 +132,16 @@ function fastPathInterop(name: string, open: () => Driver): void {
       takes++;
       return take(key, holder, at);
     };
+    // Releases the driver made itself (releaseLock, where it has one: redis).
+    let releases = 0;
+    const releaseLock = driver.releaseLock?.bind(driver);
+    if (releaseLock) {
+      driver.releaseLock = async (key, taken, released) => {
+        const done = await releaseLock(key, taken, released);
+        if (done) releases++;
+        return done;
+      };
+    }
     let made = 0;
     const pair = () => {
       const prefix = `interop:${made++}`;
@@ -154,8 +164,12 @@ function fastPathInterop(name: string, open: () => Driver): void {
       expect(await storage.getItem(`${prefix}:job`)).toEqual({ token: first + 1, holder: { owner: "fast", acquiredAt: now, expiresAt: now + 1000, pid: process.pid, host: expect.any(String) } });
       expect((await slow.info("job"))?.owner).toBe("fast");
       expect(await slow.acquire("job")).toBeNull();
+      const released = releases;
       await lock.release();
-      expect(await storage.getItem(`${prefix}:job`)).toMatchObject({ token: first + 1, holder: null });
+      // On a driver with releaseLock the release is its one script; the record is the one the generic path writes.
+      expect(releases).toBe(released + (releaseLock ? 1 : 0));
+      expect(await storage.getItem(`${prefix}:job`)).toEqual({ token: first + 1, holder: null });
+      expect(await slow.acquire("job")).not.toBeNull();
     });
 
     it("racing acquires, half on each path: exactly one wins, and tokens only grow as the paths alternate", async () => {
@@ -185,13 +199,29 @@ function fastPathInterop(name: string, open: () => Driver): void {
       const third = (await slow.acquire("lease", { ttl: 1000 }))!;
       expect(third.token).toBe(second.token + 1);
       // The fast-path holder's release first tries its remembered etag: the record moved, so it reads, judges and refuses.
+      const released = releases;
       await expectLost(second.release());
+      expect(releases).toBe(released);
       expect((await storage.getItem<{ holder: { owner: string } }>(`${prefix}:lease`))!.holder.owner).toBe(third.owner);
       if (driver.flags?.transactions === true) {
         await storage.setItem("interop:fenced", "third", { fence: third });
         expect(await codeOf(() => storage.setItem("interop:fenced", "late", { fence: second }))).toBe("E_FENCED");
         expect(await storage.getItem("interop:fenced")).toBe("third");
       }
+    });
+
+    it("a fast release is reported to watchers of the storage as an ordinary write", async () => {
+      const { prefix, fast } = pair();
+      await (await fast.acquire("watched", { ttl: 1000 }))!.release();
+      const lock = (await fast.acquire("watched", { ttl: 1000 }))!;
+      let reported!: () => void;
+      const seen = new Promise<void>((resolve) => (reported = resolve));
+      const unwatch = await storage.watch((event, key) => {
+        if (key === `${prefix}:watched` && event === "update") reported();
+      });
+      await lock.release();
+      await seen;
+      await unwatch();
     });
 
     it("a live holder is held on the fast path; release or renew by another owner is E_NOT_OWNER and changes nothing", async () => {

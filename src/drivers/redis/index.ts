@@ -9,7 +9,7 @@ import { optionNames } from "../support/optionNames.js";
 import { close, createClient, readyGate, type RedisClient } from "./connection.js";
 import { asBuffer, globEscape, pxOf, scriptGuard } from "./encoding.js";
 import { DRIVER_NAME, invalidOption, toStorageError } from "./errors.js";
-import { BATCH, evalScript, META, REMOVE, SET_MANY, TAKE_LOCK, WRITE, type BatchOp, type Script } from "./scripts.js";
+import { BATCH, evalScript, META, RELEASE_LOCK, REMOVE, SET_MANY, TAKE_LOCK, WRITE, type BatchOp, type Script } from "./scripts.js";
 import { createWatcher } from "./watch.js";
 import { replyWatchdog } from "./watchdog.js";
 
@@ -218,6 +218,11 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     return { outcome: reply[0] === 0 ? "held" : "declined" };
   }
 
+  /** Locks' release fast path: one script that swaps the taken record for the released one (see RELEASE_LOCK). */
+  async function releaseLock(key: string, taken: string, released: string): Promise<boolean> {
+    return (await runScript(RELEASE_LOCK, [prefix + key], [taken, released, channel, sender])) === 1;
+  }
+
   const watcher = watchMode === "off" ? undefined : createWatcher({ client, isCluster, prefix, db, watchMode, channel, sender, timeout, watchdog, call });
 
   return {
@@ -289,6 +294,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
     },
     commit: (operations: CommitOperation[]) => batch(operations.flatMap(commitOps)),
     takeLock,
+    releaseLock,
     watch: watcher && ((callback: WatchCallback) => watcher.add(callback)),
     dispose: async () => {
       try {

@@ -111,6 +111,14 @@ local etag = redis.sha1hex(text)
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], 'u' .. ARGV[4] .. etag .. KEYS[1]) end
 return {1, token + 1, etag}`);
 
+// Locks' release fast path (LockTakingDriver.releaseLock). KEYS[1] the lock record; ARGV: the text the
+// take wrote, the released record's text, channel ('' none), sender. Writes ARGV[2] (no expiry, as the take)
+// only while the record is exactly ARGV[1]: returns 1, else 0 and nothing written.
+export const RELEASE_LOCK = script(`if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], 'u' .. ARGV[4] .. redis.sha1hex(ARGV[2]) .. KEYS[1]) end
+return 1`);
+
 export type BatchOp = { key: string; kind: "c" | "s" | "r"; value: string | Buffer; px: string };
 
 /** Runs a script by its SHA-1, sending the source once if the server lost its script cache (a restart, SCRIPT FLUSH). */
