@@ -184,12 +184,8 @@ interface FastPath {
 /** A fast-path release: true when the record was still the one the take wrote, and is now released. */
 type FastRelease = () => Promise<boolean>;
 
-/** How withLock's renewals abort a Lock's signal: the Lock keeps its controller private. */
-const abortOf = new WeakMap<Lock, (reason: unknown) => void>();
-
-function abortLock(lock: Lock, error: unknown): void {
-  abortOf.get(lock)?.(error);
-}
+/** How withLock's renewals abort a Lock's signal (the Lock keeps its controller private); handed out only to withLock. */
+type AbortLock = (cause: unknown) => void;
 
 const DEFAULT_TTL = 30_000;
 /** The longest delay setTimeout keeps: a longer one fires after 1 ms, which would renew or retry in a busy loop. */
@@ -453,7 +449,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   const renewed = (ttl: number) => (record: LockRecord & { holder: Holder }) => ({ token: record.token, holder: { ...record.holder, expiresAt: clock.now() + ttl } });
   const releasedRecord = (record: LockRecord) => ({ token: record.token, holder: null });
 
-  function makeLock(key: string, info: LockInfo, ttl: number, takenEtag: string | undefined, releaseFast: FastRelease | undefined): Lock {
+  function makeLock(key: string, info: LockInfo, ttl: number, takenEtag: string | undefined, releaseFast: FastRelease | undefined, expose?: (abortLock: AbortLock) => void): Lock {
     let expiresAt = info.expiresAt;
     // The record's etag as this Lock's fast-path take left it; dropped once a renewal rewrites the record.
     let etag = takenEtag;
@@ -556,11 +552,12 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       release,
       [Symbol.asyncDispose]: release,
     };
-    abortOf.set(lock, (cause) => abort(isStorageError(cause, "E_LOCK_LOST") ? cause : new StorageError("E_LOCK_LOST", `[locks] ${key}: a renewal failed, so the lease may end unseen`, { key, cause })));
+    // Only withLock asks for it: a WeakMap entry per Lock cost every acquire.
+    expose?.((cause) => abort(isStorageError(cause, "E_LOCK_LOST") ? cause : new StorageError("E_LOCK_LOST", `[locks] ${key}: a renewal failed, so the lease may end unseen`, { key, cause })));
     return lock;
   }
 
-  async function acquire(name: string, acquireOptions?: AcquireOptions): Promise<Lock | null> {
+  async function acquire(name: string, acquireOptions?: AcquireOptions, expose?: (abortLock: AbortLock) => void): Promise<Lock | null> {
     const { owner, ttl, wait, retryDelay, signal } = checkAcquireOptions(acquireOptions, defaultTtl);
     const { key, mount } = casMount(name);
     const fast = fastPathOf(key, mount);
@@ -568,7 +565,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
       const taken = await tryAcquire(key, fast, owner, ttl);
-      if (taken) return makeLock(key, taken.info, ttl, taken.etag, taken.releaseFast);
+      if (taken) return makeLock(key, taken.info, ttl, taken.etag, taken.releaseFast, expose);
       // Aborted while the try was in flight: reject now, not after the backoff.
       signal?.throwIfAborted();
       const left = deadline - performance.now();
@@ -579,9 +576,10 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
 
   async function withLock<R>(name: string, fn: (lock: Lock) => R | Promise<R>, acquireOptions?: AcquireOptions): Promise<R> {
     if (typeof fn !== "function") throw invalid("withLock needs a function");
-    const lock = await acquire(name, acquireOptions);
+    let abortLock: AbortLock = () => undefined;
+    const lock = await acquire(name, acquireOptions, (abort) => (abortLock = abort));
     if (!lock) throw new StorageError("E_LOCK_TIMEOUT", `[locks] ${recordKey(name)}: not acquired within ${acquireOptions?.wait ?? 0} ms`, { key: recordKey(name) });
-    const stopRenewing = keepRenewed(lock, acquireOptions?.ttl ?? defaultTtl);
+    const stopRenewing = keepRenewed(lock, acquireOptions?.ttl ?? defaultTtl, abortLock);
     let result: R;
     try {
       result = await fn(lock);
@@ -602,7 +600,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
    * signal and ends the renewals. Stopping waits for a renewal in flight, so
    * that it cannot land after the release.
    */
-  function keepRenewed(lock: Lock, ttl: number): () => Promise<void> {
+  function keepRenewed(lock: Lock, ttl: number, abortLock: AbortLock): () => Promise<void> {
     let stopped = false;
     let timer: NodeJS.Timeout | undefined;
     let inFlight: Promise<void> = Promise.resolve();
@@ -610,7 +608,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       timer = setTimeout(() => {
         inFlight = lock.renew(ttl).then(
           () => void (stopped || schedule()),
-          (error: unknown) => abortLock(lock, error),
+          (error: unknown) => abortLock(error),
         );
       }, Math.max(1, Math.floor(ttl / 3)));
       timer.unref();
@@ -669,7 +667,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   }
 
   return {
-    acquire,
+    acquire: (name, acquireOptions) => acquire(name, acquireOptions),
     withLock,
     isLocked: async (name) => (await info(name)) !== null,
     info,
