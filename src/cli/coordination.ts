@@ -17,6 +17,8 @@ import { DEFAULT_STORE } from "./storeUrl.js";
 
 /** The exit code of `stowage lock` when the lock is not acquired within `--wait` (sysexits' EX_TEMPFAIL: try again later). */
 export const LOCK_TIMEOUT_EXIT = 75;
+/** How long a command has after SIGTERM, once the lock is lost, before SIGKILL (`--kill-after`): time to clean up, not to go on. */
+const DEFAULT_KILL_AFTER = 5000;
 /** The most output a receipt keeps (the last part: a failing command says why at its end). */
 const MAX_OUTPUT = 1024 * 1024;
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
@@ -26,6 +28,7 @@ interface LockCommandOptions {
   prefix: string;
   ttl?: number;
   wait: number;
+  killAfter: number;
   receipt?: boolean;
 }
 
@@ -128,28 +131,94 @@ function tee(child: ChildProcess, io: CliIo): () => { output: string; truncated:
   return () => tail.text();
 }
 
+/** The signals sent to the CLI that go on to the command's process group (the terminal's ^C, ^\\, a closed terminal, `kill`). */
+const FORWARDED: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
+
 /**
- * Runs `argv` holding `lock`: SIGINT and SIGTERM sent to the CLI go on to the
- * child, and a lost lock stops it with SIGTERM. Resolves when it exits.
+ * Sends `signal` to the child's process group (the child leads it: it was
+ * started detached), so a `sh -c` wrapper's own children get it too, as they
+ * would from the terminal. A group already gone (ESRCH) has nothing left to stop.
+ *
+ * @throws StorageError `E_IO` when the signal cannot be sent for another reason
+ */
+function signalGroup(child: ChildProcess | undefined, signal: NodeJS.Signals): void {
+  if (child?.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ESRCH") return;
+    throw new StorageError("E_IO", `cannot send ${signal} to the command (pid ${child.pid}): ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/**
+ * Lets the command follow the CLI's job control: ^Z (SIGTSTP) stops the
+ * command's group and then the CLI itself; SIGCONT (fg, bg) resumes the group.
+ * Needed because the detached group is in no terminal's foreground: the
+ * terminal's SIGTSTP never reaches it, and a SIGTSTP sent to it would be
+ * discarded (an orphaned process group), so SIGSTOP is used.
+ * Returns the function that undoes it.
+ */
+function followJobControl(child: () => ChildProcess | undefined): () => void {
+  const stop = () => {
+    signalGroup(child(), "SIGSTOP");
+    process.kill(process.pid, "SIGSTOP");
+  };
+  const resume = () => signalGroup(child(), "SIGCONT");
+  process.on("SIGTSTP", stop);
+  process.on("SIGCONT", resume);
+  return () => {
+    process.off("SIGTSTP", stop);
+    process.off("SIGCONT", resume);
+  };
+}
+
+/**
+ * Runs `argv` holding `lock`, in a process group (and session) of its own so
+ * that a signal sent to the CLI's group (^C in a terminal) reaches the command
+ * once, through the CLI, not twice. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent
+ * to the CLI go on to the command's group; a lost lock stops it with SIGTERM,
+ * then SIGKILL after `--kill-after` ms. Resolves when it exits.
  *
  * @throws StorageError `E_NOT_FOUND` when the program does not exist, `E_IO` when it cannot be started
  */
 function runChild(argv: string[], lock: Lock, options: LockCommandOptions, io: CliIo): Promise<ChildResult> {
   const [file, ...args] = argv as [string, ...string[]];
-  const child = spawn(file, args, { env: lockEnv(lock, options.store), stdio: options.receipt ? ["inherit", "pipe", "pipe"] : "inherit" });
-  const captured = options.receipt ? tee(child, io) : () => ({ output: "", truncated: false });
-  const forward = (signal: NodeJS.Signals) => child.kill(signal);
-  const stopOnLoss = () => {
-    process.stderr.write(`stowage: ${lock.signal.reason instanceof Error ? lock.signal.reason.message : "lock lost"}: stopping the command (SIGTERM)\n`);
-    child.kill("SIGTERM");
+  // Listening before the spawn: a signal that came between it and the listening would kill the CLI and orphan the command.
+  // Node runs signal listeners from its event loop, so by the time one runs the spawn below has returned.
+  let started: ChildProcess | undefined;
+  const forward = (signal: NodeJS.Signals) => signalGroup(started, signal);
+  for (const signal of FORWARDED) process.on(signal, forward);
+  const stopFollowing = followJobControl(() => started);
+  const stopListening = () => {
+    for (const signal of FORWARDED) process.off(signal, forward);
+    stopFollowing();
   };
-  process.on("SIGINT", forward);
-  process.on("SIGTERM", forward);
+  try {
+    started = spawn(file, args, { env: lockEnv(lock, options.store), detached: true, stdio: options.receipt ? ["inherit", "pipe", "pipe"] : "inherit" });
+  } catch (error) {
+    stopListening();
+    io.exitCode = 126;
+    throw new StorageError("E_IO", `cannot run ${JSON.stringify(file)}: ${(error as Error).message}`, { cause: error });
+  }
+  const child = started;
+  const captured = options.receipt ? tee(child, io) : () => ({ output: "", truncated: false });
+  let killTimer: NodeJS.Timeout | undefined;
+  const stopOnLoss = () => {
+    const why = lock.signal.reason instanceof Error ? lock.signal.reason.message : "lock lost";
+    process.stderr.write(`stowage: ${why}: stopping the command (SIGTERM, SIGKILL after ${options.killAfter} ms)\n`);
+    signalGroup(child, "SIGTERM");
+    // A command that ignores SIGTERM must not run on unlocked.
+    killTimer = setTimeout(() => {
+      process.stderr.write(`stowage: the command outlived SIGTERM by ${options.killAfter} ms: SIGKILL\n`);
+      signalGroup(child, "SIGKILL");
+    }, options.killAfter);
+  };
   lock.signal.addEventListener("abort", stopOnLoss, { once: true });
   const cleanUp = () => {
-    process.off("SIGINT", forward);
-    process.off("SIGTERM", forward);
+    stopListening();
     lock.signal.removeEventListener("abort", stopOnLoss);
+    clearTimeout(killTimer);
   };
   return new Promise((resolve, reject) => {
     child.once("error", (error: NodeJS.ErrnoException) => {
@@ -250,6 +319,7 @@ export function registerCoordination(program: Command, io: CliIo): void {
     .addOption(prefix())
     .option("--ttl <ms>", "lease length in ms, renewed every ttl/3 (default 30000)", integerAtLeast("--ttl", 1, "milliseconds >= 1"))
     .option("--wait <ms>", "how long to wait for the lock", integerAtLeast("--wait", 0, "milliseconds >= 0"), 0)
+    .option("--kill-after <ms>", "when the lock is lost, how long the command has after SIGTERM before SIGKILL", integerAtLeast("--kill-after", 0, "milliseconds >= 0"), DEFAULT_KILL_AFTER)
     .option("--receipt", "record a receipt of the run (its stdout and stderr are captured as they pass through)")
     .action((name: string, argv: string[], options: LockCommandOptions) => lockAndRun(io, name, argv, options));
 

@@ -10,14 +10,14 @@ import { driverSource } from "../../tsup.config.js";
 const CLI = programArgs("src/cli/main.ts");
 
 /** Runs the CLI to its end, as a user would. */
-function stowage(args: string[], cwd?: string) {
-  const result = spawnSync(process.execPath, [...CLI, ...args], { cwd });
+function stowage(args: string[], cwd?: string, timeout?: number) {
+  const result = spawnSync(process.execPath, [...CLI, ...args], { cwd, ...(timeout === undefined ? {} : { timeout }) });
   return { code: result.status, stdout: result.stdout.toString("utf8"), stderr: result.stderr.toString("utf8") };
 }
 
 /** Starts the CLI in the background: its process, a promise of how it ended, and a wait for a line on its stdout. */
-function start(args: string[]) {
-  const child = spawn(process.execPath, [...CLI, ...args]);
+function start(args: string[], options: { detached?: boolean } = {}) {
+  const child = spawn(process.execPath, [...CLI, ...args], options);
   let stdout = "";
   let stderr = "";
   const waiters: { text: string; resolve: () => void }[] = [];
@@ -28,7 +28,23 @@ function start(args: string[]) {
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
   const ended = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.once("close", (code) => resolve({ code, stdout, stderr })));
   const printed = (text: string) => new Promise<void>((resolve) => (stdout.includes(text) ? resolve() : waiters.push({ text, resolve })));
-  return { child, ended, printed };
+  return { child, ended, printed, output: () => stdout };
+}
+
+/** SIGKILLs what a failed test left running (a process already gone is fine). */
+function killLeftovers(pids: (number | undefined)[]): void {
+  for (const pid of pids) {
+    try {
+      if (pid !== undefined) process.kill(pid, "SIGKILL");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+    }
+  }
+}
+
+/** Resolves once `check` holds, looking every 20 ms (the test's own timeout bounds the wait). */
+async function until(check: () => boolean): Promise<void> {
+  while (!check()) await new Promise((resolve) => setTimeout(resolve, 20));
 }
 
 /** A shell script (run as an argument array: sh -c <script>) that prints "ready" and waits until `file` exists. */
@@ -110,9 +126,9 @@ try {
     expect(stowage(["get", "release", "--store", store]).stdout).toBe("v2\n");
   }, 60_000);
 
-  it("forwards SIGTERM and SIGINT to the command and exits with its code", async () => {
+  it("forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to the command, exits with its code and releases the lock", async () => {
     const store = `sqlite:${join(tempDir("cli-lock-signal"), "s.db")}`;
-    for (const [signal, code] of [["SIGTERM", 7], ["SIGINT", 8]] as const) {
+    for (const [signal, code] of [["SIGTERM", 7], ["SIGINT", 8], ["SIGHUP", 9], ["SIGQUIT", 10]] as const) {
       const trap = `trap 'echo "got ${signal.slice(3)}"; exit ${code}' ${signal.slice(3)}; echo ready; while :; do sleep 0.05; done`;
       const run = start(["lock", "job", "--store", store, "--", "sh", "-c", trap]);
       await run.printed("ready");
@@ -120,6 +136,8 @@ try {
       const ended = await run.ended;
       expect(ended.code, ended.stderr).toBe(code);
       expect(ended.stdout).toBe(`ready\ngot ${signal.slice(3)}\n`);
+      // Released on the way out (a closed terminal included): the next one takes it at once.
+      expect(stowage(["lock", "job", "--store", store, "--", "true"]).code, signal).toBe(0);
     }
     // Released on the way out: the next one takes it at once.
     expect(stowage(["lock", "job", "--store", store, "--", "true"]).code).toBe(0);
@@ -131,6 +149,63 @@ try {
     const result = stowage(["lock", "job", "--store", store, "--ttl", "300", "--", "sh", "-c", "kill -STOP $PPID; sleep 1; kill -CONT $PPID; exec sleep 20"]);
     expect(result.code).toBe(143);
     expect(result.stderr).toMatch(/E_LOCK_LOST/);
+  }, 60_000);
+
+  it("SIGKILLs a command that ignores SIGTERM --kill-after ms after the lock is lost, and exits with E_LOCK_LOST", () => {
+    const store = `sqlite:${join(tempDir("cli-lock-kill"), "s.db")}`;
+    // Ignores SIGTERM (so does its sleep, which inherits that), stops the CLI past its lease, and would run on for ~30 s.
+    const stubborn = `trap '' TERM; kill -STOP $PPID; sleep 1; kill -CONT $PPID; i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done`;
+    const result = stowage(["lock", "job", "--store", store, "--ttl", "300", "--kill-after", "200", "--", "sh", "-c", stubborn], undefined, 25_000);
+    expect(result.code, result.stderr).toBe(137);
+    expect(result.stderr).toMatch(/SIGKILL after 200 ms/);
+    expect(result.stderr).toMatch(/outlived SIGTERM by 200 ms: SIGKILL/);
+    expect(result.stderr).toMatch(/^stowage: E_LOCK_LOST: /m);
+    expect(stowage(["lock", "job", "--store", store, "--kill-after", "-1", "--", "true"]).stderr).toMatch(/^stowage: E_INVALID_OPTION: --kill-after takes milliseconds >= 0/);
+  }, 30_000);
+
+  it("a ^C to the CLI's process group reaches the command once", async () => {
+    const dir = tempDir("cli-lock-ctrl-c");
+    const store = `sqlite:${join(dir, "s.db")}`;
+    const counts = join(dir, "count");
+    // Counts SIGINTs (each written down as it comes); on SIGTERM writes the final count and exits 0.
+    const counter = `let n = 0; const fs = require("node:fs");
+      process.on("SIGINT", () => fs.writeFileSync(${JSON.stringify(counts)}, String(++n)));
+      process.on("SIGTERM", () => { fs.writeFileSync(${JSON.stringify(counts)}, "final " + n); process.exit(0); });
+      console.log("ready", process.pid); setInterval(() => {}, 1000);`;
+    // Detached: the CLI leads a process group of its own, as a shell's job does.
+    const run = start(["lock", "job", "--store", store, "--", process.execPath, "-e", counter], { detached: true });
+    await run.printed("ready");
+    const pid = Number(/ready (\d+)/.exec(run.output())![1]);
+    try {
+      process.kill(-run.child.pid!, "SIGINT");
+      await until(() => existsSync(counts));
+      // SIGINT came before SIGTERM, to the CLI and so in its forwarding: a second SIGINT would be counted before "final".
+      run.child.kill("SIGTERM");
+      const ended = await run.ended;
+      expect(ended.code, ended.stderr).toBe(0);
+      expect(readFileSync(counts, "utf8")).toBe("final 1");
+    } finally {
+      killLeftovers([pid, run.child.pid]);
+    }
+  }, 60_000);
+
+  it("^Z stops the command with the CLI, and fg resumes both", async () => {
+    const store = `sqlite:${join(tempDir("cli-lock-tstp"), "s.db")}`;
+    // Not sh: a shell's state shows D, not T, while a stop catches it starting a child.
+    const run = start(["lock", "job", "--store", store, "--", process.execPath, "-e", "console.log('ready', process.pid); setInterval(() => {}, 1000)"], { detached: true });
+    await run.printed("ready");
+    const pid = Number(/ready (\d+)/.exec(run.output())![1]);
+    const state = (p: number) => readFileSync(`/proc/${p}/stat`, "utf8").replace(/^.*\) /s, "")[0];
+    try {
+      process.kill(-run.child.pid!, "SIGTSTP");
+      await until(() => state(pid) === "T" && state(run.child.pid!) === "T");
+      process.kill(-run.child.pid!, "SIGCONT");
+      await until(() => state(pid) !== "T" && state(run.child.pid!) !== "T");
+      run.child.kill("SIGTERM");
+      expect((await run.ended).code).toBe(143);
+    } finally {
+      killLeftovers([pid, run.child.pid]);
+    }
   }, 60_000);
 
   it("--receipt records command, exit code, duration, output and the lock, and `receipts` prints it", () => {
