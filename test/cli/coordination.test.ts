@@ -57,9 +57,10 @@ describe("stowage lock, locks, receipts", () => {
     expect(stowage(["lock", "job", "--store", store, "--", "true"]).code).toBe(0);
     const env = stowage(["lock", "job", "--store", store, "--", "sh", "-c", 'echo "$STOWAGE_LOCK_NAME $STOWAGE_LOCK_FENCE $STOWAGE_LOCK_TOKEN $STOWAGE_STORE"']);
     expect(env.code).toBe(0);
-    expect(env.stdout).toBe(`job locks:job 3 ${store}\n`);
-    // The token only grows: the next holder's is higher.
-    expect(stowage(["lock", "job", "--store", store, "--", "sh", "-c", "exit $STOWAGE_LOCK_TOKEN"]).code).toBe(4);
+    // A first token is the clock's ms × 1000 (docs/coordination.md, Tokens); each holder after gets the next.
+    const token = Number(new RegExp(`^job locks:job (\\d+) ${store}\n$`).exec(env.stdout)?.[1]);
+    expect(token, env.stdout).toBeGreaterThan(0);
+    expect(stowage(["lock", "job", "--store", store, "--", "sh", "-c", "echo $STOWAGE_LOCK_TOKEN"]).stdout).toBe(`${token + 1}\n`);
     // A signal death is 128 + its number, as shells report it.
     expect(stowage(["lock", "job", "--store", store, "--", "sh", "-c", "kill -TERM $$"]).code).toBe(143);
     const missing = stowage(["lock", "job", "--store", store, "--", "no-such-program-here"]);
@@ -81,13 +82,13 @@ describe("stowage lock, locks, receipts", () => {
     const held = stowage(["locks", "--store", store, "--json"]);
     expect(held.code).toBe(0);
     const [info] = held.stdout.trim().split("\n").map((line) => JSON.parse(line));
-    expect(info).toMatchObject({ name: "job", token: 1, pid: expect.any(Number), host: expect.any(String), owner: expect.any(String) });
-    expect(stowage(["locks", "--store", store]).stdout).toMatch(/^job\ttoken=1\towner=[^\t]+\texpires=\d{4}-[^\t]+\tpid=\d+\thost=[^\t]+\n$/);
+    expect(info).toMatchObject({ name: "job", token: expect.any(Number), pid: expect.any(Number), host: expect.any(String), owner: expect.any(String) });
+    expect(stowage(["locks", "--store", store]).stdout).toMatch(new RegExp(`^job\ttoken=${info.token}\towner=[^\t]+\texpires=\\d{4}-[^\t]+\tpid=\\d+\thost=[^\t]+\n$`));
     const second = start(["lock", "job", "--store", store, "--wait", "60000", "--", "sh", "-c", 'echo "second $STOWAGE_LOCK_TOKEN"']);
     writeFileSync(go, "");
     const [a, b] = await Promise.all([first.ended, second.ended]);
-    expect(a).toMatchObject({ code: 0, stdout: "ready 1\ndone\n" });
-    expect(b).toMatchObject({ code: 0, stdout: "second 2\n" });
+    expect(a).toMatchObject({ code: 0, stdout: `ready ${info.token}\ndone\n` });
+    expect(b).toMatchObject({ code: 0, stdout: `second ${info.token + 1}\n` });
     expect(stowage(["locks", "--store", store]).stdout).toBe("");
   }, 60_000);
 
@@ -98,7 +99,8 @@ describe("stowage lock, locks, receipts", () => {
     const script = `echo "start $STOWAGE_LOCK_TOKEN" >> ${JSON.stringify(log)}; sleep 0.2; echo "end $STOWAGE_LOCK_TOKEN" >> ${JSON.stringify(log)}`;
     const runs = [0, 1, 2].map(() => start(["lock", "job", "--store", store, "--wait", "60000", "--", "sh", "-c", script]));
     for (const run of await Promise.all(runs.map((r) => r.ended))) expect(run.code, run.stderr).toBe(0);
-    expect(readFileSync(log, "utf8")).toBe("start 1\nend 1\nstart 2\nend 2\nstart 3\nend 3\n");
+    const first = Number(/^start (\d+)\n/.exec(readFileSync(log, "utf8"))?.[1]);
+    expect(readFileSync(log, "utf8")).toBe([0, 1, 2].map((n) => `start ${first + n}\nend ${first + n}\n`).join(""));
   }, 60_000);
 
   it("the command fences its own writes with the token and fence id from its environment; a stale token is E_FENCED", () => {
@@ -118,12 +120,14 @@ try {
   await storage.dispose();
 }`;
     const writer = [process.execPath, ...scriptArgs(script)];
-    expect(stowage(["lock", "deploy", "--store", store, "--", ...writer]).stdout).toBe("wrote 1\n");
-    expect(stowage(["lock", "deploy", "--store", store, "--", ...writer]).stdout).toBe("wrote 2\n");
-    // A holder of token 1 that writes late (paused past its lease, say) is refused, and the value stays.
-    const stale = spawnSync(writer[0]!, writer.slice(1), { env: { ...process.env, STOWAGE_LOCK_FENCE: "locks:deploy", STOWAGE_LOCK_TOKEN: "1" } });
+    const wrote = stowage(["lock", "deploy", "--store", store, "--", ...writer]).stdout;
+    const first = Number(/^wrote (\d+)\n$/.exec(wrote)?.[1]);
+    expect(first, wrote).toBeGreaterThan(0);
+    expect(stowage(["lock", "deploy", "--store", store, "--", ...writer]).stdout).toBe(`wrote ${first + 1}\n`);
+    // The first holder writing late (paused past its lease, say) is refused, and the value stays.
+    const stale = spawnSync(writer[0]!, writer.slice(1), { env: { ...process.env, STOWAGE_LOCK_FENCE: "locks:deploy", STOWAGE_LOCK_TOKEN: String(first) } });
     expect(stale.stdout.toString()).toBe("E_FENCED\n");
-    expect(stowage(["get", "release", "--store", store]).stdout).toBe("v2\n");
+    expect(stowage(["get", "release", "--store", store]).stdout).toBe(`v${first + 1}\n`);
   }, 60_000);
 
   it("forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to the command, exits with its code and releases the lock", async () => {
@@ -147,7 +151,7 @@ try {
     const store = `sqlite:${join(tempDir("cli-lock-lost"), "s.db")}`;
     // The command stops its parent (the CLI) past the 300 ms lease, resumes it, and would run on for 20 s.
     const result = stowage(["lock", "job", "--store", store, "--ttl", "300", "--", "sh", "-c", "kill -STOP $PPID; sleep 1; kill -CONT $PPID; exec sleep 20"]);
-    expect(result.code).toBe(143);
+    expect(result.code, result.stderr).toBe(143);
     expect(result.stderr).toMatch(/E_LOCK_LOST/);
   }, 60_000);
 
@@ -220,8 +224,8 @@ try {
     expect(recent.code).toBe(0);
     expect(recent.stdout).toMatch(/^\d{4}-\d\d-\d\dT[^\t]+Z\texit=0\t\d+ms\t[^\t]+\ttrue\n$/);
     const [latest, earlier] = stowage(["receipts", "--store", store, "--json"]).stdout.trim().split("\n").map((line) => JSON.parse(line));
-    expect(latest).toMatchObject({ command: "true", exitCode: 0, output: "", metadata: { lock: "deploy", token: 2, fenceId: "locks:deploy" } });
-    expect(earlier).toMatchObject({ command: "sh -c echo out; echo err >&2; exit 5", exitCode: 5, metadata: { argv: ["sh", "-c", "echo out; echo err >&2; exit 5"], lock: "deploy", token: 1 } });
+    expect(latest).toMatchObject({ command: "true", exitCode: 0, output: "", metadata: { lock: "deploy", token: earlier.metadata.token + 1, fenceId: "locks:deploy" } });
+    expect(earlier).toMatchObject({ command: "sh -c echo out; echo err >&2; exit 5", exitCode: 5, metadata: { argv: ["sh", "-c", "echo out; echo err >&2; exit 5"], lock: "deploy", token: expect.any(Number) } });
     expect(earlier.output.split("\n").sort()).toEqual(["", "err", "out"]);
     expect(earlier.duration).toBeGreaterThanOrEqual(0);
     // Filters: --command matches the recorded command exactly; --since a duration or a date.
