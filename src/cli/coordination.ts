@@ -215,6 +215,9 @@ function runChild(argv: string[], lock: Lock, options: LockCommandOptions, io: C
     }, options.killAfter);
   };
   lock.signal.addEventListener("abort", stopOnLoss, { once: true });
+  // A listener added to a signal that already aborted never fires: the lock can be lost before this line (the CLI
+  // paused past its lease between the spawn and here, by the command itself perhaps), and the command must not run on.
+  if (lock.signal.aborted) stopOnLoss();
   const cleanUp = () => {
     stopListening();
     lock.signal.removeEventListener("abort", stopOnLoss);

@@ -123,7 +123,8 @@ export interface Locks {
   acquire(name: string, options?: AcquireOptions): Promise<Lock | null>;
   /**
    * Runs `fn(lock)` holding lock `name`, renewing it every ttl/3 (`lock.signal`
-   * aborts if a renewal fails), and releases it however `fn` ends. Returns what `fn` returns.
+   * aborts if a renewal fails or the lease ends; it is made before `fn` runs, so it aborts from a timer or
+   * a renewal, never at `fn`'s first read of it: a listener added while `aborted` is false hears of the loss), and releases it however `fn` ends. Returns what `fn` returns.
    * When `fn` throws and the release fails too, rejects with an AggregateError of both.
    * @throws StorageError `E_LOCK_TIMEOUT` when not acquired within `wait`; `E_LOCK_LOST` when `fn` returned but the lock was lost meanwhile; as {@link Locks.acquire}; what `fn` throws, as it threw it
    */
@@ -579,6 +580,9 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     let abortLock: AbortLock = () => undefined;
     const lock = await acquire(name, acquireOptions, (abort) => (abortLock = abort));
     if (!lock) throw new StorageError("E_LOCK_TIMEOUT", `[locks] ${recordKey(name)}: not acquired within ${acquireOptions?.wait ?? 0} ms`, { key: recordKey(name) });
+    // The signal is made before fn runs, not at fn's first read of it: a first read after a stall past the
+    // lease (GC, SIGSTOP) would find it aborted already, and a listener fn adds then would never fire.
+    void lock.signal;
     const stopRenewing = keepRenewed(lock, acquireOptions?.ttl ?? defaultTtl, abortLock);
     let result: R;
     try {

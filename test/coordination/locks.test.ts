@@ -317,6 +317,28 @@ describe("locks over a mount", () => {
     await storage.dispose();
   });
 
+  it("withLock's signal exists before fn runs: a listener fn adds after a stall past the lease still hears of the loss", async () => {
+    // The CLI's flake (issue #17): `stowage lock` paused (SIGSTOP) between the spawn and its first read of lock.signal.
+    // A signal made at that read was aborted already, so its listener never fired and the command ran on unlocked.
+    let now = Date.UTC(2026, 0, 1);
+    const storage = createStorage({ driver: memory() });
+    const locks = createLocks(storage, { clock: { now: () => now } });
+    const outcome = locks.withLock(
+      "stalled",
+      async (lock) => {
+        now += 1000; // the stall: the clock moves past the 300 ms lease before fn looks at the signal
+        expect(lock.signal.aborted).toBe(false);
+        // The next renewal (real timers, ttl/3) or the expiry timer finds the lease over and aborts it.
+        const reason = await new Promise((resolve) => lock.signal.addEventListener("abort", () => resolve(lock.signal.reason), { once: true }));
+        expect(reason).toMatchObject({ code: "E_LOCK_LOST" });
+      },
+      { ttl: 300 },
+    );
+    // fn returned with the lock lost: the release says so.
+    expect(await codeOf(() => outcome)).toBe("E_LOCK_LOST");
+    await storage.dispose();
+  }, 10_000);
+
   it("refuses a record that is not a lock's with E_CORRUPT", async () => {
     const storage = createStorage({ driver: memory() });
     await storage.setItem("locks:odd", { hello: "world" });
