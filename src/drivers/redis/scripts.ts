@@ -1,5 +1,4 @@
 import { createHash } from "node:crypto";
-import type { RedisClient } from "./connection.js";
 
 /**
  * The Lua scripts the driver runs: a guard is checked and the write it
@@ -93,17 +92,25 @@ return 0`);
 // text that is not a lock record as JSON.stringify writes it (it must open with {"token":<n>,"holder":).
 export const TAKE_LOCK = script(`local current = redis.call('GET', KEYS[1])
 if not current then return {-1} end
-local ok, record = pcall(cjson.decode, current)
-if not ok or type(record) ~= 'table' or type(record.token) ~= 'number' then return {-1} end
-local token = record.token
-if token < 0 or token % 1 ~= 0 or token >= 9007199254740991 then return {-1} end
-local opening = '{"token":' .. string.format('%d', token) .. ',"holder":'
-if string.sub(current, 1, #opening) ~= opening then return {-1} end
-local holder = record.holder
-if holder == nil then return {-1} end
-if holder ~= cjson.null then
-  if type(holder) ~= 'table' or type(holder.expiresAt) ~= 'number' then return {-1} end
-  if holder.expiresAt > tonumber(ARGV[2]) then return {0} end
+local token
+-- A released record (the common case) is matched as text: no cjson decode for it.
+local digits = string.match(current, '^{"token":(%d+),"holder":null}$')
+if digits then
+  token = tonumber(digits)
+  if token >= 9007199254740991 or string.format('%d', token) ~= digits then return {-1} end
+else
+  local ok, record = pcall(cjson.decode, current)
+  if not ok or type(record) ~= 'table' or type(record.token) ~= 'number' then return {-1} end
+  token = record.token
+  if token < 0 or token % 1 ~= 0 or token >= 9007199254740991 then return {-1} end
+  local opening = '{"token":' .. string.format('%d', token) .. ',"holder":'
+  if string.sub(current, 1, #opening) ~= opening then return {-1} end
+  local holder = record.holder
+  if holder == nil then return {-1} end
+  if holder ~= cjson.null then
+    if type(holder) ~= 'table' or type(holder.expiresAt) ~= 'number' then return {-1} end
+    if holder.expiresAt > tonumber(ARGV[2]) then return {0} end
+  end
 end
 local text = '{"token":' .. string.format('%d', token + 1) .. ',"holder":' .. ARGV[1] .. '}'
 redis.call('SET', KEYS[1], text)
@@ -121,10 +128,7 @@ return 1`);
 
 export type BatchOp = { key: string; kind: "c" | "s" | "r"; value: string | Buffer; px: string };
 
-/** Runs a script by its SHA-1, sending the source once if the server lost its script cache (a restart, SCRIPT FLUSH). */
-export function evalScript(client: RedisClient, target: Script, keys: string[], args: (string | Buffer)[]): Promise<unknown> {
-  return client.evalsha(target.sha, keys.length, ...keys, ...args).catch((error: unknown) => {
-    if (error instanceof Error && error.message.startsWith("NOSCRIPT")) return client.eval(target.lua, keys.length, ...keys, ...args);
-    throw error;
-  });
+/** Whether a script call failed only because the server lost its script cache (a restart, SCRIPT FLUSH). */
+export function isNoScript(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith("NOSCRIPT");
 }
