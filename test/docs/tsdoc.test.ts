@@ -15,7 +15,14 @@ const driverFiles = readdirSync(join(root, "src/drivers"), { withFileTypes: true
   .filter((entry) => entry.isFile() && entry.name.endsWith(".ts"))
   .map((entry) => `src/drivers/${entry.name}`);
 const driverEntries = [...driverFiles, "src/drivers/redis/index.ts"];
-const entryFiles = ["src/index.ts", "src/testing/index.ts", "src/server/index.ts", "src/git/index.ts", ...driverEntries];
+const entryFiles = [
+  "src/index.ts",
+  "src/testing/index.ts",
+  "src/server/index.ts",
+  "src/git/index.ts",
+  "src/coordination/index.ts",
+  ...driverEntries,
+];
 
 const compilerOptions: ts.CompilerOptions = {
   module: ts.ModuleKind.NodeNext,
@@ -160,6 +167,8 @@ describe("TSDoc of the public API", () => {
       "src/testing/index.ts: testDriver",
       "src/server/index.ts: createStorageServer",
       "src/git/repo/maintenance.ts: maintain",
+      "src/coordination/locks.ts: createLocks",
+      "src/coordination/receipts.ts: createReceipts",
     ]) {
       expect(names).toContain(expected);
     }
