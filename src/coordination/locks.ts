@@ -126,7 +126,7 @@ export interface Locks {
    * aborts if a renewal fails or the lease ends; it is made before `fn` runs, so it aborts from a timer or
    * a renewal, never at `fn`'s first read of it: a listener added while `aborted` is false hears of the loss), and releases it however `fn` ends. Returns what `fn` returns.
    * When `fn` throws and the release fails too, rejects with an AggregateError of both.
-   * @throws StorageError `E_LOCK_TIMEOUT` when not acquired within `wait`; `E_LOCK_LOST` when `fn` returned but the lock was lost meanwhile; as {@link Locks.acquire}; what `fn` throws, as it threw it
+   * @throws StorageError `E_LOCK_TIMEOUT` when not acquired within `wait`; `E_LOCK_LOST` when `fn` returned but the lock was lost meanwhile, or when it was lost before `fn` could start (a stall past the lease right after the acquire: `fn` is not called); as {@link Locks.acquire}; what `fn` throws, as it threw it
    */
   withLock<R>(name: string, fn: (lock: Lock) => R | Promise<R>, options?: AcquireOptions): Promise<R>;
   /**
@@ -584,7 +584,10 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     if (!lock) throw new StorageError("E_LOCK_TIMEOUT", `[locks] ${recordKey(name)}: not acquired within ${acquireOptions?.wait ?? 0} ms`, { key: recordKey(name) });
     // The signal is made before fn runs, not at fn's first read of it: a first read after a stall past the
     // lease (GC, SIGSTOP) would find it aborted already, and a listener fn adds then would never fire.
-    void lock.signal;
+    if (lock.signal.aborted) {
+      // Lost already, in a stall between the acquire and here: fn would run without the exclusion it asked for.
+      throw lock.signal.reason;
+    }
     const stopRenewing = keepRenewed(lock, acquireOptions?.ttl ?? defaultTtl, abortLock);
     let result: R;
     try {

@@ -339,6 +339,20 @@ describe("locks over a mount", () => {
     await storage.dispose();
   }, 10_000);
 
+  it("withLock does not call fn when the lock is lost before fn could start", async () => {
+    // A clock that moves a whole lease on each reading: the lease the acquire wrote has ended when withLock looks again.
+    let now = Date.UTC(2026, 0, 1);
+    const storage = createStorage({ driver: memory() });
+    const locks = createLocks(storage, { clock: { now: () => (now += 1000) } });
+    let called = false;
+    const outcome = locks.withLock("stalled-before", () => {
+      called = true;
+    }, { ttl: 300 });
+    expect(await codeOf(() => outcome)).toBe("E_LOCK_LOST");
+    expect(called).toBe(false);
+    await storage.dispose();
+  });
+
   it("refuses a record that is not a lock's with E_CORRUPT", async () => {
     const storage = createStorage({ driver: memory() });
     await storage.setItem("locks:odd", { hello: "world" });
