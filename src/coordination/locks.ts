@@ -13,7 +13,7 @@ import { resolveClock } from "../core/clock.js";
 import { isStorageError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { normalizeKey } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
-import type { Clock, Fence, LockTakingDriver, MountInfo, Storage } from "../core/types.js";
+import type { Clock, Driver, Fence, LockTakingDriver, Storage } from "../core/types.js";
 
 /** Options of {@link createLocks}. */
 export interface LocksOptions {
@@ -163,6 +163,7 @@ export interface Locks {
 }
 
 /** The JSON at `<prefix>:<name>`. */
+/** The JSON at `<prefix>:<name>`. */
 interface LockRecord {
   token: number;
   holder: Holder | null;
@@ -170,23 +171,22 @@ interface LockRecord {
 
 type Holder = Omit<LockInfo, "name" | "token">;
 
+/** A record with a holder, as a change of a holding gets it. */
+type HeldRecord = LockRecord & { holder: Holder };
+
 /** A record as read: its etag (read first) and its value (null: no record). */
 interface Snapshot {
   etag: string | undefined;
   record: LockRecord | null;
 }
 
-/** A driver that takes locks itself, and the record's key in it. */
-interface FastPath {
-  driver: LockTakingDriver;
-  key: string;
+/** What a {@link HeldLock} needs of the locks that made it: one reference per Lock rather than a closure per method. */
+interface LockHome {
+  readonly clock: Clock;
+  readonly storage: Storage;
+  /** Changes the holding of `owner` (and `token`) after checking it is still theirs and live; see createLocks. */
+  changeHolding(key: string, owner: string, token: number | undefined, change: (record: HeldRecord) => LockRecord): Promise<LockRecord>;
 }
-
-/** A fast-path release: true when the record was still the one the take wrote, and is now released. */
-type FastRelease = () => Promise<boolean>;
-
-/** How withLock's renewals abort a Lock's signal (the Lock keeps its controller private); handed out only to withLock. */
-type AbortLock = (cause: unknown) => void;
 
 const DEFAULT_TTL = 30_000;
 /** The longest delay setTimeout keeps: a longer one fires after 1 ms, which would renew or retry in a busy loop. */
@@ -234,15 +234,19 @@ function newOwner(): string {
   return `${hostName()}:${process.pid}:${randomUUID().slice(-12)}`;
 }
 
-function checkAcquireOptions(options: AcquireOptions | undefined, defaultTtl: number): Required<Omit<AcquireOptions, "signal">> & { signal?: AbortSignal } {
+/**
+ * Refuses unknown or bad acquire options; the caller reads them with `??` defaults, which is safe
+ * because a null (which `??` would replace) never gets past this check. Validates only: no
+ * object is built per acquire.
+ */
+function checkAcquireOptions(options: AcquireOptions): void {
   checkOptions("locks", options, ["owner", "ttl", "wait", "retryDelay", "signal"]);
-  const { owner = newOwner(), ttl = defaultTtl, wait = 0, retryDelay = DEFAULT_RETRY_DELAY, signal } = options ?? {};
-  if (typeof owner !== "string" || owner.length === 0) throw invalid(`owner must be a non-empty string, got ${String(owner)}`);
-  checkTtl(ttl);
-  if (typeof wait !== "number" || !Number.isFinite(wait) || wait < 0) throw invalid(`wait must be a non-negative number of ms, got ${String(wait)}`);
-  checkTtl(retryDelay, "retryDelay");
+  const { owner, ttl, wait, retryDelay, signal } = options;
+  if (owner !== undefined && (typeof owner !== "string" || owner.length === 0)) throw invalid(`owner must be a non-empty string, got ${String(owner)}`);
+  if (ttl !== undefined) checkTtl(ttl);
+  if (wait !== undefined && (typeof wait !== "number" || !Number.isFinite(wait) || wait < 0)) throw invalid(`wait must be a non-negative number of ms, got ${String(wait)}`);
+  if (retryDelay !== undefined) checkTtl(retryDelay, "retryDelay");
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalid("signal must be an AbortSignal");
-  return { owner, ttl, wait, retryDelay, signal };
 }
 
 function isHolder(value: unknown): value is Holder {
@@ -289,6 +293,171 @@ function lost(key: string, why: string): StorageError {
   return new StorageError("E_LOCK_LOST", `[locks] ${key}: ${why}`, { key });
 }
 
+const releasedRecord = (record: LockRecord): LockRecord => ({ token: record.token, holder: null });
+
+/**
+ * The holder's JSON as `JSON.stringify({ owner, acquiredAt, expiresAt, pid, host })` gives it, built as
+ * text: no object per acquire. A time that is not finite (JSON writes it as null) goes through JSON.stringify.
+ */
+function holderJson(owner: string, acquiredAt: number, expiresAt: number): string {
+  if (!Number.isFinite(acquiredAt) || !Number.isFinite(expiresAt)) return JSON.stringify({ owner, acquiredAt, expiresAt, pid: process.pid, host: hostName() });
+  return `{"owner":${JSON.stringify(owner)},"acquiredAt":${acquiredAt},"expiresAt":${expiresAt},"pid":${process.pid},"host":${hostJson ??= JSON.stringify(hostName())}}`;
+}
+let hostJson: string | undefined;
+
+/** Aborts a Lock's signal after a failed renewal; set by HeldLock's static block, so that only this module (withLock) can. */
+let abortLock: (lock: HeldLock, cause: unknown) => void;
+
+/**
+ * A held {@link Lock}. Its state is in private fields and its methods on the prototype: an acquire
+ * builds this one object (an object of closures cost each uncontended acquire+release a few µs of
+ * CPU, much of it garbage collection).
+ */
+class HeldLock implements Lock {
+  readonly name: string;
+  readonly owner: string;
+  readonly token: number;
+  readonly fenceId: string;
+  readonly acquiredAt: number;
+  readonly #home: LockHome;
+  /** The lease length a renew() without one uses. */
+  readonly #ttl: number;
+  #expiresAt: number;
+  /** The record's etag as this Lock's fast-path take left it; dropped once a release or renewal uses or rewrites the record. */
+  #etag: string | undefined;
+  /** The driver whose take wrote the record, when it can release that exact text itself (LockTakingDriver.releaseLock). */
+  readonly #releaser: LockTakingDriver | undefined;
+  /** The record's key in that driver, and the holder JSON its take wrote. */
+  readonly #driverKey: string;
+  readonly #holderText: string;
+  /** Set by this Lock's own release: a second release does nothing, a renew is E_LOCK_LOST. */
+  #released = false;
+  #timer: NodeJS.Timeout | undefined;
+  /**
+   * The signal and its expiry timer are made when `signal` is first read: only a reader can tell
+   * whether it aborted, and a timer per acquire cost an uncontended acquire+release a sixth of its time.
+   */
+  #controller: AbortController | undefined;
+  #lostWith: StorageError | undefined;
+  /** The release under way or done: a later call (a second release, `await using` after an explicit one) gets its outcome. */
+  #releasing: Promise<void> | undefined;
+
+  static {
+    abortLock = (lock, cause) => lock.#abort(isStorageError(cause, "E_LOCK_LOST") ? cause : new StorageError("E_LOCK_LOST", `[locks] ${lock.fenceId}: a renewal failed, so the lease may end unseen`, { key: lock.fenceId, cause }));
+  }
+
+  /**
+   * @param etag the record's etag after a fast-path take (undefined after a generic one: its release reads and judges)
+   * @param releaser the driver, when it took the lock and has releaseLock
+   */
+  constructor(home: LockHome, key: string, name: string, owner: string, token: number, acquiredAt: number, ttl: number, etag: string | undefined, releaser: LockTakingDriver | undefined, driverKey: string, holderText: string) {
+    this.name = name;
+    this.owner = owner;
+    this.token = token;
+    this.fenceId = key;
+    this.acquiredAt = acquiredAt;
+    this.#home = home;
+    this.#ttl = ttl;
+    this.#expiresAt = acquiredAt + ttl;
+    this.#etag = etag;
+    this.#releaser = releaser;
+    this.#driverKey = driverKey;
+    this.#holderText = holderText;
+  }
+
+  get expiresAt(): number {
+    return this.#expiresAt;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      // A lease already over by the clock reads as lost at once, as the timer would have made it.
+      if (!this.#lostWith && !this.#released && this.#home.clock.now() >= this.#expiresAt) this.#lostWith = lost(this.fenceId, "its lease ended");
+      if (this.#lostWith) this.#controller.abort(this.#lostWith);
+      else this.#arm();
+    }
+    return this.#controller.signal;
+  }
+
+  async renew(ttl: number = this.#ttl): Promise<void> {
+    checkTtl(ttl);
+    if (this.#released) throw lost(this.fenceId, "this Lock was released");
+    this.#etag = undefined;
+    const clock = this.#home.clock;
+    const record = await this.#guarded(this.#home.changeHolding(this.fenceId, this.owner, this.token, (held) => ({ token: held.token, holder: { ...held.holder, expiresAt: clock.now() + ttl } })));
+    this.#expiresAt = record.holder?.expiresAt ?? this.#expiresAt;
+    this.#arm();
+  }
+
+  release(): Promise<void> {
+    return (this.#releasing ??= this.#releaseOnce());
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.release();
+  }
+
+  async #releaseOnce(): Promise<void> {
+    try {
+      if (!(await this.#releaseUnchanged())) await this.#guarded(this.#home.changeHolding(this.fenceId, this.owner, this.token, releasedRecord));
+    } catch (error) {
+      // Only a verdict on the lock is final; a failed request (a network error) may be tried again.
+      // This runs after the await above, so #releasing already holds this call's promise.
+      if (!isStorageError(error, "E_LOCK_LOST")) this.#releasing = undefined;
+      throw error;
+    }
+    this.#released = true;
+    clearTimeout(this.#timer);
+  }
+
+  /**
+   * Releases in one guarded write while the record is still the one this Lock's take wrote (its
+   * etag unchanged: same token, owner and lease) and the lease has not ended; false when either
+   * is unknown or no longer so, and the generic release must read and judge.
+   */
+  async #releaseUnchanged(): Promise<boolean> {
+    const ifMatch = this.#etag;
+    if (ifMatch === undefined || this.#expiresAt <= this.#home.clock.now()) return false;
+    this.#etag = undefined;
+    // The driver's own release writes only over the exact text its take wrote: no weaker than the guarded write.
+    if (this.#releaser) return this.#releaser.releaseLock!(this.#driverKey, `{"token":${this.token},"holder":${this.#holderText}}`, `{"token":${this.token},"holder":null}`);
+    try {
+      await this.#home.storage.setItem(this.fenceId, { token: this.token, holder: null }, { ifMatch, ttl: Infinity });
+      return true;
+    } catch (error) {
+      if (isStorageError(error, "E_CONFLICT")) return false;
+      throw error;
+    }
+  }
+
+  /** `change` as it settles; an E_LOCK_LOST from it aborts the signal. */
+  async #guarded<T>(change: Promise<T>): Promise<T> {
+    try {
+      return await change;
+    } catch (error) {
+      if (isStorageError(error, "E_LOCK_LOST")) this.#abort(error);
+      throw error;
+    }
+  }
+
+  /** The first reason stays: a later abort does nothing. */
+  #abort(reason: StorageError): void {
+    clearTimeout(this.#timer);
+    this.#lostWith ??= reason;
+    this.#controller?.abort(this.#lostWith);
+  }
+
+  /** Fires at expiresAt as the clock tells it; a clock that moved less than the timer re-arms it. */
+  #arm(): void {
+    clearTimeout(this.#timer);
+    if (this.#released || this.#controller === undefined || this.#controller.signal.aborted) return;
+    const clock = this.#home.clock;
+    this.#timer = setTimeout(() => (clock.now() >= this.#expiresAt ? this.#abort(lost(this.fenceId, "its lease ended")) : this.#arm()), Math.max(1, this.#expiresAt - clock.now()));
+    this.#timer.unref();
+  }
+}
+
 /**
  * Locks (leases with fencing tokens) over `storage`, kept under `prefix`.
  * Works on any mount whose driver is flagged `cas`; the check is made per
@@ -310,20 +479,32 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   if (options.onCorrupt !== undefined && typeof options.onCorrupt !== "function") throw invalid("onCorrupt must be a function");
   const onCorrupt = options.onCorrupt ?? ((key: string, error: StorageError) => process.emitWarning(`stowage: ${error.message}; list and cleanup skip it`, { code: error.code, detail: key }));
 
-  const recordKey = (name: string) => `${prefix}:${checkName(name)}`;
+  // The last name's key: a loop on one lock checks its name once, and a cache of one entry never grows.
+  let lastName: string | undefined;
+  let lastKey = "";
+  function recordKey(name: string): string {
+    if (name !== lastName) {
+      lastKey = `${prefix}:${checkName(name)}`;
+      lastName = name;
+    }
+    return lastKey;
+  }
 
-  /** The record's key and its mount, once the mount is known to take CAS writes. */
-  function casMount(name: string): { key: string; mount: MountInfo } {
+  /**
+   * The record's key, once its mount is known to take CAS writes. The mount is looked up per call,
+   * not cached: a mount or unmount may change it at any time, and the storage tells nobody.
+   */
+  function casKey(name: string): string {
     const key = recordKey(name);
-    const mount = storage.getMount(key);
-    const { driver } = mount;
+    requireCas(key, storage.getMount(key).driver);
+    return key;
+  }
+
+  function requireCas(key: string, driver: Driver): void {
     if (driver.flags?.cas !== true) {
       throw new StorageError("E_UNSUPPORTED", `[locks] ${key}: locks need a driver flagged cas, and ${driver.name ?? "this driver"} is not`, { driver: driver.name, key });
     }
-    return { key, mount };
   }
-
-  const casKey = (name: string): string => casMount(name).key;
 
   /** The etag, then the value: a value newer than its etag only makes the next CAS fail, never pass. */
   async function read(key: string): Promise<Snapshot> {
@@ -356,36 +537,31 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   const live = (holder: Holder | null): holder is Holder => holder !== null && holder.expiresAt > clock.now();
 
   /**
-   * The mount's driver and the record's key in it, when the driver takes locks itself
-   * ({@link LockTakingDriver}): mounted as is (a layer does not forward takeLock) and flagged
-   * `watch`, so that its own change feed reports the write the core does not see.
+   * The mount's driver when it takes locks itself ({@link LockTakingDriver}): mounted as is (a layer
+   * does not forward takeLock) and flagged `watch`, so that its own change feed reports the write the core does not see.
    */
-  function fastPathOf(key: string, { base, driver }: MountInfo): FastPath | undefined {
-    if (typeof (driver as Partial<LockTakingDriver>).takeLock !== "function" || driver.flags?.watch !== true) return undefined;
-    return { driver: driver as LockTakingDriver, key: key.slice(base.length) };
+  function lockTaker(driver: Driver): LockTakingDriver | undefined {
+    return typeof (driver as Partial<LockTakingDriver>).takeLock === "function" && driver.flags?.watch === true ? (driver as LockTakingDriver) : undefined;
   }
 
   /**
-   * One round of acquire: the new holding (with the record's etag when the driver's fast path
-   * took it), or null while someone else holds it. The fast path writes the very record the
-   * generic one would, so holders taken either way exclude each other and share one token line.
+   * One round of acquire: the new Lock, or null while someone else holds it. The fast path (`taker`,
+   * with the record at `driverKey` in it) writes the very record the generic one would, so holders
+   * taken either way exclude each other and share one token line.
    */
-  async function tryAcquire(key: string, fast: FastPath | undefined, owner: string, ttl: number): Promise<{ info: LockInfo; etag?: string; releaseFast?: FastRelease } | null> {
-    if (fast) {
+  async function tryAcquire(key: string, name: string, taker: LockTakingDriver | undefined, driverKey: string, owner: string, ttl: number): Promise<HeldLock | null> {
+    if (taker) {
       const now = clock.now();
-      const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostName() };
-      const holderText = JSON.stringify(holder);
-      const take = await fast.driver.takeLock(fast.key, holderText, now);
+      const holderText = holderJson(owner, now, now + ttl);
+      const take = await taker.takeLock(driverKey, holderText, now);
       if (take.outcome === "taken") {
-        // Fields listed rather than spread from holder: a spread costs every uncontended acquire.
-        const info: LockInfo = { name: key.slice(prefix.length + 1), token: take.token, owner, acquiredAt: now, expiresAt: holder.expiresAt, pid: holder.pid, host: holder.host };
-        return { info, etag: take.etag, releaseFast: fastRelease(fast, take.token, holderText) };
+        const releaser = typeof taker.releaseLock === "function" ? taker : undefined;
+        return new HeldLock(home, key, name, owner, take.token, now, ttl, take.etag, releaser, driverKey, holderText);
       }
       if (take.outcome === "held") return null;
       // Declined: the stored text is not a plain-JSON lock record; the generic path reads it through the serializer.
     }
-    const info = await tryAcquireGeneric(key, owner, ttl);
-    return info && { info };
+    return tryAcquireGeneric(key, name, owner, ttl);
   }
 
   /**
@@ -402,24 +578,16 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   /** A record that kept changing with no live holder through MAX_ATTEMPTS guarded writes. */
   const restless = (key: string, what: string) => new StorageError("E_CONFLICT", `[locks] ${key}: the record changed under ${MAX_ATTEMPTS} ${what} attempts in a row`, { key });
 
-  /**
-   * The driver's release of a record its take wrote (the text is the one takeLock documents), when it
-   * has one: it skips the core's serializer and guarded write, and is no weaker (it writes only over that exact text).
-   */
-  function fastRelease({ driver, key }: FastPath, token: number, holderText: string): FastRelease | undefined {
-    if (typeof driver.releaseLock !== "function") return undefined;
-    return () => driver.releaseLock!(key, `{"token":${token},"holder":${holderText}}`, `{"token":${token},"holder":null}`);
-  }
-
   /** tryAcquire on the core's CAS alone: etag, value, guarded write. */
-  async function tryAcquireGeneric(key: string, owner: string, ttl: number): Promise<LockInfo | null> {
+  async function tryAcquireGeneric(key: string, name: string, owner: string, ttl: number): Promise<HeldLock | null> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const seen = await read(key);
       if (live(seen.record?.holder ?? null)) return null;
       const now = clock.now();
       const token = nextToken(key, seen.record);
       const holder: Holder = { owner, acquiredAt: now, expiresAt: now + ttl, pid: process.pid, host: hostName() };
-      if (await swap(key, seen, { token, holder })) return { name: key.slice(prefix.length + 1), token, ...holder };
+      // No etag: the core's guarded write gives none, so the release reads and judges.
+      if (await swap(key, seen, { token, holder })) return new HeldLock(home, key, name, owner, token, now, ttl, undefined, undefined, key, "");
       // Lost the race to another write: read again, the winner (if any) now shows as holder.
     }
     throw restless(key, "acquire");
@@ -429,16 +597,17 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
    * Changes the holding of `owner` (and, from a Lock, of `token`) with `change`,
    * after checking it is still theirs and live. Nothing is written when it is not.
    */
-  async function changeHolding(key: string, owner: string, token: number | undefined, change: (record: LockRecord & { holder: Holder }) => LockRecord): Promise<LockRecord> {
+  async function changeHolding(key: string, owner: string, token: number | undefined, change: (record: HeldRecord) => LockRecord): Promise<LockRecord> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const seen = await read(key);
       const record = seen.record;
       refuseUnlessHeld(key, record, owner, token);
-      const next = change(record as LockRecord & { holder: Holder });
+      const next = change(record as HeldRecord);
       if (await swap(key, seen, next)) return next;
     }
     throw restless(key, "release or renew");
   }
+  const home: LockHome = { clock, storage, changeHolding };
 
   function refuseUnlessHeld(key: string, record: LockRecord | null, owner: string, token: number | undefined): void {
     const fail = (code: StorageErrorCode, why: string) => new StorageError(code, `[locks] ${key}: ${why}`, { key });
@@ -449,138 +618,35 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     if (holder.expiresAt <= clock.now()) throw lost(key, `its lease ended at ${new Date(holder.expiresAt).toISOString()}`);
   }
 
-  const renewed = (ttl: number) => (record: LockRecord & { holder: Holder }) => ({ token: record.token, holder: { ...record.holder, expiresAt: clock.now() + ttl } });
-  const releasedRecord = (record: LockRecord) => ({ token: record.token, holder: null });
+  const renewed = (ttl: number) => (record: HeldRecord) => ({ token: record.token, holder: { ...record.holder, expiresAt: clock.now() + ttl } });
 
-  function makeLock(key: string, info: LockInfo, ttl: number, takenEtag: string | undefined, releaseFast: FastRelease | undefined, expose?: (abortLock: AbortLock) => void): Lock {
-    let expiresAt = info.expiresAt;
-    // The record's etag as this Lock's fast-path take left it; dropped once a renewal rewrites the record.
-    let etag = takenEtag;
-    // Set by this Lock's own release: a second release does nothing, a renew is E_LOCK_LOST.
-    let released = false;
-    let timer: NodeJS.Timeout | undefined;
-    // The signal and its expiry timer are made when `signal` is first read: only a reader can tell
-    // whether it aborted, and a timer per acquire cost an uncontended acquire+release a sixth of its time.
-    let controller: AbortController | undefined;
-    let lostWith: StorageError | undefined;
-
-    // The first reason stays: a later abort does nothing.
-    const abort = (reason: StorageError) => {
-      clearTimeout(timer);
-      lostWith ??= reason;
-      controller?.abort(lostWith);
-    };
-    // Fires at expiresAt as the clock tells it; a clock that moved less than the timer re-arms it.
-    const arm = () => {
-      clearTimeout(timer);
-      if (released || controller === undefined || controller.signal.aborted) return;
-      timer = setTimeout(() => (clock.now() >= expiresAt ? abort(lost(key, "its lease ended")) : arm()), Math.max(1, expiresAt - clock.now()));
-      timer.unref();
-    };
-    const signal = (): AbortSignal => {
-      if (controller === undefined) {
-        controller = new AbortController();
-        // A lease already over by the clock reads as lost at once, as the timer would have made it.
-        if (!lostWith && !released && clock.now() >= expiresAt) lostWith = lost(key, "its lease ended");
-        if (lostWith) controller.abort(lostWith);
-        else arm();
-      }
-      return controller.signal;
-    };
-
-    const guarded = async <T>(action: () => Promise<T>): Promise<T> => {
-      try {
-        return await action();
-      } catch (error) {
-        if (isStorageError(error, "E_LOCK_LOST")) abort(error);
-        throw error;
-      }
-    };
-
-    // The release under way or done: a later call (a second release, `await using` after an
-    // explicit one) gets its outcome rather than reading the record it cleared as a lost lock.
-    let releasing: Promise<void> | undefined;
-    const releaseOnce = async () => {
-      if (!(await releaseUnchanged())) await guarded(() => changeHolding(key, info.owner, info.token, releasedRecord));
-      released = true;
-      clearTimeout(timer);
-    };
-    const release = (): Promise<void> => {
-      releasing ??= releaseOnce().catch((error: unknown) => {
-        // Only a verdict on the lock is final; a failed request (a network error) may be tried again.
-        if (!isStorageError(error, "E_LOCK_LOST")) releasing = undefined;
-        throw error;
-      });
-      return releasing;
-    };
-    /**
-     * Releases in one guarded write while the record is still the one this Lock's take wrote (its
-     * etag unchanged: same token, owner and lease) and the lease has not ended; false when either
-     * is unknown or no longer so, and the generic release must read and judge.
-     */
-    async function releaseUnchanged(): Promise<boolean> {
-      if (etag === undefined || expiresAt <= clock.now()) return false;
-      const ifMatch = etag;
-      etag = undefined;
-      if (releaseFast) return releaseFast();
-      try {
-        await storage.setItem(key, { token: info.token, holder: null }, { ifMatch, ttl: Infinity });
-        return true;
-      } catch (error) {
-        if (isStorageError(error, "E_CONFLICT")) return false;
-        throw error;
-      }
-    }
-
-    const lock: Lock = {
-      name: info.name,
-      owner: info.owner,
-      token: info.token,
-      fenceId: key,
-      acquiredAt: info.acquiredAt,
-      get expiresAt() {
-        return expiresAt;
-      },
-      get signal() {
-        return signal();
-      },
-      async renew(nextTtl = ttl) {
-        checkTtl(nextTtl);
-        if (released) throw lost(key, "this Lock was released");
-        etag = undefined;
-        const record = await guarded(() => changeHolding(key, info.owner, info.token, renewed(nextTtl)));
-        expiresAt = record.holder?.expiresAt ?? expiresAt;
-        arm();
-      },
-      release,
-      [Symbol.asyncDispose]: release,
-    };
-    // Only withLock asks for it: a WeakMap entry per Lock cost every acquire.
-    expose?.((cause) => abort(isStorageError(cause, "E_LOCK_LOST") ? cause : new StorageError("E_LOCK_LOST", `[locks] ${key}: a renewal failed, so the lease may end unseen`, { key, cause })));
-    return lock;
-  }
-
-  async function acquire(name: string, acquireOptions?: AcquireOptions, expose?: (abortLock: AbortLock) => void): Promise<Lock | null> {
-    const { owner, ttl, wait, retryDelay, signal } = checkAcquireOptions(acquireOptions, defaultTtl);
-    const { key, mount } = casMount(name);
-    const fast = fastPathOf(key, mount);
-    const deadline = performance.now() + wait;
+  async function acquire(name: string, acquireOptions?: AcquireOptions): Promise<Lock | null> {
+    // No options (the common call) builds nothing: each value is read with its default below.
+    if (acquireOptions !== undefined) checkAcquireOptions(acquireOptions);
+    const key = recordKey(name);
+    const { base, driver } = storage.getMount(key);
+    requireCas(key, driver);
+    const taker = lockTaker(driver);
+    const driverKey = taker ? key.slice(base.length) : key;
+    const owner = acquireOptions?.owner ?? newOwner();
+    const ttl = acquireOptions?.ttl ?? defaultTtl;
+    const signal = acquireOptions?.signal;
+    const deadline = performance.now() + (acquireOptions?.wait ?? 0);
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
-      const taken = await tryAcquire(key, fast, owner, ttl);
-      if (taken) return makeLock(key, taken.info, ttl, taken.etag, taken.releaseFast, expose);
+      const taken = await tryAcquire(key, name, taker, driverKey, owner, ttl);
+      if (taken) return taken;
       // Aborted while the try was in flight: reject now, not after the backoff.
       signal?.throwIfAborted();
       const left = deadline - performance.now();
       if (left <= 0) return null;
-      await pause(Math.min(left, backoff(retryDelay, attempt)), signal);
+      await pause(Math.min(left, backoff(acquireOptions?.retryDelay ?? DEFAULT_RETRY_DELAY, attempt)), signal);
     }
   }
 
   async function withLock<R>(name: string, fn: (lock: Lock) => R | Promise<R>, acquireOptions?: AcquireOptions): Promise<R> {
     if (typeof fn !== "function") throw invalid("withLock needs a function");
-    let abortLock: AbortLock = () => undefined;
-    const lock = await acquire(name, acquireOptions, (abort) => (abortLock = abort));
+    const lock = (await acquire(name, acquireOptions)) as HeldLock | null;
     if (!lock) throw new StorageError("E_LOCK_TIMEOUT", `[locks] ${recordKey(name)}: not acquired within ${acquireOptions?.wait ?? 0} ms`, { key: recordKey(name) });
     // The signal is made before fn runs, not at fn's first read of it: a first read after a stall past the
     // lease (GC, SIGSTOP) would find it aborted already, and a listener fn adds then would never fire.
@@ -588,7 +654,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       // Lost already, in a stall between the acquire and here: fn would run without the exclusion it asked for.
       throw lock.signal.reason;
     }
-    const stopRenewing = keepRenewed(lock, acquireOptions?.ttl ?? defaultTtl, abortLock);
+    const stopRenewing = keepRenewed(lock, acquireOptions?.ttl ?? defaultTtl);
     let result: R;
     try {
       result = await fn(lock);
@@ -609,7 +675,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
    * signal and ends the renewals. Stopping waits for a renewal in flight, so
    * that it cannot land after the release.
    */
-  function keepRenewed(lock: Lock, ttl: number, abortLock: AbortLock): () => Promise<void> {
+  function keepRenewed(lock: HeldLock, ttl: number): () => Promise<void> {
     let stopped = false;
     let timer: NodeJS.Timeout | undefined;
     let inFlight: Promise<void> = Promise.resolve();
@@ -617,7 +683,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
       timer = setTimeout(() => {
         inFlight = lock.renew(ttl).then(
           () => void (stopped || schedule()),
-          (error: unknown) => abortLock(error),
+          (error: unknown) => abortLock(lock, error),
         );
       }, Math.max(1, Math.floor(ttl / 3)));
       timer.unref();
@@ -676,7 +742,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   }
 
   return {
-    acquire: (name, acquireOptions) => acquire(name, acquireOptions),
+    acquire,
     withLock,
     isLocked: async (name) => (await info(name)) !== null,
     info,
