@@ -86,6 +86,8 @@ export interface LockInfo {
 /**
  * A held lock. It is a {@link Fence}: `storage.setItem(key, value, { fence: lock })`
  * lands only while no later holder has written with a higher token.
+ * Its methods are shared by every Lock (no closures per acquire): call them on it
+ * (`lock.release()`), or bind one before handing it on (`lock.release.bind(lock)`).
  */
 export interface Lock extends Fence, AsyncDisposable {
   readonly name: string;
