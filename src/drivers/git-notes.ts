@@ -11,7 +11,7 @@ import { oneAtATime } from "../git/remote/fetchCheck.js";
 import { KEPT_KEYS_DIR, syncNotes, type NotesSyncOptions, type NotesSyncResult } from "../git/remote/notesSync.js";
 import { BLOB_DRIVER_FLAGS, blobReads, checkDriverKey, enqueueChange, expectation, foldOperations } from "../git/store/driverSupport.js";
 import { namespacedRef, openOrInit } from "../git/store/openStore.js";
-import { TreeRef, type NameChange } from "../git/store/treeRef.js";
+import { TreeRef, type CommitDelta, type NameChange } from "../git/store/treeRef.js";
 
 export interface GitNotesOptions {
   /** An existing repository or worktree, or where a new bare repository is created. Required. */
@@ -66,6 +66,31 @@ const DRIVER_NAME = "git-notes";
 /** Non-note entries of the notes tree holding each key's blob, so `git gc` keeps the annotated objects. */
 const KEYS = `${KEPT_KEYS_DIR}/`;
 
+/**
+ * Past this many names touched by own commits since the last listing, the next listing is rebuilt
+ * rather than followed: a splice into ~300,000 keys is a copy of the array's tail each, a rebuild one sort.
+ */
+const MAX_FOLLOWED = 1024;
+
+/** Every key at one notes state, sorted, and the key blob of each (same index). */
+interface Listing {
+  names: ReadonlyMap<string, ObjectId>;
+  keys: string[];
+  ids: ObjectId[];
+}
+
+/** The first index in sorted `keys` whose key is not below `key`. */
+function lowerBound(keys: readonly string[], key: string): number {
+  let low = 0;
+  let high = keys.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if ((keys[mid] as string) < key) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
 function fail(code: "E_INVALID_KEY" | "E_INVALID_OPTION" | "E_NOT_FOUND", message: string, key?: string): StorageError {
   return new StorageError(code, message, { driver: DRIVER_NAME, key });
 }
@@ -97,7 +122,7 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   const ref = namespacedRef(options, "refs/notes/stowage", DRIVER_NAME);
   const repo = openOrInit(options.dir, { fsync: options.fsync === true, lockTimeout: 5000 });
   const maintenance = new AutoMaintenance(repo, looseLimitOption(options.looseLimit, DRIVER_NAME));
-  const notes = new TreeRef(repo, { ref, layout: NOTES_LAYOUT, message: "Notes added by stowage", maintenance });
+  const notes = new TreeRef(repo, { ref, layout: NOTES_LAYOUT, message: "Notes added by stowage", maintenance, onCommit: (delta) => recordCommit(delta) });
   const keyCache = new Map<ObjectId, string | null>();
   const oneSync = oneAtATime();
 
@@ -139,34 +164,80 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   /**
    * Every key at one notes state, sorted, with its key blob: a listing under a base is a binary
    * search and a run of neighbours instead of a pass over every note (receipts list small
-   * time buckets among a hundred thousand notes). Built again when the notes tip moves.
+   * time buckets among a hundred thousand notes). Keyed to the names map of exactly one tip
+   * (TreeRef makes a new map per tip). This driver's own commits are followed by inserting and
+   * removing the keys they touched (see `followOwnCommits`); a tip moved by anyone else
+   * (another process or instance, stock git, a sync) rebuilds it: a pass over every note and a sort.
    */
-  let listing: { names: ReadonlyMap<string, ObjectId>; keys: string[]; ids: ObjectId[] } | undefined;
-  const sortedKeys = () => {
-    const names = notes.current();
-    if (listing?.names === names) return listing;
+  let listing: Listing | undefined;
+  /** Own commits published since `listing` was made, in order, each built on the one before. */
+  let pending: CommitDelta[] = [];
+  let pendingTouched = 0;
+
+  /** Told by TreeRef after each of our commits lands; only records (it must not throw). */
+  const recordCommit = (delta: CommitDelta): void => {
+    const last = pending.length > 0 ? (pending[pending.length - 1] as CommitDelta).names : listing?.names;
+    pendingTouched += delta.touched.length;
+    // A gap (a foreign commit between ours) or too many changes: the next listing rebuilds.
+    if (last !== delta.base || pendingTouched > MAX_FOLLOWED) {
+      listing = undefined;
+      pending = [];
+      pendingTouched = 0;
+      return;
+    }
+    pending.push(delta);
+  };
+
+  const rebuild = (names: ReadonlyMap<string, ObjectId>): Listing => {
     const pairs: [string, ObjectId][] = [];
     for (const name of names.keys()) {
       const key = isObjectId(name) ? keyOfObject(name) : null;
       if (key !== null) pairs.push([key, name]);
     }
     pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    listing = { names, keys: pairs.map((pair) => pair[0]), ids: pairs.map((pair) => pair[1]) };
-    return listing;
+    return { names, keys: pairs.map((pair) => pair[0]), ids: pairs.map((pair) => pair[1]) };
+  };
+
+  /** Brings `from` to `names` by the names our pending commits touched; each is present or absent in `names`. */
+  const followOwnCommits = (from: Listing, names: ReadonlyMap<string, ObjectId>): Listing => {
+    const touched = new Set<string>();
+    for (const delta of pending) for (const name of delta.touched) if (isObjectId(name)) touched.add(name);
+    for (const name of touched) {
+      // Every listed id's key is in keyCache (listed through keyOfObject or set by change()), so a removed key is found even once its blob is pruned.
+      const key = keyOfObject(name);
+      if (key === null) continue;
+      const at = lowerBound(from.keys, key);
+      const listed = from.keys[at] === key;
+      if (names.has(name) && !listed) {
+        from.keys.splice(at, 0, key);
+        from.ids.splice(at, 0, name);
+      } else if (!names.has(name) && listed) {
+        from.keys.splice(at, 1);
+        from.ids.splice(at, 1);
+      }
+    }
+    return { names, keys: from.keys, ids: from.ids };
+  };
+
+  const sortedKeys = (): Listing => {
+    const names = notes.current();
+    if (listing?.names === names) return listing;
+    const followed = listing !== undefined && pending.length > 0 && (pending[pending.length - 1] as CommitDelta).names === names;
+    // Cleared first: should reading a key fail, no half-followed listing stays behind.
+    const from = listing;
+    listing = undefined;
+    const next = followed && from !== undefined ? followOwnCommits(from, names) : rebuild(names);
+    pending = [];
+    pendingTouched = 0;
+    listing = next;
+    return next;
   };
 
   /** The key blobs of the keys under `base`, by key: a clear removes them as found, whatever a key's length. */
   const notesUnder = (base: string): Map<string, ObjectId> => {
     const { keys, ids } = sortedKeys();
-    let low = 0;
-    let high = keys.length;
-    while (low < high) {
-      const mid = (low + high) >>> 1;
-      if ((keys[mid] as string) < base) low = mid + 1;
-      else high = mid;
-    }
     const found = new Map<string, ObjectId>();
-    for (let i = low; i < keys.length && (keys[i] as string).startsWith(base); i++) found.set(keys[i] as string, ids[i] as ObjectId);
+    for (let i = lowerBound(keys, base); i < keys.length && (keys[i] as string).startsWith(base); i++) found.set(keys[i] as string, ids[i] as ObjectId);
     return found;
   };
   const keysUnder = (base: string): string[] => [...notesUnder(base).keys()];

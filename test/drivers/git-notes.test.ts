@@ -151,6 +151,93 @@ describe("git-notes driver", () => {
     await storage.dispose();
   });
 
+  /** The keys a driver opened afresh on `dir` lists under `base`: the listing rebuilt from the tip. */
+  const freshKeys = async (dir: string, base = ""): Promise<string[]> => {
+    const fresh = createStorage({ driver: gitNotes({ dir }) });
+    const keys = await fresh.getKeys(base);
+    await fresh.dispose();
+    return keys.sort();
+  };
+  const expectListingOf = async (storage: ReturnType<typeof createStorage>, dir: string): Promise<void> => {
+    expect((await storage.getKeys()).sort()).toEqual(await freshKeys(dir));
+    for (const base of ["a", "a:1", "b", "zz"]) expect((await storage.getKeys(base)).sort()).toEqual(await freshKeys(dir, base));
+  };
+
+  it("the sorted listing follows own writes, removals, clears, group commits and failed commits: it matches a fresh driver's listing of the repo", async () => {
+    const dir = repoWithCommit("git-notes-listing-own");
+    const driver = gitNotes({ dir });
+    const storage = createStorage({ driver });
+    await storage.setItems(Array.from({ length: 40 }, (_, i) => ({ key: `${i % 2 ? "a" : "b"}:${i}`, value: i })));
+    await expectListingOf(storage, dir);
+    await storage.setItem("a:100", "x");
+    await storage.removeItem("b:0");
+    await storage.setItem("a:1", "changed");
+    await expectListingOf(storage, dir);
+    // Several writes of one turn fold into one commit (group commit), one of them refused on its guard.
+    const results = await Promise.allSettled([
+      storage.setItem("a:200", 1),
+      storage.removeItem("b:2"),
+      storage.setItem("b:300", 3),
+      storage.setItem("a:3", 4, { ifNoneMatch: "*" }),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(["fulfilled", "fulfilled", "fulfilled", "rejected"]);
+    expect(await storage.hasItem("b:2")).toBe(false);
+    await expectListingOf(storage, dir);
+    // A failed transaction (and a failed guarded write) changes neither the repo nor the listing.
+    const before = (await storage.getKeys()).sort();
+    await expect(storage.setItem("new:key", 1, { ifMatch: '"nope"' })).rejects.toMatchObject({ code: "E_CONFLICT" });
+    await expect(
+      storage.transaction(async (tx) => {
+        await tx.setItem("new:other", 1);
+        await tx.removeItem("a:1");
+        await tx.setItem("a:5", 2, { ifNoneMatch: "*" });
+      }),
+    ).rejects.toMatchObject({ code: "E_CONFLICT" });
+    expect((await storage.getKeys()).sort()).toEqual(before);
+    await expectListingOf(storage, dir);
+    await storage.transaction(async (tx) => {
+      await tx.setItem("new:other", 1);
+      await tx.removeItem("a:1");
+    });
+    await storage.clear("b");
+    await expectListingOf(storage, dir);
+    // A note on a commit (notesFor) is not a key: the listing is unchanged by it.
+    driver.notesFor("HEAD").set("on the commit");
+    await expectListingOf(storage, dir);
+    // More names than the listing follows (MAX_FOLLOWED): rebuilt instead.
+    await storage.setItems(Array.from({ length: 600 }, (_, i) => ({ key: `a:big:${i}`, value: i })));
+    await expectListingOf(storage, dir);
+    await storage.clear();
+    expect(await storage.getKeys()).toEqual([]);
+    await expectListingOf(storage, dir);
+    await storage.dispose();
+  });
+
+  it("after a foreign write (another driver instance, git notes add) between listings, or between own commits, the listing is rebuilt", async () => {
+    const dir = repoWithCommit("git-notes-listing-foreign");
+    const storage = createStorage({ driver: gitNotes({ dir }) });
+    const other = createStorage({ driver: gitNotes({ dir }) });
+    await storage.setItems(Array.from({ length: 10 }, (_, i) => ({ key: `a:${i}`, value: i })));
+    expect(await storage.getKeys()).toHaveLength(10);
+    await other.setItem("a:other", 1);
+    await other.removeItem("a:0");
+    await expectListingOf(storage, dir);
+    expect(await storage.hasItem("a:other")).toBe(true);
+    // Own commit, then a foreign one by stock git, then own again: the chain of own commits is broken.
+    await storage.setItem("a:mine", 1);
+    git(dir, ["notes", `--ref=${REF}`, "add", "-m", '"from git"', git(dir, ["hash-object", "-w", "--stdin"], "a:git")]);
+    await storage.setItem("a:mine2", 2);
+    await expectListingOf(storage, dir);
+    expect(await storage.getKeys("a")).toContain("a:git");
+    // Stock git removes a note after our last commit: the listing no longer has it.
+    git(dir, ["notes", `--ref=${REF}`, "remove", idOfKey(dir, "a:mine")]);
+    await expectListingOf(storage, dir);
+    expect(await storage.getKeys("a")).not.toContain("a:mine");
+    expect(await storage.getKeys("a")).toContain("a:mine2");
+    await other.dispose();
+    await storage.dispose();
+  });
+
   const notes = stressCount(25, 100);
   it(`8 processes writing ${notes} notes each end with all ${8 * notes} notes`, async () => {
     const dir = gitInitBare("git-notes-multi");

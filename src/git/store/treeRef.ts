@@ -48,6 +48,18 @@ export interface TreeRefOptions {
   fsync?: boolean;
   /** Told of every commit, to pack the loose objects commits leave once they pile up. */
   maintenance?: AutoMaintenance;
+  /**
+   * Told of each commit this TreeRef published (after the ref moved, never for a failed one): a cache
+   * derived from the names can follow its own writes instead of being rebuilt. Must not throw.
+   */
+  onCommit?: (commit: CommitDelta) => void;
+}
+
+/** One published commit: the names it was built on, the names it holds, and the names it set or removed. */
+export interface CommitDelta {
+  base: ReadonlyMap<string, ObjectId>;
+  names: ReadonlyMap<string, ObjectId>;
+  touched: readonly string[];
 }
 
 /** What a tip holds: its names, and the trees it is made of (not written again). */
@@ -104,7 +116,8 @@ export class TreeRef {
 
   private update(changes: readonly NameChange[], isolate: boolean): Map<number, StorageError> {
     const options = this.options;
-    return updateRefWith(
+    let delta: CommitDelta | undefined;
+    const failures = updateRefWith(
       this.repo.refs,
       options.ref,
       () => {
@@ -117,18 +130,25 @@ export class TreeRef {
           failures.set(index, failure);
         });
         const names = new Map(state.names);
+        const touched: string[] = [];
         changes.forEach((change, index) => {
           if (failures.has(index)) return;
           for (const entry of [change, ...(change.also ?? [])]) {
+            touched.push(entry.name);
             if (entry.id === null) names.delete(entry.name);
             else names.set(entry.name, entry.id);
           }
         });
         if (failures.size === changes.length || sameNames(names, state.names)) return { result: failures };
-        return { id: this.write(state, names), result: failures };
+        const id = this.write(state, names);
+        delta = { base: state.names, names, touched };
+        return { id, result: failures };
       },
       { lockTimeout: options.lockTimeout ?? 5000, fsync: options.fsync === true, reflogMessage: options.message, identity: options.identity },
     );
+    // updateRefWith returned: the commit is published.
+    if (delta !== undefined) options.onCommit?.(delta);
+    return failures;
   }
 
   /**
