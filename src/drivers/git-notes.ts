@@ -170,22 +170,24 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
    * (another process or instance, stock git, a sync) rebuilds it: a pass over every note and a sort.
    */
   let listing: Listing | undefined;
-  /** Own commits published since `listing` was made, in order, each built on the one before. */
-  let pending: CommitDelta[] = [];
-  let pendingTouched = 0;
+  /**
+   * Own commits published since `listing` was made, each built on the one before: the names map of
+   * the last (no older map is kept alive) and the key-blob names they set or removed.
+   */
+  let followed: { names: ReadonlyMap<string, ObjectId>; touched: Set<string> } | undefined;
 
   /** Told by TreeRef after each of our commits lands; only records (it must not throw). */
   const recordCommit = (delta: CommitDelta): void => {
-    const last = pending.length > 0 ? (pending[pending.length - 1] as CommitDelta).names : listing?.names;
-    pendingTouched += delta.touched.length;
-    // A gap (a foreign commit between ours) or too many changes: the next listing rebuilds.
-    if (last !== delta.base || pendingTouched > MAX_FOLLOWED) {
+    const last = followed?.names ?? listing?.names;
+    // A gap (a foreign commit between ours), no listing to follow, or too many changes: the next listing rebuilds.
+    if (listing === undefined || last !== delta.base || (followed?.touched.size ?? 0) + delta.touched.length > MAX_FOLLOWED) {
       listing = undefined;
-      pending = [];
-      pendingTouched = 0;
+      followed = undefined;
       return;
     }
-    pending.push(delta);
+    const touched = followed?.touched ?? new Set<string>();
+    for (const name of delta.touched) if (isObjectId(name)) touched.add(name);
+    followed = { names: delta.names, touched };
   };
 
   const rebuild = (names: ReadonlyMap<string, ObjectId>): Listing => {
@@ -198,10 +200,8 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     return { names, keys: pairs.map((pair) => pair[0]), ids: pairs.map((pair) => pair[1]) };
   };
 
-  /** Brings `from` to `names` by the names our pending commits touched; each is present or absent in `names`. */
-  const followOwnCommits = (from: Listing, names: ReadonlyMap<string, ObjectId>): Listing => {
-    const touched = new Set<string>();
-    for (const delta of pending) for (const name of delta.touched) if (isObjectId(name)) touched.add(name);
+  /** Brings `from` to `names` by the names our commits since touched; each is present or absent in `names`. */
+  const followOwnCommits = (from: Listing, names: ReadonlyMap<string, ObjectId>, touched: ReadonlySet<string>): Listing => {
     for (const name of touched) {
       // Every listed id's key is in keyCache (listed through keyOfObject or set by change()), so a removed key is found even once its blob is pruned.
       const key = keyOfObject(name);
@@ -222,13 +222,12 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
   const sortedKeys = (): Listing => {
     const names = notes.current();
     if (listing?.names === names) return listing;
-    const followed = listing !== undefined && pending.length > 0 && (pending[pending.length - 1] as CommitDelta).names === names;
-    // Cleared first: should reading a key fail, no half-followed listing stays behind.
     const from = listing;
+    const touched = followed?.names === names ? followed.touched : undefined;
+    // Cleared first: should reading a key fail, no half-followed listing stays behind.
     listing = undefined;
-    const next = followed && from !== undefined ? followOwnCommits(from, names) : rebuild(names);
-    pending = [];
-    pendingTouched = 0;
+    followed = undefined;
+    const next = from !== undefined && touched !== undefined ? followOwnCommits(from, names, touched) : rebuild(names);
     listing = next;
     return next;
   };
