@@ -384,7 +384,8 @@ class HeldLock implements Lock {
 
   async renew(ttl: number = this.#ttl): Promise<void> {
     checkTtl(ttl);
-    if (this.#released) throw lost(this.fenceId, "this Lock was released");
+    // Also while a release is under way: a renewal racing it must not abort the signal a release leaves alone.
+    if (this.#released || this.#releasing) throw lost(this.fenceId, "this Lock was released");
     this.#etag = undefined;
     const clock = this.#home.clock;
     const record = await this.#guarded(this.#home.changeHolding(this.fenceId, this.owner, this.token, (held) => ({ token: held.token, holder: { ...held.holder, expiresAt: clock.now() + ttl } })));
@@ -455,7 +456,7 @@ class HeldLock implements Lock {
     clearTimeout(this.#timer);
     if (this.#released || this.#controller === undefined || this.#controller.signal.aborted) return;
     const clock = this.#home.clock;
-    this.#timer = setTimeout(() => (clock.now() >= this.#expiresAt ? this.#abort(lost(this.fenceId, "its lease ended")) : this.#arm()), Math.max(1, this.#expiresAt - clock.now()));
+    this.#timer = setTimeout(() => (clock.now() >= this.#expiresAt ? this.#abort(lost(this.fenceId, "its lease ended")) : this.#arm()), Math.min(MAX_DELAY, Math.max(1, this.#expiresAt - clock.now())));
     this.#timer.unref();
   }
 }
@@ -482,7 +483,8 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
   const onCorrupt = options.onCorrupt ?? ((key: string, error: StorageError) => process.emitWarning(`stowage: ${error.message}; list and cleanup skip it`, { code: error.code, detail: key }));
 
   // The last name's key: a loop on one lock checks its name once, and a cache of one entry never grows.
-  let lastName: string | undefined;
+  // A name no caller can pass (not a string), so the first call always checks its name.
+  let lastName: unknown = recordKey;
   let lastKey = "";
   function recordKey(name: string): string {
     if (name !== lastName) {
@@ -624,7 +626,7 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
 
   async function acquire(name: string, acquireOptions?: AcquireOptions): Promise<Lock | null> {
     // No options (the common call) builds nothing: each value is read with its default below.
-    if (acquireOptions !== undefined) checkAcquireOptions(acquireOptions);
+    if (acquireOptions !== undefined && acquireOptions !== null) checkAcquireOptions(acquireOptions);
     const key = recordKey(name);
     const { base, driver } = storage.getMount(key);
     requireCas(key, driver);

@@ -353,6 +353,21 @@ describe("locks over a mount", () => {
     await storage.dispose();
   });
 
+  it("null options are no options, an undefined name is refused by the locks' own check, and a renew racing a release leaves the signal alone", async () => {
+    const storage = createStorage({ driver: memory() });
+    const locks = createLocks(storage);
+    expect(await codeOf(() => createLocks(storage).acquire(undefined as unknown as string))).toBe("E_INVALID_KEY");
+    expect(await codeOf(() => createLocks(storage).info(undefined as unknown as string))).toBe("E_INVALID_KEY");
+    const lock = (await locks.acquire("nullable", null as unknown as undefined))!;
+    expect(lock).not.toBeNull();
+    const [released, renewed] = await Promise.allSettled([lock.release(), lock.renew()]);
+    expect(released.status).toBe("fulfilled");
+    expect(renewed.status === "rejected" && (renewed.reason as { code?: string }).code).toBe("E_LOCK_LOST");
+    expect(lock.signal.aborted).toBe(false);
+    expect(await locks.withLock("nullable", () => "ran", null as unknown as undefined)).toBe("ran");
+    await storage.dispose();
+  });
+
   it("refuses a record that is not a lock's with E_CORRUPT", async () => {
     const storage = createStorage({ driver: memory() });
     await storage.setItem("locks:odd", { hello: "world" });
