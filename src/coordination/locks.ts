@@ -343,6 +343,8 @@ class HeldLock implements Lock {
   #lostWith: StorageError | undefined;
   /** The release under way or done: a later call (a second release, `await using` after an explicit one) gets its outcome. */
   #releasing: Promise<void> | undefined;
+  /** A release request failed without a verdict (a network error): it may have landed all the same. */
+  #releaseMayHaveLanded = false;
 
   static {
     abortLock = (lock, cause) => lock.#abort(isStorageError(cause, "E_LOCK_LOST") ? cause : new StorageError("E_LOCK_LOST", `[locks] ${lock.fenceId}: a renewal failed, so the lease may end unseen`, { key: lock.fenceId, cause }));
@@ -403,15 +405,31 @@ class HeldLock implements Lock {
 
   async #releaseOnce(): Promise<void> {
     try {
-      if (!(await this.#releaseUnchanged())) await this.#guarded(this.#home.changeHolding(this.fenceId, this.owner, this.token, releasedRecord));
+      if (!(this.#releaseMayHaveLanded && (await this.#releasedByUs())) && !(await this.#releaseUnchanged())) {
+        await this.#guarded(this.#home.changeHolding(this.fenceId, this.owner, this.token, releasedRecord));
+      }
     } catch (error) {
       // Only a verdict on the lock is final; a failed request (a network error) may be tried again.
       // This runs after the await above, so #releasing already holds this call's promise.
-      if (!isStorageError(error, "E_LOCK_LOST")) this.#releasing = undefined;
+      if (!isStorageError(error, "E_LOCK_LOST")) {
+        this.#releasing = undefined;
+        this.#releaseMayHaveLanded = true;
+      }
       throw error;
     }
     this.#released = true;
     clearTimeout(this.#timer);
+  }
+
+  /**
+   * Whether an earlier release whose answer was lost did land: the record still holds this Lock's
+   * token, no holder, and the lease has not ended (so no cleanup cleared it). A retry then succeeds
+   * instead of reporting the lock lost.
+   */
+  async #releasedByUs(): Promise<boolean> {
+    const record: unknown = await this.#home.storage.getItem(this.fenceId);
+    const { token, holder } = (record ?? {}) as Partial<LockRecord>;
+    return token === this.token && holder === null && this.#expiresAt > this.#home.clock.now();
   }
 
   /**

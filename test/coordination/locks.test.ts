@@ -22,7 +22,7 @@ import natsKv from "../../src/drivers/nats-kv.js";
 import postgres from "../../src/drivers/postgres.js";
 import redis from "../../src/drivers/redis/index.js";
 import sqlite from "../../src/drivers/sqlite.js";
-import { createStorage, type Driver, type LockTakingDriver, type Storage } from "../../src/index.js";
+import { createStorage, StorageError, type Driver, type LockTakingDriver, type Storage } from "../../src/index.js";
 import { testLocks } from "../../src/testing/index.js";
 import { driverSource } from "../../tsup.config.js";
 import { codeOf, finish } from "../helpers/checks.js";
@@ -365,6 +365,28 @@ describe("locks over a mount", () => {
     expect(renewed.status === "rejected" && (renewed.reason as { code?: string }).code).toBe("E_LOCK_LOST");
     expect(lock.signal.aborted).toBe(false);
     expect(await locks.withLock("nullable", () => "ran", null as unknown as undefined)).toBe("ran");
+    await storage.dispose();
+  });
+
+  it("a release retried after its answer was lost (but the write landed) succeeds and leaves the signal alone", async () => {
+    const storage = createStorage({ driver: memory() });
+    const locks = createLocks(storage);
+    const lock = (await locks.acquire("lossy"))!;
+    void lock.signal;
+    const setItem = storage.setItem.bind(storage);
+    let loseNextAnswer = true;
+    storage.setItem = async (key, value, opts) => {
+      await setItem(key, value, opts);
+      if (loseNextAnswer) {
+        loseNextAnswer = false;
+        throw new StorageError("E_UNAVAILABLE", "the answer was lost on the way back");
+      }
+    };
+    expect(await codeOf(() => lock.release())).toBe("E_UNAVAILABLE");
+    expect(await storage.getItem("locks:lossy")).toMatchObject({ token: lock.token, holder: null });
+    await lock.release();
+    expect(lock.signal.aborted).toBe(false);
+    expect(await locks.isLocked("lossy")).toBe(false);
     await storage.dispose();
   });
 
