@@ -60,6 +60,9 @@ export interface EtcdOptions {
 }
 
 const DRIVER_NAME = "etcd";
+
+/** Tries of the lock fast path's read-and-swap before it leaves the record to the generic path. */
+const TAKE_ATTEMPTS = 16;
 /** Every option the driver reads; anything else is refused (E_INVALID_OPTION). */
 const OPTION_NAMES = optionNames<EtcdOptions>({ hosts: true, prefix: true, timeout: true, maxTxnOps: true, chunkSize: true, client: true });
 const NUL = Buffer.from([0]);
@@ -584,10 +587,12 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
    * next holding only if the key is still at that revision.
    */
   async function takeLock(key: string, holder: string, now: number): Promise<LockTake> {
-    for (;;) {
+    // Bounded: a record that keeps moving under the take is left to the generic path, which bounds its own tries.
+    for (let attempt = 0; attempt < TAKE_ATTEMPTS; attempt++) {
       const found = await read(key);
       // An absent record is first written through the storage's serializer, by the generic path.
-      const seen = found && lockRecordState(found.value.toString(), now);
+      if (!found) return { outcome: "declined" };
+      const seen = lockRecordState(found.value.toString(), now);
       if (!seen) return { outcome: "declined" };
       if (!seen.free) return { outcome: "held" };
       const token = seen.token + 1;
@@ -595,11 +600,12 @@ export default defineDriver<EtcdOptions, Etcd3>((options: EtcdOptions = {}) => {
       // A record too big for one etcd value is stored in chunks by `write`: leave it to the generic path.
       if (Buffer.byteLength(text) > chunkSize) return { outcome: "declined" };
       const result = await written(
-        call(key, () => client.kv.txn({ compare: [guard(key, found ? found.mod_revision : null)], success: [putOp(key, text, 0)], failure: [] })),
+        call(key, () => client.kv.txn({ compare: [guard(key, found.mod_revision)], success: [putOp(key, text, 0)], failure: [] })),
       );
       if (result.succeeded) return { outcome: "taken", token, etag: result.header.revision };
       // Another write came between the read and the transaction (a release, a take): read again.
     }
+    return { outcome: "declined" };
   }
 
   /** A key's bytes, as of `opts.version` (a revision) when given. */

@@ -119,15 +119,20 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
   // Names this driver instance in its pub/sub messages, so its watchers can tell its writes (8 characters, no NUL).
   const sender = randomBytes(6).toString("base64url");
 
+  /** Starts `work` now when the connection is ready, else once it is. */
+  function whenReady<T>(work: () => Promise<T>): Promise<T> {
+    return client.status === "ready" ? work() : ready().then(work);
+  }
+
   /** Runs a command once the connection is ready; failures become StorageErrors. */
   function call<T>(work: () => Promise<T>, key?: string): Promise<T> {
-    const started = client.status === "ready" ? work() : ready().then(work);
+    const started = whenReady(work);
     return started.catch((error: unknown) => Promise.reject(toStorageError(error, key)));
   }
 
   /** `call` for commands whose reply says nothing (SET, UNLINK): one promise less on the write path. */
   function callVoid(work: () => Promise<unknown>, key: string): Promise<void> {
-    const started = client.status === "ready" ? work() : ready().then(work);
+    const started = whenReady(work);
     return started.then(nothing, (error: unknown) => Promise.reject(toStorageError(error, key)));
   }
 
@@ -137,7 +142,7 @@ export default defineDriver<RedisDriverOptions, RedisClient>((options: RedisDriv
    */
   function runScript(target: Script, keys: string[], args: (string | Buffer)[]): Promise<unknown> {
     const work = () => client.evalsha(target.sha, keys.length, ...keys, ...args);
-    const started = client.status === "ready" ? work() : ready().then(work);
+    const started = whenReady(work);
     return started.catch((error: unknown) => {
       if (isNoScript(error)) return client.eval(target.lua, keys.length, ...keys, ...args).catch((retryError: unknown) => Promise.reject(toStorageError(retryError, keys[0])));
       return Promise.reject(toStorageError(error, keys[0]));

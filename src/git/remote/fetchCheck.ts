@@ -119,15 +119,12 @@ function notTaken(remote: string, ref: string, why: string): Error {
  */
 export async function syncLoop(repo: Repository, ref: string, remote: string, options: SyncLoopOptions, steps: SyncSteps): Promise<SyncResult> {
   const retries = options.retries ?? 5;
-  const remoteOptions: RemoteOptions = {};
-  if (options.timeout !== undefined) remoteOptions.timeout = options.timeout;
-  if (options.env !== undefined) remoteOptions.env = options.env;
   const conflicts = new Set<string>();
   let merged = false;
   let fastForwarded = false;
   let refused: { at: ObjectId | undefined; summary: string } | undefined;
   for (let attempt = 0; attempt <= retries; attempt++) {
-    const fetched = await fetchChecked(repo, ref, remote, remoteOptions, steps.check);
+    const fetched = await fetchChecked(repo, ref, remote, options, steps.check);
     // Refused although the remote did not move: a hook or a setting, which another round will not change.
     if (refused !== undefined && fetched === refused.at) throw notTaken(remote, ref, `${refused.summary}, and the remote ref did not move`);
     const step = await steps.integrate(fetched);
@@ -136,7 +133,7 @@ export async function syncLoop(repo: Repository, ref: string, remote: string, op
     fastForwarded ||= step.fastForwarded;
     const result = { fetched: fetched ?? null, merged, fastForwarded, conflicts: [...conflicts], tip: step.tip ?? null };
     if (step.tip === undefined || step.tip === fetched) return { ...result, pushed: false };
-    const pushed = await pushRef(repo, remote, ref, step.tip, fetched, remoteOptions);
+    const pushed = await pushRef(repo, remote, ref, step.tip, fetched, options);
     if (pushed.ok) return { ...result, pushed: true };
     refused = { at: fetched, summary: pushed.summary };
   }
