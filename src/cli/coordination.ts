@@ -10,7 +10,7 @@ import { constants } from "node:os";
 import { Option, type Command } from "commander";
 import { createLocks, type Lock } from "../coordination/locks.js";
 import { createReceipts, type Receipt } from "../coordination/receipts.js";
-import { StorageError } from "../core/errors.js";
+import { isStorageError, StorageError } from "../core/errors.js";
 import type { Storage } from "../core/types.js";
 import { withStorage, write, type CliIo } from "./program.js";
 import { DEFAULT_STORE } from "./storeUrl.js";
@@ -274,7 +274,7 @@ async function lockAndRun(io: CliIo, name: string, argv: string[], options: Lock
         acquire,
       )
       .catch((error: unknown) => {
-        if (error instanceof StorageError && error.code === "E_LOCK_TIMEOUT") io.exitCode = LOCK_TIMEOUT_EXIT;
+        if (isStorageError(error, "E_LOCK_TIMEOUT")) io.exitCode = LOCK_TIMEOUT_EXIT;
         throw error;
       });
   });

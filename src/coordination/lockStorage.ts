@@ -96,9 +96,9 @@ export function lockStorage(options: LockStorageOptions): GitVanLockStorage {
 
   return {
     async acquireLock(key, owner) {
-      // Re-entrant: the owner already holding it gets its lease renewed, as a fresh acquire would start it.
-      if ((await locks.info(key))?.owner === owner) return renewHeld(key, owner);
-      return (await locks.acquire(key, { owner })) !== null;
+      if ((await locks.acquire(key, { owner })) !== null) return true;
+      // Refused: re-entrant when the owner already holds it (its lease renewed, as a fresh acquire would start it).
+      return (await locks.info(key))?.owner === owner && renewHeld(key, owner);
     },
     async releaseLock(key, owner) {
       try {

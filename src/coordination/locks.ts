@@ -165,7 +165,6 @@ export interface Locks {
 }
 
 /** The JSON at `<prefix>:<name>`. */
-/** The JSON at `<prefix>:<name>`. */
 interface LockRecord {
   token: number;
   holder: Holder | null;
@@ -244,7 +243,7 @@ function newOwner(): string {
 function checkAcquireOptions(options: AcquireOptions): void {
   checkOptions("locks", options, ["owner", "ttl", "wait", "retryDelay", "signal"]);
   const { owner, ttl, wait, retryDelay, signal } = options;
-  if (owner !== undefined && (typeof owner !== "string" || owner.length === 0)) throw invalid(`owner must be a non-empty string, got ${String(owner)}`);
+  if (owner !== undefined) checkOwner(owner);
   if (ttl !== undefined) checkTtl(ttl);
   if (wait !== undefined && (typeof wait !== "number" || !Number.isFinite(wait) || wait < 0)) throw invalid(`wait must be a non-negative number of ms, got ${String(wait)}`);
   if (retryDelay !== undefined) checkTtl(retryDelay, "retryDelay");
@@ -389,8 +388,7 @@ class HeldLock implements Lock {
     // Also while a release is under way: a renewal racing it must not abort the signal a release leaves alone.
     if (this.#released || this.#releasing) throw lost(this.fenceId, "this Lock was released");
     this.#etag = undefined;
-    const clock = this.#home.clock;
-    const record = await this.#guarded(this.#home.changeHolding(this.fenceId, this.owner, this.token, (held) => ({ token: held.token, holder: { ...held.holder, expiresAt: clock.now() + ttl } })));
+    const record = await this.#guarded(this.#home.changeHolding(this.fenceId, this.owner, this.token, renewed(this.#home.clock, ttl)));
     this.#expiresAt = record.holder?.expiresAt ?? this.#expiresAt;
     this.#arm();
   }
@@ -640,8 +638,6 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     if (holder.expiresAt <= clock.now()) throw lost(key, `its lease ended at ${new Date(holder.expiresAt).toISOString()}`);
   }
 
-  const renewed = (ttl: number) => (record: HeldRecord) => ({ token: record.token, holder: { ...record.holder, expiresAt: clock.now() + ttl } });
-
   async function acquire(name: string, acquireOptions?: AcquireOptions): Promise<Lock | null> {
     // No options (the common call) builds nothing: each value is read with its default below.
     if (acquireOptions !== undefined && acquireOptions !== null) checkAcquireOptions(acquireOptions);
@@ -776,11 +772,16 @@ export function createLocks(storage: Storage, options: LocksOptions = {}): Locks
     async renew(name, owner, ttl = defaultTtl) {
       checkOwner(owner);
       checkTtl(ttl);
-      const record = await changeHolding(casKey(name), owner, undefined, renewed(ttl));
+      const record = await changeHolding(casKey(name), owner, undefined, renewed(clock, ttl));
       return { name, token: record.token, ...record.holder! };
     },
     cleanup,
   };
+}
+
+/** The change that moves a held record's lease end to `clock.now() + ttl` (token and holder otherwise kept). */
+function renewed(clock: Clock, ttl: number): (record: HeldRecord) => LockRecord {
+  return (record) => ({ token: record.token, holder: { ...record.holder, expiresAt: clock.now() + ttl } });
 }
 
 function checkOwner(owner: unknown): void {

@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from "node:util";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { resolveClock } from "../core/clock.js";
-import { StorageError, type StorageErrorCode } from "../core/errors.js";
+import { isStorageError, StorageError, type StorageErrorCode } from "../core/errors.js";
 import { normalizeKey } from "../core/keys.js";
 import { checkOptions } from "../core/options.js";
 import type { Clock, Driver, Storage, TransactionHandle } from "../core/types.js";
@@ -391,7 +391,15 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
 
   const receiptKey = (id: string) => `${prefix}:r:${id}`;
   const markerBase = `${prefix}:h`;
-  const bucketBase = (bucket: string) => `${prefix}:t:${bucket}`;
+  const indexBase = `${prefix}:t`;
+  /** The hour (YYYYMMDDHH) an index entry's key names. */
+  const hourOfEntry = (key: string) => key.slice(indexBase.length + 1, indexBase.length + 11);
+  /** The receipt stored at `id`, or null when none is; decoded leniently (null when unreadable) unless `decode` says otherwise. */
+  const readStored = async (id: string, decode: (bytes: Uint8Array, id: string) => Receipt | null = readableReceipt): Promise<Receipt | null> => {
+    const bytes = await storage.getItemRaw(receiptKey(id));
+    return bytes === null ? null : decode(bytes, id);
+  };
+  const bucketBase = (bucket: string) => `${indexBase}:${bucket}`;
   const indexKey = (receipt: Pick<Receipt, "id" | "timestamp">) => `${bucketBase(bucketOf(receipt.timestamp))}:${invertedStamp(receipt.timestamp)}-${receipt.id}`;
 
   /** An index key back to its entry; anything else under the index is corruption, not skipped. */
@@ -436,8 +444,7 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
   const readReceipts = (found: IndexEntry[]): Promise<(Receipt | null)[]> =>
     Promise.all(
       found.map(async (entry) => {
-        const bytes = await storage.getItemRaw(receiptKey(entry.id));
-        const receipt = bytes === null ? null : readableReceipt(bytes, entry.id);
+        const receipt = await readStored(entry.id);
         return receipt?.timestamp === entry.timestamp ? receipt : null;
       }),
     );
@@ -483,8 +490,7 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
 
   /** Whether `id` is stored with exactly this receipt's content (as JSON carries it). */
   const storedAlready = async (receipt: Receipt): Promise<boolean> => {
-    const bytes = await storage.getItemRaw(receiptKey(receipt.id));
-    const stored = bytes === null ? null : readableReceipt(bytes, receipt.id);
+    const stored = await readStored(receipt.id);
     return stored !== null && isDeepStrictEqual(stored, JSON.parse(JSON.stringify(receipt)));
   };
 
@@ -498,7 +504,7 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
       await storage.transaction((tx) => writeReceipt(tx, receipt));
     } catch (error) {
       // The same receipt stored already is a retry (of a store whose note failed after its transaction): it resolves, writing the note again.
-      if (!(error instanceof StorageError && error.code === "E_CONFLICT" && (await storedAlready(receipt)))) throw error;
+      if (!(isStorageError(error, "E_CONFLICT") && (await storedAlready(receipt)))) throw error;
     }
     note?.set(JSON.stringify(receipt, null, 2) + "\n");
   };
@@ -514,16 +520,13 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
     });
   };
 
-  const get = async (id: string): Promise<Receipt | null> => {
-    const bytes = await storage.getItemRaw(receiptKey(checkId(id)));
-    return bytes === null ? null : decodeReceipt(bytes, id);
-  };
+  // async: a bad id rejects the promise rather than throwing at the call.
+  const get = async (id: string): Promise<Receipt | null> => readStored(checkId(id), decodeReceipt);
 
   /** Every index entry of `id`, found by listing the whole index (keys only): for a receipt that cannot name its own. */
   const entriesOfId = async (id: string): Promise<IndexEntry[]> => {
-    const indexBase = `${prefix}:t`;
     const keys = (await storage.getKeys(indexBase)).filter((key) => key.endsWith(`-${id}`));
-    return keys.map((key) => parseEntry(key, key.slice(indexBase.length + 1, indexBase.length + 11))).filter((entry) => entry.id === id);
+    return keys.map((key) => parseEntry(key, hourOfEntry(key))).filter((entry) => entry.id === id);
   };
 
   /**
@@ -551,12 +554,13 @@ export function createReceipts(storage: Storage, options: ReceiptsOptions = {}):
   /** What the index holds, listed in this order (keys only): markers, entries by hour, receipt ids. */
   const readIndex = async (): Promise<{ marked: Set<string>; byHour: Map<string, IndexEntry[]>; ids: Set<string> }> => {
     const marked = new Set(await buckets());
-    const indexBase = `${prefix}:t`;
     const byHour = new Map<string, IndexEntry[]>();
     for (const key of await storage.getKeys(indexBase)) {
-      const hour = key.slice(indexBase.length + 1, indexBase.length + 11);
+      const hour = hourOfEntry(key);
       const entry = parseEntry(key, hour);
-      byHour.set(hour, [...(byHour.get(hour) ?? []), entry]);
+      const hourEntries = byHour.get(hour);
+      if (hourEntries === undefined) byHour.set(hour, [entry]);
+      else hourEntries.push(entry);
     }
     // Listed after the index: a receipt stored meanwhile has no entry in the listing, so it is never taken for dangling.
     const receiptBase = `${prefix}:r`;
