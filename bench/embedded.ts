@@ -6,6 +6,7 @@ import { createStorage, type Driver, type Storage } from "stowage";
 import leveldb from "stowage/drivers/leveldb";
 import lmdb from "stowage/drivers/lmdb";
 import sqlite from "stowage/drivers/sqlite";
+import { median } from "./helpers.js";
 
 /**
  * The embedded drivers at scale: latencies with 100,000 keys stored (the
@@ -38,7 +39,6 @@ async function fill(storage: Storage, from: number, to: number, keyOf: (i: numbe
   return batchTimes;
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const ms = (n: number) => `${n.toFixed(3)} ms`;
 
 async function latencies(storage: Storage) {

@@ -1,7 +1,5 @@
-import { execFile, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { execFile } from "node:child_process";
+import { rmSync } from "node:fs";
 import { promisify } from "node:util";
 import { createStorage, type Storage } from "stowage";
 import git from "stowage/drivers/git";
@@ -11,6 +9,9 @@ import { encodeCommit, hashObject, signatureNow, type GitObject, type ObjectId }
 import { Repository } from "../src/git/repo/repository.js";
 import { keyToNames } from "../src/git/store/keyNames.js";
 import { KeyTree, treeObjects } from "../src/git/store/keyTree.js";
+import { median, tempRepo as repoFor, timed } from "./helpers.js";
+
+const tempRepo = (label: string) => repoFor(`git-${label}`);
 
 /**
  * The git driver against its peers (issue #4): one `git` CLI call per step
@@ -26,19 +27,6 @@ const ms = (n: number) => `${n.toFixed(2)} ms`;
 const perSecond = (ops: number, elapsed: number) => (ops * 1000) / elapsed;
 const format = (n: number) => Math.round(n).toLocaleString("en-US");
 
-function tempRepo(label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `stowage-bench-git-${label}-`));
-  execFileSync("git", ["init", "-q", "--bare", dir]);
-  return dir;
-}
-
-async function timed(action: () => Promise<unknown> | unknown): Promise<number> {
-  const start = performance.now();
-  await action();
-  return performance.now() - start;
-}
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 /** The CLI approach: two processes per write, one per read. */
 const cli = {

@@ -1,11 +1,9 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { createStorage, type Driver, type Storage } from "stowage";
 import git from "stowage/drivers/git";
 import gitNotes from "stowage/drivers/git-notes";
 import gitObjects from "stowage/drivers/git-objects";
+import { median, tempRepo, timed as timeAsync } from "./helpers.js";
 
 /**
  * The two "blobs in a tree on a ref, with group commit" engines side by side (issue #16, docs/git-engine.md,
@@ -30,13 +28,6 @@ const REOPENS = 5;
 
 const value = (i: number, round = 0) => ({ id: i, name: `user-${i}`, email: `user${i}@example.com`, round });
 const keyOf = (i: number) => `users:${Math.floor(i / 100)}:${i}`;
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-
-function tempRepo(): string {
-  const dir = mkdtempSync(join(tmpdir(), "stowage-bench-engines-"));
-  execFileSync("git", ["init", "-q", "--bare", dir]);
-  return dir;
-}
 
 function timeEach(count: number, action: (i: number) => unknown): number {
   const times: number[] = [];
@@ -48,11 +39,6 @@ function timeEach(count: number, action: (i: number) => unknown): number {
   return median(times);
 }
 
-async function timeAsync(action: () => Promise<unknown>): Promise<number> {
-  const start = performance.now();
-  await action();
-  return performance.now() - start;
-}
 
 interface Row {
   engine: string;
@@ -64,7 +50,7 @@ interface Row {
 }
 
 async function measure(engine: string, make: (dir: string) => Driver, size: number): Promise<Row> {
-  const dir = tempRepo();
+  const dir = tempRepo("engines");
   const storage: Storage = createStorage({ driver: make(dir) });
   try {
     // Filled in one commit (not measured).

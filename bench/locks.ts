@@ -1,5 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { createStorage, type Storage } from "stowage";
 import { createLocks } from "stowage/coordination";
@@ -7,6 +6,7 @@ import memory from "stowage/drivers/memory";
 import sqlite from "stowage/drivers/sqlite";
 import gitRefs from "stowage/drivers/git-refs";
 import { reachable } from "../test/helpers/services.js";
+import { benchDir } from "./helpers.js";
 import { format, measure, printWorkload, type Measured } from "./slices.js";
 
 /**
@@ -117,8 +117,7 @@ const SERVERS: { name: string; address: string; targets: () => Promise<LockTarge
 ];
 
 export async function runLocks(): Promise<Record<string, number>> {
-  // Git writes a file per ref: tmpfs where there is one.
-  const dir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "stowage-bench-locks-"));
+  const dir = benchDir("locks");
   const targets = await embeddedTargets(dir);
   for (const server of SERVERS) {
     if (await reachable(server.address)) targets.push(...(await server.targets()));

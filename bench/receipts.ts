@@ -1,10 +1,10 @@
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { createStorage, type Storage } from "stowage";
 import gitNotes from "stowage/drivers/git-notes";
 import sqlite from "stowage/drivers/sqlite";
 import { createReceipts, type Receipt, type Receipts } from "stowage/coordination";
+import { benchDir } from "./helpers.js";
 
 /**
  * `npm run bench -- receipts`: 100,000 receipts (timestamps spread over a
@@ -99,8 +99,7 @@ async function measure(name: string, storage: Storage, results: Record<string, n
 
 export async function runReceipts(): Promise<Record<string, number>> {
   console.log(`receipts: ${COUNT} receipts over a week`);
-  // Git writes a file per object: tmpfs where there is one.
-  const dir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "stowage-bench-receipts-"));
+  const dir = benchDir("receipts");
   const results: Record<string, number> = {};
   const stores = [
     { name: "sqlite", storage: createStorage({ driver: sqlite({ path: join(dir, "receipts.sqlite") }) }) },
