@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { isStorageError, StorageError } from "./errors.js";
-import type { Mount } from "./mounts.js";
+import { commitsAtomically, type Mount } from "./mounts.js";
 import type { CommitOperation, Driver, Fence, TransactionOptions } from "./types.js";
 
 /*
@@ -28,14 +28,27 @@ const RECORD_PREFIX = "stowage-fence-";
 /** Attempts of a fenced commit while the fence record keeps moving under it (each move is a higher token landing). */
 const MAX_ATTEMPTS = 16;
 
+/** The request headers a fenced write carries its fence in over HTTP (the http driver sends them, the server reads them). */
+export const FENCE_ID_HEADER = "x-fence-id";
+export const FENCE_TOKEN_HEADER = "x-fence-token";
+/**
+ * Answer headers that say the server fenced: `X-Fence-Applied` (the token)
+ * on a fenced write's success, `X-Fence-Accepted` (the token it was sent)
+ * on the OPTIONS probe. The http driver probes once before its first
+ * fenced write and checks the echo after each one, so a server or proxy
+ * that drops the fence never passes for one that applied it.
+ */
+export const FENCE_APPLIED_HEADER = "x-fence-applied";
+export const FENCE_ACCEPTED_HEADER = "x-fence-accepted";
+
 /** The fence record's key in its mount (relative to the mount's base). */
 export function fenceRecordKey(fenceId: string): string {
   return `${RECORD_PREFIX}${createHash("sha256").update(fenceId, "utf8").digest("hex")}$$`;
 }
 
 /** Whether options carry a fence: the option is present, whatever its value (`{ fence: undefined }` is a lock that is missing, not no fence). */
-export function hasFence(opts: object | undefined): boolean {
-  return opts !== undefined && opts !== null && "fence" in opts;
+export function hasFence(opts: unknown): boolean {
+  return opts !== null && typeof opts === "object" && "fence" in opts;
 }
 
 /**
@@ -76,13 +89,13 @@ export function withoutFence<T extends TransactionOptions>(opts: T): T {
  * @throws StorageError `E_INVALID_OPTION` when `opts` holds `fence`
  */
 export function refuseFence(opts: unknown, where: string): void {
-  if (opts !== null && typeof opts === "object" && "fence" in opts) {
+  if (hasFence(opts)) {
     throw new StorageError("E_INVALID_OPTION", `${where} takes no fence: a fence guards setItem, setItemRaw, removeItem, setItems (common options) and transaction`);
   }
 }
 
 /**
- * Where a fenced write goes: `"driver"`, a driver that applies
+ * Where a fenced write goes, with its fence as checked: `"driver"`, a driver that applies
  * `options.fence` itself in the same atomic step as the write (flag
  * `fence`: the http driver, whose server fences on its own storage), for
  * one key only; `"commit"`, the core's fenced commit on a driver flagged
@@ -91,13 +104,13 @@ export function refuseFence(opts: unknown, where: string): void {
  * @throws StorageError `E_INVALID_OPTION` for a malformed fence; `E_UNSUPPORTED`
  *   for the sync API, and on a mount that can do neither (never emulated with a race)
  */
-export function fenceRoute(mount: Mount, sync: boolean, opts: object, single: boolean): "driver" | "commit" {
-  fenceOption(opts);
+export function fenceRoute(mount: Mount, sync: boolean, opts: object, single: boolean): { route: "driver" | "commit"; fence: Fence } {
+  // Parsed once here and handed on, so the check, the route and the commit use the same token.
+  const fence = fenceOption(opts)!;
   if (sync) throw new StorageError("E_UNSUPPORTED", "A fenced write has no sync form: use the async API", { driver: mount.name });
   // The mount's store: the driver with the core's layers (TTL) in front, through which the write goes.
-  const flags = mount.store.flags ?? {};
-  if (flags.transactions && mount.store.commit) return "commit";
-  if (single && flags.fence) return "driver";
+  if (commitsAtomically(mount.store)) return { route: "commit", fence };
+  if (single && mount.store.flags?.fence) return { route: "driver", fence };
   throw new StorageError(
     "E_UNSUPPORTED",
     `A fenced ${single ? "write" : "setItems"} needs a driver flagged "transactions"${single ? ' (or "fence")' : ""}; ${mount.name} is not`,
@@ -195,7 +208,7 @@ export async function commitFenced(
  * @throws StorageError `E_UNSUPPORTED` when `opts` holds `fence`
  */
 export function refuseUnfenceable(opts: unknown, method: string): void {
-  if (opts !== null && typeof opts === "object" && "fence" in opts) {
+  if (hasFence(opts)) {
     throw new StorageError("E_UNSUPPORTED", `${method} has no fenced form: write the value with setItemRaw(key, bytes, { fence })`);
   }
 }

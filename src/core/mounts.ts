@@ -2,6 +2,20 @@ import { StorageError } from "./errors.js";
 import { keyDepth, normalizeBaseKey, resolveKeyLimits } from "./keys.js";
 import type { Driver, KeyLimits } from "./types.js";
 
+/**
+ * Whether writes through `committer` can commit atomically: `flagged`
+ * states the flag "transactions" and `committer` has `commit`. For a
+ * mount, `flagged` is `mount.store`: the TTL layer in front of a driver
+ * keeps `commit` exactly when the driver has it, and wrapDriver keeps
+ * "transactions" only with `commit`, so the store's flag is the driver's
+ * where either has commit. `committer` may differ from `flagged` (a
+ * mount's async writer, whose commit may come from `asyncWrites`; the TTL
+ * layer's writer over the driver it flags from).
+ */
+export function commitsAtomically(flagged: Driver, committer: Driver = flagged): boolean {
+  return flagged.flags?.transactions === true && typeof committer.commit === "function";
+}
+
 /** A driver mounted at a base, with what the core needs to know about it. */
 export interface Mount {
   /** Normalized base ending in `:`, or `""` for the root. */

@@ -2,7 +2,7 @@ import { StorageError, isStorageError } from "./errors.js";
 import { commitFenced, fenceOption, refuseFence, withoutFence } from "./fence.js";
 import { checkWriteOptions, hasGuard, refuseCreateOnlyRemoval } from "./guards.js";
 import { metaKeyOf } from "./keys.js";
-import type { Located, Mount } from "./mounts.js";
+import { commitsAtomically, type Located, type Mount } from "./mounts.js";
 import type { Serializer } from "./serializer.js";
 import { toBytes } from "./serializer.js";
 import type {
@@ -101,8 +101,7 @@ export async function runUpdate<R>(
  * @throws StorageError `E_UNSUPPORTED` for a driver not flagged "transactions"
  */
 function transactional(mount: Mount): Mount {
-  const driver = mount.driver;
-  if (!driver.flags?.transactions || !driver.commit) {
+  if (!commitsAtomically(mount.store)) {
     throw new StorageError("E_UNSUPPORTED", `transaction needs a driver flagged "transactions"; ${mount.name} is not`, { driver: mount.name });
   }
   return mount;

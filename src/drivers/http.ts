@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { defineDriver } from "../core/defineDriver.js";
 import { StorageError, type StorageErrorCode } from "../core/errors.js";
 import { isMetaKey, normalizeKey } from "../core/keys.js";
-import { refuseUnfenceable } from "../core/fence.js";
+import { FENCE_ACCEPTED_HEADER, FENCE_APPLIED_HEADER, FENCE_ID_HEADER, FENCE_TOKEN_HEADER, refuseUnfenceable } from "../core/fence.js";
 import { checkOptions } from "../core/options.js";
 import { destroyAndWait } from "../core/streams.js";
 import { isBearerToken } from "../core/bearerToken.js";
@@ -125,11 +125,8 @@ interface Call {
   anyAnswer?: boolean;
 }
 
-/** Answer headers of a stowage server that fences: the token echoed after a fenced write, and on the OPTIONS probe. */
-const FENCE_APPLIED = "x-fence-applied";
-const FENCE_ACCEPTED = "x-fence-accepted";
 /** The fence the probe sends (its id percent-encoded as a fenced write's is): only a server that reads it echoes its token. */
-const PROBE_FENCE = { "x-fence-id": "stowage%3Aprobe", "x-fence-token": "1" };
+const PROBE_FENCE = { [FENCE_ID_HEADER]: "stowage%3Aprobe", [FENCE_TOKEN_HEADER]: "1" };
 
 /** A base as a URL path ending in `/`, which asks for a listing (or a clear); `""` for the root. */
 function basePath(base: string): string {
@@ -266,8 +263,8 @@ function parseEtag(value: string | undefined): string | undefined {
  */
 function conditionHeaders(headers: Record<string, string>, opts: SetOptions | RemoveOptions | undefined): boolean {
   if (opts?.fence !== undefined) {
-    headers["x-fence-id"] = encodeURIComponent(opts.fence.fenceId);
-    headers["x-fence-token"] = String(opts.fence.token);
+    headers[FENCE_ID_HEADER] = encodeURIComponent(opts.fence.fenceId);
+    headers[FENCE_TOKEN_HEADER] = String(opts.fence.token);
   }
   if (opts?.ifMatch !== undefined) headers["if-match"] = `"${encodeURIComponent(opts.ifMatch)}"`;
   if ((opts as SetOptions | undefined)?.ifNoneMatch === "*") headers["if-none-match"] = "*";
@@ -535,7 +532,7 @@ export default defineDriver((options: HttpOptions) => {
   async function probeFencing(): Promise<void> {
     const call: Call = { method: "OPTIONS", path: "", headers: PROBE_FENCE, anyAnswer: true };
     const answer = await request(call);
-    if (answer.status < 300 && header(answer.headers, FENCE_ACCEPTED) === PROBE_FENCE["x-fence-token"]) return;
+    if (answer.status < 300 && header(answer.headers, FENCE_ACCEPTED_HEADER) === PROBE_FENCE[FENCE_TOKEN_HEADER]) return;
     // Not let in (token, host): that is the answer to report, not a missing feature.
     if (answer.status === 401 || answer.status === 403 || answer.status === 421) throw failure(call, answer);
     throw new StorageError(
@@ -554,7 +551,7 @@ export default defineDriver((options: HttpOptions) => {
    */
   function checkApplied(call: Call, answer: Answer, opts: SetOptions | RemoveOptions | undefined): void {
     if (opts?.fence === undefined) return;
-    if (answer.status < 300 && header(answer.headers, FENCE_APPLIED) === String(opts.fence.token)) return;
+    if (answer.status < 300 && header(answer.headers, FENCE_APPLIED_HEADER) === String(opts.fence.token)) return;
     throw new StorageError(
       "E_DRIVER",
       `${call.method} ${base.href}${call.path}: the server answered ${answer.status} without X-Fence-Applied: ${opts.fence.token}, so the write may have landed unfenced (a proxy that drops X-Fence-* headers, or another server behind ${base.href} since it said it fences)`,

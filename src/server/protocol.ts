@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { StorageError, isStorageError, type StorageErrorCode } from "../core/errors.js";
 import { normalizeItemBase, normalizeItemKey } from "../core/keys.js";
-import { fenceOption } from "../core/fence.js";
+import { FENCE_ACCEPTED_HEADER, FENCE_APPLIED_HEADER, FENCE_ID_HEADER, FENCE_TOKEN_HEADER, fenceOption } from "../core/fence.js";
 import type { Fence, StorageMeta } from "../core/types.js";
 
 /**
@@ -159,18 +159,8 @@ export function metaHeaders(meta: StorageMeta): (string | number)[] {
   return headers;
 }
 
-/** The headers a fenced write carries its fence in ({@link fenceFromHeaders}); the http driver sends them. */
-export const FENCE_ID_HEADER = "x-fence-id";
-export const FENCE_TOKEN_HEADER = "x-fence-token";
-/**
- * Answer headers that say the server fenced: `X-Fence-Applied` (the token)
- * on a fenced write's success, `X-Fence-Accepted` (the token it was sent)
- * on the OPTIONS of the base path. The http driver asks the OPTIONS before
- * its first fenced write and checks the echo after each one, so a server or
- * proxy that drops the fence never passes for one that applied it.
- */
-export const FENCE_APPLIED_HEADER = "x-fence-applied";
-export const FENCE_ACCEPTED_HEADER = "x-fence-accepted";
+/** The fence headers, defined in core/fence.ts beside the fence (the http driver sends and checks the same ones). */
+export { FENCE_ACCEPTED_HEADER, FENCE_APPLIED_HEADER, FENCE_ID_HEADER, FENCE_TOKEN_HEADER };
 /** What the OPTIONS of the base path allows, with and without writes. */
 export const BASE_METHODS = "GET, HEAD, PUT, DELETE, OPTIONS";
 export const READ_BASE_METHODS = "GET, HEAD, OPTIONS";

@@ -2,7 +2,7 @@ import { isPromise, chain, type MaybePromise } from "../maybePromise.js";
 import type { Located } from "../mounts.js";
 import { deserializeRaw, type Serializer } from "../serializer.js";
 import { bytesOf, gather, wholeStream, withStorageErrors, type Body } from "../streams.js";
-import { refuseUnfenceable } from "../fence.js";
+import { refuseFence, refuseUnfenceable } from "../fence.js";
 import { checkWriteOptions } from "../guards.js";
 import type { ItemStream, SetOptions, Storage, StorageMeta, TransactionOptions } from "../types.js";
 import { checkCallOptions, locate, NO_OPTIONS, type StorageContext } from "./context.js";
@@ -77,6 +77,7 @@ export function writeTextStep(ctx: StorageContext, sync: boolean, key: string, t
 /** getItemStream: the store's own stream (the TTL layer checks the expiry first), else the value read whole. */
 export function getItemStream(ctx: StorageContext, key: string, opts: TransactionOptions = NO_OPTIONS): Promise<ItemStream | null> {
   return toPromise(ctx, key, () => {
+    refuseFence(opts, "getItemStream");
     checkCallOptions(opts);
     const loc = locate(ctx, key, false);
     const driver = loc.mount.store;

@@ -31,6 +31,7 @@ import type {
   StorageMeta,
   TransactionOptions,
 } from "../types.js";
+import { commitsAtomically } from "../mounts.js";
 import { wrapDriver } from "../wrapDriver.js";
 import { NO_OPTIONS, valuesByKey, type Payload } from "./context.js";
 
@@ -100,7 +101,7 @@ export function expiryLayer(inner: Driver, env: ExpiryEnv): Driver {
 
 /** The layer's writes, with values going through `writer` (the driver, or its asyncWrites) and lone sidecar changes through the driver. */
 function writesVia(scope: Scope, writer: Driver): AsyncWrites {
-  const commits = canCommit(scope.inner, writer);
+  const commits = commitsAtomically(scope.inner, writer);
   return {
     setItem: writer.setItem && ((key, value, opts) => setItem(scope, writer, key, value, opts)),
     setItemRaw: writer.setItemRaw && ((key, value, opts) => setItem(scope, writer, key, value, opts)),
@@ -114,10 +115,6 @@ function writesVia(scope: Scope, writer: Driver): AsyncWrites {
 function asyncWritesOf(scope: Scope, asyncWrites: AsyncWrites): AsyncWrites {
   const writes = writesVia(scope, { ...scope.inner, ...asyncWrites });
   return Object.fromEntries(Object.keys(asyncWrites).map((member) => [member, writes[member as keyof AsyncWrites]]));
-}
-
-function canCommit(inner: Driver, writer: Driver): boolean {
-  return typeof writer.commit === "function" && inner.flags?.transactions === true;
 }
 
 /** Options as the driver under the layer takes them: without ttl. */
@@ -306,7 +303,7 @@ function removeExpired(scope: Scope, rel: string, versions: { value: string; sid
   const { inner, env } = scope;
   const sidecarKey = metaKeyOf(rel);
   const done = () => env.purged(rel);
-  if (canCommit(inner, inner)) {
+  if (commitsAtomically(inner, inner)) {
     const operations: CommitOperation[] = [
       { type: "check", key: rel, etag: versions.value },
       { type: "check", key: sidecarKey, etag: versions.sidecar },
@@ -403,7 +400,7 @@ function setItem(scope: Scope, writer: Driver, rel: string, payload: Payload, op
  */
 function writeBoth(scope: Scope, writer: Driver, rel: string, payload: Payload, opts: SetOptions, change: SidecarChange): MaybePromise<void> {
   if (change === null) return put(writer, rel, payload, opts);
-  if (canCommit(scope.inner, writer)) return writer.commit!([...valueOperations(rel, payload, opts), ...sidecarOperations(rel, change)], withoutGuards(opts));
+  if (commitsAtomically(scope.inner, writer)) return writer.commit!([...valueOperations(rel, payload, opts), ...sidecarOperations(rel, change)], withoutGuards(opts));
   const guarded = hasGuard(opts);
   if (!guarded && change.type === "set" && typeof payload === "string" && writer.setItems) {
     return writer.setItems([{ key: rel, value: payload, options: opts }, { key: metaKeyOf(rel), value: change.value }], opts);
@@ -430,7 +427,7 @@ function setItems(scope: Scope, writer: Driver, items: SetEntry[], common: SetOp
     if (writer.setItems && changes.every((change) => change === null)) {
       return writer.setItems(items.map((item) => ({ ...item, options: item.options && withoutTtl(item.options) })), withoutTtl(common));
     }
-    return canCommit(scope.inner, writer) ? commitEntries(writer, items, entries, changes) : writeEntries(scope, writer, entries, changes);
+    return commitsAtomically(scope.inner, writer) ? commitEntries(writer, items, entries, changes) : writeEntries(scope, writer, entries, changes);
   });
 }
 
@@ -474,7 +471,7 @@ function removeItem(scope: Scope, writer: Driver, rel: string, opts: RemoveOptio
   if (isMetaKey(rel)) return removeUserMeta(scope, rel, opts);
   return chain(planChanges(scope, [{ rel, dropMeta: opts.removeMeta === true }]), ([change]) => {
     const unguarded = withoutGuards(opts);
-    if (change !== null && canCommit(scope.inner, writer)) {
+    if (change !== null && commitsAtomically(scope.inner, writer)) {
       return writer.commit!([...guardChecks(rel, opts), { type: "remove", key: rel, options: unguarded }, ...sidecarOperations(rel, change!)], unguarded);
     }
     return chain(writer.removeItem!(rel, opts), () => applySidecarChange(scope.inner, rel, change!, unguarded));

@@ -1,10 +1,10 @@
 import { StorageError } from "../errors.js";
-import { commitFenced, fenceOption, fenceRoute, refuseFence, withoutFence } from "../fence.js";
+import { commitFenced, fenceRoute, refuseFence, withoutFence } from "../fence.js";
 import { withoutGuards } from "../guards.js";
 import type { Located, Mount } from "../mounts.js";
 import { ttlOfWrite } from "../ttl.js";
 import { planCommit, type BufferedWrite, type TransactionContext } from "../transaction.js";
-import type { SetOptions } from "../types.js";
+import type { Fence, SetOptions } from "../types.js";
 import { locate, type Payload, type StorageContext } from "./context.js";
 import type { Step } from "./forms.js";
 
@@ -30,15 +30,14 @@ export function transactionContextOf(ctx: StorageContext): TransactionContext {
 }
 
 /**
- * Writes `writes` (checked, all in `mount`) in one fenced commit, then
+ * Writes `writes` (checked, all in `mount`) in one commit fenced by `fence` (as {@link fenceRoute} checked it), then
  * reports each as a write without a fence would be reported. No writes:
  * the commit checks (and raises) the fence alone.
  *
  * @throws StorageError `E_FENCED`, `E_CONFLICT` (see {@link commitFenced});
  *   `E_UNSUPPORTED` for writes in more than one mount
  */
-export async function writeFenced(ctx: StorageContext, writes: BufferedWrite[], common: SetOptions, mount: Mount = writes[0]!.loc.mount): Promise<void> {
-  const fence = fenceOption(common)!;
+export async function writeFenced(ctx: StorageContext, fence: Fence, writes: BufferedWrite[], common: SetOptions, mount: Mount = writes[0]!.loc.mount): Promise<void> {
   if (writes.some((write) => write.loc.mount !== mount)) {
     throw new StorageError("E_UNSUPPORTED", "A fenced setItems stays within one mount: its fence record is kept in the mount it writes");
   }
@@ -51,9 +50,9 @@ export async function writeFenced(ctx: StorageContext, writes: BufferedWrite[], 
 }
 
 /** A fenced setItem or setItemRaw, whose payload is text (serialized) or bytes (raw). */
-export function writeOneFenced(ctx: StorageContext, loc: Located, payload: Payload, opts: SetOptions): Promise<void> {
+export function writeOneFenced(ctx: StorageContext, fence: Fence, loc: Located, payload: Payload, opts: SetOptions): Promise<void> {
   const write: BufferedWrite = typeof payload === "string" ? { loc, type: "set", value: payload, options: opts } : { loc, type: "setRaw", value: payload, options: opts };
-  return writeFenced(ctx, [write], opts);
+  return writeFenced(ctx, fence, [write], opts);
 }
 
 /**
@@ -63,12 +62,11 @@ export function writeOneFenced(ctx: StorageContext, loc: Located, payload: Paylo
  * @throws StorageError as {@link writeFenced}, and as {@link fenceRoute} for the mount and the sync API
  */
 export function writeItemsFenced(ctx: StorageContext, sync: boolean, entries: { loc: Located; text: string | undefined; options: SetOptions }[], common: SetOptions): Promise<void> {
-  fenceOption(common);
   // No entries, no key: the fence is still checked, on the root mount (a caller asking whether its token still holds).
   const mount = entries.length === 0 ? ctx.table.root : entries[0]!.loc.mount;
-  fenceRoute(mount, sync, common, false);
+  const { fence } = fenceRoute(mount, sync, common, false);
   const writes = entries.map(({ loc, text, options }): BufferedWrite => (text === undefined ? { loc, type: "remove", options } : { loc, type: "set", value: text, options }));
-  return writeFenced(ctx, writes, common, mount);
+  return writeFenced(ctx, fence, writes, common, mount);
 }
 
 /**

@@ -57,7 +57,7 @@ export function createCoreStorage(options: CoreStorageOptions): Storage {
     setItem: asyncApi(ctx, setItemStep),
     setItems: asyncApi(ctx, setItemsStep),
     setItemRaw: asyncApi(ctx, setItemRawStep),
-    getItemStream: (key, opts) => toPromise(ctx, key, () => (refuseFence(opts, "getItemStream"), getItemStream(ctx, key, opts))),
+    getItemStream: (key, opts) => getItemStream(ctx, key, opts),
     setItemStream: (key, body, opts) => setItemStream(ctx, key, body, opts),
     removeItem: asyncApi(ctx, removeItemStep),
     getMeta: asyncApi(ctx, noFence.getMeta),

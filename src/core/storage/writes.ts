@@ -1,9 +1,9 @@
 import { StorageError } from "../errors.js";
 import { all, chain, isPromise, type MaybePromise } from "../maybePromise.js";
-import type { Located, Mount } from "../mounts.js";
+import { commitsAtomically, type Located, type Mount } from "../mounts.js";
 import { toBytes } from "../serializer.js";
 import { checkRemoveOptions, checkWriteOptions, guardChecks, withoutGuards } from "../guards.js";
-import type { CommitOperation, Driver, RemoveOptions, SetItemsInput, SetOptions } from "../types.js";
+import type { CommitOperation, Driver, Fence, RemoveOptions, SetItemsInput, SetOptions } from "../types.js";
 import { byMount, checkCallOptions, locate, NO_OPTIONS, put, readOnly, type Payload, type StorageContext } from "./context.js";
 import { metaKeyOf } from "../keys.js";
 import { ttlOfWrite } from "../ttl.js";
@@ -14,12 +14,20 @@ import { writeFenced, writeItemsFenced, writeOneFenced } from "./fenced.js";
 type SetEntry = { loc: Located; text: string | undefined; options: SetOptions };
 type ValueEntry = SetEntry & { text: string };
 
+/** The fence of a one-key write when the core commits it (undefined: no fence, or the driver applies it from the options). */
+function committedFence(loc: Located, sync: boolean, opts: SetOptions | RemoveOptions): Fence | undefined {
+  if (!hasFence(opts)) return undefined;
+  const { route, fence } = fenceRoute(loc.mount, sync, opts, true);
+  return route === "commit" ? fence : undefined;
+}
+
 export function writeStep(ctx: StorageContext, loc: Located, payload: Payload, opts: SetOptions, sync = false): MaybePromise<void> {
   // Options left out carry no guard: the hot path skips the check.
   if (opts !== NO_OPTIONS) {
     checkWriteOptions(loc.mount, opts);
     // A fenced write goes as one fenced commit, or to a driver that fences it itself (with options.fence, below).
-    if (hasFence(opts) && fenceRoute(loc.mount, sync, opts, true) === "commit") return writeOneFenced(ctx, loc, payload, opts);
+    const fence = committedFence(loc, sync, opts);
+    if (fence) return writeOneFenced(ctx, fence, loc, payload, opts);
   }
   const written = put(loc, payload, withTtl(ctx, opts));
   // The common path, kept free of closures: it runs on every write.
@@ -81,7 +89,7 @@ function writeGroup(ctx: StorageContext, mount: Mount, driver: Driver, group: Se
   const values = group.filter((entry): entry is ValueEntry => entry.text !== undefined);
   if (values.length === group.length) return writeValues(ctx, mount, driver, values, common);
   const removals = group.filter((entry) => entry.text === undefined);
-  if (driver.commit && mount.store.flags?.transactions) return commitGroup(ctx, mount, driver, group, common);
+  if (commitsAtomically(mount.store, driver)) return commitGroup(ctx, mount, driver, group, common);
   // Values go before removals here, so a key named twice keeps only its last entry, as a commit in order would.
   const last = new Map<string, SetEntry>();
   for (const entry of group) last.set(entry.loc.key, entry);
@@ -123,7 +131,8 @@ export function removeItemStep(ctx: StorageContext, sync: boolean, key: string, 
   checkCallOptions(options);
   const loc = locate(ctx, key, sync, true);
   checkRemoveOptions(loc.mount, options);
-  if (hasFence(options) && fenceRoute(loc.mount, sync, options, true) === "commit") return writeFenced(ctx, [{ loc, type: "remove", options }], options);
+  const fence = committedFence(loc, sync, options);
+  if (fence) return writeFenced(ctx, fence, [{ loc, type: "remove", options }], options);
   return removeLocated(ctx, loc, loc.writer, options);
 }
 
@@ -142,8 +151,8 @@ function removeLocated(ctx: StorageContext, loc: Located, driver: Driver, option
 function removeWithMeta(loc: Located, driver: Driver, options: RemoveOptions): MaybePromise<void> {
   const unguarded = withoutGuards(options);
   const sidecar: CommitOperation = { type: "remove", key: metaKeyOf(loc.rel), options: unguarded };
-  if (driver.commit && loc.mount.store.flags?.transactions) {
-    return driver.commit([...guardChecks(loc.rel, options), { type: "remove", key: loc.rel, options: unguarded }, sidecar], unguarded);
+  if (commitsAtomically(loc.mount.store, driver)) {
+    return driver.commit!([...guardChecks(loc.rel, options), { type: "remove", key: loc.rel, options: unguarded }, sidecar], unguarded);
   }
   return chain(driver.removeItem!(loc.rel, options), () => driver.removeItem!(sidecar.key, unguarded));
 }
