@@ -232,14 +232,25 @@ export default function gitNotes(options: GitNotesOptions): GitNotesDriver {
     return next;
   };
 
+  /** Where the keys under `base` lie in the sorted listing: indices [from, to). */
+  const rangeUnder = (keys: readonly string[], base: string): [number, number] => {
+    const from = lowerBound(keys, base);
+    let to = from;
+    while (to < keys.length && (keys[to] as string).startsWith(base)) to++;
+    return [from, to];
+  };
   /** The key blobs of the keys under `base`, by key: a clear removes them as found, whatever a key's length. */
   const notesUnder = (base: string): Map<string, ObjectId> => {
     const { keys, ids } = sortedKeys();
+    const [from, to] = rangeUnder(keys, base);
     const found = new Map<string, ObjectId>();
-    for (let i = lowerBound(keys, base); i < keys.length && (keys[i] as string).startsWith(base); i++) found.set(keys[i] as string, ids[i] as ObjectId);
+    for (let i = from; i < to; i++) found.set(keys[i] as string, ids[i] as ObjectId);
     return found;
   };
-  const keysUnder = (base: string): string[] => [...notesUnder(base).keys()];
+  const keysUnder = (base: string): string[] => {
+    const { keys } = sortedKeys();
+    return keys.slice(...rangeUnder(keys, base));
+  };
 
   /** A full id, `HEAD`, or a name resolved as git does: `refs/<name>`, `refs/tags/`, `refs/heads/`, `refs/remotes/`. */
   const resolve = (commitish: string): ObjectId => {

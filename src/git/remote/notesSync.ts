@@ -8,7 +8,7 @@ import { isTreeMode, type TreeEntry } from "../objects/tree.js";
 import type { Repository } from "../repo/repository.js";
 import { NOTES_LAYOUT } from "../store/notesLayout.js";
 import { MAX_CHECKED_ENTRIES, VALUE_MODES, walkNewEntries, type WalkedTree } from "../store/treeCheck.js";
-import { buildTree } from "../store/treeRef.js";
+import { buildTree, walkTree } from "../store/treeRef.js";
 import { checkSyncOptions, syncLoop, type Integrated, type SyncLoopOptions, type SyncResult } from "./fetchCheck.js";
 import { mergeBase } from "./merge.js";
 import { redactRemote } from "./remote.js";
@@ -107,18 +107,10 @@ export function checkNotesTree(repo: Repository, root: ObjectId, known?: ObjectI
 
 const LOCAL_ATTEMPTS = 100;
 
-/** Every entry of a notes commit's tree by name (fan-out undone), as the notes layout names them. */
-function namesAt(repo: Repository, commit: ObjectId | undefined): Map<string, ObjectId> {
+/** Every entry of a notes commit's tree by name (fan-out undone), as the notes layout names them; its trees are added to `trees`. */
+function namesAt(repo: Repository, commit: ObjectId | undefined, trees = new Set<ObjectId>()): Map<string, ObjectId> {
   const names = new Map<string, ObjectId>();
-  if (commit === undefined) return names;
-  const stack = [{ tree: repo.readCommit(commit).tree, prefix: "" }];
-  for (let dir = stack.pop(); dir !== undefined; dir = stack.pop()) {
-    for (const entry of repo.readTree(dir.tree)) {
-      const path = dir.prefix + entry.name;
-      if (isTreeMode(entry.mode)) stack.push({ tree: entry.id, prefix: `${path}/` });
-      else names.set(NOTES_LAYOUT.nameOf(path), entry.id);
-    }
-  }
+  if (commit !== undefined) walkTree(repo, repo.readCommit(commit).tree, NOTES_LAYOUT, names, trees);
   return names;
 }
 
@@ -139,10 +131,10 @@ function mergeNames(base: Map<string, ObjectId>, ours: Map<string, ObjectId>, th
   return { names, conflicts };
 }
 
-/** The merge commit of `ours` and `theirs` (both parents), its tree built in the notes layout. */
-function writeMerge(repo: Repository, ref: string, remote: string, ours: ObjectId, theirs: ObjectId, names: Map<string, ObjectId>): ObjectId {
+/** The merge commit of `ours` and `theirs` (both parents), its tree built in the notes layout; trees in `known` (both sides' own) are not written again. */
+function writeMerge(repo: Repository, ref: string, remote: string, ours: ObjectId, theirs: ObjectId, names: Map<string, ObjectId>, known: ReadonlySet<ObjectId>): ObjectId {
   const objects: GitObject[] = [];
-  const tree = buildTree(NOTES_LAYOUT.pathsOf(names), new Set(), objects, new Set());
+  const tree = buildTree(NOTES_LAYOUT.pathsOf(names), known, objects, new Set());
   repo.writeObjects(objects);
   const who = signatureNow("stowage", "stowage@localhost");
   return repo.writeCommit({ tree, parents: [ours, theirs], author: who, committer: who, extraHeaders: [], message: `stowage: merge ${ref} from ${redactRemote(remote)}\n` });
@@ -158,8 +150,10 @@ async function integrate(repo: Repository, ref: string, remote: string, theirs: 
     if (ours !== undefined && base === theirs) return { tip: ours, merged: false, fastForwarded: false, conflicts: [] };
     let step: Integrated = { tip: theirs, merged: false, fastForwarded: true, conflicts: [] };
     if (ours !== undefined && base !== ours) {
-      const { names, conflicts } = mergeNames(namesAt(repo, base), namesAt(repo, ours), namesAt(repo, theirs), policy);
-      step = { tip: writeMerge(repo, ref, remote, ours, theirs, names), merged: true, fastForwarded: false, conflicts };
+      // The trees of both sides are in the repository already (theirs fetched): the merge writes only new ones.
+      const known = new Set<ObjectId>();
+      const { names, conflicts } = mergeNames(namesAt(repo, base), namesAt(repo, ours, known), namesAt(repo, theirs, known), policy);
+      step = { tip: writeMerge(repo, ref, remote, ours, theirs, names, known), merged: true, fastForwarded: false, conflicts };
     }
     try {
       await repo.refs.updateAsync(ref, step.tip as ObjectId, { expected: ours ?? null, message: `stowage: sync ${ref} with ${redactRemote(remote)}` });

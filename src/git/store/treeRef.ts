@@ -190,21 +190,25 @@ export class TreeRef {
     if (tip === this.state.tip) return this.state;
     const names = new Map<string, ObjectId>();
     const trees = new Set<ObjectId>();
-    if (tip !== undefined) this.walk(this.repo.readCommit(tip).tree, names, trees);
+    if (tip !== undefined) walkTree(this.repo, this.repo.readCommit(tip).tree, this.options.layout, names, trees);
     this.state = { tip, names, trees };
     return this.state;
   }
+}
 
-  /** Every blob below `root` by name, and every tree seen; a stack of trees, not recursion, since their depth is the keys'. */
-  private walk(root: ObjectId, names: Map<string, ObjectId>, trees: Set<ObjectId>): void {
-    const stack = [{ tree: root, prefix: "" }];
-    for (let dir = stack.pop(); dir !== undefined; dir = stack.pop()) {
-      trees.add(dir.tree);
-      for (const entry of this.repo.readTree(dir.tree)) {
-        const path = dir.prefix + entry.name;
-        if (isTreeMode(entry.mode)) stack.push({ tree: entry.id, prefix: `${path}/` });
-        else names.set(this.options.layout.nameOf(path), entry.id);
-      }
+/**
+ * Adds every blob below `root` to `names` by its name in `layout`, and every tree seen to `trees`
+ * (known trees a later {@link buildTree} need not write again); a stack of trees, not recursion,
+ * since their depth is the keys'.
+ */
+export function walkTree(repo: Repository, root: ObjectId, layout: TreeLayout, names: Map<string, ObjectId>, trees: Set<ObjectId>): void {
+  const stack = [{ tree: root, prefix: "" }];
+  for (let dir = stack.pop(); dir !== undefined; dir = stack.pop()) {
+    trees.add(dir.tree);
+    for (const entry of repo.readTree(dir.tree)) {
+      const path = dir.prefix + entry.name;
+      if (isTreeMode(entry.mode)) stack.push({ tree: entry.id, prefix: `${path}/` });
+      else names.set(layout.nameOf(path), entry.id);
     }
   }
 }
